@@ -1,0 +1,78 @@
+"""The composition root: config, then backends, then services, in one readable order.
+
+Everything started is registered on one ExitStack, so shutdown (SIGTERM/SIGINT) and every failure
+path close it in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import ExitStack
+from types import FrameType
+from typing import Any
+
+from appliance.camera import select
+from appliance.camera.capture import Capture
+from appliance.config import Config
+from appliance.events import EventBus
+from appliance.web.api import create_app
+from appliance.web.server import WebServer
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.events = EventBus()
+        self._stack = ExitStack()
+        self._stopped = threading.Event()
+        self.capture: Capture | None = None
+        self.web: WebServer | None = None
+
+    def start(self) -> Appliance:
+        """Start every part; on any failure close what already started and re-raise."""
+        with self._stack as stack:
+            cfg = self.config
+            cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+            self.capture = Capture(
+                select.opener(cfg.camera),
+                self.events,
+                retry_seconds=cfg.camera.retry_seconds,
+                width=cfg.camera.width,
+                height=cfg.camera.height,
+                fps=cfg.camera.fps,
+            ).start()
+            stack.callback(self.capture.close)
+            self.web = WebServer(create_app(self.status), cfg.web.host, cfg.web.port).start()
+            stack.callback(self.web.close)
+            self._stack = stack.pop_all()
+        self.events.publish("unit.ready", f"{cfg.unit.name} is ready", name=cfg.unit.name)
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.config.unit.name,
+            "camera": self.capture.active if self.capture else "none",
+            "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
+        }
+
+    def wait(self) -> None:
+        """Block until SIGTERM/SIGINT (or :meth:`stop`)."""
+
+        def on_signal(signum: int, _: FrameType | None) -> None:
+            log.info("signal %d: shutting down", signum)
+            self._stopped.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        while not self._stopped.wait(1.0):
+            pass
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def close(self) -> None:
+        self._stack.close()

@@ -1,0 +1,115 @@
+"""The `emocall` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__, config, selftest
+from appliance.app import Appliance
+from appliance.web.server import WebServerError
+
+log = logging.getLogger("emocall")
+
+Handler = Callable[[argparse.Namespace, config.Config], int]
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Command-line flags as config overrides (only the ones given)."""
+    flags = {
+        ("unit", "data_dir"): getattr(args, "data_dir", None),
+        ("unit", "name"): getattr(args, "name", None),
+        ("web", "port"): getattr(args, "port", None),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for (section, key), value in flags.items():
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+    source = getattr(args, "source", None)
+    if source is not None:
+        camera = out.setdefault("camera", {})
+        if source in ("auto", "picamera2", "opencv", "pattern"):
+            camera["source"] = source
+        elif source.startswith("/dev/video") or source.isdigit():
+            camera.update(source="opencv", device=source)
+        else:
+            camera.update(source="file", file=source)
+    return out
+
+
+def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    appliance = Appliance(cfg)
+    try:
+        appliance.start()
+    except WebServerError as e:
+        log.error("%s", e)
+        return 1
+    try:
+        appliance.wait()
+    finally:
+        appliance.close()
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
+    reports = selftest.run(cfg)
+    if args.json:
+        print(json.dumps({"version": __version__, "parts": [r.as_dict() for r in reports]}, indent=1))
+    else:
+        for r in reports:
+            print(f"{'ok ' if r.ok else 'NO '} {r.part:<8} {r.backend:<16} {r.detail}")
+    return 0 if all(r.ok for r in reports if r.part == "camera") else 1
+
+
+def cmd_config(args: argparse.Namespace, cfg: config.Config) -> int:
+    print(config.defaults_toml() if args.defaults else json.dumps(cfg.model_dump(mode="json"), indent=1))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emocall", description="A video phone that speaks facial expressions.")
+    p.add_argument("--version", action="version", version=f"emocall {__version__}")
+    p.add_argument("--config", type=Path, help="configuration file (default /etc/emocall/config.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the appliance service")
+    run.add_argument("--data-dir", type=Path, help="where state lives")
+    run.add_argument("--port", type=int, help="port of the local web page")
+    run.add_argument("--source", help="camera: auto, picamera2, opencv, pattern, /dev/videoN or a file")
+    run.add_argument("--name", help="this unit's display name")
+    run.set_defaults(handler=cmd_run)
+
+    test = sub.add_parser("selftest", help="check each part and say which backend is active")
+    test.add_argument("--json", action="store_true", help="machine-readable output")
+    test.add_argument("--source", help="camera to check (as for run)")
+    test.set_defaults(handler=cmd_selftest)
+
+    cfg = sub.add_parser("config", help="print the effective configuration")
+    cfg.add_argument("--defaults", action="store_true", help="print every field, its default and description")
+    cfg.set_defaults(handler=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = config.load(args.config, _overrides(args))
+    except config.ConfigError as e:
+        print(f"emocall: {e}", file=sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    return handler(args, cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

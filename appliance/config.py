@@ -1,0 +1,139 @@
+"""Typed configuration: one TOML file, defaults and a description for every field, env overrides.
+
+The file is ``/etc/emocall/config.toml`` on the device (``--config PATH`` anywhere). Environment
+variables ``EMOCALL_<SECTION>__<FIELD>`` override it, for tests and one-off runs, e.g.
+``EMOCALL_CAMERA__SOURCE=pattern``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEVICE_CONFIG = Path("/etc/emocall/config.toml")
+ENV_PREFIX = "EMOCALL_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and what is expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class UnitConfig(_Section):
+    name: str = Field("emocall", min_length=1, max_length=40, description="Display name the other unit says")
+    data_dir: Path = Field(Path("/var/lib/emocall"), description="Where state (identity, pairings) lives")
+
+
+CameraKind = Literal["auto", "picamera2", "opencv", "file", "pattern"]
+
+
+class CameraConfig(_Section):
+    source: CameraKind = Field("auto", description="auto tries picamera2, then a webcam, then the pattern")
+    device: str = Field("0", description="Webcam index or device path for the opencv source")
+    file: Path | None = Field(None, description="Video or image file for the file source")
+    loop: bool = Field(True, description="Start the file again when it ends")
+    width: int = Field(640, ge=64, le=1920, description="Frame width in pixels")
+    height: int = Field(480, ge=48, le=1080, description="Frame height in pixels")
+    fps: float = Field(15.0, gt=0, le=60, description="Frames per second to capture")
+    retry_seconds: float = Field(
+        3.0, gt=0, le=60, description="Wait between attempts to reopen a lost camera"
+    )
+
+
+class WebConfig(_Section):
+    host: str = Field("0.0.0.0", description="Address the local web page and API listen on")  # noqa: S104
+    port: int = Field(8080, ge=1, le=65535, description="Port of the local web page and API")
+
+
+class Config(_Section):
+    unit: UnitConfig = Field(default_factory=UnitConfig, description="This unit")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera source")
+    web: WebConfig = Field(default_factory=WebConfig, description="Local web page and API")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            section, _, field = key[len(ENV_PREFIX) :].lower().partition("__")
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, fields in extra.items():
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"[{section}] must be a table of settings")
+        target.update(fields)
+    return merged
+
+
+def _describe(e: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration"]
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (see `emocall config --defaults` for the known ones)")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load(
+    path: Path | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the file (if any), then the environment, then ``overrides`` (command-line flags)."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is None and DEVICE_CONFIG.exists():
+        path = DEVICE_CONFIG
+    if path is not None:
+        origin = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the configuration file ({e.strerror})") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = _merge(_merge(data, _env_overrides(environ)), overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, origin)) from e
+
+
+def defaults_toml() -> str:
+    """The default configuration as commented TOML: every field with its description."""
+    lines: list[str] = []
+    for section, info in Config.model_fields.items():
+        model = info.default_factory() if info.default_factory else None  # type: ignore[call-arg]
+        assert isinstance(model, BaseModel)
+        lines += ["", f"# {info.description}", f"[{section}]"]
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            lines.append(f"# {field.description}")
+            lines.append(f"{'# ' if value is None else ''}{name} = {_toml_value(value)}")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if value is None:
+        return '""'
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,65 @@
+"""The event bus: how parts tell each other (and the speech part) what happened.
+
+Events carry a topic (``camera.lost``, ``vision.emotion``...), an English sentence for the log and
+structured data. Subscribers are called in the publisher's thread and must return quickly
+(hand work to their own queue or loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[["Event"], None]
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    t: float = field(default_factory=time.monotonic)
+
+
+class EventBus:
+    def __init__(self, history: int = 50) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscriber] = []
+        self._recent: deque[Event] = deque(maxlen=history)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Register ``callback``; returns the function that unregisters it."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def publish(self, topic: str, message: str, **data: Any) -> Event:
+        event = Event(topic, message, data)
+        log.info("%s: %s", topic, message)
+        with self._lock:
+            self._recent.append(event)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:
+                # One broken listener must not silence the others or the publisher.
+                log.exception("event subscriber %r failed on %s", callback, topic)
+        return event
+
+    def recent(self, prefix: str = "") -> list[Event]:
+        with self._lock:
+            return [e for e in self._recent if e.topic.startswith(prefix)]

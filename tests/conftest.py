@@ -1,0 +1,38 @@
+"""Shared fixtures: paths to ../shared data, a config in a temporary data dir, a test video writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance import config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CLIPS = SHARED / "clips"
+FER = SHARED / "fer"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> config.Config:
+    return config.load(None, {"unit": {"data_dir": str(tmp_path / "data")}, "web": {"port": 0}}, environ={})
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
+    """Writes BGR frames to an MJPG AVI (a codec every OpenCV build has)."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write MJPG here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here (it comes with ../shared)")
+    return path

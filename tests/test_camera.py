@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.camera import CameraError, EndOfStream, select
+from appliance.camera.capture import Capture
+from appliance.camera.file import FileSource
+from appliance.camera.pattern import PatternSource
+from appliance.config import CameraConfig
+from appliance.events import EventBus
+
+from .conftest import CLIPS, need, write_video
+
+
+def numbered_frames(n: int) -> list[np.ndarray]:
+    """Frames whose mean brightness encodes their number, so order survives compression."""
+    return [np.full((120, 160, 3), 10 + 20 * i, np.uint8) for i in range(n)]
+
+
+def test_file_source_reads_a_written_video_in_order(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", numbered_frames(8), fps=30)
+    source = FileSource(video, loop=False, realtime=False)
+    levels = []
+    with pytest.raises(EndOfStream):
+        while True:
+            frame = source.read()
+            assert frame.image.shape == (120, 160, 3)
+            levels.append(frame.image.mean())
+    source.close()
+    assert len(levels) == 8
+    assert np.all(np.diff(levels) > 10)
+    assert frame.position == pytest.approx(7 / 30)
+
+
+def test_file_source_paces_in_real_time(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", numbered_frames(6), fps=20)
+    source = FileSource(video, loop=True)
+    start = time.monotonic()
+    frames = [source.read() for _ in range(10)]  # loops past the end
+    elapsed = time.monotonic() - start
+    source.close()
+    assert elapsed >= 9 / 20 * 0.9
+    assert [f.index for f in frames] == list(range(10))
+    assert frames[6].image.mean() == pytest.approx(frames[0].image.mean(), abs=3)
+
+
+@pytest.mark.parametrize(
+    "clip", ["single_face.mp4", "no_face.mp4", "WolfgangLanger_Pexels.mp4", "multi_face.jpg"]
+)
+def test_sample_clips(clip: str) -> None:
+    source = FileSource(need(CLIPS / clip), loop=False, realtime=False)
+    frame = source.read()
+    source.close()
+    assert frame.image.ndim == 3 and frame.image.shape[2] == 3
+    assert frame.image.std() > 5  # real picture, not blank
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match=r"camera file .*nope\.mp4 does not exist"):
+        FileSource(tmp_path / "nope.mp4")
+
+
+def test_file_that_is_not_a_video_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(CameraError, match="is not a video OpenCV can decode"):
+        FileSource(junk)
+    fake_png = tmp_path / "junk.png"
+    fake_png.write_bytes(b"\x89PNG nope")
+    with pytest.raises(CameraError, match="is not an image OpenCV can decode"):
+        FileSource(fake_png)
+
+
+def test_pattern_moves_and_says_no_camera() -> None:
+    source = PatternSource(320, 240, fps=100)
+    a, b = source.read(), source.read()
+    assert a.image.shape == (240, 320, 3)
+    assert not np.array_equal(a.image, b.image)
+    # The caption band: black with white text across the middle.
+    band = a.image[100:140, 40:280]
+    assert (band == 0).mean() > 0.5 and (band == 255).any()
+
+
+def test_auto_without_camera_reports_why() -> None:
+    with pytest.raises(CameraError, match=r"picamera2: .*; opencv: no webcam at '/dev/video99'"):
+        select.open_source(CameraConfig(source="auto", device="/dev/video99"))
+
+
+def test_capture_newest_frame_wins(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", numbered_frames(5), fps=30)
+    cfg = CameraConfig(source="file", file=video, loop=True, fps=30)
+    events = EventBus()
+    capture = Capture(select.opener(cfg), events, retry_seconds=0.2).start()
+    try:
+        first = capture.wait_newer(-1, timeout=5)
+        assert first is not None
+        time.sleep(0.5)  # a slow consumer skips frames instead of queueing them
+        latest = capture.wait_newer(first.index, timeout=5)
+        assert latest is not None and latest.index >= first.index + 10
+        assert capture.active == "file"
+        assert [e.topic for e in events.recent("camera")] == ["camera.ready"]
+    finally:
+        capture.close()
+
+
+def test_capture_survives_a_lost_camera_and_recovers(tmp_path: Path) -> None:
+    """The file vanishes and comes back: pattern meanwhile, events for both, no crash."""
+    video = write_video(tmp_path / "v.avi", numbered_frames(3), fps=30)
+    spare = tmp_path / "spare.avi"
+    video.rename(spare)
+    cfg = CameraConfig(source="file", file=video, loop=False, fps=30)
+    events = EventBus()
+    capture = Capture(select.opener(cfg), events, retry_seconds=0.2, width=160, height=120, fps=30).start()
+    try:
+        frame = capture.wait_newer(-1, timeout=5)
+        assert frame is not None and frame.image.shape == (120, 160, 3)
+        assert capture.active == "pattern"
+        spare.rename(video)
+        deadline = time.monotonic() + 5
+        while capture.active != "file" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        topics = [e.topic for e in events.recent("camera")]
+        assert topics[:2] == ["camera.lost", "camera.recovered"]
+        assert "does not exist" in events.recent("camera.lost")[0].data["reason"]
+    finally:
+        capture.close()

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from appliance import __version__
+
+from .conftest import CLIPS, need
+
+
+def emocall(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_version() -> None:
+    result = emocall("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"emocall {__version__}"
+
+
+def test_selftest_json_names_each_backend() -> None:
+    result = emocall("selftest", "--json", "--source", str(need(CLIPS / "single_face.mp4")))
+    report = json.loads(result.stdout)
+    parts = {p["part"]: p for p in report["parts"]}
+    assert parts["camera"] == {
+        "part": "camera",
+        "backend": "file",
+        "ok": True,
+        "detail": "delivered a 640x360 frame",
+    }
+    assert {"edgetpu", "speech", "audio"} <= parts.keys()
+    assert all(p["backend"] and p["detail"] for p in parts.values())
+    assert result.returncode == 0
+
+
+def test_selftest_missing_camera_file_fails_clearly(tmp_path: Path) -> None:
+    result = emocall("selftest", "--source", str(tmp_path / "gone.mp4"))
+    assert result.returncode == 1
+    assert "gone.mp4 does not exist" in result.stdout
+
+
+def test_run_serves_status_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "run",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--source",
+            "pattern",
+            "--name",
+            "Asha",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        status = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as r:
+                    status = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status is not None, "the unit never answered"
+        assert status["name"] == "Asha"
+        assert status["camera"] == "pattern"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "Asha is ready" in err

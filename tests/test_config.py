@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from appliance import config
+
+
+def test_defaults_have_a_description_for_every_field() -> None:
+    text = config.defaults_toml()
+    parsed = tomllib.loads(text)
+    assert parsed["camera"]["source"] == "auto"
+    assert parsed["web"]["port"] == 8080
+    for section in config.Config.model_fields.values():
+        assert section.description
+    assert "# Frames per second to capture" in text
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[unit]\nname = "Asha"\n[web]\nport = 9000\n[camera]\nfps = 10.0\n')
+    env = {"EMOCALL_WEB__PORT": "9100", "EMOCALL_CAMERA__FPS": "12"}
+    cfg = config.load(path, {"camera": {"fps": 5}}, environ=env)
+    assert (cfg.unit.name, cfg.web.port, cfg.camera.fps) == ("Asha", 9100, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[camera]\nsourc = 'file'\n", "camera.sourc: unknown key"),
+        ("[web]\nport = 'eighty'\n", "web.port: Input should be a valid integer"),
+        ("[camera]\nsource = 'kinect'\n", "camera.source: Input should be 'auto', 'picamera2'"),
+        ("[web\n", "not valid TOML"),
+        ("web = 3\n", "web: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path, environ={})
+    assert str(path) in str(e.value)
+    assert expected in str(e.value)
+
+
+def test_bad_config_exits_2_with_message_not_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[camera]\nfps = -3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--config", str(path), "selftest"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{path}: invalid configuration" in result.stderr
+    assert "camera.fps: Input should be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_config_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--config", str(missing), "selftest"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{missing}: cannot read the configuration file" in result.stderr
