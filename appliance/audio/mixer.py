@@ -1,0 +1,170 @@
+"""The mixing speaker: a real-time thread that mixes call audio and one announcement at a time.
+
+Call audio arrives in chunks from the call's asyncio loop (``write_call`` never blocks); an
+announcement is handed over by ``play``, which blocks its caller until the last sample has gone to
+the output. While an announcement plays the call audio is lowered (ducked) with a short ramp, so
+the words are heard over the conversation without clicks. Backends only provide ``_output``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.audio import SAMPLE_RATE, AudioError, resample
+
+log = logging.getLogger(__name__)
+
+BLOCK_SECONDS = 0.01
+# Call audio beyond this much is dropped, oldest first: late audio is worse than a gap.
+MAX_CALL_BACKLOG_SECONDS = 0.5
+
+
+@dataclass
+class Played:
+    """One announcement as it went out: where in the output stream and when, in wall-clock time."""
+
+    start_s: float  # position of its first sample in the output stream
+    duration_s: float
+    started_at: float = 0.0  # time.monotonic() when its first sample was output
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class MixingSpeaker:
+    """Base of every :class:`~appliance.audio.Speaker` backend; subclasses implement ``_output``."""
+
+    def __init__(self, *, duck_gain: float = 0.25, duck_ramp_s: float = 0.02, paced: bool = True) -> None:
+        self.sample_rate = SAMPLE_RATE
+        self._duck_gain = duck_gain
+        self._ramp_step = 1.0 / max(1.0, duck_ramp_s * SAMPLE_RATE)
+        self._paced = paced  # a file has no clock of its own; a sound device blocks by itself
+        self._block = round(BLOCK_SECONDS * SAMPLE_RATE)
+        self._lock = threading.Lock()
+        self._play_lock = threading.Lock()
+        self._call: deque[np.ndarray] = deque()
+        self._call_len = 0
+        self._current: tuple[Played, np.ndarray] | None = None
+        self._pos = 0  # samples of the current announcement already output
+        self._gain = 1.0
+        self._written = 0  # samples output so far
+        self.played: list[Played] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
+
+    def start(self) -> MixingSpeaker:
+        self._thread.start()
+        return self
+
+    def _output(self, block: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _close_output(self) -> None:
+        raise NotImplementedError
+
+    def write_call(self, pcm: np.ndarray) -> None:
+        chunk = np.asarray(pcm, dtype=np.int16).reshape(-1)
+        limit = round(MAX_CALL_BACKLOG_SECONDS * self.sample_rate)
+        with self._lock:
+            self._call.append(chunk.copy())
+            self._call_len += chunk.size
+            while self._call_len - self._call[0].size >= limit:
+                self._call_len -= self._call.popleft().size
+
+    def play(self, pcm: np.ndarray, sample_rate: int) -> float:
+        samples = resample(pcm, sample_rate, self.sample_rate)
+        if self._stop.is_set():
+            raise AudioError("the speaker is closed")
+        with self._play_lock:  # one announcement at a time: two are never mixed together
+            entry = Played(self._written / self.sample_rate, samples.size / self.sample_rate)
+            with self._lock:
+                self._current, self._pos = (entry, samples), 0
+            if not entry.done.wait(entry.duration_s + 5.0):
+                raise AudioError("the speaker stopped playing: check the audio output")
+            return entry.duration_s
+
+    @property
+    def speaking(self) -> bool:
+        with self._lock:
+            return self._current is not None
+
+    def _take_call(self, n: int) -> np.ndarray:
+        out = np.zeros(n, np.float32)
+        filled = 0
+        while filled < n and self._call:
+            chunk = self._call[0]
+            take = min(n - filled, chunk.size)
+            out[filled : filled + take] = chunk[:take]
+            filled += take
+            self._call_len -= take
+            if take == chunk.size:
+                self._call.popleft()
+            else:
+                self._call[0] = chunk[take:]
+        return out
+
+    def _mix(self) -> tuple[np.ndarray, Played | None]:
+        """The next block of output and the announcement that started in it, if one did."""
+        n = self._block
+        with self._lock:
+            call = self._take_call(n)
+            target = self._duck_gain if self._current is not None else 1.0
+            gains = np.clip(
+                self._gain + np.sign(target - self._gain) * self._ramp_step * np.arange(1, n + 1),
+                min(self._gain, target),
+                max(self._gain, target),
+            )
+            self._gain = float(gains[-1])
+            mixed = call * gains
+            started = None
+            if self._current is not None:
+                entry, samples = self._current
+                if self._pos == 0:
+                    started = entry
+                    entry.start_s = self._written / self.sample_rate
+                part = samples[self._pos : self._pos + n]
+                mixed[: part.size] += part
+                self._pos += part.size
+                if self._pos >= samples.size:
+                    self._current = None
+                    self.played.append(entry)
+                    entry.done.set()
+            self._written += n
+        return np.clip(np.round(mixed), -32768, 32767).astype(np.int16), started
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                block, started = self._mix()
+                if started is not None:
+                    started.started_at = time.monotonic()
+                self._output(block)
+                if self._paced:
+                    next_t += self._block / self.sample_rate
+                    delay = next_t - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    elif delay < -0.2:  # far behind (machine busy): carry on from now, no burst
+                        next_t = time.monotonic()
+        except (OSError, AudioError) as e:
+            log.error("audio output failed: %s", e)
+        finally:
+            self._release_waiter()
+
+    def _release_waiter(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current[0].done.set()
+                self._current = None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._release_waiter()
+        self._close_output()

@@ -1,0 +1,90 @@
+"""The speaker heard through its WAV file: call audio passes, announcements mix in, call audio ducks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.audio import AudioError, resample
+from appliance.audio.wav import WavSpeaker, read_wav
+
+RATE = 48000
+
+
+def sine(freq: float, seconds: float, amplitude: float = 8000, rate: int = RATE) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amplitude).astype(np.int16)
+
+
+def band_level(x: np.ndarray, freq: float, rate: int = RATE) -> float:
+    """Amplitude of ``freq`` in ``x`` (peak of the windowed spectrum near it)."""
+    spectrum = np.abs(np.fft.rfft(x.astype(np.float64) * np.hanning(x.size))) / (x.size / 4)
+    freqs = np.fft.rfftfreq(x.size, 1 / rate)
+    near = np.abs(freqs - freq) < 20
+    return float(spectrum[near].max())
+
+
+def test_call_audio_is_ducked_while_an_announcement_plays(tmp_path: Path) -> None:
+    speaker = WavSpeaker(tmp_path / "out.wav", duck_gain=0.25)
+    speaker.write_call(sine(300, 0.5))  # the backlog limit keeps at most 0.5 s
+    time.sleep(0.05)
+    seconds = speaker.play(sine(1000, 0.2), RATE)
+    time.sleep(0.1)
+    speaker.close()
+    assert seconds == pytest.approx(0.2)
+    audio, rate = read_wav(tmp_path / "out.wav")
+    assert rate == RATE
+    [played] = speaker.played
+    start, end = round(played.start_s * RATE), round((played.start_s + played.duration_s) * RATE)
+    before = audio[: start - 480]  # call only, full level
+    during = audio[start + 1920 : end - 480]  # past the ramp
+    assert band_level(before, 300) == pytest.approx(8000, rel=0.1)
+    assert band_level(during, 300) == pytest.approx(2000, rel=0.15)
+    assert band_level(during, 1000) == pytest.approx(8000, rel=0.1)
+    assert band_level(before, 1000) < 200
+
+
+def test_output_runs_in_real_time_and_announcements_never_overlap(tmp_path: Path) -> None:
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    start = time.monotonic()
+    for freq in (500, 700):
+        speaker.play(sine(freq, 0.15), RATE)
+    elapsed = time.monotonic() - start
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")
+    assert elapsed == pytest.approx(0.3, abs=0.06)
+    first, second = speaker.played
+    assert second.start_s >= first.start_s + first.duration_s - 1e-9
+    assert audio.size / RATE == pytest.approx(time.monotonic() - start, abs=0.15)
+
+
+def test_announcement_at_another_rate_is_resampled(tmp_path: Path) -> None:
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    assert speaker.play(sine(440, 0.2, rate=22050), 22050) == pytest.approx(0.2, abs=0.001)
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")
+    [played] = speaker.played
+    start = round(played.start_s * RATE)
+    assert band_level(audio[start : start + round(0.2 * RATE)], 440) == pytest.approx(8000, rel=0.1)
+
+
+def test_resample_keeps_duration_and_pitch() -> None:
+    out = resample(sine(440, 1.0, rate=16000), 16000, RATE)
+    assert out.size == RATE
+    assert band_level(out, 440) == pytest.approx(8000, rel=0.05)
+
+
+def test_closed_speaker_refuses_to_play(tmp_path: Path) -> None:
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    speaker.close()
+    with pytest.raises(AudioError, match="closed"):
+        speaker.play(sine(440, 0.1), RATE)
+
+
+def test_unwritable_wav_path_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AudioError, match="cannot write the speaker's WAV file"):
+        WavSpeaker(tmp_path / "file" / "out.wav")
