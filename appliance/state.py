@@ -1,0 +1,254 @@
+"""The unit's persistent state in SQLite: identity reference, settings and paired units.
+
+The database lives in the data directory in WAL mode with ``synchronous=FULL``, and every change is
+one transaction, so a power cut or a kill -9 leaves either the old or the new state, never half.
+Other parts read settings through :meth:`StateStore.settings` (a cached, immutable snapshot, cheap to
+call per event) and learn about changes from the ``settings.changed`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.events import EventBus
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (
+    unit_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    public_key BLOB NOT NULL,
+    paired_at REAL NOT NULL
+);
+"""
+
+Announcements = Literal["speech", "tones", "both", "off"]
+Verbosity = Literal["short", "full"]
+# A printable name without control characters: it is spoken, shown and sent to the other unit.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+class StateError(Exception):
+    """The state database cannot be opened or written."""
+
+
+class SettingsError(StateError):
+    """A settings change is not valid; the message names the field and what it accepts."""
+
+
+class Settings(BaseModel):
+    """What the owner sets on the settings page. Every field has a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    display_name: str = Field(
+        "emocall",
+        min_length=1,
+        max_length=40,
+        pattern=NAME_PATTERN,
+        description="The name the other unit says",
+    )
+    announcements: Announcements = Field(
+        "speech", description="How events are announced: speech, tones, both, off"
+    )
+    verbosity: Verbosity = Field(
+        "full", description='"full" says "Asha looks happy", "short" says "Asha: happy"'
+    )
+    voice_language: str = Field(
+        "en", pattern=r"^[a-z]{2,3}(-[a-z0-9]{1,8})*$", description="espeak-ng voice, e.g. en, en-gb, de, fr"
+    )
+    volume: int = Field(80, ge=0, le=100, description="Speaker volume in percent")
+    auto_answer: bool = Field(False, description="Answer calls from paired units without the button")
+    share_expressions: bool = Field(
+        True, description="Send my facial expression to the other unit during calls"
+    )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A paired unit: its pinned public key and where it was last reached."""
+
+    unit_id: str
+    name: str
+    address: str
+    public_key: bytes
+    paired_at: float
+
+
+class StateStore:
+    def __init__(self, path: Path, events: EventBus | None = None, default_name: str = "emocall") -> None:
+        self._events = events
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL makes each commit durable at once; NORMAL could lose the last commits on power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
+        self.path = path
+        self._settings = self._load_settings(default_name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- meta --------------------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_or_create(self, key: str, make: str) -> str:
+        """The stored value for ``key``; stores ``make`` first if there is none."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make))
+            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+    def remember_identity(self, unit_id: str) -> None:
+        """Record which identity owns this state; warn when the key file was replaced."""
+        known = self.meta_or_create("unit_id", unit_id)
+        if known != unit_id:
+            log.warning(
+                "the identity changed from %s to %s: paired units will refuse this unit until paired again",
+                known,
+                unit_id,
+            )
+            with self.transaction() as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'unit_id'", (unit_id,))
+
+    def session_secret(self) -> bytes:
+        """The key that signs the owner's browser session, created once per unit."""
+        return bytes.fromhex(self.meta_or_create("session_secret", secrets.token_hex(32)))
+
+    # -- settings ----------------------------------------------------------------------------------
+
+    def _stored_settings(self) -> dict[str, Any]:
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
+        return {k: json.loads(v) for k, v in rows.items() if k in Settings.model_fields}
+
+    def _load_settings(self, default_name: str) -> Settings:
+        try:
+            return Settings.model_validate({"display_name": default_name, **self._stored_settings()})
+        except ValidationError as e:
+            log.warning("stored settings are not valid (%s); using the defaults for the bad ones", e)
+            return Settings(display_name=default_name)
+
+    def settings(self) -> Settings:
+        return self._settings
+
+    def update_settings(self, changes: Mapping[str, Any]) -> Settings:
+        """Validate and store ``changes`` in one transaction; raises SettingsError and changes nothing."""
+        with self._lock:
+            try:
+                new = Settings.model_validate({**self._settings.model_dump(), **changes})
+            except ValidationError as e:
+                raise SettingsError(describe(e)) from e
+            changed = [k for k in Settings.model_fields if getattr(new, k) != getattr(self._settings, k)]
+            with self.transaction() as db:
+                for key in changed:
+                    db.execute(
+                        "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        (key, json.dumps(getattr(new, key))),
+                    )
+            self._settings = new
+        if changed and self._events is not None:
+            self._events.publish(
+                "settings.changed", "Settings saved", changed=changed, settings=new.model_dump()
+            )
+        return new
+
+    # -- paired units ------------------------------------------------------------------------------
+
+    def peers(self) -> list[Peer]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT unit_id, name, address, public_key, paired_at FROM peers ORDER BY name"
+            ).fetchall()
+        return [Peer(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def peer(self, unit_id_or_name: str) -> Peer | None:
+        """The paired unit with this id, or else with this display name (case-insensitive)."""
+        peers = self.peers()
+        by_id = [p for p in peers if p.unit_id == unit_id_or_name]
+        by_name = [p for p in peers if p.name.casefold() == unit_id_or_name.casefold()]
+        matches = by_id or by_name
+        return matches[0] if matches else None
+
+    def peer_key(self, unit_id: str) -> bytes | None:
+        """The pinned public key of a paired unit (an ``identity.PeerKeys`` lookup)."""
+        with self._lock:
+            row = self._db.execute("SELECT public_key FROM peers WHERE unit_id = ?", (unit_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_peer(self, unit_id: str, name: str, address: str, public_key: bytes) -> Peer:
+        peer = Peer(unit_id, name, address, public_key, time.time())
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO peers (unit_id, name, address, public_key, paired_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (peer.unit_id, peer.name, peer.address, peer.public_key, peer.paired_at),
+            )
+        return peer
+
+    def update_address(self, unit_id: str, address: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE peers SET address = ? WHERE unit_id = ?", (address, unit_id))
+
+    def remove_peer(self, unit_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
+
+    def check(self) -> None:
+        """Raise StateError unless the database and its rows are intact (used by tests and selftest)."""
+        with self._lock:
+            result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise StateError(f"the state database {self.path} is damaged: {result}")
+        try:
+            Settings.model_validate(self._stored_settings())
+        except ValidationError as e:
+            raise StateError(f"stored settings are not valid: {describe(e)}") from e
+        if any(len(p.public_key) != 32 or not p.unit_id for p in self.peers()):
+            raise StateError("a paired unit has no valid public key")
+
+
+def describe(e: ValidationError) -> str:
+    """A validation error as one line per field: what is wrong and with which value."""
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)

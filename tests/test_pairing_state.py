@@ -1,0 +1,114 @@
+"""The SQLite state store: settings validation, paired units, and surviving kill -9 mid-write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.events import EventBus
+from appliance.state import SettingsError, StateStore
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from appliance.state import StateStore
+
+store = StateStore(Path(sys.argv[1]))
+mode = sys.argv[2]
+if mode == "hold":
+    # Commit one known state, then stop in the middle of the next transaction.
+    store.update_settings({"display_name": "committed"})
+    with store.transaction() as db:
+        db.execute("INSERT INTO settings (key, value) VALUES ('volume', '7')")
+        db.execute("INSERT INTO peers VALUES ('half', 'half', 'h:1', zeroblob(32), 0)")
+        print("mid-transaction", flush=True)
+        time.sleep(60)
+else:
+    # Each transaction adds peer k and records k in the display name: the two always agree.
+    print("writing", flush=True)
+    for k in range(100000):
+        with store.transaction() as db:
+            db.execute("INSERT INTO peers VALUES (?, ?, 'h:1', zeroblob(32), 0)", (f"u{k}", f"n{k}"))
+            db.execute("INSERT OR REPLACE INTO settings VALUES ('display_name', ?)", (f'"n{k}"',))
+"""
+
+
+def test_settings_validate_persist_and_announce(tmp_path: Path) -> None:
+    events = EventBus()
+    store = StateStore(tmp_path / "state.db", events, default_name="Asha")
+    assert store.settings().display_name == "Asha" and store.settings().share_expressions
+    store.update_settings({"volume": 40, "announcements": "both", "share_expressions": False})
+    store.close()
+    # Until the owner names the unit on the page, the configured name is used.
+    store = StateStore(tmp_path / "state.db", events, default_name="Configured")
+    assert store.settings().display_name == "Configured"
+    store.update_settings({"display_name": " Asha  "})
+    with pytest.raises(SettingsError, match="volume"):
+        store.update_settings({"volume": 101, "display_name": "never stored"})
+    with pytest.raises(SettingsError, match="unknown_field"):
+        store.update_settings({"unknown_field": 1})
+    store.close()
+    again = StateStore(tmp_path / "state.db", default_name="ignored")
+    settings = again.settings()
+    assert (settings.display_name, settings.volume, settings.announcements) == ("Asha", 40, "both")
+    assert settings.share_expressions is False
+    changed = events.recent("settings.changed")[-1].data["changed"]
+    assert changed == ["display_name"]
+
+
+def test_peers_are_pinned_and_removed(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.add_peer("a" * 32, "Grandma", "192.0.2.5:8080", b"k" * 32)
+    assert store.peer_key("a" * 32) == b"k" * 32
+    assert store.peer("grandma") == store.peer("a" * 32)
+    assert store.peer_key("b" * 32) is None
+    assert store.remove_peer("a" * 32) and not store.remove_peer("a" * 32)
+    assert store.peers() == []
+    store.check()
+
+
+def _run_writer(db: Path, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), mode], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc
+
+
+def test_kill_mid_transaction_keeps_the_committed_state(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    proc = _run_writer(db, "hold")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    store = StateStore(db)
+    store.check()
+    assert store.settings().display_name == "committed"
+    assert store.settings().volume == 80
+    assert store.peers() == []
+
+
+def test_kill_during_a_stream_of_writes_leaves_a_consistent_state(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    for delay in (0.05, 0.2, 0.35):
+        proc = _run_writer(db, "stream")
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        store = StateStore(db)
+        store.check()
+        peers = store.peers()
+        assert peers, "the writer committed nothing before the kill"
+        newest = max(int(p.unit_id[1:]) for p in peers)
+        assert store.settings().display_name == f"n{newest}"
+        assert len(peers) == newest + 1
+        store.remove_peer("u0")  # the next writer starts again at u0
+        for p in peers[1:]:
+            store.remove_peer(p.unit_id)
+        store.close()
