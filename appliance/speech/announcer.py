@@ -1,0 +1,189 @@
+"""The announcer: one thread that says things in priority order through the speaker.
+
+Rules, in the order they apply:
+- device and call states (and repeats the user asked for) go first, in the order they happened;
+- an announcement always plays to its end: nothing is cut mid-word;
+- an emotion is said only when it differs from the last one said for that person, only when its
+  confidence reaches ``min_confidence``, and at most once per ``min_interval_s``;
+- only the newest emotion waits (a newer one replaces it), and it is dropped, not said late, when
+  other announcements kept it waiting more than ``stale_s`` after it was due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from appliance.audio import AudioError, Speaker
+from appliance.speech import SpeechError, tones
+from appliance.speech.espeak import Espeak
+from appliance.speech.phrases import Phrases
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["words", "tones", "both", "off"]
+Kind = Literal["state", "emotion", "repeat"]
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: Kind
+    text: str = ""
+    peer: str = ""
+    label: str = ""
+    t: float = 0.0  # when it happened (time.monotonic())
+
+
+@dataclass(frozen=True)
+class Spoken:
+    item: Item
+    started_at: float  # when it was handed to the speaker (time.monotonic())
+    seconds: float
+
+
+class Announcer:
+    def __init__(
+        self,
+        speaker: Speaker,
+        tts: Espeak,
+        phrases: Phrases,
+        *,
+        mode: Mode = "words",
+        min_confidence: float = 0.6,
+        min_interval_s: float = 5.0,
+        stale_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._speaker, self._tts, self.phrases = speaker, tts, phrases
+        self.mode: Mode = mode
+        self._min_confidence, self._interval, self._stale = min_confidence, min_interval_s, stale_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._states: deque[Item] = deque()
+        self._pending: Item | None = None
+        self._said: dict[str, str] = {}  # peer -> last emotion said
+        self._current: Item | None = None  # newest confident emotion, for repeat_last
+        self._last_emotion_at = -float("inf")
+        self._busy = False
+        self._stop = False
+        self.spoken: list[Spoken] = []
+        self.dropped: list[Item] = []
+        self._thread = threading.Thread(target=self._run, name="announcer", daemon=True)
+        self._thread.start()
+
+    @property
+    def speaking(self) -> bool:
+        with self._cond:
+            return self._busy
+
+    def say(self, text: str) -> None:
+        """Queue a device or call state sentence; it goes before any emotion."""
+        self._queue(Item("state", text=text, t=self._clock()))
+
+    def state(self, key: str, **fields: object) -> None:
+        self.say(self.phrases.say(key, **fields))
+
+    def repeat_last(self) -> None:
+        """Say the other person's current expression again, after what is playing now."""
+        with self._cond:
+            current = self._current
+        self._queue(current and Item("repeat", peer=current.peer, label=current.label, t=self._clock()))
+
+    def _queue(self, item: Item | None) -> None:
+        with self._cond:
+            self._states.append(item or Item("state", text=self.phrases.say("no_emotion"), t=self._clock()))
+            self._cond.notify_all()
+
+    def emotion(self, peer: str, label: str, confidence: float, t: float | None = None) -> bool:
+        """Offer the other person's expression; True when it will be said (unless it goes stale)."""
+        if confidence < self._min_confidence:
+            return False
+        item = Item("emotion", peer=peer, label=label, t=self._clock() if t is None else t)
+        with self._cond:
+            self._current = item
+            if self.mode == "off" or self._said.get(peer) == label:
+                if self._pending is not None and self._pending.peer == peer:
+                    self._pending = None  # it went back to what was said last: nothing changed
+                return False
+            self._pending = item
+            self._cond.notify_all()
+        return True
+
+    def forget_emotions(self) -> None:
+        """A call ended: the next call's first expression is news again."""
+        with self._cond:
+            self._said.clear()
+            self._pending = self._current = None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is playing or waiting to be said; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy or self._states or self._pending is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def _next(self) -> tuple[Item | None, float | None]:
+        """The item to say now, or None and how long to wait for the pending emotion to be due."""
+        if self._states:
+            return self._states.popleft(), None
+        if self._pending is None:
+            return None, None
+        now = self._clock()
+        due = max(self._pending.t, self._last_emotion_at + self._interval)
+        if now < due:
+            return None, due - now
+        item, self._pending = self._pending, None
+        if now > due + self._stale:
+            log.info("dropped stale emotion %s of %s (%.1f s late)", item.label, item.peer, now - due)
+            self.dropped.append(item)
+            return None, None
+        self._said[item.peer] = item.label
+        self._last_emotion_at = now
+        return item, None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                item, wait = self._next()
+                while item is None and not self._stop:
+                    self._cond.wait(wait)
+                    item, wait = self._next()
+                if self._stop or item is None:
+                    return
+                self._busy = True
+            try:
+                self._speak(item)
+            except (SpeechError, AudioError) as e:
+                log.error("could not say %s: %s", item.text or item.label, e)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _speak(self, item: Item) -> None:
+        clips: list[tuple[np.ndarray, int]] = []
+        if item.kind != "state" and self.mode in ("tones", "both"):
+            clips.append((tones.chime(item.label), tones.TONE_RATE))
+        if item.kind == "state" or self.mode != "tones":
+            text = item.text or self.phrases.emotion(item.peer, item.label)
+            clips.append(self._tts.synthesize(text, self.phrases.language))
+        started = self._clock()
+        seconds = sum(self._speaker.play(pcm, rate) for pcm, rate in clips)
+        self.spoken.append(Spoken(item, started, seconds))
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=15)

@@ -1,0 +1,89 @@
+"""espeak-ng as a subprocess: text on stdin, a WAV file on stdout, parsed into samples.
+
+The text goes on stdin, so nothing in it (a name the other unit sent) can be read as an option;
+SSML and phoneme input stay off. Recently said phrases are kept, so a repeated announcement
+("Asha looks happy") starts without waiting for synthesis.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import threading
+import wave
+from collections import OrderedDict
+
+import numpy as np
+
+from appliance.speech import SpeechError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 10.0
+CACHE_SIZE = 64
+# espeak-ng's voice for each language we have phrases in.
+VOICES = {"en": "en", "hi": "hi", "bn": "bn"}
+
+
+def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """Samples and rate of espeak-ng's WAV output (its header's length fields are placeholders)."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            if w.getsampwidth() != 2 or w.getnchannels() != 1:
+                raise SpeechError("espeak-ng wrote audio that is not 16-bit mono")
+            rate = w.getframerate()
+            frames = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as e:
+        raise SpeechError(f"espeak-ng did not write a WAV file: {e}") from e
+    return np.frombuffer(frames[: len(frames) // 2 * 2], "<i2").copy(), rate
+
+
+class Espeak:
+    def __init__(self, voice: str = "", rate_wpm: int = 160, executable: str | None = None) -> None:
+        path = executable or shutil.which("espeak-ng")
+        if path is None:
+            raise SpeechError("espeak-ng not found: install the espeak-ng package")
+        self._exe = path
+        self._voice = voice
+        self._rate = rate_wpm
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def voice_for(self, language: str) -> str:
+        """The configured voice, or espeak-ng's voice for ``language``."""
+        return self._voice or VOICES.get(language, language)
+
+    def synthesize(self, text: str, language: str = "en") -> tuple[np.ndarray, int]:
+        """int16 mono samples of ``text`` spoken, and their sample rate."""
+        key = (self.voice_for(language), text)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        result = self._run(key[0], text)
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return result
+
+    def _run(self, voice: str, text: str) -> tuple[np.ndarray, int]:
+        args = [self._exe, "--stdout", "-v", voice, "-s", str(self._rate)]
+        try:
+            proc = subprocess.run(
+                args, input=text.encode("utf-8"), capture_output=True, timeout=TIMEOUT_SECONDS
+            )
+        except subprocess.TimeoutExpired as e:
+            raise SpeechError(
+                f"espeak-ng took over {TIMEOUT_SECONDS:.0f} s: is the machine overloaded?"
+            ) from e
+        except OSError as e:
+            raise SpeechError(f"cannot run espeak-ng ({self._exe}): {e.strerror}") from e
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise SpeechError(
+                f"espeak-ng failed for voice {voice!r}: {err} (list voices: espeak-ng --voices)"
+            )
+        return parse_wav(proc.stdout)

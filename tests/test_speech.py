@@ -1,0 +1,244 @@
+"""The announcer heard through the speaker's WAV file: speech, tones, order, rate, staleness."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.speech import SpeechError
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.phrases import DEFAULT_LABELS, Phrases, clean_name, load_labels
+from appliance.speech.tones import NOTES_HZ, chime
+
+from .test_audio import band_level
+
+RATE = 48000
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+
+
+@pytest.fixture(scope="module")
+def tts() -> Espeak:
+    return Espeak()
+
+
+@pytest.fixture(scope="module")
+def fast_tts() -> Espeak:
+    """Quick speech, so queue tests that play in real time stay short."""
+    return Espeak(rate_wpm=320)
+
+
+class Unit:
+    """A speaker writing to a WAV file and an announcer speaking through it."""
+
+    def __init__(self, path: Path, tts: Espeak, **rules: object) -> None:
+        self.path = path
+        self.speaker = WavSpeaker(path)
+        self.announcer = Announcer(self.speaker, tts, Phrases("en"), **rules)  # type: ignore[arg-type]
+
+    def finish(self) -> np.ndarray:
+        assert self.announcer.wait_idle(20)
+        self.announcer.close()
+        self.speaker.close()
+        return read_wav(self.path)[0]
+
+    def segments(self, audio: np.ndarray) -> list[np.ndarray]:
+        """The audio of each announcement, cut where the speaker says it played."""
+        out = []
+        for p in self.speaker.played:
+            start = round(p.start_s * RATE)
+            out.append(audio[start : start + round(p.duration_s * RATE)])
+        return out
+
+
+@pytest.fixture
+def make_unit(tmp_path: Path, fast_tts: Espeak) -> Iterator[Callable[..., Unit]]:
+    made: list[Unit] = []
+
+    def make(**rules: object) -> Unit:
+        made.append(Unit(tmp_path / f"speaker{len(made)}.wav", fast_tts, **rules))
+        return made[-1]
+
+    yield make
+    for unit in made:
+        unit.announcer.close()
+        unit.speaker.close()
+
+
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_each_language_speaks_the_emotion_phrase(tts: Espeak, language: str) -> None:
+    text = Phrases(language).emotion("Asha", "happiness")
+    pcm, rate = tts.synthesize(text, language)
+    seconds = pcm.size / rate
+    assert 0.6 < seconds < 5, f"{text!r} took {seconds:.2f} s"
+    frames = pcm[: pcm.size // 441 * 441].reshape(-1, 441)  # 20 ms frames at 22050 Hz
+    voiced = np.mean([rms(f) > 300 for f in frames])
+    assert voiced > 0.4, f"{text!r}: only {voiced:.0%} of the frames carry speech"
+
+
+def test_a_state_is_heard_in_the_wav_with_silence_around_it(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit()
+    time.sleep(0.1)
+    unit.announcer.state("connected", peer="Asha")
+    audio = unit.finish()
+    [speech] = unit.segments(audio)
+    start = round(unit.speaker.played[0].start_s * RATE)
+    assert 0.5 < speech.size / RATE < 2.5  # "Connected to Asha." at 320 words a minute
+    assert rms(speech) > 500
+    assert rms(audio[: start - 100]) < 5  # nothing before it: the noise floor is digital silence
+
+
+def test_different_emotions_sound_different(tts: Espeak) -> None:
+    phrases = Phrases("en")
+    happy, _ = tts.synthesize(phrases.emotion("Asha", "happiness"))
+    sad, _ = tts.synthesize(phrases.emotion("Asha", "sadness"))
+    n = 4096
+
+    def spectrum(x: np.ndarray) -> np.ndarray:
+        tail = x[-n * 4 :].astype(np.float64)  # the emotion word is at the end
+        s = np.abs(np.fft.rfft(tail.reshape(4, n) * np.hanning(n), axis=1)).mean(axis=0)
+        return s / np.linalg.norm(s)
+
+    assert happy.size != sad.size or not np.array_equal(happy, sad)
+    assert float(spectrum(happy) @ spectrum(sad)) < 0.95
+
+
+def test_tones_are_at_their_frequencies(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="tones", min_interval_s=0.0)
+    assert unit.announcer.emotion("Asha", "happiness", 0.9)
+    assert unit.announcer.wait_idle(5)
+    assert unit.announcer.emotion("Asha", "sadness", 0.9)
+    audio = unit.finish()
+    for segment, label in zip(unit.segments(audio), ["happiness", "sadness"], strict=True):
+        half = segment.size // 2
+        first, second = NOTES_HZ[label]
+        assert band_level(segment[:half], first) > 4000
+        assert band_level(segment[half:], second) > 4000
+        others = {f for notes in NOTES_HZ.values() for f in notes} - {first, second}
+        assert all(
+            band_level(segment, f) < 1500 for f in others if abs(f - first) > 40 and abs(f - second) > 40
+        )
+
+
+def test_every_label_has_its_own_chime() -> None:
+    chimes = {label: chime(label) for label in DEFAULT_LABELS}
+    assert len({c.tobytes() for c in chimes.values()}) == len(DEFAULT_LABELS)
+
+
+def test_states_go_before_a_waiting_emotion_and_nothing_is_cut(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="tones", min_interval_s=0.0, stale_s=10.0)
+    unit.announcer.say("Camera lost.")
+    time.sleep(0.2)  # it is playing now
+    assert unit.announcer.speaking
+    unit.announcer.emotion("Asha", "surprise", 0.9)
+    unit.announcer.say("Reconnecting.")
+    audio = unit.finish()
+    kinds = [s.item.kind for s in unit.announcer.spoken]
+    assert kinds == ["state", "state", "emotion"]
+    first, second, tone = unit.segments(audio)
+    surprise = NOTES_HZ["surprise"]
+    assert band_level(tone[tone.size // 2 :], surprise[1]) > 4000  # the chime is last...
+    assert all(band_level(s, surprise[1]) < 1000 for s in (first, second))  # ...and not mixed into speech
+    played = unit.speaker.played
+    for a, b in itertools.pairwise(played):
+        assert b.start_s >= a.start_s + a.duration_s - 1e-9  # whole, one after the other
+
+
+def test_an_emotion_kept_waiting_by_states_is_dropped_not_said_late(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="tones", min_interval_s=0.0, stale_s=0.1)
+    unit.announcer.say("Pairing code: 1 2 3 4 5 6.")
+    time.sleep(0.2)
+    unit.announcer.emotion("Asha", "fear", 0.9)
+    audio = unit.finish()
+    assert [d.label for d in unit.announcer.dropped] == ["fear"]
+    assert [s.item.kind for s in unit.announcer.spoken] == ["state"]
+    assert band_level(audio, NOTES_HZ["fear"][0]) < 300  # never heard
+
+
+def test_emotions_only_on_change_above_threshold_and_rate_limited(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="tones", min_interval_s=0.6, min_confidence=0.5)
+    a = unit.announcer
+    assert not a.emotion("Asha", "anger", 0.3)  # below the threshold
+    assert a.emotion("Asha", "happiness", 0.8)
+    time.sleep(0.05)
+    assert a.wait_idle(5)
+    assert not a.emotion("Asha", "happiness", 0.9)  # no change
+    assert a.emotion("Asha", "surprise", 0.9)  # waits for the interval...
+    assert a.emotion("Asha", "sadness", 0.9)  # ...and the newer one replaces it
+    audio = unit.finish()
+    said = [(s.item.label, s.started_at) for s in a.spoken]
+    assert [label for label, _ in said] == ["happiness", "sadness"]
+    assert said[1][1] - said[0][1] >= 0.6 - 0.01
+    _, second = unit.segments(audio)
+    assert band_level(second[: second.size // 2], NOTES_HZ["sadness"][0]) > 4000
+    assert band_level(audio, NOTES_HZ["surprise"][1]) < 300
+
+
+def test_both_mode_chimes_then_speaks_and_repeat_says_it_again(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="both", min_interval_s=0.0)
+    unit.announcer.emotion("Asha", "happiness", 0.9)
+    assert unit.announcer.wait_idle(10)
+    unit.announcer.repeat_last()
+    audio = unit.finish()
+    chime_1, words_1, chime_2, words_2 = unit.segments(audio)
+    assert band_level(chime_1[chime_1.size // 2 :], NOTES_HZ["happiness"][1]) > 4000
+    assert rms(words_1) > 500 and words_1.size > chime_1.size
+    assert np.array_equal(words_1, words_2)  # same phrase, same voice
+    assert np.array_equal(chime_1, chime_2)
+    assert [s.item.kind for s in unit.announcer.spoken] == ["emotion", "repeat"]
+
+
+def test_off_mode_says_states_but_no_emotions(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(mode="off")
+    assert not unit.announcer.emotion("Asha", "happiness", 0.9)
+    unit.announcer.repeat_last()  # asked for: said even in off mode
+    unit.finish()
+    [spoken] = unit.announcer.spoken
+    assert spoken.item.kind == "repeat"
+
+
+def test_repeat_before_any_emotion_says_so(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit()
+    unit.announcer.repeat_last()
+    unit.finish()
+    assert [s.item.text for s in unit.announcer.spoken] == ["No expression yet."]
+
+
+def test_peer_names_are_cleaned_before_they_are_spoken() -> None:
+    assert clean_name("--help\x00\n Asha\x1b[31m") == "--help Asha[31m"
+    assert clean_name("\x07") == "The other unit"
+    assert len(clean_name("x" * 500)) == 40
+    assert Phrases("en").say("pairing_code", digits="4821") == "Pairing code: 4 8 2 1."
+
+
+def test_a_name_that_looks_like_an_option_is_spoken_not_obeyed(tts: Espeak) -> None:
+    pcm, rate = tts.synthesize(Phrases("en").say("busy", peer="--version -w /tmp/x"))
+    assert pcm.size / rate > 1.0  # it said the words; espeak-ng did not print its version
+
+
+def test_labels_come_from_the_model_card(tmp_path: Path) -> None:
+    card = tmp_path / "emotion.json"
+    assert load_labels(card) == DEFAULT_LABELS
+    card.write_text(json.dumps({"labels": ["neutral", "happiness", "joy"]}))
+    assert load_labels(card) == ("neutral", "happiness", "joy")
+    assert Phrases("en").emotion("Asha", "joy") == "Asha joy."
+    card.write_text("{}")
+    with pytest.raises(SpeechError, match="no readable 'labels'"):
+        load_labels(card)
+
+
+def test_unknown_language_and_voice_are_clear_errors(tts: Espeak) -> None:
+    with pytest.raises(SpeechError, match="use one of en, hi, bn"):
+        Phrases("xx")
+    with pytest.raises(SpeechError, match="espeak-ng --voices"):
+        Espeak(voice="qqq").synthesize("hello")
