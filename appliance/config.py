@@ -53,10 +53,38 @@ class WebConfig(_Section):
     port: int = Field(8080, ge=1, le=65535, description="Port of the local web page and API")
 
 
+CallCodec = Literal["VP8", "H264"]
+AudioInKind = Literal["auto", "microphone", "wav", "none"]
+
+
+class CallConfig(_Section):
+    auto_answer: bool = Field(True, description="Answer calls from paired units at once")
+    ring_seconds: float = Field(30.0, gt=0, le=120, description="How long an unanswered call rings")
+    width: int = Field(640, ge=64, le=1920, description="Width of the video sent in a call")
+    height: int = Field(480, ge=48, le=1080, description="Height of the video sent in a call")
+    fps: float = Field(15.0, gt=0, le=30, description="Frames per second sent in a call")
+    codec: CallCodec = Field("VP8", description="Video codec offered first")
+    audio_in: AudioInKind = Field(
+        "auto", description="Call audio source: auto (microphone if there is one), microphone, wav, none"
+    )
+    audio_file: Path | None = Field(None, description="WAV file sent as call audio for audio_in = wav")
+    ice_servers: str = Field(
+        "", description="Comma-separated STUN/TURN URLs; empty uses host candidates on the LAN only"
+    )
+    heartbeat_seconds: float = Field(1.0, gt=0, le=10, description="How often each unit says it is alive")
+    peer_timeout_seconds: float = Field(
+        4.0, gt=0, le=60, description="Silence after which the other unit counts as lost"
+    )
+    reconnect_seconds: float = Field(
+        30.0, ge=0, le=300, description="How long a lost call keeps trying before giving up"
+    )
+
+
 class Config(_Section):
     unit: UnitConfig = Field(default_factory=UnitConfig, description="This unit")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera source")
     web: WebConfig = Field(default_factory=WebConfig, description="Local web page and API")
+    call: CallConfig = Field(default_factory=CallConfig, description="Calls between units")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

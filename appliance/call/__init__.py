@@ -1,0 +1,13 @@
+"""Calls between two paired units over WebRTC (aiortc), with the emotion data channel.
+
+:mod:`engine` runs the calls on one asyncio loop in its own thread; :mod:`session` is one peer
+connection (media, data channel, heartbeat); :mod:`messages` is the data channel's schema;
+:mod:`signaling` carries offers and answers (signed HTTP between units, an in-memory pair for
+tests); :mod:`http` is the Flask blueprint that receives them; :mod:`media` holds the tracks.
+"""
+
+from __future__ import annotations
+
+
+class CallError(Exception):
+    """A call cannot be placed or answered; the message says what to do."""

@@ -1,0 +1,318 @@
+"""The call state machine, run on the engine's loop: idle, calling, ringing, connected, ended,
+failed, busy, and reconnecting / lost when the other unit goes quiet mid-call.
+
+The caller owns recovery: after a loss it sends fresh offers until ``reconnect_seconds`` have
+passed; the callee waits that long for one and accepts a re-offer from the same unit while in a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc.sdp import SessionDescription
+
+from appliance.call import CallError, messages
+from appliance.call.session import Session
+from appliance.call.signaling import Peer, Signal, SignallingError
+
+if TYPE_CHECKING:
+    from appliance.call.engine import CallEngine
+
+log = logging.getLogger(__name__)
+
+CONNECT_SECONDS = 15.0  # from answer to an open data channel
+RETRY_SIGNAL_SECONDS = 2.0  # one re-offer's HTTP round trip while the network may be gone
+RETRY_PAUSE = 0.5
+BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
+
+
+class Refused(Exception):
+    """The other unit answered the offer with busy or declined."""
+
+
+class CallFlow:
+    def __init__(self, engine: CallEngine) -> None:
+        self._e = engine
+        self.state = "idle"
+        self.peer: Peer | None = None
+        self.remote_name = ""
+        self.caller = False
+        self.session: Session | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ring: asyncio.Future[bool] | None = None
+        self._deadline = 0.0
+        self._last_seq = -1
+        self.sessions_open = 0
+        self.calls = 0
+        self.emotions_received = 0
+
+    # State ------------------------------------------------------------------------------------
+
+    def _set(self, state: str, message: str, reason: str = "") -> None:
+        self.state = state
+        self._e.publish_state(state, self.peer, message, reason)
+
+    def _start(self, peer: Peer, caller: bool) -> None:
+        self.peer, self.caller, self.remote_name = peer, caller, peer.name
+        self._last_seq = -1
+        self.calls += 1
+
+    async def _finish(self, state: str, message: str, reason: str = "") -> None:
+        if self.peer is None:
+            return
+        self._set(state, message, reason)
+        self.peer = None
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._task = None
+        await self._close_session()
+        self._set("idle", "ready for calls")
+
+    def _spawn(self, coro: Any) -> None:
+        self._task = asyncio.get_running_loop().create_task(coro)
+
+    # Sessions ---------------------------------------------------------------------------------
+
+    async def _new_session(self, peer: Peer) -> Session:
+        await self._close_session()
+        self.session = self._e.new_session(peer)
+        self.sessions_open += 1
+        return self.session
+
+    async def _close_session(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            self.sessions_open -= 1
+            await session.close()
+
+    # Placing a call ---------------------------------------------------------------------------
+
+    async def place(self, peer: Peer) -> None:
+        if self.state != "idle":
+            raise CallError(f"already {self.state} with {self.remote_name}; hang up first")
+        self._start(peer, caller=True)
+        self._set("calling", f"calling {peer.name}")
+        self._spawn(self._dial())
+
+    async def _dial(self) -> None:
+        name = self.remote_name
+        try:
+            await self._offer(self._e.cfg.ring_seconds + 10)
+        except Refused as e:
+            busy = str(e) == "busy"
+            await self._finish(
+                "busy" if busy else "ended", f"{name} is busy" if busy else f"{name} did not answer"
+            )
+        except (SignallingError, TimeoutError, ValueError) as e:
+            await self._finish("failed", f"the call to {name} failed", reason=str(e))
+
+    async def _offer(self, timeout: float) -> None:
+        assert self.peer is not None
+        session = await self._new_session(self.peer)
+        signalling = self._e.dial(self.peer, timeout)
+        try:
+            await signalling.connect()
+            await signalling.send(Signal(kind="offer", sdp=await session.offer(), name=self._e.name))
+            reply = await asyncio.wait_for(signalling.receive(), timeout)
+        finally:
+            await signalling.close()
+        if reply.kind != "answer":
+            raise Refused(reply.kind)
+        await session.accept(reply.sdp)
+        await asyncio.wait_for(session.opened.wait(), CONNECT_SECONDS)
+
+    # Answering --------------------------------------------------------------------------------
+
+    async def incoming(self, peer: Peer, signal: Signal) -> Signal:
+        """The reply to a verified signalling message; raises SignallingError for a bad one."""
+        same = self.peer is not None and self.peer.unit_id == peer.unit_id
+        if signal.kind == "bye":
+            if same:
+                await self._remote_bye()
+            return Signal(kind="bye", name=self._e.name)
+        if signal.kind != "offer":
+            raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
+        _check_sdp(signal.sdp)
+        if same and self.state in ("connected", "reconnecting"):
+            if self._task is not None:
+                self._task.cancel()
+        elif self.state != "idle":
+            return Signal(kind="busy", name=self._e.name)
+        else:
+            self._start(peer, caller=False)
+            self._set("ringing", f"{peer.name} is calling")
+            if not await self._rings():
+                await self._finish("ended", f"missed call from {peer.name}")
+                return Signal(kind="declined", name=self._e.name)
+        return await self._answer(peer, signal.sdp, reoffer=same)
+
+    async def _rings(self) -> bool:
+        if self._e.cfg.auto_answer:
+            return True
+        self._ring = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ring), self._e.cfg.ring_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._ring = None
+
+    async def _answer(self, peer: Peer, offer_sdp: str, reoffer: bool) -> Signal:
+        session = await self._new_session(peer)
+        try:
+            sdp = await session.answer(offer_sdp)
+        except Exception as e:
+            # aiortc raises assorted types for an offer it cannot use; none may reach the unit.
+            if not reoffer:
+                await self._finish("failed", f"the call from {peer.name} failed", reason=str(e))
+            raise SignallingError(f"the offer cannot be used: {e}") from e
+        self._spawn(self._await_open(session))
+        return Signal(kind="answer", sdp=sdp, name=self._e.name)
+
+    async def _await_open(self, session: Session) -> None:
+        try:
+            await asyncio.wait_for(session.opened.wait(), CONNECT_SECONDS)
+        except TimeoutError:
+            if session is self.session and self.state == "reconnecting":
+                await self._recover_as_callee()
+            elif session is self.session:
+                await self._finish("failed", f"the call with {self.remote_name} could not connect")
+
+    def answer(self) -> None:
+        if self._ring is not None and not self._ring.done():
+            self._ring.set_result(True)
+
+    # In a call --------------------------------------------------------------------------------
+
+    def on_open(self, session: Session) -> None:
+        if session is not self.session or self.peer is None:
+            return
+        self._set("connected", f"connected to {self.remote_name}")
+        session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
+        if self._e.sharing_paused:
+            session.send(messages.Sharing(paused=True))
+
+    def send(self, message: messages.Message) -> None:
+        if self.session is not None:
+            self.session.send(message)
+
+    def on_message(self, session: Session, message: messages.Message) -> None:
+        if session is not self.session or self.peer is None:
+            return
+        name = self.remote_name
+        if isinstance(message, messages.Hello):
+            if message.unit == self.peer.unit_id:
+                self.remote_name = message.name
+        elif isinstance(message, messages.EmotionEvent):
+            if message.seq <= self._last_seq:
+                log.warning(
+                    "dropped emotion %d from %s: not newer than %d", message.seq, name, self._last_seq
+                )
+                return
+            self._last_seq = message.seq
+            self.emotions_received += 1
+            self._e.events.publish(
+                "remote.emotion",
+                f"{name}: {message.emotion}",
+                peer=name,
+                emotion=message.emotion,
+                confidence=message.confidence,
+            )
+        elif isinstance(message, messages.NoFace):
+            self._e.events.publish("remote.no_face", f"{name}: no face in view", peer=name)
+        elif isinstance(message, messages.Sharing):
+            verb = "paused" if message.paused else "resumed"
+            self._e.events.publish(
+                "remote.sharing", f"{name} {verb} sharing", peer=name, paused=message.paused
+            )
+        elif isinstance(message, messages.Bye):
+            asyncio.get_running_loop().create_task(self._remote_bye())
+
+    async def _remote_bye(self) -> None:
+        if self._ring is not None and not self._ring.done():
+            self._ring.set_result(False)
+            return
+        await self._finish("ended", f"{self.remote_name} hung up", reason="remote hang-up")
+
+    # Faults -----------------------------------------------------------------------------------
+
+    def on_lost(self, session: Session, reason: str) -> None:
+        if session is not self.session or self.state != "connected":
+            return
+        self._set("reconnecting", f"lost contact with {self.remote_name}, trying again", reason)
+        self._deadline = time.monotonic() + self._e.cfg.reconnect_seconds
+        self._spawn(self._recover() if self.caller else self._recover_as_callee())
+
+    async def _recover(self) -> None:
+        while time.monotonic() < self._deadline:
+            try:
+                await self._offer(min(RETRY_SIGNAL_SECONDS, self._deadline - time.monotonic()))
+                return
+            except Refused:
+                break
+            except (SignallingError, TimeoutError, ValueError) as e:
+                log.info("re-offer to %s failed: %s", self.remote_name, e)
+                await asyncio.sleep(RETRY_PAUSE)
+        await self._finish(
+            "lost", f"the call with {self.remote_name} was lost", reason="no answer to re-offers"
+        )
+
+    async def _recover_as_callee(self) -> None:
+        await self._close_session()
+        await asyncio.sleep(max(0.0, self._deadline - time.monotonic()))
+        await self._finish("lost", f"the call with {self.remote_name} was lost", reason="no re-offer came")
+
+    # Hanging up -------------------------------------------------------------------------------
+
+    async def hang_up(self) -> None:
+        if self.peer is None:
+            return
+        if self._ring is not None and not self._ring.done():
+            self._ring.set_result(False)
+            return
+        if self.session is not None and self.session.is_open:
+            self.session.send(messages.Bye())
+            await asyncio.sleep(BYE_FLUSH_SECONDS)
+        elif self.caller:
+            await self._send_http_bye(self.peer)
+        await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
+
+    async def _send_http_bye(self, peer: Peer) -> None:
+        # Cancels a call still ringing there; if it cannot be reached it will time out by itself.
+        signalling = self._e.dial(peer, RETRY_SIGNAL_SECONDS)
+        try:
+            await signalling.send(Signal(kind="bye", name=self._e.name))
+        except SignallingError as e:
+            log.info("could not tell %s about the hang-up: %s", peer.name, e)
+        finally:
+            await signalling.close()
+
+    async def shutdown(self) -> None:
+        await self.hang_up()
+        await self._close_session()
+
+    async def status(self) -> dict[str, Any]:
+        received = self.session.received if self.session else None
+        return {
+            "state": self.state,
+            "peer": self.remote_name if self.peer else "",
+            "sharing_paused": self._e.sharing_paused,
+            "frames_received": received.frames if received else 0,
+            "audio_seconds_received": round(received.audio_samples / 48000, 2) if received else 0.0,
+            "emotions_received": self.emotions_received,
+            "sessions_open": self.sessions_open,
+            "calls": self.calls,
+        }
+
+
+def _check_sdp(sdp: str) -> None:
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as e:
+        # aiortc's parser raises whatever the malformed line trips on.
+        raise SignallingError(f"the offer is not valid SDP: {e}") from e
+    if not parsed.media:
+        raise SignallingError("the offer has no media")

@@ -1,0 +1,163 @@
+"""The call engine: one asyncio loop in its own thread owns every call, its state and its session.
+
+Other threads (the button, the web API, the event bus) use the thread-safe methods :meth:`call`,
+:meth:`answer`, :meth:`hangup`, :meth:`set_sharing` and :meth:`incoming`; each hands its work to the
+loop. Every transition is published as ``call.state`` so the speech part can say it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from appliance.audio import Speaker
+from appliance.call import CallError, messages
+from appliance.call.calls import CallFlow
+from appliance.call.media import FrameSink
+from appliance.call.microphone import open_input
+from appliance.call.session import Session
+from appliance.call.signaling import HttpSignalling, Peer, Signal, Signalling
+from appliance.camera.capture import Capture
+from appliance.config import CallConfig
+from appliance.events import Event, EventBus
+from appliance.identity import Identity
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Dialer = Callable[[Peer, float], Signalling]
+PeerList = Callable[[], list[Peer]]
+
+
+class CallEngine:
+    def __init__(
+        self,
+        cfg: CallConfig,
+        name: str,
+        me: Identity,
+        *,
+        peers: PeerList,
+        capture: Capture,
+        events: EventBus,
+        speaker: Speaker,
+        on_remote_frame: FrameSink,
+        dialer: Dialer | None = None,
+    ) -> None:
+        self.cfg, self.name, self.me, self._peers = cfg, name, me, peers
+        self._capture, self.events, self._speaker, self._on_frame = capture, events, speaker, on_remote_frame
+        self.dial: Dialer = dialer or (lambda peer, timeout: HttpSignalling(peer, me, timeout))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="call", daemon=True)
+        self._unsubscribe: Callable[[], None] = lambda: None
+        self.flow = CallFlow(self)
+        self.sharing_paused = False
+        self._seq = 0
+
+    def start(self) -> CallEngine:
+        self._thread.start()
+        self._unsubscribe = self.events.subscribe(self._on_event)
+        return self
+
+    def close(self) -> None:
+        self._unsubscribe()
+        if self._thread.is_alive():
+            try:
+                self._run(self.flow.shutdown(), timeout=10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=5)
+        self._loop.close()
+
+    # Thread-safe API ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self.flow.state
+
+    def call(self, target: str) -> None:
+        """Call a paired unit by name, unit id or address; raises :class:`CallError` at once if not."""
+        self._run(self.flow.place(self.resolve(target)), timeout=5)
+
+    def answer(self) -> None:
+        self._loop.call_soon_threadsafe(self.flow.answer)
+
+    def hangup(self) -> None:
+        self._run(self.flow.hang_up(), timeout=5)
+
+    def set_sharing(self, paused: bool) -> None:
+        """Pause (or resume) sending this user's expressions; the other unit is told either way."""
+        self.sharing_paused = paused
+        self._loop.call_soon_threadsafe(self.flow.send, messages.Sharing(paused=paused))
+
+    def incoming(self, unit_id: str, signal: Signal) -> concurrent.futures.Future[Signal]:
+        """Hand a verified signalling message from ``unit_id`` to the loop; the future is the reply."""
+        return asyncio.run_coroutine_threadsafe(self.flow.incoming(self.peer(unit_id), signal), self._loop)
+
+    def status(self) -> dict[str, Any]:
+        return self._run(self.flow.status(), timeout=5)
+
+    # Helpers used by the flow -------------------------------------------------------------------
+
+    def peer(self, unit_id: str) -> Peer:
+        for peer in self._peers():
+            if peer.unit_id == unit_id:
+                return peer
+        raise CallError(f"unit {unit_id} is not paired with this unit")
+
+    def resolve(self, target: str) -> Peer:
+        wanted = target.strip().casefold()
+        for peer in self._peers():
+            host = peer.address.rsplit(":", 1)[0]
+            if wanted in (peer.unit_id, peer.name.casefold(), peer.address, host):
+                return peer
+        raise CallError(f"{target!r} is not a paired unit: pair it first on the web page")
+
+    def new_session(self, peer: Peer) -> Session:
+        return Session(
+            self.cfg,
+            self._capture,
+            open_input(self.cfg),
+            speaker=self._speaker,
+            on_frame=self._on_frame,
+            listener=self.flow,
+        )
+
+    def publish_state(self, state: str, peer: Peer | None, message: str, reason: str = "") -> None:
+        name = peer.name if peer else ""
+        self.events.publish("call.state", message, state=state, peer=name, reason=reason)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as e:
+            future.cancel()
+            raise CallError("the call engine did not respond in time; try again") from e
+
+    def _on_event(self, event: Event) -> None:
+        if self.sharing_paused or event.topic not in ("vision.emotion", "vision.no_face"):
+            return
+        self._loop.call_soon_threadsafe(self._send_vision, event)
+
+    def _send_vision(self, event: Event) -> None:
+        if self.flow.state != "connected":
+            return
+        self._seq += 1
+        message: messages.Message
+        if event.topic == "vision.emotion":
+            try:
+                message = messages.EmotionEvent(
+                    seq=self._seq,
+                    emotion=event.data["emotion"],
+                    confidence=float(event.data.get("confidence", 0.0)),
+                )
+            except (KeyError, ValueError) as e:
+                log.warning("vision.emotion event without a usable emotion (%s): not sent", e)
+                return
+        else:
+            message = messages.NoFace(seq=self._seq)
+        self.flow.send(message)

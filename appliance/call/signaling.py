@@ -1,0 +1,164 @@
+"""Signalling: how an offer reaches the other unit and its answer comes back.
+
+Behind one small interface (connect / send / receive / close), as aiortc's examples do:
+:class:`HttpSignalling` POSTs each message, signed with this unit's identity, to the other unit's
+local API and verifies the signed reply; :func:`memory_pair` joins two engines in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance import identity
+from appliance.identity import Identity, TrustError
+
+log = logging.getLogger(__name__)
+
+SIGNAL_PATH = "/api/call/signal"
+MAX_SDP_CHARS = 32 * 1024
+SignalKind = Literal["offer", "answer", "busy", "declined", "bye"]
+
+
+class SignallingError(Exception):
+    """The other unit cannot be reached, refused the request or answered nonsense."""
+
+
+class Signal(BaseModel):
+    """One signalling message; ``name`` is the sender's display name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: SignalKind
+    sdp: str = Field("", max_length=MAX_SDP_CHARS)
+    name: str = Field("", max_length=40)
+
+
+def parse_signal(body: bytes) -> Signal:
+    try:
+        return Signal.model_validate_json(body)
+    except ValidationError as e:
+        raise SignallingError(f"not a signalling message: {e.errors()[0]['msg']}") from e
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A paired unit: its id, the name it was paired under, where it listens, its pinned key."""
+
+    unit_id: str
+    name: str
+    address: str  # host:port of its local API
+    public_key: bytes
+
+    def describe(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if k != "public_key"}
+
+
+class Signalling(Protocol):
+    async def connect(self) -> None: ...
+
+    async def send(self, signal: Signal) -> None: ...
+
+    async def receive(self) -> Signal:
+        """The next message from the other unit."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySignalling:
+    """One end of an in-process pair (tests): what one end sends, the other receives."""
+
+    def __init__(self, inbox: asyncio.Queue[Signal], outbox: asyncio.Queue[Signal]) -> None:
+        self._inbox, self._outbox = inbox, outbox
+
+    async def connect(self) -> None:
+        pass
+
+    async def send(self, signal: Signal) -> None:
+        await self._outbox.put(signal)
+
+    async def receive(self) -> Signal:
+        return await self._inbox.get()
+
+    async def close(self) -> None:
+        pass
+
+
+def memory_pair() -> tuple[MemorySignalling, MemorySignalling]:
+    a: asyncio.Queue[Signal] = asyncio.Queue()
+    b: asyncio.Queue[Signal] = asyncio.Queue()
+    return MemorySignalling(a, b), MemorySignalling(b, a)
+
+
+class HttpSignalling:
+    """Each message is one signed POST to the other unit; its signed reply is what ``receive`` returns."""
+
+    def __init__(self, peer: Peer, me: Identity, timeout: float) -> None:
+        self._peer, self._me, self._timeout = peer, me, timeout
+        self._replies: asyncio.Queue[Signal] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        pass
+
+    async def send(self, signal: Signal) -> None:
+        reply = await asyncio.to_thread(self._post, signal.model_dump_json().encode())
+        await self._replies.put(reply)
+
+    async def receive(self) -> Signal:
+        return await self._replies.get()
+
+    async def close(self) -> None:
+        pass
+
+    def _post(self, body: bytes) -> Signal:
+        headers = identity.sign_request(self._me, "POST", SIGNAL_PATH, body)
+        nonce = headers[identity.NONCE]
+        headers["Content-Type"] = "application/json"
+        url = f"http://{self._peer.address}{SIGNAL_PATH}"
+        request = urllib.request.Request(url, body, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+                return self._verified(nonce, dict(response.headers), response.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 409:
+                return self._verified(nonce, dict(e.headers), e.read())
+            detail = e.read(300).decode(errors="replace")
+            raise SignallingError(f"{self._peer.name} refused the call (HTTP {e.code}: {detail})") from e
+        except (OSError, TimeoutError) as e:
+            raise SignallingError(f"cannot reach {self._peer.name} at {self._peer.address}: {e}") from e
+
+    def _verified(self, nonce: str, headers: dict[str, str], body: bytes) -> Signal:
+        try:
+            identity.verify_response(self._peer.public_key, nonce, headers, body)
+        except TrustError as e:
+            raise SignallingError(f"the answer from {self._peer.name} is not signed by it: {e}") from e
+        return parse_signal(body)
+
+
+class MemoryLink:
+    """A dialer joining a caller to a callee's engine in one process (tests): one pair per dial."""
+
+    def __init__(
+        self, caller_unit: str, incoming: Callable[[str, Signal], concurrent.futures.Future[Signal]]
+    ) -> None:
+        self._unit, self._incoming = caller_unit, incoming
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, peer: Peer, timeout: float) -> Signalling:
+        mine, theirs = memory_pair()
+        task = asyncio.get_running_loop().create_task(self._answer_one(theirs, timeout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return mine
+
+    async def _answer_one(self, end: MemorySignalling, timeout: float) -> None:
+        signal = await asyncio.wait_for(end.receive(), timeout)
+        await end.send(await asyncio.wrap_future(self._incoming(self._unit, signal)))
