@@ -92,7 +92,10 @@ class Peer:
 
 
 class StateStore:
-    def __init__(self, path: Path, events: EventBus | None = None, default_name: str = "emocall") -> None:
+    def __init__(
+        self, path: Path, events: EventBus | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> None:
+        """``defaults`` (from the configuration) apply to settings the owner has not changed."""
         self._events = events
         self._lock = threading.RLock()
         try:
@@ -105,7 +108,8 @@ class StateStore:
         except sqlite3.Error as e:
             raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
         self.path = path
-        self._settings = self._load_settings(default_name)
+        self._defaults = Settings.model_validate(defaults or {}).model_dump()
+        self._settings = self._load_settings()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -159,12 +163,12 @@ class StateStore:
             rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
         return {k: json.loads(v) for k, v in rows.items() if k in Settings.model_fields}
 
-    def _load_settings(self, default_name: str) -> Settings:
+    def _load_settings(self) -> Settings:
         try:
-            return Settings.model_validate({"display_name": default_name, **self._stored_settings()})
+            return Settings.model_validate({**self._defaults, **self._stored_settings()})
         except ValidationError as e:
-            log.warning("stored settings are not valid (%s); using the defaults for the bad ones", e)
-            return Settings(display_name=default_name)
+            log.warning("stored settings are not valid (%s); using the defaults", e)
+            return Settings.model_validate(self._defaults)
 
     def settings(self) -> Settings:
         return self._settings

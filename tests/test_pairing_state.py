@@ -41,20 +41,22 @@ else:
 
 def test_settings_validate_persist_and_announce(tmp_path: Path) -> None:
     events = EventBus()
-    store = StateStore(tmp_path / "state.db", events, default_name="Asha")
+    store = StateStore(tmp_path / "state.db", events, defaults={"display_name": "Asha"})
     assert store.settings().display_name == "Asha" and store.settings().share_expressions
     store.update_settings({"volume": 40, "announcements": "both", "share_expressions": False})
     store.close()
     # Until the owner names the unit on the page, the configured name is used.
-    store = StateStore(tmp_path / "state.db", events, default_name="Configured")
-    assert store.settings().display_name == "Configured"
+    store = StateStore(
+        tmp_path / "state.db", events, defaults={"display_name": "Configured", "auto_answer": True}
+    )
+    assert store.settings().display_name == "Configured" and store.settings().auto_answer
     store.update_settings({"display_name": " Asha  "})
     with pytest.raises(SettingsError, match="volume"):
         store.update_settings({"volume": 101, "display_name": "never stored"})
     with pytest.raises(SettingsError, match="unknown_field"):
         store.update_settings({"unknown_field": 1})
     store.close()
-    again = StateStore(tmp_path / "state.db", default_name="ignored")
+    again = StateStore(tmp_path / "state.db", defaults={"display_name": "ignored"})
     settings = again.settings()
     assert (settings.display_name, settings.volume, settings.announcements) == ("Asha", 40, "both")
     assert settings.share_expressions is False

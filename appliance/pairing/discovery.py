@@ -1,0 +1,108 @@
+"""Finding other units on the LAN: mDNS/DNS-SD service ``_emocall._tcp`` (zeroconf).
+
+Each unit advertises its unit id and display name in the TXT record and browses for the others;
+the pairing page lists what it sees. The instance name is derived from the unit id, because the
+display name may hold characters DNS-SD handles badly.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+import ifaddr
+from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+
+log = logging.getLogger(__name__)
+
+SERVICE = "_emocall._tcp.local."
+
+
+class DiscoveryError(Exception):
+    """mDNS cannot run here (no multicast-capable interface)."""
+
+
+@dataclass(frozen=True)
+class SeenUnit:
+    unit_id: str
+    name: str
+    address: str
+
+
+def _addresses(host: str) -> list[str]:
+    if host not in ("0.0.0.0", ""):  # noqa: S104
+        return [host]
+    found = [ip.ip for a in ifaddr.get_adapters() for ip in a.ips if isinstance(ip.ip, str)]
+    # Loopback is useless to another unit unless nothing else is up (two units on one machine).
+    return [a for a in found if not a.startswith("127.")] or found
+
+
+class Discovery:
+    def __init__(self, unit_id: str, name: str, host: str, port: int) -> None:
+        self._unit_id = unit_id
+        self._port = port
+        self._host = host
+        self._lock = threading.Lock()
+        self._seen: dict[str, SeenUnit] = {}
+        self._info = self._service_info(name, host)
+        try:
+            self._zc = Zeroconf()
+        except OSError as e:
+            raise DiscoveryError(f"mDNS cannot start: {e} (is there a network interface?)") from e
+        self._browser: ServiceBrowser | None = None
+
+    def _service_info(self, name: str, host: str) -> ServiceInfo:
+        return ServiceInfo(
+            SERVICE,
+            f"emocall-{self._unit_id[:12]}.{SERVICE}",
+            port=self._port,
+            properties={"id": self._unit_id, "name": name},
+            server=f"emocall-{self._unit_id[:12]}.local.",
+            addresses=[socket.inet_aton(a) for a in _addresses(host)],
+        )
+
+    def start(self) -> Discovery:
+        self._zc.register_service(self._info, allow_name_change=True)
+        self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._on_change])
+        log.info("advertising %s on mDNS as %s", self._unit_id, self._info.name)
+        return self
+
+    def rename(self, name: str) -> None:
+        """Advertise a new display name."""
+        self._info = self._service_info(name, self._host)
+        self._zc.update_service(self._info)
+
+    def units(self) -> list[SeenUnit]:
+        with self._lock:
+            return sorted(self._seen.values(), key=lambda u: u.name.casefold())
+
+    def _on_change(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is ServiceStateChange.Removed:
+            with self._lock:
+                self._seen.pop(name, None)
+            return
+        info = zeroconf.get_service_info(service_type, name, timeout=3000)
+        seen = _seen_unit(info) if info else None
+        if seen is None or seen.unit_id == self._unit_id:
+            return
+        with self._lock:
+            self._seen[name] = seen
+
+    def close(self) -> None:
+        if self._browser is not None:
+            self._browser.cancel()
+        self._zc.unregister_all_services()
+        self._zc.close()
+
+
+def _seen_unit(info: ServiceInfo) -> SeenUnit | None:
+    props = {k.decode(): v.decode("utf-8", "replace") for k, v in info.properties.items() if v is not None}
+    addresses = info.parsed_addresses()
+    if "id" not in props or not addresses or info.port is None:
+        return None
+    host = addresses[0] if ":" not in addresses[0] else f"[{addresses[0]}]"
+    return SeenUnit(props["id"], props.get("name", "unnamed")[:40], f"{host}:{info.port}")

@@ -1,0 +1,253 @@
+"""Pairing and unpairing between two units, both sides.
+
+Unit A (where the owner uses the page) calls :meth:`Pairing.request` with B's address, then
+:meth:`Pairing.complete` with the code B says. Unit B answers with :meth:`Pairing.start` and
+:meth:`Pairing.finish` (the HTTP handlers in ``web/peer_api.py`` call them). Either side may
+:meth:`Pairing.unpair`; the other side is told with a signed request when it can be reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from appliance.events import EventBus
+from appliance.identity import Identity, unit_id_of
+from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable
+from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
+from appliance.pairing.handshake import HandshakeError, Initiator, Responder
+from appliance.state import Peer, StateStore
+
+log = logging.getLogger(__name__)
+
+START_PATH = "/api/peer/pair/start"
+FINISH_PATH = "/api/peer/pair/finish"
+UNPAIR_PATH = "/api/peer/unpair"
+
+
+class PairingError(Exception):
+    """Pairing cannot go on; the message says why and what to do. ``status`` is the HTTP answer."""
+
+    def __init__(self, text: str, status: int = 400, details: dict[str, Any] | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.details = details or {}
+
+
+@dataclass
+class _Incoming:
+    """B's side: who asked, and the live SPAKE2 attempt."""
+
+    session: str
+    unit_id: str
+    name: str
+    address: str
+    responder: Responder
+
+
+@dataclass
+class _Outgoing:
+    """A's side: which unit we asked, waiting for the person to type its code."""
+
+    address: str
+    session: str
+    unit_id: str
+    name: str
+    message: bytes
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise PairingError(f"{what} is not base64") from e
+
+
+class Pairing:
+    def __init__(
+        self,
+        me: Identity,
+        store: StateStore,
+        events: EventBus,
+        guard: CodeGuard,
+        *,
+        client: PeerClient,
+        port: int,
+    ) -> None:
+        self._me = me
+        self._store = store
+        self._events = events
+        self._guard = guard
+        self._client = client
+        self.port = port
+        self._lock = threading.Lock()
+        self._incoming: _Incoming | None = None
+        self._outgoing: _Outgoing | None = None
+
+    def details(self) -> dict[str, Any]:
+        """What this unit tells the other one about itself (covered by the handshake's proof)."""
+        return {
+            "unit_id": self._me.unit_id,
+            "name": self._store.settings().display_name,
+            "public_key": b64(self._me.public_key),
+            "port": self.port,
+        }
+
+    # -- unit B: asked to pair ---------------------------------------------------------------------
+
+    def start(self, unit_id: str, name: str, host: str, port: int) -> dict[str, Any]:
+        """Show and say a code for the unit that asked; answer with B's first SPAKE2 message."""
+        if unit_id == self._me.unit_id:
+            raise PairingError("a unit cannot pair with itself")
+        try:
+            code = self._guard.issue()
+        except CodeLocked as e:
+            raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
+        with self._lock:
+            self._incoming = _Incoming(
+                secrets.token_hex(16),
+                unit_id,
+                name,
+                f"{host}:{port}",
+                Responder(code, unit_id, self._me.unit_id),
+            )
+            incoming = self._incoming
+        log.info("pairing asked by %s (%s)", name, incoming.address)
+        return {**self.details(), "session": incoming.session, "spake": b64(incoming.responder.message)}
+
+    def finish(self, session: str, spake: str, details: dict[str, Any], proof: str) -> dict[str, Any]:
+        """Check A's proof; on success pin A and answer with B's proof. Wrong codes are counted."""
+        with self._lock:
+            incoming = self._incoming
+            if incoming is None or not secrets.compare_digest(incoming.session, session):
+                raise PairingError("no pairing is waiting for this unit: start again", 409)
+            if details.get("unit_id") != incoming.unit_id:
+                raise PairingError("the unit id differs from the one that asked to pair", 409)
+            public_key = _checked_key(details)
+            try:
+                code = self._guard.current()
+                proof_b = incoming.responder.confirm(unb64(spake, "spake"), details, proof, self.details())
+            except CodeLocked as e:
+                self._incoming = None
+                raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
+            except CodeExpired as e:
+                self._incoming = None
+                raise PairingError(str(e), 410) from e
+            except HandshakeError as e:
+                return self._wrong_code(incoming, code, e)
+            self._guard.succeeded()
+            self._incoming = None
+        self._pin(incoming.unit_id, str(details.get("name", incoming.name)), incoming.address, public_key)
+        return {**self.details(), "proof": proof_b}
+
+    def _wrong_code(self, incoming: _Incoming, code: str, cause: Exception) -> NoReturn:
+        try:
+            self._guard.failed()
+        except CodeLocked as e:
+            self._incoming = None
+            raise PairingError(str(e), 429, {"seconds": e.seconds}) from cause
+        except CodeError as e:
+            # SPAKE2 is one-shot: the next try needs a fresh message for the same code.
+            incoming.responder = Responder(code, incoming.unit_id, self._me.unit_id)
+            raise PairingError(str(e), 403, {"spake": b64(incoming.responder.message)}) from cause
+
+    # -- unit A: the owner asks another unit ---------------------------------------------------------
+
+    def request(self, address: str) -> str:
+        """Ask the unit at ``address`` to pair; it shows and says a code. Returns its name."""
+        mine = self.details()
+        try:
+            answer = self._client.post(
+                address, START_PATH, {"unit_id": mine["unit_id"], "name": mine["name"], "port": self.port}
+            )
+        except UnitRefused as e:
+            raise PairingError(f"the unit at {address} refused: {e}", e.status, e.body) from e
+        except UnitUnreachable as e:
+            raise PairingError(str(e), 502) from e
+        unit_id, name = str(answer.get("unit_id", "")), str(answer.get("name", ""))
+        with self._lock:
+            self._outgoing = _Outgoing(
+                address,
+                str(answer.get("session", "")),
+                unit_id,
+                name,
+                unb64(str(answer.get("spake")), "spake"),
+            )
+        return name
+
+    def waiting_for(self) -> str | None:
+        """The name of the unit whose code the owner should type, if any."""
+        with self._lock:
+            return self._outgoing.name if self._outgoing else None
+
+    def complete(self, code: str) -> Peer:
+        """Run the handshake with the code the other unit said; pin it on success."""
+        with self._lock:
+            out = self._outgoing
+        if out is None:
+            raise PairingError("choose a unit to pair with first", 409)
+        initiator = Initiator(code.strip(), self._me.unit_id, out.unit_id)
+        mine = self.details()
+        try:
+            proof = initiator.prove(out.message, mine)
+            answer = self._client.post(
+                out.address,
+                FINISH_PATH,
+                {"session": out.session, "spake": b64(initiator.message), "details": mine, "proof": proof},
+            )
+            initiator.check({k: answer.get(k) for k in mine}, str(answer.get("proof", "")))
+        except UnitRefused as e:
+            if e.status == 403 and "spake" in e.body:
+                out.message = unb64(str(e.body["spake"]), "spake")
+            else:
+                self._outgoing = None
+            raise PairingError(str(e), e.status, e.body) from e
+        except (UnitUnreachable, HandshakeError) as e:
+            self._outgoing = None
+            raise PairingError(str(e), 502) from e
+        self._outgoing = None
+        if answer.get("unit_id") != out.unit_id:
+            raise PairingError("the unit that answered is not the one asked", 502)
+        return self._pin(out.unit_id, str(answer.get("name", out.name)), out.address, _checked_key(answer))
+
+    def _pin(self, unit_id: str, name: str, address: str, public_key: bytes) -> Peer:
+        peer = self._store.add_peer(unit_id, name, address, public_key)
+        self._events.publish("pairing.done", f"Paired with {name}", peer=name, unit_id=unit_id)
+        return peer
+
+    # -- both: unpair --------------------------------------------------------------------------------
+
+    def unpair(self, unit_id: str) -> bool:
+        """Forget the unit here always, and tell it when reachable. Returns whether it was told."""
+        peer = self._store.peer(unit_id)
+        if peer is None:
+            raise PairingError("that unit is not paired with this one", 404)
+        told = True
+        try:
+            self._client.post(peer.address, UNPAIR_PATH, {}, peer_key=peer.public_key)
+        except (UnitUnreachable, UnitRefused) as e:
+            log.warning("could not tell %s about the unpairing: %s", peer.name, e)
+            told = False
+        self.forget(peer)
+        return told
+
+    def forget(self, peer: Peer) -> None:
+        """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""
+        if self._store.remove_peer(peer.unit_id):
+            self._events.publish("pairing.removed", f"No longer paired with {peer.name}", peer=peer.name)
+
+
+def _checked_key(details: dict[str, Any]) -> bytes:
+    key = unb64(str(details.get("public_key", "")), "public_key")
+    if len(key) != 32 or unit_id_of(key) != details.get("unit_id"):
+        raise PairingError("the public key does not belong to that unit id")
+    return key
