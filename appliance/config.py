@@ -80,10 +80,73 @@ class CallConfig(_Section):
     )
 
 
+SpeechLanguage = Literal["en", "hi", "bn"]
+SpeechMode = Literal["words", "tones", "both", "off"]
+Verbosity = Literal["quiet", "normal", "verbose"]
+AudioOutKind = Literal["auto", "alsa", "wav"]
+
+
+class SpeechConfig(_Section):
+    language: SpeechLanguage = Field("en", description="Language of everything the unit says")
+    voice: str = Field("", description="espeak-ng voice (espeak-ng --voices); empty: the language's own")
+    rate_wpm: int = Field(160, ge=80, le=450, description="Speaking rate in words per minute")
+    mode: SpeechMode = Field(
+        "words", description="How the other person's expression is announced: words, tones, both, off"
+    )
+    verbosity: Verbosity = Field(
+        "normal",
+        description="quiet: calls and expressions; normal: plus device states; verbose: plus own face",
+    )
+    min_confidence: float = Field(
+        0.6, ge=0, le=1, description="Expressions below this confidence are not said"
+    )
+    min_interval_seconds: float = Field(
+        5.0, ge=0, le=120, description="At most one expression announcement per this many seconds"
+    )
+    stale_seconds: float = Field(
+        2.0, gt=0, le=30, description="An expression kept waiting this long after it was due is dropped"
+    )
+    output: AudioOutKind = Field(
+        "auto", description="Speaker: alsa (the system's audio server), wav (a file), auto (alsa if a card)"
+    )
+    device: str = Field("default", description="ALSA device for output = alsa")
+    wav_file: Path | None = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
+    duck_gain: float = Field(0.25, ge=0, le=1, description="Call audio level while an announcement plays")
+
+
+DisplayKind = Literal["auto", "kmsdrm", "offscreen", "off"]
+
+
+class DisplayConfig(_Section):
+    backend: DisplayKind = Field(
+        "auto", description="kmsdrm (the Pi's screen, no desktop), offscreen (PNG snapshots), auto, off"
+    )
+    width: int = Field(800, ge=160, le=3840, description="Width in pixels (kmsdrm uses the screen's own)")
+    height: int = Field(480, ge=120, le=2160, description="Height in pixels (kmsdrm uses the screen's own)")
+    fps: float = Field(10.0, gt=0, le=30, description="Redraws per second")
+    snapshot_file: Path | None = Field(
+        None, description="PNG the offscreen display writes; empty: display.png in data_dir"
+    )
+    snapshot_seconds: float = Field(1.0, ge=0, le=60, description="How often to write the PNG; 0: never")
+    font: Path | None = Field(None, description="TrueType font with the language's script; empty: built-in")
+
+
+class ButtonConfig(_Section):
+    enabled: bool = Field(True, description="Use the call button (skipped, with a log line, without GPIO)")
+    pin: int = Field(17, ge=0, le=27, description="BCM GPIO pin of the button (wired to ground)")
+    hold_seconds: float = Field(1.5, gt=0, le=10, description="A press this long hangs up")
+    choice_seconds: float = Field(
+        2.0, gt=0, le=10, description="With several paired units: wait after the last press before calling"
+    )
+
+
 class Config(_Section):
     unit: UnitConfig = Field(default_factory=UnitConfig, description="This unit")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera source")
     web: WebConfig = Field(default_factory=WebConfig, description="Local web page and API")
+    speech: SpeechConfig = Field(default_factory=SpeechConfig, description="What the unit says and how")
+    display: DisplayConfig = Field(default_factory=DisplayConfig, description="The large-type screen")
+    button: ButtonConfig = Field(default_factory=ButtonConfig, description="The call button")
     call: CallConfig = Field(default_factory=CallConfig, description="Calls between units")
 
 
