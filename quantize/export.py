@@ -1,0 +1,142 @@
+"""Export the trained network: calibrate the class offsets on PublicTest, quantise to int8, write the card.
+
+    python -m quantize.export --run runs/main --out models/edgetpu
+
+Writes ``emotion_int8.tflite`` and ``emotion.json`` (labels, input, crop, file names, sha256).
+``python -m quantize.evaluate --write`` then adds the measured metrics to the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from quantize import convert, ferdata, model, train
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "emotion_int8.tflite"
+EDGETPU_FILE = "emotion_int8_edgetpu.tflite"
+CARD_FILE = "emotion.json"
+# The float network ships as float16 (half the size); quantize.evaluate rebuilds it from this.
+FLOAT_WEIGHTS = "emotion_float16_weights.npz"
+OFFSET_GRID = np.arange(-1.0, 2.01, 0.25)
+
+
+def calibrate_offsets(logits: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """Per-class logit offsets that maximise accuracy + mean recall on PublicTest.
+
+    Training on vote distributions leaves the rare classes (disgust, fear) under-called; a bias
+    shift fixes the decision thresholds without retraining. Coordinate ascent on a coarse grid keeps
+    it from fitting PublicTest's noise.
+    """
+    offsets = np.zeros(logits.shape[1], np.float32)
+
+    def score(o: np.ndarray) -> float:
+        s = train.majority_scores(logits + o, labels)
+        return s["acc"] + s["mean_recall7"] - max(0.0, 0.55 - s["min_recall7"])
+
+    best = score(offsets)
+    for _, c in itertools.product(range(rounds), range(logits.shape[1])):
+        for v in OFFSET_GRID:
+            trial = offsets.copy()
+            trial[c] = v
+            if (s := score(trial)) > best + 1e-6:
+                best, offsets = s, trial
+    return offsets
+
+
+def measure_crop_margin(images: np.ndarray, upscale: int = 4) -> float:
+    """How much larger than OpenCV's Haar face box a FER2013 crop is (per side, fraction of the box).
+
+    FER2013 faces are already crops; detecting them again with the runtime's detector tells the
+    runtime how much margin to add so it sees what the model was trained on.
+    """
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    ratios = []
+    for img in images:
+        big = cv2.resize(img, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        faces = cascade.detectMultiScale(big, 1.1, 5, minSize=(big.shape[0] // 3,) * 2)
+        if len(faces):
+            w = max(faces, key=lambda f: f[2])[2]
+            ratios.append(big.shape[1] / w)
+    return round(float((np.median(ratios) - 1.0) / 2.0), 3)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, default=Path("runs/main"), help="training output folder")
+    p.add_argument("--out", type=Path, default=Path("models/edgetpu"))
+    p.add_argument("--representative", type=int, default=500, help="training images for calibration")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    net = model.build(logits=True)
+    net.load_weights(args.run / "best.weights.h5")
+    val = ferdata.load_split("val")
+    val_logits = net.predict(val.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    labels = ferdata.majority_labels(val.votes)
+    offsets = calibrate_offsets(val_logits, labels)
+    log.info("PublicTest before %s", train.majority_scores(val_logits, labels))
+    log.info("PublicTest after offsets %s: %s", offsets, train.majority_scores(val_logits + offsets, labels))
+
+    dense = net.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel, bias + offsets])
+    export = model.build(batch_size=1)
+    export.set_weights(net.get_weights())
+    rng = np.random.default_rng(train.SEED)
+    train_images = ferdata.load_split("train").images
+    rep = train_images[rng.choice(len(train_images), args.representative, replace=False)][..., None]
+    tflite = args.out / MODEL_FILE
+    convert.write(tflite, convert.to_int8_tflite(export, rep))
+    np.savez_compressed(
+        args.out / FLOAT_WEIGHTS,
+        **{f"w{i}": w.astype(np.float16) for i, w in enumerate(export.get_weights())},
+    )
+
+    card = {
+        "name": "emocall expression CNN",
+        "labels": list(ferdata.LABELS),
+        "input": {
+            "height": model.INPUT_SIZE,
+            "width": model.INPUT_SIZE,
+            "channels": 1,
+            "pixels": "0-255 grey, the model normalises inside",
+        },
+        "crop": {
+            "margin": measure_crop_margin(val.images[:400]),
+            "square": True,
+            "detector": "haar",
+            "note": "margin: fraction of the detected face box added on each side",
+        },
+        "file": MODEL_FILE,
+        "file_edgetpu": EDGETPU_FILE,
+        "sha256": {MODEL_FILE: sha256(tflite)},
+        "logit_offsets": [round(float(o), 3) for o in offsets],
+        "metrics": {},
+    }
+    card_path = args.out / CARD_FILE
+    if card_path.exists():
+        old = json.loads(card_path.read_text())
+        card["sha256"] = {
+            **{k: v for k, v in old.get("sha256", {}).items() if k != MODEL_FILE},
+            **card["sha256"],
+        }
+    convert.write(card_path, (json.dumps(card, indent=1) + "\n").encode())
+    log.info("wrote %s (%d bytes) and %s", tflite, tflite.stat().st_size, card_path)
+
+
+if __name__ == "__main__":
+    main()

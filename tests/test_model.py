@@ -1,0 +1,117 @@
+"""The shipped expression model: accuracy against its card, int8 vs float, Edge TPU readiness, pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantize import edgetpu_check, evaluate, export, ferdata
+from quantize.tflite_run import TfliteClassifier, ours_prep
+
+from .conftest import FER, ROOT, need
+
+MODELS = ROOT / "models" / "edgetpu"
+CARD = json.loads((MODELS / "emotion.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def test_split() -> ferdata.Split:
+    need(FER / "test.npz")
+    return ferdata.load_split("test")
+
+
+@pytest.fixture(scope="module")
+def int8_probs(test_split: ferdata.Split) -> np.ndarray:
+    return TfliteClassifier(MODELS / CARD["file"]).predict(test_split.images, ours_prep)
+
+
+def test_card_describes_the_shipped_file() -> None:
+    assert CARD["labels"] == list(ferdata.LABELS)
+    assert CARD["input"] == {**CARD["input"], "height": 48, "width": 48, "channels": 1}
+    assert export.sha256(MODELS / CARD["file"]) == CARD["sha256"][CARD["file"]]
+    assert (MODELS / CARD["file"]).stat().st_size <= 2 * 1024 * 1024
+
+
+def test_int8_accuracy_holds_the_card_figure(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
+    measured = evaluate.scores(int8_probs, test_split)
+    card = CARD["metrics"]["int8"]
+    assert measured["ferplus_images"] == 3137
+    assert measured["ferplus_majority_accuracy"] >= card["ferplus_majority_accuracy"] - 0.005
+    assert measured["mean_recall_7"] >= card["mean_recall_7"] - 0.005
+
+
+def test_int8_agrees_with_float(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
+    pytest.importorskip("tensorflow", reason="the float model needs the [train] extra")
+    fl = evaluate.float_probs(MODELS / export.FLOAT_WEIGHTS, test_split.images)
+    assert (fl.argmax(axis=1) == int8_probs.argmax(axis=1)).mean() >= 0.97
+
+
+def test_readiness_check_passes_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert edgetpu_check.main([str(MODELS / CARD["file"])]) == 0
+    out = capsys.readouterr().out
+    assert "every op maps to the Edge TPU" in out
+    assert "FAIL" not in out
+
+
+def _tiny_model(tmp_path: Path, activation: str, quantise: bool) -> Path:
+    tf = pytest.importorskip("tensorflow", reason="building test models needs the [train] extra")
+    import keras
+
+    inp = keras.Input((8, 8, 1), batch_size=1)
+    x = keras.layers.Conv2D(4, 3, activation=activation)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    net = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
+    converter = tf.lite.TFLiteConverter.from_keras_model(net)
+    if quantise:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [np.random.rand(1, 8, 8, 1).astype(np.float32)] for _ in range(8)
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    path = tmp_path / f"{activation}_{quantise}.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_readiness_check_rejects_an_unsupported_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _tiny_model(tmp_path, "elu", quantise=True)
+    assert edgetpu_check.main([str(path), "--quiet"]) == 1
+    assert "ELU" in capsys.readouterr().out
+
+
+def test_readiness_check_rejects_float_tensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _tiny_model(tmp_path, "relu", quantise=False)
+    assert edgetpu_check.main([str(path), "--quiet"]) == 1
+    assert "not quantised to 8 bits" in capsys.readouterr().out
+
+
+def test_readiness_check_on_a_file_that_is_not_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\0" * 64)
+    assert edgetpu_check.main([str(junk)]) == 2
+    assert "is not a TensorFlow Lite model" in capsys.readouterr().err
+
+
+@pytest.mark.train
+def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> None:
+    """A few hundred images, one epoch: the real pipeline end to end, so it cannot rot."""
+    pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+    need(FER / "train.npz")
+    from quantize import train
+
+    run, out = tmp_path / "run", tmp_path / "model"
+    train.main(["--out", str(run), "--epochs", "1", "--limit", "300"])
+    assert (run / "curves.png").stat().st_size > 0
+    assert (run / "history.csv").read_text().count("\n") == 2
+    export.main(["--run", str(run), "--out", str(out), "--representative", "50"])
+    card = json.loads((out / "emotion.json").read_text())
+    assert card["sha256"][card["file"]] == export.sha256(out / card["file"])
+    assert edgetpu_check.main([str(out / card["file"]), "--quiet"]) == 0
