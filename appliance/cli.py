@@ -66,6 +66,19 @@ def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0 if all(r.ok for r in reports if r.part == "camera") else 1
 
 
+def cmd_call(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance.call.local import LocalUnitError, ask
+
+    target = getattr(args, "target", None)
+    try:
+        answer = ask(cfg.web.port, "/api/call" if target else "/api/hangup", {"to": target} if target else {})
+    except LocalUnitError as e:
+        print(f"emocall: {e}", file=sys.stderr)
+        return 1
+    print(f"{answer.get('state', '?')} {answer.get('peer', '')}".strip())
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, cfg: config.Config) -> int:
     print(config.defaults_toml() if args.defaults else json.dumps(cfg.model_dump(mode="json"), indent=1))
     return 0
@@ -89,6 +102,14 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="machine-readable output")
     test.add_argument("--source", help="camera to check (as for run)")
     test.set_defaults(handler=cmd_selftest)
+
+    call = sub.add_parser("call", help="ask the running unit to call a paired unit")
+    call.add_argument("target", help="the paired unit's name, unit id or address")
+    call.add_argument("--port", type=int, help="port of the running unit's local API")
+    call.set_defaults(handler=cmd_call)
+    hangup = sub.add_parser("hangup", help="ask the running unit to end its call")
+    hangup.add_argument("--port", type=int, help="port of the running unit's local API")
+    hangup.set_defaults(handler=cmd_call)
 
     cfg = sub.add_parser("config", help="print the effective configuration")
     cfg.add_argument("--defaults", action="store_true", help="print every field, its default and description")

@@ -58,7 +58,6 @@ AudioInKind = Literal["auto", "microphone", "wav", "none"]
 
 
 class CallConfig(_Section):
-    auto_answer: bool = Field(True, description="Answer calls from paired units at once")
     ring_seconds: float = Field(30.0, gt=0, le=120, description="How long an unanswered call rings")
     width: int = Field(640, ge=64, le=1920, description="Width of the video sent in a call")
     height: int = Field(480, ge=48, le=1080, description="Height of the video sent in a call")

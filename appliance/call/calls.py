@@ -16,7 +16,8 @@ from aiortc.sdp import SessionDescription
 
 from appliance.call import CallError, messages
 from appliance.call.session import Session
-from appliance.call.signaling import Peer, Signal, SignallingError
+from appliance.call.signaling import Signal, SignallingError
+from appliance.state import Peer
 
 if TYPE_CHECKING:
     from appliance.call.engine import CallEngine
@@ -150,7 +151,7 @@ class CallFlow:
         return await self._answer(peer, signal.sdp, reoffer=same)
 
     async def _rings(self) -> bool:
-        if self._e.cfg.auto_answer:
+        if self._e.settings().auto_answer:
             return True
         self._ring = asyncio.get_running_loop().create_future()
         try:

@@ -2,8 +2,8 @@
 
 ``POST /api/call/signal`` is unit-to-unit: signed by the calling unit, verified against the key
 pinned at pairing, answered with a signed reply. Flask hands the message to the engine's loop and
-waits for the reply. ``/api/call`` (GET status, POST ``{"to": NAME|ADDRESS}``), ``/api/hangup``,
-``/api/call/answer`` and ``/api/call/sharing`` are for this unit's own command line and scripts and
+waits for the reply. ``/api/call`` (GET status, POST ``{"to": NAME|ADDRESS}``), ``/api/hangup`` and
+``/api/call/answer`` are for this unit's own command line and scripts and
 answer only requests from the unit itself (loopback).
 """
 
@@ -91,16 +91,6 @@ def create_blueprint(engine: CallEngine, verifier: RequestVerifier) -> Blueprint
     @_local_only
     def answer() -> ResponseReturnValue:
         engine.answer()
-        return jsonify(engine.status())
-
-    @bp.post("/api/call/sharing")
-    @_local_only
-    def sharing() -> ResponseReturnValue:
-        body = request.get_json(silent=True)
-        paused = body.get("paused") if isinstance(body, dict) else None
-        if not isinstance(paused, bool):
-            return jsonify({"error": 'send {"paused": true|false}'}), 400
-        engine.set_sharing(paused)
         return jsonify(engine.status())
 
     return bp

@@ -1,7 +1,7 @@
 """The call engine: one asyncio loop in its own thread owns every call, its state and its session.
 
 Other threads (the button, the web API, the event bus) use the thread-safe methods :meth:`call`,
-:meth:`answer`, :meth:`hangup`, :meth:`set_sharing` and :meth:`incoming`; each hands its work to the
+:meth:`answer`, :meth:`hangup` and :meth:`incoming`; each hands its work to the
 loop. Every transition is published as ``call.state`` so the speech part can say it.
 """
 
@@ -20,11 +20,12 @@ from appliance.call.calls import CallFlow
 from appliance.call.media import FrameSink
 from appliance.call.microphone import open_input
 from appliance.call.session import Session
-from appliance.call.signaling import HttpSignalling, Peer, Signal, Signalling
+from appliance.call.signaling import HttpSignalling, Signal, Signalling
 from appliance.camera.capture import Capture
 from appliance.config import CallConfig
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
+from appliance.state import Peer, Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +38,23 @@ class CallEngine:
     def __init__(
         self,
         cfg: CallConfig,
-        name: str,
         me: Identity,
         *,
         peers: PeerList,
+        settings: Callable[[], Settings],
         capture: Capture,
         events: EventBus,
         speaker: Speaker,
         on_remote_frame: FrameSink,
         dialer: Dialer | None = None,
     ) -> None:
-        self.cfg, self.name, self.me, self._peers = cfg, name, me, peers
+        self.cfg, self.me, self._peers, self.settings = cfg, me, peers, settings
         self._capture, self.events, self._speaker, self._on_frame = capture, events, speaker, on_remote_frame
         self.dial: Dialer = dialer or (lambda peer, timeout: HttpSignalling(peer, me, timeout))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="call", daemon=True)
         self._unsubscribe: Callable[[], None] = lambda: None
         self.flow = CallFlow(self)
-        self.sharing_paused = False
         self._seq = 0
 
     def start(self) -> CallEngine:
@@ -87,11 +87,6 @@ class CallEngine:
 
     def hangup(self) -> None:
         self._run(self.flow.hang_up(), timeout=5)
-
-    def set_sharing(self, paused: bool) -> None:
-        """Pause (or resume) sending this user's expressions; the other unit is told either way."""
-        self.sharing_paused = paused
-        self._loop.call_soon_threadsafe(self.flow.send, messages.Sharing(paused=paused))
 
     def incoming(self, unit_id: str, signal: Signal) -> concurrent.futures.Future[Signal]:
         """Hand a verified signalling message from ``unit_id`` to the loop; the future is the reply."""
@@ -126,6 +121,14 @@ class CallEngine:
             listener=self.flow,
         )
 
+    @property
+    def name(self) -> str:
+        return self.settings().display_name
+
+    @property
+    def sharing_paused(self) -> bool:
+        return not self.settings().share_expressions
+
     def publish_state(self, state: str, peer: Peer | None, message: str, reason: str = "") -> None:
         name = peer.name if peer else ""
         self.events.publish("call.state", message, state=state, peer=name, reason=reason)
@@ -139,9 +142,11 @@ class CallEngine:
             raise CallError("the call engine did not respond in time; try again") from e
 
     def _on_event(self, event: Event) -> None:
-        if self.sharing_paused or event.topic not in ("vision.emotion", "vision.no_face"):
-            return
-        self._loop.call_soon_threadsafe(self._send_vision, event)
+        if event.topic == "settings.changed" and "share_expressions" in event.data.get("changed", ()):
+            paused = messages.Sharing(paused=self.sharing_paused)
+            self._loop.call_soon_threadsafe(self.flow.send, paused)
+        elif event.topic in ("vision.emotion", "vision.no_face") and not self.sharing_paused:
+            self._loop.call_soon_threadsafe(self._send_vision, event)
 
     def _send_vision(self, event: Event) -> None:
         if self.flow.state != "connected":

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance import identity
-from appliance.identity import Identity, TrustError
+from appliance.identity import Identity
+from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable
+from appliance.state import Peer
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +44,6 @@ def parse_signal(body: bytes) -> Signal:
         return Signal.model_validate_json(body)
     except ValidationError as e:
         raise SignallingError(f"not a signalling message: {e.errors()[0]['msg']}") from e
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A paired unit: its id, the name it was paired under, where it listens, its pinned key."""
-
-    unit_id: str
-    name: str
-    address: str  # host:port of its local API
-    public_key: bytes
-
-    def describe(self) -> dict[str, str]:
-        return {k: v for k, v in asdict(self).items() if k != "public_key"}
 
 
 class Signalling(Protocol):
@@ -102,15 +87,15 @@ class HttpSignalling:
     """Each message is one signed POST to the other unit; its signed reply is what ``receive`` returns."""
 
     def __init__(self, peer: Peer, me: Identity, timeout: float) -> None:
-        self._peer, self._me, self._timeout = peer, me, timeout
+        self._peer = peer
+        self._client = PeerClient(me, timeout)
         self._replies: asyncio.Queue[Signal] = asyncio.Queue()
 
     async def connect(self) -> None:
         pass
 
     async def send(self, signal: Signal) -> None:
-        reply = await asyncio.to_thread(self._post, signal.model_dump_json().encode())
-        await self._replies.put(reply)
+        await self._replies.put(await asyncio.to_thread(self._post, signal))
 
     async def receive(self) -> Signal:
         return await self._replies.get()
@@ -118,29 +103,20 @@ class HttpSignalling:
     async def close(self) -> None:
         pass
 
-    def _post(self, body: bytes) -> Signal:
-        headers = identity.sign_request(self._me, "POST", SIGNAL_PATH, body)
-        nonce = headers[identity.NONCE]
-        headers["Content-Type"] = "application/json"
-        url = f"http://{self._peer.address}{SIGNAL_PATH}"
-        request = urllib.request.Request(url, body, headers, method="POST")
+    def _post(self, signal: Signal) -> Signal:
+        peer = self._peer
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                return self._verified(nonce, dict(response.headers), response.read())
-        except urllib.error.HTTPError as e:
-            if e.code == 409:
-                return self._verified(nonce, dict(e.headers), e.read())
-            detail = e.read(300).decode(errors="replace")
-            raise SignallingError(f"{self._peer.name} refused the call (HTTP {e.code}: {detail})") from e
-        except (OSError, TimeoutError) as e:
-            raise SignallingError(f"cannot reach {self._peer.name} at {self._peer.address}: {e}") from e
-
-    def _verified(self, nonce: str, headers: dict[str, str], body: bytes) -> Signal:
+            answer = self._client.post(peer.address, SIGNAL_PATH, signal.model_dump(), peer.public_key)
+        except UnitRefused as e:
+            if e.status != 409:  # busy is an answer; anything else is a refusal
+                raise SignallingError(f"{peer.name} refused the call: {e}") from e
+            answer = e.body
+        except UnitUnreachable as e:
+            raise SignallingError(f"cannot reach {peer.name}: {e}") from e
         try:
-            identity.verify_response(self._peer.public_key, nonce, headers, body)
-        except TrustError as e:
-            raise SignallingError(f"the answer from {self._peer.name} is not signed by it: {e}") from e
-        return parse_signal(body)
+            return Signal.model_validate(answer)
+        except ValidationError as e:
+            raise SignallingError(f"{peer.name} answered something that is not a signal") from e
 
 
 class MemoryLink:

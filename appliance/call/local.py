@@ -1,0 +1,41 @@
+"""`emocall call` and `emocall hangup`: ask the unit running on this machine, through its local API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+TIMEOUT_SECONDS = 10.0
+
+
+class LocalUnitError(Exception):
+    """The running unit cannot be asked or refused; the message says what to do."""
+
+
+def ask(port: int, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST ``payload`` to this machine's unit; its JSON answer, or LocalUnitError with its error."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        json.dumps(payload).encode(),
+        {"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            return _decode(response.read())
+    except urllib.error.HTTPError as e:
+        raise LocalUnitError(str(_decode(e.read()).get("error", f"HTTP {e.code}"))) from e
+    except OSError as e:
+        raise LocalUnitError(
+            f"no unit answers on port {port} ({e}): is `emocall run` running? (--port P if not 8080)"
+        ) from e
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {"error": "the unit answered something that is not JSON"}
