@@ -17,7 +17,10 @@ from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
 from appliance.events import EventBus
+from appliance.identity import Identity
+from appliance.state import StateStore
 from appliance.web.api import create_app
+from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -31,12 +34,18 @@ class Appliance:
         self._stopped = threading.Event()
         self.capture: Capture | None = None
         self.web: WebServer | None = None
+        self.store: StateStore | None = None
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
         with self._stack as stack:
             cfg = self.config
             cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+            self.identity = Identity.load_or_create(cfg.unit.data_dir / "identity.key")
+            defaults = {"display_name": cfg.unit.name}
+            self.store = StateStore(cfg.unit.data_dir / "state.db", self.events, defaults)
+            stack.callback(self.store.close)
+            self.store.remember_identity(self.identity.unit_id)
             self.capture = Capture(
                 select.opener(cfg.camera),
                 self.events,
@@ -46,15 +55,18 @@ class Appliance:
                 fps=cfg.camera.fps,
             ).start()
             stack.callback(self.capture.close)
-            self.web = WebServer(create_app(self.status), cfg.web.host, cfg.web.port).start()
+            parts = build_parts(cfg.web, self.identity, self.store, self.events)
+            stack.callback(parts.close)
+            self.web = WebServer(create_app(self.status, parts), cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
+            parts.serve_on(self.web.port)
             self._stack = stack.pop_all()
         self.events.publish("unit.ready", f"{cfg.unit.name} is ready", name=cfg.unit.name)
         return self
 
     def status(self) -> dict[str, Any]:
         return {
-            "name": self.config.unit.name,
+            "name": self.store.settings().display_name if self.store else self.config.unit.name,
             "camera": self.capture.active if self.capture else "none",
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }

@@ -51,50 +51,27 @@ class CameraConfig(_Section):
 class WebConfig(_Section):
     host: str = Field("0.0.0.0", description="Address the local web page and API listen on")  # noqa: S104
     port: int = Field(8080, ge=1, le=65535, description="Port of the local web page and API")
-
-
-CallCodec = Literal["VP8", "H264"]
-AudioInKind = Literal["auto", "microphone", "wav", "none"]
-
-
-class CallConfig(_Section):
-    ring_seconds: float = Field(30.0, gt=0, le=120, description="How long an unanswered call rings")
-    width: int = Field(640, ge=64, le=1920, description="Width of the video sent in a call")
-    height: int = Field(480, ge=48, le=1080, description="Height of the video sent in a call")
-    fps: float = Field(15.0, gt=0, le=30, description="Frames per second sent in a call")
-    codec: CallCodec = Field("VP8", description="Video codec offered first")
-    audio_in: AudioInKind = Field(
-        "auto", description="Call audio source: auto (microphone if there is one), microphone, wav, none"
-    )
-    audio_file: Path | None = Field(None, description="WAV file sent as call audio for audio_in = wav")
-    ice_servers: str = Field(
-        "", description="Comma-separated STUN/TURN URLs; empty uses host candidates on the LAN only"
-    )
-    heartbeat_seconds: float = Field(1.0, gt=0, le=10, description="How often each unit says it is alive")
-    peer_timeout_seconds: float = Field(
-        4.0, gt=0, le=60, description="Silence after which the other unit counts as lost"
-    )
-    reconnect_seconds: float = Field(
-        30.0, ge=0, le=300, description="How long a lost call keeps trying before giving up"
+    discovery: bool = Field(True, description="Advertise this unit and look for others with mDNS")
+    code_seconds: float = Field(120.0, gt=0, le=600, description="How long a pairing or owner code is valid")
+    max_wrong_codes: int = Field(5, ge=1, le=20, description="Wrong codes before codes are refused a while")
+    lock_seconds: float = Field(300.0, gt=0, le=3600, description="How long codes are refused after that")
+    session_hours: float = Field(
+        12.0, gt=0, le=720, description="How long a browser stays the owner after typing the unit's code"
     )
 
 
-SpeechLanguage = Literal["en", "hi", "bn"]
-SpeechMode = Literal["words", "tones", "both", "off"]
-Verbosity = Literal["quiet", "normal", "verbose"]
+SpokenEvents = Literal["quiet", "normal", "verbose"]
 AudioOutKind = Literal["auto", "alsa", "wav"]
 
 
 class SpeechConfig(_Section):
-    language: SpeechLanguage = Field("en", description="Language of everything the unit says")
-    voice: str = Field("", description="espeak-ng voice (espeak-ng --voices); empty: the language's own")
+    """Voice, language and announcement mode are owner settings (the settings page), not config."""
+
     rate_wpm: int = Field(160, ge=80, le=450, description="Speaking rate in words per minute")
-    mode: SpeechMode = Field(
-        "words", description="How the other person's expression is announced: words, tones, both, off"
-    )
-    verbosity: Verbosity = Field(
+    events: SpokenEvents = Field(
         "normal",
-        description="quiet: calls and expressions; normal: plus device states; verbose: plus own face",
+        description="Events spoken: quiet (calls, pairing, expressions), normal (+ camera, Coral), "
+        "verbose (+ own face)",
     )
     min_confidence: float = Field(
         0.6, ge=0, le=1, description="Expressions below this confidence are not said"
@@ -139,9 +116,73 @@ class ButtonConfig(_Section):
     )
 
 
+CallCodec = Literal["VP8", "H264"]
+AudioInKind = Literal["auto", "microphone", "wav", "none"]
+
+
+class CallConfig(_Section):
+    ring_seconds: float = Field(30.0, gt=0, le=120, description="How long an unanswered call rings")
+    width: int = Field(640, ge=64, le=1920, description="Width of the video sent in a call")
+    height: int = Field(480, ge=48, le=1080, description="Height of the video sent in a call")
+    fps: float = Field(15.0, gt=0, le=30, description="Frames per second sent in a call")
+    codec: CallCodec = Field("VP8", description="Video codec offered first")
+    audio_in: AudioInKind = Field(
+        "auto", description="Call audio source: auto (microphone if there is one), microphone, wav, none"
+    )
+    audio_file: Path | None = Field(None, description="WAV file sent as call audio for audio_in = wav")
+    ice_servers: str = Field(
+        "", description="Comma-separated STUN/TURN URLs; empty uses host candidates on the LAN only"
+    )
+    heartbeat_seconds: float = Field(1.0, gt=0, le=10, description="How often each unit says it is alive")
+    peer_timeout_seconds: float = Field(
+        4.0, gt=0, le=60, description="Silence after which the other unit counts as lost"
+    )
+    reconnect_seconds: float = Field(
+        30.0, ge=0, le=300, description="How long a lost call keeps trying before giving up"
+    )
+
+
+DetectorKind = Literal["haar", "edgetpu"]
+ClassifierKind = Literal["auto", "edgetpu", "cpu"]
+
+
+class VisionConfig(_Section):
+    enabled: bool = Field(True, description="Recognise the user's expression (off: calls run without it)")
+    detector: DetectorKind = Field("haar", description="Face detector: haar (processor) or edgetpu (Coral)")
+    detector_model: Path = Field(
+        Path("/usr/share/emocall/models/ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"),
+        description="Coral's SSD face model for detector = edgetpu (the image build downloads it)",
+    )
+    classifier: ClassifierKind = Field(
+        "auto", description="Expression classifier: auto tries the Edge TPU, then the processor"
+    )
+    threads: int = Field(1, ge=1, le=8, description="Processor threads for the expression classifier")
+    model_card: Path | None = Field(
+        None, description="Model card emotion.json; empty: the one shipped with emocall"
+    )
+    analyse_fps: float = Field(10.0, gt=0, le=60, description="Frames per second analysed (always the newest)")
+    detect_every: int = Field(
+        5, ge=1, le=100, description="Search the whole frame every N analysed frames, near the face between"
+    )
+    detect_scale: float = Field(0.33, gt=0.05, le=1, description="Frame scale for the whole-frame face search")
+    min_face: float = Field(
+        0.15, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"
+    )
+    smoothing_seconds: float = Field(
+        0.25, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
+    )
+    threshold: float = Field(0.4, ge=0, le=1, description="Averaged probability a new expression needs")
+    hysteresis: float = Field(0.1, ge=0, le=1, description="How far a new expression must lead the current one")
+    dwell_seconds: float = Field(
+        0.25, ge=0, le=5, description="How long a new expression must lead before it is announced"
+    )
+    no_face_seconds: float = Field(1.0, gt=0, le=30, description="Time without a face before 'no face'")
+
+
 class Config(_Section):
     unit: UnitConfig = Field(default_factory=UnitConfig, description="This unit")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera source")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Expression recognition")
     web: WebConfig = Field(default_factory=WebConfig, description="Local web page and API")
     speech: SpeechConfig = Field(default_factory=SpeechConfig, description="What the unit says and how")
     display: DisplayConfig = Field(default_factory=DisplayConfig, description="The large-type screen")

@@ -7,6 +7,7 @@ browser must type to prove someone stands at the unit). Each guard holds at most
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Literal, NoReturn
 
 from appliance.events import EventBus
+
+log = logging.getLogger(__name__)
 
 Purpose = Literal["pair", "owner"]
 
@@ -64,7 +67,10 @@ class CodeGuard:
             self._expires = self._clock() + self._ttl_s
             code = self._code
         what = "pairing" if self.purpose == "pair" else "owner"
-        # The digits go in the data only: messages are logged and shown on the status page.
+        # The digits go in the event's data only: messages are logged and listed by /api/status.
+        # The debug log has them, for a unit without a display (tests, development); they are spent
+        # after one use and expire in minutes.
+        log.debug("%s code %s", self.purpose, code)
         self._events.publish(
             "pairing.code", f"New {what} code on the display", code=code, purpose=self.purpose
         )

@@ -40,30 +40,34 @@ def _addresses(host: str) -> list[str]:
 
 
 class Discovery:
-    def __init__(self, unit_id: str, name: str, host: str, port: int) -> None:
+    def __init__(self, unit_id: str, name: str, host: str) -> None:
         self._unit_id = unit_id
-        self._port = port
+        self._name = name
         self._host = host
+        self._port = 0
         self._lock = threading.Lock()
         self._seen: dict[str, SeenUnit] = {}
-        self._info = self._service_info(name, host)
+        self._info: ServiceInfo | None = None
         try:
             self._zc = Zeroconf()
         except OSError as e:
             raise DiscoveryError(f"mDNS cannot start: {e} (is there a network interface?)") from e
         self._browser: ServiceBrowser | None = None
 
-    def _service_info(self, name: str, host: str) -> ServiceInfo:
+    def _service_info(self) -> ServiceInfo:
         return ServiceInfo(
             SERVICE,
             f"emocall-{self._unit_id[:12]}.{SERVICE}",
             port=self._port,
-            properties={"id": self._unit_id, "name": name},
+            properties={"id": self._unit_id, "name": self._name},
             server=f"emocall-{self._unit_id[:12]}.local.",
-            addresses=[socket.inet_aton(a) for a in _addresses(host)],
+            addresses=[socket.inet_aton(a) for a in _addresses(self._host)],
         )
 
-    def start(self) -> Discovery:
+    def start(self, port: int) -> Discovery:
+        """Advertise this unit's web port and start looking for the others."""
+        self._port = port
+        self._info = self._service_info()
         self._zc.register_service(self._info, allow_name_change=True)
         self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._on_change])
         log.info("advertising %s on mDNS as %s", self._unit_id, self._info.name)
@@ -71,8 +75,10 @@ class Discovery:
 
     def rename(self, name: str) -> None:
         """Advertise a new display name."""
-        self._info = self._service_info(name, self._host)
-        self._zc.update_service(self._info)
+        self._name = name
+        if self._info is not None:
+            self._info = self._service_info()
+            self._zc.update_service(self._info)
 
     def units(self) -> list[SeenUnit]:
         with self._lock:

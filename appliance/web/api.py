@@ -1,28 +1,160 @@
-"""The JSON API: the unit's status for the page, scripts and `emocall selftest`."""
+"""The web app: the JSON API (status, owner login, pairing, settings) and its wiring.
+
+``create_app`` builds one Flask app from the unit's parts: this JSON API, the pages
+(``pages.py``), the unit-to-unit endpoints (``peer_api.py``) and any extra blueprints (the call
+signalling, with ``/api/call`` and ``/api/hangup`` for the unit's own command line). The OpenAPI
+description is served at ``/api/openapi.json``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Blueprint, Flask, jsonify, request, session
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from appliance import __version__
+from appliance.identity import RequestVerifier
+from appliance.pairing.codes import CodeError, CodeLocked
+from appliance.pairing.service import PairingError
+from appliance.state import SettingsError
+from appliance.web import openapi, owner, pages, peer_api
+from appliance.web.parts import UnitParts
+from appliance.web.schemas import (
+    BadRequest,
+    OwnerLogin,
+    PairCode,
+    PairRequest,
+    SettingsChange,
+    parse,
+)
 
 StatusProvider = Callable[[], dict[str, Any]]
 
 
-def create_app(status: StatusProvider) -> Flask:
+def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Blueprint] = ()) -> Flask:
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-
-    @app.get("/api/status")
-    def get_status() -> ResponseReturnValue:
-        return jsonify({"version": __version__, **status()})
-
-    @app.errorhandler(404)
-    def not_found(_: Exception) -> ResponseReturnValue:
-        return jsonify({"error": "not found"}), 404
-
+    app.config.update(
+        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_FORM_MEMORY_SIZE=16 * 1024,
+        SECRET_KEY=parts.store.session_secret(),
+        SESSION_COOKIE_NAME="emocall_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=parts.session_hours),
+    )
+    app.extensions[peer_api.EXTENSION] = peer_api.Trust(parts.me, RequestVerifier(parts.store.peer_key))
+    app.register_blueprint(api_blueprint(status, parts))
+    app.register_blueprint(peer_api.peer_blueprint(parts.pairing, parts.store))
+    app.register_blueprint(pages.pages_blueprint(status, parts))
+    for bp in blueprints:
+        app.register_blueprint(bp)
+    app.after_request(peer_api.sign_answer)
+    app.after_request(owner.security_headers)
+    _register_errors(app)
     return app
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(BadRequest)
+    def bad_request(e: BadRequest) -> ResponseReturnValue:
+        return jsonify({"error": str(e)}), e.status
+
+    @app.errorhandler(PairingError)
+    def pairing_error(e: PairingError) -> ResponseReturnValue:
+        return jsonify({**e.details, "error": str(e)}), e.status
+
+    @app.errorhandler(SettingsError)
+    def settings_error(e: SettingsError) -> ResponseReturnValue:
+        return jsonify({"error": str(e)}), 422
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> ResponseReturnValue:
+        if request.path.startswith("/api/"):
+            return jsonify({"error": e.description or e.name}), e.code or 500
+        return pages.error_page(e)
+
+
+def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
+    bp = Blueprint("api", __name__, url_prefix="/api")
+    owner_api = owner.owner_only
+
+    @bp.get("/status")
+    def get_status() -> ResponseReturnValue:
+        return jsonify({"version": __version__, "unit_id": parts.me.unit_id, **status()})
+
+    @bp.get("/openapi.json")
+    def get_openapi() -> ResponseReturnValue:
+        return jsonify(openapi.document(__version__))
+
+    @bp.get("/owner")
+    def get_owner() -> ResponseReturnValue:
+        return jsonify({"owner": owner.is_owner(), "csrf": owner.csrf_token()})
+
+    @bp.post("/owner/code")
+    @owner.csrf_only
+    def post_owner_code() -> ResponseReturnValue:
+        try:
+            parts.owner_codes.issue()
+        except CodeLocked as e:
+            return jsonify({"error": str(e), "seconds": e.seconds}), 429
+        return jsonify({"said": True}), 202
+
+    @bp.post("/owner/login")
+    @owner.csrf_only
+    def post_owner_login() -> ResponseReturnValue:
+        body = parse(OwnerLogin)
+        try:
+            parts.owner_codes.check(body.code)
+        except CodeLocked as e:
+            return jsonify({"error": str(e), "seconds": e.seconds}), 429
+        except CodeError as e:
+            return jsonify({"error": str(e)}), 403
+        owner.grant_owner(parts.session_hours)
+        return jsonify({"owner": True, "csrf": session["csrf"]})
+
+    @bp.get("/settings")
+    @owner_api
+    def get_settings() -> ResponseReturnValue:
+        return jsonify(parts.store.settings().model_dump())
+
+    @bp.patch("/settings")
+    @owner_api
+    def patch_settings() -> ResponseReturnValue:
+        change = parse(SettingsChange).model_dump(exclude_none=True)
+        return jsonify(parts.change_settings(change).model_dump())
+
+    @bp.get("/peers")
+    @owner_api
+    def get_peers() -> ResponseReturnValue:
+        return jsonify(
+            [{"unit_id": p.unit_id, "name": p.name, "address": p.address} for p in parts.store.peers()]
+        )
+
+    @bp.delete("/peers/<unit_id>")
+    @owner_api
+    def delete_peer(unit_id: str) -> ResponseReturnValue:
+        return jsonify({"unpaired": True, "told_other_unit": parts.pairing.unpair(unit_id)})
+
+    @bp.get("/discovered")
+    @owner_api
+    def get_discovered() -> ResponseReturnValue:
+        units = parts.discovery.units() if parts.discovery else []
+        return jsonify([{"unit_id": u.unit_id, "name": u.name, "address": u.address} for u in units])
+
+    @bp.post("/pair")
+    @owner_api
+    def post_pair() -> ResponseReturnValue:
+        name = parts.pairing.request(parse(PairRequest).address)
+        return jsonify({"waiting_for": name}), 202
+
+    @bp.post("/pair/code")
+    @owner_api
+    def post_pair_code() -> ResponseReturnValue:
+        peer = parts.pairing.complete(parse(PairCode).code)
+        return jsonify({"paired": True, "unit_id": peer.unit_id, "name": peer.name})
+
+    return bp

@@ -1,0 +1,83 @@
+"""The parts of the unit the web app works with, and how the composition root builds them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from appliance.config import WebConfig
+from appliance.events import EventBus
+from appliance.identity import Identity
+from appliance.pairing.client import PeerClient
+from appliance.pairing.codes import CodeGuard
+from appliance.pairing.discovery import Discovery, DiscoveryError
+from appliance.pairing.service import Pairing
+from appliance.state import Settings, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class CallControl(Protocol):
+    """What the pages and API need from the call engine (``appliance/call/``)."""
+
+    @property
+    def state(self) -> str: ...
+
+    def call(self, unit_id_or_name: str) -> None: ...
+
+    def answer(self) -> None: ...
+
+    def hangup(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UnitParts:
+    me: Identity
+    store: StateStore
+    events: EventBus
+    pairing: Pairing
+    owner_codes: CodeGuard
+    discovery: Discovery | None = None
+    call: CallControl | None = None
+    session_hours: float = 12.0
+
+    def change_settings(self, change: dict[str, Any]) -> Settings:
+        """Store a settings change and advertise a new display name (the page and the API)."""
+        settings = self.store.update_settings(change)
+        if "display_name" in change and self.discovery is not None:
+            self.discovery.rename(settings.display_name)
+        return settings
+
+    def serve_on(self, port: int) -> None:
+        """The web server listens: tell pairing the port and advertise it on mDNS."""
+        self.pairing.port = port
+        if self.discovery is not None:
+            self.discovery.start(port)
+
+    def close(self) -> None:
+        if self.discovery is not None:
+            self.discovery.close()
+
+
+def build_parts(
+    cfg: WebConfig, me: Identity, store: StateStore, events: EventBus, call: CallControl | None = None
+) -> UnitParts:
+    """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""
+    limits: dict[str, Any] = {
+        "ttl_s": cfg.code_seconds,
+        "max_wrong": cfg.max_wrong_codes,
+        "lock_s": cfg.lock_seconds,
+    }
+    pairing = Pairing(
+        me, store, events, CodeGuard(events, "pair", **limits), client=PeerClient(me), port=cfg.port
+    )
+    discovery = None
+    if cfg.discovery:
+        try:
+            discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host)
+        except DiscoveryError as e:
+            log.warning("%s; the pairing page will only take addresses typed by hand", e)
+    return UnitParts(
+        me, store, events, pairing, CodeGuard(events, "owner", **limits), discovery, call, cfg.session_hours
+    )

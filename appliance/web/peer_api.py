@@ -1,0 +1,74 @@
+"""Unit-to-unit endpoints: the pairing handshake (open, guarded by the code) and signed requests.
+
+Any blueprint with unit-to-unit handlers (the call signalling too) calls :func:`verified_peer`
+first; every answer to a signed request is signed by this unit (see :func:`sign_answer`), so the
+caller can check nobody swapped it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from appliance import identity
+from appliance.identity import Identity, RequestVerifier, TrustError
+from appliance.pairing import service
+from appliance.pairing.service import Pairing
+from appliance.state import StateStore
+from appliance.web.schemas import PeerFinish, PeerStart, parse
+
+EXTENSION = "emocall.trust"
+
+
+@dataclass(frozen=True)
+class Trust:
+    me: Identity
+    verifier: RequestVerifier
+
+
+def verified_peer() -> str:
+    """The paired unit that signed this request; answers 403 (and changes nothing) otherwise."""
+    trust: Trust = current_app.extensions[EXTENSION]
+    try:
+        return trust.verifier.verify(dict(request.headers), request.method, request.path, request.get_data())
+    except TrustError as e:
+        abort(403, f"refused: {e}")
+
+
+def sign_answer(response: Response) -> Response:
+    """Sign the answer to every signed request, errors included, bound to the request's nonce."""
+    nonce = request.headers.get(identity.NONCE)
+    if nonce and not response.direct_passthrough:
+        trust: Trust = current_app.extensions[EXTENSION]
+        response.headers.update(identity.sign_response(trust.me, nonce, response.get_data()))
+    return response
+
+
+def _host() -> str:
+    host = request.remote_addr or ""
+    return f"[{host}]" if ":" in host else host
+
+
+def peer_blueprint(pairing: Pairing, store: StateStore) -> Blueprint:
+    bp = Blueprint("peer", __name__)
+
+    @bp.post(service.START_PATH)
+    def pair_start() -> ResponseReturnValue:
+        body = parse(PeerStart)
+        return jsonify(pairing.start(body.unit_id, body.name, _host(), body.port))
+
+    @bp.post(service.FINISH_PATH)
+    def pair_finish() -> ResponseReturnValue:
+        body = parse(PeerFinish)
+        return jsonify(pairing.finish(body.session, body.spake, body.details.model_dump(), body.proof))
+
+    @bp.post(service.UNPAIR_PATH)
+    def unpair() -> ResponseReturnValue:
+        peer = store.peer(verified_peer())
+        if peer is not None:
+            pairing.forget(peer)
+        return jsonify({"unpaired": True})
+
+    return bp
