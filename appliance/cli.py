@@ -66,6 +66,23 @@ def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0 if all(r.ok for r in reports if r.part == "camera") else 1
 
 
+def cmd_say(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance.audio import AudioError
+    from appliance.speech import SpeechError
+    from appliance.speech.service import say_once
+
+    speech = cfg.speech
+    if args.wav is not None:
+        speech = speech.model_copy(update={"output": "wav", "wav_file": args.wav})
+    try:
+        seconds = say_once(args.text, args.lang, speech, cfg.unit.data_dir)
+    except (SpeechError, AudioError) as e:
+        print(f"emocall: {e}", file=sys.stderr)
+        return 1
+    print(f"said {seconds:.2f} s of speech" + (f" into {args.wav}" if args.wav else ""))
+    return 0
+
+
 def cmd_call(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance.call.local import LocalUnitError, ask
 
@@ -102,6 +119,13 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="machine-readable output")
     test.add_argument("--source", help="camera to check (as for run)")
     test.set_defaults(handler=cmd_selftest)
+
+    say = sub.add_parser("say", help="speak a phrase through the speaker (or into a WAV file)")
+    say.add_argument("text", help="what to say")
+    say.add_argument("--lang", default="en", help="espeak-ng voice: en, hi, bn, en-gb... (default en)")
+    say.add_argument("--wav", type=Path, help="write the speaker's output to this WAV file instead")
+    say.add_argument("--data-dir", type=Path, help="where state lives")
+    say.set_defaults(handler=cmd_say)
 
     call = sub.add_parser("call", help="ask the running unit to call a paired unit")
     call.add_argument("target", help="the paired unit's name, unit id or address")

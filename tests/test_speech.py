@@ -241,4 +241,4 @@ def test_unknown_language_and_voice_are_clear_errors(tts: Espeak) -> None:
     with pytest.raises(SpeechError, match="use one of en, hi, bn"):
         Phrases("xx")
     with pytest.raises(SpeechError, match="espeak-ng --voices"):
-        Espeak(voice="qqq").synthesize("hello")
+        tts.synthesize("hello", "qqq")

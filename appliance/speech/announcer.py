@@ -28,7 +28,7 @@ from appliance.speech.phrases import Phrases
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["words", "tones", "both", "off"]
+Mode = Literal["speech", "tones", "both", "off"]
 Kind = Literal["state", "emotion", "repeat"]
 
 
@@ -55,7 +55,7 @@ class Announcer:
         tts: Espeak,
         phrases: Phrases,
         *,
-        mode: Mode = "words",
+        mode: Mode = "speech",
         min_confidence: float = 0.6,
         min_interval_s: float = 5.0,
         stale_s: float = 2.0,
@@ -115,6 +115,13 @@ class Announcer:
             self._pending = item
             self._cond.notify_all()
         return True
+
+    def configure(self, mode: Mode, phrases: Phrases) -> None:
+        """New settings from the owner; they apply from the next announcement."""
+        with self._cond:
+            self.mode, self.phrases = mode, phrases
+            if mode == "off":
+                self._pending = None
 
     def forget_emotions(self) -> None:
         """A call ended: the next call's first expression is news again."""
@@ -177,7 +184,7 @@ class Announcer:
             clips.append((tones.chime(item.label), tones.TONE_RATE))
         if item.kind == "state" or self.mode != "tones":
             text = item.text or self.phrases.emotion(item.peer, item.label)
-            clips.append(self._tts.synthesize(text, self.phrases.language))
+            clips.append(self._tts.synthesize(text, self.phrases.voice))
         started = self._clock()
         seconds = sum(self._speaker.play(pcm, rate) for pcm, rate in clips)
         self.spoken.append(Spoken(item, started, seconds))

@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
 CACHE_SIZE = 64
-# espeak-ng's voice for each language we have phrases in.
-VOICES = {"en": "en", "hi": "hi", "bn": "bn"}
 
 
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -41,23 +39,18 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 
 class Espeak:
-    def __init__(self, voice: str = "", rate_wpm: int = 160, executable: str | None = None) -> None:
+    def __init__(self, rate_wpm: int = 160, executable: str | None = None) -> None:
         path = executable or shutil.which("espeak-ng")
         if path is None:
             raise SpeechError("espeak-ng not found: install the espeak-ng package")
         self._exe = path
-        self._voice = voice
         self._rate = rate_wpm
         self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def voice_for(self, language: str) -> str:
-        """The configured voice, or espeak-ng's voice for ``language``."""
-        return self._voice or VOICES.get(language, language)
-
-    def synthesize(self, text: str, language: str = "en") -> tuple[np.ndarray, int]:
-        """int16 mono samples of ``text`` spoken, and their sample rate."""
-        key = (self.voice_for(language), text)
+    def synthesize(self, text: str, voice: str = "en") -> tuple[np.ndarray, int]:
+        """int16 mono samples of ``text`` spoken with espeak-ng's ``voice``, and their sample rate."""
+        key = (voice, text)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

@@ -189,14 +189,31 @@ def clean_name(name: str) -> str:
 
 
 class Phrases:
-    """The sentences of one language; an unknown key or label is a programming error, not user input."""
+    """The sentences of one language and the espeak-ng voice that says them.
 
-    def __init__(self, language: str, labels: Sequence[str] = DEFAULT_LABELS) -> None:
+    ``short`` phrases an expression as "Asha: happy" instead of "Asha looks happy".
+    An unknown key or label is a programming error, not user input.
+    """
+
+    def __init__(
+        self, language: str, labels: Sequence[str] = DEFAULT_LABELS, *, voice: str = "", short: bool = False
+    ) -> None:
         if language not in TEMPLATES:
             raise SpeechError(f"language {language!r} has no phrases: use one of {', '.join(TEMPLATES)}")
         self.language = language
+        self.voice = voice or language
         self.labels = tuple(labels)
+        self.short = short
         self._templates = TEMPLATES[language]
+
+    @classmethod
+    def for_voice(cls, voice: str, labels: Sequence[str] = DEFAULT_LABELS, *, short: bool = False) -> Phrases:
+        """Phrases for an espeak-ng voice such as ``en-gb`` or ``hi``; English for a language we lack."""
+        language = voice.split("-", 1)[0]
+        if language not in TEMPLATES:
+            log.warning("no phrases in %s: speaking English (add them to appliance/speech/phrases.py)", voice)
+            return cls("en", labels, short=short)
+        return cls(language, labels, voice=voice, short=short)
 
     def say(self, key: str, **fields: object) -> str:
         clean = {k: clean_name(v) if isinstance(v, str) else v for k, v in fields.items()}
@@ -205,6 +222,8 @@ class Phrases:
         return self._templates[key].format(**clean)
 
     def emotion(self, peer: str, label: str) -> str:
+        if self.short:
+            return f"{clean_name(peer)}: {self.word(label)}."
         phrase = EMOTION_PHRASES[self.language].get(label, label)
         return self.say("emotion", peer=peer, emotion=phrase)
 

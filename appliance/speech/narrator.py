@@ -1,0 +1,160 @@
+"""Turns what happens (bus events) into announcements, and says at start-up what works.
+
+Which events are spoken depends on the verbosity: ``quiet`` says calls, pairing and the other
+person's expressions; ``normal`` adds device states (camera, Coral); ``verbose`` adds the user's own
+face leaving and coming back. Start-up is one sentence, said once the unit is ready and the first
+camera and vision reports had a moment to arrive: "emocall is ready. Camera ready. Coral not
+found, using the processor."
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from appliance.events import Event, EventBus
+from appliance.speech.announcer import Announcer, Mode
+from appliance.speech.phrases import DEFAULT_LABELS, Phrases
+
+log = logging.getLogger(__name__)
+
+LEVELS = {"quiet": 0, "normal": 1, "verbose": 2}
+# call.state -> phrase key; idle is not worth saying (ended already was).
+CALL_STATES = {
+    "calling": "calling",
+    "ringing": "ringing",
+    "connected": "connected",
+    "ended": "ended",
+    "failed": "failed",
+    "busy": "busy",
+    "reconnecting": "reconnecting",
+    "lost": "lost",
+}
+# topic -> (phrase key, lowest verbosity that says it)
+DEVICE_EVENTS = {
+    "camera.lost": ("camera_lost", 1),
+    "camera.recovered": ("camera_recovered", 1),
+    "vision.unavailable": ("vision_unavailable", 1),
+    "vision.no_face": ("no_face", 2),
+    "vision.face_back": ("face_back", 2),
+}
+START_TOPICS = ("camera.ready", "camera.lost", "vision.backend", "vision.unavailable")
+SETTLE_SECONDS = 1.5
+
+
+def from_settings(
+    settings: Mapping[str, Any], labels: Sequence[str] = DEFAULT_LABELS
+) -> tuple[Mode, Phrases]:
+    """Announcement mode and phrases from the owner's settings (``appliance.state.Settings`` fields)."""
+    mode = str(settings.get("announcements", "speech"))
+    if mode not in ("speech", "tones", "both", "off"):
+        log.warning("unknown announcement mode %r: using speech", mode)
+        mode = "speech"
+    short = settings.get("verbosity") == "short"
+    return cast(Mode, mode), Phrases.for_voice(str(settings.get("voice_language", "en")), labels, short=short)
+
+
+def backend_key(backend: str) -> str:
+    return "backend_edgetpu" if any(k in backend.lower() for k in ("edgetpu", "coral")) else "backend_cpu"
+
+
+class Narrator:
+    def __init__(
+        self,
+        events: EventBus,
+        announcer: Announcer,
+        verbosity: str = "normal",
+        settle_s: float = SETTLE_SECONDS,
+    ) -> None:
+        self._announcer = announcer
+        self._level = LEVELS[verbosity]
+        self._settle = settle_s
+        self._lock = threading.Lock()
+        self._started = False  # the start-up sentence was said; later device events are said alone
+        self._facts: dict[str, str] = {}  # "camera"/"vision" -> phrase key, for the start-up sentence
+        self._timer: threading.Timer | None = None
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "unit.ready": self._on_ready,
+            "call.state": self._on_call,
+            "remote.emotion": self._on_emotion,
+            "remote.sharing": self._on_sharing,
+            "pairing.code": self._on_code,
+            "pairing.locked": lambda e: announcer.state("pairing_locked", seconds=int(e.data["seconds"])),
+            "pairing.done": lambda e: announcer.state("paired", peer=str(e.data.get("peer", ""))),
+            "settings.changed": self._on_settings,
+        }
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        handler = self._handlers.get(event.topic)
+        if handler is not None:
+            handler(event)
+        elif event.topic in START_TOPICS and self._note_for_start(event):
+            return
+        elif event.topic in DEVICE_EVENTS:
+            key, level = DEVICE_EVENTS[event.topic]
+            if self._level >= level:
+                self._announcer.state(key)
+        elif event.topic == "vision.backend" and self._level >= 1:
+            self._announcer.state(backend_key(str(event.data.get("backend", ""))))
+
+    def _note_for_start(self, event: Event) -> bool:
+        """Keep a device report for the start-up sentence; False once that has been said."""
+        with self._lock:
+            if self._started:
+                return False
+            if event.topic.startswith("camera."):
+                self._facts["camera"] = "camera_ready" if event.topic == "camera.ready" else "camera_lost"
+            elif event.topic == "vision.backend":
+                self._facts["vision"] = backend_key(str(event.data.get("backend", "")))
+            else:
+                self._facts["vision"] = "vision_unavailable"
+            return True
+
+    def _on_ready(self, event: Event) -> None:
+        name = str(event.data.get("name", "emocall"))
+        with self._lock:
+            self._timer = threading.Timer(self._settle, self._say_start, args=(name,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _say_start(self, name: str) -> None:
+        with self._lock:
+            self._started = True
+            facts = [self._facts[k] for k in ("camera", "vision") if k in self._facts]
+        phrases = self._announcer.phrases
+        self._announcer.say(" ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)]))
+
+    def _on_call(self, event: Event) -> None:
+        state = str(event.data.get("state", ""))
+        if state in ("ended", "failed", "lost", "idle"):
+            self._announcer.forget_emotions()
+        if state in CALL_STATES:
+            self._announcer.state(CALL_STATES[state], peer=str(event.data.get("peer") or ""))
+
+    def _on_emotion(self, event: Event) -> None:
+        data = event.data
+        self._announcer.emotion(
+            str(data.get("peer") or ""), str(data["emotion"]), float(data.get("confidence", 1.0)), t=event.t
+        )
+
+    def _on_sharing(self, event: Event) -> None:
+        key = "sharing_paused" if event.data.get("paused") else "sharing_resumed"
+        self._announcer.state(key, peer=str(event.data.get("peer") or ""))
+
+    def _on_code(self, event: Event) -> None:
+        key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
+        self._announcer.state(key, digits=str(event.data["code"]))
+
+    def _on_settings(self, event: Event) -> None:
+        settings = event.data.get("settings")
+        if isinstance(settings, Mapping):
+            self._announcer.configure(*from_settings(settings, self._announcer.phrases.labels))
+
+    def close(self) -> None:
+        self._unsubscribe()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()

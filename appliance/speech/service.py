@@ -1,0 +1,58 @@
+"""The speech part as the appliance runs it: speaker, espeak-ng, announcer and narrator, built in order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from appliance.audio import Speaker
+from appliance.audio.select import open_speaker
+from appliance.config import SpeechConfig
+from appliance.events import EventBus
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator, from_settings
+from appliance.speech.phrases import load_labels
+
+log = logging.getLogger(__name__)
+
+
+class Speech:
+    """Owns the speaker (the call engine writes call audio to it) and everything that speaks."""
+
+    def __init__(
+        self, cfg: SpeechConfig, events: EventBus, data_dir: Path, settings: Mapping[str, Any]
+    ) -> None:
+        mode, phrases = from_settings(settings, load_labels())
+        self.speaker: Speaker = open_speaker(cfg, data_dir)
+        try:
+            self.announcer = Announcer(
+                self.speaker,
+                Espeak(cfg.rate_wpm),
+                phrases,
+                mode=mode,
+                min_confidence=cfg.min_confidence,
+                min_interval_s=cfg.min_interval_seconds,
+                stale_s=cfg.stale_seconds,
+            )
+        except Exception:
+            self.speaker.close()
+            raise
+        self.narrator = Narrator(events, self.announcer, cfg.events)
+
+    def close(self) -> None:
+        self.narrator.close()
+        self.announcer.close()
+        self.speaker.close()
+
+
+def say_once(text: str, voice: str, cfg: SpeechConfig, data_dir: Path) -> float:
+    """Speak ``text`` once through the configured speaker (``emocall say``); the seconds played."""
+    pcm, rate = Espeak(cfg.rate_wpm).synthesize(text, voice)
+    speaker = open_speaker(cfg, data_dir)
+    try:
+        return speaker.play(pcm, rate)
+    finally:
+        speaker.close()

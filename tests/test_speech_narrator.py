@@ -1,0 +1,148 @@
+"""Events in, sentences out: what the unit says when things happen, heard in the WAV output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance import cli
+from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.events import EventBus
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator
+from appliance.speech.phrases import Phrases
+
+from .test_speech import rms
+
+
+class Talking:
+    def __init__(self, path: Path, spoken_events: str = "normal") -> None:
+        self.events = EventBus()
+        self.speaker = WavSpeaker(path)
+        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
+        self.narrator = Narrator(self.events, self.announcer, spoken_events, settle_s=0.05)
+        self.path = path
+
+    def wait_spoken(self, count: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.announcer.spoken) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def said(self) -> list[str]:
+        assert self.announcer.wait_idle(20)
+        return [
+            s.item.text or self.announcer.phrases.emotion(s.item.peer, s.item.label)
+            for s in self.announcer.spoken
+        ]
+
+    def close(self) -> None:
+        self.narrator.close()
+        self.announcer.close()
+        self.speaker.close()
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Iterator[Talking]:
+    made = Talking(tmp_path / "out.wav")
+    yield made
+    made.close()
+
+
+def test_hands_free_start_says_what_works(unit: Talking) -> None:
+    unit.events.publish("camera.ready", "camera ready", backend="file")
+    unit.events.publish("vision.backend", "using cpu", backend="cpu", reason="no Coral found")
+    unit.events.publish("unit.ready", "ready", name="Kitchen")
+    unit.wait_spoken(1)
+    unit.events.publish("camera.lost", "camera lost", reason="unplugged")
+    assert unit.said() == [
+        "Kitchen is ready. Camera ready. Coral not found, using the processor.",
+        "Camera lost.",
+    ]
+    unit.close()
+    audio, rate = read_wav(unit.path)
+    first = unit.speaker.played[0]
+    start = round(first.start_s * rate)
+    assert rms(audio[start : start + round(first.duration_s * rate)]) > 500
+    assert first.duration_s > 1.8  # the whole sentence, not the first words
+
+
+def test_start_without_a_camera_says_so(unit: Talking) -> None:
+    unit.events.publish("camera.lost", "camera unavailable", reason="no device")
+    unit.events.publish("vision.backend", "coral", backend="edgetpu", reason="")
+    unit.events.publish("unit.ready", "ready", name="Hall")
+    unit.wait_spoken(1)
+    assert unit.said() == ["Hall is ready. Camera lost. Using the Coral."]
+
+
+def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
+    for state in ("ringing", "connected"):
+        unit.events.publish("call.state", state, state=state, peer="Asha", reason="")
+    assert unit.announcer.wait_idle(10)
+    unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert unit.announcer.wait_idle(10)  # an expression still waiting when the call ends is not said
+    unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")
+    unit.events.publish("call.state", "idle", state="idle", peer="", reason="")
+    assert unit.said() == [
+        "Asha is calling. Press the button to answer.",
+        "Connected to Asha.",
+        "Asha looks happy.",
+        "Call ended.",
+    ]
+    unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert unit.said()[-1] == "Asha looks happy."  # a new call: the same expression is news again
+
+
+def test_pairing_codes_are_read_digit_by_digit(unit: Talking) -> None:
+    unit.events.publish("pairing.code", "code", code="482193", purpose="pair")
+    unit.events.publish("pairing.done", "paired", peer="Asha")
+    assert unit.said() == ["Pairing code: 4 8 2 1 9 3.", "Paired with Asha."]
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("quiet", ["Connected to Asha."]),
+        ("normal", ["Camera lost.", "Connected to Asha."]),
+        ("verbose", ["Camera lost.", "Your face is not visible.", "Connected to Asha."]),
+    ],
+)
+def test_spoken_events_follow_the_level(tmp_path: Path, level: str, expected: list[str]) -> None:
+    unit = Talking(tmp_path / "out.wav", level)
+    unit.narrator._started = True  # past start-up: device events are said on their own
+    unit.events.publish("camera.lost", "lost", reason="x")
+    unit.events.publish("vision.no_face", "no face")
+    unit.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    try:
+        assert unit.said() == expected
+    finally:
+        unit.close()
+
+
+def test_settings_change_language_and_mode(unit: Talking) -> None:
+    settings = {"announcements": "speech", "voice_language": "hi", "verbosity": "full"}
+    unit.events.publish("settings.changed", "saved", changed=["voice_language"], settings=settings)
+    unit.events.publish("remote.emotion", "sad", peer="Asha", emotion="sadness", confidence=0.9)
+    assert unit.said() == ["Asha उदास लग रहे हैं।"]
+    settings = {"announcements": "tones", "voice_language": "en", "verbosity": "short"}
+    unit.events.publish("settings.changed", "saved", changed=["announcements"], settings=settings)
+    unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert unit.announcer.wait_idle(5)
+    last = unit.announcer.spoken[-1]
+    assert last.item.label == "happiness" and last.seconds < 0.4  # a chime, no words
+    assert unit.announcer.phrases.emotion("Asha", "happiness") == "Asha: Happy."
+
+
+def test_emocall_say_writes_speech_to_a_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "say.wav"
+    assert cli.main(["say", "Asha looks surprised", "--lang", "en", "--wav", str(out)]) == 0
+    assert "into" in capsys.readouterr().out
+    audio, rate = read_wav(out)
+    assert rate == 48000 and audio.size / rate > 1.0
+    assert np.abs(audio).max() > 5000
+    assert cli.main(["say", "x", "--lang", "qqq", "--wav", str(out)]) == 1
+    assert "espeak-ng --voices" in capsys.readouterr().err
