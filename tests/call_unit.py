@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,23 @@ def run(command: str, rest: list[str], engine: CallEngine, store: StateStore, fr
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def write_tone(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
 
 
 class Unit:

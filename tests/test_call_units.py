@@ -3,10 +3,9 @@ ways, emotion events in order, hang-up from either side, and the `emocall call` 
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
-import wave
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from appliance.audio.wav import read_wav
 
-from .call_unit import Unit
+from .call_unit import Unit, free_port, write_tone
 from .conftest import CLIPS, need
 
 
@@ -30,23 +29,6 @@ def host_address() -> str:
     if address.startswith("127."):
         pytest.skip("no network interface besides loopback: aiortc needs one for host candidates")
     return str(address)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
-def write_tone(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def dominant_hz(path: Path) -> float:
@@ -140,14 +122,9 @@ def test_caller_hangs_up_and_emocall_call_places_a_call(units: tuple[Unit, Unit]
 
 
 def emocall_cli(*args: str, port: int) -> subprocess.CompletedProcess[str]:
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "appliance.cli", *args, "--port", str(port)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-
-
-_ = json
