@@ -49,6 +49,8 @@ EN = {
     "paired": "Paired with {peer}.",
     "choose_peer": "{peer}?",
     "no_peers": "No paired unit. Pair one from the web page.",
+    "remote_no_face": "No face",
+    "idle": "Ready",
 }
 HI = {
     "ready": "{name} तैयार है।",
@@ -78,6 +80,8 @@ HI = {
     "paired": "{peer} से जोड़ दिया गया।",
     "choose_peer": "{peer}?",
     "no_peers": "कोई जुड़ी हुई यूनिट नहीं है।",
+    "remote_no_face": "चेहरा नहीं दिख रहा",
+    "idle": "तैयार",
 }
 BN = {
     "ready": "{name} প্রস্তুত।",
@@ -107,6 +111,8 @@ BN = {
     "paired": "{peer}-এর সাথে জোড়া লাগানো হয়েছে।",
     "choose_peer": "{peer}?",
     "no_peers": "কোনো জোড়া লাগানো ইউনিট নেই।",
+    "remote_no_face": "মুখ দেখা যাচ্ছে না",
+    "idle": "প্রস্তুত",
 }
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
 

@@ -1,0 +1,163 @@
+"""Keeps the scene up to date from events and the remote video, and redraws it in its own thread.
+
+Events and frames arrive in other threads (the bus, the call's loop); they only update the scene
+under a lock. The drawing thread redraws at most ``fps`` times a second and only when something
+changed; the newest remote frame wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.display import Screen
+from appliance.display.layout import GREY, YELLOW, Fonts, Scene, draw
+from appliance.events import Event, EventBus
+from appliance.speech.narrator import CALL_STATES, from_settings
+from appliance.speech.phrases import Phrases
+
+log = logging.getLogger(__name__)
+
+CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
+
+
+class Display:
+    def __init__(
+        self,
+        screen: Screen,
+        events: EventBus,
+        phrases: Phrases,
+        *,
+        unit_name: str = "emocall",
+        fps: float = 10.0,
+        font: Path | None = None,
+    ) -> None:
+        self._screen, self._fonts, self._font_path = screen, Fonts(font), font
+        self._phrases = self._displayable(phrases)
+        self._period = 1.0 / fps
+        self._lock = threading.Condition()
+        self._version = self._shown = 0  # scene changes made / drawn and shown
+        self._scene = Scene(unit_name=unit_name, state=self._phrases.say("idle"))
+        self._dirty = threading.Event()
+        self._dirty.set()
+        self._stop = threading.Event()
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "unit.ready": lambda e: self._update(unit_name=str(e.data.get("name", unit_name))),
+            "call.state": self._on_call,
+            "remote.emotion": lambda e: self._update(
+                big=self._phrases.word(str(e.data["emotion"])), big_colour=YELLOW
+            ),
+            "remote.no_face": lambda e: self._update(
+                big=self._phrases.say("remote_no_face"), big_colour=GREY
+            ),
+            "remote.sharing": self._on_sharing,
+            "pairing.code": self._on_code,
+            "pairing.done": lambda e: self._update(
+                state=self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
+            ),
+            "pairing.locked": lambda e: self._update(
+                state=self._phrases.say("pairing_locked", seconds=int(e.data["seconds"])), big=""
+            ),
+            "settings.changed": self._on_settings,
+        }
+        self._unsubscribe = events.subscribe(self._on_event)
+        self._thread = threading.Thread(target=self._run, name="display", daemon=True)
+        self._thread.start()
+
+    def _displayable(self, phrases: Phrases) -> Phrases:
+        """The built-in font has Latin letters only: other scripts need ``[display] font``."""
+        if phrases.language != "en" and self._font_path is None:
+            log.warning(
+                "no font for %s configured ([display] font): the display shows English", phrases.language
+            )
+            return Phrases("en", phrases.labels)
+        return phrases
+
+    def set_remote_frame(self, image: np.ndarray) -> None:
+        """The newest remote video frame (BGR); called from the call's thread, never blocks long."""
+        self._update(frame=image)
+
+    @property
+    def scene(self) -> Scene:
+        with self._lock:
+            return self._scene
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._scene = dataclasses.replace(self._scene, **changes)
+            self._version += 1
+        self._dirty.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every change made so far is on the screen; False on timeout."""
+        with self._lock:
+            target = self._version
+            return self._lock.wait_for(lambda: self._shown >= target, timeout)
+
+    def _on_event(self, event: Event) -> None:
+        handler = self._handlers.get(event.topic)
+        if handler is not None:
+            handler(event)
+
+    def _on_call(self, event: Event) -> None:
+        state = str(event.data.get("state", ""))
+        peer = str(event.data.get("peer") or "")
+        text = (
+            self._phrases.say(CALL_STATES[state], peer=peer)
+            if state in CALL_STATES
+            else self._phrases.say("idle")
+        )
+        if state in CALL_OVER:
+            self._update(state=text, big="", frame=None)
+        else:
+            self._update(state=text)
+
+    def _on_sharing(self, event: Event) -> None:
+        if event.data.get("paused"):
+            self._update(
+                big=self._phrases.say("sharing_paused", peer=str(event.data.get("peer") or "")),
+                big_colour=GREY,
+            )
+        else:
+            self._update(big="")
+
+    def _on_code(self, event: Event) -> None:
+        code = str(event.data["code"])
+        key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
+        self._update(state=self._phrases.say(key, digits=code), big=code, big_colour=YELLOW)
+
+    def _on_settings(self, event: Event) -> None:
+        settings = event.data.get("settings")
+        if isinstance(settings, Mapping):
+            _, phrases = from_settings(settings, self._phrases.labels)
+            with self._lock:
+                self._phrases = self._displayable(phrases)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._dirty.wait(0.5):
+                continue
+            self._dirty.clear()
+            with self._lock:
+                scene, version = self._scene, self._version
+            try:
+                self._screen.show(draw(scene, self._screen.size, self._fonts))
+            except Exception:  # a broken screen must not stop the call; logged, tried again next change
+                log.exception("the %s display failed to show a picture", self._screen.name)
+            with self._lock:
+                self._shown = version
+                self._lock.notify_all()
+            self._stop.wait(self._period)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._stop.set()
+        self._dirty.set()
+        self._thread.join(timeout=5)
+        self._screen.close()
