@@ -19,6 +19,7 @@ from appliance.config import Config
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.state import StateStore
+from appliance.vision.worker import VisionWorker
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
@@ -33,6 +34,7 @@ class Appliance:
         self._stack = ExitStack()
         self._stopped = threading.Event()
         self.capture: Capture | None = None
+        self.vision: VisionWorker | None = None
         self.web: WebServer | None = None
         self.store: StateStore | None = None
 
@@ -57,6 +59,9 @@ class Appliance:
             stack.callback(self.capture.close)
             parts = build_parts(cfg.web, self.identity, self.store, self.events)
             stack.callback(parts.close)
+            # After the parts, so speech and the call hear which backend runs (or that none can).
+            self.vision = VisionWorker.open(cfg.vision, self.capture, self.events).start()
+            stack.callback(self.vision.close)
             self.web = WebServer(create_app(self.status, parts), cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)
@@ -68,6 +73,7 @@ class Appliance:
         return {
             "name": self.store.settings().display_name if self.store else self.config.unit.name,
             "camera": self.capture.active if self.capture else "none",
+            "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
 

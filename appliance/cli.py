@@ -101,6 +101,12 @@ def cmd_config(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance.vision import watch
+
+    return watch.run(cfg, args.json, sys.stdout, sys.stderr)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emocall", description="A video phone that speaks facial expressions.")
     p.add_argument("--version", action="version", version=f"emocall {__version__}")
@@ -134,6 +140,11 @@ def parser() -> argparse.ArgumentParser:
     hangup = sub.add_parser("hangup", help="ask the running unit to end its call")
     hangup.add_argument("--port", type=int, help="port of the running unit's local API")
     hangup.set_defaults(handler=cmd_call)
+
+    watch = sub.add_parser("watch", help="run the camera and expression recognition alone, a line per event")
+    watch.add_argument("--source", default="auto", help="camera (as for run) or a video file (full speed)")
+    watch.add_argument("--json", action="store_true", help="JSON lines: t, emotion, confidence")
+    watch.set_defaults(handler=cmd_watch)
 
     cfg = sub.add_parser("config", help="print the effective configuration")
     cfg.add_argument("--defaults", action="store_true", help="print every field, its default and description")

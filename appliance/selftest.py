@@ -49,6 +49,16 @@ def check_edgetpu() -> PartReport:
     return PartReport("edgetpu", "none", False, "; ".join(missing) + ": expressions run on the processor")
 
 
+def check_vision(cfg: Config) -> PartReport:
+    from appliance.vision import VisionError, selfcheck
+
+    try:
+        backend, detail = selfcheck.check(cfg)
+    except VisionError as e:
+        return PartReport("vision", "none", False, f"emotions unavailable: {e}")
+    return PartReport("vision", backend, True, detail)
+
+
 def check_speech() -> PartReport:
     path = platform.espeak_path()
     if path is None:
@@ -64,4 +74,4 @@ def check_audio() -> PartReport:
 
 
 def run(cfg: Config) -> list[PartReport]:
-    return [check_camera(cfg), check_edgetpu(), check_speech(), check_audio()]
+    return [check_camera(cfg), check_edgetpu(), check_vision(cfg), check_speech(), check_audio()]

@@ -1,0 +1,89 @@
+"""The shipped model card (``emotion.json``): labels, input size, crop, files and their sha256.
+
+Everything the runtime needs to feed the model comes from here, so training and the device agree.
+A missing or corrupt model file is a :class:`ModelError` that names the file and the expected sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.vision import VisionError
+
+PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models" / "edgetpu"
+SYSTEM_MODELS = Path("/usr/share/emocall/models/edgetpu")
+CARD_NAME = "emotion.json"
+
+
+class ModelError(VisionError):
+    """The expression model or its card is missing or corrupt."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    path: Path
+    labels: tuple[str, ...]
+    height: int
+    width: int
+    channels: int
+    margin: float
+    square: bool
+    file: str
+    file_edgetpu: str | None
+    sha256: dict[str, str]
+
+    def model_path(self, edgetpu: bool = False) -> Path:
+        """The verified model file; raises :class:`ModelError` when it is missing or corrupt."""
+        name = self.file_edgetpu if edgetpu else self.file
+        if name is None:
+            raise ModelError(f"model card {self.path} names no Edge TPU model (file_edgetpu)")
+        path = self.path.parent / name
+        expected = self.sha256.get(name)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(
+                f"model file {path} cannot be read ({e.strerror}); expected sha256 {expected or 'unknown'}: "
+                "reinstall emocall or restore the models folder"
+            ) from e
+        actual = hashlib.sha256(data).hexdigest()
+        if expected is not None and actual != expected:
+            raise ModelError(
+                f"model file {path} is corrupt or truncated ({len(data)} bytes, sha256 {actual}); "
+                f"expected sha256 {expected}: reinstall emocall or restore the models folder"
+            )
+        return path
+
+
+def default_card_path() -> Path:
+    """The card shipped with the package (a source checkout), else the one the image installs."""
+    shipped = PACKAGE_MODELS / CARD_NAME
+    return shipped if shipped.is_file() else SYSTEM_MODELS / CARD_NAME
+
+
+def load_card(path: Path | None = None) -> ModelCard:
+    path = path or default_card_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelError(f"model card {path} cannot be read ({e.strerror}): reinstall emocall") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"model card {path} is not valid JSON ({e}): reinstall emocall") from e
+    try:
+        return ModelCard(
+            path=path,
+            labels=tuple(str(label) for label in raw["labels"]),
+            height=int(raw["input"]["height"]),
+            width=int(raw["input"]["width"]),
+            channels=int(raw["input"]["channels"]),
+            margin=float(raw["crop"]["margin"]),
+            square=bool(raw["crop"].get("square", True)),
+            file=str(raw["file"]),
+            file_edgetpu=raw.get("file_edgetpu"),
+            sha256={str(k): str(v) for k, v in raw.get("sha256", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"model card {path} lacks or garbles {e}: reinstall emocall") from e

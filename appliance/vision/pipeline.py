@@ -1,0 +1,72 @@
+"""One analysed frame in, zero or more vision events out: track the face, crop, classify, smooth.
+
+Synchronous and single-threaded; :mod:`appliance.vision.worker` runs it in its own thread, and
+``emocall watch`` and the benchmark drive it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from appliance.vision import Classifier
+from appliance.vision.card import ModelCard
+from appliance.vision.crop import crop_face
+from appliance.vision.smoothing import EmotionSmoother
+from appliance.vision.tracking import FaceTracker
+
+EventKind = Literal["emotion", "no_face", "face_back"]
+
+
+@dataclass(frozen=True)
+class VisionEvent:
+    kind: EventKind
+    t: float  # seconds into the source of the frame that produced the event
+    emotion: str | None = None
+    confidence: float = 0.0
+    since: float = 0.0  # for emotions: when the expression started to lead
+
+
+class VisionPipeline:
+    def __init__(
+        self, tracker: FaceTracker, classifier: Classifier, card: ModelCard, smoother: EmotionSmoother
+    ) -> None:
+        self.tracker, self.classifier, self.card, self.smoother = tracker, classifier, card, smoother
+        self._present: bool | None = None  # None until the first face or the first no-face timeout
+        self._start: float | None = None
+        self.reasons: dict[str, str] = {}  # why each backend was chosen (set by select)
+
+    @property
+    def backends(self) -> dict[str, str]:
+        return {"detector": self.tracker.detector.name, "classifier": self.classifier.name}
+
+    def process(self, image: np.ndarray, t: float) -> list[VisionEvent]:
+        if self._start is None or t < self._start:
+            self._start = t
+        sighting = self.tracker.update(image, t)
+        events = self._presence(sighting.present, t)
+        if sighting.seen and sighting.box is not None:
+            probabilities = self.classifier.classify(crop_face(image, sighting.box, self.card))
+            change = self.smoother.update(probabilities, t)
+            if change is not None:
+                events.append(VisionEvent("emotion", t, change.emotion, change.confidence, change.since))
+        return events
+
+    def _presence(self, present: bool, t: float) -> list[VisionEvent]:
+        if present:
+            back = self._present is False
+            self._present = True
+            return [VisionEvent("face_back", t)] if back else []
+        assert self._start is not None
+        timed_out = self._present is True or t - self._start >= self.tracker.no_face_seconds
+        if self._present is False or not timed_out:
+            return []
+        self._present = False
+        self.smoother.reset()
+        return [VisionEvent("no_face", t)]
+
+    def close(self) -> None:
+        self.tracker.detector.close()
+        self.classifier.close()

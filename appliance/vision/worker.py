@@ -1,0 +1,159 @@
+"""Runs the vision pipeline in its own thread, off the media path, always on the newest frame.
+
+It takes frames from a :class:`FrameFeed` (the shared :class:`~appliance.camera.capture.Capture`,
+or :class:`FileFeed` for offline analysis), analyses at most ``analyse_fps`` of them per second of
+source time and publishes ``vision.emotion``, ``vision.no_face`` and ``vision.face_back``. When the
+model cannot be loaded or fails, it publishes ``vision.unavailable`` and the unit carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from appliance.camera import EndOfStream, Frame, FrameSource
+from appliance.config import VisionConfig
+from appliance.events import EventBus
+from appliance.vision import VisionError
+from appliance.vision.pipeline import VisionEvent, VisionPipeline
+from appliance.vision.select import open_pipeline
+
+log = logging.getLogger(__name__)
+
+
+class FrameFeed(Protocol):
+    ended: bool
+
+    def wait_newer(self, index: int, timeout: float) -> Frame | None: ...
+
+
+class FileFeed:
+    """Every frame of a source in order, as fast as it decodes: for ``emocall watch`` on a file."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self._source = source
+        self.ended = False
+
+    def wait_newer(self, index: int, timeout: float) -> Frame | None:
+        try:
+            return self._source.read()
+        except EndOfStream:
+            self.ended = True
+            return None
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class VisionWorker:
+    def __init__(
+        self, feed: FrameFeed, pipeline: VisionPipeline | None, events: EventBus, analyse_fps: float = 10.0
+    ) -> None:
+        self._feed, self.pipeline, self._events = feed, pipeline, events
+        self._period = 1.0 / analyse_fps
+        self._last = self._due = float("-inf")  # source time of the last analysed frame, of the next
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
+        self.unavailable: str | None = None if pipeline else "not started"
+        self.analysed = 0
+        self.busy_seconds = 0.0  # time spent in the pipeline, for the analysis rate it could sustain
+
+    @classmethod
+    def open(cls, cfg: VisionConfig, feed: FrameFeed, events: EventBus) -> VisionWorker:
+        """A worker for ``cfg``; without a usable model it reports "emotions unavailable" and idles."""
+        try:
+            pipeline = open_pipeline(cfg, events) if cfg.enabled else None
+        except VisionError as e:
+            worker = cls(feed, None, events, cfg.analyse_fps)
+            worker._give_up(str(e))
+            return worker
+        worker = cls(feed, pipeline, events, cfg.analyse_fps)
+        if not cfg.enabled:
+            worker.unavailable = "turned off (vision.enabled = false)"
+        return worker
+
+    def start(self) -> VisionWorker:
+        if self.pipeline is not None:
+            self._thread.start()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        if self.pipeline is None or self.unavailable:
+            return {"available": False, "reason": self.unavailable}
+        return {"available": True, **self.pipeline.backends, "reasons": self.pipeline.reasons}
+
+    @property
+    def fps(self) -> float:
+        return self.analysed / self.busy_seconds if self.busy_seconds else 0.0
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the feed to end (a file); returns at once if the worker never started."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _give_up(self, reason: str) -> None:
+        self.unavailable = reason
+        log.error("emotions unavailable: %s", reason)
+        self._events.publish("vision.unavailable", f"emotions unavailable: {reason}", reason=reason)
+
+    def _run(self) -> None:
+        assert self.pipeline is not None
+        index = -1
+        while not self._stop.is_set():
+            frame = self._feed.wait_newer(index, timeout=0.5)
+            if frame is None:
+                if self._feed.ended:
+                    return
+                continue
+            index = frame.index
+            if not self._is_due(frame.position):
+                continue
+            try:
+                self._analyse(frame)
+            except Exception as e:
+                # The call must go on whatever the model does; say so loudly and stop analysing.
+                log.exception("vision pipeline failed")
+                self._give_up(f"the expression pipeline failed: {e}")
+                return
+
+    def _is_due(self, position: float) -> bool:
+        """Keeps a steady ``analyse_fps`` grid in source time (a camera faster than it skips frames)."""
+        if self._last <= position < self._due - 1e-3:
+            return False
+        behind = position - self._due >= self._period or position < self._last
+        self._due = position + self._period if behind else self._due + self._period
+        self._last = position
+        return True
+
+    def _analyse(self, frame: Frame) -> None:
+        assert self.pipeline is not None
+        start = time.perf_counter()
+        events = self.pipeline.process(frame.image, frame.position)
+        self.busy_seconds += time.perf_counter() - start
+        self.analysed += 1
+        for event in events:
+            self._publish(event)
+
+    def _publish(self, e: VisionEvent) -> None:
+        if e.kind == "emotion":
+            self._events.publish(
+                "vision.emotion",
+                f"expression: {e.emotion} ({e.confidence:.0%})",
+                emotion=e.emotion,
+                confidence=round(e.confidence, 3),
+                since=round(e.since, 3),
+                t=round(e.t, 3),
+            )
+        elif e.kind == "no_face":
+            self._events.publish("vision.no_face", "no face in view", t=round(e.t, 3))
+        else:
+            self._events.publish("vision.face_back", "face in view again", t=round(e.t, 3))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self.pipeline is not None:
+            self.pipeline.close()
