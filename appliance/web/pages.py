@@ -136,7 +136,12 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         state = parts.call.state if parts.call else "unavailable"
         emotions = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")][-5:]
         return render_template(
-            "status.html", status=status(), peers=parts.store.peers(), call_state=state, emotions=emotions
+            "status.html",
+            status=status(),
+            unit_id=parts.me.unit_id,
+            peers=parts.store.peers(),
+            call_state=state,
+            emotions=emotions,
         )
 
     @bp.get("/pair")
