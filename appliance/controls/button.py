@@ -1,0 +1,167 @@
+"""What the call button does.
+
+- idle: a press calls the paired unit; with several, each press says the next name and the call
+  goes to the last one named once ``choice_seconds`` pass without another press;
+- ringing: a press answers;
+- in a call: a press repeats the other person's last expression (also while something is being
+  said, which is when the user most often missed it);
+- a long press (``hold_seconds``) hangs up, declines a ringing call or cancels a choice.
+
+gpiozero calls back from its own thread; the call engine's methods can block for seconds, so they
+run one at a time on a worker thread and the button stays responsive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from appliance.call import CallError
+from appliance.controls import ControlError
+from appliance.speech.announcer import Announcer
+
+log = logging.getLogger(__name__)
+
+IN_CALL = ("connected", "reconnecting")
+HANG_UP_STATES = ("calling", "ringing", "connected", "reconnecting")
+
+
+class Calls(Protocol):
+    """The call engine's thread-safe methods (``appliance.call.engine.CallEngine``)."""
+
+    @property
+    def state(self) -> str: ...
+
+    def call(self, unit_id_or_name: str) -> None: ...
+
+    def answer(self) -> None: ...
+
+    def hangup(self) -> None: ...
+
+
+class CallButton:
+    def __init__(
+        self,
+        button: Any,  # a gpiozero.Button (untyped library)
+        calls: Calls,
+        announcer: Announcer,
+        peers: Callable[[], list[str]],
+        *,
+        choice_seconds: float = 2.0,
+    ) -> None:
+        self._button, self._calls, self._announcer, self._peers = button, calls, announcer, peers
+        self._choice_s = choice_seconds
+        self._lock = threading.Lock()
+        self._held = False
+        self._choice: list[str] = []  # the names offered, and the index of the one said last
+        self._chosen = -1
+        self._timer: threading.Timer | None = None
+        self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
+        button.when_pressed = self._pressed
+        button.when_held = self._on_held
+        button.when_released = self._released
+
+    def _pressed(self) -> None:
+        with self._lock:
+            self._held = False
+
+    def _on_held(self) -> None:
+        with self._lock:
+            self._held = True
+            cancelled = self._cancel_choice()
+        self._work.submit(self._long_press, cancelled)
+
+    def _released(self) -> None:
+        with self._lock:
+            if self._held:
+                return
+        self._work.submit(self._short_press)
+
+    def _long_press(self, cancelled_choice: bool) -> None:
+        state = self._calls.state
+        if state in HANG_UP_STATES:
+            log.info("button held: hanging up (%s)", state)
+            self._guard(self._calls.hangup)
+        elif cancelled_choice:
+            self._announcer.state("ended")
+
+    def _short_press(self) -> None:
+        state = self._calls.state
+        if state == "ringing":
+            log.info("button: answering")
+            self._calls.answer()
+        elif state in IN_CALL:
+            self._announcer.repeat_last()
+        elif state == "idle":
+            self._offer_next()
+
+    def _offer_next(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._choice, self._chosen = self._peers(), -1
+            if not self._choice:
+                self._announcer.state("no_peers")
+                return
+            if len(self._choice) == 1:
+                target = self._choice[0]
+            else:
+                self._chosen = (self._chosen + 1) % len(self._choice)
+                target = ""
+                self._announcer.state("choose_peer", peer=self._choice[self._chosen])
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = threading.Timer(self._choice_s, self._choice_made)
+                self._timer.daemon = True
+                self._timer.start()
+        if target:
+            self._place(target)
+
+    def _choice_made(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                return  # cancelled by a long press
+            self._timer = None
+            target = self._choice[self._chosen]
+        self._work.submit(self._place, target)
+
+    def _cancel_choice(self) -> bool:
+        if self._timer is None:
+            return False
+        self._timer.cancel()
+        self._timer = None
+        return True
+
+    def _place(self, target: str) -> None:
+        log.info("button: calling %s", target)
+        self._guard(lambda: self._calls.call(target))
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """The engine says why a call cannot be placed; the user hears that it failed."""
+        try:
+            action()
+        except CallError as e:
+            log.warning("button action failed: %s", e)
+            self._announcer.state("failed")
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancel_choice()
+        self._button.when_pressed = self._button.when_held = self._button.when_released = None
+        self._work.shutdown(wait=True)
+        self._button.close()
+
+
+def open_button(pin: int, hold_seconds: float) -> Any:
+    """A gpiozero Button on a BCM pin wired to ground (pull-up); ControlError without GPIO."""
+    try:
+        from gpiozero import Button
+        from gpiozero.exc import GPIOZeroError
+    except ImportError as e:
+        raise ControlError(f"gpiozero is not installed: {e}") from e
+    try:
+        return Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
+    except (GPIOZeroError, OSError, RuntimeError) as e:
+        raise ControlError(f"no GPIO for the button on pin {pin}: {e}") from e

@@ -1,0 +1,194 @@
+"""The call button on gpiozero's mock pins driving a real call engine: one unit in this process (with
+the button, the announcer and the speaker's WAV), the other as its own process (``tests.call_unit``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gpiozero import Button
+from gpiozero.pins.mock import MockFactory
+
+from appliance import config
+from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.call.endpoints import create_blueprint
+from appliance.call.engine import CallEngine
+from appliance.camera import select
+from appliance.camera.capture import Capture
+from appliance.controls.button import CallButton
+from appliance.events import Event, EventBus
+from appliance.identity import Identity
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator
+from appliance.speech.phrases import Phrases
+from appliance.state import StateStore
+from appliance.web.api import create_app
+from appliance.web.parts import build_parts
+from appliance.web.server import WebServer
+
+from .call_unit import Unit, free_port
+from .test_call_units import host_address
+from .test_speech import rms
+
+HOLD = 0.3
+
+
+class ButtonUnit:
+    """One unit built as ``emocall run`` builds it for calls, plus the button on a mock pin."""
+
+    def __init__(self, name: str, data_dir: Path, host: str, peers_dead: bool = False) -> None:
+        self.name, self.port, self.host = name, free_port(), host
+        self.states: list[str] = []
+        self._cond = threading.Condition()
+        cfg = config.load(
+            None,
+            {"camera": {"source": "pattern"}, "call": {"audio_in": "none"}, "web": {"discovery": False}},
+            environ={},
+        )
+        self.events = EventBus()
+        self.events.subscribe(self._on_event)
+        self.store = StateStore(
+            data_dir / "state.db", self.events, {"display_name": name, "auto_answer": False}
+        )
+        self.identity = Identity.load_or_create(data_dir / "identity.key")
+        self.capture = Capture(select.opener(cfg.camera), self.events, width=320, height=240).start()
+        self.wav = data_dir / "speaker.wav"
+        self.speaker = WavSpeaker(self.wav)
+        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"))
+        self.narrator = Narrator(self.events, self.announcer)
+        self.engine = CallEngine(
+            cfg.call,
+            self.identity,
+            peers=self.store.peers,
+            settings=self.store.settings,
+            capture=self.capture,
+            events=self.events,
+            speaker=self.speaker,
+            on_remote_frame=lambda image: None,
+        ).start()
+        self.parts = build_parts(cfg.web, self.identity, self.store, self.events, call=self.engine)
+        app = create_app(lambda: {"name": name}, self.parts, [create_blueprint(self.engine)])
+        self.web = WebServer(app, "0.0.0.0", self.port).start()
+        self.pins = MockFactory()
+        gpio = Button(17, pin_factory=self.pins, hold_time=HOLD, bounce_time=None)
+        self.pin: Any = gpio.pin
+        peers = lambda: [p.name for p in self.store.peers()]  # noqa: E731
+        self.button = CallButton(gpio, self.engine, self.announcer, peers, choice_seconds=0.8)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _on_event(self, event: Event) -> None:
+        if event.topic == "call.state":
+            with self._cond:
+                self.states.append(str(event.data["state"]))
+                self._cond.notify_all()
+
+    def wait_state(self, state: str, timeout: float = 20) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.states and self.states[-1] == state, timeout), self.states
+
+    def press(self, seconds: float = 0.05) -> None:
+        self.pin.drive_low()
+        time.sleep(seconds)
+        self.pin.drive_high()
+
+    def said(self) -> list[str]:
+        assert self.announcer.wait_idle(20)
+        return [s.item.text for s in self.announcer.spoken]
+
+    def close(self) -> None:
+        for part in (self.button, self.engine, self.web, self.parts, self.narrator, self.announcer):
+            part.close()
+        self.capture.close()
+        self.speaker.close()
+        self.store.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[ButtonUnit, Unit]]:
+    host = host_address()
+    asha = ButtonUnit("Asha", tmp_path / "a", host)
+    bela = Unit("Bela", tmp_path / "b", free_port(), host)  # answers by itself
+    try:
+        asha.store.add_peer(bela.identity.unit_id, bela.name, bela.address, bela.identity.public_key)
+        bela.pair_with(asha)  # type: ignore[arg-type]  # same attributes as a Unit
+        bela.start()
+        yield asha, bela
+    finally:
+        bela.close()
+        asha.close()
+
+
+def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
+    pair: tuple[ButtonUnit, Unit],
+) -> None:
+    asha, bela = pair
+    asha.press()  # one paired unit: a press calls it
+    asha.wait_state("connected")
+    asha.press(HOLD + 0.3)  # long press: hang up
+    asha.wait_state("idle")
+    bela.wait_for("call.state", 10, state="idle")
+
+    asha.announcer.wait_idle(20)
+    bela.send("call Asha")  # now the other way: it rings here
+    asha.wait_state("ringing")
+    asha.press()  # a press answers
+    asha.wait_state("connected")
+    asha.press()  # in a call: a press repeats the last expression (none yet)
+    asha.press(HOLD + 0.3)
+    asha.wait_state("idle")
+
+    assert asha.states == ["calling", "connected", "ended", "idle", "ringing", "connected", "ended", "idle"]
+    said = asha.said()
+    assert said == [
+        "Calling Bela.",
+        "Connected to Bela.",
+        "Call ended.",
+        "Bela is calling. Press the button to answer.",
+        "Connected to Bela.",
+        "No expression yet.",
+        "Call ended.",
+    ]
+    asha.speaker.close()
+    audio, rate = read_wav(asha.wav)
+    for played in asha.speaker.played:
+        start = round(played.start_s * rate)
+        assert rms(audio[start : start + round(played.duration_s * rate)]) > 300  # each one heard
+    starts = [p.start_s for p in asha.speaker.played]
+    assert np.all(np.diff(starts) > 0)
+
+
+def test_several_peers_are_offered_one_press_at_a_time(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        for i, name in enumerate(("Bela", "Chandra")):
+            other = Identity.load_or_create(tmp_path / f"{name}.key")
+            unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
+        unit.press()
+        assert unit.announcer.wait_idle(10)
+        unit.press()
+        unit.wait_state("calling", timeout=10)  # the last name said, once the presses stop
+        calling = [e for e in unit.events.recent("call.state") if e.data["state"] == "calling"]
+        assert calling[0].data["peer"] == "Chandra"
+        assert unit.said()[:3] == ["Bela?", "Chandra?", "Calling Chandra."]
+    finally:
+        unit.close()
+
+
+def test_no_paired_unit_is_said(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        unit.press()
+        time.sleep(0.2)
+        assert unit.said() == ["No paired unit. Pair one from the web page."]
+        assert unit.states == []
+    finally:
+        unit.close()
