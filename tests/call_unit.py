@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask
+import pytest
 
 from appliance import config
 from appliance.audio.wav import WavSpeaker
@@ -30,8 +30,10 @@ from appliance.call.engine import CallEngine
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.events import EventBus
-from appliance.identity import Identity, RequestVerifier
+from appliance.identity import Identity
 from appliance.state import StateStore
+from appliance.web.api import create_app
+from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +73,8 @@ def main() -> int:
     call.update(
         {"audio_in": "wav", "audio_file": str(args.audio_file)} if args.audio_file else {"audio_in": "none"}
     )
-    cfg = config.load(None, {"camera": camera, "call": call}, environ={})
+    web = {"discovery": False, "port": args.port}
+    cfg = config.load(None, {"camera": camera, "call": call, "web": web}, environ={})
 
     events = EventBus()
     events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
@@ -92,9 +95,9 @@ def main() -> int:
         speaker=speaker,
         on_remote_frame=frames,
     ).start()
-    app = Flask("unit")
-    app.register_blueprint(create_blueprint(engine, RequestVerifier(store.peer_key)))
-    web = WebServer(app, "0.0.0.0", args.port).start()
+    parts = build_parts(cfg.web, me, store, events, call=engine)
+    app = create_app(lambda: {"name": args.name}, parts, [create_blueprint(engine)])
+    web = WebServer(app, cfg.web.host, args.port).start()
     emit("unit.ready", f"{args.name} is ready", {"unit": me.unit_id})
     try:
         for line in sys.stdin:
@@ -108,6 +111,7 @@ def main() -> int:
     finally:
         engine.close()
         web.close()
+        parts.close()
         capture.close()
         speaker.close()
         store.close()
@@ -129,6 +133,19 @@ def run(command: str, rest: list[str], engine: CallEngine, store: StateStore, fr
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def host_address() -> str:
+    """This machine's address on its default route (aiortc never offers 127.0.0.1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = str(s.getsockname()[0])
+        except OSError:
+            address = "127.0.0.1"
+    if address.startswith("127."):
+        pytest.skip("no network interface besides loopback: aiortc needs one for host candidates")
+    return address
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@ ways, emotion events in order, hang-up from either side, and the `emocall call` 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,21 +13,8 @@ import pytest
 
 from appliance.audio.wav import read_wav
 
-from .call_unit import Unit, free_port, write_tone
+from .call_unit import Unit, free_port, host_address, write_tone
 from .conftest import CLIPS, need
-
-
-def host_address() -> str:
-    """This machine's address on its default route (aiortc never offers 127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-        except OSError:
-            pytest.skip("no network interface besides loopback: aiortc needs one for host candidates")
-        address = s.getsockname()[0]
-    if address.startswith("127."):
-        pytest.skip("no network interface besides loopback: aiortc needs one for host candidates")
-    return str(address)
 
 
 def dominant_hz(path: Path) -> float:

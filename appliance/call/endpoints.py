@@ -1,10 +1,10 @@
 """The call's HTTP endpoints, a Flask blueprint on the unit's local API.
 
-``POST /api/call/signal`` is unit-to-unit: signed by the calling unit, verified against the key
-pinned at pairing, answered with a signed reply. Flask hands the message to the engine's loop and
-waits for the reply. ``/api/call`` (GET status, POST ``{"to": NAME|ADDRESS}``), ``/api/hangup`` and
-``/api/call/answer`` are for this unit's own command line and scripts and
-answer only requests from the unit itself (loopback).
+``POST /api/call/signal`` is unit-to-unit: signed by the calling unit and verified against the key
+pinned at pairing (:func:`~appliance.web.peer_api.verified_peer`); the web app signs the answer.
+Flask hands the message to the engine's loop and waits for the reply. ``/api/call`` (GET status,
+POST ``{"to": NAME|ADDRESS}``), ``/api/hangup`` and ``/api/call/answer`` are for this unit's own
+command line and scripts and answer only requests from the unit itself (loopback).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from appliance import identity
 from appliance.call import CallError
 from appliance.call.engine import CallEngine
 from appliance.call.signaling import SIGNAL_PATH, SignallingError, parse_signal
-from appliance.identity import RequestVerifier, TrustError
+from appliance.web.peer_api import verified_peer
+from appliance.web.schemas import CallRequest, parse
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +40,20 @@ def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respo
     return wrapper
 
 
-def create_blueprint(engine: CallEngine, verifier: RequestVerifier) -> Blueprint:
+def create_blueprint(engine: CallEngine) -> Blueprint:
     bp = Blueprint("call", __name__)
 
     @bp.post(SIGNAL_PATH)
     def signal() -> ResponseReturnValue:
-        body = request.get_data()
+        unit = verified_peer()  # 403 unless a paired unit signed it; the answer is signed by the app
         try:
-            unit = verifier.verify(dict(request.headers), "POST", SIGNAL_PATH, body)
-        except TrustError as e:
-            log.warning("refused a signalling request from %s: %s", request.remote_addr, e)
-            return jsonify({"error": f"not a paired unit: {e}"}), 403
-        try:
-            message = parse_signal(body)
+            message = parse_signal(request.get_data())
             reply = engine.incoming(unit, message).result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
         except (SignallingError, CallError) as e:
             return jsonify({"error": str(e)}), 400
         except concurrent.futures.TimeoutError:
             return jsonify({"error": "the call engine did not answer in time"}), 503
-        payload = reply.model_dump_json().encode()
-        headers = identity.sign_response(engine.me, request.headers[identity.NONCE], payload)
-        status = 409 if reply.kind == "busy" else 200
-        return Response(payload, status, headers, mimetype="application/json")
+        return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
 
     @bp.get("/api/call")
     @_local_only
@@ -71,12 +63,8 @@ def create_blueprint(engine: CallEngine, verifier: RequestVerifier) -> Blueprint
     @bp.post("/api/call")
     @_local_only
     def call() -> ResponseReturnValue:
-        body = request.get_json(silent=True)
-        target = body.get("to") if isinstance(body, dict) else None
-        if not isinstance(target, str) or not target.strip():
-            return jsonify({"error": 'send {"to": "NAME or ADDRESS of a paired unit"}'}), 400
         try:
-            engine.call(target)
+            engine.call(parse(CallRequest).to)
         except CallError as e:
             return jsonify({"error": str(e)}), 409
         return jsonify(engine.status()), 202

@@ -9,7 +9,11 @@ snapshots) or :mod:`appliance.display.kmsdrm` (the Pi's screen through SDL, no d
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
+
+# pygame prints a greeting on import; it would land in `emocall selftest --json` output.
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import pygame
 

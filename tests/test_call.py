@@ -1,0 +1,342 @@
+"""The call engine in one process: two (or three) engines joined by the in-memory signalling pair,
+the data channel's parser, the signalling endpoint under fuzzing, faults and leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance import config, identity
+from appliance.audio.wav import WavSpeaker
+from appliance.call import messages
+from appliance.call.endpoints import create_blueprint
+from appliance.call.engine import CallEngine
+from appliance.call.signaling import SIGNAL_PATH, MemoryLink
+from appliance.camera import CameraError, Frame
+from appliance.camera.capture import Capture
+from appliance.camera.pattern import PatternSource
+from appliance.events import Event, EventBus
+from appliance.identity import Identity
+from appliance.state import StateStore
+from appliance.web.api import create_app
+from appliance.web.parts import build_parts
+
+from .call_unit import host_address
+
+
+class FailingCamera:
+    """A real frame source whose device dies after ``frames`` frames (a camera unplugged mid-call)."""
+
+    name = "flaky"
+
+    def __init__(self, frames: int) -> None:
+        self._pattern = PatternSource(640, 480, 15, text="camera")
+        self._left = frames
+
+    def read(self) -> Frame:
+        self._left -= 1
+        if self._left < 0:
+            raise CameraError("the camera stopped answering")
+        return self._pattern.read()
+
+    def close(self) -> None:
+        pass
+
+
+class Node:
+    """One unit's call stack in this process: store, identity, capture, speaker, engine."""
+
+    def __init__(
+        self, name: str, root: Path, opener: Callable[[], object] | None = None, **call: object
+    ) -> None:
+        cfg = config.load(
+            None, {"call": {"audio_in": "none", **call}, "web": {"discovery": False}}, environ={}
+        )
+        self.name, self.cfg = name, cfg
+        self.events = EventBus()
+        self.seen: list[Event] = []
+        self.events.subscribe(self.seen.append)
+        self.store = StateStore(
+            root / name / "state.db", self.events, {"display_name": name, "auto_answer": True}
+        )
+        self.me = Identity.load_or_create(root / name / "identity.key")
+        self.capture = Capture(
+            opener or (lambda: PatternSource(640, 480, 15, text=name)), self.events, retry_seconds=60
+        ).start()  # type: ignore[arg-type, return-value]
+        self.speaker = WavSpeaker(root / name / "speaker.wav")
+        self.frames = 0
+        self.engine = CallEngine(
+            cfg.call,
+            self.me,
+            peers=self.store.peers,
+            settings=self.store.settings,
+            capture=self.capture,
+            events=self.events,
+            speaker=self.speaker,
+            on_remote_frame=self._frame,
+        ).start()
+
+    def _frame(self, image: np.ndarray) -> None:
+        assert image.shape == (480, 640, 3)
+        self.frames += 1
+
+    def link(self, other: Node) -> None:
+        """Pair both ways and let this node's calls reach the other through the in-memory pair."""
+        self.store.add_peer(other.me.unit_id, other.name, f"{host_address()}:1", other.me.public_key)
+        other.store.add_peer(self.me.unit_id, self.name, f"{host_address()}:2", self.me.public_key)
+        self.engine.dial = MemoryLink(self.me.unit_id, other.engine.incoming)
+
+    def states(self) -> list[str]:
+        return [e.data["state"] for e in self.seen if e.topic == "call.state"]
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{self.name}: timed out; states {self.states()}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.capture.close()
+        self.speaker.close()
+        self.store.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    host_address()  # skips without a non-loopback interface
+    made: list[Node] = []
+
+    def make(name: str, **kwargs: object) -> Node:
+        made.append(Node(name, tmp_path, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for node in made:
+        node.close()
+
+
+def connect(a: Node, b: Node) -> None:
+    a.engine.call(b.name)
+    a.wait(lambda: a.engine.state == "connected")
+    b.wait(lambda: b.engine.state == "connected")
+
+
+def test_emotions_arrive_in_order_and_malformed_messages_are_dropped(nodes: Callable[..., Node]) -> None:
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    session = a.engine.flow.session
+    assert session is not None
+    garbage = [
+        "",
+        "{",
+        "[]",
+        '{"type":"emotion"}',
+        '{"type":"emotion","seq":-1,"emotion":"joy","confidence":2}',
+        '{"type":"nope"}',
+        "x" * 5000,
+        b"\xff\xfe",
+    ]
+    for raw in garbage:
+        a.engine._loop.call_soon_threadsafe(session.channel.send, raw)
+    for emotion in ("happiness", "sadness", "surprise"):
+        a.events.publish("vision.emotion", emotion, emotion=emotion, confidence=0.8, since=0.0)
+    b.wait(lambda: len([e for e in b.seen if e.topic == "remote.emotion"]) == 3)
+    assert [e.data["emotion"] for e in b.seen if e.topic == "remote.emotion"] == [
+        "happiness",
+        "sadness",
+        "surprise",
+    ]
+    assert b.engine.state == "connected"
+    a.wait(lambda: b.frames >= 10 and a.frames >= 10)
+
+
+def test_sharing_paused_stops_expressions_and_tells_the_other_unit(nodes: Callable[..., Node]) -> None:
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    a.store.update_settings({"share_expressions": False})
+    b.wait(lambda: any(e.topic == "remote.sharing" and e.data["paused"] for e in b.seen))
+    a.events.publish("vision.emotion", "anger", emotion="anger", confidence=0.9, since=0.0)
+    a.store.update_settings({"share_expressions": True})
+    b.wait(lambda: any(e.topic == "remote.sharing" and not e.data["paused"] for e in b.seen))
+    a.events.publish("vision.emotion", "fear", emotion="fear", confidence=0.9, since=0.0)
+    b.wait(lambda: any(e.topic == "remote.emotion" for e in b.seen))
+    assert [e.data["emotion"] for e in b.seen if e.topic == "remote.emotion"] == ["fear"]
+
+
+def test_a_third_unit_gets_busy(nodes: Callable[..., Node]) -> None:
+    a, b, c = nodes("Asha"), nodes("Bela"), nodes("Chen")
+    a.link(b)
+    c.link(b)
+    connect(a, b)
+    c.engine.call("Bela")
+    c.wait(lambda: c.states()[-2:] == ["busy", "idle"])
+    assert b.engine.state == "connected"
+
+
+def test_without_auto_answer_it_rings_until_answered(nodes: Callable[..., Node]) -> None:
+    a, b = nodes("Asha"), nodes("Bela")
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    a.engine.call("Bela")
+    b.wait(lambda: b.engine.state == "ringing")
+    time.sleep(0.5)
+    assert a.engine.state == "calling"
+    b.engine.answer()
+    a.wait(lambda: a.engine.state == "connected")
+    b.wait(lambda: b.engine.state == "connected")
+
+
+def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:
+    a, b = nodes("Asha", opener=lambda: FailingCamera(frames=45)), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    a.wait(lambda: any(e.topic == "camera.lost" for e in a.seen), timeout=10)
+    shown = b.frames
+    b.wait(lambda: b.frames >= shown + 15)
+    assert a.engine.state == b.engine.state == "connected"
+
+
+def test_nothing_leaks_across_many_calls(nodes: Callable[..., Node]) -> None:
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    a.engine.hangup()
+    b.wait(lambda: b.engine.state == "idle")
+    baseline = (threading.active_count(), len(os.listdir("/proc/self/fd")))
+    for i in range(CALLS):
+        connect(a, b)
+        (a if i % 2 else b).engine.hangup()
+        a.wait(lambda: a.engine.state == "idle" and b.engine.state == "idle")
+    for node in (a, b):
+        assert node.engine.status()["sessions_open"] == 0
+        tasks = asyncio.run_coroutine_threadsafe(_task_count(), node.engine._loop).result(5)
+        assert tasks <= 1, f"{tasks} tasks left on {node.name}'s loop"
+    time.sleep(0.5)
+    assert threading.active_count() <= baseline[0] + 2
+    assert len(os.listdir("/proc/self/fd")) <= baseline[1] + 5
+
+
+CALLS = 50
+
+
+async def _task_count() -> int:
+    return len(asyncio.all_tasks())
+
+
+@given(
+    st.one_of(
+        st.text(max_size=2000),
+        st.binary(max_size=2000),
+        st.dictionaries(
+            st.text(max_size=10), st.none() | st.integers() | st.text(max_size=20) | st.floats(), max_size=6
+        ).map(lambda d: __import__("json").dumps(d)),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_the_data_channel_parser_refuses_anything_malformed_with_its_own_error(raw: str | bytes) -> None:
+    try:
+        message = messages.parse(raw)
+    except messages.MessageError:
+        return
+    assert messages.parse(messages.encode(message)) == message
+
+
+def test_oversized_messages_are_refused_before_parsing() -> None:
+    big = '{"type":"hello","name":"' + "a" * messages.MAX_MESSAGE_BYTES + '","unit":"' + "0" * 32 + '"}'
+    with pytest.raises(messages.MessageError, match="refused"):
+        messages.parse(big)
+
+
+@pytest.fixture
+def signal_client(tmp_path: Path) -> Iterator[tuple[object, Identity, Node]]:
+    node = Node("Bela", tmp_path)
+    caller = Identity.load_or_create(tmp_path / "caller.key")
+    node.store.add_peer(caller.unit_id, "Asha", "192.0.2.99:8080", caller.public_key)
+    parts = build_parts(node.cfg.web, node.me, node.store, node.events, call=node.engine)
+    app = create_app(lambda: {}, parts, [create_blueprint(node.engine)])
+    try:
+        yield app.test_client(), caller, node
+    finally:
+        node.close()
+
+
+def _post(client: object, caller: Identity | None, body: bytes) -> object:
+    headers = {"Content-Type": "application/json"}
+    if caller is not None:
+        headers.update(identity.sign_request(caller, "POST", SIGNAL_PATH, body))
+    return client.post(SIGNAL_PATH, data=body, headers=headers)  # type: ignore[attr-defined]
+
+
+SIGNALS = st.one_of(
+    st.binary(max_size=3000),
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["offer", "answer", "busy", "declined", "nope", ""]),
+            "sdp": st.text(max_size=3000),
+        },
+        optional={"name": st.text(max_size=60), "extra": st.integers()},
+    ).map(lambda d: __import__("json").dumps(d).encode()),
+    st.lists(
+        st.sampled_from(
+            [
+                "v=0",
+                "o=- 1 1 IN IP4 0.0.0.0",
+                "s=-",
+                "t=0 0",
+                "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                "a=rtpmap:96 VP8/90000",
+                "c=IN IP4 0.0.0.0",
+                "a=fingerprint:sha-256 zz",
+                "m=audio x",
+                "a=mid:0",
+                "a=setup:actpass",
+                "a=ice-ufrag:x",
+            ]
+        ),
+        max_size=14,
+    ).map(
+        lambda lines: __import__("json").dumps({"kind": "offer", "sdp": "\r\n".join(lines) + "\r\n"}).encode()
+    ),
+)
+
+
+@given(body=SIGNALS, signed=st.booleans())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_signalling_endpoint_answers_malformed_requests_with_a_clear_4xx(
+    signal_client: tuple[object, Identity, Node], body: bytes, signed: bool
+) -> None:
+    client, caller, node = signal_client
+    response = _post(client, caller if signed else None, body)
+    assert response.status_code in ((400, 413) if signed else (403,)), response.get_data()  # type: ignore[attr-defined]
+    assert response.get_json()["error"]  # type: ignore[attr-defined]
+    assert node.engine.state in ("idle", "failed")
+    node.wait(lambda: node.engine.state == "idle", timeout=5)
+
+
+def test_the_signalling_endpoint_refuses_unpaired_and_replayed_requests(
+    signal_client: tuple[object, Identity, Node], tmp_path: Path
+) -> None:
+    client, caller, node = signal_client
+    stranger = Identity.load_or_create(tmp_path / "stranger.key")
+    body = b'{"kind": "bye"}'
+    assert _post(client, stranger, body).status_code == 403  # type: ignore[attr-defined]
+    headers = {"Content-Type": "application/json", **identity.sign_request(caller, "POST", SIGNAL_PATH, body)}
+    first = client.post(SIGNAL_PATH, data=body, headers=headers)  # type: ignore[attr-defined]
+    assert first.status_code == 200
+    identity.verify_response(
+        node.me.public_key, headers[identity.NONCE], dict(first.headers), first.get_data()
+    )
+    assert client.post(SIGNAL_PATH, data=body, headers=headers).status_code == 403  # type: ignore[attr-defined]
+    assert client.get("/api/call").get_json()["state"] == "idle"  # type: ignore[attr-defined]
