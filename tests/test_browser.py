@@ -1,0 +1,195 @@
+"""End to end in a real browser: two units as two processes pair over the LAN and unpair.
+
+Debian's Chromium, driven headless by Playwright (no browser download). Each unit is an
+``emocall run`` process; the test reads the codes each unit shows and says from its debug log
+(no display or microphone here), and audits every page with axe-core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@dataclass
+class Process:
+    name: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, pattern: str, after: int = 0, timeout: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.compile(pattern).search(self.log.read_text(errors="replace"), after)
+            if found:
+                return found
+            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} never logged {pattern!r}:\n{self.log.read_text()[-3000:]}")
+
+    def next_code(self, purpose: str, after: int) -> str:
+        return self.wait_for(rf"appliance\.pairing\.codes: {purpose} code (\d{{6}})", after).group(1)
+
+    def mark(self) -> int:
+        return len(self.log.read_text(errors="replace"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(tmp: Path, name: str) -> Process:
+    port = _free_port()
+    log = tmp / f"{name}.log"
+    exe = Path(sys.executable).with_name("emocall")
+    cmd = [
+        str(exe),
+        "-v",
+        "run",
+        "--data-dir",
+        str(tmp / name),
+        "--port",
+        str(port),
+        "--source",
+        "pattern",
+        "--name",
+        name,
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    unit = Process(name, port, log, proc)
+    unit.wait_for(r"unit\.ready", timeout=60)
+    return unit
+
+
+@pytest.fixture
+def two_units(tmp_path: Path) -> Iterator[tuple[Process, Process]]:
+    suffix = os.urandom(2).hex()
+    started: list[Process] = []
+    try:
+        started.append(_start(tmp_path, f"Asha-{suffix}"))
+        started.append(_start(tmp_path, f"Bela-{suffix}"))
+        yield started[0], started[1]
+    finally:
+        for unit in started:
+            unit.proc.send_signal(signal.SIGTERM)
+        for unit in started:
+            try:
+                unit.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                unit.proc.kill()
+
+
+def _audit(page: Any, axe: Any, failures: list[str]) -> None:
+    results = axe.run(page)
+    for v in results.response["violations"]:
+        if v["impact"] in ("serious", "critical"):
+            failures.append(f"{page.url}: {v['id']} ({v['impact']}): {v['help']}")
+
+
+def _login(page: Any, unit: Process, expect: Any) -> None:
+    page.goto(f"{unit.url}/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Enter the code the unit is saying now")
+    mark = unit.mark()
+    page.get_by_role("button", name="Ask the unit for a code").click()
+    expect(page.get_by_role("status")).to_contain_text("saying a code now")
+    page.get_by_label("Code (six digits)").fill(unit.next_code("owner", mark))
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Status of")
+
+
+def test_two_units_pair_and_unpair_in_a_browser(two_units: tuple[Process, Process]) -> None:
+    a, b = two_units
+    expect = sync_api.expect
+    axe = axe_module.Axe()
+    failures: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{a.url}/")
+            _audit(page, axe, failures)  # the login page
+            _login(page, a, expect)
+            _audit(page, axe, failures)  # status, no unit paired
+
+            # Discovery: B appears on A's pairing page (mDNS can take a few seconds).
+            pair_with_b = page.get_by_role("button", name=f"Pair with {b.name}")
+            for _ in range(20):
+                page.goto(f"{a.url}/pair")
+                if pair_with_b.count():
+                    break
+                time.sleep(0.5)
+            _audit(page, axe, failures)
+            mark = b.mark()
+            pair_with_b.click()
+            expect(page.get_by_role("status")).to_contain_text(f"{b.name} is showing and saying a code")
+            _audit(page, axe, failures)  # with the code form
+            page.get_by_label(f"Code shown and said by {b.name} (six digits)").fill(b.next_code("pair", mark))
+            page.get_by_role("button", name="Pair", exact=True).click()
+            expect(page.get_by_role("status")).to_have_text(f"Paired with {b.name}.")
+            b.wait_for(rf"pairing\.done: Paired with {a.name}")
+            _audit(page, axe, failures)  # with a paired unit
+
+            page.goto(f"{a.url}/settings")
+            _audit(page, axe, failures)
+            page.get_by_label("Volume (percent)").fill("40")
+            page.get_by_role("button", name="Save settings").click()
+            expect(page.get_by_role("status")).to_have_text("Settings saved.")
+            expect(page.get_by_label("Volume (percent)")).to_have_value("40")
+
+            page.goto(f"{a.url}/")
+            expect(page.get_by_role("button", name=f"Call {b.name}")).to_be_visible()
+            _audit(page, axe, failures)
+
+            page.goto(f"{a.url}/pair")
+            mark = b.mark()
+            page.get_by_role("button", name=f"Unpair {b.name}").click()
+            expect(page.get_by_role("status")).to_have_text("Unpaired.")
+            b.wait_for(rf"pairing\.removed: No longer paired with {a.name}", mark)
+            # B's own page agrees: nothing paired.
+            other = browser.new_page()
+            other.set_default_timeout(15_000)
+            _login(other, b, expect)
+            expect(other.get_by_text("No unit is paired yet.")).to_be_visible()
+            other.goto(f"{b.url}/nowhere")
+            _audit(other, axe, failures)  # the error page
+        finally:
+            browser.close()
+    assert failures == []
