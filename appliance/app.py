@@ -16,8 +16,12 @@ from typing import Any
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
+from appliance.controls.button import CallButton, start_button
+from appliance.display.select import open_display
+from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.identity import Identity
+from appliance.speech.service import Speech
 from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.web.api import create_app
@@ -37,6 +41,9 @@ class Appliance:
         self.vision: VisionWorker | None = None
         self.web: WebServer | None = None
         self.store: StateStore | None = None
+        self.speech: Speech | None = None
+        self.display: Display | None = None
+        self.button: CallButton | None = None
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
@@ -48,6 +55,14 @@ class Appliance:
             self.store = StateStore(cfg.unit.data_dir / "state.db", self.events, defaults)
             stack.callback(self.store.close)
             self.store.remember_identity(self.identity.unit_id)
+            # Before the camera, so the start-up sentence hears what the camera and vision report.
+            settings = self.store.settings().model_dump()
+            card = cfg.vision.model_card
+            self.speech = Speech(cfg.speech, self.events, cfg.unit.data_dir, settings, card)
+            stack.callback(self.speech.close)
+            self.display = open_display(cfg.display, self.events, cfg.unit.data_dir, settings, card)
+            if self.display is not None:
+                stack.callback(self.display.close)
             self.capture = Capture(
                 select.opener(cfg.camera),
                 self.events,
@@ -59,6 +74,13 @@ class Appliance:
             stack.callback(self.capture.close)
             parts = build_parts(cfg.web, self.identity, self.store, self.events)
             stack.callback(parts.close)
+            if parts.call is not None:
+                store = self.store
+                self.button = start_button(
+                    cfg.button, parts.call, self.speech.announcer, lambda: [p.name for p in store.peers()]
+                )
+                if self.button is not None:
+                    stack.callback(self.button.close)
             # After the parts, so speech and the call hear which backend runs (or that none can).
             self.vision = VisionWorker.open(cfg.vision, self.capture, self.events).start()
             stack.callback(self.vision.close)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from appliance.call import CallError
+from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.speech.announcer import Announcer
 
@@ -165,3 +166,17 @@ def open_button(pin: int, hold_seconds: float) -> Any:
         return Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
     except (GPIOZeroError, OSError, RuntimeError) as e:
         raise ControlError(f"no GPIO for the button on pin {pin}: {e}") from e
+
+
+def start_button(
+    cfg: ButtonConfig, calls: Calls, announcer: Announcer, peers: Callable[[], list[str]]
+) -> CallButton | None:
+    """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
+    if not cfg.enabled:
+        return None
+    try:
+        gpio = open_button(cfg.pin, cfg.hold_seconds)
+    except ControlError as e:
+        log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
+        return None
+    return CallButton(gpio, calls, announcer, peers, choice_seconds=cfg.choice_seconds)

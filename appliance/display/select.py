@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from appliance.config import DisplayConfig
 from appliance.display import DisplayError, Screen
 from appliance.display.offscreen import OffscreenScreen
+from appliance.display.view import Display
+from appliance.events import EventBus
+from appliance.speech.narrator import from_settings
+from appliance.speech.phrases import load_labels
 
 log = logging.getLogger(__name__)
 
@@ -29,4 +35,25 @@ def open_screen(cfg: DisplayConfig, data_dir: Path) -> Screen:
             log.warning("%s: drawing off-screen instead", e)
     return OffscreenScreen(
         (cfg.width, cfg.height), cfg.snapshot_file or data_dir / "display.png", cfg.snapshot_seconds
+    )
+
+
+def open_display(
+    cfg: DisplayConfig,
+    events: EventBus,
+    data_dir: Path,
+    settings: Mapping[str, Any],
+    model_card: Path | None = None,
+) -> Display | None:
+    """The running display in the owner's language, or None when ``backend = "off"``."""
+    if cfg.backend == "off":
+        return None
+    _, phrases = from_settings(settings, load_labels(model_card))
+    return Display(
+        open_screen(cfg, data_dir),
+        events,
+        phrases,
+        unit_name=str(settings.get("display_name", "emocall")),
+        fps=cfg.fps,
+        font=cfg.font,
     )

@@ -6,18 +6,18 @@ characters and cut to a display name's length, and reaches espeak-ng on stdin, n
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.speech import SpeechError
+from appliance.vision import VisionError
+from appliance.vision.card import load_card
 
 log = logging.getLogger(__name__)
 
-MODEL_CARD = Path(__file__).resolve().parents[2] / "models" / "edgetpu" / "emotion.json"
-# The model card's label order, used until the card exists (same names as the card).
+# The model card's label order, used when the card cannot be read (same names as the card).
 DEFAULT_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 MAX_NAME = 40
 
@@ -174,18 +174,16 @@ EMOTION_WORDS = {
 }
 
 
-def load_labels(card: Path = MODEL_CARD) -> tuple[str, ...]:
-    """The emotion labels in the model card's order; the default names until the card exists."""
+def load_labels(card: Path | None = None) -> tuple[str, ...]:
+    """The emotion labels in the model card's order (the vision part's card, ``[vision] model_card``).
+
+    Without a readable card the unit still speaks, with the default names, and says why in the log.
+    """
     try:
-        labels = json.loads(card.read_text(encoding="utf-8"))["labels"]
-    except FileNotFoundError:
-        log.info("no model card at %s yet: using the default emotion labels", card)
+        return load_card(card).labels
+    except VisionError as e:
+        log.warning("%s: using the default emotion labels", e)
         return DEFAULT_LABELS
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpeechError(f"model card {card} has no readable 'labels' list: {e}") from e
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise SpeechError(f"model card {card}: 'labels' must be a list of names")
-    return tuple(labels)
 
 
 def clean_name(name: str) -> str:

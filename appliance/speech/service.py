@@ -23,9 +23,14 @@ class Speech:
     """Owns the speaker (the call engine writes call audio to it) and everything that speaks."""
 
     def __init__(
-        self, cfg: SpeechConfig, events: EventBus, data_dir: Path, settings: Mapping[str, Any]
+        self,
+        cfg: SpeechConfig,
+        events: EventBus,
+        data_dir: Path,
+        settings: Mapping[str, Any],
+        model_card: Path | None = None,
     ) -> None:
-        mode, phrases = from_settings(settings, load_labels())
+        mode, phrases = from_settings(settings, load_labels(model_card))
         self.speaker: Speaker = open_speaker(cfg, data_dir)
         try:
             self.announcer = Announcer(
