@@ -3,6 +3,11 @@
 Events carry a topic (``camera.lost``, ``vision.emotion``...), an English sentence for the log and
 structured data. Subscribers are called in the publisher's thread and must return quickly
 (hand work to their own queue or loop).
+
+Pairing and settings topics (``appliance/pairing``, ``appliance/state.py``): ``pairing.code``
+{code, purpose: pair|owner}, ``pairing.locked`` {seconds, purpose}, ``pairing.done`` {peer, unit_id},
+``pairing.removed`` {peer} (trust in a unit was removed, from either side), ``settings.changed``
+{changed: [field names], settings: {every field}}.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 PageView = Callable[P, ResponseReturnValue]
 PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError)
-LANGUAGES = {"en": "English", "en-gb": "English (UK)", "de": "German", "fr": "French", "es": "Spanish"}
-LANGUAGES.update({"it": "Italian", "nl": "Dutch", "pt": "Portuguese", "hi": "Hindi"})
+# The languages the speech part has phrases for (appliance/speech/phrases.py); others would speak English.
+LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
 
 
 def owner_page(view: PageView[P]) -> PageView[P]:
