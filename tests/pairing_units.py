@@ -66,7 +66,10 @@ def make_unit(tmp: Path, name: str, **web: Any) -> Unit:
     me = Identity.load_or_create(tmp / name / "identity.key")
     store = StateStore(tmp / name / "state.db", events, {"display_name": name})
     parts = build_parts(cfg.web, me, store, events)
-    app = create_app(lambda: {"name": store.settings().display_name, "camera": "pattern"}, parts)
+    recent = lambda: [{"topic": e.topic, "message": e.message} for e in events.recent()[-10:]]  # noqa: E731
+    app = create_app(
+        lambda: {"name": store.settings().display_name, "camera": "pattern", "events": recent()}, parts
+    )
     server = WebServer(app, "127.0.0.1", 0).start()
     parts.serve_on(server.port)
     return Unit(name, events, me, store, parts, app, server)

@@ -188,6 +188,15 @@ def test_no_shell_anywhere_in_the_appliance() -> None:
     assert offenders == []
 
 
+def test_status_hides_recent_events_from_the_lan(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    a.events.publish("remote.emotion", "Bela looks sad", peer="Bela", emotion="sadness", confidence=0.9)
+    lan = a.app.test_client().get("/api/status", environ_base={"REMOTE_ADDR": "192.0.2.9"}).get_json()
+    assert lan["name"] == "Asha" and "events" not in lan
+    browser, _ = a.owner()
+    assert "events" in browser.get("/api/status", environ_base={"REMOTE_ADDR": "192.0.2.9"}).get_json()
+
+
 def test_pages_send_security_headers_and_limit_sizes(units: tuple[Unit, Unit]) -> None:
     a, _ = units
     r = a.app.test_client().get("/login")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ifaddr
@@ -40,8 +41,12 @@ def _addresses(host: str) -> list[str]:
 
 
 class Discovery:
-    def __init__(self, unit_id: str, name: str, host: str) -> None:
+    def __init__(
+        self, unit_id: str, name: str, host: str, on_seen: Callable[[SeenUnit], None] | None = None
+    ) -> None:
+        """``on_seen`` is called (in zeroconf's thread) for every unit found or updated."""
         self._unit_id = unit_id
+        self._on_seen = on_seen
         self._name = name
         self._host = host
         self._port = 0
@@ -97,6 +102,8 @@ class Discovery:
             return
         with self._lock:
             self._seen[name] = seen
+        if self._on_seen is not None:
+            self._on_seen(seen)
 
     def close(self) -> None:
         if self._browser is not None:

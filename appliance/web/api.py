@@ -84,7 +84,11 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
 
     @bp.get("/status")
     def get_status() -> ResponseReturnValue:
-        return jsonify({"version": __version__, "unit_id": parts.me.unit_id, **status()})
+        data = status()
+        if not (owner.is_owner() or owner.is_local()):
+            # What was said and felt lately is for the owner (and the unit itself), not the whole LAN.
+            data.pop("events", None)
+        return jsonify({"version": __version__, "unit_id": parts.me.unit_id, **data})
 
     @bp.get("/openapi.json")
     def get_openapi() -> ResponseReturnValue:

@@ -26,7 +26,12 @@ class Operation:
 
 
 OPERATIONS = [
-    Operation("get", "/api/status", "This unit's name, id, backends and recent events", "anyone"),
+    Operation(
+        "get",
+        "/api/status",
+        "This unit's name, id and backends; recent events for the owner and the unit",
+        "anyone",
+    ),
     Operation("get", "/api/openapi.json", "This description", "anyone"),
     Operation("get", "/api/owner", "Whether this browser is the owner, and its CSRF token", "anyone"),
     Operation(

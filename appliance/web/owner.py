@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -54,6 +55,14 @@ def grant_owner(hours: float) -> None:
     session.permanent = True
     session["owner_until"] = time.time() + hours * 3600
     csrf_token()
+
+
+def is_local() -> bool:
+    """A request from the unit itself (loopback): its command line and scripts."""
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
 
 
 def owner_only(view: Callable[P, R]) -> Callable[P, R]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,7 +12,7 @@ from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import PeerClient
 from appliance.pairing.codes import CodeGuard
-from appliance.pairing.discovery import Discovery, DiscoveryError
+from appliance.pairing.discovery import Discovery, DiscoveryError, SeenUnit
 from appliance.pairing.service import Pairing
 from appliance.state import Settings, StateStore
 
@@ -60,6 +61,18 @@ class UnitParts:
             self.discovery.close()
 
 
+def follow_moves(store: StateStore) -> Callable[[SeenUnit], None]:
+    """Keep a paired unit's address current when it moves (DHCP); its pinned key still guards it."""
+
+    def follow(seen: SeenUnit) -> None:
+        peer = store.peer(seen.unit_id)
+        if peer is not None and peer.unit_id == seen.unit_id and peer.address != seen.address:
+            log.info("%s moved from %s to %s", peer.name, peer.address, seen.address)
+            store.update_address(peer.unit_id, seen.address)
+
+    return follow
+
+
 def build_parts(
     cfg: WebConfig, me: Identity, store: StateStore, events: EventBus, call: CallControl | None = None
 ) -> UnitParts:
@@ -75,7 +88,7 @@ def build_parts(
     discovery = None
     if cfg.discovery:
         try:
-            discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host)
+            discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host, follow_moves(store))
         except DiscoveryError as e:
             log.warning("%s; the pairing page will only take addresses typed by hand", e)
     return UnitParts(

@@ -1,0 +1,35 @@
+"""mDNS discovery: two units on this machine find each other; a paired unit's new address is kept."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from appliance.pairing.discovery import Discovery
+from appliance.state import StateStore
+from appliance.web.parts import follow_moves
+
+
+def test_units_find_each_other_and_moves_are_followed(tmp_path: Path) -> None:
+    a_id, b_id = os.urandom(16).hex(), os.urandom(16).hex()
+    store = StateStore(tmp_path / "state.db")
+    store.add_peer(b_id, "Bela", "192.0.2.200:9", b"k" * 32)
+    a = Discovery(a_id, "Asha", "127.0.0.1", follow_moves(store)).start(18001)
+    b = Discovery(b_id, "Bela <&>", "127.0.0.1").start(18002)
+    try:
+        deadline = time.monotonic() + 15
+        # Other units on this machine may be advertising too: wait for these two.
+        while time.monotonic() < deadline:
+            if b_id in {u.unit_id for u in a.units()} and a_id in {u.unit_id for u in b.units()}:
+                break
+            time.sleep(0.2)
+        seen_by_a = [u for u in a.units() if u.unit_id == b_id]
+        seen_by_b = [u for u in b.units() if u.unit_id == a_id]
+        assert [(u.name, u.address) for u in seen_by_a] == [("Bela <&>", "127.0.0.1:18002")]
+        assert [(u.name, u.address) for u in seen_by_b] == [("Asha", "127.0.0.1:18001")]
+        assert all(u.unit_id != a_id for u in a.units()), "a unit must not list itself"
+        assert store.peer(b_id).address == "127.0.0.1:18002"  # type: ignore[union-attr]
+    finally:
+        a.close()
+        b.close()
