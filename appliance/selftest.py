@@ -59,19 +59,58 @@ def check_vision(cfg: Config) -> PartReport:
     return PartReport("vision", backend, True, detail)
 
 
-def check_speech() -> PartReport:
-    path = platform.espeak_path()
-    if path is None:
-        return PartReport("speech", "none", False, "espeak-ng not found: install the espeak-ng package")
-    return PartReport("speech", "espeak-ng", True, path)
+def check_speech(cfg: Config) -> PartReport:
+    from appliance.speech import SpeechError
+    from appliance.speech.service import voice_check
+
+    try:
+        seconds = voice_check(cfg.speech.rate_wpm)
+    except SpeechError as e:
+        return PartReport("speech", "espeak-ng" if platform.espeak_path() else "none", False, str(e))
+    detail = ", ".join(f"{language} {s:.1f} s" for language, s in seconds.items())
+    silent = [language for language, s in seconds.items() if s < 0.3]
+    if silent:
+        return PartReport("speech", "espeak-ng", False, f"no speech in {', '.join(silent)}: {detail}")
+    return PartReport("speech", "espeak-ng", True, f"{platform.espeak_path()} speaks {detail}")
 
 
-def check_audio() -> PartReport:
+def check_audio(cfg: Config) -> PartReport:
+    from appliance.audio.select import backend_name, wav_path
+
     cards = platform.sound_cards()
-    if cards:
-        return PartReport("audio", "alsa", True, ", ".join(cards))
-    return PartReport("audio", "wav-file", False, "no sound card: audio goes to WAV files")
+    if backend_name(cfg.speech) == "alsa":
+        return PartReport(
+            "audio", "alsa", bool(cards), ", ".join(cards) or "no sound card: check the speaker"
+        )
+    where = wav_path(cfg.speech, cfg.unit.data_dir)
+    why = "configured" if cfg.speech.output == "wav" else "no sound card"
+    return PartReport("audio", "wav-file", cfg.speech.output == "wav", f"{why}: the speaker writes {where}")
+
+
+def check_display(cfg: Config) -> PartReport:
+    from appliance.display.layout import Fonts, Scene, draw
+    from appliance.display.select import has_drm
+
+    if cfg.display.backend == "off":
+        return PartReport("display", "off", True, "switched off in the configuration")
+    try:
+        size = (cfg.display.width, cfg.display.height)
+        draw(Scene(state="Ready", big="Happy"), size, Fonts(cfg.display.font))
+    except (OSError, RuntimeError) as e:  # pygame's errors for a bad font file or a broken SDL
+        return PartReport("display", "none", False, f"cannot draw: {e}")
+    if cfg.display.backend == "offscreen" or (cfg.display.backend == "auto" and not has_drm()):
+        return PartReport("display", "offscreen", True, "drew a test picture; PNG snapshots in the data dir")
+    # The screen itself is not opened: the running service owns it.
+    detail = "drew a test picture; DRM device present" if has_drm() else "no /dev/dri/card*: check the cable"
+    return PartReport("display", "kmsdrm", has_drm(), detail)
 
 
 def run(cfg: Config) -> list[PartReport]:
-    return [check_camera(cfg), check_edgetpu(), check_vision(cfg), check_speech(), check_audio()]
+    return [
+        check_camera(cfg),
+        check_edgetpu(),
+        check_vision(cfg),
+        check_speech(cfg),
+        check_audio(cfg),
+        check_display(cfg),
+    ]

@@ -14,7 +14,7 @@ from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator, from_settings
-from appliance.speech.phrases import load_labels
+from appliance.speech.phrases import TEMPLATES, Phrases, load_labels
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +61,13 @@ def say_once(text: str, voice: str, cfg: SpeechConfig, data_dir: Path) -> float:
         return speaker.play(pcm, rate)
     finally:
         speaker.close()
+
+
+def voice_check(rate_wpm: int) -> dict[str, float]:
+    """Seconds of speech each language's phrase gives (``emocall selftest``); SpeechError if none."""
+    tts = Espeak(rate_wpm)
+    out = {}
+    for language in TEMPLATES:
+        pcm, rate = tts.synthesize(Phrases(language).say("camera_ready"), language)
+        out[language] = pcm.size / rate
+    return out
