@@ -128,6 +128,15 @@ def test_owner_changes_need_the_csrf_token(units: tuple[Unit, Unit]) -> None:
     assert "Settings saved." in browser.get("/settings").get_data(as_text=True)
 
 
+def test_sharing_can_be_paused_from_the_status_page(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    browser, csrf = a.owner()
+    r = browser.post("/sharing", data={"csrf": csrf["X-CSRF-Token"], "share": "off"}, follow_redirects=True)
+    assert "Your expressions are no longer shared." in r.get_data(as_text=True)
+    assert a.store.settings().share_expressions is False
+    assert a.events.recent("settings.changed")[-1].data["changed"] == ["share_expressions"]
+
+
 def test_wrong_owner_code_is_refused(units: tuple[Unit, Unit]) -> None:
     a, _ = units
     visitor = a.app.test_client()

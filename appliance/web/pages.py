@@ -141,6 +141,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             unit_id=parts.me.unit_id,
             peers=parts.store.peers(),
             call_state=state,
+            sharing=parts.store.settings().share_expressions,
             emotions=emotions,
         )
 
@@ -188,6 +189,16 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             )
 
         return _act(forget, "pages.pair")
+
+    @bp.post("/sharing")
+    @owner_page
+    def sharing() -> ResponseReturnValue:
+        def switch() -> str:
+            share = request.form.get("share") == "on"
+            parts.change_settings({"share_expressions": share})
+            return "Sharing your expressions again." if share else "Your expressions are no longer shared."
+
+        return _act(switch, "pages.status")
 
     @bp.get("/settings")
     @owner_page
