@@ -7,10 +7,12 @@ display name may hold characters DNS-SD handles badly.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import ifaddr
@@ -73,10 +75,24 @@ class Discovery:
         """Advertise this unit's web port and start looking for the others."""
         self._port = port
         self._info = self._service_info()
-        self._zc.register_service(self._info, allow_name_change=True)
+        # Registering probes the network for about 1.5 s: let zeroconf's own loop do it, so the
+        # unit's start-up does not wait for it.
+        if self._zc.loop is None:
+            raise DiscoveryError("mDNS is not running: pair this unit by address")
+        registering = asyncio.run_coroutine_threadsafe(
+            self._zc.async_register_service(self._info, allow_name_change=True), self._zc.loop
+        )
+        registering.add_done_callback(self._registered)
         self._browser = ServiceBrowser(self._zc, SERVICE, handlers=[self._on_change])
-        log.info("advertising %s on mDNS as %s", self._unit_id, self._info.name)
         return self
+
+    def _registered(self, done: concurrent.futures.Future[Awaitable[None]]) -> None:
+        try:
+            done.result()
+        except Exception as e:
+            log.warning("cannot advertise this unit on mDNS (%s); pair it by address", e)
+            return
+        log.info("advertising %s on mDNS", self._unit_id)
 
     def rename(self, name: str) -> None:
         """Advertise a new display name."""

@@ -54,7 +54,10 @@ class UnitParts:
         """The web server listens: tell pairing the port and advertise it on mDNS."""
         self.pairing.port = port
         if self.discovery is not None:
-            self.discovery.start(port)
+            try:
+                self.discovery.start(port)
+            except DiscoveryError as e:
+                log.warning("%s", e)
 
     def close(self) -> None:
         if self.discovery is not None:
