@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from appliance import platform
 from appliance.audio import AudioError, resample
+from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.wav import WavSpeaker, read_wav
 
 RATE = 48000
@@ -30,7 +33,7 @@ def band_level(x: np.ndarray, freq: float, rate: int = RATE) -> float:
 def test_call_audio_is_ducked_while_an_announcement_plays(tmp_path: Path) -> None:
     speaker = WavSpeaker(tmp_path / "out.wav", duck_gain=0.25)
     speaker.write_call(sine(300, 0.5))  # the backlog limit keeps at most 0.5 s
-    time.sleep(0.05)
+    time.sleep(0.15)
     seconds = speaker.play(sine(1000, 0.2), RATE)
     time.sleep(0.1)
     speaker.close()
@@ -39,7 +42,7 @@ def test_call_audio_is_ducked_while_an_announcement_plays(tmp_path: Path) -> Non
     assert rate == RATE
     [played] = speaker.played
     start, end = round(played.start_s * RATE), round((played.start_s + played.duration_s) * RATE)
-    before = audio[: start - 480]  # call only, full level
+    before = audio[start - 4800 : start - 480]  # call only, full level (the 0.1 s before)
     during = audio[start + 1920 : end - 480]  # past the ramp
     assert band_level(before, 300) == pytest.approx(8000, rel=0.1)
     assert band_level(during, 300) == pytest.approx(2000, rel=0.15)
@@ -88,3 +91,12 @@ def test_unwritable_wav_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(AudioError, match="cannot write the speaker's WAV file"):
         WavSpeaker(tmp_path / "file" / "out.wav")
+
+
+def test_aplay_without_a_sound_card_is_a_clear_error() -> None:
+    if not shutil.which("aplay"):
+        pytest.skip("aplay is not installed (alsa-utils)")
+    if platform.sound_cards():
+        pytest.skip("this machine has a sound card: aplay would play")
+    with pytest.raises(AudioError, match=r"aplay cannot play: .*check the sound card"):
+        AplaySpeaker("default")

@@ -18,6 +18,8 @@ from appliance.audio.mixer import MixingSpeaker
 
 # Small enough that an announcement starts promptly, large enough not to underrun on a busy Pi.
 BUFFER_MICROSECONDS = 100_000
+# aplay fails within this time when the device cannot be opened.
+STARTUP_CHECK_SECONDS = 0.3
 
 
 class AplaySpeaker(MixingSpeaker):
@@ -32,12 +34,31 @@ class AplaySpeaker(MixingSpeaker):
             self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             raise AudioError(f"cannot start aplay: {e.strerror}") from e
-        self.start()
+        try:
+            self._proc.wait(timeout=STARTUP_CHECK_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.start()  # still running: the device is open
+            return
+        raise AudioError(f"aplay cannot play: {self._why()} (check the sound card and [speech] device)")
 
     def _output(self, block: np.ndarray) -> None:
-        if self._proc.stdin is None or self._proc.poll() is not None:
-            raise AudioError(f"aplay stopped (exit {self._proc.returncode}): check the sound card")
-        self._proc.stdin.write(block.astype("<i2").tobytes())
+        try:
+            if self._proc.stdin is None or self._proc.poll() is not None:
+                raise BrokenPipeError
+            self._proc.stdin.write(block.astype("<i2").tobytes())
+        except BrokenPipeError as e:
+            raise AudioError(
+                f"aplay stopped: {self._why()} (check the sound card and [speech] device)"
+            ) from e
+
+    def _why(self) -> str:
+        try:
+            self._proc.wait(timeout=2)
+            err = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
+        except (subprocess.TimeoutExpired, OSError):
+            return "no reason given"
+        lines = [line for line in err.splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit status {self._proc.returncode}"
 
     def _close_output(self) -> None:
         if self._proc.stdin is not None:

@@ -53,6 +53,7 @@ class MixingSpeaker:
         self._gain = 1.0
         self._written = 0  # samples output so far
         self.played: list[Played] = []
+        self._failure = ""  # why the output stopped, once it has
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
 
@@ -77,15 +78,22 @@ class MixingSpeaker:
 
     def play(self, pcm: np.ndarray, sample_rate: int) -> float:
         samples = resample(pcm, sample_rate, self.sample_rate)
-        if self._stop.is_set():
-            raise AudioError("the speaker is closed")
         with self._play_lock:  # one announcement at a time: two are never mixed together
             entry = Played(self._written / self.sample_rate, samples.size / self.sample_rate)
             with self._lock:
+                self._check()
                 self._current, self._pos = (entry, samples), 0
             if not entry.done.wait(entry.duration_s + 5.0):
                 raise AudioError("the speaker stopped playing: check the audio output")
+            with self._lock:
+                self._check()
             return entry.duration_s
+
+    def _check(self) -> None:
+        if self._failure:
+            raise AudioError(self._failure)
+        if self._stop.is_set():
+            raise AudioError("the speaker is closed")
 
     @property
     def speaking(self) -> bool:
@@ -153,6 +161,8 @@ class MixingSpeaker:
                         next_t = time.monotonic()
         except (OSError, AudioError) as e:
             log.error("audio output failed: %s", e)
+            with self._lock:
+                self._failure = f"audio output failed: {e}"
         finally:
             self._release_waiter()
 
