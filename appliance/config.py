@@ -164,9 +164,8 @@ class VisionConfig(_Section):
     detect_every: int = Field(
         5, ge=1, le=100, description="Search the whole frame every N analysed frames, near the face between"
     )
-    detect_scale: float = Field(0.33, gt=0.05, le=1, description="Frame scale for the whole-frame face search")
     min_face: float = Field(
-        0.15, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"
+        0.2, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"
     )
     smoothing_seconds: float = Field(
         0.25, ge=0, le=5, description="Time constant of the moving average of expression probabilities"

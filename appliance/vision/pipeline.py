@@ -37,6 +37,8 @@ class VisionPipeline:
         self._present: bool | None = None  # None until the first face or the first no-face timeout
         self._start: float | None = None
         self.reasons: dict[str, str] = {}  # why each backend was chosen (set by select)
+        self.frames = 0
+        self.frames_with_face = 0  # frames where the detector found the face
 
     @property
     def backends(self) -> dict[str, str]:
@@ -46,6 +48,8 @@ class VisionPipeline:
         if self._start is None or t < self._start:
             self._start = t
         sighting = self.tracker.update(image, t)
+        self.frames += 1
+        self.frames_with_face += sighting.seen
         events = self._presence(sighting.present, t)
         if sighting.seen and sighting.box is not None:
             probabilities = self.classifier.classify(crop_face(image, sighting.box, self.card))

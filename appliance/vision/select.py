@@ -39,7 +39,7 @@ def open_detector(cfg: VisionConfig) -> tuple[FaceDetector, Choice]:
         except VisionError as e:
             haar = Choice("haar", f"the Edge TPU face detector cannot run: {e}")
             log.warning("face detection falls back to Haar: %s", e)
-    return HaarDetector(scale=cfg.detect_scale, min_face=cfg.min_face), haar
+    return HaarDetector(min_face=cfg.min_face), haar
 
 
 def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Choice]:

@@ -1,0 +1,230 @@
+"""The vision parts on their own: model card, crop, smoothing, backend fallback, failure paths, worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance import config, platform, selftest
+from appliance.camera.capture import Capture
+from appliance.camera.file import FileSource
+from appliance.events import Event, EventBus
+from appliance.vision import Box
+from appliance.vision.card import ModelError, load_card
+from appliance.vision.classify_cpu import open_cpu
+from appliance.vision.crop import crop_face
+from appliance.vision.select import open_pipeline
+from appliance.vision.smoothing import EmotionSmoother, SmoothingParams
+from appliance.vision.worker import VisionWorker
+
+from .conftest import CLIPS, need, write_video
+
+LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+
+
+def vision_cfg(**fields: object) -> config.VisionConfig:
+    return config.load(None, {"vision": fields}, environ={}).vision
+
+
+def broken_card(tmp_path: Path, damage: str) -> Path:
+    """A copy of the shipped card whose model file is truncated or missing."""
+    card = load_card()
+    target = tmp_path / "models"
+    target.mkdir()
+    shutil.copy(card.path, target / card.path.name)
+    if damage == "truncated":
+        data = (card.path.parent / card.file).read_bytes()
+        (target / card.file).write_bytes(data[: len(data) // 2])
+    return target / card.path.name
+
+
+def test_card_matches_the_model_it_ships_with() -> None:
+    card = load_card()
+    assert card.labels == LABELS
+    path = card.model_path()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card.sha256[card.file]
+    classifier = open_cpu(card, threads=1)
+    grey = np.full((card.height, card.width, card.channels), 128, np.uint8)
+    p = classifier.classify(grey)
+    classifier.close()
+    assert p.shape == (len(LABELS),)
+    assert p.sum() == pytest.approx(1.0, abs=0.02)
+    assert (p >= 0).all()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_model_names_the_file_and_the_expected_sha256(tmp_path: Path, damage: str) -> None:
+    card_path = broken_card(tmp_path, damage)
+    card = load_card(card_path)
+    expected = card.sha256[card.file]
+    with pytest.raises(ModelError) as e:
+        open_cpu(card, threads=1)
+    assert str(card_path.parent / card.file) in str(e.value)
+    assert f"expected sha256 {expected}" in str(e.value)
+
+
+def test_corrupt_model_reports_emotions_unavailable_and_the_unit_keeps_going(tmp_path: Path) -> None:
+    """The camera (and so the call) keeps delivering frames; vision says why it is not there."""
+    events = EventBus()
+    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    try:
+        worker = VisionWorker.open(
+            vision_cfg(model_card=str(broken_card(tmp_path, "truncated"))), capture, events
+        )
+        worker.start()
+        (unavailable,) = events.recent("vision.unavailable")
+        assert "is corrupt or truncated" in unavailable.message
+        assert "emotions unavailable" in unavailable.message
+        assert worker.status() == {"available": False, "reason": unavailable.data["reason"]}
+        first = capture.wait_newer(-1, timeout=5)
+        assert first is not None
+        assert capture.wait_newer(first.index, timeout=5) is not None
+        worker.close()
+    finally:
+        capture.close()
+
+
+def test_corrupt_model_card_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "emotion.json"
+    bad.write_text('{"labels": ["neutral"]}')
+    with pytest.raises(ModelError, match=r"emotion\.json lacks or garbles 'input'"):
+        load_card(bad)
+
+
+@pytest.mark.skipif(bool(platform.edgetpu_devices()), reason="a Coral is attached: nothing to fall back from")
+@pytest.mark.parametrize("asked", ["edgetpu", "auto"])
+def test_edgetpu_requested_but_absent_falls_back_to_the_cpu_and_says_why(asked: str) -> None:
+    events = EventBus()
+    pipeline = open_pipeline(vision_cfg(classifier=asked), events)
+    pipeline.close()
+    (backend,) = events.recent("vision.backend")
+    assert backend.data["backend"] == "cpu"
+    assert "Edge TPU unavailable: no Coral device found" in backend.data["reason"]
+    assert pipeline.backends == {"detector": "haar", "classifier": "cpu"}
+
+
+def test_edgetpu_detector_absent_falls_back_to_haar(tmp_path: Path) -> None:
+    events = EventBus()
+    pipeline = open_pipeline(
+        vision_cfg(detector="edgetpu", detector_model=str(tmp_path / "nope.tflite")), events
+    )
+    pipeline.close()
+    (backend,) = events.recent("vision.backend")
+    assert backend.data["detector"] == "haar"
+    assert "nope.tflite is missing" in backend.data["detector_reason"]
+
+
+def test_selftest_vision_part_runs_the_model_on_a_camera_frame() -> None:
+    cfg = config.load(
+        None, {"camera": {"source": "file", "file": str(need(CLIPS / "single_face.mp4"))}}, environ={}
+    )
+    report = selftest.check_vision(cfg)
+    assert report.ok
+    assert report.backend == "haar+cpu"
+    assert report.detail.startswith("a camera frame: 1 face(s)")
+
+
+def test_selftest_vision_part_says_why_emotions_are_unavailable(tmp_path: Path) -> None:
+    cfg = config.load(None, {"vision": {"model_card": str(broken_card(tmp_path, "missing"))}}, environ={})
+    report = selftest.check_vision(cfg)
+    assert not report.ok
+    assert report.detail.startswith("emotions unavailable: model file")
+
+
+def test_crop_follows_the_card_margin_and_pads_at_the_edges() -> None:
+    card = load_card()
+    # Columns numbered by brightness, so the crop's left and right edges tell where it was taken.
+    frame = np.repeat(np.repeat(np.arange(160, dtype=np.uint8)[None, :, None], 120, 0), 3, 2)
+    face = crop_face(frame, Box(40, 30, 50, 50), card)
+    assert face.shape == (card.height, card.width, card.channels)
+    margin = card.margin * 50
+    assert face[0, 0, 0] == pytest.approx(40 - margin, abs=2)
+    assert face[0, -1, 0] == pytest.approx(90 + margin, abs=2)
+    edge = crop_face(frame, Box(130, 10, 40, 40), card)  # runs off the right edge: last column repeated
+    assert edge[:, -1, 0].min() == 159
+
+
+def smooth(sequence: list[np.ndarray], fps: float = 10.0) -> list[tuple[float, str]]:
+    smoother = EmotionSmoother(LABELS, SmoothingParams())
+    changes = [smoother.update(p, i / fps) for i, p in enumerate(sequence)]
+    return [(round(c.since, 2), c.emotion) for c in changes if c is not None]
+
+
+def one_hot(label: str, strength: float, rng: np.random.Generator) -> np.ndarray:
+    p = rng.dirichlet(np.ones(len(LABELS))) * (1 - strength)
+    p[LABELS.index(label)] += strength
+    return p
+
+
+def test_smoother_announces_a_held_expression_once_and_ignores_flicker() -> None:
+    rng = np.random.default_rng(0)
+    frames = [one_hot("happiness", 0.6, rng) for _ in range(100)]
+    for i in (30, 31, 60, 75):  # single frames where another expression wins
+        frames[i] = one_hot("anger", 0.9, rng)
+    assert [e for _, e in smooth(frames)] == ["happiness"]
+
+
+def test_smoother_follows_a_change_within_half_a_second() -> None:
+    rng = np.random.default_rng(1)
+    frames = [one_hot("neutral", 0.7, rng) for _ in range(30)] + [
+        one_hot("surprise", 0.7, rng) for _ in range(30)
+    ]
+    smoother = EmotionSmoother(LABELS, SmoothingParams())
+    at = [(i / 10, c.emotion) for i, p in enumerate(frames) if (c := smoother.update(p, i / 10))]
+    assert at[0] == (pytest.approx(0.3, abs=0.1), "neutral")
+    assert at[1][1] == "surprise"
+    assert 3.0 < at[1][0] <= 3.5
+
+
+def test_smoother_holds_below_threshold_and_within_hysteresis() -> None:
+    flat = np.full(len(LABELS), 1 / len(LABELS))
+    assert smooth([flat] * 50) == []
+    rng = np.random.default_rng(2)
+    close = [one_hot("neutral", 0.5, rng) for _ in range(20)]
+    # Sadness edges ahead of neutral by less than the hysteresis: neutral stays.
+    edging = np.zeros(len(LABELS))
+    edging[[0, 3]] = 0.46, 0.50
+    assert [e for _, e in smooth(close + [edging] * 30)] == ["neutral"]
+
+
+def test_worker_analyses_the_newest_frame_at_the_configured_rate(tmp_path: Path) -> None:
+    """A 30 fps camera and 5 analyses a second: about one frame in six, in step with the source."""
+    video = write_video(tmp_path / "grey.avi", [np.full((240, 320, 3), 90, np.uint8)] * 90, fps=30)
+    events = EventBus()
+    capture = Capture(lambda: FileSource(video, loop=False), events).start()
+    worker = VisionWorker.open(vision_cfg(analyse_fps=5), capture, events).start()
+    worker.join(timeout=10)
+    worker.close()
+    capture.close()
+    assert worker.pipeline is not None
+    assert 13 <= worker.pipeline.frames <= 16
+    no_face: list[Event] = events.recent("vision.no_face")
+    assert len(no_face) == 1  # a grey picture: no face, said once
+    assert no_face[0].data["t"] == pytest.approx(1.0, abs=0.25)
+
+
+def test_watch_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance import cli
+
+    card = broken_card(tmp_path, "missing")
+    clip = need(CLIPS / "single_face.mp4")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOCALL_VISION__MODEL_CARD", str(card))
+        assert cli.main(["watch", "--source", str(clip)]) == 1
+    assert "emotions unavailable: model file" in capsys.readouterr().err
+
+
+def test_watch_prints_events_then_fps_and_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance import cli
+
+    assert cli.main(["watch", "--json", "--source", str(need(CLIPS / "no_face.mp4"))]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == {"t": pytest.approx(1.0, abs=0.15), "emotion": "no_face", "confidence": 1.0}
+    summary = lines[-1]["summary"]
+    assert summary["detector"] == "haar" and summary["classifier"] == "cpu"
+    assert summary["fps"] > 0 and summary["frames"] > 0
