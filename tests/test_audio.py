@@ -12,7 +12,9 @@ import pytest
 from appliance import platform
 from appliance.audio import AudioError, resample
 from appliance.audio.alsa import AplaySpeaker
+from appliance.audio.select import open_speaker
 from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.config import SpeechConfig
 
 RATE = 48000
 
@@ -100,3 +102,14 @@ def test_aplay_without_a_sound_card_is_a_clear_error() -> None:
         pytest.skip("this machine has a sound card: aplay would play")
     with pytest.raises(AudioError, match=r"aplay cannot play: .*check the sound card"):
         AplaySpeaker("default")
+
+
+def test_a_sound_device_that_cannot_play_falls_back_to_the_wav_file(tmp_path: Path) -> None:
+    if not shutil.which("aplay") or platform.sound_cards():
+        pytest.skip("needs aplay and no sound card")
+    cfg = SpeechConfig(output="alsa", device="default")
+    speaker = open_speaker(cfg, tmp_path)
+    try:
+        assert isinstance(speaker, WavSpeaker) and speaker.path == tmp_path / "speaker.wav"
+    finally:
+        speaker.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from appliance import platform
-from appliance.audio import Speaker
+from appliance.audio import AudioError, Speaker
 from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.wav import WavSpeaker
 from appliance.config import SpeechConfig
+
+log = logging.getLogger(__name__)
 
 
 def backend_name(cfg: SpeechConfig) -> str:
@@ -23,6 +26,10 @@ def wav_path(cfg: SpeechConfig, data_dir: Path) -> Path:
 
 
 def open_speaker(cfg: SpeechConfig, data_dir: Path) -> Speaker:
+    """The configured speaker; a sound device that cannot play falls back, loudly, to the WAV file."""
     if backend_name(cfg) == "alsa":
-        return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain)
+        try:
+            return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain)
+        except AudioError as e:
+            log.error("%s: the speaker's output goes to %s instead", e, wav_path(cfg, data_dir))
     return WavSpeaker(wav_path(cfg, data_dir), duck_gain=cfg.duck_gain)
