@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +31,9 @@ from appliance.audio.wav import WavSpeaker
 from appliance.call import CallError
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
-from appliance.camera import select
+from appliance.camera import Frame, select
 from appliance.camera.capture import Capture
+from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.state import StateStore
@@ -46,17 +51,58 @@ def emit(topic: str, message: str, data: Any) -> None:
         print(line, flush=True)
 
 
-class FrameCounter:
-    """The display's place: counts the remote frames and keeps the newest one's mean colour."""
+STAMP_BITS, STAMP_BLOCK = 24, 26  # 24 blocks of 26x26 pixels across the top of a 640-wide frame
 
-    def __init__(self) -> None:
+
+class StampSource:
+    """The moving pattern with its capture time (ms, CLOCK_MONOTONIC, shared by every process on the
+    machine) drawn across the top as black and white blocks that survive VP8: for frame latency."""
+
+    name = "stamp"
+
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        self._pattern = PatternSource(width, height, fps, text="latency")
+
+    def read(self) -> Frame:
+        frame = self._pattern.read()
+        image = frame.image.copy()
+        stamp = int(time.monotonic() * 1000) % (1 << STAMP_BITS)
+        for bit in range(STAMP_BITS):
+            image[:STAMP_BLOCK, bit * STAMP_BLOCK : (bit + 1) * STAMP_BLOCK] = 255 * ((stamp >> bit) & 1)
+        return replace(frame, image=image)
+
+    def close(self) -> None:
+        pass
+
+
+def frame_age_ms(image: np.ndarray) -> int:
+    """Milliseconds since a :class:`StampSource` frame was captured."""
+    centre = image[STAMP_BLOCK // 2 - 4 : STAMP_BLOCK // 2 + 4]
+    stamp = 0
+    for bit in range(STAMP_BITS):
+        x = bit * STAMP_BLOCK + STAMP_BLOCK // 2
+        stamp |= int(centre[:, x - 4 : x + 4].mean() > 128) << bit
+    return (int(time.monotonic() * 1000) - stamp) % (1 << STAMP_BITS)
+
+
+class FrameCounter:
+    """The display's place: counts the remote frames and, for stamped video, their latency."""
+
+    def __init__(self, stamped: bool) -> None:
         self.count = 0
-        self.mean: list[float] = []
+        self.stamped = stamped
+        self.ages: list[int] = []
 
     def __call__(self, image: np.ndarray) -> None:
         self.count += 1
-        if self.count % 15 == 1:
-            self.mean = [round(float(v), 1) for v in image.reshape(-1, 3).mean(axis=0)]
+        if self.stamped:
+            self.ages.append(frame_age_ms(image))
+
+    def latency(self) -> dict[str, float]:
+        if not self.ages:
+            return {}
+        ages = np.array(self.ages[-300:])
+        return {"p50_ms": float(np.percentile(ages, 50)), "p90_ms": float(np.percentile(ages, 90))}
 
 
 def main() -> int:
@@ -64,11 +110,15 @@ def main() -> int:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--source", default="pattern", help="camera: pattern or a video file")
+    p.add_argument("--source", default="pattern", help="camera: pattern, stamp (for latency) or a video file")
     p.add_argument("--audio-file", type=Path, help="WAV sent as call audio (else silence)")
     p.add_argument("--call", action="append", default=[], metavar="KEY=VALUE", help="[call] overrides")
     args = p.parse_args()
-    camera = {"source": "pattern"} if args.source == "pattern" else {"source": "file", "file": args.source}
+    camera = (
+        {"source": "pattern"}
+        if args.source in ("pattern", "stamp")
+        else {"source": "file", "file": args.source}
+    )
     call: dict[str, Any] = dict(kv.split("=", 1) for kv in args.call)
     call.update(
         {"audio_in": "wav", "audio_file": str(args.audio_file)} if args.audio_file else {"audio_in": "none"}
@@ -80,11 +130,11 @@ def main() -> int:
     events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
     store = StateStore(args.data_dir / "state.db", events, {"display_name": args.name, "auto_answer": True})
     me = Identity.load_or_create(args.data_dir / "identity.key")
-    capture = Capture(
-        select.opener(cfg.camera), events, width=cfg.camera.width, height=cfg.camera.height
-    ).start()
+    size = (cfg.camera.width, cfg.camera.height, cfg.camera.fps)
+    opener = (lambda: StampSource(*size)) if args.source == "stamp" else select.opener(cfg.camera)
+    capture = Capture(opener, events, width=size[0], height=size[1], fps=size[2]).start()
     speaker = WavSpeaker(args.data_dir / "speaker.wav")
-    frames = FrameCounter()
+    frames = FrameCounter(stamped=args.source == "stamp")
     engine = CallEngine(
         cfg.call,
         me,
@@ -126,7 +176,7 @@ def run(command: str, rest: list[str], engine: CallEngine, store: StateStore, fr
     elif command == "hangup":
         engine.hangup()
     elif command == "status":
-        emit("status", "", {**engine.status(), "frames_shown": frames.count, "frame_mean": frames.mean})
+        emit("status", "", {**engine.status(), "frames_shown": frames.count, "latency": frames.latency()})
     elif command == "sharing":
         store.update_settings({"share_expressions": rest[0] == "on"})
 
@@ -257,3 +307,80 @@ class Unit:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait(timeout=5)
+
+
+class LinkUnavailable(Exception):
+    """Network namespaces or packet dropping cannot be set up here (the message says why)."""
+
+
+NFT_DROP = """table inet emocall_test {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    RULE
+  }
+}
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
+
+
+@dataclass
+class Link:
+    """Two network namespaces joined by a veth pair; ``drop`` loses packets between them."""
+
+    ns: tuple[str, str]
+    dev: tuple[str, str]
+    ip: tuple[str, str]
+    netem: bool = True
+
+    @classmethod
+    @contextmanager
+    def create(cls, tag: str, subnet: str) -> Iterator[Link]:
+        """Build the pair (as root); both namespaces are deleted on the way out, whatever happened."""
+        if shutil.which("ip") is None or shutil.which("tc") is None:
+            raise LinkUnavailable("needs iproute2 (ip, tc): apt-get install iproute2")
+        link = cls((f"{tag}a", f"{tag}b"), (f"{tag}va", f"{tag}vb"), (f"{subnet}.1", f"{subnet}.2"))
+        try:
+            for ns in link.ns:
+                _ip("netns", "add", ns)
+            _ip("link", "add", link.dev[0], "type", "veth", "peer", "name", link.dev[1])
+            for ns, dev, address in zip(link.ns, link.dev, link.ip, strict=True):
+                _ip("link", "set", dev, "netns", ns)
+                _ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+            link.netem = link._has_netem()
+            if not link.netem and shutil.which("nft") is None:
+                raise LinkUnavailable("the kernel has no netem and nft is missing: apt-get install nftables")
+            yield link
+        finally:
+            for ns in link.ns:
+                subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+
+    def _has_netem(self) -> bool:
+        probe = ["ip", "netns", "exec", self.ns[0], "tc", "qdisc", "add", "dev", self.dev[0], "root"]
+        if subprocess.run([*probe, "netem", "loss", "0%"], capture_output=True, timeout=10).returncode:
+            return False
+        _ip("netns", "exec", self.ns[0], "tc", "qdisc", "del", "dev", self.dev[0], "root")
+        return True
+
+    def drop(self, percent: int) -> None:
+        """Drop this share of what each namespace sends, at random (0 stops dropping).
+
+        netem where the kernel has it; otherwise (this machine's kernel has no netem) an nftables
+        rule that drops the same share at random."""
+        for ns, dev in zip(self.ns, self.dev, strict=True):
+            if self.netem:
+                spec = ["replace", "dev", dev, "root", "netem", "loss", f"{percent}%"]
+                _ip("netns", "exec", ns, "tc", "qdisc", *(spec if percent else ["del", "dev", dev, "root"]))
+                continue
+            in_ns = ["ip", "netns", "exec", ns, "nft"]
+            subprocess.run(
+                [*in_ns, "delete", "table", "inet", "emocall_test"], timeout=10, capture_output=True
+            )
+            if percent:
+                rule = f"numgen random mod 100 < {percent} drop" if percent < 100 else "drop"
+                rules = NFT_DROP.replace("RULE", rule)
+                subprocess.run([*in_ns, "-f", "-"], input=rules, text=True, check=True, timeout=10)

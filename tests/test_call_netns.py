@@ -7,108 +7,29 @@ when a test fails. Traffic stays on the veth pair between the two namespaces.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .call_unit import Unit
+from .call_unit import Link, LinkUnavailable, Unit
 
 pytestmark = pytest.mark.netns
 
 PARTITION_SECONDS = 10
 
 
-@dataclass
-class Link:
-    ns: tuple[str, str]
-    dev: tuple[str, str]
-    ip: tuple[str, str]
-    netem: bool = True
-
-    def drop(self, percent: int) -> None:
-        """Drop this share of what each namespace sends, at random (0 stops dropping).
-
-        netem where the kernel has it; otherwise (this machine's kernel has no netem) an nftables
-        rule that drops the same share at random."""
-        for ns, dev in zip(self.ns, self.dev, strict=True):
-            if self.netem:
-                spec = ["replace", "dev", dev, "root", "netem", "loss", f"{percent}%"]
-                ip_run(
-                    "netns", "exec", ns, "tc", "qdisc", *(spec if percent else ["del", "dev", dev, "root"])
-                )
-                continue
-            subprocess.run(
-                ["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "emocall_test"],
-                timeout=10,
-                capture_output=True,
-            )
-            if percent:
-                rule = f"numgen random mod 100 < {percent} drop" if percent < 100 else "drop"
-                rules = NFT_DROP.replace("RULE", rule)
-                subprocess.run(
-                    ["ip", "netns", "exec", ns, "nft", "-f", "-"],
-                    input=rules,
-                    text=True,
-                    check=True,
-                    timeout=10,
-                )
-
-
-NFT_DROP = """table inet emocall_test {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    RULE
-  }
-}
-"""
-
-
-def has_netem(ns: str, dev: str) -> bool:
-    probe = subprocess.run(
-        ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "0%"],
-        capture_output=True,
-        timeout=10,
-    )
-    if probe.returncode == 0:
-        ip_run("netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root")
-    return probe.returncode == 0
-
-
-def ip_run(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
-
-
 @pytest.fixture
 def link() -> Iterator[Link]:
     if os.geteuid() != 0:
         pytest.skip("needs root to build network namespaces (CI runs as root)")
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        pytest.skip("needs iproute2 (ip, tc): apt-get install iproute2")
-    tag = f"ec{os.getpid() % 100000}"
-    subnet = f"10.213.{os.getpid() % 250}"
-    link = Link((f"{tag}a", f"{tag}b"), (f"{tag}va", f"{tag}vb"), (f"{subnet}.1", f"{subnet}.2"))
     try:
-        for ns in link.ns:
-            ip_run("netns", "add", ns)
-        ip_run("link", "add", link.dev[0], "type", "veth", "peer", "name", link.dev[1])
-        for ns, dev, address in zip(link.ns, link.dev, link.ip, strict=True):
-            ip_run("link", "set", dev, "netns", ns)
-            ip_run("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
-            ip_run("-n", ns, "link", "set", dev, "up")
-            ip_run("-n", ns, "link", "set", "lo", "up")
-        link.netem = has_netem(link.ns[0], link.dev[0])
-        if not link.netem and shutil.which("nft") is None:
-            pytest.skip("the kernel has no netem and nft is missing: apt-get install nftables")
-        yield link
-    finally:
-        for ns in link.ns:
-            subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+        with Link.create(f"ec{os.getpid() % 100000}", f"10.213.{os.getpid() % 250}") as link:
+            yield link
+    except LinkUnavailable as e:
+        pytest.skip(str(e))
 
 
 def connected_units(link: Link, tmp_path: Path, *args: str) -> tuple[Unit, Unit]:

@@ -53,24 +53,35 @@ class _Pacer:
 
 
 class CaptureTrack(MediaStreamTrack):
-    """The shared camera capture as outgoing video: the newest frame at the call's size and rate."""
+    """The shared camera capture as outgoing video: each new frame as soon as it is captured (at most
+    ``fps`` a second), at the call's size. Waiting for the frame rather than sampling on a clock of
+    its own saves up to a frame interval of latency."""
 
     kind = "video"
 
     def __init__(self, capture: Capture, width: int, height: int, fps: float) -> None:
         super().__init__()
-        self._capture, self._size, self._fps = capture, (width, height), fps
-        self._pacer = _Pacer(fps)
+        self._capture, self._size, self._period = capture, (width, height), 1.0 / fps
         self._black = np.zeros((height, width, 3), np.uint8)
+        self._start = 0.0
+        self._next = 0.0
+        self._index = -1
 
     async def recv(self) -> av.VideoFrame:
-        n = await self._pacer.next()
-        frame = self._capture.latest()
+        await asyncio.sleep(max(0.0, self._next - time.monotonic()))
+        frame = await asyncio.to_thread(self._capture.wait_newer, self._index, 2 * self._period)
+        frame = frame or self._capture.latest()  # a stalled camera repeats its last picture
+        now = time.monotonic()
+        if self._start == 0.0:
+            self._start = now
+        # A little under the period, so a camera running at exactly ``fps`` is never skipped.
+        self._next = now + 0.8 * self._period
         image = self._black if frame is None else frame.image
+        self._index = -1 if frame is None else frame.index
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         out = av.VideoFrame.from_ndarray(image, format="bgr24")
-        out.pts = round(n * VIDEO_CLOCK / self._fps)
+        out.pts = round((now - self._start) * VIDEO_CLOCK)
         out.time_base = Fraction(1, VIDEO_CLOCK)
         return out
 
