@@ -128,6 +128,26 @@ def test_owner_changes_need_the_csrf_token(units: tuple[Unit, Unit]) -> None:
     assert "Settings saved." in browser.get("/settings").get_data(as_text=True)
 
 
+def test_page_forms_with_bad_input_say_what_is_wrong(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    browser, csrf = a.owner()
+    token = csrf["X-CSRF-Token"]
+    cases = [
+        ("/settings", {"csrf": token, "volume": "loud", "display_name": ""}, "volume"),
+        ("/settings", {"csrf": token, "announcements": "shout"}, "announcements"),
+        ("/pair/request", {"csrf": token, "address": "$(reboot):80"}, "address"),
+        ("/pair/code", {"csrf": token, "code": "12"}, "code"),
+        ("/unpair", {"csrf": token, "unit_id": "<b>"}, "not paired"),
+        ("/call", {"csrf": token, "to": "Bela"}, "calling is not available"),
+    ]
+    for path, form, words in cases:
+        page = browser.post(path, data=form, follow_redirects=True)
+        assert page.status_code == 200, path
+        alert = re.search(r'<p class="message error" role="alert">(.*?)</p>', page.get_data(as_text=True))
+        assert alert and words in alert.group(1).lower(), (path, page.get_data(as_text=True)[-800:])
+    assert a.store.settings() == a.store.settings().model_validate({"display_name": "Asha"})
+
+
 def test_sharing_can_be_paused_from_the_status_page(units: tuple[Unit, Unit]) -> None:
     a, _ = units
     browser, csrf = a.owner()
