@@ -105,6 +105,26 @@ def check_display(cfg: Config) -> PartReport:
     return PartReport("display", "kmsdrm", has_drm(), detail)
 
 
+def check_pairing(cfg: Config) -> PartReport:
+    from appliance.state import StateError, StateStore
+
+    path = cfg.unit.data_dir / "state.db"
+    if not path.exists():
+        return PartReport("pairing", "sqlite", True, f"no state yet: {path} is created at the first run")
+    try:
+        store = StateStore(path)
+        try:
+            store.check()
+            paired = [p.name for p in store.peers()]
+        finally:
+            store.close()
+    except StateError as e:
+        return PartReport("pairing", "sqlite", False, str(e))
+    return PartReport(
+        "pairing", "sqlite", True, f"state intact; paired with {', '.join(paired) or 'no unit yet'}"
+    )
+
+
 def run(cfg: Config) -> list[PartReport]:
     return [
         check_camera(cfg),
@@ -113,4 +133,5 @@ def run(cfg: Config) -> list[PartReport]:
         check_speech(cfg),
         check_audio(cfg),
         check_display(cfg),
+        check_pairing(cfg),
     ]

@@ -114,3 +114,20 @@ def test_kill_during_a_stream_of_writes_leaves_a_consistent_state(tmp_path: Path
         for p in peers[1:]:
             store.remove_peer(p.unit_id)
         store.close()
+
+
+def test_selftest_reports_the_state(tmp_path: Path) -> None:
+    from appliance import config, selftest
+
+    cfg = config.load(None, {"unit": {"data_dir": str(tmp_path)}}, environ={})
+    assert selftest.check_pairing(cfg).ok
+    store = StateStore(tmp_path / "state.db")
+    store.add_peer("a" * 32, "Grandma", "192.0.2.5:8080", b"k" * 32)
+    store.close()
+    report = selftest.check_pairing(cfg)
+    assert report.ok and "Grandma" in report.detail
+    for leftover in tmp_path.glob("state.db*"):
+        leftover.unlink()
+    (tmp_path / "state.db").write_bytes(b"this is not a database" * 100)
+    report = selftest.check_pairing(cfg)
+    assert not report.ok and "state database" in report.detail
