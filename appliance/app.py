@@ -13,6 +13,8 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
+from appliance.call.endpoints import create_blueprint
+from appliance.call.engine import CallEngine
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
@@ -44,6 +46,7 @@ class Appliance:
         self.speech: Speech | None = None
         self.display: Display | None = None
         self.button: CallButton | None = None
+        self.call: CallEngine | None = None
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
@@ -72,7 +75,19 @@ class Appliance:
                 fps=cfg.camera.fps,
             ).start()
             stack.callback(self.capture.close)
-            parts = build_parts(cfg.web, self.identity, self.store, self.events)
+            show = self.display.set_remote_frame if self.display else None
+            self.call = CallEngine(
+                cfg.call,
+                self.identity,
+                peers=self.store.peers,
+                settings=self.store.settings,
+                capture=self.capture,
+                events=self.events,
+                speaker=self.speech.speaker,
+                on_remote_frame=show or (lambda _: None),  # display off: the call goes on unseen
+            ).start()
+            stack.callback(self.call.close)
+            parts = build_parts(cfg.web, self.identity, self.store, self.events, call=self.call)
             stack.callback(parts.close)
             if parts.call is not None:
                 store = self.store
@@ -84,7 +99,8 @@ class Appliance:
             # After the parts, so speech and the call hear which backend runs (or that none can).
             self.vision = VisionWorker.open(cfg.vision, self.capture, self.events).start()
             stack.callback(self.vision.close)
-            self.web = WebServer(create_app(self.status, parts), cfg.web.host, cfg.web.port).start()
+            app = create_app(self.status, parts, [create_blueprint(self.call)])
+            self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)
             self._stack = stack.pop_all()
@@ -96,6 +112,7 @@ class Appliance:
             "name": self.store.settings().display_name if self.store else self.config.unit.name,
             "camera": self.capture.active if self.capture else "none",
             "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
+            "call": self.call.state if self.call else "unavailable",
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
 
