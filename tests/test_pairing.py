@@ -65,7 +65,7 @@ def test_wrong_codes_lock_pairing_and_the_sixth_is_refused(units: tuple[Unit, Un
     assert "locked for 5 minutes" in locked[0].message
     # The sixth try, even with the right code, and any new request are refused while locked.
     sixth = browser.post("/api/pair/code", json={"code": right}, headers=csrf)
-    assert sixth.status_code in (409, 429)
+    assert sixth.status_code == 429 and "too many wrong codes" in sixth.get_json()["error"]
     again = browser.post("/api/pair", json={"address": b.address}, headers=csrf)
     assert again.status_code == 429 and again.get_json()["seconds"] > 0
     assert a.store.peers() == [] and b.store.peers() == []

@@ -127,6 +127,15 @@ class Pairing:
     def finish(self, session: str, spake: str, details: dict[str, Any], proof: str) -> dict[str, Any]:
         """Check A's proof; on success pin A and answer with B's proof. Wrong codes are counted."""
         with self._lock:
+            try:
+                # Locked first: while locked every try is refused with the lockout, right code or not.
+                code = self._guard.current()
+            except CodeLocked as e:
+                self._incoming = None
+                raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
+            except CodeExpired as e:
+                self._incoming = None
+                raise PairingError(str(e), 410) from e
             incoming = self._incoming
             if incoming is None or not secrets.compare_digest(incoming.session, session):
                 raise PairingError("no pairing is waiting for this unit: start again", 409)
@@ -134,16 +143,9 @@ class Pairing:
                 raise PairingError("the unit id differs from the one that asked to pair", 409)
             public_key = _checked_key(details)
             try:
-                code = self._guard.current()
                 proof_b = incoming.responder.confirm(unb64(spake, "spake"), details, proof, self.details())
-            except CodeLocked as e:
-                self._incoming = None
-                raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
-            except CodeExpired as e:
-                self._incoming = None
-                raise PairingError(str(e), 410) from e
             except HandshakeError as e:
-                return self._wrong_code(incoming, code, e)
+                self._wrong_code(incoming, code, e)
             self._guard.succeeded()
             self._incoming = None
         self._pin(incoming.unit_id, str(details.get("name", incoming.name)), incoming.address, public_key)
@@ -208,7 +210,7 @@ class Pairing:
         except UnitRefused as e:
             if e.status == 403 and "spake" in e.body:
                 out.message = unb64(str(e.body["spake"]), "spake")
-            else:
+            elif e.status != 429:  # while locked, keep asking: the other unit says how long
                 self._outgoing = None
             raise PairingError(str(e), e.status, e.body) from e
         except (UnitUnreachable, HandshakeError) as e:
