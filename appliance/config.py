@@ -162,7 +162,7 @@ class VisionConfig(_Section):
     )
     analyse_fps: float = Field(10.0, gt=0, le=60, description="Frames per second analysed (always the newest)")
     detect_every: int = Field(
-        5, ge=1, le=100, description="Search the whole frame every N analysed frames, near the face between"
+        10, ge=1, le=100, description="Search the whole frame every N analysed frames, near the face between"
     )
     min_face: float = Field(
         0.2, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"

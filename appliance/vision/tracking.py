@@ -49,7 +49,7 @@ class FaceTracker:
     def __init__(
         self,
         detector: FaceDetector,
-        detect_every: int = 5,
+        detect_every: int = 10,
         box_smoothing: float = 0.6,
         no_face_seconds: float = 1.0,
     ) -> None:
