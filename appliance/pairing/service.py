@@ -172,7 +172,7 @@ class Pairing:
                 address, START_PATH, {"unit_id": mine["unit_id"], "name": mine["name"], "port": self.port}
             )
         except UnitRefused as e:
-            raise PairingError(f"the unit at {address} refused: {e}", e.status, e.body) from e
+            raise PairingError(f"the unit at {address} refused: {e}", e.status, _lockout(e.body)) from e
         except UnitUnreachable as e:
             raise PairingError(str(e), 502) from e
         unit_id, name = str(answer.get("unit_id", "")), str(answer.get("name", ""))
@@ -212,7 +212,7 @@ class Pairing:
                 out.message = unb64(str(e.body["spake"]), "spake")
             elif e.status != 429:  # while locked, keep asking: the other unit says how long
                 self._outgoing = None
-            raise PairingError(str(e), e.status, e.body) from e
+            raise PairingError(str(e), e.status, _lockout(e.body)) from e
         except (UnitUnreachable, HandshakeError) as e:
             self._outgoing = None
             raise PairingError(str(e), 502) from e
@@ -246,6 +246,11 @@ class Pairing:
         """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""
         if self._store.remove_peer(peer.unit_id):
             self._events.publish("pairing.removed", f"No longer paired with {peer.name}", peer=peer.name)
+
+
+def _lockout(body: dict[str, Any]) -> dict[str, Any]:
+    """Of the other unit's refusal, only how long it stays locked goes on to the browser."""
+    return {"seconds": body["seconds"]} if isinstance(body.get("seconds"), int) else {}
 
 
 def _checked_key(details: dict[str, Any]) -> bytes:

@@ -67,6 +67,14 @@ def _register_errors(app: Flask) -> None:
     def pairing_error(e: PairingError) -> ResponseReturnValue:
         return jsonify({**e.details, "error": str(e)}), e.status
 
+    @app.errorhandler(CodeLocked)
+    def code_locked(e: CodeLocked) -> ResponseReturnValue:
+        return jsonify({"error": str(e), "seconds": e.seconds}), 429
+
+    @app.errorhandler(CodeError)
+    def code_error(e: CodeError) -> ResponseReturnValue:
+        return jsonify({"error": str(e)}), 403
+
     @app.errorhandler(SettingsError)
     def settings_error(e: SettingsError) -> ResponseReturnValue:
         return jsonify({"error": str(e)}), 422
@@ -101,22 +109,13 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     @bp.post("/owner/code")
     @owner.csrf_only
     def post_owner_code() -> ResponseReturnValue:
-        try:
-            parts.owner_codes.issue()
-        except CodeLocked as e:
-            return jsonify({"error": str(e), "seconds": e.seconds}), 429
+        parts.owner_codes.issue()
         return jsonify({"said": True}), 202
 
     @bp.post("/owner/login")
     @owner.csrf_only
     def post_owner_login() -> ResponseReturnValue:
-        body = parse(OwnerLogin)
-        try:
-            parts.owner_codes.check(body.code)
-        except CodeLocked as e:
-            return jsonify({"error": str(e), "seconds": e.seconds}), 429
-        except CodeError as e:
-            return jsonify({"error": str(e)}), 403
+        parts.owner_codes.check(parse(OwnerLogin).code)
         owner.grant_owner(parts.session_hours)
         return jsonify({"owner": True, "csrf": session["csrf"]})
 
