@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from appliance.pairing.codes import CodeError
 from appliance.pairing.service import PairingError
-from appliance.state import Settings, SettingsError
+from appliance.state import SettingsError
 from appliance.web import owner
 from appliance.web.parts import CallControl, UnitParts
 from appliance.web.schemas import (
@@ -203,9 +203,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     @bp.get("/settings")
     @owner_page
     def settings() -> ResponseReturnValue:
-        return render_template(
-            "settings.html", s=parts.store.settings(), fields=Settings.model_fields, languages=LANGUAGES
-        )
+        return render_template("settings.html", s=parts.store.settings(), languages=LANGUAGES)
 
     @bp.post("/settings")
     @owner_page
