@@ -228,3 +228,42 @@ def test_watch_prints_events_then_fps_and_backends(capsys: pytest.CaptureFixture
     summary = lines[-1]["summary"]
     assert summary["detector"] == "haar" and summary["classifier"] == "cpu"
     assert summary["fps"] > 0 and summary["frames"] > 0
+
+
+@pytest.mark.parametrize("damage", [None, "truncated"])
+def test_the_unit_reports_its_vision_backends_or_why_there_are_none(
+    tmp_path: Path, damage: str | None
+) -> None:
+    import urllib.request
+
+    from appliance.app import Appliance
+
+    from .call_unit import free_port
+
+    vision = {"model_card": str(broken_card(tmp_path, damage))} if damage else {}
+    port = free_port()
+    cfg = config.load(
+        None,
+        {
+            "unit": {"data_dir": str(tmp_path / "data")},
+            "web": {"port": port, "discovery": False},
+            "camera": {"source": "pattern"},
+            "speech": {"output": "wav"},
+            "display": {"backend": "offscreen"},
+            "vision": vision,
+        },
+        environ={},
+    )
+    unit = Appliance(cfg).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+            status = json.load(r)
+        assert unit.capture is not None and unit.capture.wait_newer(-1, timeout=5) is not None
+    finally:
+        unit.close()
+    if damage:
+        assert status["vision"]["available"] is False
+        assert "expected sha256" in status["vision"]["reason"]
+    else:
+        assert status["vision"]["available"] is True
+        assert (status["vision"]["detector"], status["vision"]["classifier"]) == ("haar", "cpu")
