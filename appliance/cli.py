@@ -15,6 +15,8 @@ from appliance.app import Appliance
 from appliance.web.server import WebServerError
 
 log = logging.getLogger("emocall")
+# The sample clips that come with the development checkout (../shared), for `emocall demo`.
+DEMO_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 
 Handler = Callable[[argparse.Namespace, config.Config], int]
 
@@ -83,6 +85,12 @@ def cmd_say(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance.call import demo
+
+    return demo.run(args.a_source, args.b_source, args.seconds, args.data_dir)
+
+
 def cmd_call(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance.call.local import LocalUnitError, ask
 
@@ -140,6 +148,13 @@ def parser() -> argparse.ArgumentParser:
     hangup = sub.add_parser("hangup", help="ask the running unit to end its call")
     hangup.add_argument("--port", type=int, help="port of the running unit's local API")
     hangup.set_defaults(handler=cmd_call)
+    demo = sub.add_parser("demo", help="two units on this machine call each other and say what happens")
+    clip_a, clip_b = DEMO_CLIPS / "WolfgangLanger_Pexels.mp4", DEMO_CLIPS / "single_face.mp4"
+    demo.add_argument("--a-source", default=str(clip_a), help="unit A's camera (a file or pattern)")
+    demo.add_argument("--b-source", default=str(clip_b), help="unit B's camera (a file or pattern)")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long the call lasts")
+    demo.add_argument("--data-dir", type=Path, help="both units' state (default: a new temp dir)")
+    demo.set_defaults(handler=cmd_demo)
 
     watch = sub.add_parser("watch", help="run the camera and expression recognition alone, a line per event")
     watch.add_argument("--source", default="auto", help="camera (as for run) or a video file (full speed)")

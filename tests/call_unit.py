@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,8 @@ import pytest
 
 from appliance import config
 from appliance.audio.wav import WavSpeaker
-from appliance.call import CallError
+from appliance.call import CallError, demo
+from appliance.call.demo import free_port
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
 from appliance.camera import Frame, select
@@ -40,6 +40,9 @@ from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
+
+# What the two-unit tests (calls, button, speech) and benchmarks/call_cpu.py use from here.
+__all__ = ["Link", "LinkUnavailable", "StampSource", "Unit", "free_port", "host_address", "write_tone"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _print_lock = threading.Lock()
@@ -186,22 +189,11 @@ if __name__ == "__main__":
 
 
 def host_address() -> str:
-    """This machine's address on its default route (aiortc never offers 127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-            address = str(s.getsockname()[0])
-        except OSError:
-            address = "127.0.0.1"
-    if address.startswith("127."):
-        pytest.skip("no network interface besides loopback: aiortc needs one for host candidates")
-    return address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
+    """This machine's address on its default route; skips the test where there is only loopback."""
+    try:
+        return demo.host_address()
+    except demo.DemoError as e:
+        pytest.skip(str(e))
 
 
 def write_tone(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
