@@ -156,7 +156,6 @@ class Announcer:
             self.dropped.append(item)
             return None, None
         self._said[item.peer] = item.label
-        self._last_emotion_at = now
         return item, None
 
     def _run(self) -> None:
@@ -186,6 +185,10 @@ class Announcer:
             text = item.text or self.phrases.emotion(item.peer, item.label)
             clips.append(self._tts.synthesize(text, self.phrases.voice))
         started = self._clock()
+        if item.kind == "emotion":
+            # The interval runs from when it is heard, not from when synthesis began.
+            with self._cond:
+                self._last_emotion_at = started
         seconds = sum(self._speaker.play(pcm, rate) for pcm, rate in clips)
         self.spoken.append(Spoken(item, started, seconds))
 
