@@ -54,8 +54,12 @@ def _line(event: Event, as_json: bool) -> str | None:
 
 def _summary(worker: VisionWorker, wall: float, as_json: bool) -> str:
     status: dict[str, Any] = worker.status()
+    pipeline = worker.pipeline
     stats = {
         "frames": worker.analysed,
+        "face_rate": round(pipeline.frames_with_face / pipeline.frames, 3)
+        if pipeline and pipeline.frames
+        else 0.0,
         "fps": round(worker.analysed / wall, 1) if wall else 0.0,
         "pipeline_fps": round(worker.fps, 1),
         "detector": status.get("detector"),
@@ -66,8 +70,8 @@ def _summary(worker: VisionWorker, wall: float, as_json: bool) -> str:
         return json.dumps({"summary": stats})
     reasons = stats["reasons"]
     return (
-        f"analysed {stats['frames']} frames in {wall:.1f} s: {stats['fps']} fps "
-        f"(pipeline alone {stats['pipeline_fps']} fps); detector {stats['detector']} "
+        f"analysed {stats['frames']} frames in {wall:.1f} s, a face in {stats['face_rate']:.0%}: "
+        f"{stats['fps']} fps (pipeline alone {stats['pipeline_fps']} fps); detector {stats['detector']} "
         f"({reasons.get('detector')}), classifier {stats['classifier']} ({reasons.get('classifier')})"
     )
 
