@@ -14,6 +14,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from appliance.call import CallError
 from appliance.pairing.codes import CodeError
 from appliance.pairing.service import PairingError
 from appliance.state import SettingsError
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 PageView = Callable[P, ResponseReturnValue]
-PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError)
+PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError, CallError)
 # The languages the speech part has phrases for (appliance/speech/phrases.py); others would speak English.
 LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
 
