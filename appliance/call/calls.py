@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.sdp import SessionDescription
 
+from appliance.audio import SAMPLE_RATE
 from appliance.call import CallError, messages
 from appliance.call.session import Session
 from appliance.call.signaling import Signal, SignallingError
@@ -108,6 +109,10 @@ class CallFlow:
                 "busy" if busy else "ended", f"{name} is busy" if busy else f"{name} did not answer"
             )
         except (SignallingError, TimeoutError, ValueError) as e:
+            await self._finish("failed", f"the call to {name} failed", reason=str(e))
+        except Exception as e:
+            # aiortc can fail in ways it does not document; the unit must still end up idle.
+            log.exception("the call to %s failed unexpectedly", name)
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
 
     async def _offer(self, timeout: float) -> None:
@@ -302,7 +307,7 @@ class CallFlow:
             "peer": self.remote_name if self.peer else "",
             "sharing_paused": self._e.sharing_paused,
             "frames_received": received.frames if received else 0,
-            "audio_seconds_received": round(received.audio_samples / 48000, 2) if received else 0.0,
+            "audio_seconds_received": round(received.audio_samples / SAMPLE_RATE, 2) if received else 0.0,
             "emotions_received": self.emotions_received,
             "sessions_open": self.sessions_open,
             "calls": self.calls,

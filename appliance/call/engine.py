@@ -67,6 +67,7 @@ class CallEngine:
         if self._thread.is_alive():
             try:
                 self._run(self.flow.shutdown(), timeout=10)
+                self._run(self._loop.shutdown_default_executor(), timeout=10)
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=5)
