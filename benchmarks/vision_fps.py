@@ -92,8 +92,8 @@ def bench_peer(frames: np.ndarray, python: Path) -> dict[str, float] | None:
     return result
 
 
-def clip_events(vision: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
-    """The sample clip through the worker as `emocall watch` runs it: (time, label) events, duration."""
+def file_events(video: Path, vision: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
+    """A video through the worker as `emocall watch` runs it: (time, label) events, seconds analysed."""
     cfg = config.load(None, {"vision": vision}, environ={})
     events = EventBus()
     seen: list[tuple[float, str]] = []
@@ -102,8 +102,7 @@ def clip_events(vision: dict[str, str]) -> tuple[list[tuple[float, str]], float]
             seen.append((float(e.data["t"]), str(e.data["emotion"]))) if e.topic == "vision.emotion" else None
         )
     )
-    source = FileSource(CLIP, loop=False, realtime=False)
-    feed = FileFeed(source)
+    feed = FileFeed(FileSource(video, loop=False, realtime=False))
     worker = VisionWorker.open(cfg.vision, feed, events).start()
     worker.join()
     duration = worker.pipeline.frames / cfg.vision.analyse_fps if worker.pipeline else 0.0
@@ -138,6 +137,22 @@ def judge_clip(events: list[tuple[float, str]], duration: float) -> None:
     )
 
 
+def fer_cuts(vision: dict[str, str]) -> None:
+    """Cuts between FERPlus faces with known times: how fast the new face's expression is reported."""
+    from tests.vision_faces import build_video, pick_faces, score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video, segments = build_video(Path(tmp) / "faces.avi", list(pick_faces(per_class=4)), hold=1.5)
+        seen, _ = file_events(video, vision)
+    result = score(segments, seen)
+    lat = np.array(result.latencies)
+    print(
+        f"FERPlus cuts: {result.matched}/{result.faces} faces reported right; event after the cut: "
+        f"median {np.median(lat):.2f} s, {np.mean(lat <= CHANGE_WITHIN):.0%} within {CHANGE_WITHIN} s "
+        f"(of the {len(lat)} cuts whose expression was reported)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=240, help="frames of the clip to time (spread over it)")
@@ -166,7 +181,8 @@ def main() -> None:
             f"ratio ours / fer: {ours['fps'] / peer['fps']:.1f}x wall clock, "
             f"{ours['cpu_fps'] / peer['cpu_fps']:.1f}x CPU time (target >= 10x)"
         )
-    judge_clip(*clip_events(vision))
+    judge_clip(*file_events(CLIP, vision))
+    fer_cuts(vision)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def background(rng: np.random.Generator) -> np.ndarray:
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     a, b, c = rng.uniform(60, 170), rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)
     grey = a + b * xs + c * ys + rng.normal(0, 4, (HEIGHT, WIDTH))
-    return np.clip(grey, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(grey, 0, 255), np.uint8)
 
 
 def paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int, side: int) -> None:
