@@ -267,3 +267,22 @@ def test_the_unit_reports_its_vision_backends_or_why_there_are_none(
     else:
         assert status["vision"]["available"] is True
         assert (status["vision"]["detector"], status["vision"]["classifier"]) == ("haar", "cpu")
+
+
+@pytest.mark.hardware
+@pytest.mark.skipif(not platform.edgetpu_devices(), reason="no Coral Edge TPU attached")
+def test_edgetpu_classifier_and_detector_run_on_the_coral() -> None:
+    cfg = vision_cfg(classifier="edgetpu", detector="edgetpu")
+    events = EventBus()
+    pipeline = open_pipeline(cfg, events)
+    try:
+        assert pipeline.backends == {"detector": "edgetpu", "classifier": "edgetpu"}
+        source = FileSource(need(CLIPS / "single_face.mp4"), loop=False, realtime=False)
+        frame = source.read()
+        source.close()
+        assert pipeline.tracker.detector.detect(frame.image)
+        card = pipeline.card
+        p = pipeline.classifier.classify(np.zeros((card.height, card.width, card.channels), np.uint8))
+        assert p.sum() == pytest.approx(1.0, abs=0.02)
+    finally:
+        pipeline.close()
