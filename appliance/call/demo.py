@@ -10,6 +10,7 @@ the speakers and displays write to files in the data directories, named at the e
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,6 +134,19 @@ def write_greeting(path: Path, text: str) -> Path:
     return path
 
 
+def report_call(unit: DemoUnit, other: DemoUnit) -> None:
+    """Say what has arrived so far, and keep the screen as it is now."""
+    call = ask(unit.port, "/api/call")
+    print(
+        f"{unit.name} is {call['state']}: {call['frames_received']} frames and "
+        f"{call['audio_seconds_received']} s of sound from {other.name} so far, "
+        f"{call['emotions_received']} expressions"
+    )
+    screen = unit.data_dir / "display.png"
+    if screen.exists():
+        shutil.copyfile(screen, unit.data_dir / "display-in-call.png")
+
+
 def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
     """Run the demo; returns the exit status."""
     base = base or Path(tempfile.mkdtemp(prefix="emocall-demo-"))
@@ -154,7 +168,10 @@ def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
             unit.wait_ready()
         print("Asha calls Bela (Bela answers by itself):")
         ask(a.port, "/api/call", {"to": "Bela"})
-        time.sleep(seconds)
+        time.sleep(seconds / 2)
+        for unit, other in ((a, b), (b, a)):
+            report_call(unit, other)
+        time.sleep(seconds / 2)
         print("Asha hangs up:")
         ask(a.port, "/api/hangup", {})
         time.sleep(2)
@@ -165,5 +182,6 @@ def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
         for unit in (a, b):
             unit.stop()
     for unit in (a, b):
-        print(f"{unit.name}: speaker {unit.data_dir / 'speaker.wav'}, screen {unit.data_dir / 'display.png'}")
+        files = ", ".join(str(unit.data_dir / f) for f in ("speaker.wav", "display-in-call.png", "unit.log"))
+        print(f"{unit.name}: {files}")
     return 0

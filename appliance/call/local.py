@@ -14,13 +14,14 @@ class LocalUnitError(Exception):
     """The running unit cannot be asked or refused; the message says what to do."""
 
 
-def ask(port: int, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST ``payload`` to this machine's unit; its JSON answer, or LocalUnitError with its error."""
+def ask(port: int, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST ``payload`` (GET without one) to this machine's unit; its JSON answer, or LocalUnitError."""
+    body = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
-        json.dumps(payload).encode(),
+        body,
         {"Content-Type": "application/json"},
-        method="POST",
+        method="GET" if body is None else "POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310

@@ -53,9 +53,10 @@ class _Pacer:
 
 
 class CaptureTrack(MediaStreamTrack):
-    """The shared camera capture as outgoing video: each new frame as soon as it is captured (at most
-    ``fps`` a second), at the call's size. Waiting for the frame rather than sampling on a clock of
-    its own saves up to a frame interval of latency."""
+    """The shared camera capture as outgoing video, at the call's size and at most its rate.
+
+    Each frame goes out as soon as it is captured once its slot on the ``fps`` grid has come:
+    sampling on a clock of its own would add up to a frame interval of latency."""
 
     kind = "video"
 
@@ -64,25 +65,36 @@ class CaptureTrack(MediaStreamTrack):
         self._capture, self._size, self._period = capture, (width, height), 1.0 / fps
         self._black = np.zeros((height, width, 3), np.uint8)
         self._start = 0.0
-        self._next = 0.0
+        self._slot = 0.0
         self._index = -1
 
     async def recv(self) -> av.VideoFrame:
-        await asyncio.sleep(max(0.0, self._next - time.monotonic()))
+        await asyncio.sleep(max(0.0, self._slot - time.monotonic()))
         frame = await asyncio.to_thread(self._capture.wait_newer, self._index, 2 * self._period)
         frame = frame or self._capture.latest()  # a stalled camera repeats its last picture
         now = time.monotonic()
         if self._start == 0.0:
-            self._start = now
-        # A little under the period, so a camera running at exactly ``fps`` is never skipped.
-        self._next = now + 0.8 * self._period
-        image = self._black if frame is None else frame.image
+            self._start = self._slot = now
+        # The next slot on the grid; after a stall the grid starts again instead of bursting.
+        self._slot = max(self._slot + self._period, now - self._period)
         self._index = -1 if frame is None else frame.index
-        if (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        out = av.VideoFrame.from_ndarray(image, format="bgr24")
+        out = av.VideoFrame.from_ndarray(
+            self._fit(self._black if frame is None else frame.image), format="bgr24"
+        )
         out.pts = round((now - self._start) * VIDEO_CLOCK)
         out.time_base = Fraction(1, VIDEO_CLOCK)
+        return out
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """``image`` scaled to fit the call's size, letterboxed rather than stretched."""
+        (w, h), (iw, ih) = self._size, (image.shape[1], image.shape[0])
+        if (iw, ih) == (w, h):
+            return image
+        scale = min(w / iw, h / ih)
+        fw, fh = round(iw * scale), round(ih * scale)
+        out = self._black.copy()
+        x, y = (w - fw) // 2, (h - fh) // 2
+        out[y : y + fh, x : x + fw] = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
         return out
 
 
