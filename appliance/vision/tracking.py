@@ -55,11 +55,9 @@ class FaceTracker:
     ) -> None:
         """``box_smoothing``: weight of the new detection in the box (1 = no smoothing)."""
         self.detector = detector
-        self.detect_every, self.box_smoothing, self.no_face_seconds = (
-            detect_every,
-            box_smoothing,
-            no_face_seconds,
-        )
+        self.detect_every = detect_every
+        self.box_smoothing = box_smoothing
+        self.no_face_seconds = no_face_seconds
         self.reset()
 
     def reset(self) -> None:
@@ -72,9 +70,9 @@ class FaceTracker:
             self.reset()  # the source started again (a looping file, a reopened camera)
         boxes = self._detect(image)
         if boxes:
-            best = pick(boxes, image.shape[1], image.shape[0])
-            same = self._box is not None and self._box.iou(best) >= SAME_FACE_IOU
-            self._box = blend(self._box, best, self.box_smoothing) if same and self._box else best
+            best, old = pick(boxes, image.shape[1], image.shape[0]), self._box
+            same = old is not None and old.iou(best) >= SAME_FACE_IOU
+            self._box = blend(old, best, self.box_smoothing) if old is not None and same else best
             self._last_seen = t
         present = self._last_seen is not None and t - self._last_seen <= self.no_face_seconds
         if not present:

@@ -54,13 +54,12 @@ def _line(event: Event, as_json: bool) -> str | None:
 
 def _summary(worker: VisionWorker, wall: float, as_json: bool) -> str:
     status: dict[str, Any] = worker.status()
-    pipeline = worker.pipeline
+    frames = worker.pipeline.frames if worker.pipeline else 0
+    faces = worker.pipeline.frames_with_face if worker.pipeline else 0
     stats = {
-        "frames": worker.analysed,
-        "face_rate": round(pipeline.frames_with_face / pipeline.frames, 3)
-        if pipeline and pipeline.frames
-        else 0.0,
-        "fps": round(worker.analysed / wall, 1) if wall else 0.0,
+        "frames": frames,
+        "face_rate": round(faces / frames, 3) if frames else 0.0,
+        "fps": round(frames / wall, 1) if wall else 0.0,
         "pipeline_fps": round(worker.fps, 1),
         "detector": status.get("detector"),
         "classifier": status.get("classifier"),

@@ -57,7 +57,6 @@ class VisionWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
         self.unavailable: str | None = None if pipeline else "not started"
-        self.analysed = 0
         self.busy_seconds = 0.0  # time spent in the pipeline, for the analysis rate it could sustain
 
     @classmethod
@@ -86,7 +85,8 @@ class VisionWorker:
 
     @property
     def fps(self) -> float:
-        return self.analysed / self.busy_seconds if self.busy_seconds else 0.0
+        frames = self.pipeline.frames if self.pipeline else 0
+        return frames / self.busy_seconds if self.busy_seconds else 0.0
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the feed to end (a file); returns at once if the worker never started."""
@@ -132,7 +132,6 @@ class VisionWorker:
         start = time.perf_counter()
         events = self.pipeline.process(frame.image, frame.position)
         self.busy_seconds += time.perf_counter() - start
-        self.analysed += 1
         for event in events:
             self._publish(event)
 
