@@ -23,11 +23,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio import SAMPLE_RATE, Speaker
 from appliance.call import CallError
+from appliance.camera import Frame
 from appliance.camera.capture import Capture
 
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
+RATE_SLACK = 0.25  # camera timing jitter tolerated before a frame counts as too early
 AUDIO_PTIME = 0.02
 AUDIO_SAMPLES = int(SAMPLE_RATE * AUDIO_PTIME)
 MAX_AUDIO_FILE_SECONDS = 600
@@ -55,8 +57,8 @@ class _Pacer:
 class CaptureTrack(MediaStreamTrack):
     """The shared camera capture as outgoing video, at the call's size and at most its rate.
 
-    Each frame goes out as soon as it is captured once its slot on the ``fps`` grid has come:
-    sampling on a clock of its own would add up to a frame interval of latency."""
+    Each frame goes out as soon as it is captured (sampling on a clock of its own would add up to
+    a frame interval of latency); a camera faster than ``fps`` has frames skipped by capture time."""
 
     kind = "video"
 
@@ -65,25 +67,32 @@ class CaptureTrack(MediaStreamTrack):
         self._capture, self._size, self._period = capture, (width, height), 1.0 / fps
         self._black = np.zeros((height, width, 3), np.uint8)
         self._start = 0.0
-        self._slot = 0.0
+        self._due = 0.0
         self._index = -1
 
     async def recv(self) -> av.VideoFrame:
-        await asyncio.sleep(max(0.0, self._slot - time.monotonic()))
-        frame = await asyncio.to_thread(self._capture.wait_newer, self._index, 2 * self._period)
-        frame = frame or self._capture.latest()  # a stalled camera repeats its last picture
+        frame = await self._next_frame()
         now = time.monotonic()
-        if self._start == 0.0:
-            self._start = self._slot = now
-        # The next slot on the grid; after a stall the grid starts again instead of bursting.
-        self._slot = max(self._slot + self._period, now - self._period)
-        self._index = -1 if frame is None else frame.index
+        self._start = self._start or now
         out = av.VideoFrame.from_ndarray(
             self._fit(self._black if frame is None else frame.image), format="bgr24"
         )
         out.pts = round((now - self._start) * VIDEO_CLOCK)
         out.time_base = Fraction(1, VIDEO_CLOCK)
         return out
+
+    async def _next_frame(self) -> Frame | None:
+        while True:
+            frame = await asyncio.to_thread(self._capture.wait_newer, self._index, 2 * self._period)
+            if frame is None:  # stalled or ended: repeat the last picture at the call's rate
+                await asyncio.sleep(self._period)
+                return self._capture.latest()
+            self._index = frame.index
+            if frame.t >= self._due - RATE_SLACK * self._period:
+                # Due times advance by the period, so the rate never exceeds fps over time;
+                # after a pause they start again from now instead of sending a burst.
+                self._due = max(self._due + self._period, frame.t - self._period / 2)
+                return frame
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         """``image`` scaled to fit the call's size, letterboxed rather than stretched."""
