@@ -160,7 +160,9 @@ class VisionConfig(_Section):
     model_card: Path | None = Field(
         None, description="Model card emotion.json; empty: the one shipped with emocall"
     )
-    analyse_fps: float = Field(10.0, gt=0, le=60, description="Frames per second analysed (always the newest)")
+    analyse_fps: float = Field(
+        10.0, gt=0, le=60, description="Frames per second analysed (always the newest)"
+    )
     detect_every: int = Field(
         10, ge=1, le=100, description="Search the whole frame every N analysed frames, near the face between"
     )
@@ -168,12 +170,14 @@ class VisionConfig(_Section):
         0.2, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"
     )
     smoothing_seconds: float = Field(
-        0.25, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
+        0.15, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
     )
-    threshold: float = Field(0.4, ge=0, le=1, description="Averaged probability a new expression needs")
-    hysteresis: float = Field(0.1, ge=0, le=1, description="How far a new expression must lead the current one")
+    threshold: float = Field(0.35, ge=0, le=1, description="Averaged probability a new expression needs")
+    hysteresis: float = Field(
+        0.3, ge=0, le=1, description="How far a new expression must lead the current one"
+    )
     dwell_seconds: float = Field(
-        0.25, ge=0, le=5, description="How long a new expression must lead before it is announced"
+        0.4, ge=0, le=5, description="How long a new expression must lead before it is announced"
     )
     no_face_seconds: float = Field(1.0, gt=0, le=30, description="Time without a face before 'no face'")
 

@@ -18,8 +18,8 @@ from appliance.vision import Box
 from appliance.vision.card import ModelError, load_card
 from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.crop import crop_face
-from appliance.vision.select import open_pipeline
-from appliance.vision.smoothing import EmotionSmoother, SmoothingParams
+from appliance.vision.select import open_pipeline, smoothing_params
+from appliance.vision.smoothing import EmotionSmoother
 from appliance.vision.worker import VisionWorker
 
 from .conftest import CLIPS, need, write_video
@@ -150,7 +150,7 @@ def test_crop_follows_the_card_margin_and_pads_at_the_edges() -> None:
 
 
 def smooth(sequence: list[np.ndarray], fps: float = 10.0) -> list[tuple[float, str]]:
-    smoother = EmotionSmoother(LABELS, SmoothingParams())
+    smoother = EmotionSmoother(LABELS, smoothing_params(config.VisionConfig()))
     changes = [smoother.update(p, i / fps) for i, p in enumerate(sequence)]
     return [(round(c.since, 2), c.emotion) for c in changes if c is not None]
 
@@ -169,16 +169,16 @@ def test_smoother_announces_a_held_expression_once_and_ignores_flicker() -> None
     assert [e for _, e in smooth(frames)] == ["happiness"]
 
 
-def test_smoother_follows_a_change_within_half_a_second() -> None:
+def test_smoother_follows_a_change_within_the_target_0_7_s() -> None:
     rng = np.random.default_rng(1)
     frames = [one_hot("neutral", 0.7, rng) for _ in range(30)] + [
         one_hot("surprise", 0.7, rng) for _ in range(30)
     ]
-    smoother = EmotionSmoother(LABELS, SmoothingParams())
+    smoother = EmotionSmoother(LABELS, smoothing_params(config.VisionConfig()))
     at = [(i / 10, c.emotion) for i, p in enumerate(frames) if (c := smoother.update(p, i / 10))]
-    assert at[0] == (pytest.approx(0.3, abs=0.1), "neutral")
-    assert at[1][1] == "surprise"
-    assert 3.0 < at[1][0] <= 3.5
+    assert [e for _, e in at] == ["neutral", "surprise"]
+    assert at[0][0] <= 0.7
+    assert 3.0 < at[1][0] <= 3.7
 
 
 def test_smoother_holds_below_threshold_and_within_hysteresis() -> None:

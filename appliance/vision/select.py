@@ -53,6 +53,10 @@ def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Cho
         return open_cpu(card, cfg.threads), Choice("cpu", f"Edge TPU unavailable: {e}")
 
 
+def smoothing_params(cfg: VisionConfig) -> SmoothingParams:
+    return SmoothingParams(cfg.smoothing_seconds, cfg.threshold, cfg.hysteresis, cfg.dwell_seconds)
+
+
 def open_pipeline(cfg: VisionConfig, events: EventBus | None = None) -> VisionPipeline:
     """The pipeline for ``cfg``; raises :class:`VisionError` when expressions cannot be recognised."""
     card = load_card(cfg.model_card)
@@ -73,7 +77,6 @@ def open_pipeline(cfg: VisionConfig, events: EventBus | None = None) -> VisionPi
             detector_reason=found.reason,
         )
     tracker = FaceTracker(detector, cfg.detect_every, no_face_seconds=cfg.no_face_seconds)
-    params = SmoothingParams(cfg.smoothing_seconds, cfg.threshold, cfg.hysteresis, cfg.dwell_seconds)
-    pipeline = VisionPipeline(tracker, classifier, card, EmotionSmoother(card.labels, params))
+    pipeline = VisionPipeline(tracker, classifier, card, EmotionSmoother(card.labels, smoothing_params(cfg)))
     pipeline.reasons = {"classifier": why.reason, "detector": found.reason}
     return pipeline

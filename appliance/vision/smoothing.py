@@ -16,10 +16,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SmoothingParams:
-    seconds: float = 0.25
-    threshold: float = 0.4
-    hysteresis: float = 0.1
-    dwell_seconds: float = 0.25
+    seconds: float
+    threshold: float
+    hysteresis: float
+    dwell_seconds: float
 
 
 @dataclass(frozen=True)
