@@ -125,6 +125,16 @@ def check_pairing(cfg: Config) -> PartReport:
     )
 
 
+def check_call(cfg: Config) -> PartReport:
+    from appliance.call import CallError, selfcheck
+    from appliance.call.lan import LanError
+
+    try:
+        return PartReport("call", "aiortc", True, selfcheck.check(cfg.call))
+    except (CallError, LanError) as e:
+        return PartReport("call", "aiortc", False, str(e))
+
+
 def run(cfg: Config) -> list[PartReport]:
     return [
         check_camera(cfg),
@@ -134,4 +144,5 @@ def run(cfg: Config) -> list[PartReport]:
         check_audio(cfg),
         check_display(cfg),
         check_pairing(cfg),
+        check_call(cfg),
     ]

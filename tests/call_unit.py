@@ -27,10 +27,10 @@ import pytest
 
 from appliance import config
 from appliance.audio.wav import WavSpeaker
-from appliance.call import CallError, demo
-from appliance.call.demo import free_port
+from appliance.call import CallError, lan
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
+from appliance.call.lan import free_port
 from appliance.camera import Frame, select
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
@@ -191,8 +191,8 @@ if __name__ == "__main__":
 def host_address() -> str:
     """This machine's address on its default route; skips the test where there is only loopback."""
     try:
-        return demo.host_address()
-    except demo.DemoError as e:
+        return lan.host_address()
+    except lan.LanError as e:
         pytest.skip(str(e))
 
 

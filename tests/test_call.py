@@ -30,7 +30,7 @@ from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 
-from .call_unit import host_address
+from .call_unit import host_address, write_tone
 
 
 class FailingCamera:
@@ -340,3 +340,19 @@ def test_the_signalling_endpoint_refuses_unpaired_and_replayed_requests(
     )
     assert client.post(SIGNAL_PATH, data=body, headers=headers).status_code == 403  # type: ignore[attr-defined]
     assert client.get("/api/call").get_json()["state"] == "idle"  # type: ignore[attr-defined]
+
+
+def test_selftest_names_the_encoder_the_address_and_the_call_audio(tmp_path: Path) -> None:
+    from appliance import selftest
+
+    tone = write_tone(tmp_path / "tone.wav", 440)
+    cfg = config.load(None, {"call": {"audio_in": "wav", "audio_file": str(tone)}}, environ={})
+    report = selftest.check_call(cfg)
+    assert report.ok, report
+    assert "VP8 640x480 frame encoded" in report.detail
+    assert f"address {host_address()}" in report.detail
+    assert f"call audio: {tone}" in report.detail
+    missing = config.load(None, {"call": {"audio_in": "wav"}}, environ={})
+    report = selftest.check_call(missing)
+    assert not report.ok
+    assert "audio_file" in report.detail

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.call.lan import LanError, free_port, host_address
 from appliance.call.local import LocalUnitError, ask
 from appliance.identity import Identity
 from appliance.speech import SpeechError
@@ -103,24 +103,6 @@ class DemoUnit:
                 self.proc.wait(timeout=5)
 
 
-def host_address() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # sends nothing: only picks the interface of the default route
-            address = str(s.getsockname()[0])
-        except OSError:
-            address = "127.0.0.1"
-    if address.startswith("127."):
-        raise DemoError("the demo needs a network interface besides loopback (aiortc never uses 127.0.0.1)")
-    return address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def write_greeting(path: Path, text: str) -> Path:
     try:
         pcm, rate = Espeak().synthesize(text)
@@ -157,7 +139,7 @@ def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
         a.pin(b, host, auto_answer=False)
         b.pin(a, host, auto_answer=True)
         greetings = [write_greeting(base / f"{u.name}.wav", f"Hello, this is {u.name}.") for u in (a, b)]
-    except DemoError as e:
+    except (DemoError, LanError) as e:
         print(f"emocall demo: {e}", file=sys.stderr)
         return 1
     print(f"Two units on {host}: Asha on port {a.port} ({source_a}), Bela on port {b.port} ({source_b})")

@@ -108,6 +108,8 @@ class CaptureTrack(MediaStreamTrack):
 
 
 class AudioInput(Protocol):
+    name: str  # what the other unit hears: "microphone", "silence" or the file
+
     def read(self, samples: int) -> np.ndarray:
         """``samples`` int16 mono samples at 48 kHz, at once (silence where there is no sound)."""
         ...
@@ -116,6 +118,8 @@ class AudioInput(Protocol):
 
 
 class SilentInput:
+    name = "silence"
+
     def read(self, samples: int) -> np.ndarray:
         return np.zeros(samples, np.int16)
 
@@ -127,6 +131,7 @@ class WavInput:
     """Software mode's microphone: a sound file (any format av reads), looped."""
 
     def __init__(self, path: Path) -> None:
+        self.name = str(path)
         self._pcm = _decode_audio(path)
         self._pos = 0
 

@@ -24,6 +24,8 @@ MAX_BUFFERED_BLOCKS = 25  # half a second: older sound is dropped, the call stay
 
 
 class Microphone:
+    name = "microphone"
+
     def __init__(self) -> None:
         try:
             import sounddevice
