@@ -8,6 +8,11 @@ Pairing and settings topics (``appliance/pairing``, ``appliance/state.py``): ``p
 {code, purpose: pair|owner}, ``pairing.locked`` {seconds, purpose}, ``pairing.done`` {peer, unit_id},
 ``pairing.removed`` {peer} (trust in a unit was removed, from either side), ``settings.changed``
 {changed: [field names], settings: {every field}}.
+
+Call topics (``appliance/call``): ``call.state`` {state: idle|calling|ringing|connected|ended|failed|
+busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other unit hung up);
+``remote.emotion`` {peer, emotion, confidence} (the other unit's user); ``remote.no_face`` {peer}
+(the other unit sees no face); ``remote.sharing`` {peer, paused}.
 """
 
 from __future__ import annotations
