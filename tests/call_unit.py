@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -318,6 +319,10 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
 
 
+def _out(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True, text=True).stdout
+
+
 @dataclass
 class Link:
     """Two network namespaces joined by a veth pair; ``drop`` loses packets between them."""
@@ -373,6 +378,18 @@ class Link:
                 [*in_ns, "delete", "table", "inet", "emocall_test"], timeout=10, capture_output=True
             )
             if percent:
-                rule = f"numgen random mod 100 < {percent} drop" if percent < 100 else "drop"
+                rule = f"numgen random mod 100 < {percent} counter drop" if percent < 100 else "counter drop"
                 rules = NFT_DROP.replace("RULE", rule)
                 subprocess.run([*in_ns, "-f", "-"], input=rules, text=True, check=True, timeout=10)
+
+    def dropped(self) -> int:
+        """Packets dropped so far by :meth:`drop`, both namespaces together."""
+        total = 0
+        for ns, dev in zip(self.ns, self.dev, strict=True):
+            if self.netem:
+                out = _out("netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev)
+                total += sum(int(m) for m in re.findall(r"dropped (\d+)", out))
+            else:
+                out = _out("netns", "exec", ns, "nft", "list", "table", "inet", "emocall_test")
+                total += sum(int(m) for m in re.findall(r"counter packets (\d+)", out))
+        return total

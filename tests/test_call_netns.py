@@ -70,6 +70,7 @@ def test_emotion_events_arrive_in_order_through_10_percent_loss(link: Link, unit
         time.sleep(0.2)
     assert [e["data"]["emotion"] for e in b.topics("remote.emotion", since)] == sequence
     assert a.status()["state"] == "connected"
+    assert link.dropped() > 0, "nothing was dropped: the loss was not applied"
 
 
 def test_a_partition_of_10_seconds_recovers_by_itself(link: Link, units: tuple[Unit, Unit]) -> None:
