@@ -107,3 +107,18 @@ def test_kill_9_of_one_unit_is_detected_within_5_seconds(link: Link, tmp_path: P
     finally:
         a.close()
         b.close()
+
+
+def test_a_hang_up_during_a_partition_is_not_undone_when_the_network_returns(
+    link: Link, units: tuple[Unit, Unit]
+) -> None:
+    a, b = units
+    since_a, since_b = a.mark(), b.mark()
+    link.drop(100)
+    b.wait_for("call.state", 8, since_b, state="reconnecting")
+    b.send("hangup")  # the bye cannot reach Asha now
+    b.wait_for("call.state", 10, since_b, state="idle")
+    link.drop(0)
+    a.wait_for("call.state", 10, since_a, state="ended", reason="remote hang-up")
+    a.wait_for("call.state", 5, since_a, state="idle")
+    assert "connected" not in [e["data"]["state"] for e in b.topics("call.state", since_b)]

@@ -115,13 +115,14 @@ class CallFlow:
             log.exception("the call to %s failed unexpectedly", name)
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
 
-    async def _offer(self, timeout: float) -> None:
+    async def _offer(self, timeout: float, resume: bool = False) -> None:
         assert self.peer is not None
         session = await self._new_session(self.peer)
         signalling = self._e.dial(self.peer, timeout)
         try:
             await signalling.connect()
-            await signalling.send(Signal(kind="offer", sdp=await session.offer(), name=self._e.name))
+            offer = Signal(kind="offer", sdp=await session.offer(), name=self._e.name, resume=resume)
+            await signalling.send(offer)
             reply = await asyncio.wait_for(signalling.receive(), timeout)
         finally:
             await signalling.close()
@@ -145,6 +146,8 @@ class CallFlow:
         if same and self.state in ("connected", "reconnecting"):
             if self._task is not None:
                 self._task.cancel()
+        elif signal.resume:
+            return Signal(kind="bye", name=self._e.name)  # that call is over here
         elif self.state != "idle":
             return Signal(kind="busy", name=self._e.name)
         else:
@@ -255,9 +258,12 @@ class CallFlow:
     async def _recover(self) -> None:
         while time.monotonic() < self._deadline:
             try:
-                await self._offer(min(RETRY_SIGNAL_SECONDS, self._deadline - time.monotonic()))
+                await self._offer(min(RETRY_SIGNAL_SECONDS, self._deadline - time.monotonic()), resume=True)
                 return
-            except Refused:
+            except Refused as e:
+                if str(e) == "bye":  # it hung up while the connection was down
+                    await self._finish("ended", f"{self.remote_name} hung up", reason="remote hang-up")
+                    return
                 break
             except (SignallingError, TimeoutError, ValueError) as e:
                 log.info("re-offer to %s failed: %s", self.remote_name, e)
@@ -282,12 +288,13 @@ class CallFlow:
         if self.session is not None and self.session.is_open:
             self.session.send(messages.Bye())
             await asyncio.sleep(BYE_FLUSH_SECONDS)
-        elif self.caller:
+        else:
             await self._send_http_bye(self.peer)
         await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
 
     async def _send_http_bye(self, peer: Peer) -> None:
-        # Cancels a call still ringing there; if it cannot be reached it will time out by itself.
+        # Cancels a call still ringing there, and stops its re-offers while the connection is down;
+        # if it cannot be reached it gives up by itself after reconnect_seconds.
         signalling = self._e.dial(peer, RETRY_SIGNAL_SECONDS)
         try:
             await signalling.send(Signal(kind="bye", name=self._e.name))

@@ -37,6 +37,7 @@ class Signal(BaseModel):
     kind: SignalKind
     sdp: str = Field("", max_length=MAX_SDP_CHARS)
     name: str = Field("", max_length=40)
+    resume: bool = False  # an offer that resumes a call after a loss, not a new call
 
 
 def parse_signal(body: bytes) -> Signal:
