@@ -87,6 +87,9 @@ class SpeechConfig(_Section):
     )
     device: str = Field("default", description="ALSA device for output = alsa")
     wav_file: Path | None = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
+    wav_max_minutes: float = Field(
+        60.0, gt=0, le=1440, description="The WAV file starts again from empty after this many minutes"
+    )
     duck_gain: float = Field(0.25, ge=0, le=1, description="Call audio level while an announcement plays")
 
 

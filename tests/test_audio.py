@@ -113,3 +113,13 @@ def test_a_sound_device_that_cannot_play_falls_back_to_the_wav_file(tmp_path: Pa
         assert isinstance(speaker, WavSpeaker) and speaker.path == tmp_path / "speaker.wav"
     finally:
         speaker.close()
+
+
+def test_the_wav_file_starts_again_when_it_reaches_its_limit(tmp_path: Path) -> None:
+    speaker = WavSpeaker(tmp_path / "out.wav", max_seconds=0.2)
+    time.sleep(0.15)
+    speaker.play(sine(1000, 0.1), RATE)  # lands across the limit
+    time.sleep(0.1)
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")
+    assert audio.size <= round(0.2 * RATE)

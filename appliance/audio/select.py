@@ -32,4 +32,4 @@ def open_speaker(cfg: SpeechConfig, data_dir: Path) -> Speaker:
             return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain)
         except AudioError as e:
             log.error("%s: the speaker's output goes to %s instead", e, wav_path(cfg, data_dir))
-    return WavSpeaker(wav_path(cfg, data_dir), duck_gain=cfg.duck_gain)
+    return WavSpeaker(wav_path(cfg, data_dir), duck_gain=cfg.duck_gain, max_seconds=cfg.wav_max_minutes * 60)

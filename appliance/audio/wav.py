@@ -12,23 +12,37 @@ from appliance.audio.mixer import MixingSpeaker
 
 
 class WavSpeaker(MixingSpeaker):
-    """Writes 16-bit mono at 48 kHz; the file is complete (valid header) once closed."""
+    """Writes 16-bit mono at 48 kHz; the file is complete (valid header) once closed.
 
-    def __init__(self, path: Path, *, duck_gain: float = 0.25) -> None:
+    A unit left running in software mode would fill the disk (about 96 kB a second), so after
+    ``max_seconds`` the file starts again from empty.
+    """
+
+    def __init__(self, path: Path, *, duck_gain: float = 0.25, max_seconds: float = 3600.0) -> None:
         super().__init__(duck_gain=duck_gain, paced=True)
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._wav = wave.open(str(path), "wb")  # noqa: SIM115 (closed in _close_output)
-        except OSError as e:
-            raise AudioError(f"cannot write the speaker's WAV file {path}: {e.strerror}") from e
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(self.sample_rate)
+        self._max_frames = round(max_seconds * self.sample_rate)
+        self._frames = 0
+        self._wav = self._open()
         self.start()
 
+    def _open(self) -> wave.Wave_write:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            wav = wave.open(str(self.path), "wb")  # noqa: SIM115 (closed in _close_output)
+        except OSError as e:
+            raise AudioError(f"cannot write the speaker's WAV file {self.path}: {e.strerror}") from e
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(self.sample_rate)
+        return wav
+
     def _output(self, block: np.ndarray) -> None:
+        if self._frames + block.size > self._max_frames:
+            self._wav.close()
+            self._wav, self._frames = self._open(), 0
         self._wav.writeframesraw(block.astype("<i2").tobytes())
+        self._frames += block.size
 
     def _close_output(self) -> None:
         self._wav.close()
