@@ -97,10 +97,17 @@ def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
     assert unit.said()[-1] == "Asha looks happy."  # a new call: the same expression is news again
 
 
-def test_pairing_codes_are_read_digit_by_digit(unit: Talking) -> None:
+def test_pairing_and_sharing_are_said(unit: Talking) -> None:
     unit.events.publish("pairing.code", "code", code="482193", purpose="pair")
     unit.events.publish("pairing.done", "paired", peer="Asha")
-    assert unit.said() == ["Pairing code: 4 8 2 1 9 3.", "Paired with Asha."]
+    unit.events.publish("pairing.locked", "locked", seconds=60, purpose="pair")
+    unit.events.publish("remote.sharing", "paused", peer="Asha", paused=True)
+    assert unit.said() == [
+        "Pairing code: 4 8 2 1 9 3.",
+        "Paired with Asha.",
+        "Pairing is locked for 60 seconds.",
+        "Asha paused sharing expressions.",
+    ]
 
 
 @pytest.mark.parametrize(
