@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -159,11 +160,14 @@ def open_button(pin: int, hold_seconds: float) -> Any:
     """A gpiozero Button on a BCM pin wired to ground (pull-up); ControlError without GPIO."""
     try:
         from gpiozero import Button
-        from gpiozero.exc import GPIOZeroError
+        from gpiozero.exc import GPIOZeroError, PinFactoryFallback
     except ImportError as e:
         raise ControlError(f"gpiozero is not installed: {e}") from e
     try:
-        return Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
+        with warnings.catch_warnings():
+            # One warning per pin library it tries; the error below (or success) says it all.
+            warnings.simplefilter("ignore", PinFactoryFallback)
+            return Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
     except (GPIOZeroError, OSError, RuntimeError) as e:
         raise ControlError(f"no GPIO for the button on pin {pin}: {e}") from e
 
