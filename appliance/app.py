@@ -116,8 +116,8 @@ class Appliance:
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
 
-    def wait(self) -> None:
-        """Block until SIGTERM/SIGINT (or :meth:`stop`)."""
+    def stop_on_signals(self) -> None:
+        """SIGTERM/SIGINT end :meth:`wait`; installed before start() so an early signal is not lost."""
 
         def on_signal(signum: int, _: FrameType | None) -> None:
             log.info("signal %d: shutting down", signum)
@@ -125,6 +125,9 @@ class Appliance:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+
+    def wait(self) -> None:
+        """Block until a signal (see :meth:`stop_on_signals`) or :meth:`stop`."""
         while not self._stopped.wait(1.0):
             pass
 

@@ -46,6 +46,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     appliance = Appliance(cfg)
+    appliance.stop_on_signals()
     try:
         appliance.start()
     except WebServerError as e:
