@@ -182,6 +182,9 @@ class VisionConfig(_Section):
     dwell_seconds: float = Field(
         0.4, ge=0, le=5, description="How long a new expression must lead before it is announced"
     )
+    settle_seconds: float = Field(
+        1.0, ge=0, le=10, description="How long the first expression of a face just come into view must lead"
+    )
     no_face_seconds: float = Field(1.0, gt=0, le=30, description="Time without a face before 'no face'")
 
 

@@ -24,7 +24,7 @@ from .vision_faces import Segment, background, build_video, paste, pick_faces, s
 
 HOLD = 1.5  # seconds each face is shown
 DETECTION_FLOOR = 0.95
-MATCH_FLOOR = 0.0  # calibrated on the real model once it lands (see the README)
+MATCH_FLOOR = 0.7  # measured 18/23 (78%) with the shipped model; see the README
 
 
 def vision_config() -> config.VisionConfig:
@@ -72,6 +72,7 @@ def test_faces_are_found_and_their_expressions_reported(face_video: tuple[Path, 
     )
     assert found >= DETECTION_FLOOR
     assert rate >= MATCH_FLOOR
+    assert np.median(result.latencies) <= 0.7  # in source time: measured 0.60 s
     assert not [e for e in events if e.topic == "vision.no_face"]  # cuts between faces are not "no face"
 
 

@@ -54,7 +54,9 @@ def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Cho
 
 
 def smoothing_params(cfg: VisionConfig) -> SmoothingParams:
-    return SmoothingParams(cfg.smoothing_seconds, cfg.threshold, cfg.hysteresis, cfg.dwell_seconds)
+    return SmoothingParams(
+        cfg.smoothing_seconds, cfg.threshold, cfg.hysteresis, cfg.dwell_seconds, cfg.settle_seconds
+    )
 
 
 def open_pipeline(cfg: VisionConfig, events: EventBus | None = None) -> VisionPipeline:

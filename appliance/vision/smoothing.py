@@ -3,7 +3,9 @@
 An exponential moving average (time constant ``seconds``) of the probabilities; a new expression
 becomes stable only when its averaged probability reaches ``threshold``, leads the current one by
 ``hysteresis`` and keeps doing so for ``dwell_seconds``. Only a change of the stable expression
-is reported, so a held expression gives no events and a flicker gives none either.
+is reported, so a held expression gives no events and a flicker gives none either. The first
+expression of a face that has just appeared must lead for ``settle_seconds`` instead: a face
+coming into view is often mid-movement, and its first read is the one most often wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class SmoothingParams:
     threshold: float
     hysteresis: float
     dwell_seconds: float
+    settle_seconds: float
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class EmotionSmoother:
             return None
         if top != self._candidate:
             self._candidate, self._candidate_since = top, t
-        if t - self._candidate_since < self.params.dwell_seconds:
+        dwell = self.params.dwell_seconds if self.stable is not None else self.params.settle_seconds
+        if t - self._candidate_since < dwell:
             return None
         self.stable, self._candidate = top, None
         return Change(self.labels[top], confidence, self._candidate_since)
