@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance import config
+from tests.pairing_units import Unit, make_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -19,6 +21,15 @@ FER = SHARED / "fer"
 @pytest.fixture
 def cfg(tmp_path: Path) -> config.Config:
     return config.load(None, {"unit": {"data_dir": str(tmp_path / "data")}, "web": {"port": 0}}, environ={})
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
+    """Two units' pairing services and web apps, in-process (tests/pairing_units.py)."""
+    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
+    yield a, b
+    a.close()
+    b.close()
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from appliance.events import EventBus
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
-from tests.pairing_units import Unit, make_unit
-
-
-@pytest.fixture
-def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
-    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
-    yield a, b
-    a.close()
-    b.close()
+from tests.pairing_units import Unit
 
 
 def test_pair_then_unpair_both_sides(units: tuple[Unit, Unit]) -> None:

@@ -6,28 +6,17 @@ import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from appliance import identity
 from appliance.identity import Identity
 from appliance.pairing import service
 from appliance.web import openapi
-from tests.pairing_units import Unit, make_unit
+from tests.pairing_units import Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 # 40 characters, the longest name allowed.
 HOSTILE = "<script>x()</script>\"O'N$(rm -rf ~)&`ls`"
-
-
-@pytest.fixture
-def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
-    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _post(unit: Unit, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
