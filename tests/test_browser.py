@@ -1,8 +1,8 @@
 """End to end in a real browser: two units as two processes pair over the LAN and unpair.
 
 Debian's Chromium, driven headless by Playwright (no browser download). Each unit is an
-``emocall run`` process; the test reads the codes each unit shows and says from its debug log
-(no display or microphone here), and audits every page with axe-core.
+``emocall run`` process; the test reads the codes each unit shows (and says) from the text its
+off-screen display writes beside its snapshot, and audits every page with axe-core.
 """
 
 from __future__ import annotations
@@ -61,8 +61,25 @@ class Process:
             time.sleep(0.1)
         raise AssertionError(f"{self.name} never logged {pattern!r}:\n{self.log.read_text()[-3000:]}")
 
-    def next_code(self, purpose: str, after: int) -> str:
-        return self.wait_for(rf"appliance\.pairing\.codes: {purpose} code (\d{{6}})", after).group(1)
+    @property
+    def screen(self) -> Path:
+        """What the unit's off-screen display shows, a line per element (next to display.png)."""
+        return self.log.parent / self.name / "display.txt"
+
+    def shown_code(self) -> str:
+        text = self.screen.read_text() if self.screen.exists() else ""
+        found = re.search(r"^(\d{6})$", text, re.MULTILINE)
+        return found.group(1) if found else ""
+
+    def next_code(self, before: str, timeout: float = 15) -> str:
+        """The code the unit shows (and says) once it differs from ``before``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (code := self.shown_code()) and code != before:
+                return code
+            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} showed no new code:\n{self.log.read_text()[-3000:]}")
 
     def mark(self) -> int:
         return len(self.log.read_text(errors="replace"))
@@ -126,10 +143,10 @@ def _audit(page: Any, axe: Any, failures: list[str]) -> None:
 def _login(page: Any, unit: Process, expect: Any) -> None:
     page.goto(f"{unit.url}/")
     expect(page.get_by_role("heading", level=1)).to_have_text("Enter the code the unit is saying now")
-    mark = unit.mark()
+    before = unit.shown_code()
     page.get_by_role("button", name="Ask the unit for a code").click()
     expect(page.get_by_role("status")).to_contain_text("saying a code now")
-    page.get_by_label("Code (six digits)").fill(unit.next_code("owner", mark))
+    page.get_by_label("Code (six digits)").fill(unit.next_code(before))
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Status of")
 
@@ -157,11 +174,11 @@ def test_two_units_pair_and_unpair_in_a_browser(two_units: tuple[Process, Proces
                     break
                 time.sleep(0.5)
             _audit(page, axe, failures)
-            mark = b.mark()
+            before = b.shown_code()
             pair_with_b.click()
             expect(page.get_by_role("status")).to_contain_text(f"{b.name} is showing and saying a code")
             _audit(page, axe, failures)  # with the code form
-            page.get_by_label(f"Code shown and said by {b.name} (six digits)").fill(b.next_code("pair", mark))
+            page.get_by_label(f"Code shown and said by {b.name} (six digits)").fill(b.next_code(before))
             page.get_by_role("button", name="Pair", exact=True).click()
             expect(page.get_by_role("status")).to_have_text(f"Paired with {b.name}.")
             b.wait_for(rf"pairing\.done: Paired with {a.name}")

@@ -139,3 +139,20 @@ def test_a_language_without_a_font_falls_back_to_english(tmp_path: Path) -> None
         assert display.scene.state == "Ready"
     finally:
         display.close()
+
+
+def test_offscreen_display_writes_what_it_says_beside_the_snapshot(tmp_path: Path) -> None:
+    events = EventBus()
+    screen = OffscreenScreen((W, H), tmp_path / "display.png")
+    display = Display(screen, events, Phrases("en"), unit_name="Kitchen", fps=30)
+    try:
+        events.publish("pairing.code", "New pairing code on the display", code="042917", purpose="pair")
+        assert display.flush()
+        lines = (tmp_path / "display.txt").read_text().splitlines()
+        assert lines[0] == "Kitchen"
+        assert lines[-1] == "042917"
+        events.publish("remote.emotion", "Asha: happiness", peer="Asha", emotion="happiness", confidence=0.9)
+        assert display.flush()
+        assert (tmp_path / "display.txt").read_text().splitlines()[-1] == "Happy"
+    finally:
+        display.close()

@@ -26,7 +26,11 @@ class Screen(Protocol):
     name: str
     size: tuple[int, int]
 
-    def show(self, picture: pygame.Surface) -> None:
-        """Put a finished picture on the screen (or keep it, off-screen)."""
+    def show(self, picture: pygame.Surface, text: str) -> None:
+        """Put a finished picture on the screen (or keep it, off-screen).
+
+        ``text`` is what the picture says, a line per element; the off-screen backend writes it
+        beside its snapshot so tests and scripts can read the screen without OCR.
+        """
 
     def close(self) -> None: ...

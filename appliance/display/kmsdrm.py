@@ -28,7 +28,7 @@ class KmsdrmScreen:
         pygame.mouse.set_visible(False)
         self.size = self._window.get_size()
 
-    def show(self, picture: pygame.Surface) -> None:
+    def show(self, picture: pygame.Surface, text: str) -> None:  # the text is for off-screen readers
         pygame.event.pump()  # SDL expects its queue to be drained
         self._window.blit(picture, (0, 0))
         pygame.display.flip()

@@ -24,11 +24,15 @@ class OffscreenScreen:
         self._file, self._every = snapshot_file, every_s
         self._lock = threading.Lock()
         self._picture: pygame.Surface | None = None
+        self._text = ""
         self._next_write = 0.0
 
-    def show(self, picture: pygame.Surface) -> None:
+    def show(self, picture: pygame.Surface, text: str) -> None:
         with self._lock:
             self._picture = picture
+            changed, self._text = text != self._text, text
+        if changed and self._file is not None:
+            self._write_text(self._file.with_suffix(".txt"), text)
         if self._file is not None and self._every > 0 and time.monotonic() >= self._next_write:
             self._next_write = time.monotonic() + self._every
             self.snapshot(self._file)
@@ -47,6 +51,16 @@ class OffscreenScreen:
             except (OSError, pygame.error) as e:
                 raise DisplayError(f"cannot write the display snapshot {path}: {e}") from e
         return path
+
+    def _write_text(self, path: Path, text: str) -> None:
+        """What the screen says, replaced atomically, so a reader never sees half of it."""
+        tmp = path.with_name(path.stem + ".tmp.txt")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text + "\n", encoding="utf-8")
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("cannot write the display text %s: %s", path, e)
 
     def close(self) -> None:
         with self._lock:

@@ -147,7 +147,8 @@ class Display:
             with self._lock:
                 scene, version = self._scene, self._version
             try:
-                self._screen.show(draw(scene, self._screen.size, self._fonts))
+                text = "\n".join(line for line in (scene.unit_name, scene.state, scene.big) if line)
+                self._screen.show(draw(scene, self._screen.size, self._fonts), text)
             except Exception:  # a broken screen must not stop the call; logged, tried again next change
                 log.exception("the %s display failed to show a picture", self._screen.name)
             with self._lock:

@@ -67,10 +67,8 @@ class CodeGuard:
             self._expires = self._clock() + self._ttl_s
             code = self._code
         what = "pairing" if self.purpose == "pair" else "owner"
-        # The digits go in the event's data only: messages are logged and listed by /api/status.
-        # The debug log has them, for a unit without a display (tests, development); they are spent
-        # after one use and expire in minutes.
-        log.debug("%s code %s", self.purpose, code)
+        # The digits go in the event's data only (for the display and speech): messages are logged
+        # and listed by /api/status, and codes are secrets.
         self._events.publish(
             "pairing.code", f"New {what} code on the display", code=code, purpose=self.purpose
         )
