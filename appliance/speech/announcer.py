@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from appliance.audio import AudioError, Speaker
+from appliance.audio.mixer import BLOCK_SECONDS
 from appliance.speech import SpeechError, tones
 from appliance.speech.espeak import Espeak
 from appliance.speech.phrases import Phrases
@@ -147,7 +148,8 @@ class Announcer:
         if self._pending is None:
             return None, None
         now = self._clock()
-        due = max(self._pending.t, self._last_emotion_at + self._interval)
+        # The mixer starts a clip at its next block, so one block of margin keeps heard starts apart.
+        due = max(self._pending.t, self._last_emotion_at + self._interval + BLOCK_SECONDS)
         if now < due:
             return None, due - now
         item, self._pending = self._pending, None
