@@ -23,10 +23,12 @@ MODELS = Path(__file__).resolve().parents[1] / "models" / "edgetpu"
 
 
 def float_probs(weights: Path, images: np.ndarray) -> np.ndarray:
+    """The float network behind the int8 file, mirror-averaged like it."""
     net = model.build()
     with np.load(weights) as w:
         net.set_weights([w[f"w{i}"].astype(np.float32) for i in range(len(w.files))])
-    return np.asarray(net.predict(images[..., None].astype(np.float32), batch_size=256, verbose=0))
+    mirrored = model.mirror_averaged(net)
+    return np.asarray(mirrored.predict(images[..., None].astype(np.float32), batch_size=256, verbose=0))
 
 
 def scores(probs: np.ndarray, split: ferdata.Split) -> dict[str, object]:

@@ -28,20 +28,26 @@ CARD_FILE = "emotion.json"
 # The float network ships as float16 (half the size); quantize.evaluate rebuilds it from this.
 FLOAT_WEIGHTS = "emotion_float16_weights.npz"
 OFFSET_GRID = np.arange(-1.0, 2.01, 0.25)
+# PublicTest recall the offsets aim for: the targets (0.75 mean, 0.50 each) plus a margin.
+MEAN_RECALL, MIN_RECALL = 0.77, 0.55
 
 
-def calibrate_offsets(logits: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
-    """Per-class logit offsets that maximise accuracy + mean recall on PublicTest.
+def calibrate_offsets(probs: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """Per-class logit offsets for the best PublicTest accuracy that keeps every class heard.
 
     Training on vote distributions leaves the rare classes (disgust, fear) under-called; a bias
-    shift fixes the decision thresholds without retraining. Coordinate ascent on a coarse grid keeps
-    it from fitting PublicTest's noise.
+    shift moves the decision thresholds without retraining. The offsets only have to bring the
+    recalls to the targets with a margin (mean of the seven >= MEAN_RECALL, each >= MIN_RECALL);
+    beyond that they would trade accuracy for recall on PublicTest's noise. Coordinate ascent on a
+    coarse grid keeps them from fitting it.
     """
+    logits = np.log(np.maximum(probs, 1e-7))
     offsets = np.zeros(logits.shape[1], np.float32)
 
     def score(o: np.ndarray) -> float:
         s = train.majority_scores(logits + o, labels)
-        return s["acc"] + s["mean_recall7"] - max(0.0, 0.55 - s["min_recall7"])
+        short = max(0.0, MEAN_RECALL - s["mean_recall7"]) + max(0.0, MIN_RECALL - s["min_recall7"])
+        return s["acc"] - 10.0 * short
 
     best = score(offsets)
     for _, c in itertools.product(range(rounds), range(logits.shape[1])):
@@ -82,25 +88,26 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    net = model.build(logits=True)
+    net = model.build()
     net.load_weights(args.run / "best.weights.h5")
     val = ferdata.load_split("val")
-    val_logits = net.predict(val.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    val_probs = train.flip_averaged(net, val.images[..., None].astype(np.float32))
     labels = ferdata.majority_labels(val.votes)
-    offsets = calibrate_offsets(val_logits, labels)
-    log.info("PublicTest before %s", train.majority_scores(val_logits, labels))
-    log.info("PublicTest after offsets %s: %s", offsets, train.majority_scores(val_logits + offsets, labels))
-
+    offsets = calibrate_offsets(val_probs, labels)
+    log.info("PublicTest before %s", train.majority_scores(val_probs, labels))
     dense = net.get_layer("logits")
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel, bias + offsets])
+    val_probs = train.flip_averaged(net, val.images[..., None].astype(np.float32))
+    log.info("PublicTest after offsets %s: %s", offsets, train.majority_scores(val_probs, labels))
+
     export = model.build(batch_size=1)
     export.set_weights(net.get_weights())
     rng = np.random.default_rng(train.SEED)
     train_images = ferdata.load_split("train").images
     rep = train_images[rng.choice(len(train_images), args.representative, replace=False)][..., None]
     tflite = args.out / MODEL_FILE
-    convert.write(tflite, convert.to_int8_tflite(export, rep))
+    convert.write(tflite, convert.to_int8_tflite(model.mirror_averaged(export), rep))
     np.savez_compressed(
         args.out / FLOAT_WEIGHTS,
         **{f"w{i}": w.astype(np.float16) for i, w in enumerate(export.get_weights())},

@@ -88,6 +88,12 @@ def majority_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def flip_averaged(net: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The network's output averaged over the image and its mirror, as the exported model does."""
+    mirrored = x[:, :, ::-1]
+    return (net.predict(x, batch_size=256, verbose=0) + net.predict(mirrored, batch_size=256, verbose=0)) / 2
+
+
 class Selector(keras.callbacks.Callback):
     """Scores PublicTest each epoch, keeps the best weights and the history (survives resume)."""
 
@@ -99,7 +105,7 @@ class Selector(keras.callbacks.Callback):
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        scores = majority_scores(self.model.predict(self.x, batch_size=256, verbose=0), self.labels)
+        scores = majority_scores(flip_averaged(self.model, self.x), self.labels)
         # Accuracy alone rewards calling everything neutral; weigh the rare classes in.
         score = scores["acc"] + scores["mean_recall7"]
         row = {
