@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+# aiortc's libsrtp crashes the process when it loads after TensorFlow's bundled libraries (the
+# quantize tests load TensorFlow); loading it first keeps any test order safe.
+import aiortc  # noqa: F401
 import cv2
 import numpy as np
 import pytest
