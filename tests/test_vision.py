@@ -71,7 +71,8 @@ def test_damaged_model_names_the_file_and_the_expected_sha256(tmp_path: Path, da
 def test_corrupt_model_reports_emotions_unavailable_and_the_unit_keeps_going(tmp_path: Path) -> None:
     """The camera (and so the call) keeps delivering frames; vision says why it is not there."""
     events = EventBus()
-    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    clip = need(CLIPS / "single_face.mp4")
+    capture = Capture(lambda: FileSource(clip, loop=True), events).start()
     try:
         worker = VisionWorker.open(
             vision_cfg(model_card=str(broken_card(tmp_path, "truncated"))), capture, events
