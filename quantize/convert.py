@@ -29,6 +29,14 @@ def to_int8_tflite(model: keras.Model, representative: np.ndarray) -> bytes:
     return bytes(converter.convert())
 
 
+def to_float16_tflite(model: keras.Model) -> bytes:
+    """The float network with its weights stored as float16; LiteRT computes in float32."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return bytes(converter.convert())
+
+
 def write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

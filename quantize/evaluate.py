@@ -16,19 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize import export, ferdata, model, peer
+from quantize import export, ferdata, peer
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "edgetpu"
-
-
-def float_probs(weights: Path, images: np.ndarray) -> np.ndarray:
-    """The float network behind the int8 file, mirror-averaged like it."""
-    net = model.build()
-    with np.load(weights) as w:
-        net.set_weights([w[f"w{i}"].astype(np.float32) for i in range(len(w.files))])
-    mirrored = model.mirror_averaged(net)
-    return np.asarray(mirrored.predict(images[..., None].astype(np.float32), batch_size=256, verbose=0))
 
 
 def scores(probs: np.ndarray, split: ferdata.Split) -> dict[str, object]:
@@ -115,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
 
     int8 = TfliteClassifier(args.models / card["file"]).predict(test.images, ours_prep)
     results = {"int8": scores(int8, test)}
-    weights = args.models / export.FLOAT_WEIGHTS
-    if weights.exists():
-        fl = float_probs(weights, test.images)
+    float_file = args.models / export.FLOAT_FILE
+    if float_file.exists():
+        fl = TfliteClassifier(float_file).predict(test.images, ours_prep)
         results["float"] = scores(fl, test)
         agreement = float((fl.argmax(axis=1) == int8.argmax(axis=1)).mean())
         print(f"int8 and float agree on {agreement:.4f} of {len(test.images)} PrivateTest images")
