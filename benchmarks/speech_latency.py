@@ -28,7 +28,7 @@ from appliance.events import EventBus
 from appliance.speech.announcer import Announcer, Mode
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
-from appliance.speech.phrases import DEFAULT_LABELS, Phrases
+from appliance.words.phrases import DEFAULT_LABELS, Phrases
 
 
 def percentiles(values: list[float]) -> str:

@@ -26,11 +26,11 @@ from appliance.identity import Identity
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
-from appliance.speech.phrases import Phrases
 from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
+from appliance.words.phrases import Phrases
 
 from .call_unit import Unit, free_port
 from .test_call_units import host_address

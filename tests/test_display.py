@@ -16,7 +16,7 @@ from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
 from appliance.display.view import Display
 from appliance.events import EventBus
-from appliance.speech.phrases import Phrases
+from appliance.words.phrases import Phrases
 
 W, H = 800, 480
 BLUE_BGR = (200, 60, 10)

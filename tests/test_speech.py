@@ -15,9 +15,10 @@ from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.speech import SpeechError
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
-from appliance.speech.phrases import DEFAULT_LABELS, Phrases, clean_name, load_labels
 from appliance.speech.tones import NOTES_HZ, chime
 from appliance.vision.card import default_card_path
+from appliance.words import WordsError
+from appliance.words.phrases import DEFAULT_LABELS, Phrases, clean_name, load_labels
 
 from .test_audio import band_level
 
@@ -242,7 +243,7 @@ def test_labels_come_from_the_model_card(tmp_path: Path) -> None:
 
 
 def test_unknown_language_and_voice_are_clear_errors(tts: Espeak) -> None:
-    with pytest.raises(SpeechError, match="use one of en, hi, bn"):
+    with pytest.raises(WordsError, match="use one of en, hi, bn"):
         Phrases("xx")
     with pytest.raises(SpeechError, match="espeak-ng --voices"):
         tts.synthesize("hello", "qqq")

@@ -15,7 +15,7 @@ from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
-from appliance.speech.phrases import Phrases
+from appliance.words.phrases import Phrases
 
 from .test_speech import rms
 

@@ -12,8 +12,7 @@ from appliance.display import DisplayError, Screen
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.view import Display
 from appliance.events import EventBus
-from appliance.speech.narrator import from_settings
-from appliance.speech.phrases import load_labels
+from appliance.words.phrases import for_settings, load_labels
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def open_display(
     """The running display in the owner's language, or None when ``backend = "off"``."""
     if cfg.backend == "off":
         return None
-    _, phrases = from_settings(settings, load_labels(model_card))
+    phrases = for_settings(settings, load_labels(model_card))
     return Display(
         open_screen(cfg, data_dir),
         events,

@@ -19,8 +19,7 @@ import numpy as np
 from appliance.display import Screen
 from appliance.display.layout import GREY, YELLOW, Fonts, Scene, draw
 from appliance.events import Event, EventBus
-from appliance.speech.narrator import CALL_STATES, from_settings
-from appliance.speech.phrases import Phrases
+from appliance.words.phrases import CALL_STATES, Phrases, for_settings
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class Display:
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")
         if isinstance(settings, Mapping):
-            _, phrases = from_settings(settings, self._phrases.labels)
+            phrases = for_settings(settings, self._phrases.labels)
             with self._lock:
                 self._phrases = self._displayable(phrases)
 

@@ -1,7 +1,7 @@
-"""Speech: what the unit says (phrases per language), how (espeak-ng, tones) and when (the announcer).
+"""Speech: how the unit says things (espeak-ng, tones) and when (the announcer).
 
-- :mod:`appliance.speech.phrases`: sentence templates per language and the words for each emotion
-  label of the model card.
+The words themselves (templates per language, emotion words) are :mod:`appliance.words`, shared
+with the display.
 - :mod:`appliance.speech.espeak`: espeak-ng as a subprocess, WAV on stdout parsed into samples.
 - :mod:`appliance.speech.tones`: a short generated chime per emotion.
 - :mod:`appliance.speech.announcer`: the priority queue and its rules (states first, emotions only

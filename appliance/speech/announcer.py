@@ -25,7 +25,7 @@ from appliance.audio import AudioError, Speaker
 from appliance.audio.mixer import BLOCK_SECONDS
 from appliance.speech import SpeechError, tones
 from appliance.speech.espeak import Espeak
-from appliance.speech.phrases import Phrases
+from appliance.words.phrases import Phrases
 
 log = logging.getLogger(__name__)
 

@@ -16,22 +16,11 @@ from typing import Any, cast
 
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
-from appliance.speech.phrases import DEFAULT_LABELS, Phrases
+from appliance.words.phrases import CALL_STATES, DEFAULT_LABELS, Phrases, for_settings
 
 log = logging.getLogger(__name__)
 
 LEVELS = {"quiet": 0, "normal": 1, "verbose": 2}
-# call.state -> phrase key; idle is not worth saying (ended already was).
-CALL_STATES = {
-    "calling": "calling",
-    "ringing": "ringing",
-    "connected": "connected",
-    "ended": "ended",
-    "failed": "failed",
-    "busy": "busy",
-    "reconnecting": "reconnecting",
-    "lost": "lost",
-}
 # topic -> (phrase key, lowest verbosity that says it)
 DEVICE_EVENTS = {
     "camera.lost": ("camera_lost", 1),
@@ -52,8 +41,7 @@ def from_settings(
     if mode not in ("speech", "tones", "both", "off"):
         log.warning("unknown announcement mode %r: using speech", mode)
         mode = "speech"
-    short = settings.get("verbosity") == "short"
-    return cast(Mode, mode), Phrases.for_voice(str(settings.get("voice_language", "en")), labels, short=short)
+    return cast(Mode, mode), for_settings(settings, labels)
 
 
 def backend_key(backend: str) -> str:

@@ -14,7 +14,7 @@ from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator, from_settings
-from appliance.speech.phrases import TEMPLATES, Phrases, load_labels
+from appliance.words.phrases import TEMPLATES, Phrases, load_labels
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 PageView = Callable[P, ResponseReturnValue]
 PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError, CallError)
-# The languages the speech part has phrases for (appliance/speech/phrases.py); others would speak English.
+# The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
 LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
 
 

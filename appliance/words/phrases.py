@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from appliance.speech import SpeechError
 from appliance.vision import VisionError
 from appliance.vision.card import load_card
+from appliance.words import WordsError
 
 log = logging.getLogger(__name__)
 
 # The model card's label order, used when the card cannot be read (same names as the card).
 DEFAULT_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 MAX_NAME = 40
+# call.state -> phrase key; idle is not worth saying (ended already was).
+CALL_STATES = {
+    "calling": "calling",
+    "ringing": "ringing",
+    "connected": "connected",
+    "ended": "ended",
+    "failed": "failed",
+    "busy": "busy",
+    "reconnecting": "reconnecting",
+    "lost": "lost",
+}
 
 EN = {
     "ready": "{name} is ready.",
@@ -203,7 +215,7 @@ class Phrases:
         self, language: str, labels: Sequence[str] = DEFAULT_LABELS, *, voice: str = "", short: bool = False
     ) -> None:
         if language not in TEMPLATES:
-            raise SpeechError(f"language {language!r} has no phrases: use one of {', '.join(TEMPLATES)}")
+            raise WordsError(f"language {language!r} has no phrases: use one of {', '.join(TEMPLATES)}")
         self.language = language
         self.voice = voice or language
         self.labels = tuple(labels)
@@ -215,7 +227,7 @@ class Phrases:
         """Phrases for an espeak-ng voice such as ``en-gb`` or ``hi``; English for a language we lack."""
         language = voice.split("-", 1)[0]
         if language not in TEMPLATES:
-            log.warning("no phrases in %s: speaking English (add them to appliance/speech/phrases.py)", voice)
+            log.warning("no phrases in %s: speaking English (add them to appliance/words/phrases.py)", voice)
             return cls("en", labels, short=short)
         return cls(language, labels, voice=voice, short=short)
 
@@ -234,3 +246,9 @@ class Phrases:
     def word(self, label: str) -> str:
         """The emotion alone, for the large-type display."""
         return EMOTION_WORDS[self.language].get(label, label.capitalize())
+
+
+def for_settings(settings: Mapping[str, Any], labels: Sequence[str] = DEFAULT_LABELS) -> Phrases:
+    """The phrases the owner's settings ask for (``voice_language``, ``verbosity``)."""
+    short = settings.get("verbosity") == "short"
+    return Phrases.for_voice(str(settings.get("voice_language", "en")), labels, short=short)
