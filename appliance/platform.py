@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes.util
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -15,10 +16,13 @@ CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
 SYS_USB = Path("/sys/bus/usb/devices")
 DEV = Path("/dev")
 ASOUND_CARDS = Path("/proc/asound/cards")
+# A libedgetpu other than the one the loader finds: a build that matches the TFLite runtime.
+EDGETPU_LIBRARY_ENV = "EMOCALL_EDGETPU_LIBRARY"
 
 
-def edgetpu_devices(sys_usb: Path = SYS_USB, dev: Path = DEV) -> list[str]:
+def edgetpu_devices(sys_usb: Path | None = None, dev: Path | None = None) -> list[str]:
     """Coral devices present: ``usb:BUS-PORT`` or ``/dev/apex_N``."""
+    sys_usb, dev = sys_usb or SYS_USB, dev or DEV
     found = [str(p) for p in sorted(dev.glob("apex_*"))]
     for device in sorted(sys_usb.glob("*")) if sys_usb.is_dir() else []:
         try:
@@ -31,8 +35,8 @@ def edgetpu_devices(sys_usb: Path = SYS_USB, dev: Path = DEV) -> list[str]:
 
 
 def edgetpu_runtime() -> str | None:
-    """The libedgetpu library the loader would find, or None."""
-    return ctypes.util.find_library("edgetpu")
+    """The libedgetpu library to load (``EMOCALL_EDGETPU_LIBRARY`` names another), or None."""
+    return os.environ.get(EDGETPU_LIBRARY_ENV) or ctypes.util.find_library("edgetpu")
 
 
 def pycoral_available() -> bool:

@@ -12,7 +12,7 @@ from appliance.camera import CameraError, FrameSource
 from appliance.camera.file import FileSource
 from appliance.camera.pattern import PatternSource
 from appliance.camera.picamera2 import Picamera2Source
-from appliance.camera.webcam import WebcamSource
+from appliance.camera.webcam import WebcamSource, usb_cameras
 from appliance.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,12 @@ def open_source(cfg: CameraConfig, realtime: bool = True) -> FrameSource:
 
 def _auto(cfg: CameraConfig) -> FrameSource:
     reasons = []
+    usb = usb_cameras()
+    # A USB camera by its stable name where one is plugged in: index 0 may be the CSI receiver.
+    device = usb[0] if usb and cfg.device == "0" else cfg.device
     for kind in ("picamera2", "opencv"):
         try:
-            source = open_source(cfg.model_copy(update={"source": kind}))
+            source = open_source(cfg.model_copy(update={"source": kind, "device": device}))
         except CameraError as e:
             reasons.append(f"{kind}: {e}")
             continue

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from appliance.camera import CameraError, Frame
+
+# USB cameras by their stable names. A Pi's CSI receiver (unicam) has /dev/video nodes too, often
+# /dev/video0, but no entry here, so ``auto`` never opens it as a webcam.
+BY_ID = Path("/dev/v4l/by-id")
+
+
+def usb_cameras(by_id: Path = BY_ID) -> list[str]:
+    """Capture nodes of the USB cameras plugged in (the ``-video-index0`` of each), stable across boots."""
+    return [str(p) for p in sorted(by_id.glob("*-video-index0"))] if by_id.is_dir() else []
 
 
 class WebcamSource:

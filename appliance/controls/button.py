@@ -163,13 +163,21 @@ def open_button(pin: int, hold_seconds: float) -> Any:
         from gpiozero.exc import GPIOZeroError, PinFactoryFallback
     except ImportError as e:
         raise ControlError(f"gpiozero is not installed: {e}") from e
-    try:
-        with warnings.catch_warnings():
-            # One warning per pin library it tries; the error below (or success) says it all.
-            warnings.simplefilter("ignore", PinFactoryFallback)
-            return Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
-    except (GPIOZeroError, OSError, RuntimeError) as e:
-        raise ControlError(f"no GPIO for the button on pin {pin}: {e}") from e
+    with warnings.catch_warnings(record=True) as fallbacks:
+        # gpiozero warns once per pin library it could not load; those reasons matter on a Pi (lgpio
+        # failing under the service's sandbox leaves a factory without the Pi 5's register map).
+        warnings.simplefilter("always", PinFactoryFallback)
+        try:
+            button = Button(pin, pull_up=True, hold_time=hold_seconds, bounce_time=0.03)
+        except (GPIOZeroError, OSError, RuntimeError) as e:
+            tried = "; ".join(str(w.message) for w in fallbacks)
+            raise ControlError(
+                f"no GPIO for the button on pin {pin}: {e} ({tried or 'no pin library'})"
+            ) from e
+    for w in fallbacks:
+        log.warning("button: a pin library was not used: %s", w.message)
+    log.info("button on pin %d through %s", pin, type(button.pin_factory).__name__)
+    return button
 
 
 def start_button(

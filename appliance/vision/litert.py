@@ -7,16 +7,22 @@ interpreter's own tensor details, never from constants.
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from appliance import platform
 from appliance.vision import VisionError
 
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+# Loading the delegate and one inference take well under a second on a working Coral.
+PROBE_SECONDS = 30.0
 
 
 class InterpreterError(VisionError):
@@ -47,13 +53,19 @@ def cpu_interpreter(model: Path, threads: int) -> Any:
 
 
 def edgetpu_interpreter(model: Path) -> Any:
-    """The interpreter on the Coral: pycoral's ``make_interpreter`` if installed, else the delegate."""
+    """The interpreter on the Coral, once a child process has run the model there without crashing."""
+    probe_edgetpu(model)
+    return _load_edgetpu(model)
+
+
+def _load_edgetpu(model: Path) -> Any:
+    """pycoral's ``make_interpreter`` if installed, else LiteRT with the libedgetpu delegate."""
     try:
         try:
             from pycoral.utils.edgetpu import make_interpreter
         except ImportError:
             module = _module()
-            delegate = module.load_delegate(EDGETPU_LIBRARY)
+            delegate = module.load_delegate(platform.edgetpu_runtime() or EDGETPU_LIBRARY)
             interpreter = module.Interpreter(model_path=str(model), experimental_delegates=[delegate])
         else:
             interpreter = make_interpreter(str(model))
@@ -61,6 +73,31 @@ def edgetpu_interpreter(model: Path) -> Any:
     except (ValueError, RuntimeError, OSError) as e:
         raise InterpreterError(f"the Edge TPU cannot run {model}: {e}") from e
     return interpreter
+
+
+def probe_edgetpu(model: Path, timeout: float = PROBE_SECONDS) -> None:
+    """Load and run ``model`` on the Edge TPU once in a child process; InterpreterError saying why not.
+
+    A libedgetpu built for another TFLite version segfaults inside the delegate (google-coral/edgetpu
+    issue 812). No except clause catches that, and under ``Restart=always`` the service would start
+    into the same crash forever; a crashed child only means "use the processor".
+    """
+    command = [sys.executable, "-m", "appliance.vision.litert", str(model)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise InterpreterError(
+            f"the Edge TPU did not answer within {timeout:g} s (unplugged or hung?)"
+        ) from e
+    if done.returncode < 0:
+        crash = signal.Signals(-done.returncode).name
+        raise InterpreterError(
+            f"the Edge TPU runtime crashed ({crash}) in a test run: libedgetpu does not match this "
+            "TFLite runtime (install the libedgetpu the image pins, see image-build/README.md)"
+        )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise InterpreterError(lines[-1] if lines else f"the Edge TPU test run exited {done.returncode}")
 
 
 class Tensors:
@@ -93,3 +130,18 @@ class Tensors:
         scale, zero = self.output["quantization"]
         values = raw.astype(np.float32)
         return (values - zero) * scale if scale else values
+
+
+def _probe_main(model: Path) -> int:
+    """The child side of :func:`probe_edgetpu`: load, run once on zeros, report."""
+    try:
+        tensors = Tensors(_load_edgetpu(model))
+        tensors.run(np.zeros(tensors.shape[1:], np.float32))
+    except InterpreterError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main(Path(sys.argv[1])))

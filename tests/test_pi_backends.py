@@ -1,0 +1,249 @@
+"""The Pi-only backends' failure paths, run here against stand-ins for the Pi's libraries.
+
+picamera2 and libedgetpu do not exist on this machine. What is tested is our side of each failure a
+real Pi produces (documented in the libraries' trackers): picamera2's import raising ValueError, a
+missing camera, a camera that stalls or fails to start or stop, a libedgetpu that segfaults, SDL's
+screen used from one thread, gpiozero's pin libraries missing. The stand-in picamera2 behaves as the
+real one does in those cases; the Edge TPU crash is a real segfault in a real child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pygame
+import pytest
+
+from appliance import config, platform
+from appliance.camera import CameraError
+from appliance.camera.capture import Capture
+from appliance.camera.picamera2 import Picamera2Source
+from appliance.camera.select import opener
+from appliance.camera.webcam import usb_cameras
+from appliance.controls.button import open_button
+from appliance.display import DisplayError
+from appliance.display.kmsdrm import KmsdrmScreen
+from appliance.events import EventBus
+from appliance.vision.card import load_card
+from appliance.vision.litert import InterpreterError, edgetpu_interpreter
+from appliance.vision.select import open_detector
+
+# A picamera2 with the real one's failure modes, chosen by the module attribute PLAN.
+FAKE_PICAMERA2 = """
+import os, time
+import numpy as np
+PLAN = {"cameras": 1, "start": None, "stop": None, "stall": False}
+OPEN = []
+if os.environ.get("FAKE_PICAMERA2_IMPORT"):
+    # apt's simplejpeg against a venv's numpy 2 (picamera2 issues 1088, 1211)
+    raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+class Picamera2:
+    def __init__(self):
+        self._fds = os.pipe()  # the real one opens a pipe before it looks for a camera
+        self.released = False
+        OPEN.append(self)
+    @staticmethod
+    def global_camera_info():
+        return [{"Model": "imx708"}] * PLAN["cameras"]
+    def create_video_configuration(self, **kwargs):
+        return kwargs
+    def configure(self, config):
+        pass
+    def start(self):
+        if PLAN["start"]:
+            raise RuntimeError(PLAN["start"])
+    def capture_array(self, name="main", wait=None):
+        return "job"
+    def wait(self, job, timeout=None):
+        if PLAN["stall"]:
+            time.sleep(timeout)
+            raise TimeoutError
+        time.sleep(0.02)
+        return np.zeros((480, 640, 4), np.uint8)
+    def stop(self):
+        if PLAN["stop"]:
+            raise RuntimeError(PLAN["stop"])
+    def close(self):
+        for fd in self._fds:
+            os.close(fd)
+        self.released = True
+"""
+
+
+@pytest.fixture
+def picamera2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    package = tmp_path / "lib" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_PICAMERA2)
+    monkeypatch.syspath_prepend(str(package.parent))
+    sys.modules.pop("picamera2", None)
+    import picamera2 as module
+
+    yield module
+    sys.modules.pop("picamera2", None)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_picamera2_import_failure_is_a_camera_error_and_the_capture_shows_the_pattern(
+    picamera2: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.modules.pop("picamera2", None)
+    monkeypatch.setenv("FAKE_PICAMERA2_IMPORT", "1")
+    with pytest.raises(CameraError, match=r"cannot be imported \(ValueError.*--system-site-packages"):
+        Picamera2Source(640, 480, 15)
+    events = EventBus()
+    seen: list[str] = []
+    events.subscribe(lambda e: seen.append(e.topic))
+    cfg = config.CameraConfig(source="picamera2")
+    capture = Capture(opener(cfg), events, retry_seconds=0.2).start()
+    try:
+        frame = capture.wait_newer(-1, timeout=5)
+        time.sleep(0.5)  # a few retries, each failing the same way
+        assert frame is not None and capture.active == "pattern"
+        assert seen[0] == "camera.lost"
+        assert capture.wait_newer(frame.index, timeout=2) is not None  # the thread is alive
+    finally:
+        capture.close()
+
+
+def test_no_camera_leaks_no_descriptor_across_retries(picamera2: ModuleType) -> None:
+    picamera2.PLAN["cameras"] = 0
+    before = open_fds()
+    for _ in range(50):
+        with pytest.raises(CameraError, match="no Pi camera found"):
+            Picamera2Source(640, 480, 15)
+    assert open_fds() == before
+    assert picamera2.OPEN == []  # found missing before Picamera2() opened anything
+
+
+def test_a_camera_that_fails_to_start_is_released(picamera2: ModuleType) -> None:
+    picamera2.PLAN["start"] = "Failed to start camera: Device or resource busy"
+    before = open_fds()
+    with pytest.raises(CameraError, match=r"cannot start.*busy"):
+        Picamera2Source(640, 480, 15)
+    assert [c.released for c in picamera2.OPEN] == [True]
+    assert open_fds() == before
+
+
+def test_a_stalled_camera_is_reported_lost(picamera2: ModuleType) -> None:
+    events = EventBus()
+    lost = threading.Event()
+    events.subscribe(lambda e: lost.set() if e.topic == "camera.lost" else None)
+    source = Picamera2Source(640, 480, 15, frame_timeout=0.3)
+    assert source.read().image.shape == (480, 640, 3)
+    picamera2.PLAN["stall"] = True
+    capture = Capture(lambda: source, events, retry_seconds=30).start()
+    try:
+        assert lost.wait(5), "a camera that sends no frames must count as lost, not hang the thread"
+        assert capture.active == "pattern"
+    finally:
+        capture.close()
+
+
+def test_stop_and_close_errors_become_a_camera_error_after_both_ran(
+    picamera2: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = Picamera2Source(640, 480, 15)
+    picamera2.PLAN["stop"] = "Camera is not started"
+    with caplog.at_level(logging.WARNING), pytest.raises(CameraError, match="did not close cleanly"):
+        source.close()
+    assert picamera2.OPEN[0].released  # close() still ran after stop() failed
+    assert "picamera2 stop failed: Camera is not started" in caplog.text
+
+
+def test_auto_prefers_a_usb_camera_by_its_stable_name(tmp_path: Path) -> None:
+    (tmp_path / "usb-Logitech_C270_1234-video-index0").touch()
+    (tmp_path / "usb-Logitech_C270_1234-video-index1").touch()  # metadata node, not for capture
+    assert usb_cameras(tmp_path) == [str(tmp_path / "usb-Logitech_C270_1234-video-index0")]
+    assert usb_cameras(tmp_path / "absent") == []
+
+
+@pytest.fixture
+def crashing_libedgetpu(tmp_path: Path) -> Path:
+    """A shared library that segfaults when loaded, as a libedgetpu built for another TFLite does."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler is needed (Debian's gcc)"
+    source = tmp_path / "crash.c"
+    source.write_text(
+        "#include <signal.h>\n__attribute__((constructor)) static void f(void) { raise(SIGSEGV); }\n"
+    )
+    library = tmp_path / "libedgetpu.so.1"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60)
+    return library
+
+
+def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_falls_back(
+    crashing_libedgetpu: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The compiled *_edgetpu.tflite files are made on a build host with edgetpu_compiler; the crash
+    # happens when the delegate loads, before any model is read, so the shipped int8 file serves.
+    model = load_card().model_path()
+    monkeypatch.setenv(platform.EDGETPU_LIBRARY_ENV, str(crashing_libedgetpu))
+    started = time.monotonic()
+    with pytest.raises(InterpreterError, match=r"crashed \(SIGSEGV\).*libedgetpu does not match"):
+        edgetpu_interpreter(model)
+    detector, choice = open_detector(config.VisionConfig(detector="edgetpu", detector_model=model))
+    assert choice.backend == "haar" and "crashed (SIGSEGV)" in choice.reason
+    assert time.monotonic() - started < 60  # and this process is still here to say so
+    detector.close()
+
+
+def test_the_screen_is_opened_shown_and_closed_on_one_thread() -> None:
+    screen = KmsdrmScreen(driver="offscreen")
+    try:
+        assert screen.size[0] > 0 and screen.size[1] > 0
+        picture = pygame.Surface(screen.size)
+        picture.fill((255, 255, 0))
+        senders = [threading.Thread(target=screen.show, args=(picture, "")) for _ in range(3)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        deadline = time.monotonic() + 5
+        while screen.shown == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert screen.shown >= 1
+    finally:
+        screen.close()
+    assert not pygame.display.get_init()  # closed by the screen's own thread
+
+
+def test_a_screen_that_cannot_open_says_what_to_check() -> None:
+    with pytest.raises(DisplayError, match="video and render groups"):
+        KmsdrmScreen(driver="no-such-driver")
+
+
+def test_a_button_without_gpio_names_every_pin_library_it_tried(caplog: pytest.LogCaptureFixture) -> None:
+    from appliance.controls import ControlError
+
+    with pytest.raises(ControlError) as raised:
+        open_button(17, 1.0)
+    assert "lgpio" in str(raised.value)
+
+
+def test_a_button_logs_which_pin_factory_it_uses(caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    try:
+        with caplog.at_level(logging.INFO):
+            button = open_button(17, 1.0)
+        button.close()
+    finally:
+        Device.pin_factory = previous
+    assert "button on pin 17 through MockFactory" in caplog.text
