@@ -218,14 +218,30 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict
     return merged
 
 
-def _describe(e: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid configuration"]
+def _describe(
+    e: ValidationError,
+    file: str,
+    env: Mapping[str, Mapping[str, Any]],
+    flags: Mapping[str, Mapping[str, Any]],
+) -> str:
+    """One line per bad key, each naming where its value came from: a flag, a variable or the file."""
+    lines = ["invalid configuration"]
     for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (see `emocall config --defaults` for the known ones)")
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        section, field = [*loc, ""][:2]
+        if field in flags.get(section, {}):
+            source = "command line"
+        elif field in env.get(section, {}):
+            source = f"environment variable {ENV_PREFIX}{section.upper()}__{field.upper()}"
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+            source = file
+        if err["type"] == "extra_forbidden":
+            lines.append(
+                f"  {key}: unknown key in {source} (`emocall config --defaults` lists the known ones)"
+            )
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r} from {source})")
     return "\n".join(lines)
 
 
@@ -248,11 +264,12 @@ def load(
             raise ConfigError(f"{path}: cannot read the configuration file ({e.strerror})") from e
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    data = _merge(_merge(data, _env_overrides(environ)), overrides or {})
+    env = _env_overrides(environ)
+    data = _merge(_merge(data, env), overrides or {})
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, origin)) from e
+        raise ConfigError(_describe(e, origin, env, overrides or {})) from e
 
 
 def defaults_toml() -> str:

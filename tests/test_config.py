@@ -57,9 +57,18 @@ def test_bad_config_exits_2_with_message_not_traceback(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert f"{path}: invalid configuration" in result.stderr
-    assert "camera.fps: Input should be greater than 0" in result.stderr
+    assert "camera.fps: Input should be greater than 0 (got -3 from " + str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_environment_variable_is_named_as_the_source_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text("[web]\nport = 8080\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path, environ={"EMOCALL_WEB__PORT": "abc"})
+    assert "web.port: Input should be a valid integer" in str(e.value)
+    assert "from environment variable EMOCALL_WEB__PORT" in str(e.value)
+    assert str(path) not in str(e.value)
 
 
 def test_unreadable_config_exits_2(tmp_path: Path) -> None:
