@@ -1,10 +1,17 @@
 """This unit's long-term Ed25519 identity and the signing of unit-to-unit requests and responses.
 
-Every request between paired units (pairing completion, call signalling, unpair) carries the
-sender's unit id, a timestamp, a random nonce and a signature over method, path, time, nonce and the
-body's SHA-256. The receiver checks the signature against the key it pinned at pairing, refuses a
-time outside ``max_skew_s`` and a nonce it has already seen. Responses are signed over the request's
-nonce and the body, so nobody on the path can swap an SDP answer (and its DTLS fingerprints).
+Every request between paired units (call signalling, unpair), over HTTP or through a relay, carries
+the sender's unit id, the recipient's unit id, a timestamp, a random nonce and a signature over
+sender, recipient, method, path, time, nonce and the body's SHA-256. The receiver checks the
+signature against the key it pinned at pairing and its own unit id as the recipient (so a paired
+unit cannot pass on a request it received to another unit), and refuses a time outside
+``max_skew_s`` and a nonce it has already seen. The answer is signed only once the request was
+verified, over the whole :class:`Exchange` (both ids, method, path, nonce), the HTTP status and the
+body, so nobody on the path can swap an SDP answer (and its DTLS fingerprints) or turn a refusal
+into a success.
+
+Both transports use the same four calls: :func:`sign_request` and :func:`verify_response` on the
+asking side, :meth:`RequestVerifier.verify` and :func:`sign_response` on the answering side.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import binascii
 import hashlib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -27,9 +37,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 log = logging.getLogger(__name__)
 
 UNIT = "X-Emocall-Unit"
+RECIPIENT = "X-Emocall-To"
 TIME = "X-Emocall-Time"
 NONCE = "X-Emocall-Nonce"
 SIGNATURE = "X-Emocall-Signature"
+
+# What a well-formed header holds; anything else is refused before any work is done on it.
+UNIT_ID = re.compile(r"^[0-9a-f]{32}$")
+STAMP = re.compile(r"^[0-9]{1,12}$")  # whole seconds since 1970: an integer, so never nan or inf
+NONCE_FORM = re.compile(r"^[0-9A-Za-z_-]{16,64}$")
 
 PeerKeys = Callable[[str], bytes | None]
 """unit_id -> the raw public key pinned at pairing, or None when that unit is not paired."""
@@ -48,12 +64,14 @@ def unit_id_of(public_key: bytes) -> str:
     return hashlib.sha256(public_key).digest()[:16].hex()
 
 
+def _raw(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 class Identity:
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        self.public_key: bytes = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self.public_key: bytes = _raw(private_key.public_key())
         self.unit_id: str = unit_id_of(self.public_key)
 
     def sign(self, data: bytes) -> bytes:
@@ -98,7 +116,7 @@ def _create(path: Path) -> Ed25519PrivateKey:
         os.close(fd)
     # Rename last, so a power cut never leaves a half-written key behind the real name.
     os.replace(tmp, path)
-    log.info("created identity %s in %s", key.public_key(), path)
+    log.info("created identity %s in %s", unit_id_of(_raw(key.public_key())), path)
     return key
 
 
@@ -108,89 +126,134 @@ def _digest(body: bytes) -> str:
 
 def _message(kind: str, fields: list[str], body: bytes) -> bytes:
     # The kind keeps a request signature from ever passing as a response signature.
-    return "\n".join([f"emocall-{kind}-v1", *fields, _digest(body)]).encode()
+    return "\n".join([f"emocall-{kind}-v2", *fields, _digest(body)]).encode()
 
 
-def sign_request(identity: Identity, method: str, path: str, body: bytes) -> dict[str, str]:
+@dataclass(frozen=True)
+class Exchange:
+    """One signed request as both ends know it; its answer is signed over all of it."""
+
+    sender: str
+    recipient: str
+    method: str
+    path: str
+    nonce: str
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    headers: dict[str, str]
+    exchange: Exchange
+
+
+def sign_request(me: Identity, recipient: str, method: str, path: str, body: bytes) -> SignedRequest:
+    """The headers that make ``body`` a request from this unit to the unit ``recipient`` only."""
+    exchange = Exchange(me.unit_id, recipient, method.upper(), path, secrets.token_hex(16))
     stamp = str(int(time.time()))
-    nonce = secrets.token_hex(16)
-    signature = identity.sign(
-        _message("request", [identity.unit_id, method.upper(), path, stamp, nonce], body)
-    )
-    return {
-        UNIT: identity.unit_id,
+    signature = me.sign(_message("request", [*_names(exchange)[:4], stamp, exchange.nonce], body))
+    headers = {
+        UNIT: me.unit_id,
+        RECIPIENT: recipient,
         TIME: stamp,
-        NONCE: nonce,
+        NONCE: exchange.nonce,
         SIGNATURE: base64.b64encode(signature).decode(),
     }
+    return SignedRequest(headers, exchange)
 
 
-def sign_response(identity: Identity, request_nonce: str, body: bytes) -> dict[str, str]:
-    signature = identity.sign(_message("response", [identity.unit_id, request_nonce], body))
-    return {UNIT: identity.unit_id, SIGNATURE: base64.b64encode(signature).decode()}
+def _names(exchange: Exchange) -> list[str]:
+    return [exchange.sender, exchange.recipient, exchange.method, exchange.path, exchange.nonce]
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def _response_message(exchange: Exchange, status: int, body: bytes) -> bytes:
+    return _message("response", [*_names(exchange), str(status)], body)
+
+
+def sign_response(me: Identity, exchange: Exchange, status: int, body: bytes) -> dict[str, str]:
+    """Headers signing this unit's answer (``status``, ``body``) to a verified request."""
+    if exchange.recipient != me.unit_id:
+        raise TrustError("only the unit a request was meant for answers it")
+    signature = me.sign(_response_message(exchange, status, body))
+    return {UNIT: me.unit_id, SIGNATURE: base64.b64encode(signature).decode()}
+
+
+def _header(headers: Mapping[str, str], name: str, form: re.Pattern[str] | None = None) -> str:
     # Flask's headers are case-insensitive, a plain dict is not: accept both.
     value = headers.get(name)
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
     if not value:
         raise TrustError(f"missing {name} header")
+    if form is not None and not form.match(value):
+        raise TrustError(f"the {name} header is not well-formed")
     return value
 
 
 def _check_signature(public_key: bytes, signature_b64: str, message: bytes) -> None:
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
+        signature = base64.b64decode(signature_b64[:100], validate=True)
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, binascii.Error, ValueError) as e:
         raise TrustError("the signature does not match this unit's pinned key") from e
 
 
-def verify_response(public_key: bytes, request_nonce: str, headers: Mapping[str, str], body: bytes) -> None:
+def verify_response(
+    public_key: bytes, exchange: Exchange, status: int, headers: Mapping[str, str], body: bytes
+) -> None:
+    """Raise TrustError unless the unit asked signed this very answer (status and body) to ``exchange``."""
     unit = _header(headers, UNIT)
-    if unit != unit_id_of(public_key):
-        raise TrustError(f"the response comes from unit {unit!r}, not the one asked")
-    _check_signature(
-        public_key, _header(headers, SIGNATURE), _message("response", [unit, request_nonce], body)
-    )
+    if unit != unit_id_of(public_key) or unit != exchange.recipient:
+        raise TrustError(f"the response comes from unit {unit[:40]!r}, not the one asked")
+    _check_signature(public_key, _header(headers, SIGNATURE), _response_message(exchange, status, body))
 
 
 class RequestVerifier:
-    """Checks signed requests against pinned keys; remembers nonces for the skew window."""
+    """Checks signed requests to this unit against pinned keys; remembers nonces while they are fresh.
 
-    def __init__(self, peer_keys: PeerKeys, max_skew_s: float = 60) -> None:
+    The nonces of each sender are kept in arrival order for twice the skew window and dropped from
+    the front as they expire, at most ``max_nonces`` per sender: only verified requests add one, so
+    the memory is bounded by what paired units send, and one of them cannot crowd out the others.
+    """
+
+    def __init__(
+        self, peer_keys: PeerKeys, unit_id: str, max_skew_s: float = 60, max_nonces: int = 4096
+    ) -> None:
         self._peer_keys = peer_keys
+        self._unit_id = unit_id
         self._max_skew_s = max_skew_s
+        self._max_nonces = max_nonces
         self._lock = threading.Lock()
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, OrderedDict[str, float]] = {}
 
-    def verify(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> str:
-        """The verified sender's unit id; raises TrustError and changes nothing otherwise."""
-        unit = _header(headers, UNIT)
-        stamp = _header(headers, TIME)
-        nonce = _header(headers, NONCE)
+    def verify(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Exchange:
+        """The verified request (sender and all); raises TrustError and changes nothing otherwise."""
+        unit = _header(headers, UNIT, UNIT_ID)
+        recipient = _header(headers, RECIPIENT, UNIT_ID)
+        stamp = _header(headers, TIME, STAMP)
+        nonce = _header(headers, NONCE, NONCE_FORM)
+        if recipient != self._unit_id:
+            raise TrustError(f"the request was signed for unit {recipient}, not this one")
         public_key = self._peer_keys(unit)
         if public_key is None:
             raise TrustError(f"unit {unit!r} is not paired with this unit")
-        try:
-            sent = float(stamp)
-        except ValueError as e:
-            raise TrustError(f"{TIME} is not a number") from e
         now = time.time()
-        if abs(now - sent) > self._max_skew_s:
+        if abs(now - int(stamp)) > self._max_skew_s:
             raise TrustError("the request's time is too far from this unit's clock (check both clocks)")
-        message = _message("request", [unit, method.upper(), path, stamp, nonce], body)
+        exchange = Exchange(unit, self._unit_id, method.upper(), path, nonce)
+        # This unit's own id goes into the message checked, whatever the header said.
+        message = _message("request", [*_names(exchange)[:4], stamp, nonce], body)
         _check_signature(public_key, _header(headers, SIGNATURE), message)
-        self._remember(f"{unit}:{nonce}", now)
-        return unit
+        self._remember(unit, nonce, now)
+        return exchange
 
-    def _remember(self, key: str, now: float) -> None:
+    def _remember(self, unit: str, nonce: str, now: float) -> None:
         with self._lock:
+            seen = self._seen.setdefault(unit, OrderedDict())
             # A nonce older than the skew window would be refused for its time anyway.
-            horizon = now - 2 * self._max_skew_s
-            self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
-            if key in self._seen:
+            while seen and next(iter(seen.values())) < now:
+                seen.popitem(last=False)
+            if nonce in seen:
                 raise TrustError("this request was already received (replay refused)")
-            self._seen[key] = now
+            if len(seen) >= self._max_nonces:
+                raise TrustError("too many signed requests from this unit lately: try again in a minute")
+            seen[nonce] = now + 2 * self._max_skew_s

@@ -272,10 +272,10 @@ def signal_client(tmp_path: Path) -> Iterator[tuple[object, Identity, Node]]:
         node.close()
 
 
-def _post(client: object, caller: Identity | None, body: bytes) -> object:
+def _post(client: object, caller: Identity | None, body: bytes, to: str) -> object:
     headers = {"Content-Type": "application/json"}
     if caller is not None:
-        headers.update(identity.sign_request(caller, "POST", SIGNAL_PATH, body))
+        headers.update(identity.sign_request(caller, to, "POST", SIGNAL_PATH, body).headers)
     return client.post(SIGNAL_PATH, data=body, headers=headers)  # type: ignore[attr-defined]
 
 
@@ -318,7 +318,7 @@ def test_the_signalling_endpoint_answers_malformed_requests_with_a_clear_4xx(
     signal_client: tuple[object, Identity, Node], body: bytes, signed: bool
 ) -> None:
     client, caller, node = signal_client
-    response = _post(client, caller if signed else None, body)
+    response = _post(client, caller if signed else None, body, node.me.unit_id)
     assert response.status_code in ((400, 413) if signed else (403,)), response.get_data()  # type: ignore[attr-defined]
     assert response.get_json()["error"]  # type: ignore[attr-defined]
     assert node.engine.state in ("idle", "failed")
@@ -331,13 +331,12 @@ def test_the_signalling_endpoint_refuses_unpaired_and_replayed_requests(
     client, caller, node = signal_client
     stranger = Identity.load_or_create(tmp_path / "stranger.key")
     body = b'{"kind": "bye"}'
-    assert _post(client, stranger, body).status_code == 403  # type: ignore[attr-defined]
-    headers = {"Content-Type": "application/json", **identity.sign_request(caller, "POST", SIGNAL_PATH, body)}
+    assert _post(client, stranger, body, node.me.unit_id).status_code == 403  # type: ignore[attr-defined]
+    signed = identity.sign_request(caller, node.me.unit_id, "POST", SIGNAL_PATH, body)
+    headers = {"Content-Type": "application/json", **signed.headers}
     first = client.post(SIGNAL_PATH, data=body, headers=headers)  # type: ignore[attr-defined]
     assert first.status_code == 200
-    identity.verify_response(
-        node.me.public_key, headers[identity.NONCE], dict(first.headers), first.get_data()
-    )
+    identity.verify_response(node.me.public_key, signed.exchange, 200, dict(first.headers), first.get_data())
     assert client.post(SIGNAL_PATH, data=body, headers=headers).status_code == 403  # type: ignore[attr-defined]
     assert client.get("/api/call").get_json()["state"] == "idle"  # type: ignore[attr-defined]
 

@@ -34,13 +34,12 @@ def test_garbage_key_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_signed_request_verifies_once(pair: tuple[Identity, Identity]) -> None:
-    a, _ = pair
-    verifier = RequestVerifier({a.unit_id: a.public_key}.get)
-    headers = identity.sign_request(a, "POST", "/api/peer/unpair", b"{}")
+    a, b = pair
+    verifier = RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id)
+    headers = identity.sign_request(a, b.unit_id, "POST", "/api/peer/unpair", b"{}").headers
     # Header names arrive in any case from HTTP.
-    assert verifier.verify({k.lower(): v for k, v in headers.items()}, "post", "/api/peer/unpair", b"{}") == (
-        a.unit_id
-    )
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert verifier.verify(lower, "post", "/api/peer/unpair", b"{}").sender == a.unit_id
     with pytest.raises(TrustError, match="replay"):
         verifier.verify(headers, "POST", "/api/peer/unpair", b"{}")
 
@@ -56,44 +55,46 @@ def test_signed_request_verifies_once(pair: tuple[Identity, Identity]) -> None:
 def test_any_change_breaks_the_signature(
     pair: tuple[Identity, Identity], method: str, path: str, body: bytes
 ) -> None:
-    a, _ = pair
-    headers = identity.sign_request(a, "POST", "/api/peer/unpair", b"{}")
+    a, b = pair
+    headers = identity.sign_request(a, b.unit_id, "POST", "/api/peer/unpair", b"{}").headers
     with pytest.raises(TrustError, match="signature"):
-        RequestVerifier({a.unit_id: a.public_key}.get).verify(headers, method, path, body)
+        RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id).verify(headers, method, path, body)
 
 
 def test_forged_by_another_key_is_refused(pair: tuple[Identity, Identity]) -> None:
     a, b = pair
-    forged = identity.sign_request(b, "POST", "/x", b"")
+    forged = identity.sign_request(b, b.unit_id, "POST", "/x", b"").headers
     forged[identity.UNIT] = a.unit_id
     with pytest.raises(TrustError, match="signature"):
-        RequestVerifier({a.unit_id: a.public_key}.get).verify(forged, "POST", "/x", b"")
+        RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id).verify(forged, "POST", "/x", b"")
 
 
 def test_unpaired_stale_and_missing_are_refused(
     pair: tuple[Identity, Identity], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, _ = pair
-    headers = identity.sign_request(a, "POST", "/x", b"")
+    a, b = pair
+    headers = identity.sign_request(a, b.unit_id, "POST", "/x", b"").headers
     with pytest.raises(TrustError, match="not paired"):
-        RequestVerifier({}.get).verify(headers, "POST", "/x", b"")
+        RequestVerifier({}.get, b.unit_id).verify(headers, "POST", "/x", b"")
     with pytest.raises(TrustError, match="missing X-Emocall-Signature"):
-        RequestVerifier({a.unit_id: a.public_key}.get).verify(
+        RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id).verify(
             {k: v for k, v in headers.items() if k != identity.SIGNATURE}, "POST", "/x", b""
         )
     later = time.time() + 120
     monkeypatch.setattr(identity.time, "time", lambda: later)
     with pytest.raises(TrustError, match="clock"):
-        RequestVerifier({a.unit_id: a.public_key}.get).verify(headers, "POST", "/x", b"")
+        RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id).verify(headers, "POST", "/x", b"")
 
 
 def test_response_is_bound_to_request_and_body(pair: tuple[Identity, Identity]) -> None:
     a, b = pair
-    headers = identity.sign_response(b, "n1", b"answer")
-    identity.verify_response(b.public_key, "n1", headers, b"answer")
+    asked = identity.sign_request(a, b.unit_id, "POST", "/x", b"{}").exchange
+    headers = identity.sign_response(b, asked, 200, b"answer")
+    identity.verify_response(b.public_key, asked, 200, headers, b"answer")
+    other = identity.sign_request(a, b.unit_id, "POST", "/x", b"{}").exchange
     with pytest.raises(TrustError):
-        identity.verify_response(b.public_key, "n2", headers, b"answer")
+        identity.verify_response(b.public_key, other, 200, headers, b"answer")
     with pytest.raises(TrustError):
-        identity.verify_response(b.public_key, "n1", headers, b"swapped")
+        identity.verify_response(b.public_key, asked, 200, headers, b"swapped")
     with pytest.raises(TrustError, match="not the one asked"):
-        identity.verify_response(a.public_key, "n1", headers, b"answer")
+        identity.verify_response(a.public_key, asked, 200, headers, b"answer")

@@ -34,21 +34,22 @@ def test_unpaired_caller_gets_403_and_nothing_changes(units: tuple[Unit, Unit], 
     a, b = units
     stranger = Identity.load_or_create(tmp_path / "stranger.key")
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
-    signed = identity.sign_request(stranger, "POST", service.UNPAIR_PATH, b"{}")
-    status, body, headers = _post(b, service.UNPAIR_PATH, b"{}", signed)
+    signed = identity.sign_request(stranger, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
+    status, body, headers = _post(b, service.UNPAIR_PATH, b"{}", signed.headers)
     assert status == 403 and "not paired" in json.loads(body)["error"]
     assert [p.unit_id for p in b.store.peers()] == [a.me.unit_id]
-    # Even the refusal is signed by B, bound to this request.
-    identity.verify_response(b.me.public_key, signed[identity.NONCE], headers, body)
+    # A request B could not verify gets no signature: B signs nothing a stranger chose.
+    assert identity.SIGNATURE not in headers
 
 
 def test_replayed_request_is_refused(units: tuple[Unit, Unit]) -> None:
     a, b = units
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
-    headers = identity.sign_request(a.me, "POST", service.UNPAIR_PATH, b"{}")
+    signed = identity.sign_request(a.me, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
+    headers = signed.headers
     status, answer, answer_headers = _post(b, service.UNPAIR_PATH, b"{}", headers)
     assert status == 200 and b.store.peers() == []
-    identity.verify_response(b.me.public_key, headers[identity.NONCE], answer_headers, answer)
+    identity.verify_response(b.me.public_key, signed.exchange, status, answer_headers, answer)
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
     status, body, _ = _post(b, service.UNPAIR_PATH, b"{}", headers)
     assert status == 403 and "replay" in json.loads(body)["error"]
@@ -59,7 +60,7 @@ def test_forged_signature_is_refused(units: tuple[Unit, Unit], tmp_path: Path) -
     a, b = units
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
     forger = Identity.load_or_create(tmp_path / "forger.key")
-    headers = identity.sign_request(forger, "POST", service.UNPAIR_PATH, b"{}")
+    headers = identity.sign_request(forger, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}").headers
     headers[identity.UNIT] = a.me.unit_id
     status, body, _ = _post(b, service.UNPAIR_PATH, b"{}", headers)
     assert status == 403 and "signature" in json.loads(body)["error"]

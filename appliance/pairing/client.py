@@ -1,4 +1,9 @@
-"""JSON over HTTP to another unit, signed with this unit's key when it goes to a paired unit."""
+"""JSON over HTTP to another unit, signed with this unit's key when it goes to a paired unit.
+
+The answer is read up to :data:`MAX_ANSWER` bytes only, and redirects are not followed (a unit never
+sends one): what comes back is either the unit's answer or an error, and for a paired unit its
+signature is checked whatever the status.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ import urllib.request
 from typing import Any
 
 from appliance import identity
-from appliance.identity import Identity, TrustError
+from appliance.identity import Identity, TrustError, unit_id_of
 
 log = logging.getLogger(__name__)
 
 # host:port where host is a name, an IPv4 address or a bracketed IPv6 address.
 ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):\d{1,5}$")
+# The largest answer read: an SDP answer is about 5 KiB, pairing answers far less.
+MAX_ANSWER = 256 * 1024
 
 
 class UnitUnreachable(Exception):
@@ -35,10 +42,19 @@ def valid_address(address: str) -> bool:
     return bool(ADDRESS.match(address)) and 0 < int(address.rsplit(":", 1)[1]) < 65536
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as the error it is, never as a request to somewhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class PeerClient:
     def __init__(self, me: Identity, timeout_s: float = 5.0) -> None:
         self._me = me
         self._timeout_s = timeout_s
+        # No proxy from the environment either: units talk to each other directly.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
 
     def post(
         self, address: str, path: str, payload: dict[str, Any], peer_key: bytes | None = None
@@ -48,30 +64,56 @@ class PeerClient:
             raise UnitUnreachable(f"{address!r} is not an address like 192.168.1.20:8080")
         body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
+        signed = None
         if peer_key is not None:
-            headers.update(identity.sign_request(self._me, "POST", path, body))
+            signed = identity.sign_request(self._me, unit_id_of(peer_key), "POST", path, body)
+            headers.update(signed.headers)
+        status, answer, answer_headers = self._send(address, path, body, headers)
+        if peer_key is not None and signed is not None:
+            try:
+                identity.verify_response(peer_key, signed.exchange, status, answer_headers, answer)
+            except TrustError as e:
+                raise _unsigned(address, status) from e
+        return _decode(status, answer, address)
+
+    def _send(
+        self, address: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         request = urllib.request.Request(f"http://{address}{path}", data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                status, answer, answer_headers = response.status, response.read(), dict(response.headers)
+            with self._opener.open(request, timeout=self._timeout_s) as response:
+                return response.status, _read(response, address), dict(response.headers)
         except urllib.error.HTTPError as e:
-            status, answer, answer_headers = e.code, e.read(), dict(e.headers)
+            with e:
+                return e.code, _read(e, address), dict(e.headers)
         except (OSError, ValueError) as e:
             raise UnitUnreachable(f"cannot reach the unit at {address}: {e}") from e
-        if peer_key is not None and status < 500:
-            try:
-                identity.verify_response(peer_key, headers[identity.NONCE], answer_headers, answer)
-            except TrustError as e:
-                raise UnitRefused(
-                    403, {"error": f"the answer from {address} is not signed by that unit"}
-                ) from e
-        return _decode(status, answer, address)
+
+
+def _read(response: Any, address: str) -> bytes:
+    answer: bytes = response.read(MAX_ANSWER + 1)
+    if len(answer) > MAX_ANSWER:
+        raise UnitRefused(502, {"error": f"the answer from {address} is larger than any unit sends"})
+    return answer
+
+
+def _unsigned(address: str, status: int) -> UnitRefused:
+    """An answer the unit asked did not sign: only that it was not a trusted success is known."""
+    if status >= 400:
+        # Its body cannot be trusted, so it is not passed on; a refusal it is either way.
+        refused = f"the unit at {address} refused (HTTP {status}); it may no longer be paired with this one"
+        return UnitRefused(status, {"error": refused})
+    return UnitRefused(502, {"error": f"the answer from {address} is not signed by that unit"})
 
 
 def _decode(status: int, answer: bytes, address: str) -> dict[str, Any]:
+    if 300 <= status < 400:
+        raise UnitRefused(
+            502, {"error": f"{address} sent this unit elsewhere (HTTP {status}): not an emocall unit"}
+        )
     try:
         data = json.loads(answer)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise UnitRefused(status, {"error": f"{address} is not an emocall unit (HTTP {status})"}) from e
     if not isinstance(data, dict):
         raise UnitRefused(status, {"error": f"{address} answered something that is not an emocall reply"})

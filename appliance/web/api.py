@@ -46,7 +46,9 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=parts.session_hours),
     )
-    app.extensions[peer_api.EXTENSION] = peer_api.Trust(parts.me, RequestVerifier(parts.store.peer_key))
+    app.extensions[peer_api.EXTENSION] = peer_api.Trust(
+        parts.me, RequestVerifier(parts.store.peer_key, parts.me.unit_id)
+    )
     app.register_blueprint(api_blueprint(status, parts))
     app.register_blueprint(peer_api.peer_blueprint(parts.pairing, parts.store))
     app.register_blueprint(pages.pages_blueprint(status, parts))

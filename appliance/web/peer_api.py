@@ -1,15 +1,16 @@
 """Unit-to-unit endpoints: the pairing handshake (open, guarded by the code) and signed requests.
 
 Any blueprint with unit-to-unit handlers (the call signalling too) calls :func:`verified_peer`
-first; every answer to a signed request is signed by this unit (see :func:`sign_answer`), so the
-caller can check nobody swapped it.
+first; once it has succeeded, the answer is signed by this unit (see :func:`sign_answer`), so the
+caller can check nobody swapped it. Requests that were not verified get no signature: a signature
+is never handed out for a request this unit has not checked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from appliance import identity
@@ -20,6 +21,7 @@ from appliance.state import StateStore
 from appliance.web.schemas import PeerFinish, PeerStart, parse
 
 EXTENSION = "emocall.trust"
+VERIFIED = "emocall_exchange"  # where verified_peer leaves the request it verified, in flask.g
 
 
 @dataclass(frozen=True)
@@ -32,17 +34,23 @@ def verified_peer() -> str:
     """The paired unit that signed this request; answers 403 (and changes nothing) otherwise."""
     trust: Trust = current_app.extensions[EXTENSION]
     try:
-        return trust.verifier.verify(dict(request.headers), request.method, request.path, request.get_data())
+        exchange = trust.verifier.verify(
+            dict(request.headers), request.method, request.path, request.get_data()
+        )
     except TrustError as e:
         abort(403, f"refused: {e}")
+    setattr(g, VERIFIED, exchange)
+    return exchange.sender
 
 
 def sign_answer(response: Response) -> Response:
-    """Sign the answer to every signed request, errors included, bound to the request's nonce."""
-    nonce = request.headers.get(identity.NONCE)
-    if nonce and not response.direct_passthrough:
+    """Sign the answer to a verified request, errors included, over the exchange, status and body."""
+    exchange: identity.Exchange | None = g.get(VERIFIED)
+    if exchange is not None and not response.direct_passthrough:
         trust: Trust = current_app.extensions[EXTENSION]
-        response.headers.update(identity.sign_response(trust.me, nonce, response.get_data()))
+        response.headers.update(
+            identity.sign_response(trust.me, exchange, response.status_code, response.get_data())
+        )
     return response
 
 
