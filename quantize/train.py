@@ -1,6 +1,7 @@
 """Train the expression CNN on FERPlus vote distributions (CPU, TensorFlow/Keras).
 
     python -m quantize.train --out runs/main --epochs 40
+    python -m quantize.train --out runs/ft --epochs 8 --lr 1e-3 --init models/edgetpu/emotion_float16.tflite
 
 Resumes from ``OUT/backup`` if interrupted (run the same command again). Per-epoch log in
 ``OUT/history.csv``, curves in ``OUT/curves.png``, best weights (selected on PublicTest only)
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from quantize import ferdata, model
+from quantize import augment, corrupt, ferdata, model, warmstart
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,10 @@ def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
     return np.minimum(w / (w * mass).sum() * mass.sum(), 10.0).astype(np.float32)
 
 
-def augmenter() -> keras.Sequential:
-    """Shifts, small rotations, zoom, flips, brightness/contrast: faces as the camera crops them."""
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=SEED),
-            layers.RandomRotation(0.04, fill_mode="reflect", seed=SEED + 1),
-            layers.RandomZoom((-0.15, 0.15), fill_mode="reflect", seed=SEED + 2),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=SEED + 3),
-            layers.RandomContrast(0.4, seed=SEED + 4),
-            layers.RandomBrightness(0.25, value_range=(0.0, 255.0), seed=SEED + 5),
-        ],
-        name="augment",
-    )
-
-
-layers = keras.layers
-
-
-def training_set(split: ferdata.Split, batch: int, power: float, limit: int | None) -> tf.data.Dataset:
+def training_set(
+    split: ferdata.Split, batch: int, power: float, limit: int | None, strength: tf.Variable
+) -> tf.data.Dataset:
+    """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions."""
     targets, usable = ferdata.soft_targets(split.votes)
     x = split.images[usable][..., None].astype(np.float32)
     y = targets[usable]
@@ -60,13 +46,17 @@ def training_set(split: ferdata.Split, batch: int, power: float, limit: int | No
         x, y = x[:limit], y[:limit]
     w = y @ class_weights(y, power)
     log.info("training on %d images, class weights %s", len(x), np.round(class_weights(y, power), 2))
-    aug = augmenter()
+    geometry = augment.geometry(SEED)
     ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(
         len(x), seed=SEED, reshuffle_each_iteration=True
     )
     ds = ds.batch(batch, drop_remainder=bool(not limit))
     ds = ds.map(
-        lambda a, b, c: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b, c),
+        lambda a, b, c: (
+            augment.conditions(tf.clip_by_value(geometry(a, training=True), 0.0, 255.0), strength),
+            b,
+            c,
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -95,19 +85,38 @@ def flip_averaged(net: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 class Selector(keras.callbacks.Callback):
-    """Scores PublicTest each epoch, keeps the best weights and the history (survives resume)."""
+    """Scores PublicTest each epoch, clean and corrupted, keeps the best weights and the history.
 
-    def __init__(self, out: Path, val: ferdata.Split) -> None:
+    The corrupted score is the mean over ``quantize.corrupt``'s ten corruptions of the first
+    ``corrupt_faces`` PublicTest faces. The state survives a resume.
+    """
+
+    def __init__(self, out: Path, val: ferdata.Split, corrupt_faces: int) -> None:
         super().__init__()
         self.out, self.x = out, val.images[..., None].astype(np.float32)
         self.labels = ferdata.majority_labels(val.votes)
+        few = val.images[:corrupt_faces]
+        self.corrupted = [v[..., None].astype(np.float32) for v in corrupt.corrupted(few).values()]
+        self.corrupt_labels = self.labels[:corrupt_faces]
         self.state_path = out / "selector.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
+    def scores(self) -> dict[str, float]:
+        clean = majority_scores(flip_averaged(self.model, self.x), self.labels)
+        bad = [majority_scores(flip_averaged(self.model, x), self.corrupt_labels) for x in self.corrupted]
+        return {
+            **clean,
+            "corrupt_acc": float(np.mean([b["acc"] for b in bad])),
+            "corrupt_min_acc": float(np.min([b["acc"] for b in bad])),
+            "corrupt_mean_recall7": float(np.mean([b["mean_recall7"] for b in bad])),
+        }
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        scores = majority_scores(flip_averaged(self.model, self.x), self.labels)
-        # Accuracy alone rewards calling everything neutral; weigh the rare classes in.
-        score = scores["acc"] + scores["mean_recall7"]
+        scores = self.scores()
+        # Accuracy alone rewards calling everything neutral; weigh the rare classes in, clean and corrupted.
+        score = (
+            scores["acc"] + scores["mean_recall7"] + scores["corrupt_acc"] + scores["corrupt_mean_recall7"]
+        )
         row = {
             "epoch": epoch + 1,
             "loss": (logs or {}).get("loss", math.nan),
@@ -126,7 +135,9 @@ class Selector(keras.callbacks.Callback):
             self.state_path.write_text(json.dumps(self.state, indent=1))
         print(
             f"epoch {epoch + 1}: val acc {scores['acc']:.4f} mean recall7 {scores['mean_recall7']:.4f} "
-            f"min recall7 {scores['min_recall7']:.4f} (best epoch {self.state['epoch']})",
+            f"min recall7 {scores['min_recall7']:.4f}; corrupted acc {scores['corrupt_acc']:.4f} "
+            f"(lowest {scores['corrupt_min_acc']:.4f}) mean recall7 {scores['corrupt_mean_recall7']:.4f} "
+            f"(best epoch {self.state['epoch']})",
             flush=True,
         )
 
@@ -143,9 +154,9 @@ def plot_curves(out: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [float(r["loss"]) for r in rows])
     a.set(title="training loss (weighted soft cross-entropy)", xlabel="epoch")
-    for key in ("acc", "mean_recall7", "min_recall7"):
+    for key in ("acc", "mean_recall7", "min_recall7", "corrupt_acc", "corrupt_mean_recall7"):
         b.plot(ep, [float(r[key]) for r in rows], label=key)
-    b.set(title="PublicTest (FERPlus majority)", xlabel="epoch")
+    b.set(title="PublicTest (FERPlus majority; corrupt_ = mean of 10 corruptions)", xlabel="epoch")
     b.legend()
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
@@ -159,17 +170,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-power", type=float, default=0.5, help="class weight exponent (0 = none)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke test)")
-    p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these weights: .weights.h5, or a shipped float .tflite",
+    )
+    p.add_argument(
+        "--ramp", type=int, default=3, help="epochs over which the image conditions reach full strength"
+    )
+    p.add_argument(
+        "--select-faces", type=int, default=1000, help="PublicTest faces in the corrupted selection score"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     keras.utils.set_random_seed(SEED)
     args.out.mkdir(parents=True, exist_ok=True)
-    train = training_set(ferdata.load_split("train"), args.batch, args.weight_power, args.limit)
+    strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+    train_split = ferdata.load_split("train")
+    train = training_set(train_split, args.batch, args.weight_power, args.limit, strength)
     val = ferdata.load_split("val")
     if args.limit:
         val = ferdata.Split(val.images[: args.limit], val.votes[: args.limit], val.fer2013[: args.limit])
     net = model.build()
-    if args.init:
+    if args.init and args.init.suffix == ".tflite":
+        rng = np.random.default_rng(SEED)
+        faces = train_split.images[rng.choice(len(train_split.images), 2000, replace=False)]
+        warmstart.load(net, args.init, faces[..., None].astype(np.float32))
+    elif args.init:
         net.load_weights(args.init)
     steps = int(train.cardinality()) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -185,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(args.out / "backup")),
-            Selector(args.out, val),
+            augment.Strength(strength, args.ramp),
+            Selector(args.out, val, args.select_faces),
         ],
     )
     plot_curves(args.out)
