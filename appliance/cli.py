@@ -121,6 +121,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"emocall {__version__}")
     p.add_argument("--config", type=Path, help="configuration file (default /etc/emocall/config.toml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument(
+        "--debug",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="log debug messages of this part only, e.g. appliance.events (names and expressions!)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the appliance service")
@@ -174,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in args.debug:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         cfg = config.load(args.config, _overrides(args))
     except config.ConfigError as e:

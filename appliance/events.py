@@ -13,6 +13,11 @@ Call topics (``appliance/call``): ``call.state`` {state: idle|calling|ringing|co
 busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other unit hung up);
 ``remote.emotion`` {peer, emotion, confidence} (the other unit's user); ``remote.no_face`` {peer}
 (the other unit sees no face); ``remote.sharing`` {peer, paused}.
+
+Privacy: what people feel and whom they call is never logged at INFO. Events of the topics in
+:data:`PRIVATE_TOPICS` (expressions, faces, call parties, paired units) are logged with their
+sentence only at DEBUG, which is off unless asked for (``emocall -v`` or ``--debug appliance.events``);
+at INFO a call state is logged without its party, the others not at all.
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[["Event"], None]
+# Topics whose sentence names a person or an expression: DEBUG only (see the module docstring).
+PRIVATE_TOPICS = frozenset(
+    {
+        "vision.emotion",
+        "vision.no_face",
+        "vision.face_back",
+        "remote.emotion",
+        "remote.no_face",
+        "remote.sharing",
+        "call.state",
+        "pairing.done",
+        "pairing.removed",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class EventBus:
 
     def publish(self, topic: str, message: str, **data: Any) -> Event:
         event = Event(topic, message, data)
-        log.info("%s: %s", topic, message)
+        _log(event)
         with self._lock:
             self._recent.append(event)
             subscribers = list(self._subscribers)
@@ -73,3 +92,13 @@ class EventBus:
     def recent(self, prefix: str = "") -> list[Event]:
         with self._lock:
             return [e for e in self._recent if e.topic.startswith(prefix)]
+
+
+def _log(event: Event) -> None:
+    if event.topic not in PRIVATE_TOPICS:
+        log.info("%s: %s", event.topic, event.message)
+        return
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: %s", event.topic, event.message)
+    elif event.topic == "call.state":
+        log.info("call.state: %s", event.data.get("state", "?"))

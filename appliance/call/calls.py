@@ -3,6 +3,14 @@ failed, busy, and reconnecting / lost when the other unit goes quiet mid-call.
 
 The caller owns recovery: after a loss it sends fresh offers until ``reconnect_seconds`` have
 passed; the callee waits that long for one and accepts a re-offer from the same unit while in a call.
+
+Every offer says when the caller stops waiting for its answer (``expires``, the caller's clock). A
+unit that was paused (SIGSTOP, a stalled Pi) finds offers queued for it: one past its expiry is
+refused instead of ringing for a call already given up, and a re-offer older than one already
+answered is refused instead of replacing the connection the caller is waiting on.
+
+Closing order: a session is closed to its end (its close cannot be cancelled) before the flow drops
+it, and no call is reported over ("ready for calls") until every session it opened has closed.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ CONNECT_SECONDS = 15.0  # from answer to an open data channel
 RETRY_SIGNAL_SECONDS = 2.0  # one re-offer's HTTP round trip while the network may be gone
 RETRY_PAUSE = 0.5
 BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
+# How far the units' clocks may disagree before a fresh offer looks expired (the image keeps them
+# within milliseconds with NTP; a signed request is refused beyond 60 s anyway).
+CLOCK_SLACK_SECONDS = 2.0
 
 
 class Refused(Exception):
@@ -43,11 +54,13 @@ class CallFlow:
         self.remote_name = ""
         self.caller = False
         self.session: Session | None = None
+        self._open: set[Session] = set()  # every session not yet closed to its end
+        self._answering = asyncio.Lock()  # one offer at a time becomes the call's session
+        self._offer_expires = 0.0  # the newest offer answered in this call (its expiry)
         self._task: asyncio.Task[None] | None = None
         self._ring: asyncio.Future[bool] | None = None
         self._deadline = 0.0
         self._last_seq = -1
-        self.sessions_open = 0
         self.calls = 0
         self.emotions_received = 0
 
@@ -60,17 +73,22 @@ class CallFlow:
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
         self._last_seq = -1
+        self._offer_expires = 0.0
         self.calls += 1
 
     async def _finish(self, state: str, message: str, reason: str = "") -> None:
         if self.peer is None:
             return
+        name = self.remote_name
         self._set(state, message, reason)
+        if reason and state in ("failed", "lost"):
+            # The event (and its log line) names the other person; this line is for the owner's log.
+            log.info("the call %s: %s", state, reason.replace(name, "the other unit") if name else reason)
         self.peer = None
         if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
+            self._task.cancel()  # a close it had begun goes on: see _close_all
         self._task = None
-        await self._close_session()
+        await self._close_all()
         self._set("idle", "ready for calls")
 
     def _spawn(self, coro: Any) -> None:
@@ -78,17 +96,32 @@ class CallFlow:
 
     # Sessions ---------------------------------------------------------------------------------
 
+    @property
+    def sessions_open(self) -> int:
+        return len(self._open)
+
     async def _new_session(self, peer: Peer) -> Session:
         await self._close_session()
         self.session = self._e.new_session(peer)
-        self.sessions_open += 1
+        self._open.add(self.session)
         return self.session
 
     async def _close_session(self) -> None:
-        session, self.session = self.session, None
+        """Close the call's session; the flow lets go of it only once it has closed."""
+        session = self.session
         if session is not None:
-            self.sessions_open -= 1
-            await session.close()
+            await self._close(session)
+            if self.session is session:
+                self.session = None
+
+    async def _close(self, session: Session) -> None:
+        await session.close()
+        self._open.discard(session)
+
+    async def _close_all(self) -> None:
+        """Every session opened in this call closed to its end, even one whose closer was cancelled."""
+        await asyncio.gather(*(self._close(session) for session in list(self._open)))
+        self.session = None
 
     # Placing a call ---------------------------------------------------------------------------
 
@@ -112,7 +145,7 @@ class CallFlow:
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
         except Exception as e:
             # aiortc can fail in ways it does not document; the unit must still end up idle.
-            log.exception("the call to %s failed unexpectedly", name)
+            log.exception("a call failed unexpectedly")
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
 
     async def _offer(self, timeout: float, resume: bool = False) -> None:
@@ -121,7 +154,9 @@ class CallFlow:
         signalling = self._e.dial(self.peer, timeout)
         try:
             await signalling.connect()
-            offer = Signal(kind="offer", sdp=await session.offer(), name=self._e.name, resume=resume)
+            sdp = await session.offer()
+            expires = time.time() + timeout  # wall clock: the other unit compares it with its own
+            offer = Signal(kind="offer", sdp=sdp, name=self._e.name, resume=resume, expires=expires)
             await signalling.send(offer)
             reply = await asyncio.wait_for(signalling.receive(), timeout)
         finally:
@@ -217,7 +252,7 @@ class CallFlow:
                 self.remote_name = message.name
         elif isinstance(message, messages.EmotionEvent):
             if message.seq <= self._last_seq:
-                log.warning(
+                log.debug(
                     "dropped emotion %d from %s: not newer than %d", message.seq, name, self._last_seq
                 )
                 return
@@ -266,7 +301,7 @@ class CallFlow:
                     return
                 break
             except (SignallingError, TimeoutError, ValueError) as e:
-                log.info("re-offer to %s failed: %s", self.remote_name, e)
+                log.debug("re-offer to %s failed: %s", self.remote_name, e)
                 await asyncio.sleep(RETRY_PAUSE)
         await self._finish(
             "lost", f"the call with {self.remote_name} was lost", reason="no answer to re-offers"
@@ -299,7 +334,7 @@ class CallFlow:
         try:
             await signalling.send(Signal(kind="bye", name=self._e.name))
         except SignallingError as e:
-            log.info("could not tell %s about the hang-up: %s", peer.name, e)
+            log.debug("could not tell %s about the hang-up: %s", peer.name, e)
         finally:
             await signalling.close()
 

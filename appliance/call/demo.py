@@ -5,6 +5,10 @@ the other's key in its store (what pairing does), B answers by itself. They list
 own network address (aiortc never offers 127.0.0.1), A calls B through its local API, and what each
 unit says is printed as it happens. Each unit sends a spoken greeting (espeak-ng) as its call audio;
 the speakers and displays write to files in the data directories, named at the end.
+
+Both units share their expressions (a real unit asks its owner first) and log their events at
+DEBUG for this demo only: the demo prints them and keeps in ``unit.log`` only what a unit logs by
+default, which names no person and no expression.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ class DemoUnit:
             store.add_peer(
                 other.identity.unit_id, other.name, f"{host}:{other.port}", other.identity.public_key
             )
-            store.update_settings({"display_name": self.name, "auto_answer": auto_answer})
+            # The owner's answer to "share my expressions?": yes, for the demo.
+            store.update_settings(
+                {"display_name": self.name, "auto_answer": auto_answer, "share_expressions": True}
+            )
         finally:
             store.close()
 
@@ -67,19 +74,22 @@ class DemoUnit:
             "EMOCALL_SPEECH__OUTPUT": "wav",
             "EMOCALL_DISPLAY__BACKEND": "offscreen",
         }
-        command = [sys.executable, "-m", "appliance.cli", "run", "--data-dir", str(self.data_dir)]
+        command = [sys.executable, "-m", "appliance.cli", "--debug", "appliance.events", "run"]
+        command += ["--data-dir", str(self.data_dir)]
         command += ["--port", str(self.port), "--source", self.source, "--name", self.name]
         self.proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._relay, daemon=True).start()
 
     def _relay(self) -> None:
-        """Print what the unit announces (its events); keep everything in unit.log."""
+        """Print what the unit announces (its events); keep the rest, as a unit logs it, in unit.log."""
         assert self.proc is not None and self.proc.stderr is not None
-        with (self.data_dir / "unit.log").open("w") as log:
+        path = self.data_dir / "unit.log"
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as log:
             for line in self.proc.stderr:
-                log.write(line)
                 if " appliance.events: " in line:
                     print(f"[{self.name}] {line.split(' appliance.events: ', 1)[1].rstrip()}", flush=True)
+                if " DEBUG appliance.events: " not in line:
+                    log.write(line)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_SECONDS

@@ -5,7 +5,8 @@
 - ringing: a press answers;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
-- a long press (``hold_seconds``) hangs up, declines a ringing call or cancels a choice.
+- a long press (``hold_seconds``) hangs up, declines a ringing call or cancels a choice; when idle
+  it says the unit's address (``say_address``), for pairing by address without a sighted helper.
 
 gpiozero calls back from its own thread; the call engine's methods can block for seconds, so they
 run one at a time on a worker thread and the button stays responsive.
@@ -53,8 +54,10 @@ class CallButton:
         peers: Callable[[], list[str]],
         *,
         choice_seconds: float = 2.0,
+        say_address: Callable[[], None] | None = None,
     ) -> None:
         self._button, self._calls, self._announcer, self._peers = button, calls, announcer, peers
+        self._say_address = say_address
         self._choice_s = choice_seconds
         self._lock = threading.Lock()
         self._held = False
@@ -89,6 +92,8 @@ class CallButton:
             self._guard(self._calls.hangup)
         elif cancelled_choice:
             self._announcer.state("ended")
+        elif state == "idle" and self._say_address is not None:
+            self._say_address()
 
     def _short_press(self) -> None:
         state = self._calls.state
@@ -137,7 +142,7 @@ class CallButton:
         return True
 
     def _place(self, target: str) -> None:
-        log.info("button: calling %s", target)
+        log.debug("button: calling %s", target)
         self._guard(lambda: self._calls.call(target))
 
     def _guard(self, action: Callable[[], None]) -> None:
@@ -181,7 +186,11 @@ def open_button(pin: int, hold_seconds: float) -> Any:
 
 
 def start_button(
-    cfg: ButtonConfig, calls: Calls, announcer: Announcer, peers: Callable[[], list[str]]
+    cfg: ButtonConfig,
+    calls: Calls,
+    announcer: Announcer,
+    peers: Callable[[], list[str]],
+    say_address: Callable[[], None] | None = None,
 ) -> CallButton | None:
     """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
     if not cfg.enabled:
@@ -191,4 +200,6 @@ def start_button(
     except ControlError as e:
         log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
         return None
-    return CallButton(gpio, calls, announcer, peers, choice_seconds=cfg.choice_seconds)
+    return CallButton(
+        gpio, calls, announcer, peers, choice_seconds=cfg.choice_seconds, say_address=say_address
+    )

@@ -121,7 +121,7 @@ class Pairing:
                 Responder(code, unit_id, self._me.unit_id),
             )
             incoming = self._incoming
-        log.info("pairing asked by %s (%s)", name, incoming.address)
+        log.debug("pairing asked by %s (%s)", name, incoming.address)
         return {**self.details(), "session": incoming.session, "spake": b64(incoming.responder.message)}
 
     def finish(self, session: str, spake: str, details: dict[str, Any], proof: str) -> dict[str, Any]:
@@ -237,7 +237,7 @@ class Pairing:
         try:
             self._client.post(peer.address, UNPAIR_PATH, {}, peer_key=peer.public_key)
         except (UnitUnreachable, UnitRefused) as e:
-            log.warning("could not tell %s about the unpairing: %s", peer.name, e)
+            log.debug("could not tell %s about the unpairing: %s", peer.name, e)
             told = False
         self.forget(peer)
         return told

@@ -154,7 +154,7 @@ class Announcer:
             return None, due - now
         item, self._pending = self._pending, None
         if now > due + self._stale:
-            log.info("dropped stale emotion %s of %s (%.1f s late)", item.label, item.peer, now - due)
+            log.debug("dropped stale emotion %s of %s (%.1f s late)", item.label, item.peer, now - due)
             self.dropped.append(item)
             return None, None
         self._said[item.peer] = item.label
@@ -173,7 +173,8 @@ class Announcer:
             try:
                 self._speak(item)
             except (SpeechError, AudioError) as e:
-                log.error("could not say %s: %s", item.text or item.label, e)
+                log.error("could not say an announcement: %s", e)
+                log.debug("the announcement was: %s", item.text or item.label)
             finally:
                 with self._cond:
                     self._busy = False

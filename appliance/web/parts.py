@@ -70,7 +70,7 @@ def follow_moves(store: StateStore) -> Callable[[SeenUnit], None]:
     def follow(seen: SeenUnit) -> None:
         peer = store.peer(seen.unit_id)
         if peer is not None and peer.unit_id == seen.unit_id and peer.address != seen.address:
-            log.info("%s moved from %s to %s", peer.name, peer.address, seen.address)
+            log.debug("%s moved from %s to %s", peer.name, peer.address, seen.address)
             store.update_address(peer.unit_id, seen.address)
 
     return follow

@@ -57,27 +57,49 @@ EN = {
     "face_back": "Your face is visible again.",
     "pairing_code": "Pairing code: {digits}.",
     "owner_code": "Owner code: {digits}.",
-    "pairing_locked": "Pairing is locked for {seconds} seconds.",
+    "pairing_locked": "Too many wrong codes: pairing is locked for {duration}.",
+    "owner_locked": "Too many wrong codes: logging in to this unit is locked for {duration}.",
+    "code_lasts": "It works for {duration}.",
+    "one_minute": "1 minute",
+    "minutes": "{n} minutes",
+    "seconds": "{n} seconds",
+    "address": "This unit's address is {host}, port {port}.",
+    "dot": "dot",
+    "idle_address": "Ready. Address {address}",
     "paired": "Paired with {peer}.",
     "choose_peer": "{peer}?",
     "no_peers": "No paired unit. Pair one from the web page.",
     "remote_no_face": "No face",
     "idle": "Ready",
+    "unknown_peer": "The other unit",
+    "consent_shared": "{peer} hears your expressions.",
+    "consent_private": "Your expressions are not shared.",
+    "sharing_on": "Your expressions are shared again.",
+    "sharing_off": "Your expressions are no longer shared.",
+    "sharing_question": (
+        "Your expressions are not shared until you choose. To share them, press the button twice "
+        "during a call, or use the settings page."
+    ),
+    "forget_hold": "Hold the button {count} more times to forget everything.",
+    "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
+    "forgotten": "Everything is forgotten. This unit starts as new.",
+    "speaker_unavailable": "The speaker is not working.",
+    "display_unavailable": "The screen is not working.",
 }
 HI = {
     "ready": "{name} तैयार है।",
     "calling": "{peer} को कॉल कर रहे हैं।",
-    "ringing": "{peer} का कॉल आ रहा है। जवाब देने के लिए बटन दबाएँ।",
+    "ringing": "{peer} का कॉल आ रहा है। जवाब देने के लिए बटन दबाइए।",
     "connected": "{peer} से जुड़ गए।",
     "ended": "कॉल समाप्त।",
-    "failed": "कॉल नहीं लग सकी।",
+    "failed": "कॉल नहीं लग सका।",
     "busy": "{peer} व्यस्त हैं।",
-    "reconnecting": "फिर से जोड़ रहे हैं।",
+    "reconnecting": "कॉल फिर से जुड़ रहा है।",
     "lost": "कनेक्शन टूट गया।",
-    "emotion": "{peer} {emotion}।",
+    "emotion": "{peer} के चेहरे पर {emotion} है।",
     "no_emotion": "अभी कोई भाव नहीं।",
     "sharing_paused": "{peer} ने भाव भेजना रोका है।",
-    "sharing_resumed": "{peer} फिर से भाव भेज रहे हैं।",
+    "sharing_resumed": "{peer} ने फिर से भाव भेजना शुरू किया है।",
     "camera_ready": "कैमरा तैयार।",
     "camera_lost": "कैमरा नहीं मिल रहा।",
     "camera_recovered": "कैमरा वापस आ गया।",
@@ -87,26 +109,48 @@ HI = {
     "no_face": "आपका चेहरा नहीं दिख रहा।",
     "face_back": "आपका चेहरा फिर से दिख रहा है।",
     "pairing_code": "जोड़ने का कोड: {digits}।",
-    "owner_code": "मालिक कोड: {digits}।",
-    "pairing_locked": "जोड़ना {seconds} सेकंड के लिए बंद है।",
+    "owner_code": "मालिक का कोड: {digits}।",
+    "pairing_locked": "बहुत से गलत कोड: {duration} तक जोड़ना बंद रहेगा।",
+    "owner_locked": "बहुत से गलत कोड: {duration} तक इस यूनिट में लॉग इन बंद रहेगा।",
+    "code_lasts": "यह कोड {duration} तक चलेगा।",
+    "one_minute": "1 मिनट",
+    "minutes": "{n} मिनट",
+    "seconds": "{n} सेकंड",
+    "address": "इस यूनिट का पता है {host}, पोर्ट {port}।",
+    "dot": "डॉट",
+    "idle_address": "तैयार। पता {address}",
     "paired": "{peer} से जोड़ दिया गया।",
     "choose_peer": "{peer}?",
-    "no_peers": "कोई जुड़ी हुई यूनिट नहीं है।",
+    "no_peers": "कोई जुड़ी हुई यूनिट नहीं है। वेब पेज से एक यूनिट जोड़िए।",
     "remote_no_face": "चेहरा नहीं दिख रहा",
     "idle": "तैयार",
+    "unknown_peer": "दूसरी यूनिट",
+    "consent_shared": "{peer} आपके भाव सुन रहे हैं।",
+    "consent_private": "आपके भाव नहीं भेजे जा रहे।",
+    "sharing_on": "आपके भाव फिर से भेजे जा रहे हैं।",
+    "sharing_off": "अब आपके भाव नहीं भेजे जा रहे।",
+    "sharing_question": (
+        "जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए कॉल के दौरान बटन दो बार दबाइए, "
+        "या सेटिंग्स पेज का उपयोग कीजिए।"
+    ),
+    "forget_hold": "सब कुछ मिटाने के लिए बटन {count} बार और दबाए रखिए।",
+    "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
+    "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
+    "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
+    "display_unavailable": "स्क्रीन काम नहीं कर रही।",
 }
 BN = {
     "ready": "{name} প্রস্তুত।",
     "calling": "{peer}-কে কল করা হচ্ছে।",
     "ringing": "{peer} কল করছেন। উত্তর দিতে বোতাম টিপুন।",
-    "connected": "{peer}-এর সাথে সংযুক্ত।",
+    "connected": "সংযুক্ত হয়েছে: {peer}।",
     "ended": "কল শেষ।",
     "failed": "কল করা যায়নি।",
     "busy": "{peer} ব্যস্ত।",
     "reconnecting": "আবার সংযোগ করা হচ্ছে।",
     "lost": "সংযোগ বিচ্ছিন্ন।",
     "emotion": "{peer}-কে {emotion} দেখাচ্ছে।",
-    "no_emotion": "এখনও কোনো অভিব্যক্তি নেই।",
+    "no_emotion": "এখনো কোনো অভিব্যক্তি নেই।",
     "sharing_paused": "{peer} অভিব্যক্তি পাঠানো বন্ধ রেখেছেন।",
     "sharing_resumed": "{peer} আবার অভিব্যক্তি পাঠাচ্ছেন।",
     "camera_ready": "ক্যামেরা প্রস্তুত।",
@@ -117,16 +161,40 @@ BN = {
     "vision_unavailable": "অভিব্যক্তি চেনা যাচ্ছে না।",
     "no_face": "আপনার মুখ দেখা যাচ্ছে না।",
     "face_back": "আপনার মুখ আবার দেখা যাচ্ছে।",
-    "pairing_code": "জোড়া লাগানোর কোড: {digits}।",
+    "pairing_code": "যুক্ত করার কোড: {digits}।",
     "owner_code": "মালিকের কোড: {digits}।",
-    "pairing_locked": "{seconds} সেকেন্ডের জন্য জোড়া লাগানো বন্ধ।",
-    "paired": "{peer}-এর সাথে জোড়া লাগানো হয়েছে।",
+    "pairing_locked": "অনেকগুলো ভুল কোড: {duration} ধরে যুক্ত করা বন্ধ থাকবে।",
+    "owner_locked": "অনেকগুলো ভুল কোড: {duration} ধরে এই ইউনিটে লগ ইন বন্ধ থাকবে।",
+    "code_lasts": "এই কোড {duration} ধরে কাজ করবে।",
+    "one_minute": "1 মিনিট",
+    "minutes": "{n} মিনিট",
+    "seconds": "{n} সেকেন্ড",
+    "address": "এই ইউনিটের ঠিকানা {host}, পোর্ট {port}।",
+    "dot": "ডট",
+    "idle_address": "প্রস্তুত। ঠিকানা {address}",
+    "paired": "যুক্ত করা হয়েছে: {peer}।",
     "choose_peer": "{peer}?",
-    "no_peers": "কোনো জোড়া লাগানো ইউনিট নেই।",
+    "no_peers": "কোনো যুক্ত ইউনিট নেই। ওয়েব পেজ থেকে একটি ইউনিট যুক্ত করুন।",
     "remote_no_face": "মুখ দেখা যাচ্ছে না",
     "idle": "প্রস্তুত",
+    "unknown_peer": "অন্য ইউনিট",
+    "consent_shared": "{peer} আপনার অভিব্যক্তি শুনছেন।",
+    "consent_private": "আপনার অভিব্যক্তি পাঠানো হচ্ছে না।",
+    "sharing_on": "আপনার অভিব্যক্তি আবার পাঠানো হচ্ছে।",
+    "sharing_off": "আপনার অভিব্যক্তি আর পাঠানো হচ্ছে না।",
+    "sharing_question": (
+        "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে কলের সময় বোতাম দুবার "
+        "টিপুন, অথবা সেটিংস পেজ ব্যবহার করুন।"
+    ),
+    "forget_hold": "সব কিছু মুছে ফেলতে বোতামটি আরও {count} বার চেপে ধরে রাখুন।",
+    "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
+    "forgotten": "সব কিছু মুছে ফেলা হয়েছে। ইউনিটটি নতুন করে শুরু হচ্ছে।",
+    "speaker_unavailable": "স্পিকার কাজ করছে না।",
+    "display_unavailable": "স্ক্রিন কাজ করছে না।",
 }
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
+# How a sentence ends: Hindi and Bengali use the danda, which their voices read as a full stop.
+FULL_STOP = {"en": ".", "hi": "।", "bn": "।"}
 
 # How each label is said after the name (spoken) and shown alone (display), per language.
 EMOTION_PHRASES = {
@@ -141,20 +209,20 @@ EMOTION_PHRASES = {
         "contempt": "looks scornful",
     },
     "hi": {
-        "neutral": "शांत दिख रहे हैं",
-        "happiness": "खुश दिख रहे हैं",
-        "surprise": "हैरान दिख रहे हैं",
-        "sadness": "उदास लग रहे हैं",
-        "anger": "गुस्से में लग रहे हैं",
-        "disgust": "घृणा से भरे दिख रहे हैं",
-        "fear": "डरे हुए लग रहे हैं",
-        "contempt": "तिरस्कार भरे दिख रहे हैं",
+        "neutral": "शांति",
+        "happiness": "खुशी",
+        "surprise": "हैरानी",
+        "sadness": "उदासी",
+        "anger": "गुस्सा",
+        "disgust": "घिन का भाव",
+        "fear": "डर",
+        "contempt": "तिरस्कार का भाव",
     },
     "bn": {
         "neutral": "শান্ত",
         "happiness": "খুশি",
         "surprise": "অবাক",
-        "sadness": "দুঃখিত",
+        "sadness": "বিষণ্ণ",
         "anger": "রাগান্বিত",
         "disgust": "বিরক্ত",
         "fear": "ভীত",
@@ -178,7 +246,7 @@ EMOTION_WORDS = {
         "surprise": "हैरान",
         "sadness": "उदास",
         "anger": "गुस्सा",
-        "disgust": "घृणा",
+        "disgust": "घिन",
         "fear": "डर",
         "contempt": "तिरस्कार",
     },
@@ -198,10 +266,13 @@ def load_labels(card: Path | None = None) -> tuple[str, ...]:
         return DEFAULT_LABELS
 
 
-def clean_name(name: str) -> str:
-    """A peer-supplied name made safe to speak and show: printable characters only, bounded length."""
+def clean_name(name: str, fallback: str = EN["unknown_peer"]) -> str:
+    """A peer-supplied name made safe to speak and show: printable characters only, bounded length.
+
+    An empty name becomes ``fallback``, the language's words for "the other unit".
+    """
     printable = "".join(c for c in name if not unicodedata.category(c).startswith("C"))
-    return " ".join(printable.split())[:MAX_NAME] or "The other unit"
+    return " ".join(printable.split())[:MAX_NAME] or fallback
 
 
 class Phrases:
@@ -232,16 +303,32 @@ class Phrases:
         return cls(language, labels, voice=voice, short=short)
 
     def say(self, key: str, **fields: object) -> str:
-        clean = {k: clean_name(v) if isinstance(v, str) else v for k, v in fields.items()}
+        clean = {k: self._name(v) if isinstance(v, str) else v for k, v in fields.items()}
         if "digits" in clean:
             clean["digits"] = " ".join(str(clean["digits"]))  # "1 2 3 4": read digit by digit
         return self._templates[key].format(**clean)
 
+    def duration(self, seconds: float) -> str:
+        """How long, as said: whole minutes from one minute up, seconds below."""
+        if seconds < 60:
+            return self._templates["seconds"].format(n=max(1, round(seconds)))
+        minutes = round(seconds / 60)
+        return self._templates["one_minute" if minutes == 1 else "minutes"].format(n=minutes)
+
+    def address(self, address: str) -> str:
+        """``host:port`` as a sentence, the host's dots said as a word ("192 dot 168 dot 1 dot 20")."""
+        host, _, port = address.rpartition(":")
+        spoken = f" {self._templates['dot']} ".join(host.strip("[]").split("."))
+        return self._templates["address"].format(host=spoken, port=port)
+
     def emotion(self, peer: str, label: str) -> str:
         if self.short:
-            return f"{clean_name(peer)}: {self.word(label)}."
+            return f"{self._name(peer)}: {self.word(label)}{FULL_STOP[self.language]}"
         phrase = EMOTION_PHRASES[self.language].get(label, label)
         return self.say("emotion", peer=peer, emotion=phrase)
+
+    def _name(self, name: str) -> str:
+        return clean_name(name, self._templates["unknown_peer"])
 
     def word(self, label: str) -> str:
         """The emotion alone, for the large-type display."""
