@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,5 +155,33 @@ def test_offscreen_display_writes_what_it_says_beside_the_snapshot(tmp_path: Pat
         events.publish("remote.emotion", "Asha: happiness", peer="Asha", emotion="happiness", confidence=0.9)
         assert display.flush()
         assert (tmp_path / "display.txt").read_text().splitlines()[-1] == "Happy"
+    finally:
+        display.close()
+
+
+def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(tmp_path: Path) -> None:
+    events = EventBus()
+    screen = OffscreenScreen((W, H), tmp_path / "display.png")
+    display = Display(screen, events, Phrases("en"), unit_name="Kitchen", fps=30)
+
+    def lines() -> list[str]:
+        assert display.flush()
+        return (tmp_path / "display.txt").read_text().splitlines()
+
+    try:
+        events.publish("unit.ready", "ready", name="Kitchen", address="192.168.1.20:8080")
+        assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
+        events.publish("pairing.code", "code", code="042917", purpose="owner", seconds=120)
+        assert lines()[1:] == ["Owner code: 0 4 2 9 1 7. It works for 2 minutes.", "042917"]
+        events.publish("pairing.code_used", "used", purpose="owner")
+        assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
+        events.publish("pairing.code", "code", code="123456", purpose="pair", seconds=0.3)
+        assert lines()[-1] == "123456"
+        deadline = time.monotonic() + 10
+        while lines()[-1] == "123456" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
+        events.publish("pairing.locked", "locked", seconds=300, purpose="owner")
+        assert lines()[1] == "Too many wrong codes: logging in to this unit is locked for 5 minutes."
     finally:
         display.close()

@@ -98,14 +98,18 @@ def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
 
 
 def test_pairing_and_sharing_are_said(unit: Talking) -> None:
-    unit.events.publish("pairing.code", "code", code="482193", purpose="pair")
+    unit.events.publish("pairing.code", "code", code="482193", purpose="pair", seconds=120)
     unit.events.publish("pairing.done", "paired", peer="Asha")
-    unit.events.publish("pairing.locked", "locked", seconds=60, purpose="pair")
+    unit.events.publish("pairing.locked", "locked", seconds=300, purpose="pair")
+    unit.events.publish("pairing.locked", "locked", seconds=60, purpose="owner")
+    unit.events.publish("unit.address", "address", address="192.168.1.20:8080")
     unit.events.publish("remote.sharing", "paused", peer="Asha", paused=True)
     assert unit.said() == [
-        "Pairing code: 4 8 2 1 9 3.",
+        "Pairing code: 4 8 2 1 9 3. It works for 2 minutes.",
         "Paired with Asha.",
-        "Pairing is locked for 60 seconds.",
+        "Too many wrong codes: pairing is locked for 5 minutes.",
+        "Too many wrong codes: logging in to this unit is locked for 1 minute.",
+        "This unit's address is 192 dot 168 dot 1 dot 20, port 8080.",
         "Asha paused sharing expressions.",
     ]
 

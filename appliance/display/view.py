@@ -46,8 +46,11 @@ class Display:
         self._dirty = threading.Event()
         self._dirty.set()
         self._stop = threading.Event()
+        self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
+        self._code_timer: threading.Timer | None = None
         self._handlers: dict[str, Callable[[Event], None]] = {
-            "unit.ready": lambda e: self._update(unit_name=str(e.data.get("name", unit_name))),
+            "unit.ready": self._on_ready,
+            "unit.address": self._on_ready,
             "call.state": self._on_call,
             "remote.emotion": lambda e: self._update(
                 big=self._phrases.word(str(e.data["emotion"])), big_colour=YELLOW
@@ -57,12 +60,11 @@ class Display:
             ),
             "remote.sharing": self._on_sharing,
             "pairing.code": self._on_code,
+            "pairing.code_used": lambda e: self._clear_code(None),
             "pairing.done": lambda e: self._update(
                 state=self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
             ),
-            "pairing.locked": lambda e: self._update(
-                state=self._phrases.say("pairing_locked", seconds=int(e.data["seconds"])), big=""
-            ),
+            "pairing.locked": self._on_locked,
             "settings.changed": self._on_settings,
         }
         self._unsubscribe = events.subscribe(self._on_event)
@@ -107,11 +109,7 @@ class Display:
     def _on_call(self, event: Event) -> None:
         state = str(event.data.get("state", ""))
         peer = str(event.data.get("peer") or "")
-        text = (
-            self._phrases.say(CALL_STATES[state], peer=peer)
-            if state in CALL_STATES
-            else self._phrases.say("idle")
-        )
+        text = self._phrases.say(CALL_STATES[state], peer=peer) if state in CALL_STATES else self._idle()
         if state in CALL_OVER:
             self._update(state=text, big="", frame=None)
         else:
@@ -126,10 +124,50 @@ class Display:
         else:
             self._update(big="")
 
+    def _idle(self) -> str:
+        if self._address:
+            return self._phrases.say("idle_address", address=self._address)
+        return self._phrases.say("idle")
+
+    def _on_ready(self, event: Event) -> None:
+        """The unit's name and address (at start-up, and again when the owner asks for the address)."""
+        with self._lock:
+            was_idle = self._scene.state == self._idle()
+            self._address = str(event.data.get("address") or self._address)
+            changes: dict[str, Any] = {"unit_name": str(event.data.get("name") or self._scene.unit_name)}
+            if was_idle:
+                changes["state"] = self._idle()
+        self._update(**changes)
+
     def _on_code(self, event: Event) -> None:
         code = str(event.data["code"])
         key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
-        self._update(state=self._phrases.say(key, digits=code), big=code, big_colour=YELLOW)
+        state = self._phrases.say(key, digits=code)
+        seconds = float(event.data.get("seconds", 0))
+        if seconds > 0:
+            state += " " + self._phrases.say("code_lasts", duration=self._phrases.duration(seconds))
+        self._update(state=state, big=code, big_colour=YELLOW)
+        with self._lock:
+            if self._code_timer is not None:
+                self._code_timer.cancel()
+            self._code_timer = None
+            if seconds > 0:
+                # An expired code is useless: off the screen with it.
+                self._code_timer = threading.Timer(seconds, self._clear_code, args=(code,))
+                self._code_timer.daemon = True
+                self._code_timer.start()
+
+    def _clear_code(self, code: str | None) -> None:
+        """Take the code (``None``: any code) off the screen, back to the idle line."""
+        with self._lock:
+            shown = self._scene.big
+        if shown.isdigit() and len(shown) == 6 and code in (None, shown):
+            self._update(state=self._idle(), big="")
+
+    def _on_locked(self, event: Event) -> None:
+        key = "owner_locked" if event.data.get("purpose") == "owner" else "pairing_locked"
+        duration = self._phrases.duration(float(event.data["seconds"]))
+        self._update(state=self._phrases.say(key, duration=duration), big="")
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")
@@ -157,6 +195,9 @@ class Display:
 
     def close(self) -> None:
         self._unsubscribe()
+        with self._lock:
+            if self._code_timer is not None:
+                self._code_timer.cancel()
         self._stop.set()
         self._dirty.set()
         self._thread.join(timeout=5)

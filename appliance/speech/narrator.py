@@ -4,7 +4,12 @@ Which events are spoken depends on the verbosity: ``quiet`` says calls, pairing 
 person's expressions; ``normal`` adds device states (camera, Coral); ``verbose`` adds the user's own
 face leaving and coming back. Start-up is one sentence, said once the unit is ready and the first
 camera and vision reports had a moment to arrive: "emocall is ready. Camera ready. Coral not
-found, using the processor."
+found, using the processor." Until the owner has said whether expressions are shared, it ends
+with that question.
+
+Consent, said aloud: at connect each side hears whether its own expressions go to the other
+("Bela hears your expressions." or "Your expressions are not shared."), and again when the owner
+switches sharing during a call (the button's double press, the settings page).
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ DEVICE_EVENTS = {
     "vision.unavailable": ("vision_unavailable", 1),
     "vision.no_face": ("no_face", 2),
     "vision.face_back": ("face_back", 2),
+    "audio.unavailable": ("speaker_unavailable", 0),
+    "display.unavailable": ("display_unavailable", 0),
+    "unit.forgetting": ("forgetting", 0),
+    "unit.forgotten": ("forgotten", 0),
 }
+IN_CALL = ("connected", "reconnecting")
 START_TOPICS = ("camera.ready", "camera.lost", "vision.backend", "vision.unavailable")
 SETTLE_SECONDS = 1.5
 
@@ -55,8 +65,14 @@ class Narrator:
         announcer: Announcer,
         verbosity: str = "normal",
         settle_s: float = SETTLE_SECONDS,
+        *,
+        sharing: bool = False,
     ) -> None:
         self._announcer = announcer
+        self._sharing = sharing  # the owner's share_expressions, followed from settings.changed
+        self._vision_ok = True  # expressions can be recognised (False after vision.unavailable)
+        self._call_state = "idle"
+        self._ask_sharing = False
         self._level = LEVELS[verbosity]
         self._settle = settle_s
         self._lock = threading.Lock()
@@ -69,13 +85,16 @@ class Narrator:
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "pairing.code": self._on_code,
-            "pairing.locked": lambda e: announcer.state("pairing_locked", seconds=int(e.data["seconds"])),
+            "pairing.locked": self._on_locked,
+            "unit.address": lambda e: announcer.say(announcer.phrases.address(str(e.data["address"]))),
             "pairing.done": lambda e: announcer.state("paired", peer=str(e.data.get("peer", ""))),
             "settings.changed": self._on_settings,
         }
         self._unsubscribe = events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
+        if event.topic in ("vision.backend", "vision.unavailable"):
+            self._vision_ok = event.topic == "vision.backend"
         handler = self._handlers.get(event.topic)
         if handler is not None:
             handler(event)
@@ -104,6 +123,7 @@ class Narrator:
     def _on_ready(self, event: Event) -> None:
         name = str(event.data.get("name", "emocall"))
         with self._lock:
+            self._ask_sharing = bool(event.data.get("ask_sharing", False))
             self._timer = threading.Timer(self._settle, self._say_start, args=(name,))
             self._timer.daemon = True
             self._timer.start()
@@ -112,6 +132,8 @@ class Narrator:
         with self._lock:
             self._started = True
             facts = [self._facts[k] for k in ("camera", "vision") if k in self._facts]
+            if self._ask_sharing:
+                facts.append("sharing_question")
         phrases = self._announcer.phrases
         self._announcer.say(" ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)]))
 
@@ -119,8 +141,21 @@ class Narrator:
         state = str(event.data.get("state", ""))
         if state in ("ended", "failed", "lost", "idle"):
             self._announcer.forget_emotions()
+        if state == "ringing" and event.data.get("auto_answer"):
+            return  # it answers by itself: "press the button" would be wrong, "connected" follows
+        peer = str(event.data.get("peer") or "")
         if state in CALL_STATES:
-            self._announcer.state(CALL_STATES[state], peer=str(event.data.get("peer") or ""))
+            self._announcer.state(CALL_STATES[state], peer=peer)
+        if state == "connected" and self._call_state != "reconnecting":
+            self._say_consent(peer)
+        self._call_state = state
+
+    def _say_consent(self, peer: str) -> None:
+        """Whether this side's expressions are described to the other, right after "Connected"."""
+        if self._sharing and self._vision_ok:
+            self._announcer.state("consent_shared", peer=peer)
+        else:
+            self._announcer.state("consent_private")
 
     def _on_emotion(self, event: Event) -> None:
         data = event.data
@@ -134,10 +169,24 @@ class Narrator:
 
     def _on_code(self, event: Event) -> None:
         key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
-        self._announcer.state(key, digits=str(event.data["code"]))
+        phrases = self._announcer.phrases
+        said = phrases.say(key, digits=str(event.data["code"]))
+        seconds = float(event.data.get("seconds", 0))
+        if seconds > 0:
+            said += " " + phrases.say("code_lasts", duration=phrases.duration(seconds))
+        self._announcer.say(said)
+
+    def _on_locked(self, event: Event) -> None:
+        key = "owner_locked" if event.data.get("purpose") == "owner" else "pairing_locked"
+        phrases = self._announcer.phrases
+        self._announcer.state(key, duration=phrases.duration(float(event.data["seconds"])))
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")
+        if isinstance(settings, Mapping) and "share_expressions" in event.data.get("changed", ()):
+            self._sharing = bool(settings.get("share_expressions"))
+            if self._call_state in IN_CALL:
+                self._announcer.state("sharing_on" if self._sharing else "sharing_off")
         if isinstance(settings, Mapping):
             self._announcer.configure(*from_settings(settings, self._announcer.phrases.labels))
 
