@@ -3,6 +3,8 @@ answers what the test tells it to (a huge body, a redirect, a fixed status)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,3 +81,24 @@ def hostile_server(answer: Answer | None = None, host: str = "127.0.0.1") -> Ite
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def request_from(
+    source: str,
+    address: str,
+    method: str,
+    path: str,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to ``address`` sent from the local address ``source`` (any 127.x.y.z works on
+    loopback): another machine on the LAN, as far as the unit can tell."""
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    try:
+        connection.request(method, path, data, {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

@@ -78,26 +78,26 @@ def test_a_wrong_code_can_be_corrected(units: tuple[Unit, Unit]) -> None:
 def test_codes_expire_and_are_single_use() -> None:
     now = [0.0]
     guard = CodeGuard(EventBus(), "owner", ttl_s=120, clock=lambda: now[0])
-    code = guard.issue()
-    guard.check(code)
+    code = guard.issue("192.0.2.1")
+    guard.check(code, "192.0.2.1")
     with pytest.raises(CodeExpired):
-        guard.check(code)
-    code = guard.issue()
+        guard.check(code, "192.0.2.1")
+    code = guard.issue("192.0.2.1")
     now[0] = 121
     with pytest.raises(CodeExpired):
-        guard.check(code)
+        guard.check(code, "192.0.2.1")
 
 
 def test_owner_codes_lock_too() -> None:
     events = EventBus()
     guard = CodeGuard(events, "owner", max_wrong=2, lock_s=30)
-    code = guard.issue()
+    code = guard.issue("192.0.2.1")
     with pytest.raises(CodeError, match="1 try left"):
-        guard.check("x")
+        guard.check("x", "192.0.2.1")
     with pytest.raises(CodeLocked):
-        guard.check("y")
+        guard.check("y", "192.0.2.1")
     with pytest.raises(CodeLocked):
-        guard.check(code)
-    assert (
-        events.recent("pairing.locked")[0].message == "Too many wrong codes. Settings locked for 30 seconds."
+        guard.check(code, "192.0.2.1")
+    assert events.recent("pairing.locked")[0].message == (
+        "Too many wrong codes from one address. Settings locked for 30 seconds for that address."
     )

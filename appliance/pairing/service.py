@@ -4,6 +4,10 @@ Unit A (where the owner uses the page) calls :meth:`Pairing.request` with B's ad
 :meth:`Pairing.complete` with the code B says. Unit B answers with :meth:`Pairing.start` and
 :meth:`Pairing.finish` (the HTTP handlers in ``web/peer_api.py`` call them). Either side may
 :meth:`Pairing.unpair`; the other side is told with a signed request when it can be reached.
+
+B keeps one pairing session per asking address, all for the one live code: a new request never
+replaces another address's pairing in progress, and the code limits (``codes.py``) count per address.
+Each side checks the other's messages with the same models (``messages.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from appliance.events import EventBus
 from appliance.identity import Identity, unit_id_of
 from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
 from appliance.pairing.handshake import HandshakeError, Initiator, Responder
+from appliance.pairing.messages import FinishAnswer, MessageError, StartAnswer, checked
 from appliance.state import Peer, StateStore
 
 log = logging.getLogger(__name__)
@@ -41,12 +46,14 @@ class PairingError(Exception):
 
 @dataclass
 class _Incoming:
-    """B's side: who asked, and the live SPAKE2 attempt."""
+    """B's side: who asked from where, for which code, and the live SPAKE2 attempt."""
 
     session: str
     unit_id: str
     name: str
     address: str
+    source: str
+    code: str
     responder: Responder
 
 
@@ -90,7 +97,7 @@ class Pairing:
         self._client = client
         self.port = port
         self._lock = threading.Lock()
-        self._incoming: _Incoming | None = None
+        self._incoming: dict[str, _Incoming] = {}
         self._outgoing: _Outgoing | None = None
 
     def details(self) -> dict[str, Any]:
@@ -105,62 +112,77 @@ class Pairing:
     # -- unit B: asked to pair ---------------------------------------------------------------------
 
     def start(self, unit_id: str, name: str, host: str, port: int) -> dict[str, Any]:
-        """Show and say a code for the unit that asked; answer with B's first SPAKE2 message."""
+        """Show and say the code for the unit that asked from ``host``; answer with B's first SPAKE2
+        message. Another address's pairing in progress goes on untouched."""
         if unit_id == self._me.unit_id:
             raise PairingError("a unit cannot pair with itself")
         try:
-            code = self._guard.issue()
+            code = self._guard.issue(host)
         except CodeLocked as e:
             raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
+        incoming = _Incoming(
+            secrets.token_hex(16),
+            unit_id,
+            name,
+            f"{host}:{port}",
+            host,
+            code,
+            Responder(code, unit_id, self._me.unit_id),
+        )
         with self._lock:
-            self._incoming = _Incoming(
-                secrets.token_hex(16),
-                unit_id,
-                name,
-                f"{host}:{port}",
-                Responder(code, unit_id, self._me.unit_id),
-            )
-            incoming = self._incoming
+            # Sessions for an older code are dead; one address replaces only its own session.
+            self._incoming = {s: i for s, i in self._incoming.items() if i.code == code and i.source != host}
+            self._incoming[incoming.session] = incoming
         log.debug("pairing asked by %s (%s)", name, incoming.address)
         return {**self.details(), "session": incoming.session, "spake": b64(incoming.responder.message)}
 
-    def finish(self, session: str, spake: str, details: dict[str, Any], proof: str) -> dict[str, Any]:
+    def finish(
+        self, session: str, spake: str, details: dict[str, Any], proof: str, source: str
+    ) -> dict[str, Any]:
         """Check A's proof; on success pin A and answer with B's proof. Wrong codes are counted."""
         with self._lock:
             try:
                 # Locked first: while locked every try is refused with the lockout, right code or not.
-                code = self._guard.current()
+                self._guard.refuse_if_locked(source)
             except CodeLocked as e:
-                self._incoming = None
                 raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
-            except CodeExpired as e:
-                self._incoming = None
-                raise PairingError(str(e), 410) from e
-            incoming = self._incoming
-            if incoming is None or not secrets.compare_digest(incoming.session, session):
+            incoming = next(
+                (i for s, i in self._incoming.items() if secrets.compare_digest(s, session)), None
+            )
+            if incoming is None:
                 raise PairingError("no pairing is waiting for this unit: start again", 409)
             if details.get("unit_id") != incoming.unit_id:
                 raise PairingError("the unit id differs from the one that asked to pair", 409)
             public_key = _checked_key(details)
-            try:
-                proof_b = incoming.responder.confirm(unb64(spake, "spake"), details, proof, self.details())
-            except HandshakeError as e:
-                self._wrong_code(incoming, code, e)
-            self._guard.succeeded()
-            self._incoming = None
+            proof_b = self._prove(incoming, unb64(spake, "spake"), details, proof, source)
+            # The code is spent: every session waiting for it is over.
+            self._incoming.clear()
         self._pin(incoming.unit_id, str(details.get("name", incoming.name)), incoming.address, public_key)
         return {**self.details(), "proof": proof_b}
 
-    def _wrong_code(self, incoming: _Incoming, code: str, cause: Exception) -> NoReturn:
+    def _prove(
+        self, incoming: _Incoming, message: bytes, details: dict[str, Any], proof: str, source: str
+    ) -> str:
+        def proves(code: str) -> str | None:
+            if code != incoming.code:
+                raise CodeExpired()
+            try:
+                return incoming.responder.confirm(message, details, proof, self.details())
+            except HandshakeError:
+                return None
+
         try:
-            self._guard.failed()
+            return self._guard.attempt(source, proves)
         except CodeLocked as e:
-            self._incoming = None
-            raise PairingError(str(e), 429, {"seconds": e.seconds}) from cause
+            self._incoming = {s: i for s, i in self._incoming.items() if i.source != source}
+            raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
+        except CodeExpired as e:
+            self._incoming.pop(incoming.session, None)
+            raise PairingError(str(e), 410) from e
         except CodeError as e:
             # SPAKE2 is one-shot: the next try needs a fresh message for the same code.
-            incoming.responder = Responder(code, incoming.unit_id, self._me.unit_id)
-            raise PairingError(str(e), 403, {"spake": b64(incoming.responder.message)}) from cause
+            incoming.responder = Responder(incoming.code, incoming.unit_id, self._me.unit_id)
+            raise PairingError(str(e), 403, {"spake": b64(incoming.responder.message)}) from e
 
     # -- unit A: the owner asks another unit ---------------------------------------------------------
 
@@ -175,16 +197,16 @@ class Pairing:
             raise PairingError(f"the unit at {address} refused: {e}", e.status, _lockout(e.body)) from e
         except UnitUnreachable as e:
             raise PairingError(str(e), 502) from e
-        unit_id, name = str(answer.get("unit_id", "")), str(answer.get("name", ""))
+        try:
+            start = checked(StartAnswer, answer, address)
+        except MessageError as e:
+            raise PairingError(str(e), 502) from e
+        _checked_key(start.model_dump())
         with self._lock:
             self._outgoing = _Outgoing(
-                address,
-                str(answer.get("session", "")),
-                unit_id,
-                name,
-                unb64(str(answer.get("spake")), "spake"),
+                address, start.session, start.unit_id, start.name, unb64(start.spake, "spake")
             )
-        return name
+        return start.name
 
     def waiting_for(self) -> str | None:
         """The name of the unit whose code the owner should type, if any."""
@@ -206,20 +228,21 @@ class Pairing:
                 FINISH_PATH,
                 {"session": out.session, "spake": b64(initiator.message), "details": mine, "proof": proof},
             )
-            initiator.check({k: answer.get(k) for k in mine}, str(answer.get("proof", "")))
+            done = checked(FinishAnswer, answer, out.address)
+            initiator.check(done.model_dump(include=set(mine)), done.proof)
         except UnitRefused as e:
             if e.status == 403 and "spake" in e.body:
                 out.message = unb64(str(e.body["spake"]), "spake")
             elif e.status != 429:  # while locked, keep asking: the other unit says how long
                 self._outgoing = None
             raise PairingError(str(e), e.status, _lockout(e.body)) from e
-        except (UnitUnreachable, HandshakeError) as e:
+        except (UnitUnreachable, HandshakeError, MessageError) as e:
             self._outgoing = None
             raise PairingError(str(e), 502) from e
         self._outgoing = None
-        if answer.get("unit_id") != out.unit_id:
+        if done.unit_id != out.unit_id:
             raise PairingError("the unit that answered is not the one asked", 502)
-        return self._pin(out.unit_id, str(answer.get("name", out.name)), out.address, _checked_key(answer))
+        return self._pin(out.unit_id, done.name, out.address, _checked_key(done.model_dump()))
 
     def _pin(self, unit_id: str, name: str, address: str, public_key: bytes) -> Peer:
         peer = self._store.add_peer(unit_id, name, address, public_key)

@@ -21,7 +21,7 @@ from appliance.identity import RequestVerifier
 from appliance.pairing.codes import CodeError, CodeLocked
 from appliance.pairing.service import PairingError
 from appliance.state import SettingsError
-from appliance.web import openapi, owner, pages, peer_api
+from appliance.web import openapi, owner, pages, peer_api, privacy_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import (
     BadRequest,
@@ -52,6 +52,7 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
     app.register_blueprint(api_blueprint(status, parts))
     app.register_blueprint(peer_api.peer_blueprint(parts.pairing, parts.store))
     app.register_blueprint(pages.pages_blueprint(status, parts))
+    app.register_blueprint(privacy_pages.privacy_blueprint(parts))
     for bp in blueprints:
         app.register_blueprint(bp)
     app.after_request(peer_api.sign_answer)
@@ -67,11 +68,11 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(PairingError)
     def pairing_error(e: PairingError) -> ResponseReturnValue:
-        return jsonify({**e.details, "error": str(e)}), e.status
+        return jsonify({**e.details, "error": str(e)}), e.status, _retry_after(e.details.get("seconds"))
 
     @app.errorhandler(CodeLocked)
     def code_locked(e: CodeLocked) -> ResponseReturnValue:
-        return jsonify({"error": str(e), "seconds": e.seconds}), 429
+        return jsonify({"error": str(e), "seconds": e.seconds}), 429, _retry_after(e.seconds)
 
     @app.errorhandler(CodeError)
     def code_error(e: CodeError) -> ResponseReturnValue:
@@ -86,6 +87,11 @@ def _register_errors(app: Flask) -> None:
         if request.path.startswith("/api/"):
             return jsonify({"error": e.description or e.name}), e.code or 500
         return pages.error_page(e)
+
+
+def _retry_after(seconds: object) -> dict[str, str]:
+    """A refusal for a while (429) says how long in the standard header too."""
+    return {"Retry-After": str(seconds)} if isinstance(seconds, int) else {}
 
 
 def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
@@ -111,13 +117,13 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     @bp.post("/owner/code")
     @owner.csrf_only
     def post_owner_code() -> ResponseReturnValue:
-        parts.owner_codes.issue()
+        parts.owner_codes.issue(owner.source())
         return jsonify({"said": True}), 202
 
     @bp.post("/owner/login")
     @owner.csrf_only
     def post_owner_login() -> ResponseReturnValue:
-        parts.owner_codes.check(parse(OwnerLogin).code)
+        parts.owner_codes.check(parse(OwnerLogin).code, owner.source())
         owner.grant_owner(parts.session_hours)
         return jsonify({"owner": True, "csrf": session["csrf"]})
 

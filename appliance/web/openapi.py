@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from appliance.pairing import service
+from appliance.pairing import messages, service
 from appliance.web import schemas
 
 Access = Literal[
@@ -68,14 +68,14 @@ OPERATIONS = [
         service.START_PATH,
         "Unit to unit: start pairing",
         "anyone, guarded by the code",
-        schemas.PeerStart,
+        messages.PeerStart,
     ),
     Operation(
         "post",
         service.FINISH_PATH,
         "Unit to unit: prove the code",
         "anyone, guarded by the code",
-        schemas.PeerFinish,
+        messages.PeerFinish,
     ),
     Operation("post", service.UNPAIR_PATH, "Unit to unit: forget the caller", "paired unit (signed)"),
 ]
@@ -107,7 +107,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "name": "unit_id",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "pattern": schemas.UNIT_ID},
+                "schema": {"type": "string", "pattern": messages.UNIT_ID},
             }
         ]
     return out

@@ -57,6 +57,11 @@ def grant_owner(hours: float) -> None:
     csrf_token()
 
 
+def source() -> str:
+    """The address this request comes from: what code limits count per."""
+    return request.remote_addr or ""
+
+
 def is_local() -> bool:
     """A request from the unit itself (loopback): its command line and scripts."""
     try:

@@ -16,9 +16,10 @@ from flask.typing import ResponseReturnValue
 from appliance import identity
 from appliance.identity import Identity, RequestVerifier, TrustError
 from appliance.pairing import service
+from appliance.pairing.messages import PeerFinish, PeerStart
 from appliance.pairing.service import Pairing
 from appliance.state import StateStore
-from appliance.web.schemas import PeerFinish, PeerStart, parse
+from appliance.web.schemas import parse
 
 EXTENSION = "emocall.trust"
 VERIFIED = "emocall_exchange"  # where verified_peer leaves the request it verified, in flask.g
@@ -70,7 +71,8 @@ def peer_blueprint(pairing: Pairing, store: StateStore) -> Blueprint:
     @bp.post(service.FINISH_PATH)
     def pair_finish() -> ResponseReturnValue:
         body = parse(PeerFinish)
-        return jsonify(pairing.finish(body.session, body.spake, body.details.model_dump(), body.proof))
+        details = body.details.model_dump()
+        return jsonify(pairing.finish(body.session, body.spake, details, body.proof, _host()))
 
     @bp.post(service.UNPAIR_PATH)
     def unpair() -> ResponseReturnValue:

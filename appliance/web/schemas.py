@@ -6,6 +6,7 @@ documents cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from flask import request
@@ -14,8 +15,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from appliance.pairing.client import ADDRESS
 from appliance.state import NAME_PATTERN, Announcements, Verbosity, describe
 
-UNIT_ID = r"^[0-9a-f]{32}$"
 CODE = r"^\s*\d{6}\s*$"
+DEFAULT_PORT = 8080
+# What a person may type around an address: a scheme in front, a slash (or a path) behind.
+TYPED_ADDRESS = re.compile(r"^(?:https?://)?([^/?#]*)[/?#]?.*$", re.IGNORECASE)
+
+# What to do about a bad form field, in the owner's words (the pages); the API keeps pydantic's.
+FIELD_HELP = {
+    "address": "Type the other unit's address as its display shows it, for example 192.168.1.20:8080.",
+    "code": "Type the six digits the unit is saying, for example 482193.",
+    "display_name": "Type a name of 1 to 40 letters, digits or spaces.",
+    "volume": "Type a whole number from 0 (silent) to 100 (loudest).",
+    "announcements": "Choose one of the announcement choices.",
+    "verbosity": "Choose full sentences or short.",
+    "voice_language": "Choose a language from the list.",
+    "to": "Choose a paired unit to call.",
+}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,9 +38,10 @@ M = TypeVar("M", bound=BaseModel)
 class BadRequest(Exception):
     """A request body the API cannot use; ``status`` is 400 (not JSON) or 422 (wrong fields)."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: int = 422, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.fields = fields or {}  # field name -> what the owner should do (FIELD_HELP)
 
 
 class _Body(BaseModel):
@@ -64,30 +80,34 @@ class CallRequest(_Body):
     to: str = Field(min_length=1, max_length=64, description="A paired unit's id or display name")
 
 
-class PeerStart(_Body):
-    unit_id: str = Field(pattern=UNIT_ID)
-    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
-    port: int = Field(ge=1, le=65535)
-
-
-class PeerDetails(PeerStart):
-    public_key: str = Field(min_length=40, max_length=48, description="Raw Ed25519 public key, base64")
-
-
-class PeerFinish(_Body):
-    session: str = Field(pattern=r"^[0-9a-f]{32}$")
-    spake: str = Field(min_length=1, max_length=200, description="SPAKE2 message, base64")
-    details: PeerDetails
-    proof: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
 def parse(model: type[M], data: Any = None) -> M:
     """Validate ``data`` (default: the request's JSON body) as ``model``; raises BadRequest."""
     if data is None:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            data = None  # nested deeper than Python parses: not a body any of our models takes
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object (Content-Type: application/json)", 400)
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise BadRequest(describe(e)) from e
+        raise BadRequest(describe(e), fields=_field_help(e)) from e
+
+
+def _field_help(e: ValidationError) -> dict[str, str]:
+    fields = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+    return {f: FIELD_HELP.get(f, f"Remove the field {f!r}: this form has no such field.") for f in fields}
+
+
+def typed_address(text: str) -> str:
+    """An address as people type it (``http://porch.local/``, ``192.168.1.20``) as ``host:port``.
+
+    Only for the pages: the API takes ``host:port`` exactly. A missing port is the default 8080.
+    """
+    found = TYPED_ADDRESS.match(text.strip())
+    host = found.group(1) if found else text.strip()
+    bracketed = host.startswith("[")
+    if host and (host.endswith("]") if bracketed else ":" not in host):
+        host = f"{host}:{DEFAULT_PORT}"
+    return host
