@@ -1,7 +1,8 @@
 """The composition root: config, then backends, then services, in one readable order.
 
 Everything started is registered on one ExitStack, so shutdown (SIGTERM/SIGINT) and every failure
-path close it in reverse order.
+path close it in reverse order. "Forget everything" (settings page, button) closes it all the same
+way, erases what the unit wrote and starts again as a new unit (:meth:`Appliance.forget_everything`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
 from typing import Any
@@ -19,18 +21,28 @@ from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
 from appliance.controls.button import CallButton, start_button
+from appliance.controls.privacy import PrivacyGestures
 from appliance.display.select import open_display
 from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.identity import Identity
+from appliance.pairing.service import PairingError
+from appliance.privacy import VisionGate, erase
+from appliance.service import restarted_after_fault
 from appliance.speech.service import Speech
 from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
+from appliance.web.address import unit_address
 from appliance.web.api import create_app
-from appliance.web.parts import build_parts
+from appliance.web.parts import UnitParts, build_parts
 from appliance.web.server import WebServer
 
 log = logging.getLogger(__name__)
+
+# How long "forget everything" waits for the unit to finish saying so before it closes the speaker.
+FORGET_SAY_SECONDS = 15.0
+# How long the call engine's event loop may take to answer before the watchdog is no longer fed.
+RESPONSE_SECONDS = 5.0
 
 
 class Appliance:
@@ -39,6 +51,8 @@ class Appliance:
         self.events = EventBus()
         self._stack = ExitStack()
         self._stopped = threading.Event()
+        self._forget = threading.Event()
+        self._parts: UnitParts | None = None
         self.capture: Capture | None = None
         self.vision: VisionWorker | None = None
         self.web: WebServer | None = None
@@ -87,29 +101,68 @@ class Appliance:
                 on_remote_frame=show or (lambda _: None),  # display off: the call goes on unseen
             ).start()
             stack.callback(self.call.close)
-            parts = build_parts(cfg.web, self.identity, self.store, self.events, call=self.call)
+            parts = build_parts(
+                cfg.web, self.identity, self.store, self.events, call=self.call, forget=self.forget_everything
+            )
+            self._parts = parts
             stack.callback(parts.close)
             if parts.call is not None:
                 store = self.store
                 self.button = start_button(
-                    cfg.button, parts.call, self.speech.announcer, lambda: [p.name for p in store.peers()]
+                    cfg.button,
+                    parts.call,
+                    self.speech.announcer,
+                    lambda: [p.name for p in store.peers()],
+                    self.say_address,
+                    privacy=PrivacyGestures(
+                        self.speech.announcer,
+                        sharing=lambda: store.settings().share_expressions,
+                        set_sharing=lambda on: store.update_settings({"share_expressions": on}),
+                        forget=self.forget_everything,
+                    ),
                 )
                 if self.button is not None:
                     stack.callback(self.button.close)
             # After the parts, so speech and the call hear which backend runs (or that none can).
-            self.vision = VisionWorker.open(cfg.vision, self.capture, self.events).start()
+            self.vision = VisionWorker.open(cfg.vision, self.capture, self.events, paused=True).start()
             stack.callback(self.vision.close)
+            current = self.store.settings
+            gate = VisionGate(self.events, self.vision, lambda: current().share_expressions)
+            stack.callback(gate.close)
             app = create_app(self.status, parts, [create_blueprint(self.call)])
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)
             self._stack = stack.pop_all()
-        self.events.publish("unit.ready", f"{cfg.unit.name} is ready", name=cfg.unit.name)
+        fault = restarted_after_fault(cfg.unit.data_dir)
+        if fault is not None:
+            self.events.publish("unit.restarted", f"restarted after a fault ({fault})", reason=fault)
+        # Until the owner answers, expressions are not shared, and the start-up sentence asks.
+        ask = not (self.store.sharing_answered() or self.store.settings().share_expressions)
+        self.events.publish(
+            "unit.ready",
+            f"{cfg.unit.name} is ready",
+            name=cfg.unit.name,
+            address=self.address(),
+            ask_sharing=ask,
+        )
         return self
+
+    def responsive(self) -> bool:
+        """Whether the parts that can hang still answer (systemd's watchdog is pinged only then)."""
+        return self.call is None or self.call.responsive(RESPONSE_SECONDS)
+
+    def address(self) -> str:
+        """Where another unit reaches this one (shown on the display, said on request)."""
+        return unit_address(self.config.web.host, self.web.port if self.web else self.config.web.port)
+
+    def say_address(self) -> None:
+        self.events.publish("unit.address", "The unit's address was asked for", address=self.address())
 
     def status(self) -> dict[str, Any]:
         return {
             "name": self.store.settings().display_name if self.store else self.config.unit.name,
+            "address": self.address(),
             "camera": self.capture.active if self.capture else "none",
             "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
             "call": self.call.state if self.call else "unavailable",
@@ -126,10 +179,54 @@ class Appliance:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
 
-    def wait(self) -> None:
-        """Block until a signal (see :meth:`stop_on_signals`) or :meth:`stop`."""
-        while not self._stopped.wait(1.0):
-            pass
+    def wait(self, tick: Callable[[], None] = lambda: None) -> None:
+        """Block until a signal (see :meth:`stop_on_signals`) or :meth:`stop`, calling ``tick`` each second.
+
+        A :meth:`forget_everything` meanwhile restarts the unit, fresh, and waits on.
+        """
+        while True:
+            while not self._stopped.wait(1.0):
+                tick()
+            if not self._forget.is_set():
+                return
+            self._start_fresh()
+
+    def forget_everything(self) -> None:
+        """Erase pairings, settings, identity, recordings, snapshots and logs; start again as new.
+
+        Safe from any thread (the web page, the button): the unit says what it does now, and
+        :meth:`wait` does it once the request that asked has been answered.
+        """
+        self.events.publish("unit.forgetting", "forgetting everything this unit stored")
+        self._forget.set()
+        self._stopped.set()
+
+    def _start_fresh(self) -> None:
+        self._forget.clear()
+        self._stopped.clear()
+        if self.speech is not None:
+            self.speech.announcer.wait_idle(FORGET_SAY_SECONDS)  # "Forgetting everything..."
+        self._unpair_all()
+        self.close()
+        cfg = self.config
+        snapshot = cfg.display.snapshot_file
+        erase(
+            cfg.unit.data_dir,
+            [cfg.speech.wav_file, snapshot, snapshot.with_suffix(".txt") if snapshot else None],
+        )
+        self.events = EventBus()
+        self.start()
+        self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
+
+    def _unpair_all(self) -> None:
+        """Tell each paired unit to forget this one too, where it answers (the trust goes either way)."""
+        if self.store is None or self._parts is None:
+            return
+        for peer in self.store.peers():
+            try:
+                self._parts.pairing.unpair(peer.unit_id)
+            except PairingError as e:
+                log.warning("unpairing before forgetting everything: %s", e)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from appliance import __version__, config, selftest
 from appliance.app import Appliance
+from appliance.service import ServiceManager
 from appliance.web.server import WebServerError
 
 log = logging.getLogger("emocall")
@@ -45,6 +47,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    # Whatever the unit writes (recordings, snapshots, logs, state) is for its own user alone.
+    os.umask(0o077)
+    service = ServiceManager.from_environment()  # systemd's readiness and watchdog, when it runs us
     appliance = Appliance(cfg)
     appliance.stop_on_signals()
     try:
@@ -52,9 +57,11 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     except WebServerError as e:
         log.error("%s", e)
         return 1
+    service.ready(f"{cfg.unit.name} is ready")
     try:
-        appliance.wait()
+        appliance.wait(lambda: service.watchdog(appliance.responsive))
     finally:
+        service.stopping()
         appliance.close()
     return 0
 

@@ -61,7 +61,7 @@ class WebConfig(_Section):
 
 
 SpokenEvents = Literal["quiet", "normal", "verbose"]
-AudioOutKind = Literal["auto", "alsa", "wav"]
+AudioOutKind = Literal["auto", "alsa", "wav", "none"]
 
 
 class SpeechConfig(_Section):
@@ -83,7 +83,9 @@ class SpeechConfig(_Section):
         2.0, gt=0, le=30, description="An expression kept waiting this long after it was due is dropped"
     )
     output: AudioOutKind = Field(
-        "auto", description="Speaker: alsa (the system's audio server), wav (a file), auto (alsa if a card)"
+        "auto",
+        description="Speaker: alsa (the system's audio server), wav (a file: tests, demo), none, "
+        "auto (alsa if a card, else none; never a file)",
     )
     device: str = Field("default", description="ALSA device for output = alsa")
     wav_file: Path | None = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
@@ -98,7 +100,9 @@ DisplayKind = Literal["auto", "kmsdrm", "offscreen", "off"]
 
 class DisplayConfig(_Section):
     backend: DisplayKind = Field(
-        "auto", description="kmsdrm (the Pi's screen, no desktop), offscreen (PNG snapshots), auto, off"
+        "auto",
+        description="kmsdrm (the Pi's screen, no desktop), offscreen (PNG snapshots: tests, demo), off, "
+        "auto (kmsdrm if a DRM device, else off; never files)",
     )
     width: int = Field(800, ge=160, le=3840, description="Width in pixels (kmsdrm uses the screen's own)")
     height: int = Field(480, ge=120, le=2160, description="Height in pixels (kmsdrm uses the screen's own)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 from appliance import platform
@@ -82,9 +83,10 @@ def check_audio(cfg: Config) -> PartReport:
         return PartReport(
             "audio", "alsa", bool(cards), ", ".join(cards) or "no sound card: check the speaker"
         )
+    if backend_name(cfg.speech) == "none":
+        return PartReport("audio", "none", False, "no sound card: the unit stays silent")
     where = wav_path(cfg.speech, cfg.unit.data_dir)
-    why = "configured" if cfg.speech.output == "wav" else "no sound card"
-    return PartReport("audio", "wav-file", cfg.speech.output == "wav", f"{why}: the speaker writes {where}")
+    return PartReport("audio", "wav-file", True, f"configured: the speaker writes {where}")
 
 
 def check_display(cfg: Config) -> PartReport:
@@ -98,7 +100,7 @@ def check_display(cfg: Config) -> PartReport:
         draw(Scene(state="Ready", big="Happy"), size, Fonts(cfg.display.font))
     except (OSError, RuntimeError) as e:  # pygame's errors for a bad font file or a broken SDL
         return PartReport("display", "none", False, f"cannot draw: {e}")
-    if cfg.display.backend == "offscreen" or (cfg.display.backend == "auto" and not has_drm()):
+    if cfg.display.backend == "offscreen":
         return PartReport("display", "offscreen", True, "drew a test picture; PNG snapshots in the data dir")
     # The screen itself is not opened: the running service owns it.
     detail = "drew a test picture; DRM device present" if has_drm() else "no /dev/dri/card*: check the cable"
@@ -135,6 +137,21 @@ def check_call(cfg: Config) -> PartReport:
         return PartReport("call", "aiortc", False, str(e))
 
 
+def check_web(cfg: Config) -> PartReport:
+    """Whether the running unit's page answers (the service serves it; selftest only asks)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{cfg.web.port}/api/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            name = json.loads(answer.read()).get("name", "?")
+    except (OSError, ValueError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        return PartReport("web", "flask", False, f"no unit answers at {url} ({reason}): is it running?")
+    return PartReport("web", "flask", True, f"{name} answers at {url}")
+
+
 def run(cfg: Config) -> list[PartReport]:
     return [
         check_camera(cfg),
@@ -145,4 +162,5 @@ def run(cfg: Config) -> list[PartReport]:
         check_display(cfg),
         check_pairing(cfg),
         check_call(cfg),
+        check_web(cfg),
     ]

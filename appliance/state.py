@@ -1,15 +1,20 @@
 """The unit's persistent state in SQLite: identity reference, settings and paired units.
 
-The database lives in the data directory in WAL mode with ``synchronous=FULL``, and every change is
-one transaction, so a power cut or a kill -9 leaves either the old or the new state, never half.
+The database lives in the data directory (mode 0700; the database itself 0600, and SQLite gives its
+WAL files the same mode) in WAL mode with ``synchronous=FULL``, and every change is one transaction,
+so a power cut or a kill -9 leaves either the old or the new state, never half. It also holds the
+owner's browser sessions (:meth:`StateStore.open_session`): only a hash of each token, so reading
+the file gives no usable cookie.
 Other parts read settings through :meth:`StateStore.settings` (a cached, immutable snapshot, cheap to
 call per event) and learn about changes from the ``settings.changed`` event.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -35,6 +40,11 @@ CREATE TABLE IF NOT EXISTS peers (
     address TEXT NOT NULL,
     public_key BLOB NOT NULL,
     paired_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    opened REAL NOT NULL,
+    until REAL NOT NULL
 );
 """
 
@@ -76,7 +86,9 @@ class Settings(BaseModel):
     volume: int = Field(80, ge=0, le=100, description="Speaker volume in percent")
     auto_answer: bool = Field(False, description="Answer calls from paired units without the button")
     share_expressions: bool = Field(
-        True, description="Send my facial expression to the other unit during calls"
+        False,
+        description="Send my facial expression to the other unit during calls (off until the owner "
+        "says yes: faces are analysed only in calls that share)",
     )
 
 
@@ -99,13 +111,13 @@ class StateStore:
         self._events = events
         self._lock = threading.RLock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable at once; NORMAL could lose the last commits on power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
         self.path = path
         self._defaults = Settings.model_validate(defaults or {}).model_dump()
@@ -156,6 +168,39 @@ class StateStore:
         """The key that signs the owner's browser session, created once per unit."""
         return bytes.fromhex(self.meta_or_create("session_secret", secrets.token_hex(32)))
 
+    # -- owner sessions ------------------------------------------------------------------------------
+
+    def open_session(self, hours: float) -> str:
+        """A new owner session for ``hours``: its token (for the browser's cookie), stored hashed."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE until <= ?", (now,))
+            db.execute(
+                "INSERT INTO sessions (token_hash, opened, until) VALUES (?, ?, ?)",
+                (_hashed(token), now, now + hours * 3600),
+            )
+        return token
+
+    def session_valid(self, token: str, hours: float) -> bool:
+        """Whether ``token`` is an open session, younger than ``hours`` (the cap, even if the row
+        says later: a shortened ``session_hours`` applies to sessions already open)."""
+        now = time.time()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT opened, until FROM sessions WHERE token_hash = ?", (_hashed(token),)
+            ).fetchone()
+        return row is not None and now < min(row[1], row[0] + hours * 3600)
+
+    def close_session(self, token: str) -> None:
+        """End one session (logout): its cookie is worth nothing from now on, wherever it was copied."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", (_hashed(token),))
+
+    def close_all_sessions(self) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions")
+
     # -- settings ----------------------------------------------------------------------------------
 
     def _stored_settings(self) -> dict[str, Any]:
@@ -173,6 +218,10 @@ class StateStore:
     def settings(self) -> Settings:
         return self._settings
 
+    def sharing_answered(self) -> bool:
+        """Whether the owner has said if expressions are shared (until then they are not, and asked)."""
+        return self.meta("sharing_answered") is not None
+
     def update_settings(self, changes: Mapping[str, Any]) -> Settings:
         """Validate and store ``changes`` in one transaction; raises SettingsError and changes nothing."""
         with self._lock:
@@ -187,6 +236,8 @@ class StateStore:
                         "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
                         (key, json.dumps(getattr(new, key))),
                     )
+                if "share_expressions" in changes:  # the owner answered, even if with the default
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sharing_answered', '1')")
             self._settings = new
         if changed and self._events is not None:
             self._events.publish(
@@ -247,6 +298,20 @@ class StateStore:
             raise StateError(f"stored settings are not valid: {describe(e)}") from e
         if any(len(p.public_key) != 32 or not p.unit_id for p in self.peers()):
             raise StateError("a paired unit has no valid public key")
+
+
+def _hashed(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _private(path: Path) -> None:
+    """The data directory 0700 and the database 0600, created so or tightened if they exist."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
 
 
 def describe(e: ValidationError) -> str:

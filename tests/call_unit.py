@@ -132,7 +132,9 @@ def main() -> int:
 
     events = EventBus()
     events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
-    store = StateStore(args.data_dir / "state.db", events, {"display_name": args.name, "auto_answer": True})
+    # The owner's answer to "share my expressions?" is yes here: the tests send them.
+    defaults = {"display_name": args.name, "auto_answer": True, "share_expressions": True}
+    store = StateStore(args.data_dir / "state.db", events, defaults)
     me = Identity.load_or_create(args.data_dir / "identity.key")
     size = (cfg.camera.width, cfg.camera.height, cfg.camera.fps)
     opener = (lambda: StampSource(*size)) if args.source == "stamp" else select.opener(cfg.camera)

@@ -13,6 +13,7 @@ from appliance import platform
 from appliance.audio import AudioError, resample
 from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.select import open_speaker
+from appliance.audio.silent import SilentSpeaker
 from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.config import SpeechConfig
 
@@ -104,15 +105,17 @@ def test_aplay_without_a_sound_card_is_a_clear_error() -> None:
         AplaySpeaker("default")
 
 
-def test_a_sound_device_that_cannot_play_falls_back_to_the_wav_file(tmp_path: Path) -> None:
+def test_a_sound_device_that_cannot_play_leaves_the_unit_silent_never_a_file(tmp_path: Path) -> None:
     if not shutil.which("aplay") or platform.sound_cards():
         pytest.skip("needs aplay and no sound card")
     cfg = SpeechConfig(output="alsa", device="default")
     speaker = open_speaker(cfg, tmp_path)
     try:
-        assert isinstance(speaker, WavSpeaker) and speaker.path == tmp_path / "speaker.wav"
+        assert isinstance(speaker, SilentSpeaker)
+        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
     finally:
         speaker.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_wav_file_starts_again_when_it_reaches_its_limit(tmp_path: Path) -> None:

@@ -108,8 +108,10 @@ def _start(tmp: Path, name: str) -> Process:
         "--name",
         name,
     ]
+    # The code is read from the off-screen display's text: file outputs are chosen, never implied.
+    env = {**os.environ, "EMOCALL_DISPLAY__BACKEND": "offscreen"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     unit = Process(name, port, log, proc)
     unit.wait_for(r"unit\.ready", timeout=60)
     return unit

@@ -54,7 +54,9 @@ class ButtonUnit:
         self.events = EventBus()
         self.events.subscribe(self._on_event)
         self.store = StateStore(
-            data_dir / "state.db", self.events, {"display_name": name, "auto_answer": False}
+            data_dir / "state.db",
+            self.events,
+            {"display_name": name, "auto_answer": False, "share_expressions": True},
         )
         self.identity = Identity.load_or_create(data_dir / "identity.key")
         self.capture = Capture(select.opener(cfg.camera), self.events, width=320, height=240).start()

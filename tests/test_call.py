@@ -66,7 +66,9 @@ class Node:
         self.seen: list[Event] = []
         self.events.subscribe(self.seen.append)
         self.store = StateStore(
-            root / name / "state.db", self.events, {"display_name": name, "auto_answer": True}
+            root / name / "state.db",
+            self.events,
+            {"display_name": name, "auto_answer": True, "share_expressions": True},
         )
         self.me = Identity.load_or_create(root / name / "identity.key")
         self.capture = Capture(

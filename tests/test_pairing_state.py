@@ -42,7 +42,9 @@ else:
 def test_settings_validate_persist_and_announce(tmp_path: Path) -> None:
     events = EventBus()
     store = StateStore(tmp_path / "state.db", events, defaults={"display_name": "Asha"})
-    assert store.settings().display_name == "Asha" and store.settings().share_expressions
+    # Expressions are not shared until the owner says so; saying "no" is an answer too.
+    assert store.settings().display_name == "Asha" and not store.settings().share_expressions
+    assert not store.sharing_answered()
     store.update_settings({"volume": 40, "announcements": "both", "share_expressions": False})
     store.close()
     # Until the owner names the unit on the page, the configured name is used.
@@ -59,7 +61,7 @@ def test_settings_validate_persist_and_announce(tmp_path: Path) -> None:
     again = StateStore(tmp_path / "state.db", defaults={"display_name": "ignored"})
     settings = again.settings()
     assert (settings.display_name, settings.volume, settings.announcements) == ("Asha", 40, "both")
-    assert settings.share_expressions is False
+    assert settings.share_expressions is False and again.sharing_answered()
     changed = events.recent("settings.changed")[-1].data["changed"]
     assert changed == ["display_name"]
 

@@ -19,6 +19,8 @@ from appliance.words.phrases import Phrases
 
 from .test_speech import rms
 
+PRIVATE = "Your expressions are not shared."  # said at connect until the owner shares them
+
 
 class Talking:
     def __init__(self, path: Path, spoken_events: str = "normal") -> None:
@@ -90,6 +92,7 @@ def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
     assert unit.said() == [
         "Asha is calling. Press the button to answer.",
         "Connected to Asha.",
+        PRIVATE,  # consent: this unit's owner has not said yes to sharing
         "Asha looks happy.",
         "Call ended.",
     ]
@@ -117,9 +120,9 @@ def test_pairing_and_sharing_are_said(unit: Talking) -> None:
 @pytest.mark.parametrize(
     ("level", "expected"),
     [
-        ("quiet", ["Connected to Asha."]),
-        ("normal", ["Camera lost.", "Connected to Asha."]),
-        ("verbose", ["Camera lost.", "Your face is not visible.", "Connected to Asha."]),
+        ("quiet", ["Connected to Asha.", PRIVATE]),
+        ("normal", ["Camera lost.", "Connected to Asha.", PRIVATE]),
+        ("verbose", ["Camera lost.", "Your face is not visible.", "Connected to Asha.", PRIVATE]),
     ],
 )
 def test_spoken_events_follow_the_level(tmp_path: Path, level: str, expected: list[str]) -> None:
@@ -138,7 +141,7 @@ def test_settings_change_language_and_mode(unit: Talking) -> None:
     settings = {"announcements": "speech", "voice_language": "hi", "verbosity": "full"}
     unit.events.publish("settings.changed", "saved", changed=["voice_language"], settings=settings)
     unit.events.publish("remote.emotion", "sad", peer="Asha", emotion="sadness", confidence=0.9)
-    assert unit.said() == ["Asha उदास लग रहे हैं।"]
+    assert unit.said() == ["Asha के चेहरे पर उदासी है।"]
     settings = {"announcements": "tones", "voice_language": "en", "verbosity": "short"}
     unit.events.publish("settings.changed", "saved", changed=["announcements"], settings=settings)
     unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)

@@ -1,4 +1,10 @@
-"""Picks the speaker backend from config: the system's audio server where there is a sound card."""
+"""Picks the speaker backend from config: the system's audio server where there is a sound card.
+
+Where there is none, or it fails, the unit stays silent (and says so in the log and as
+``audio.unavailable``): it never falls back to a file, which would record the other person's
+voice. The WAV file is for this machine, the tests and the demo, and only when chosen
+(``[speech] output = "wav"``).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +14,39 @@ from pathlib import Path
 from appliance import platform
 from appliance.audio import AudioError, Speaker
 from appliance.audio.alsa import AplaySpeaker
+from appliance.audio.silent import SilentSpeaker
 from appliance.audio.wav import WavSpeaker
 from appliance.config import SpeechConfig
+from appliance.events import EventBus
 
 log = logging.getLogger(__name__)
 
 
 def backend_name(cfg: SpeechConfig) -> str:
-    """``alsa`` or ``wav``: what ``auto`` means on this machine."""
+    """``alsa``, ``wav`` or ``none``: what ``auto`` means on this machine (never ``wav``)."""
     if cfg.output != "auto":
         return cfg.output
-    return "alsa" if platform.sound_cards() else "wav"
+    return "alsa" if platform.sound_cards() else "none"
 
 
 def wav_path(cfg: SpeechConfig, data_dir: Path) -> Path:
     return cfg.wav_file or data_dir / "speaker.wav"
 
 
-def open_speaker(cfg: SpeechConfig, data_dir: Path) -> Speaker:
-    """The configured speaker; a sound device that cannot play falls back, loudly, to the WAV file."""
-    if backend_name(cfg) == "alsa":
+def open_speaker(cfg: SpeechConfig, data_dir: Path, events: EventBus | None = None) -> Speaker:
+    """The configured speaker; a sound device that is missing or cannot play leaves the unit silent."""
+    backend = backend_name(cfg)
+    if backend == "wav":
+        return WavSpeaker(
+            wav_path(cfg, data_dir), duck_gain=cfg.duck_gain, max_seconds=cfg.wav_max_minutes * 60
+        )
+    reason = 'no sound card (set [speech] output = "wav" to write a file instead)'
+    if backend == "alsa":
         try:
             return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain)
         except AudioError as e:
-            log.error("%s: the speaker's output goes to %s instead", e, wav_path(cfg, data_dir))
-    return WavSpeaker(wav_path(cfg, data_dir), duck_gain=cfg.duck_gain, max_seconds=cfg.wav_max_minutes * 60)
+            reason = str(e)
+    log.error("%s: the unit stays silent; nothing it would play is recorded", reason)
+    if events is not None:
+        events.publish("audio.unavailable", f"no speaker: {reason}", reason=reason)
+    return SilentSpeaker(duck_gain=cfg.duck_gain)

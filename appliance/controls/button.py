@@ -6,7 +6,9 @@
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
 - a long press (``hold_seconds``) hangs up, declines a ringing call or cancels a choice; when idle
-  it says the unit's address (``say_address``), for pairing by address without a sighted helper.
+  it says the unit's address (``say_address``), for pairing by address without a sighted helper;
+- privacy (``privacy.py``): two quick presses in a call switch sharing of expressions; four long
+  presses in idle forget everything.
 
 gpiozero calls back from its own thread; the call engine's methods can block for seconds, so they
 run one at a time on a worker thread and the button stays responsive.
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 from appliance.call import CallError
 from appliance.config import ButtonConfig
 from appliance.controls import ControlError
+from appliance.controls.privacy import PrivacyGestures
 from appliance.speech.announcer import Announcer
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,10 @@ class CallButton:
         *,
         choice_seconds: float = 2.0,
         say_address: Callable[[], None] | None = None,
+        privacy: PrivacyGestures | None = None,
     ) -> None:
         self._button, self._calls, self._announcer, self._peers = button, calls, announcer, peers
+        self._privacy = privacy
         self._say_address = say_address
         self._choice_s = choice_seconds
         self._lock = threading.Lock()
@@ -92,6 +97,8 @@ class CallButton:
             self._guard(self._calls.hangup)
         elif cancelled_choice:
             self._announcer.state("ended")
+        elif state == "idle" and self._privacy is not None and self._privacy.hold_in_idle():
+            return
         elif state == "idle" and self._say_address is not None:
             self._say_address()
 
@@ -101,6 +108,8 @@ class CallButton:
             log.info("button: answering")
             self._calls.answer()
         elif state in IN_CALL:
+            if self._privacy is not None and self._privacy.press_in_call():
+                return
             self._announcer.repeat_last()
         elif state == "idle":
             self._offer_next()
@@ -191,6 +200,8 @@ def start_button(
     announcer: Announcer,
     peers: Callable[[], list[str]],
     say_address: Callable[[], None] | None = None,
+    *,
+    privacy: PrivacyGestures | None = None,
 ) -> CallButton | None:
     """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
     if not cfg.enabled:
@@ -201,5 +212,11 @@ def start_button(
         log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
         return None
     return CallButton(
-        gpio, calls, announcer, peers, choice_seconds=cfg.choice_seconds, say_address=say_address
+        gpio,
+        calls,
+        announcer,
+        peers,
+        choice_seconds=cfg.choice_seconds,
+        say_address=say_address,
+        privacy=privacy,
     )

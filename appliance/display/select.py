@@ -1,4 +1,10 @@
-"""Picks the screen from config: the Pi's screen when there is a DRM device, off-screen otherwise."""
+"""Picks the screen from config: the Pi's screen when there is a DRM device, none otherwise.
+
+A screen that is missing or fails leaves the unit without a picture (said once, as
+``display.unavailable``), never drawing to files: the snapshots would keep the other person's face,
+name and expression. The off-screen PNGs are for this machine, the tests and the demo, and only
+when chosen (``[display] backend = "offscreen"``).
+"""
 
 from __future__ import annotations
 
@@ -24,17 +30,18 @@ def has_drm(dri: Path = DRI) -> bool:
 
 
 def open_screen(cfg: DisplayConfig, data_dir: Path) -> Screen:
-    """``kmsdrm`` (auto: when a DRM device exists) falls back, loudly, to off-screen PNGs."""
-    if cfg.backend == "kmsdrm" or (cfg.backend == "auto" and has_drm()):
-        from appliance.display.kmsdrm import KmsdrmScreen
+    """``offscreen`` when chosen, else ``kmsdrm``; DisplayError when there is no screen to draw on."""
+    if cfg.backend == "offscreen":
+        return OffscreenScreen(
+            (cfg.width, cfg.height), cfg.snapshot_file or data_dir / "display.png", cfg.snapshot_seconds
+        )
+    if cfg.backend == "auto" and not has_drm():
+        raise DisplayError(
+            'no screen (no /dev/dri/card*; set [display] backend = "offscreen" to draw PNG files instead)'
+        )
+    from appliance.display.kmsdrm import KmsdrmScreen
 
-        try:
-            return KmsdrmScreen()
-        except DisplayError as e:
-            log.warning("%s: drawing off-screen instead", e)
-    return OffscreenScreen(
-        (cfg.width, cfg.height), cfg.snapshot_file or data_dir / "display.png", cfg.snapshot_seconds
-    )
+    return KmsdrmScreen()
 
 
 def open_display(
@@ -44,12 +51,18 @@ def open_display(
     settings: Mapping[str, Any],
     model_card: Path | None = None,
 ) -> Display | None:
-    """The running display in the owner's language, or None when ``backend = "off"``."""
+    """The running display in the owner's language; None when ``backend = "off"`` or there is no screen."""
     if cfg.backend == "off":
+        return None
+    try:
+        screen = open_screen(cfg, data_dir)
+    except DisplayError as e:
+        log.error("%s: no picture; nothing is drawn to files", e)
+        events.publish("display.unavailable", f"no screen: {e}", reason=str(e))
         return None
     phrases = for_settings(settings, load_labels(model_card))
     return Display(
-        open_screen(cfg, data_dir),
+        screen,
         events,
         phrases,
         unit_name=str(settings.get("display_name", "emocall")),

@@ -37,6 +37,7 @@ DEVICE_EVENTS = {
     "display.unavailable": ("display_unavailable", 0),
     "unit.forgetting": ("forgetting", 0),
     "unit.forgotten": ("forgotten", 0),
+    "unit.restarted": ("restarted", 0),
 }
 IN_CALL = ("connected", "reconnecting")
 START_TOPICS = ("camera.ready", "camera.lost", "vision.backend", "vision.unavailable")

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from appliance.audio import Speaker
+from appliance.audio import AudioError, Speaker
 from appliance.audio.select import open_speaker
+from appliance.audio.silent import SilentSpeaker
 from appliance.config import SpeechConfig
 from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
@@ -31,7 +32,7 @@ class Speech:
         model_card: Path | None = None,
     ) -> None:
         mode, phrases = from_settings(settings, load_labels(model_card))
-        self.speaker: Speaker = open_speaker(cfg, data_dir)
+        self.speaker: Speaker = open_speaker(cfg, data_dir, events)
         try:
             self.announcer = Announcer(
                 self.speaker,
@@ -45,7 +46,8 @@ class Speech:
         except Exception:
             self.speaker.close()
             raise
-        self.narrator = Narrator(events, self.announcer, cfg.events)
+        sharing = bool(settings.get("share_expressions", False))
+        self.narrator = Narrator(events, self.announcer, cfg.events, sharing=sharing)
 
     def close(self) -> None:
         self.narrator.close()
@@ -57,6 +59,9 @@ def say_once(text: str, voice: str, cfg: SpeechConfig, data_dir: Path) -> float:
     """Speak ``text`` once through the configured speaker (``emocall say``); the seconds played."""
     pcm, rate = Espeak(cfg.rate_wpm).synthesize(text, voice)
     speaker = open_speaker(cfg, data_dir)
+    if isinstance(speaker, SilentSpeaker):
+        speaker.close()
+        raise AudioError("no speaker to play on (see the log): use --wav FILE to hear it from a file")
     try:
         return speaker.play(pcm, rate)
     finally:

@@ -58,6 +58,12 @@ class VisionPipeline:
                 events.append(VisionEvent("emotion", t, change.emotion, change.confidence, change.since))
         return events
 
+    def reset(self) -> None:
+        """Forget the face and its expression: the next frame starts as if the source were new."""
+        self.tracker.reset()
+        self.smoother.reset()
+        self._present = self._start = None
+
     def _presence(self, present: bool, t: float) -> list[VisionEvent]:
         if present:
             back = self._present is False

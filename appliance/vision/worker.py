@@ -4,6 +4,9 @@ It takes frames from a :class:`FrameFeed` (the shared :class:`~appliance.camera.
 or :class:`FileFeed` for offline analysis), analyses at most ``analyse_fps`` of them per second of
 source time and publishes ``vision.emotion``, ``vision.no_face`` and ``vision.face_back``. When the
 model cannot be loaded or fails, it publishes ``vision.unavailable`` and the unit carries on.
+
+The appliance keeps it paused (:meth:`VisionWorker.pause`) except while a call is connected and the
+owner shares expressions: no face is analysed otherwise. ``emocall watch`` runs it unpaused.
 """
 
 from __future__ import annotations
@@ -49,26 +52,38 @@ class FileFeed:
 
 class VisionWorker:
     def __init__(
-        self, feed: FrameFeed, pipeline: VisionPipeline | None, events: EventBus, analyse_fps: float = 10.0
+        self,
+        feed: FrameFeed,
+        pipeline: VisionPipeline | None,
+        events: EventBus,
+        analyse_fps: float = 10.0,
+        *,
+        paused: bool = False,
     ) -> None:
         self._feed, self.pipeline, self._events = feed, pipeline, events
         self._period = 1.0 / analyse_fps
         self._last = self._due = float("-inf")  # source time of the last analysed frame, of the next
         self._stop = threading.Event()
+        self._running = threading.Event()  # set while frames may be analysed
+        if not paused:
+            self._running.set()
         self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
         self.unavailable: str | None = None if pipeline else "not started"
         self.busy_seconds = 0.0  # time spent in the pipeline, for the analysis rate it could sustain
+        self._reset = False  # forget the face before the next frame (set when analysis resumes)
 
     @classmethod
-    def open(cls, cfg: VisionConfig, feed: FrameFeed, events: EventBus) -> VisionWorker:
+    def open(
+        cls, cfg: VisionConfig, feed: FrameFeed, events: EventBus, *, paused: bool = False
+    ) -> VisionWorker:
         """A worker for ``cfg``; without a usable model it reports "emotions unavailable" and idles."""
         try:
             pipeline = open_pipeline(cfg, events) if cfg.enabled else None
         except VisionError as e:
-            worker = cls(feed, None, events, cfg.analyse_fps)
+            worker = cls(feed, None, events, cfg.analyse_fps, paused=paused)
             worker._give_up(str(e))
             return worker
-        worker = cls(feed, pipeline, events, cfg.analyse_fps)
+        worker = cls(feed, pipeline, events, cfg.analyse_fps, paused=paused)
         if not cfg.enabled:
             worker.unavailable = "turned off (vision.enabled = false)"
         return worker
@@ -77,6 +92,20 @@ class VisionWorker:
         if self.pipeline is not None:
             self._thread.start()
         return self
+
+    def pause(self) -> None:
+        """Stop analysing (the frame in progress finishes); the camera's frames are left unread."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Analyse again, from a clean slate: the face and expression seen before are forgotten."""
+        if not self._running.is_set():
+            self._reset = True
+            self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
 
     def status(self) -> dict[str, Any]:
         if self.pipeline is None or self.unavailable:
@@ -102,13 +131,18 @@ class VisionWorker:
         assert self.pipeline is not None
         index = -1
         while not self._stop.is_set():
+            if not self._running.wait(timeout=0.5):
+                continue
+            if self._reset:
+                self._reset = False
+                self.pipeline.reset()
             frame = self._feed.wait_newer(index, timeout=0.5)
             if frame is None:
                 if self._feed.ended:
                     return
                 continue
             index = frame.index
-            if not self._is_due(frame.position):
+            if not self._running.is_set() or not self._is_due(frame.position):
                 continue
             try:
                 self._analyse(frame)
@@ -152,6 +186,7 @@ class VisionWorker:
 
     def close(self) -> None:
         self._stop.set()
+        self._running.set()  # a paused worker wakes up to see the stop
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         if self.pipeline is not None:

@@ -46,6 +46,8 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=parts.session_hours),
     )
+    app.session_interface = owner.OwnerCookie()
+    app.extensions[owner.EXTENSION] = owner.OwnerSessions(parts.store, parts.session_hours)
     app.extensions[peer_api.EXTENSION] = peer_api.Trust(
         parts.me, RequestVerifier(parts.store.peer_key, parts.me.unit_id)
     )
@@ -126,6 +128,12 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         parts.owner_codes.check(parse(OwnerLogin).code, owner.source())
         owner.grant_owner(parts.session_hours)
         return jsonify({"owner": True, "csrf": session["csrf"]})
+
+    @bp.post("/owner/logout")
+    @owner_api
+    def post_owner_logout() -> ResponseReturnValue:
+        owner.end_owner()
+        return jsonify({"owner": False})
 
     @bp.get("/settings")
     @owner_api

@@ -42,6 +42,7 @@ class UnitParts:
     discovery: Discovery | None = None
     call: CallControl | None = None
     session_hours: float = 12.0
+    forget: Callable[[], None] | None = None  # "forget everything" (appliance/privacy.py)
 
     def change_settings(self, change: dict[str, Any]) -> Settings:
         """Store a settings change and advertise a new display name (the page and the API)."""
@@ -77,7 +78,13 @@ def follow_moves(store: StateStore) -> Callable[[SeenUnit], None]:
 
 
 def build_parts(
-    cfg: WebConfig, me: Identity, store: StateStore, events: EventBus, call: CallControl | None = None
+    cfg: WebConfig,
+    me: Identity,
+    store: StateStore,
+    events: EventBus,
+    call: CallControl | None = None,
+    *,
+    forget: Callable[[], None] | None = None,
 ) -> UnitParts:
     """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""
     limits: dict[str, Any] = {
@@ -95,5 +102,13 @@ def build_parts(
         except DiscoveryError as e:
             log.warning("%s; the pairing page will only take addresses typed by hand", e)
     return UnitParts(
-        me, store, events, pairing, CodeGuard(events, "owner", **limits), discovery, call, cfg.session_hours
+        me,
+        store,
+        events,
+        pairing,
+        CodeGuard(events, "owner", **limits),
+        discovery,
+        call,
+        cfg.session_hours,
+        forget,
     )

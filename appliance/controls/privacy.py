@@ -1,0 +1,67 @@
+"""The button's privacy gestures, apart from its call gestures (``button.py``).
+
+- In a call, two presses within ``double_seconds`` switch sharing of the user's expressions off
+  (or on again); the unit says which ("Your expressions are no longer shared.").
+- In idle, ``FORGET_HOLDS`` long presses within ``window_seconds`` forget everything
+  (``appliance.app.Appliance.forget_everything``). The first is the button's own (it says the
+  unit's address); after each further one but the last the unit says how many more it takes, so it
+  never happens by accident or unannounced.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from appliance.speech.announcer import Announcer
+
+FORGET_HOLDS = 4
+
+
+class PrivacyGestures:
+    def __init__(
+        self,
+        announcer: Announcer,
+        *,
+        sharing: Callable[[], bool],
+        set_sharing: Callable[[bool], object],
+        forget: Callable[[], None],
+        double_seconds: float = 0.8,
+        window_seconds: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._announcer, self._forget = announcer, forget
+        self._sharing, self._set_sharing = sharing, set_sharing
+        self._double, self._window, self._clock = double_seconds, window_seconds, clock
+        self._lock = threading.Lock()
+        self._last_press = -float("inf")
+        self._holds: list[float] = []
+
+    def press_in_call(self) -> bool:
+        """A short press in a call; True when it completed a double press (sharing switched)."""
+        now = self._clock()
+        with self._lock:
+            double = now - self._last_press <= self._double
+            self._last_press = -float("inf") if double else now
+        if double:
+            # settings.changed follows: the call tells the other unit, the narrator says it here.
+            self._set_sharing(not self._sharing())
+        return double
+
+    def hold_in_idle(self) -> bool:
+        """A long press in idle: one step towards forgetting everything; False for the first step
+        (the button does what a long press does), True when this one was said or done here."""
+        now = self._clock()
+        with self._lock:
+            self._holds = [t for t in self._holds if now - t <= self._window] + [now]
+            left = FORGET_HOLDS - len(self._holds)
+            if left <= 0:
+                self._holds = []
+        if left >= FORGET_HOLDS - 1:
+            return False
+        if left > 0:
+            self._announcer.state("forget_hold", count=left)
+        else:
+            self._forget()
+        return True

@@ -1,0 +1,76 @@
+"""Privacy by design: faces are analysed only in a call the owner shares, and everything can be erased.
+
+- :class:`VisionGate` keeps the vision worker paused except while a call is connected and the
+  owner shares expressions (``share_expressions``), so no face in the room is analysed otherwise.
+- :func:`erase` removes what the unit wrote in its data directory ("forget everything"): state
+  (pairings, settings, the owner's answer about sharing), identity key, the speaker's recording,
+  the display's snapshots and logs. The appliance then starts again as a new unit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from appliance.events import Event, EventBus
+
+log = logging.getLogger(__name__)
+
+# What the unit (and `emocall demo`) writes in its data directory; nothing else there is touched.
+UNIT_FILES = ("state.db*", "identity.key*", "speaker*.wav", "display*", "*.log")
+
+
+class PrivacyError(Exception):
+    """Something the unit wrote could not be erased; the message names it."""
+
+
+class Pausable(Protocol):
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class VisionGate:
+    """Runs the vision worker only while a call is connected and ``sharing()`` is true."""
+
+    def __init__(self, events: EventBus, worker: Pausable, sharing: Callable[[], bool]) -> None:
+        self._worker, self._sharing = worker, sharing
+        self._connected = False
+        worker.pause()
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if event.topic == "call.state":
+            self._connected = event.data.get("state") == "connected"
+        elif event.topic != "settings.changed":
+            return
+        if self._connected and self._sharing():
+            self._worker.resume()
+        else:
+            self._worker.pause()
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+def unit_files(data_dir: Path, extra: Iterable[Path | None] = ()) -> list[Path]:
+    """Every file the unit wrote: :data:`UNIT_FILES` in ``data_dir`` and the configured outputs."""
+    found = {p for pattern in UNIT_FILES for p in data_dir.glob(pattern) if p.is_file()}
+    found |= {p for p in extra if p is not None and p.is_file()}
+    return sorted(found)
+
+
+def erase(data_dir: Path, extra: Iterable[Path | None] = ()) -> list[Path]:
+    """Delete every file the unit wrote (see :func:`unit_files`); returns what was deleted."""
+    files = unit_files(data_dir, extra)
+    for path in files:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise PrivacyError(f"cannot erase {path}: {e.strerror} (delete it by hand)") from e
+    log.info("erased %d files the unit wrote in %s", len(files), data_dir)
+    return files
