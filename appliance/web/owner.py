@@ -1,10 +1,13 @@
 """Who may do what from a browser: owner presence, CSRF tokens, and the pages' security headers.
 
 Looking at or changing anything needs the owner-presence session: the browser typed the code the
-unit was saying, so someone stands at the unit. The session lives in Flask's signed cookie
-(HttpOnly, SameSite=Strict) for ``session_hours``. Every state-changing request from a browser also
-carries the session's CSRF token: a form field ``csrf`` or the ``X-CSRF-Token`` header. (The call
-engine's own ``/api/call`` and ``/api/hangup`` answer only the unit itself, on loopback.)
+unit was saying, so someone stands at the unit. The session is a row in the state store
+(:meth:`~appliance.state.StateStore.open_session`, checked on every request, ended at logout, never
+longer than ``session_hours``); Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the
+page came over HTTPS) only carries its random token, so a copied cookie dies with the logout.
+Every state-changing request from a browser also carries the session's CSRF token: a form field
+``csrf`` or the ``X-CSRF-Token`` header. (The call engine's own ``/api/call`` and ``/api/hangup``
+answer only the unit itself, on loopback.)
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from flask import Response, abort, request, session
+from flask import Flask, Response, abort, current_app, g, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+from appliance.state import StateStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,6 +35,23 @@ CSP = (
 )
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 LOGIN_FIRST = "enter the code the unit is saying first (POST /api/owner/code, then /api/owner/login)"
+EXTENSION = "emocall.sessions"
+SESSION_KEY = "owner"  # the cookie's key for the session token
+
+
+@dataclass(frozen=True)
+class OwnerSessions:
+    """Where owner sessions live and how long one may last (``[web] session_hours``)."""
+
+    store: StateStore
+    hours: float
+
+
+class OwnerCookie(SecureCookieSessionInterface):
+    """Flask's signed session cookie, marked Secure whenever the page was served over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
 
 
 def csrf_token() -> str:
@@ -45,16 +69,40 @@ def csrf_ok() -> bool:
     return isinstance(token, str) and hmac.compare_digest(sent.encode(), token.encode())
 
 
+def _sessions() -> OwnerSessions:
+    sessions: OwnerSessions = current_app.extensions[EXTENSION]
+    return sessions
+
+
 def is_owner() -> bool:
-    until = session.get("owner_until")
-    return isinstance(until, int | float) and time.time() < until
+    """Whether this browser's session is open on the unit now (asked once per request)."""
+    if "emocall_owner" not in g:
+        token = session.get(SESSION_KEY)
+        sessions = _sessions()
+        g.emocall_owner = isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)
+    return bool(g.emocall_owner)
 
 
 def grant_owner(hours: float) -> None:
-    session.clear()
+    """Make this browser the owner for ``hours`` (at most ``session_hours``), in a new session."""
+    end_owner()
+    sessions = _sessions()
+    hours = min(hours, sessions.hours)
     session.permanent = True
+    session[SESSION_KEY] = sessions.store.open_session(hours)
+    # Shown by the pages ("logged in for 3 hours more"); the store decides, not this value.
     session["owner_until"] = time.time() + hours * 3600
+    g.emocall_owner = True
     csrf_token()
+
+
+def end_owner() -> None:
+    """Log out: the session ends on the unit, so every copy of the cookie stops working."""
+    token = session.get(SESSION_KEY)
+    if isinstance(token, str):
+        _sessions().store.close_session(token)
+    session.clear()
+    g.emocall_owner = False
 
 
 def source() -> str:
