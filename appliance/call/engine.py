@@ -67,6 +67,7 @@ class CallEngine:
         if self._thread.is_alive():
             try:
                 self._run(self.flow.shutdown(), timeout=10)
+                self._run(_end_other_tasks(), timeout=10)
                 self._run(self._loop.shutdown_default_executor(), timeout=10)
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
@@ -130,9 +131,19 @@ class CallEngine:
     def sharing_paused(self) -> bool:
         return not self.settings().share_expressions
 
-    def publish_state(self, state: str, peer: Peer | None, message: str, reason: str = "") -> None:
+    def publish_state(
+        self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
+    ) -> None:
         name = peer.name if peer else ""
-        self.events.publish("call.state", message, state=state, peer=name, reason=reason)
+        self.events.publish("call.state", message, state=state, peer=name, reason=reason, **data)
+
+    def responsive(self, timeout: float) -> bool:
+        """Whether the event loop runs a no-op within ``timeout`` (the service's watchdog asks)."""
+        try:
+            self._run(asyncio.sleep(0), timeout)
+        except CallError:
+            return False
+        return True
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -167,3 +178,12 @@ class CallEngine:
         else:
             message = messages.NoFace(seq=self._seq)
         self.flow.send(message)
+
+
+async def _end_other_tasks() -> None:
+    """Whatever still runs on the loop (a reply on its way, a call still ringing) ends before the
+    loop closes: a task destroyed while pending is an error in the log, not a clean exit."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

@@ -83,6 +83,7 @@ EN = {
     "forget_hold": "Hold the button {count} more times to forget everything.",
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
+    "restarted": "The unit stopped working and was restarted.",
     "speaker_unavailable": "The speaker is not working.",
     "display_unavailable": "The screen is not working.",
 }
@@ -136,6 +137,7 @@ HI = {
     "forget_hold": "सब कुछ मिटाने के लिए बटन {count} बार और दबाए रखिए।",
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
+    "restarted": "यूनिट रुक गई थी और फिर से शुरू की गई।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
     "display_unavailable": "स्क्रीन काम नहीं कर रही।",
 }
@@ -189,6 +191,7 @@ BN = {
     "forget_hold": "সব কিছু মুছে ফেলতে বোতামটি আরও {count} বার চেপে ধরে রাখুন।",
     "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
     "forgotten": "সব কিছু মুছে ফেলা হয়েছে। ইউনিটটি নতুন করে শুরু হচ্ছে।",
+    "restarted": "ইউনিটটি থেমে গিয়েছিল, আবার চালু করা হয়েছে।",
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
     "display_unavailable": "স্ক্রিন কাজ করছে না।",
 }

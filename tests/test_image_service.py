@@ -1,0 +1,149 @@
+"""The unit as a systemd service: READY=1, watchdog pings and the spoken restart (appliance/service.py).
+
+A real datagram socket stands in for systemd's $NOTIFY_SOCKET; the end-to-end test runs `emocall run`
+with it, as systemd would, and reads what the unit tells it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.service import LAST_STOP, ServiceManager, restarted_after_fault
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    yield sock, path
+    sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def messages(sock: socket.socket, until: str, seconds: float) -> list[str]:
+    """Every message received until one contains ``until`` (or the time is up)."""
+    got: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+        if until in got[-1]:
+            break
+    return got
+
+
+def test_ready_and_watchdog_reach_the_socket(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    manager = ServiceManager.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+    assert manager.watchdog_seconds == pytest.approx(0.2)
+    manager.ready("Asha is ready")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=Asha is ready"
+    manager.watchdog(lambda: True)  # within half the interval of READY: not yet
+    time.sleep(0.15)
+    manager.watchdog(lambda: True)
+    assert sock.recv(4096) == b"WATCHDOG=1"
+
+
+def test_an_unhealthy_unit_starves_the_watchdog(
+    notify_socket: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    sock, path = notify_socket
+    manager = ServiceManager(path, 0.02)
+    time.sleep(0.02)
+    manager.watchdog(lambda: False)
+    sock.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)
+    assert "systemd restarts it" in caplog.text
+
+
+def test_outside_systemd_nothing_is_sent() -> None:
+    manager = ServiceManager.from_environment({})
+    assert manager.watchdog_seconds is None
+    assert manager.notify("READY=1") is False
+    manager.watchdog(lambda: pytest.fail("no health check without a watchdog"))  # type: ignore[no-any-return]
+
+
+def test_a_watchdog_meant_for_another_process_is_ignored() -> None:
+    env = {"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)}
+    assert ServiceManager.from_environment(env).watchdog_seconds is None
+
+
+def test_an_unreachable_socket_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert ServiceManager(str(tmp_path / "gone"), None).notify("READY=1") is False
+    assert "cannot tell systemd 'READY'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("result", "said"), [("watchdog", "watchdog"), ("core-dump", "core-dump"), ("success", None)]
+)
+def test_the_last_stop_is_read_once(tmp_path: Path, result: str, said: str | None) -> None:
+    (tmp_path / LAST_STOP).write_text(result + "\n")
+    assert restarted_after_fault(tmp_path) == said
+    assert not (tmp_path / LAST_STOP).exists()
+    assert restarted_after_fault(tmp_path) is None
+
+
+def test_emocall_run_tells_systemd_it_is_ready_pings_and_says_the_restart(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """`emocall run` as systemd runs it: READY=1, then WATCHDOG=1; an earlier watchdog kill is said."""
+    sock, path = notify_socket
+    data = tmp_path / "state"
+    data.mkdir()
+    (data / LAST_STOP).write_text("watchdog\n")  # what the unit's ExecStopPost leaves after a watchdog kill
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": path,
+        "WATCHDOG_USEC": "2000000",
+        "EMOCALL_SPEECH__OUTPUT": "wav",
+        "EMOCALL_DISPLAY__BACKEND": "off",
+        "EMOCALL_WEB__DISCOVERY": "false",
+        "EMOCALL_VISION__ENABLED": "false",
+    }
+    env.pop("WATCHDOG_PID", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "-v",
+        "run",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(free_port()),
+    ]
+    proc = subprocess.Popen(
+        [*argv, "--source", "pattern"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        got = messages(sock, "READY=1", 120)
+        assert proc.poll() is None, proc.communicate()[0][-2000:]
+        assert any(m.startswith("READY=1") for m in got), got
+        assert proc.poll() is None
+        pings = messages(sock, "WATCHDOG=1", 5)
+        assert "WATCHDOG=1" in pings
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-2000:]
+    assert "unit.restarted" in out
+    assert not (data / LAST_STOP).exists()
