@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Boots the flavour-2 image in qemu-system-aarch64 (-M virt, cortex-a72) and proves the unit runs:
+#   sudo bash image-build/boot-test.sh [IMAGE] [--power-cut]
+# A copy of IMAGE (default: build.sh's output) gets what a flasher would add on the boot partition:
+# Raspberry Pi Imager's custom.toml (a user and an SSH key, so the test can log in) and an
+# emocall.toml whose camera is the sample clip (copied next to it). The VM has a virtio disk, a
+# virtio GPU (kmsdrm), an HDA sound card whose output QEMU writes to a WAV file, and user networking
+# with the web page and SSH forwarded to free ports on 127.0.0.1. The test waits for the service's
+# readiness (Type=notify), runs lib/guest-checks.sh and `emocall selftest --json` inside, fetches
+# the page from the host, takes a screenshot of the VM's screen (QEMU's screendump), and prints the
+# self-test JSON as its last line. Exit status 0 only when every check passed.
+# --power-cut: then adds pairings in a loop, kills QEMU mid-write, boots the same disk again and
+# checks that every pairing whose commit had returned is still there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib/common.sh
+. "$here/lib/common.sh"
+
+image=$CACHE_DIR/out/emocall-arm64.img.xz
+power_cut=false
+for arg in "$@"; do
+  case $arg in
+    --power-cut) power_cut=true ;;
+    *) image=$arg ;;
+  esac
+done
+CLIP=${EMOCALL_CLIP:-$(find "$here/../../shared/data/clips" -name "*.mp4" 2>/dev/null | sort | head -1)}
+READY_TIMEOUT=${EMOCALL_READY_TIMEOUT:-600}
+PASSWORD=emocall-test
+work=$(mktemp -d /tmp/emocall-boot.XXXX)
+qemu_pid=
+failures=()
+cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; wait 2>/dev/null; return 0; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ssh_guest() {
+  ssh -q -i "$work/key" -p "$ssh_port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o ConnectTimeout=10 -o BatchMode=yes tester@127.0.0.1 "$@"
+}
+as_root() { ssh_guest "echo $PASSWORD | sudo -S -p '' $*"; }
+
+# The disk: a sparse copy of the image; the flasher's files go onto its FAT partition with mtools.
+prepare_disk() {
+  local start
+  case $image in
+    *.xz) xz -dc "$image" | dd of="$work/disk.img" bs=1M iflag=fullblock conv=sparse status=none ;;
+    *) cp --sparse=always "$image" "$work/disk.img" ;;
+  esac
+  start=$(sfdisk -J "$work/disk.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])')
+  fat="$work/disk.img@@$((start * 512))"
+  ssh-keygen -q -t ed25519 -N '' -f "$work/key"
+  cat >"$work/custom.toml" <<EOF
+config_version = 1
+[user]
+name = "tester"
+password = "$(openssl passwd -6 "$PASSWORD")"
+password_encrypted = true
+[ssh]
+enabled = true
+password_authentication = false
+authorized_keys = [ "$(cat "$work/key.pub")" ]
+EOF
+  cat >"$work/emocall.toml" <<EOF
+[camera]
+source = "file"
+file = "/boot/firmware/camera.mp4"
+EOF
+  mcopy -i "$fat" "$work/custom.toml" "$work/emocall.toml" ::
+  [ -n "$CLIP" ] || die "no sample clip: set EMOCALL_CLIP to an .mp4"
+  mcopy -i "$fat" "$CLIP" ::camera.mp4
+  mcopy -i "$fat" ::vmlinuz "$work/vmlinuz"
+  mcopy -i "$fat" ::initrd.img "$work/initrd.img"
+}
+
+boot() {
+  web_port=$(free_port) ssh_port=$(free_port)
+  qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 2048 \
+    -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
+    -append "root=LABEL=EMOCALLROOT rootfstype=ext4 rootwait console=ttyAMA0 fsck.repair=yes" \
+    -drive "file=$work/disk.img,format=raw,if=none,id=disk,cache=writeback" -device virtio-blk-pci,drive=disk \
+    -netdev "user,id=net,hostfwd=tcp:127.0.0.1:$web_port-:8080,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
+    -device virtio-net-pci,netdev=net -device virtio-rng-pci \
+    -device virtio-gpu-pci -display none -monitor "unix:$work/monitor,server,nowait" \
+    -audiodev "wav,id=snd,path=$work/speaker-$1.wav" -device intel-hda -device hda-duplex,audiodev=snd \
+    -serial "file:$work/serial-$1.log" >/dev/null 2>&1 &
+  qemu_pid=$!
+  boot_start=$(date +%s)
+}
+
+wait_ready() {
+  local deadline=$((boot_start + READY_TIMEOUT))
+  until ssh_guest true 2>/dev/null; do
+    kill -0 "$qemu_pid" 2>/dev/null || die "QEMU exited; see $work/serial-$1.log"
+    [ "$(date +%s)" -lt "$deadline" ] || die "no SSH after ${READY_TIMEOUT}s; see $work/serial-$1.log"
+    sleep 5
+  done
+  log "SSH answers after $(( $(date +%s) - boot_start )) s"
+  until [ "$(ssh_guest systemctl is-active emocall 2>/dev/null)" = active ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "emocall not ready after ${READY_TIMEOUT}s: $(ssh_guest systemctl status emocall --no-pager | tail -5)"
+    sleep 3
+  done
+  ready_s=$(( $(date +%s) - boot_start ))
+  guest_ready=$(ssh_guest systemctl show emocall -p ActiveEnterTimestampMonotonic --value)
+  log "emocall ready (READY=1) ${ready_s} s after QEMU started, $((guest_ready / 1000000)) s after the kernel started"
+}
+
+# check NAME OK DETAIL: one line of the summary; any failure makes the exit status non-zero.
+record() {
+  printf '%-14s %-4s %s\n' "$1" "$2" "$3" >&2
+  [ "$2" = ok ] || failures+=("$1")
+}
+
+run_checks() {
+  local out line page
+  ssh_guest "cat > /tmp/guest-checks.sh" <"$here/lib/guest-checks.sh"
+  out=$(as_root bash /tmp/guest-checks.sh)
+  while read -r _ name status detail; do record "$name" "$status" "$detail"; done < <(grep '^CHECK ' <<<"$out")
+  selftest=$(sed -n '/^SELFTEST$/{n;p}' <<<"$out")
+  if python3 -c 'import json, sys
+bad = [p["part"] for p in json.loads(sys.argv[1])["parts"] if not p["ok"] and p["part"] != "edgetpu"]
+sys.exit(1 if bad else 0)' "$selftest" 2>/dev/null; then
+    record selftest ok "every part but the (absent) Edge TPU works"
+  else
+    record selftest fail "$selftest"
+  fi
+  page=$(curl -s -o "$work/page.html" -w '%{http_code}' "http://127.0.0.1:$web_port/")
+  line=$(grep -o -m1 '<title>[^<]*' "$work/page.html" | sed 's/<title>//')
+  if [ "$page" = 200 ]; then record web ok "host got HTTP $page from the forwarded port: $line"; else record web fail "HTTP $page"; fi
+  sleep 2
+  if python3 "$here/lib/wav_level.py" "$work/speaker-$1.wav" >"$work/level" 2>&1; then
+    record speaker_wav ok "the VM's sound card played: $(cat "$work/level")"
+  else
+    record speaker_wav fail "$(cat "$work/level")"
+  fi
+}
+
+screenshot() {
+  python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(f"screendump {sys.argv[2]}\n".encode())
+time.sleep(3); s.close()' "$work/monitor" "$work/screen.ppm" || true
+  if [ -s "$work/screen.ppm" ]; then
+    python3 -c 'import sys, pygame; pygame.image.save(pygame.image.load(sys.argv[1]), sys.argv[2])' \
+      "$work/screen.ppm" "$work/screen.png" 2>/dev/null || cp "$work/screen.ppm" "$work/screen.png"
+    record screenshot ok "$work/screen.png"
+  else
+    record screenshot fail "QEMU's screendump wrote nothing"
+  fi
+}
+
+# Pairings added one by one; each line "committed N" is printed after its commit returned. QEMU is
+# killed (SIGKILL: no flush, no unmount) while the loop runs.
+power_cut() {
+  local committed after
+  ssh_guest "echo $PASSWORD | sudo -S -p '' runuser -u emocall -- /opt/emocall/venv/bin/python -c '
+import os, sys
+from pathlib import Path
+from appliance.state import StateStore
+store = StateStore(Path(\"/var/lib/emocall/state.db\"))
+for n in range(100000):
+    store.add_peer(os.urandom(8).hex(), f\"peer {n}\", \"10.0.0.1:8080\", os.urandom(32))
+    print(\"committed\", len(store.peers()), flush=True)
+'" >"$work/writer.log" 2>&1 &
+  sleep 20
+  kill -9 "$qemu_pid"
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=
+  committed=$(grep -c committed "$work/writer.log" || true)
+  [ "$committed" -gt 0 ] || die "the writer committed nothing: $(tail -3 "$work/writer.log")"
+  log "power cut after $committed committed pairings"
+  step "second boot after the power cut" boot second
+  wait_ready second
+  after=$(as_root runuser -u emocall -- /opt/emocall/venv/bin/python -c "'from pathlib import Path
+from appliance.state import StateStore
+s = StateStore(Path(\"/var/lib/emocall/state.db\")); s.check(); print(len(s.peers()))'")
+  if [ "$after" -ge "$committed" ]; then
+    record power_cut ok "$committed pairings committed before the cut, $after after the reboot, database intact"
+  else
+    record power_cut fail "$committed pairings committed before the cut, only $after after the reboot"
+  fi
+}
+
+main() {
+  need_root
+  need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl xz
+  [ -f "$image" ] || die "no image at $image: run sudo bash image-build/build.sh first"
+  step "disk copy with the flasher's files" prepare_disk
+  step "boot to ready" boot first
+  wait_ready first
+  record ready ok "${ready_s} s from QEMU start to READY=1 (kernel +$((guest_ready / 1000000)) s)"
+  step "checks inside the VM" run_checks first
+  screenshot
+  $power_cut && step "power cut mid-write" power_cut
+  log "boot test took $(( $(date +%s) - BUILD_START )) s; files in $work"
+  [ ${#failures[@]} -eq 0 ] || { log "FAILED: ${failures[*]}"; echo "$selftest"; exit 1; }
+  echo "$selftest"
+}
+
+main "$@"

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Builds flavour 2 of the SD image: Debian bookworm arm64 with the Pi 3/4 boot pieces, made an emocall
+# unit by install.sh, assembled into a compressed .img without loop devices.
+#   sudo bash image-build/build.sh [--stage base|kernel|emocall|image]
+# Each stage is cached as a tarball under $EMOCALL_IMAGE_CACHE (default /var/cache/emocall-image),
+# keyed by a hash of its inputs, so a repeated or failed build resumes at the first changed stage.
+# The image lands in $EMOCALL_IMAGE_OUT (default $EMOCALL_IMAGE_CACHE/out).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+# shellcheck source=lib/common.sh
+. "$here/lib/common.sh"
+
+SUITE=bookworm
+MIRROR=${EMOCALL_MIRROR:-http://deb.debian.org/debian}
+SECURITY=${EMOCALL_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+OUT_DIR=${EMOCALL_IMAGE_OUT:-$CACHE_DIR/out}
+BOOT_MIB=256
+DATA_MIB=64
+last_stage=image
+[ "${1:-}" = "--stage" ] && last_stage=${2:?--stage needs base, kernel, emocall or image}
+
+packages() { grep -hv '^#' "$@" | tr -s ' \n' ' '; }
+
+# What goes into the emocall stage: the files install.sh reads, from git (not untracked leftovers).
+source_files() { git -C "$repo" ls-files appliance models/edgetpu image-build pyproject.toml README.md; }
+source_key() { (cd "$repo" && source_files | sort | xargs sha256sum) | sha256sum | cut -c1-12; }
+
+base_key=$(key "$here/packages-debian.txt" <(echo "$SUITE minbase v1"))
+kernel_key=$(key <(echo "$base_key") "$here/packages-kernel.txt" "$here/files/initramfs/emocall.conf")
+base_tar=$CACHE_DIR/base-$base_key.tar.zst
+kernel_tar=$CACHE_DIR/kernel-$kernel_key.tar.zst
+
+stage_base() {
+  [ -f "$base_tar" ] && { log "cached: $base_tar"; return; }
+  local include
+  include=$(packages "$here/packages-debian.txt" | tr ' ' ',')
+  mmdebstrap --variant=minbase --architectures=arm64 --components=main,non-free-firmware \
+    --include="${include%,}" --aptopt='Acquire::Retries "3"' \
+    "$SUITE" "$CACHE_DIR/base.part.tar.zst" \
+    "deb $MIRROR $SUITE main non-free-firmware" \
+    "deb $MIRROR $SUITE-updates main non-free-firmware" \
+    "deb $SECURITY $SUITE-security main non-free-firmware"
+  mv "$CACHE_DIR/base.part.tar.zst" "$base_tar"
+}
+
+# The kernel's postinst and every firmware package regenerate the initramfs; under emulation each run
+# takes minutes, so update-initramfs is diverted during the install and run once afterwards.
+install_kernel() {
+  local root=$1
+  install -D -m 0644 "$here/files/initramfs/emocall.conf" "$root/etc/initramfs-tools/conf.d/emocall.conf"
+  in_root "$root" dpkg-divert --local --rename --add /usr/sbin/update-initramfs
+  printf '#!/bin/sh\nexit 0\n' >"$root/usr/sbin/update-initramfs"
+  chmod 0755 "$root/usr/sbin/update-initramfs"
+  in_root "$root" apt-get update -q
+  # shellcheck disable=SC2046  # one word per package
+  in_root "$root" apt-get install -y -q --no-install-recommends $(packages "$here/packages-kernel.txt")
+  rm "$root/usr/sbin/update-initramfs"
+  in_root "$root" dpkg-divert --local --rename --remove /usr/sbin/update-initramfs
+  in_root "$root" update-initramfs -c -k all
+  in_root "$root" apt-get clean
+}
+
+# extract TAR: a fresh root directory under the cache, unmounted and removed again on exit.
+extract() {
+  root=$(mktemp -d "$CACHE_DIR/root.XXXX")
+  trap 'unmount_root "$root"; rm -rf "$root"' EXIT
+  tar -C "$root" --zstd -xpf "$1"
+}
+
+pack() {
+  local root=$1 tarball=$2
+  unmount_root "$root"
+  tar -C "$root" --zstd -cpf "$CACHE_DIR/pack.part.tar.zst" .
+  mv "$CACHE_DIR/pack.part.tar.zst" "$tarball"
+}
+
+stage_kernel() {
+  [ -f "$kernel_tar" ] && { log "cached: $kernel_tar"; return; }
+  extract "$base_tar"
+  mount_root "$root"
+  install_kernel "$root"
+  pack "$root" "$kernel_tar"
+}
+
+# install.sh inside the root, from a copy of the tracked sources; pip uses the host's CA bundle
+# (which may hold a proxy's certificate) for the build only.
+stage_emocall() {
+  emocall_tar=$CACHE_DIR/emocall-$kernel_key-$(source_key).tar.zst
+  [ -f "$emocall_tar" ] && { log "cached: $emocall_tar"; return; }
+  extract "$kernel_tar"
+  install -d "$root/tmp/emocall-src"
+  (cd "$repo" && source_files | tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
+  cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
+  mount_root "$root"
+  in_root "$root" env PIP_CERT=/tmp/host-ca.crt ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL} \
+    bash /tmp/emocall-src/image-build/install.sh
+  install -D -m 0644 "$here/files/fstab" "$root/etc/fstab"
+  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt"
+  pack "$root" "$emocall_tar"
+}
+
+# The FAT boot partition a Pi 3/4 starts from: the GPU firmware, the device trees, the kernel, the
+# initramfs, config.txt and cmdline.txt (the same pieces raspi-firmware's hooks copy).
+boot_files() {
+  local root=$1 boot=$2 version
+  version=$(basename "$(ls -d "$root"/usr/lib/linux-image-*)" | sed 's/linux-image-//')
+  install -d "$boot"
+  cp "$root"/usr/lib/raspi-firmware/* "$boot/"
+  cp "$root"/usr/lib/linux-image-"$version"/broadcom/bcm27{10,11}-rpi-*.dtb "$boot/"
+  cp "$root/boot/vmlinuz-$version" "$boot/vmlinuz"
+  cp "$root/boot/initrd.img-$version" "$boot/initrd.img"
+  cp "$here/files/boot/config.txt" "$boot/config.txt"
+  cp "$here/files/boot/cmdline.txt" "$boot/cmdline.txt"
+}
+
+# Partitions as files (mkfs.vfat -C + mcopy, mkfs.ext4 -d), then placed into one MBR disk image:
+# boot (FAT, RASPIFIRM), root (ext4, EMOCALLROOT), state (ext4, EMOCALLDATA; grows at first boot).
+stage_image() {
+  local work boot_img root_img data_img root_mib img total
+  extract "$emocall_tar"
+  work=$(mktemp -d "$CACHE_DIR/image.XXXX")
+  boot_files "$root" "$work/boot"
+  boot_img=$work/boot.vfat root_img=$work/root.ext4 data_img=$work/data.ext4
+  mkfs.vfat -C -n RASPIFIRM "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
+  mcopy -s -i "$boot_img" "$work/boot"/* ::
+  install -d "$work/data"
+  root_mib=$(( $(du -sm --exclude=./proc --exclude=./sys "$root" | cut -f1) * 12 / 10 + 200 ))
+  mkfs.ext4 -q -L EMOCALLROOT -d "$root" "$root_img" "${root_mib}M"
+  mkfs.ext4 -q -L EMOCALLDATA -d "$work/data" "$data_img" "${DATA_MIB}M"
+  img=$OUT_DIR/emocall-arm64.img
+  total=$((1 + BOOT_MIB + root_mib + DATA_MIB))
+  rm -f "$img" && truncate -s "${total}M" "$img"
+  sfdisk -q "$img" <<PARTS
+label: dos
+start=1MiB, size=${BOOT_MIB}MiB, type=c, bootable
+size=${root_mib}MiB, type=83
+type=83
+PARTS
+  dd if="$boot_img" of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
+  dd if="$root_img" of="$img" bs=1M seek=$((1 + BOOT_MIB)) conv=notrunc,sparse status=none
+  dd if="$data_img" of="$img" bs=1M seek=$((1 + BOOT_MIB + root_mib)) conv=notrunc,sparse status=none
+  rm -rf "$work"
+  rm -f "$img.xz"
+  xz -T0 -3 "$img"
+  log "image: $img.xz ($(du -m "$img.xz" | cut -f1) MiB compressed, ${total} MiB on the card before it grows)"
+  echo "$img.xz"
+}
+
+main() {
+  need_root
+  need_tools mmdebstrap chroot zstd xz mkfs.vfat mcopy mkfs.ext4 sfdisk
+  enable_binfmt
+  mkdir -p "$CACHE_DIR" "$OUT_DIR"
+  step "base root filesystem (mmdebstrap, arm64)" stage_base
+  [ "$last_stage" = base ] && return
+  step "kernel and Pi firmware (under emulation)" stage_kernel
+  [ "$last_stage" = kernel ] && return
+  step "emocall (install.sh in the root)" stage_emocall
+  [ "$last_stage" = emocall ] && return
+  step "disk image" stage_image
+  log "build took $(( $(date +%s) - BUILD_START )) s"
+}
+
+main "$@"

@@ -1,0 +1,176 @@
+#!/usr/bin/python3
+"""Raspberry Pi Imager's OS customisation, honoured on an emocall image.
+
+Imager writes its settings to the card's boot partition in one of three forms, all read here:
+- ``custom.toml`` (hostname, user, SSH, Wi-Fi, locale), read by :func:`apply_custom_toml`;
+- ``userconf.txt`` (``user:password-hash``) and an empty ``ssh`` file (headless set-up);
+- ``firstrun.sh``, which calls ``/usr/lib/raspberrypi-sys-mods/imager_custom`` and
+  ``/usr/lib/userconf-pi/userconf``: on the Debian flavour this script is installed under both
+  names, so the same commands work there too (:func:`main` dispatches on the name it is called by).
+Each setting is applied with the system's own tools (argument lists, timeouts).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+BOOT = Path("/boot/firmware")
+TIMEOUT = 60
+
+
+class CustomisationError(Exception):
+    pass
+
+
+def _run(*argv: str, stdin: str | None = None) -> None:
+    try:
+        subprocess.run(argv, input=stdin, text=True, check=True, timeout=TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CustomisationError(f"{argv[0]} failed: {e}") from e
+
+
+def set_hostname(name: str) -> None:
+    Path("/etc/hostname").write_text(name + "\n")
+    hosts = Path("/etc/hosts")
+    lines = [ln for ln in hosts.read_text().splitlines() if not ln.startswith("127.0.1.1")]
+    hosts.write_text("\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n")
+    _run("hostname", name)
+
+
+def set_user(name: str, password_hash: str) -> None:
+    """The flasher's login user (there is none by default and no default password)."""
+    groups = "sudo,audio,video,plugdev,netdev"
+    existing = subprocess.run(["id", name], capture_output=True, timeout=TIMEOUT).returncode == 0
+    if not existing:
+        _run("useradd", "--create-home", "--shell", "/bin/bash", "--groups", groups, name)
+    _run("chpasswd", "-e", stdin=f"{name}:{password_hash}\n")
+
+
+def enable_ssh(keys: list[str], user: str | None, password_login: bool) -> None:
+    if keys and user:
+        ssh_dir = Path(f"~{user}").expanduser() / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text("\n".join(keys) + "\n")
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        _run("chown", "-R", f"{user}:{user}", str(ssh_dir))
+    conf = Path("/etc/ssh/sshd_config.d/emocall.conf")
+    conf.write_text(f"PasswordAuthentication {'yes' if password_login else 'no'}\n")
+    _run("ssh-keygen", "-A")
+    _run("systemctl", "enable", "ssh.service")
+
+
+def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> None:
+    """A NetworkManager connection that the unit joins at every boot."""
+    name = "emocall-wifi"
+    subprocess.run(["nmcli", "connection", "delete", name], capture_output=True, timeout=TIMEOUT)
+    args = ["nmcli", "--offline", "connection", "add", "type", "wifi", "con-name", name, "ssid", ssid]
+    args += ["wifi.hidden", "yes" if hidden else "no", "connection.autoconnect-priority", "10"]
+    if password:
+        args += ["wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", password]
+    keyfile = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    if keyfile.returncode != 0:
+        raise CustomisationError(f"nmcli could not make the Wi-Fi connection: {keyfile.stderr.strip()}")
+    path = Path(f"/etc/NetworkManager/system-connections/{name}.nmconnection")
+    path.write_text(keyfile.stdout)
+    path.chmod(0o600)
+    if country:
+        Path("/etc/default/crda").write_text(f"REGDOMAIN={country}\n")
+
+
+def set_timezone(zone: str) -> None:
+    if (Path("/usr/share/zoneinfo") / zone).is_file():
+        Path("/etc/localtime").unlink(missing_ok=True)
+        Path("/etc/localtime").symlink_to(Path("/usr/share/zoneinfo") / zone)
+        Path("/etc/timezone").write_text(zone + "\n")
+
+
+def apply_custom_toml(path: Path) -> list[str]:
+    """Apply Imager's custom.toml; returns what was set, for the log."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CustomisationError(f"{path} is not readable TOML ({e}); re-run Raspberry Pi Imager") from e
+    done: list[str] = []
+    system, user, ssh = data.get("system", {}), data.get("user", {}), data.get("ssh", {})
+    wlan, locale = data.get("wlan", {}), data.get("locale", {})
+    if system.get("hostname"):
+        set_hostname(system["hostname"])
+        done.append("hostname")
+    if user.get("name") and user.get("password"):
+        set_user(user["name"], user["password"])
+        done.append("user")
+    if ssh.get("enabled"):
+        enable_ssh(list(ssh.get("authorized_keys", [])), user.get("name"), bool(ssh.get("password_authentication")))
+        done.append("ssh")
+    if wlan.get("ssid"):
+        set_wlan(wlan["ssid"], wlan.get("password", ""), wlan.get("country", ""), bool(wlan.get("hidden")))
+        done.append("wlan")
+    if locale.get("timezone"):
+        set_timezone(locale["timezone"])
+        done.append("timezone")
+    return done
+
+
+def apply_headless_files(boot: Path) -> list[str]:
+    """userconf.txt and ssh / ssh.txt, Raspberry Pi OS's headless set-up files."""
+    done: list[str] = []
+    userconf = boot / "userconf.txt"
+    user = None
+    if userconf.is_file():
+        user, _, password_hash = userconf.read_text().strip().partition(":")
+        set_user(user, password_hash)
+        userconf.unlink()
+        done.append("user")
+    for flag in (boot / "ssh", boot / "ssh.txt"):
+        if flag.exists():
+            enable_ssh([], user, password_login=True)
+            flag.unlink()
+            done.append("ssh")
+    return done
+
+
+def _imager_command(argv: list[str]) -> None:
+    """The subcommands firstrun.sh calls on Raspberry Pi OS (raspberrypi-sys-mods' imager_custom)."""
+    command, args = argv[0], argv[1:]
+    if command == "set_hostname":
+        set_hostname(args[0])
+    elif command == "enable_ssh":
+        keys = args[args.index("-k") + 1 :] if "-k" in args else []
+        user = subprocess.run(["id", "-nu", "1000"], capture_output=True, text=True, timeout=TIMEOUT).stdout
+        enable_ssh(keys, user.strip() or None, password_login="-p" in args)
+    elif command == "set_wlan":
+        hidden = "-h" in args
+        ssid, password, country = [a for a in args if a not in ("-h", "-p")][:3]
+        set_wlan(ssid, password, country, hidden)
+    elif command == "set_timezone":
+        set_timezone(args[0])
+    elif command == "set_keymap":
+        pass  # no keyboard on the unit
+    else:
+        raise CustomisationError(f"unknown imager_custom command {command!r}")
+
+
+def main(argv: list[str]) -> int:
+    called = Path(argv[0]).name
+    try:
+        if called == "imager_custom":
+            _imager_command(argv[1:])
+        elif called == "userconf":
+            set_user(argv[1], argv[2])
+        else:
+            done = apply_headless_files(BOOT)
+            if (BOOT / "custom.toml").is_file():
+                done += apply_custom_toml(BOOT / "custom.toml")
+                (BOOT / "custom.toml").unlink()
+            print(f"Imager customisation: {', '.join(done) or 'none'}")
+    except (CustomisationError, IndexError, OSError) as e:
+        print(f"imager customisation: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Turns a Debian bookworm or Raspberry Pi OS (bookworm, arm64) root filesystem into an emocall unit.
+# Runs INSIDE that root (chroot, pi-gen's on_chroot, or the machine itself) as root, from a copy of
+# the repository:   bash /path/to/emocall/image-build/install.sh
+# Both image flavours call it (build.sh, pi-gen/stage-emocall/00-run.sh); CI runs it into a root
+# filesystem (tests/test_image_install.py).
+# Environment: PIP_CERT / PIP_INDEX_URL are passed on to pip where the build host needs them;
+# EMOCALL_SKIP_APT=1 leaves the Debian packages to the caller (they must already be installed).
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+here=$src/image-build
+files=$here/files
+venv=/opt/emocall/venv
+state=/var/lib/emocall
+
+say() { printf 'install.sh: %s\n' "$*" >&2; }
+
+install_packages() {
+  [ "${EMOCALL_SKIP_APT:-0}" = 1 ] && return
+  say "Debian packages"
+  apt-get update -q
+  # shellcheck disable=SC2046  # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    $(grep -hv '^#' "$here/packages.txt")
+}
+
+# The service user and the device groups its unit names (a group that does not exist stops the unit).
+create_user() {
+  say "user emocall"
+  local g
+  for g in gpio render apex plugdev video audio; do getent group "$g" >/dev/null || groupadd --system "$g"; done
+  getent passwd emocall >/dev/null ||
+    useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin emocall
+  usermod -a -G video,render,gpio,audio,plugdev,apex emocall
+  install -d -o emocall -g emocall -m 0700 "$state"
+}
+
+# A virtualenv that also sees the system's packages: on Raspberry Pi OS picamera2 and libcamera come
+# only from apt. --ignore-installed keeps every locked package in the venv (numpy 1.x, which apt's
+# simplejpeg needs), --require-hashes refuses anything the lock does not name with its sha256.
+create_venv() {
+  say "virtualenv $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
+  PIP_NO_CACHE_DIR=1 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
+    --ignore-installed --require-hashes --only-binary=:all: -r "$here/requirements.lock"
+  local build
+  build=$(mktemp -d)
+  cp -r "$src/appliance" "$src/pyproject.toml" "$src/README.md" "$build/"
+  PIP_NO_CACHE_DIR=1 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation --no-index "$build"
+  rm -rf "$build"
+  "$venv/bin/python" -m compileall -q "$venv/lib" >/dev/null || true
+}
+
+install_files() {
+  say "configuration, units and models"
+  install -D -m 0644 "$files/systemd/emocall.service" /etc/systemd/system/emocall.service
+  install -D -m 0644 "$files/systemd/emocall-firstboot.service" /etc/systemd/system/emocall-firstboot.service
+  install -D -m 0644 "$files/systemd/emocall-hotspot.service" /etc/systemd/system/emocall-hotspot.service
+  install -D -m 0755 "$files/firstboot/emocall-firstboot" /usr/lib/emocall/emocall-firstboot
+  install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/emocall/imager_custom.py
+  install -D -m 0755 "$files/network/emocall-hotspot" /usr/lib/emocall/emocall-hotspot
+  [ -f /etc/emocall/config.toml ] || install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml
+  install -D -m 0644 "$files/pipewire/50-emocall-echo-cancel.conf" \
+    /etc/pipewire/pipewire.conf.d/50-emocall-echo-cancel.conf
+  install -D -m 0644 "$files/journald/emocall.conf" /etc/systemd/journald.conf.d/50-emocall.conf
+  install -D -m 0644 "$files/udev/60-emocall.rules" /etc/udev/rules.d/60-emocall.rules
+  install -D -m 0644 "$files/fstab" /etc/fstab
+  install -d /usr/share/emocall/models/edgetpu
+  install -m 0644 "$src"/models/edgetpu/emotion.json "$src"/models/edgetpu/*.tflite /usr/share/emocall/models/edgetpu/
+}
+
+# PipeWire runs per user: emocall lingers, so its user manager (and PipeWire, WirePlumber) starts at
+# boot without a login; the service finds it through XDG_RUNTIME_DIR (issue 19.1).
+wire_audio() {
+  say "PipeWire for the service user"
+  local uid
+  uid=$(id -u emocall)
+  install -d /var/lib/systemd/linger
+  touch /var/lib/systemd/linger/emocall
+  install -d /etc/systemd/system/emocall.service.d
+  cat >/etc/systemd/system/emocall.service.d/10-audio.conf <<EOF
+# Written by image-build/install.sh: emocall's user manager runs PipeWire (uid $uid).
+[Unit]
+Wants=user@$uid.service
+After=user@$uid.service
+[Service]
+Environment=XDG_RUNTIME_DIR=/run/user/$uid
+EOF
+}
+
+enable_units() {
+  say "units"
+  systemctl enable emocall.service emocall-firstboot.service NetworkManager.service
+  systemctl --global enable pipewire.socket wireplumber.service 2>/dev/null || true
+  # SSH stays off unless the flasher enabled it (first boot turns it on then).
+  systemctl disable ssh.service 2>/dev/null || true
+  # No unattended apt on an appliance: it writes the card and the network may be metered.
+  systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
+  # /tmp in memory: the root is read-mostly.
+  systemctl unmask tmp.mount 2>/dev/null || true
+  if [ -f /usr/share/systemd/tmp.mount ]; then systemctl enable /usr/share/systemd/tmp.mount 2>/dev/null || true; fi
+}
+
+# Nothing unit-specific or secret may stay in the image: every unit makes its own at first boot.
+scrub() {
+  say "scrub: keys, machine id, caches"
+  rm -f /etc/ssh/ssh_host_*
+  : >/etc/machine-id
+  rm -f /var/lib/dbus/machine-id
+  passwd -l root >/dev/null
+  echo emocall >/etc/hostname
+  apt-get clean
+  rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /root/.cache /var/cache/debconf/*-old /tmp/* /var/tmp/*
+  find /var/log -type f -exec truncate -s 0 {} +
+}
+
+main() {
+  [ "$(id -u)" -eq 0 ] || { say "run as root"; exit 1; }
+  install_packages
+  create_user
+  create_venv
+  install_files
+  wire_audio
+  enable_units
+  scrub
+  say "done: $("$venv/bin/emocall" --version)"
+}
+
+main "$@"

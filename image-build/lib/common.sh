@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# Helpers shared by build.sh and boot-test.sh: timed, logged steps and the stage cache.
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
+CACHE_DIR="${EMOCALL_IMAGE_CACHE:-/var/cache/emocall-image}"
+BUILD_START=$(date +%s)
+
+log() { printf '%s [%4ds] %s\n' "$(date -u +%H:%M:%S)" "$(( $(date +%s) - BUILD_START ))" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# step NAME COMMAND...: runs COMMAND, then logs how long it took (the durations the README quotes).
+step() {
+  local name=$1 t0
+  shift
+  t0=$(date +%s)
+  log "start: $name"
+  "$@"
+  log "done:  $name ($(( $(date +%s) - t0 )) s)"
+}
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "run as root: sudo bash $0"; }
+
+need_tools() {
+  local t missing=()
+  for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
+  [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (apt-get install mmdebstrap qemu-user-static binfmt-support genimage dosfstools mtools e2fsprogs zstd qemu-system-arm)"
+}
+
+# arm64 binaries in a chroot run through qemu-user; binfmt_misc may need mounting first.
+enable_binfmt() {
+  [ "$(uname -m)" = aarch64 ] && return 0
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 binfmt is not registered (install qemu-user-static binfmt-support)"
+}
+
+# key FILES...: a short hash of the inputs of a stage, so a changed input rebuilds that stage only.
+key() { cat "$@" | sha256sum | cut -c1-12; }
+
+# Bind the kernel file systems into a root for chroot; unmount_root undoes it (also on failure).
+mount_root() {
+  local root=$1 d
+  for d in proc sys dev dev/pts; do mkdir -p "$root/$d"; done
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+  mount --bind /dev "$root/dev"
+  mount -t devpts devpts "$root/dev/pts" -o newinstance,ptmxmode=0666
+}
+
+unmount_root() {
+  local root=$1 d
+  for d in dev/pts dev sys proc; do
+    mountpoint -q "$root/$d" && umount -R "$root/$d"
+  done
+  return 0
+}
+
+# in_root ROOT COMMAND...: runs COMMAND in ROOT with a clean environment (pip needs the CA bundle
+# of the root itself and no host variables such as PIP_* or VIRTUAL_ENV).
+in_root() {
+  local root=$1
+  shift
+  env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive chroot "$root" "$@"
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs inside the booted image (as root, copied there by boot-test.sh): one line per check,
+#   CHECK <name> <ok|fail> <detail>
+# then the self-test JSON on a line of its own after "SELFTEST". Reads nothing from the host.
+set -uo pipefail
+venv=/opt/emocall/venv
+uid=$(id -u emocall)
+as_emocall() {
+  (cd /var/lib/emocall && runuser -u emocall -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@")
+}
+check() { printf 'CHECK %s %s %s\n' "$1" "$2" "$3"; }
+
+service() {
+  local props
+  props=$(systemctl show emocall -p ActiveState -p SubState -p NRestarts -p ActiveEnterTimestampMonotonic |
+    tr '\n' ' ')
+  if systemctl is-active -q emocall; then check service ok "$props"; else check service fail "$props"; fi
+}
+
+# Issue 19.1/19.2: PipeWire in emocall's user manager; the echo canceller is the default source and sink.
+pipewire() {
+  local source sink
+  source=$(as_emocall wpctl inspect @DEFAULT_AUDIO_SOURCE@ 2>&1 | sed -n 's/.*node.name = "\(.*\)"/\1/p')
+  sink=$(as_emocall wpctl inspect @DEFAULT_AUDIO_SINK@ 2>&1 | sed -n 's/.*node.name = "\(.*\)"/\1/p')
+  if [ "$source" = echo-cancel-source ] && [ "$sink" = echo-cancel-sink ]; then
+    check pipewire ok "default source $source, default sink $sink"
+  else
+    check pipewire fail "default source '${source}', sink '${sink}'"
+  fi
+}
+
+# The announcement path the service uses: emocall say -> aplay -D default -> PipeWire -> the card.
+speaker() {
+  local out
+  if out=$(as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml say "Speaker check." 2>&1); then
+    check speaker ok "$out"
+  else
+    check speaker fail "$(tail -1 <<<"$out")"
+  fi
+  if journalctl -u emocall -b --no-pager | grep -q "aplay"; then
+    check service_audio fail "the service logged an aplay problem: $(journalctl -u emocall -b --no-pager | grep aplay | tail -1)"
+  else
+    check service_audio ok "no aplay error in the service's journal"
+  fi
+}
+
+# Issue 19.3: lgpio imports under the unit's own sandbox (it makes a FIFO in the working directory).
+lgpio() {
+  local out
+  out=$(systemd-run --quiet --wait --pipe --collect -p User=emocall -p Group=emocall \
+    -p SupplementaryGroups="gpio" -p WorkingDirectory=/var/lib/emocall -p ProtectSystem=strict \
+    -p ProtectHome=read-only -p PrivateTmp=yes -p NoNewPrivileges=yes -p ReadWritePaths=/var/lib/emocall \
+    "$venv/bin/python" -c 'import lgpio, gpiozero.pins.lgpio as f, os
+print("lgpio", lgpio.LGPIO_PY_VERSION if hasattr(lgpio, "LGPIO_PY_VERSION") else "", f.LGPIOFactory.__name__,
+      [n for n in os.listdir(".") if n.startswith(".lgd")])' 2>&1)
+  if grep -q LGPIOFactory <<<"$out"; then check lgpio ok "$out"; else check lgpio fail "$(tail -1 <<<"$out")"; fi
+}
+
+display() {
+  local drm log
+  drm=$(find /dev/dri -mindepth 1 -printf '%f ' 2>/dev/null)
+  log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
+  if [ -e /dev/dri/card0 ]; then check display ok "dri: $drm; $log"; else check display fail "no DRM device; $log"; fi
+}
+
+# Issue 19.6: no Coral here, so the probe fails and the unit runs expressions on the processor.
+vision() {
+  local status
+  status=$(python3 -c 'import json, urllib.request
+s = json.load(urllib.request.urlopen("http://127.0.0.1:8080/api/status", timeout=10))
+print(json.dumps(s.get("vision")))' 2>&1)
+  if grep -q -i '"available": true' <<<"$status"; then check vision ok "$status"; else check vision fail "$status"; fi
+}
+
+service
+pipewire
+speaker
+lgpio
+display
+vision
+echo SELFTEST
+as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
+echo
