@@ -200,7 +200,8 @@ def test_two_units_pair_and_unpair_in_a_browser(two_units: tuple[Process, Proces
             page.goto(f"{a.url}/pair")
             mark = b.mark()
             page.get_by_role("button", name=f"Unpair {b.name}").click()
-            expect(page.get_by_role("status")).to_have_text("Unpaired.")
+            page.get_by_role("button", name=f"Yes, unpair {b.name}").click()  # unpairing is confirmed
+            expect(page.get_by_role("status")).to_have_text(f"Unpaired {b.name}.")
             b.wait_for(rf"pairing\.removed: No longer paired with {a.name}", mark)
             # B's own page agrees: nothing paired.
             other = browser.new_page()

@@ -133,7 +133,7 @@ def test_page_forms_with_bad_input_say_what_is_wrong(units: tuple[Unit, Unit]) -
     for path, form, words in cases:
         page = browser.post(path, data=form, follow_redirects=True)
         assert page.status_code == 200, path
-        alert = re.search(r'<p class="message error" role="alert">(.*?)</p>', page.get_data(as_text=True))
+        alert = re.search(r'role="alert"[^>]*>\s*<p id="result-text">(.*?)</p>', page.get_data(as_text=True))
         assert alert and words in alert.group(1).lower(), (path, page.get_data(as_text=True)[-800:])
     assert a.store.settings() == a.store.settings().model_validate({"display_name": "Asha"})
 

@@ -1,0 +1,166 @@
+"""What the pages say: outcomes, errors, the call state and the unit's parts, in the owner's words.
+
+The owner often hears the pages through a screen reader, so an error names the field and says what
+to type, a lockout says what is locked and for how many minutes, and nothing reads as a Python
+value (no dicts, no exception text, no 32-digit ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.call import CallError
+from appliance.pairing.codes import CodeError, CodeExpired, CodeLocked
+from appliance.pairing.service import PairingError
+from appliance.state import SettingsError
+from appliance.web.schemas import BadRequest
+from appliance.words.phrases import Phrases
+
+PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError, CallError)
+ENGLISH = Phrases("en")
+
+# Form fields as their labels name them, for the error summary.
+FIELD_NAMES = {
+    "address": "The other unit's address",
+    "code": "Code",
+    "display_name": "Name of this unit",
+    "volume": "Volume",
+    "announcements": "Announcements",
+    "verbosity": "How much is said",
+    "voice_language": "Voice language",
+    "to": "Unit to call",
+}
+CALL_STATES = {
+    "idle": "No call.",
+    "calling": "Calling. Waiting for the other unit to answer.",
+    "ringing": "Someone is calling. Press Answer to talk.",
+    "connected": "In a call.",
+    "reconnecting": "The connection dropped: reconnecting.",
+    "ended": "The call ended.",
+    "failed": "The call failed.",
+    "busy": "The other unit is busy.",
+    "lost": "The connection was lost.",
+    "unavailable": "Calling is not available on this unit.",
+}
+CAMERAS = {"pattern": "A test picture (no camera is working)", "none": "No camera"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a page says after an action: ``kind`` info, error or question; ``fields`` name -> what to do."""
+
+    text: str
+    kind: str = "info"
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
+
+
+def duration(seconds: float) -> str:
+    """A time said plainly: seconds, minutes, or hours for long ones (a login lasts hours)."""
+    if seconds >= 90 * 60:
+        hours = round(seconds / 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return ENGLISH.duration(seconds)
+
+
+def problem(
+    e: Exception, *, peer: str = "", field_name: str = "", address: str = "", code_seconds: float = 120
+) -> Outcome:
+    """An error as the page says it; ``field_name`` is the field it is about when it has one."""
+    if isinstance(e, BadRequest) and e.fields:
+        return _bad_fields(e.fields)
+    if isinstance(e, CodeLocked):
+        return Outcome(
+            f"Too many wrong codes: logging in to this unit is locked for {duration(e.seconds)}. "
+            "Try again after that.",
+            "error",
+        )
+    if isinstance(e, CodeExpired):
+        return _on_field(
+            f"That code no longer works (a code works for {duration(code_seconds)}). "
+            'Press "Ask the unit for a code" for a new one.',
+            "code",
+        )
+    if isinstance(e, CodeError):
+        left = str(e).removeprefix("wrong code: ")
+        return _on_field(
+            f"That is not the code the unit is saying: {left}. Type the six digits again.", "code"
+        )
+    if isinstance(e, PairingError):
+        return _pairing(e, peer or "the other unit", field_name, address, code_seconds)
+    return Outcome(sentence(str(e)), "error")
+
+
+def _on_field(text: str, name: str) -> Outcome:
+    return Outcome(text, "error", {name: text} if name else {})
+
+
+def _bad_fields(fields: Mapping[str, str]) -> Outcome:
+    names = [FIELD_NAMES.get(f, f) for f in fields]
+    if len(names) == 1:
+        return Outcome(
+            f"{names[0]}: {next(iter(fields.values()))} Nothing was changed.", "error", dict(fields)
+        )
+    return Outcome(
+        f"Nothing was changed: {len(names)} answers need changing: {', '.join(names)}.", "error", dict(fields)
+    )
+
+
+def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_seconds: float) -> Outcome:
+    if e.status == 429 and isinstance(e.details.get("seconds"), int):
+        return Outcome(
+            f"Too many wrong codes: pairing with {peer} is locked for {duration(e.details['seconds'])}. "
+            "Try again after that.",
+            "error",
+        )
+    if e.status == 502 and field_name == "address":
+        return _on_field(
+            f"No unit answered at {address}. Check the address on the other unit's display "
+            "(hold its button to hear it said), that it is switched on and on this network, then try again.",
+            "address",
+        )
+    if e.status == 502:
+        return Outcome(
+            f"Lost contact with {peer} while pairing. Ask it for a new code and try again.", "error"
+        )
+    if e.status == 403 and "wrong code" in str(e):
+        left = str(e).split("wrong code: ", 1)[-1]
+        return _on_field(f"That is not the code {peer} is saying: {left}. Type the six digits again.", "code")
+    if e.status == 410:
+        return Outcome(
+            f"The code from {peer} no longer works (a code works for {duration(code_seconds)}). "
+            f"Ask {peer} for a new code below.",
+            "error",
+        )
+    return _on_field(sentence(str(e)), field_name)
+
+
+def unit_details(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The status provider's facts as (term, words) for the status page; the call state is elsewhere."""
+    details = []
+    if "camera" in status:
+        details.append(("Camera", CAMERAS.get(str(status["camera"]), str(status["camera"]))))
+    vision = status.get("vision")
+    if isinstance(vision, Mapping):
+        details.extend(_vision(vision))
+    shown = {"camera", "vision", "call", "events", "name", "unit_id", "address", "version"}
+    for key, value in status.items():
+        if key not in shown and isinstance(value, str | int | float):
+            details.append((key.replace("_", " ").capitalize(), str(value)))
+    return details
+
+
+def _vision(vision: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if not vision.get("available"):
+        return [("Expressions", sentence(f"not recognised: {vision.get('reason') or 'not started'}"))]
+    reasons = vision.get("reasons")
+    why = reasons.get("classifier") if isinstance(reasons, Mapping) else None
+    where = "the Coral" if "edgetpu" in str(vision.get("classifier", "")).lower() else "the processor"
+    said = f"Recognised on {where}" + (f" ({why})" if why else "") + "."
+    return [("Expressions", said), ("Faces found by", str(vision.get("detector", "unknown")))]
