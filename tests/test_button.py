@@ -63,7 +63,7 @@ class ButtonUnit:
         self.wav = data_dir / "speaker.wav"
         self.speaker = WavSpeaker(self.wav)
         self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"))
-        self.narrator = Narrator(self.events, self.announcer)
+        self.narrator = Narrator(self.events, self.announcer, sharing=True)
         self.engine = CallEngine(
             cfg.call,
             self.identity,
@@ -153,9 +153,11 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
     assert said == [
         "Calling Bela.",
         "Connected to Bela.",
+        "Bela hears your expressions.",  # consent, said at connect
         "Call ended.",
         "Bela is calling. Press the button to answer.",
         "Connected to Bela.",
+        "Bela hears your expressions.",
         "No expression yet.",
         "Call ended.",
     ]
