@@ -15,9 +15,9 @@ import json
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
 from quantize import convert, ferdata, model, train
 
 log = logging.getLogger(__name__)
@@ -60,23 +60,6 @@ def calibrate_offsets(probs: np.ndarray, labels: np.ndarray, rounds: int = 3) ->
     return offsets
 
 
-def measure_crop_margin(images: np.ndarray, upscale: int = 4) -> float:
-    """How much larger than OpenCV's Haar face box a FER2013 crop is (per side, fraction of the box).
-
-    FER2013 faces are already crops; detecting them again with the runtime's detector tells the
-    runtime how much margin to add so it sees what the model was trained on.
-    """
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    ratios = []
-    for img in images:
-        big = cv2.resize(img, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
-        faces = cascade.detectMultiScale(big, 1.1, 5, minSize=(big.shape[0] // 3,) * 2)
-        if len(faces):
-            w = max(faces, key=lambda f: f[2])[2]
-            ratios.append(big.shape[1] / w)
-    return round(float((np.median(ratios) - 1.0) / 2.0), 3)
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -86,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", type=Path, default=Path("runs/main"), help="training output folder")
     p.add_argument("--out", type=Path, default=Path("models/edgetpu"))
     p.add_argument("--representative", type=int, default=500, help="training images for calibration")
+    p.add_argument("--margin-faces", type=int, default=1000, help="PublicTest faces for the crop margin")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -112,6 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     convert.write(tflite, convert.to_int8_tflite(mirrored, rep))
     convert.write(args.out / FLOAT_FILE, convert.to_float16_tflite(mirrored))
 
+    margin, found = frames.calibrate_margin(val.images[: args.margin_faces])
+    log.info(
+        "crop margin %.3f: the runtime's Haar box on %.0f%% of PublicTest faces in frames",
+        margin,
+        100 * found,
+    )
     card = {
         "name": "emocall expression CNN",
         "labels": list(ferdata.LABELS),
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             "pixels": "0-255 grey, the model normalises inside",
         },
         "crop": {
-            "margin": measure_crop_margin(val.images[:400]),
+            "margin": margin,
             "square": True,
             "detector": "haar",
             "note": "margin: fraction of the detected face box added on each side",

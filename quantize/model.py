@@ -1,8 +1,9 @@
 """The expression CNN, designed for the Edge TPU.
 
-Only ops the Edge TPU compiler maps: CONV_2D, DEPTHWISE_CONV_2D, ADD, MAX_POOL_2D, MEAN,
-FULLY_CONNECTED, SOFTMAX, MUL (the input scaling), RESHAPE, with ReLU fused. Batch norm folds into
-the convolutions at conversion. Input: a 48x48 grey face crop, raw pixels 0-255, batch 1 when exported.
+Only ops the Edge TPU compiler maps: CONV_2D, MAX_POOL_2D, MEAN, FULLY_CONNECTED, SOFTMAX, and for
+the mirror average RESHAPE, ADD and MUL (the halving), with ReLU fused. Batch norm and the input
+scaling (``Rescaling``) fold into the convolutions at conversion, so the graph has no op for them.
+Input: a 48x48 grey face crop, raw pixels 0-255, batch 1 when exported.
 The exported model averages the network over the face and its mirror image (``mirror_averaged``).
 """
 

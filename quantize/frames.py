@@ -1,0 +1,103 @@
+"""Test faces as the unit sees them: pasted into a 640x480 frame, found by the runtime's detector, cropped.
+
+``runtime_crops`` runs the appliance's own ``HaarDetector`` (its config defaults) and ``crop_face``
+(the card's margin) on each frame; ``vp8_round_trip`` first sends the frames through the call's own
+VP8 encoder and decoder (aiortc's, which drive libvpx through PyAV) at the call's bitrate.
+``calibrate_margin`` measures the crop margin that makes the runtime crop match the FER2013 crop.
+"""
+
+from __future__ import annotations
+
+import fractions
+from collections.abc import Iterable, Iterator
+
+# aiortc before TensorFlow: its libsrtp crashes the process when loaded after TensorFlow's libraries.
+import aiortc.codecs.vpx as vpx  # isort: skip
+import av
+import cv2
+import numpy as np
+from aiortc.jitterbuffer import JitterFrame
+
+from appliance.vision import Box
+from appliance.vision.card import ModelCard
+from appliance.vision.crop import crop_face
+from appliance.vision.detect_haar import HaarDetector
+
+FRAME_W, FRAME_H = 640, 480
+FACE_PX = 200  # a face at about arm's length from the unit's camera
+CALL_FPS = 15  # appliance.config CallConfig.fps default
+HOLD_FRAMES = 8  # frames each face is sent for; the last one is analysed (the encoder has settled)
+
+
+def frame_with_face(face48: np.ndarray, size: int = FACE_PX, at: tuple[int, int] | None = None) -> np.ndarray:
+    """A BGR 640x480 frame: a lit wall (vertical gradient), the face scaled to ``size`` px.
+
+    ``at``: the face's top left corner; the middle of the frame if None.
+    """
+    wall = np.linspace(150, 90, FRAME_H, dtype=np.float32)[:, None].repeat(FRAME_W, axis=1)
+    frame = wall.astype(np.uint8)
+    x0, y0 = at or ((FRAME_W - size) // 2, (FRAME_H - size) // 2)
+    frame[y0 : y0 + size, x0 : x0 + size] = cv2.resize(face48, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+def largest_face(detector: HaarDetector, frame: np.ndarray) -> Box | None:
+    boxes = detector.detect(frame)
+    return max(boxes, key=lambda b: b.area) if boxes else None
+
+
+class FramesError(Exception):
+    """The video path lost a frame."""
+
+
+def runtime_crops(frames: Iterable[np.ndarray], card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """48x48 crops as the unit makes them, and a mask of the frames where a face was found."""
+    detector = HaarDetector()
+    crops, found = [], []
+    for frame in frames:
+        box = largest_face(detector, frame)
+        found.append(box is not None)
+        crops.append(
+            crop_face(frame, box, card)[..., 0] if box else np.zeros((card.height, card.width), np.uint8)
+        )
+    return np.stack(crops), np.array(found)
+
+
+def calibrate_margin(faces48: np.ndarray, size: int = FACE_PX) -> tuple[float, float]:
+    """The margin at which the runtime crop is the FER2013 crop (median over faces), and the share found.
+
+    The pasted face is ``size`` px; the runtime's box is ``w``; the crop is ``w (1 + 2 margin)``.
+    """
+    detector = HaarDetector()
+    widths = [b.w for f in faces48 if (b := largest_face(detector, frame_with_face(f, size)))]
+    ratio = size / float(np.median(widths))
+    return round((ratio - 1.0) / 2.0, 3), len(widths) / len(faces48)
+
+
+def vp8_round_trip(frames: Iterable[np.ndarray], hold: int = HOLD_FRAMES) -> Iterator[np.ndarray]:
+    """Each frame as the other unit decodes it after ``hold`` frames of it went through the call's VP8.
+
+    One continuous stream, as in a call: aiortc's ``Vp8Encoder`` at its starting bitrate (what a call
+    sends before congestion control moves it), RTP payloads depayloaded and decoded by ``Vp8Decoder``.
+    """
+    encoder, decoder = vpx.Vp8Encoder(), vpx.Vp8Decoder()
+    time_base = fractions.Fraction(1, CALL_FPS)
+    pts = 0
+    for frame in frames:
+        decoded = None
+        for _ in range(hold):
+            video = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            video.pts, video.time_base = pts, time_base
+            pts += 1
+            payloads, timestamp = encoder.encode(video)
+            data = b"".join(vpx.vp8_depayload(p) for p in payloads)
+            for out in decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
+                decoded = out
+        if decoded is None:
+            raise FramesError(f"the VP8 decoder returned no frame for {hold} frames sent")
+        yield decoded.to_ndarray(format="bgr24")
+
+
+def bitrate() -> int:
+    """The bitrate the call's VP8 encoder starts at (aiortc's default)."""
+    return vpx.DEFAULT_BITRATE
