@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from appliance.web.schemas import typed_address
+from tests.pairing_units import Unit
 from tests.test_browser import ARGS, CHROMIUM, Process, two_units  # noqa: F401 (a fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -216,6 +217,31 @@ def _pair_by_address(me: Owner, b: Process) -> None:
     me.audit("pairing page, paired")
 
 
+def _call(me: Owner, them: Owner) -> None:
+    """The status page after each call action shows the state the action led to, said once."""
+    a, b = me.unit, them.unit
+    me.goto("/")
+    me.click(f"Call {b.name}")
+    me.result("Calling. Waiting for the other unit to answer.")
+    before = b.shown_code()
+    them.goto("/")
+    them.click("Ask the unit for a code")
+    them.fill("Code (six digits)", b.next_code(before))
+    them.click("Continue")
+    main = them.page.locator("main")
+    them.expect(main).to_contain_text("Someone is calling. Press Answer to talk.")
+    them.click("Answer")
+    them.result("In a call.")
+    them.expect(them.page.get_by_role("button", name="Answer")).to_have_count(0)
+    them.audit("status page, in a call")
+    me.page.get_by_role("link", name="refresh the status").click()
+    me.expect(me.page.locator("main")).to_contain_text("In a call.")
+    them.click("Hang up")
+    them.result("Hung up.")
+    them.expect(them.page.get_by_role("button", name="Hang up")).to_have_count(0)
+    assert a.proc.poll() is None
+
+
 def _settings(me: Owner) -> None:
     me.goto("/settings")
     me.audit("settings page")
@@ -298,6 +324,9 @@ def test_every_result_is_announced_and_pairing_by_address_needs_only_the_units(
             _log_in(me)
             _status_page(me)
             _pair_by_address(me, b)
+            them = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
+            them.set_default_timeout(15_000)
+            _call(me, Owner(them.new_page(), b, failures))
             _settings(me)
             _unpair(me, b)
             _session_end(me, Owner(context.new_page(), a, failures))
@@ -319,3 +348,36 @@ def test_every_result_is_announced_and_pairing_by_address_needs_only_the_units(
 )
 def test_addresses_are_taken_as_people_type_them(typed: str, address: str) -> None:
     assert typed_address(typed) == address
+
+
+def _title(html: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", html, re.DOTALL)
+    return found.group(1) if found else ""
+
+
+def test_lockouts_say_what_is_locked_and_for_how_many_minutes(units: tuple[Unit, Unit]) -> None:
+    a, b = units
+    visitor = a.app.test_client()
+    csrf = visitor.get("/api/owner").get_json()["csrf"]
+    visitor.post("/login/code", data={"csrf": csrf})
+    wrong = f"{(int(a.code('owner')) + 1) % 10**6:06d}"
+    pages = [
+        visitor.post("/login", data={"csrf": csrf, "code": wrong}).get_data(as_text=True) for _ in range(5)
+    ]
+    assert _title(pages[0]).startswith("Error: That is not the code the unit is saying: 4 tries left.")
+    locked = "Too many wrong codes: logging in to this unit is locked for 5 minutes. Try again after that."
+    assert _title(pages[-1]).startswith(f"Error: {locked}")
+    assert a.events.recent("pairing.locked")[-1].data["purpose"] == "owner"
+
+    browser, headers = b.owner()  # A refuses this address its owner codes now: pair from B instead
+    token = headers["X-CSRF-Token"]
+    browser.post("/pair/request", data={"csrf": token, "address": f"http://{a.address}/"})
+    wrong = f"{(int(a.code('pair')) + 1) % 10**6:06d}"
+    said = [
+        browser.post("/pair/code", data={"csrf": token, "code": wrong}).get_data(as_text=True)
+        for _ in range(5)
+    ]
+    assert "That is not the code Asha is saying: 4 tries left." in _title(said[0])
+    assert _title(said[-1]).startswith(
+        "Error: Too many wrong codes: pairing with Asha is locked for 5 minutes. Try again after that."
+    )

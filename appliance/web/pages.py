@@ -59,7 +59,7 @@ SETTINGS_KEPT = (
     "your changes are kept and shown again for you to save."
 )
 ASKED_AT = "pairing_address"  # the address of the unit asked for a code, to ask it again
-SETTLE_S = 3.0  # how long an action may take to change the call state before the page is shown
+SETTLE_S = 5.0  # how long an action may take to change the call state before the page is shown
 
 
 class LoggedOut(Exception):
@@ -362,7 +362,10 @@ def _call_pages(
         deadline = time.monotonic() + SETTLE_S
         while parts.call.state == before and time.monotonic() < deadline:
             time.sleep(0.05)
-        flash(said or CALL_STATES.get(parts.call.state, parts.call.state), "info")
+        now = parts.call.state
+        if now == before and not said:
+            said = "Still connecting: refresh the status in a moment to hear the call state."
+        flash(said or CALL_STATES.get(now, now), "info")
         return redirect(url_for("pages.status"))
 
     @bp.post("/call")

@@ -7,6 +7,7 @@ value (no dicts, no exception text, no 32-digit ids).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ def problem(
         return _bad_fields(e.fields)
     if isinstance(e, CodeLocked):
         return Outcome(
-            f"Too many wrong codes: logging in to this unit is locked for {duration(e.seconds)}. "
+            f"{_too_many(e)}: logging in to this unit is locked for {duration(e.seconds)}. "
             "Try again after that.",
             "error",
         )
@@ -95,6 +96,12 @@ def problem(
     if isinstance(e, PairingError):
         return _pairing(e, peer or "the other unit", field_name, address, code_seconds)
     return Outcome(sentence(str(e)), "error")
+
+
+def _too_many(e: Exception) -> str:
+    """What was too many, from a lockout's message ("too many code requests: try again in 300 seconds")."""
+    found = re.search(r"too many [a-z ]+?(?=:)", str(e))
+    return sentence(found.group(0))[:-1] if found else "Too many wrong codes"
 
 
 def _on_field(text: str, name: str) -> Outcome:
@@ -115,7 +122,7 @@ def _bad_fields(fields: Mapping[str, str]) -> Outcome:
 def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_seconds: float) -> Outcome:
     if e.status == 429 and isinstance(e.details.get("seconds"), int):
         return Outcome(
-            f"Too many wrong codes: pairing with {peer} is locked for {duration(e.details['seconds'])}. "
+            f"{_too_many(e)}: pairing with {peer} is locked for {duration(e.details['seconds'])}. "
             "Try again after that.",
             "error",
         )
