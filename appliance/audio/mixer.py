@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 BLOCK_SECONDS = 0.01
 # Call audio beyond this much is dropped, oldest first: late audio is worse than a gap.
 MAX_CALL_BACKLOG_SECONDS = 0.5
+# ``play`` counts the output as stopped after this many checks in a row without a block written.
+# Counted in checks, not seconds: a paused process (SIGSTOP, a Pi starved of CPU) wakes to find the
+# clock far ahead and its output merely behind, which is not a broken speaker.
+STALL_CHECK_SECONDS = 0.5
+STALL_CHECKS = 10
 
 
 @dataclass
@@ -83,11 +88,20 @@ class MixingSpeaker:
             with self._lock:
                 self._check()
                 self._current, self._pos = (entry, samples), 0
-            if not entry.done.wait(entry.duration_s + 5.0):
-                raise AudioError("the speaker stopped playing: check the audio output")
+            self._wait_played(entry)
             with self._lock:
                 self._check()
             return entry.duration_s
+
+    def _wait_played(self, entry: Played) -> None:
+        """Until ``entry`` has gone out, or the output has made no progress for STALL_CHECKS checks."""
+        written, still = self._written, 0
+        while not entry.done.wait(STALL_CHECK_SECONDS):
+            with self._lock:
+                moved, written = self._written != written, self._written
+            still = 0 if moved else still + 1
+            if still >= STALL_CHECKS or not self._thread.is_alive():
+                raise AudioError("the speaker stopped playing: check the audio output")
 
     def _check(self) -> None:
         if self._failure:

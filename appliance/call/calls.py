@@ -56,7 +56,7 @@ class CallFlow:
         self.session: Session | None = None
         self._open: set[Session] = set()  # every session not yet closed to its end
         self._answering = asyncio.Lock()  # one offer at a time becomes the call's session
-        self._offer_expires = 0.0  # the newest offer answered in this call (its expiry)
+        self._reoffer_expires = 0.0  # the newest re-offer answered in this call (its expiry)
         self._task: asyncio.Task[None] | None = None
         self._ring: asyncio.Future[bool] | None = None
         self._deadline = 0.0
@@ -66,14 +66,14 @@ class CallFlow:
 
     # State ------------------------------------------------------------------------------------
 
-    def _set(self, state: str, message: str, reason: str = "") -> None:
+    def _set(self, state: str, message: str, reason: str = "", **data: Any) -> None:
         self.state = state
-        self._e.publish_state(state, self.peer, message, reason)
+        self._e.publish_state(state, self.peer, message, reason, **data)
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
         self._last_seq = -1
-        self._offer_expires = 0.0
+        self._reoffer_expires = 0.0
         self.calls += 1
 
     async def _finish(self, state: str, message: str, reason: str = "") -> None:
@@ -178,43 +178,68 @@ class CallFlow:
         if signal.kind != "offer":
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
         _check_sdp(signal.sdp)
+        left = signal.expires - time.time() + CLOCK_SLACK_SECONDS if signal.expires else float("inf")
+        if left <= 0:
+            # Queued while this unit was paused: the caller has given up and must not be rung for.
+            late = CLOCK_SLACK_SECONDS - left
+            log.info("refused an offer that expired %.1f s ago (this unit was paused?)", late)
+            return Signal(kind="declined", name=self._e.name)
         if same and self.state in ("connected", "reconnecting"):
-            if self._task is not None:
-                self._task.cancel()
-        elif signal.resume:
-            return Signal(kind="bye", name=self._e.name)  # that call is over here
-        elif self.state != "idle":
-            return Signal(kind="busy", name=self._e.name)
-        else:
-            self._start(peer, caller=False)
-            self._set("ringing", f"{peer.name} is calling")
-            if not await self._rings():
-                await self._finish("ended", f"missed call from {peer.name}")
-                return Signal(kind="declined", name=self._e.name)
-        return await self._answer(peer, signal.sdp, reoffer=same)
+            return await self._answer(peer, signal, reoffer=True)
+        return await self._new_call(peer, signal, left)
 
-    async def _rings(self) -> bool:
-        if self._e.settings().auto_answer:
-            return True
+    async def _new_call(self, peer: Peer, signal: Signal, left: float) -> Signal:
+        if signal.resume:
+            return Signal(kind="bye", name=self._e.name)  # that call is over here
+        if self.state != "idle":
+            return Signal(kind="busy", name=self._e.name)
+        self._start(peer, caller=False)
+        auto = self._e.settings().auto_answer
+        self._set("ringing", f"{peer.name} is calling", auto_answer=auto)
+        if not auto and not await self._rings(min(self._e.cfg.ring_seconds, left)):
+            await self._finish("ended", f"missed call from {peer.name}")
+            return Signal(kind="declined", name=self._e.name)
+        return await self._answer(peer, signal, reoffer=False)
+
+    async def _rings(self, seconds: float) -> bool:
         self._ring = asyncio.get_running_loop().create_future()
         try:
-            return await asyncio.wait_for(asyncio.shield(self._ring), self._e.cfg.ring_seconds)
+            return await asyncio.wait_for(asyncio.shield(self._ring), seconds)
         except TimeoutError:
             return False
         finally:
             self._ring = None
 
-    async def _answer(self, peer: Peer, offer_sdp: str, reoffer: bool) -> Signal:
-        session = await self._new_session(peer)
-        try:
-            sdp = await session.answer(offer_sdp)
-        except Exception as e:
-            # aiortc raises assorted types for an offer it cannot use; none may reach the unit.
-            if not reoffer:
-                await self._finish("failed", f"the call from {peer.name} failed", reason=str(e))
-            raise SignallingError(f"the offer cannot be used: {e}") from e
+    async def _answer(self, peer: Peer, offer: Signal, reoffer: bool) -> Signal:
+        async with self._answering:  # two queued re-offers never replace each other's session midway
+            if reoffer:
+                if self._stale(peer, offer):
+                    return Signal(kind="declined" if self.peer else "bye", name=self._e.name)
+                if self._task is not None:
+                    self._task.cancel()  # the wait for a re-offer, or for the previous one to open
+                self._reoffer_expires = offer.expires
+            session = await self._new_session(peer)
+            try:
+                sdp = await session.answer(offer.sdp)
+            except Exception as e:
+                # aiortc raises assorted types for an offer it cannot use; none may reach the unit.
+                if not reoffer:
+                    await self._finish("failed", f"the call from {peer.name} failed", reason=str(e))
+                raise SignallingError(f"the offer cannot be used: {e}") from e
         self._spawn(self._await_open(session))
         return Signal(kind="answer", sdp=sdp, name=self._e.name)
+
+    def _stale(self, peer: Peer, offer: Signal) -> bool:
+        """A re-offer that must not replace the call's session: the call ended while it waited, or a
+        newer one (the one the caller is waiting on) has been answered already."""
+        if self.peer is None or self.peer.unit_id != peer.unit_id:
+            return True
+        # Re-offers' expiries rise with the time they were sent (each waits the same 2 s, or until
+        # the end of the recovery), so comparing them needs no agreement between the two clocks.
+        if offer.expires < self._reoffer_expires:
+            log.info("refused a re-offer older than the one already answered")
+            return True
+        return False
 
     async def _await_open(self, session: Session) -> None:
         try:
@@ -252,9 +277,7 @@ class CallFlow:
                 self.remote_name = message.name
         elif isinstance(message, messages.EmotionEvent):
             if message.seq <= self._last_seq:
-                log.debug(
-                    "dropped emotion %d from %s: not newer than %d", message.seq, name, self._last_seq
-                )
+                log.debug("dropped emotion %d from %s: not newer than %d", message.seq, name, self._last_seq)
                 return
             self._last_seq = message.seq
             self.emotions_received += 1
@@ -340,7 +363,7 @@ class CallFlow:
 
     async def shutdown(self) -> None:
         await self.hang_up()
-        await self._close_session()
+        await self._close_all()
 
     async def status(self) -> dict[str, Any]:
         received = self.session.received if self.session else None

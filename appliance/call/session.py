@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -55,9 +55,11 @@ class Session:
         speaker: Speaker,
         on_frame: FrameSink,
         listener: SessionListener,
+        ice_servers: Sequence[RTCIceServer] = (),
     ) -> None:
         self._cfg, self._speaker, self._on_frame, self._listener = cfg, speaker, on_frame, listener
         servers = [RTCIceServer(url.strip()) for url in cfg.ice_servers.split(",") if url.strip()]
+        servers += ice_servers  # the relay's STUN/TURN, with time-limited credentials (appliance/relay)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._tracks: list[MediaStreamTrack] = [
             CaptureTrack(capture, cfg.width, cfg.height, cfg.fps),
@@ -68,6 +70,7 @@ class Session:
         self._heard = time.monotonic()
         self._heartbeats = 0
         self._lost = False
+        self._closing: asyncio.Task[None] | None = None
         self.channel: Any = None
         self.opened = asyncio.Event()
         self.pc.on("track", self._on_track)
@@ -158,6 +161,14 @@ class Session:
             await asyncio.sleep(WATCH_PERIOD)
 
     async def close(self) -> None:
+        """Close it to its end. Safe to call again (every caller waits for the one close) and to
+        cancel: a cancelled caller stops waiting, the close goes on (a half-closed peer connection
+        would keep sending media and checking consent, and its own close would then wait forever)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._lost = True  # a closing session is never reported lost
         for track in self._tracks:
             track.stop()

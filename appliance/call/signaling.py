@@ -38,6 +38,8 @@ class Signal(BaseModel):
     sdp: str = Field("", max_length=MAX_SDP_CHARS)
     name: str = Field("", max_length=40)
     resume: bool = False  # an offer that resumes a call after a loss, not a new call
+    # An offer's deadline: when the caller stops waiting for the answer (Unix time, caller's clock).
+    expires: float = Field(0.0, ge=0)
 
 
 def parse_signal(body: bytes) -> Signal:
@@ -87,9 +89,9 @@ def memory_pair() -> tuple[MemorySignalling, MemorySignalling]:
 class HttpSignalling:
     """Each message is one signed POST to the other unit; its signed reply is what ``receive`` returns."""
 
-    def __init__(self, peer: Peer, me: Identity, timeout: float) -> None:
+    def __init__(self, peer: Peer, me: Identity, timeout: float, client: PeerClient | None = None) -> None:
         self._peer = peer
-        self._client = PeerClient(me, timeout)
+        self._client = client or PeerClient(me, timeout)  # the relay passes one that can reach other homes
         self._replies: asyncio.Queue[Signal] = asyncio.Queue()
 
     async def connect(self) -> None:

@@ -188,6 +188,7 @@ class Announcer:
             text = item.text or self.phrases.emotion(item.peer, item.label)
             clips.append(self._tts.synthesize(text, self.phrases.voice))
         started = self._clock()
+        log.debug("saying: %s", item.text or self.phrases.emotion(item.peer, item.label))
         if item.kind == "emotion":
             # The interval runs from when it is heard, not from when synthesis began.
             with self._cond:
