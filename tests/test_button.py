@@ -81,7 +81,10 @@ class ButtonUnit:
         gpio = Button(17, pin_factory=self.pins, hold_time=HOLD, bounce_time=None)
         self.pin: Any = gpio.pin
         peers = lambda: [p.name for p in self.store.peers()]  # noqa: E731
-        self.button = CallButton(gpio, self.engine, self.announcer, peers, choice_seconds=0.8)
+        said = lambda: self.events.publish("unit.address", "asked", address=self.address)  # noqa: E731
+        self.button = CallButton(
+            gpio, self.engine, self.announcer, peers, choice_seconds=0.8, say_address=said
+        )
 
     @property
     def address(self) -> str:
@@ -183,6 +186,17 @@ def test_several_peers_are_offered_one_press_at_a_time(tmp_path: Path) -> None:
         calling = [e for e in unit.events.recent("call.state") if e.data["state"] == "calling"]
         assert calling[0].data["peer"] == "Chandra"
         assert unit.said()[:3] == ["Bela?", "Chandra?", "Calling Chandra."]
+    finally:
+        unit.close()
+
+
+def test_long_press_when_idle_says_the_address(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", "192.168.1.20")
+    try:
+        unit.press(HOLD + 0.3)
+        time.sleep(0.2)
+        assert unit.said() == [f"This unit's address is 192 dot 168 dot 1 dot 20, port {unit.port}."]
+        assert unit.states == []
     finally:
         unit.close()
 
