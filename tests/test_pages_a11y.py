@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from appliance.web.schemas import typed_address
+from appliance.web.wording import unit_details
 from tests.pairing_units import Unit
 from tests.test_browser import ARGS, CHROMIUM, Process, two_units  # noqa: F401 (a fixture)
 
@@ -381,3 +382,31 @@ def test_lockouts_say_what_is_locked_and_for_how_many_minutes(units: tuple[Unit,
     assert _title(said[-1]).startswith(
         "Error: Too many wrong codes: pairing with Asha is locked for 5 minutes. Try again after that."
     )
+
+
+def test_status_details_are_words(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    a.events.publish("remote.emotion", "Bela: happiness", peer="Bela", emotion="happiness", confidence=0.9)
+    a.events.publish("vision.emotion", "expression: sadness (80%)", emotion="sadness", confidence=0.8)
+    browser, _ = a.owner()
+    html = browser.get("/").get_data(as_text=True)
+    assert "<li>Your expression: Sad.</li>" in html and "<li>Bela looks happy.</li>" in html
+    assert not HEX_ID.search(html.replace(browser.get("/api/owner").get_json()["csrf"], ""))
+    status = {
+        "camera": "pattern",
+        "vision": {
+            "available": True,
+            "detector": "yunet",
+            "classifier": "cpu",
+            "reasons": {"classifier": "no Edge TPU found", "detector": "configured"},
+        },
+        "call": "idle",
+        "unit_id": "0" * 32,
+    }
+    assert unit_details(status) == [
+        ("Camera", "A test picture (no camera is working)"),
+        ("Expressions", "Recognised on the processor (no Edge TPU found)."),
+        ("Faces found by", "yunet"),
+    ]
+    off = unit_details({"vision": {"available": False, "reason": "the model file is missing"}})
+    assert off == [("Expressions", "Not recognised: the model file is missing.")]

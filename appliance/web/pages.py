@@ -38,7 +38,15 @@ from appliance.web.schemas import (
     parse,
     typed_address,
 )
-from appliance.web.wording import CALL_STATES, PAGE_ERRORS, Outcome, duration, problem, unit_details
+from appliance.web.wording import (
+    CALL_STATES,
+    PAGE_ERRORS,
+    Outcome,
+    duration,
+    expression,
+    problem,
+    unit_details,
+)
 
 if TYPE_CHECKING:
     from appliance.web.api import StatusProvider
@@ -182,7 +190,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
 
     def render_status(outcome: Outcome | None = None) -> ResponseReturnValue:
         state = parts.call.state if parts.call else "unavailable"
-        emotions = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")][-5:]
+        faces = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")]
         return render_template(
             "status.html",
             outcome=outcome,
@@ -192,7 +200,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             call_state=state,
             call_words=CALL_STATES.get(state, state),
             sharing=parts.store.settings().share_expressions,
-            emotions=emotions,
+            emotions=[expression(e) for e in faces[-5:]],
             checked=time.strftime("%H:%M:%S"),
         )
 

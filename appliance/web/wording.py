@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.call import CallError
+from appliance.events import Event
 from appliance.pairing.codes import CodeError, CodeExpired, CodeLocked
 from appliance.pairing.service import PairingError
 from appliance.state import SettingsError
@@ -146,6 +147,14 @@ def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_sec
             "error",
         )
     return _on_field(sentence(str(e)), field_name)
+
+
+def expression(event: Event) -> str:
+    """An expression event as a sentence: "Bela looks happy." or "Your expression: Happy."."""
+    label = str(event.data.get("emotion", ""))
+    if event.topic == "remote.emotion":
+        return ENGLISH.emotion(str(event.data.get("peer") or ""), label)
+    return f"Your expression: {ENGLISH.word(label)}."
 
 
 def unit_details(status: Mapping[str, Any]) -> list[tuple[str, str]]:
