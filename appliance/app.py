@@ -36,6 +36,7 @@ from appliance.web.address import unit_address
 from appliance.web.api import create_app
 from appliance.web.parts import UnitParts, build_parts
 from appliance.web.server import WebServer
+from appliance.web.wifi import wifi_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ class Appliance:
             current = self.store.settings
             gate = VisionGate(self.events, self.vision, lambda: current().share_expressions)
             stack.callback(gate.close)
-            app = create_app(self.status, parts, [create_blueprint(self.call)])
+            app = create_app(
+                self.status, parts, [create_blueprint(self.call), wifi_blueprint(cfg.unit.data_dir)]
+            )
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)

@@ -65,7 +65,6 @@ install_files() {
     /etc/pipewire/pipewire.conf.d/50-emocall-echo-cancel.conf
   install -D -m 0644 "$files/journald/emocall.conf" /etc/systemd/journald.conf.d/50-emocall.conf
   install -D -m 0644 "$files/udev/60-emocall.rules" /etc/udev/rules.d/60-emocall.rules
-  install -D -m 0644 "$files/fstab" /etc/fstab
   install -d /usr/share/emocall/models/edgetpu
   install -m 0644 "$src"/models/edgetpu/emotion.json "$src"/models/edgetpu/*.tflite /usr/share/emocall/models/edgetpu/
 }
