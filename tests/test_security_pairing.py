@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from appliance import identity
 from appliance.identity import Identity
+from appliance.pairing.discovery import Discovery, DiscoveryError
+from appliance.state import StateStore
 from tests.hostile import Answer, hostile_server
-from tests.pairing_units import Unit
+from tests.pairing_units import Unit, make_unit
 
 
 def test_l4_a_hostile_name_from_the_asked_unit_is_refused(units: tuple[Unit, Unit], tmp_path: Path) -> None:
@@ -33,3 +40,46 @@ def test_l4_a_hostile_name_from_the_asked_unit_is_refused(units: tuple[Unit, Uni
     with hostile_server(Answer(body=json.dumps({**answer, "name": "Bela"}).encode())) as b:
         r = browser.post("/api/pair", json={"address": b.address}, headers=csrf)
     assert (r.status_code, r.get_json()) == (202, {"waiting_for": "Bela"})
+
+
+def _until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def test_m2_an_mdns_announcement_alone_does_not_move_a_paired_unit(tmp_path: Path) -> None:
+    """Real mDNS: a hostile announcement of B's (public) id is checked with a signed exchange and
+    refused; B's own announcement of its new address is followed."""
+    b = make_unit(tmp_path, "Bela")
+    a_key = Identity.load_or_create(tmp_path / "Asha" / "identity.key")
+    b.store.add_peer(a_key.unit_id, "Asha", "127.0.0.1:9", a_key.public_key)
+    before = StateStore(tmp_path / "Asha" / "state.db")
+    before.add_peer(b.me.unit_id, "Bela", "127.0.0.1:9", b.me.public_key)
+    before.close()
+    a = make_unit(tmp_path, "Asha", discovery=True)
+    announcements: list[Discovery] = []
+    try:
+        with hostile_server() as mallory:
+            port = int(mallory.address.rsplit(":", 1)[1])
+            try:
+                announcements.append(Discovery(b.me.unit_id, "Bela", "127.0.0.1").start(port))
+            except DiscoveryError as e:
+                pytest.fail(f"mDNS cannot run here: {e}")
+            assert _until(lambda: bool(mallory.received), 20), "A never checked the announced address"
+            hello = mallory.received[0]
+            assert hello.path == "/api/peer/hello" and hello.headers[identity.RECIPIENT] == b.me.unit_id
+            time.sleep(0.5)
+        assert a.store.peer(b.me.unit_id).address == "127.0.0.1:9"  # type: ignore[union-attr]
+        announcements.pop().close()
+        # B really moved (to where its server is): it proves it there, and A follows.
+        announcements.append(Discovery(b.me.unit_id, "Bela", "127.0.0.1").start(b.server.port))
+        assert _until(lambda: a.store.peer(b.me.unit_id).address == b.address, 20)  # type: ignore[union-attr]
+    finally:
+        for d in announcements:
+            d.close()
+        a.close()
+        b.close()

@@ -17,6 +17,7 @@ import binascii
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 START_PATH = "/api/peer/pair/start"
 FINISH_PATH = "/api/peer/pair/finish"
 UNPAIR_PATH = "/api/peer/unpair"
+HELLO_PATH = "/api/peer/hello"
+# How often one claimed new address of a paired unit is checked, and how many such claims are kept:
+# an mDNS flood costs a bounded number of checks.
+MOVE_CHECK_S = 30.0
+MOVE_CLAIMS = 64
 
 
 class PairingError(Exception):
@@ -98,6 +104,7 @@ class Pairing:
         self.port = port
         self._lock = threading.Lock()
         self._incoming: dict[str, _Incoming] = {}
+        self._move_checked: dict[tuple[str, str], float] = {}  # (unit id, address) -> when checked
         self._outgoing: _Outgoing | None = None
 
     def details(self) -> dict[str, Any]:
@@ -264,6 +271,36 @@ class Pairing:
             told = False
         self.forget(peer)
         return told
+
+    # -- both: a paired unit moved (DHCP) --------------------------------------------------------------
+
+    def follow(self, unit_id: str, address: str) -> bool:
+        """Adopt ``address`` for the paired unit ``unit_id`` once it proves there, in a signed exchange
+        under its pinned key, that it is that unit: an mDNS announcement alone (anyone on the LAN can
+        send one) moves nothing. Each claimed address is checked at most every MOVE_CHECK_S.
+        Returns whether the address changed."""
+        peer = next((p for p in self._store.peers() if p.unit_id == unit_id), None)
+        if peer is None or peer.address == address or not self._may_check(unit_id, address):
+            return False
+        try:
+            self._client.post(address, HELLO_PATH, {}, peer_key=peer.public_key)
+        except (UnitUnreachable, UnitRefused) as e:
+            log.warning(
+                "unit %s announced at %s could not prove it is there (%s): address kept", unit_id, address, e
+            )
+            return False
+        self._store.update_address(unit_id, address)
+        log.debug("%s moved from %s to %s", peer.name, peer.address, address)
+        return True
+
+    def _may_check(self, unit_id: str, address: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            self._move_checked = {k: t for k, t in self._move_checked.items() if now - t < MOVE_CHECK_S}
+            if (unit_id, address) in self._move_checked or len(self._move_checked) >= MOVE_CLAIMS:
+                return False
+            self._move_checked[unit_id, address] = now
+            return True
 
     def forget(self, peer: Peer) -> None:
         """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""

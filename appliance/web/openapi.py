@@ -86,6 +86,9 @@ OPERATIONS = [
         messages.PeerFinish,
     ),
     Operation("post", service.UNPAIR_PATH, "Unit to unit: forget the caller", "paired unit (signed)"),
+    Operation(
+        "post", service.HELLO_PATH, "Unit to unit: prove this unit is at this address", "paired unit (signed)"
+    ),
 ]
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}

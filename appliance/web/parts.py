@@ -65,14 +65,11 @@ class UnitParts:
             self.discovery.close()
 
 
-def follow_moves(store: StateStore) -> Callable[[SeenUnit], None]:
-    """Keep a paired unit's address current when it moves (DHCP); its pinned key still guards it."""
+def follow_moves(pairing: Pairing) -> Callable[[SeenUnit], None]:
+    """Keep a paired unit's address current when it moves (DHCP), once it proves it is there."""
 
     def follow(seen: SeenUnit) -> None:
-        peer = store.peer(seen.unit_id)
-        if peer is not None and peer.unit_id == seen.unit_id and peer.address != seen.address:
-            log.debug("%s moved from %s to %s", peer.name, peer.address, seen.address)
-            store.update_address(peer.unit_id, seen.address)
+        pairing.follow(seen.unit_id, seen.address)
 
     return follow
 
@@ -85,6 +82,7 @@ def build_parts(
     call: CallControl | None = None,
     *,
     forget: Callable[[], None] | None = None,
+    client: PeerClient | None = None,
 ) -> UnitParts:
     """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""
     limits: dict[str, Any] = {
@@ -93,12 +91,12 @@ def build_parts(
         "lock_s": cfg.lock_seconds,
     }
     pairing = Pairing(
-        me, store, events, CodeGuard(events, "pair", **limits), client=PeerClient(me), port=cfg.port
+        me, store, events, CodeGuard(events, "pair", **limits), client=client or PeerClient(me), port=cfg.port
     )
     discovery = None
     if cfg.discovery:
         try:
-            discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host, follow_moves(store))
+            discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host, follow_moves(pairing))
         except DiscoveryError as e:
             log.warning("%s; the pairing page will only take addresses typed by hand", e)
     return UnitParts(

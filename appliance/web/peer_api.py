@@ -74,6 +74,12 @@ def peer_blueprint(pairing: Pairing, store: StateStore) -> Blueprint:
         details = body.details.model_dump()
         return jsonify(pairing.finish(body.session, body.spake, details, body.proof, _host()))
 
+    @bp.post(service.HELLO_PATH)
+    def hello() -> ResponseReturnValue:
+        """A paired unit checks, before it believes an mDNS announcement, that this unit is here."""
+        verified_peer()
+        return jsonify({"unit_id": pairing.details()["unit_id"]})
+
     @bp.post(service.UNPAIR_PATH)
     def unpair() -> ResponseReturnValue:
         peer = store.peer(verified_peer())
