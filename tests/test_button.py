@@ -21,6 +21,7 @@ from appliance.call.engine import CallEngine
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.controls.button import CallButton
+from appliance.controls.privacy import PrivacyGestures
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.speech.announcer import Announcer
@@ -82,9 +83,19 @@ class ButtonUnit:
         self.pin: Any = gpio.pin
         peers = lambda: [p.name for p in self.store.peers()]  # noqa: E731
         said = lambda: self.events.publish("unit.address", "asked", address=self.address)  # noqa: E731
-        self.button = CallButton(
-            gpio, self.engine, self.announcer, peers, choice_seconds=0.8, say_address=said
+        self.forgotten = 0  # times the privacy gesture asked to forget everything
+        privacy = PrivacyGestures(
+            self.announcer,
+            sharing=lambda: self.store.settings().share_expressions,
+            set_sharing=lambda on: self.store.update_settings({"share_expressions": on}),
+            forget=self._forget,
         )
+        self.button = CallButton(
+            gpio, self.engine, self.announcer, peers, choice_seconds=0.8, say_address=said, privacy=privacy
+        )
+
+    def _forget(self) -> None:
+        self.forgotten += 1
 
     @property
     def address(self) -> str:

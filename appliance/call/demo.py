@@ -141,6 +141,7 @@ def report_call(unit: DemoUnit, other: DemoUnit) -> None:
 
 def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
     """Run the demo; returns the exit status."""
+    os.umask(0o077)  # what the units and the demo write is for this user alone, as on a unit
     base = base or Path(tempfile.mkdtemp(prefix="emocall-demo-"))
     try:
         host = host_address()

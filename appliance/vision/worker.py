@@ -166,6 +166,8 @@ class VisionWorker:
         start = time.perf_counter()
         events = self.pipeline.process(frame.image, frame.position)
         self.busy_seconds += time.perf_counter() - start
+        if not self._running.is_set():
+            return  # paused meanwhile (the call ended): what this frame showed is not news for anyone
         for event in events:
             self._publish(event)
 
