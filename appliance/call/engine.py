@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from aiortc import RTCIceServer
+
 from appliance.audio import Speaker
 from appliance.call import CallError, messages
 from appliance.call.calls import CallFlow
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
+IceServers = Callable[[], list[RTCIceServer]]
 
 
 class CallEngine:
@@ -47,10 +50,13 @@ class CallEngine:
         speaker: Speaker,
         on_remote_frame: FrameSink,
         dialer: Dialer | None = None,
+        ice_servers: IceServers | None = None,
     ) -> None:
         self.cfg, self.me, self._peers, self.settings = cfg, me, peers, settings
         self._capture, self.events, self._speaker, self._on_frame = capture, events, speaker, on_remote_frame
         self.dial: Dialer = dialer or (lambda peer, timeout: HttpSignalling(peer, me, timeout))
+        # None without a relay: then no STUN/TURN server is ever asked (host candidates only).
+        self._ice_servers: IceServers = ice_servers or list
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="call", daemon=True)
         self._unsubscribe: Callable[[], None] = lambda: None
@@ -75,6 +81,11 @@ class CallEngine:
         self._loop.close()
 
     # Thread-safe API ---------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop that owns calls; the relay's client runs on it too (one loop for call and signalling)."""
+        return self._loop
 
     @property
     def state(self) -> str:
@@ -121,6 +132,7 @@ class CallEngine:
             speaker=self._speaker,
             on_frame=self._on_frame,
             listener=self.flow,
+            ice_servers=self._ice_servers(),
         )
 
     @property
@@ -180,10 +192,15 @@ class CallEngine:
         self.flow.send(message)
 
 
-async def _end_other_tasks() -> None:
-    """Whatever still runs on the loop (a reply on its way, a call still ringing) ends before the
-    loop closes: a task destroyed while pending is an error in the log, not a clean exit."""
+async def _end_other_tasks(grace: float = 1.0) -> None:
+    """Whatever still runs on the loop (a reply on its way, a call that was ringing) ends before the
+    loop closes: a task destroyed while pending is an error in the log, not a clean exit. Each gets
+    ``grace`` seconds to finish by itself (a declined call still answers its caller) before it is
+    cancelled."""
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
+    if not others:
+        return
+    _, pending = await asyncio.wait(others, timeout=grace)
+    for task in pending:
         task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+    await asyncio.gather(*pending, return_exceptions=True)
