@@ -149,6 +149,33 @@ class CallConfig(_Section):
     )
 
 
+class RelayConfig(_Section):
+    jid: str = Field(
+        "",
+        pattern=r"^$|^[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9.-]+$",
+        description="This unit's account on a relay (NAME@HOST from `relay/unit add`); empty: no relay, "
+        "calls stay in the home and no STUN/TURN server is ever asked",
+    )
+    password_file: Path = Field(
+        Path("/etc/emocall/relay.password"), description="File holding the relay account's password alone"
+    )
+    server: str = Field(
+        "", description="HOST or HOST:PORT to connect to; empty: the host of jid, port 5222"
+    )
+    ca_file: Path | None = Field(
+        None, description="CA certificates to trust for the relay's TLS; empty: the system's"
+    )
+    unreachable_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Unreachable this long, the unit says calls outside the home fail"
+    )
+    retry_max_seconds: float = Field(
+        30.0, gt=0, le=600, description="Longest wait between two attempts to reach the relay"
+    )
+    request_seconds: float = Field(
+        10.0, gt=0, le=60, description="How long a request through the relay waits for its answer"
+    )
+
+
 DetectorKind = Literal["haar", "edgetpu"]
 ClassifierKind = Literal["auto", "edgetpu", "cpu"]
 
@@ -201,6 +228,7 @@ class Config(_Section):
     display: DisplayConfig = Field(default_factory=DisplayConfig, description="The large-type screen")
     button: ButtonConfig = Field(default_factory=ButtonConfig, description="The call button")
     call: CallConfig = Field(default_factory=CallConfig, description="Calls between units")
+    relay: RelayConfig = Field(default_factory=RelayConfig, description="Calls between homes, via a relay")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

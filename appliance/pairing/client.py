@@ -12,6 +12,7 @@ import logging
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from appliance import identity
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):\d{1,5}$")
 # The largest answer read: an SDP answer is about 5 KiB, pairing answers far less.
 MAX_ANSWER = 256 * 1024
+# A unit in another home: "xmpp:" and its account on a relay; the same signed bytes go through it.
+RELAY_PREFIX = "xmpp:"
+RELAY_ADDRESS = re.compile(r"^xmpp:[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9.-]{1,253}$")
+RelayPost = Callable[[str, str, bytes, dict[str, str], float], tuple[int, bytes, dict[str, str]]]
+"""(jid, path, body, headers, timeout) -> (status, body, headers) of one POST carried by the relay;
+raises UnitUnreachable when it cannot be delivered (``appliance.relay``)."""
 
 
 class UnitUnreachable(Exception):
@@ -39,6 +46,8 @@ class UnitRefused(Exception):
 
 
 def valid_address(address: str) -> bool:
+    if RELAY_ADDRESS.match(address):
+        return True
     return bool(ADDRESS.match(address)) and 0 < int(address.rsplit(":", 1)[1]) < 65536
 
 
@@ -50,9 +59,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class PeerClient:
-    def __init__(self, me: Identity, timeout_s: float = 5.0) -> None:
+    def __init__(self, me: Identity, timeout_s: float = 5.0, relay: RelayPost | None = None) -> None:
         self._me = me
         self._timeout_s = timeout_s
+        self._relay = relay
         # No proxy from the environment either: units talk to each other directly.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
 
@@ -79,6 +89,12 @@ class PeerClient:
     def _send(
         self, address: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes, dict[str, str]]:
+        if address.startswith(RELAY_PREFIX):
+            if self._relay is None:
+                raise UnitUnreachable(
+                    f"{address} is in another home: set this unit's [relay] jid to reach it"
+                )
+            return self._relay(address[len(RELAY_PREFIX) :], path, body, headers, self._timeout_s)
         request = urllib.request.Request(f"http://{address}{path}", data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self._timeout_s) as response:

@@ -1,0 +1,284 @@
+"""The unit's XMPP connection to its relay (slixmpp), run on the call engine's loop.
+
+It connects outbound with TLS (nothing to open on the home router), keeps the connection (XEP-0199
+pings), reconnects with a growing pause after a loss, and says what state it is in: ``relay.state``
+on every change, ``relay.unreachable`` once the relay has been out of reach for
+``unreachable_seconds`` and ``relay.back`` when it returns after that. While connected it keeps
+STUN/TURN credentials from the relay (XEP-0215) and carries requests between units as iq stanzas
+(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import slixmpp
+from aiortc import RTCIceServer
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.stanza import Iq
+from slixmpp.xmlstream import StanzaBase, register_stanza_plugin
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import StanzaPath
+
+from appliance.config import RelayConfig
+from appliance.events import EventBus
+from appliance.relay import RelayUnavailable, envelope, turn
+from appliance.relay.envelope import Exchange
+
+log = logging.getLogger(__name__)
+
+RESOURCE = "emocall"  # one connection per unit: its full JID is predictable
+XMPP_PORT = 5222
+CONNECT_TIMEOUT_S = 20.0
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 10.0
+TURN_MARGIN_S = 600.0  # credentials are asked again this long before they expire
+Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
+
+
+class RelayClient:
+    def __init__(
+        self,
+        cfg: RelayConfig,
+        password: str,
+        events: EventBus,
+        *,
+        answer: Answerer,
+        accepts: Callable[[str], bool],
+    ) -> None:
+        """``answer`` turns a request from a unit (its bare JID) into the answer; ``accepts`` says
+        whether a bare JID belongs to a paired unit (only those may subscribe to this unit's presence)."""
+        self._cfg, self._password, self._events = cfg, password, events
+        self._answer, self._accepts = answer, accepts
+        self.jid = cfg.jid
+        self.state = "connecting"
+        self._xmpp: slixmpp.ClientXMPP | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ice: turn.IceServers | None = None
+        self._online: set[str] = set()
+        self._down_since = time.monotonic()
+        self._said_unreachable = False
+
+    # Life -------------------------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        def begin() -> None:
+            self._task = loop.create_task(self._run())
+
+        loop.call_soon_threadsafe(begin)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._xmpp is not None and self._xmpp.transport is not None:
+            await self._xmpp.disconnect(wait=1.0)
+
+    def _new_stream(self) -> slixmpp.ClientXMPP:
+        xmpp = slixmpp.ClientXMPP(f"{self.jid}/{RESOURCE}", self._password)
+        context = ssl.create_default_context(cafile=str(self._cfg.ca_file) if self._cfg.ca_file else None)
+        xmpp.ssl_context = context
+        xmpp.enable_direct_tls = False  # STARTTLS on 5222, and never in the clear
+        xmpp.enable_plaintext = False
+        xmpp.auto_authorize = None  # subscriptions are decided in _on_subscribe
+        xmpp.auto_subscribe = False
+        xmpp.register_plugin(
+            "xep_0199", {"keepalive": True, "interval": PING_INTERVAL_S, "timeout": PING_TIMEOUT_S}
+        )
+        register_stanza_plugin(Iq, envelope.RequestElement)
+        register_stanza_plugin(Iq, envelope.ResponseElement)
+        xmpp.register_handler(
+            CoroutineCallback("emocall request", StanzaPath("iq@type=set/emocall_request"), self._on_request)
+        )
+        xmpp.add_event_handler("presence_subscribe", self._on_subscribe)
+        xmpp.add_event_handler("presence_available", self._on_presence)
+        xmpp.add_event_handler("presence_unavailable", self._on_presence)
+        return xmpp
+
+    async def _run(self) -> None:
+        """Connect, stay connected, and after each loss try again with a pause that doubles."""
+        pause = 1.0
+        self._xmpp = self._new_stream()
+        while True:
+            if await self._connect_once(self._xmpp):
+                pause = 1.0
+                await self._xmpp.disconnected
+                self._set("connecting", "the relay connection was lost; trying again")
+                self._down_since = time.monotonic()
+                self._online.clear()
+            self._check_unreachable()
+            await asyncio.sleep(pause)
+            self._check_unreachable()
+            pause = min(pause * 2, self._cfg.retry_max_seconds)
+
+    async def _connect_once(self, xmpp: slixmpp.ClientXMPP) -> bool:
+        outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def settle(result: str) -> Callable[[Any], None]:
+            def handler(_: Any) -> None:
+                if not outcome.done():
+                    outcome.set_result(result)
+
+            return handler
+
+        handlers = {
+            "session_start": settle("up"),
+            "connection_failed": settle("unreachable"),
+            "failed_all_auth": settle("refused"),
+            "disconnected": settle("unreachable"),
+        }
+        for name, handler in handlers.items():
+            xmpp.add_event_handler(name, handler)
+        host, port = self._address()
+        try:
+            xmpp.connect(host, port)
+            result = await asyncio.wait_for(asyncio.shield(outcome), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            result = "unreachable"
+        finally:
+            for name, handler in handlers.items():
+                xmpp.del_event_handler(name, handler)
+        if result != "up":
+            xmpp.cancel_connection_attempt()
+            if xmpp.transport is not None:
+                xmpp.abort()
+            if result == "refused":
+                self._set("refused", "the relay refused this unit's account: ask whoever runs the relay")
+            return False
+        await self._session_started(xmpp)
+        return True
+
+    async def _session_started(self, xmpp: slixmpp.ClientXMPP) -> None:
+        xmpp.send_presence()
+        try:
+            await xmpp.get_roster(timeout=PING_TIMEOUT_S)
+            await self._refresh_turn()
+        except (IqError, IqTimeout, turn.TurnError) as e:
+            log.warning("the relay answered only in part after connecting: %s", e)
+        back = self._said_unreachable
+        self._said_unreachable = False
+        self._set("connected", "connected to the relay")
+        if back:
+            self._events.publish("relay.back", "calls outside the home work again")
+
+    def _address(self) -> tuple[str, int]:
+        server = self._cfg.server or self.jid.split("@", 1)[1]
+        host, _, port = server.partition(":")
+        return host, int(port or XMPP_PORT)
+
+    def _set(self, state: str, message: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._events.publish("relay.state", message, state=state, jid=self.jid)
+
+    def _check_unreachable(self) -> None:
+        down = time.monotonic() - self._down_since
+        if not self._said_unreachable and down >= self._cfg.unreachable_seconds:
+            self._said_unreachable = True
+            self._events.publish(
+                "relay.unreachable",
+                "calls outside the home are not possible right now",
+                state=self.state,
+                seconds=round(down),
+            )
+
+    # TURN -------------------------------------------------------------------------------------------
+
+    async def _refresh_turn(self) -> None:
+        assert self._xmpp is not None
+        iq = self._xmpp.make_iq_get(ito=self.jid.split("@", 1)[1])
+        iq.xml.append(turn.query())
+        result = await iq.send(timeout=PING_TIMEOUT_S)  # type: ignore[no-untyped-call]
+        self._ice = turn.parse(result.xml.find(f"{{{turn.NS}}}services"))
+
+    def ice_servers(self) -> list[RTCIceServer]:
+        """The relay's STUN/TURN servers for a new call, or none while it has given none."""
+        ice = self._ice
+        if ice is None or not ice.fresh(0):
+            return []
+        if not ice.fresh(TURN_MARGIN_S) and self.state == "connected":
+            asyncio.get_running_loop().create_task(self._refresh_quietly())
+        return list(ice.servers)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._refresh_turn()
+        except (IqError, IqTimeout, turn.TurnError) as e:
+            log.warning("could not renew the TURN credentials: %s", e)
+
+    # Requests between units -------------------------------------------------------------------------
+
+    async def request(self, jid: str, exchange: Exchange, timeout: float) -> Exchange:
+        """Send a request to the unit with this bare JID; its answer. Raises RelayUnavailable."""
+        if self.state != "connected" or self._xmpp is None:
+            raise RelayUnavailable("this unit is not connected to its relay now; try again in a minute")
+        iq = self._xmpp.make_iq_set(ito=f"{jid}/{RESOURCE}")
+        iq["emocall_request"]["data"] = exchange.to_json()
+        try:
+            result = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
+        except IqTimeout as e:
+            raise RelayUnavailable(f"{jid} did not answer through the relay within {timeout:.0f} s") from e
+        except IqError as e:
+            condition = e.iq["error"]["condition"]
+            raise RelayUnavailable(f"{jid} cannot be reached through the relay ({condition})") from e
+        try:
+            return envelope.parse(result["emocall_response"]["data"], request=False)
+        except envelope.EnvelopeError as e:
+            raise RelayUnavailable(f"{jid} answered something that is not a unit's answer") from e
+
+    async def _on_request(self, stanza: StanzaBase) -> None:
+        iq: Any = stanza  # an Iq with our request (the handler's matcher says so)
+        sender = iq["from"].bare
+        try:
+            request = envelope.parse(iq["emocall_request"]["data"], request=True)
+        except envelope.EnvelopeError as e:
+            log.warning("dropped a request from %s through the relay: %s", sender, e)
+            error = iq.reply(clear=True)
+            error["type"] = "error"
+            error["error"]["condition"] = "bad-request"
+            error.send()
+            return
+        answer = await self._answer(sender, request)
+        reply = iq.reply(clear=True)
+        reply["emocall_response"]["data"] = answer.to_json()
+        reply.send()
+
+    # Presence ---------------------------------------------------------------------------------------
+
+    def subscribe(self, jid: str) -> None:
+        """Ask for the paired unit's presence and pre-approve its asking for ours (a mutual subscription)."""
+        if self._xmpp is not None and self.state == "connected":
+            self._xmpp.send_presence(pto=jid, ptype="subscribed")
+            self._xmpp.send_presence(pto=jid, ptype="subscribe")
+
+    def unsubscribe(self, jid: str) -> None:
+        if self._xmpp is not None and self.state == "connected":
+            self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
+            self._xmpp.send_presence(pto=jid, ptype="unsubscribe")
+        self._online.discard(jid)
+
+    def online(self, jid: str) -> bool:
+        return jid in self._online
+
+    def _on_subscribe(self, presence: Any) -> None:
+        assert self._xmpp is not None
+        jid = presence["from"].bare
+        if self._accepts(jid):
+            self._xmpp.send_presence(pto=jid, ptype="subscribed")
+        else:
+            log.info("refused a presence subscription from %s: not a paired unit", jid)
+            self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
+
+    def _on_presence(self, presence: Any) -> None:
+        jid = presence["from"].bare
+        if jid == self.jid:
+            return
+        if presence["type"] == "unavailable":
+            self._online.discard(jid)
+        else:
+            self._online.add(jid)

@@ -1,0 +1,92 @@
+"""What a request between units looks like on the relay: the same signed HTTP request, in an XMPP iq.
+
+A unit in another home is asked exactly what a unit on the LAN is asked: the method, path, the
+``X-Emocall-*`` signature headers and the body bytes travel unchanged inside
+``<iq type="set"><request xmlns="urn:emocall:relay:1">JSON</request></iq>``, and the answer's
+status, signature headers and body come back in ``<response>``. The receiving unit runs it through
+its own web app, so the signature checks, the replay cache and the signed answers are the ones the
+LAN path uses; the relay sees signed bytes it cannot change unnoticed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+from slixmpp.xmlstream import ElementBase
+
+NS = "urn:emocall:relay:1"
+# The unit-to-unit endpoints a request through the relay may reach; never the owner's pages or API.
+PATHS = ("/api/peer/", "/api/call/signal")
+MAX_BODY = 64 * 1024  # the web app refuses larger requests too
+HEADERS = ("content-type", "x-emocall-")  # the only headers carried (by prefix, lower case)
+
+
+class EnvelopeError(Exception):
+    """A relay request or answer is malformed, too large or for a path units may not reach."""
+
+
+class _Json(ElementBase):
+    namespace = NS
+    interfaces: ClassVar[set[str]] = {"data"}
+
+    def get_data(self) -> str:
+        return self.xml.text or ""
+
+    def set_data(self, value: str) -> None:
+        self.xml.text = value
+
+
+class RequestElement(_Json):
+    name = "request"
+    plugin_attrib = "emocall_request"
+
+
+class ResponseElement(_Json):
+    name = "response"
+    plugin_attrib = "emocall_response"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP message: a request (``status`` 0) or its answer (``path`` empty)."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "path": self.path,
+                "status": self.status,
+                "headers": carried(self.headers),
+                "body": base64.b64encode(self.body).decode(),
+            }
+        )
+
+
+def carried(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower().startswith(HEADERS)}
+
+
+def parse(text: str, request: bool) -> Exchange:
+    """Raises :class:`EnvelopeError` for anything but a well-formed exchange (a request to a unit path)."""
+    if len(text) > 2 * MAX_BODY:
+        raise EnvelopeError(f"a relay message of {len(text)} characters is refused")
+    try:
+        data = json.loads(text)
+        body = base64.b64decode(str(data["body"]), validate=True)
+        headers = {str(k): str(v) for k, v in dict(data["headers"]).items()}
+        exchange = Exchange(str(data["path"]), carried(headers), body, int(data["status"]))
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise EnvelopeError(f"a malformed relay message: {e}") from e
+    if request and not exchange.path.startswith(PATHS):
+        raise EnvelopeError(f"{exchange.path!r} cannot be reached through the relay")
+    if len(body) > MAX_BODY:
+        raise EnvelopeError(f"a body of {len(body)} bytes is refused")
+    return exchange

@@ -1,0 +1,252 @@
+"""The relay in the unit: who is reached how, and the requests from units in other homes.
+
+The composition root builds :class:`Relay` (or nothing, when ``[relay] jid`` is empty: then no
+STUN/TURN server is ever asked and calls stay on the LAN) before the call engine, hands its
+``dialer`` and ``ice_servers`` to the engine and its ``peer_client`` to pairing, and starts it on
+the engine's loop with the web app, which answers what other units send through the relay.
+
+Routing: a paired unit on this machine's own network is called directly, as without a relay; one
+elsewhere with a relay address goes through the relay. Both carry the same signed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from aiortc import RTCIceServer
+from flask import Blueprint, Flask, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import Headers
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from appliance.call.signaling import HttpSignalling, Signalling
+from appliance.config import RelayConfig
+from appliance.events import Event, EventBus
+from appliance.identity import Identity
+from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
+from appliance.pairing.service import FINISH_PATH
+from appliance.relay import RelayError, RelayUnavailable
+from appliance.relay.client import RelayClient
+from appliance.relay.contacts import RelayContacts
+from appliance.relay.envelope import Exchange
+from appliance.state import Peer, StateStore
+from appliance.web.peer_api import verified_peer
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_PATH = "/api/peer/relay"
+NOWHERE = "0.0.0.0"  # noqa: S104  (the remote address of a request that came through the relay: none)
+ROUTES = Path("/proc/net/route")
+
+
+class Relay:
+    def __init__(
+        self, cfg: RelayConfig, password: str, me: Identity, store: StateStore, events: EventBus
+    ) -> None:
+        self._cfg, self._me, self._store, self._events = cfg, me, store, events
+        self.contacts = RelayContacts(store)
+        self.client = RelayClient(cfg, password, events, answer=self._answer, accepts=self._is_paired)
+        self.peer_client = PeerClient(me, cfg.request_seconds, relay=self.post)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._app: Flask | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
+
+    @classmethod
+    def open(cls, cfg: RelayConfig, me: Identity, store: StateStore, events: EventBus) -> Relay | None:
+        """The relay part, or None when no relay is configured. Raises RelayError for bad settings."""
+        if not cfg.jid:
+            return None
+        try:
+            password = cfg.password_file.read_text().strip()
+        except OSError as e:
+            raise RelayError(
+                f"cannot read the relay password file {cfg.password_file}: {e.strerror} "
+                "(put the password from `relay/unit add` there, or empty [relay] jid)"
+            ) from e
+        if not password:
+            raise RelayError(f"the relay password file {cfg.password_file} is empty")
+        return cls(cfg, password, me, store, events)
+
+    def start(self, loop: asyncio.AbstractEventLoop, app: Flask) -> Relay:
+        self._loop, self._app = loop, app
+        self._unsubscribe = self._events.subscribe(self._on_event)
+        self.client.start(loop)
+        return self
+
+    def close(self) -> None:
+        self._unsubscribe()
+        if self._loop is not None and self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(5)
+            except (concurrent.futures.TimeoutError, RuntimeError) as e:
+                log.warning("the relay connection did not close cleanly: %s", e)
+
+    def status(self) -> dict[str, str]:
+        return {"state": self.client.state, "jid": self._cfg.jid}
+
+    # Calling out ----------------------------------------------------------------------------------
+
+    def route(self, peer: Peer) -> str:
+        """Where ``peer`` is reached: its LAN address on this network, else its relay address."""
+        if peer.address.startswith(RELAY_PREFIX):
+            return peer.address
+        jid = self.contacts.jid_of(peer.unit_id)
+        if jid is None or on_link(peer.address):
+            return peer.address
+        return RELAY_PREFIX + jid
+
+    def dialer(self, peer: Peer, timeout: float) -> Signalling:
+        """The call engine's signalling to ``peer``: the signed messages, directly or through the relay."""
+        client = PeerClient(self._me, timeout, relay=self.post)
+        return HttpSignalling(dataclasses.replace(peer, address=self.route(peer)), self._me, timeout, client)
+
+    def ice_servers(self) -> list[RTCIceServer]:
+        return self.client.ice_servers()
+
+    def post(
+        self, jid: str, path: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One POST carried by the relay (PeerClient's relay hook); called from worker threads only."""
+        if self._loop is None or threading.current_thread().name == "call":
+            raise UnitUnreachable("the relay is not started")
+        future = asyncio.run_coroutine_threadsafe(
+            self.client.request(jid, Exchange(path, headers, body), timeout), self._loop
+        )
+        try:
+            answer = future.result(timeout + 2)
+        except RelayUnavailable as e:
+            raise UnitUnreachable(str(e)) from e
+        except concurrent.futures.TimeoutError as e:
+            future.cancel()
+            raise UnitUnreachable(f"no answer from {jid} through the relay") from e
+        return answer.status, answer.body, answer.headers
+
+    # Answering ------------------------------------------------------------------------------------
+
+    async def _answer(self, sender: str, exchange: Exchange) -> Exchange:
+        answer = await asyncio.to_thread(self._dispatch, sender, exchange)
+        if answer.status == 200 and exchange.path == FINISH_PATH:
+            self._learn_from_pairing(sender, exchange)
+        return answer
+
+    def _dispatch(self, sender: str, exchange: Exchange) -> Exchange:
+        """Run the request through the web app, as if it had come over HTTP from nowhere on the LAN."""
+        assert self._app is not None
+        environ = EnvironBuilder(
+            path=exchange.path,
+            method="POST",
+            headers=Headers(exchange.headers),
+            data=exchange.body,
+            environ_base={"REMOTE_ADDR": NOWHERE, "emocall.relay_sender": sender},
+        ).get_environ()
+        body, status, headers = run_wsgi_app(self._app, environ)
+        try:
+            data = b"".join(body)
+        finally:
+            getattr(body, "close", lambda: None)()
+        return Exchange("", dict(headers), data, int(status.split()[0]))
+
+    def _learn_from_pairing(self, sender: str, exchange: Exchange) -> None:
+        # Paired through the relay just now: the unit that proved the code sent it from this account.
+        unit = _json_field(exchange.body, "details", "unit_id")
+        if unit and self._store.peer(unit) is not None:
+            self._learn(unit, sender)
+
+    def blueprint(self) -> Blueprint:
+        """``POST /api/peer/relay {"jid"}``: a paired unit (signed) tells this one its relay address."""
+        bp = Blueprint("relay", __name__)
+
+        @bp.post(ANNOUNCE_PATH)
+        def announce() -> ResponseReturnValue:
+            unit = verified_peer()
+            body = request.get_json(silent=True)
+            jid = body.get("jid") if isinstance(body, dict) else None
+            if not isinstance(jid, str) or not _valid_jid(jid):
+                return jsonify({"error": "jid must be an account like name@relay.example.org"}), 422
+            self._learn(unit, jid)
+            return jsonify({"jid": self._cfg.jid})
+
+        return bp
+
+    # Pairings -------------------------------------------------------------------------------------
+
+    def _is_paired(self, jid: str) -> bool:
+        unit = self.contacts.unit_of(jid)
+        return unit is not None and self._store.peer(unit) is not None
+
+    def _on_event(self, event: Event) -> None:
+        if event.topic == "pairing.done" and isinstance(event.data.get("unit_id"), str):
+            threading.Thread(target=self._announce, args=(event.data["unit_id"],), daemon=True).start()
+        elif event.topic == "pairing.removed" and self._loop is not None:
+            gone = self.contacts.keep_only({p.unit_id for p in self._store.peers()})
+            for jid in gone:
+                self._loop.call_soon_threadsafe(self.client.unsubscribe, jid)
+
+    def _announce(self, unit_id: str) -> None:
+        """Tell a newly paired unit this unit's relay address, so it can call here from another home."""
+        peer = self._store.peer(unit_id)
+        if peer is None:
+            return
+        if peer.address.startswith(RELAY_PREFIX):
+            self._learn(unit_id, peer.address[len(RELAY_PREFIX) :])
+        try:
+            answer = self.peer_client.post(
+                self.route(peer), ANNOUNCE_PATH, {"jid": self._cfg.jid}, peer.public_key
+            )
+        except (UnitUnreachable, UnitRefused) as e:
+            log.info("could not tell %s this unit's relay address: %s", peer.name, e)
+            return
+        jid = answer.get("jid")
+        if isinstance(jid, str) and _valid_jid(jid):
+            self._learn(unit_id, jid)
+
+    def _learn(self, unit_id: str, jid: str) -> None:
+        """Remember a paired unit's relay address and subscribe to its presence (from any thread)."""
+        if self.contacts.remember(unit_id, jid) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.client.subscribe, jid)
+
+
+def _valid_jid(jid: str) -> bool:
+    try:
+        RelayConfig(jid=jid)
+    except ValueError:
+        return False
+    return bool(jid)
+
+
+def _json_field(body: bytes, *keys: str) -> str | None:
+    try:
+        value = json.loads(body)
+        for key in keys:
+            value = value[key]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def on_link(address: str) -> bool:
+    """Whether the host of ``address`` is on one of this machine's own networks (no router between)."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    packed = int.from_bytes(ip.packed, "little")  # /proc/net/route writes addresses in host order
+    try:
+        lines = ROUTES.read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        connected = len(fields) >= 8 and int(fields[2], 16) == 0 and int(fields[1], 16) != 0
+        if connected and packed & int(fields[7], 16) == int(fields[1], 16):
+            return True
+    return False

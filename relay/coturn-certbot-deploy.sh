@@ -1,0 +1,15 @@
+#!/bin/sh
+# certbot deploy hook (as Jitsi Meet's coturn-certbot-deploy.sh): after each renewal, copy the
+# relay's certificate to where Prosody and coturn read it, readable by their users only, and reload.
+# certbot sets RENEWED_LINEAGE to /etc/letsencrypt/live/HOST.
+set -eu
+host="$(basename "$RENEWED_LINEAGE")"
+for service in prosody coturn; do
+  dir="/etc/$service/certs"
+  user="$service"; [ "$service" = coturn ] && user=turnserver
+  mkdir -p "$dir"
+  install -m 0644 -o root -g "$user" "$RENEWED_LINEAGE/fullchain.pem" "$dir/$host.crt"
+  install -m 0640 -o root -g "$user" "$RENEWED_LINEAGE/privkey.pem" "$dir/$host.key"
+done
+systemctl reload prosody 2>/dev/null || true
+systemctl restart coturn 2>/dev/null || true

@@ -1,0 +1,316 @@
+"""Homes and a relay in network namespaces, for the relay tests and benchmark (root only).
+
+An "internet" namespace runs the real relay, Prosody and coturn, configured by ``relay/setup
+--render`` with a throwaway CA's certificate; two homes each sit behind a router namespace that
+does what a home router does: masquerade (NAT) and drop unsolicited inbound traffic. Home 2's
+router can be symmetric (``masquerade random,fully-random``: a new outside port per destination),
+so only TURN can join it. Everything is deleted on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN = "relay.test"
+SERVER_IP = "198.51.100.1"  # TEST-NET-2: public-looking, so coturn's denied private ranges do not apply
+ROUTER_WAN = ("198.51.100.11", "198.51.100.12")
+HOME_NET = ("10.71.1", "10.71.2")
+TURN_PORT = 3478
+XMPP_PORT = 5222
+
+
+class TopologyUnavailable(Exception):
+    """Namespaces, nftables, Prosody or coturn cannot be used here (the message says why)."""
+
+
+def run(*args: str, ns: str | None = None, timeout: float = 20, stdin: str | None = None) -> str:
+    command = ["ip", "netns", "exec", ns, *args] if ns else list(args)
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise TopologyUnavailable(f"{' '.join(command)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def router_rules(symmetric: bool) -> str:
+    # A home router: NAT out of the WAN port, nothing new accepted from outside. Without the input
+    # drop, conntrack keeps the peer's first early packet and masquerade then picks another port.
+    nat = "masquerade random,fully-random" if symmetric else "masquerade"
+    return f"""table inet rly_router {{
+  chain post {{ type nat hook postrouting priority srcnat; policy accept; oifname "wan" {nat}; }}
+  chain input {{ type filter hook input priority filter; policy accept; iifname "wan" ct state new drop; }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept; iifname "wan" ct state new drop;
+  }}
+}}
+"""
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and the relay's certificate for DOMAIN: (ca.pem, relay.crt, relay.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emocall test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ca.pem", folder / f"{DOMAIN}.crt", folder / f"{DOMAIN}.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+PROSODY_MAIN = """-- What Debian's /etc/prosody/prosody.cfg.lua gives a relay, for one in a namespace.
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+admin_socket = "{dir}/prosody.sock"
+interfaces = {{ "{ip}" }}
+c2s_ports = {{ {port} }}
+https_ports = {{ 5281 }}
+https_interfaces = {{ "{ip}" }}
+http_ports = {{ }}
+https_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+modules_enabled = {{ "disco"; "roster"; "saslauth"; "tls"; "ping"; "admin_shell"; }}
+modules_disabled = {{ "s2s"; }}
+authentication = "internal_hashed"
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+Include "{dir}/{domain}.cfg.lua"
+"""
+
+
+@dataclass
+class Relay:
+    """Prosody and coturn in the internet namespace, configured by ``relay/setup --render``."""
+
+    ns: str
+    dir: Path
+    ca: Path
+    prosody: subprocess.Popen[bytes] | None = None
+    coturn: subprocess.Popen[bytes] | None = None
+    secret: str = ""
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "prosody.cfg.lua"
+
+    def render(self) -> None:
+        ca, cert, key = make_certificates(self.dir / "certs")
+        self.ca = ca
+        run(
+            "bash", str(ROOT / "relay" / "setup"), DOMAIN, "--render", str(self.dir),
+            "--cert", str(cert), "--key", str(key), "--address", SERVER_IP, "--turn-host", SERVER_IP,
+        )  # fmt: skip
+        self.secret = (self.dir / "turn-secret").read_text().strip()
+        self.config.write_text(
+            PROSODY_MAIN.format(dir=self.dir, ip=SERVER_IP, port=XMPP_PORT, cert=cert, key=key, domain=DOMAIN)
+        )
+        (self.dir / "data").mkdir(exist_ok=True)
+
+    def start_prosody(self) -> None:
+        log = (self.dir / "prosody.out").open("ab")
+        self.prosody = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "prosody", "--config", str(self.config), "-F"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_port(self.ns, XMPP_PORT, "tcp", self.prosody, self.dir / "prosody.log")
+
+    def stop_prosody(self) -> None:
+        stop(self.prosody)
+        self.prosody = None
+
+    def start_coturn(self) -> None:
+        log = (self.dir / "coturn.out").open("ab")
+        self.coturn = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "turnserver", "-c", str(self.dir / "turnserver.conf")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_port(self.ns, TURN_PORT, "udp", self.coturn, self.dir / "turnserver.log")
+
+    def unit_command(self, action: str, name: str) -> str:
+        """``relay/unit ACTION NAME`` on this relay, as its admin would run it."""
+        script = str(ROOT / "relay" / "unit")
+        return run("bash", script, action, name, "--domain", DOMAIN, "--config", str(self.config), ns=self.ns)
+
+    def add_unit(self, name: str) -> tuple[str, str]:
+        """Create a unit's account with ``relay/unit add``; returns (jid, password)."""
+        out = self.unit_command("add", name)
+        fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+        return fields["jid"].strip('"'), fields["password"].strip('"')
+
+    def close(self) -> None:
+        stop(self.prosody)
+        stop(self.coturn)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def wait_port(ns: str, port: int, proto: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    flag = "-ltn" if proto == "tcp" else "-lun"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise TopologyUnavailable(f"{proc.args} exited with {proc.returncode}: {text}")
+        if f":{port} " in run("ss", flag, ns=ns):
+            return
+        time.sleep(0.2)
+    raise TopologyUnavailable(f"nothing listens on {proto} port {port} in {ns} after 20 s")
+
+
+@dataclass
+class Topology:
+    tag: str
+    symmetric: bool
+    relay: Relay
+    namespaces: list[str] = field(default_factory=list)
+
+    @property
+    def inet(self) -> str:
+        return f"{self.tag}-inet"
+
+    def home(self, i: int) -> str:
+        return f"{self.tag}-home{i + 1}"
+
+    def router(self, i: int) -> str:
+        return f"{self.tag}-rtr{i + 1}"
+
+    def unit_ip(self, i: int) -> str:
+        return f"{HOME_NET[i]}.2"
+
+    def _ns(self, name: str) -> None:
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("ip", "link", "set", "lo", "up", ns=name)
+
+    def build(self) -> None:
+        inet = self.inet
+        self._ns(inet)
+        run("ip", "link", "add", "br0", "type", "bridge", ns=inet)
+        run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", "br0", ns=inet)
+        run("ip", "link", "set", "br0", "up", ns=inet)
+        for i in range(2):
+            router, home = self.router(i), self.home(i)
+            self._ns(router)
+            self._ns(home)
+            run(
+                "ip",
+                "link",
+                "add",
+                "wan",
+                "netns",
+                router,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"r{i + 1}",
+                "netns",
+                inet,
+            )
+            run("ip", "link", "set", f"r{i + 1}", "master", "br0", "up", ns=inet)
+            run(
+                "ip",
+                "link",
+                "add",
+                "lan",
+                "netns",
+                router,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                home,
+            )
+            run("ip", "addr", "add", f"{ROUTER_WAN[i]}/24", "dev", "wan", ns=router)
+            run("ip", "addr", "add", f"{HOME_NET[i]}.1/24", "dev", "lan", ns=router)
+            run("ip", "addr", "add", f"{self.unit_ip(i)}/24", "dev", "eth0", ns=home)
+            for dev in ("wan", "lan"):
+                run("ip", "link", "set", dev, "up", ns=router)
+            run("ip", "link", "set", "eth0", "up", ns=home)
+            run("ip", "route", "add", "default", "via", f"{HOME_NET[i]}.1", ns=home)
+            run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
+            run("nft", "-f", "-", ns=router, stdin=router_rules(self.symmetric and i == 1))  # fmt: skip
+
+    def set_symmetric(self, symmetric: bool) -> None:
+        """Make home 2's router a symmetric NAT (or a cone NAT again), for the calls that follow."""
+        router = self.router(1)
+        run("nft", "delete", "table", "inet", "rly_router", ns=router)
+        run("nft", "-f", "-", ns=router, stdin=router_rules(symmetric))
+        self.symmetric = symmetric
+
+    def close(self) -> None:
+        self.relay.close()
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+@contextmanager
+def topology(folder: Path, symmetric: bool = False) -> Iterator[Topology]:
+    """Build the homes and the relay, start Prosody and coturn; everything goes on the way out."""
+    if os.geteuid() != 0:
+        raise TopologyUnavailable("needs root to build network namespaces (CI runs as root)")
+    for tool in ("ip", "nft", "prosody", "prosodyctl", "turnserver"):
+        if shutil.which(tool) is None:
+            raise TopologyUnavailable(f"{tool} is missing: bash .ci/setup --tests installs it")
+    tag = f"rly-{os.getpid() % 100000}{'s' if symmetric else 'c'}"
+    topo = Topology(tag, symmetric, Relay(f"{tag}-inet", folder, folder / "certs" / "ca.pem"))
+    try:
+        topo.build()
+        topo.relay.render()
+        topo.relay.start_coturn()
+        topo.relay.start_prosody()
+        yield topo
+    finally:
+        topo.close()
