@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.web.schemas import typed_address
 from appliance.web.wording import unit_details
-from tests.pairing_units import Unit
+from tests.pairing_units import Unit, make_unit
 from tests.test_browser import ARGS, CHROMIUM, Process, two_units  # noqa: F401 (a fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -410,3 +411,14 @@ def test_status_details_are_words(units: tuple[Unit, Unit]) -> None:
     ]
     off = unit_details({"vision": {"available": False, "reason": "the model file is missing"}})
     assert off == [("Expressions", "Not recognised: the model file is missing.")]
+
+
+def test_a_login_about_to_end_is_said_on_every_page(tmp_path: Path) -> None:
+    unit = make_unit(tmp_path, "Asha", session_hours=0.2)
+    try:
+        browser, _ = unit.owner()
+        for path in ("/", "/pair", "/settings"):
+            html = browser.get(path).get_data(as_text=True)
+            assert "<strong>Your login ends in 12 minutes.</strong> Save your changes now" in html, path
+    finally:
+        unit.close()

@@ -67,6 +67,7 @@ SETTINGS_KEPT = (
     "your changes are kept and shown again for you to save."
 )
 ASKED_AT = "pairing_address"  # the address of the unit asked for a code, to ask it again
+LOGIN_SOON_S = 15 * 60
 SETTLE_S = 5.0  # how long an action may take to change the call state before the page is shown
 
 
@@ -106,9 +107,12 @@ def _flashed() -> list[Outcome]:
     return [Outcome(str(m[1]), str(m[0])) for m in get_flashed_messages(with_categories=True)]
 
 
-def _login_left() -> str:
+def _login_left() -> tuple[str, bool]:
+    """How long the login lasts, and whether that is soon (under LOGIN_SOON_S): the header says so."""
     until = session.get("owner_until")
-    return duration(until - time.time()) if isinstance(until, int | float) and owner.is_owner() else ""
+    if not (isinstance(until, int | float) and owner.is_owner()):
+        return "", False
+    return duration(until - time.time()), until - time.time() < LOGIN_SOON_S
 
 
 def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:

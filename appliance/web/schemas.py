@@ -96,7 +96,7 @@ def parse(model: type[M], data: Any = None) -> M:
 
 
 def _field_help(e: ValidationError) -> dict[str, str]:
-    fields = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+    fields = dict.fromkeys(str(err["loc"][0]) for err in e.errors() if err["loc"])  # in the form's order
     return {f: FIELD_HELP.get(f, f"Remove the field {f!r}: this form has no such field.") for f in fields}
 
 

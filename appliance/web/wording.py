@@ -127,12 +127,8 @@ def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_sec
             "Try again after that.",
             "error",
         )
-    if e.status == 502 and field_name == "address":
-        return _on_field(
-            f"No unit answered at {address}. Check the address on the other unit's display "
-            "(hold its button to hear it said), that it is switched on and on this network, then try again.",
-            "address",
-        )
+    if field_name == "address" and (e.status == 502 or "not an emocall" in str(e)):
+        return _unit_not_found(e, address)
     if e.status == 502:
         return Outcome(
             f"Lost contact with {peer} while pairing. Ask it for a new code and try again.", "error"
@@ -147,6 +143,19 @@ def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_sec
             "error",
         )
     return _on_field(sentence(str(e)), field_name)
+
+
+def _unit_not_found(e: PairingError, address: str) -> Outcome:
+    found = (
+        f"Something answered at {address}, but it is not an emocall unit."
+        if "not an emocall" in str(e)
+        else f"No unit answered at {address}."
+    )
+    return _on_field(
+        f"{found} Check the address on the other unit's display (hold its button to hear it said), "
+        "that it is switched on and on this network, then try again.",
+        "address",
+    )
 
 
 def expression(event: Event) -> str:
