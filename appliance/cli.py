@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -11,10 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, config, selftest
-from appliance.app import Appliance
-from appliance.service import ServiceManager
-from appliance.web.server import WebServerError
+from appliance import __version__, config, memory
 
 log = logging.getLogger("emocall")
 # The sample clips that come with the development checkout (../shared), for `emocall demo`.
@@ -47,6 +45,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    # Before the unit's parts load (imported here, not at the top, so that `emocall say`, `call`
+    # or `config` never load the call, vision and display libraries) and start their threads.
+    memory.limit_malloc_arenas()
+    from appliance.app import Appliance
+    from appliance.relay import RelayError
+    from appliance.service import ServiceManager
+    from appliance.web.server import WebServerError
+
     # Whatever the unit writes (recordings, snapshots, logs, state) is for its own user alone.
     os.umask(0o077)
     service = ServiceManager.from_environment()  # systemd's readiness and watchdog, when it runs us
@@ -54,7 +60,7 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     appliance.stop_on_signals()
     try:
         appliance.start()
-    except WebServerError as e:
+    except (WebServerError, RelayError) as e:
         log.error("%s", e)
         return 1
     service.ready(f"{cfg.unit.name} is ready")
@@ -67,6 +73,8 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance import selftest
+
     reports = selftest.run(cfg)
     if args.json:
         print(json.dumps({"version": __version__, "parts": [r.as_dict() for r in reports]}, indent=1))
@@ -126,7 +134,8 @@ def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emocall", description="A video phone that speaks facial expressions.")
     p.add_argument("--version", action="version", version=f"emocall {__version__}")
-    p.add_argument("--config", type=Path, help="configuration file (default /etc/emocall/config.toml)")
+    config_help = "configuration file (default /etc/emocall/config.toml)"
+    p.add_argument("--config", type=Path, help=config_help)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument(
         "--debug",
@@ -135,35 +144,39 @@ def parser() -> argparse.ArgumentParser:
         metavar="LOGGER",
         help="log debug messages of this part only, e.g. appliance.events (names and expressions!)",
     )
+    # --config after the command too (`emocall run --config F`); SUPPRESS keeps one given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True)
+    command = functools.partial(sub.add_parser, parents=[after])
 
-    run = sub.add_parser("run", help="run the appliance service")
+    run = command("run", help="run the appliance service")
     run.add_argument("--data-dir", type=Path, help="where state lives")
     run.add_argument("--port", type=int, help="port of the local web page")
     run.add_argument("--source", help="camera: auto, picamera2, opencv, pattern, /dev/videoN or a file")
     run.add_argument("--name", help="this unit's display name")
     run.set_defaults(handler=cmd_run)
 
-    test = sub.add_parser("selftest", help="check each part and say which backend is active")
+    test = command("selftest", help="check each part and say which backend is active")
     test.add_argument("--json", action="store_true", help="machine-readable output")
     test.add_argument("--source", help="camera to check (as for run)")
     test.set_defaults(handler=cmd_selftest)
 
-    say = sub.add_parser("say", help="speak a phrase through the speaker (or into a WAV file)")
+    say = command("say", help="speak a phrase through the speaker (or into a WAV file)")
     say.add_argument("text", help="what to say")
     say.add_argument("--lang", default="en", help="espeak-ng voice: en, hi, bn, en-gb... (default en)")
     say.add_argument("--wav", type=Path, help="write the speaker's output to this WAV file instead")
     say.add_argument("--data-dir", type=Path, help="where state lives")
     say.set_defaults(handler=cmd_say)
 
-    call = sub.add_parser("call", help="ask the running unit to call a paired unit")
+    call = command("call", help="ask the running unit to call a paired unit")
     call.add_argument("target", help="the paired unit's name, unit id or address")
     call.add_argument("--port", type=int, help="port of the running unit's local API")
     call.set_defaults(handler=cmd_call)
-    hangup = sub.add_parser("hangup", help="ask the running unit to end its call")
+    hangup = command("hangup", help="ask the running unit to end its call")
     hangup.add_argument("--port", type=int, help="port of the running unit's local API")
     hangup.set_defaults(handler=cmd_call)
-    demo = sub.add_parser("demo", help="two units on this machine call each other and say what happens")
+    demo = command("demo", help="two units on this machine call each other and say what happens")
     clip_a, clip_b = DEMO_CLIPS / "WolfgangLanger_Pexels.mp4", DEMO_CLIPS / "single_face.mp4"
     demo.add_argument("--a-source", default=str(clip_a), help="unit A's camera (a file or pattern)")
     demo.add_argument("--b-source", default=str(clip_b), help="unit B's camera (a file or pattern)")
@@ -171,12 +184,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="both units' state (default: a new temp dir)")
     demo.set_defaults(handler=cmd_demo)
 
-    watch = sub.add_parser("watch", help="run the camera and expression recognition alone, a line per event")
+    watch = command("watch", help="run the camera and expression recognition alone, a line per event")
     watch.add_argument("--source", default="auto", help="camera (as for run) or a video file (full speed)")
     watch.add_argument("--json", action="store_true", help="JSON lines: t, emotion, confidence")
     watch.set_defaults(handler=cmd_watch)
 
-    cfg = sub.add_parser("config", help="print the effective configuration")
+    cfg = command("config", help="print the effective configuration")
     cfg.add_argument("--defaults", action="store_true", help="print every field, its default and description")
     cfg.set_defaults(handler=cmd_config)
     return p
