@@ -340,7 +340,8 @@ def test_the_signalling_endpoint_refuses_unpaired_and_replayed_requests(
     assert first.status_code == 200
     identity.verify_response(node.me.public_key, signed.exchange, 200, dict(first.headers), first.get_data())
     assert client.post(SIGNAL_PATH, data=body, headers=headers).status_code == 403  # type: ignore[attr-defined]
-    assert client.get("/api/call").get_json()["state"] == "idle"  # type: ignore[attr-defined]
+    status = client.get("/api/call", headers={"X-Emocall-Local": "1"})  # type: ignore[attr-defined]
+    assert status.get_json()["state"] == "idle"
 
 
 def test_selftest_names_the_encoder_the_address_and_the_call_audio(tmp_path: Path) -> None:

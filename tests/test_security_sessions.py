@@ -86,7 +86,7 @@ def test_m3_a_session_never_outlasts_session_hours(tmp_path: Path, monkeypatch: 
 
 def test_m3_the_login_cookie_is_secure_over_https(units: tuple[Unit, Unit]) -> None:
     a, _ = units
-    for base, secure in (("https://unit.local", True), ("http://unit.local", False)):
+    for base, secure in (("https://127.0.0.1", True), ("http://127.0.0.1", False)):
         client = a.app.test_client()
         r = client.get("/api/owner", base_url=base)
         csrf = r.get_json()["csrf"]

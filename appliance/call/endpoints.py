@@ -4,7 +4,8 @@
 pinned at pairing (:func:`~appliance.web.peer_api.verified_peer`); the web app signs the answer.
 Flask hands the message to the engine's loop and waits for the reply. ``/api/call`` (GET status,
 POST ``{"to": NAME|ADDRESS}``), ``/api/hangup`` and ``/api/call/answer`` are for this unit's own
-command line and scripts and answer only requests from the unit itself (loopback).
+command line and scripts and answer only requests from the unit itself (loopback, with the
+``X-Emocall-Local: 1`` header that :func:`appliance.call.local.ask` sends).
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from flask.typing import ResponseReturnValue
 from appliance.call import CallError
 from appliance.call.engine import CallEngine
 from appliance.call.signaling import SIGNAL_PATH, SignallingError, parse_signal
+from appliance.web import owner
 from appliance.web.peer_api import verified_peer
 from appliance.web.schemas import CallRequest, parse
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "::1")
 REPLY_MARGIN_SECONDS = 15.0
 
 
 def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-        if request.remote_addr not in LOOPBACK:
+        if not owner.is_local_control():
             return jsonify({"error": "only this unit's own command line may do this"}), 403
         return view(*args, **kwargs)
 
@@ -53,6 +54,8 @@ def create_blueprint(engine: CallEngine) -> Blueprint:
             return jsonify({"error": str(e)}), 400
         except concurrent.futures.TimeoutError:
             return jsonify({"error": "the call engine did not answer in time"}), 503
+        except concurrent.futures.CancelledError:
+            return jsonify({"error": "this unit is shutting down; call again later"}), 503
         return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
 
     @bp.get("/api/call")

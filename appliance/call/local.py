@@ -20,7 +20,8 @@ def ask(port: int, path: str, payload: dict[str, Any] | None = None) -> dict[str
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         body,
-        {"Content-Type": "application/json"},
+        # The unit answers its local control API only with this header (no web page can send it).
+        {"Content-Type": "application/json", "X-Emocall-Local": "1"},
         method="GET" if body is None else "POST",
     )
     try:

@@ -46,6 +46,8 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=parts.session_hours),
     )
+    app.config[owner.HOSTS] = owner.own_names(parts.me.unit_id)
+    app.before_request(owner.guard_request)
     app.session_interface = owner.OwnerCookie()
     app.extensions[owner.EXTENSION] = owner.OwnerSessions(parts.store, parts.session_hours)
     app.extensions[peer_api.EXTENSION] = peer_api.Trust(

@@ -6,8 +6,14 @@ unit was saying, so someone stands at the unit. The session is a row in the stat
 longer than ``session_hours``); Flask's signed cookie (HttpOnly, SameSite=Strict, Secure when the
 page came over HTTPS) only carries its random token, so a copied cookie dies with the logout.
 Every state-changing request from a browser also carries the session's CSRF token: a form field
-``csrf`` or the ``X-CSRF-Token`` header. (The call engine's own ``/api/call`` and ``/api/hangup``
-answer only the unit itself, on loopback.)
+``csrf`` or the ``X-CSRF-Token`` header.
+
+Against pages elsewhere that make a browser send requests here (DNS rebinding, cross-site forms),
+:func:`guard_request` refuses a ``Host`` that is not one of this unit's names or an address, a
+foreign ``Origin`` on changes, and any ``Origin`` on the unit-to-unit routes (units send none). The
+call engine's own ``/api/call``, ``/api/hangup`` and ``/api/call/answer`` answer only the unit itself
+(:func:`is_local_control`: loopback and the ``X-Emocall-Local`` header, which no page can add
+without the browser asking this unit first).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import functools
 import hmac
 import ipaddress
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +43,9 @@ CSP = (
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 LOGIN_FIRST = "enter the code the unit is saying first (POST /api/owner/code, then /api/owner/login)"
 EXTENSION = "emocall.sessions"
+HOSTS = "EMOCALL_HOSTS"  # app.config: this unit's own host names (besides any IP address)
+LOCAL_HEADER = "X-Emocall-Local"
+PEER_PATHS = ("/api/peer/", "/api/call/signal")
 SESSION_KEY = "owner"  # the cookie's key for the session token
 
 
@@ -108,6 +118,43 @@ def end_owner() -> None:
 def source() -> str:
     """The address this request comes from: what code limits count per."""
     return request.remote_addr or ""
+
+
+def own_names(unit_id: str) -> frozenset[str]:
+    """The names this unit answers to: localhost, the machine's name and its mDNS name."""
+    machine = socket.gethostname().lower()
+    return frozenset({"localhost", machine, f"{machine}.local", f"emocall-{unit_id[:12]}.local"})
+
+
+def _own_host(host: str) -> bool:
+    name = host.lower()
+    if name.startswith("["):  # an IPv6 address, [::1]:8080
+        return True
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    try:
+        ipaddress.ip_address(name)
+        return True  # an address typed by hand: rebinding needs a name
+    except ValueError:
+        hosts: frozenset[str] = current_app.config[HOSTS]
+        return name.rstrip(".") in hosts
+
+
+def guard_request() -> None:
+    """Refuse what a web page elsewhere could make a browser send here (see the module docstring)."""
+    origin = request.headers.get("Origin")
+    if request.path.startswith(PEER_PATHS):
+        if origin is not None:
+            abort(403, "unit-to-unit requests do not come from web pages")
+        return
+    if not _own_host(request.host):
+        abort(400, "this unit answers only to its own name or address: open it as http://ADDRESS:PORT/")
+    if origin is not None and request.method in CHANGES and origin != f"{request.scheme}://{request.host}":
+        abort(403, "a request from another web site was refused")
+
+
+def is_local_control() -> bool:
+    """A request from this unit's own command line: loopback and the local-control header."""
+    return is_local() and request.headers.get(LOCAL_HEADER) == "1"
 
 
 def is_local() -> bool:
