@@ -71,6 +71,7 @@ class CodeGuard:
         self._code: str | None = None
         self._expires = 0.0
         self._said = -repeat_s
+        self._lock_said: dict[Scope, float] = {}  # when a lock of each scope was last said
         self._wrong = SourceLimit(max_wrong, OVERALL * max_wrong, lock_s, lock_s, clock)
         self._asked = SourceLimit(max_requests + 1, OVERALL * (max_requests + 1), lock_s, lock_s, clock)
 
@@ -181,8 +182,16 @@ class CodeGuard:
                 raise CodeLocked(max(1, round(seconds)), what)
 
     def _locked_out(self, scope: Scope, limit: SourceLimit, what: str) -> CodeLocked:
-        """Say once, as the lock starts, that codes are refused (from one address or from all)."""
+        """Say, as the lock starts, that codes are refused (from one address or from all): once per
+        lock period and scope, so many addresses locked one after another are not a stream of speech."""
         seconds = max(1, round(limit.lock_s))
+        now = self._clock()
+        with self._mutex:
+            quiet = now - self._lock_said.get(scope, -limit.lock_s) < limit.lock_s
+            if not quiet:
+                self._lock_said[scope] = now
+        if quiet:
+            return CodeLocked(seconds, what)
         subject = "Pairing" if self.purpose == "pair" else "Settings"
         source, whom = (
             ("several addresses", "everyone") if scope == "all" else ("one address", "that address")
