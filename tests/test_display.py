@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from appliance.config import DisplayConfig
-from appliance.display import DisplayError
+from appliance.display import DisplayError, view
 from appliance.display.layout import BOTTOM, TOP
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
@@ -159,7 +159,9 @@ def test_offscreen_display_writes_what_it_says_beside_the_snapshot(tmp_path: Pat
         display.close()
 
 
-def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(tmp_path: Path) -> None:
+def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events = EventBus()
     screen = OffscreenScreen((W, H), tmp_path / "display.png")
     display = Display(screen, events, Phrases("en"), unit_name="Kitchen", fps=30)
@@ -183,5 +185,14 @@ def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(
         assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
         events.publish("pairing.locked", "locked", seconds=300, purpose="owner")
         assert lines()[1] == "Too many wrong codes: logging in to this unit is locked for 5 minutes."
+        # Passing messages give the line back to the address: after pairing, after a lockout.
+        monkeypatch.setattr(view, "SAID_S", 2.0)
+        events.publish("pairing.done", "paired", peer="Asha")
+        assert lines()[1] == "Paired with Asha."
+        events.publish("pairing.locked", "locked", seconds=0.5, purpose="pair")
+        deadline = time.monotonic() + 10
+        while lines()[1] != "Ready. Address 192.168.1.20:8080" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
     finally:
         display.close()

@@ -24,6 +24,7 @@ from appliance.words.phrases import CALL_STATES, Phrases, for_settings
 log = logging.getLogger(__name__)
 
 CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
+SAID_S = 10.0  # how long "Paired with Asha." stays before the idle line (with the address) is back
 
 
 class Display:
@@ -47,7 +48,7 @@ class Display:
         self._dirty.set()
         self._stop = threading.Event()
         self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
-        self._code_timer: threading.Timer | None = None
+        self._timer: threading.Timer | None = None  # puts a passing message back to the idle line
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "unit.address": self._on_ready,
@@ -60,9 +61,9 @@ class Display:
             ),
             "remote.sharing": self._on_sharing,
             "pairing.code": self._on_code,
-            "pairing.code_used": lambda e: self._clear_code(None),
-            "pairing.done": lambda e: self._update(
-                state=self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
+            "pairing.code_used": lambda e: self._clear_code(),
+            "pairing.done": lambda e: self._show_for(
+                SAID_S, self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
             ),
             "pairing.locked": self._on_locked,
             "settings.changed": self._on_settings,
@@ -146,28 +147,39 @@ class Display:
         seconds = float(event.data.get("seconds", 0))
         if seconds > 0:
             state += " " + self._phrases.say("code_lasts", duration=self._phrases.duration(seconds))
-        self._update(state=state, big=code, big_colour=YELLOW)
-        with self._lock:
-            if self._code_timer is not None:
-                self._code_timer.cancel()
-            self._code_timer = None
-            if seconds > 0:
-                # An expired code is useless: off the screen with it.
-                self._code_timer = threading.Timer(seconds, self._clear_code, args=(code,))
-                self._code_timer.daemon = True
-                self._code_timer.start()
+        # An expired code is useless: off the screen with it.
+        self._show_for(seconds or None, state, big=code, big_colour=YELLOW)
 
-    def _clear_code(self, code: str | None) -> None:
-        """Take the code (``None``: any code) off the screen, back to the idle line."""
+    def _clear_code(self) -> None:
+        """A code was used: off the screen with it, back to the idle line."""
         with self._lock:
             shown = self._scene.big
-        if shown.isdigit() and len(shown) == 6 and code in (None, shown):
+        if shown.isdigit() and len(shown) == 6:
             self._update(state=self._idle(), big="")
 
     def _on_locked(self, event: Event) -> None:
         key = "owner_locked" if event.data.get("purpose") == "owner" else "pairing_locked"
-        duration = self._phrases.duration(float(event.data["seconds"]))
-        self._update(state=self._phrases.say(key, duration=duration), big="")
+        seconds = float(event.data["seconds"])
+        self._show_for(seconds, self._phrases.say(key, duration=self._phrases.duration(seconds)), big="")
+
+    def _show_for(self, seconds: float | None, state: str, **changes: Any) -> None:
+        """Show ``state`` and go back to the idle line (with the address) after ``seconds``, unless
+        something else was shown meanwhile; ``None`` keeps it until then."""
+        self._update(state=state, **changes)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            if seconds is not None:
+                self._timer = threading.Timer(seconds, self._back_to_idle, args=(state,))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _back_to_idle(self, state: str) -> None:
+        with self._lock:
+            if self._scene.state != state:
+                return
+        self._update(state=self._idle(), big="")
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")
@@ -196,8 +208,8 @@ class Display:
     def close(self) -> None:
         self._unsubscribe()
         with self._lock:
-            if self._code_timer is not None:
-                self._code_timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
         self._stop.set()
         self._dirty.set()
         self._thread.join(timeout=5)
