@@ -63,6 +63,7 @@ EN = {
     "one_minute": "1 minute",
     "minutes": "{n} minutes",
     "seconds": "{n} seconds",
+    "one_second": "1 second",
     "address": "This unit's address is {host}, port {port}.",
     "dot": "dot",
     "idle_address": "Ready. Address {address}",
@@ -117,6 +118,7 @@ HI = {
     "one_minute": "1 मिनट",
     "minutes": "{n} मिनट",
     "seconds": "{n} सेकंड",
+    "one_second": "1 सेकंड",
     "address": "इस यूनिट का पता है {host}, पोर्ट {port}।",
     "dot": "डॉट",
     "idle_address": "तैयार। पता {address}",
@@ -171,6 +173,7 @@ BN = {
     "one_minute": "1 মিনিট",
     "minutes": "{n} মিনিট",
     "seconds": "{n} সেকেন্ড",
+    "one_second": "1 সেকেন্ড",
     "address": "এই ইউনিটের ঠিকানা {host}, পোর্ট {port}।",
     "dot": "ডট",
     "idle_address": "প্রস্তুত। ঠিকানা {address}",
@@ -314,7 +317,8 @@ class Phrases:
     def duration(self, seconds: float) -> str:
         """How long, as said: whole minutes from one minute up, seconds below."""
         if seconds < 60:
-            return self._templates["seconds"].format(n=max(1, round(seconds)))
+            n = max(1, round(seconds))
+            return self._templates["one_second" if n == 1 else "seconds"].format(n=n)
         minutes = round(seconds / 60)
         return self._templates["one_minute" if minutes == 1 else "minutes"].format(n=minutes)
 
