@@ -195,7 +195,9 @@ def security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # Nothing leaves for other sites; the unit's own forms keep their Origin (no-referrer would turn it
+    # into "null", which guard_request cannot tell from a page elsewhere).
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     if response.mimetype == "text/html" or request.path.startswith("/api/"):
         response.headers["Cache-Control"] = "no-store"
