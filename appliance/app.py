@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from appliance.call.endpoints import create_blueprint
-from appliance.call.engine import CallEngine
+from appliance.call.engine import CallEngine, limit_malloc_arenas
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
@@ -28,6 +28,7 @@ from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing.service import PairingError
 from appliance.privacy import VisionGate, erase
+from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault
 from appliance.speech.service import Speech
 from appliance.state import StateStore
@@ -62,9 +63,11 @@ class Appliance:
         self.display: Display | None = None
         self.button: CallButton | None = None
         self.call: CallEngine | None = None
+        self.relay: Relay | None = None
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
+        limit_malloc_arenas()  # before any thread starts
         with self._stack as stack:
             cfg = self.config
             cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +94,8 @@ class Appliance:
             ).start()
             stack.callback(self.capture.close)
             show = self.display.set_remote_frame if self.display else None
+            # None without [relay] jid: calls stay in the home and no STUN/TURN server is asked.
+            self.relay = relay = Relay.open(cfg.relay, self.identity, self.store, self.events)
             self.call = CallEngine(
                 cfg.call,
                 self.identity,
@@ -100,10 +105,18 @@ class Appliance:
                 events=self.events,
                 speaker=self.speech.speaker,
                 on_remote_frame=show or (lambda _: None),  # display off: the call goes on unseen
+                dialer=relay.dialer if relay else None,
+                ice_servers=relay.ice_servers if relay else None,
             ).start()
             stack.callback(self.call.close)
             parts = build_parts(
-                cfg.web, self.identity, self.store, self.events, call=self.call, forget=self.forget_everything
+                cfg.web,
+                self.identity,
+                self.store,
+                self.events,
+                call=self.call,
+                forget=self.forget_everything,
+                client=relay.peer_client if relay else None,
             )
             self._parts = parts
             stack.callback(parts.close)
@@ -128,14 +141,19 @@ class Appliance:
             self.vision = VisionWorker.open(cfg.vision, self.capture, self.events, paused=True).start()
             stack.callback(self.vision.close)
             current = self.store.settings
-            gate = VisionGate(self.events, self.vision, lambda: current().share_expressions)
-            stack.callback(gate.close)
-            app = create_app(
-                self.status, parts, [create_blueprint(self.call), wifi_blueprint(cfg.unit.data_dir)]
+            gate = VisionGate(
+                self.events, self.vision, lambda: current().share_expressions, camera=self.capture
             )
+            stack.callback(gate.close)
+            blueprints = [create_blueprint(self.call), wifi_blueprint(cfg.unit.data_dir)]
+            app = create_app(self.status, parts, blueprints + ([relay.blueprint()] if relay else []))
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)
+            if relay:
+                # On the call engine's loop: one loop owns the call and its signalling.
+                relay.start(self.call.loop, app)
+                stack.callback(relay.close)
             self._stack = stack.pop_all()
         fault = restarted_after_fault(cfg.unit.data_dir)
         if fault is not None:
@@ -169,6 +187,7 @@ class Appliance:
             "camera": self.capture.active if self.capture else "none",
             "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
             "call": self.call.state if self.call else "unavailable",
+            "relay": self.relay.status() if self.relay else {"state": "off"},
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
 

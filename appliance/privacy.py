@@ -1,7 +1,8 @@
 """Privacy by design: faces are analysed only in a call the owner shares, and everything can be erased.
 
 - :class:`VisionGate` keeps the vision worker paused except while a call is connected and the
-  owner shares expressions (``share_expressions``), so no face in the room is analysed otherwise.
+  owner shares expressions (``share_expressions``), so no face in the room is analysed otherwise;
+  and the camera closed (idle, cool) except while a call is being placed, rings or runs.
 - :func:`erase` removes what the unit wrote in its data directory ("forget everything"): state
   (pairings, settings, the owner's answer about sharing), identity key, the speaker's recording,
   the display's snapshots and logs. The appliance then starts again as a new unit.
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # What the unit (and `emocall demo`) writes in its data directory; nothing else there is touched.
 UNIT_FILES = ("state.db*", "identity.key*", "speaker*.wav", "display*", "*.log")
+# Call states in which the camera runs (its video goes out from the offer on).
+CAMERA_STATES = ("calling", "ringing", "connected", "reconnecting")
 
 
 class PrivacyError(Exception):
@@ -33,20 +36,31 @@ class Pausable(Protocol):
 
 
 class VisionGate:
-    """Runs the vision worker only while a call is connected and ``sharing()`` is true."""
+    """Runs the vision worker only while a call is connected and ``sharing()`` is true, and the
+    camera (when given) only while there is a call to send it to."""
 
-    def __init__(self, events: EventBus, worker: Pausable, sharing: Callable[[], bool]) -> None:
-        self._worker, self._sharing = worker, sharing
-        self._connected = False
+    def __init__(
+        self,
+        events: EventBus,
+        worker: Pausable,
+        sharing: Callable[[], bool],
+        camera: Pausable | None = None,
+    ) -> None:
+        self._worker, self._sharing, self._camera = worker, sharing, camera
+        self._state = "idle"
         worker.pause()
+        if camera is not None:
+            camera.pause()
         self._unsubscribe = events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         if event.topic == "call.state":
-            self._connected = event.data.get("state") == "connected"
+            self._state = str(event.data.get("state", ""))
+            if self._camera is not None:
+                (self._camera.resume if self._state in CAMERA_STATES else self._camera.pause)()
         elif event.topic != "settings.changed":
             return
-        if self._connected and self._sharing():
+        if self._state == "connected" and self._sharing():
             self._worker.resume()
         else:
             self._worker.pause()

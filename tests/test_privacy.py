@@ -129,12 +129,15 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
     capture = Capture(lambda: FileSource(clip), events).start()
     cfg = config.load(None, {}, environ={}).vision
     worker = VisionWorker.open(cfg, capture, events, paused=True).start()
-    gate = VisionGate(events, worker, lambda: store.settings().share_expressions)
+    gate = VisionGate(events, worker, lambda: store.settings().share_expressions, camera=capture)
     assert worker.pipeline is not None
     try:
-        assert capture.wait_newer(-1, 5) is not None
+        assert capture.wait_newer(-1, 5) is not None  # a frame at start: "camera ready" is said then
         time.sleep(3)
         assert worker.pipeline.frames == 0  # a face in view, no call: nothing analysed
+        idle = capture.latest()
+        time.sleep(1.5)
+        assert capture.paused and capture.latest() is idle  # and the camera closed: nothing captured
         store.update_settings({"share_expressions": True})
         time.sleep(1)
         assert worker.pipeline.frames == 0  # sharing on, still no call
@@ -143,6 +146,7 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
         while worker.pipeline.frames < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert worker.pipeline.frames >= 5  # in a call that shares: analysed
+        assert not capture.paused
         store.update_settings({"share_expressions": False})  # the owner stops sharing mid-call
         time.sleep(0.5)
         stopped = worker.pipeline.frames

@@ -4,6 +4,9 @@ Consumers (the call's video track, the vision worker) never wait on the device: 
 returns the newest frame at once, ``wait_newer()`` blocks until one newer than a given index.
 While the real source is down the capture shows the "no camera" pattern and retries every
 ``retry_seconds``; the loss and the recovery are published as events.
+
+Outside calls the appliance pauses it (:meth:`Capture.pause`): the camera is closed, idle and cool,
+and nothing is captured; :meth:`Capture.resume` opens it again.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Capture:
         self._latest: Frame | None = None
         self._count = 0
         self._stop = threading.Event()
+        self._awake = threading.Event()  # cleared while paused
+        self._awake.set()
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self.ended = False  # a non-looping file has finished
         self.active = "none"  # the backend delivering frames now
@@ -48,6 +53,17 @@ class Capture:
     def start(self) -> Capture:
         self._thread.start()
         return self
+
+    def pause(self) -> None:
+        """Close the camera after the frame being read; consumers keep the newest frame meanwhile."""
+        self._awake.clear()
+
+    def resume(self) -> None:
+        self._awake.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._awake.is_set()
 
     def latest(self) -> Frame | None:
         with self._cond:
@@ -87,6 +103,9 @@ class Capture:
         self._try_open(lost=False)
         next_retry = time.monotonic() + self._retry
         while not self._stop.is_set():
+            if not self._awake.is_set() and self._latest is not None:
+                self._sleep()
+                next_retry = time.monotonic() + self._retry
             if self._source is None:
                 self._publish(self._fallback.read())
                 if time.monotonic() >= next_retry:
@@ -105,6 +124,14 @@ class Capture:
                 self._events.publish("camera.lost", f"camera lost: {e}", reason=str(e))
                 next_retry = time.monotonic() + self._retry
 
+    def _sleep(self) -> None:
+        """Paused: release the camera and wait for :meth:`resume` (or close)."""
+        self._close_source()
+        while not self._awake.wait(0.5) and not self._stop.is_set():
+            pass
+        if not self._stop.is_set():
+            self._try_open(lost=False)
+
     def _finish(self) -> None:
         self._close_source()
         with self._cond:
@@ -121,6 +148,7 @@ class Capture:
 
     def close(self) -> None:
         self._stop.set()
+        self._awake.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread.is_alive():
