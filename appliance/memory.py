@@ -1,4 +1,4 @@
-"""Keeping a long-running unit's memory small: one malloc arena, free heap pages handed back.
+"""Keeping a long-running unit's memory small: one malloc arena for all its threads.
 
 glibc gives each thread that allocates its own arena (up to 8 per core), and a freed block in one
 thread's arena is never reused by another's. A unit runs about 25 threads (capture, vision, call
@@ -26,7 +26,7 @@ def _glibc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
         return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    return libc if libc is not None and hasattr(libc, "mallopt") else None
 
 
 def limit_malloc_arenas(arenas: int = 1) -> bool:
@@ -40,9 +40,3 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
         return False
     return True
 
-
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the system (after a call ends, its buffers are free)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)

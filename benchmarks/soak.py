@@ -1,0 +1,249 @@
+"""Two units in one call for a long time: does anything grow?
+
+    .venv/bin/python benchmarks/soak.py --minutes 60 [--out docs/soak.png] [--json soak.json]
+
+Two `emocall run` processes on this machine (``appliance/call/demo_units.py``, as `emocall demo`),
+paired through the owner API with the code read off B's screen, unit A on the sample clip
+``WolfgangLanger_Pexels.mp4``, unit B on ``single_face.mp4`` (both looping), each sending a spoken
+greeting as its call audio (looping). A calls B; every ``--interval`` seconds (10) each unit's RSS,
+CPU (% of one core since the last sample), threads, open file descriptors and speaker file size are
+sampled, and the call's state asked. The speaker file starts again every ``--wav-minutes`` (10, so
+an hour's plot shows its bound; a unit's default is 60). Printed at the end: each figure at
+``--from-minute`` (5, or half the run when shorter) and at the end, and the growth between them; the
+call states seen. The plot draws every figure over time. Exit status 0 when the targets hold: RSS
+growth < 5 %, no more threads or descriptors at the end than at ``--from-minute`` (each the median
+of three samples there), the call never left "connected".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from appliance.call.demo import write_greeting  # noqa: E402
+from appliance.call.demo_units import DemoUnit, pair  # noqa: E402
+from appliance.call.lan import free_port, host_address  # noqa: E402
+from appliance.call.local import LocalUnitError, ask  # noqa: E402
+
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
+TICKS = os.sysconf("SC_CLK_TCK")
+RSS_GROWTH_LIMIT = 0.05
+FIGURES = ("rss_mb", "cpu_pct", "threads", "fds", "speaker_mb")
+
+
+@dataclass
+class Sample:
+    unit: str
+    minute: float
+    rss_mb: float
+    cpu_pct: float
+    threads: int
+    fds: int
+    speaker_mb: float
+    call: str
+
+
+def _proc(pid: int) -> tuple[float, int, float]:
+    """RSS in MB, threads, CPU seconds (user + system) of a process, from /proc."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / TICKS
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"]), cpu
+
+
+class Sampler:
+    def __init__(self, units: list[DemoUnit]) -> None:
+        self.units = units
+        self.samples: list[Sample] = []
+        self._start = time.monotonic()
+        # CPU is counted between samples, the first one's from here.
+        self._last = {u.name: (self._start, _proc(u.proc.pid)[2]) for u in units if u.proc is not None}
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for unit in self.units:
+            assert unit.proc is not None
+            pid = unit.proc.pid
+            rss, threads, cpu = _proc(pid)
+            before_t, before_cpu = self._last.get(unit.name, (now, cpu))
+            self._last[unit.name] = (now, cpu)
+            cpu_pct = 100 * (cpu - before_cpu) / (now - before_t) if now > before_t else 0.0
+            speaker = unit.data_dir / "speaker.wav"
+            fds = len(os.listdir(f"/proc/{pid}/fd"))  # before asking: the question is a socket there
+            try:
+                call = str(ask(unit.port, "/api/call").get("state", "?"))
+            except LocalUnitError as e:
+                call = f"no answer: {e}"
+            self.samples.append(
+                Sample(
+                    unit.name,
+                    round((now - self._start) / 60, 3),
+                    round(rss, 1),
+                    round(cpu_pct, 1),
+                    threads,
+                    fds,
+                    round(speaker.stat().st_size / 1e6 if speaker.exists() else 0.0, 2),
+                    call,
+                )
+            )
+
+
+def growth(samples: list[Sample], unit: str, from_minute: float) -> dict[str, Any]:
+    mine = [s for s in samples if s.unit == unit]
+    first = next(s for s in mine if s.minute >= from_minute)
+    last = mine[-1]
+    after = [s for s in mine if s.minute >= first.minute]
+
+    def level(figure: str, at: list[Sample]) -> float:
+        """The median of three samples: one request being served is not growth."""
+        return float(statistics.median(getattr(s, figure) for s in at))
+
+    return {
+        "from": asdict(first),
+        "end": asdict(last),
+        "rss_growth": round((last.rss_mb - first.rss_mb) / first.rss_mb, 4),
+        "rss_max_mb": max(s.rss_mb for s in after),
+        "threads_growth": level("threads", after[-3:]) - level("threads", after[:3]),
+        "threads_max": max(s.threads for s in after),
+        "fds_growth": level("fds", after[-3:]) - level("fds", after[:3]),
+        "fds_max": max(s.fds for s in after),
+        "cpu_mean_pct": round(sum(s.cpu_pct for s in after) / len(after), 1),
+        "speaker_max_mb": max(s.speaker_mb for s in mine),
+        "call_states": sorted({s.call for s in mine}),
+    }
+
+
+def plot(samples: list[Sample], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ("RSS (MB)", "CPU (% of a core)", "threads", "open fds", "speaker.wav (MB)")
+    fig, axes = plt.subplots(len(FIGURES), 1, figsize=(8, 11), sharex=True)
+    for ax, figure, label in zip(axes, FIGURES, labels, strict=True):
+        for unit in sorted({s.unit for s in samples}):
+            mine = [s for s in samples if s.unit == unit]
+            ax.plot([s.minute for s in mine], [getattr(s, figure) for s in mine], label=unit)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("minutes into the call")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="emocall-soak-"))
+    host = host_address()
+    states: list[str] = []  # call state changes while the soak watches: a dropped call shows here
+    watching = threading.Event()
+
+    def on_line(name: str, text: str) -> None:
+        if text.startswith("call.state:") and watching.is_set():
+            states.append(f"{time.strftime('%H:%M:%S')} [{name}] {text}")
+
+    clips = (str(CLIPS / "WolfgangLanger_Pexels.mp4"), str(CLIPS / "single_face.mp4"))
+    a, b = (
+        DemoUnit(name, clip, free_port(), base / name.lower(), on_line=on_line)
+        for name, clip in zip(("Asha", "Bela"), clips, strict=True)
+    )
+    env = {"EMOCALL_SPEECH__WAV_MAX_MINUTES": str(args.wav_minutes)}
+    try:
+        for unit in (a, b):
+            unit.start(write_greeting(base / f"{unit.name}.wav", f"Hello, this is {unit.name}."), env)
+        for unit in (a, b):
+            unit.wait_ready()
+        pair(a, b, host)
+        ask(a.port, "/api/call", {"to": "Bela"})
+        deadline = time.monotonic() + 30
+        while ask(a.port, "/api/call").get("state") != "connected":
+            if time.monotonic() > deadline:
+                print("soak: the call did not connect within 30 s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        print(f"connected; sampling every {args.interval:.0f} s for {args.minutes} minutes", flush=True)
+        sampler = Sampler([a, b])
+        watching.set()
+        end = time.monotonic() + args.minutes * 60
+        while True:
+            time.sleep(min(args.interval, max(0.0, end - time.monotonic())))
+            sampler.sample()
+            if time.monotonic() >= end:
+                break
+            latest = sampler.samples[-2:]
+            print(
+                " ".join(f"{s.unit}: {s.rss_mb} MB {s.threads} thr {s.fds} fd {s.call}" for s in latest),
+                flush=True,
+            )
+    finally:
+        watching.clear()
+        for unit in (a, b):
+            unit.stop()
+    from_minute = min(5.0, args.minutes / 2) if args.from_minute is None else args.from_minute
+    report = {
+        "minutes": args.minutes,
+        "from_minute": from_minute,
+        "units": {u: growth(sampler.samples, u, from_minute) for u in ("Asha", "Bela")},
+        "call_state_events": states,
+        "samples": [asdict(s) for s in sampler.samples],
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    plot(
+        sampler.samples,
+        args.out,
+        f"soak: two units in one call, {args.minutes} min, sampled every {args.interval:.0f} s",
+    )
+    return _verdict(report)
+
+
+def _verdict(report: dict[str, Any]) -> int:
+    ok = True
+    for name, g in report["units"].items():
+        print(
+            f"{name}: from minute {g['from']['minute']:.1f} to {g['end']['minute']:.1f}: "
+            f"RSS {g['from']['rss_mb']} -> {g['end']['rss_mb']} MB ({100 * g['rss_growth']:+.1f} %, max "
+            f"{g['rss_max_mb']}), threads {g['from']['threads']} -> {g['end']['threads']} (max "
+            f"{g['threads_max']}), fds {g['from']['fds']} -> {g['end']['fds']} (max {g['fds_max']}), "
+            f"CPU {g['cpu_mean_pct']} % of a core, speaker file at most {g['speaker_max_mb']} MB, "
+            f"call states sampled: {', '.join(g['call_states'])}"
+        )
+        ok &= g["rss_growth"] < RSS_GROWTH_LIMIT and g["threads_growth"] <= 0 and g["fds_growth"] <= 0
+        ok &= g["call_states"] == ["connected"]
+    ok &= not report["call_state_events"]
+    print("call state changes during the soak:", report["call_state_events"] or "none")
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=60.0, help="how long the call lasts")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    p.add_argument("--from-minute", type=float, help="growth is counted from here (default 5, or half)")
+    p.add_argument("--wav-minutes", type=float, default=10.0, help="the speaker file starts again after this")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.png", help="the plot")
+    p.add_argument("--json", type=Path, help="write every sample and the verdict here")
+    return run(p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
