@@ -431,3 +431,17 @@ def test_a_login_about_to_end_is_said_on_every_page(tmp_path: Path) -> None:
             assert "<strong>Your login ends in 12 minutes.</strong> Save your changes now" in html, path
     finally:
         unit.close()
+
+
+def test_a_change_without_a_login_gets_the_login_page_on_every_blueprint(
+    units: tuple[Unit, Unit],
+) -> None:
+    a, _ = units
+    visitor = a.app.test_client()
+    csrf = visitor.get("/api/owner").get_json()["csrf"]
+    for path in [r.rule for r in a.app.url_map.iter_rules() if "POST" in (r.methods or ())]:
+        if path.startswith("/api/") or path.startswith("/login") or "<" in path:
+            continue
+        page = visitor.post(path, data={"csrf": csrf})
+        assert page.status_code == 401, path
+        assert _title(page.get_data(as_text=True)).startswith("Error: Your login has ended"), path

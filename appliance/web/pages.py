@@ -135,7 +135,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         page = render_template("login.html", outcome=outcome, awaiting=awaiting, code=code)
         return page, http
 
-    @bp.errorhandler(LoggedOut)
+    @bp.app_errorhandler(LoggedOut)  # the privacy and Wi-Fi pages use owner_page too
     def logged_out(_: LoggedOut) -> ResponseReturnValue:
         if request.endpoint == "pages.settings_post":
             session[PENDING] = {k: v for k, v in request.form.items() if k != "csrf"}
