@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -32,6 +33,12 @@ from appliance.state import Peer, Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# glibc's malloc gives threads their own heaps ("arenas", up to 8 per core) and keeps what is freed
+# in each for reuse: the call's codec threads (aiortc encodes and decodes in the default executor)
+# made a unit's RSS rise 45-55 MB over its first calls, in 15 MB steps. Two hold it flat, about
+# 35 MB lower (benchmarks/call_stress.py; the README's call section has the figures).
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
 IceServers = Callable[[], list[RTCIceServer]]
@@ -204,3 +211,15 @@ async def _end_other_tasks(grace: float = 1.0) -> None:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS; call it before the unit starts any thread (arenas
+    made before stay). Elsewhere than glibc there is nothing to cap."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        log.debug("no glibc mallopt here: malloc arenas left as they are")
+        return
+    if not mallopt(M_ARENA_MAX, MALLOC_ARENAS):
+        log.warning("glibc refused to cap malloc arenas at %d: calls may use more memory", MALLOC_ARENAS)
