@@ -245,8 +245,8 @@ def test_four_long_presses_in_idle_forget_everything(tmp_path: Path) -> None:
         unit.close()
     assert len(said) == 3 and "address" in said[0].lower(), said
     assert said[1:] == [
-        "Hold the button 2 more times to forget everything.",
-        "Hold the button 1 more times to forget everything.",
+        "To forget everything, keep holding the button: 2 more to go.",
+        "To forget everything, keep holding the button: 1 more to go.",
     ]
     assert unit.forgotten == 1
 

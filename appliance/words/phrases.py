@@ -81,7 +81,7 @@ EN = {
         "Your expressions are not shared until you choose. To share them, press the button twice "
         "during a call, or use the settings page."
     ),
-    "forget_hold": "Hold the button {count} more times to forget everything.",
+    "forget_hold": "To forget everything, keep holding the button: {count} more to go.",
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
     "restarted": "The unit stopped working and was restarted.",
@@ -136,7 +136,7 @@ HI = {
         "जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए कॉल के दौरान बटन दो बार दबाइए, "
         "या सेटिंग्स पेज का उपयोग कीजिए।"
     ),
-    "forget_hold": "सब कुछ मिटाने के लिए बटन {count} बार और दबाए रखिए।",
+    "forget_hold": "सब कुछ मिटाने के लिए बटन दबाए रखते रहिए: {count} बार और।",
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
     "restarted": "यूनिट रुक गई थी और फिर से शुरू की गई।",
@@ -191,7 +191,7 @@ BN = {
         "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে কলের সময় বোতাম দুবার "
         "টিপুন, অথবা সেটিংস পেজ ব্যবহার করুন।"
     ),
-    "forget_hold": "সব কিছু মুছে ফেলতে বোতামটি আরও {count} বার চেপে ধরে রাখুন।",
+    "forget_hold": "সব কিছু মুছে ফেলতে বোতামটি আবার চেপে ধরে রাখুন: আরও {count} বার।",
     "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
     "forgotten": "সব কিছু মুছে ফেলা হয়েছে। ইউনিটটি নতুন করে শুরু হচ্ছে।",
     "restarted": "ইউনিটটি থেমে গিয়েছিল, আবার চালু করা হয়েছে।",
