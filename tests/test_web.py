@@ -140,6 +140,7 @@ def test_page_forms_with_bad_input_say_what_is_wrong(units: tuple[Unit, Unit]) -
 
 def test_sharing_can_be_paused_from_the_status_page(units: tuple[Unit, Unit]) -> None:
     a, _ = units
+    a.store.update_settings({"share_expressions": True})  # the owner said yes before (off by default)
     browser, csrf = a.owner()
     r = browser.post("/sharing", data={"csrf": csrf["X-CSRF-Token"], "share": "off"}, follow_redirects=True)
     assert "Your expressions are no longer shared." in r.get_data(as_text=True)
