@@ -27,7 +27,7 @@ from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing.service import PairingError
-from appliance.privacy import VisionGate, erase
+from appliance.privacy import CallGate, erase
 from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault
 from appliance.speech.service import Speech
@@ -141,7 +141,7 @@ class Appliance:
             self.vision = VisionWorker.open(cfg.vision, self.capture, self.events, paused=True).start()
             stack.callback(self.vision.close)
             current = self.store.settings
-            gate = VisionGate(
+            gate = CallGate(
                 self.events, self.vision, lambda: current().share_expressions, camera=self.capture
             )
             stack.callback(gate.close)

@@ -1,6 +1,6 @@
 """Privacy by design: faces are analysed only in a call the owner shares, and everything can be erased.
 
-- :class:`VisionGate` keeps the vision worker paused except while a call is connected and the
+- :class:`CallGate` keeps the vision worker paused except while a call is connected and the
   owner shares expressions (``share_expressions``), so no face in the room is analysed otherwise;
   and the camera closed (idle, cool) except while a call is being placed, rings or runs.
 - :func:`erase` removes what the unit wrote in its data directory ("forget everything"): state
@@ -35,7 +35,7 @@ class Pausable(Protocol):
     def resume(self) -> None: ...
 
 
-class VisionGate:
+class CallGate:
     """Runs the vision worker only while a call is connected and ``sharing()`` is true, and the
     camera (when given) only while there is a call to send it to."""
 

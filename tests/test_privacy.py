@@ -41,7 +41,7 @@ from appliance.camera.file import FileSource
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
 from appliance.identity import Identity
-from appliance.privacy import VisionGate
+from appliance.privacy import CallGate
 from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS
@@ -130,7 +130,7 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
     capture = Capture(lambda: FileSource(clip), events).start()
     cfg = config.load(None, {}, environ={}).vision
     worker = VisionWorker.open(cfg, capture, events, paused=True).start()
-    gate = VisionGate(events, worker, lambda: store.settings().share_expressions, camera=capture)
+    gate = CallGate(events, worker, lambda: store.settings().share_expressions, camera=capture)
     assert worker.pipeline is not None
     try:
         assert capture.wait_newer(-1, 5) is not None  # a frame at start: "camera ready" is said then
