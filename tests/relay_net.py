@@ -46,12 +46,17 @@ def run(*args: str, ns: str | None = None, timeout: float = 20, stdin: str | Non
     return done.stdout
 
 
+def masquerade(symmetric: bool) -> str:
+    # Symmetric: a new outside port for every destination, so a hole punched towards the relay is
+    # no use to the other unit.
+    return f'oifname "wan" masquerade{" random,fully-random" if symmetric else ""}'
+
+
 def router_rules(symmetric: bool) -> str:
     # A home router: NAT out of the WAN port, nothing new accepted from outside. Without the input
     # drop, conntrack keeps the peer's first early packet and masquerade then picks another port.
-    nat = "masquerade random,fully-random" if symmetric else "masquerade"
     return f"""table inet rly_router {{
-  chain post {{ type nat hook postrouting priority srcnat; policy accept; oifname "wan" {nat}; }}
+  chain post {{ type nat hook postrouting priority srcnat; policy accept; {masquerade(symmetric)}; }}
   chain input {{ type filter hook input priority filter; policy accept; iifname "wan" ct state new drop; }}
   chain forward {{
     type filter hook forward priority filter; policy accept; iifname "wan" ct state new drop;
@@ -284,10 +289,13 @@ class Topology:
             run("nft", "-f", "-", ns=router, stdin=router_rules(self.symmetric and i == 1))  # fmt: skip
 
     def set_symmetric(self, symmetric: bool) -> None:
-        """Make home 2's router a symmetric NAT (or a cone NAT again), for the calls that follow."""
+        """Make home 2's router a symmetric NAT (or a cone NAT again), for the calls that follow.
+
+        Only the rule changes: deleting the table would unhook NAT, and the kernel then drops every
+        NATed connection, the units' relay connections with them."""
         router = self.router(1)
-        run("nft", "delete", "table", "inet", "rly_router", ns=router)
-        run("nft", "-f", "-", ns=router, stdin=router_rules(symmetric))
+        rule = masquerade(symmetric)
+        run("nft", f"flush chain inet rly_router post; add rule inet rly_router post {rule}", ns=router)
         self.symmetric = symmetric
 
     def close(self) -> None:

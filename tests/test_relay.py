@@ -7,15 +7,26 @@ topology serves the whole module (building it and starting the servers takes a f
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .call_unit import write_tone
-from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology
+from appliance.call.signaling import SIGNAL_PATH, Signal
+from appliance.identity import sign_request
+from appliance.state import StateStore
+
+from .call_unit import ROOT, write_tone
+from .relay_net import DOMAIN, SERVER_IP, TURN_PORT, Topology, TopologyUnavailable, topology
 from .relay_unit import RelayUnit
 
 pytestmark = pytest.mark.netns
@@ -101,12 +112,17 @@ def hang_up(caller: RelayUnit, callee: RelayUnit) -> None:
 
 def test_pair_across_homes_through_the_relay(homes: Homes) -> None:
     pair(homes)
-    # Each side now reaches the other at its relay address; presence is a mutual subscription.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if homes.a.status()["relay"]["state"] == "connected":
-            break
-        time.sleep(0.5)
+    # Each knows the other at its relay address, and sees it online: a mutual presence subscription.
+    for unit, other in ((homes.a, "b"), (homes.b, "a")):
+        deadline = time.monotonic() + 15
+        while homes.jids[other] not in unit.status()["relay"]["online"]:
+            assert time.monotonic() < deadline, f"{unit.name} never saw {homes.jids[other]} online"
+            time.sleep(0.3)
+        store = StateStore(unit.data_dir / "state.db")
+        try:
+            assert [p.address for p in store.peers()] == [f"xmpp:{homes.jids[other]}"]
+        finally:
+            store.close()
 
 
 def test_call_both_ways_through_a_cone_nat_punches_a_hole(homes: Homes) -> None:
@@ -146,3 +162,109 @@ def test_a_symmetric_nat_is_crossed_through_turn(homes: Homes) -> None:
         hang_up(a, b)
     finally:
         homes.net.set_symmetric(False)
+
+
+def probe_command(homes: Homes, action: str) -> list[str]:
+    return ["ip", "netns", "exec", homes.net.home(0), sys.executable, "-m", "tests.relay_probe", action]
+
+
+def probe(homes: Homes, action: str, **args: Any) -> dict[str, Any]:
+    """A raw client of the relay (tests/relay_probe.py) in home 1; its JSON result."""
+    command = [*probe_command(homes, action), json.dumps(args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def mallory(homes: Homes) -> dict[str, str]:
+    """A third account on the same relay: someone else's unit, or a stolen one."""
+    jid, password = homes.net.relay.add_unit("mallory")
+    return {"jid": jid, "password": password, "ca": str(homes.net.relay.ca)}
+
+
+def test_the_call_goes_on_while_the_rendezvous_server_is_down(homes: Homes) -> None:
+    a, b = homes.a, homes.b
+    call(a, b, "Bela")
+    since_a, since_b = a.mark(), b.mark()
+    homes.net.relay.stop_prosody()
+    try:
+        a.wait_for("relay.state", 15, since_a, state="connecting")
+        frames = a.status()["frames_shown"]
+        said = a.wait_for("relay.unreachable", 15, since_a)
+        assert said["message"] == "calls outside the home are not possible right now"
+        assert a.wait_status("frames_shown", frames + 30, 10)["state"] == "connected"
+    finally:
+        homes.net.relay.start_prosody()
+    a.wait_for("relay.state", 20, since_a, state="connected")
+    b.wait_for("relay.state", 20, since_b, state="connected")
+    a.wait_for("relay.back", 5, since_a)
+    assert [e["data"]["state"] for e in a.topics("call.state", since_a)] == []  # never left the call
+    hang_up(a, b)
+    call(b, a, "Asha")  # signalling works again after the reconnection
+    hang_up(b, a)
+
+
+def test_unsigned_or_replayed_offers_through_the_relay_are_dropped(
+    homes: Homes, mallory: dict[str, str]
+) -> None:
+    a, b = homes.a, homes.b
+    since = b.mark()
+    body = Signal(kind="offer", sdp="v=0\r\n", name="Mallory").model_dump_json().encode()
+    request = {**mallory, "to": homes.jids["b"], "path": SIGNAL_PATH, "body": base64.b64encode(body).decode()}
+    unsigned = probe(homes, "request", **request, headers={"Content-Type": "application/json"}, times=1)
+    assert [r["status"] for r in unsigned["answers"]] == [403], unsigned
+    # Signed with Asha's real key (as if copied off the relay): it counts once, its replay never.
+    signed = sign_request(a.identity, b.identity.unit_id, "POST", SIGNAL_PATH, body).headers
+    replayed = probe(
+        homes, "request", **request, headers={**signed, "Content-Type": "application/json"}, times=2
+    )
+    first, second = (r["status"] for r in replayed["answers"])
+    assert first != 403 and second == 403, replayed
+    assert "replay" in replayed["answers"][1]["body"]
+    assert b.topics("call.state", since) == [] and b.status()["state"] == "idle"
+
+
+def test_one_units_account_cannot_read_anothers(homes: Homes, mallory: dict[str, str]) -> None:
+    ca = str(homes.net.relay.ca)
+    bela_password = (homes.folder / "bela.password").read_text()
+    assert probe(homes, "login", jid=homes.jids["a"], password=bela_password, ca=ca) == {"logged_in": False}
+    listen = probe_command(homes, "listen")
+    with subprocess.Popen(
+        [*listen, json.dumps({**mallory, "seconds": 12})], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    ) as listener:
+        assert listener.stdout is not None
+        assert json.loads(listener.stdout.readline()) == {"listening": True}
+        call(homes.a, homes.b, "Bela")  # offer and answer go through the relay meanwhile
+        hang_up(homes.a, homes.b)
+        heard = json.loads(listener.stdout.read().splitlines()[-1])
+    assert not [s for s in heard["received"] if "urn:emocall" in s or "asha" in s or "bela" in s], heard
+
+
+def test_turn_refuses_wrong_or_expired_credentials(homes: Homes) -> None:
+    def credentials(user: str, expires: float, secret: str) -> dict[str, Any]:
+        name = f"{int(expires)}:{user}"
+        password = base64.b64encode(hmac.new(secret.encode(), name.encode(), hashlib.sha1).digest()).decode()
+        return {"host": SERVER_IP, "port": TURN_PORT, "username": name, "password": password}
+
+    secret = homes.net.relay.secret
+    assert probe(homes, "turn", **credentials("probe", time.time() + 600, secret))["allocated"]
+    wrong = probe(homes, "turn", **credentials("probe", time.time() + 600, "not the secret"))
+    assert not wrong["allocated"] and "401" in wrong["error"], wrong
+    expired = probe(homes, "turn", **credentials("probe", time.time() - 60, secret))
+    assert not expired["allocated"], expired
+
+
+def test_a_revoked_unit_is_cut_off_and_cannot_sign_in(homes: Homes) -> None:
+    jid, password = homes.net.relay.add_unit("carol")
+    account = {"jid": jid, "password": password, "ca": str(homes.net.relay.ca)}
+    listen = probe_command(homes, "listen")
+    with subprocess.Popen(
+        [*listen, json.dumps({**account, "seconds": 15})], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    ) as listener:
+        assert listener.stdout is not None
+        assert json.loads(listener.stdout.readline()) == {"listening": True}
+        homes.net.relay.unit_command("revoke", "carol")
+        heard = json.loads(listener.stdout.read().splitlines()[-1])
+    assert heard["cut_off"], heard
+    assert probe(homes, "login", **account) == {"logged_in": False}

@@ -262,8 +262,9 @@ class RelayClient:
             self._xmpp.send_presence(pto=jid, ptype="unsubscribe")
         self._online.discard(jid)
 
-    def online(self, jid: str) -> bool:
-        return jid in self._online
+    def online(self) -> list[str]:
+        """The units whose presence says they are connected (subscribed ones only)."""
+        return sorted(self._online)
 
     def _on_subscribe(self, presence: Any) -> None:
         assert self._xmpp is not None
@@ -271,8 +272,9 @@ class RelayClient:
         if self._accepts(jid):
             self._xmpp.send_presence(pto=jid, ptype="subscribed")
         else:
-            log.info("refused a presence subscription from %s: not a paired unit", jid)
-            self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
+            # Left pending, not refused: a unit being paired may ask before this side has pinned it;
+            # subscribe() approves it then. Anyone else's request stays pending, unanswered.
+            log.info("a presence subscription from %s waits: not a paired unit (yet)", jid)
 
     def _on_presence(self, presence: Any) -> None:
         jid = presence["from"].bare

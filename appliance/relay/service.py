@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 from flask import Blueprint, Flask, jsonify, request
@@ -34,11 +35,12 @@ from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
 from appliance.relay import RelayError, RelayUnavailable
-from appliance.relay.client import RelayClient
 from appliance.relay.contacts import RelayContacts
-from appliance.relay.envelope import Exchange
 from appliance.state import Peer, StateStore
 from appliance.web.peer_api import verified_peer
+
+if TYPE_CHECKING:
+    from appliance.relay.envelope import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class Relay:
     ) -> None:
         self._cfg, self._me, self._store, self._events = cfg, me, store, events
         self.contacts = RelayContacts(store)
+        # Here and below, not at the top: slixmpp (6 MB) loads only on a unit with a relay configured.
+        from appliance.relay.client import RelayClient
+
         self.client = RelayClient(cfg, password, events, answer=self._answer, accepts=self._is_paired)
         self.peer_client = PeerClient(me, cfg.request_seconds, relay=self.post)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,8 +94,9 @@ class Relay:
             except (concurrent.futures.TimeoutError, RuntimeError) as e:
                 log.warning("the relay connection did not close cleanly: %s", e)
 
-    def status(self) -> dict[str, str]:
-        return {"state": self.client.state, "jid": self._cfg.jid}
+    def status(self) -> dict[str, Any]:
+        """The relay connection's state and which paired units are online there (their presence)."""
+        return {"state": self.client.state, "jid": self._cfg.jid, "online": self.client.online()}
 
     # Calling out ----------------------------------------------------------------------------------
 
@@ -100,7 +106,7 @@ class Relay:
             return peer.address
         jid = self.contacts.jid_of(peer.unit_id)
         if jid is None or on_link(peer.address):
-            return peer.address
+            return peer.address  # a unit paired through the relay and not yet heard from has none
         return RELAY_PREFIX + jid
 
     def dialer(self, peer: Peer, timeout: float) -> Signalling:
@@ -117,6 +123,8 @@ class Relay:
         """One POST carried by the relay (PeerClient's relay hook); called from worker threads only."""
         if self._loop is None or threading.current_thread().name == "call":
             raise UnitUnreachable("the relay is not started")
+        from appliance.relay.envelope import Exchange
+
         future = asyncio.run_coroutine_threadsafe(
             self.client.request(jid, Exchange(path, headers, body), timeout), self._loop
         )
@@ -139,6 +147,8 @@ class Relay:
 
     def _dispatch(self, sender: str, exchange: Exchange) -> Exchange:
         """Run the request through the web app, as if it had come over HTTP from nowhere on the LAN."""
+        from appliance.relay.envelope import Exchange
+
         assert self._app is not None
         environ = EnvironBuilder(
             path=exchange.path,
@@ -180,7 +190,9 @@ class Relay:
 
     def _is_paired(self, jid: str) -> bool:
         unit = self.contacts.unit_of(jid)
-        return unit is not None and self._store.peer(unit) is not None
+        if unit is not None and self._store.peer(unit) is not None:
+            return True
+        return any(p.address == RELAY_PREFIX + jid for p in self._store.peers())
 
     def _on_event(self, event: Event) -> None:
         if event.topic == "pairing.done" and isinstance(event.data.get("unit_id"), str):
@@ -197,12 +209,14 @@ class Relay:
             return
         if peer.address.startswith(RELAY_PREFIX):
             self._learn(unit_id, peer.address[len(RELAY_PREFIX) :])
+        elif peer.address.startswith(f"{NOWHERE}:"):
+            return  # paired through the relay from there: that unit tells this one where it is
         try:
             answer = self.peer_client.post(
                 self.route(peer), ANNOUNCE_PATH, {"jid": self._cfg.jid}, peer.public_key
             )
         except (UnitUnreachable, UnitRefused) as e:
-            log.info("could not tell %s this unit's relay address: %s", peer.name, e)
+            log.debug("could not tell %s this unit's relay address: %s", peer.name, e)
             return
         jid = answer.get("jid")
         if isinstance(jid, str) and _valid_jid(jid):
@@ -210,6 +224,10 @@ class Relay:
 
     def _learn(self, unit_id: str, jid: str) -> None:
         """Remember a paired unit's relay address and subscribe to its presence (from any thread)."""
+        peer = self._store.peer(unit_id)
+        if peer is not None and peer.address.startswith(f"{NOWHERE}:"):
+            # Paired through the relay: it has no LAN address, its relay address is where it is.
+            self._store.update_address(unit_id, RELAY_PREFIX + jid)
         if self.contacts.remember(unit_id, jid) and self._loop is not None:
             self._loop.call_soon_threadsafe(self.client.subscribe, jid)
 

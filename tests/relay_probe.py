@@ -1,0 +1,113 @@
+"""Raw clients of the relay for the tests, run inside a namespace (the relay is only reachable there).
+
+``python -m tests.relay_probe ACTION JSON`` prints one JSON line with what happened:
+
+- ``login {jid, password, ca}``: whether the relay lets this account in.
+- ``request {jid, password, ca, to, path, headers, body, times}``: sends the same request to
+  ``to``'s unit ``times`` times through the relay (a replay after the first), the answers' statuses.
+- ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
+- ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import sys
+from typing import Any
+
+import slixmpp
+from aioice import turn
+from aioice.stun import TransactionFailed
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.stanza import Iq
+from slixmpp.xmlstream import register_stanza_plugin
+
+from appliance.relay import envelope
+from appliance.relay.client import RESOURCE
+from appliance.relay.envelope import Exchange
+
+from .relay_net import SERVER_IP, XMPP_PORT
+
+
+async def connect(args: dict[str, Any], received: list[str] | None = None) -> slixmpp.ClientXMPP | None:
+    xmpp = slixmpp.ClientXMPP(f"{args['jid']}/probe", args["password"])
+    xmpp.ssl_context = ssl.create_default_context(cafile=args["ca"])
+    xmpp.enable_direct_tls = False
+    register_stanza_plugin(Iq, envelope.RequestElement)
+    register_stanza_plugin(Iq, envelope.ResponseElement)
+    outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    xmpp.add_event_handler("session_start", lambda _: outcome.done() or outcome.set_result(True))
+    xmpp.add_event_handler("failed_all_auth", lambda _: outcome.done() or outcome.set_result(False))
+    if received is not None:
+        for kind in ("message", "presence"):
+            xmpp.add_event_handler(kind, lambda stanza: received.append(str(stanza)))
+    xmpp.connect(SERVER_IP, XMPP_PORT)
+    if not await asyncio.wait_for(outcome, 20):
+        xmpp.abort()
+        return None
+    xmpp.send_presence()
+    return xmpp
+
+
+async def login(args: dict[str, Any]) -> dict[str, Any]:
+    xmpp = await connect(args)
+    if xmpp is not None:
+        await xmpp.disconnect()
+    return {"logged_in": xmpp is not None}
+
+
+async def request(args: dict[str, Any]) -> dict[str, Any]:
+    xmpp = await connect(args)
+    assert xmpp is not None, "the probe's own account was refused"
+    exchange = Exchange(args["path"], args["headers"], base64.b64decode(args["body"]))
+    answers = []
+    for _ in range(args["times"]):
+        iq = xmpp.make_iq_set(ito=f"{args['to']}/{RESOURCE}")
+        iq["emocall_request"]["data"] = exchange.to_json()
+        try:
+            result = await iq.send(timeout=15)
+            answer = envelope.parse(result["emocall_response"]["data"], request=False)
+            answers.append({"status": answer.status, "body": answer.body.decode(errors="replace")})
+        except (IqError, IqTimeout) as e:
+            answers.append({"status": 0, "body": str(e)})
+    await xmpp.disconnect()
+    return {"answers": answers}
+
+
+async def listen(args: dict[str, Any]) -> dict[str, Any]:
+    received: list[str] = []
+    xmpp = await connect(args, received)
+    assert xmpp is not None, "the probe's own account was refused"
+    print(json.dumps({"listening": True}), flush=True)
+    try:
+        await asyncio.wait_for(asyncio.shield(xmpp.disconnected), args["seconds"])
+        cut_off = True
+    except TimeoutError:
+        cut_off = False
+        await xmpp.disconnect()
+    return {"received": received, "cut_off": cut_off}
+
+
+async def allocate(args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        transport, _ = await turn.create_turn_endpoint(
+            asyncio.DatagramProtocol,
+            server_addr=(args["host"], args["port"]),
+            username=args["username"],
+            password=args["password"],
+        )
+    except (TransactionFailed, ConnectionError, OSError) as e:
+        return {"allocated": False, "error": str(e)}
+    relayed = transport.get_extra_info("sockname")
+    transport.close()
+    return {"allocated": True, "relayed": list(relayed)}
+
+
+ACTIONS = {"login": login, "request": request, "listen": listen, "turn": allocate}
+
+if __name__ == "__main__":
+    result = asyncio.run(ACTIONS[sys.argv[1]](json.loads(sys.argv[2])))
+    print(json.dumps(result))
