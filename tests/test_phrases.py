@@ -62,17 +62,25 @@ def sentences(language: str) -> list[tuple[str, str, str]]:
     return [(key, name, unicodedata.normalize("NFC", text)) for key, name, text in out]
 
 
+# One Devanagari or Bengali consonant, or a conjunct of two, with no vowel sign: a letter's name.
+CONJUNCT = re.compile(r"[\u0915-\u0939\u0995-\u09b9](?:[\u094d\u09cd][\u0915-\u0939\u0995-\u09b9])?")
+
+
 def spelled_letters(text: str, voice: str) -> list[str]:
-    """Letters espeak-ng says by name (its trace looks them up as ``_x``)."""
+    """Letters espeak-ng says by name: its trace looks up each one alone (``x``, ``_a``, ``ক্ষ``)."""
+    prepared = for_espeak(text, voice)
     trace = subprocess.run(
         ["espeak-ng", "-q", "-X", "-v", voice],
-        input=for_espeak(text, voice).encode("utf-8"),
+        input=prepared.encode("utf-8"),
         capture_output=True,
         timeout=10,
         check=True,
     ).stdout.decode("utf-8", "replace")
-    # Numbers are looked up as _1, _9X (ninety), _0C (hundred)...: said as numbers, not spelled.
-    return [w for w in re.findall(r"Found: '_([^']+)'", trace) if not w[0].isdigit()]
+    words = {w.strip(".,:;?!।").lower() for w in prepared.split()}  # a one-letter word is a word
+    found = [w.removeprefix("_") for w in re.findall(r"Found: '([^']+)'", trace)]
+    # Numbers are looked up as 1, 9X (ninety), 0C (hundred)...: said as numbers, not spelled.
+    letters = [w for w in found if (len(w) == 1 and w.isalpha()) or CONJUNCT.fullmatch(w)]
+    return [w for w in letters if w not in words]
 
 
 def test_every_english_sentence_has_a_complete_counterpart() -> None:
