@@ -59,8 +59,11 @@ class CallButton:
         choice_seconds: float = 2.0,
         say_address: Callable[[], None] | None = None,
         privacy: PrivacyGestures | None = None,
+        presence: Callable[[], bool] | None = None,
     ) -> None:
         self._button, self._calls, self._announcer, self._peers = button, calls, announcer, peers
+        # Owner presence (appliance/web/presence.py): True when a page was waiting for this press.
+        self._presence = presence
         self._privacy = privacy
         self._say_address = say_address
         self._choice_s = choice_seconds
@@ -112,6 +115,8 @@ class CallButton:
                 return
             self._announcer.repeat_last()
         elif state == "idle":
+            if self._presence is not None and self._presence():
+                return
             self._offer_next()
 
     def _offer_next(self) -> None:
@@ -202,6 +207,7 @@ def start_button(
     say_address: Callable[[], None] | None = None,
     *,
     privacy: PrivacyGestures | None = None,
+    presence: Callable[[], bool] | None = None,
 ) -> CallButton | None:
     """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
     if not cfg.enabled:
@@ -219,4 +225,5 @@ def start_button(
         choice_seconds=cfg.choice_seconds,
         say_address=say_address,
         privacy=privacy,
+        presence=presence,
     )

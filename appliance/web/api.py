@@ -21,7 +21,7 @@ from appliance.identity import RequestVerifier
 from appliance.pairing.codes import CodeError, CodeLocked
 from appliance.pairing.service import PairingError
 from appliance.state import SettingsError
-from appliance.web import openapi, owner, pages, peer_api, privacy_pages
+from appliance.web import openapi, owner, pages, peer_api, presence, privacy_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import (
     BadRequest,
@@ -122,7 +122,16 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     @owner.csrf_only
     def post_owner_code() -> ResponseReturnValue:
         parts.owner_codes.issue(owner.source())
-        return jsonify({"said": True}), 202
+        return jsonify({"said": True, "waiting_for": presence.ask_for_button(parts.presence)}), 202
+
+    @bp.post("/owner/button")
+    @owner.csrf_only
+    def post_owner_button() -> ResponseReturnValue:
+        answer = presence.button_answer(parts.presence)
+        if answer != "present":
+            return jsonify({"owner": False, "waiting": answer, "error": presence.NOT_YET[answer]}), 409
+        owner.grant_owner(parts.session_hours)
+        return jsonify({"owner": True, "csrf": session["csrf"]})
 
     @bp.post("/owner/login")
     @owner.csrf_only

@@ -47,6 +47,13 @@ OPERATIONS = [
     ),
     Operation(
         "post",
+        "/api/owner/button",
+        "Become the owner after pressing the unit's button (409 until it is pressed)",
+        "anyone",
+        changes=True,
+    ),
+    Operation(
+        "post",
         "/api/owner/logout",
         "End the owner session here and for every copy of it",
         "owner",

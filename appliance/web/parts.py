@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.config import WebConfig
@@ -15,6 +15,7 @@ from appliance.pairing.codes import CodeGuard
 from appliance.pairing.discovery import Discovery, DiscoveryError, SeenUnit
 from appliance.pairing.service import Pairing
 from appliance.state import Settings, StateStore
+from appliance.web.presence import ButtonPresence
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class UnitParts:
     call: CallControl | None = None
     session_hours: float = 12.0
     forget: Callable[[], None] | None = None  # "forget everything" (appliance/privacy.py)
+    presence: ButtonPresence = field(default_factory=ButtonPresence)  # owner presence by the button
 
     def change_settings(self, change: dict[str, Any]) -> Settings:
         """Store a settings change and advertise a new display name (the page and the API)."""
@@ -109,4 +111,5 @@ def build_parts(
         call,
         cfg.session_hours,
         forget,
+        ButtonPresence(events, cfg.code_seconds),
     )
