@@ -134,10 +134,8 @@ class Appliance:
                         set_sharing=lambda on: store.update_settings({"share_expressions": on}),
                         forget=self.forget_everything,
                     ),
-                    presence=parts.presence.press,
+                    presence=parts.presence,
                 )
-                # The pages offer the button for owner presence only where there is one.
-                parts.presence.has_button = self.button is not None
                 if self.button is not None:
                     stack.callback(self.button.close)
             # After the parts, so speech and the call hear which backend runs (or that none can).

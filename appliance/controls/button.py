@@ -48,6 +48,14 @@ class Calls(Protocol):
     def hangup(self) -> None: ...
 
 
+class PresenceWait(Protocol):
+    """Owner presence waiting for a press (``appliance.web.presence.ButtonPresence``)."""
+
+    has_button: bool
+
+    def press(self) -> bool: ...
+
+
 class CallButton:
     def __init__(
         self,
@@ -207,7 +215,7 @@ def start_button(
     say_address: Callable[[], None] | None = None,
     *,
     privacy: PrivacyGestures | None = None,
-    presence: Callable[[], bool] | None = None,
+    presence: PresenceWait | None = None,
 ) -> CallButton | None:
     """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
     if not cfg.enabled:
@@ -217,7 +225,7 @@ def start_button(
     except ControlError as e:
         log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
         return None
-    return CallButton(
+    button = CallButton(
         gpio,
         calls,
         announcer,
@@ -225,5 +233,8 @@ def start_button(
         choice_seconds=cfg.choice_seconds,
         say_address=say_address,
         privacy=privacy,
-        presence=presence,
+        presence=presence.press if presence else None,
     )
+    if presence is not None:
+        presence.has_button = True  # the pages offer the button for owner presence
+    return button
