@@ -130,6 +130,59 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             "code_lasts": duration(code_seconds),
         }
 
+    _login_pages(bp, parts, code_seconds)
+
+    def address(facts: dict[str, Any]) -> str:
+        """Where other units reach this one (the app knows; a bare test app: where the browser came)."""
+        return str(facts.get("address") or request.host)
+
+    def render_status(outcome: Outcome | None = None) -> ResponseReturnValue:
+        state = parts.call.state if parts.call else "unavailable"
+        faces = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")]
+        facts = status()
+        return render_template(
+            "status.html",
+            outcome=outcome,
+            address=address(facts),
+            details=unit_details(facts),
+            peers=parts.store.peers(),
+            call_state=state,
+            call_words=CALL_STATES.get(state, state),
+            sharing=parts.store.settings().share_expressions,
+            emotions=[expression(e) for e in faces[-5:]],
+            checked=time.strftime("%H:%M:%S"),
+        )
+
+    @bp.get("/", endpoint="status")
+    @owner_page
+    def status_page() -> ResponseReturnValue:
+        return render_status()
+
+    @bp.post("/address")
+    @owner_page
+    def say_address() -> ResponseReturnValue:
+        where = address(status())
+        parts.events.publish("unit.address", "The unit's address was asked for", address=where)
+        flash(f"The unit is saying its address, {where}, and shows it on its display.", "info")
+        return redirect(url_for("pages.status"))
+
+    @bp.post("/sharing")
+    @owner_page
+    def sharing() -> ResponseReturnValue:
+        share = request.form.get("share") == "on"
+        parts.change_settings({"share_expressions": share})
+        flash(
+            "Sharing your expressions again." if share else "Your expressions are no longer shared.", "info"
+        )
+        return redirect(url_for("pages.status"))
+
+    _pair_pages(bp, parts, code_seconds)
+    _settings_pages(bp, parts)
+    _call_pages(bp, parts, render_status)
+    return bp
+
+
+def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     def render_login(outcome: Outcome | None = None, code: str = "", http: int = 200) -> ResponseReturnValue:
         awaiting = parts.owner_codes.waiting()
         page = render_template("login.html", outcome=outcome, awaiting=awaiting, code=code)
@@ -188,53 +241,6 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         owner.end_owner()
         flash("You are logged out. To change this unit again, ask it for a code.", "info")
         return redirect(url_for("pages.login"))
-
-    def address() -> str:
-        return str(status().get("address") or request.host)
-
-    def render_status(outcome: Outcome | None = None) -> ResponseReturnValue:
-        state = parts.call.state if parts.call else "unavailable"
-        faces = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")]
-        return render_template(
-            "status.html",
-            outcome=outcome,
-            address=address(),
-            details=unit_details(status()),
-            peers=parts.store.peers(),
-            call_state=state,
-            call_words=CALL_STATES.get(state, state),
-            sharing=parts.store.settings().share_expressions,
-            emotions=[expression(e) for e in faces[-5:]],
-            checked=time.strftime("%H:%M:%S"),
-        )
-
-    @bp.get("/", endpoint="status")
-    @owner_page
-    def status_page() -> ResponseReturnValue:
-        return render_status()
-
-    @bp.post("/address")
-    @owner_page
-    def say_address() -> ResponseReturnValue:
-        where = address()
-        parts.events.publish("unit.address", "The unit's address was asked for", address=where)
-        flash(f"The unit is saying its address, {where}, and shows it on its display.", "info")
-        return redirect(url_for("pages.status"))
-
-    @bp.post("/sharing")
-    @owner_page
-    def sharing() -> ResponseReturnValue:
-        share = request.form.get("share") == "on"
-        parts.change_settings({"share_expressions": share})
-        flash(
-            "Sharing your expressions again." if share else "Your expressions are no longer shared.", "info"
-        )
-        return redirect(url_for("pages.status"))
-
-    _pair_pages(bp, parts, code_seconds)
-    _settings_pages(bp, parts)
-    _call_pages(bp, parts, render_status)
-    return bp
 
 
 def _pair_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
