@@ -1,0 +1,131 @@
+"""Owner presence by the unit's button: a whole unit (as `emocall run` builds it) on gpiozero's mock
+pins, and browsers talking to its web server over HTTP."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from appliance import config
+from appliance.app import Appliance
+from appliance.call.lan import free_port
+from tests.pairing_units import Unit
+
+
+class Browser:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        self.csrf = ""
+
+    def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "X-CSRF-Token": self.csrf}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data, headers, method=method)
+        try:
+            with self._opener.open(request, timeout=10) as r:
+                status, answer = r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            status, answer = e.code, json.loads(e.read())
+        self.csrf = answer.get("csrf", self.csrf) if isinstance(answer, dict) else self.csrf
+        return status, answer
+
+    def ask_for_code(self) -> list[str]:
+        self.send("GET", "/api/owner")
+        status, answer = self.send("POST", "/api/owner/code", {})
+        assert status == 202, answer
+        return list(answer["waiting_for"])
+
+    def after_press(self, timeout: float = 10) -> tuple[int, dict[str, Any]]:
+        """POST /api/owner/button until it stops waiting (the press is handled on a worker thread)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, answer = self.send("POST", "/api/owner/button", {})
+            if answer.get("waiting") != "waiting" or time.monotonic() > deadline:
+                return status, answer
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Iterator[Appliance]:
+    factory, Device.pin_factory = Device.pin_factory, MockFactory()
+    cfg = config.load(
+        None,
+        {
+            "unit": {"name": "Asha", "data_dir": str(tmp_path / "asha")},
+            "camera": {"source": "pattern"},
+            "web": {"host": "127.0.0.1", "port": free_port(), "discovery": False},
+            "speech": {"output": "wav"},
+            "display": {"backend": "off"},
+            "call": {"audio_in": "none"},
+            "button": {"hold_seconds": 0.3},
+        },
+        environ={},
+    )
+    appliance = Appliance(cfg).start()
+    try:
+        yield appliance
+    finally:
+        appliance.close()
+        Device.pin_factory.close()
+        Device.pin_factory = factory
+
+
+def press(unit: Appliance) -> None:
+    assert unit.button is not None, "the unit found no button on the mock pins"
+    pin = unit.button._button.pin
+    pin.drive_low()
+    time.sleep(0.05)
+    pin.drive_high()
+
+
+def test_a_button_press_gives_the_waiting_page_the_owner_session(unit: Appliance) -> None:
+    assert unit.web is not None
+    owner, stranger = Browser(unit.web.port), Browser(unit.web.port)
+    assert owner.send("GET", "/api/settings")[0] == 401
+    assert owner.ask_for_code() == ["code", "button"]
+    status, answer = owner.send("POST", "/api/owner/button", {})
+    assert (status, answer["waiting"]) == (409, "waiting") and "not been pressed" in answer["error"]
+    press(unit)
+    status, answer = owner.after_press()
+    assert status == 200 and answer["owner"] is True, answer
+    assert owner.send("GET", "/api/owner")[1]["owner"] is True
+    status, settings = owner.send("GET", "/api/settings")
+    assert status == 200 and settings["display_name"] == "Asha"
+    # A browser that never asked gets nothing from the press, and the press is spent.
+    stranger.send("GET", "/api/owner")
+    assert stranger.send("POST", "/api/owner/button", {})[0] == 409
+    assert stranger.send("GET", "/api/settings")[0] == 401
+    assert [e.topic for e in unit.events.recent("owner.present")] == ["owner.present"]
+
+
+def test_two_pages_waiting_at_once_are_both_refused(unit: Appliance) -> None:
+    assert unit.web is not None
+    first, second = Browser(unit.web.port), Browser(unit.web.port)
+    first.ask_for_code()
+    second.ask_for_code()
+    press(unit)
+    for browser in (first, second):
+        status, answer = browser.after_press()
+        assert (status, answer["waiting"]) == (409, "contested"), answer
+        assert browser.send("GET", "/api/settings")[0] == 401
+    assert unit.call is not None and unit.call.state == "idle"  # the press placed no call either
+
+
+def test_without_a_button_only_the_code_is_offered(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    browser = Browser(a.server.port)
+    assert browser.ask_for_code() == ["code"]
+    assert browser.send("POST", "/api/owner/button", {})[1]["waiting"] == "expired"
