@@ -1,11 +1,15 @@
-"""Evaluate the shipped model, its float weights and the `fer` peer on PrivateTest, in one run.
+"""Evaluate the shipped model, its float weights and the `fer` peer, in one run.
 
-    python -m quantize.evaluate            # print
-    python -m quantize.evaluate --write    # also write the metrics into emotion.json + confusion.png
+    python -m quantize.evaluate              # PrivateTest: once per shipped model
+    python -m quantize.evaluate --write      # also write the metrics into emotion.json + confusion.png
+    python -m quantize.evaluate --split val --models runs/x/model   # a candidate, on PublicTest
 
-FERPlus majority-vote accuracy on PrivateTest (Microsoft's label.csv votes and majority rule:
-3,137 images), per-class recall and the mean recall of the seven classes other than contempt;
-FER2013 PrivateTest accuracy over the 7 FER2013 classes (contempt dropped from our outputs).
+FERPlus majority-vote accuracy (Microsoft's label.csv votes and majority rule: 3,137 PrivateTest
+images), per-class recall and the mean recall of the seven classes other than contempt; FER2013
+accuracy over the 7 FER2013 classes (contempt dropped from our outputs). Then, for int8 and the
+peer: the same figures without the PrivateTest images that are exact copies of Training images;
+under each of ``quantize.corrupt``'s ten corruptions; through the runtime's detector and crop on
+faces in 640x480 frames; and through the call's VP8 first (``quantize.frames``).
 """
 
 from __future__ import annotations
@@ -16,13 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize import export, ferdata, peer
+from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
+from appliance.vision.card import load_card
+from quantize import corrupt, export, ferdata, peer
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "edgetpu"
 
 
-def scores(probs: np.ndarray, split: ferdata.Split) -> dict[str, object]:
+Scores = dict[str, object]
+
+
+def subset(split: ferdata.Split, keep: np.ndarray) -> ferdata.Split:
+    return ferdata.Split(split.images[keep], split.votes[keep], split.fer2013[keep])
+
+
+def training_copies(images: np.ndarray) -> np.ndarray:
+    """Which of ``images`` are exact pixel copies of a Training image."""
+    seen = {f.tobytes() for f in ferdata.load_split("train").images}
+    return np.array([f.tobytes() in seen for f in images])
+
+
+def scores(probs: np.ndarray, split: ferdata.Split) -> Scores:
     labels = ferdata.majority_labels(split.votes)
     keep = labels >= 0
     pred, lab = probs[keep].argmax(axis=1), labels[keep]
@@ -83,7 +102,7 @@ def plot_confusion(m: np.ndarray, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def table(results: dict[str, dict[str, object]]) -> str:
+def table(results: dict[str, Scores]) -> str:
     rows = ["| metric | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     for key in ("ferplus_majority_accuracy", "mean_recall_7", "min_recall_7", "fer2013_accuracy_7"):
         rows.append(f"| {key} | " + " | ".join(f"{r[key]:.4f}" for r in results.values()) + " |")
@@ -94,15 +113,82 @@ def table(results: dict[str, dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
+def per_class_table(rows: dict[str, dict[str, Scores]]) -> str:
+    """One line per (condition, model): accuracy, mean recall of 7, recall of each class."""
+    head = "| condition | model | accuracy | mean recall 7 | " + " | ".join(ferdata.LABELS) + " |"
+    out = [head, "|---" * (4 + len(ferdata.LABELS)) + "|"]
+    for condition, models in rows.items():
+        for name, r in models.items():
+            recall = " | ".join(f"{r['recall'][c]:.2f}" for c in ferdata.LABELS)  # type: ignore[index]
+            out.append(
+                f"| {condition} | {name} | {100 * r['ferplus_majority_accuracy']:.1f}% "  # type: ignore[operator]
+                f"| {r['mean_recall_7']:.3f} | {recall} |"
+            )
+    return "\n".join(out)
+
+
+def summary(per_condition: dict[str, dict[str, Scores]], model: str) -> dict[str, float]:
+    acc = [float(r[model]["ferplus_majority_accuracy"]) for r in per_condition.values()]  # type: ignore[arg-type]
+    mr7 = [float(r[model]["mean_recall_7"]) for r in per_condition.values()]  # type: ignore[arg-type]
+    return {
+        "mean_accuracy": round(float(np.mean(acc)), 4),
+        "lowest_accuracy": round(float(np.min(acc)), 4),
+        "mean_of_mean_recall_7": round(float(np.mean(mr7)), 4),
+    }
+
+
+class Models:
+    """The int8 file and the peer, each with its own preprocessing, on 48x48 faces."""
+
+    def __init__(self, int8: Path, with_peer: bool) -> None:
+        self.int8 = TfliteClassifier(int8)
+        self.peer = TfliteClassifier(peer.fer_tflite()) if with_peer else None
+
+    def scores(self, faces: np.ndarray, split: ferdata.Split) -> dict[str, Scores]:
+        out = {"int8": scores(self.int8.predict(faces, ours_prep), split)}
+        if self.peer:
+            out["fer peer"] = scores(peer.to_our_labels(self.peer.predict(faces, peer.preprocess)), split)
+        return out
+
+
+def corruption_results(models: Models, split: ferdata.Split) -> dict[str, dict[str, Scores]]:
+    return {name: models.scores(images, split) for name, images in corrupt.corrupted(split.images).items()}
+
+
+def video_results(models: Models, split: ferdata.Split, card_path: Path, vp8: bool) -> dict[str, object]:
+    """Faces in 640x480 frames (through VP8 first if ``vp8``), detected and cropped as the unit does."""
+    labelled = subset(split, ferdata.majority_labels(split.votes) >= 0)
+    scenes = (frames.frame_with_face(f) for f in labelled.images)
+    crops, found = frames.runtime_crops(
+        frames.vp8_round_trip(scenes) if vp8 else scenes, load_card(card_path)
+    )
+    seen = subset(labelled, found)
+    return {
+        "faces": len(found),
+        "found": round(float(found.mean()), 4),
+        "runtime_crop": models.scores(crops[found], seen),
+        "direct_feed_same_faces": models.scores(seen.images, seen)["int8"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=MODELS)
+    p.add_argument(
+        "--split", choices=("test", "val"), default="test", help="test = PrivateTest, val = PublicTest"
+    )
     p.add_argument("--write", action="store_true", help="write metrics into emotion.json and confusion.png")
     p.add_argument("--no-peer", action="store_true", help="skip the fer peer")
+    p.add_argument("--no-video", action="store_true", help="skip the runtime-crop and VP8 evaluations")
+    p.add_argument("--faces", type=int, default=None, help="only the first N faces (a quick look)")
     args = p.parse_args(argv)
     card_path = args.models / export.CARD_FILE
     card = json.loads(card_path.read_text())
-    test = ferdata.load_split("test")
+    test = ferdata.load_split(args.split)
+    if args.faces:
+        test = subset(test, np.arange(len(test.images)) < args.faces)
+    name = {"test": "FER2013 PrivateTest", "val": "FER2013 PublicTest"}[args.split]
+    metrics: dict[str, object] = {"split": name}
 
     int8 = TfliteClassifier(args.models / card["file"]).predict(test.images, ours_prep)
     results = {"int8": scores(int8, test)}
@@ -111,18 +197,50 @@ def main(argv: list[str] | None = None) -> None:
         fl = TfliteClassifier(float_file).predict(test.images, ours_prep)
         results["float"] = scores(fl, test)
         agreement = float((fl.argmax(axis=1) == int8.argmax(axis=1)).mean())
-        print(f"int8 and float agree on {agreement:.4f} of {len(test.images)} PrivateTest images")
-    if not args.no_peer:
-        fer = TfliteClassifier(peer.fer_tflite()).predict(test.images, peer.preprocess)
+        metrics["int8_float_agreement"] = round(agreement, 4)
+        print(f"int8 and float agree on {agreement:.4f} of {len(test.images)} {name} images")
+    models = Models(args.models / card["file"], not args.no_peer)
+    if models.peer:
+        fer = models.peer.predict(test.images, peer.preprocess)
         results["fer peer"] = scores(peer.to_our_labels(fer), test)
-    print(table(results))
+    print(f"## Clean, direct feed ({name})\n{table(results)}")
+    metrics.update({k.replace(" ", "_"): v for k, v in results.items()})
+
+    if args.split == "test":
+        copies = training_copies(test.images)
+        unique = subset(test, ~copies)
+        dedup = models.scores(unique.images, unique)
+        print(f"## Without the {copies.sum()} exact copies of Training images")
+        print(per_class_table({"clean": dedup}))
+        metrics["deduplicated"] = {"copies_removed": int(copies.sum()), **dedup}
+
+    per_condition = corruption_results(models, test)
+    totals = {m: summary(per_condition, m) for m in next(iter(per_condition.values()))}
+    print(f"## Corrupted, direct feed\n{per_class_table(per_condition)}")
+    for m, t in totals.items():
+        print(
+            f"{m}: mean accuracy {t['mean_accuracy']:.4f}, lowest {t['lowest_accuracy']:.4f}, "
+            f"mean of mean recall 7 {t['mean_of_mean_recall_7']:.4f}"
+        )
+    metrics["corruptions"] = {"summary": totals, **per_condition}
+
+    if not args.no_video:
+        for key, vp8 in (("runtime_crop", False), ("vp8", True)):
+            r = video_results(models, test, card_path, vp8)
+            what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
+            print(f"## {what}640x480 frame, Haar + crop_face: faces found {r['found']:.4f} of {r['faces']}")
+            print(
+                per_class_table(
+                    {
+                        "runtime crop": r["runtime_crop"],
+                        "direct, same faces": {"int8": r["direct_feed_same_faces"]},
+                    }
+                )
+            )
+            metrics[key] = r
+        metrics["vp8"]["bitrate"] = frames.bitrate()  # type: ignore[index]
     if args.write:
-        card["metrics"] = {
-            "split": "FER2013 PrivateTest",
-            **{k.replace(" ", "_"): v for k, v in results.items()},
-        }
-        if "float" in results:
-            card["metrics"]["int8_float_agreement"] = round(agreement, 4)
+        card["metrics"] = metrics
         card_path.write_text(json.dumps(card, indent=1) + "\n")
         plot_confusion(confusion(int8, test), args.models / "confusion.png")
         print(f"wrote {card_path} and {args.models / 'confusion.png'}")

@@ -1,5 +1,7 @@
 """Export the trained network: calibrate the class offsets on PublicTest, quantise to int8, write the card.
 
+The offsets are chosen on PublicTest, clean and under ``quantize.corrupt``'s ten corruptions.
+
     python -m quantize.export --run runs/main --out models/edgetpu
 
 Writes ``emotion_int8.tflite`` and ``emotion.json`` (labels, input, crop, file names, sha256).
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
-from quantize import convert, ferdata, model, train
+from quantize import convert, corrupt, ferdata, model, train
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +31,43 @@ CARD_FILE = "emotion.json"
 # quantize.evaluate's float column and the int8/float agreement test.
 FLOAT_FILE = "emotion_float16.tflite"
 OFFSET_GRID = np.arange(-1.0, 2.01, 0.25)
-# PublicTest recall the offsets aim for: the targets (0.75 mean, 0.50 each) plus a margin.
-MEAN_RECALL, MIN_RECALL = 0.77, 0.55
+# PublicTest recall the offsets aim for: the targets (clean mean 0.77, corrupted mean 0.74) plus a
+# margin, and every clean class at least MIN_RECALL.
+MEAN_RECALL, MIN_RECALL, CORRUPT_MEAN_RECALL = 0.79, 0.55, 0.76
 
 
-def calibrate_offsets(probs: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
+def calibrate_offsets(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    corrupted: list[np.ndarray],
+    corrupted_labels: np.ndarray,
+    rounds: int = 3,
+) -> np.ndarray:
     """Per-class logit offsets for the best PublicTest accuracy that keeps every class heard.
 
-    Training on vote distributions leaves the rare classes (disgust, fear) under-called; a bias
-    shift moves the decision thresholds without retraining. The offsets only have to bring the
-    recalls to the targets with a margin (mean of the seven >= MEAN_RECALL, each >= MIN_RECALL);
-    beyond that they would trade accuracy for recall on PublicTest's noise. Coordinate ascent on a
-    coarse grid keeps them from fitting it.
+    Training on vote distributions leaves the rare classes (disgust, fear) under-called, more so on
+    degraded faces; a bias shift moves the decision thresholds without retraining. Accuracy is the
+    clean one plus the mean over ``corrupted`` (faces under ``quantize.corrupt``, labelled
+    ``corrupted_labels``). The offsets only have to bring the recalls to the targets with a margin
+    (clean mean of the seven >= MEAN_RECALL and each >= MIN_RECALL; corrupted mean >=
+    CORRUPT_MEAN_RECALL); beyond that they would trade accuracy for recall on PublicTest's noise.
+    Coordinate ascent on a coarse grid keeps them from fitting it.
     """
     logits = np.log(np.maximum(probs, 1e-7))
+    bad = [np.log(np.maximum(p, 1e-7)) for p in corrupted]
     offsets = np.zeros(logits.shape[1], np.float32)
 
     def score(o: np.ndarray) -> float:
         s = train.majority_scores(logits + o, labels)
-        short = max(0.0, MEAN_RECALL - s["mean_recall7"]) + max(0.0, MIN_RECALL - s["min_recall7"])
-        return s["acc"] - 10.0 * short
+        b = [train.majority_scores(x + o, corrupted_labels) for x in bad]
+        b_acc = float(np.mean([r["acc"] for r in b])) if b else 0.0
+        b_recall = float(np.mean([r["mean_recall7"] for r in b])) if b else CORRUPT_MEAN_RECALL
+        short = (
+            max(0.0, MEAN_RECALL - s["mean_recall7"])
+            + max(0.0, MIN_RECALL - s["min_recall7"])
+            + max(0.0, CORRUPT_MEAN_RECALL - b_recall)
+        )
+        return s["acc"] + b_acc - 10.0 * short
 
     best = score(offsets)
     for _, c in itertools.product(range(rounds), range(logits.shape[1])):
@@ -70,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models/edgetpu"))
     p.add_argument("--representative", type=int, default=500, help="training images for calibration")
     p.add_argument("--margin-faces", type=int, default=1000, help="PublicTest faces for the crop margin")
+    p.add_argument(
+        "--corrupt-faces", type=int, default=None, help="PublicTest faces corrupted for the offsets"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -78,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     val = ferdata.load_split("val")
     val_probs = train.flip_averaged(net, val.images[..., None].astype(np.float32))
     labels = ferdata.majority_labels(val.votes)
-    offsets = calibrate_offsets(val_probs, labels)
+    few = slice(0, args.corrupt_faces)
+    corrupted = [
+        train.flip_averaged(net, images[..., None].astype(np.float32))
+        for images in corrupt.corrupted(val.images[few]).values()
+    ]
+    offsets = calibrate_offsets(val_probs, labels, corrupted, labels[few])
     log.info("PublicTest before %s", train.majority_scores(val_probs, labels))
     dense = net.get_layer("logits")
     kernel, bias = dense.get_weights()

@@ -26,7 +26,7 @@ from appliance.vision.detect_haar import HaarDetector
 FRAME_W, FRAME_H = 640, 480
 FACE_PX = 200  # a face at about arm's length from the unit's camera
 CALL_FPS = 15  # appliance.config CallConfig.fps default
-HOLD_FRAMES = 8  # frames each face is sent for; the last one is analysed (the encoder has settled)
+HOLD_FRAMES = 5  # frames each face is sent for (1/3 s); the last one is analysed, the encoder has settled
 
 
 def frame_with_face(face48: np.ndarray, size: int = FACE_PX, at: tuple[int, int] | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantize import edgetpu_check, evaluate, export, ferdata
+from quantize import corrupt, edgetpu_check, evaluate, export, ferdata
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
 from .conftest import FER, ROOT, need
@@ -33,7 +33,7 @@ def test_card_describes_the_shipped_file() -> None:
     assert CARD["input"] == {**CARD["input"], "height": 48, "width": 48, "channels": 1}
     for name in (CARD["file"], export.FLOAT_FILE):
         assert export.sha256(MODELS / name) == CARD["sha256"][name]
-    assert (MODELS / CARD["file"]).stat().st_size <= 2 * 1024 * 1024
+    assert (MODELS / CARD["file"]).stat().st_size <= 4 * 1024 * 1024  # the Edge TPU's on-chip memory
 
 
 def test_int8_accuracy_holds_the_card_figure(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
@@ -42,6 +42,27 @@ def test_int8_accuracy_holds_the_card_figure(test_split: ferdata.Split, int8_pro
     assert measured["ferplus_images"] == 3137
     assert measured["ferplus_majority_accuracy"] >= card["ferplus_majority_accuracy"] - 0.005
     assert measured["mean_recall_7"] >= card["mean_recall_7"] - 0.005
+
+
+# The corruption suite on the first CORRUPT_FACES PrivateTest faces (about 350 with a majority label).
+# Measured with the shipped file: see the model card; the floors sit a point or two under.
+CORRUPT_FACES = 400
+CORRUPT_MEAN_ACCURACY, CORRUPT_LOWEST_ACCURACY, CORRUPT_MEAN_RECALL = 0.81, 0.72, 0.75
+
+
+def test_corruptions_hold_their_floor(test_split: ferdata.Split) -> None:
+    """Noise, JPEG, low resolution, blur, low contrast, gamma, equalisation, rotation, zoom."""
+    few = evaluate.subset(test_split, np.arange(len(test_split.images)) < CORRUPT_FACES)
+    clf = TfliteClassifier(MODELS / CARD["file"])
+    per = {
+        name: {"int8": evaluate.scores(clf.predict(images, ours_prep), few)}
+        for name, images in corrupt.corrupted(few.images).items()
+    }
+    measured = evaluate.summary(per, "int8")
+    print(measured)
+    assert measured["mean_accuracy"] >= CORRUPT_MEAN_ACCURACY
+    assert measured["lowest_accuracy"] >= CORRUPT_LOWEST_ACCURACY
+    assert measured["mean_of_mean_recall_7"] >= CORRUPT_MEAN_RECALL
 
 
 def test_int8_agrees_with_float(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
@@ -132,7 +153,20 @@ def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> No
     train.main(["--out", str(run), "--epochs", "1", "--limit", "300"])
     assert (run / "curves.png").stat().st_size > 0
     assert (run / "history.csv").read_text().count("\n") == 2
-    export.main(["--run", str(run), "--out", str(out), "--representative", "50"])
+    export.main(
+        [
+            "--run",
+            str(run),
+            "--out",
+            str(out),
+            "--representative",
+            "50",
+            "--margin-faces",
+            "100",
+            "--corrupt-faces",
+            "100",
+        ]
+    )
     card = json.loads((out / "emotion.json").read_text())
     for name in (card["file"], export.FLOAT_FILE):
         assert card["sha256"][name] == export.sha256(out / name)
