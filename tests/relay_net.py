@@ -205,7 +205,7 @@ def wait_port(ns: str, port: int, proto: str, proc: subprocess.Popen[bytes], log
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise TopologyUnavailable(f"{proc.args} exited with {proc.returncode}: {text}")
+            raise TopologyUnavailable(f"{proc.args!r} exited with {proc.returncode}: {text}")
         if f":{port} " in run("ss", flag, ns=ns):
             return
         time.sleep(0.2)

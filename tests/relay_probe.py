@@ -16,6 +16,7 @@ import base64
 import json
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import slixmpp
@@ -39,8 +40,16 @@ async def connect(args: dict[str, Any], received: list[str] | None = None) -> sl
     register_stanza_plugin(Iq, envelope.RequestElement)
     register_stanza_plugin(Iq, envelope.ResponseElement)
     outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    xmpp.add_event_handler("session_start", lambda _: outcome.done() or outcome.set_result(True))
-    xmpp.add_event_handler("failed_all_auth", lambda _: outcome.done() or outcome.set_result(False))
+
+    def settle(result: bool) -> Callable[[Any], None]:
+        def handler(_: Any) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
+        return handler
+
+    xmpp.add_event_handler("session_start", settle(True))
+    xmpp.add_event_handler("failed_all_auth", settle(False))
     if received is not None:
         for kind in ("message", "presence"):
             xmpp.add_event_handler(kind, lambda stanza: received.append(str(stanza)))
@@ -68,7 +77,7 @@ async def request(args: dict[str, Any]) -> dict[str, Any]:
         iq = xmpp.make_iq_set(ito=f"{args['to']}/{RESOURCE}")
         iq["emocall_request"]["data"] = exchange.to_json()
         try:
-            result = await iq.send(timeout=15)
+            result = await iq.send(timeout=15)  # type: ignore[no-untyped-call]
             answer = envelope.parse(result["emocall_response"]["data"], request=False)
             answers.append({"status": answer.status, "body": answer.body.decode(errors="replace")})
         except (IqError, IqTimeout) as e:

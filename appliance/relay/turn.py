@@ -39,8 +39,7 @@ def query() -> Element:
 def parse(services: Element | None) -> IceServers:
     """The ICE servers in a XEP-0215 answer; raises :class:`TurnError` when none is usable."""
     stun: list[RTCIceServer] = []
-    turn: list[tuple[int, RTCIceServer]] = []
-    expires = time.time() + DEFAULT_TTL_S
+    turn: list[tuple[int, float, RTCIceServer]] = []
     for item in services.findall(f"{{{NS}}}service") if services is not None else []:
         kind, transport = item.get("type", ""), item.get("transport", "udp")
         host, port = item.get("host", ""), item.get("port", "")
@@ -51,11 +50,11 @@ def parse(services: Element | None) -> IceServers:
         elif kind == "turn" and item.get("username") and item.get("password"):
             url = f"turn:{host}:{port}?transport={transport}"
             server = RTCIceServer(url, username=item.get("username"), credential=item.get("password"))
-            turn.append((0 if transport == "udp" else 1, server))
-            expires = min(expires, _expiry(item.get("expires")))
+            turn.append((0 if transport == "udp" else 1, _expiry(item.get("expires")), server))
     if not turn:
         raise TurnError("the relay offers no TURN server with credentials (check mod_external_services)")
-    return IceServers([*stun[:1], min(turn, key=lambda t: t[0])[1]], expires)
+    _, expires, chosen = min(turn, key=lambda t: t[0])  # aiortc uses one: UDP when there is one
+    return IceServers([*stun[:1], chosen], expires)
 
 
 def _expiry(text: str | None) -> float:

@@ -38,6 +38,8 @@ DEVICE_EVENTS = {
     "unit.forgetting": ("forgetting", 0),
     "unit.forgotten": ("forgotten", 0),
     "unit.restarted": ("restarted", 0),
+    "relay.unreachable": ("relay_unreachable", 0),
+    "relay.back": ("relay_back", 0),
 }
 IN_CALL = ("connected", "reconnecting")
 START_TOPICS = ("camera.ready", "camera.lost", "vision.backend", "vision.unavailable")

@@ -85,6 +85,8 @@ EN = {
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
     "restarted": "The unit stopped working and was restarted.",
+    "relay_unreachable": "Calls outside the home are not possible right now.",
+    "relay_back": "Calls outside the home work again.",
     "speaker_unavailable": "The speaker is not working.",
     "display_unavailable": "The screen is not working.",
 }
@@ -140,6 +142,8 @@ HI = {
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
     "restarted": "यूनिट रुक गई थी और फिर से शुरू की गई।",
+    "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकतीं।",
+    "relay_back": "घर के बाहर फिर से कॉल हो सकती हैं।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
     "display_unavailable": "स्क्रीन काम नहीं कर रही।",
 }
@@ -195,6 +199,8 @@ BN = {
     "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
     "forgotten": "সব কিছু মুছে ফেলা হয়েছে। ইউনিটটি নতুন করে শুরু হচ্ছে।",
     "restarted": "ইউনিটটি থেমে গিয়েছিল, আবার চালু করা হয়েছে।",
+    "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
+    "relay_back": "বাড়ির বাইরে আবার কল করা যাচ্ছে।",
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
     "display_unavailable": "স্ক্রিন কাজ করছে না।",
 }

@@ -1,0 +1,172 @@
+"""The relay's parts on the unit, without namespaces or servers: envelopes, TURN answers, routing,
+settings errors, the privacy of a unit without a relay, requests run through the web app, speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree.ElementTree import fromstring
+
+import pytest
+
+from appliance import config, identity
+from appliance.config import RelayConfig
+from appliance.events import EventBus
+from appliance.pairing.client import PeerClient, UnitUnreachable
+from appliance.pairing.service import HELLO_PATH
+from appliance.relay import RelayError, envelope, service, turn
+from appliance.relay.envelope import EnvelopeError, Exchange
+from appliance.relay.service import Relay, on_link
+from appliance.state import Peer
+
+from .pairing_units import Unit, make_unit
+from .test_call import Node
+from .test_speech_narrator import Talking
+
+SERVICES = """<services xmlns="urn:xmpp:extdisco:2">
+  <service type="stun" transport="udp" host="relay.example.org" port="3478"/>
+  <service type="turn" transport="tcp" host="relay.example.org" port="3478" username="1700:x" password="p2"
+    expires="2030-01-01T00:00:00Z" restricted="1"/>
+  <service type="turn" transport="udp" host="relay.example.org" port="3478" username="1700:x" password="p1"
+    expires="2030-01-01T00:00:00Z" restricted="1"/>
+  <service type="turns" transport="tcp" host="relay.example.org" port="5349" username="1700:x" password="p3"/>
+</services>"""
+
+
+def test_a_request_travels_unchanged_and_only_to_unit_paths() -> None:
+    sent = Exchange(
+        "/api/call/signal", {"X-Emocall-Unit": "ab", "Cookie": "owner", "Content-Type": "x"}, b"\x00{}"
+    )
+    got = envelope.parse(sent.to_json(), request=True)
+    assert got == Exchange("/api/call/signal", {"X-Emocall-Unit": "ab", "Content-Type": "x"}, b"\x00{}")
+    for path in ("/api/owner/login", "/api/settings", "/api/call", "/"):
+        with pytest.raises(EnvelopeError, match="cannot be reached"):
+            envelope.parse(Exchange(path, {}, b"").to_json(), request=True)
+    for bad in ("{", "[]", json.dumps({"path": "/api/peer/x", "status": 0, "headers": {}, "body": "%%"})):
+        with pytest.raises(EnvelopeError, match="malformed"):
+            envelope.parse(bad, request=True)
+    with pytest.raises(EnvelopeError, match="refused"):
+        envelope.parse(Exchange("/api/peer/x", {}, b"x" * (envelope.MAX_BODY + 1)).to_json(), request=True)
+
+
+def test_turn_credentials_from_the_relays_answer() -> None:
+    ice = turn.parse(fromstring(SERVICES))
+    assert [(s.urls, s.username, s.credential) for s in ice.servers] == [
+        ("stun:relay.example.org:3478", None, None),
+        ("turn:relay.example.org:3478?transport=udp", "1700:x", "p1"),
+    ]
+    assert ice.expires == 1893456000.0
+    with pytest.raises(turn.TurnError, match="no TURN server"):
+        turn.parse(
+            fromstring(
+                '<services xmlns="urn:xmpp:extdisco:2"><service type="stun" host="h" port="1"/></services>'
+            )
+        )
+
+
+def test_only_units_on_this_machines_networks_are_called_directly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routes = tmp_path / "route"
+    routes.write_text(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"  # default via 192.168.1.1
+        "eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"  # 192.168.1.0/24 on the link
+    )
+    monkeypatch.setattr(service, "ROUTES", routes)
+    assert on_link("192.168.1.20:8080")
+    assert not on_link("192.168.2.20:8080")
+    assert not on_link("relay.example.org:8080") and not on_link("xmpp:a@relay.example.org")
+
+
+def test_bad_relay_settings_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    events = EventBus()
+    unit = make_unit(tmp_path, "Asha")
+    try:
+        assert Relay.open(RelayConfig(), unit.me, unit.store, events) is None  # no relay: nothing at all
+        missing = RelayConfig(jid="asha@relay.example.org", password_file=tmp_path / "none")
+        with pytest.raises(RelayError, match=r"cannot read the relay password file .*none"):
+            Relay.open(missing, unit.me, unit.store, events)
+        (tmp_path / "empty").write_text("\n")
+        with pytest.raises(RelayError, match="is empty"):
+            Relay.open(
+                RelayConfig(jid="asha@relay.example.org", password_file=tmp_path / "empty"),
+                unit.me,
+                unit.store,
+                events,
+            )
+        with pytest.raises(config.ConfigError, match="jid"):
+            config.load(None, {"relay": {"jid": "not an account"}}, environ={})
+        with pytest.raises(UnitUnreachable, match=r"set this unit's \[relay\] jid"):
+            PeerClient(unit.me).post("xmpp:bela@relay.example.org", HELLO_PATH, {}, unit.me.public_key)
+    finally:
+        unit.close()
+
+
+def test_without_a_relay_a_call_asks_no_stun_or_turn_server(tmp_path: Path) -> None:
+    node = Node("Asha", tmp_path)
+    try:
+        session = node.engine.new_session(Peer("0" * 32, "Bela", "192.0.2.1:8080", bytes(32), 0.0))
+
+        async def offer() -> str:
+            sdp = await session.offer()
+            await session.close()
+            return sdp
+
+        sdp = asyncio.run_coroutine_threadsafe(offer(), node.engine.loop).result(20)
+        candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate")]
+        assert candidates and all(" typ host" in line for line in candidates)
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def paired(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
+    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
+    a.store.add_peer(b.me.unit_id, "Bela", b.address, b.me.public_key)
+    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_request_through_the_relay_gets_the_same_checks_and_signed_answer(
+    paired: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    a, b = paired
+    password = tmp_path / "pw"
+    password.write_text("secret")
+    relay = Relay.open(
+        RelayConfig(jid="bela@relay.example.org", password_file=password), b.me, b.store, b.events
+    )
+    assert relay is not None
+    relay._app = b.app
+    body = b"{}"
+    signed = identity.sign_request(a.me, b.me.unit_id, "POST", HELLO_PATH, body)
+    request = Exchange(HELLO_PATH, {**signed.headers, "Content-Type": "application/json"}, body)
+    answer = relay._dispatch("asha@relay.example.org", request)
+    assert answer.status == 200 and json.loads(answer.body) == {"unit_id": b.me.unit_id}
+    identity.verify_response(b.me.public_key, signed.exchange, answer.status, answer.headers, answer.body)
+    again = relay._dispatch("asha@relay.example.org", request)
+    assert again.status == 403 and b"replay" in again.body
+    unsigned = relay._dispatch(
+        "asha@relay.example.org", Exchange(HELLO_PATH, {"Content-Type": "application/json"}, body)
+    )
+    assert unsigned.status == 403
+
+
+def test_the_unit_says_when_calls_outside_the_home_stop_and_work_again(tmp_path: Path) -> None:
+    unit = Talking(tmp_path / "out.wav", spoken_events="quiet")
+    try:
+        unit.events.publish("relay.unreachable", "calls outside the home are not possible right now")
+        unit.events.publish("relay.back", "calls outside the home work again")
+        unit.wait_spoken(2)
+        assert unit.said() == [
+            "Calls outside the home are not possible right now.",
+            "Calls outside the home work again.",
+        ]
+    finally:
+        unit.close()
