@@ -11,12 +11,14 @@ addresses come only from what the units show (the off-screen display's text).
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from appliance.web.address import unit_address
 from appliance.web.schemas import typed_address
 from appliance.web.wording import unit_details
 from tests.pairing_units import Unit, make_unit
@@ -445,3 +447,12 @@ def test_a_change_without_a_login_gets_the_login_page_on_every_blueprint(
         page = visitor.post(path, data={"csrf": csrf})
         assert page.status_code == 401, path
         assert _title(page.get_data(as_text=True)).startswith("Error: Your login has ended"), path
+
+
+def test_the_address_shown_is_one_of_this_machine() -> None:
+    host, port = unit_address("0.0.0.0", 8080).rsplit(":", 1)
+    assert port == "8080"
+    with socket.socket() as s:
+        s.bind((host, 0))  # only an address of this machine can be bound
+    assert unit_address("127.0.0.1", 5000) == "127.0.0.1:5000"
+    assert unit_address("fd00::2", 80) == "[fd00::2]:80"

@@ -7,10 +7,12 @@ pairing by address needs no sighted helper and no router's list of devices.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import ifaddr
 
 ANY = ("", "0.0.0.0", "::")  # noqa: S104
+ROUTE_PROBE = ("192.0.2.1", 9)  # TEST-NET-1 (RFC 5737): routed like any outside address; nothing is sent
 
 
 def unit_address(host: str, port: int) -> str:
@@ -21,7 +23,15 @@ def unit_address(host: str, port: int) -> str:
 
 
 def _lan_ipv4() -> str:
-    """The first IPv4 address that is not loopback or link-local; loopback when nothing else is up."""
+    """The address this machine sends from on its default route (the LAN's, not a VPN's or a
+    container bridge's); without a route the first IPv4 address that is not loopback or link-local;
+    loopback when nothing else is up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(ROUTE_PROBE)  # UDP: chooses the source address, sends nothing
+            return str(probe.getsockname()[0])
+        except OSError:
+            pass  # no default route: look at the interfaces
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
             if isinstance(ip.ip, str):
