@@ -150,7 +150,7 @@ def sign_request(me: Identity, recipient: str, method: str, path: str, body: byt
     """The headers that make ``body`` a request from this unit to the unit ``recipient`` only."""
     exchange = Exchange(me.unit_id, recipient, method.upper(), path, secrets.token_hex(16))
     stamp = str(int(time.time()))
-    signature = me.sign(_message("request", [*_names(exchange)[:4], stamp, exchange.nonce], body))
+    signature = me.sign(_request_message(exchange, stamp, body))
     headers = {
         UNIT: me.unit_id,
         RECIPIENT: recipient,
@@ -161,12 +161,14 @@ def sign_request(me: Identity, recipient: str, method: str, path: str, body: byt
     return SignedRequest(headers, exchange)
 
 
-def _names(exchange: Exchange) -> list[str]:
-    return [exchange.sender, exchange.recipient, exchange.method, exchange.path, exchange.nonce]
+def _request_message(exchange: Exchange, stamp: str, body: bytes) -> bytes:
+    e = exchange
+    return _message("request", [e.sender, e.recipient, e.method, e.path, stamp, e.nonce], body)
 
 
 def _response_message(exchange: Exchange, status: int, body: bytes) -> bytes:
-    return _message("response", [*_names(exchange), str(status)], body)
+    e = exchange
+    return _message("response", [e.sender, e.recipient, e.method, e.path, e.nonce, str(status)], body)
 
 
 def sign_response(me: Identity, exchange: Exchange, status: int, body: bytes) -> dict[str, str]:
@@ -241,8 +243,7 @@ class RequestVerifier:
             raise TrustError("the request's time is too far from this unit's clock (check both clocks)")
         exchange = Exchange(unit, self._unit_id, method.upper(), path, nonce)
         # This unit's own id goes into the message checked, whatever the header said.
-        message = _message("request", [*_names(exchange)[:4], stamp, nonce], body)
-        _check_signature(public_key, _header(headers, SIGNATURE), message)
+        _check_signature(public_key, _header(headers, SIGNATURE), _request_message(exchange, stamp, body))
         self._remember(unit, nonce, now)
         return exchange
 
