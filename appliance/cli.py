@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, config, memory
+from appliance import __version__, config
 
 log = logging.getLogger("emocall")
 # The sample clips that come with the development checkout (../shared), for `emocall demo`.
@@ -45,9 +45,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
-    # Before the unit's parts load (imported here, not at the top, so that `emocall say`, `call`
-    # or `config` never load the call, vision and display libraries) and start their threads.
-    memory.limit_malloc_arenas()
+    # Imported here, not at the top: `emocall say`, `call` or `config` never load the call, vision
+    # and display libraries (about 150 MB).
     from appliance.app import Appliance
     from appliance.relay import RelayError
     from appliance.service import ServiceManager

@@ -86,7 +86,9 @@ class EventBus:
                 callback(event)
             except Exception:
                 # One broken listener must not silence the others or the publisher.
-                log.exception("event subscriber %r failed on %s", callback, topic)
+                # By name (Narrator._on_event), not repr: "<... object at 0x7f...>" differs every run.
+                name = getattr(callback, "__qualname__", type(callback).__qualname__)
+                log.exception("event subscriber %s failed on %s", name, topic)
         return event
 
     def recent(self, prefix: str = "") -> list[Event]:

@@ -1,0 +1,96 @@
+"""The command line a newcomer meets: `emocall demo` pairs for real, `--config` in both places, log
+lines a person can compare."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from appliance.call.lan import free_port, host_address
+from appliance.events import EventBus
+from appliance.identity import Identity
+
+ROOT = Path(__file__).resolve().parents[1]
+EMOCALL = [sys.executable, "-m", "appliance.cli"]
+
+
+def test_demo_pairs_with_the_code_one_unit_says_and_the_other_accepts(tmp_path: Path) -> None:
+    host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
+    command = [*EMOCALL, "demo", "--seconds", "4", "--data-dir", str(tmp_path)]
+    command += ["--a-source", "pattern", "--b-source", "pattern"]
+    demo = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    out = demo.stdout
+    assert demo.returncode == 0, out[-3000:] + demo.stderr[-3000:]
+    said = re.search(r"^Bela shows and says the pairing code (\d( \d){5}); typed on Asha's page$", out, re.M)
+    assert said, out[-3000:]
+    assert out.index("[Bela] pairing.code: New pairing code") < said.start()
+    accepted = out.index("Asha accepted the code: paired with Bela")
+    assert said.start() < accepted < out.index("[Asha] call.state: connected to Bela")
+    assert "[Bela] pairing.done: Paired with Asha" in out
+    for me in ("asha", "bela"):
+        log = (tmp_path / me / "unit.log").read_text()
+        assert "object at 0x" not in log, log
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as r:
+                return str(r.read())
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("the unit did not answer within 60 s")
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["run --config F", "--config F run"])
+def test_run_takes_config_before_or_after_the_command(tmp_path: Path, after: bool) -> None:
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[unit]\nname = "Kitchen"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        '[speech]\noutput = "wav"\n[display]\nbackend = "off"\n[button]\nenabled = false\n'
+    )
+    where = ["run", "--config", str(config)] if after else ["--config", str(config), "run"]
+    proc = subprocess.Popen([*EMOCALL, *where], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert '"name":"Kitchen"' in _wait_ready(port, proc).replace(" ", "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-3000:]
+    assert "\x1b[" not in err  # plain log lines, no colour codes
+
+
+def test_config_after_the_command_is_checked_like_before(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    for where in (["config", "--config", str(missing)], ["--config", str(missing), "config"]):
+        result = subprocess.run([*EMOCALL, *where], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 2 and str(missing) in result.stderr
+
+
+def test_log_lines_name_things_a_person_can_compare(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        me = Identity.load_or_create(tmp_path / "identity.key")
+
+        class Listener:
+            def on_event(self, _: object) -> None:
+                raise ValueError("broken listener")
+
+        events = EventBus()
+        events.subscribe(Listener().on_event)
+        events.publish("unit.ready", "ready")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(me.unit_id in line for line in lines), lines
+    assert any("Listener.on_event failed on unit.ready" in line for line in lines), lines
+    assert not any(re.search(r"object at 0x|0x[0-9a-f]{8,}", line) for line in lines), lines
