@@ -20,7 +20,17 @@ from appliance.events import Event, EventBus
 log = logging.getLogger(__name__)
 
 # What the unit (and `emocall demo`) writes in its data directory; nothing else there is touched.
-UNIT_FILES = ("state.db*", "identity.key*", "speaker*.wav", "display*", "*.log")
+# wifi-request: a Wi-Fi change waiting for the image's helper (web/wifi.py); last-stop: how the
+# service last ended (service.py).
+UNIT_FILES = (
+    "state.db*",
+    "identity.key*",
+    "speaker*.wav",
+    "display*",
+    "*.log",
+    "wifi-request*",
+    "last-stop",
+)
 # Call states in which the camera runs (its video goes out from the offer on).
 CAMERA_STATES = ("calling", "ringing", "connected", "reconnecting")
 

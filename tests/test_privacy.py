@@ -307,7 +307,7 @@ def unit_data(tmp_path: Path) -> Path:
     store.add_peer(other.unit_id, "Bela", f"127.0.0.1:{free_port()}", other.public_key)  # nobody there
     store.update_settings({"share_expressions": True, "volume": 30})
     store.close()
-    for name in ("unit.log", "display-in-call.png", "speaker-old.wav"):
+    for name in ("unit.log", "display-in-call.png", "speaker-old.wav", "wifi-request"):
         (data / name).write_bytes(b"Bela sadness")
     return data
 
@@ -386,7 +386,8 @@ def test_forget_everything_leaves_nothing_behind_and_the_unit_comes_back_new(
     status = wait_ready(port)
     assert proc.poll() is None  # the same process, started again fresh
     assert (data / "identity.key").read_bytes() != old_key
-    assert not any((data / n).exists() for n in ("unit.log", "display-in-call.png", "speaker-old.wav"))
+    planted = ("unit.log", "display-in-call.png", "speaker-old.wav", "wifi-request")
+    assert not any((data / n).exists() for n in planted)
     again = StateStore(data / "state.db")
     try:
         assert again.peers() == [] and not again.sharing_answered()
