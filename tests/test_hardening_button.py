@@ -7,6 +7,7 @@ import http.cookiejar
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,16 @@ class Browser:
             status, answer = e.code, json.loads(e.read())
         self.csrf = answer.get("csrf", self.csrf) if isinstance(answer, dict) else self.csrf
         return status, answer
+
+    def form(self, path: str, fields: dict[str, str] | None = None) -> tuple[int, str]:
+        """GET a page, or POST a form (with the CSRF field) and follow the redirect, as a browser does."""
+        data = None if fields is None else urllib.parse.urlencode({"csrf": self.csrf, **fields}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data)
+        try:
+            with self._opener.open(request, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def ask_for_code(self) -> list[str]:
         self.send("GET", "/api/owner")
@@ -129,3 +140,18 @@ def test_without_a_button_only_the_code_is_offered(units: tuple[Unit, Unit]) -> 
     browser = Browser(a.server.port)
     assert browser.ask_for_code() == ["code"]
     assert browser.send("POST", "/api/owner/button", {})[1]["waiting"] == "expired"
+
+
+def test_the_login_page_offers_the_button_and_lets_the_owner_in(unit: Appliance) -> None:
+    assert unit.web is not None
+    browser = Browser(unit.web.port)
+    browser.send("GET", "/api/owner")  # the CSRF token the page's forms carry
+    status, page = browser.form("/login/code", {})
+    assert status == 200 and "press the unit's button once" in page and "I pressed the button" in page
+    status, page = browser.form("/login/button", {})
+    assert status == 409 and "has not been pressed yet" in page
+    press(unit)
+    time.sleep(1)  # the press is handled on the button's worker thread
+    status, page = browser.form("/login/button", {})
+    assert status == 200 and "Welcome" in page, page[-2000:]
+    assert browser.send("GET", "/api/settings")[0] == 200

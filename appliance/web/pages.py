@@ -27,7 +27,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from appliance.web import owner
+from appliance.web import owner, presence
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import (
     CallRequest,
@@ -185,7 +185,9 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
 def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     def render_login(outcome: Outcome | None = None, code: str = "", http: int = 200) -> ResponseReturnValue:
         awaiting = parts.owner_codes.waiting()
-        page = render_template("login.html", outcome=outcome, awaiting=awaiting, code=code)
+        # The unit's button as the other way in, offered to the browser it waits for (presence.py).
+        button = awaiting and presence.button_answer(parts.presence, spend=False) in ("waiting", "present")
+        page = render_template("login.html", outcome=outcome, awaiting=awaiting, code=code, button=button)
         return page, http
 
     @bp.app_errorhandler(LoggedOut)  # the privacy and Wi-Fi pages use owner_page too
@@ -206,8 +208,22 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
             parts.owner_codes.issue(owner.source())
         except PAGE_ERRORS as e:
             return render_login(problem(e))
-        flash(f"The unit is showing and saying a code now. It works for {duration(code_seconds)}.", "info")
+        button = "button" in presence.ask_for_button(parts.presence)
+        flash(
+            f"The unit is showing and saying a code now. It works for {duration(code_seconds)}."
+            + (" Or press the unit's button once, then press “I pressed the button”." if button else ""),
+            "info",
+        )
         return redirect(url_for("pages.login"))
+
+    @bp.post("/login/button")
+    @owner.csrf_only
+    def login_button() -> ResponseReturnValue:
+        answer = presence.button_answer(parts.presence)
+        if answer != "present":
+            text = presence.NOT_YET[answer]
+            return render_login(Outcome(text[0].upper() + text[1:] + ".", "error"), http=409)
+        return welcome()
 
     @bp.post("/login/again")
     @owner.csrf_only
@@ -227,6 +243,10 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
             parts.owner_codes.check(parse(OwnerLogin, {"code": typed}).code, owner.source())
         except PAGE_ERRORS as e:
             return render_login(problem(e, code_seconds=code_seconds), typed)
+        return welcome()
+
+    def welcome() -> ResponseReturnValue:
+        """The owner is in (code or button): back to the kept settings form, or to the status page."""
         pending = session.get(PENDING)
         owner.grant_owner(parts.session_hours)
         if isinstance(pending, dict):

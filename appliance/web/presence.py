@@ -73,11 +73,13 @@ class ButtonPresence:
             self._publish("owner.contested", "Two pages asked at once: type the code instead")
         return True
 
-    def answer(self, token: str) -> Answer:
-        """Whether the press this browser waited for came; "present" is answered once."""
+    def answer(self, token: str, spend: bool = True) -> Answer:
+        """Whether the press this browser waited for came; "present" is answered once (``spend``)."""
         with self._lock:
             self._expire()
-            if self._present.pop(token, None) is not None:
+            if token in self._present:
+                if spend:
+                    del self._present[token]
                 return "present"
             if token in self._waiting:
                 return "waiting"
@@ -110,7 +112,7 @@ def ask_for_button(presence: ButtonPresence) -> list[str]:
     return ["code", "button"]
 
 
-def button_answer(presence: ButtonPresence) -> Answer:
+def button_answer(presence: ButtonPresence, spend: bool = True) -> Answer:
     """Whether the press this browser waits for came (the caller then grants the owner session)."""
     token = session.get(SESSION_KEY)
-    return presence.answer(token) if isinstance(token, str) else "expired"
+    return presence.answer(token, spend) if isinstance(token, str) else "expired"
