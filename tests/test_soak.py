@@ -1,0 +1,38 @@
+"""The soak benchmark for two minutes: two `emocall run` units in one call, sampled every 10 s."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.call.lan import host_address
+from tests.conftest import CLIPS, need
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
+    need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
+    host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
+    plot, figures = tmp_path / "soak.png", tmp_path / "soak.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2"]
+    soak = subprocess.run(
+        [*command, "--out", str(plot), "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=ROOT,
+    )
+    assert figures.exists(), soak.stdout[-3000:] + soak.stderr[-3000:]
+    report = json.loads(figures.read_text())
+    assert report["call_state_events"] == [], report["call_state_events"]  # the call never dropped
+    for name, unit in report["units"].items():
+        samples = [s for s in report["samples"] if s["unit"] == name]
+        assert len(samples) >= 11 and {s["call"] for s in samples} == {"connected"}, samples
+        assert unit["rss_growth"] < 0.05, (name, unit)
+        assert unit["threads_growth"] <= 0 and unit["fds_growth"] <= 0, (name, unit)
+        assert 0 < unit["speaker_max_mb"] < 30, unit  # the speaker file grows with the call's sound
+    assert soak.returncode == 0, soak.stdout[-3000:]
+    assert plot.stat().st_size > 10_000
