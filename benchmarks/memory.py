@@ -124,7 +124,8 @@ step("LiteRT expression model", model)
 step("pygame display and font", display)
 tracemalloc.start()
 import appliance.app
-print(f"Python heap after importing the unit (tracemalloc): {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB")  # noqa: E501
+traced = tracemalloc.get_traced_memory()[0] / 1e6
+print(f"Python heap after importing the unit (tracemalloc): {traced:.1f} MB")
 """
 
 
