@@ -1,4 +1,5 @@
-"""The server-rendered pages: status, pairing, settings, and the owner-presence login.
+"""The server-rendered pages' blueprint: the owner-presence login, status and calls here; pairing
+(``pairing_pages.py``) and settings (``settings_pages.py``) added to it.
 
 No script runs in the pages (the CSP allows none), so every result is announced by what a screen
 reader reads on load: the page title starts with it, and focus lands on the message (or in the
@@ -8,14 +9,12 @@ that did not is shown again with what was typed, the bad fields marked and what 
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
-    abort,
     flash,
     get_flashed_messages,
     redirect,
@@ -28,16 +27,11 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from appliance.web import owner, presence
+from appliance.web.page_access import LoggedOut, owner_page
+from appliance.web.pairing_pages import add_pairing_pages
 from appliance.web.parts import UnitParts
-from appliance.web.schemas import (
-    CallRequest,
-    OwnerLogin,
-    PairCode,
-    PairRequest,
-    SettingsChange,
-    parse,
-    typed_address,
-)
+from appliance.web.schemas import CallRequest, OwnerLogin, parse
+from appliance.web.settings_pages import PENDING, add_settings_pages
 from appliance.web.wording import (
     CALL_STATES,
     PAGE_ERRORS,
@@ -51,13 +45,6 @@ from appliance.web.wording import (
 if TYPE_CHECKING:
     from appliance.web.api import StatusProvider
 
-P = ParamSpec("P")
-PageView = Callable[P, ResponseReturnValue]
-# The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
-LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
-FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form means off
-PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
-LOGIN_ENDED = "Your login has ended. Ask the unit for a new code to log in again."
 CHANGE_REFUSED = (
     "Your login has ended, so nothing was changed. Ask the unit for a code and type it below, "
     "then make the change again."
@@ -66,41 +53,14 @@ SETTINGS_KEPT = (
     "Your login has ended, so the settings were not saved. Ask the unit for a code and type it below: "
     "your changes are kept and shown again for you to save."
 )
-ASKED_AT = "pairing_address"  # the address of the unit asked for a code, to ask it again
 LOGIN_SOON_S = 15 * 60
 SETTLE_S = 5.0  # how long an action may take to change the call state before the page is shown
-
-
-class LoggedOut(Exception):
-    """A change sent without a live owner login; the login page says so (HTTP 401)."""
-
-
-def owner_page(view: PageView[P]) -> PageView[P]:
-    """Send a visitor to the login page (saying so when a login ended); refuse forms without CSRF token."""
-
-    @functools.wraps(view)
-    def wrapped(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
-        if not owner.is_owner():
-            if request.method in owner.CHANGES:
-                raise LoggedOut()
-            if session.pop("owner_until", None) is not None:
-                flash(LOGIN_ENDED, "info")
-            return redirect(url_for("pages.login"))
-        if request.method in owner.CHANGES and not owner.csrf_ok():
-            abort(403, "The form has expired. Reload the page and try again.")
-        return view(*args, **kwargs)
-
-    return wrapped
 
 
 def error_page(e: HTTPException) -> ResponseReturnValue:
     said = "There is no page at this address." if e.code == 404 else (e.description or e.name)
     outcome = Outcome(said, "error")
     return render_template("error.html", code=e.code, outcome=outcome), e.code or 500
-
-
-def _form(*names: str) -> dict[str, str]:
-    return {n: request.form.get(n, "") for n in names}
 
 
 def _flashed() -> list[Outcome]:
@@ -176,8 +136,8 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         )
         return redirect(url_for("pages.status"))
 
-    _pair_pages(bp, parts, code_seconds)
-    _settings_pages(bp, parts)
+    add_pairing_pages(bp, parts, code_seconds)
+    add_settings_pages(bp, parts)
     _call_pages(bp, parts, render_status)
     return bp
 
@@ -261,125 +221,6 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
         owner.end_owner()
         flash("You are logged out. To change this unit again, ask it for a code.", "info")
         return redirect(url_for("pages.login"))
-
-
-def _pair_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
-    def render_pair(
-        outcome: Outcome | None = None, form: dict[str, str] | None = None
-    ) -> ResponseReturnValue:
-        seen = parts.discovery.units() if parts.discovery else []
-        paired = {p.unit_id for p in parts.store.peers()}
-        return render_template(
-            "pair.html",
-            outcome=outcome,
-            form=form or {},
-            waiting_for=parts.pairing.waiting_for(),
-            asked_at=session.get(ASKED_AT, ""),
-            seen=[u for u in seen if u.unit_id not in paired],
-            peers=parts.store.peers(),
-        )
-
-    @bp.get("/pair")
-    @owner_page
-    def pair() -> ResponseReturnValue:
-        return render_pair()
-
-    @bp.post("/pair/request")
-    @owner_page
-    def pair_request() -> ResponseReturnValue:
-        form = _form("address")
-        address = typed_address(form["address"])
-        try:
-            name = parts.pairing.request(parse(PairRequest, {"address": address}).address)
-        except PAGE_ERRORS as e:
-            return render_pair(problem(e, field_name="address", address=address), form)
-        session[ASKED_AT] = address  # for "say the code again": asking again gets the same code
-        flash(
-            f"{name} is showing and saying a code. It works for {duration(code_seconds)}. Type it below.",
-            "info",
-        )
-        return redirect(url_for("pages.pair"))
-
-    @bp.post("/pair/code")
-    @owner_page
-    def pair_code() -> ResponseReturnValue:
-        form = _form("code")
-        peer = parts.pairing.waiting_for() or ""
-        try:
-            paired = parts.pairing.complete(parse(PairCode, form).code)
-        except PAGE_ERRORS as e:
-            return render_pair(problem(e, peer=peer, field_name="code", code_seconds=code_seconds), form)
-        flash(f"Paired with {paired.name}.", "info")
-        return redirect(url_for("pages.pair"))
-
-    @bp.post("/unpair")
-    @owner_page
-    def unpair() -> ResponseReturnValue:
-        peer = parts.store.peer(request.form.get("unit_id", ""))
-        if peer is None:
-            return render_pair(
-                Outcome("That unit is not paired with this one: nothing was changed.", "error")
-            )
-        if request.form.get("confirm") != "yes":
-            question = Outcome(
-                f"Are you sure? {peer.name} and this unit will not be able to call each other until you "
-                f"pair them again, which needs a new code from {peer.name}.",
-                "question",
-            )
-            return render_template("unpair.html", outcome=question, peer=peer)
-        try:
-            told = parts.pairing.unpair(peer.unit_id)
-        except PAGE_ERRORS as e:
-            return render_pair(problem(e))
-        flash(
-            f"Unpaired {peer.name}."
-            if told
-            else f"Unpaired here. {peer.name} was not reachable and still lists this unit.",
-            "info",
-        )
-        return redirect(url_for("pages.pair"))
-
-
-def _settings_pages(bp: Blueprint, parts: UnitParts) -> None:
-    def render_settings(
-        outcome: Outcome | None = None, form: dict[str, str] | None = None
-    ) -> ResponseReturnValue:
-        values: dict[str, Any] = parts.store.settings().model_dump()
-        if form is not None:
-            values.update({k: v for k, v in form.items() if k in values})
-            values.update({flag: flag in form for flag in FLAGS})
-        return render_template("settings.html", outcome=outcome, s=values, languages=LANGUAGES)
-
-    @bp.get("/settings")
-    @owner_page
-    def settings() -> ResponseReturnValue:
-        pending = session.pop(PENDING, None)
-        if isinstance(pending, dict):
-            kept = Outcome(
-                "Welcome back. Your changes from before you were logged out are filled in below but not "
-                'saved yet: check them and press "Save settings".',
-                "question",
-            )
-            return render_settings(kept, {str(k): str(v) for k, v in pending.items()})
-        return render_settings()
-
-    @bp.post("/settings")
-    @owner_page
-    def settings_post() -> ResponseReturnValue:
-        form = {k: v for k, v in request.form.items() if k != "csrf"}
-        change: dict[str, Any] = {**form, **{flag: flag in form for flag in FLAGS}}
-        try:
-            saved = parts.change_settings(parse(SettingsChange, change).model_dump(exclude_none=True))
-        except PAGE_ERRORS as e:
-            return render_settings(problem(e), form)
-        said = "Settings saved."
-        if saved.volume == 0:
-            said += (
-                " The volume is 0, so the unit says nothing aloud: not calls, and not the codes you need to "
-                "log in. Turn the volume up to hear them."
-            )
-        flash(said, "info")
-        return redirect(url_for("pages.settings"))
 
 
 def _call_pages(

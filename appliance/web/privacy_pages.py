@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
-from appliance.web.pages import owner_page
+from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
-from appliance.web.pages import owner_page
+from appliance.web.page_access import owner_page
 
 REQUEST_FILE = "wifi-request"
 

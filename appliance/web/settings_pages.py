@@ -1,0 +1,60 @@
+"""The settings page: one form, kept whole when refused and across a login that ended meanwhile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+
+from appliance.web.page_access import owner_page
+from appliance.web.parts import UnitParts
+from appliance.web.schemas import SettingsChange, parse
+from appliance.web.wording import PAGE_ERRORS, Outcome, problem
+
+# The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
+LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
+FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form means off
+PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
+
+
+def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
+    def render_settings(
+        outcome: Outcome | None = None, form: dict[str, str] | None = None
+    ) -> ResponseReturnValue:
+        values: dict[str, Any] = parts.store.settings().model_dump()
+        if form is not None:
+            values.update({k: v for k, v in form.items() if k in values})
+            values.update({flag: flag in form for flag in FLAGS})
+        return render_template("settings.html", outcome=outcome, s=values, languages=LANGUAGES)
+
+    @bp.get("/settings")
+    @owner_page
+    def settings() -> ResponseReturnValue:
+        pending = session.pop(PENDING, None)
+        if isinstance(pending, dict):
+            kept = Outcome(
+                "Welcome back. Your changes from before you were logged out are filled in below but not "
+                'saved yet: check them and press "Save settings".',
+                "question",
+            )
+            return render_settings(kept, {str(k): str(v) for k, v in pending.items()})
+        return render_settings()
+
+    @bp.post("/settings")
+    @owner_page
+    def settings_post() -> ResponseReturnValue:
+        form = {k: v for k, v in request.form.items() if k != "csrf"}
+        change: dict[str, Any] = {**form, **{flag: flag in form for flag in FLAGS}}
+        try:
+            saved = parts.change_settings(parse(SettingsChange, change).model_dump(exclude_none=True))
+        except PAGE_ERRORS as e:
+            return render_settings(problem(e), form)
+        said = "Settings saved."
+        if saved.volume == 0:
+            said += (
+                " The volume is 0, so the unit says nothing aloud: not calls, and not the codes you need to "
+                "log in. Turn the volume up to hear them."
+            )
+        flash(said, "info")
+        return redirect(url_for("pages.settings"))
