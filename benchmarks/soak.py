@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -235,6 +236,8 @@ def _verdict(report: dict[str, Any]) -> int:
 
 
 def main() -> int:
+    # SIGTERM (or Ctrl-C) ends the soak through the finally that stops both units.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0, help="how long the call lasts")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
