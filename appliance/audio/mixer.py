@@ -28,6 +28,9 @@ MAX_CALL_BACKLOG_SECONDS = 0.5
 # clock far ahead and its output merely behind, which is not a broken speaker.
 STALL_CHECK_SECONDS = 0.5
 STALL_CHECKS = 10
+# The newest announcements kept in ``played`` (tests and benchmarks read them); a unit that runs for
+# months must not keep every one.
+HISTORY = 100
 
 
 @dataclass
@@ -154,6 +157,7 @@ class MixingSpeaker:
                 if self._pos >= samples.size:
                     self._current = None
                     self.played.append(entry)
+                    del self.played[:-HISTORY]
                     entry.done.set()
             self._written += n
         return np.clip(np.round(mixed), -32768, 32767).astype(np.int16), started
