@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from appliance.audio import AudioError, Speaker
-from appliance.audio.mixer import BLOCK_SECONDS
+from appliance.audio.mixer import BLOCK_SECONDS, HISTORY
 from appliance.speech import SpeechError, tones
 from appliance.speech.espeak import Espeak
 from appliance.words.phrases import Phrases
@@ -40,6 +40,7 @@ class Item:
     peer: str = ""
     label: str = ""
     t: float = 0.0  # when it happened (time.monotonic())
+    secret: bool = False  # holds a code: said, never logged
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,13 @@ class Announcer:
         with self._cond:
             return self._busy
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, *, secret: bool = False) -> None:
         """Queue a device or call state sentence; it goes before any emotion."""
-        self._queue(Item("state", text=text, t=self._clock()))
+        self._queue(Item("state", text=text, t=self._clock(), secret=secret))
 
     def state(self, key: str, **fields: object) -> None:
-        self.say(self.phrases.say(key, **fields))
+        # The only sentences with digits are owner and pairing codes: secrets the log never holds.
+        self.say(self.phrases.say(key, **fields), secret="digits" in fields)
 
     def repeat_last(self) -> None:
         """Say the other person's current expression again, after what is playing now."""
@@ -156,6 +158,7 @@ class Announcer:
         if now > due + self._stale:
             log.debug("dropped stale emotion %s of %s (%.1f s late)", item.label, item.peer, now - due)
             self.dropped.append(item)
+            del self.dropped[:-HISTORY]
             return None, None
         self._said[item.peer] = item.label
         return item, None
@@ -173,8 +176,8 @@ class Announcer:
             try:
                 self._speak(item)
             except (SpeechError, AudioError) as e:
-                log.error("could not say an announcement: %s", e)
-                log.debug("the announcement was: %s", item.text or item.label)
+                # Never the text: it can be an owner or pairing code, which no log may hold.
+                log.error("could not say a %s announcement: %s", item.kind, e)
             finally:
                 with self._cond:
                     self._busy = False
@@ -185,19 +188,24 @@ class Announcer:
         if item.kind != "state" and self.mode in ("tones", "both"):
             clips.append((tones.chime(item.label), tones.TONE_RATE))
         if item.kind == "state" or self.mode != "tones":
-            text = item.text or self.phrases.emotion(item.peer, item.label)
+            text = text_of(item, self.phrases)
             clips.append(self._tts.synthesize(text, self.phrases.voice))
         started = self._clock()
-        log.debug("saying: %s", item.text or self.phrases.emotion(item.peer, item.label))
+        log.debug("saying: %s", "(a code)" if item.secret else text_of(item, self.phrases))
         if item.kind == "emotion":
             # The interval runs from when it is heard, not from when synthesis began.
             with self._cond:
                 self._last_emotion_at = started
         seconds = sum(self._speaker.play(pcm, rate) for pcm, rate in clips)
         self.spoken.append(Spoken(item, started, seconds))
+        del self.spoken[:-HISTORY]
 
     def close(self) -> None:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=15)
+
+
+def text_of(item: Item, phrases: Phrases) -> str:
+    return item.text or phrases.emotion(item.peer, item.label)
