@@ -7,6 +7,7 @@
   ``to``'s unit ``times`` times through the relay (a replay after the first), the answers' statuses.
 - ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
 - ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
+- ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
 """
 
 from __future__ import annotations
@@ -27,15 +28,26 @@ from slixmpp.stanza import Iq
 from slixmpp.xmlstream import register_stanza_plugin
 
 from appliance.relay import envelope
-from appliance.relay.client import RESOURCE
+from appliance.relay.client import PING_INTERVAL_S, RESOURCE
 from appliance.relay.envelope import Exchange
 
 from .relay_net import SERVER_IP, XMPP_PORT
 
 
-async def connect(args: dict[str, Any], received: list[str] | None = None) -> slixmpp.ClientXMPP | None:
-    xmpp = slixmpp.ClientXMPP(f"{args['jid']}/probe", args["password"])
-    xmpp.ssl_context = ssl.create_default_context(cafile=args["ca"])
+async def connect(
+    args: dict[str, Any], received: list[str] | None = None, crowd: ssl.SSLContext | None = None
+) -> slixmpp.ClientXMPP | None:
+    """Sign in; ``crowd``: one of many idle units sharing this TLS context (benchmarks/relay.py)."""
+    if crowd is None:
+        xmpp = slixmpp.ClientXMPP(f"{args['jid']}/probe", args["password"])
+        xmpp.ssl_context = ssl.create_default_context(cafile=args["ca"])
+    else:
+        # PLAIN inside TLS: the server checks the password; SCRAM's 10000 rounds of pure-Python
+        # HMAC per client would make this process, not the relay, the bottleneck of the benchmark.
+        xmpp = slixmpp.ClientXMPP(
+            f"{args['jid']}/{RESOURCE}", args["password"], sasl_mech="PLAIN", ssl_context=crowd
+        )
+        xmpp.register_plugin("xep_0199", {"keepalive": True, "interval": PING_INTERVAL_S})
     xmpp.enable_direct_tls = False
     register_stanza_plugin(Iq, envelope.RequestElement)
     register_stanza_plugin(Iq, envelope.ResponseElement)
@@ -115,7 +127,23 @@ async def allocate(args: dict[str, Any]) -> dict[str, Any]:
     return {"allocated": True, "relayed": list(relayed)}
 
 
-ACTIONS = {"login": login, "request": request, "listen": listen, "turn": allocate}
+async def crowd(args: dict[str, Any]) -> dict[str, Any]:
+    """Many idle units at once (the benchmark): each signs in, says it is available, pings the relay
+    every 20 s as a unit does, and stays until ``seconds`` have passed after the last one is in."""
+    clients: list[slixmpp.ClientXMPP] = []
+    accounts = [(str(jid), str(password)) for jid, password in args["accounts"]]
+    context = ssl.create_default_context(cafile=args["ca"])
+    for start in range(0, len(accounts), 20):
+        batch = [{"jid": j, "password": p, "ca": args["ca"]} for j, p in accounts[start : start + 20]]
+        joined = await asyncio.gather(*(connect(a, crowd=context) for a in batch))
+        clients += [c for c in joined if c is not None]
+    print(json.dumps({"connected": len(clients)}), flush=True)
+    await asyncio.sleep(args["seconds"])
+    await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
+    return {"connected": len(clients)}
+
+
+ACTIONS = {"login": login, "request": request, "listen": listen, "turn": allocate, "crowd": crowd}
 
 if __name__ == "__main__":
     result = asyncio.run(ACTIONS[sys.argv[1]](json.loads(sys.argv[2])))

@@ -268,3 +268,35 @@ def test_a_revoked_unit_is_cut_off_and_cannot_sign_in(homes: Homes) -> None:
         heard = json.loads(listener.stdout.read().splitlines()[-1])
     assert heard["cut_off"], heard
     assert probe(homes, "login", **account) == {"logged_in": False}
+
+
+def test_units_paired_at_home_keep_calling_after_one_moves_away(homes: Homes) -> None:
+    net, folder = homes.net, homes.folder
+    args = {name: relay_args(net, folder, name) for name in ("cora", "dina")}
+    # Paired on home 1's LAN (one address, two ports): each tells the other its relay account.
+    cora = RelayUnit("Cora", folder / "cora", 8081, net.unit_ip(0), netns=net.home(0))
+    dina = RelayUnit("Dina", folder / "dina", 8082, net.unit_ip(0), netns=net.home(0))
+    units = [cora.start(*args["cora"]), dina.start(*args["dina"])]
+    try:
+        since_c, since_d = cora.mark(), dina.mark()
+        cora.send(f"pair {dina.address}")
+        code = dina.wait_for("pairing.code", 15, since_d)["data"]["code"]
+        cora.wait_for("pair.asked", 15, since_c)
+        cora.send(f"code {code}")
+        cora.wait_for("pairing.done", 15, since_c)
+        for unit, other in ((cora, "dina"), (dina, "cora")):
+            deadline = time.monotonic() + 15
+            while f"{other}@{DOMAIN}" not in unit.status()["relay"]["online"]:
+                assert time.monotonic() < deadline, f"{unit.name} never learnt {other}'s relay account"
+                time.sleep(0.3)
+        dina.close()
+        # Dina moves to home 2. Cora still has her old LAN address, now nobody's: tried, then the relay.
+        units[1] = dina = RelayUnit("Dina", folder / "dina", 8082, net.unit_ip(1), netns=net.home(1))
+        dina.start(*args["dina"]).wait_for("relay.state", 30, state="connected")
+        call(cora, dina, "Dina")
+        hang_up(cora, dina)
+        call(dina, cora, "Cora")  # from home 2 Cora's address is not local: the relay at once
+        hang_up(dina, cora)
+    finally:
+        for unit in units:
+            unit.close()

@@ -17,9 +17,10 @@ from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable
 from appliance.pairing.service import HELLO_PATH
-from appliance.relay import RelayError, envelope, service, turn
+from appliance.relay import RelayError, envelope, routing, turn
 from appliance.relay.envelope import EnvelopeError, Exchange
-from appliance.relay.service import Relay, on_link
+from appliance.relay.routing import on_link
+from appliance.relay.service import Relay
 from appliance.state import Peer
 
 from .pairing_units import Unit, make_unit
@@ -76,7 +77,7 @@ def test_only_units_on_this_machines_networks_are_called_directly(
         "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"  # default via 192.168.1.1
         "eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"  # 192.168.1.0/24 on the link
     )
-    monkeypatch.setattr(service, "ROUTES", routes)
+    monkeypatch.setattr(routing, "ROUTES", routes)
     assert on_link("192.168.1.20:8080")
     assert not on_link("192.168.2.20:8080")
     assert not on_link("relay.example.org:8080") and not on_link("xmpp:a@relay.example.org")

@@ -50,11 +50,13 @@ class RelayClient:
         *,
         answer: Answerer,
         accepts: Callable[[str], bool],
+        contacts: Callable[[], list[str]],
     ) -> None:
         """``answer`` turns a request from a unit (its bare JID) into the answer; ``accepts`` says
-        whether a bare JID belongs to a paired unit (only those may subscribe to this unit's presence)."""
+        whether a bare JID belongs to a paired unit (only those may subscribe to this unit's presence);
+        ``contacts`` are the paired units' JIDs, whose presence this unit follows."""
         self._cfg, self._password, self._events = cfg, password, events
-        self._answer, self._accepts = answer, accepts
+        self._answer, self._accepts, self._contacts = answer, accepts, contacts
         self.jid = cfg.jid
         self.state = "connecting"
         self._xmpp: slixmpp.ClientXMPP | None = None
@@ -163,6 +165,9 @@ class RelayClient:
         back = self._said_unreachable
         self._said_unreachable = False
         self._set("connected", "connected to the relay")
+        for jid in self._contacts():  # paired while the relay was out of reach: subscribe now
+            if xmpp.client_roster[jid]["subscription"] != "both":
+                self.subscribe(jid)
         if back:
             self._events.publish("relay.back", "calls outside the home work again")
 

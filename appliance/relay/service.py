@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import ipaddress
 import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
@@ -36,6 +34,7 @@ from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, Unit
 from appliance.pairing.service import FINISH_PATH
 from appliance.relay import RelayError, RelayUnavailable
 from appliance.relay.contacts import RelayContacts
+from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
 from appliance.web.peer_api import verified_peer
 
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 
 ANNOUNCE_PATH = "/api/peer/relay"
 NOWHERE = "0.0.0.0"  # noqa: S104  (the remote address of a request that came through the relay: none)
-ROUTES = Path("/proc/net/route")
 
 
 class Relay:
@@ -58,7 +56,9 @@ class Relay:
         # Here and below, not at the top: slixmpp (6 MB) loads only on a unit with a relay configured.
         from appliance.relay.client import RelayClient
 
-        self.client = RelayClient(cfg, password, events, answer=self._answer, accepts=self._is_paired)
+        self.client = RelayClient(
+            cfg, password, events, answer=self._answer, accepts=self._is_paired, contacts=self._paired_jids
+        )
         self.peer_client = PeerClient(me, cfg.request_seconds, relay=self.post)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._app: Flask | None = None
@@ -101,18 +101,17 @@ class Relay:
     # Calling out ----------------------------------------------------------------------------------
 
     def route(self, peer: Peer) -> str:
-        """Where ``peer`` is reached: its LAN address on this network, else its relay address."""
-        if peer.address.startswith(RELAY_PREFIX):
-            return peer.address
-        jid = self.contacts.jid_of(peer.unit_id)
-        if jid is None or on_link(peer.address):
-            return peer.address  # a unit paired through the relay and not yet heard from has none
-        return RELAY_PREFIX + jid
+        """Where ``peer`` is reached first: its LAN address on this network, else its relay address."""
+        return routes(peer, self.contacts.jid_of(peer.unit_id))[0]
 
     def dialer(self, peer: Peer, timeout: float) -> Signalling:
-        """The call engine's signalling to ``peer``: the signed messages, directly or through the relay."""
+        """The call engine's signalling to ``peer``: the signed messages, directly or through the relay
+        (a unit paired at home and moved away is tried at its old address first, then the relay)."""
         client = PeerClient(self._me, timeout, relay=self.post)
-        return HttpSignalling(dataclasses.replace(peer, address=self.route(peer)), self._me, timeout, client)
+        ways = routes(peer, self.contacts.jid_of(peer.unit_id))
+        return FallbackSignalling(
+            [HttpSignalling(dataclasses.replace(peer, address=a), self._me, timeout, client) for a in ways]
+        )
 
     def ice_servers(self) -> list[RTCIceServer]:
         return self.client.ice_servers()
@@ -188,6 +187,11 @@ class Relay:
 
     # Pairings -------------------------------------------------------------------------------------
 
+    def _paired_jids(self) -> list[str]:
+        peers = self._store.peers()
+        jids = {p.address[len(RELAY_PREFIX) :] for p in peers if p.address.startswith(RELAY_PREFIX)}
+        return sorted(jids | {j for p in peers if (j := self.contacts.jid_of(p.unit_id))})
+
     def _is_paired(self, jid: str) -> bool:
         unit = self.contacts.unit_of(jid)
         if unit is not None and self._store.peer(unit) is not None:
@@ -248,23 +252,3 @@ def _json_field(body: bytes, *keys: str) -> str | None:
     except (ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, str) else None
-
-
-def on_link(address: str) -> bool:
-    """Whether the host of ``address`` is on one of this machine's own networks (no router between)."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    try:
-        ip = ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    packed = int.from_bytes(ip.packed, "little")  # /proc/net/route writes addresses in host order
-    try:
-        lines = ROUTES.read_text().splitlines()[1:]
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        connected = len(fields) >= 8 and int(fields[2], 16) == 0 and int(fields[1], 16) != 0
-        if connected and packed & int(fields[7], 16) == int(fields[1], 16):
-            return True
-    return False

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.pairing.client import ADDRESS
+from appliance.pairing.client import ADDRESS, RELAY_ADDRESS
 from appliance.state import NAME_PATTERN, Announcements, Verbosity, describe
 
 CODE = r"^\s*\d{6}\s*$"
@@ -55,8 +55,8 @@ class OwnerLogin(_Body):
 class PairRequest(_Body):
     address: str = Field(
         max_length=262,
-        pattern=ADDRESS.pattern,
-        description="The other unit's host:port, e.g. 192.168.1.20:8080",
+        pattern=f"{ADDRESS.pattern}|{RELAY_ADDRESS.pattern}",
+        description="The other unit's host:port, e.g. 192.168.1.20:8080, or xmpp:NAME@RELAY in another home",
     )
 
 
@@ -105,6 +105,9 @@ def typed_address(text: str) -> str:
 
     Only for the pages: the API takes ``host:port`` exactly. A missing port is the default 8080.
     """
+    account = text.strip().removeprefix("xmpp:")
+    if RELAY_ADDRESS.match(f"xmpp:{account}"):
+        return f"xmpp:{account}"  # a unit in another home, by its account on the relay
     found = TYPED_ADDRESS.match(text.strip())
     host = found.group(1) if found else text.strip()
     bracketed = host.startswith("[")
