@@ -25,6 +25,8 @@ from appliance.controls.privacy import PrivacyGestures
 from appliance.display.select import open_display
 from appliance.display.view import Display
 from appliance.events import EventBus
+from appliance.guests.invites import Invites
+from appliance.guests.pages import guests_blueprint
 from appliance.identity import Identity
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase
@@ -146,7 +148,11 @@ class Appliance:
                 self.events, self.vision, lambda: current().share_expressions, camera=self.capture
             )
             stack.callback(gate.close)
-            blueprints = [create_blueprint(self.call), wifi_blueprint(cfg.unit.data_dir)]
+            blueprints = [
+                create_blueprint(self.call),
+                wifi_blueprint(cfg.unit.data_dir),
+                guests_blueprint(Invites(self.identity, self.store), cfg.relay.jid),
+            ]
             app = create_app(self.status, parts, blueprints + ([relay.blueprint()] if relay else []))
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
             stack.callback(self.web.close)
