@@ -13,7 +13,7 @@
 # checks that every pairing whose commit had returned is still there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
 image=$CACHE_DIR/out/emocall-arm64.img.xz
@@ -24,7 +24,9 @@ for arg in "$@"; do
     *) image=$arg ;;
   esac
 done
-CLIP=${EMOCALL_CLIP:-$(find "$here/../../shared/data/clips" -name "*.mp4" 2>/dev/null | sort | head -1)}
+clips=$here/../../shared/data/clips
+CLIP=${EMOCALL_CLIP:-$(find "$clips" -name single_face.mp4 2>/dev/null; find "$clips" -name "*.mp4" 2>/dev/null | sort)}
+CLIP=${CLIP%%$'\n'*}
 READY_TIMEOUT=${EMOCALL_READY_TIMEOUT:-600}
 PASSWORD=emocall-test
 work=$(mktemp -d /tmp/emocall-boot.XXXX)
@@ -152,27 +154,19 @@ time.sleep(3); s.close()' "$work/monitor" "$work/screen.ppm" || true
 # killed (SIGKILL: no flush, no unmount) while the loop runs.
 power_cut() {
   local committed after
-  ssh_guest "echo $PASSWORD | sudo -S -p '' runuser -u emocall -- /opt/emocall/venv/bin/python -c '
-import os, sys
-from pathlib import Path
-from appliance.state import StateStore
-store = StateStore(Path(\"/var/lib/emocall/state.db\"))
-for n in range(100000):
-    store.add_peer(os.urandom(8).hex(), f\"peer {n}\", \"10.0.0.1:8080\", os.urandom(32))
-    print(\"committed\", len(store.peers()), flush=True)
-'" >"$work/writer.log" 2>&1 &
+  ssh_guest "cat > /tmp/pairings.py" <"$here/lib/pairings.py"
+  as_root runuser -u emocall -- /opt/emocall/venv/bin/python /tmp/pairings.py write >"$work/writer.log" 2>&1 &
   sleep 20
   kill -9 "$qemu_pid"
   wait "$qemu_pid" 2>/dev/null || true
   qemu_pid=
-  committed=$(grep -c committed "$work/writer.log" || true)
+  committed=$(grep -c '^committed' "$work/writer.log" || true)
   [ "$committed" -gt 0 ] || die "the writer committed nothing: $(tail -3 "$work/writer.log")"
   log "power cut after $committed committed pairings"
   step "second boot after the power cut" boot second
   wait_ready second
-  after=$(as_root runuser -u emocall -- /opt/emocall/venv/bin/python -c "'from pathlib import Path
-from appliance.state import StateStore
-s = StateStore(Path(\"/var/lib/emocall/state.db\")); s.check(); print(len(s.peers()))'")
+  ssh_guest "cat > /tmp/pairings.py" <"$here/lib/pairings.py"
+  after=$(as_root runuser -u emocall -- /opt/emocall/venv/bin/python /tmp/pairings.py count)
   if [ "$after" -ge "$committed" ]; then
     record power_cut ok "$committed pairings committed before the cut, $after after the reboot, database intact"
   else

@@ -8,7 +8,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
 SUITE=bookworm
@@ -22,12 +22,17 @@ last_stage=image
 
 packages() { grep -hv '^#' "$@" | tr -s ' \n' ' '; }
 
-# What goes into the emocall stage: the files install.sh reads, from git (not untracked leftovers).
-source_files() { git -C "$repo" ls-files appliance models/edgetpu image-build pyproject.toml README.md; }
+# What goes into the emocall stage: the files install.sh reads, tracked or new, never git-ignored
+# build outputs.
+source_files() {
+  git -C "$repo" ls-files --cached --others --exclude-standard appliance models/edgetpu pyproject.toml \
+    README.md image-build/install.sh image-build/packages.txt image-build/requirements.lock image-build/files |
+    grep -v '^image-build/files/boot/'
+}
 source_key() { (cd "$repo" && source_files | sort | xargs sha256sum) | sha256sum | cut -c1-12; }
 
 base_key=$(key "$here/packages-debian.txt" <(echo "$SUITE minbase v1"))
-kernel_key=$(key <(echo "$base_key") "$here/packages-kernel.txt" "$here/files/initramfs/emocall.conf")
+kernel_key=$(key <(echo "$base_key") "$here/packages-kernel.txt" "$here"/files/initramfs/*)
 base_tar=$CACHE_DIR/base-$base_key.tar.zst
 kernel_tar=$CACHE_DIR/kernel-$kernel_key.tar.zst
 
@@ -49,6 +54,7 @@ stage_base() {
 install_kernel() {
   local root=$1
   install -D -m 0644 "$here/files/initramfs/emocall.conf" "$root/etc/initramfs-tools/conf.d/emocall.conf"
+  install -D -m 0644 "$here/files/initramfs/modules" "$root/etc/initramfs-tools/modules"
   in_root "$root" dpkg-divert --local --rename --add /usr/sbin/update-initramfs
   printf '#!/bin/sh\nexit 0\n' >"$root/usr/sbin/update-initramfs"
   chmod 0755 "$root/usr/sbin/update-initramfs"
@@ -73,6 +79,8 @@ pack() {
   unmount_root "$root"
   tar -C "$root" --zstd -cpf "$CACHE_DIR/pack.part.tar.zst" .
   mv "$CACHE_DIR/pack.part.tar.zst" "$tarball"
+  rm -rf "$root"
+  trap - EXIT
 }
 
 stage_kernel() {
@@ -121,6 +129,8 @@ stage_image() {
   extract "$emocall_tar"
   work=$(mktemp -d "$CACHE_DIR/image.XXXX")
   boot_files "$root" "$work/boot"
+  # What raspi-firmware's hooks copied into the root's /boot/firmware would hide under the FAT mount.
+  find "$root/boot/firmware" -mindepth 1 -delete
   boot_img=$work/boot.vfat root_img=$work/root.ext4 data_img=$work/data.ext4
   mkfs.vfat -C -n RASPIFIRM "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
   mcopy -s -i "$boot_img" "$work/boot"/* ::

@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 root=${1:?usage: install-test-root.sh DIR}
 
@@ -20,7 +20,8 @@ build() {
 
 install_emocall() {
   install -d "$root/tmp/emocall-src"
-  git -C "$repo" ls-files appliance models/edgetpu image-build pyproject.toml README.md |
+  # Tracked and new (not ignored) files: the working tree as it is, without build outputs.
+  git -C "$repo" ls-files --cached --others --exclude-standard appliance models/edgetpu image-build pyproject.toml README.md |
     (cd "$repo" && tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
   cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
   trap 'unmount_root "$root"' EXIT

@@ -123,7 +123,9 @@ main() {
   wire_audio
   enable_units
   scrub
-  say "done: $("$venv/bin/emocall" --version)"
+  local version
+  version=$("$venv/bin/emocall" --version)
+  say "done: $version"
 }
 
 main "$@"

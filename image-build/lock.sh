@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 uv=${UV:-uv}
 "$uv" pip compile pyproject.toml image-build/requirements.in \
-  --python-version 3.11 --python-platform aarch64-unknown-linux-gnu \
+  --python-version 3.11.2 --python-platform aarch64-unknown-linux-gnu \
   --generate-hashes --no-header --quiet -o image-build/requirements.lock

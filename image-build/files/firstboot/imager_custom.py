@@ -12,6 +12,7 @@ Each setting is applied with the system's own tools (argument lists, timeouts).
 
 from __future__ import annotations
 
+import grp
 import subprocess
 import sys
 import tomllib
@@ -40,9 +41,17 @@ def set_hostname(name: str) -> None:
     _run("hostname", name)
 
 
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def set_user(name: str, password_hash: str) -> None:
     """The flasher's login user (there is none by default and no default password)."""
-    groups = "sudo,audio,video,plugdev,netdev"
+    groups = ",".join(g for g in ("sudo", "audio", "video", "plugdev", "netdev") if _group_exists(g))
     existing = subprocess.run(["id", name], capture_output=True, timeout=TIMEOUT).returncode == 0
     if not existing:
         _run("useradd", "--create-home", "--shell", "/bin/bash", "--groups", groups, name)
@@ -60,6 +69,8 @@ def enable_ssh(keys: list[str], user: str | None, password_login: bool) -> None:
     conf.write_text(f"PasswordAuthentication {'yes' if password_login else 'no'}\n")
     _run("ssh-keygen", "-A")
     _run("systemctl", "enable", "ssh.service")
+    if Path("/run/systemd/system").is_dir():  # booted with systemd (not a chroot): start it now
+        _run("systemctl", "start", "--no-block", "ssh.service")
 
 
 def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> None:
@@ -103,7 +114,9 @@ def apply_custom_toml(path: Path) -> list[str]:
         set_user(user["name"], user["password"])
         done.append("user")
     if ssh.get("enabled"):
-        enable_ssh(list(ssh.get("authorized_keys", [])), user.get("name"), bool(ssh.get("password_authentication")))
+        enable_ssh(
+            list(ssh.get("authorized_keys", [])), user.get("name"), bool(ssh.get("password_authentication"))
+        )
         done.append("ssh")
     if wlan.get("ssid"):
         set_wlan(wlan["ssid"], wlan.get("password", ""), wlan.get("country", ""), bool(wlan.get("hidden")))

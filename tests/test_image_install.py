@@ -1,0 +1,215 @@
+"""The image's install script, run into a real root filesystem (image-build/install-test-root.sh).
+
+CI covers: every image script is shellcheck-clean; install.sh turns a Debian bookworm root (this
+machine's architecture, built by mmdebstrap) into a unit: the user and its groups, the locked
+virtualenv that imports the appliance and its native parts, the units enabled and valid, PipeWire
+for the service user, the journal in memory, and nothing unit-specific or secret left in the image;
+then `emocall selftest` runs inside that root (camera from a clip, CPU inference, espeak-ng).
+Only `sudo bash image-build/build.sh` + `boot-test.sh` make the arm64 image and boot it (README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLIPS, need
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "image-build"
+SCRIPTS = [
+    *IMAGE.glob("*.sh"),
+    *IMAGE.glob("lib/*.sh"),
+    IMAGE / "files/firstboot/emocall-firstboot",
+    IMAGE / "files/network/emocall-hotspot",
+    IMAGE / "pi-gen/stage-emocall/prerun.sh",
+    IMAGE / "pi-gen/stage-emocall/00-emocall/00-run.sh",
+]
+TOOLS = ("shellcheck", "mmdebstrap")
+# Building the root and installing into it takes minutes (about 5 on this machine, more in CI's first
+# run, which downloads every package).
+pytestmark = pytest.mark.timeout(1800)
+
+
+def need_tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:  # .ci/setup --tests installs them: in CI a missing tool is a failure, not a skip
+        pytest.fail(f"{', '.join(missing)} missing: run bash .ci/setup --tests")
+    if os.geteuid() != 0:
+        pytest.skip("building a root filesystem needs root (CI runs as root)")
+
+
+def test_every_image_script_is_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck missing: run bash .ci/setup --tests")
+    assert all(s.is_file() for s in SCRIPTS)
+    result = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=IMAGE, timeout=120
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    need_tools()
+    where = Path(os.environ.get("EMOCALL_TEST_ROOT", tmp_path_factory.mktemp("image") / "root"))
+    result = subprocess.run(
+        ["bash", str(IMAGE / "install-test-root.sh"), str(where)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    yield where
+
+
+def in_root(root: Path, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    argv_ = ["chroot", str(root), *argv]
+    return subprocess.run(argv_, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_the_service_user_has_its_groups_and_a_private_state_dir(root: Path) -> None:
+    groups = in_root(root, "id", "-nG", "emocall").stdout.split()
+    assert {"emocall", "video", "render", "gpio", "audio", "plugdev", "apex"} <= set(groups)
+    state = root / "var/lib/emocall"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    shell = in_root(root, "getent", "passwd", "emocall").stdout.strip().split(":")[-1]
+    assert shell == "/usr/sbin/nologin"
+
+
+def test_the_venv_imports_the_appliance_and_its_native_parts(root: Path) -> None:
+    code = (
+        "import numpy, cv2, av, aiortc, pygame, lgpio, gpiozero, ai_edge_litert, appliance.app; "
+        "print(numpy.__version__)"
+    )
+    result = in_root(root, "/opt/emocall/venv/bin/python", "-c", code)
+    assert result.returncode == 0, result.stderr
+    # numpy 1.x: Raspberry Pi OS's apt simplejpeg/picamera2 (seen through system site packages) need it.
+    assert result.stdout.splitlines()[-1].startswith("1."), result.stdout
+    cfg = (root / "opt/emocall/venv/pyvenv.cfg").read_text()
+    assert "include-system-site-packages = true" in cfg
+
+
+def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "emocall.service").is_symlink()
+    assert (wants / "emocall-firstboot.service").is_symlink()
+    assert not (wants / "ssh.service").exists(), "SSH must stay off unless the flasher enables it"
+    unit = (root / "etc/systemd/system/emocall.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/var/lib/emocall", "UMask=0077"):
+        assert line in unit
+    assert "StateDirectoryMode=0700" in unit
+    uid = in_root(root, "id", "-u", "emocall").stdout.strip()
+    dropin = (root / "etc/systemd/system/emocall.service.d/10-audio.conf").read_text()
+    assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in dropin
+    assert (root / "var/lib/systemd/linger/emocall").exists()
+    result = in_root(
+        root, "systemd-analyze", "verify", "--man=no", "emocall.service", "emocall-firstboot.service"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_audio_and_journal_configuration(root: Path) -> None:
+    echo = (root / "etc/pipewire/pipewire.conf.d/50-emocall-echo-cancel.conf").read_text()
+    assert 'node.name = "echo-cancel-source"' in echo and "priority.session = 3000" in echo
+    journal = (root / "etc/systemd/journald.conf.d/50-emocall.conf").read_text()
+    assert "Storage=volatile" in journal and "MaxRetentionSec=1day" in journal
+    assert (root / "usr/share/emocall/models/edgetpu/emotion_int8.tflite").is_file()
+
+
+def test_nothing_unit_specific_or_secret_is_left(root: Path) -> None:
+    assert not list((root / "etc/ssh").glob("ssh_host_*")), "SSH host keys are made at first boot"
+    assert (root / "etc/machine-id").read_text() == ""
+    assert not list((root / "var/lib/apt/lists").glob("*_Packages*"))
+    assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+    root_password = in_root(root, "getent", "shadow", "root").stdout.split(":")[1]
+    assert root_password.startswith(("!", "*")), "no root password in the image"
+    users = [ln.split(":")[0] for ln in (root / "etc/passwd").read_text().splitlines() if ":/bin/bash" in ln]
+    assert users in ([], ["root"]), f"login users in the image: {users}"
+
+
+def test_selftest_runs_inside_the_installed_root(root: Path) -> None:
+    clip = need(CLIPS / "single_face.mp4")
+    shutil.copy(clip, root / "tmp/clip.mp4")
+    result = in_root(
+        root,
+        "runuser",
+        "-u",
+        "emocall",
+        "--",
+        "/opt/emocall/venv/bin/emocall",
+        "--config",
+        "/etc/emocall/config.toml",
+        "selftest",
+        "--json",
+        "--source",
+        "/tmp/clip.mp4",
+    )
+    report = {p["part"]: p for p in json.loads(result.stdout)["parts"]}
+    assert report["camera"]["ok"], report["camera"]
+    assert report["vision"]["ok"], report["vision"]
+    assert report["speech"]["ok"], report["speech"]
+
+
+def test_first_boot_applies_imager_settings_names_the_unit_and_makes_its_key(root: Path) -> None:
+    """emocall-firstboot in the root (its own UTS namespace: `hostname` must not rename this machine).
+
+    Runs last: it adds what a flashed card gets at first boot (a user, SSH keys).
+    """
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) missing")
+    (root / "etc/machine-id").write_text("4f2a9c0d1e2b3c4d5e6f708192a3b4c5\n")  # systemd writes it at boot
+    boot = root / "boot/firmware"
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "custom.toml").write_text(
+        'config_version = 1\n[user]\nname = "asha"\npassword = "$6$salt$hash"\npassword_encrypted = true\n'
+        "[ssh]\nenabled = true\npassword_authentication = false\n"
+        'authorized_keys = ["ssh-ed25519 AAAA test"]\n'
+    )
+    (boot / "emocall.toml").write_text('[camera]\nsource = "pattern"\n')
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    try:
+        result = subprocess.run(
+            ["unshare", "--uts", "chroot", str(root), "/usr/lib/emocall/emocall-firstboot"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        check_first_boot(root, result)
+    finally:  # the root as the image ships it again, for a later run against the same root
+        in_root(root, "userdel", "--remove", "asha")
+        for made in ("var/lib/emocall/identity.key", "etc/emocall/unit.env", "etc/machine-id"):
+            (root / made).unlink(missing_ok=True)
+        (root / "etc/machine-id").write_text("")
+        for key in (root / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        shutil.copy(IMAGE / "files/config.toml", root / "etc/emocall/config.toml")
+        in_root(root, "systemctl", "disable", "ssh.service")
+
+
+def check_first_boot(root: Path, result: subprocess.CompletedProcess[str]) -> None:
+    boot = root / "boot/firmware"
+    assert result.returncode == 0, result.stderr
+    host = (root / "etc/hostname").read_text().strip()
+    assert host == f"emocall-{0x4F2A9C % 10000:04d}"
+    assert (root / "etc/emocall/unit.env").read_text() == f"EMOCALL_UNIT__NAME={host.replace('-', ' ')}\n"
+    assert "unit id:" in result.stdout
+    key = root / "var/lib/emocall/identity.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert in_root(root, "stat", "-c", "%U", "/var/lib/emocall/identity.key").stdout.strip() == "emocall"
+    assert in_root(root, "getent", "shadow", "asha").stdout.split(":")[1] == "$6$salt$hash"
+    assert (root / "home/asha/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAA test\n"
+    assert (root / "etc/systemd/system/multi-user.target.wants/ssh.service").is_symlink() or (
+        root / "etc/systemd/system/sshd.service"
+    ).is_symlink()
+    assert list((root / "etc/ssh").glob("ssh_host_*_key")), "host keys are made when SSH is enabled"
+    assert (root / "etc/emocall/config.toml").read_text() == '[camera]\nsource = "pattern"\n'
+    assert not (boot / "custom.toml").exists(), "Imager's settings (a password hash) are removed once applied"
