@@ -20,6 +20,7 @@ from appliance.identity import Identity
 
 ROOT = Path(__file__).resolve().parents[1]
 EMOCALL = [sys.executable, "-m", "appliance.cli"]
+STOP_WITHIN_S = 20.0
 
 
 def test_demo_pairs_with_the_code_one_unit_says_and_the_other_accepts(tmp_path: Path) -> None:
@@ -66,9 +67,14 @@ def test_run_takes_config_before_or_after_the_command(tmp_path: Path, after: boo
     try:
         assert '"name":"Kitchen"' in _wait_ready(port, proc).replace(" ", "")
     finally:
+        stop = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+    stopped_in = time.monotonic() - stop
     assert proc.returncode == 0, err[-3000:]
+    # systemd waits 90 s (TimeoutStopSec's default) before it kills the service.
+    assert stopped_in < STOP_WITHIN_S, err[-3000:]
+    print(f"stopped {stopped_in:.1f} s after SIGTERM")
     assert "\x1b[" not in err  # plain log lines, no colour codes
 
 
