@@ -32,7 +32,7 @@ import pytest
 
 from appliance import config
 from appliance.app import Appliance
-from appliance.audio.wav import read_wav
+from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.call.lan import free_port
 from appliance.call.microphone import open_input
 from appliance.call.session import Session
@@ -42,9 +42,12 @@ from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.privacy import CallGate
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator
 from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
-from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS
+from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS, Phrases
 
 from .call_unit import Unit
 from .conftest import CLIPS, need
@@ -179,7 +182,7 @@ def test_failing_production_outputs_leave_no_wav_or_png(
             "web": {"port": free_port(), "discovery": False},
             "camera": {"source": "pattern"},
             "vision": {"enabled": False},
-            "speech": {"output": "alsa", "device": "emocall-no-such-device"},
+            "speech": {"output": "alsa", "device": "emocall-no-such-device", "rate_wpm": 450},
             "display": {"backend": "kmsdrm"},
         },
         environ={},
@@ -189,7 +192,7 @@ def test_failing_production_outputs_leave_no_wav_or_png(
         assert unit.display is None
         assert unit.speech is not None
         unit.speech.announcer.say("Nobody hears this.")
-        assert unit.speech.announcer.wait_idle(15)
+        assert unit.speech.announcer.wait_idle(30)  # played in real time, to no device
         topics = [e.topic for e in unit.events.recent()]
         spoken = [s.item.text for s in unit.speech.announcer.spoken]
     finally:
@@ -443,3 +446,43 @@ def test_the_ice_server_list_stays_empty_so_nothing_asks_a_public_stun_server() 
 
     connections = asyncio.run(offer())
     assert connections and all(c.stun_server is None and c.turn_server is None for c in connections)
+
+
+def test_consent_follows_sharing_and_whether_expressions_can_be_recognised(tmp_path: Path) -> None:
+    """At connect: shared only when the owner shares and vision runs; switching mid-call is said."""
+    events = EventBus()
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    announcer = Announcer(speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
+    narrator = Narrator(events, announcer, "quiet", sharing=True)
+
+    def call(*states: str) -> None:
+        for state in states:
+            events.publish("call.state", state, state=state, peer="Bela", reason="")
+
+    try:
+        call("connected", "reconnecting", "connected")  # said once per call, not after a reconnect
+        events.publish(
+            "settings.changed", "saved", changed=["share_expressions"], settings={"share_expressions": False}
+        )
+        call("ended", "idle")
+        events.publish(
+            "settings.changed", "saved", changed=["share_expressions"], settings={"share_expressions": True}
+        )  # out of a call: the page says it, the unit stays quiet
+        events.publish("vision.unavailable", "off", reason="turned off (vision.enabled = false)")
+        call("connected")
+        assert announcer.wait_idle(20)
+        said = [s.item.text for s in announcer.spoken]
+    finally:
+        narrator.close()
+        announcer.close()
+        speaker.close()
+    assert said == [
+        "Connected to Bela.",
+        "Bela hears your expressions.",
+        "Reconnecting.",
+        "Connected to Bela.",
+        "Your expressions are no longer shared.",
+        "Call ended.",
+        "Connected to Bela.",
+        "Your expressions are not shared.",  # sharing on, but no expressions to share
+    ]

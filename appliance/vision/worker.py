@@ -85,7 +85,10 @@ class VisionWorker:
             return worker
         worker = cls(feed, pipeline, events, cfg.analyse_fps, paused=paused)
         if not cfg.enabled:
+            # Said like any other reason (and it makes the consent at connect say "not shared").
             worker.unavailable = "turned off (vision.enabled = false)"
+            reason = worker.unavailable
+            events.publish("vision.unavailable", f"emotions unavailable: {reason}", reason=reason)
         return worker
 
     def start(self) -> VisionWorker:
