@@ -100,3 +100,15 @@ def test_log_lines_name_things_a_person_can_compare(tmp_path: Path, caplog: pyte
     assert any(me.unit_id in line for line in lines), lines
     assert any("Listener.on_event failed on unit.ready" in line for line in lines), lines
     assert not any(re.search(r"object at 0x|0x[0-9a-f]{8,}", line) for line in lines), lines
+
+
+def test_a_unit_loads_no_library_it_does_not_use() -> None:
+    """TensorFlow, SciPy, pandas and matplotlib are for training and benchmarks; slixmpp only with a
+    relay; `emocall say`, `call` and `config` load none of the call, vision and display libraries."""
+    check = (
+        "import sys; import appliance.cli as cli; light = set(sys.modules); import appliance.app; "
+        "heavy = ('tensorflow', 'scipy', 'pandas', 'matplotlib', 'slixmpp'); "
+        "print(sorted(m for m in heavy if m in sys.modules), sorted({'aiortc', 'cv2', 'pygame'} & light))"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.strip() == "[] []", out.stdout + out.stderr[-2000:]
