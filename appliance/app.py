@@ -25,8 +25,7 @@ from appliance.controls.privacy import PrivacyGestures
 from appliance.display.select import open_display
 from appliance.display.view import Display
 from appliance.events import EventBus
-from appliance.guests.invites import Invites
-from appliance.guests.pages import guests_blueprint
+from appliance.guests.service import Guests
 from appliance.identity import Identity
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase
@@ -95,7 +94,9 @@ class Appliance:
                 fps=cfg.camera.fps,
             ).start()
             stack.callback(self.capture.close)
-            show = self.display.set_remote_frame if self.display else None
+            guests = stack.enter_context(
+                Guests(cfg.vision, cfg.relay.jid, self.identity, self.store, self.events)
+            )
             # None without [relay] jid: calls stay in the home and no STUN/TURN server is asked.
             self.relay = relay = Relay.open(cfg.relay, self.identity, self.store, self.events)
             self.call = CallEngine(
@@ -106,7 +107,8 @@ class Appliance:
                 capture=self.capture,
                 events=self.events,
                 speaker=self.speech.speaker,
-                on_remote_frame=show or (lambda _: None),  # display off: the call goes on unseen
+                # Display off: the call goes on unseen. A guest's face is analysed here (appliance/guests).
+                on_remote_frame=guests.tap(self.display.set_remote_frame if self.display else None),
                 dialer=relay.dialer if relay else None,
                 ice_servers=relay.ice_servers if relay else None,
             ).start()
@@ -151,7 +153,7 @@ class Appliance:
             blueprints = [
                 create_blueprint(self.call),
                 wifi_blueprint(cfg.unit.data_dir),
-                guests_blueprint(Invites(self.identity, self.store), cfg.relay.jid),
+                *guests.blueprints(self.call),
             ]
             app = create_app(self.status, parts, blueprints + ([relay.blueprint()] if relay else []))
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()

@@ -101,6 +101,7 @@ class Peer:
     address: str
     public_key: bytes
     paired_at: float
+    guest: bool = False  # a guest calling from a browser with an invite (appliance/guests/), never stored
 
 
 class StateStore:

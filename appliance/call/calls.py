@@ -353,6 +353,8 @@ class CallFlow:
     async def _send_http_bye(self, peer: Peer) -> None:
         # Cancels a call still ringing there, and stops its re-offers while the connection is down;
         # if it cannot be reached it gives up by itself after reconnect_seconds.
+        if peer.guest:
+            return  # a guest's page cannot be asked: it hears the heartbeat stop
         signalling = self._e.dial(peer, RETRY_SIGNAL_SECONDS)
         try:
             await signalling.send(Signal(kind="bye", name=self._e.name))

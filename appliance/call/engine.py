@@ -110,7 +110,11 @@ class CallEngine:
 
     def incoming(self, unit_id: str, signal: Signal) -> concurrent.futures.Future[Signal]:
         """Hand a verified signalling message from ``unit_id`` to the loop; the future is the reply."""
-        return asyncio.run_coroutine_threadsafe(self.flow.incoming(self.peer(unit_id), signal), self._loop)
+        return self.incoming_from(self.peer(unit_id), signal)
+
+    def incoming_from(self, peer: Peer, signal: Signal) -> concurrent.futures.Future[Signal]:
+        """As :meth:`incoming`, from a caller already checked otherwise (a guest's invite)."""
+        return asyncio.run_coroutine_threadsafe(self.flow.incoming(peer, signal), self._loop)
 
     def status(self) -> dict[str, Any]:
         return self._run(self.flow.status(), timeout=5)
@@ -154,6 +158,8 @@ class CallEngine:
         self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
     ) -> None:
         name = peer.name if peer else ""
+        if peer is not None and peer.guest:
+            data["guest"] = True  # "Priya is calling from a browser"
         self.events.publish("call.state", message, state=state, peer=name, reason=reason, **data)
 
     def responsive(self, timeout: float) -> bool:
@@ -180,8 +186,8 @@ class CallEngine:
             self._loop.call_soon_threadsafe(self._send_vision, event)
 
     def _send_vision(self, event: Event) -> None:
-        if self.flow.state != "connected":
-            return
+        if self.flow.state != "connected" or (self.flow.peer is not None and self.flow.peer.guest):
+            return  # a guest never receives the owner's expressions
         self._seq += 1
         message: messages.Message
         if event.topic == "vision.emotion":

@@ -144,6 +144,13 @@ class Invites:
             )
         return invite
 
+    def matches(self, token: str, invite: Invite) -> bool:
+        """Whether ``token`` is this unit's signed token for ``invite`` (used up or not)."""
+        try:
+            return self._verified(token).get("id") == invite.id
+        except InviteRefused:
+            return False
+
     def _verified(self, token: str) -> dict[str, object]:
         forged = InviteRefused("forged", "This link is not a valid invite. Check that it was copied whole.")
         payload_b64, _, signature_b64 = token[:MAX_TOKEN].partition(".")

@@ -19,8 +19,9 @@ from typing import ClassVar
 from slixmpp.xmlstream import ElementBase
 
 NS = "urn:emocall:relay:1"
-# The unit-to-unit endpoints a request through the relay may reach; never the owner's pages or API.
-PATHS = ("/api/peer/", "/api/call/signal")
+# The unit-to-unit endpoints a request through the relay may reach, and a guest's call signalling
+# (appliance/guests/calls.py: it checks the sender is a guest and the invite); never the owner's pages or API.
+PATHS = ("/api/peer/", "/api/call/signal", "/api/guest/signal")
 MAX_BODY = 64 * 1024  # the web app refuses larger requests too
 HEADERS = ("content-type", "x-emocall-")  # the only headers carried (by prefix, lower case)
 

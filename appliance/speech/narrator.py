@@ -148,14 +148,15 @@ class Narrator:
             return  # it answers by itself: "press the button" would be wrong, "connected" follows
         peer = str(event.data.get("peer") or "")
         if state in CALL_STATES:
-            self._announcer.state(CALL_STATES[state], peer=peer)
+            guest = state == "ringing" and event.data.get("guest")
+            self._announcer.state("guest_ringing" if guest else CALL_STATES[state], peer=peer)
         if state == "connected" and self._call_state != "reconnecting":
-            self._say_consent(peer)
+            self._say_consent(peer, guest=bool(event.data.get("guest")))
         self._call_state = state
 
-    def _say_consent(self, peer: str) -> None:
+    def _say_consent(self, peer: str, guest: bool = False) -> None:
         """Whether this side's expressions are described to the other, right after "Connected"."""
-        if self._sharing and self._vision_ok:
+        if self._sharing and self._vision_ok and not guest:  # a guest never receives them
             self._announcer.state("consent_shared", peer=peer)
         else:
             self._announcer.state("consent_private")

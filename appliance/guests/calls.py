@@ -1,0 +1,150 @@
+"""A guest's call signalling: ``POST /api/guest/signal``, reachable only through the relay, from a guest.
+
+The guest's page signs in anonymously on the relay's guest host (``guests.RELAY``) and sends its
+offer to the unit as a relay request (:mod:`appliance.relay.envelope`), the same way units send
+theirs; the relay service runs it through this web app with the sender's address in the WSGI
+environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe": BOOL,
+"signal": {...}}``; the signal is the call engine's own (:class:`~appliance.call.signaling.Signal`),
+so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
+reconnect, busy, bye), with the guest as the peer. A new offer needs a live invite (a one-time one
+is used up by it); a re-offer or a bye needs the invite and the guest address of the call in progress.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.call import CallError
+from appliance.call.engine import CallEngine
+from appliance.call.signaling import Signal, SignallingError
+from appliance.events import Event
+from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
+from appliance.guests.vision import GuestVision
+from appliance.state import Peer
+
+log = logging.getLogger(__name__)
+
+GUEST_PATH = "/api/guest/signal"
+SENDER = "emocall.relay_sender"  # the WSGI environ key the relay service sets (appliance/relay/service.py)
+REPLY_MARGIN_SECONDS = 15.0
+
+
+class GuestSignal(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    invite: str = Field(max_length=MAX_TOKEN)
+    describe: bool = True  # the guest agrees to have their expressions described to the owner
+    signal: Signal
+
+
+@dataclass(frozen=True)
+class GuestCall:
+    """Who the call in progress is with: the invite, the guest's relay address, their choice."""
+
+    invite: Invite
+    sender: str
+    describe: bool
+    peer: Peer
+
+
+def guest_domain(jid: str) -> str:
+    """The relay's host for guests, next to the unit's own host (relay/prosody-host.cfg.lua.template)."""
+    return "guests." + jid.split("@", 1)[1] if "@" in jid else ""
+
+
+def guest_peer(invite: Invite) -> Peer:
+    """The guest as the call engine's peer: an id of its own per invite, never a paired unit's."""
+    unit_id = hashlib.sha256(f"guest:{invite.id}".encode()).digest()[:16].hex()
+    return Peer(unit_id, invite.name, "guest", b"", invite.created, guest=True)
+
+
+class GuestLine:
+    """The guests' way into the call engine, and which guest call is in progress."""
+
+    def __init__(self, engine: CallEngine, invites: Invites, jid: str, vision: GuestVision) -> None:
+        self._engine, self._invites, self._domain = engine, invites, guest_domain(jid)
+        self._vision = vision
+        self.current: GuestCall | None = None
+        self._unsubscribe = engine.events.subscribe(self._on_event)
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint("guest_call", __name__)
+
+        @bp.post(GUEST_PATH)
+        def signal() -> ResponseReturnValue:
+            sender = str(request.environ.get(SENDER, ""))
+            if not self._domain or sender.partition("@")[2] != self._domain:
+                return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
+            try:
+                body = GuestSignal.model_validate_json(request.get_data())
+            except ValidationError as e:
+                return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
+            try:
+                call = self._admit(body, sender)
+            except InviteRefused as e:
+                log.info("a guest's %s invite was refused", e.reason)
+                return jsonify({"error": str(e), "reason": e.reason}), 403
+            if call is None:
+                return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
+            return self._hand_over(call, body.signal)
+
+        return bp
+
+    def _admit(self, body: GuestSignal, sender: str) -> GuestCall | None:
+        """The guest call this message belongs to; None when the unit is busy with another call."""
+        if body.signal.kind != "offer" or body.signal.resume:
+            # A bye or a re-offer: only from the guest of the call in progress, with its invite.
+            current = self.current
+            if (
+                current is None
+                or current.sender != sender
+                or not self._invites.matches(body.invite, current.invite)
+            ):
+                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+            return current
+        if self._engine.state != "idle":
+            self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
+            return None
+        invite = self._invites.check(body.invite, use=True)
+        self.current = GuestCall(invite, sender, body.describe, guest_peer(invite))
+        return self.current
+
+    def _on_event(self, event: Event) -> None:
+        """Describe the guest's face once connected (if they agreed); forget the call when it is over."""
+        state, current = event.data.get("state"), self.current
+        if event.topic != "call.state" or current is None:
+            return
+        if state == "connected" and event.data.get("guest"):
+            if current.describe:
+                self._vision.start(current.peer.name)
+            else:
+                name = current.peer.name
+                message = f"{name} asked not to have their expressions described"
+                self._engine.events.publish("remote.sharing", message, peer=name, paused=True, guest=True)
+        elif state == "idle":
+            self._vision.stop()
+            self.current = None
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._vision.close()
+
+    def _hand_over(self, call: GuestCall, message: Signal) -> ResponseReturnValue:
+        engine = self._engine
+        try:
+            reply = engine.incoming_from(call.peer, message).result(
+                engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS
+            )
+        except (SignallingError, CallError) as e:
+            return jsonify({"error": str(e)}), 400
+        except concurrent.futures.TimeoutError:
+            return jsonify({"error": "the unit did not answer in time"}), 503
+        except concurrent.futures.CancelledError:
+            return jsonify({"error": "the unit is shutting down; call again later"}), 503
+        return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
