@@ -8,6 +8,8 @@
 - ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
 - ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
 - ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
+- ``services {jid, password, ca}``: the STUN/TURN services the relay hands this account (XEP-0215).
+- ``websocket {host, ca}``: a browser's opening handshake for XMPP over WebSocket.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import slixmpp
 from aioice import turn
@@ -30,6 +34,7 @@ from slixmpp.xmlstream import register_stanza_plugin
 from appliance.relay import envelope
 from appliance.relay.client import PING_INTERVAL_S, RESOURCE
 from appliance.relay.envelope import Exchange
+from appliance.relay.turn import NS
 
 from .relay_net import SERVER_IP, XMPP_PORT
 
@@ -143,7 +148,49 @@ async def crowd(args: dict[str, Any]) -> dict[str, Any]:
     return {"connected": len(clients)}
 
 
-ACTIONS = {"login": login, "request": request, "listen": listen, "turn": allocate, "crowd": crowd}
+async def services(args: dict[str, Any]) -> dict[str, Any]:
+    """What the relay hands this account for ICE (XEP-0215), as a browser would also ask it."""
+    xmpp = await connect(args)
+    assert xmpp is not None, "the probe's own account was refused"
+    iq = xmpp.make_iq_get(ito=args["jid"].split("@", 1)[1])
+    iq.xml.append(ET.Element(f"{{{NS}}}services"))
+    result = await iq.send(timeout=10)  # type: ignore[no-untyped-call]
+    await xmpp.disconnect()
+    found = result.xml.findall(f"{{{NS}}}services/{{{NS}}}service")
+    return {
+        "services": sorted(
+            [s.get("type"), s.get("transport"), s.get("port"), bool(s.get("username") and s.get("password"))]
+            for s in found
+        )
+    }
+
+
+async def websocket(args: dict[str, Any]) -> dict[str, Any]:
+    """The opening handshake a browser makes for XMPP over WebSocket (RFC 7395)."""
+    context = ssl.create_default_context(cafile=args["ca"])
+    reader, writer = await asyncio.open_connection(SERVER_IP, 5281, ssl=context, server_hostname=args["host"])
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /xmpp-websocket HTTP/1.1\r\nHost: {args['host']}:5281\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: xmpp\r\n\r\n".encode()
+    )
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+    writer.close()
+    lines = head.split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return {"status": lines[0], "protocol": headers.get("Sec-WebSocket-Protocol", "")}
+
+
+ACTIONS = {
+    "login": login,
+    "request": request,
+    "listen": listen,
+    "turn": allocate,
+    "crowd": crowd,
+    "services": services,
+    "websocket": websocket,
+}
 
 if __name__ == "__main__":
     result = asyncio.run(ACTIONS[sys.argv[1]](json.loads(sys.argv[2])))

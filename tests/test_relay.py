@@ -134,21 +134,24 @@ def test_call_both_ways_through_a_cone_nat_punches_a_hole(homes: Homes) -> None:
     pair_types = status["pair"]
     assert "relay" not in (pair_types["local"], pair_types["remote"]), pair_types
     assert pair_types["remote"] in ("srflx", "prflx"), pair_types
-    since = b.mark()
-    for emotion in ("happiness", "sadness", "surprise"):
-        a.send(f"emit {emotion} 0.8")
-        time.sleep(0.1)
-    b.wait_for("remote.emotion", 10, since, emotion="surprise")
-    assert [e["data"]["emotion"] for e in b.topics("remote.emotion", since)] == [
-        "happiness",
-        "sadness",
-        "surprise",
-    ]
+    expressions(a, b, ["happiness", "sadness", "surprise"])
     assert a.wait_status("audio_seconds_received", 1.0, 10)["audio_seconds_received"] >= 1.0
     hang_up(a, b)
     call(b, a, "Asha")
     b.wait_status("frames_shown", 30, 20)
+    expressions(b, a, ["anger", "neutral"])
+    assert b.wait_status("audio_seconds_received", 1.0, 10)["audio_seconds_received"] >= 1.0
     hang_up(b, a)
+
+
+def expressions(sender: RelayUnit, receiver: RelayUnit, sequence: list[str]) -> None:
+    """The sender's expressions reach the receiver in order over the call's data channel."""
+    since = receiver.mark()
+    for emotion in sequence:
+        sender.send(f"emit {emotion} 0.8")
+        time.sleep(0.1)
+    receiver.wait_for("remote.emotion", 10, since, emotion=sequence[-1])
+    assert [e["data"]["emotion"] for e in receiver.topics("remote.emotion", since)] == sequence
 
 
 def test_a_symmetric_nat_is_crossed_through_turn(homes: Homes) -> None:
@@ -300,3 +303,19 @@ def test_units_paired_at_home_keep_calling_after_one_moves_away(homes: Homes) ->
     finally:
         for unit in units:
             unit.close()
+
+
+def test_a_browser_could_join_later_over_websocket_with_turn_credentials(
+    homes: Homes, mallory: dict[str, str]
+) -> None:
+    # What a guest's browser will need (the browser guests' issue): XMPP over WebSocket on HTTPS,
+    # and TURN credentials for UDP, TCP and TLS from the same XEP-0215 answer the units use.
+    handshake = probe(homes, "websocket", host=DOMAIN, ca=mallory["ca"])
+    assert handshake == {"status": "HTTP/1.1 101 Switching Protocols", "protocol": "xmpp"}
+    offered = probe(homes, "services", **mallory)["services"]
+    assert offered == [
+        ["stun", "udp", "3478", False],
+        ["turn", "tcp", "3478", True],
+        ["turn", "udp", "3478", True],
+        ["turns", "tcp", "5349", True],
+    ]

@@ -62,7 +62,8 @@ class RelayClient:
         self._xmpp: slixmpp.ClientXMPP | None = None
         self._task: asyncio.Task[None] | None = None
         self._ice: turn.IceServers | None = None
-        self._online: set[str] = set()
+        # Replaced, never changed in place: other threads read it (status) while the loop updates it.
+        self._online: frozenset[str] = frozenset()
         self._down_since = time.monotonic()
         self._said_unreachable = False
 
@@ -112,7 +113,7 @@ class RelayClient:
                 await self._xmpp.disconnected
                 self._set("connecting", "the relay connection was lost; trying again")
                 self._down_since = time.monotonic()
-                self._online.clear()
+                self._online = frozenset()
             self._check_unreachable()
             await asyncio.sleep(pause)
             self._check_unreachable()
@@ -265,7 +266,7 @@ class RelayClient:
         if self._xmpp is not None and self.state == "connected":
             self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
             self._xmpp.send_presence(pto=jid, ptype="unsubscribe")
-        self._online.discard(jid)
+        self._online -= {jid}
 
     def online(self) -> list[str]:
         """The units whose presence says they are connected (subscribed ones only)."""
@@ -286,6 +287,6 @@ class RelayClient:
         if jid == self.jid:
             return
         if presence["type"] == "unavailable":
-            self._online.discard(jid)
+            self._online -= {jid}
         else:
-            self._online.add(jid)
+            self._online |= {jid}
