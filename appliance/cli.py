@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # aioice's INFO lines list the other unit's addresses for every call: a call party.
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     for name in args.debug:
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:

@@ -117,6 +117,7 @@ def test_after_a_call_no_log_or_file_names_the_other_unit_or_an_expression(tmp_p
         assert "unit.ready" in log
         for line in log.splitlines():
             assert other not in line and not any(label in line for label in labels), line
+            assert " INFO aioice" not in line, line  # its lines list the other unit's addresses
             assert not any(re.search(rf"\b{w}\b", line) for w in words), line
         assert scan_for(data, [other, *labels]) == []
         text = [p for p in data.iterdir() if p.suffix in (".txt", ".log")]
