@@ -160,7 +160,9 @@ class RelayConfig(_Section):
         Path("/etc/emocall/relay.password"), description="File holding the relay account's password alone"
     )
     server: str = Field(
-        "", description="HOST or HOST:PORT to connect to; empty: the host of jid, port 5222"
+        "",
+        pattern=r"^$|^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="HOST or HOST:PORT to connect to; empty: the host of jid, port 5222",
     )
     ca_file: Path | None = Field(
         None, description="CA certificates to trust for the relay's TLS; empty: the system's"

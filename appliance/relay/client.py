@@ -108,9 +108,15 @@ class RelayClient:
         pause = 1.0
         self._xmpp = self._new_stream()
         while True:
-            if await self._connect_once(self._xmpp):
+            try:
+                gone = await self._connect_once(self._xmpp)
+            except Exception:
+                # slixmpp and ssl fail in ways they do not document; the unit must keep trying.
+                log.exception("connecting to the relay failed unexpectedly")
+                gone = None
+            if gone is not None:
                 pause = 1.0
-                await self._xmpp.disconnected
+                await gone
                 self._set("connecting", "the relay connection was lost; trying again")
                 self._down_since = time.monotonic()
                 self._online = frozenset()
@@ -119,7 +125,8 @@ class RelayClient:
             self._check_unreachable()
             pause = min(pause * 2, self._cfg.retry_max_seconds)
 
-    async def _connect_once(self, xmpp: slixmpp.ClientXMPP) -> bool:
+    async def _connect_once(self, xmpp: slixmpp.ClientXMPP) -> asyncio.Future[Any] | None:
+        """One attempt; when it is up, the future that resolves when this connection is lost."""
         outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def settle(result: str) -> Callable[[Any], None]:
@@ -152,9 +159,10 @@ class RelayClient:
                 xmpp.abort()
             if result == "refused":
                 self._set("refused", "the relay refused this unit's account: ask whoever runs the relay")
-            return False
+            return None
+        gone: asyncio.Future[Any] = xmpp.disconnected  # slixmpp makes a new one for the next connection
         await self._session_started(xmpp)
-        return True
+        return gone
 
     async def _session_started(self, xmpp: slixmpp.ClientXMPP) -> None:
         xmpp.send_presence()
@@ -244,12 +252,15 @@ class RelayClient:
             request = envelope.parse(iq["emocall_request"]["data"], request=True)
         except envelope.EnvelopeError as e:
             log.warning("dropped a request from %s through the relay: %s", sender, e)
-            error = iq.reply(clear=True)
-            error["type"] = "error"
-            error["error"]["condition"] = "bad-request"
-            error.send()
+            _refuse(iq, "bad-request")
             return
-        answer = await self._answer(sender, request)
+        try:
+            answer = await self._answer(sender, request)
+        except Exception:
+            # The web app answers every request it can parse; whatever else breaks, the sender hears.
+            log.exception("the request from %s through the relay could not be answered", sender)
+            _refuse(iq, "internal-server-error")
+            return
         reply = iq.reply(clear=True)
         reply["emocall_response"]["data"] = answer.to_json()
         reply.send()
@@ -290,3 +301,10 @@ class RelayClient:
             self._online -= {jid}
         else:
             self._online |= {jid}
+
+
+def _refuse(iq: Any, condition: str) -> None:
+    error = iq.reply(clear=True)
+    error["type"] = "error"
+    error["error"]["condition"] = condition
+    error.send()

@@ -5,8 +5,7 @@ STUN/TURN server is ever asked and calls stay on the LAN) before the call engine
 ``dialer`` and ``ice_servers`` to the engine and its ``peer_client`` to pairing, and starts it on
 the engine's loop with the web app, which answers what other units send through the relay.
 
-Routing: a paired unit on this machine's own network is called directly, as without a relay; one
-elsewhere with a relay address goes through the relay. Both carry the same signed request.
+Which way a unit is reached is ``routing.py``'s; both ways carry the same signed request.
 """
 
 from __future__ import annotations
