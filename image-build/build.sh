@@ -91,20 +91,42 @@ stage_kernel() {
   pack "$root" "$kernel_tar"
 }
 
+# The locked wheels, downloaded (and hash-checked) by the host's pip: pip under emulation needs many
+# minutes for what it does here in seconds; inside the root it then installs from this folder only.
+fetch_wheels() {
+  local pip glibc platforms=(--platform manylinux2014_aarch64 --platform linux_aarch64)
+  pip=$(command -v pip3 || command -v pip) || die "pip is needed on the build host (apt-get install python3-pip)"
+  # pip does not widen a manylinux tag to the older ones: name each glibc up to bookworm's 2.36.
+  for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_aarch64"); done
+  "$pip" download -q --disable-pip-version-check --no-deps --require-hashes --only-binary=:all: \
+    "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+    -d "$CACHE_DIR/wheels" -r "$here/requirements.lock"
+}
+
 # install.sh inside the root, from a copy of the tracked sources; pip uses the host's CA bundle
 # (which may hold a proxy's certificate) for the build only.
+# A root with the packages and the locked venv of an earlier run is the starting point when there is
+# one (install.sh run again there only checks them), else the kernel stage's.
 stage_emocall() {
+  local deps_tar
   emocall_tar=$CACHE_DIR/emocall-$kernel_key-$(source_key).tar.zst
+  deps_tar=$CACHE_DIR/deps-$(key <(echo "$kernel_key") "$here/packages.txt" "$here/requirements.lock").tar.zst
   [ -f "$emocall_tar" ] && { log "cached: $emocall_tar"; return; }
-  extract "$kernel_tar"
+  if [ -f "$deps_tar" ]; then extract "$deps_tar"; else extract "$kernel_tar"; fi
   install -d "$root/tmp/emocall-src"
   (cd "$repo" && source_files | tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
   cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
+  fetch_wheels
+  cp -r "$CACHE_DIR/wheels" "$root/tmp/wheels"
   mount_root "$root"
-  in_root "$root" env PIP_CERT=/tmp/host-ca.crt ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL} \
+  in_root "$root" env PIP_CERT=/tmp/host-ca.crt PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels \
     bash /tmp/emocall-src/image-build/install.sh
   install -D -m 0644 "$here/files/fstab" "$root/etc/fstab"
-  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt"
+  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt" "$root/tmp/wheels"
+  unmount_root "$root"
+  if [ ! -f "$deps_tar" ]; then
+    tar -C "$root" --zstd -cpf "$deps_tar.part" . && mv "$deps_tar.part" "$deps_tar"
+  fi
   pack "$root" "$emocall_tar"
 }
 

@@ -36,13 +36,14 @@ create_user() {
 }
 
 # A virtualenv that also sees the system's packages: on Raspberry Pi OS picamera2 and libcamera come
-# only from apt. --ignore-installed keeps every locked package in the venv (numpy 1.x, which apt's
-# simplejpeg needs), --require-hashes refuses anything the lock does not name with its sha256.
+# only from apt. Every locked package whose exact version the system lacks goes into the venv (numpy
+# 1.26, which apt's simplejpeg accepts); --require-hashes refuses anything the lock does not name
+# with its sha256. Run again on an installed root, pip only checks.
 create_venv() {
   say "virtualenv $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
   PIP_NO_CACHE_DIR=1 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps \
-    --ignore-installed --require-hashes --only-binary=:all: -r "$here/requirements.lock"
+    --require-hashes --only-binary=:all: -r "$here/requirements.lock"
   local build
   build=$(mktemp -d)
   cp -r "$src/appliance" "$src/pyproject.toml" "$src/README.md" "$build/"
@@ -59,6 +60,12 @@ install_files() {
   install -D -m 0644 "$files/systemd/emocall-hotspot.service" /etc/systemd/system/emocall-hotspot.service
   install -D -m 0755 "$files/firstboot/emocall-firstboot" /usr/lib/emocall/emocall-firstboot
   install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/emocall/imager_custom.py
+  # The commands Imager's firstrun.sh calls; Raspberry Pi OS has its own, Debian gets these.
+  ln -sf imager_custom.py /usr/lib/emocall/imager_custom
+  [ -e /usr/lib/raspberrypi-sys-mods/imager_custom ] ||
+    install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/raspberrypi-sys-mods/imager_custom
+  [ -e /usr/lib/userconf-pi/userconf ] ||
+    install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/userconf-pi/userconf
   install -D -m 0755 "$files/network/emocall-hotspot" /usr/lib/emocall/emocall-hotspot
   [ -f /etc/emocall/config.toml ] || install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml
   install -D -m 0644 "$files/pipewire/50-emocall-echo-cancel.conf" \

@@ -213,3 +213,18 @@ def check_first_boot(root: Path, result: subprocess.CompletedProcess[str]) -> No
     assert list((root / "etc/ssh").glob("ssh_host_*_key")), "host keys are made when SSH is enabled"
     assert (root / "etc/emocall/config.toml").read_text() == '[camera]\nsource = "pattern"\n'
     assert not (boot / "custom.toml").exists(), "Imager's settings (a password hash) are removed once applied"
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    """A dependency added to pyproject.toml but not locked (bash image-build/lock.sh) is missing on a unit."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {Requirement(d).name.lower().replace("_", "-") for d in project["dependencies"]}
+    lock = (IMAGE / "requirements.lock").read_text()
+    pinned = {line.split("==")[0].lower() for line in lock.splitlines() if "==" in line and line[0].isalpha()}
+    assert wanted <= pinned, f"not in requirements.lock (run bash image-build/lock.sh): {wanted - pinned}"
+    blocks = [b for b in lock.split("\n") if "==" in b and b[0].isalpha()]
+    assert all(b.rstrip().endswith("\\") for b in blocks), "every pin carries its hashes"

@@ -36,7 +36,8 @@ def _run(*argv: str, stdin: str | None = None) -> None:
 def set_hostname(name: str) -> None:
     Path("/etc/hostname").write_text(name + "\n")
     hosts = Path("/etc/hosts")
-    lines = [ln for ln in hosts.read_text().splitlines() if not ln.startswith("127.0.1.1")]
+    old = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
+    lines = [ln for ln in old if not ln.startswith("127.0.1.1")]
     hosts.write_text("\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n")
     _run("hostname", name)
 
