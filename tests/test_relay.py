@@ -11,10 +11,11 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,89 @@ def test_a_browser_could_join_later_over_websocket_with_turn_credentials(
         ["turn", "udp", "3478", True],
         ["turns", "tcp", "5349", True],
     ]
+
+
+def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None:
+    """The product itself: `emocall run` in each home, its owner's page, the relay settings in its
+    configuration (here through EMOCALL_RELAY__* variables)."""
+    net, folder = homes.net, homes.folder
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def owner(home: int, data: Path, action: str, **args: Any) -> dict[str, Any]:
+        command = ["ip", "netns", "exec", net.home(home), sys.executable, "-m", "tests.relay_owner"]
+        done = subprocess.run(
+            [*command, "8090", str(data), action, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, (
+            f"{action}: {done.stderr[-1500:]}\n{(data / 'run.log').read_text()[-1500:]}"
+        )
+        return dict(json.loads(done.stdout.splitlines()[-1]))
+
+    def wait(
+        home: int, data: Path, what: str, check: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not check(status := owner(home, data, "status")):
+            assert time.monotonic() < deadline, f"no {what} in {timeout} s: {status}"
+            time.sleep(0.5)
+
+    dirs = [folder / "run-esme", folder / "run-fern"]
+    try:
+        for i, name in enumerate(("esme", "fern")):
+            jid, password = net.relay.add_unit(name)
+            (folder / f"{name}.password").write_text(password)
+            dirs[i].mkdir()
+            relay = {"JID": jid, "PASSWORD_FILE": folder / f"{name}.password", "SERVER": f"{SERVER_IP}:5222"}
+            env = {
+                **os.environ,
+                **{f"EMOCALL_RELAY__{key}": str(value) for key, value in relay.items()},
+                "EMOCALL_RELAY__CA_FILE": str(net.relay.ca),
+                "EMOCALL_WEB__DISCOVERY": "false",
+                "EMOCALL_CALL__AUDIO_IN": "none",
+                "EMOCALL_SPEECH__OUTPUT": "wav",
+                "EMOCALL_DISPLAY__BACKEND": "offscreen",
+            }
+            run = [sys.executable, "-m", "appliance.cli", "run", "--data-dir", str(dirs[i]), "--port", "8090"]
+            command = [
+                "ip",
+                "netns",
+                "exec",
+                net.home(i),
+                *run,
+                "--source",
+                "pattern",
+                "--name",
+                name.title(),
+            ]
+            with (dirs[i] / "run.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                )
+        for i, data in enumerate(dirs):
+            wait(i, data, "relay connection", lambda s: s.get("relay", {}).get("state") == "connected", 90)
+        shown = owner(1, dirs[1], "settings", changes={"auto_answer": True})["code"]
+        paired = owner(0, dirs[0], "pair", address=f"xmpp:fern@{DOMAIN}", peer_dir=str(dirs[1]), before=shown)
+        assert paired.get("paired"), paired
+        owner(0, dirs[0], "call", to="Fern")
+        for i, data in enumerate(dirs):
+            wait(
+                i,
+                data,
+                "call",
+                lambda s: s["call"]["state"] == "connected" and s["call"]["frames_received"] > 10,
+                45,
+            )
+        owner(0, dirs[0], "hangup")
+        wait(1, dirs[1], "hang-up", lambda s: s.get("call", {}).get("state") == "idle", 20)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
