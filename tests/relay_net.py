@@ -305,14 +305,16 @@ class Topology:
 
 
 @contextmanager
-def topology(folder: Path, symmetric: bool = False) -> Iterator[Topology]:
-    """Build the homes and the relay, start Prosody and coturn; everything goes on the way out."""
+def topology(folder: Path, symmetric: bool = False, area: str = "rly") -> Iterator[Topology]:
+    """Build the homes and the relay, start Prosody and coturn; everything goes on the way out.
+
+    ``area`` starts the namespaces' names (each test area's own: ``gst`` for the guests' tests)."""
     if os.geteuid() != 0:
         raise TopologyUnavailable("needs root to build network namespaces (CI runs as root)")
     for tool in ("ip", "nft", "prosody", "prosodyctl", "turnserver"):
         if shutil.which(tool) is None:
             raise TopologyUnavailable(f"{tool} is missing: bash .ci/setup --tests installs it")
-    tag = f"rly-{os.getpid() % 100000}{'s' if symmetric else 'c'}"
+    tag = f"{area}-{os.getpid() % 100000}{'s' if symmetric else 'c'}"
     topo = Topology(tag, symmetric, Relay(f"{tag}-inet", folder, folder / "certs" / "ca.pem"))
     try:
         topo.build()

@@ -1,8 +1,8 @@
 """Invites for guests who call from a browser: signed by the unit, bound to a name, expiring.
 
 An invite is a link the owner sends (``https://RELAY:5281/guest/#TOKEN``). The token is the
-invite's fields (its id, this unit's id and relay address, the guest's name, when it ends, whether
-it works once) and the unit's Ed25519 signature over them, so nobody can make one or change the
+invite's fields (its id, this unit's id, relay address and name, the guest's name, when it ends,
+whether it works once) and the unit's Ed25519 signature over them, so nobody can make one or change the
 name or the time in one. The unit also keeps each invite in its state store: the owner lists and
 revokes them there, and a one-time invite is marked used by the first call it rings. The token
 sits in the link's fragment, which browsers never send to a server, so the relay's logs never
@@ -118,6 +118,7 @@ class Invites:
             "unit": self._me.unit_id,
             "jid": jid,
             "name": invite.name,
+            "owner": self._owner(),  # whom the guest's page says they call
             "exp": int(invite.expires),
             "once": invite.once,
         }

@@ -144,9 +144,11 @@ class Narrator:
         state = str(event.data.get("state", ""))
         if state in ("ended", "failed", "lost", "idle"):
             self._announcer.forget_emotions()
-        if state == "ringing" and event.data.get("auto_answer"):
-            return  # it answers by itself: "press the button" would be wrong, "connected" follows
         peer = str(event.data.get("peer") or "")
+        if state == "ringing" and event.data.get("auto_answer"):
+            if event.data.get("guest"):  # who calls from a browser is said even so
+                self._announcer.state("guest_calling", peer=peer)
+            return  # it answers by itself: "press the button" would be wrong, "connected" follows
         if state in CALL_STATES:
             guest = state == "ringing" and event.data.get("guest")
             self._announcer.state("guest_ringing" if guest else CALL_STATES[state], peer=peer)

@@ -1,0 +1,355 @@
+// The guest's side of a call to an emocall unit, in the browser: no library, no build step.
+//
+// The invite is the link's fragment (never sent to any server). The page signs in anonymously on
+// the relay's guest host over XMPP-over-WebSocket (RFC 7395), asks it for STUN/TURN servers
+// (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
+// <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
+// answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
+// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up.
+'use strict';
+(() => {
+  const RELAY_NS = 'urn:emocall:relay:1';
+  const FRAMING_NS = 'urn:ietf:params:xml:ns:xmpp-framing';
+  const HEARTBEAT_MS = 1000;
+  const LOST_MS = 5000;
+  const ANSWER_MS = 70000; // the unit rings for up to 30 s (ring_seconds), then answers or declines
+  const STEP_MS = 15000;
+  const $ = (id) => document.getElementById(id);
+
+  // The invite ------------------------------------------------------------------------------------
+
+  function readInvite(token) {
+    const [payload] = token.split('.');
+    try {
+      const text = atob(payload.replace(/-/g, '+').replace(/_/g, '/'));
+      const bytes = Uint8Array.from(text, (c) => c.charCodeAt(0));
+      const invite = JSON.parse(new TextDecoder().decode(bytes));
+      if (typeof invite.jid !== 'string' || !invite.jid.includes('@') || typeof invite.name !== 'string') {
+        return null;
+      }
+      return invite;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // XMPP over WebSocket, only what a guest needs --------------------------------------------------
+
+  const escapeXml = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
+
+  class Xmpp {
+    constructor(url, domain) {
+      this.url = url;
+      this.domain = domain;
+      this.waiting = [];
+      this.iqs = new Map();
+      this.count = 0;
+      this.onclose = () => {};
+    }
+
+    async connect() {
+      this.ws = new WebSocket(this.url, 'xmpp');
+      this.ws.onmessage = (event) => this.receive(event.data);
+      this.ws.onclose = () => {
+        for (const w of this.waiting) w.reject(new Error('the relay closed the connection'));
+        this.waiting = [];
+        this.onclose();
+      };
+      await new Promise((resolve, reject) => {
+        this.ws.onopen = resolve;
+        this.ws.onerror = () => reject(new Error('the relay cannot be reached'));
+      });
+      await this.openStream();
+      this.send('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>');
+      const said = await this.next((el) => el.localName === 'success' || el.localName === 'failure');
+      if (said.localName !== 'success') throw new Error('the relay refused a guest sign-in');
+      await this.openStream();
+      const bound = await this.iq('set', null, '<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/>', STEP_MS);
+      this.jid = bound.getElementsByTagName('jid')[0].textContent;
+    }
+
+    async openStream() {
+      this.send(`<open xmlns="${FRAMING_NS}" to="${escapeXml(this.domain)}" version="1.0"/>`);
+      await this.next((el) => el.localName === 'open');
+      return this.next((el) => el.localName === 'features');
+    }
+
+    send(xml) {
+      this.ws.send(xml);
+    }
+
+    receive(text) {
+      const el = new DOMParser().parseFromString(text, 'text/xml').documentElement;
+      if (el.localName === 'iq' && ['result', 'error'].includes(el.getAttribute('type'))) {
+        const pending = this.iqs.get(el.getAttribute('id'));
+        if (pending) {
+          this.iqs.delete(el.getAttribute('id'));
+          pending(el);
+        }
+        return;
+      }
+      if (el.localName === 'iq') { // nobody asks a guest anything: say so (a ping gets its answer)
+        const ping = el.getElementsByTagNameNS('urn:xmpp:ping', 'ping').length > 0;
+        const to = escapeXml(el.getAttribute('from') || this.domain);
+        const id = escapeXml(el.getAttribute('id') || '');
+        this.send(ping ? `<iq xmlns="jabber:client" type="result" to="${to}" id="${id}"/>` : `<iq xmlns="jabber:client" type="error" to="${to}" id="${id}">` +
+          '<error type="cancel"><service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>');
+        return;
+      }
+      const index = this.waiting.findIndex((w) => w.match(el));
+      if (index >= 0) this.waiting.splice(index, 1)[0].resolve(el);
+    }
+
+    next(match, ms = STEP_MS) {
+      return new Promise((resolve, reject) => {
+        const waiter = { match, resolve, reject };
+        this.waiting.push(waiter);
+        setTimeout(() => {
+          const index = this.waiting.indexOf(waiter);
+          if (index >= 0) {
+            this.waiting.splice(index, 1);
+            reject(new Error('the relay did not answer'));
+          }
+        }, ms);
+      });
+    }
+
+    iq(type, to, child, ms) {
+      const id = `g${++this.count}`;
+      const target = to ? ` to="${escapeXml(to)}"` : '';
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.iqs.delete(id);
+          reject(new Error('no answer in time'));
+        }, ms);
+        this.iqs.set(id, (el) => {
+          clearTimeout(timer);
+          if (el.getAttribute('type') === 'result') resolve(el);
+          else reject(Object.assign(new Error('refused'), { stanza: el }));
+        });
+        this.send(`<iq xmlns="jabber:client" type="${type}" id="${id}"${target}>${child}</iq>`);
+      });
+    }
+
+    async iceServers() {
+      const answer = await this.iq('get', this.domain, '<services xmlns="urn:xmpp:extdisco:2"/>', STEP_MS);
+      const servers = [];
+      for (const s of answer.getElementsByTagName('service')) {
+        const type = s.getAttribute('type');
+        const address = `${s.getAttribute('host')}:${s.getAttribute('port')}`;
+        if (type === 'stun') servers.push({ urls: `stun:${address}` });
+        if (type === 'turn') {
+          servers.push({
+            urls: `turn:${address}?transport=${s.getAttribute('transport') || 'udp'}`,
+            username: s.getAttribute('username'),
+            credential: s.getAttribute('password'),
+          });
+        }
+      }
+      return servers;
+    }
+
+    // A request to the unit, carried as the units carry theirs; the unit's HTTP-like answer.
+    async request(to, path, body, ms) {
+      const bytes = new TextEncoder().encode(JSON.stringify(body));
+      const exchange = {
+        path, status: 0, headers: { 'Content-Type': 'application/json' },
+        body: btoa(String.fromCharCode(...bytes)),
+      };
+      const child = `<request xmlns="${RELAY_NS}">${escapeXml(JSON.stringify(exchange))}</request>`;
+      const answer = await this.iq('set', to, child, ms);
+      const data = JSON.parse(answer.getElementsByTagNameNS(RELAY_NS, 'response')[0].textContent);
+      const text = new TextDecoder().decode(Uint8Array.from(atob(data.body), (c) => c.charCodeAt(0)));
+      return { status: data.status, body: JSON.parse(text) };
+    }
+
+    close() {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.send(`<close xmlns="${FRAMING_NS}"/>`);
+        this.ws.close();
+      }
+    }
+  }
+
+  // The page --------------------------------------------------------------------------------------
+
+  const token = location.hash.slice(1);
+  const invite = readInvite(token);
+  const owner = invite && typeof invite.owner === 'string' ? invite.owner : 'the unit';
+  let call = null;
+
+  function say(text) {
+    $('status').textContent = text;
+  }
+
+  function refuse(text) {
+    $('problem').textContent = text;
+    $('problem').hidden = false;
+    $('before').hidden = true;
+    $('call-area').hidden = true;
+    say('');
+    document.title = `${text} – emocall`;
+  }
+
+  function ready(text) {
+    $('before').hidden = false;
+    $('call-area').hidden = true;
+    $('call').disabled = false;
+    say(text);
+  }
+
+  async function startCall() {
+    $('call').disabled = true;
+    $('problem').hidden = true;
+    const describe = $('describe').checked;
+    const unit = `${invite.jid}/emocall`;
+    const domain = `guests.${invite.jid.split('@')[1]}`;
+    call = { pc: null, xmpp: new Xmpp(`wss://${location.host}/guest-xmpp`, domain), media: null, timers: [] };
+    const mine = call;
+    try {
+      say(`Connecting to ${owner}…`);
+      mine.media = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      await mine.xmpp.connect();
+      const pc = new RTCPeerConnection({ iceServers: await mine.xmpp.iceServers() });
+      mine.pc = pc;
+      for (const track of mine.media.getTracks()) pc.addTrack(track, mine.media);
+      mine.channel = pc.createDataChannel('emotion', { negotiated: true, id: 0 });
+      mine.channel.onopen = () => connected(mine);
+      mine.channel.onmessage = (event) => heard(mine, event.data);
+      pc.ontrack = (event) => { $('remote').srcObject = event.streams[0] || new MediaStream([event.track]); };
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === 'failed') end(mine, `The connection to ${owner} failed.`);
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc);
+      say(`Calling ${owner}. Waiting for an answer…`);
+      const signal = {
+        kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, expires: Date.now() / 1000 + 45,
+      };
+      const reply = await mine.xmpp.request(unit, '/api/guest/signal', { invite: token, describe, signal }, ANSWER_MS);
+      if (call !== mine) return;
+      if (reply.status === 403) {
+        stop(mine);
+        refuse(reply.body.error || 'This invite does not work any more. Ask for a new link.');
+        return;
+      }
+      if (reply.body.kind !== 'answer') {
+        stop(mine);
+        const why = { busy: `${owner} is in another call. Try again later.`, declined: `${owner} did not answer.` };
+        ready(why[reply.body.kind] || `The call to ${owner} did not work: ${reply.body.error || 'try again'}.`);
+        return;
+      }
+      await pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
+      say(`Connecting the call to ${owner}…`);
+      mine.timers.push(setTimeout(() => {
+        if (!mine.open) end(mine, `The call to ${owner} could not connect.`);
+      }, STEP_MS));
+    } catch (e) {
+      stop(mine);
+      const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
+      ready(offline || `The call to ${owner} did not work: ${e.message}. Try again.`);
+    }
+  }
+
+  function gathered(pc) {
+    return new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') { resolve(); return; }
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') resolve();
+      });
+      setTimeout(resolve, 5000); // what was gathered by then is enough (the relay's TURN is quick)
+    });
+  }
+
+  function connected(mine) {
+    mine.open = true;
+    mine.heard = Date.now();
+    let seq = 0;
+    mine.timers.push(setInterval(() => {
+      if (mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
+      if (Date.now() - mine.heard > LOST_MS) end(mine, `The connection to ${owner} was lost. The call ended.`);
+    }, HEARTBEAT_MS));
+    $('before').hidden = true;
+    $('call-area').hidden = false;
+    $('call-heading').textContent = `In a call with ${owner}`;
+    say(`In a call with ${owner}.`);
+    $('hangup').focus();
+  }
+
+  function heard(mine, data) {
+    mine.heard = Date.now();
+    let message = null;
+    try { message = JSON.parse(data); } catch (e) { return; }
+    if (message && message.type === 'bye') end(mine, `${owner} hung up. The call ended.`);
+  }
+
+  function stop(mine) {
+    for (const timer of mine.timers) { clearInterval(timer); clearTimeout(timer); }
+    if (mine.pc) mine.pc.close();
+    if (mine.media) for (const track of mine.media.getTracks()) track.stop();
+    mine.xmpp.close();
+    if (call === mine) call = null;
+  }
+
+  function end(mine, text) {
+    if (call !== mine) return;
+    stop(mine);
+    $('remote').srcObject = null;
+    ready(text);
+    $('call').focus();
+  }
+
+  function hangUp() {
+    const mine = call;
+    if (!mine) return;
+    if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
+    setTimeout(() => end(mine, 'You hung up. The call ended.'), 200); // the bye leaves first
+  }
+
+  function mute() {
+    if (!call || !call.media) return;
+    const muted = $('mute').getAttribute('aria-pressed') !== 'true';
+    for (const track of call.media.getAudioTracks()) track.enabled = !muted;
+    $('mute').setAttribute('aria-pressed', String(muted));
+    say(muted ? 'Your microphone is off.' : 'Your microphone is on.');
+  }
+
+  // For tests and the curious: what the browser receives from the unit.
+  window.emocallGuest = {
+    state: () => (call && call.open ? 'connected' : call ? 'calling' : 'idle'),
+    async stats() {
+      const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0 };
+      if (!call || !call.pc) return result;
+      (await call.pc.getStats()).forEach((r) => {
+        if (r.type !== 'inbound-rtp') return;
+        if (r.kind === 'video') result.framesDecoded += r.framesDecoded || 0;
+        if (r.kind === 'audio') {
+          result.audioEnergy += r.totalAudioEnergy || 0;
+          result.audioLevel = Math.max(result.audioLevel, r.audioLevel || 0);
+        }
+      });
+      return result;
+    },
+  };
+
+  document.addEventListener('DOMContentLoaded', () => {
+    $('call').addEventListener('click', startCall);
+    $('hangup').addEventListener('click', hangUp);
+    $('mute').addEventListener('click', mute);
+    if (!invite) {
+      refuse('This link is not a valid invite. Check that it was copied whole, or ask for a new link.');
+      return;
+    }
+    if (invite.exp * 1000 <= Date.now()) {
+      refuse(`This invite has expired. Ask ${owner} for a new link.`);
+      return;
+    }
+    for (const el of document.querySelectorAll('.owner-name')) el.textContent = owner;
+    for (const el of document.querySelectorAll('.guest-name')) el.textContent = invite.name;
+    $('heading').textContent = `Call ${owner}`;
+    document.title = `Call ${owner} – emocall`;
+    $('call').textContent = `Call ${owner}`;
+    ready(`Hello ${invite.name}. Press "Call ${owner}" when you are ready.`);
+  });
+})();

@@ -1,0 +1,300 @@
+"""A guest calls a unit from a browser: Debian's Chromium behind a NAT, the unit behind another, the relay
+(real Prosody and coturn, relay/ rendered by relay/setup) between them; the unit is `emocall run`.
+
+Needs root (namespaces; CI runs as root), prosody, coturn, chromium and ffmpeg (``.ci/setup --tests``).
+The guest's camera is ../shared/data/clips/WolfgangLanger_Pexels.mp4 (crying, then surprised, then
+laughing) as a Y4M file Chromium plays as its fake camera; the unit must describe the guest in that
+order. The browser runs in the "phone" namespace (home 2 of tests/relay_net.py) through a wrapper
+(``ip netns exec``); Playwright drives it over its pipe, which crosses namespaces.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.guests.invites import Invite, Invites
+from appliance.guests.pages import guest_link
+from appliance.identity import Identity
+from appliance.state import StateStore
+
+from .call_unit import write_tone
+from .conftest import need
+from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology
+from .test_browser import ARGS, CHROMIUM, Process
+
+sync_api = pytest.importorskip("playwright.sync_api")
+axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed"),
+]
+
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "WolfgangLanger_Pexels.mp4"
+EMOTION = re.compile(r"remote\.emotion: Priya: (\w+)")
+SAID = re.compile(r"saying: (Priya [^\n]*)")
+WAV_HEADER = 44
+
+
+@dataclass
+class Home:
+    net: Topology
+    unit: Process
+    invites: Invites
+    store: StateStore
+    jid: str
+    folder: Path
+
+    def link(self, once: bool = False, invites: Invites | None = None) -> tuple[Invite, str]:
+        """A new invite for Priya and its link, made as the owner's page makes them."""
+        invites = invites or self.invites
+        invite = invites.create("Priya", 3600, once)
+        return invite, guest_link(invites.token(invite, self.jid), self.jid)
+
+    def hang_up_at_unit(self) -> None:
+        command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
+        subprocess.run(["ip", "netns", "exec", self.net.home(0), *command], check=True, timeout=20)
+
+
+def unit_config(folder: Path, net: Topology, jid: str) -> Path:
+    password = folder / "relay.password"
+    tone = write_tone(folder / "unit-tone.wav", 440.0, seconds=3.0)
+    config = folder / "unit.toml"
+    config.write_text(
+        f"""[unit]
+name = "Asha"
+data_dir = "{folder / "asha"}"
+[camera]
+source = "pattern"
+[web]
+port = 8080
+discovery = false
+[call]
+audio_in = "wav"
+audio_file = "{tone}"
+[speech]
+output = "wav"
+wav_file = "{folder / "speaker.wav"}"
+# "Priya is calling from a browser", "Connected to Priya" and the consent take several seconds to
+# say on a loaded machine: the first expression waits for them instead of being dropped as stale.
+stale_seconds = 20
+min_interval_seconds = 2
+[display]
+backend = "offscreen"
+[relay]
+jid = "{jid}"
+password_file = "{password}"
+server = "{SERVER_IP}:5222"
+ca_file = "{net.relay.ca}"
+"""
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    folder = tmp_path_factory.mktemp("guests")
+    try:
+        with topology(folder / "relay", area="gst") as net:
+            jid, password = net.relay.add_unit("asha")
+            (folder / "relay.password").write_text(password)
+            data = folder / "asha"
+            data.mkdir(mode=0o700)
+            store = StateStore(data / "state.db", defaults={"display_name": "Asha"})
+            store.update_settings({"auto_answer": True})
+            invites = Invites(Identity.load_or_create(data / "identity.key"), store)
+            log = folder / "asha.log"
+            exe = Path(sys.executable).with_name("emocall")
+            command = [str(exe), "-v", "--config", str(unit_config(folder, net, jid)), "run"]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", net.home(0), *command], stdout=out, stderr=out
+                )
+            unit = Process("Asha", 8080, log, proc)
+            try:
+                unit.wait_for(r"relay\.state: connected to the relay", timeout=60)
+                yield Home(net, unit, invites, store, jid, folder)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                store.close()
+    except TopologyUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The guest's camera (the clip as Y4M, about 5 MB a second) and microphone (a tone)."""
+    folder = tmp_path_factory.mktemp("camera")
+    y4m = folder / "guest.y4m"
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-i", str(need(CLIP))]
+    subprocess.run(
+        [*command, "-vf", "scale=640:360,fps=15", "-pix_fmt", "yuv420p", str(y4m)], check=True, timeout=120
+    )
+    return y4m, write_tone(folder / "guest-tone.wav", 660.0, seconds=5.0)
+
+
+@pytest.fixture
+def browser(home: Home, camera: tuple[Path, Path]) -> Iterator[Any]:
+    y4m, wav = camera
+    wrapper = home.folder / "chromium-in-phone"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {home.net.home(1)} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    args = [
+        *ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        f"--use-file-for-fake-audio-capture={wav}",
+        f"--host-resolver-rules=MAP {DOMAIN} {SERVER_IP}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(wrapper), args=args, headless=True)
+        try:
+            # The relay's certificate comes from the test's throwaway CA.
+            context = chromium.new_context(ignore_https_errors=True)
+            page = context.new_page()
+            page.set_default_timeout(20_000)
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            yield page
+            print("\n".join(["the page's console:", *console]))
+        finally:
+            chromium.close()
+
+
+def audit(page: Any, when: str, failures: list[str]) -> None:
+    results = axe_module.Axe().run(page)
+    for v in results.response["violations"]:
+        if v["impact"] in ("serious", "critical"):
+            failures.append(f"{when}: {v['id']} ({v['impact']}): {v['help']}")
+
+
+def stats(page: Any) -> dict[str, float]:
+    return dict(page.evaluate("() => window.emocallGuest.stats()"))
+
+
+def wait_stats(page: Any, key: str, above: float, timeout: float = 20) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while (now := stats(page))[key] <= above:
+        assert time.monotonic() < deadline, f"{key} stayed at {now}"
+        time.sleep(0.5)
+    return now
+
+
+def speaker_rms(wav: Path) -> float:
+    """The RMS of what the unit's speaker played so far (its WAV's header is written at the end)."""
+    data = wav.read_bytes()[WAV_HEADER:]
+    pcm = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
+
+
+def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    failures: list[str] = []
+    page.goto(home.link()[1])
+    call = page.get_by_role("button", name="Call Asha")
+    expect(call).to_be_visible()
+    expect(page.get_by_role("checkbox", name="Describe my expressions during the call")).to_be_checked()
+    audit(page, "before the call", failures)
+    mark = unit.mark()
+    started = time.monotonic()
+    call.click()
+    unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
+    expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
+    connected_s = time.monotonic() - started
+    assert unit.wait_for(r"saying: Priya is calling from a browser", mark, timeout=10)
+    expect(page.get_by_role("button", name="Hang up")).to_be_focused()
+    audit(page, "during the call", failures)
+    # The browser plays the unit's video and sound.
+    decoded = wait_stats(page, "framesDecoded", 30)
+    heard = wait_stats(page, "audioEnergy", 0)
+    # The unit describes the guest's face, in the clip's order: crying first, laughing last.
+    happy = unit.wait_for(r"remote\.emotion: Priya: happiness", mark, timeout=60)
+    emotions = EMOTION.findall(unit.log.read_text(errors="replace")[mark : happy.end()])
+    assert emotions[0] == "sadness" and emotions[-1] == "happiness", emotions
+    # Said aloud in that order too. The first expressions come while the unit is still saying who
+    # calls and that the call is connected (an expression kept waiting gives way to the newer one);
+    # the clip then starts again, and each is said as it comes.
+    sad = unit.wait_for(r"saying: Priya seems sad\.", happy.end(), timeout=60)
+    unit.wait_for(r"saying: Priya looks happy\.", sad.end(), timeout=60)
+    said = SAID.findall(unit.log.read_text(errors="replace")[mark:])
+    page.get_by_role("button", name="Mute my microphone").click()
+    expect(page.get_by_role("button", name="Mute my microphone")).to_have_attribute("aria-pressed", "true")
+    mark = unit.mark()
+    page.get_by_role("button", name="Hang up").click()
+    expect(page.get_by_role("status")).to_have_text("You hung up. The call ended.")
+    unit.wait_for(r"call\.state: Priya hung up", mark, timeout=15)
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+    audit(page, "after the call", failures)
+    assert speaker_rms(home.folder / "speaker.wav") > 100
+    print(f"connected in {connected_s:.1f} s; decoded {decoded}; heard {heard}; said {said}")
+    assert failures == []
+
+
+def test_the_unit_hangs_up_and_the_page_says_so(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    page.goto(home.link()[1])
+    page.get_by_role("checkbox", name="Describe my expressions during the call").uncheck()
+    mark = unit.mark()
+    page.get_by_role("button", name="Call Asha").click()
+    expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
+    unit.wait_for(r"remote\.sharing: Priya asked not to have their expressions described", mark)
+    home.hang_up_at_unit()
+    expect(page.get_by_role("status")).to_have_text("Asha hung up. The call ended.", timeout=15_000)
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+    assert not EMOTION.findall(unit.log.read_text(errors="replace")[mark:])  # nothing described
+
+
+def test_bad_invites_get_a_clear_page_and_never_ring(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    failures: list[str] = []
+    _, once = home.link(once=True)
+    page.goto(once)
+    mark = unit.mark()
+    page.get_by_role("button", name="Call Asha").click()
+    expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
+    page.get_by_role("button", name="Hang up").click()
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+    invite, revoked = home.link()
+    home.invites.revoke(invite.id)
+    address, token = home.link()[1].rsplit("#", 1)
+    forged = f"{address}#{token[:-4]}AAAA"
+    # Made two hours ago for one hour, signed by the unit: it has expired.
+    two_hours_ago = Invites(
+        Identity.load_or_create(home.folder / "asha" / "identity.key"), home.store, lambda: time.time() - 7200
+    )
+    _, expired = home.link(invites=two_hours_ago)
+    cases = {
+        "used": (once, "This invite worked for one call only. Ask Asha for a new link."),
+        "revoked": (revoked, "This invite was withdrawn. Ask Asha for a new link."),
+        "forged": (forged, "This link is not a valid invite. Check that it was copied whole."),
+    }
+    for what, (link, said) in cases.items():
+        mark = unit.mark()
+        page.goto("about:blank")
+        page.goto(link)
+        page.get_by_role("button", name="Call Asha").click()
+        expect(page.get_by_role("alert")).to_have_text(said, timeout=30_000)
+        expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
+        audit(page, f"a {what} invite", failures)
+        assert "call.state" not in unit.log.read_text(errors="replace")[mark:], what
+    page.goto("about:blank")
+    page.goto(expired)  # refused by the page itself: it reads the invite's end
+    expect(page.get_by_role("alert")).to_have_text("This invite has expired. Ask Asha for a new link.")
+    expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
+    audit(page, "an expired invite", failures)
+    assert failures == []
