@@ -39,7 +39,9 @@ SERVICES = """<services xmlns="urn:xmpp:extdisco:2">
 
 def test_a_request_travels_unchanged_and_only_to_unit_paths() -> None:
     sent = Exchange(
-        "/api/call/signal", {"X-Emocall-Unit": "ab", "Cookie": "owner", "Content-Type": "x"}, b"\x00{}"
+        "/api/call/signal",
+        {"X-Emocall-Unit": "ab", "Cookie": "owner", "X-Emocall-Local": "1", "Content-Type": "x"},
+        b"\x00{}",
     )
     got = envelope.parse(sent.to_json(), request=True)
     assert got == Exchange("/api/call/signal", {"X-Emocall-Unit": "ab", "Content-Type": "x"}, b"\x00{}")

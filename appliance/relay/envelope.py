@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,9 +22,10 @@ from slixmpp.xmlstream import ElementBase
 NS = "urn:emocall:relay:1"
 # The unit-to-unit endpoints a request through the relay may reach, and a guest's call signalling
 # (appliance/guests/calls.py: it checks the sender is a guest and the invite); never the owner's pages or API.
-PATHS = ("/api/peer/", "/api/call/signal", "/api/guest/signal")
+PATHS = re.compile(r"^/api/(?:peer/[a-z]+(?:/[a-z]+)*|call/signal|guest/signal)$")
 MAX_BODY = 64 * 1024  # the web app refuses larger requests too
 HEADERS = ("content-type", "x-emocall-")  # the only headers carried (by prefix, lower case)
+LOCAL_ONLY = "x-emocall-local"  # marks this unit's own command line: never from another unit
 
 
 class EnvelopeError(Exception):
@@ -72,7 +74,7 @@ class Exchange:
 
 
 def carried(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower().startswith(HEADERS)}
+    return {k: v for k, v in headers.items() if k.lower().startswith(HEADERS) and k.lower() != LOCAL_ONLY}
 
 
 def parse(text: str, request: bool) -> Exchange:
@@ -86,7 +88,7 @@ def parse(text: str, request: bool) -> Exchange:
         exchange = Exchange(str(data["path"]), carried(headers), body, int(data["status"]))
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise EnvelopeError(f"a malformed relay message: {e}") from e
-    if request and not exchange.path.startswith(PATHS):
+    if request and not PATHS.match(exchange.path):
         raise EnvelopeError(f"{exchange.path!r} cannot be reached through the relay")
     if len(body) > MAX_BODY:
         raise EnvelopeError(f"a body of {len(body)} bytes is refused")
