@@ -50,7 +50,8 @@ class RunningUnit:
             store.close()
 
     def start(self, **config: str) -> RunningUnit:
-        """Start it with ``SECTION__KEY=value`` config overrides; returns once its API answers."""
+        """Start it with ``SECTION__KEY=value`` config overrides; returns once it has said that it
+        is ready (so what it says later belongs to what the test does)."""
         env = {
             **os.environ,
             "EMOCALL_WEB__DISCOVERY": "false",
@@ -66,7 +67,7 @@ class RunningUnit:
         command += ["--port", str(self.port), "--name", self.name]
         self.proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for("unit.ready", timeout=60)
+        self.wait_for(f"saying: {re.escape(self.name)} is ready", timeout=60)
         return self
 
     def _read(self) -> None:

@@ -43,11 +43,18 @@ def make_units(tmp_path: Path) -> Iterator[Callable[..., list[RunningUnit]]]:
 
 
 def settle_counts(unit: RunningUnit, idle: tuple[int, int], seconds: float) -> tuple[int, int]:
-    """The unit's thread and fd counts once at or below ``idle``, or the last seen after ``seconds``."""
+    """The unit's thread and fd counts once back to ``idle``, or the last seen after ``seconds``.
+
+    One thread more is still idle: asyncio's default executor keeps the workers it started (at most
+    cores + 4), and any call may start one more. The issue's stray connection held 7 more."""
     deadline = time.monotonic() + seconds
-    while (now := unit.counts()) > idle and time.monotonic() < deadline:
+    while not at_idle(now := unit.counts(), idle) and time.monotonic() < deadline:
         time.sleep(0.1)
     return now
+
+
+def at_idle(counts: tuple[int, int], idle: tuple[int, int]) -> bool:
+    return counts[0] <= idle[0] + 1 and counts[1] <= idle[1]
 
 
 def unclean(lines: list[str]) -> list[str]:
@@ -78,7 +85,7 @@ def test_a_loss_and_a_hang_up_together_leave_nothing_running(
     a.wait_state("Bela hung up", 30, mark)
     ready = a.wait_state("ready for calls", 15, mark)
     counts = settle_counts(a, idle, 2.0)
-    assert counts <= idle, f"threads and fds {counts} 2 s after ready for calls; idle {idle}"
+    assert at_idle(counts, idle), f"threads and fds {counts} 2 s after ready for calls; idle {idle}"
     assert a.stop() == 0
     assert unclean(a.since(ready)) == []
     assert b.proc is not None and b.proc.wait(20) == 0
@@ -149,9 +156,8 @@ def test_a_unit_resumed_after_the_caller_gave_up_does_not_ring(
     mark_c = c.mark()
     a.call(c)
     failed = a.wait_state("the call to Cara failed", 40, mark_a)
-    reason = [line for line in a.since(failed) if " INFO appliance.call.calls: the call failed: " in line]
-    assert reason, "no INFO line with the reason the call failed"
-    assert "Cara" not in reason[0]
+    reason = a.lines[a.wait_for(" INFO appliance.call.calls: the call failed: .+", 5, failed)]
+    assert "Cara" not in reason
     time.sleep(3)  # past the offer's expiry and the clocks' allowance
     c.signal(signal.SIGCONT)
     c.wait_for("refused an offer that expired", 15, mark_c)
