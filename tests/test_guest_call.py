@@ -60,6 +60,14 @@ class Home:
         invite = invites.create("Priya", 3600, once)
         return invite, guest_link(invites.token(invite, self.jid), self.jid)
 
+    def cut_phone(self, cut: bool) -> None:
+        """Cut the phone's home off the internet (its router forwards nothing), or join it again."""
+        chain = "chain forward { type filter hook forward priority -10; policy drop; }"
+        rules = f"table inet gst_cut {{\n{chain}\n}}\n"
+        command = ["nft", "-f", "-"] if cut else ["nft", "delete", "table", "inet", "gst_cut"]
+        router = ["ip", "netns", "exec", self.net.router(1)]
+        subprocess.run([*router, *command], input=rules if cut else None, text=True, check=True, timeout=10)
+
     def hang_up_at_unit(self) -> None:
         command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
         subprocess.run(["ip", "netns", "exec", self.net.home(0), *command], check=True, timeout=20)
@@ -79,6 +87,7 @@ source = "pattern"
 port = 8080
 discovery = false
 [call]
+reconnect_seconds = 12
 audio_in = "wav"
 audio_file = "{tone}"
 [speech]
@@ -216,12 +225,14 @@ def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: An
     unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
     expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
     connected_s = time.monotonic() - started
+    unit.wait_for(r"remote\.emotion: Priya: \w+", mark, timeout=30)
+    first_s = time.monotonic() - started - connected_s
     assert unit.wait_for(r"saying: Priya is calling from a browser", mark, timeout=10)
     expect(page.get_by_role("button", name="Hang up")).to_be_focused()
     audit(page, "during the call", failures)
     # The browser plays the unit's video and sound.
     decoded = wait_stats(page, "framesDecoded", 30)
-    heard = wait_stats(page, "audioEnergy", 0)
+    wait_stats(page, "audioEnergy", 0)
     # The unit describes the guest's face, in the clip's order: crying first, laughing last.
     happy = unit.wait_for(r"remote\.emotion: Priya: happiness", mark, timeout=60)
     emotions = EMOTION.findall(unit.log.read_text(errors="replace")[mark : happy.end()])
@@ -241,7 +252,7 @@ def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: An
     unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
     audit(page, "after the call", failures)
     assert speaker_rms(home.folder / "speaker.wav") > 100
-    print(f"connected in {connected_s:.1f} s; decoded {decoded}; heard {heard}; said {said}")
+    print(f"connected in {connected_s:.1f} s, first expression {first_s:.1f} s later; {decoded}; said {said}")
     assert failures == []
 
 
@@ -298,3 +309,66 @@ def test_bad_invites_get_a_clear_page_and_never_ring(home: Home, browser: Any) -
     expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
     audit(page, "an expired invite", failures)
     assert failures == []
+
+
+def in_a_call(home: Home, page: Any, link: str) -> int:
+    """Call from ``page`` with ``link`` until connected; the unit's log position before the call."""
+    mark = home.unit.mark()
+    page.goto(link)
+    page.get_by_role("button", name="Call Asha").click()
+    sync_api.expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
+    return mark
+
+
+def test_a_second_guest_hears_the_unit_is_busy(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    mark = in_a_call(home, page, home.link()[1])
+    other = page.context.new_page()
+    other.goto(home.link()[1])
+    other.get_by_role("button", name="Call Asha").click()
+    expect(other.get_by_role("status")).to_have_text(
+        "Asha is in another call. Try again later.", timeout=30_000
+    )
+    expect(other.get_by_role("button", name="Call Asha")).to_be_enabled()
+    assert len(re.findall(r"call\.state: Priya is calling", unit.log.read_text(errors="replace")[mark:])) == 1
+    page.get_by_role("button", name="Hang up").click()
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+
+
+def test_the_call_comes_back_after_the_network_drops(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    mark = in_a_call(home, page, home.link()[1])
+    home.cut_phone(True)
+    try:
+        unit.wait_for(r"call\.state: lost contact with Priya", mark, timeout=15)
+        expect(page.get_by_role("status")).to_have_text(
+            "The connection to Asha dropped. Reconnecting…", timeout=15_000
+        )
+    finally:
+        home.cut_phone(False)
+    started = time.monotonic()
+    expect(page.get_by_role("status")).to_have_text("Reconnected. In a call with Asha.", timeout=30_000)
+    back = unit.wait_for(
+        r"call\.state: connected to Priya", unit.wait_for(r"lost contact", mark).end(), timeout=5
+    )
+    unit.wait_for(r"saying: Reconnecting\.", mark, timeout=15)
+    print(f"reconnected {time.monotonic() - started:.1f} s after the network came back ({back.group(0)})")
+    frames = stats(page)["framesDecoded"]
+    wait_stats(page, "framesDecoded", frames)  # the unit's video flows again
+    page.get_by_role("button", name="Hang up").click()
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+
+
+def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    mark = in_a_call(home, page, home.link()[1])
+    home.cut_phone(True)
+    try:
+        unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=30)
+        unit.wait_for(r"saying: Connection lost\.", mark, timeout=15)
+        expect(page.get_by_role("status")).to_have_text(
+            "The connection to Asha was lost. The call ended.", timeout=45_000
+        )
+    finally:
+        home.cut_phone(False)
+    expect(page.get_by_role("button", name="Call Asha")).to_be_focused()

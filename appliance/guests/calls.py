@@ -7,7 +7,8 @@ environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe
 "signal": {...}}``; the signal is the call engine's own (:class:`~appliance.call.signaling.Signal`),
 so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
 reconnect, busy, bye), with the guest as the peer. A new offer needs a live invite (a one-time one
-is used up by it); a re-offer or a bye needs the invite and the guest address of the call in progress.
+is used up by it); a re-offer or a bye needs the invite and the call's id, a random secret the page
+chose for this call (a re-offer after a loss may come from a new anonymous address).
 """
 
 from __future__ import annotations
@@ -39,16 +40,17 @@ REPLY_MARGIN_SECONDS = 15.0
 class GuestSignal(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     invite: str = Field(max_length=MAX_TOKEN)
+    call: str = Field(pattern=r"^[0-9a-f]{32}$", description="The page's random id for this call")
     describe: bool = True  # the guest agrees to have their expressions described to the owner
     signal: Signal
 
 
 @dataclass(frozen=True)
 class GuestCall:
-    """Who the call in progress is with: the invite, the guest's relay address, their choice."""
+    """Who the call in progress is with: the invite, the page's call id, the guest's choice."""
 
     invite: Invite
-    sender: str
+    call: str
     describe: bool
     peer: Peer
 
@@ -86,7 +88,7 @@ class GuestLine:
             except ValidationError as e:
                 return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
             try:
-                call = self._admit(body, sender)
+                call = self._admit(body)
             except InviteRefused as e:
                 log.info("a guest's %s invite was refused", e.reason)
                 return jsonify({"error": str(e), "reason": e.reason}), 403
@@ -96,14 +98,14 @@ class GuestLine:
 
         return bp
 
-    def _admit(self, body: GuestSignal, sender: str) -> GuestCall | None:
+    def _admit(self, body: GuestSignal) -> GuestCall | None:
         """The guest call this message belongs to; None when the unit is busy with another call."""
         if body.signal.kind != "offer" or body.signal.resume:
-            # A bye or a re-offer: only from the guest of the call in progress, with its invite.
+            # A bye or a re-offer: only from the page of the call in progress, with its invite.
             current = self.current
             if (
                 current is None
-                or current.sender != sender
+                or current.call != body.call
                 or not self._invites.matches(body.invite, current.invite)
             ):
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
@@ -112,7 +114,7 @@ class GuestLine:
             self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
             return None
         invite = self._invites.check(body.invite, use=True)
-        self.current = GuestCall(invite, sender, body.describe, guest_peer(invite))
+        self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
         return self.current
 
     def _on_event(self, event: Event) -> None:

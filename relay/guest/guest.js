@@ -5,7 +5,8 @@
 // (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
 // <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
 // answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
-// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up.
+// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up; after
+// a loss it offers again (resume), as a calling unit does, for up to 30 seconds.
 'use strict';
 (() => {
   const RELAY_NS = 'urn:emocall:relay:1';
@@ -14,6 +15,8 @@
   const LOST_MS = 5000;
   const ANSWER_MS = 70000; // the unit rings for up to 30 s (ring_seconds), then answers or declines
   const STEP_MS = 15000;
+  const RETRY_MS = 4000; // one re-offer's round trip after a loss
+  const RECONNECT_MS = 30000; // as long as a unit keeps trying ([call] reconnect_seconds)
   const $ = (id) => document.getElementById(id);
 
   // The invite ------------------------------------------------------------------------------------
@@ -199,35 +202,19 @@
     say(text);
   }
 
+  const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, '0')).join('');
+
   async function startCall() {
     $('call').disabled = true;
     $('problem').hidden = true;
-    const describe = $('describe').checked;
-    const unit = `${invite.jid}/emocall`;
-    const domain = `guests.${invite.jid.split('@')[1]}`;
-    call = { pc: null, xmpp: new Xmpp(`wss://${location.host}/guest-xmpp`, domain), media: null, timers: [] };
+    call = { id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [] };
     const mine = call;
     try {
       say(`Connecting to ${owner}…`);
       mine.media = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-      await mine.xmpp.connect();
-      const pc = new RTCPeerConnection({ iceServers: await mine.xmpp.iceServers() });
-      mine.pc = pc;
-      for (const track of mine.media.getTracks()) pc.addTrack(track, mine.media);
-      mine.channel = pc.createDataChannel('emotion', { negotiated: true, id: 0 });
-      mine.channel.onopen = () => connected(mine);
-      mine.channel.onmessage = (event) => heard(mine, event.data);
-      pc.ontrack = (event) => { $('remote').srcObject = event.streams[0] || new MediaStream([event.track]); };
-      pc.onconnectionstatechange = () => {
-        if (pc.connectionState === 'failed') end(mine, `The connection to ${owner} failed.`);
-      };
-      await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc);
       say(`Calling ${owner}. Waiting for an answer…`);
-      const signal = {
-        kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, expires: Date.now() / 1000 + 45,
-      };
-      const reply = await mine.xmpp.request(unit, '/api/guest/signal', { invite: token, describe, signal }, ANSWER_MS);
+      const reply = await negotiate(mine, false);
       if (call !== mine) return;
       if (reply.status === 403) {
         stop(mine);
@@ -240,16 +227,48 @@
         ready(why[reply.body.kind] || `The call to ${owner} did not work: ${reply.body.error || 'try again'}.`);
         return;
       }
-      await pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
+      await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
       say(`Connecting the call to ${owner}…`);
       mine.timers.push(setTimeout(() => {
-        if (!mine.open) end(mine, `The call to ${owner} could not connect.`);
+        if (!mine.opened) end(mine, `The call to ${owner} could not connect.`);
       }, STEP_MS));
     } catch (e) {
       stop(mine);
       const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
       ready(offline || `The call to ${owner} did not work: ${e.message}. Try again.`);
     }
+  }
+
+  // A new peer connection and its offer to the unit (resume: after a loss, for the same call).
+  async function negotiate(mine, resume) {
+    if (!mine.xmpp || !mine.xmpp.up) {
+      if (mine.xmpp) mine.xmpp.close();
+      mine.xmpp = new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
+      mine.xmpp.onclose = () => { mine.xmpp.up = false; };
+      await mine.xmpp.connect();
+      mine.xmpp.up = true;
+      mine.ice = await mine.xmpp.iceServers();
+    }
+    if (mine.pc) mine.pc.close();
+    const pc = new RTCPeerConnection({ iceServers: mine.ice });
+    mine.pc = pc;
+    for (const track of mine.media.getTracks()) pc.addTrack(track, mine.media);
+    const channel = pc.createDataChannel('emotion', { negotiated: true, id: 0 });
+    mine.channel = channel;
+    channel.onopen = () => connected(mine, channel);
+    channel.onmessage = (event) => heard(mine, event.data);
+    pc.ontrack = (event) => { $('remote').srcObject = event.streams[0] || new MediaStream([event.track]); };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed' && mine.pc === pc) lost(mine);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const signal = {
+      kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume,
+      expires: Date.now() / 1000 + (resume ? RETRY_MS / 1000 : 45),
+    };
+    const body = { invite: token, call: mine.id, describe: mine.describe, signal };
+    return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
   }
 
   function gathered(pc) {
@@ -262,20 +281,53 @@
     });
   }
 
-  function connected(mine) {
-    mine.open = true;
+  function connected(mine, channel) {
+    if (call !== mine || mine.channel !== channel) return;
+    const again = mine.recovering;
+    mine.open = mine.opened = true;
+    mine.recovering = false;
     mine.heard = Date.now();
     let seq = 0;
-    mine.timers.push(setInterval(() => {
-      if (mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
-      if (Date.now() - mine.heard > LOST_MS) end(mine, `The connection to ${owner} was lost. The call ended.`);
-    }, HEARTBEAT_MS));
+    clearInterval(mine.beat);
+    mine.beat = setInterval(() => {
+      if (channel.readyState === 'open') channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
+      if (Date.now() - mine.heard > LOST_MS && mine.open) lost(mine);
+    }, HEARTBEAT_MS);
     $('before').hidden = true;
     $('call-area').hidden = false;
     $('call-heading').textContent = `In a call with ${owner}`;
-    say(`In a call with ${owner}.`);
-    $('hangup').focus();
+    say(again ? `Reconnected. In a call with ${owner}.` : `In a call with ${owner}.`);
+    if (!again) $('hangup').focus();
   }
+
+  // The unit went quiet: offer again, as a unit does after a loss, until RECONNECT_MS have passed.
+  async function lost(mine) {
+    if (call !== mine || mine.recovering) return;
+    mine.open = false;
+    mine.recovering = true;
+    say(`The connection to ${owner} dropped. Reconnecting…`);
+    const deadline = Date.now() + RECONNECT_MS;
+    while (call === mine && Date.now() < deadline) {
+      try {
+        const reply = await negotiate(mine, true);
+        if (call !== mine) return;
+        if (reply.body.kind === 'answer') {
+          await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
+          const opened = Date.now() + STEP_MS;
+          while (call === mine && mine.recovering && Date.now() < opened) await pause(250);
+          if (!mine.recovering) return;
+        } else if (reply.status === 403 || reply.body.kind === 'bye') {
+          end(mine, `${owner} hung up. The call ended.`);
+          return;
+        }
+      } catch (e) {
+        await pause(1000);
+      }
+    }
+    end(mine, `The connection to ${owner} was lost. The call ended.`);
+  }
+
+  const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
   function heard(mine, data) {
     mine.heard = Date.now();
@@ -285,10 +337,11 @@
   }
 
   function stop(mine) {
-    for (const timer of mine.timers) { clearInterval(timer); clearTimeout(timer); }
+    for (const timer of mine.timers) clearTimeout(timer);
+    clearInterval(mine.beat);
     if (mine.pc) mine.pc.close();
     if (mine.media) for (const track of mine.media.getTracks()) track.stop();
-    mine.xmpp.close();
+    if (mine.xmpp) mine.xmpp.close();
     if (call === mine) call = null;
   }
 
@@ -319,9 +372,14 @@
   window.emocallGuest = {
     state: () => (call && call.open ? 'connected' : call ? 'calling' : 'idle'),
     async stats() {
-      const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0 };
+      const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0, local: '', remote: '' };
       if (!call || !call.pc) return result;
-      (await call.pc.getStats()).forEach((r) => {
+      const report = await call.pc.getStats();
+      report.forEach((r) => {
+        if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
+          result.local = report.get(r.localCandidateId).candidateType;
+          result.remote = report.get(r.remoteCandidateId).candidateType;
+        }
         if (r.type !== 'inbound-rtp') return;
         if (r.kind === 'video') result.framesDecoded += r.framesDecoded || 0;
         if (r.kind === 'audio') {
