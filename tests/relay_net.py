@@ -181,7 +181,8 @@ class Relay:
         """Create a unit's account with ``relay/unit add``; returns (jid, password)."""
         out = self.unit_command("add", name)
         fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
-        return fields["jid"].strip('"'), fields["password"].strip('"')
+        password = next(line for line in out.splitlines() if line.startswith("relay password: "))
+        return fields["jid"].strip('"'), password.removeprefix("relay password: ")
 
     def close(self) -> None:
         stop(self.prosody)
