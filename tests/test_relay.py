@@ -73,7 +73,9 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homes]:
                     )
                 for unit in units:
                     unit.wait_for("relay.state", 30, state="connected")
-                yield Homes(net, units[0], units[1], {"a": f"asha@{DOMAIN}", "b": f"bela@{DOMAIN}"}, folder)
+                homes = Homes(net, units[0], units[1], {"a": f"asha@{DOMAIN}", "b": f"bela@{DOMAIN}"}, folder)
+                pair(homes)  # through the relay, as test_pair_across_homes_through_the_relay checks
+                yield homes
             finally:
                 for unit in units:
                     unit.close()
@@ -114,8 +116,8 @@ def hang_up(caller: RelayUnit, callee: RelayUnit) -> None:
 
 
 def test_pair_across_homes_through_the_relay(homes: Homes) -> None:
-    pair(homes)
-    # Each knows the other at its relay address, and sees it online: a mutual presence subscription.
+    # Paired by the fixture: B said its code, A's owner typed it, the SPAKE2 exchange went through
+    # the relay. Each knows the other at its relay address, and sees it online (mutual subscription).
     for unit, other in ((homes.a, "b"), (homes.b, "a")):
         deadline = time.monotonic() + 15
         while homes.jids[other] not in unit.status()["relay"]["online"]:
