@@ -137,7 +137,8 @@ boot_files() {
   version=$(basename "$(ls -d "$root"/usr/lib/linux-image-*)" | sed 's/linux-image-//')
   install -d "$boot"
   cp "$root"/usr/lib/raspi-firmware/* "$boot/"
-  cp "$root"/usr/lib/linux-image-"$version"/broadcom/bcm27{10,11}-rpi-*.dtb "$boot/"
+  # upstream_kernel=1 (config.txt) makes the firmware look for the mainline names: bcm2837 (Pi 3), bcm2711 (Pi 4).
+  cp "$root"/usr/lib/linux-image-"$version"/broadcom/bcm{2837,2711}-rpi-*.dtb "$boot/"
   cp "$root/boot/vmlinuz-$version" "$boot/vmlinuz"
   cp "$root/boot/initrd.img-$version" "$boot/initrd.img"
   cp "$here/files/boot/config.txt" "$boot/config.txt"
@@ -150,6 +151,7 @@ stage_image() {
   local work boot_img root_img data_img root_mib img total
   extract "$emocall_tar"
   work=$(mktemp -d "$CACHE_DIR/image.XXXX")
+  trap 'unmount_root "$root"; rm -rf "$root" "$work"' EXIT
   boot_files "$root" "$work/boot"
   # What raspi-firmware's hooks copied into the root's /boot/firmware would hide under the FAT mount.
   find "$root/boot/firmware" -mindepth 1 -delete

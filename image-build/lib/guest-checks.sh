@@ -63,7 +63,25 @@ display() {
   if [ -e /dev/dri/card0 ]; then check display ok "dri: $drm; $log"; else check display fail "no DRM device; $log"; fi
 }
 
-# Issue 19.6: no Coral here, so the probe fails and the unit runs expressions on the processor.
+# Issue 19.6: the Edge TPU probe runs in a child process; here (no Coral, no libedgetpu) it fails,
+# the unit runs expressions on the processor and was never restarted.
+coral() {
+  local out restarts
+  out=$(as_emocall "$venv/bin/python" -c 'from pathlib import Path
+from appliance.vision.litert import InterpreterError, probe_edgetpu
+try:
+    probe_edgetpu(Path("/usr/share/emocall/models/edgetpu/emotion_int8.tflite"))
+    print("probe passed")
+except InterpreterError as e:
+    print("probe failed:", e)' 2>&1 | tail -1)
+  restarts=$(systemctl show emocall -p NRestarts --value)
+  if grep -q "^probe failed" <<<"$out" && [ "$restarts" = 0 ]; then
+    check coral ok "$out; the service never restarted (NRestarts=0)"
+  else
+    check coral fail "$out; NRestarts=$restarts"
+  fi
+}
+
 vision() {
   local status
   status=$(python3 -c 'import json, urllib.request
@@ -77,6 +95,7 @@ pipewire
 speaker
 lgpio
 display
+coral
 vision
 echo SELFTEST
 as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
