@@ -31,6 +31,7 @@ from .call_unit import write_tone
 from .conftest import need
 from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology
 from .test_browser import ARGS, CHROMIUM, Process
+from .test_browser import _login as login
 
 sync_api = pytest.importorskip("playwright.sync_api")
 axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
@@ -80,7 +81,7 @@ def unit_config(folder: Path, net: Topology, jid: str) -> Path:
     config.write_text(
         f"""[unit]
 name = "Asha"
-data_dir = "{folder / "asha"}"
+data_dir = "{folder / "Asha"}"
 [camera]
 source = "pattern"
 [web]
@@ -116,7 +117,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         with topology(folder / "relay", area="gst") as net:
             jid, password = net.relay.add_unit("asha")
             (folder / "relay.password").write_text(password)
-            data = folder / "asha"
+            data = folder / "Asha"  # where tests/test_browser.py's Process reads the display
             data.mkdir(mode=0o700)
             store = StateStore(data / "state.db", defaults={"display_name": "Asha"})
             store.update_settings({"auto_answer": True})
@@ -156,11 +157,15 @@ def camera(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def browser(home: Home, camera: tuple[Path, Path]) -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def browser(home: Home, camera: tuple[Path, Path], playwright: Any) -> Iterator[Any]:
+    """A page in Chromium on the phone, with the clip as its camera and a tone as its microphone."""
     y4m, wav = camera
-    wrapper = home.folder / "chromium-in-phone"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {home.net.home(1)} {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
     args = [
         *ARGS,
         "--use-fake-ui-for-media-stream",
@@ -170,19 +175,28 @@ def browser(home: Home, camera: tuple[Path, Path]) -> Iterator[Any]:
         f"--host-resolver-rules=MAP {DOMAIN} {SERVER_IP}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(wrapper), args=args, headless=True)
-        try:
-            # The relay's certificate comes from the test's throwaway CA.
-            context = chromium.new_context(ignore_https_errors=True)
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            console: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            yield page
-            print("\n".join(["the page's console:", *console]))
-        finally:
-            chromium.close()
+    chromium = playwright.chromium.launch(
+        executable_path=str(in_namespace(home, 1)), args=args, headless=True
+    )
+    try:
+        # The relay's certificate comes from the test's throwaway CA.
+        context = chromium.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        yield page
+        print("\n".join(["the page's console:", *console]))
+    finally:
+        chromium.close()
+
+
+def in_namespace(home: Home, i: int) -> Path:
+    """Chromium run in home ``i``'s namespace (Playwright's pipe to it crosses namespaces)."""
+    wrapper = home.folder / f"chromium-in-home{i + 1}"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {home.net.home(i)} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def audit(page: Any, when: str, failures: list[str]) -> None:
@@ -286,7 +300,7 @@ def test_bad_invites_get_a_clear_page_and_never_ring(home: Home, browser: Any) -
     forged = f"{address}#{token[:-4]}AAAA"
     # Made two hours ago for one hour, signed by the unit: it has expired.
     two_hours_ago = Invites(
-        Identity.load_or_create(home.folder / "asha" / "identity.key"), home.store, lambda: time.time() - 7200
+        Identity.load_or_create(home.folder / "Asha" / "identity.key"), home.store, lambda: time.time() - 7200
     )
     _, expired = home.link(invites=two_hours_ago)
     cases = {
@@ -372,3 +386,39 @@ def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> No
     finally:
         home.cut_phone(False)
     expect(page.get_by_role("button", name="Call Asha")).to_be_focused()
+
+
+def test_the_owner_invites_and_withdraws_on_the_units_page(home: Home, browser: Any, playwright: Any) -> None:
+    guest, expect = browser, sync_api.expect
+    failures: list[str] = []
+    chromium = playwright.chromium.launch(
+        executable_path=str(in_namespace(home, 0)), args=ARGS, headless=True
+    )
+    try:
+        owner = chromium.new_page()
+        owner.set_default_timeout(20_000)
+        login(owner, home.unit, expect)
+        owner.get_by_role("link", name="Guests").click()
+        audit(owner, "the guests page", failures)
+        owner.get_by_label("Guest's name (this unit says it when they call)").fill("Priya")
+        owner.get_by_label("The link works for").select_option(label="1 week")
+        owner.get_by_label("For one call").check()
+        owner.get_by_role("button", name="Make the invite link").click()
+        expect(owner.get_by_role("status")).to_contain_text(
+            "Invite for Priya made. Send Priya the link below"
+        )
+        audit(owner, "the guests page with an invite", failures)
+        link = owner.get_by_label("Link for Priya").input_value()
+        guest.goto(link)
+        expect(guest.get_by_role("button", name="Call Asha")).to_be_visible()
+        owner.get_by_role("button", name="Withdraw Priya's invite").click()
+        expect(owner.get_by_role("status")).to_have_text(
+            "Priya's invite is withdrawn: the link no longer rings this unit."
+        )
+        mark = home.unit.mark()
+        guest.get_by_role("button", name="Call Asha").click()
+        expect(guest.get_by_role("alert")).to_have_text("This invite was withdrawn. Ask Asha for a new link.")
+        assert "call.state" not in home.unit.log.read_text(errors="replace")[mark:]
+    finally:
+        chromium.close()
+    assert failures == []
