@@ -5,9 +5,10 @@ The caller owns recovery: after a loss it sends fresh offers until ``reconnect_s
 passed; the callee waits that long for one and accepts a re-offer from the same unit while in a call.
 
 Every offer says when the caller stops waiting for its answer (``expires``, the caller's clock). A
-unit that was paused (SIGSTOP, a stalled Pi) finds offers queued for it: one past its expiry is
-refused instead of ringing for a call already given up, and a re-offer older than one already
-answered is refused instead of replacing the connection the caller is waiting on.
+unit that was paused (SIGSTOP, a stalled Pi) finds offers queued for it: a new call's offer past
+its expiry is refused instead of ringing for a call already given up, and re-offers are answered
+one at a time, a re-offer older than one already answered refused instead of replacing the
+connection the caller is waiting on.
 
 Closing order: a session is closed to its end (its close cannot be cancelled) before the flow drops
 it, and no call is reported over ("ready for calls") until every session it opened has closed.
@@ -179,8 +180,10 @@ class CallFlow:
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
         _check_sdp(signal.sdp)
         left = signal.expires - time.time() + CLOCK_SLACK_SECONDS if signal.expires else float("inf")
-        if left <= 0:
+        if left <= 0 and not signal.resume:
             # Queued while this unit was paused: the caller has given up and must not be rung for.
+            # (Re-offers wait only 2 s, so theirs is not checked: clocks 3 s apart would end every
+            # recovery. Their order keeps a stale one from replacing the live one: see _stale.)
             late = CLOCK_SLACK_SECONDS - left
             log.info("refused an offer that expired %.1f s ago (this unit was paused?)", late)
             return Signal(kind="declined", name=self._e.name)
