@@ -278,6 +278,7 @@ def test_the_unit_hangs_up_and_the_page_says_so(home: Home, browser: Any) -> Non
     page.get_by_role("button", name="Call Asha").click()
     expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
     unit.wait_for(r"remote\.sharing: Priya asked not to have their expressions described", mark)
+    unit.wait_for(r"saying: Priya paused sharing expressions\.", mark, timeout=20)
     home.hang_up_at_unit()
     expect(page.get_by_role("status")).to_have_text("Asha hung up. The call ended.", timeout=15_000)
     unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
@@ -422,3 +423,17 @@ def test_the_owner_invites_and_withdraws_on_the_units_page(home: Home, browser: 
     finally:
         chromium.close()
     assert failures == []
+
+
+def test_a_guest_behind_a_symmetric_nat_calls_through_turn(home: Home, browser: Any) -> None:
+    page, unit = browser, home.unit
+    home.net.set_symmetric(True)  # a new outside port for every destination: only TURN joins it
+    try:
+        mark = in_a_call(home, page, home.link()[1])
+        now = wait_stats(page, "framesDecoded", 15)
+        assert "relay" in (now["local"], now["remote"]), now
+        print(f"behind a symmetric NAT: {now}")
+        page.get_by_role("button", name="Hang up").click()
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+    finally:
+        home.net.set_symmetric(False)
