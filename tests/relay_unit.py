@@ -9,6 +9,7 @@ and ``status`` (with the relay's state and the call's selected ICE candidate pai
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import threading
@@ -149,7 +150,8 @@ def run(
         threading.Thread(target=pairing_step, args=(parts, command, rest[0]), daemon=True).start()
     elif command == "status":
         status = engine.status()
-        status.update(frames_shown=frames.count, pair=engine._run(_pair(engine), timeout=5))
+        pair = asyncio.run_coroutine_threadsafe(_pair(engine), engine.loop).result(5)  # the loop owns aiortc
+        status.update(frames_shown=frames.count, pair=pair)
         status["relay"] = relay.status() if relay else {}
         emit("status", "", status)
 
