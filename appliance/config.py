@@ -168,7 +168,10 @@ class RelayConfig(_Section):
         None, description="CA certificates to trust for the relay's TLS; empty: the system's"
     )
     unreachable_seconds: float = Field(
-        60.0, gt=0, le=3600, description="Unreachable this long, the unit says calls outside the home fail"
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds out of the relay's reach before the unit says calls outside the home fail",
     )
     retry_max_seconds: float = Field(
         30.0, gt=0, le=600, description="Longest wait between two attempts to reach the relay"
