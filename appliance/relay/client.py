@@ -38,6 +38,7 @@ CONNECT_TIMEOUT_S = 20.0
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 10.0
 TURN_MARGIN_S = 600.0  # credentials are asked again this long before they expire
+TURN_RETRY_S = 60.0  # and no more often than this
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
 
 
@@ -116,7 +117,11 @@ class RelayClient:
                 gone = None
             if gone is not None:
                 pause = 1.0
-                await gone
+                keeper = asyncio.get_running_loop().create_task(self._keep_turn_fresh())
+                try:
+                    await gone
+                finally:
+                    keeper.cancel()
                 self._set("connecting", "the relay connection was lost; trying again")
                 self._down_since = time.monotonic()
                 self._online = frozenset()
@@ -211,19 +216,19 @@ class RelayClient:
         self._ice = turn.parse(result.xml.find(f"{{{turn.NS}}}services"))
 
     def ice_servers(self) -> list[RTCIceServer]:
-        """The relay's STUN/TURN servers for a new call, or none while it has given none."""
+        """The relay's STUN/TURN servers for a new call, or none while it has given none (or they expired)."""
         ice = self._ice
-        if ice is None or not ice.fresh(0):
-            return []
-        if not ice.fresh(TURN_MARGIN_S) and self.state == "connected":
-            asyncio.get_running_loop().create_task(self._refresh_quietly())
-        return list(ice.servers)
+        return list(ice.servers) if ice is not None and ice.fresh(0) else []
 
-    async def _refresh_quietly(self) -> None:
-        try:
-            await self._refresh_turn()
-        except (IqError, IqTimeout, turn.TurnError) as e:
-            log.warning("could not renew the TURN credentials: %s", e)
+    async def _keep_turn_fresh(self) -> None:
+        """While connected, ask for new credentials TURN_MARGIN_S before the current ones expire."""
+        while True:
+            left = self._ice.expires - time.time() - TURN_MARGIN_S if self._ice else 0.0
+            await asyncio.sleep(max(left, TURN_RETRY_S))
+            try:
+                await self._refresh_turn()
+            except (IqError, IqTimeout, turn.TurnError) as e:
+                log.warning("could not renew the TURN credentials: %s", e)
 
     # Requests between units -------------------------------------------------------------------------
 
