@@ -152,6 +152,29 @@ def check_web(cfg: Config) -> PartReport:
     return PartReport("web", "flask", True, f"{name} answers at {url}")
 
 
+def check_relay(cfg: Config) -> PartReport:
+    """Calls between homes: the relay settings, and whether the running unit is connected to it."""
+    if not cfg.relay.jid:
+        return PartReport("relay", "none", True, "no relay ([relay] jid): calls stay in the home")
+    try:
+        readable = bool(cfg.relay.password_file.read_text().strip())
+    except OSError as e:
+        return PartReport("relay", "xmpp", False, f"cannot read {cfg.relay.password_file}: {e.strerror}")
+    if not readable:
+        return PartReport(
+            "relay", "xmpp", False, f"{cfg.relay.password_file} is empty: put the password there"
+        )
+    from appliance.call.local import LocalUnitError, ask
+
+    try:
+        relay = ask(cfg.web.port, "/api/status").get("relay", {})
+    except LocalUnitError as e:
+        return PartReport("relay", "xmpp", False, f"settings readable; {e}")
+    state = relay.get("state", "unknown")
+    online = ", ".join(relay.get("online", [])) or "no paired unit"
+    return PartReport("relay", "xmpp", state == "connected", f"{cfg.relay.jid}: {state}; online: {online}")
+
+
 def run(cfg: Config) -> list[PartReport]:
     return [
         check_camera(cfg),
@@ -163,4 +186,5 @@ def run(cfg: Config) -> list[PartReport]:
         check_pairing(cfg),
         check_call(cfg),
         check_web(cfg),
+        check_relay(cfg),
     ]

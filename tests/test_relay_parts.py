@@ -12,7 +12,8 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 
-from appliance import config, identity
+from appliance import config, identity, selftest
+from appliance.call.lan import free_port
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable
@@ -173,3 +174,15 @@ def test_the_unit_says_when_calls_outside_the_home_stop_and_work_again(tmp_path:
         ]
     finally:
         unit.close()
+
+
+def test_selftest_says_whether_the_relay_can_be_used(tmp_path: Path) -> None:
+    no_relay = selftest.check_relay(config.load(None, {}, environ={}))
+    assert (no_relay.ok, no_relay.backend) == (True, "none") and "calls stay in the home" in no_relay.detail
+    missing = {"jid": "asha@relay.example.org", "password_file": str(tmp_path / "none")}
+    report = selftest.check_relay(config.load(None, {"relay": missing}, environ={}))
+    assert not report.ok and f"cannot read {tmp_path / 'none'}" in report.detail
+    (tmp_path / "pw").write_text("secret")
+    settings = {"relay": {**missing, "password_file": str(tmp_path / "pw")}, "web": {"port": free_port()}}
+    report = selftest.check_relay(config.load(None, settings, environ={}))
+    assert not report.ok and report.detail.startswith("settings readable; no unit answers")
