@@ -32,6 +32,7 @@ from .conftest import need
 from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology
 from .test_browser import ARGS, CHROMIUM, Process
 from .test_browser import _login as login
+from .test_pages_a11y import OVERFLOW
 
 sync_api = pytest.importorskip("playwright.sync_api")
 axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
@@ -233,6 +234,8 @@ def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: An
     expect(call).to_be_visible()
     expect(page.get_by_role("checkbox", name="Describe my expressions during the call")).to_be_checked()
     audit(page, "before the call", failures)
+    page.set_viewport_size({"width": 320, "height": 640})  # a small phone: nothing scrolls sideways
+    assert page.evaluate(OVERFLOW) == []
     mark = unit.mark()
     started = time.monotonic()
     call.click()
@@ -244,6 +247,7 @@ def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: An
     assert unit.wait_for(r"saying: Priya is calling from a browser", mark, timeout=10)
     expect(page.get_by_role("button", name="Hang up")).to_be_focused()
     audit(page, "during the call", failures)
+    assert page.evaluate(OVERFLOW) == []
     # The browser plays the unit's video and sound.
     decoded = wait_stats(page, "framesDecoded", 30)
     wait_stats(page, "audioEnergy", 0)
@@ -409,10 +413,14 @@ def test_the_owner_invites_and_withdraws_on_the_units_page(home: Home, browser: 
             "Invite for Priya made. Send Priya the link below"
         )
         audit(owner, "the guests page with an invite", failures)
-        link = owner.get_by_label("Link for Priya").input_value()
+        made = owner.url.rsplit("#invite-", 1)[1]  # the page jumps to the new invite
+        link = owner.locator(f"#link-{made}").input_value()
         guest.goto(link)
         expect(guest.get_by_role("button", name="Call Asha")).to_be_visible()
-        owner.get_by_role("button", name="Withdraw Priya's invite").click()
+        withdraw = owner.locator(f"#invite-{made}").get_by_role(
+            "button", name=re.compile("^Withdraw Priya's")
+        )
+        withdraw.click()
         expect(owner.get_by_role("status")).to_have_text(
             "Priya's invite is withdrawn: the link no longer rings this unit."
         )
