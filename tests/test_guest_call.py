@@ -10,6 +10,7 @@ order. The browser runs in the "phone" namespace (home 2 of tests/relay_net.py) 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -445,3 +446,23 @@ def test_a_guest_behind_a_symmetric_nat_calls_through_turn(home: Home, browser: 
         unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
     finally:
         home.net.set_symmetric(False)
+
+
+def test_the_guest_signal_answers_only_what_the_relay_brings_from_a_guest(home: Home) -> None:
+    """Straight to the unit's web server (from its own home), even with a valid invite: refused."""
+    _, link = home.link()
+    body = {"invite": link.rsplit("#", 1)[1], "call": "0" * 32, "signal": {"kind": "offer", "sdp": "v=0"}}
+    ask = (
+        "import json, sys, urllib.request, urllib.error\n"
+        "r = urllib.request.Request('http://127.0.0.1:8080/api/guest/signal', data=sys.stdin.read().encode(),"
+        " headers={'Content-Type': 'application/json'})\n"
+        "try:\n    urllib.request.urlopen(r, timeout=10)\nexcept urllib.error.HTTPError as e:\n"
+        "    print(e.code, json.load(e)['error'])\n"
+    )
+    mark = home.unit.mark()
+    done = subprocess.run(
+        ["ip", "netns", "exec", home.net.home(0), sys.executable, "-c", ask],
+        input=json.dumps(body), capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "403 only a guest's browser, through the relay, may send this"
+    assert "call.state" not in home.unit.log.read_text(errors="replace")[mark:]

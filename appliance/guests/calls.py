@@ -73,6 +73,7 @@ class GuestLine:
         self._engine, self._invites, self._domain = engine, invites, guest_domain(jid)
         self._vision = vision
         self.current: GuestCall | None = None
+        self._told_private = ""  # the call whose guest's "do not describe me" was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
 
     def blueprint(self) -> Blueprint:
@@ -125,7 +126,8 @@ class GuestLine:
         if state == "connected" and event.data.get("guest"):
             if current.describe:
                 self._vision.start(current.peer.name)
-            else:
+            elif self._told_private != current.call:
+                self._told_private = current.call
                 name = current.peer.name
                 message = f"{name} asked not to have their expressions described"
                 self._engine.events.publish("remote.sharing", message, peer=name, paused=True, guest=True)
