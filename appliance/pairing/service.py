@@ -118,13 +118,15 @@ class Pairing:
 
     # -- unit B: asked to pair ---------------------------------------------------------------------
 
-    def start(self, unit_id: str, name: str, host: str, port: int) -> dict[str, Any]:
+    def start(self, unit_id: str, name: str, host: str, port: int, source: str = "") -> dict[str, Any]:
         """Show and say the code for the unit that asked from ``host``; answer with B's first SPAKE2
-        message. Another address's pairing in progress goes on untouched."""
+        message. Another source's pairing in progress goes on untouched. ``source`` is what the
+        limits count per: the address, or the relay account a request came through."""
+        source = source or host
         if unit_id == self._me.unit_id:
             raise PairingError("a unit cannot pair with itself")
         try:
-            code = self._guard.issue(host)
+            code = self._guard.issue(source)
         except CodeLocked as e:
             raise PairingError(str(e), 429, {"seconds": e.seconds}) from e
         incoming = _Incoming(
@@ -132,13 +134,14 @@ class Pairing:
             unit_id,
             name,
             f"{host}:{port}",
-            host,
+            source,
             code,
             Responder(code, unit_id, self._me.unit_id),
         )
         with self._lock:
-            # Sessions for an older code are dead; one address replaces only its own session.
-            self._incoming = {s: i for s, i in self._incoming.items() if i.code == code and i.source != host}
+            # Sessions for an older code are dead; one source replaces only its own session.
+            live = self._incoming.items()
+            self._incoming = {s: i for s, i in live if i.code == code and i.source != source}
             self._incoming[incoming.session] = incoming
         log.debug("pairing asked by %s (%s)", name, incoming.address)
         return {**self.details(), "session": incoming.session, "spake": b64(incoming.responder.message)}

@@ -35,7 +35,7 @@ from appliance.relay import RelayError, RelayUnavailable
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
-from appliance.web.peer_api import verified_peer
+from appliance.web.peer_api import RELAY_SENDER, verified_peer
 
 if TYPE_CHECKING:
     from appliance.relay.envelope import Exchange
@@ -153,7 +153,7 @@ class Relay:
             method="POST",
             headers=Headers(exchange.headers),
             data=exchange.body,
-            environ_base={"REMOTE_ADDR": NOWHERE, "emocall.relay_sender": sender},
+            environ_base={"REMOTE_ADDR": NOWHERE, RELAY_SENDER: sender},
         ).get_environ()
         body, status, headers = run_wsgi_app(self._app, environ)
         try:

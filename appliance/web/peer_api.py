@@ -22,6 +22,8 @@ from appliance.state import StateStore
 from appliance.web.schemas import parse
 
 EXTENSION = "emocall.trust"
+# The WSGI environ key under which the relay names the account a request came through.
+RELAY_SENDER = "emocall.relay_sender"
 VERIFIED = "emocall_exchange"  # where verified_peer leaves the request it verified, in flask.g
 
 
@@ -60,19 +62,26 @@ def _host() -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _source() -> str:
+    """Whom the code limits count: the relay account a request came through, else its address (every
+    request through the relay comes from the same nowhere address)."""
+    sender = request.environ.get(RELAY_SENDER)
+    return f"xmpp:{sender}" if isinstance(sender, str) and sender else _host()
+
+
 def peer_blueprint(pairing: Pairing, store: StateStore) -> Blueprint:
     bp = Blueprint("peer", __name__)
 
     @bp.post(service.START_PATH)
     def pair_start() -> ResponseReturnValue:
         body = parse(PeerStart)
-        return jsonify(pairing.start(body.unit_id, body.name, _host(), body.port))
+        return jsonify(pairing.start(body.unit_id, body.name, _host(), body.port, _source()))
 
     @bp.post(service.FINISH_PATH)
     def pair_finish() -> ResponseReturnValue:
         body = parse(PeerFinish)
         details = body.details.model_dump()
-        return jsonify(pairing.finish(body.session, body.spake, details, body.proof, _host()))
+        return jsonify(pairing.finish(body.session, body.spake, details, body.proof, _source()))
 
     @bp.post(service.HELLO_PATH)
     def hello() -> ResponseReturnValue:
