@@ -42,7 +42,8 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed"),
 ]
 
-CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "WolfgangLanger_Pexels.mp4"
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+CLIP = CLIPS / "WolfgangLanger_Pexels.mp4"
 EMOTION = re.compile(r"remote\.emotion: Priya: (\w+)")
 SAID = re.compile(r"saying: (Priya [^\n]*)")
 WAV_HEADER = 44
@@ -85,7 +86,8 @@ def unit_config(folder: Path, net: Topology, jid: str) -> Path:
 name = "Asha"
 data_dir = "{folder / "Asha"}"
 [camera]
-source = "pattern"
+source = "file"
+file = "{need(CLIPS / "single_face.mp4")}"
 [web]
 port = 8080
 discovery = false
@@ -122,7 +124,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
             data = folder / "Asha"  # where tests/test_browser.py's Process reads the display
             data.mkdir(mode=0o700)
             store = StateStore(data / "state.db", defaults={"display_name": "Asha"})
-            store.update_settings({"auto_answer": True})
+            # The owner shares expressions with paired units; a guest must still get none of them.
+            store.update_settings({"auto_answer": True, "share_expressions": True})
             invites = Invites(Identity.load_or_create(data / "identity.key"), store)
             log = folder / "asha.log"
             exe = Path(sys.executable).with_name("emocall")
@@ -262,6 +265,10 @@ def test_a_guest_calls_and_the_unit_describes_their_face(home: Home, browser: An
     sad = unit.wait_for(r"saying: Priya seems sad\.", happy.end(), timeout=60)
     unit.wait_for(r"saying: Priya looks happy\.", sad.end(), timeout=60)
     said = SAID.findall(unit.log.read_text(errors="replace")[mark:])
+    # The owner's face was analysed (sharing is on), and none of it reached the guest.
+    assert re.search(r"vision\.emotion: ", unit.log.read_text(errors="replace")[mark:])
+    received = page.evaluate("() => window.emocallGuest.received()")
+    assert received.get("heartbeat", 0) > 5 and "emotion" not in received, received
     page.get_by_role("button", name="Mute my microphone").click()
     expect(page.get_by_role("button", name="Mute my microphone")).to_have_attribute("aria-pressed", "true")
     mark = unit.mark()

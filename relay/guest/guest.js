@@ -181,6 +181,7 @@
   const invite = readInvite(token);
   const owner = invite && typeof invite.owner === 'string' ? invite.owner : 'the unit';
   let call = null;
+  const received = {}; // data channel messages from the unit, by type (for tests: never "emotion")
 
   function say(text) {
     $('status').textContent = text;
@@ -333,6 +334,7 @@
     mine.heard = Date.now();
     let message = null;
     try { message = JSON.parse(data); } catch (e) { return; }
+    if (message && typeof message.type === 'string') received[message.type] = (received[message.type] || 0) + 1;
     if (message && message.type === 'bye') end(mine, `${owner} hung up. The call ended.`);
   }
 
@@ -371,6 +373,7 @@
   // For tests and the curious: what the browser receives from the unit.
   window.emocallGuest = {
     state: () => (call && call.open ? 'connected' : call ? 'calling' : 'idle'),
+    received: () => ({ ...received }),
     async stats() {
       const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0, local: '', remote: '' };
       if (!call || !call.pc) return result;
