@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
-image=$CACHE_DIR/out/emocall-arm64.img.xz
+image=$CACHE_DIR/out/emocall-arm64.img.zst
 power_cut=false
 for arg in "$@"; do
   case $arg in
@@ -46,6 +46,7 @@ as_root() { ssh_guest "echo $PASSWORD | sudo -S -p '' $*"; }
 prepare_disk() {
   local start
   case $image in
+    *.zst) zstd -dc "$image" | dd of="$work/disk.img" bs=1M iflag=fullblock conv=sparse status=none ;;
     *.xz) xz -dc "$image" | dd of="$work/disk.img" bs=1M iflag=fullblock conv=sparse status=none ;;
     *) cp --sparse=always "$image" "$work/disk.img" ;;
   esac
@@ -82,10 +83,10 @@ boot() {
     -append "root=LABEL=EMOCALLROOT rootfstype=ext4 rootwait console=ttyAMA0 fsck.repair=yes" \
     -drive "file=$work/disk.img,format=raw,if=none,id=disk,cache=writeback" -device virtio-blk-pci,drive=disk \
     -netdev "user,id=net,hostfwd=tcp:127.0.0.1:$web_port-:8080,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
-    -device virtio-net-pci,netdev=net -device virtio-rng-pci \
+    -device virtio-net-pci,netdev=net,romfile= -device virtio-rng-pci \
     -device virtio-gpu-pci -display none -monitor "unix:$work/monitor,server,nowait" \
     -audiodev "wav,id=snd,path=$work/speaker-$1.wav" -device intel-hda -device hda-duplex,audiodev=snd \
-    -serial "file:$work/serial-$1.log" >/dev/null 2>&1 &
+    -serial "file:$work/serial-$1.log" >"$work/qemu-$1.log" 2>&1 &
   qemu_pid=$!
   boot_start=$(date +%s)
 }
@@ -93,7 +94,7 @@ boot() {
 wait_ready() {
   local deadline=$((boot_start + READY_TIMEOUT))
   until ssh_guest true 2>/dev/null; do
-    kill -0 "$qemu_pid" 2>/dev/null || die "QEMU exited; see $work/serial-$1.log"
+    kill -0 "$qemu_pid" 2>/dev/null || die "QEMU exited: $(tail -2 "$work/qemu-$1.log"); see $work/serial-$1.log"
     [ "$(date +%s)" -lt "$deadline" ] || die "no SSH after ${READY_TIMEOUT}s; see $work/serial-$1.log"
     sleep 5
   done
@@ -176,7 +177,7 @@ power_cut() {
 
 main() {
   need_root
-  need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl xz
+  need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl zstd
   [ -f "$image" ] || die "no image at $image: run sudo bash image-build/build.sh first"
   step "disk copy with the flasher's files" prepare_disk
   step "boot to ready" boot first

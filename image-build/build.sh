@@ -151,7 +151,8 @@ stage_image() {
   local work boot_img root_img data_img root_mib img total
   extract "$emocall_tar"
   work=$(mktemp -d "$CACHE_DIR/image.XXXX")
-  trap 'unmount_root "$root"; rm -rf "$root" "$work"' EXIT
+  # shellcheck disable=SC2064  # expanded now: $work is local to this function
+  trap "unmount_root '$root'; rm -rf '$root' '$work'" EXIT
   boot_files "$root" "$work/boot"
   # What raspi-firmware's hooks copied into the root's /boot/firmware would hide under the FAT mount.
   find "$root/boot/firmware" -mindepth 1 -delete
@@ -159,6 +160,8 @@ stage_image() {
   mkfs.vfat -C -n RASPIFIRM "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
   mcopy -s -i "$boot_img" "$work/boot"/* ::
   install -d "$work/data"
+  chown --reference="$root/var/lib/emocall" "$work/data"
+  chmod --reference="$root/var/lib/emocall" "$work/data"
   root_mib=$(( $(du -sm --exclude=./proc --exclude=./sys "$root" | cut -f1) * 12 / 10 + 200 ))
   mkfs.ext4 -q -L EMOCALLROOT -d "$root" "$root_img" "${root_mib}M"
   mkfs.ext4 -q -L EMOCALLDATA -d "$work/data" "$data_img" "${DATA_MIB}M"
@@ -175,15 +178,15 @@ PARTS
   dd if="$root_img" of="$img" bs=1M seek=$((1 + BOOT_MIB)) conv=notrunc,sparse status=none
   dd if="$data_img" of="$img" bs=1M seek=$((1 + BOOT_MIB + root_mib)) conv=notrunc,sparse status=none
   rm -rf "$work"
-  rm -f "$img.xz"
-  xz -T0 -3 "$img"
-  log "image: $img.xz ($(du -m "$img.xz" | cut -f1) MiB compressed, ${total} MiB on the card before it grows)"
-  echo "$img.xz"
+  # zstd: Raspberry Pi Imager and balenaEtcher read .zst; xz took over 10 minutes here.
+  zstd -q -T0 -10 --rm -f "$img" -o "$img.zst"
+  log "image: $img.zst ($(du -m "$img.zst" | cut -f1) MiB compressed, ${total} MiB on the card before it grows)"
+  echo "$img.zst"
 }
 
 main() {
   need_root
-  need_tools mmdebstrap chroot zstd xz mkfs.vfat mcopy mkfs.ext4 sfdisk
+  need_tools mmdebstrap chroot zstd mkfs.vfat mcopy mkfs.ext4 sfdisk
   enable_binfmt
   mkdir -p "$CACHE_DIR" "$OUT_DIR"
   step "base root filesystem (mmdebstrap, arm64)" stage_base
