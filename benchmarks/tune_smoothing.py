@@ -9,7 +9,8 @@ analysed frame's probabilities once; then every grid point of the smoother's par
 them. Scored like the vision video test: a face counts when the last event before its end names
 its label; wrong events (naming another label) cost; the median latency from a cut to the right
 event must stay within ``--max-latency``. Prints the defaults' score, the best grid point, and
-whether the defaults should change (only when the best beats them by more than one face).
+whether the defaults should change (only when the best beats them by more than one face; among
+equal scores the point that changes the fewest defaults wins).
 """
 
 from __future__ import annotations
@@ -144,9 +145,11 @@ def main(argv: list[str] | None = None) -> None:
         f"defaults {defaults}: {m}/{len(segments)} right, {w} wrong events, "
         f"latency {lat:.2f} s, score {base:.1f}"
     )
+    current = tuple(getattr(defaults, k) for k in GRID)
+    # Ties go to the grid point that changes the fewest defaults.
     ranked = sorted(
         ((score(SmoothingParams(*values)), values) for values in itertools.product(*GRID.values())),
-        key=lambda r: -r[0][0],
+        key=lambda r: (-r[0][0], sum(a != b for a, b in zip(r[1], current, strict=True))),
     )
     for (s, (m, w, lat)), values in ranked[:5]:
         print(

