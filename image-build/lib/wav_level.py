@@ -8,15 +8,24 @@ import sys
 import wave
 
 THRESHOLD = 0.01  # -40 dBFS
+HEADER = 44  # a plain PCM WAV header, as QEMU writes it
 
 
 def main(path: str) -> int:
-    with wave.open(path) as w:
-        if w.getsampwidth() != 2:
-            print(f"{path}: {8 * w.getsampwidth()}-bit samples, expected 16-bit")
-            return 1
-        rate, channels = w.getframerate(), w.getnchannels()
-        samples = array.array("h", w.readframes(w.getnframes()))
+    try:
+        with wave.open(path) as w:
+            if w.getsampwidth() != 2:
+                print(f"{path}: {8 * w.getsampwidth()}-bit samples, expected 16-bit")
+                return 1
+            rate, channels = w.getframerate(), w.getnchannels()
+            samples = array.array("h", w.readframes(w.getnframes()))
+        if not samples:  # QEMU writes the sizes into the header only when it exits: read what follows it
+            with open(path, "rb") as f:
+                raw = f.read()[HEADER:]
+            samples = array.array("h", raw[: len(raw) // 2 * 2])
+    except (OSError, EOFError, wave.Error) as e:
+        print(f"{path}: no sound recorded ({e or 'empty file'})")
+        return 1
     window = rate * channels // 10
     loud = sum(
         1
