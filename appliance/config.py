@@ -211,13 +211,13 @@ class VisionConfig(_Section):
     smoothing_seconds: float = Field(
         0.15, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
     )
-    threshold: float = Field(0.35, ge=0, le=1, description="Averaged probability a new expression needs")
-    # hysteresis and dwell_seconds: benchmarks/tune_smoothing.py on PublicTest faces (model card).
+    # threshold, hysteresis, dwell_seconds: benchmarks/tune_smoothing.py on PublicTest faces (model card).
+    threshold: float = Field(0.45, ge=0, le=1, description="Averaged probability a new expression needs")
     hysteresis: float = Field(
-        0.1, ge=0, le=1, description="How far a new expression must lead the current one"
+        0.2, ge=0, le=1, description="How far a new expression must lead the current one"
     )
     dwell_seconds: float = Field(
-        0.3, ge=0, le=5, description="How long a new expression must lead before it is announced"
+        0.2, ge=0, le=5, description="How long a new expression must lead before it is announced"
     )
     settle_seconds: float = Field(
         1.0, ge=0, le=10, description="How long the first expression of a face just come into view must lead"

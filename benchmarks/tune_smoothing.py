@@ -70,11 +70,11 @@ def pick_faces(per_class: int, seed: int) -> list[tuple[np.ndarray, str]]:
 
 
 def frame_probabilities(
-    faces: list[tuple[np.ndarray, str]], hold: float, fps: float, seed: int
+    vision: config.VisionConfig, faces: list[tuple[np.ndarray, str]], hold: float, seed: int
 ) -> tuple[list[tuple[float, np.ndarray | None]], list[Segment], tuple[str, ...]]:
     """(t, probabilities or None when no face was seen) per analysed frame, and the segments."""
-    vision = config.load(None, {}, environ={}).vision
     pipeline = open_pipeline(vision)
+    fps = vision.analyse_fps
     rng = np.random.default_rng(seed)
     out, segments, t = [], [], 0.0
     per_face = round(hold * fps)
@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hold", type=float, default=1.5, help="seconds each face is shown (the video test's)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--max-latency", type=float, default=0.7, help="median cut-to-event limit (s)")
+    ap.add_argument("--model-card", type=Path, default=None, help="another model's emotion.json")
     args = ap.parse_args(argv)
-    vision = config.load(None, {}, environ={}).vision
+    overrides = {"vision": {"model_card": str(args.model_card)}} if args.model_card else {}
+    vision = config.load(None, overrides, environ={}).vision
     faces = pick_faces(args.per_class, args.seed)
-    probs, segments, labels = frame_probabilities(faces, args.hold, vision.analyse_fps, args.seed)
+    probs, segments, labels = frame_probabilities(vision, faces, args.hold, args.seed)
 
     def score(p: SmoothingParams) -> tuple[float, tuple[int, int, float]]:
         m, w, lat = replay(probs, segments, labels, p)
