@@ -45,7 +45,8 @@ def test_int8_accuracy_holds_the_card_figure(test_split: ferdata.Split, int8_pro
 
 
 # The corruption suite on the first CORRUPT_FACES PrivateTest faces (about 350 with a majority label).
-# Measured with the shipped file: see the model card; the floors sit a point or two under.
+# Measured with the shipped file: mean accuracy 0.8315, lowest 0.7441, mean recall 0.7762 (the
+# model card has all 3,137); the floors sit 2 points under.
 CORRUPT_FACES = 400
 CORRUPT_MEAN_ACCURACY, CORRUPT_LOWEST_ACCURACY, CORRUPT_MEAN_RECALL = 0.81, 0.72, 0.75
 
