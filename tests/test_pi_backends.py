@@ -9,6 +9,7 @@ real one does in those cases; the Edge TPU crash is a real segfault in a real ch
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import pygame
 import pytest
 
 from appliance import config, platform
@@ -30,12 +30,12 @@ from appliance.camera.picamera2 import Picamera2Source
 from appliance.camera.select import opener
 from appliance.camera.webcam import usb_cameras
 from appliance.controls.button import open_button
-from appliance.display import DisplayError
-from appliance.display.kmsdrm import KmsdrmScreen
 from appliance.events import EventBus
 from appliance.vision.card import load_card
 from appliance.vision.litert import InterpreterError, edgetpu_interpreter
 from appliance.vision.select import open_detector
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A picamera2 with the real one's failure modes, chosen by the module attribute PLAN.
 FAKE_PICAMERA2 = """
@@ -201,29 +201,50 @@ def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_fal
     detector.close()
 
 
+SCREEN_SCRIPT = """
+import json, sys, threading, time
+import pygame
+from appliance.display import DisplayError
+from appliance.display.kmsdrm import KmsdrmScreen
+try:
+    screen = KmsdrmScreen(driver=sys.argv[1])
+except DisplayError as e:
+    print(json.dumps({"error": str(e)}))
+    sys.exit(0)
+picture = pygame.Surface(screen.size)
+picture.fill((255, 255, 0))
+senders = [threading.Thread(target=screen.show, args=(picture, "")) for _ in range(3)]
+for t in senders:
+    t.start()
+for t in senders:
+    t.join()
+deadline = time.monotonic() + 10
+while screen.shown == 0 and time.monotonic() < deadline:
+    time.sleep(0.02)
+screen.close()
+print(json.dumps({"size": screen.size, "shown": screen.shown, "closed": not pygame.display.get_init()}))
+"""
+
+
+def run_screen(driver: str) -> dict[str, object]:
+    """A unit's screen in a process of its own, as on a Pi: SDL's video state is per process."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCREEN_SCRIPT, driver], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def test_the_screen_is_opened_shown_and_closed_on_one_thread() -> None:
-    screen = KmsdrmScreen(driver="offscreen")
-    try:
-        assert screen.size[0] > 0 and screen.size[1] > 0
-        picture = pygame.Surface(screen.size)
-        picture.fill((255, 255, 0))
-        senders = [threading.Thread(target=screen.show, args=(picture, "")) for _ in range(3)]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
-        deadline = time.monotonic() + 5
-        while screen.shown == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert screen.shown >= 1
-    finally:
-        screen.close()
-    assert not pygame.display.get_init()  # closed by the screen's own thread
+    result = run_screen("offscreen")
+    assert min(int(side) for side in result["size"]) > 0  # type: ignore[attr-defined]
+    assert int(result["shown"]) >= 1  # type: ignore[call-overload]
+    assert result["closed"] is True  # closed by the screen's own thread
 
 
 def test_a_screen_that_cannot_open_says_what_to_check() -> None:
-    with pytest.raises(DisplayError, match="video and render groups"):
-        KmsdrmScreen(driver="no-such-driver")
+    assert "video and render groups" in str(run_screen("no-such-driver")["error"])
 
 
 def test_a_button_without_gpio_names_every_pin_library_it_tried(caplog: pytest.LogCaptureFixture) -> None:
