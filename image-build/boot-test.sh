@@ -85,7 +85,7 @@ boot() {
     -netdev "user,id=net,hostfwd=tcp:127.0.0.1:$web_port-:8080,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
     -device virtio-net-pci,netdev=net,romfile= -device virtio-rng-pci \
     -device virtio-gpu-pci -display none -monitor "unix:$work/monitor,server,nowait" \
-    -audiodev "wav,id=snd,path=$work/speaker-$1.wav" -device intel-hda -device hda-duplex,audiodev=snd \
+    -audiodev "wav,id=snd,path=$work/speaker-$1.wav" -device intel-hda -device hda-output,audiodev=snd \
     -serial "file:$work/serial-$1.log" >"$work/qemu-$1.log" 2>&1 &
   qemu_pid=$!
   boot_start=$(date +%s)
@@ -127,9 +127,15 @@ sys.exit(1 if bad else 0)' "$selftest" 2>/dev/null; then
   else
     record selftest fail "$selftest"
   fi
-  page=$(curl -s -o "$work/page.html" -w '%{http_code}' "http://127.0.0.1:$web_port/")
+  # The page sends a visitor to the owner's login; the status API is open to all.
+  page=$(curl -s -L -o "$work/page.html" -w '%{http_code} %{url_effective}' "http://127.0.0.1:$web_port/")
   line=$(grep -o -m1 '<title>[^<]*' "$work/page.html" | sed 's/<title>//')
-  if [ "$page" = 200 ]; then record web ok "host got HTTP $page from the forwarded port: $line"; else record web fail "HTTP $page"; fi
+  status=$(curl -s "http://127.0.0.1:$web_port/api/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])' 2>&1)
+  if [ "${page%% *}" = 200 ]; then
+    record web ok "host got HTTP $page ($line); /api/status names the unit '$status'"
+  else
+    record web fail "HTTP $page; /api/status: $status"
+  fi
   sleep 2
   if python3 "$here/lib/wav_level.py" "$work/speaker-$1.wav" >"$work/level" 2>&1; then
     record speaker_wav ok "the VM's sound card played: $(cat "$work/level")"
@@ -164,7 +170,7 @@ power_cut() {
   committed=$(grep -c '^committed' "$work/writer.log" || true)
   [ "$committed" -gt 0 ] || die "the writer committed nothing: $(tail -3 "$work/writer.log")"
   log "power cut after $committed committed pairings"
-  step "second boot after the power cut" boot second
+  step "start QEMU again on the same disk" boot second
   wait_ready second
   ssh_guest "cat > /tmp/pairings.py" <"$here/lib/pairings.py"
   after=$(as_root runuser -u emocall -- /opt/emocall/venv/bin/python /tmp/pairings.py count)
@@ -180,7 +186,7 @@ main() {
   need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl zstd
   [ -f "$image" ] || die "no image at $image: run sudo bash image-build/build.sh first"
   step "disk copy with the flasher's files" prepare_disk
-  step "boot to ready" boot first
+  step "start QEMU" boot first
   wait_ready first
   record ready ok "${ready_s} s from QEMU start to READY=1 (kernel +$((guest_ready / 1000000)) s)"
   step "checks inside the VM" run_checks first

@@ -60,7 +60,13 @@ display() {
   local drm log
   drm=$(find /dev/dri -mindepth 1 -printf '%f ' 2>/dev/null)
   log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
-  if [ -e /dev/dri/card0 ]; then check display ok "dri: $drm; $log"; else check display fail "no DRM device; $log"; fi
+  if [ ! -e /dev/dri/card0 ]; then
+    check display fail "no DRM device; $log"
+  elif journalctl -u emocall -b --no-pager | grep -q "display.unavailable"; then
+    check display fail "the service could not open the screen: $log"
+  else
+    check display ok "dri: $drm; $log"
+  fi
 }
 
 # Issue 19.6: the Edge TPU probe runs in a child process; here (no Coral, no libedgetpu) it fails,
