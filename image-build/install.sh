@@ -97,7 +97,7 @@ EOF
 
 enable_units() {
   say "units"
-  systemctl enable emocall.service emocall-firstboot.service NetworkManager.service
+  systemctl enable emocall.service emocall-firstboot.service emocall-hotspot.service NetworkManager.service
   systemctl --global enable pipewire.socket wireplumber.service 2>/dev/null || true
   # SSH stays off unless the flasher enabled it (first boot turns it on then).
   systemctl disable ssh.service 2>/dev/null || true

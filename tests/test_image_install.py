@@ -101,6 +101,7 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "emocall.service").is_symlink()
     assert (wants / "emocall-firstboot.service").is_symlink()
+    assert (wants / "emocall-hotspot.service").is_symlink()
     assert not (wants / "ssh.service").exists(), "SSH must stay off unless the flasher enables it"
     unit = (root / "etc/systemd/system/emocall.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/var/lib/emocall", "UMask=0077"):
