@@ -268,3 +268,13 @@ def test_a_button_logs_which_pin_factory_it_uses(caplog: pytest.LogCaptureFixtur
     finally:
         Device.pin_factory = previous
     assert "button on pin 17 through MockFactory" in caplog.text
+
+
+def test_a_missing_edgetpu_library_gives_the_probe_s_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(platform.EDGETPU_LIBRARY_ENV, str(tmp_path / "libedgetpu.so.1"))
+    with pytest.raises(InterpreterError) as raised:
+        edgetpu_interpreter(load_card().model_path())
+    assert "the Edge TPU cannot run" in str(raised.value)
+    assert "AttributeError" not in str(raised.value)  # LiteRT's noise after the reason

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 # Loading the delegate and one inference take well under a second on a working Coral.
 PROBE_SECONDS = 30.0
+PROBE_SAYS = "edgetpu probe: "  # marks the child's reason among whatever else it prints
 
 
 class InterpreterError(VisionError):
@@ -96,8 +97,9 @@ def probe_edgetpu(model: Path, timeout: float = PROBE_SECONDS) -> None:
             "TFLite runtime (install the libedgetpu the image pins, see image-build/README.md)"
         )
     if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise InterpreterError(lines[-1] if lines else f"the Edge TPU test run exited {done.returncode}")
+        # Our one line, not the last one: LiteRT's Delegate adds an AttributeError from __del__ after it.
+        said = [line[len(PROBE_SAYS) :] for line in done.stderr.splitlines() if line.startswith(PROBE_SAYS)]
+        raise InterpreterError(said[0] if said else f"the Edge TPU test run exited {done.returncode}")
 
 
 class Tensors:
@@ -138,7 +140,7 @@ def _probe_main(model: Path) -> int:
         tensors = Tensors(_load_edgetpu(model))
         tensors.run(np.zeros(tensors.shape[1:], np.float32))
     except InterpreterError as e:
-        print(e, file=sys.stderr)
+        print(f"{PROBE_SAYS}{e}", file=sys.stderr, flush=True)
         return 1
     return 0
 
