@@ -35,6 +35,8 @@ def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
         # The hour's target is 5 %; in two minutes a VP8 encoder that aiortc makes anew at a bitrate
         # step (about 15 MB, 5 % of a unit) can fall between the two ends, so 10 % here.
         assert unit["rss_growth"] < RSS_GROWTH_2_MIN, (name, unit)
-        assert unit["threads_growth"] <= 0 and unit["fds_growth"] <= 0, (name, unit)
+        # A worker thread (asyncio's executor, a web request) can be alive at one end and not the
+        # other; a leak grows with every call minute, which the hour's run checks without slack.
+        assert unit["threads_growth"] <= 2 and unit["fds_growth"] <= 2, (name, unit)
         assert 0 < unit["speaker_max_mb"] < 30, unit  # the speaker file grows with the call's sound
     assert plot.stat().st_size > 10_000
