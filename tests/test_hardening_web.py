@@ -105,7 +105,12 @@ def test_close_ends_open_connections_quickly(unit: Unit) -> None:
     assert time.monotonic() - start < server.STOP_SECONDS
     for sock in idle:
         sock.settimeout(2)
-        assert sock.recv(1) == b""  # closed by the server
+        # Closed by the server: an accepted connection ends (EOF), one still in the listen backlog
+        # is reset when the listening socket closes. Both are closed; a hang would time out here.
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass
         sock.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", unit.server.port), timeout=1)
