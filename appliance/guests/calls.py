@@ -29,11 +29,11 @@ from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
 from appliance.state import Peer
+from appliance.web.peer_api import RELAY_SENDER
 
 log = logging.getLogger(__name__)
 
 GUEST_PATH = "/api/guest/signal"
-SENDER = "emocall.relay_sender"  # the WSGI environ key the relay service sets (appliance/relay/service.py)
 REPLY_MARGIN_SECONDS = 15.0
 
 
@@ -81,7 +81,7 @@ class GuestLine:
 
         @bp.post(GUEST_PATH)
         def signal() -> ResponseReturnValue:
-            sender = str(request.environ.get(SENDER, ""))
+            sender = str(request.environ.get(RELAY_SENDER, ""))
             if not self._domain or sender.partition("@")[2] != self._domain:
                 return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
             try:
