@@ -21,7 +21,8 @@ from flask.typing import ResponseReturnValue
 
 from appliance.call import CallError
 from appliance.call.engine import CallEngine
-from appliance.call.signaling import SIGNAL_PATH, SignallingError, parse_signal
+from appliance.call.signaling import SIGNAL_PATH, Signal, SignallingError, parse_signal
+from appliance.state import Peer
 from appliance.web import owner
 from appliance.web.peer_api import verified_peer
 from appliance.web.schemas import CallRequest, parse
@@ -41,6 +42,20 @@ def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respo
     return wrapper
 
 
+def answer_signal(engine: CallEngine, peer: Peer, message: Signal) -> ResponseReturnValue:
+    """Hand a checked caller's signalling message to the engine's loop and answer with its reply
+    (409 for busy); a unit's and a guest's signal endpoints both answer through here."""
+    try:
+        reply = engine.incoming_from(peer, message).result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
+    except (SignallingError, CallError) as e:
+        return jsonify({"error": str(e)}), 400
+    except concurrent.futures.TimeoutError:
+        return jsonify({"error": "the call engine did not answer in time"}), 503
+    except concurrent.futures.CancelledError:
+        return jsonify({"error": "this unit is shutting down; call again later"}), 503
+    return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
+
+
 def create_blueprint(engine: CallEngine) -> Blueprint:
     bp = Blueprint("call", __name__)
 
@@ -49,14 +64,10 @@ def create_blueprint(engine: CallEngine) -> Blueprint:
         unit = verified_peer()  # 403 unless a paired unit signed it; the answer is signed by the app
         try:
             message = parse_signal(request.get_data())
-            reply = engine.incoming(unit, message).result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
+            peer = engine.peer(unit)
         except (SignallingError, CallError) as e:
             return jsonify({"error": str(e)}), 400
-        except concurrent.futures.TimeoutError:
-            return jsonify({"error": "the call engine did not answer in time"}), 503
-        except concurrent.futures.CancelledError:
-            return jsonify({"error": "this unit is shutting down; call again later"}), 503
-        return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
+        return answer_signal(engine, peer, message)
 
     @bp.get("/api/call")
     @_local_only

@@ -13,7 +13,6 @@ chose for this call (a re-offer after a loss may come from a new anonymous addre
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.call import CallError
+from appliance.call.endpoints import answer_signal
 from appliance.call.engine import CallEngine
-from appliance.call.signaling import Signal, SignallingError
+from appliance.call.signaling import Signal
 from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
@@ -34,7 +33,6 @@ from appliance.web.peer_api import RELAY_SENDER
 log = logging.getLogger(__name__)
 
 GUEST_PATH = "/api/guest/signal"
-REPLY_MARGIN_SECONDS = 15.0
 
 
 class GuestSignal(BaseModel):
@@ -95,7 +93,7 @@ class GuestLine:
                 return jsonify({"error": str(e), "reason": e.reason}), 403
             if call is None:
                 return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
-            return self._hand_over(call, body.signal)
+            return answer_signal(self._engine, call.peer, body.signal)
 
         return bp
 
@@ -138,17 +136,3 @@ class GuestLine:
     def close(self) -> None:
         self._unsubscribe()
         self._vision.close()
-
-    def _hand_over(self, call: GuestCall, message: Signal) -> ResponseReturnValue:
-        engine = self._engine
-        try:
-            reply = engine.incoming_from(call.peer, message).result(
-                engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS
-            )
-        except (SignallingError, CallError) as e:
-            return jsonify({"error": str(e)}), 400
-        except concurrent.futures.TimeoutError:
-            return jsonify({"error": "the unit did not answer in time"}), 503
-        except concurrent.futures.CancelledError:
-            return jsonify({"error": "the unit is shutting down; call again later"}), 503
-        return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
