@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,8 @@ from appliance import identity
 from appliance.identity import Identity, RequestVerifier, TrustError
 from appliance.pairing import service
 from appliance.pairing.client import MAX_ANSWER, PeerClient, UnitRefused
-from tests.hostile import Answer, hostile_server
+from tests.hostile import Answer, hostile_server, request_from
 from tests.pairing_units import Unit, make_unit
-
-
-def _post(address: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-    request = urllib.request.Request(
-        f"http://{address}{path}", data=body, headers={"Content-Type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as r:
-            return r.status, r.read(), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), dict(e.headers)
 
 
 def test_m1_a_request_passed_on_by_a_paired_unit_is_refused(units: tuple[Unit, Unit]) -> None:
@@ -41,13 +28,13 @@ def test_m1_a_request_passed_on_by_a_paired_unit_is_refused(units: tuple[Unit, U
         a.parts.pairing.unpair(carol.unit_id)  # A's real unpair, sent to C
         sent = c.received[0]
     assert sent.path == service.UNPAIR_PATH
-    status, body, headers = _post(b.address, sent.path, sent.body, sent.headers)
+    status, headers, body = request_from("127.0.0.1", b.address, "POST", sent.path, sent.body, sent.headers)
     assert status == 403 and "signed for unit" in json.loads(body)["error"], body
     assert [p.unit_id for p in b.store.peers()] == [a.me.unit_id]
     assert identity.SIGNATURE not in headers
     # The recipient header is not what protects B: naming B in it breaks the signature instead.
     forwarded = {**sent.headers, identity.RECIPIENT: b.me.unit_id}
-    status, body, _ = _post(b.address, sent.path, sent.body, forwarded)
+    status, _, body = request_from("127.0.0.1", b.address, "POST", sent.path, sent.body, forwarded)
     assert status == 403 and "signature" in json.loads(body)["error"]
     assert [p.unit_id for p in b.store.peers()] == [a.me.unit_id]
 
@@ -86,13 +73,19 @@ def test_l2_unverified_requests_get_no_signature_and_signatures_cover_path_and_s
     a, b = units
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
     # Anyone sending a nonce header used to get a signed answer: now only verified requests do.
-    status, _, headers = _post(b.address, "/api/status", b"", {identity.NONCE: "0" * 32})
+    status, headers, _ = request_from(
+        "127.0.0.1", b.address, "POST", "/api/status", b"", {identity.NONCE: "0" * 32}
+    )
     assert identity.SIGNATURE not in headers
-    status, _, headers = _post(b.address, service.START_PATH, b"{}", {identity.NONCE: "0" * 32})
+    status, headers, _ = request_from(
+        "127.0.0.1", b.address, "POST", service.START_PATH, b"{}", {identity.NONCE: "0" * 32}
+    )
     assert status == 422 and identity.SIGNATURE not in headers
     # A real signed answer verifies for its own exchange and status only.
     signed = identity.sign_request(a.me, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
-    status, body, headers = _post(b.address, service.UNPAIR_PATH, b"{}", signed.headers)
+    status, headers, body = request_from(
+        "127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", signed.headers
+    )
     assert status == 200
     identity.verify_response(b.me.public_key, signed.exchange, 200, headers, body)
     with pytest.raises(TrustError):
@@ -156,10 +149,12 @@ def test_m1_each_unit_answers_only_what_was_signed_for_it(tmp_path: Path) -> Non
         for x, y in [(a, b), (a, c), (b, a), (c, a)]:
             x.store.add_peer(y.me.unit_id, y.name, y.address, y.me.public_key)
         to_c = identity.sign_request(a.me, c.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
-        status, _, _ = _post(b.address, service.UNPAIR_PATH, b"{}", to_c.headers)
+        status, _, _ = request_from("127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", to_c.headers)
         assert status == 403 and len(b.store.peers()) == 1
         # Sent where it was meant to go, it works (and only once).
-        status, body, headers = _post(c.address, service.UNPAIR_PATH, b"{}", to_c.headers)
+        status, headers, body = request_from(
+            "127.0.0.1", c.address, "POST", service.UNPAIR_PATH, b"{}", to_c.headers
+        )
         assert status == 200 and c.store.peers() == []
         identity.verify_response(c.me.public_key, to_c.exchange, status, headers, body)
     finally:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from appliance import identity
 from appliance.identity import Identity
 from appliance.pairing import service
 from appliance.web import openapi
+from tests.hostile import request_from
 from tests.pairing_units import Unit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,23 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>x()</script>\"O'N$(rm -rf ~)&`ls`"
 
 
-def _post(unit: Unit, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-    request = urllib.request.Request(
-        f"http://{unit.address}{path}", data=body, headers={"Content-Type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as r:
-            return r.status, r.read(), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), dict(e.headers)
-
-
 def test_unpaired_caller_gets_403_and_nothing_changes(units: tuple[Unit, Unit], tmp_path: Path) -> None:
     a, b = units
     stranger = Identity.load_or_create(tmp_path / "stranger.key")
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
     signed = identity.sign_request(stranger, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
-    status, body, headers = _post(b, service.UNPAIR_PATH, b"{}", signed.headers)
+    status, headers, body = request_from(
+        "127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", signed.headers
+    )
     assert status == 403 and "not paired" in json.loads(body)["error"]
     assert [p.unit_id for p in b.store.peers()] == [a.me.unit_id]
     # A request B could not verify gets no signature: B signs nothing a stranger chose.
@@ -47,11 +37,13 @@ def test_replayed_request_is_refused(units: tuple[Unit, Unit]) -> None:
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
     signed = identity.sign_request(a.me, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}")
     headers = signed.headers
-    status, answer, answer_headers = _post(b, service.UNPAIR_PATH, b"{}", headers)
+    status, answer_headers, answer = request_from(
+        "127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", headers
+    )
     assert status == 200 and b.store.peers() == []
     identity.verify_response(b.me.public_key, signed.exchange, status, answer_headers, answer)
     b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
-    status, body, _ = _post(b, service.UNPAIR_PATH, b"{}", headers)
+    status, _, body = request_from("127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", headers)
     assert status == 403 and "replay" in json.loads(body)["error"]
     assert [p.unit_id for p in b.store.peers()] == [a.me.unit_id]
 
@@ -62,7 +54,7 @@ def test_forged_signature_is_refused(units: tuple[Unit, Unit], tmp_path: Path) -
     forger = Identity.load_or_create(tmp_path / "forger.key")
     headers = identity.sign_request(forger, b.me.unit_id, "POST", service.UNPAIR_PATH, b"{}").headers
     headers[identity.UNIT] = a.me.unit_id
-    status, body, _ = _post(b, service.UNPAIR_PATH, b"{}", headers)
+    status, _, body = request_from("127.0.0.1", b.address, "POST", service.UNPAIR_PATH, b"{}", headers)
     assert status == 403 and "signature" in json.loads(body)["error"]
     assert len(b.store.peers()) == 1
 
