@@ -31,6 +31,7 @@ from appliance.web.schemas import (
     SettingsChange,
     parse,
 )
+from appliance.web.server import MAX_BODY_BYTES
 
 StatusProvider = Callable[[], dict[str, Any]]
 
@@ -38,7 +39,7 @@ StatusProvider = Callable[[], dict[str, Any]]
 def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Blueprint] = ()) -> Flask:
     app = Flask(__name__)
     app.config.update(
-        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # what waitress lets through, for apps served otherwise too
         MAX_FORM_MEMORY_SIZE=16 * 1024,
         SECRET_KEY=parts.store.session_secret(),
         SESSION_COOKIE_NAME="emocall_session",

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("appliance.web.access")
 
 THREADS = 4
-MAX_BODY_BYTES = 64 * 1024  # as Flask's MAX_CONTENT_LENGTH in web/api.py
+MAX_BODY_BYTES = 64 * 1024  # also Flask's MAX_CONTENT_LENGTH (web/api.py)
 MAX_HEADER_BYTES = 16 * 1024
 MAX_CONNECTIONS = 64
 IDLE_SECONDS = 15
