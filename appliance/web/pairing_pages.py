@@ -18,7 +18,8 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
         outcome: Outcome | None = None, form: dict[str, str] | None = None
     ) -> ResponseReturnValue:
         seen = parts.discovery.units() if parts.discovery else []
-        paired = {p.unit_id for p in parts.store.peers()}
+        peers = parts.store.peers()
+        paired = {p.unit_id for p in peers}
         return render_template(
             "pair.html",
             outcome=outcome,
@@ -26,7 +27,7 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
             waiting_for=parts.pairing.waiting_for(),
             asked_at=session.get(ASKED_AT, ""),
             seen=[u for u in seen if u.unit_id not in paired],
-            peers=parts.store.peers(),
+            peers=peers,
         )
 
     @bp.get("/pair")
