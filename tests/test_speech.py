@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,16 +247,3 @@ def test_unknown_language_and_voice_are_clear_errors(tts: Espeak) -> None:
         Phrases("xx")
     with pytest.raises(SpeechError, match="espeak-ng --voices"):
         tts.synthesize("hello", "qqq")
-
-
-def test_a_spoken_code_is_heard_but_never_logged(
-    make_unit: Callable[..., Unit], caplog: pytest.LogCaptureFixture
-) -> None:
-    unit = make_unit()
-    with caplog.at_level(logging.DEBUG, logger="appliance.speech.announcer"):
-        unit.announcer.state("owner_code", digits="482913")
-        unit.announcer.state("ready", name="Kitchen")
-        audio = unit.finish()
-    assert len(unit.speaker.played) == 2 and rms(audio) > 0
-    assert "4 8 2 9 1 3" not in caplog.text and "482913" not in caplog.text
-    assert "saying: (a code)" in caplog.text and "saying: Kitchen is ready." in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,21 @@ def test_pairing_and_sharing_are_said(unit: Talking) -> None:
         "This unit's address is 192 dot 168 dot 1 dot 20, port 8080.",
         "Asha paused sharing expressions.",
     ]
+
+
+def test_a_spoken_code_is_heard_but_never_logged(unit: Talking, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="appliance.speech.announcer"):
+        unit.events.publish("pairing.code", "code", code="482913", purpose="owner", seconds=60)
+        unit.events.publish("unit.ready", "ready", name="Kitchen")
+        said = unit.said()
+    assert said == ["Owner code: 4 8 2 9 1 3. It works for 1 minute.", "Kitchen is ready."]
+    unit.close()
+    first = unit.speaker.played[0]
+    audio, rate = read_wav(unit.path)
+    start = round(first.start_s * rate)
+    assert rms(audio[start : start + round(first.duration_s * rate)]) > 500  # the code is heard
+    assert "4 8 2 9 1 3" not in caplog.text and "482913" not in caplog.text
+    assert "saying: (a code)" in caplog.text and "saying: Kitchen is ready." in caplog.text
 
 
 @pytest.mark.parametrize(

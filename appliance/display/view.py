@@ -141,12 +141,8 @@ class Display:
         self._update(**changes)
 
     def _on_code(self, event: Event) -> None:
-        code = str(event.data["code"])
-        key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
-        state = self._phrases.say(key, digits=code)
-        seconds = float(event.data.get("seconds", 0))
-        if seconds > 0:
-            state += " " + self._phrases.say("code_lasts", duration=self._phrases.duration(seconds))
+        code, seconds = str(event.data["code"]), float(event.data.get("seconds", 0))
+        state = self._phrases.code(str(event.data.get("purpose")), code, seconds)
         # An expired code is useless: off the screen with it.
         self._show_for(seconds or None, state, big=code, big_colour=YELLOW)
 
@@ -158,9 +154,8 @@ class Display:
             self._update(state=self._idle(), big="")
 
     def _on_locked(self, event: Event) -> None:
-        key = "owner_locked" if event.data.get("purpose") == "owner" else "pairing_locked"
         seconds = float(event.data["seconds"])
-        self._show_for(seconds, self._phrases.say(key, duration=self._phrases.duration(seconds)), big="")
+        self._show_for(seconds, self._phrases.locked(str(event.data.get("purpose")), seconds), big="")
 
     def _show_for(self, seconds: float | None, state: str, **changes: Any) -> None:
         """Show ``state`` and go back to the idle line (with the address) after ``seconds``, unless

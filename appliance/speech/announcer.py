@@ -86,12 +86,13 @@ class Announcer:
             return self._busy
 
     def say(self, text: str, *, secret: bool = False) -> None:
-        """Queue a device or call state sentence; it goes before any emotion."""
+        """Queue a device or call state sentence; it goes before any emotion.
+
+        ``secret``: it holds an owner or pairing code, which is said but never logged."""
         self._queue(Item("state", text=text, t=self._clock(), secret=secret))
 
     def state(self, key: str, **fields: object) -> None:
-        # The only sentences with digits are owner and pairing codes: secrets the log never holds.
-        self.say(self.phrases.say(key, **fields), secret="digits" in fields)
+        self.say(self.phrases.say(key, **fields))
 
     def repeat_last(self) -> None:
         """Say the other person's current expression again, after what is playing now."""

@@ -174,18 +174,15 @@ class Narrator:
         self._announcer.state(key, peer=str(event.data.get("peer") or ""))
 
     def _on_code(self, event: Event) -> None:
-        key = "owner_code" if event.data.get("purpose") == "owner" else "pairing_code"
-        phrases = self._announcer.phrases
-        said = phrases.say(key, digits=str(event.data["code"]))
-        seconds = float(event.data.get("seconds", 0))
-        if seconds > 0:
-            said += " " + phrases.say("code_lasts", duration=phrases.duration(seconds))
-        self._announcer.say(said)
+        data = event.data
+        said = self._announcer.phrases.code(
+            str(data.get("purpose")), str(data["code"]), float(data.get("seconds", 0))
+        )
+        self._announcer.say(said, secret=True)  # heard, never logged
 
     def _on_locked(self, event: Event) -> None:
-        key = "owner_locked" if event.data.get("purpose") == "owner" else "pairing_locked"
-        phrases = self._announcer.phrases
-        self._announcer.state(key, duration=phrases.duration(float(event.data["seconds"])))
+        data = event.data
+        self._announcer.say(self._announcer.phrases.locked(str(data.get("purpose")), float(data["seconds"])))
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")

@@ -334,6 +334,18 @@ class Phrases:
         minutes = round(seconds / 60)
         return self._templates["one_minute" if minutes == 1 else "minutes"].format(n=minutes)
 
+    def code(self, purpose: str, code: str, seconds: float = 0) -> str:
+        """A pairing or owner code read digit by digit, with how long it still works when known."""
+        said = self.say("owner_code" if purpose == "owner" else "pairing_code", digits=code)
+        if seconds > 0:
+            said += " " + self.say("code_lasts", duration=self.duration(seconds))
+        return said
+
+    def locked(self, purpose: str, seconds: float) -> str:
+        """Pairing or owner log-in locked after too many wrong codes, and for how long."""
+        key = "owner_locked" if purpose == "owner" else "pairing_locked"
+        return self.say(key, duration=self.duration(seconds))
+
     def address(self, address: str) -> str:
         """``host:port`` as a sentence, the host's dots said as a word ("192 dot 168 dot 1 dot 20")."""
         host, _, port = address.rpartition(":")
