@@ -131,14 +131,14 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         answer = presence.button_answer(parts.presence)
         if answer != "present":
             return jsonify({"owner": False, "waiting": answer, "error": presence.NOT_YET[answer]}), 409
-        owner.grant_owner(parts.session_hours)
+        owner.grant_owner()
         return jsonify({"owner": True, "csrf": session["csrf"]})
 
     @bp.post("/owner/login")
     @owner.csrf_only
     def post_owner_login() -> ResponseReturnValue:
         parts.owner_codes.check(parse(OwnerLogin).code, owner.source())
-        owner.grant_owner(parts.session_hours)
+        owner.grant_owner()
         return jsonify({"owner": True, "csrf": session["csrf"]})
 
     @bp.post("/owner/logout")

@@ -93,15 +93,14 @@ def is_owner() -> bool:
     return bool(g.emocall_owner)
 
 
-def grant_owner(hours: float) -> None:
-    """Make this browser the owner for ``hours`` (at most ``session_hours``), in a new session."""
+def grant_owner() -> None:
+    """Make this browser the owner for ``session_hours``, in a new session."""
     end_owner()
     sessions = _sessions()
-    hours = min(hours, sessions.hours)
     session.permanent = True
-    session[SESSION_KEY] = sessions.store.open_session(hours)
+    session[SESSION_KEY] = sessions.store.open_session(sessions.hours)
     # Shown by the pages ("logged in for 3 hours more"); the store decides, not this value.
-    session["owner_until"] = time.time() + hours * 3600
+    session["owner_until"] = time.time() + sessions.hours * 3600
     g.emocall_owner = True
     csrf_token()
 

@@ -31,7 +31,7 @@ from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import CallRequest, OwnerLogin, parse
-from appliance.web.settings_pages import PENDING, add_settings_pages
+from appliance.web.settings_pages import PENDING, add_settings_pages, posted_settings
 from appliance.web.wording import (
     CALL_STATES,
     PAGE_ERRORS,
@@ -153,7 +153,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     @bp.app_errorhandler(LoggedOut)  # the privacy and Wi-Fi pages use owner_page too
     def logged_out(_: LoggedOut) -> ResponseReturnValue:
         if request.endpoint == "pages.settings_post":
-            session[PENDING] = {k: v for k, v in request.form.items() if k != "csrf"}
+            session[PENDING] = posted_settings()
             return render_login(Outcome(SETTINGS_KEPT, "error"), http=401)
         return render_login(Outcome(CHANGE_REFUSED, "error"), http=401)
 
@@ -208,7 +208,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     def welcome() -> ResponseReturnValue:
         """The owner is in (code or button): back to the kept settings form, or to the status page."""
         pending = session.get(PENDING)
-        owner.grant_owner(parts.session_hours)
+        owner.grant_owner()
         if isinstance(pending, dict):
             session[PENDING] = pending
             return redirect(url_for("pages.settings"))
