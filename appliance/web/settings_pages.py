@@ -18,6 +18,11 @@ FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form m
 PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
 
 
+def posted_settings() -> dict[str, str]:
+    """The settings form as sent, less its CSRF token: saved, shown again, or kept over a login."""
+    return {k: v for k, v in request.form.items() if k != "csrf"}
+
+
 def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     def render_settings(
         outcome: Outcome | None = None, form: dict[str, str] | None = None
@@ -44,7 +49,7 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     @bp.post("/settings")
     @owner_page
     def settings_post() -> ResponseReturnValue:
-        form = {k: v for k, v in request.form.items() if k != "csrf"}
+        form = posted_settings()
         change: dict[str, Any] = {**form, **{flag: flag in form for flag in FLAGS}}
         try:
             saved = parts.change_settings(parse(SettingsChange, change).model_dump(exclude_none=True))
