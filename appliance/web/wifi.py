@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from appliance.web.page_access import owner_page
+from appliance.web.wording import Outcome
 
 REQUEST_FILE = "wifi-request"
 
@@ -60,9 +60,9 @@ def wifi_blueprint(data_dir: Path) -> Blueprint:
         try:
             leave_request(data_dir, ssid, password)
         except WifiError as e:
-            outcome: dict[str, Any] = {"text": str(e), "kind": "error", "fields": {"ssid": str(e)}}
+            outcome = Outcome(str(e), "error", {"ssid": str(e)})
             return render_template("wifi.html", outcome=outcome, ssid=ssid), 422
         said = f"The unit is joining {ssid}; it says whether that worked."
-        return render_template("wifi.html", outcome={"text": said, "kind": "info", "fields": {}}, ssid=ssid)
+        return render_template("wifi.html", outcome=Outcome(said), ssid=ssid)
 
     return bp
