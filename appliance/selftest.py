@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 from appliance import platform
@@ -139,17 +138,13 @@ def check_call(cfg: Config) -> PartReport:
 
 def check_web(cfg: Config) -> PartReport:
     """Whether the running unit's page answers (the service serves it; selftest only asks)."""
-    import urllib.error
-    import urllib.request
+    from appliance.call.local import LocalUnitError, ask
 
-    url = f"http://127.0.0.1:{cfg.web.port}/api/status"
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            name = json.loads(answer.read()).get("name", "?")
-    except (OSError, ValueError) as e:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        return PartReport("web", "flask", False, f"no unit answers at {url} ({reason}): is it running?")
-    return PartReport("web", "flask", True, f"{name} answers at {url}")
+        name = ask(cfg.web.port, "/api/status").get("name", "?")
+    except LocalUnitError as e:
+        return PartReport("web", "flask", False, str(e))
+    return PartReport("web", "flask", True, f"{name} answers on port {cfg.web.port}")
 
 
 def check_relay(cfg: Config) -> PartReport:

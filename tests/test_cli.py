@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from appliance import __version__
+from appliance import __version__, config, selftest
 
 from .conftest import CLIPS, need
 
@@ -79,8 +79,12 @@ def test_run_serves_status_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert status is not None, "the unit never answered"
         assert status["name"] == "Asha"
         assert status["camera"] == "pattern"
+        web = selftest.check_web(config.load(None, {"web": {"port": port}}, environ={}))
+        assert web.ok and web.detail == f"Asha answers on port {port}"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "Asha is ready" in err
+    gone = selftest.check_web(config.load(None, {"web": {"port": port}}, environ={}))
+    assert not gone.ok and gone.detail.startswith(f"no unit answers on port {port}")
