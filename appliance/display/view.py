@@ -49,6 +49,7 @@ class Display:
         self._stop = threading.Event()
         self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
         self._timer: threading.Timer | None = None  # puts a passing message back to the idle line
+        self._code_line = ""  # the state line of the code shown last, taken off once it is used
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "unit.address": self._on_ready,
@@ -142,16 +143,13 @@ class Display:
 
     def _on_code(self, event: Event) -> None:
         code, seconds = str(event.data["code"]), float(event.data.get("seconds", 0))
-        state = self._phrases.code(str(event.data.get("purpose")), code, seconds)
+        self._code_line = self._phrases.code(str(event.data.get("purpose")), code, seconds)
         # An expired code is useless: off the screen with it.
-        self._show_for(seconds or None, state, big=code, big_colour=YELLOW)
+        self._show_for(seconds or None, self._code_line, big=code, big_colour=YELLOW)
 
     def _clear_code(self) -> None:
-        """A code was used: off the screen with it, back to the idle line."""
-        with self._lock:
-            shown = self._scene.big
-        if shown.isdigit() and len(shown) == 6:
-            self._update(state=self._idle(), big="")
+        """A code was used: off the screen with it, back to the idle line (if it is still shown)."""
+        self._back_to_idle(self._code_line)
 
     def _on_locked(self, event: Event) -> None:
         seconds = float(event.data["seconds"])
