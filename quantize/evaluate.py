@@ -31,10 +31,6 @@ MODELS = Path(__file__).resolve().parents[1] / "models" / "edgetpu"
 Scores = dict[str, object]
 
 
-def subset(split: ferdata.Split, keep: np.ndarray) -> ferdata.Split:
-    return ferdata.Split(split.images[keep], split.votes[keep], split.fer2013[keep])
-
-
 def training_copies(images: np.ndarray) -> np.ndarray:
     """Which of ``images`` are exact pixel copies of a Training image."""
     seen = {f.tobytes() for f in ferdata.load_split("train").images}
@@ -157,12 +153,12 @@ def corruption_results(models: Models, split: ferdata.Split) -> dict[str, dict[s
 
 def video_results(models: Models, split: ferdata.Split, card_path: Path, vp8: bool) -> dict[str, object]:
     """Faces in 640x480 frames (through VP8 first if ``vp8``), detected and cropped as the unit does."""
-    labelled = subset(split, ferdata.majority_labels(split.votes) >= 0)
+    labelled = ferdata.subset(split, ferdata.majority_labels(split.votes) >= 0)
     scenes = (frames.frame_with_face(f) for f in labelled.images)
     crops, found = frames.runtime_crops(
         frames.vp8_round_trip(scenes) if vp8 else scenes, load_card(card_path)
     )
-    seen = subset(labelled, found)
+    seen = ferdata.subset(labelled, found)
     return {
         "faces": len(found),
         "found": round(float(found.mean()), 4),
@@ -186,11 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     card = json.loads(card_path.read_text())
     test = ferdata.load_split(args.split)
     if args.faces:
-        test = subset(test, np.arange(len(test.images)) < args.faces)
+        test = ferdata.subset(test, np.arange(len(test.images)) < args.faces)
     name = {"test": "FER2013 PrivateTest", "val": "FER2013 PublicTest"}[args.split]
     metrics: dict[str, object] = {"split": name}
 
-    int8 = TfliteClassifier(args.models / card["file"]).predict(test.images, ours_prep)
+    models = Models(args.models / card["file"], not args.no_peer)
+    int8 = models.int8.predict(test.images, ours_prep)
     results = {"int8": scores(int8, test)}
     float_file = args.models / export.FLOAT_FILE
     if float_file.exists():
@@ -199,16 +196,16 @@ def main(argv: list[str] | None = None) -> None:
         agreement = float((fl.argmax(axis=1) == int8.argmax(axis=1)).mean())
         metrics["int8_float_agreement"] = round(agreement, 4)
         print(f"int8 and float agree on {agreement:.4f} of {len(test.images)} {name} images")
-    models = Models(args.models / card["file"], not args.no_peer)
     if models.peer:
-        fer = models.peer.predict(test.images, peer.preprocess)
-        results["fer peer"] = scores(peer.to_our_labels(fer), test)
+        results["fer peer"] = scores(
+            peer.to_our_labels(models.peer.predict(test.images, peer.preprocess)), test
+        )
     print(f"## Clean, direct feed ({name})\n{table(results)}")
     metrics.update({k.replace(" ", "_"): v for k, v in results.items()})
 
     if args.split == "test":
         copies = training_copies(test.images)
-        unique = subset(test, ~copies)
+        unique = ferdata.subset(test, ~copies)
         dedup = models.scores(unique.images, unique)
         print(f"## Without the {copies.sum()} exact copies of Training images")
         print(per_class_table({"clean": dedup}))

@@ -45,6 +45,11 @@ def load_split(name: str) -> Split:
         raise FerDataError(f"cannot read FER split {path}: {e}; see ../shared/data/fer/README.md") from e
 
 
+def subset(split: Split, keep: np.ndarray) -> Split:
+    """The images ``keep`` selects (a boolean mask or indices), with their votes and labels."""
+    return Split(split.images[keep], split.votes[keep], split.fer2013[keep])
+
+
 def clean_votes(votes: np.ndarray) -> np.ndarray:
     """Drop single votes as outliers, as Microsoft's FERPlus reader does."""
     out = votes.astype(np.float32).copy()

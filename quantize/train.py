@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     train = training_set(train_split, args.batch, args.weight_power, args.limit, strength)
     val = ferdata.load_split("val")
     if args.limit:
-        val = ferdata.Split(val.images[: args.limit], val.votes[: args.limit], val.fer2013[: args.limit])
+        val = ferdata.subset(val, np.arange(len(val.images)) < args.limit)
     net = model.build()
     if args.init and args.init.suffix == ".tflite":
         rng = np.random.default_rng(SEED)

@@ -53,7 +53,7 @@ CORRUPT_MEAN_ACCURACY, CORRUPT_LOWEST_ACCURACY, CORRUPT_MEAN_RECALL = 0.81, 0.72
 
 def test_corruptions_hold_their_floor(test_split: ferdata.Split) -> None:
     """Noise, JPEG, low resolution, blur, low contrast, gamma, equalisation, rotation, zoom."""
-    few = evaluate.subset(test_split, np.arange(len(test_split.images)) < CORRUPT_FACES)
+    few = ferdata.subset(test_split, np.arange(len(test_split.images)) < CORRUPT_FACES)
     clf = TfliteClassifier(MODELS / CARD["file"])
     per = {
         name: {"int8": evaluate.scores(clf.predict(images, ours_prep), few)}
