@@ -92,6 +92,18 @@ def test_mirror_averaging_is_the_mean_of_both_views() -> None:
     np.testing.assert_allclose(averaged, (views[0] + views[1]) / 2, atol=1e-5)
 
 
+def test_warm_start_reproduces_the_shipped_float_model(test_split: ferdata.Split) -> None:
+    """``train --init emotion_float16.tflite`` starts from the network the file computes."""
+    pytest.importorskip("tensorflow", reason="building models needs the [train] extra")
+    from quantize import model, warmstart
+
+    faces = test_split.images[:300, :, :, None].astype(np.float32)
+    net = model.build()
+    warmstart.load(net, MODELS / export.FLOAT_FILE, faces)
+    # float16 rounding in the file; a wrong kernel layout, offset or batch norm differs by > 0.1.
+    assert warmstart.check(net, MODELS / export.FLOAT_FILE, faces[:100]) <= 0.01
+
+
 def test_readiness_check_passes_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert edgetpu_check.main([str(MODELS / CARD["file"])]) == 0
     out = capsys.readouterr().out
