@@ -18,14 +18,16 @@ import cv2
 import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 
+from appliance.config import CallConfig
 from appliance.vision import Box
 from appliance.vision.card import ModelCard
 from appliance.vision.crop import crop_face
 from appliance.vision.detect_haar import HaarDetector
+from appliance.vision.tracking import pick
 
 FRAME_W, FRAME_H = 640, 480
 FACE_PX = 200  # a face at about arm's length from the unit's camera
-CALL_FPS = 15  # appliance.config CallConfig.fps default
+CALL_FPS = round(CallConfig().fps)  # the call's default frame rate
 HOLD_FRAMES = 5  # frames each face is sent for (1/3 s); the last one is analysed, the encoder has settled
 
 
@@ -41,9 +43,10 @@ def frame_with_face(face48: np.ndarray, size: int = FACE_PX, at: tuple[int, int]
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
 
 
-def largest_face(detector: HaarDetector, frame: np.ndarray) -> Box | None:
+def chosen_face(detector: HaarDetector, frame: np.ndarray) -> Box | None:
+    """The face the unit would analyse: the runtime tracker's choice among the detections."""
     boxes = detector.detect(frame)
-    return max(boxes, key=lambda b: b.area) if boxes else None
+    return pick(boxes, frame.shape[1], frame.shape[0]) if boxes else None
 
 
 class FramesError(Exception):
@@ -55,7 +58,7 @@ def runtime_crops(frames: Iterable[np.ndarray], card: ModelCard) -> tuple[np.nda
     detector = HaarDetector()
     crops, found = [], []
     for frame in frames:
-        box = largest_face(detector, frame)
+        box = chosen_face(detector, frame)
         found.append(box is not None)
         crops.append(
             crop_face(frame, box, card)[..., 0] if box else np.zeros((card.height, card.width), np.uint8)
@@ -69,7 +72,7 @@ def calibrate_margin(faces48: np.ndarray, size: int = FACE_PX) -> tuple[float, f
     The pasted face is ``size`` px; the runtime's box is ``w``; the crop is ``w (1 + 2 margin)``.
     """
     detector = HaarDetector()
-    widths = [b.w for f in faces48 if (b := largest_face(detector, frame_with_face(f, size)))]
+    widths = [b.w for f in faces48 if (b := chosen_face(detector, frame_with_face(f, size)))]
     ratio = size / float(np.median(widths))
     return round((ratio - 1.0) / 2.0, 3), len(widths) / len(faces48)
 
