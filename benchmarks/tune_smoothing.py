@@ -62,7 +62,7 @@ def pick_faces(per_class: int, seed: int) -> list[tuple[np.ndarray, str]]:
         for i in rng.permutation(np.flatnonzero(labels == ferdata.LABELS.index(name))):
             if picked == per_class:
                 break
-            if frames.largest_face(detector, frames.frame_with_face(val.images[i])):
+            if frames.chosen_face(detector, frames.frame_with_face(val.images[i])):
                 chosen.append((val.images[i], name))
                 picked += 1
     order = rng.permutation(len(chosen))
