@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from appliance.call.endpoints import create_blueprint
-from appliance.call.engine import CallEngine, limit_malloc_arenas
+from appliance.call.engine import CallEngine, tune_malloc
 from appliance.camera import select
 from appliance.camera.capture import Capture
 from appliance.config import Config
@@ -68,7 +68,7 @@ class Appliance:
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
-        limit_malloc_arenas()  # before any thread starts
+        tune_malloc()  # before any thread starts
         with self._stack as stack:
             cfg = self.config
             cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)

@@ -32,17 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.call_cpu import cpu_percent, cpu_seconds  # noqa: E402
 from tests.call_unit import write_tone  # noqa: E402
 from tests.relay_net import DOMAIN, Topology, run, topology  # noqa: E402
 from tests.relay_unit import RelayUnit  # noqa: E402
 from tests.test_relay import Homes, call, hang_up, pair, relay_args  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -57,10 +51,7 @@ def call_cpu(a: RelayUnit, b: RelayUnit, seconds: float) -> list[float]:
     assert a.proc is not None and b.proc is not None
     pids = [a.proc.pid, b.proc.pid]
     time.sleep(2)  # past the start: key frames, bandwidth estimation
-    before, start = [cpu_seconds(p) for p in pids], time.monotonic()
-    time.sleep(seconds)
-    elapsed = time.monotonic() - start
-    return [100 * (cpu_seconds(p) - c) / elapsed for p, c in zip(pids, before, strict=True)]
+    return cpu_percent(pids, seconds)
 
 
 def relay_calls(homes: Homes, calls: int, seconds: float) -> dict[str, dict[str, object]]:

@@ -22,14 +22,7 @@ last_stage=image
 
 packages() { grep -hv '^#' "$@" | tr -s ' \n' ' '; }
 
-# What goes into the emocall stage: the files install.sh reads, tracked or new, never git-ignored
-# build outputs.
-source_files() {
-  git -C "$repo" ls-files --cached --others --exclude-standard appliance models/edgetpu pyproject.toml \
-    README.md image-build/install.sh image-build/packages.txt image-build/requirements.lock image-build/files |
-    grep -v '^image-build/files/boot/'
-}
-source_key() { (cd "$repo" && source_files | sort | xargs sha256sum) | sha256sum | cut -c1-12; }
+source_key() { (cd "$repo" && source_files . | sort | xargs sha256sum) | sha256sum | cut -c1-12; }
 
 base_key=$(key "$here/packages-debian.txt" <(echo "$SUITE minbase v1"))
 kernel_key=$(key <(echo "$base_key") "$here/packages-kernel.txt" "$here"/files/initramfs/*)
@@ -103,9 +96,8 @@ fetch_wheels() {
     -d "$CACHE_DIR/wheels" -r "$here/requirements.lock"
 }
 
-# install.sh inside the root, from a copy of the tracked sources; pip uses the host's CA bundle
-# (which may hold a proxy's certificate) for the build only.
-# A root with the packages and the locked venv of an earlier run is the starting point when there is
+# install.sh inside the root (run_install), pip installing from the host's download of the locked
+# wheels only. A root with the packages and the locked venv of an earlier run is the starting point when there is
 # one (install.sh run again there only checks them), else the kernel stage's.
 stage_emocall() {
   local deps_tar
@@ -113,17 +105,11 @@ stage_emocall() {
   deps_tar=$CACHE_DIR/deps-$(key <(echo "$kernel_key") "$here/packages.txt" "$here/requirements.lock").tar.zst
   [ -f "$emocall_tar" ] && { log "cached: $emocall_tar"; return; }
   if [ -f "$deps_tar" ]; then extract "$deps_tar"; else extract "$kernel_tar"; fi
-  install -d "$root/tmp/emocall-src"
-  (cd "$repo" && source_files | tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
-  cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
   fetch_wheels
   cp -r "$CACHE_DIR/wheels" "$root/tmp/wheels"
-  mount_root "$root"
-  in_root "$root" env PIP_CERT=/tmp/host-ca.crt PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels \
-    bash /tmp/emocall-src/image-build/install.sh
+  run_install "$repo" "$root" PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels
   install -D -m 0644 "$here/files/fstab" "$root/etc/fstab"
-  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt" "$root/tmp/wheels"
-  unmount_root "$root"
+  rm -rf "$root/tmp/wheels"
   if [ ! -f "$deps_tar" ]; then
     tar -C "$root" --zstd -cpf "$deps_tar.part" . && mv "$deps_tar.part" "$deps_tar"
   fi

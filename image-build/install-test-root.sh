@@ -18,19 +18,11 @@ build() {
     bookworm "$root" "deb ${EMOCALL_MIRROR:-http://deb.debian.org/debian} bookworm main"
 }
 
+# The same sources build.sh copies into the image (source_files); the packages are already in the
+# root: mmdebstrap installed them above.
 install_emocall() {
-  install -d "$root/tmp/emocall-src"
-  # Tracked and new (not ignored) files: the working tree as it is, without build outputs.
-  git -C "$repo" ls-files --cached --others --exclude-standard appliance models/edgetpu image-build pyproject.toml README.md |
-    (cd "$repo" && tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
-  cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
   trap 'unmount_root "$root"' EXIT
-  mount_root "$root"
-  # The packages are already in the root: mmdebstrap installed them above.
-  in_root "$root" env PIP_CERT=/tmp/host-ca.crt EMOCALL_SKIP_APT=1 \
-    ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL} bash /tmp/emocall-src/image-build/install.sh
-  unmount_root "$root"
-  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt"
+  run_install "$repo" "$root" EMOCALL_SKIP_APT=1 ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL}
 }
 
 need_root

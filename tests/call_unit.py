@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ from appliance import config
 from appliance.audio.wav import WavSpeaker
 from appliance.call import CallError, lan
 from appliance.call.endpoints import create_blueprint
-from appliance.call.engine import CallEngine
+from appliance.call.engine import CallEngine, tune_malloc
 from appliance.call.lan import free_port
 from appliance.camera import Frame, select
 from appliance.camera.capture import Capture
@@ -43,7 +43,16 @@ from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
 
 # What the two-unit tests (calls, button, speech) and benchmarks/call_cpu.py use from here.
-__all__ = ["Link", "LinkUnavailable", "StampSource", "Unit", "free_port", "host_address", "write_tone"]
+__all__ = [
+    "Link",
+    "LinkUnavailable",
+    "StampSource",
+    "Unit",
+    "free_port",
+    "host_address",
+    "paired_units",
+    "write_tone",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 _print_lock = threading.Lock()
@@ -109,7 +118,8 @@ class FrameCounter:
         return {"p50_ms": float(np.percentile(ages, 50)), "p90_ms": float(np.percentile(ages, 90))}
 
 
-def main() -> int:
+def unit_arguments() -> argparse.ArgumentParser:
+    """The command line every unit process here takes (relay_unit adds its own)."""
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--name", required=True)
@@ -117,7 +127,11 @@ def main() -> int:
     p.add_argument("--source", default="pattern", help="camera: pattern, stamp (for latency) or a video file")
     p.add_argument("--audio-file", type=Path, help="WAV sent as call audio (else silence)")
     p.add_argument("--call", action="append", default=[], metavar="KEY=VALUE", help="[call] overrides")
-    args = p.parse_args()
+    return p
+
+
+def unit_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config.Config:
+    """The unit's config from its command line, with more ``sections`` (relay_unit's ``[relay]``)."""
     camera = (
         {"source": "pattern"}
         if args.source in ("pattern", "stamp")
@@ -128,49 +142,78 @@ def main() -> int:
         {"audio_in": "wav", "audio_file": str(args.audio_file)} if args.audio_file else {"audio_in": "none"}
     )
     web = {"discovery": False, "port": args.port}
-    cfg = config.load(None, {"camera": camera, "call": call, "web": web}, environ={})
+    return config.load(None, {"camera": camera, "call": call, "web": web, **sections}, environ={})
 
-    events = EventBus()
-    events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
-    # The owner's answer to "share my expressions?" is yes here: the tests send them.
-    defaults = {"display_name": args.name, "auto_answer": True, "share_expressions": True}
-    store = StateStore(args.data_dir / "state.db", events, defaults)
-    me = Identity.load_or_create(args.data_dir / "identity.key")
-    size = (cfg.camera.width, cfg.camera.height, cfg.camera.fps)
-    opener = (lambda: StampSource(*size)) if args.source == "stamp" else select.opener(cfg.camera)
-    capture = Capture(opener, events, width=size[0], height=size[1], fps=size[2]).start()
-    speaker = WavSpeaker(args.data_dir / "speaker.wav")
-    frames = FrameCounter(stamped=args.source == "stamp")
-    engine = CallEngine(
-        cfg.call,
-        me,
-        peers=store.peers,
-        settings=store.settings,
-        capture=capture,
-        events=events,
-        speaker=speaker,
-        on_remote_frame=frames,
-    ).start()
-    parts = build_parts(cfg.web, me, store, events, call=engine)
+
+@dataclass
+class Stack:
+    """What every unit process here builds before its call engine, in ``emocall run``'s order."""
+
+    events: EventBus
+    store: StateStore
+    me: Identity
+    capture: Capture
+    speaker: WavSpeaker
+    frames: FrameCounter
+
+    @classmethod
+    def open(cls, args: argparse.Namespace, cfg: config.Config) -> Stack:
+        tune_malloc()  # as Appliance.start does, before any thread
+        events = EventBus()
+        events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
+        # The owner's answer to "share my expressions?" is yes here: the tests send them.
+        defaults = {"display_name": args.name, "auto_answer": True, "share_expressions": True}
+        store = StateStore(args.data_dir / "state.db", events, defaults)
+        me = Identity.load_or_create(args.data_dir / "identity.key")
+        size = (cfg.camera.width, cfg.camera.height, cfg.camera.fps)
+        opener = (lambda: StampSource(*size)) if args.source == "stamp" else select.opener(cfg.camera)
+        capture = Capture(opener, events, width=size[0], height=size[1], fps=size[2]).start()
+        speaker = WavSpeaker(args.data_dir / "speaker.wav")
+        return cls(events, store, me, capture, speaker, FrameCounter(stamped=args.source == "stamp"))
+
+    def engine(self, cfg: config.Config, **relay: Any) -> CallEngine:
+        """The started call engine (``relay``: the relay's ``dialer`` and ``ice_servers``)."""
+        return CallEngine(
+            cfg.call,
+            self.me,
+            peers=self.store.peers,
+            settings=self.store.settings,
+            capture=self.capture,
+            events=self.events,
+            speaker=self.speaker,
+            on_remote_frame=self.frames,
+            **relay,
+        ).start()
+
+    def close(self) -> None:
+        self.capture.close()
+        self.speaker.close()
+        self.store.close()
+
+
+def main() -> int:
+    args = unit_arguments().parse_args()
+    cfg = unit_config(args)
+    stack = Stack.open(args, cfg)
+    engine = stack.engine(cfg)
+    parts = build_parts(cfg.web, stack.me, stack.store, stack.events, call=engine)
     app = create_app(lambda: {"name": args.name}, parts, [create_blueprint(engine)])
     web = WebServer(app, cfg.web.host, args.port).start()
-    emit("unit.ready", f"{args.name} is ready", {"unit": me.unit_id})
+    emit("unit.ready", f"{args.name} is ready", {"unit": stack.me.unit_id})
     try:
         for line in sys.stdin:
             command, *rest = line.split()
             if command == "quit":
                 break
             try:
-                run(command, rest, engine, store, frames)
+                run(command, rest, engine, stack.store, stack.frames)
             except CallError as e:
                 emit("error", str(e), {})
     finally:
         engine.close()
         web.close()
         parts.close()
-        capture.close()
-        speaker.close()
-        store.close()
+        stack.close()
     return 0
 
 
@@ -187,16 +230,22 @@ def run(command: str, rest: list[str], engine: CallEngine, store: StateStore, fr
         store.update_settings({"share_expressions": rest[0] == "on"})
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def host_address() -> str:
     """This machine's address on its default route; skips the test where there is only loopback."""
     try:
         return lan.host_address()
     except lan.LanError as e:
         pytest.skip(str(e))
+
+
+def paired_units(folder: Path) -> tuple[Unit, Unit]:
+    """Asha and Bela, not yet started, on this machine's address, each paired with the other."""
+    host = host_address()
+    a = Unit("Asha", folder / "a", free_port(), host)
+    b = Unit("Bela", folder / "b", free_port(), host)
+    a.pair_with(b)
+    b.pair_with(a)
+    return a, b
 
 
 def write_tone(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
@@ -212,6 +261,8 @@ def write_tone(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -
 
 class Unit:
     """Drives one unit process from a test: commands in, events out (kept in order)."""
+
+    module = "tests.call_unit"  # what the process runs; relay_unit's RelayUnit runs its own
 
     def __init__(self, name: str, data_dir: Path, port: int, host: str, netns: str | None = None) -> None:
         self.name, self.data_dir, self.port, self.host, self.netns = name, data_dir, port, host, netns
@@ -232,8 +283,8 @@ class Unit:
         finally:
             store.close()
 
-    def start(self, *args: str) -> Unit:
-        command = [sys.executable, "-m", "tests.call_unit", "--data-dir", str(self.data_dir)]
+    def start(self, *args: str) -> Self:
+        command = [sys.executable, "-m", self.module, "--data-dir", str(self.data_dir)]
         command += ["--name", self.name, "--port", str(self.port), *args]
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
@@ -395,3 +446,7 @@ class Link:
                 out = _out("netns", "exec", ns, "nft", "list", "table", "inet", "emocall_test")
                 total += sum(int(m) for m in re.findall(r"counter packets (\d+)", out))
         return total
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,6 +46,11 @@ def run(*args: str, ns: str | None = None, timeout: float = 20, stdin: str | Non
     return done.stdout
 
 
+def veth(name: str, ns: str, peer: str, peer_ns: str) -> None:
+    """A veth pair: ``name`` in namespace ``ns``, its other end ``peer`` in ``peer_ns``."""
+    run("ip", "link", "add", name, "netns", ns, "type", "veth", "peer", "name", peer, "netns", peer_ns)
+
+
 def masquerade(symmetric: bool) -> str:
     # Symmetric: a new outside port for every destination, so a hole punched towards the relay is
     # no use to the other unit.
@@ -249,37 +254,9 @@ class Topology:
             router, home = self.router(i), self.home(i)
             self._ns(router)
             self._ns(home)
-            run(
-                "ip",
-                "link",
-                "add",
-                "wan",
-                "netns",
-                router,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"r{i + 1}",
-                "netns",
-                inet,
-            )
+            veth("wan", router, f"r{i + 1}", inet)
             run("ip", "link", "set", f"r{i + 1}", "master", "br0", "up", ns=inet)
-            run(
-                "ip",
-                "link",
-                "add",
-                "lan",
-                "netns",
-                router,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                home,
-            )
+            veth("lan", router, "eth0", home)
             run("ip", "addr", "add", f"{ROUTER_WAN[i]}/24", "dev", "wan", ns=router)
             run("ip", "addr", "add", f"{HOME_NET[i]}.1/24", "dev", "lan", ns=router)
             run("ip", "addr", "add", f"{self.unit_ip(i)}/24", "dev", "eth0", ns=home)

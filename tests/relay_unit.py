@@ -8,31 +8,20 @@ and ``status`` (with the relay's state and the call's selected ICE candidate pai
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import subprocess
 import sys
 import threading
-from pathlib import Path
-from typing import Any
 
-from appliance import config
-from appliance.audio.wav import WavSpeaker
 from appliance.call import CallError
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
-from appliance.camera import select
-from appliance.camera.capture import Capture
-from appliance.events import EventBus
-from appliance.identity import Identity
 from appliance.pairing.service import PairingError
 from appliance.relay.service import Relay
-from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import UnitParts, build_parts
 from appliance.web.server import WebServer
 
-from .call_unit import ROOT, FrameCounter, StampSource, Unit, emit
+from .call_unit import FrameCounter, Stack, Unit, emit, unit_arguments, unit_config
 
 
 def selected_pair(engine: CallEngine) -> dict[str, str]:
@@ -53,70 +42,30 @@ def selected_pair(engine: CallEngine) -> dict[str, str]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--source", default="pattern", help="camera: pattern, stamp or a video file")
-    p.add_argument("--audio-file", type=Path, help="WAV sent as call audio (else silence)")
-    p.add_argument("--call", action="append", default=[], metavar="KEY=VALUE", help="[call] overrides")
+    p = unit_arguments()
     p.add_argument("--relay", action="append", default=[], metavar="KEY=VALUE", help="[relay] settings")
     args = p.parse_args()
-    camera = (
-        {"source": "pattern"}
-        if args.source in ("pattern", "stamp")
-        else {"source": "file", "file": args.source}
-    )
-    call: dict[str, Any] = dict(kv.split("=", 1) for kv in args.call)
-    call.update(
-        {"audio_in": "wav", "audio_file": str(args.audio_file)} if args.audio_file else {"audio_in": "none"}
-    )
-    overrides = {
-        "camera": camera,
-        "call": call,
-        "web": {"discovery": False, "port": args.port},
-        "relay": dict(kv.split("=", 1) for kv in args.relay),
-    }
-    cfg = config.load(None, overrides, environ={})
-
-    events = EventBus()
-    events.subscribe(lambda e: emit(e.topic, e.message, dict(e.data)))
-    defaults = {"display_name": args.name, "auto_answer": True, "share_expressions": True}
-    store = StateStore(args.data_dir / "state.db", events, defaults)
-    me = Identity.load_or_create(args.data_dir / "identity.key")
-    relay = Relay.open(cfg.relay, me, store, events)
-    size = (cfg.camera.width, cfg.camera.height, cfg.camera.fps)
-    opener = (lambda: StampSource(*size)) if args.source == "stamp" else select.opener(cfg.camera)
-    capture = Capture(opener, events, width=size[0], height=size[1], fps=size[2]).start()
-    speaker = WavSpeaker(args.data_dir / "speaker.wav")
-    frames = FrameCounter(stamped=args.source == "stamp")
-    engine = CallEngine(
-        cfg.call,
-        me,
-        peers=store.peers,
-        settings=store.settings,
-        capture=capture,
-        events=events,
-        speaker=speaker,
-        on_remote_frame=frames,
-        dialer=relay.dialer if relay else None,
-        ice_servers=relay.ice_servers if relay else None,
-    ).start()
-    parts = build_parts(cfg.web, me, store, events, call=engine, client=relay.peer_client if relay else None)
+    cfg = unit_config(args, relay=dict(kv.split("=", 1) for kv in args.relay))
+    stack = Stack.open(args, cfg)
+    relay = Relay.open(cfg.relay, stack.me, stack.store, stack.events)
+    wiring = {"dialer": relay.dialer, "ice_servers": relay.ice_servers} if relay else {}
+    engine = stack.engine(cfg, **wiring)
+    client = relay.peer_client if relay else None
+    parts = build_parts(cfg.web, stack.me, stack.store, stack.events, call=engine, client=client)
     blueprints = [create_blueprint(engine), *([relay.blueprint()] if relay else [])]
     app = create_app(lambda: {"name": args.name}, parts, blueprints)
     web = WebServer(app, cfg.web.host, args.port).start()
     parts.serve_on(web.port)
     if relay:
         relay.start(engine.loop, app)
-    emit("unit.ready", f"{args.name} is ready", {"unit": me.unit_id})
+    emit("unit.ready", f"{args.name} is ready", {"unit": stack.me.unit_id})
     try:
         for line in sys.stdin:
             command, *rest = line.split()
             if command == "quit":
                 break
             try:
-                run(command, rest, engine, parts, relay, frames)
+                run(command, rest, engine, parts, relay, stack.frames)
             except (CallError, PairingError) as e:
                 emit("error", str(e), {"command": command})
     finally:
@@ -125,9 +74,7 @@ def main() -> int:
         engine.close()
         web.close()
         parts.close()
-        capture.close()
-        speaker.close()
-        store.close()
+        stack.close()
     return 0
 
 
@@ -174,18 +121,7 @@ def pairing_step(parts: UnitParts, command: str, value: str) -> None:
 class RelayUnit(Unit):
     """A :class:`~tests.call_unit.Unit` whose process is this module, in its home's namespace."""
 
-    def start(self, *args: str) -> RelayUnit:
-        command = [sys.executable, "-m", "tests.relay_unit", "--data-dir", str(self.data_dir)]
-        command += ["--name", self.name, "--port", str(self.port), *args]
-        if self.netns:
-            command = ["ip", "netns", "exec", self.netns, *command]
-        with (self.data_dir / "unit.log").open("w") as log:
-            self.proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
-            )
-        threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for("unit.ready", timeout=30)
-        return self
+    module = "tests.relay_unit"
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
 from appliance.words.phrases import Phrases
 
-from .call_unit import Unit, free_port
-from .test_call_units import host_address
+from .call_unit import Unit, free_port, host_address
 from .test_speech import rms
 
 HOLD = 0.3

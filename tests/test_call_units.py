@@ -13,7 +13,7 @@ import pytest
 
 from appliance.audio.wav import read_wav
 
-from .call_unit import Unit, free_port, host_address, write_tone
+from .call_unit import Unit, paired_units, write_tone
 from .conftest import CLIPS, need
 
 
@@ -29,11 +29,7 @@ def dominant_hz(path: Path) -> float:
 
 @pytest.fixture
 def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
-    host = host_address()
-    a = Unit("Asha", tmp_path / "a", free_port(), host)
-    b = Unit("Bela", tmp_path / "b", free_port(), host)
-    a.pair_with(b)
-    b.pair_with(a)
+    a, b = paired_units(tmp_path)
     try:
         a.start(
             "--source",

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,17 @@ class Home:
         invite = invites.create("Priya", 3600, once)
         return invite, guest_link(invites.token(invite, self.jid), self.jid)
 
-    def cut_phone(self, cut: bool) -> None:
-        """Cut the phone's home off the internet (its router forwards nothing), or join it again."""
+    @contextmanager
+    def phone_cut(self) -> Iterator[None]:
+        """The phone's home cut off the internet (its router forwards nothing) until the block ends."""
         chain = "chain forward { type filter hook forward priority -10; policy drop; }"
-        rules = f"table inet gst_cut {{\n{chain}\n}}\n"
-        command = ["nft", "-f", "-"] if cut else ["nft", "delete", "table", "inet", "gst_cut"]
         router = ["ip", "netns", "exec", self.net.router(1)]
-        subprocess.run([*router, *command], input=rules if cut else None, text=True, check=True, timeout=10)
+        rules = f"table inet gst_cut {{\n{chain}\n}}\n"
+        subprocess.run([*router, "nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
+        try:
+            yield
+        finally:
+            subprocess.run([*router, "nft", "delete", "table", "inet", "gst_cut"], check=True, timeout=10)
 
     def hang_up_at_unit(self) -> None:
         command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
@@ -365,14 +370,11 @@ def test_a_second_guest_hears_the_unit_is_busy(home: Home, browser: Any) -> None
 def test_the_call_comes_back_after_the_network_drops(home: Home, browser: Any) -> None:
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
-    home.cut_phone(True)
-    try:
+    with home.phone_cut():
         unit.wait_for(r"call\.state: lost contact with Priya", mark, timeout=15)
         expect(page.get_by_role("status")).to_have_text(
             "The connection to Asha dropped. Reconnecting…", timeout=15_000
         )
-    finally:
-        home.cut_phone(False)
     started = time.monotonic()
     expect(page.get_by_role("status")).to_have_text("Reconnected. In a call with Asha.", timeout=30_000)
     back = unit.wait_for(
@@ -389,15 +391,12 @@ def test_the_call_comes_back_after_the_network_drops(home: Home, browser: Any) -
 def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> None:
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
-    home.cut_phone(True)
-    try:
+    with home.phone_cut():
         unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=30)
         unit.wait_for(r"saying: Connection lost\.", mark, timeout=15)
         expect(page.get_by_role("status")).to_have_text(
             "The connection to Asha was lost. The call ended.", timeout=45_000
         )
-    finally:
-        home.cut_phone(False)
     expect(page.get_by_role("button", name="Call Asha")).to_be_focused()
 
 

@@ -49,10 +49,9 @@ from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS, Phrases
 
-from .call_unit import Unit
+from .call_unit import Unit, host_address
 from .conftest import CLIPS, need
 from .test_button import HOLD, ButtonUnit
-from .test_call_units import host_address
 from .test_speech import rms
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,13 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homes]:
 
 
 def pair(homes: Homes) -> None:
-    a, b = homes.a, homes.b
+    pair_units(homes.a, homes.b, f"xmpp:{homes.jids['b']}")
+
+
+def pair_units(a: RelayUnit, b: RelayUnit, address: str) -> None:
+    """A asks B at ``address`` to pair, B says a code, A's owner types it: both are paired."""
     since_a, since_b = a.mark(), b.mark()
-    a.send(f"pair xmpp:{homes.jids['b']}")
+    a.send(f"pair {address}")
     code = b.wait_for("pairing.code", 15, since_b)["data"]["code"]
     a.wait_for("pair.asked", 15, since_a)
     a.send(f"code {code}")
@@ -184,6 +189,20 @@ def probe(homes: Homes, action: str, **args: Any) -> dict[str, Any]:
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
+@contextmanager
+def listening(
+    homes: Homes, account: dict[str, str], seconds: float
+) -> Iterator[Callable[[], dict[str, Any]]]:
+    """A raw client signed in as ``account`` listening on the relay for ``seconds``; the function
+    it yields waits for the end and returns what it heard."""
+    command = [*probe_command(homes, "listen"), json.dumps({**account, "seconds": seconds})]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as listener:
+        out = listener.stdout
+        assert out is not None
+        assert json.loads(out.readline()) == {"listening": True}
+        yield lambda: dict(json.loads(out.read().splitlines()[-1]))
+
+
 @pytest.fixture(scope="module")
 def mallory(homes: Homes) -> dict[str, str]:
     """A third account on the same relay: someone else's unit, or a stolen one."""
@@ -237,15 +256,10 @@ def test_one_units_account_cannot_read_anothers(homes: Homes, mallory: dict[str,
     ca = str(homes.net.relay.ca)
     bela_password = (homes.folder / "bela.password").read_text()
     assert probe(homes, "login", jid=homes.jids["a"], password=bela_password, ca=ca) == {"logged_in": False}
-    listen = probe_command(homes, "listen")
-    with subprocess.Popen(
-        [*listen, json.dumps({**mallory, "seconds": 12})], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    ) as listener:
-        assert listener.stdout is not None
-        assert json.loads(listener.stdout.readline()) == {"listening": True}
+    with listening(homes, mallory, 12) as what_it_heard:
         call(homes.a, homes.b, "Bela")  # offer and answer go through the relay meanwhile
         hang_up(homes.a, homes.b)
-        heard = json.loads(listener.stdout.read().splitlines()[-1])
+        heard = what_it_heard()
     assert not [s for s in heard["received"] if "urn:emocall" in s or "asha" in s or "bela" in s], heard
 
 
@@ -266,14 +280,9 @@ def test_turn_refuses_wrong_or_expired_credentials(homes: Homes) -> None:
 def test_a_revoked_unit_is_cut_off_and_cannot_sign_in(homes: Homes) -> None:
     jid, password = homes.net.relay.add_unit("carol")
     account = {"jid": jid, "password": password, "ca": str(homes.net.relay.ca)}
-    listen = probe_command(homes, "listen")
-    with subprocess.Popen(
-        [*listen, json.dumps({**account, "seconds": 15})], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    ) as listener:
-        assert listener.stdout is not None
-        assert json.loads(listener.stdout.readline()) == {"listening": True}
+    with listening(homes, account, 15) as what_it_heard:
         homes.net.relay.unit_command("revoke", "carol")
-        heard = json.loads(listener.stdout.read().splitlines()[-1])
+        heard = what_it_heard()
     assert heard["cut_off"], heard
     assert probe(homes, "login", **account) == {"logged_in": False}
 
@@ -286,12 +295,7 @@ def test_units_paired_at_home_keep_calling_after_one_moves_away(homes: Homes) ->
     dina = RelayUnit("Dina", folder / "dina", 8082, net.unit_ip(0), netns=net.home(0))
     units = [cora.start(*args["cora"]), dina.start(*args["dina"])]
     try:
-        since_c, since_d = cora.mark(), dina.mark()
-        cora.send(f"pair {dina.address}")
-        code = dina.wait_for("pairing.code", 15, since_d)["data"]["code"]
-        cora.wait_for("pair.asked", 15, since_c)
-        cora.send(f"code {code}")
-        cora.wait_for("pairing.done", 15, since_c)
+        pair_units(cora, dina, dina.address)
         for unit, other in ((cora, "dina"), (dina, "cora")):
             deadline = time.monotonic() + 15
             while f"{other}@{DOMAIN}" not in unit.status()["relay"]["online"]:

@@ -14,17 +14,13 @@ from appliance.call.signaling import SIGNAL_PATH
 from appliance.identity import Identity
 from appliance.pairing import service
 from appliance.state import StateStore
-from tests.call_unit import Unit, free_port, host_address
+from tests.call_unit import Unit, paired_units
 from tests.hostile import hostile_server, request_from
 
 
 @pytest.fixture
 def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
-    host = host_address()
-    a = Unit("Asha", tmp_path / "a", free_port(), host)
-    b = Unit("Bela", tmp_path / "b", free_port(), host)
-    a.pair_with(b)
-    b.pair_with(a)
+    a, b = paired_units(tmp_path)
     yield a, b
     a.close()
     b.close()

@@ -38,7 +38,13 @@ T = TypeVar("T")
 # made a unit's RSS rise 45-55 MB over its first calls, in 15 MB steps. Two hold it flat, about
 # 35 MB lower (benchmarks/call_stress.py; the README's call section has the figures).
 MALLOC_ARENAS = 2
-M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+# Video frames (450-900 KiB each, several per frame time) are above malloc's mmap threshold, but
+# glibc raises that threshold to the largest block freed, after which frames come from the heaps,
+# whose freed holes stay resident: 212-246 MB 20 s into a call. A fixed threshold keeps every frame
+# in its own mapping, returned to the system when freed: 199-202 MB, for about 5 points more of a
+# core (the pages are zeroed anew; benchmarks/memory.py, the README's hardening section).
+MMAP_THRESHOLD = 128 * 1024
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameter numbers, from glibc's malloc.h
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
 IceServers = Callable[[], list[RTCIceServer]]
@@ -219,13 +225,15 @@ async def _end_other_tasks(grace: float = 1.0) -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def limit_malloc_arenas() -> None:
-    """Cap glibc's malloc arenas at MALLOC_ARENAS; call it before the unit starts any thread (arenas
-    made before stay). Elsewhere than glibc there is nothing to cap."""
+def tune_malloc() -> None:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS and fix its mmap threshold at MMAP_THRESHOLD; call
+    it before the unit starts any thread (arenas made before stay). Elsewhere than glibc there is
+    nothing to tune."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        log.debug("no glibc mallopt here: malloc arenas left as they are")
+        log.debug("no glibc mallopt here: malloc left as it is")
         return
-    if not mallopt(M_ARENA_MAX, MALLOC_ARENAS):
-        log.warning("glibc refused to cap malloc arenas at %d: calls may use more memory", MALLOC_ARENAS)
+    for param, value in ((M_ARENA_MAX, MALLOC_ARENAS), (M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
+        if not mallopt(param, value):
+            log.warning("glibc refused mallopt(%d, %d): calls may use more memory", param, value)

@@ -78,6 +78,7 @@ def _login_left() -> tuple[str, bool]:
 def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     bp = Blueprint("pages", __name__)
     code_seconds = parts.owner_codes.ttl_s
+    code_lasts = duration(code_seconds)
 
     @bp.app_context_processor
     def common() -> dict[str, Any]:
@@ -87,7 +88,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             "is_owner": owner.is_owner,
             "flashed": _flashed,
             "login_left": _login_left,
-            "code_lasts": duration(code_seconds),
+            "code_lasts": code_lasts,
         }
 
     _login_pages(bp, parts, code_seconds)

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by build.sh and boot-test.sh: timed, logged steps and the stage cache.
+# Helpers shared by build.sh, install-test-root.sh and boot-test.sh: timed, logged steps, the stage
+# cache, chroot mounts and the run of install.sh inside a root.
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CACHE_DIR="${EMOCALL_IMAGE_CACHE:-/var/cache/emocall-image}"
@@ -62,4 +63,27 @@ in_root() {
   shift
   env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive chroot "$root" "$@"
+}
+
+# source_files REPO: what install.sh reads, tracked or new, never git-ignored build outputs (paths
+# relative to REPO). The image and CI's test root both copy exactly these.
+source_files() {
+  git -C "$1" ls-files --cached --others --exclude-standard appliance models/edgetpu pyproject.toml \
+    README.md image-build/install.sh image-build/packages.txt image-build/requirements.lock image-build/files |
+    grep -v '^image-build/files/boot/'
+}
+
+# run_install REPO ROOT [VAR=value...]: install.sh inside ROOT, from a copy of REPO's source_files,
+# with the variables given; pip uses the host's CA bundle (which may hold a proxy's certificate) for
+# the install only. The caller's EXIT trap unmounts ROOT if install.sh fails.
+run_install() {
+  local repo=$1 root=$2
+  shift 2
+  install -d "$root/tmp/emocall-src"
+  source_files "$repo" | (cd "$repo" && tar -cf - -T -) | tar -C "$root/tmp/emocall-src" -xf -
+  cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
+  mount_root "$root"
+  in_root "$root" env PIP_CERT=/tmp/host-ca.crt "$@" bash /tmp/emocall-src/image-build/install.sh
+  unmount_root "$root"
+  rm -rf "$root/tmp/emocall-src" "$root/tmp/host-ca.crt"
 }
