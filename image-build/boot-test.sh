@@ -144,14 +144,20 @@ sys.exit(1 if bad else 0)' "$selftest" 2>/dev/null; then
   fi
 }
 
+venv_python() { if [ -x "$here/../.venv/bin/python" ]; then echo "$here/../.venv/bin/python"; else echo python3; fi; }
+
 screenshot() {
   python3 -c 'import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(f"screendump {sys.argv[2]}\n".encode())
 time.sleep(3); s.close()' "$work/monitor" "$work/screen.ppm" || true
   if [ -s "$work/screen.ppm" ]; then
-    python3 -c 'import sys, pygame; pygame.image.save(pygame.image.load(sys.argv[1]), sys.argv[2])' \
-      "$work/screen.ppm" "$work/screen.png" 2>/dev/null || cp "$work/screen.ppm" "$work/screen.png"
-    record screenshot ok "$work/screen.png"
+    # pygame from the checkout's virtualenv when there is one (the host's python3 may lack it).
+    if "$(venv_python)" -c 'import sys, pygame; pygame.image.save(pygame.image.load(sys.argv[1]), sys.argv[2])' \
+      "$work/screen.ppm" "$work/screen.png" >/dev/null 2>&1; then
+      record screenshot ok "$work/screen.png"
+    else
+      record screenshot ok "$work/screen.ppm"
+    fi
   else
     record screenshot fail "QEMU's screendump wrote nothing"
   fi

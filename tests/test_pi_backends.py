@@ -204,10 +204,11 @@ def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_fal
 SCREEN_SCRIPT = """
 import json, sys, threading, time
 import pygame
-from appliance.display import DisplayError
+from appliance.display import DisplayError, kmsdrm
 from appliance.display.kmsdrm import KmsdrmScreen
+kmsdrm.OPEN_SECONDS = float(sys.argv[2])
 try:
-    screen = KmsdrmScreen(driver=sys.argv[1])
+    screen = KmsdrmScreen(driver=sys.argv[1], size=(8, 6))
 except DisplayError as e:
     print(json.dumps({"error": str(e)}))
     sys.exit(0)
@@ -226,11 +227,11 @@ print(json.dumps({"size": screen.size, "shown": screen.shown, "closed": not pyga
 """
 
 
-def run_screen(driver: str) -> dict[str, object]:
-    """A unit's screen in a process of its own, as on a Pi: SDL's video state is per process."""
-    done = subprocess.run(
-        [sys.executable, "-c", SCREEN_SCRIPT, driver], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+def run_screen(driver: str, open_seconds: float = 30) -> dict[str, object]:
+    """A unit's screen in a process of its own, as on a Pi: SDL's video state is per process.
+    ``open_seconds``: how long the start waits for it (0: the picture is drawn before it opens)."""
+    command = [sys.executable, "-c", SCREEN_SCRIPT, driver, str(open_seconds)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -241,6 +242,13 @@ def test_the_screen_is_opened_shown_and_closed_on_one_thread() -> None:
     assert min(int(side) for side in result["size"]) > 0  # type: ignore[attr-defined]
     assert int(result["shown"]) >= 1  # type: ignore[call-overload]
     assert result["closed"] is True  # closed by the screen's own thread
+
+
+def test_a_screen_slow_to_open_shows_the_picture_drawn_meanwhile_at_its_own_size() -> None:
+    result = run_screen("offscreen", open_seconds=0)
+    assert min(int(side) for side in result["size"]) > 8  # type: ignore[attr-defined]
+    assert int(result["shown"]) >= 1  # type: ignore[call-overload]
+    assert result["closed"] is True
 
 
 def test_a_screen_that_cannot_open_says_what_to_check() -> None:

@@ -56,16 +56,22 @@ print("lgpio", lgpio.LGPIO_PY_VERSION if hasattr(lgpio, "LGPIO_PY_VERSION") else
   if grep -q LGPIOFactory <<<"$out"; then check lgpio ok "$out"; else check lgpio fail "$(tail -1 <<<"$out")"; fi
 }
 
+# Issue 19.7: the service's own framebuffer is on the screen's primary plane (DRM's debugfs state
+# names the process that made it), whether it opened at once or late.
 display() {
-  local drm log
+  local drm log owner
   drm=$(find /dev/dri -mindepth 1 -printf '%f ' 2>/dev/null)
-  log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
+  log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|screen|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
+  mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+  owner=$(sed -n '/plane-0$/,/allocated by/s/.*allocated by = //p' /sys/kernel/debug/dri/0/state 2>/dev/null)
   if [ ! -e /dev/dri/card0 ]; then
     check display fail "no DRM device; $log"
   elif journalctl -u emocall -b --no-pager | grep -q "display.unavailable"; then
     check display fail "the service could not open the screen: $log"
+  elif [ "$owner" != emocall ]; then
+    check display fail "the primary plane shows a framebuffer of '${owner}', not the service's; $log"
   else
-    check display ok "dri: $drm; $log"
+    check display ok "dri: $drm; primary plane: the service's framebuffer; $log"
   fi
 }
 
