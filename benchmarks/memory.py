@@ -13,7 +13,9 @@
    the owner API, A on ``WolfgangLanger_Pexels.mp4``, B on ``single_face.mp4``), RSS of each
    ``--seconds`` into the call; first from the baseline commit (``git archive`` into a temporary
    folder, run with this virtualenv), then from this checkout, ``--rounds`` times in turn (the
-   machine is shared: rounds show the spread). Printed: each figure, the means and their ratio.
+   machine is shared: rounds show the spread). Printed: each figure, the means and their ratio, and
+   the same for CPU (% of one core over the second half of the ``--seconds``): what the memory
+   costs in time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from appliance.call.demo import write_greeting  # noqa: E402
 from appliance.call.demo_units import DemoUnit, pair  # noqa: E402
 from appliance.call.lan import free_port, host_address  # noqa: E402
 from appliance.call.local import ask  # noqa: E402
+from benchmarks.call_cpu import cpu_percent  # noqa: E402
 
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
 LIBRARIES = ("numpy", "cv2", "av", "aiortc", "flask", "pydantic", "zeroconf", "pygame", "appliance.app")
@@ -59,14 +62,21 @@ def by_import() -> None:
     print("  " + "\n  ".join(line for line in out.stdout.splitlines() if "pygame-ce" not in line))
 
 
-ALLOCATIONS = """
-import ctypes, fractions, os, sys, tracemalloc
-import numpy as np
+# glibc's malloc statistics, for the scripts here and tests/test_malloc.py: libc.mallinfo2().
+MALLINFO = """
+import ctypes
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
+"""
+
+ALLOCATIONS = (
+    MALLINFO
+    + """
+import fractions, os, sys, tracemalloc
+import numpy as np
 def heap():
     i = libc.mallinfo2()
     return (i.uordblks + i.hblkhd) / 1e6
@@ -127,6 +137,7 @@ import appliance.app
 traced = tracemalloc.get_traced_memory()[0] / 1e6
 print(f"Python heap after importing the unit (tracemalloc): {traced:.1f} MB")
 """
+)
 
 
 def by_allocation() -> None:
@@ -149,8 +160,9 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def in_call(tree: Path | None, seconds: float, base: Path) -> list[float]:
-    """RSS in MB of units A and B ``seconds`` into a call."""
+def in_call(tree: Path | None, seconds: float, base: Path) -> tuple[list[float], list[float]]:
+    """RSS in MB of units A and B ``seconds`` into a call, and their CPU (% of one core) over its
+    second half."""
     host = host_address()
     quiet = lambda name, text: None  # noqa: E731
     # The baseline's command line has no --debug; its events are logged at INFO anyway.
@@ -166,11 +178,12 @@ def in_call(tree: Path | None, seconds: float, base: Path) -> list[float]:
             unit.wait_ready()
         pair(*units, host, say=lambda _: None)
         ask(units[0].port, "/api/call", {"to": "Bela"})
-        time.sleep(seconds)
+        time.sleep(seconds / 2)
+        cpu = cpu_percent([unit.proc.pid for unit in units if unit.proc], seconds / 2)
         state = ask(units[0].port, "/api/call").get("state")
         if state != "connected":
             raise SystemExit(f"the call is {state}, not connected; see {base}/*/unit.log")
-        return [_rss(unit) for unit in units]
+        return [_rss(unit) for unit in units], cpu
     finally:
         for unit in units:
             unit.stop()
@@ -191,20 +204,27 @@ def main() -> int:
     by_import()
     by_allocation()
     figures: dict[str, list[float]] = {"baseline": [], "now": []}
+    cpus: dict[str, list[float]] = {"baseline": [], "now": []}
     with tempfile.TemporaryDirectory(prefix="emocall-memory-") as tmp:
         old = baseline_tree(args.baseline, Path(tmp) / "baseline")
         for n in range(args.rounds):
             for label, tree in (("baseline", old), ("now", None)):
-                rss = in_call(tree, args.seconds, Path(tmp) / f"{label}{n}")
+                rss, cpu = in_call(tree, args.seconds, Path(tmp) / f"{label}{n}")
                 figures[label] += rss
+                cpus[label] += cpu
                 print(
                     f"round {n + 1} {label:<8}: A {rss[0]:.1f} MB, B {rss[1]:.1f} MB "
-                    f"{args.seconds:.0f} s into a call"
+                    f"{args.seconds:.0f} s into a call; CPU A {cpu[0]:.1f} %, B {cpu[1]:.1f} % of a core"
                 )
     old_mean, new_mean = (statistics.mean(figures[k]) for k in ("baseline", "now"))
+    old_cpu, new_cpu = (statistics.mean(cpus[k]) for k in ("baseline", "now"))
     print(
         f"RSS of a unit in a call: {args.baseline} {old_mean:.1f} MB (mean of {len(figures['baseline'])}), "
         f"now {new_mean:.1f} MB: ratio {new_mean / old_mean:.2f}"
+    )
+    print(
+        f"CPU of a unit in a call: {args.baseline} {old_cpu:.1f} %, now {new_cpu:.1f} % of a core: "
+        f"ratio {new_cpu / old_cpu:.2f}"
     )
     return 0
 

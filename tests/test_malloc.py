@@ -8,17 +8,16 @@ import sys
 
 import pytest
 
+from benchmarks.memory import MALLINFO
+
 from .call_unit import ROOT
 
-FRAMES = """
-import ctypes, sys
+FRAMES = (
+    MALLINFO
+    + """
+import sys
 import numpy as np
 from appliance.call.engine import tune_malloc
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
 if sys.argv[1] == "tuned":
     tune_malloc()
 np.empty((480, 640, 3), np.uint8).fill(1)  # a 900 KiB frame, used and freed
@@ -26,6 +25,7 @@ before = libc.mallinfo2().hblks
 frame = np.ones((480, 640, 3), np.uint8)  # the next one
 print(libc.mallinfo2().hblks - before)
 """
+)
 
 
 def new_mappings(mode: str) -> int:

@@ -57,9 +57,10 @@ print("lgpio", lgpio.LGPIO_PY_VERSION if hasattr(lgpio, "LGPIO_PY_VERSION") else
 }
 
 # Issue 19.7: the service's own framebuffer is on the screen's primary plane (DRM's debugfs state
-# names the process that made it), whether it opened at once or late.
+# names the process that made it), whether it opened at once or late; lib/scanout.py (copied to
+# /tmp by boot-test.sh) saves what that framebuffer holds.
 display() {
-  local drm log owner
+  local drm log owner shot
   drm=$(find /dev/dri -mindepth 1 -printf '%f ' 2>/dev/null)
   log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|screen|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
   mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
@@ -70,8 +71,12 @@ display() {
     check display fail "the service could not open the screen: $log"
   elif [ "$owner" != emocall ]; then
     check display fail "the primary plane shows a framebuffer of '${owner}', not the service's; $log"
+  elif ! shot=$(PYGAME_HIDE_SUPPORT_PROMPT=1 "$venv/bin/python" /tmp/scanout.py /tmp/scanout.png 2>&1); then
+    check display fail "the screen's framebuffer could not be read: $(tail -1 <<<"$shot")"
+  elif grep -q " 0.0 % of pixels lit" <<<"$shot"; then
+    check display fail "primary plane: the service's framebuffer, but it is black: $shot; $log"
   else
-    check display ok "dri: $drm; primary plane: the service's framebuffer; $log"
+    check display ok "primary plane: the service's framebuffer, $shot (/tmp/scanout.png); dri: $drm; $log"
   fi
 }
 
