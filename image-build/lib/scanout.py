@@ -1,11 +1,13 @@
-"""Saves what the screen's controller scans out, read inside the VM: the CRTC's framebuffer.
+"""Saves what the screen's controller scans out, read inside the VM: the primary plane's framebuffer.
 
     python3 scanout.py OUT.png      (as root, in the booted image; numpy and pygame from its venv)
 
 QEMU's screendump of a virtio-gpu without virgl shows black for buffers that Mesa's software
 renderer drew (fbcon's text shows), so the boot test reads the framebuffer on the guest's side:
-DRM's GETCRTC gives the framebuffer on the screen, GETFB a handle to it (root only), MAP_DUMB an
-offset to mmap it by. Prints its size, how much of it is lit and how many colours it has.
+DRM's plane list (all planes, once the client asks for universal planes) gives the framebuffer on
+the screen (the largest one shown: the cursor plane has one too), GETFB a handle to it (root only),
+MAP_DUMB an offset to mmap it by. (GETCRTC's framebuffer is the one set by the last mode set, not
+the one a page flip put there since.) Prints its size, how much of it is lit and how many colours it has.
 """
 
 from __future__ import annotations
@@ -22,24 +24,26 @@ import pygame
 CARD = "/dev/dri/card0"
 
 
-def iowr(nr: int, struct: type[ctypes.Structure]) -> int:
-    return (3 << 30) | (ctypes.sizeof(struct) << 16) | (ord("d") << 8) | nr
+UNIVERSAL_PLANES = 2  # DRM_CLIENT_CAP_UNIVERSAL_PLANES: list primary and cursor planes too
 
 
-class CardRes(ctypes.Structure):
+def ioctl_nr(nr: int, struct: type[ctypes.Structure], write_only: bool = False) -> int:
+    return ((1 if write_only else 3) << 30) | (ctypes.sizeof(struct) << 16) | (ord("d") << 8) | nr
+
+
+class ClientCap(ctypes.Structure):
+    _fields_ = [("capability", ctypes.c_uint64), ("value", ctypes.c_uint64)]
+
+
+class PlaneRes(ctypes.Structure):
+    _fields_ = [("plane_id_ptr", ctypes.c_uint64), ("count_planes", ctypes.c_uint32)]  # 16 bytes, padded
+
+
+class Plane(ctypes.Structure):
     _fields_ = [
-        *((n, ctypes.c_uint64) for n in ("fb_id_ptr", "crtc_id_ptr", "connector_id_ptr", "encoder_id_ptr")),
-        *((n, ctypes.c_uint32) for n in ("count_fbs", "count_crtcs", "count_connectors", "count_encoders")),
-        *((n, ctypes.c_uint32) for n in ("min_width", "max_width", "min_height", "max_height")),
-    ]
-
-
-class Crtc(ctypes.Structure):
-    _fields_ = [
-        ("set_connectors_ptr", ctypes.c_uint64),
-        *((n, ctypes.c_uint32) for n in ("count_connectors", "crtc_id", "fb_id", "x", "y", "gamma_size")),
-        ("mode_valid", ctypes.c_uint32),
-        ("mode", ctypes.c_uint8 * 68),
+        *((n, ctypes.c_uint32) for n in ("plane_id", "crtc_id", "fb_id", "possible_crtcs", "gamma_size")),
+        ("count_format_types", ctypes.c_uint32),
+        ("format_type_ptr", ctypes.c_uint64),
     ]
 
 
@@ -51,25 +55,32 @@ class MapDumb(ctypes.Structure):
     _fields_ = [("handle", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("offset", ctypes.c_uint64)]
 
 
+def shown_framebuffers(fd: int) -> list[FbCmd]:
+    fcntl.ioctl(fd, ioctl_nr(0x0D, ClientCap, write_only=True), ClientCap(UNIVERSAL_PLANES, 1))
+    res = PlaneRes()
+    fcntl.ioctl(fd, ioctl_nr(0xB5, PlaneRes), res)  # the count first
+    ids = (ctypes.c_uint32 * res.count_planes)()
+    fcntl.ioctl(fd, ioctl_nr(0xB5, PlaneRes), PlaneRes(ctypes.addressof(ids), len(ids)))
+    shown = []
+    for plane_id in ids:
+        plane = Plane(plane_id=plane_id)
+        fcntl.ioctl(fd, ioctl_nr(0xB6, Plane), plane)
+        if plane.fb_id:
+            fb = FbCmd(fb_id=plane.fb_id)
+            fcntl.ioctl(fd, ioctl_nr(0xAD, FbCmd), fb)
+            shown.append(fb)
+    return shown
+
+
 def scanout(fd: int) -> np.ndarray:
-    res = CardRes()
-    fcntl.ioctl(fd, iowr(0xA0, CardRes), res)  # counts first
-    crtcs = (ctypes.c_uint32 * res.count_crtcs)()
-    res = CardRes(crtc_id_ptr=ctypes.addressof(crtcs), count_crtcs=len(crtcs))
-    fcntl.ioctl(fd, iowr(0xA0, CardRes), res)
-    for crtc_id in crtcs:
-        crtc = Crtc(crtc_id=crtc_id)
-        fcntl.ioctl(fd, iowr(0xA1, Crtc), crtc)
-        if crtc.fb_id:
-            break
-    else:
-        raise SystemExit("no framebuffer on any CRTC")
-    fb = FbCmd(fb_id=crtc.fb_id)
-    fcntl.ioctl(fd, iowr(0xAD, FbCmd), fb)
+    shown = shown_framebuffers(fd)
+    if not shown:
+        raise SystemExit("no framebuffer on any plane")
+    fb = max(shown, key=lambda f: f.width * f.height)
     if fb.bpp != 32:
         raise SystemExit(f"framebuffer of {fb.bpp} bits per pixel; only 32 is read")
     dumb = MapDumb(handle=fb.handle)
-    fcntl.ioctl(fd, iowr(0xB3, MapDumb), dumb)
+    fcntl.ioctl(fd, ioctl_nr(0xB3, MapDumb), dumb)
     with mmap.mmap(fd, fb.pitch * fb.height, mmap.MAP_SHARED, mmap.PROT_READ, offset=dumb.offset) as m:
         rows = np.frombuffer(m[:], np.uint8).reshape(fb.height, fb.pitch)  # a copy: m closes
         xrgb = rows[:, : fb.width * 4].reshape(fb.height, fb.width, 4)
