@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -201,20 +201,25 @@ def main() -> int:
     web = WebServer(app, cfg.web.host, args.port).start()
     emit("unit.ready", f"{args.name} is ready", {"unit": stack.me.unit_id})
     try:
-        for line in sys.stdin:
-            command, *rest = line.split()
-            if command == "quit":
-                break
-            try:
-                run(command, rest, engine, stack.store, stack.frames)
-            except CallError as e:
-                emit("error", str(e), {})
+        serve(lambda command, rest: run(command, rest, engine, stack.store, stack.frames), CallError)
     finally:
         engine.close()
         web.close()
         parts.close()
         stack.close()
     return 0
+
+
+def serve(handle: Callable[[str, list[str]], None], *errors: type[Exception]) -> None:
+    """The test's commands, a line each on stdin, until "quit"; ``errors`` are told as events."""
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "quit":
+            return
+        try:
+            handle(command, rest)
+        except errors as e:
+            emit("error", str(e), {"command": command})
 
 
 def run(command: str, rest: list[str], engine: CallEngine, store: StateStore, frames: FrameCounter) -> None:

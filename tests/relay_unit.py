@@ -21,7 +21,7 @@ from appliance.web.api import create_app
 from appliance.web.parts import UnitParts, build_parts
 from appliance.web.server import WebServer
 
-from .call_unit import FrameCounter, Stack, Unit, emit, unit_arguments, unit_config
+from .call_unit import FrameCounter, Stack, Unit, emit, serve, unit_arguments, unit_config
 
 
 def selected_pair(engine: CallEngine) -> dict[str, str]:
@@ -60,14 +60,7 @@ def main() -> int:
         relay.start(engine.loop, app)
     emit("unit.ready", f"{args.name} is ready", {"unit": stack.me.unit_id})
     try:
-        for line in sys.stdin:
-            command, *rest = line.split()
-            if command == "quit":
-                break
-            try:
-                run(command, rest, engine, parts, relay, stack.frames)
-            except (CallError, PairingError) as e:
-                emit("error", str(e), {"command": command})
+        serve(lambda cmd, rest: run(cmd, rest, engine, parts, relay, stack.frames), CallError, PairingError)
     finally:
         if relay:
             relay.close()
