@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import pytest
@@ -41,6 +41,9 @@ from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 from appliance.web.server import WebServer
+
+if TYPE_CHECKING:
+    from appliance.relay.service import Relay
 
 # What the two-unit tests (calls, button, speech) and benchmarks/call_cpu.py use from here.
 __all__ = [
@@ -171,8 +174,8 @@ class Stack:
         speaker = WavSpeaker(args.data_dir / "speaker.wav")
         return cls(events, store, me, capture, speaker, FrameCounter(stamped=args.source == "stamp"))
 
-    def engine(self, cfg: config.Config, **relay: Any) -> CallEngine:
-        """The started call engine (``relay``: the relay's ``dialer`` and ``ice_servers``)."""
+    def engine(self, cfg: config.Config, relay: Relay | None = None) -> CallEngine:
+        """The started call engine, signalling through ``relay`` when there is one (as Appliance)."""
         return CallEngine(
             cfg.call,
             self.me,
@@ -182,7 +185,8 @@ class Stack:
             events=self.events,
             speaker=self.speaker,
             on_remote_frame=self.frames,
-            **relay,
+            dialer=relay.dialer if relay else None,
+            ice_servers=relay.ice_servers if relay else None,
         ).start()
 
     def close(self) -> None:

@@ -48,8 +48,7 @@ def main() -> int:
     cfg = unit_config(args, relay=dict(kv.split("=", 1) for kv in args.relay))
     stack = Stack.open(args, cfg)
     relay = Relay.open(cfg.relay, stack.me, stack.store, stack.events)
-    wiring = {"dialer": relay.dialer, "ice_servers": relay.ice_servers} if relay else {}
-    engine = stack.engine(cfg, **wiring)
+    engine = stack.engine(cfg, relay)
     client = relay.peer_client if relay else None
     parts = build_parts(cfg.web, stack.me, stack.store, stack.events, call=engine, client=client)
     blueprints = [create_blueprint(engine), *([relay.blueprint()] if relay else [])]

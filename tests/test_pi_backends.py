@@ -212,7 +212,8 @@ try:
 except DisplayError as e:
     print(json.dumps({"error": str(e)}))
     sys.exit(0)
-picture = pygame.Surface(screen.size)
+# Started without waiting (0 s): drawn at the size given, as the unit's view does before the open.
+picture = pygame.Surface((8, 6) if kmsdrm.OPEN_SECONDS == 0 else screen.size)
 picture.fill((255, 255, 0))
 senders = [threading.Thread(target=screen.show, args=(picture, "")) for _ in range(3)]
 for t in senders:
@@ -222,8 +223,11 @@ for t in senders:
 deadline = time.monotonic() + 10
 while screen.shown == 0 and time.monotonic() < deadline:
     time.sleep(0.02)
+window = pygame.display.get_surface()
+corner = list(window.get_at((window.get_width() - 1, window.get_height() - 1)))[:3] if window else None
 screen.close()
-print(json.dumps({"size": screen.size, "shown": screen.shown, "closed": not pygame.display.get_init()}))
+closed = not pygame.display.get_init()
+print(json.dumps({"size": screen.size, "shown": screen.shown, "corner": corner, "closed": closed}))
 """
 
 
@@ -241,6 +245,7 @@ def test_the_screen_is_opened_shown_and_closed_on_one_thread() -> None:
     result = run_screen("offscreen")
     assert min(int(side) for side in result["size"]) > 0  # type: ignore[attr-defined]
     assert int(result["shown"]) >= 1  # type: ignore[call-overload]
+    assert result["corner"] == [255, 255, 0]
     assert result["closed"] is True  # closed by the screen's own thread
 
 
@@ -248,6 +253,7 @@ def test_a_screen_slow_to_open_shows_the_picture_drawn_meanwhile_at_its_own_size
     result = run_screen("offscreen", open_seconds=0)
     assert min(int(side) for side in result["size"]) > 8  # type: ignore[attr-defined]
     assert int(result["shown"]) >= 1  # type: ignore[call-overload]
+    assert result["corner"] == [255, 255, 0]  # the 8x6 picture fills the whole screen
     assert result["closed"] is True
 
 

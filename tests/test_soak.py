@@ -11,7 +11,7 @@ from appliance.call.lan import host_address
 from tests.conftest import CLIPS, need
 
 ROOT = Path(__file__).resolve().parents[1]
-RSS_GROWTH_2_MIN = 0.10
+RSS_GROWTH_2_MIN = 0.05  # the hour's target
 
 
 def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
@@ -32,8 +32,8 @@ def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
     for name, unit in report["units"].items():
         samples = [s for s in report["samples"] if s["unit"] == name]
         assert len(samples) >= 11 and {s["call"] for s in samples} == {"connected"}, samples
-        # The hour's target is 5 %; in two minutes a VP8 encoder that aiortc makes anew at a bitrate
-        # step (about 15 MB, 5 % of a unit) can fall between the two ends, so 10 % here.
+        # A VP8 encoder that aiortc makes anew at a bitrate step used to leave about 15 MB behind in
+        # malloc's heaps; with frames in their own mappings (tune_malloc) the hour's target holds here.
         assert unit["rss_growth"] < RSS_GROWTH_2_MIN, (name, unit)
         # A worker thread (asyncio's executor, a web request) can be alive at one end and not the
         # other; a leak grows with every call minute, which the hour's run checks without slack.

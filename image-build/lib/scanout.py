@@ -6,8 +6,9 @@ QEMU's screendump of a virtio-gpu without virgl shows black for buffers that Mes
 renderer drew (fbcon's text shows), so the boot test reads the framebuffer on the guest's side:
 DRM's plane list (all planes, once the client asks for universal planes) gives the framebuffer on
 the screen (the largest one shown: the cursor plane has one too), GETFB a handle to it (root only),
-MAP_DUMB an offset to mmap it by. (GETCRTC's framebuffer is the one set by the last mode set, not
-the one a page flip put there since.) Prints its size, how much of it is lit and how many colours it has.
+MAP_DUMB an offset to mmap it by. Prints its size and how much of it is drawn over the background
+(the most common colour); exits 2 when that is under MIN_DRAWN: a blank screen, one colour, or a
+console line or two, never the unit's large type.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import numpy as np
 import pygame
 
 CARD = "/dev/dri/card0"
-
-
+MIN_DRAWN = 0.01  # the console's two lines are 0.1 % of a 1280x800 screen
 UNIVERSAL_PLANES = 2  # DRM_CLIENT_CAP_UNIVERSAL_PLANES: list primary and cursor planes too
 
 
@@ -87,6 +87,13 @@ def scanout(fd: int) -> np.ndarray:
     return xrgb[:, :, 2::-1]  # XRGB8888 little-endian is B, G, R, X in memory
 
 
+def drawn(rgb: np.ndarray) -> float:
+    """The share of pixels not of the most common colour."""
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    counts = np.unique(packed, return_counts=True)[1]
+    return 1.0 - counts.max() / counts.sum()
+
+
 def main() -> int:
     fd = os.open(CARD, os.O_RDWR)
     try:
@@ -94,10 +101,9 @@ def main() -> int:
     finally:
         os.close(fd)
     pygame.image.save(pygame.surfarray.make_surface(rgb.swapaxes(0, 1)), sys.argv[1])
-    lit = float((rgb.max(axis=2) > 32).mean())
-    colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
-    print(f"{rgb.shape[1]}x{rgb.shape[0]}, {100 * lit:.1f} % of pixels lit, {colours} colours")
-    return 0
+    share = drawn(rgb)
+    print(f"{rgb.shape[1]}x{rgb.shape[0]}, {100 * share:.1f} % of pixels drawn over the background")
+    return 0 if share >= MIN_DRAWN else 2
 
 
 if __name__ == "__main__":
