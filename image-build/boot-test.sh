@@ -4,12 +4,12 @@
 # A copy of IMAGE (default: build.sh's output) gets what a flasher would add on the boot partition:
 # Raspberry Pi Imager's custom.toml (a user and an SSH key, so the test can log in) and an
 # emocall.toml whose camera is the sample clip (copied next to it). The VM has a virtio disk, a
-# virtio GPU (kmsdrm), an HDA sound card whose output QEMU writes to a WAV file, and user networking
+# virtio GPU (the unit's screen), an HDA sound card whose output QEMU writes to a WAV file, and user networking
 # with the web page and SSH forwarded to free ports on 127.0.0.1. The test waits for the service's
 # readiness (Type=notify), runs lib/guest-checks.sh and `emocall selftest --json` inside, fetches
-# the page from the host, copies out what the screen shows (lib/scanout.py reads the framebuffer on
-# the guest's side: QEMU's screendump shows black for what Mesa draws on a virtio-gpu without
-# virgl) and prints the self-test JSON as its last line. Exit status 0 only when no check failed.
+# the page from the host, copies out what the screen shows (lib/scanout.py reads, on the guest's
+# side, the framebuffer the display controller scans out) and prints the self-test JSON as its
+# last line. Exit status 0 only when no check failed.
 # --power-cut: then adds pairings in a loop, kills QEMU mid-write, boots the same disk again and
 # checks that every pairing whose commit had returned is still there.
 set -euo pipefail

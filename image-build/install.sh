@@ -28,10 +28,10 @@ install_packages() {
 create_user() {
   say "user emocall"
   local g
-  for g in gpio render apex plugdev video audio; do getent group "$g" >/dev/null || groupadd --system "$g"; done
+  for g in gpio apex plugdev video audio; do getent group "$g" >/dev/null || groupadd --system "$g"; done
   getent passwd emocall >/dev/null ||
     useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin emocall
-  usermod -a -G video,render,gpio,audio,plugdev,apex emocall
+  usermod -a -G video,gpio,audio,plugdev,apex emocall
   install -d -o emocall -g emocall -m 0700 "$state"
 }
 

@@ -77,7 +77,7 @@ def in_root(root: Path, *argv: str, timeout: float = 300) -> subprocess.Complete
 
 def test_the_service_user_has_its_groups_and_a_private_state_dir(root: Path) -> None:
     groups = in_root(root, "id", "-nG", "emocall").stdout.split()
-    assert {"emocall", "video", "render", "gpio", "audio", "plugdev", "apex"} <= set(groups)
+    assert {"emocall", "video", "gpio", "audio", "plugdev", "apex"} <= set(groups)
     state = root / "var/lib/emocall"
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     shell = in_root(root, "getent", "passwd", "emocall").stdout.strip().split(":")[-1]

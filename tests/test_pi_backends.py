@@ -2,14 +2,14 @@
 
 picamera2 and libedgetpu do not exist on this machine. What is tested is our side of each failure a
 real Pi produces (documented in the libraries' trackers): picamera2's import raising ValueError, a
-missing camera, a camera that stalls or fails to start or stop, a libedgetpu that segfaults, SDL's
-screen used from one thread, gpiozero's pin libraries missing. The stand-in picamera2 behaves as the
-real one does in those cases; the Edge TPU crash is a real segfault in a real child process.
+missing camera, a camera that stalls or fails to start or stop, a libedgetpu that segfaults, a
+missing screen device, gpiozero's pin libraries missing; and how a picture fills the screen's
+buffer. The stand-in picamera2 behaves as the real one does in those cases; the Edge TPU crash is
+a real segfault in a real child process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import pygame
 import pytest
 
 from appliance import config, platform
@@ -30,6 +31,8 @@ from appliance.camera.picamera2 import Picamera2Source
 from appliance.camera.select import opener
 from appliance.camera.webcam import usb_cameras
 from appliance.controls.button import open_button
+from appliance.display import DisplayError
+from appliance.display.kmsdrm import KmsdrmScreen, write_picture
 from appliance.events import EventBus
 from appliance.vision.card import load_card
 from appliance.vision.litert import InterpreterError, edgetpu_interpreter
@@ -201,64 +204,28 @@ def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_fal
     detector.close()
 
 
-SCREEN_SCRIPT = """
-import json, sys, threading, time
-import pygame
-from appliance.display import DisplayError, kmsdrm
-from appliance.display.kmsdrm import KmsdrmScreen
-kmsdrm.OPEN_SECONDS = float(sys.argv[2])
-try:
-    screen = KmsdrmScreen(driver=sys.argv[1], size=(8, 6))
-except DisplayError as e:
-    print(json.dumps({"error": str(e)}))
-    sys.exit(0)
-# Started without waiting (0 s): drawn at the size given, as the unit's view does before the open.
-picture = pygame.Surface((8, 6) if kmsdrm.OPEN_SECONDS == 0 else screen.size)
-picture.fill((255, 255, 0))
-senders = [threading.Thread(target=screen.show, args=(picture, "")) for _ in range(3)]
-for t in senders:
-    t.start()
-for t in senders:
-    t.join()
-deadline = time.monotonic() + 10
-while screen.shown == 0 and time.monotonic() < deadline:
-    time.sleep(0.02)
-window = pygame.display.get_surface()
-corner = list(window.get_at((window.get_width() - 1, window.get_height() - 1)))[:3] if window else None
-screen.close()
-closed = not pygame.display.get_init()
-print(json.dumps({"size": screen.size, "shown": screen.shown, "corner": corner, "closed": closed}))
-"""
+def test_a_picture_lands_in_the_screen_buffer_as_xrgb_rows_scaled_to_the_mode() -> None:
+    # The Pi's screen is a DRM dumb buffer (XRGB8888, rows `pitch` bytes apart); a picture drawn
+    # before the screen's size was known is scaled to it. The row padding is the driver's: untouched.
+    width, height, pitch = 16, 12, 16 * 4 + 32
+    buffer = bytearray(b"\xaa" * pitch * height)
+    picture = pygame.Surface((8, 6))
+    picture.fill((10, 20, 30))
+    picture.fill((200, 100, 50), pygame.Rect(4, 3, 4, 3))  # the bottom-right quarter
+    write_picture(picture, memoryview(buffer), (width, height), pitch)
+    rows = [buffer[y * pitch : (y + 1) * pitch] for y in range(height)]
+    assert rows[0][:3] == bytes([30, 20, 10])  # blue, green, red in memory
+    assert rows[height - 1][(width - 1) * 4 : width * 4 - 1] == bytes([50, 100, 200])
+    assert all(row[width * 4 :] == b"\xaa" * 32 for row in rows)
 
 
-def run_screen(driver: str, open_seconds: float = 30) -> dict[str, object]:
-    """A unit's screen in a process of its own, as on a Pi: SDL's video state is per process.
-    ``open_seconds``: how long the start waits for it (0: the picture is drawn before it opens)."""
-    command = [sys.executable, "-c", SCREEN_SCRIPT, driver, str(open_seconds)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def test_the_screen_is_opened_shown_and_closed_on_one_thread() -> None:
-    result = run_screen("offscreen")
-    assert min(int(side) for side in result["size"]) > 0  # type: ignore[attr-defined]
-    assert int(result["shown"]) >= 1  # type: ignore[call-overload]
-    assert result["corner"] == [255, 255, 0]
-    assert result["closed"] is True  # closed by the screen's own thread
-
-
-def test_a_screen_slow_to_open_shows_the_picture_drawn_meanwhile_at_its_own_size() -> None:
-    result = run_screen("offscreen", open_seconds=0)
-    assert min(int(side) for side in result["size"]) > 8  # type: ignore[attr-defined]
-    assert int(result["shown"]) >= 1  # type: ignore[call-overload]
-    assert result["corner"] == [255, 255, 0]  # the 8x6 picture fills the whole screen
-    assert result["closed"] is True
-
-
-def test_a_screen_that_cannot_open_says_what_to_check() -> None:
-    assert "video and render groups" in str(run_screen("no-such-driver")["error"])
+def test_a_missing_or_wrong_screen_device_says_what_to_check(tmp_path: Path) -> None:
+    with pytest.raises(DisplayError, match=r"no DRM device.*video group"):
+        KmsdrmScreen(cards=[])
+    not_drm = tmp_path / "card0"
+    not_drm.write_bytes(b"")
+    with pytest.raises(DisplayError, match=rf"{not_drm}: .*Inappropriate ioctl.*screen plugged in"):
+        KmsdrmScreen(cards=[not_drm])
 
 
 def test_a_button_without_gpio_names_every_pin_library_it_tried(caplog: pytest.LogCaptureFixture) -> None:

@@ -173,7 +173,6 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
 def test_failing_production_outputs_leave_no_wav_or_png(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SDL_VIDEODRIVER", "kmsdrm")  # what kmsdrm.py sets; restored after the test
     data = tmp_path / "data"
     cfg = config.load(
         None,

@@ -4,7 +4,7 @@ type, the call state and the unit names, readable from across a room.
 :mod:`appliance.display.layout` draws one picture (a pygame Surface) from a :class:`Scene`;
 :mod:`appliance.display.view` keeps the scene up to date from events and redraws it in its own
 thread; a screen backend shows it: :mod:`appliance.display.offscreen` (software mode, PNG
-snapshots) or :mod:`appliance.display.kmsdrm` (the Pi's screen through SDL, no desktop).
+snapshots) or :mod:`appliance.display.kmsdrm` (the Pi's screen: a DRM dumb buffer, no desktop).
 """
 
 from __future__ import annotations

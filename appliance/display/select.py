@@ -41,7 +41,7 @@ def open_screen(cfg: DisplayConfig, data_dir: Path) -> Screen:
         )
     from appliance.display.kmsdrm import KmsdrmScreen
 
-    return KmsdrmScreen(size=(cfg.width, cfg.height))
+    return KmsdrmScreen()
 
 
 def open_display(

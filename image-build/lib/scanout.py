@@ -2,9 +2,9 @@
 
     python3 scanout.py OUT.png      (as root, in the booted image; numpy and pygame from its venv)
 
-QEMU's screendump of a virtio-gpu without virgl shows black for buffers that Mesa's software
-renderer drew (fbcon's text shows), so the boot test reads the framebuffer on the guest's side:
-DRM's plane list (all planes, once the client asks for universal planes) gives the framebuffer on
+The boot test reads the framebuffer on the guest's side, as the display controller scans it out
+(QEMU's screendump showed black for buffers that Mesa's software GL drew, before the unit drew
+without GL): DRM's plane list (all planes, once the client asks for universal planes) gives the framebuffer on
 the screen (the largest one shown: the cursor plane has one too), GETFB a handle to it (root only),
 MAP_DUMB an offset to mmap it by. Prints its size and how much of it is drawn over the background
 (the most common colour); exits 2 when that is under MIN_DRAWN: a blank screen, one colour, or a
