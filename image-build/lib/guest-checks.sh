@@ -56,11 +56,20 @@ print("lgpio", lgpio.LGPIO_PY_VERSION if hasattr(lgpio, "LGPIO_PY_VERSION") else
   if grep -q LGPIOFactory <<<"$out"; then check lgpio ok "$out"; else check lgpio fail "$(tail -1 <<<"$out")"; fi
 }
 
+# The unit shows and says a code when a visitor of its page asks to become its owner.
+ask_for_code() {
+  "$venv/bin/python" -c 'import http.cookiejar, json, urllib.request
+web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+csrf = json.load(web.open("http://127.0.0.1:8080/api/owner", timeout=10))["csrf"]
+ask = urllib.request.Request("http://127.0.0.1:8080/api/owner/code", b"", {"X-CSRF-Token": csrf})
+print(web.open(ask, timeout=10).status)' 2>&1
+}
+
 # Issue 19.7: the service's own framebuffer is on the screen's primary plane (DRM's debugfs state
-# names the process that made it), whether it opened at once or late; lib/scanout.py (copied to
-# /tmp by boot-test.sh) saves what that framebuffer holds.
+# names the process that made it); lib/scanout.py (copied to /tmp by boot-test.sh) saves what that
+# framebuffer holds: the idle screen, then a code in large type once the page asked for one.
 display() {
-  local drm log owner shot
+  local drm log owner shot code
   drm=$(find /dev/dri -mindepth 1 -printf '%f ' 2>/dev/null)
   log=$(journalctl -u emocall -b --no-pager | grep -i -E "display|screen|kmsdrm|sdl" | tail -2 | tr '\n' ' ')
   mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
@@ -74,8 +83,11 @@ display() {
   elif ! shot=$(PYGAME_HIDE_SUPPORT_PROMPT=1 "$venv/bin/python" /tmp/scanout.py /tmp/scanout.png 2>&1); then
     # Exit 2: read, but almost nothing drawn (scanout.py's MIN_DRAWN); else it could not be read.
     check display fail "primary plane: the service's framebuffer, but: $(tail -1 <<<"$shot"); $log"
+  elif ! code=$(ask_for_code) || ! sleep 3 ||
+    ! code=$(PYGAME_HIDE_SUPPORT_PROMPT=1 "$venv/bin/python" /tmp/scanout.py /tmp/scanout-code.png --large-yellow 2>&1); then
+    check display fail "idle: $shot; after asking for a code: $(tail -1 <<<"$code"); $log"
   else
-    check display ok "primary plane: the service's framebuffer, $shot (/tmp/scanout.png); dri: $drm; $log"
+    check display ok "primary plane: the service's framebuffer; idle: $shot; a code asked for: $code; dri: $drm; $log"
   fi
 }
 

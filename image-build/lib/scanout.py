@@ -1,6 +1,6 @@
 """Saves what the screen's controller scans out, read inside the VM: the primary plane's framebuffer.
 
-    python3 scanout.py OUT.png      (as root, in the booted image; numpy and pygame from its venv)
+    python3 scanout.py OUT.png [--large-yellow]   (as root, in the booted image; its venv's python)
 
 The boot test reads the framebuffer on the guest's side, as the display controller scans it out
 (QEMU's screendump showed black for buffers that Mesa's software GL drew, before the unit drew
@@ -8,7 +8,8 @@ without GL): DRM's plane list (all planes, once the client asks for universal pl
 the screen (the largest one shown: the cursor plane has one too), GETFB a handle to it (root only),
 MAP_DUMB an offset to mmap it by. Prints its size and how much of it is drawn over the background
 (the most common colour); exits 2 when that is under MIN_DRAWN: a blank screen, one colour, or a
-console line or two, never the unit's large type.
+console line or two, never the unit's large type. With ``--large-yellow`` it also wants yellow type
+(a code, an expression) at least LARGE of the screen's height tall, and exits 2 without it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import pygame
 
 CARD = "/dev/dri/card0"
 MIN_DRAWN = 0.01  # the console's two lines are 0.1 % of a 1280x800 screen
+LARGE = 0.15  # layout.py gives the code or the expression the bottom third; its glyphs fill half of it
+YELLOW = (255, 255, 0)
 UNIVERSAL_PLANES = 2  # DRM_CLIENT_CAP_UNIVERSAL_PLANES: list primary and cursor planes too
 
 
@@ -91,7 +94,13 @@ def drawn(rgb: np.ndarray) -> float:
     """The share of pixels not of the most common colour."""
     packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     counts = np.unique(packed, return_counts=True)[1]
-    return 1.0 - counts.max() / counts.sum()
+    return 1.0 - float(counts.max() / counts.sum())
+
+
+def tallest(rgb: np.ndarray, colour: tuple[int, int, int]) -> float:
+    """The height of the rows holding ``colour``, first to last, as a share of the screen's height."""
+    rows = np.flatnonzero((rgb == colour).all(axis=2).any(axis=1))
+    return float(rows[-1] - rows[0] + 1) / rgb.shape[0] if rows.size else 0.0
 
 
 def main() -> int:
@@ -102,8 +111,13 @@ def main() -> int:
         os.close(fd)
     pygame.image.save(pygame.surfarray.make_surface(rgb.swapaxes(0, 1)), sys.argv[1])
     share = drawn(rgb)
-    print(f"{rgb.shape[1]}x{rgb.shape[0]}, {100 * share:.1f} % of pixels drawn over the background")
-    return 0 if share >= MIN_DRAWN else 2
+    print(f"{rgb.shape[1]}x{rgb.shape[0]}, {100 * share:.1f} % of pixels drawn over the background", end="")
+    if "--large-yellow" not in sys.argv:
+        print()
+        return 0 if share >= MIN_DRAWN else 2
+    tall = tallest(rgb, YELLOW)
+    print(f", yellow type {100 * tall:.1f} % of the screen's height")
+    return 0 if share >= MIN_DRAWN and tall >= LARGE else 2
 
 
 if __name__ == "__main__":
