@@ -36,9 +36,17 @@ def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
 
 
 def training_set(
-    split: ferdata.Split, batch: int, power: float, limit: int | None, strength: tf.Variable
+    split: ferdata.Split,
+    batch: int,
+    power: float,
+    limit: int | None,
+    strength: tf.Variable,
+    paired: bool = False,
 ) -> tf.data.Dataset:
-    """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions."""
+    """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions.
+
+    ``paired``: each face twice, ((camera geometry only, the same with the unit's conditions), ...).
+    """
     targets, usable = ferdata.soft_targets(split.votes)
     x = split.images[usable][..., None].astype(np.float32)
     y = targets[usable]
@@ -51,15 +59,37 @@ def training_set(
         len(x), seed=SEED, reshuffle_each_iteration=True
     )
     ds = ds.batch(batch, drop_remainder=bool(not limit))
-    ds = ds.map(
-        lambda a, b, c: (
-            augment.conditions(tf.clip_by_value(geometry(a, training=True), 0.0, 255.0), strength),
-            b,
-            c,
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+    def views(
+        a: tf.Tensor, b: tf.Tensor, c: tf.Tensor
+    ) -> tuple[tf.Tensor | tuple[tf.Tensor, tf.Tensor], ...]:
+        seen = tf.clip_by_value(geometry(a, training=True), 0.0, 255.0)
+        degraded = augment.conditions(seen, strength)
+        return ((tf.round(seen), degraded) if paired else degraded), b, c
+
+    return ds.map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def paired_model(net: keras.Model) -> keras.Model:
+    """``net`` on a face and on its degraded copy, the two outputs side by side (for ``Consistency``)."""
+    seen, degraded = keras.Input(net.input_shape[1:]), keras.Input(net.input_shape[1:])
+    return keras.Model([seen, degraded], keras.layers.Concatenate()([net(seen), net(degraded)]))
+
+
+class Consistency(keras.losses.Loss):
+    """Cross-entropy on both views plus ``weight`` x their Jensen-Shannon divergence (AugMix's loss):
+    the degraded face must get the answer the clean one gets, not only the label."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__(name="consistency")
+        self.weight = weight
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        p, q = tf.split(tf.clip_by_value(y_pred, 1e-7, 1.0), 2, axis=-1)
+        m = (p + q) / 2
+        ce = -tf.reduce_sum(y_true * (tf.math.log(p) + tf.math.log(q)), axis=-1) / 2
+        js = tf.reduce_sum(p * tf.math.log(p / m) + q * tf.math.log(q / m), axis=-1) / 2
+        return ce + self.weight * js
 
 
 def majority_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -91,8 +121,9 @@ class Selector(keras.callbacks.Callback):
     ``corrupt_faces`` PublicTest faces. The state survives a resume.
     """
 
-    def __init__(self, out: Path, val: ferdata.Split, corrupt_faces: int) -> None:
+    def __init__(self, out: Path, val: ferdata.Split, corrupt_faces: int, net: keras.Model) -> None:
         super().__init__()
+        self.net = net  # the model trained may be a wrapper around it (``paired_model``)
         self.out, self.x = out, val.images[..., None].astype(np.float32)
         self.labels = ferdata.majority_labels(val.votes)
         few = val.images[:corrupt_faces]
@@ -102,8 +133,8 @@ class Selector(keras.callbacks.Callback):
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
     def scores(self) -> dict[str, float]:
-        clean = majority_scores(flip_averaged(self.model, self.x), self.labels)
-        bad = [majority_scores(flip_averaged(self.model, x), self.corrupt_labels) for x in self.corrupted]
+        clean = majority_scores(flip_averaged(self.net, self.x), self.labels)
+        bad = [majority_scores(flip_averaged(self.net, x), self.corrupt_labels) for x in self.corrupted]
         return {
             **clean,
             "corrupt_acc": float(np.mean([b["acc"] for b in bad])),
@@ -130,7 +161,7 @@ class Selector(keras.callbacks.Callback):
                 writer.writeheader()
             writer.writerow(row)
         if score > self.state["best"]:
-            self.model.save_weights(self.out / "best.weights.h5")
+            self.net.save_weights(self.out / "best.weights.h5")
             self.state = {"best": score, "epoch": epoch + 1, **scores}
             self.state_path.write_text(json.dumps(self.state, indent=1))
         print(
@@ -182,13 +213,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--select-faces", type=int, default=1000, help="PublicTest faces in the corrupted selection score"
     )
+    p.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="train on each face and its degraded copy, with this weight on their divergence (0: off)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     keras.utils.set_random_seed(SEED)
     args.out.mkdir(parents=True, exist_ok=True)
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
     train_split = ferdata.load_split("train")
-    train = training_set(train_split, args.batch, args.weight_power, args.limit, strength)
+    paired = args.consistency > 0
+    train = training_set(train_split, args.batch, args.weight_power, args.limit, strength, paired)
     val = ferdata.load_split("val")
     if args.limit:
         val = ferdata.subset(val, np.arange(len(val.images)) < args.limit)
@@ -203,18 +241,19 @@ def main(argv: list[str] | None = None) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 30)
     )
-    net.compile(
+    trained = paired_model(net) if paired else net
+    trained.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=Consistency(args.consistency) if paired else keras.losses.CategoricalCrossentropy(),
     )
-    net.fit(
+    trained.fit(
         train,
         epochs=args.epochs,
         verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(args.out / "backup")),
             augment.Strength(strength, args.ramp),
-            Selector(args.out, val, args.select_faces),
+            Selector(args.out, val, args.select_faces, net),
         ],
     )
     plot_curves(args.out)
