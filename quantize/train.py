@@ -5,7 +5,7 @@
 
 Resumes from ``OUT/backup`` if interrupted (run the same command again). Per-epoch log in
 ``OUT/history.csv``, curves in ``OUT/curves.png``, best weights (selected on PublicTest only)
-in ``OUT/best.weights.h5``.
+in ``OUT/best.weights.h5``, each epoch's in ``OUT/epochN.weights.h5``.
 """
 
 from __future__ import annotations
@@ -160,6 +160,8 @@ class Selector(keras.callbacks.Callback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        # Every epoch's weights too: the shipped file's offsets (quantize.export) can move the choice.
+        self.net.save_weights(self.out / f"epoch{epoch + 1}.weights.h5")
         if score > self.state["best"]:
             self.net.save_weights(self.out / "best.weights.h5")
             self.state = {"best": score, "epoch": epoch + 1, **scores}
