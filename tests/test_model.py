@@ -156,6 +156,20 @@ def test_readiness_check_on_a_file_that_is_not_a_model(
 
 
 @pytest.mark.train
+def test_consistency_training_saves_the_network_inside_the_pair(tmp_path: Path) -> None:
+    """``--consistency``: each face and its degraded copy go through one network; that network is
+    what the selector scores and saves, so the export loads it like any other run's."""
+    pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+    need(FER / "train.npz")
+    from quantize import model, train
+
+    run = tmp_path / "run"
+    train.main(["--out", str(run), "--epochs", "1", "--limit", "128", "--consistency", "2"])
+    assert (run / "history.csv").read_text().count("\n") == 2
+    model.build().load_weights(run / "best.weights.h5")
+
+
+@pytest.mark.train
 def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> None:
     """A few hundred images, one epoch: the real pipeline end to end, so it cannot rot."""
     pytest.importorskip("tensorflow", reason="training needs the [train] extra")
@@ -166,6 +180,7 @@ def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> No
     train.main(["--out", str(run), "--epochs", "1", "--limit", "300"])
     assert (run / "curves.png").stat().st_size > 0
     assert (run / "history.csv").read_text().count("\n") == 2
+    assert (run / "epoch1.weights.h5").stat().st_size > 0
     export.main(
         [
             "--run",
