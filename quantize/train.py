@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import keras
@@ -161,9 +162,10 @@ class Selector(keras.callbacks.Callback):
                 writer.writeheader()
             writer.writerow(row)
         # Every epoch's weights too: the shipped file's offsets (quantize.export) can move the choice.
-        self.net.save_weights(self.out / f"epoch{epoch + 1}.weights.h5")
+        weights = self.out / f"epoch{epoch + 1}.weights.h5"
+        self.net.save_weights(weights)
         if score > self.state["best"]:
-            self.net.save_weights(self.out / "best.weights.h5")
+            shutil.copyfile(weights, self.out / "best.weights.h5")
             self.state = {"best": score, "epoch": epoch + 1, **scores}
             self.state_path.write_text(json.dumps(self.state, indent=1))
         print(

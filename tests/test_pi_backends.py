@@ -32,7 +32,7 @@ from appliance.camera.select import opener
 from appliance.camera.webcam import usb_cameras
 from appliance.controls.button import open_button
 from appliance.display import DisplayError
-from appliance.display.kmsdrm import KmsdrmScreen, write_picture
+from appliance.display.kmsdrm import KmsdrmScreen, buffer_surface
 from appliance.events import EventBus
 from appliance.vision.card import load_card
 from appliance.vision.litert import InterpreterError, edgetpu_interpreter
@@ -204,15 +204,15 @@ def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_fal
     detector.close()
 
 
-def test_a_picture_lands_in_the_screen_buffer_as_xrgb_rows_scaled_to_the_mode() -> None:
-    # The Pi's screen is a DRM dumb buffer (XRGB8888, rows `pitch` bytes apart); a picture drawn
-    # before the screen's size was known is scaled to it. The row padding is the driver's: untouched.
+def test_a_picture_lands_in_the_screen_buffer_as_xrgb_rows() -> None:
+    # The Pi's screen is a DRM dumb buffer (XRGB8888, rows `pitch` bytes apart); the row padding is
+    # the driver's and stays untouched.
     width, height, pitch = 16, 12, 16 * 4 + 32
     buffer = bytearray(b"\xaa" * pitch * height)
-    picture = pygame.Surface((8, 6))
+    picture = pygame.Surface((width, height))
     picture.fill((10, 20, 30))
-    picture.fill((200, 100, 50), pygame.Rect(4, 3, 4, 3))  # the bottom-right quarter
-    write_picture(picture, memoryview(buffer), (width, height), pitch)
+    picture.fill((200, 100, 50), pygame.Rect(8, 6, 8, 6))  # the bottom-right quarter
+    buffer_surface(buffer, (width, height), pitch).blit(picture, (0, 0))
     rows = [buffer[y * pitch : (y + 1) * pitch] for y in range(height)]
     assert rows[0][:3] == bytes([30, 20, 10])  # blue, green, red in memory
     assert rows[height - 1][(width - 1) * 4 : width * 4 - 1] == bytes([50, 100, 200])

@@ -1,7 +1,7 @@
 """The Pi: full screen through the kernel's mode setting (KMS/DRM) with a dumb buffer, no GL, no desktop.
 
-pygame draws each picture in memory; it is copied into one buffer that the display controller scans
-out, and DIRTYFB tells the drivers that send the screen on demand (virtio-gpu, USB displays) that it
+pygame draws each picture in memory; it is blitted into one buffer that the display controller
+scans out, and DIRTYFB tells the drivers that send the screen on demand (virtio-gpu, USB displays) that it
 changed. This is how Plymouth and the kernel's console draw: every KMS driver has it (vc4 on a Pi),
 it opens in milliseconds and holds no GPU context. SDL's kmsdrm driver went through EGL and GLES:
 its context was tied to one thread, it took from 3 s to over 30 s to open in the image's emulated
@@ -24,7 +24,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pygame
 
 from appliance.display import DisplayError
@@ -106,14 +105,14 @@ class FbDirty(ctypes.Structure):
     _fields_ = _u32("fb_id", "flags", "color", "num_clips") + _u64("clips_ptr")
 
 
-def _iowr(nr: int, struct: type[ctypes.Structure]) -> int:
+def iowr(nr: int, struct: type[ctypes.Structure]) -> int:
     return (3 << 30) | (ctypes.sizeof(struct) << 16) | (ord("d") << 8) | nr
 
 
-GETRESOURCES, SETCRTC = _iowr(0xA0, CardRes), _iowr(0xA2, Crtc)
-GETENCODER, GETCONNECTOR = _iowr(0xA6, Encoder), _iowr(0xA7, Connector)
-ADDFB, DIRTYFB = _iowr(0xAE, FbCmd), _iowr(0xB1, FbDirty)
-CREATE_DUMB, MAP_DUMB = _iowr(0xB2, CreateDumb), _iowr(0xB3, MapDumb)
+GETRESOURCES, SETCRTC = iowr(0xA0, CardRes), iowr(0xA2, Crtc)
+GETENCODER, GETCONNECTOR = iowr(0xA6, Encoder), iowr(0xA7, Connector)
+ADDFB, DIRTYFB = iowr(0xAE, FbCmd), iowr(0xB1, FbDirty)
+CREATE_DUMB, MAP_DUMB = iowr(0xB2, CreateDumb), iowr(0xB3, MapDumb)
 
 
 def _ids(count: int) -> ctypes.Array[ctypes.c_uint32]:
@@ -181,14 +180,9 @@ def _crtc_for(fd: int, conn: Connector, encoders: list[int], crtcs: list[int]) -
     return 0
 
 
-def write_picture(picture: pygame.Surface, buffer: memoryview, size: tuple[int, int], pitch: int) -> None:
-    """``picture`` into an XRGB8888 buffer of ``size`` with rows ``pitch`` bytes apart, scaled to fit."""
-    if picture.get_size() != size:  # drawn before the unit knew the screen's size
-        picture = pygame.transform.smoothscale(picture, size)
-    width, height = size
-    pixels = np.frombuffer(pygame.image.tobytes(picture, "BGRA"), np.uint8).reshape(height, width * 4)
-    rows = np.frombuffer(buffer, np.uint8, count=pitch * height).reshape(height, pitch)
-    rows[:, : width * 4] = pixels
+def buffer_surface(buffer: mmap.mmap | bytearray, size: tuple[int, int], pitch: int) -> pygame.Surface:
+    """A surface drawn straight into an XRGB8888 buffer whose rows are ``pitch`` bytes apart."""
+    return pygame.image.frombuffer(buffer, size, "BGRA", pitch)
 
 
 class KmsdrmScreen:
@@ -230,13 +224,13 @@ class KmsdrmScreen:
     def _framebuffer(self, width: int, height: int) -> None:
         dumb = CreateDumb(height=height, width=width, bpp=BPP)
         fcntl.ioctl(self._fd, CREATE_DUMB, dumb)
-        self._pitch = dumb.pitch
         fb = FbCmd(width=width, height=height, pitch=dumb.pitch, bpp=BPP, depth=DEPTH, handle=dumb.handle)
         fcntl.ioctl(self._fd, ADDFB, fb)
         self._fb = fb.fb_id
         mapped = MapDumb(handle=dumb.handle)
         fcntl.ioctl(self._fd, MAP_DUMB, mapped)
         self._map = mmap.mmap(self._fd, dumb.size, mmap.MAP_SHARED, offset=mapped.offset)
+        self._target = buffer_surface(self._map, (width, height), dumb.pitch)
 
     def _set_crtc(self) -> None:
         """Puts the buffer on the screen; EACCES when another program (a desktop) holds the screen."""
@@ -259,7 +253,7 @@ class KmsdrmScreen:
         with self._lock:
             if self._map is None:
                 return  # closed
-            write_picture(picture, memoryview(self._map), self.size, self._pitch)
+            self._target.blit(picture, (0, 0))  # the view draws at self.size: no scaling
             try:
                 fcntl.ioctl(self._fd, DIRTYFB, FbDirty(fb_id=self._fb))  # no clips: all of it
             except OSError as e:
@@ -270,6 +264,7 @@ class KmsdrmScreen:
     def _close(self) -> None:
         # Closing the device frees its framebuffer and buffer; the mapping holds the buffer until unmapped.
         if self._map is not None:
+            del self._target  # it shares the mapping, which cannot close while shared
             self._map.close()
             self._map = None
         os.close(self._fd)

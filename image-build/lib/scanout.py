@@ -1,6 +1,6 @@
 """Saves what the screen's controller scans out, read inside the VM: the primary plane's framebuffer.
 
-    python3 scanout.py OUT.png [--large-yellow]   (as root, in the booted image; its venv's python)
+    python3 scanout.py OUT.png [--large-yellow]   (as root, in the booted image, with the unit's venv)
 
 The boot test reads the framebuffer on the guest's side, as the display controller scans it out
 (QEMU's screendump showed black for buffers that Mesa's software GL drew, before the unit drew
@@ -23,15 +23,13 @@ import sys
 import numpy as np
 import pygame
 
+from appliance.display.kmsdrm import MAP_DUMB, FbCmd, MapDumb, iowr
+from appliance.display.layout import YELLOW
+
 CARD = "/dev/dri/card0"
 MIN_DRAWN = 0.01  # the console's two lines are 0.1 % of a 1280x800 screen
 LARGE = 0.15  # layout.py gives the code or the expression the bottom third; its glyphs fill half of it
-YELLOW = (255, 255, 0)
 UNIVERSAL_PLANES = 2  # DRM_CLIENT_CAP_UNIVERSAL_PLANES: list primary and cursor planes too
-
-
-def ioctl_nr(nr: int, struct: type[ctypes.Structure], write_only: bool = False) -> int:
-    return ((1 if write_only else 3) << 30) | (ctypes.sizeof(struct) << 16) | (ord("d") << 8) | nr
 
 
 class ClientCap(ctypes.Structure):
@@ -50,27 +48,24 @@ class Plane(ctypes.Structure):
     ]
 
 
-class FbCmd(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint32) for n in ("fb_id", "width", "height", "pitch", "bpp", "depth", "handle")]
-
-
-class MapDumb(ctypes.Structure):
-    _fields_ = [("handle", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("offset", ctypes.c_uint64)]
+# The read side of what the unit's screen writes; the same kernel structures.
+SET_CLIENT_CAP = iowr(0x0D, ClientCap) & ~(2 << 30)  # DRM_IOW: write only
+GETPLANERESOURCES, GETPLANE, GETFB = iowr(0xB5, PlaneRes), iowr(0xB6, Plane), iowr(0xAD, FbCmd)
 
 
 def shown_framebuffers(fd: int) -> list[FbCmd]:
-    fcntl.ioctl(fd, ioctl_nr(0x0D, ClientCap, write_only=True), ClientCap(UNIVERSAL_PLANES, 1))
+    fcntl.ioctl(fd, SET_CLIENT_CAP, ClientCap(UNIVERSAL_PLANES, 1))
     res = PlaneRes()
-    fcntl.ioctl(fd, ioctl_nr(0xB5, PlaneRes), res)  # the count first
+    fcntl.ioctl(fd, GETPLANERESOURCES, res)  # the count first
     ids = (ctypes.c_uint32 * res.count_planes)()
-    fcntl.ioctl(fd, ioctl_nr(0xB5, PlaneRes), PlaneRes(ctypes.addressof(ids), len(ids)))
+    fcntl.ioctl(fd, GETPLANERESOURCES, PlaneRes(ctypes.addressof(ids), len(ids)))
     shown = []
     for plane_id in ids:
         plane = Plane(plane_id=plane_id)
-        fcntl.ioctl(fd, ioctl_nr(0xB6, Plane), plane)
+        fcntl.ioctl(fd, GETPLANE, plane)
         if plane.fb_id:
             fb = FbCmd(fb_id=plane.fb_id)
-            fcntl.ioctl(fd, ioctl_nr(0xAD, FbCmd), fb)
+            fcntl.ioctl(fd, GETFB, fb)
             shown.append(fb)
     return shown
 
@@ -83,7 +78,7 @@ def scanout(fd: int) -> np.ndarray:
     if fb.bpp != 32:
         raise SystemExit(f"framebuffer of {fb.bpp} bits per pixel; only 32 is read")
     dumb = MapDumb(handle=fb.handle)
-    fcntl.ioctl(fd, ioctl_nr(0xB3, MapDumb), dumb)
+    fcntl.ioctl(fd, MAP_DUMB, dumb)
     with mmap.mmap(fd, fb.pitch * fb.height, mmap.MAP_SHARED, mmap.PROT_READ, offset=dumb.offset) as m:
         rows = np.frombuffer(m[:], np.uint8).reshape(fb.height, fb.pitch)  # a copy: m closes
         xrgb = rows[:, : fb.width * 4].reshape(fb.height, fb.width, 4)
