@@ -88,13 +88,17 @@ def _jpeg(x: tf.Tensor) -> tf.Tensor:
     return tf.map_fn(one, tf.clip_by_value(tf.round(x), 0.0, 255.0), fn_output_signature=tf.float32)
 
 
-def conditions(x: tf.Tensor, strength: tf.Tensor) -> tf.Tensor:
-    """A batch [N,H,W,1] of faces (0-255) with the unit's conditions applied to a share of them."""
+def conditions(x: tf.Tensor, strength: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch [N,H,W,1] of faces (0-255) with the unit's conditions applied to a share of them,
+    and which faces got at least one condition ([N] bool)."""
     n = tf.shape(x)[0]
     corrupted = tf.random.uniform([n, 1, 1, 1]) < P_CORRUPTED * strength
+    applied = tf.zeros([n, 1, 1, 1], tf.bool)
 
     def pick(name: str, changed: tf.Tensor, current: tf.Tensor) -> tf.Tensor:
+        nonlocal applied
         chosen = corrupted & (tf.random.uniform([n, 1, 1, 1]) < P[name])
+        applied = applied | chosen
         return tf.where(chosen, changed, current)
 
     x = pick("blur", _blur(x, tf.random.uniform([n], *BLUR_SIGMA)), x)
@@ -109,7 +113,7 @@ def conditions(x: tf.Tensor, strength: tf.Tensor) -> tf.Tensor:
     x = pick("scale", _rescale(x), x)
     x = pick("jpeg", _jpeg(x), x)
     # The unit sees whole grey levels.
-    return tf.clip_by_value(tf.round(x), 0.0, 255.0)
+    return tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.reshape(applied, [n])
 
 
 class Strength(keras.callbacks.Callback):

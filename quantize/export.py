@@ -32,8 +32,8 @@ CARD_FILE = "emotion.json"
 FLOAT_FILE = "emotion_float16.tflite"
 OFFSET_GRID = np.arange(-1.0, 2.01, 0.25)
 # PublicTest recall the offsets aim for: the clean target (mean 0.77) plus a margin, and every clean
-# class at least MIN_RECALL. A floor on the corrupted mean recall too (0.74, 0.76) cost clean
-# accuracy below its target (PublicTest 84.8 %, 82.1 %), so corrupted faces count by accuracy only.
+# class at least MIN_RECALL. A floor on the corrupted mean recall is a parameter (``--corrupt-recall``):
+# on the first fine-tuned network it cost clean accuracy below its target (PublicTest 84.8 % at 0.74).
 MEAN_RECALL, MIN_RECALL = 0.78, 0.55
 
 
@@ -43,6 +43,7 @@ def calibrate_offsets(
     corrupted: list[np.ndarray],
     corrupted_labels: np.ndarray,
     rounds: int = 3,
+    corrupt_recall: float = 0.0,
 ) -> np.ndarray:
     """Per-class logit offsets for the best PublicTest accuracy that keeps every class heard.
 
@@ -50,9 +51,9 @@ def calibrate_offsets(
     degraded faces; a bias shift moves the decision thresholds without retraining. Accuracy is the
     clean one plus the mean over ``corrupted`` (faces under ``quantize.corrupt``, labelled
     ``corrupted_labels``). The offsets only have to bring the clean recalls to the targets with a
-    margin (mean of the seven >= MEAN_RECALL, each >= MIN_RECALL); beyond that they would trade
-    accuracy for recall on PublicTest's noise. Coordinate ascent on a coarse grid keeps them from
-    fitting it.
+    margin (mean of the seven >= MEAN_RECALL, each >= MIN_RECALL), and the mean over ``corrupted``
+    of their mean recall to ``corrupt_recall``; beyond that they would trade accuracy for recall on
+    PublicTest's noise. Coordinate ascent on a coarse grid keeps them from fitting it.
     """
     logits = np.log(np.maximum(probs, 1e-7))
     bad = [np.log(np.maximum(p, 1e-7)) for p in corrupted]
@@ -62,7 +63,12 @@ def calibrate_offsets(
         s = train.majority_scores(logits + o, labels)
         b = [train.majority_scores(x + o, corrupted_labels) for x in bad]
         b_acc = float(np.mean([r["acc"] for r in b])) if b else 0.0
-        short = max(0.0, MEAN_RECALL - s["mean_recall7"]) + max(0.0, MIN_RECALL - s["min_recall7"])
+        b_recall = float(np.mean([r["mean_recall7"] for r in b])) if b else corrupt_recall
+        short = (
+            max(0.0, MEAN_RECALL - s["mean_recall7"])
+            + max(0.0, MIN_RECALL - s["min_recall7"])
+            + max(0.0, corrupt_recall - b_recall)
+        )
         return s["acc"] + b_acc - 10.0 * short
 
     best = score(offsets)
@@ -88,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--corrupt-faces", type=int, default=1000, help="PublicTest faces corrupted for the offsets"
     )
+    p.add_argument(
+        "--corrupt-recall",
+        type=float,
+        default=0.0,
+        help="floor for the offsets on the corrupted faces' mean recall of 7 (0: none)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         train.flip_averaged(net, images[..., None].astype(np.float32))
         for images in corrupt.corrupted(val.images[few]).values()
     ]
-    offsets = calibrate_offsets(val_probs, labels, corrupted, labels[few])
+    offsets = calibrate_offsets(val_probs, labels, corrupted, labels[few], corrupt_recall=args.corrupt_recall)
     log.info("PublicTest before %s", train.majority_scores(val_probs, labels))
     dense = net.get_layer("logits")
     kernel, bias = dense.get_weights()

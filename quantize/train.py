@@ -43,18 +43,25 @@ def training_set(
     limit: int | None,
     strength: tf.Variable,
     paired: bool = False,
+    degraded_power: float | None = None,
 ) -> tf.data.Dataset:
     """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions.
 
     ``paired``: each face twice, ((camera geometry only, the same with the unit's conditions), ...).
+    ``degraded_power``: the class weight exponent for the faces that got a condition (default
+    ``power``). A degraded face carries less evidence, so the network falls back on the class
+    prior, which is mostly neutral; a flatter prior there keeps the rare expressions heard
+    without moving the clean faces' decisions.
     """
     targets, usable = ferdata.soft_targets(split.votes)
     x = split.images[usable][..., None].astype(np.float32)
     y = targets[usable]
     if limit:
         x, y = x[:limit], y[:limit]
-    w = y @ class_weights(y, power)
+    bad_power = power if degraded_power is None else degraded_power
+    w = np.stack([y @ class_weights(y, power), y @ class_weights(y, bad_power)], axis=1)
     log.info("training on %d images, class weights %s", len(x), np.round(class_weights(y, power), 2))
+    log.info("class weights on degraded faces %s", np.round(class_weights(y, bad_power), 2))
     geometry = augment.geometry(SEED)
     ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(
         len(x), seed=SEED, reshuffle_each_iteration=True
@@ -65,8 +72,9 @@ def training_set(
         a: tf.Tensor, b: tf.Tensor, c: tf.Tensor
     ) -> tuple[tf.Tensor | tuple[tf.Tensor, tf.Tensor], ...]:
         seen = tf.clip_by_value(geometry(a, training=True), 0.0, 255.0)
-        degraded = augment.conditions(seen, strength)
-        return ((tf.round(seen), degraded) if paired else degraded), b, c
+        degraded, applied = augment.conditions(seen, strength)
+        weight = tf.where(applied, c[:, 1], c[:, 0])
+        return ((tf.round(seen), degraded) if paired else degraded), b, weight
 
     return ds.map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -204,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-power", type=float, default=0.5, help="class weight exponent (0 = none)")
+    p.add_argument(
+        "--degraded-weight-power",
+        type=float,
+        default=None,
+        help="class weight exponent on the faces that got a condition (default: --weight-power)",
+    )
     p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke test)")
     p.add_argument(
         "--init",
@@ -230,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
     train_split = ferdata.load_split("train")
     paired = args.consistency > 0
-    train = training_set(train_split, args.batch, args.weight_power, args.limit, strength, paired)
+    train = training_set(
+        train_split, args.batch, args.weight_power, args.limit, strength, paired, args.degraded_weight_power
+    )
     val = ferdata.load_split("val")
     if args.limit:
         val = ferdata.subset(val, np.arange(len(val.images)) < args.limit)

@@ -170,6 +170,63 @@ def test_consistency_training_saves_the_network_inside_the_pair(tmp_path: Path) 
 
 
 @pytest.mark.train
+def test_degraded_faces_take_their_own_class_weights() -> None:
+    """``--degraded-weight-power``: a face that got one of the unit's conditions is weighted by the
+    degraded class weights, an untouched face by the clean ones."""
+    tf = pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+    need(FER / "train.npz")
+    from quantize import train
+
+    split = ferdata.load_split("train")
+    strength = tf.Variable(0.0)
+    ds = train.training_set(split, 512, 0.5, 512, strength, degraded_power=1.0)
+
+    def shares() -> tuple[float, float]:
+        _, y, w = next(iter(ds))
+        y, w = y.numpy(), w.numpy()
+        clean, bad = y @ train.class_weights(y, 0.5), y @ train.class_weights(y, 1.0)
+        # The two weights differ by class mix; compare only where they are apart.
+        apart = np.abs(clean - bad) > 0.05
+        assert (np.isclose(w, clean, atol=1e-4) | np.isclose(w, bad, atol=1e-4)).all()
+        return float(np.isclose(w, bad, atol=1e-4)[apart].mean()), float(apart.mean())
+
+    assert shares()[0] == 0.0  # strength 0: no conditions, every face clean
+    strength.assign(1.0)
+    degraded, apart = shares()
+    assert apart > 0.5
+    # P_CORRUPTED of the faces are picked, and most of those get at least one condition.
+    assert 0.5 < degraded < 0.75
+
+
+def test_offsets_can_hold_a_floor_on_the_corrupted_recall() -> None:
+    """``--corrupt-recall``: a network that calls degraded faces neutral gets offsets that bring the
+    corrupted faces' mean recall up to the floor."""
+    pytest.importorskip("tensorflow", reason="quantize.train needs the [train] extra")
+    from quantize import train
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    labels = rng.choice(7, n, p=[0.35, 0.25, 0.12, 0.12, 0.09, 0.03, 0.04])
+
+    def probs(evidence: float) -> np.ndarray:
+        logits = rng.normal(0, 1, (n, 8)) + evidence * np.eye(8)[labels]
+        logits[:, 0] += 1.5 - evidence / 2  # the less evidence, the more "neutral"
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    clean, bad = probs(4.0), [probs(1.5) for _ in range(2)]
+
+    def bad_recall(offsets: np.ndarray) -> float:
+        logs = [np.log(b) + offsets for b in bad]
+        return float(np.mean([train.majority_scores(x, labels)["mean_recall7"] for x in logs]))
+
+    plain = export.calibrate_offsets(clean, labels, bad, labels)
+    floored = export.calibrate_offsets(clean, labels, bad, labels, corrupt_recall=bad_recall(plain) + 0.05)
+    # A coarse grid: close to the floor, not necessarily on it.
+    assert bad_recall(floored) > bad_recall(plain) + 0.04
+
+
+@pytest.mark.train
 def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> None:
     """A few hundred images, one epoch: the real pipeline end to end, so it cannot rot."""
     pytest.importorskip("tensorflow", reason="training needs the [train] extra")
