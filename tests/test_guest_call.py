@@ -31,7 +31,7 @@ from appliance.state import StateStore
 
 from .call_unit import write_tone
 from .conftest import need
-from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology
+from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology, unavailable
 from .test_browser import ARGS, CHROMIUM, Process
 from .test_browser import _login as login
 from .test_pages_a11y import OVERFLOW
@@ -151,7 +151,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
                     proc.kill()
                 store.close()
     except TopologyUnavailable as e:
-        pytest.skip(str(e))
+        unavailable(e)
 
 
 @pytest.fixture(scope="module")
