@@ -3,6 +3,7 @@
 The offsets are chosen on PublicTest, clean and under ``quantize.corrupt``'s ten corruptions.
 
     python -m quantize.export --run runs/main --out models/edgetpu
+    python -m quantize.export --run runs/ft --base models/edgetpu/emotion_float16.tflite --alpha 0.5
 
 Writes ``emotion_int8.tflite`` and ``emotion.json`` (labels, input, crop, file names, sha256).
 ``python -m quantize.evaluate --write`` then adds the measured metrics to the card.
@@ -16,11 +17,15 @@ import itertools
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
-from quantize import convert, corrupt, ferdata, model, train
+from quantize import convert, corrupt, ferdata, model, train, warmstart
+
+if TYPE_CHECKING:  # annotations only: imported first, keras would load TensorFlow before aiortc (a crash)
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,19 @@ def calibrate_offsets(
     return offsets
 
 
+def interpolate(net: keras.Model, base: Path, alpha: float, train_images: np.ndarray) -> None:
+    """Set ``net`` to ``alpha`` of itself plus ``1 - alpha`` of the network in the float file ``base``.
+
+    Robust fine-tuning (WiSE-FT, Wortsman et al. 2022): a network fine-tuned from ``base`` stays in
+    its basin, and the average of the two held up better on PublicTest, clean and corrupted, than
+    either end (the model card's table).
+    """
+    start = model.build()
+    warmstart.load(start, base, warmstart.statistics_faces(train_images, train.SEED))
+    mixed = [(1 - alpha) * a + alpha * b for a, b in zip(start.get_weights(), net.get_weights(), strict=True)]
+    net.set_weights(mixed)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -100,11 +118,22 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="floor for the offsets on the corrupted faces' mean recall of 7 (0: none)",
     )
+    p.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="float .tflite the run was fine-tuned from: export an interpolation of the two",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="the run's share in the interpolation")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     net = model.build()
     net.load_weights(args.run / "best.weights.h5")
+    train_images = ferdata.load_split("train").images
+    if args.base:
+        interpolate(net, args.base, args.alpha, train_images)
+        log.info("%.2f of %s with %.2f of %s", args.alpha, args.run, 1 - args.alpha, args.base)
     val = ferdata.load_split("val")
     val_probs = train.flip_averaged(net, val.images[..., None].astype(np.float32))
     labels = ferdata.majority_labels(val.votes)
@@ -124,7 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     export = model.build(batch_size=1)
     export.set_weights(net.get_weights())
     rng = np.random.default_rng(train.SEED)
-    train_images = ferdata.load_split("train").images
     rep = train_images[rng.choice(len(train_images), args.representative, replace=False)][..., None]
     tflite = args.out / MODEL_FILE
     mirrored = model.mirror_averaged(export)

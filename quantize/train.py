@@ -252,9 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         val = ferdata.subset(val, np.arange(len(val.images)) < args.limit)
     net = model.build()
     if args.init and args.init.suffix == ".tflite":
-        rng = np.random.default_rng(SEED)
-        faces = train_split.images[rng.choice(len(train_split.images), 2000, replace=False)]
-        warmstart.load(net, args.init, faces[..., None].astype(np.float32))
+        warmstart.load(net, args.init, warmstart.statistics_faces(train_split.images, SEED))
     elif args.init:
         net.load_weights(args.init)
     steps = int(train.cardinality()) * args.epochs

@@ -62,6 +62,12 @@ def folded_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return found[per_branch:]
 
 
+def statistics_faces(images: np.ndarray, seed: int, count: int = 2000) -> np.ndarray:
+    """``count`` training faces (seeded choice), as ``load`` wants them for batch norm."""
+    rng = np.random.default_rng(seed)
+    return images[rng.choice(len(images), count, replace=False)][..., None].astype(np.float32)
+
+
 def load(net: keras.Model, path: Path, faces: np.ndarray) -> None:
     """Set ``net`` (from ``model.build``) to the network in the float .tflite ``path``.
 
