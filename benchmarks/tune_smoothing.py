@@ -6,9 +6,10 @@ Builds a sequence of PublicTest faces (the vision tests use PrivateTest faces an
 clips), each held ``--hold`` seconds at a random size and place in a 640x480 frame with a little
 drift, analysed at the config's ``analyse_fps``. The real tracker, crop and classifier give each
 analysed frame's probabilities once; then every grid point of the smoother's parameters replays
-them. Scored like the vision video test: a face counts when the last event before its end names
-its label; wrong events (naming another label) cost; the median latency from a cut to the right
-event must stay within ``--max-latency``. Prints the defaults' score, the best grid point, and
+them. Scored on what the other unit says (events at the speech section's ``min_confidence`` or
+above), like the vision video test: a face counts when the last event before its end names its
+label; wrong events (naming another label) cost; the median latency from a cut to the right event
+must stay within ``--max-latency``. Prints the defaults' score, the best grid point, and
 whether the defaults should change (only when the best beats them by more than one face; among
 equal scores the point that changes the fewest defaults wins).
 """
@@ -104,12 +105,17 @@ def replay(
     segments: list[Segment],
     labels: tuple[str, ...],
     p: SmoothingParams,
+    heard: float,
 ) -> tuple[int, int, float]:
-    """Faces named right at their end, wrong events, median latency to the right event (s)."""
+    """Faces named right at their end, wrong events, median latency to the right event (s).
+
+    Only events the other unit says count: a change whose confidence is below ``heard`` (the
+    speech section's ``min_confidence``) is not said, yet it is the smoother's new state.
+    """
     smoother = EmotionSmoother(labels, p)
     events = []
     for t, pr in probs:
-        if pr is not None and (change := smoother.update(pr, t)) is not None:
+        if pr is not None and (change := smoother.update(pr, t)) is not None and change.confidence >= heard:
             events.append((t, change.emotion))
     matched, wrong, latencies = 0, 0, []
     for s in segments:
@@ -132,12 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-card", type=Path, default=None, help="another model's emotion.json")
     args = ap.parse_args(argv)
     overrides = {"vision": {"model_card": str(args.model_card)}} if args.model_card else {}
-    vision = config.load(None, overrides, environ={}).vision
+    cfg = config.load(None, overrides, environ={})
+    vision = cfg.vision
     faces = pick_faces(args.per_class, args.seed)
     probs, segments, labels = frame_probabilities(vision, faces, args.hold, args.seed)
 
     def score(p: SmoothingParams) -> tuple[float, tuple[int, int, float]]:
-        m, w, lat = replay(probs, segments, labels, p)
+        m, w, lat = replay(probs, segments, labels, p, cfg.speech.min_confidence)
         return (m - 0.5 * w if lat <= args.max_latency else -1e9), (m, w, lat)
 
     defaults = smoothing_params(vision)

@@ -181,8 +181,7 @@ def test_smoother_settles_on_a_new_face_then_follows_changes_within_0_7_s() -> N
     smoother = EmotionSmoother(LABELS, params)
     at = [(i / 10, c.emotion) for i, p in enumerate(frames) if (c := smoother.update(p, i / 10))]
     assert [e for _, e in at] == ["neutral", "surprise"]
-    # Announced once the look is over, the average has swung (about one time constant) and settled.
-    assert at[0][0] <= 0.7 + params.seconds + params.settle_seconds
+    assert at[0][0] <= 0.7 + params.settle_seconds + 0.2
     assert 3.0 < at[1][0] <= 3.7  # the change at 3.0 s, announced within 0.7 s
 
 
