@@ -17,15 +17,11 @@ import itertools
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
 from quantize import convert, corrupt, ferdata, model, train, warmstart
-
-if TYPE_CHECKING:  # annotations only: imported first, keras would load TensorFlow before aiortc (a crash)
-    import keras
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +82,21 @@ def calibrate_offsets(
     return offsets
 
 
-def interpolate(net: keras.Model, base: Path, alpha: float, train_images: np.ndarray) -> None:
-    """Set ``net`` to ``alpha`` of itself plus ``1 - alpha`` of the network in the float file ``base``.
+def base_weights(base: Path, train_images: np.ndarray) -> list[np.ndarray]:
+    """The weights of the network in the float file ``base``, as ``train --init`` starts from them."""
+    start = model.build()
+    warmstart.load(start, base, warmstart.statistics_faces(train_images, train.SEED))
+    return list(start.get_weights())
+
+
+def interpolate(run: list[np.ndarray], base: list[np.ndarray], alpha: float) -> list[np.ndarray]:
+    """``alpha`` of the run's weights plus ``1 - alpha`` of the base's.
 
     Robust fine-tuning (WiSE-FT, Wortsman et al. 2022): a network fine-tuned from ``base`` stays in
     its basin, and the average of the two held up better on PublicTest, clean and corrupted, than
-    either end (the model card's table).
+    either end (the model card's table, from ``quantize.sweep``).
     """
-    start = model.build()
-    warmstart.load(start, base, warmstart.statistics_faces(train_images, train.SEED))
-    mixed = [(1 - alpha) * a + alpha * b for a, b in zip(start.get_weights(), net.get_weights(), strict=True)]
-    net.set_weights(mixed)
+    return [(1 - alpha) * b + alpha * r for r, b in zip(run, base, strict=True)]
 
 
 def sha256(path: Path) -> str:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     net.load_weights(args.run / "best.weights.h5")
     train_images = ferdata.load_split("train").images
     if args.base:
-        interpolate(net, args.base, args.alpha, train_images)
+        net.set_weights(interpolate(net.get_weights(), base_weights(args.base, train_images), args.alpha))
         log.info("%.2f of %s with %.2f of %s", args.alpha, args.run, 1 - args.alpha, args.base)
     val = ferdata.load_split("val")
     val_probs = train.flip_averaged(net, val.images[..., None].astype(np.float32))

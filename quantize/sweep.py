@@ -34,21 +34,21 @@ def main(argv: list[str] | None = None) -> None:
     few = slice(0, args.corrupt_faces)
     print("| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score |")
     print("| --- | --- | --- | --- |")
+    net = model.build()
+    net.load_weights(args.run / "best.weights.h5")
+    run, base = net.get_weights(), export.base_weights(args.base, train_images)
     for alpha in (float(a) for a in args.alphas.split(",")):
-        net = model.build()
-        net.load_weights(args.run / "best.weights.h5")
-        export.interpolate(net, args.base, alpha, train_images)
+        net.set_weights(export.interpolate(run, base, alpha))
         clean = train.flip_averaged(net, x)
         degraded = [train.flip_averaged(net, b) for b in bad]
         offsets = export.calibrate_offsets(clean, labels, [d[few] for d in degraded], labels[few])
-        c = train.majority_scores(np.log(np.maximum(clean, 1e-7)) + offsets, labels)
-        d = [train.majority_scores(np.log(np.maximum(v, 1e-7)) + offsets, labels) for v in degraded]
-        acc, low = np.mean([r["acc"] for r in d]), np.min([r["acc"] for r in d])
-        recall = np.mean([r["mean_recall7"] for r in d])
-        score = c["acc"] + c["mean_recall7"] + acc + recall
+        shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded)]
+        s = train.condition_scores(shifted[0], labels, shifted[1:], labels)
         print(
-            f"| {alpha:g} | {100 * c['acc']:.2f} % / {c['mean_recall7']:.3f} | "
-            f"{100 * acc:.2f} / {100 * low:.2f} % / {recall:.3f} | {score:.3f} |",
+            f"| {alpha:g} | {100 * s['acc']:.2f} % / {s['mean_recall7']:.3f} | "
+            f"{100 * s['corrupt_acc']:.2f} / {100 * s['corrupt_min_acc']:.2f} % / "
+            f"{s['corrupt_mean_recall7']:.3f} | "
+            f"{train.selection_score(s):.3f} |",
             flush=True,
         )
 

@@ -117,6 +117,24 @@ def majority_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def condition_scores(
+    clean: np.ndarray, labels: np.ndarray, corrupted: list[np.ndarray], corrupt_labels: np.ndarray
+) -> dict[str, float]:
+    """``majority_scores`` on the clean outputs, plus the mean, lowest and mean recall over ``corrupted``."""
+    bad = [majority_scores(p, corrupt_labels) for p in corrupted]
+    return {
+        **majority_scores(clean, labels),
+        "corrupt_acc": float(np.mean([b["acc"] for b in bad])),
+        "corrupt_min_acc": float(np.min([b["acc"] for b in bad])),
+        "corrupt_mean_recall7": float(np.mean([b["mean_recall7"] for b in bad])),
+    }
+
+
+def selection_score(scores: dict[str, float]) -> float:
+    """Accuracy alone rewards calling everything neutral; weigh the rare classes in, clean and corrupted."""
+    return scores["acc"] + scores["mean_recall7"] + scores["corrupt_acc"] + scores["corrupt_mean_recall7"]
+
+
 def flip_averaged(net: keras.Model, x: np.ndarray) -> np.ndarray:
     """The network's output averaged over the image and its mirror, as the exported model does."""
     mirrored = x[:, :, ::-1]
@@ -142,21 +160,13 @@ class Selector(keras.callbacks.Callback):
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
     def scores(self) -> dict[str, float]:
-        clean = majority_scores(flip_averaged(self.net, self.x), self.labels)
-        bad = [majority_scores(flip_averaged(self.net, x), self.corrupt_labels) for x in self.corrupted]
-        return {
-            **clean,
-            "corrupt_acc": float(np.mean([b["acc"] for b in bad])),
-            "corrupt_min_acc": float(np.min([b["acc"] for b in bad])),
-            "corrupt_mean_recall7": float(np.mean([b["mean_recall7"] for b in bad])),
-        }
+        clean = flip_averaged(self.net, self.x)
+        bad = [flip_averaged(self.net, x) for x in self.corrupted]
+        return condition_scores(clean, self.labels, bad, self.corrupt_labels)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         scores = self.scores()
-        # Accuracy alone rewards calling everything neutral; weigh the rare classes in, clean and corrupted.
-        score = (
-            scores["acc"] + scores["mean_recall7"] + scores["corrupt_acc"] + scores["corrupt_mean_recall7"]
-        )
+        score = selection_score(scores)
         row = {
             "epoch": epoch + 1,
             "loss": (logs or {}).get("loss", math.nan),

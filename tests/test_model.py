@@ -110,17 +110,17 @@ def test_interpolation_runs_from_the_base_file_to_the_fine_tuned_network(test_sp
     from quantize import model, warmstart
 
     faces = test_split.images[:100, :, :, None].astype(np.float32)
-    tuned = model.build()  # its random initial weights stand in for a fine-tuned run's
-    tuned_out = tuned.predict(faces, verbose=0)
+    net = model.build()  # its random initial weights stand in for a fine-tuned run's
+    run = net.get_weights()
+    base = export.base_weights(MODELS / export.FLOAT_FILE, test_split.images)
     outputs = {}
     for alpha in (0.0, 0.5, 1.0):
-        net = model.build()
-        net.set_weights(tuned.get_weights())
-        export.interpolate(net, MODELS / export.FLOAT_FILE, alpha, test_split.images)
+        net.set_weights(export.interpolate(run, base, alpha))
         outputs[alpha] = net.predict(faces, verbose=0)
         if alpha == 0.0:
             assert warmstart.check(net, MODELS / export.FLOAT_FILE, faces) <= 0.01
-    np.testing.assert_allclose(outputs[1.0], tuned_out, atol=1e-6)
+    net.set_weights(run)
+    np.testing.assert_allclose(outputs[1.0], net.predict(faces, verbose=0), atol=1e-6)
     assert np.abs(outputs[0.5] - outputs[0.0]).max() > 0.05
     assert np.abs(outputs[0.5] - outputs[1.0]).max() > 0.05
 
