@@ -208,10 +208,11 @@ class VisionConfig(_Section):
     min_face: float = Field(
         0.2, gt=0, lt=1, description="Smallest face looked for, as a fraction of the frame height"
     )
+    # smoothing_seconds, threshold, hysteresis, dwell_seconds: benchmarks/tune_smoothing.py on PublicTest
+    # faces (README, "Seeing").
     smoothing_seconds: float = Field(
-        0.15, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
+        0.1, ge=0, le=5, description="Time constant of the moving average of expression probabilities"
     )
-    # threshold, hysteresis, dwell_seconds: benchmarks/tune_smoothing.py on PublicTest faces (model card).
     threshold: float = Field(0.45, ge=0, le=1, description="Averaged probability a new expression needs")
     hysteresis: float = Field(
         0.2, ge=0, le=1, description="How far a new expression must lead the current one"

@@ -1,11 +1,16 @@
 """Choose the share of a fine-tuned run in the exported interpolation, on PublicTest.
 
     python -m quantize.sweep --run runs/dw2 --base runs/prev/emotion_float16.tflite --alphas 0,0.4,1
+    python -m quantize.sweep --run runs/dw1 runs/dw2 --base ... --alphas 0.4   # the runs' average
+    python -m quantize.sweep --run runs/dw2 --base ... --alphas 0.4 --blur 0  # the mirror alone
 
 For each share: the float network ``quantize.export --base --alpha`` would quantise, its offsets
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
 corruptions (all faces), and the epoch selector's score (clean accuracy + mean recall + corrupted
 accuracy + corrupted mean recall). About 2 minutes a share on 2 cores.
+
+``--blur``: the sigma of the blurred views the exported model averages in (``quantize.model``;
+0 measures the face and its mirror alone).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from quantize import corrupt, export, ferdata, model, train
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="training output folder (its best.weights.h5)")
+    p.add_argument("--run", type=Path, nargs="+", required=True, help="as quantize.export --run")
     p.add_argument("--base", type=Path, required=True, help="the float .tflite the run started from")
     p.add_argument("--alphas", default="0,0.3,0.4,0.5,0.6,0.7,1", help="the run's shares, comma-separated")
     p.add_argument("--corrupt-faces", type=int, default=1000, help="as quantize.export: for the offsets")
+    p.add_argument("--corrupt-recall", type=float, default=0.0, help="as quantize.export")
+    p.add_argument("--blur", type=float, default=model.BLUR_SIGMA, help="the blurred views' sigma (0: none)")
     args = p.parse_args(argv)
     train_images = ferdata.load_split("train").images
     val = ferdata.load_split("val")
@@ -35,13 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     print("| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score |")
     print("| --- | --- | --- | --- |")
     net = model.build()
-    net.load_weights(args.run / "best.weights.h5")
-    run, base = net.get_weights(), export.base_weights(args.base, train_images)
+    run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
     for alpha in (float(a) for a in args.alphas.split(",")):
         net.set_weights(export.interpolate(run, base, alpha))
-        clean = train.flip_averaged(net, x)
-        degraded = [train.flip_averaged(net, b) for b in bad]
-        offsets = export.calibrate_offsets(clean, labels, [d[few] for d in degraded], labels[few])
+        clean = train.views_averaged(net, x, args.blur)
+        degraded = [train.views_averaged(net, b, args.blur) for b in bad]
+        offsets = export.calibrate_offsets(
+            clean, labels, [d[few] for d in degraded], labels[few], corrupt_recall=args.corrupt_recall
+        )
         shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded)]
         s = train.condition_scores(shifted[0], labels, shifted[1:], labels)
         print(

@@ -135,10 +135,9 @@ def selection_score(scores: dict[str, float]) -> float:
     return scores["acc"] + scores["mean_recall7"] + scores["corrupt_acc"] + scores["corrupt_mean_recall7"]
 
 
-def flip_averaged(net: keras.Model, x: np.ndarray) -> np.ndarray:
-    """The network's output averaged over the image and its mirror, as the exported model does."""
-    mirrored = x[:, :, ::-1]
-    return (net.predict(x, batch_size=256, verbose=0) + net.predict(mirrored, batch_size=256, verbose=0)) / 2
+def views_averaged(net: keras.Model, x: np.ndarray, blur: float = model.BLUR_SIGMA) -> np.ndarray:
+    """The network's output averaged over the views the exported model averages over."""
+    return np.asarray(model.views_averaged(net, blur).predict(x, batch_size=256, verbose=0))
 
 
 class Selector(keras.callbacks.Callback):
@@ -160,8 +159,8 @@ class Selector(keras.callbacks.Callback):
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
     def scores(self) -> dict[str, float]:
-        clean = flip_averaged(self.net, self.x)
-        bad = [flip_averaged(self.net, x) for x in self.corrupted]
+        clean = views_averaged(self.net, self.x)
+        bad = [views_averaged(self.net, x) for x in self.corrupted]
         return condition_scores(clean, self.labels, bad, self.corrupt_labels)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

@@ -1,11 +1,12 @@
 """Start training from the shipped network: the weights inside ``emotion_float16.tflite``.
 
-The float file holds the mirror-averaged network with batch norm folded into the convolutions and
-the card's logit offsets folded into the last bias. This reads the folded kernels and biases back
-(the mirror branch's first convolution: the direct branch has the input scaling folded into its
-kernel), subtracts the offsets, and sets each batch norm so that it reproduces the folded network
-exactly, with its statistics measured on training faces so that training-mode batch norm starts
-where inference stands.
+The float file holds the network once per view (``model.views_averaged``: the face, its mirror, and
+in newer files their blurred copies) with batch norm folded into the convolutions and the card's
+logit offsets folded into the last bias. This reads one view's folded kernels and biases back,
+undoes the input scaling where the converter folded it into the first kernel (always in the direct
+view; in files with the blurred views, in the one first kernel all views share), subtracts the
+offsets, and sets each batch norm so that it reproduces the folded network exactly, with its
+statistics measured on training faces so that training-mode batch norm starts where inference stands.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _constant(m: schema.ModelT, g: schema.SubGraphT, index: int) -> np.ndarray:
 
 
 def folded_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(kernel, bias) of the second branch's 3x3 convolutions then its dense layer, in Keras layout."""
+    """(kernel, bias) of one view's 3x3 convolutions then its dense layer, in Keras layout."""
     m = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
     g = m.subgraphs[0]
     found = []
@@ -53,13 +54,19 @@ def folded_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         if code not in (CONV, FC):
             continue
         kernel, bias = _constant(m, g, op.inputs[1]), _constant(m, g, op.inputs[2])
-        if code == CONV and kernel.shape[1:3] != (3, 3):
-            continue  # the fixed mirror convolution
+        if code == CONV and (kernel.shape[1:3] != (3, 3) or kernel.shape[0] == 1):
+            continue  # the fixed mirror and blur convolutions
         found.append((kernel.transpose(1, 2, 3, 0) if code == CONV else kernel.T, bias))
-    per_branch = len(found) // 2
-    if len(found) % 2 or per_branch < 2:
-        raise WarmStartError(f"{path}: expected two mirrored branches, found {len(found)} layers")
-    return found[per_branch:]
+    views = sum(k.ndim == 2 for k, _ in found)  # one dense layer each
+    per_view = len(found) // max(views, 1)
+    if views < 2 or len(found) % views or per_view < 2:
+        raise WarmStartError(f"{path}: expected the network once per view, found {len(found)} layers")
+    branches = [found[v * per_view : (v + 1) * per_view] for v in range(views)]
+    largest = [float(np.abs(b[0][0]).max()) for b in branches]
+    (kernel, bias), *rest = branches[int(np.argmax(largest))]
+    if max(largest) < 2 * min(largest):  # no view without the scaling: it is in the shared kernel
+        kernel = kernel / model.INPUT_SCALE
+    return [(kernel, bias), *rest]
 
 
 def statistics_faces(images: np.ndarray, seed: int, count: int = 2000) -> np.ndarray:
@@ -96,17 +103,16 @@ def load(net: keras.Model, path: Path, faces: np.ndarray) -> None:
 
 
 def check(net: keras.Model, path: Path, faces: np.ndarray) -> float:
-    """Largest probability difference between ``net`` (mirror-averaged, offsets back on) and the file."""
+    """Largest probability difference between ``net`` (its views averaged, offsets back on) and the file."""
     from quantize.tflite_run import TfliteClassifier, ours_prep
 
     card = json.loads((path.parent / "emotion.json").read_text())
-    logits = model.build(logits=True)
-    logits.set_weights(net.get_weights())
-    x = faces.astype(np.float32)
-    z = [
-        logits.predict(v, batch_size=256, verbose=0) + np.asarray(card["logit_offsets"])
-        for v in (x, x[:, :, ::-1])
-    ]
-    ours = sum(np.exp(v) / np.exp(v).sum(axis=1, keepdims=True) for v in z) / 2
+    shifted = model.build()
+    shifted.set_weights(net.get_weights())
+    dense = shifted.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel, bias + np.asarray(card["logit_offsets"], np.float32)])
+    blur = float(card.get("views", {}).get("blur_sigma", 0.0))  # files before the blurred views: none
+    ours = model.views_averaged(shifted, blur).predict(faces.astype(np.float32), batch_size=256, verbose=0)
     theirs = TfliteClassifier(path).predict(faces[..., 0].astype(np.uint8), ours_prep)
     return float(np.abs(ours - theirs).max())
