@@ -157,11 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         net.set_weights(interpolate(net.get_weights(), base_weights(args.base, train_images), args.alpha))
         log.info("%.2f of %s with %.2f of %s", args.alpha, args.run, 1 - args.alpha, args.base)
     val = ferdata.load_split("val")
-    val_probs = train.views_averaged(net, val.images[..., None].astype(np.float32))
+    averaged = model.views_averaged(net)
+    val_probs = train.probabilities(averaged, val.images[..., None].astype(np.float32))
     labels = ferdata.majority_labels(val.votes)
     few = slice(0, args.corrupt_faces)
     corrupted = [
-        train.views_averaged(net, images[..., None].astype(np.float32))
+        train.probabilities(averaged, images[..., None].astype(np.float32))
         for images in corrupt.corrupted(val.images[few]).values()
     ]
     offsets = calibrate_offsets(val_probs, labels, corrupted, labels[few], corrupt_recall=args.corrupt_recall)
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     dense = net.get_layer("logits")
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel, bias + offsets])
-    val_probs = train.views_averaged(net, val.images[..., None].astype(np.float32))
+    val_probs = train.probabilities(averaged, val.images[..., None].astype(np.float32))
     log.info("PublicTest after offsets %s: %s", offsets, train.majority_scores(val_probs, labels))
 
     export = model.build(batch_size=1)
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(train.SEED)
     rep = train_images[rng.choice(len(train_images), args.representative, replace=False)][..., None]
     tflite = args.out / MODEL_FILE
-    averaged = model.views_averaged(export)
-    convert.write(tflite, convert.to_int8_tflite(averaged, rep))
-    convert.write(args.out / FLOAT_FILE, convert.to_float16_tflite(averaged))
+    exported = model.views_averaged(export)
+    convert.write(tflite, convert.to_int8_tflite(exported, rep))
+    convert.write(args.out / FLOAT_FILE, convert.to_float16_tflite(exported))
 
     margin, found = frames.calibrate_margin(val.images[: args.margin_faces])
     log.info(
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "file_edgetpu": EDGETPU_FILE,
         "sha256": {MODEL_FILE: sha256(tflite), FLOAT_FILE: sha256(args.out / FLOAT_FILE)},
         "logit_offsets": [round(float(o), 3) for o in offsets],
-        "views": {"mirror": True, "blur_sigma": model.BLUR_SIGMA},
+        "views": {"blur_sigma": model.BLUR_SIGMA},  # the face and its mirror always; blurred if > 0
         "metrics": {},
     }
     card_path = args.out / CARD_FILE

@@ -7,7 +7,7 @@
 For each share: the float network ``quantize.export --base --alpha`` would quantise, its offsets
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
 corruptions (all faces), and the epoch selector's score (clean accuracy + mean recall + corrupted
-accuracy + corrupted mean recall). About 2 minutes a share on 2 cores.
+accuracy + corrupted mean recall). About 4 minutes a share on 2 cores (2 with ``--blur 0``).
 
 ``--blur``: the sigma of the blurred views the exported model averages in (``quantize.model``;
 0 measures the face and its mirror alone).
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | --- | --- | --- |")
     net = model.build()
     run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
+    averaged = model.views_averaged(net, args.blur)
     for alpha in (float(a) for a in args.alphas.split(",")):
         net.set_weights(export.interpolate(run, base, alpha))
-        clean = train.views_averaged(net, x, args.blur)
-        degraded = [train.views_averaged(net, b, args.blur) for b in bad]
+        clean = train.probabilities(averaged, x)
+        degraded = [train.probabilities(averaged, b) for b in bad]
         offsets = export.calibrate_offsets(
             clean, labels, [d[few] for d in degraded], labels[few], corrupt_recall=args.corrupt_recall
         )

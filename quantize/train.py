@@ -135,9 +135,10 @@ def selection_score(scores: dict[str, float]) -> float:
     return scores["acc"] + scores["mean_recall7"] + scores["corrupt_acc"] + scores["corrupt_mean_recall7"]
 
 
-def views_averaged(net: keras.Model, x: np.ndarray, blur: float = model.BLUR_SIGMA) -> np.ndarray:
-    """The network's output averaged over the views the exported model averages over."""
-    return np.asarray(model.views_averaged(net, blur).predict(x, batch_size=256, verbose=0))
+def probabilities(averaged: keras.Model, x: np.ndarray) -> np.ndarray:
+    """``averaged`` (``model.views_averaged`` of a network, built once: each new wrapper is traced
+    again by ``predict``) on a batch of faces."""
+    return np.asarray(averaged.predict(x, batch_size=256, verbose=0))
 
 
 class Selector(keras.callbacks.Callback):
@@ -150,6 +151,7 @@ class Selector(keras.callbacks.Callback):
     def __init__(self, out: Path, val: ferdata.Split, corrupt_faces: int, net: keras.Model) -> None:
         super().__init__()
         self.net = net  # the model trained may be a wrapper around it (``paired_model``)
+        self.averaged = model.views_averaged(net)  # scored as the exported file answers
         self.out, self.x = out, val.images[..., None].astype(np.float32)
         self.labels = ferdata.majority_labels(val.votes)
         few = val.images[:corrupt_faces]
@@ -159,8 +161,8 @@ class Selector(keras.callbacks.Callback):
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"best": -1.0}
 
     def scores(self) -> dict[str, float]:
-        clean = views_averaged(self.net, self.x)
-        bad = [views_averaged(self.net, x) for x in self.corrupted]
+        clean = probabilities(self.averaged, self.x)
+        bad = [probabilities(self.averaged, x) for x in self.corrupted]
         return condition_scores(clean, self.labels, bad, self.corrupt_labels)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

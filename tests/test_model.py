@@ -139,6 +139,23 @@ def test_interpolation_runs_from_the_base_file_to_the_fine_tuned_network(test_sp
     assert np.abs(outputs[0.5] - outputs[1.0]).max() > 0.05
 
 
+def test_several_runs_export_the_average_of_their_weights(tmp_path: Path) -> None:
+    """``export --run A B``: a uniform soup; a folder stands for its best.weights.h5."""
+    pytest.importorskip("tensorflow", reason="building models needs the [train] extra")
+    from quantize import model
+
+    small = ((4,), (8,))
+    first, second = model.build(stages=small), model.build(stages=small)  # two random initialisations
+    (tmp_path / "a").mkdir()
+    first.save_weights(tmp_path / "a" / "best.weights.h5")
+    second.save_weights(tmp_path / "b.weights.h5")
+    soup = export.run_weights(model.build(stages=small), [tmp_path / "a", tmp_path / "b.weights.h5"])
+    pairs = list(zip(first.get_weights(), second.get_weights(), strict=True))
+    assert any(not np.allclose(a, b) for a, b in pairs)
+    for got, (a, b) in zip(soup, pairs, strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+
+
 def test_readiness_check_passes_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert edgetpu_check.main([str(MODELS / CARD["file"])]) == 0
     out = capsys.readouterr().out
