@@ -7,7 +7,10 @@
 For each share: the float network ``quantize.export --base --alpha`` would quantise, its offsets
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
 corruptions (all faces), and the epoch selector's score (clean accuracy + mean recall + corrupted
-accuracy + corrupted mean recall). About 4 minutes a share on 2 cores (2 with ``--blur 0``).
+accuracy + corrupted mean recall). Beside it, with the same offsets, PublicTest faces through the
+runtime's detector and crop (``quantize.frames``, the card's margin): accuracy, mean recall and fear,
+the class the crop costs most. About 4 minutes a share on 2 cores (2 with ``--blur 0``), plus one
+for the detector.
 
 ``--blur``: the sigma of the blurred views the exported model averages in (``quantize.model``;
 0 measures the face and its mirror alone).
@@ -20,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize import frames  # noqa: F401  isort: skip  (aiortc before TensorFlow, see quantize.frames)
+from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
+from appliance.vision.card import load_card
 from quantize import corrupt, export, ferdata, model, train
+
+FEAR = ferdata.LABELS.index("fear")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,8 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     x = val.images[..., None].astype(np.float32)
     bad = [v[..., None].astype(np.float32) for v in corrupt.corrupted(val.images).values()]
     few = slice(0, args.corrupt_faces)
-    print("| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score |")
-    print("| --- | --- | --- | --- |")
+    crops, found = frames.runtime_crops((frames.frame_with_face(f) for f in val.images), load_card())
+    cut, cut_labels = crops[found][..., None].astype(np.float32), labels[found]
+    print(
+        "| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score "
+        "| runtime crop accuracy / mean recall 7 / fear |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     net = model.build()
     run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
     averaged = model.views_averaged(net, args.blur)
@@ -53,11 +64,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded)]
         s = train.condition_scores(shifted[0], labels, shifted[1:], labels)
+        runtime = np.log(np.maximum(train.probabilities(averaged, cut), 1e-7)) + offsets
+        r = train.majority_scores(runtime, cut_labels)
+        fear = float((runtime[cut_labels == FEAR].argmax(axis=1) == FEAR).mean())
         print(
             f"| {alpha:g} | {100 * s['acc']:.2f} % / {s['mean_recall7']:.3f} | "
             f"{100 * s['corrupt_acc']:.2f} / {100 * s['corrupt_min_acc']:.2f} % / "
             f"{s['corrupt_mean_recall7']:.3f} | "
-            f"{train.selection_score(s):.3f} |",
+            f"{train.selection_score(s):.3f} | "
+            f"{100 * r['acc']:.2f} % / {r['mean_recall7']:.3f} / {fear:.2f} ({(cut_labels == FEAR).sum()}) |",
             flush=True,
         )
 

@@ -2,6 +2,7 @@
 
     python -m quantize.train --out runs/main --epochs 40
     python -m quantize.train --out runs/ft --epochs 8 --lr 1e-3 --init models/edgetpu/emotion_float16.tflite
+    python -m quantize.train --out runs/rc ... --runtime-share 0.5   # also faces cut as the unit cuts them
 
 Resumes from ``OUT/backup`` if interrupted (run the same command again). Per-epoch log in
 ``OUT/history.csv``, curves in ``OUT/curves.png``, best weights (selected on PublicTest only)
@@ -18,10 +19,13 @@ import math
 import shutil
 from pathlib import Path
 
-import keras
 import numpy as np
+
+from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
+import keras
 import tensorflow as tf
 
+from appliance.vision.card import load_card
 from quantize import augment, corrupt, ferdata, model, warmstart
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,18 @@ def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
     return np.minimum(w / (w * mass).sum() * mass.sum(), 10.0).astype(np.float32)
 
 
+def runtime_cuts(split: ferdata.Split, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``frames.training_cuts`` of the training faces with the shipped card's crop margin, and which
+    were found; cached in ``out`` (4 minutes on one core here)."""
+    path, card = out / "runtime_cuts.npz", load_card()
+    if path.exists() and float((cached := np.load(path))["margin"]) == card.margin:
+        return cached["crops"], cached["found"]
+    crops, found = frames.training_cuts(split.images, card, SEED)
+    log.info("runtime cuts: the detector found %.1f%% of the training faces", 100 * found.mean())
+    np.savez_compressed(path, crops=crops, found=found, margin=card.margin)
+    return crops, found
+
+
 def training_set(
     split: ferdata.Split,
     batch: int,
@@ -44,6 +60,8 @@ def training_set(
     strength: tf.Variable,
     paired: bool = False,
     degraded_power: float | None = None,
+    cuts: tuple[np.ndarray, np.ndarray] | None = None,
+    runtime_share: float = 0.0,
 ) -> tf.data.Dataset:
     """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions.
 
@@ -52,25 +70,31 @@ def training_set(
     ``power``). A degraded face carries less evidence, so the network falls back on the class
     prior, which is mostly neutral; a flatter prior there keeps the rare expressions heard
     without moving the clean faces' decisions.
+    ``cuts``: (``runtime_cuts``' crops, found) of ``split``; each epoch, ``runtime_share`` of the
+    found faces are seen through their runtime cut instead of the FER2013 crop.
     """
     targets, usable = ferdata.soft_targets(split.votes)
     x = split.images[usable][..., None].astype(np.float32)
     y = targets[usable]
+    crops, found = cuts or (split.images, np.zeros(len(split.images), bool))
+    cut, has_cut = crops[usable][..., None].astype(np.float32), found[usable]
     if limit:
-        x, y = x[:limit], y[:limit]
+        x, y, cut, has_cut = x[:limit], y[:limit], cut[:limit], has_cut[:limit]
     bad_power = power if degraded_power is None else degraded_power
     w = np.stack([y @ class_weights(y, power), y @ class_weights(y, bad_power)], axis=1)
     log.info("training on %d images, class weights %s", len(x), np.round(class_weights(y, power), 2))
     log.info("class weights on degraded faces %s", np.round(class_weights(y, bad_power), 2))
     geometry = augment.geometry(SEED)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(
+    ds = tf.data.Dataset.from_tensor_slices((x, cut, has_cut, y, w)).shuffle(
         len(x), seed=SEED, reshuffle_each_iteration=True
     )
     ds = ds.batch(batch, drop_remainder=bool(not limit))
 
     def views(
-        a: tf.Tensor, b: tf.Tensor, c: tf.Tensor
+        a: tf.Tensor, cut: tf.Tensor, has_cut: tf.Tensor, b: tf.Tensor, c: tf.Tensor
     ) -> tuple[tf.Tensor | tuple[tf.Tensor, tf.Tensor], ...]:
+        use_cut = has_cut & (tf.random.uniform(tf.shape(has_cut)) < runtime_share)
+        a = tf.where(use_cut[:, None, None, None], cut, a)
         seen = tf.clip_by_value(geometry(a, training=True), 0.0, 255.0)
         degraded, applied = augment.conditions(seen, strength)
         weight = tf.where(applied, c[:, 1], c[:, 0])
@@ -248,6 +272,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="train on each face and its degraded copy, with this weight on their divergence (0: off)",
     )
+    p.add_argument(
+        "--runtime-share",
+        type=float,
+        default=0.0,
+        help="share of the faces seen as the runtime's detector and crop cut them (0: none)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     keras.utils.set_random_seed(SEED)
@@ -255,8 +285,17 @@ def main(argv: list[str] | None = None) -> None:
     strength = tf.Variable(0.0, trainable=False, dtype=tf.float32)
     train_split = ferdata.load_split("train")
     paired = args.consistency > 0
+    cuts = runtime_cuts(train_split, args.out) if args.runtime_share > 0 else None
     train = training_set(
-        train_split, args.batch, args.weight_power, args.limit, strength, paired, args.degraded_weight_power
+        train_split,
+        args.batch,
+        args.weight_power,
+        args.limit,
+        strength,
+        paired,
+        args.degraded_weight_power,
+        cuts,
+        args.runtime_share,
     )
     val = ferdata.load_split("val")
     if args.limit:

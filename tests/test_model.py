@@ -250,6 +250,45 @@ def test_degraded_faces_take_their_own_class_weights() -> None:
     assert 0.5 < degraded < 0.75
 
 
+def test_training_faces_are_cut_as_the_unit_cuts_them() -> None:
+    """``frames.training_cuts``: faces pasted into frames, found by the runtime's Haar detector and
+    cropped with the card's margin, come back as 48x48 crops of the same faces."""
+    need(FER / "train.npz")
+    from appliance.vision.card import load_card
+    from quantize import frames
+
+    faces = ferdata.load_split("train").images[:40]
+    crops, found = frames.training_cuts(faces, load_card(), seed=0)
+    assert crops.shape == (40, 48, 48) and crops.dtype == np.uint8
+    assert 0.5 < found.mean() < 1.0  # the detector misses some, as on the test faces (75 %)
+    same = [
+        np.corrcoef(c.ravel(), f.ravel())[0, 1] for c, f, ok in zip(crops, faces, found, strict=True) if ok
+    ]
+    assert np.median(same) > 0.5
+    assert not crops[~found].any()
+
+
+@pytest.mark.train
+def test_runtime_share_sets_how_many_faces_are_seen_through_their_cut() -> None:
+    """``--runtime-share``: that share of the faces with a cut is seen through it. The cuts here are
+    blank, so a face seen through its cut comes out of the camera geometry as one flat grey level."""
+    tf = pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+    need(FER / "train.npz")
+    from quantize import train
+
+    split = ferdata.subset(ferdata.load_split("train"), np.arange(2000))
+    cuts = (np.zeros_like(split.images), np.ones(len(split.images), bool))
+
+    def flat_share(share: float) -> float:
+        ds = train.training_set(split, 512, 0.5, 512, tf.Variable(0.0), cuts=cuts, runtime_share=share)
+        faces = next(iter(ds))[0].numpy()
+        return float((faces.std(axis=(1, 2, 3)) == 0).mean())
+
+    assert flat_share(0.0) == 0.0
+    assert flat_share(1.0) == 1.0
+    assert 0.35 < flat_share(0.5) < 0.65
+
+
 def test_offsets_can_hold_a_floor_on_the_corrupted_recall() -> None:
     """``--corrupt-recall``: a network that calls degraded faces neutral gets offsets that bring the
     corrupted faces' mean recall up to the floor."""
