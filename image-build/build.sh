@@ -172,7 +172,7 @@ PARTS
 
 main() {
   need_root
-  need_tools mmdebstrap chroot zstd mkfs.vfat mcopy mkfs.ext4 sfdisk
+  need_tools mmdebstrap arch-test chroot zstd mkfs.vfat mcopy mkfs.ext4 sfdisk
   enable_binfmt
   mkdir -p "$CACHE_DIR" "$OUT_DIR"
   step "base root filesystem (mmdebstrap, arm64)" stage_base

@@ -86,7 +86,8 @@ def test_the_service_user_has_its_groups_and_a_private_state_dir(root: Path) -> 
 
 def test_the_venv_imports_the_appliance_and_its_native_parts(root: Path) -> None:
     code = (
-        "import numpy, cv2, av, aiortc, pygame, lgpio, gpiozero, ai_edge_litert, appliance.app; "
+        # sounddevice loads PortAudio (libportaudio2) at import: without it calls send silence.
+        "import numpy, cv2, av, aiortc, pygame, lgpio, gpiozero, ai_edge_litert, sounddevice, appliance.app; "
         "print(numpy.__version__)"
     )
     result = in_root(root, "/opt/emocall/venv/bin/python", "-c", code)

@@ -44,6 +44,25 @@ speaker() {
   fi
 }
 
+# The call's microphone: PortAudio opens ALSA's default (PipeWire's echo-cancel-source) as the
+# service user. The VM's sound card has no input, so no sound is expected, only an open stream.
+microphone() {
+  local out
+  out=$(as_emocall "$venv/bin/python" -c 'import time, sounddevice
+from appliance.call.microphone import Microphone
+mic = Microphone()
+time.sleep(1)
+print("opened", sounddevice.query_devices(kind="input")["name"], "for a second")
+mic.close()' 2>&1)
+  if ! grep -q "^opened" <<<"$out"; then
+    check microphone fail "$(tail -1 <<<"$out")"
+  elif journalctl -u emocall -b --no-pager | grep -q "no microphone support"; then
+    check microphone fail "$out; but the service logged: $(journalctl -u emocall -b --no-pager | grep "no microphone support" | tail -1)"
+  else
+    check microphone ok "$(tail -1 <<<"$out")"
+  fi
+}
+
 # Issue 19.3: lgpio imports under the unit's own sandbox (it makes a FIFO in the working directory).
 lgpio() {
   local out
@@ -121,6 +140,7 @@ print(json.dumps(s.get("vision")))' 2>&1)
 service
 pipewire
 speaker
+microphone
 lgpio
 display
 coral
