@@ -23,11 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
-from appliance.vision.card import load_card
-from quantize import corrupt, export, ferdata, model, train
-
-FEAR = ferdata.LABELS.index("fear")
+from quantize import frames  # noqa: F401  isort: skip  (aiortc before TensorFlow, see quantize.frames)
+from quantize import corrupt, evaluate, export, ferdata, model, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     x = val.images[..., None].astype(np.float32)
     bad = [v[..., None].astype(np.float32) for v in corrupt.corrupted(val.images).values()]
     few = slice(0, args.corrupt_faces)
-    crops, found = frames.runtime_crops((frames.frame_with_face(f) for f in val.images), load_card())
-    cut, cut_labels = crops[found][..., None].astype(np.float32), labels[found]
+    crops, seen = evaluate.runtime_faces(val, evaluate.MODELS / export.CARD_FILE)
+    cut = crops[..., None].astype(np.float32)
     print(
         "| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score "
         "| runtime crop accuracy / mean recall 7 / fear |"
@@ -62,17 +59,18 @@ def main(argv: list[str] | None = None) -> None:
         offsets = export.calibrate_offsets(
             clean, labels, [d[few] for d in degraded], labels[few], corrupt_recall=args.corrupt_recall
         )
-        shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded)]
-        s = train.condition_scores(shifted[0], labels, shifted[1:], labels)
-        runtime = np.log(np.maximum(train.probabilities(averaged, cut), 1e-7)) + offsets
-        r = train.majority_scores(runtime, cut_labels)
-        fear = float((runtime[cut_labels == FEAR].argmax(axis=1) == FEAR).mean())
+        on_cut = train.probabilities(averaged, cut)
+        shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded, on_cut)]
+        s = train.condition_scores(shifted[0], labels, shifted[1:-1], labels)
+        r = evaluate.scores(shifted[-1], seen)
+        fears = (ferdata.majority_labels(seen.votes) == ferdata.LABELS.index("fear")).sum()
         print(
             f"| {alpha:g} | {100 * s['acc']:.2f} % / {s['mean_recall7']:.3f} | "
             f"{100 * s['corrupt_acc']:.2f} / {100 * s['corrupt_min_acc']:.2f} % / "
             f"{s['corrupt_mean_recall7']:.3f} | "
             f"{train.selection_score(s):.3f} | "
-            f"{100 * r['acc']:.2f} % / {r['mean_recall7']:.3f} / {fear:.2f} ({(cut_labels == FEAR).sum()}) |",
+            f"{100 * r['ferplus_majority_accuracy']:.2f} % / {r['mean_recall_7']:.3f} / "
+            f"{r['recall']['fear']:.2f} ({fears}) |",
             flush=True,
         )
 

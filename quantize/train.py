@@ -74,27 +74,27 @@ def training_set(
     found faces are seen through their runtime cut instead of the FER2013 crop.
     """
     targets, usable = ferdata.soft_targets(split.votes)
-    x = split.images[usable][..., None].astype(np.float32)
-    y = targets[usable]
-    crops, found = cuts or (split.images, np.zeros(len(split.images), bool))
-    cut, has_cut = crops[usable][..., None].astype(np.float32), found[usable]
-    if limit:
-        x, y, cut, has_cut = x[:limit], y[:limit], cut[:limit], has_cut[:limit]
+    rows = np.flatnonzero(usable)[:limit]
+    x, y = split.images[rows][..., None].astype(np.float32), targets[rows]
     bad_power = power if degraded_power is None else degraded_power
     w = np.stack([y @ class_weights(y, power), y @ class_weights(y, bad_power)], axis=1)
     log.info("training on %d images, class weights %s", len(x), np.round(class_weights(y, power), 2))
     log.info("class weights on degraded faces %s", np.round(class_weights(y, bad_power), 2))
     geometry = augment.geometry(SEED)
-    ds = tf.data.Dataset.from_tensor_slices((x, cut, has_cut, y, w)).shuffle(
+    # Faces with their cuts only when asked: the cuts double the faces' memory.
+    faces = (x, cuts[0][rows][..., None].astype(np.float32), cuts[1][rows]) if cuts else x
+    ds = tf.data.Dataset.from_tensor_slices((faces, y, w)).shuffle(
         len(x), seed=SEED, reshuffle_each_iteration=True
     )
     ds = ds.batch(batch, drop_remainder=bool(not limit))
 
     def views(
-        a: tf.Tensor, cut: tf.Tensor, has_cut: tf.Tensor, b: tf.Tensor, c: tf.Tensor
+        a: tf.Tensor | tuple[tf.Tensor, tf.Tensor, tf.Tensor], b: tf.Tensor, c: tf.Tensor
     ) -> tuple[tf.Tensor | tuple[tf.Tensor, tf.Tensor], ...]:
-        use_cut = has_cut & (tf.random.uniform(tf.shape(has_cut)) < runtime_share)
-        a = tf.where(use_cut[:, None, None, None], cut, a)
+        if isinstance(a, tuple):
+            a, cut, has_cut = a
+            use_cut = has_cut & (tf.random.uniform(tf.shape(has_cut)) < runtime_share)
+            a = tf.where(use_cut[:, None, None, None], cut, a)
         seen = tf.clip_by_value(geometry(a, training=True), 0.0, 255.0)
         degraded, applied = augment.conditions(seen, strength)
         weight = tf.where(applied, c[:, 1], c[:, 0])

@@ -47,17 +47,18 @@ speaker() {
 # The call's microphone: PortAudio opens ALSA's default (PipeWire's echo-cancel-source) as the
 # service user. The VM's sound card has no input, so no sound is expected, only an open stream.
 microphone() {
-  local out
+  local out logged
   out=$(as_emocall "$venv/bin/python" -c 'import time, sounddevice
 from appliance.call.microphone import Microphone
 mic = Microphone()
 time.sleep(1)
 print("opened", sounddevice.query_devices(kind="input")["name"], "for a second")
 mic.close()' 2>&1)
+  logged=$(journalctl -u emocall -b --no-pager | grep "no microphone support" | tail -1)
   if ! grep -q "^opened" <<<"$out"; then
     check microphone fail "$(tail -1 <<<"$out")"
-  elif journalctl -u emocall -b --no-pager | grep -q "no microphone support"; then
-    check microphone fail "$out; but the service logged: $(journalctl -u emocall -b --no-pager | grep "no microphone support" | tail -1)"
+  elif [ -n "$logged" ]; then
+    check microphone fail "$out; but the service logged: $logged"
   else
     check microphone ok "$(tail -1 <<<"$out")"
   fi
