@@ -52,7 +52,6 @@ class ButtonUnit:
             environ={},
         )
         self.events = EventBus()
-        self.events.subscribe(self._on_event)
         self.store = StateStore(
             data_dir / "state.db",
             self.events,
@@ -64,6 +63,9 @@ class ButtonUnit:
         self.speaker = WavSpeaker(self.wav)
         self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"))
         self.narrator = Narrator(self.events, self.announcer, sharing=True)
+        # After the narrator: a state seen here has already been handed to the announcer, so
+        # said() waits for its sentence instead of finding the announcer idle a moment early.
+        self.events.subscribe(self._on_event)
         self.engine = CallEngine(
             cfg.call,
             self.identity,
