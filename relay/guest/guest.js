@@ -385,9 +385,11 @@
       if (!call || !call.pc) return result;
       const report = await call.pc.getStats();
       report.forEach((r) => {
-        if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
-          result.local = report.get(r.localCandidateId).candidateType;
-          result.remote = report.get(r.remoteCandidateId).candidateType;
+        // The transport names the pair media flows on; a pair's "nominated" flag can lag behind it.
+        const pair = r.type === 'transport' && report.get(r.selectedCandidatePairId);
+        if (pair) {
+          result.local = report.get(pair.localCandidateId)?.candidateType || '';
+          result.remote = report.get(pair.remoteCandidateId)?.candidateType || '';
         }
         if (r.type !== 'inbound-rtp') return;
         if (r.kind === 'video') result.framesDecoded += r.framesDecoded || 0;
