@@ -216,7 +216,7 @@ def test_nothing_leaks_across_many_calls(nodes: Callable[..., Node]) -> None:
     connect(a, b)
     a.engine.hangup()
     b.wait(lambda: b.engine.state == "idle")
-    baseline = (threading.active_count(), len(os.listdir("/proc/self/fd")))
+    baseline = (own_threads(), len(os.listdir("/proc/self/fd")))
     for i in range(CALLS):
         connect(a, b)
         (a if i % 2 else b).engine.hangup()
@@ -226,11 +226,21 @@ def test_nothing_leaks_across_many_calls(nodes: Callable[..., Node]) -> None:
         tasks = asyncio.run_coroutine_threadsafe(_task_count(), node.engine._loop).result(5)
         assert tasks <= 1, f"{tasks} tasks left on {node.name}'s loop"
     time.sleep(0.5)
-    assert threading.active_count() <= baseline[0] + 2
+    assert own_threads() <= baseline[0] + 2, [t.name for t in threading.enumerate()]
     assert len(os.listdir("/proc/self/fd")) <= baseline[1] + 5
 
 
 CALLS = 50
+
+
+def own_threads() -> int:
+    """Live threads other than asyncio's executor workers: each loop's default pool starts its
+    workers as work comes (up to its max_workers, once seen in CI as three more after 50 calls)
+    and keeps them, which is bounded, not a leak."""
+    names = [t.name for t in threading.enumerate()]
+    workers = sum(name.startswith("asyncio_") for name in names)
+    assert workers <= 2 * min(32, (os.cpu_count() or 1) + 4), names  # two units, one loop each
+    return len(names) - workers
 
 
 async def _task_count() -> int:
