@@ -156,7 +156,7 @@ def runtime_faces(
 ) -> tuple[np.ndarray, ferdata.Split]:
     """The labelled faces of ``split`` in 640x480 frames (through VP8 first if ``vp8``), detected and
     cropped as the unit does: the crops of the faces found, and those faces' own split."""
-    labelled = ferdata.subset(split, ferdata.majority_labels(split.votes) >= 0)
+    labelled = ferdata.labelled(split)
     scenes = (frames.frame_with_face(f) for f in labelled.images)
     crops, found = frames.runtime_crops(
         frames.vp8_round_trip(scenes) if vp8 else scenes, load_card(card_path)
@@ -167,7 +167,7 @@ def runtime_faces(
 def video_results(models: Models, split: ferdata.Split, card_path: Path, vp8: bool) -> dict[str, object]:
     """Faces through the unit's own path (``runtime_faces``), against the same faces fed directly."""
     crops, seen = runtime_faces(split, card_path, vp8)
-    faces = int((ferdata.majority_labels(split.votes) >= 0).sum())
+    faces = len(ferdata.labelled(split).images)
     return {
         "faces": faces,
         "found": round(len(crops) / faces, 4),

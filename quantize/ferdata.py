@@ -50,6 +50,11 @@ def subset(split: Split, keep: np.ndarray) -> Split:
     return Split(split.images[keep], split.votes[keep], split.fer2013[keep])
 
 
+def labelled(split: Split) -> Split:
+    """The faces the FERPlus crowd gave a majority label: the ones every accuracy is scored on."""
+    return subset(split, majority_labels(split.votes) >= 0)
+
+
 def clean_votes(votes: np.ndarray) -> np.ndarray:
     """Drop single votes as outliers, as Microsoft's FERPlus reader does."""
     out = votes.astype(np.float32).copy()

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     few = slice(0, args.corrupt_faces)
     crops, seen = evaluate.runtime_faces(val, evaluate.MODELS / export.CARD_FILE)
     cut = crops[..., None].astype(np.float32)
+    fears = (ferdata.majority_labels(seen.votes) == ferdata.LABELS.index("fear")).sum()
     print(
         "| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score "
         "| runtime crop accuracy / mean recall 7 / fear |"
@@ -63,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
         shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded, on_cut)]
         s = train.condition_scores(shifted[0], labels, shifted[1:-1], labels)
         r = evaluate.scores(shifted[-1], seen)
-        fears = (ferdata.majority_labels(seen.votes) == ferdata.LABELS.index("fear")).sum()
         print(
             f"| {alpha:g} | {100 * s['acc']:.2f} % / {s['mean_recall7']:.3f} | "
             f"{100 * s['corrupt_acc']:.2f} / {100 * s['corrupt_min_acc']:.2f} % / "
