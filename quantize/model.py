@@ -1,7 +1,8 @@
 """The expression CNN, designed for the Edge TPU.
 
 Only ops the Edge TPU compiler maps: CONV_2D, MAX_POOL_2D, MEAN, FULLY_CONNECTED, SOFTMAX, and for
-the averaged views RESHAPE, ADD and MUL, with ReLU fused. Batch norm and the input scaling
+the averaged views RESHAPE, ADD and MUL (STRIDED_SLICE and RESIZE_BILINEAR for the measured zoomed
+views), with ReLU fused. Batch norm and the input scaling
 (``Rescaling``) fold into the convolutions at conversion, so the graph has no op for them.
 Input: a 48x48 grey face crop, raw pixels 0-255, batch 1 when exported.
 The exported model averages the network over the face, its mirror image and the blurred copies of
@@ -81,14 +82,23 @@ def _blurred(x: keras.KerasTensor, sigma: float, name: str) -> keras.KerasTensor
     return layers.Rescaling((1.0 / inside)[..., None], name=f"{name}_rim")(x)
 
 
-def views_averaged(net: keras.Model, blur: float = BLUR_SIGMA) -> keras.Model:
+def _zoomed(x: keras.KerasTensor, crop: int, name: str) -> keras.KerasTensor:
+    """The centre of ``x``, ``crop`` pixels in from each side, resized back (bilinear)."""
+    height, width = x.shape[1], x.shape[2]
+    x = layers.Cropping2D(crop, name=name)(x)
+    return layers.Resizing(height, width, interpolation="bilinear", name=f"{name}_resize")(x)
+
+
+def views_averaged(net: keras.Model, blur: float = BLUR_SIGMA, zoom: int = 0) -> keras.Model:
     """``net``'s output averaged over the face and its mirror image, and their blurred copies if ``blur``.
 
     The Edge TPU has no REVERSE op, so the mirror is a fixed 1xW convolution whose W output
     channels each pick one column in reverse order; the reshape back to HxWx1 only relabels
     the same row-major values. The mirror is worth about a point of accuracy; the blurred views
     (``blur``: the Gaussian's sigma) another half point, more under noise and compression (the
-    model card's table). Each view costs one pass of the network.
+    model card's table). Each view costs one pass of the network. ``zoom`` adds both zoomed in by
+    that many pixels a side, a measured alternative for the crop's scale that did not help (the
+    model card's "What did not help"); the exported file has none.
     """
     height, width, _ = net.input_shape[1:]
     picks = np.eye(width, dtype=np.float32)[::-1].reshape(1, width, 1, width)
@@ -105,6 +115,8 @@ def views_averaged(net: keras.Model, blur: float = BLUR_SIGMA) -> keras.Model:
     views = [inp, mirror]
     if blur:
         views += [_blurred(inp, blur, "blur"), _blurred(mirror, blur, "blur_mirror")]
+    if zoom:
+        views += [_zoomed(inp, zoom, "zoom"), _zoomed(mirror, zoom, "zoom_mirror")]
     total = layers.Add(name="sum")([net(v) for v in views])
     return keras.Model(
         inp, layers.Rescaling(1.0 / len(views), name="average")(total), name=f"{net.name}_views"

@@ -3,6 +3,7 @@
     python -m quantize.sweep --run runs/dw2 --base runs/prev/emotion_float16.tflite --alphas 0,0.4,1
     python -m quantize.sweep --run runs/dw1 runs/dw2 --base ... --alphas 0.4   # the runs' average
     python -m quantize.sweep --run runs/dw2 --base ... --alphas 0.4 --blur 0  # the mirror alone
+    python -m quantize.sweep --run runs/dw2 --base ... --alphas 0 --blur 0 --zoom 2  # zoomed views
 
 For each share: the float network ``quantize.export --base --alpha`` would quantise, its offsets
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
@@ -13,7 +14,7 @@ the class the crop costs most. About 4 minutes a share on 2 cores (2 with ``--bl
 for the detector.
 
 ``--blur``: the sigma of the blurred views the exported model averages in (``quantize.model``;
-0 measures the face and its mirror alone).
+0 measures the face and its mirror alone). ``--zoom``: add both zoomed in by that many pixels a side.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corrupt-faces", type=int, default=1000, help="as quantize.export: for the offsets")
     p.add_argument("--corrupt-recall", type=float, default=0.0, help="as quantize.export")
     p.add_argument("--blur", type=float, default=model.BLUR_SIGMA, help="the blurred views' sigma (0: none)")
+    p.add_argument("--zoom", type=int, default=0, help="zoomed views: pixels cut from each side (0: none)")
     args = p.parse_args(argv)
     train_images = ferdata.load_split("train").images
     val = ferdata.load_split("val")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | --- | --- | --- | --- |")
     net = model.build()
     run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
-    averaged = model.views_averaged(net, args.blur)
+    averaged = model.views_averaged(net, args.blur, args.zoom)
     for alpha in (float(a) for a in args.alphas.split(",")):
         net.set_weights(export.interpolate(run, base, alpha))
         clean = train.probabilities(averaged, x)

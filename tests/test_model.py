@@ -100,7 +100,7 @@ def test_shipped_model_answers_the_same_for_a_face_and_its_mirror(test_split: fe
     assert (straight.argmax(axis=1) == mirrored.argmax(axis=1)).mean() >= 0.97
 
 
-def test_the_exported_graph_averages_the_face_its_mirror_and_their_blurred_copies() -> None:
+def test_the_exported_graph_averages_the_face_its_mirror_and_their_blurred_and_zoomed_copies() -> None:
     pytest.importorskip("tensorflow", reason="building models needs the [train] extra")
     from quantize import model
 
@@ -122,6 +122,15 @@ def test_the_exported_graph_averages_the_face_its_mirror_and_their_blurred_copie
     np.testing.assert_allclose(averaged, sum(views) / 4, atol=1e-5)
     mirror_only = model.views_averaged(net, 0.0).predict(faces, batch_size=1, verbose=0)
     np.testing.assert_allclose(mirror_only, (views[0] + views[1]) / 2, atol=1e-5)
+
+    def zoomed(x: np.ndarray) -> np.ndarray:  # 44x44 centre back to 48x48, pixel centres aligned
+        return np.stack(
+            [cv2.resize(f[2:46, 2:46], (48, 48), interpolation=cv2.INTER_LINEAR) for f in x[..., 0]]
+        )[..., None]
+
+    zooms = [net.predict(zoomed(f), batch_size=1, verbose=0) for f in (faces, mirrored)]
+    with_zoom = model.views_averaged(net, 0.0, zoom=2).predict(faces, batch_size=1, verbose=0)
+    np.testing.assert_allclose(with_zoom, (views[0] + views[1] + sum(zooms)) / 4, atol=1e-4)
 
 
 def test_warm_start_reproduces_the_shipped_float_model(test_split: ferdata.Split) -> None:
