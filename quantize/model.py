@@ -2,8 +2,8 @@
 
 Only ops the Edge TPU compiler maps: CONV_2D, MAX_POOL_2D, MEAN, FULLY_CONNECTED, SOFTMAX, and for
 the averaged views RESHAPE, ADD and MUL (STRIDED_SLICE and RESIZE_BILINEAR for the measured zoomed
-views), with ReLU fused. Batch norm and the input scaling
-(``Rescaling``) fold into the convolutions at conversion, so the graph has no op for them.
+views), with ReLU fused. Batch norm and the input scaling (``Rescaling``) fold into the convolutions
+at conversion, so the graph has no op for them.
 Input: a 48x48 grey face crop, raw pixels 0-255, batch 1 when exported.
 The exported model averages the network over the face, its mirror image and the blurred copies of
 both (``views_averaged``).
