@@ -97,6 +97,8 @@ def picamera2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modul
 
 
 def open_fds() -> int:
+    # Threads left by earlier tests may close a descriptor meanwhile, so the
+    # tests below hold the count from growing rather than to equality.
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -128,7 +130,7 @@ def test_no_camera_leaks_no_descriptor_across_retries(picamera2: ModuleType) -> 
     for _ in range(50):
         with pytest.raises(CameraError, match="no Pi camera found"):
             Picamera2Source(640, 480, 15)
-    assert open_fds() == before
+    assert open_fds() <= before
     assert picamera2.OPEN == []  # found missing before Picamera2() opened anything
 
 
@@ -138,7 +140,7 @@ def test_a_camera_that_fails_to_start_is_released(picamera2: ModuleType) -> None
     with pytest.raises(CameraError, match=r"cannot start.*busy"):
         Picamera2Source(640, 480, 15)
     assert [c.released for c in picamera2.OPEN] == [True]
-    assert open_fds() == before
+    assert open_fds() <= before
 
 
 def test_a_stalled_camera_is_reported_lost(picamera2: ModuleType) -> None:
