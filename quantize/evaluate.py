@@ -3,6 +3,7 @@
     python -m quantize.evaluate              # PrivateTest: once per shipped model
     python -m quantize.evaluate --write      # also write the metrics into emotion.json + confusion.png
     python -m quantize.evaluate --split val --models runs/x/model   # a candidate, on PublicTest
+    python -m quantize.evaluate --split val --no-peer --no-vp8 --face-px 120,160,200,240,280  # crop sizes
 
 FERPlus majority-vote accuracy (Microsoft's label.csv votes and majority rule: 3,137 PrivateTest
 images), per-class recall and the mean recall of the seven classes other than contempt; FER2013
@@ -152,23 +153,30 @@ def corruption_results(models: Models, split: ferdata.Split) -> dict[str, dict[s
 
 
 def runtime_faces(
-    split: ferdata.Split, card_path: Path, vp8: bool = False
+    split: ferdata.Split, card_path: Path, vp8: bool = False, sizes: tuple[int, ...] = (frames.FACE_PX,)
 ) -> tuple[np.ndarray, ferdata.Split]:
     """The labelled faces of ``split`` in 640x480 frames (through VP8 first if ``vp8``), detected and
-    cropped as the unit does: the crops of the faces found, and those faces' own split."""
+    cropped as the unit does: the crops of the faces found, and those faces' own split.
+
+    Each face is placed once at every size in ``sizes`` (px): a face found at two sizes counts twice.
+    """
     labelled = ferdata.labelled(split)
-    scenes = (frames.frame_with_face(f) for f in labelled.images)
+    scenes = (frames.frame_with_face(f, px) for px in sizes for f in labelled.images)
     crops, found = frames.runtime_crops(
         frames.vp8_round_trip(scenes) if vp8 else scenes, load_card(card_path)
     )
-    return crops[found], ferdata.subset(labelled, found)
+    placed = ferdata.subset(labelled, np.tile(np.arange(len(labelled.images)), len(sizes)))
+    return crops[found], ferdata.subset(placed, found)
 
 
-def video_results(models: Models, split: ferdata.Split, card_path: Path, vp8: bool) -> dict[str, object]:
+def video_results(
+    models: Models, split: ferdata.Split, card_path: Path, vp8: bool, sizes: tuple[int, ...]
+) -> dict[str, object]:
     """Faces through the unit's own path (``runtime_faces``), against the same faces fed directly."""
-    crops, seen = runtime_faces(split, card_path, vp8)
-    faces = len(ferdata.labelled(split).images)
+    crops, seen = runtime_faces(split, card_path, vp8, sizes)
+    faces = len(ferdata.labelled(split).images) * len(sizes)
     return {
+        "face_px": list(sizes),
         "faces": faces,
         "found": round(len(crops) / faces, 4),
         "runtime_crop": models.scores(crops, seen),
@@ -185,6 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help="write metrics into emotion.json and confusion.png")
     p.add_argument("--no-peer", action="store_true", help="skip the fer peer")
     p.add_argument("--no-video", action="store_true", help="skip the runtime-crop and VP8 evaluations")
+    p.add_argument("--no-vp8", action="store_true", help="skip the VP8 evaluation (keep the runtime crop)")
+    p.add_argument(
+        "--face-px",
+        default=str(frames.FACE_PX),
+        help="the pasted faces' sizes in px for the runtime crop and VP8, comma-separated (pooled)",
+    )
     p.add_argument("--faces", type=int, default=None, help="only the first N faces (a quick look)")
     args = p.parse_args(argv)
     card_path = args.models / export.CARD_FILE
@@ -231,10 +245,14 @@ def main(argv: list[str] | None = None) -> None:
     metrics["corruptions"] = {"summary": totals, **per_condition}
 
     if not args.no_video:
-        for key, vp8 in (("runtime_crop", False), ("vp8", True)):
-            r = video_results(models, test, card_path, vp8)
+        sizes = tuple(int(px) for px in args.face_px.split(","))
+        for key, vp8 in [("runtime_crop", False)] + ([] if args.no_vp8 else [("vp8", True)]):
+            r = video_results(models, test, card_path, vp8, sizes)
             what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
-            print(f"## {what}640x480 frame, Haar + crop_face: faces found {r['found']:.4f} of {r['faces']}")
+            print(
+                f"## {what}640x480 frame, faces of {args.face_px} px, Haar + crop_face: "
+                f"faces found {r['found']:.4f} of {r['faces']}"
+            )
             print(
                 per_class_table(
                     {
@@ -244,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             metrics[key] = r
-        metrics["vp8"]["bitrate"] = frames.bitrate()  # type: ignore[index]
+        if not args.no_vp8:
+            metrics["vp8"]["bitrate"] = frames.bitrate()  # type: ignore[index]
     if args.write:
         card["metrics"] = metrics
         card_path.write_text(json.dumps(card, indent=1) + "\n")

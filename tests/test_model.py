@@ -85,6 +85,19 @@ def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: f
     assert cut["ferplus_majority_accuracy"] >= direct["ferplus_majority_accuracy"] - 0.02
 
 
+def test_the_runtime_crop_places_each_face_once_at_every_size(test_split: ferdata.Split) -> None:
+    """``quantize.evaluate --face-px``: the faces at each size in turn, each scored against its own votes."""
+    few = ferdata.subset(test_split, np.arange(len(test_split.images)) < 60)
+    card = MODELS / export.CARD_FILE
+    small, small_seen = evaluate.runtime_faces(few, card, sizes=(120,))
+    large, large_seen = evaluate.runtime_faces(few, card, sizes=(280,))
+    both, both_seen = evaluate.runtime_faces(few, card, sizes=(120, 280))
+    assert len(small) and len(large)
+    assert np.array_equal(both, np.concatenate([small, large]))
+    assert np.array_equal(both_seen.votes, np.concatenate([small_seen.votes, large_seen.votes]))
+    assert not np.array_equal(small[0], large[0])  # different frames, not one crop repeated
+
+
 def test_int8_agrees_with_float(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
     fl = TfliteClassifier(MODELS / export.FLOAT_FILE).predict(test_split.images, ours_prep)
     assert (fl.argmax(axis=1) == int8_probs.argmax(axis=1)).mean() >= 0.97
