@@ -184,6 +184,17 @@ def video_results(
     }
 
 
+def face_sizes(text: str) -> tuple[int, ...]:
+    """``--face-px``: comma-separated sizes in px, each of which fits the frame's height."""
+    try:
+        sizes = tuple(int(px) for px in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated whole numbers: {text!r}") from None
+    if not all(0 < px <= frames.FRAME_H for px in sizes):
+        raise argparse.ArgumentTypeError(f"each face size must be 1..{frames.FRAME_H} px: {text!r}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=MODELS)
@@ -196,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-vp8", action="store_true", help="skip the VP8 evaluation (keep the runtime crop)")
     p.add_argument(
         "--face-px",
-        default=str(frames.FACE_PX),
+        type=face_sizes,
+        default=(frames.FACE_PX,),
         help="the pasted faces' sizes in px for the runtime crop and VP8, comma-separated (pooled)",
     )
     p.add_argument("--faces", type=int, default=None, help="only the first N faces (a quick look)")
@@ -245,12 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     metrics["corruptions"] = {"summary": totals, **per_condition}
 
     if not args.no_video:
-        sizes = tuple(int(px) for px in args.face_px.split(","))
         for key, vp8 in [("runtime_crop", False)] + ([] if args.no_vp8 else [("vp8", True)]):
-            r = video_results(models, test, card_path, vp8, sizes)
+            r = video_results(models, test, card_path, vp8, args.face_px)
             what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
+            px = ",".join(map(str, args.face_px))
             print(
-                f"## {what}640x480 frame, faces of {args.face_px} px, Haar + crop_face: "
+                f"## {what}640x480 frame, faces of {px} px, Haar + crop_face: "
                 f"faces found {r['found']:.4f} of {r['faces']}"
             )
             print(
