@@ -257,10 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     metrics["corruptions"] = {"summary": totals, **per_condition}
 
     if not args.no_video:
+        px = ",".join(map(str, args.face_px))
         for key, vp8 in [("runtime_crop", False)] + ([] if args.no_vp8 else [("vp8", True)]):
             r = video_results(models, test, card_path, vp8, args.face_px)
             what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
-            px = ",".join(map(str, args.face_px))
             print(
                 f"## {what}640x480 frame, faces of {px} px, Haar + crop_face: "
                 f"faces found {r['found']:.4f} of {r['faces']}"

@@ -96,7 +96,6 @@ def test_the_runtime_crop_places_each_face_once_at_every_size(test_split: ferdat
     assert 0 < len(small) < len(large)
     assert np.array_equal(both, np.concatenate([small, large]))
     assert np.array_equal(both_seen.votes, np.concatenate([small_seen.votes, large_seen.votes]))
-    assert not np.array_equal(small[0], large[0])  # different frames, not one crop repeated
 
 
 @pytest.mark.parametrize("sizes", ["200,x", "0", "200,481", ""])
