@@ -105,6 +105,17 @@ def base_weights(base: Path, train_images: np.ndarray) -> list[np.ndarray]:
     return list(start.get_weights())
 
 
+def share(text: str) -> float:
+    """``--alpha``: the run's share, 0..1 (outside it the weights would be extrapolated, not interpolated)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a share must be 0..1: {text!r}")
+    return value
+
+
 def interpolate(run: list[np.ndarray], base: list[np.ndarray], alpha: float) -> list[np.ndarray]:
     """``alpha`` of the run's weights plus ``1 - alpha`` of the base's.
 
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="float .tflite the run was fine-tuned from: export an interpolation of the two",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="the run's share in the interpolation")
+    p.add_argument("--alpha", type=share, default=0.5, help="the run's share in the interpolation")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 

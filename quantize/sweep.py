@@ -28,11 +28,18 @@ from quantize import frames  # noqa: F401  isort: skip  (aiortc before TensorFlo
 from quantize import corrupt, evaluate, export, ferdata, model, train
 
 
+def shares(text: str) -> tuple[float, ...]:
+    """``--alphas``: comma-separated shares, each as ``quantize.export --alpha``."""
+    return tuple(export.share(alpha) for alpha in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, nargs="+", required=True, help="as quantize.export --run")
     p.add_argument("--base", type=Path, required=True, help="the float .tflite the run started from")
-    p.add_argument("--alphas", default="0,0.3,0.4,0.5,0.6,0.7,1", help="the run's shares, comma-separated")
+    p.add_argument(
+        "--alphas", type=shares, default="0,0.3,0.4,0.5,0.6,0.7,1", help="the run's shares, comma-separated"
+    )
     p.add_argument("--corrupt-faces", type=int, default=1000, help="as quantize.export: for the offsets")
     p.add_argument("--corrupt-recall", type=float, default=0.0, help="as quantize.export")
     p.add_argument("--blur", type=float, default=model.BLUR_SIGMA, help="the blurred views' sigma (0: none)")
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     net = model.build()
     run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
     averaged = model.views_averaged(net, args.blur, args.zoom)
-    for alpha in (float(a) for a in args.alphas.split(",")):
+    for alpha in args.alphas:
         net.set_weights(export.interpolate(run, base, alpha))
         clean = train.probabilities(averaged, x)
         degraded = [train.probabilities(averaged, b) for b in bad]

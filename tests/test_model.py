@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from quantize import corrupt, edgetpu_check, evaluate, export, ferdata
+from quantize import corrupt, edgetpu_check, evaluate, export, ferdata, sweep
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
 from .conftest import FER, ROOT, need
@@ -104,6 +104,31 @@ def test_evaluate_refuses_face_sizes_it_cannot_place(sizes: str, capsys: pytest.
         evaluate.main(["--face-px", sizes])
     assert stop.value.code == 2
     assert "--face-px" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--run", "runs/x", "--base", "b.tflite", "--alphas", "0,x"], "--alphas"),
+        (["--run", "runs/x", "--base", "b.tflite", "--alphas", "0,1.5"], "--alphas"),
+        (["--run", "runs/x", "--base", "b.tflite", "--alphas", "nan"], "--alphas"),
+    ],
+)
+def test_sweep_refuses_shares_outside_0_to_1(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad share stops the sweep before it loads any data, not after the first share's minutes."""
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(argv)
+    assert stop.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_export_refuses_a_share_outside_0_to_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        export.main(["--run", "runs/x", "--base", "b.tflite", "--alpha", "-0.2"])
+    assert stop.value.code == 2
+    assert "--alpha" in capsys.readouterr().err
 
 
 def test_int8_agrees_with_float(test_split: ferdata.Split, int8_probs: np.ndarray) -> None:
