@@ -98,10 +98,9 @@ def run_weights(net: keras.Model, runs: list[Path]) -> list[np.ndarray]:
     return [np.mean(layer, axis=0) for layer in zip(*each, strict=True)]
 
 
-def base_weights(base: Path, train_images: np.ndarray, contrast: bool = False) -> list[np.ndarray]:
-    """The weights of the network in the float file ``base``, as ``train --init`` (``--contrast``)
-    starts from them."""
-    start = model.build(contrast=contrast)
+def base_weights(base: Path, train_images: np.ndarray) -> list[np.ndarray]:
+    """The weights of the network in the float file ``base``, as ``train --init`` starts from them."""
+    start = model.build()
     warmstart.load(start, base, warmstart.statistics_faces(train_images, train.SEED))
     return list(start.get_weights())
 

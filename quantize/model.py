@@ -2,9 +2,8 @@
 
 Only ops the Edge TPU compiler maps: CONV_2D, MAX_POOL_2D, MEAN, FULLY_CONNECTED, SOFTMAX, and for
 the averaged views RESHAPE, ADD and MUL (STRIDED_SLICE and RESIZE_BILINEAR for the measured zoomed
-views; SUB, SQUARED_DIFFERENCE and RSQRT for the measured contrast normalisation), with ReLU
-fused. Batch norm and the input scaling (``Rescaling``) fold into the convolutions at conversion,
-so the graph has no op for them.
+views), with ReLU fused. Batch norm and the input scaling (``Rescaling``) fold into the convolutions
+at conversion, so the graph has no op for them.
 Input: a 48x48 grey face crop, raw pixels 0-255, batch 1 when exported.
 The exported model averages the network over the face, its mirror image and the blurred copies of
 both (``views_averaged``).
@@ -22,9 +21,6 @@ NUM_CLASSES = 8
 # Plain convolutions: TensorFlow trains depthwise ones about 3x slower per epoch on this CPU.
 STAGES: tuple[tuple[int, ...], ...] = ((32,), (64,), (128, 128), (256, 256))
 INPUT_SCALE = 1.0 / 255.0  # raw pixels to 0-1, inside the network
-# Every face's brightness and contrast moved to the training faces' averages (the mean and standard
-# deviation of a face's pixels, 0-1 scale, over FER2013's 28,709 training faces), for ``contrast``.
-FACE_MEAN, FACE_STD = 0.508, 0.212
 # Sigma of the blurred views' 3x3 Gaussian (0: none), chosen on PublicTest (``quantize.sweep --blur``).
 BLUR_SIGMA = 0.8
 
@@ -35,33 +31,15 @@ def _conv_bn_relu(x: keras.KerasTensor, channels: int, name: str) -> keras.Keras
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-class ContrastNorm(layers.Layer):
-    """Each face's pixels shifted and scaled to the training faces' mean brightness and contrast.
-
-    A dim or washed-out camera face then reaches the convolutions as a well-lit one does. Only
-    MEAN, SUB, SQUARED_DIFFERENCE, ADD, RSQRT and MUL: ops the Edge TPU maps. The floor under the
-    variance keeps a nearly flat image (a covered lens) from having its noise blown up.
-    """
-
-    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
-        centred = x - keras.ops.mean(x, axis=(1, 2), keepdims=True)
-        variance = keras.ops.mean(keras.ops.square(centred), axis=(1, 2), keepdims=True)
-        return FACE_MEAN + FACE_STD * centred * keras.ops.rsqrt(variance + 1e-3)
-
-
 def build(
     batch_size: int | None = None,
     dropout: float = 0.3,
     logits: bool = False,
     stages: tuple[tuple[int, ...], ...] = STAGES,
-    contrast: bool = False,
 ) -> keras.Model:
-    """The network; ``batch_size=1`` gives the static shape the Edge TPU needs. ``contrast``:
-    ``ContrastNorm`` after the input scaling."""
+    """The network; ``batch_size=1`` gives the static shape the Edge TPU needs."""
     inp = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), batch_size=batch_size, name="face")
     x = layers.Rescaling(INPUT_SCALE, name="scale")(inp)
-    if contrast:
-        x = ContrastNorm(name="contrast")(x)
     for s, widths in enumerate(stages):
         if s > 0:
             x = layers.MaxPooling2D(2, name=f"pool{s}")(x)

@@ -4,7 +4,6 @@
     python -m quantize.sweep --run runs/dw1 runs/dw2 --base ... --alphas 0.4   # the runs' average
     python -m quantize.sweep --run runs/dw2 --base ... --alphas 0.4 --blur 0  # the mirror alone
     python -m quantize.sweep --run runs/dw2 --base ... --alphas 0 --blur 0 --zoom 2  # zoomed views
-    python -m quantize.sweep --run runs/cn --base ... --alphas 0,1 --contrast  # a --contrast run
 
 For each share: the float network ``quantize.export --base --alpha`` would quantise, its offsets
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
@@ -16,8 +15,6 @@ for the detector.
 
 ``--blur``: the sigma of the blurred views the exported model averages in (``quantize.model``;
 0 measures the face and its mirror alone). ``--zoom``: add both zoomed in by that many pixels a side.
-``--contrast``: the run was trained with ``quantize.train --contrast``; every share, the base's
-included, is scored with the contrast normalisation in front.
 """
 
 from __future__ import annotations
@@ -47,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corrupt-recall", type=float, default=0.0, help="as quantize.export")
     p.add_argument("--blur", type=float, default=model.BLUR_SIGMA, help="the blurred views' sigma (0: none)")
     p.add_argument("--zoom", type=int, default=0, help="zoomed views: pixels cut from each side (0: none)")
-    p.add_argument("--contrast", action="store_true", help="as quantize.train --contrast (the run's network)")
     args = p.parse_args(argv)
     train_images = ferdata.load_split("train").images
     val = ferdata.load_split("val")
@@ -63,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         "| runtime crop accuracy / mean recall 7 / fear |"
     )
     print("| --- | --- | --- | --- | --- |")
-    net = model.build(contrast=args.contrast)
-    run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images, args.contrast)
+    net = model.build()
+    run, base = export.run_weights(net, args.run), export.base_weights(args.base, train_images)
     averaged = model.views_averaged(net, args.blur, args.zoom)
     for alpha in args.alphas:
         net.set_weights(export.interpolate(run, base, alpha))

@@ -278,7 +278,6 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="share of the faces seen as the runtime's detector and crop cut them (0: none)",
     )
-    p.add_argument("--contrast", action="store_true", help="contrast normalisation inside the network")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     keras.utils.set_random_seed(SEED)
@@ -301,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     val = ferdata.load_split("val")
     if args.limit:
         val = ferdata.subset(val, np.arange(len(val.images)) < args.limit)
-    net = model.build(contrast=args.contrast)
+    net = model.build()
     if args.init and args.init.suffix == ".tflite":
         warmstart.load(net, args.init, warmstart.statistics_faces(train_split.images, SEED))
     elif args.init:

@@ -179,26 +179,6 @@ def test_the_exported_graph_averages_the_face_its_mirror_and_their_blurred_and_z
     np.testing.assert_allclose(with_zoom, (views[0] + views[1] + sum(zooms)) / 4, atol=1e-4)
 
 
-def test_contrast_normalisation_brings_a_dim_face_to_the_training_light_in_edge_tpu_ops(
-    tmp_path: Path,
-) -> None:
-    pytest.importorskip("tensorflow", reason="building models needs the [train] extra")
-    import keras
-
-    from quantize import convert, model
-
-    net = model.build(batch_size=1, stages=((4,), (8,)), contrast=True)
-    face = np.random.default_rng(0).integers(0, 256, (1, 48, 48, 1)).astype(np.float32)
-    normalised = keras.Model(net.input, net.get_layer("contrast").output)
-    for seen in (face, face * 0.3 + 20):  # as shot, then dim and washed out
-        x = normalised.predict(seen, verbose=0)
-        assert x.mean() == pytest.approx(model.FACE_MEAN, abs=1e-4)
-        assert x.std() == pytest.approx(model.FACE_STD, rel=0.1)  # less: the floor under the variance
-    path = tmp_path / "contrast.tflite"
-    convert.write(path, convert.to_int8_tflite(model.views_averaged(net), face.repeat(8, axis=0)))
-    assert edgetpu_check.main([str(path), "--quiet"]) == 0
-
-
 def test_warm_start_reproduces_the_shipped_float_model(test_split: ferdata.Split) -> None:
     """``train --init emotion_float16.tflite`` starts from the network the file computes."""
     pytest.importorskip("tensorflow", reason="building models needs the [train] extra")
