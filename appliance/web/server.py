@@ -88,12 +88,20 @@ class WebServer:
         # Workers end after their current request; the I/O loop still sends what they answered.
         self._server.task_dispatcher.shutdown(timeout=STOP_SECONDS)
         if self._thread.is_alive():
-            # The I/O loop owns its sockets: close them from inside it; it ends when none is left.
-            self._server.trigger.pull_trigger(self._close_all)
+            try:
+                # The I/O loop owns its sockets: close them from inside it; it ends when none is left.
+                self._server.trigger.pull_trigger(self._close_all)
+            except OSError as e:
+                # Its wake-up pipe is gone (EBADF, seen once in CI): closing from here is all that is left.
+                log.warning("the web server's loop cannot be woken (%s): closing its sockets directly", e)
+                self._close_all()
             self._thread.join(timeout=STOP_SECONDS)
         else:
             self._close_all()
 
     def _close_all(self) -> None:
         for channel in list(self._server._map.values()):
-            channel.close()
+            try:
+                channel.close()
+            except OSError as e:  # one descriptor already gone must not keep the others open
+                log.warning("closing %r: %s", channel, e)
