@@ -121,7 +121,10 @@ def test_close_still_closes_every_socket_when_the_loop_cannot_be_woken(
 ) -> None:
     """Seen once in CI: waitress's wake-up pipe was already closed (EBADF) when the unit stopped."""
     idle = [socket.create_connection(("127.0.0.1", unit.server.port)) for _ in range(3)]
-    time.sleep(0.5)  # accepted: no new descriptor may take the pipe's number below
+    deadline = time.monotonic() + 5
+    # All accepted first: a descriptor the server opens later could take the pipe's number.
+    while len(unit.server._server.active_channels) < len(idle) and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.close(unit.server._server.trigger.trigger)
     with caplog.at_level(logging.WARNING, logger="appliance.web.server"):
         unit.server.close()
