@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from quantize import frames  # isort: skip  (aiortc before TensorFlow, see quantize.frames)
-from appliance.vision.card import load_card
+from appliance.vision.card import ModelCard, load_card
 from quantize import corrupt, export, ferdata, peer
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
@@ -153,27 +153,25 @@ def corruption_results(models: Models, split: ferdata.Split) -> dict[str, dict[s
 
 
 def runtime_faces(
-    split: ferdata.Split, card_path: Path, vp8: bool = False, sizes: tuple[int, ...] = (frames.FACE_PX,)
+    split: ferdata.Split, card: ModelCard, vp8: bool = False, sizes: tuple[int, ...] = (frames.FACE_PX,)
 ) -> tuple[np.ndarray, ferdata.Split]:
     """The labelled faces of ``split`` in 640x480 frames (through VP8 first if ``vp8``), detected and
-    cropped as the unit does: the crops of the faces found, and those faces' own split.
+    cropped as the unit does with ``card``'s crop: the crops of the faces found, and those faces' own split.
 
     Each face is placed once at every size in ``sizes`` (px): a face found at two sizes counts twice.
     """
     labelled = ferdata.labelled(split)
     scenes = (frames.frame_with_face(f, px) for px in sizes for f in labelled.images)
-    crops, found = frames.runtime_crops(
-        frames.vp8_round_trip(scenes) if vp8 else scenes, load_card(card_path)
-    )
+    crops, found = frames.runtime_crops(frames.vp8_round_trip(scenes) if vp8 else scenes, card)
     placed = ferdata.subset(labelled, np.tile(np.arange(len(labelled.images)), len(sizes)))
     return crops[found], ferdata.subset(placed, found)
 
 
 def video_results(
-    models: Models, split: ferdata.Split, card_path: Path, vp8: bool, sizes: tuple[int, ...]
+    models: Models, split: ferdata.Split, card: ModelCard, vp8: bool, sizes: tuple[int, ...]
 ) -> dict[str, object]:
     """Faces through the unit's own path (``runtime_faces``), against the same faces fed directly."""
-    crops, seen = runtime_faces(split, card_path, vp8, sizes)
+    crops, seen = runtime_faces(split, card, vp8, sizes)
     faces = len(ferdata.labelled(split).images) * len(sizes)
     return {
         "face_px": list(sizes),
@@ -257,9 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     metrics["corruptions"] = {"summary": totals, **per_condition}
 
     if not args.no_video:
-        px = ",".join(map(str, args.face_px))
+        px, runtime_card = ",".join(map(str, args.face_px)), load_card(card_path)
         for key, vp8 in [("runtime_crop", False)] + ([] if args.no_vp8 else [("vp8", True)]):
-            r = video_results(models, test, card_path, vp8, args.face_px)
+            r = video_results(models, test, runtime_card, vp8, args.face_px)
             what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
             print(
                 f"## {what}640x480 frame, faces of {px} px, Haar + crop_face: "

@@ -10,7 +10,7 @@ VP8 encoder and decoder (aiortc's, which drive libvpx through PyAV) at the call'
 from __future__ import annotations
 
 import fractions
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 # aiortc before TensorFlow: its libsrtp crashes the process when loaded after TensorFlow's libraries.
 import aiortc.codecs.vpx as vpx  # isort: skip
@@ -93,8 +93,12 @@ def calibrate_margin(faces48: np.ndarray, size: int = FACE_PX) -> tuple[float, f
     """
     detector = HaarDetector()
     widths = [b.w for f in faces48 if (b := chosen_face(detector, frame_with_face(f, size)))]
-    ratio = size / float(np.median(widths))
-    return round((ratio - 1.0) / 2.0, 3), len(widths) / len(faces48)
+    return margin_for(widths, size), len(widths) / len(faces48)
+
+
+def margin_for(widths: Sequence[float], size: int = FACE_PX) -> float:
+    """The margin at which boxes of these widths (median) crop a face pasted at ``size`` px."""
+    return round((size / float(np.median(widths)) - 1.0) / 2.0, 3)
 
 
 def vp8_round_trip(frames: Iterable[np.ndarray], hold: int = HOLD_FRAMES) -> Iterator[np.ndarray]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from quantize import frames  # noqa: F401  isort: skip  (aiortc before TensorFlow, see quantize.frames)
+from appliance.vision.card import load_card
 from quantize import corrupt, evaluate, export, ferdata, model, train
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     x = val.images[..., None].astype(np.float32)
     bad = [v[..., None].astype(np.float32) for v in corrupt.corrupted(val.images).values()]
     few = slice(0, args.corrupt_faces)
-    crops, seen = evaluate.runtime_faces(val, evaluate.MODELS / export.CARD_FILE)
+    crops, seen = evaluate.runtime_faces(val, load_card(evaluate.MODELS / export.CARD_FILE))
     cut = crops[..., None].astype(np.float32)
     fears = (ferdata.majority_labels(seen.votes) == ferdata.LABELS.index("fear")).sum()
     print(

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from quantize import corrupt, edgetpu_check, evaluate, export, ferdata, sweep
+from appliance.vision.card import load_card
+from quantize import corrupt, edgetpu_check, evaluate, export, ferdata, frames, sweep
 from quantize.tflite_run import TfliteClassifier, ours_prep
 
 from .conftest import FER, ROOT, need
@@ -76,7 +77,7 @@ RUNTIME_FACES, RUNTIME_FOUND = 400, 0.65
 def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: ferdata.Split) -> None:
     """Issue 14's target: through the runtime's detector and crop no more than 2 points below direct feed."""
     few = ferdata.subset(test_split, np.arange(len(test_split.images)) < RUNTIME_FACES)
-    crops, seen = evaluate.runtime_faces(few, MODELS / export.CARD_FILE)
+    crops, seen = evaluate.runtime_faces(few, load_card(MODELS / export.CARD_FILE))
     assert (ferdata.majority_labels(seen.votes) >= 0).all()  # only faces the crowd labelled are scored
     assert len(crops) >= RUNTIME_FOUND * len(ferdata.labelled(few).images)
     clf = TfliteClassifier(MODELS / CARD["file"])
@@ -85,10 +86,19 @@ def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: f
     assert cut["ferplus_majority_accuracy"] >= direct["ferplus_majority_accuracy"] - 0.02
 
 
+def test_the_margin_calibration_reproduces_the_shipped_crop() -> None:
+    """``quantize.export`` calibrates the card's margin on the first 1,000 PublicTest faces."""
+    need(FER / "val.npz")
+    margin, found = frames.calibrate_margin(ferdata.load_split("val").images[:1000])
+    assert margin == CARD["crop"]["margin"]
+    assert 0.65 < found < 0.85  # the frontal cascade misses turned and cut-off faces
+    assert frames.margin_for([100.0, 104.0, 110.0], 104) == 0.0  # the median box is the face
+
+
 def test_the_runtime_crop_places_each_face_once_at_every_size(test_split: ferdata.Split) -> None:
     """``quantize.evaluate --face-px``: the faces at each size in turn, each scored against its own votes."""
     few = ferdata.subset(test_split, np.arange(len(test_split.images)) < 60)
-    card = MODELS / export.CARD_FILE
+    card = load_card(MODELS / export.CARD_FILE)
     small, small_seen = evaluate.runtime_faces(few, card, sizes=(120,))
     large, large_seen = evaluate.runtime_faces(few, card, sizes=(280,))
     both, both_seen = evaluate.runtime_faces(few, card, sizes=(120, 280))
