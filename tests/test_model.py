@@ -86,6 +86,22 @@ def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: f
     assert cut["ferplus_majority_accuracy"] >= direct["ferplus_majority_accuracy"] - 0.02
 
 
+def test_the_runtime_crop_is_also_reported_without_the_training_copies(test_split: ferdata.Split) -> None:
+    """``quantize.evaluate`` on PrivateTest: the crop's figures again without the faces trained on."""
+    few = ferdata.subset(test_split, np.arange(len(test_split.images)) < RUNTIME_FACES)
+    models = evaluate.Models(MODELS / CARD["file"], with_peer=False)
+    r = evaluate.video_results(models, few, load_card(MODELS / export.CARD_FILE), False, (200,), True)
+    _, seen = evaluate.runtime_faces(few, load_card(MODELS / export.CARD_FILE))
+    unique = ferdata.subset(seen, ~evaluate.training_copies(seen.images))
+    assert 0 < len(unique.images) < len(seen.images)  # these faces hold copies of Training images
+    dedup = r["deduplicated"]
+    assert dedup["runtime_crop"]["int8"]["ferplus_images"] == len(unique.images)  # type: ignore[index]
+    direct = models.scores(unique.images, unique)["int8"]
+    for key in ("ferplus_majority_accuracy", "ferplus_images"):  # recalls: NaN for a class these lack
+        assert dedup["direct_feed_same_faces"][key] == direct[key]  # type: ignore[index]
+    assert r["runtime_crop"]["int8"]["ferplus_images"] == len(seen.images)  # type: ignore[index]
+
+
 def test_the_margin_calibration_reproduces_the_shipped_crop() -> None:
     """``quantize.export`` calibrates the card's margin on the first 1,000 PublicTest faces."""
     need(FER / "val.npz")
