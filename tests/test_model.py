@@ -89,9 +89,12 @@ def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: f
 def test_the_runtime_crop_is_also_reported_without_the_training_copies(test_split: ferdata.Split) -> None:
     """``quantize.evaluate`` on PrivateTest: the crop's figures again without the faces trained on."""
     few = ferdata.subset(test_split, np.arange(len(test_split.images)) < RUNTIME_FACES)
-    models = evaluate.Models(MODELS / CARD["file"], with_peer=False)
-    r = evaluate.video_results(models, few, load_card(MODELS / export.CARD_FILE), False, (200,), True)
-    _, seen = evaluate.runtime_faces(few, load_card(MODELS / export.CARD_FILE))
+    models, card = (
+        evaluate.Models(MODELS / CARD["file"], with_peer=False),
+        load_card(MODELS / export.CARD_FILE),
+    )
+    r = evaluate.video_results(models, few, card, False, (200,), True)
+    _, seen = evaluate.runtime_faces(few, card)  # which faces the detector found, to count the copies
     unique = ferdata.subset(seen, ~evaluate.training_copies(seen.images))
     assert 0 < len(unique.images) < len(seen.images)  # these faces hold copies of Training images
     dedup = r["deduplicated"]
