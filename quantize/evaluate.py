@@ -180,33 +180,42 @@ def runtime_faces(
     return crops[found], ferdata.subset(placed, found)
 
 
-def crop_against_direct(models: Models, crops: np.ndarray, seen: ferdata.Split) -> dict[str, object]:
-    """The runtime's crops of ``seen``'s faces scored, beside those faces fed directly."""
-    return {
+def crop_against_direct(
+    models: Models, crops: np.ndarray, seen: ferdata.Split, deduplicate: bool = False
+) -> dict[str, object]:
+    """The runtime's crops of ``seen``'s faces scored, beside those faces fed directly; with
+    ``deduplicate``, the same again (key ``deduplicated``) without the faces that are copies of
+    Training images (the model has seen those, and a seen face read right as its FER2013 crop can be
+    lost in a new cut)."""
+    out: dict[str, object] = {
         "runtime_crop": models.scores(crops, seen),
         "direct_feed_same_faces": models.scores(seen.images, seen)["int8"],
     }
+    if deduplicate:
+        unique = ~training_copies(seen.images)
+        out["deduplicated"] = crop_against_direct(models, crops[unique], ferdata.subset(seen, unique))
+    return out
 
 
 def video_results(
     models: Models,
     split: ferdata.Split,
     card: ModelCard,
-    vp8: bool,
     sizes: tuple[int, ...],
-    deduplicate: bool = False,
+    *,
+    vp8: bool,
+    deduplicate: bool,
 ) -> dict[str, object]:
-    """Faces through the unit's own path (``runtime_faces``), against the same faces fed directly;
-    with ``deduplicate``, also on the faces that are not copies of Training images (the model has
-    seen those, and a seen face read right as its FER2013 crop can be lost in a new cut)."""
+    """Faces through the unit's own path (``runtime_faces``), against the same faces fed directly
+    (``crop_against_direct``)."""
     crops, seen = runtime_faces(split, card, vp8, sizes)
     faces = len(ferdata.labelled(split).images) * len(sizes)
-    out: dict[str, object] = {"face_px": list(sizes), "faces": faces, "found": round(len(crops) / faces, 4)}
-    out |= crop_against_direct(models, crops, seen)
-    if deduplicate:
-        unique = ~training_copies(seen.images)
-        out["deduplicated"] = crop_against_direct(models, crops[unique], ferdata.subset(seen, unique))
-    return out
+    return {
+        "face_px": list(sizes),
+        "faces": faces,
+        "found": round(len(crops) / faces, 4),
+        **crop_against_direct(models, crops, seen, deduplicate),
+    }
 
 
 def crop_table(r: dict[str, object]) -> dict[str, dict[str, Scores]]:
@@ -292,7 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_video:
         px, runtime_card = ",".join(map(str, args.face_px)), load_card(card_path)
         for key, vp8 in [("runtime_crop", False)] + ([] if args.no_vp8 else [("vp8", True)]):
-            r = video_results(models, test, runtime_card, vp8, args.face_px, args.split == "test")
+            r = video_results(
+                models, test, runtime_card, args.face_px, vp8=vp8, deduplicate=args.split == "test"
+            )
             what = f"VP8 at {frames.bitrate() // 1000} kbit/s, " if vp8 else ""
             print(
                 f"## {what}640x480 frame, faces of {px} px, Haar + crop_face: "

@@ -125,6 +125,7 @@ def test_close_still_closes_every_socket_when_the_loop_cannot_be_woken(
     # All accepted first: a descriptor the server opens later could take the pipe's number.
     while len(unit.server._server.active_channels) < len(idle) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert len(unit.server._server.active_channels) >= len(idle), "the server never accepted them"
     os.close(unit.server._server.trigger.trigger)
     with caplog.at_level(logging.WARNING, logger="appliance.web.server"):
         unit.server.close()

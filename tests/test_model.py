@@ -89,19 +89,19 @@ def test_the_units_detector_and_crop_hold_the_direct_feed_accuracy(test_split: f
 def test_the_runtime_crop_is_also_reported_without_the_training_copies(test_split: ferdata.Split) -> None:
     """``quantize.evaluate`` on PrivateTest: the crop's figures again without the faces trained on."""
     few = ferdata.subset(test_split, np.arange(len(test_split.images)) < RUNTIME_FACES)
-    models, card = (
-        evaluate.Models(MODELS / CARD["file"], with_peer=False),
-        load_card(MODELS / export.CARD_FILE),
-    )
-    r = evaluate.video_results(models, few, card, False, (200,), True)
-    _, seen = evaluate.runtime_faces(few, card)  # which faces the detector found, to count the copies
-    unique = ferdata.subset(seen, ~evaluate.training_copies(seen.images))
-    assert 0 < len(unique.images) < len(seen.images)  # these faces hold copies of Training images
+    models = evaluate.Models(MODELS / CARD["file"], with_peer=False)
+    crops, seen = evaluate.runtime_faces(few, load_card(MODELS / export.CARD_FILE))
+    r = evaluate.crop_against_direct(models, crops, seen, deduplicate=True)
+    unique = ~evaluate.training_copies(seen.images)
+    assert 0 < unique.sum() < len(seen.images)  # these faces hold copies of Training images
+    kept = ferdata.subset(seen, unique)
     dedup = r["deduplicated"]
-    assert dedup["runtime_crop"]["int8"]["ferplus_images"] == len(unique.images)  # type: ignore[index]
-    direct = models.scores(unique.images, unique)["int8"]
-    for key in ("ferplus_majority_accuracy", "ferplus_images"):  # recalls: NaN for a class these lack
-        assert dedup["direct_feed_same_faces"][key] == direct[key]  # type: ignore[index]
+    for scored, expected in (
+        (dedup["runtime_crop"]["int8"], models.scores(crops[unique], kept)["int8"]),  # type: ignore[index]
+        (dedup["direct_feed_same_faces"], models.scores(kept.images, kept)["int8"]),  # type: ignore[index]
+    ):
+        for key in ("ferplus_majority_accuracy", "ferplus_images"):  # recalls: NaN for a class these lack
+            assert scored[key] == expected[key]  # type: ignore[index]
     assert r["runtime_crop"]["int8"]["ferplus_images"] == len(seen.images)  # type: ignore[index]
 
 
