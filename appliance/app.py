@@ -28,7 +28,7 @@ from appliance.events import EventBus
 from appliance.guests.service import Guests
 from appliance.identity import Identity
 from appliance.pairing.service import PairingError
-from appliance.privacy import CallGate, erase
+from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault
 from appliance.speech.service import Speech
@@ -71,7 +71,7 @@ class Appliance:
         tune_malloc()  # before any thread starts
         with self._stack as stack:
             cfg = self.config
-            cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+            self._open_data_dir()
             self.identity = Identity.load_or_create(cfg.unit.data_dir / "identity.key")
             defaults = {"display_name": cfg.unit.name}
             self.store = StateStore(cfg.unit.data_dir / "state.db", self.events, defaults)
@@ -220,7 +220,7 @@ class Appliance:
                 tick()
             if not self._forget.is_set():
                 return
-            self._start_fresh()
+            self._start_fresh(tick)
 
     def forget_everything(self) -> None:
         """Erase pairings, settings, identity, recordings, snapshots and logs; start again as new.
@@ -228,28 +228,41 @@ class Appliance:
         Safe from any thread (the web page, the button): the unit says what it does now, and
         :meth:`wait` does it once the request that asked has been answered.
         """
+        forget_later(self.config.unit.data_dir)
         self.events.publish("unit.forgetting", "forgetting everything this unit stored")
         self._forget.set()
         self._stopped.set()
 
-    def _start_fresh(self) -> None:
+    def _start_fresh(self, tick: Callable[[], None]) -> None:
+        """``tick`` between the slow steps: telling several switched-off units takes longer than
+        the watchdog waits."""
         self._forget.clear()
         self._stopped.clear()
         if self.speech is not None:
             self.speech.announcer.wait_idle(FORGET_SAY_SECONDS)  # "Forgetting everything..."
-        self._unpair_all()
+        tick()
+        self._unpair_all(tick)
         self.close()
+        self._erase()
+        self.events = EventBus()
+        self.start()
+        self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
+
+    def _open_data_dir(self) -> None:
+        data_dir = self.config.unit.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if forget_pending(data_dir):  # the last "forget everything" was cut short: finish it first
+            self._erase()
+
+    def _erase(self) -> None:
         cfg = self.config
         snapshot = cfg.display.snapshot_file
         erase(
             cfg.unit.data_dir,
             [cfg.speech.wav_file, snapshot, snapshot.with_suffix(".txt") if snapshot else None],
         )
-        self.events = EventBus()
-        self.start()
-        self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
 
-    def _unpair_all(self) -> None:
+    def _unpair_all(self, tick: Callable[[], None]) -> None:
         """Tell each paired unit to forget this one too, where it answers (the trust goes either way)."""
         if self.store is None or self._parts is None:
             return
@@ -258,6 +271,7 @@ class Appliance:
                 self._parts.pairing.unpair(peer.unit_id)
             except PairingError as e:
                 log.warning("unpairing before forgetting everything: %s", e)
+            tick()
 
     def stop(self) -> None:
         self._stopped.set()

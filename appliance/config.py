@@ -11,9 +11,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 DEVICE_CONFIG = Path("/etc/emocall/config.toml")
 ENV_PREFIX = "EMOCALL_"
@@ -23,13 +23,31 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the file, the key and what is expected."""
 
 
+def _unset_if_empty(value: Any) -> Any:
+    # TOML has no null: an empty string is how the file and the environment say "not set", where
+    # pydantic would make it Path("."), the working directory.
+    return None if value == "" else value
+
+
+def _needed(value: Any) -> Any:
+    if value == "":
+        raise ValueError("a path is needed here")
+    return value
+
+
+OptionalPath = Annotated[Path | None, BeforeValidator(_unset_if_empty)]
+RequiredPath = Annotated[Path, BeforeValidator(_needed)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class UnitConfig(_Section):
     name: str = Field("emocall", min_length=1, max_length=40, description="Display name the other unit says")
-    data_dir: Path = Field(Path("/var/lib/emocall"), description="Where state (identity, pairings) lives")
+    data_dir: RequiredPath = Field(
+        Path("/var/lib/emocall"), description="Where state (identity, pairings) lives"
+    )
 
 
 CameraKind = Literal["auto", "picamera2", "opencv", "file", "pattern"]
@@ -38,7 +56,7 @@ CameraKind = Literal["auto", "picamera2", "opencv", "file", "pattern"]
 class CameraConfig(_Section):
     source: CameraKind = Field("auto", description="auto tries picamera2, then a webcam, then the pattern")
     device: str = Field("0", description="Webcam index or device path for the opencv source")
-    file: Path | None = Field(None, description="Video or image file for the file source")
+    file: OptionalPath = Field(None, description="Video or image file for the file source")
     loop: bool = Field(True, description="Start the file again when it ends")
     width: int = Field(640, ge=64, le=1920, description="Frame width in pixels")
     height: int = Field(480, ge=48, le=1080, description="Frame height in pixels")
@@ -88,7 +106,7 @@ class SpeechConfig(_Section):
         "auto (alsa if a card, else none; never a file)",
     )
     device: str = Field("default", description="ALSA device for output = alsa")
-    wav_file: Path | None = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
+    wav_file: OptionalPath = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
     wav_max_minutes: float = Field(
         60.0, gt=0, le=1440, description="The WAV file starts again from empty after this many minutes"
     )
@@ -107,11 +125,11 @@ class DisplayConfig(_Section):
     width: int = Field(800, ge=160, le=3840, description="Width in pixels (kmsdrm uses the screen's own)")
     height: int = Field(480, ge=120, le=2160, description="Height in pixels (kmsdrm uses the screen's own)")
     fps: float = Field(10.0, gt=0, le=30, description="Redraws per second")
-    snapshot_file: Path | None = Field(
+    snapshot_file: OptionalPath = Field(
         None, description="PNG the offscreen display writes; empty: display.png in data_dir"
     )
     snapshot_seconds: float = Field(1.0, ge=0, le=60, description="How often to write the PNG; 0: never")
-    font: Path | None = Field(None, description="TrueType font with the language's script; empty: built-in")
+    font: OptionalPath = Field(None, description="TrueType font with the language's script; empty: built-in")
 
 
 class ButtonConfig(_Section):
@@ -136,7 +154,7 @@ class CallConfig(_Section):
     audio_in: AudioInKind = Field(
         "auto", description="Call audio source: auto (microphone if there is one), microphone, wav, none"
     )
-    audio_file: Path | None = Field(None, description="WAV file sent as call audio for audio_in = wav")
+    audio_file: OptionalPath = Field(None, description="WAV file sent as call audio for audio_in = wav")
     ice_servers: str = Field(
         "", description="Comma-separated STUN/TURN URLs; empty uses host candidates on the LAN only"
     )
@@ -156,7 +174,7 @@ class RelayConfig(_Section):
         description="This unit's account on a relay (NAME@HOST from `relay/unit add`); empty: no relay, "
         "calls stay in the home and no STUN/TURN server is ever asked",
     )
-    password_file: Path = Field(
+    password_file: RequiredPath = Field(
         Path("/etc/emocall/relay.password"), description="File holding the relay account's password alone"
     )
     server: str = Field(
@@ -164,7 +182,7 @@ class RelayConfig(_Section):
         pattern=r"^$|^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
         description="HOST or HOST:PORT to connect to; empty: the host of jid, port 5222",
     )
-    ca_file: Path | None = Field(
+    ca_file: OptionalPath = Field(
         None, description="CA certificates to trust for the relay's TLS; empty: the system's"
     )
     unreachable_seconds: float = Field(
@@ -188,7 +206,7 @@ ClassifierKind = Literal["auto", "edgetpu", "cpu"]
 class VisionConfig(_Section):
     enabled: bool = Field(True, description="Recognise the user's expression (off: calls run without it)")
     detector: DetectorKind = Field("haar", description="Face detector: haar (processor) or edgetpu (Coral)")
-    detector_model: Path = Field(
+    detector_model: RequiredPath = Field(
         Path("/usr/share/emocall/models/ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"),
         description="Coral's SSD face model for detector = edgetpu (the image build downloads it)",
     )
@@ -196,7 +214,7 @@ class VisionConfig(_Section):
         "auto", description="Expression classifier: auto tries the Edge TPU, then the processor"
     )
     threads: int = Field(1, ge=1, le=8, description="Processor threads for the expression classifier")
-    model_card: Path | None = Field(
+    model_card: OptionalPath = Field(
         None, description="Model card emotion.json; empty: the one shipped with emocall"
     )
     analyse_fps: float = Field(

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 # What the unit (and `emocall demo`) writes in its data directory; nothing else there is touched.
 # wifi-request: a Wi-Fi change waiting for the image's helper (web/wifi.py); last-stop: how the
-# service last ended (service.py).
+# service last ended (service.py); FORGET_PENDING: see erase.
+FORGET_PENDING = "forget-pending"
 UNIT_FILES = (
     "state.db*",
     "identity.key*",
@@ -30,6 +31,7 @@ UNIT_FILES = (
     "*.log",
     "wifi-request*",
     "last-stop",
+    FORGET_PENDING,
 )
 # Call states in which the camera runs (its video goes out from the offer on).
 CAMERA_STATES = ("calling", "ringing", "connected", "reconnecting")
@@ -86,9 +88,22 @@ def unit_files(data_dir: Path, extra: Iterable[Path | None] = ()) -> list[Path]:
     return sorted(found)
 
 
+def forget_later(data_dir: Path) -> None:
+    """Write down that the owner asked to forget everything (:func:`erase` removes it last)."""
+    (data_dir / FORGET_PENDING).touch(mode=0o600)
+
+
+def forget_pending(data_dir: Path) -> bool:
+    return (data_dir / FORGET_PENDING).exists()
+
+
 def erase(data_dir: Path, extra: Iterable[Path | None] = ()) -> list[Path]:
-    """Delete every file the unit wrote (see :func:`unit_files`); returns what was deleted."""
-    files = unit_files(data_dir, extra)
+    """Delete every file the unit wrote (see :func:`unit_files`); returns what was deleted.
+
+    The owner's request is written down first (:func:`forget_later`) and deleted last, so an erase
+    cut short (power, the watchdog) is finished at the next start (:func:`forget_pending`).
+    """
+    files = sorted(unit_files(data_dir, extra), key=lambda p: p.name == FORGET_PENDING)
     for path in files:
         try:
             path.unlink()

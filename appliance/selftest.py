@@ -151,14 +151,12 @@ def check_relay(cfg: Config) -> PartReport:
     """Calls between homes: the relay settings, and whether the running unit is connected to it."""
     if not cfg.relay.jid:
         return PartReport("relay", "none", True, "no relay ([relay] jid): calls stay in the home")
+    from appliance.relay import RelayError, account
+
     try:
-        readable = bool(cfg.relay.password_file.read_text().strip())
-    except OSError as e:
-        return PartReport("relay", "xmpp", False, f"cannot read {cfg.relay.password_file}: {e.strerror}")
-    if not readable:
-        return PartReport(
-            "relay", "xmpp", False, f"{cfg.relay.password_file} is empty: put the password there"
-        )
+        account(cfg.relay)
+    except RelayError as e:
+        return PartReport("relay", "xmpp", False, str(e))
     from appliance.call.local import LocalUnitError, ask
 
     try:

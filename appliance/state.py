@@ -207,12 +207,15 @@ class StateStore:
     def _stored_settings(self) -> dict[str, Any]:
         with self._lock:
             rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
-        return {k: json.loads(v) for k, v in rows.items() if k in Settings.model_fields}
+        try:
+            return {k: json.loads(v) for k, v in rows.items() if k in Settings.model_fields}
+        except (ValueError, TypeError) as e:  # only a damaged or hand-edited row is not JSON
+            raise StateError(f"stored settings are not valid: a value is not JSON ({e})") from e
 
     def _load_settings(self) -> Settings:
         try:
             return Settings.model_validate({**self._defaults, **self._stored_settings()})
-        except ValidationError as e:
+        except (ValidationError, StateError) as e:
             log.warning("stored settings are not valid (%s); using the defaults", e)
             return Settings.model_validate(self._defaults)
 

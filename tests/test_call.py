@@ -17,16 +17,17 @@ from hypothesis import strategies as st
 
 from appliance import config, identity
 from appliance.audio.wav import WavSpeaker
-from appliance.call import messages
+from appliance.call import CallError, messages
+from appliance.call import engine as engine_module
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
-from appliance.call.signaling import SIGNAL_PATH, MemoryLink
+from appliance.call.signaling import SIGNAL_PATH, MemoryLink, Signal, SignallingError
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
-from appliance.state import StateStore
+from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 
@@ -368,3 +369,237 @@ def test_selftest_names_the_encoder_the_address_and_the_call_audio(tmp_path: Pat
     report = selftest.check_call(missing)
     assert not report.ok
     assert "audio_file" in report.detail
+
+
+# The state machine's faults, with fake sessions and signalling: a hang-up cut short, a re-offer or a
+# microphone failing mid-call, the other unit restarting. Each must leave the unit ready for calls.
+
+OFFER_SDP = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n"
+)
+MIC_GONE = "cannot open the microphone: Device unavailable"
+
+
+class FakeSession:
+    """A session that opens when the test says so; its close, once begun, goes on to its end."""
+
+    def __init__(self, close_seconds: float, answer_error: Exception | None) -> None:
+        self.opened = asyncio.Event()
+        self.is_open = False
+        self.received = None
+        self._close_seconds, self._answer_error = close_seconds, answer_error
+        self._closing: asyncio.Task[None] | None = None
+
+    async def offer(self) -> str:
+        return OFFER_SDP
+
+    async def accept(self, sdp: str) -> None:
+        pass
+
+    async def answer(self, sdp: str) -> str:
+        if self._answer_error is not None:
+            raise self._answer_error
+        return OFFER_SDP
+
+    def send(self, message: messages.Message) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(asyncio.sleep(self._close_seconds))
+        await asyncio.shield(self._closing)
+
+
+class FakeSignalling:
+    """The other unit's reply after ``delay`` seconds; no reply at all (still ringing) for None."""
+
+    def __init__(self, reply: Signal | None, delay: float) -> None:
+        self._reply, self._delay = reply, delay
+        self._replies: asyncio.Queue[Signal] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        pass
+
+    async def send(self, signal: Signal) -> None:
+        if self._reply is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self._delay)
+        assert self._reply is not None
+        await self._replies.put(self._reply)
+
+    async def receive(self) -> Signal:
+        return await self._replies.get()
+
+    async def close(self) -> None:
+        pass
+
+
+class FlowUnit(Node):
+    """Asha's call stack, auto-answering, paired with Bela and Cara, with fake sessions and signalling.
+
+    ``replies`` are the other units' replies, one per dial, as (signal or None, delay)."""
+
+    def __init__(self, root: Path, **call: object) -> None:
+        super().__init__("Asha", root, **call)
+        self.bela = self.store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+        self.cara = self.store.add_peer("c" * 32, "Cara", "192.0.2.3:8080", bytes(32))
+        self.replies: list[tuple[Signal | None, float]] = []
+        self.dials = 0
+        self.close_seconds = 0.0
+        self.answer_error: Exception | None = None
+        self.session_error: Exception | None = None
+        self.engine.dial = self._dial  # type: ignore[assignment]
+        self.engine.new_session = self._new_session  # type: ignore[method-assign, assignment]
+
+    def _dial(self, peer: Peer, timeout: float) -> FakeSignalling:
+        # Past the test's own replies (a hang-up when the engine closes): the other unit's bye.
+        reply, delay = (
+            self.replies[self.dials] if self.dials < len(self.replies) else (Signal(kind="bye"), 0.0)
+        )
+        self.dials += 1
+        return FakeSignalling(reply, delay)
+
+    def _new_session(self, peer: Peer) -> FakeSession:
+        if self.session_error is not None:
+            raise self.session_error
+        return FakeSession(self.close_seconds, self.answer_error)
+
+    def on_loop(self, action: Callable[[], object]) -> None:
+        async def run() -> None:
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), self.engine.loop).result(5)
+
+    def offer(self, peer: Peer, resume: bool = False) -> Signal:
+        signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, expires=time.time() + 40)
+        return self.engine.incoming_from(peer, signal).result(5)
+
+    def open_session(self) -> FakeSession:
+        """The call's session opens (its data channel would): the call is connected."""
+        flow = self.engine.flow
+        session = flow.session
+        assert isinstance(session, FakeSession)
+        self.on_loop(lambda: (session.opened.set(), flow.on_open(session)))  # type: ignore[arg-type]
+        return session
+
+    def wait_state(self, state: str) -> None:
+        self.wait(lambda: self.engine.state == state)
+
+
+@pytest.fixture
+def flow_unit(tmp_path: Path) -> Iterator[Callable[..., FlowUnit]]:
+    made: list[FlowUnit] = []
+
+    def make(**call: object) -> FlowUnit:
+        made.append(FlowUnit(tmp_path / str(len(made)), **call))
+        return made[-1]
+
+    yield make
+    for unit in made:
+        unit.close()
+
+
+def test_a_hang_up_slower_than_its_wait_still_ends_the_call(
+    flow_unit: Callable[..., FlowUnit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The button's hang-up stops waiting while the session still closes (a TURN allocation being
+    deleted): the unit must still go idle, not answer every later call busy."""
+    monkeypatch.setattr(engine_module, "HANGUP_WAIT_SECONDS", 0.3)
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    unit.replies = [(None, 0.0), (Signal(kind="bye"), 0.1)]  # Bela rings; then the bye's reply
+    unit.engine.call("Bela")
+    unit.engine.hangup()
+    unit.wait_state("idle")
+    assert unit.states() == ["calling", "ended", "idle"]
+    assert unit.offer(unit.cara).kind == "answer"
+
+
+@pytest.mark.parametrize("step", ["bye", "close"])
+def test_a_hang_up_cancelled_midway_still_ends_the_call(
+    flow_unit: Callable[..., FlowUnit], step: str
+) -> None:
+    """Cancelled while telling the other unit (``bye``) or while closing the session (``close``)."""
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    unit.replies = [(None, 0.0), (Signal(kind="bye"), 1.0)]
+    unit.engine.call("Bela")
+    hang_up = asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    if step == "bye":
+        unit.wait(lambda: unit.dials == 2)
+    else:
+        unit.wait_state("ended")
+    hang_up.cancel()
+    unit.wait_state("idle")
+    assert unit.states() == ["calling", "ended", "idle"]
+    assert unit.offer(unit.cara).kind == "answer"
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_a_re_offer_that_cannot_be_answered_ends_in_recovery(
+    flow_unit: Callable[..., FlowUnit], lost: bool
+) -> None:
+    """Bela's re-offer replaces the live session but cannot be answered: Asha waits for another as
+    after any loss, and gives up at the end of reconnect_seconds."""
+    unit = flow_unit(reconnect_seconds=0.5)
+    assert unit.offer(unit.bela).kind == "answer"
+    session = unit.open_session()
+    if lost:
+        unit.on_loop(lambda: unit.engine.flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
+    unit.answer_error = ValueError("ICE username fragment or password is missing")
+    with pytest.raises(SignallingError):
+        unit.offer(unit.bela, resume=True)
+    unit.wait_state("idle")
+    assert unit.states() == ["ringing", "connected", "reconnecting", "lost", "idle"]
+    unit.answer_error = None
+    assert unit.offer(unit.cara).kind == "answer"
+
+
+def test_a_microphone_gone_during_recovery_ends_the_call(flow_unit: Callable[..., FlowUnit]) -> None:
+    unit = flow_unit(reconnect_seconds=5)
+    unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0)]
+    unit.engine.call("Bela")
+    unit.wait(lambda: unit.engine.flow.session is not None)
+    session = unit.open_session()
+    unit.session_error = CallError(MIC_GONE)
+    unit.on_loop(lambda: unit.engine.flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
+    unit.wait_state("idle")  # at once, not after reconnect_seconds of failing re-offers
+    assert unit.states() == ["calling", "connected", "reconnecting", "lost", "idle"]
+    lost = [e for e in unit.seen if e.topic == "call.state" and e.data["state"] == "lost"]
+    assert MIC_GONE in lost[0].data["reason"]
+
+
+def test_a_microphone_gone_when_answering_fails_the_call(flow_unit: Callable[..., FlowUnit]) -> None:
+    unit = flow_unit()
+    unit.session_error = CallError(MIC_GONE)
+    with pytest.raises(SignallingError, match="microphone"):
+        unit.offer(unit.bela)
+    unit.wait_state("idle")
+    assert unit.states() == ["ringing", "failed", "idle"]
+    unit.session_error = None
+    assert unit.offer(unit.cara).kind == "answer"
+
+
+def test_emotions_arrive_after_the_other_unit_restarts_and_calls_again(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela's process restarts mid-call and calls again at once: its offer replaces the session, and
+    its expressions, numbered from 1 again, are said; the old session's are not."""
+    unit = flow_unit()
+    flow = unit.engine.flow
+    said: list[str] = []
+    unit.events.subscribe(lambda e: said.append(e.data["emotion"]) if e.topic == "remote.emotion" else None)
+
+    def emotion(session: FakeSession, seq: int, name: str) -> None:
+        message = messages.EmotionEvent(seq=seq, emotion=name, confidence=0.9)
+        unit.on_loop(lambda: flow.on_message(session, message))  # type: ignore[arg-type]
+
+    unit.offer(unit.bela)
+    old = unit.open_session()
+    emotion(old, 1200, "happiness")
+    assert unit.offer(unit.bela).kind == "answer"  # not a resume: Bela's unit started afresh
+    new = unit.open_session()
+    emotion(old, 1201, "fear")
+    for seq, name in enumerate(["sadness", "surprise", "anger"], start=1):
+        emotion(new, seq, name)
+    assert said == ["happiness", "sadness", "surprise", "anger"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -18,6 +19,19 @@ def test_defaults_have_a_description_for_every_field() -> None:
     for section in config.Config.model_fields.values():
         assert section.description
     assert "# Frames per second to capture" in text
+
+
+def test_the_defaults_with_every_empty_setting_uncommented_are_the_defaults(tmp_path: Path) -> None:
+    """An empty path means "not set" (the description's "empty: ..."), never the working directory."""
+    text = config.defaults_toml()
+    uncommented = re.sub(r'(?m)^# (\w+ = "")$', r"\1", text)
+    assert uncommented.count('= ""') > 5
+    path = tmp_path / "c.toml"
+    path.write_text(uncommented)
+    assert config.load(path, environ={}) == config.load(None, environ={})
+    assert config.load(None, environ={"EMOCALL_RELAY__CA_FILE": ""}).relay.ca_file is None
+    with pytest.raises(config.ConfigError, match=r"unit.data_dir: .*a path is needed"):
+        config.load(None, {"unit": {"data_dir": ""}}, environ={})
 
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:

@@ -61,16 +61,20 @@ def test_a_standing_invite_works_until_it_expires(invites: Invites, clock: Clock
     e = refused(invites, token)
     assert e.reason == "expired" and "Ask Asha for a new link" in str(e)
     assert invites.listed() == []
+    assert invites.revoke(invite.id) is None  # it had already ended: the page says so
+    assert refused(invites, token).reason == "expired"
 
 
 def test_a_one_time_invite_rings_once(invites: Invites) -> None:
-    token = invites.token(invites.create("Priya", DAY, once=True), JID)
+    invite = invites.create("Priya", DAY, once=True)
+    token = invites.token(invite, JID)
     assert invites.check(token).name == "Priya"  # looking does not use it up
     assert invites.check(token, use=True).name == "Priya"
     e = refused(invites, token, use=True)
     assert e.reason == "used" and "one call only" in str(e)
     assert refused(invites, token).reason == "used"
     assert invites.listed() == []
+    assert invites.revoke(invite.id) is None  # used up: nothing left to withdraw
 
 
 def test_a_revoked_invite_is_refused_at_once(invites: Invites) -> None:

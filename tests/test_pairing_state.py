@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.events import EventBus
-from appliance.state import SettingsError, StateStore
+from appliance.state import SettingsError, StateError, StateStore
 
 WRITER = """
 import sys, time
@@ -133,3 +134,25 @@ def test_selftest_reports_the_state(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_bytes(b"this is not a database" * 100)
     report = selftest.check_pairing(cfg)
     assert not report.ok and "state database" in report.detail
+
+
+def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp_path: Path) -> None:
+    """A settings row that is not JSON (disk damage, a hand edit) must not stop the unit starting."""
+    db = tmp_path / "state.db"
+    store = StateStore(db)
+    store.update_settings({"volume": 40})
+    store.add_peer("a" * 32, "Grandma", "192.0.2.5:8080", b"k" * 32)
+    store.close()
+    raw = sqlite3.connect(db)
+    raw.execute("UPDATE settings SET value = '{' WHERE key = 'volume'")
+    raw.commit()
+    raw.close()
+    store = StateStore(db)
+    assert store.settings().volume == StateStore(tmp_path / "fresh.db").settings().volume
+    assert [p.name for p in store.peers()] == ["Grandma"]
+    with pytest.raises(StateError, match="stored settings are not valid"):
+        store.check()
+    store.update_settings({"volume": 55})  # the owner sets it again: the row is whole once more
+    store.check()
+    store.close()
+    assert StateStore(db).settings().volume == 55

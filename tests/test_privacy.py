@@ -400,6 +400,29 @@ def test_forget_everything_leaves_nothing_behind_and_the_unit_comes_back_new(
     assert scan_for(data, ["Bela", "sadness"]) == []
 
 
+@pytest.fixture
+def forget_cut_short(unit_data: Path) -> Path:
+    """The owner confirmed "forget everything", then the power went (or the watchdog struck)."""
+    (unit_data / "forget-pending").touch()
+    return unit_data
+
+
+def test_a_forget_cut_short_is_finished_at_the_next_start(
+    forget_cut_short: Path, running_unit: tuple[subprocess.Popen[str], int, Path]
+) -> None:
+    _, port, data = running_unit
+    assert wait_ready(port)["name"] == "Kitchen"
+    planted = ("unit.log", "display-in-call.png", "speaker-old.wav", "wifi-request", "forget-pending")
+    assert not any((data / n).exists() for n in planted)
+    again = StateStore(data / "state.db")
+    try:
+        assert again.peers() == [] and not again.sharing_answered()
+        assert again.settings().volume == 80
+    finally:
+        again.close()
+    assert scan_for(data, ["Bela", "sadness"]) == []
+
+
 def test_private_events_reach_the_log_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     events = EventBus()
     private = [

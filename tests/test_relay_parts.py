@@ -102,6 +102,13 @@ def test_bad_relay_settings_are_refused_with_what_to_do(tmp_path: Path) -> None:
                 unit.store,
                 events,
             )
+        (tmp_path / "pw").write_text("secret")
+        (tmp_path / "garbled.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+        for ca in ("missing.pem", "garbled.pem"):
+            account = RelayConfig(jid="asha@relay.example.org", password_file=tmp_path / "pw")
+            account.ca_file = tmp_path / ca
+            with pytest.raises(RelayError, match=rf"cannot use the relay's CA file .*{ca}"):
+                Relay.open(account, unit.me, unit.store, events)
         with pytest.raises(config.ConfigError, match="jid"):
             config.load(None, {"relay": {"jid": "not an account"}}, environ={})
         with pytest.raises(UnitUnreachable, match=r"set this unit's \[relay\] jid"):
@@ -181,8 +188,11 @@ def test_selftest_says_whether_the_relay_can_be_used(tmp_path: Path) -> None:
     assert (no_relay.ok, no_relay.backend) == (True, "none") and "calls stay in the home" in no_relay.detail
     missing = {"jid": "asha@relay.example.org", "password_file": str(tmp_path / "none")}
     report = selftest.check_relay(config.load(None, {"relay": missing}, environ={}))
-    assert not report.ok and f"cannot read {tmp_path / 'none'}" in report.detail
+    assert not report.ok and f"cannot read the relay password file {tmp_path / 'none'}" in report.detail
     (tmp_path / "pw").write_text("secret")
+    garbled = {**missing, "password_file": str(tmp_path / "pw"), "ca_file": str(tmp_path / "pw")}
+    report = selftest.check_relay(config.load(None, {"relay": garbled}, environ={}))
+    assert not report.ok and "cannot use the relay's CA file" in report.detail
     settings = {"relay": {**missing, "password_file": str(tmp_path / "pw")}, "web": {"port": free_port()}}
     report = selftest.check_relay(config.load(None, settings, environ={}))
     assert not report.ok and report.detail.startswith("settings readable; no unit answers")

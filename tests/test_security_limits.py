@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from spake2.ed25519_basic import decodepoint  # type: ignore[import-untyped]
+
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing import service
@@ -205,3 +208,44 @@ def test_deeply_nested_json_is_a_400(units: tuple[Unit, Unit]) -> None:
         status, _, body = request_from("127.0.0.1", a.address, "POST", path, b"[" * 60000, owner)
         assert status == 400, (path, body[:200])
         assert "JSON object" in json.loads(body)["error"]
+
+
+def test_requests_and_wrong_codes_spread_over_days_never_lock_anyone_out() -> None:
+    """The limits count events within their window only: an owner who logs in once an hour, or
+    mistypes once a day, is never refused."""
+    now = [1000.0]
+    guard = CodeGuard(EventBus(), "owner", max_wrong=5, lock_s=300, max_requests=5, clock=lambda: now[0])
+    tries_left = []
+    for _ in range(12):
+        code = guard.issue("192.0.2.1")  # raises CodeLocked if the old requests still counted
+        with pytest.raises(CodeError) as wrong:
+            guard.check(_wrong(code), "192.0.2.1")
+        tries_left.append(str(wrong.value))
+        now[0] += 3600
+    assert tries_left == ["wrong code: 4 tries left"] * 12
+
+
+def test_a_pairing_message_off_the_curve_is_a_wrong_code_not_a_crash(
+    units: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    _, b = units
+    mallory = Guesser(tmp_path, b)
+    assert mallory.start()[0] == 200
+    off_curve = next(p for p in (bytes([n]) * 32 for n in range(256)) if not _on_curve(p))
+    body = {
+        "session": mallory.session,
+        "spake": b64(b"A" + off_curve),
+        "details": mallory.details,
+        "proof": "0" * 64,
+    }
+    status, _, answer = request_from(MALLORY, b.address, "POST", service.FINISH_PATH, body)
+    assert status == 403, answer[:200]
+    assert json.loads(answer)["error"] == "wrong code: 4 tries left"
+
+
+def _on_curve(point: bytes) -> bool:
+    try:
+        decodepoint(point)
+    except Exception:  # spake2 raises NotOnCurve or ValueError: either way, not a point
+        return False
+    return True

@@ -83,3 +83,29 @@ def test_m2_an_mdns_announcement_alone_does_not_move_a_paired_unit(tmp_path: Pat
             d.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, b"<html>router login</html>"), (200, b"[1, 2]"), (401, b'{"error": "log in"}'), (404, b"{}")],
+)
+def test_something_not_a_unit_at_the_address_is_a_bad_gateway(
+    units: tuple[Unit, Unit], status: int, body: bytes
+) -> None:
+    """Whatever a router or another server answers, the owner hears that no unit is there: never a
+    200 with an error, nor its 401, which here would mean "log in first"."""
+    a, _ = units
+    browser, csrf = a.owner()
+    with hostile_server(Answer(status=status, body=body)) as other:
+        r = browser.post("/api/pair", json={"address": other.address}, headers=csrf)
+    assert r.status_code == 502, r.get_json()
+    assert other.address in r.get_json()["error"]
+    assert browser.get("/api/owner").get_json()["owner"] is True
+
+
+def test_an_address_that_is_not_ipv6_in_brackets_is_refused_plainly(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    browser, csrf = a.owner()
+    r = browser.post("/api/pair", json={"address": "[1:2]:80"}, headers=csrf)
+    assert r.status_code == 502, r.get_json()
+    assert "is not an address like" in r.get_json()["error"]

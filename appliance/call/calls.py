@@ -59,6 +59,7 @@ class CallFlow:
         self._answering = asyncio.Lock()  # one offer at a time becomes the call's session
         self._reoffer_expires = 0.0  # the newest re-offer answered in this call (its expiry)
         self._task: asyncio.Task[None] | None = None
+        self._ending: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._ring: asyncio.Future[bool] | None = None
         self._deadline = 0.0
         self._last_seq = -1
@@ -73,7 +74,6 @@ class CallFlow:
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
-        self._last_seq = -1
         self._reoffer_expires = 0.0
         self.calls += 1
 
@@ -89,6 +89,12 @@ class CallFlow:
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()  # a close it had begun goes on: see _close_all
         self._task = None
+        # Its own task: a caller cancelled here (a hang-up given up on) must not leave the unit
+        # "ended" for good, answering every call busy.
+        self._ending = asyncio.get_running_loop().create_task(self._end_call())
+        await asyncio.shield(self._ending)
+
+    async def _end_call(self) -> None:
         await self._close_all()
         self._set("idle", "ready for calls")
 
@@ -105,6 +111,9 @@ class CallFlow:
         await self._close_session()
         self.session = self._e.new_session(peer)
         self._open.add(self.session)
+        # Each session's sequence starts afresh: the other unit's restarts from 0 with its process,
+        # and the old session's messages are ignored anyway (on_message takes only this one's).
+        self._last_seq = -1
         return self.session
 
     async def _close_session(self) -> None:
@@ -221,16 +230,23 @@ class CallFlow:
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_expires = offer.expires
-            session = await self._new_session(peer)
             try:
+                session = await self._new_session(peer)  # needs the microphone (CallError without)
                 sdp = await session.answer(offer.sdp)
             except Exception as e:
                 # aiortc raises assorted types for an offer it cannot use; none may reach the unit.
-                if not reoffer:
-                    await self._finish("failed", f"the call from {peer.name} failed", reason=str(e))
-                raise SignallingError(f"the offer cannot be used: {e}") from e
+                await self._not_answered(peer, reoffer, str(e))
+                raise SignallingError(f"the offer cannot be answered: {e}") from e
         self._spawn(self._await_open(session))
         return Signal(kind="answer", sdp=sdp, name=self._e.name)
+
+    async def _not_answered(self, peer: Peer, reoffer: bool, reason: str) -> None:
+        if reoffer:
+            # The live session was closed for it, and the wait for a re-offer cancelled: without a
+            # recovery the call would stay "connected" or "reconnecting" for good.
+            self._lose(f"a re-offer could not be answered: {reason}")
+        else:
+            await self._finish("failed", f"the call from {peer.name} failed", reason=reason)
 
     def _stale(self, peer: Peer, offer: Signal) -> bool:
         """A re-offer that must not replace the call's session: the call ended while it waited, or a
@@ -312,11 +328,18 @@ class CallFlow:
     def on_lost(self, session: Session, reason: str) -> None:
         if session is not self.session or self.state != "connected":
             return
-        self._set("reconnecting", f"lost contact with {self.remote_name}, trying again", reason)
-        self._deadline = time.monotonic() + self._e.cfg.reconnect_seconds
+        self._lose(reason)
+
+    def _lose(self, reason: str) -> None:
+        # Said once, and the deadline counts from the first loss: a failed re-offer while
+        # reconnecting neither repeats it nor extends the wait.
+        if self.state != "reconnecting":
+            self._set("reconnecting", f"lost contact with {self.remote_name}, trying again", reason)
+            self._deadline = time.monotonic() + self._e.cfg.reconnect_seconds
         self._spawn(self._recover() if self.caller else self._recover_as_callee())
 
     async def _recover(self) -> None:
+        reason = "no answer to re-offers"
         while time.monotonic() < self._deadline:
             try:
                 await self._offer(min(RETRY_SIGNAL_SECONDS, self._deadline - time.monotonic()), resume=True)
@@ -329,9 +352,13 @@ class CallFlow:
             except (SignallingError, TimeoutError, ValueError) as e:
                 log.debug("re-offer to %s failed: %s", self.remote_name, e)
                 await asyncio.sleep(RETRY_PAUSE)
-        await self._finish(
-            "lost", f"the call with {self.remote_name} was lost", reason="no answer to re-offers"
-        )
+            except Exception as e:
+                # aiortc can fail in ways it does not document, and a new session needs the
+                # microphone (CallError once it is gone): the unit must still end up idle.
+                log.exception("a re-offer failed unexpectedly")
+                reason = str(e)
+                break
+        await self._finish("lost", f"the call with {self.remote_name} was lost", reason=reason)
 
     async def _recover_as_callee(self) -> None:
         await self._close_session()
@@ -346,12 +373,15 @@ class CallFlow:
         if self._ring is not None and not self._ring.done():
             self._ring.set_result(False)
             return
-        if self.session is not None and self.session.is_open:
-            self.session.send(messages.Bye())
-            await asyncio.sleep(BYE_FLUSH_SECONDS)
-        else:
-            await self._send_http_bye(self.peer)
-        await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
+        try:
+            if self.session is not None and self.session.is_open:
+                self.session.send(messages.Bye())
+                await asyncio.sleep(BYE_FLUSH_SECONDS)
+            else:
+                await self._send_http_bye(self.peer)
+        finally:
+            # Even a bye cut short (cancelled, or an undocumented failure) ends the call here.
+            await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
 
     async def _send_http_bye(self, peer: Peer) -> None:
         # Cancels a call still ringing there, and stops its re-offers while the connection is down;

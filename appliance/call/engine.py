@@ -45,6 +45,7 @@ MALLOC_ARENAS = 2
 # core (the pages are zeroed anew; benchmarks/memory.py, the README's hardening section).
 MMAP_THRESHOLD = 128 * 1024
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameter numbers, from glibc's malloc.h
+HANGUP_WAIT_SECONDS = 5.0  # a bye to an unreachable unit and a TURN allocation's close take longer
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
 IceServers = Callable[[], list[RTCIceServer]]
@@ -112,7 +113,13 @@ class CallEngine:
         self._loop.call_soon_threadsafe(self.flow.answer)
 
     def hangup(self) -> None:
-        self._run(self.flow.hang_up(), timeout=5)
+        """Hang up; a hang-up slower than the wait goes on to idle by itself (not cancelled: that
+        would leave the call half ended)."""
+        future = asyncio.run_coroutine_threadsafe(self.flow.hang_up(), self._loop)
+        try:
+            future.result(HANGUP_WAIT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            log.warning("the hang-up took over %g s; it goes on", HANGUP_WAIT_SECONDS)
 
     def incoming(self, unit_id: str, signal: Signal) -> concurrent.futures.Future[Signal]:
         """Hand a verified signalling message from ``unit_id`` to the loop; the future is the reply."""

@@ -104,9 +104,13 @@ class Invites:
 
     def revoke(self, invite_id: str) -> Invite | None:
         """End an invite at once; the revoked invite, or None when there is no open one by that id."""
+        now = self._clock()
         with self._store.transaction() as db:
+            # The same test as Invite.open, in the UPDATE so that checking and ending are one step.
             changed = db.execute(
-                "UPDATE invites SET revoked = ? WHERE id = ? AND revoked IS NULL", (self._clock(), invite_id)
+                "UPDATE invites SET revoked = ? WHERE id = ? AND revoked IS NULL AND expires > ?"
+                " AND NOT (once AND used IS NOT NULL)",
+                (now, invite_id, now),
             ).rowcount
         return self._row(invite_id) if changed else None
 

@@ -7,6 +7,7 @@ signature is checked whatever the status.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -48,7 +49,20 @@ class UnitRefused(Exception):
 def valid_address(address: str) -> bool:
     if RELAY_ADDRESS.match(address):
         return True
-    return bool(ADDRESS.match(address)) and 0 < int(address.rsplit(":", 1)[1]) < 65536
+    if not ADDRESS.match(address):
+        return False
+    host, port = address.rsplit(":", 1)
+    return 0 < int(port) < 65536 and (not host.startswith("[") or _ipv6(host[1:-1]))
+
+
+def _ipv6(text: str) -> bool:
+    # The pattern lets through any hex and colons; urllib refuses what is not an address with a
+    # ValueError at the request, so it is checked here, where it gets its plain answer.
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -130,9 +144,9 @@ def _decode(status: int, answer: bytes, address: str) -> dict[str, Any]:
     try:
         data = json.loads(answer)
     except (ValueError, RecursionError) as e:
-        raise UnitRefused(status, {"error": f"{address} is not an emocall unit (HTTP {status})"}) from e
+        raise UnitRefused(502, {"error": f"{address} is not an emocall unit (HTTP {status})"}) from e
     if not isinstance(data, dict):
-        raise UnitRefused(status, {"error": f"{address} answered something that is not an emocall reply"})
+        raise UnitRefused(502, {"error": f"{address} answered something that is not an emocall reply"})
     if status >= 400:
         raise UnitRefused(status, data)
     return data

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
+from spake2.ed25519_basic import NotOnCurve  # type: ignore[import-untyped]
 from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 
@@ -30,7 +31,8 @@ def _mac(key: bytes, side: str, details: dict[str, Any]) -> str:
 def _finish(spake: Any, message: bytes) -> bytes:
     try:
         key: bytes = spake.finish(message)
-    except (SPAKEError, ValueError) as e:
+    # A point off the curve is a plain Exception subclass in spake2, not a SPAKEError.
+    except (SPAKEError, NotOnCurve, ValueError) as e:
         raise HandshakeError(f"the other unit's pairing message is not valid: {e}") from e
     return key
 

@@ -44,13 +44,14 @@ class SourceLimit:
 
     def left(self, source: str) -> int:
         """Events this source may still have before it is locked out."""
-        return self.per_source - len(self._recent(source))
+        return self.per_source - len(self._recent(source, self._clock()))
 
     def count(self, source: str) -> Scope | None:
         """Count one event; the scope of the lock it started, if it started one."""
         now = self._clock()
         self._prune(now)
-        times = self._times.setdefault(source, deque())
+        times = self._recent(source, now)
+        self._times[source] = times
         times.append(now)
         self._all.append(now)
         if len(self._all) >= self._overall:
@@ -64,9 +65,10 @@ class SourceLimit:
             return "source"
         return None
 
-    def _recent(self, source: str) -> deque[float]:
+    def _recent(self, source: str, now: float) -> deque[float]:
+        """The source's events within the window, older ones dropped (the window slides)."""
         times = self._times.get(source, deque())
-        horizon = self._clock() - self._window_s
+        horizon = now - self._window_s
         while times and times[0] < horizon:
             times.popleft()
         return times

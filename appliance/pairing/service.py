@@ -204,7 +204,7 @@ class Pairing:
                 address, START_PATH, {"unit_id": mine["unit_id"], "name": mine["name"], "port": self.port}
             )
         except UnitRefused as e:
-            raise PairingError(f"the unit at {address} refused: {e}", e.status, _lockout(e.body)) from e
+            raise PairingError(f"the unit at {address} refused: {e}", _passed_on(e), _lockout(e.body)) from e
         except UnitUnreachable as e:
             raise PairingError(str(e), 502) from e
         try:
@@ -245,7 +245,7 @@ class Pairing:
                 out.message = unb64(str(e.body["spake"]), "spake")
             elif e.status != 429:  # while locked, keep asking: the other unit says how long
                 self._outgoing = None
-            raise PairingError(str(e), e.status, _lockout(e.body)) from e
+            raise PairingError(str(e), _passed_on(e), _lockout(e.body)) from e
         except (UnitUnreachable, HandshakeError, MessageError) as e:
             self._outgoing = None
             raise PairingError(str(e), 502) from e
@@ -309,6 +309,13 @@ class Pairing:
         """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""
         if self._store.remove_peer(peer.unit_id):
             self._events.publish("pairing.removed", f"No longer paired with {peer.name}", peer=peer.name)
+
+
+def _passed_on(e: UnitRefused) -> int:
+    """The browser's status for the other unit's refusal: the refusals a unit gives mean the same
+    here (wrong code, busy, expired, locked); anything else (its 400, a router's 401 or 404) would
+    mean something else to the browser, so it is the bad gateway it is."""
+    return e.status if e.status in (403, 409, 410, 429) else 502
 
 
 def _lockout(body: dict[str, Any]) -> dict[str, Any]:

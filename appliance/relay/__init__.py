@@ -7,6 +7,12 @@ credentials (XEP-0215); ``contacts.py`` which paired unit has which relay addres
 deployment is in ``relay/`` at the top of the repository.
 """
 
+from __future__ import annotations
+
+import ssl
+
+from appliance.config import RelayConfig
+
 
 class RelayError(Exception):
     """The relay settings cannot be used (the message says which and what to do)."""
@@ -14,3 +20,25 @@ class RelayError(Exception):
 
 class RelayUnavailable(Exception):
     """A request cannot go through the relay now (not connected, the other unit offline or silent)."""
+
+
+def account(cfg: RelayConfig) -> tuple[str, ssl.SSLContext]:
+    """The account's password and the TLS context that checks the relay's certificate, both read
+    once, at start (and by the self-test): settings to fix are said now, not behind every later
+    attempt to connect. Raises RelayError."""
+    try:
+        password = cfg.password_file.read_text().strip()
+    except OSError as e:
+        raise RelayError(
+            f"cannot read the relay password file {cfg.password_file}: {e.strerror} "
+            "(put the password from `relay/unit add` there, or empty [relay] jid)"
+        ) from e
+    if not password:
+        raise RelayError(f"the relay password file {cfg.password_file} is empty")
+    cafile = str(cfg.ca_file) if cfg.ca_file else None
+    try:
+        return password, ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as e:
+        raise RelayError(
+            f"cannot use the relay's CA file {cafile}: {e} (fix or empty [relay] ca_file)"
+        ) from e

@@ -49,14 +49,16 @@ class RelayClient:
         password: str,
         events: EventBus,
         *,
+        tls: ssl.SSLContext,
         answer: Answerer,
         accepts: Callable[[str], bool],
         contacts: Callable[[], list[str]],
     ) -> None:
-        """``answer`` turns a request from a unit (its bare JID) into the answer; ``accepts`` says
-        whether a bare JID belongs to a paired unit (only those may subscribe to this unit's presence);
-        ``contacts`` are the paired units' JIDs, whose presence this unit follows."""
-        self._cfg, self._password, self._events = cfg, password, events
+        """``tls`` checks the relay's certificate; ``answer`` turns a request from a unit (its bare
+        JID) into the answer; ``accepts`` says whether a bare JID belongs to a paired unit (only those
+        may subscribe to this unit's presence); ``contacts`` are the paired units' JIDs, whose
+        presence this unit follows."""
+        self._cfg, self._password, self._events, self._tls = cfg, password, events, tls
         self._answer, self._accepts, self._contacts = answer, accepts, contacts
         self.jid = cfg.jid
         self.state = "connecting"
@@ -85,8 +87,7 @@ class RelayClient:
 
     def _new_stream(self) -> slixmpp.ClientXMPP:
         xmpp = slixmpp.ClientXMPP(f"{self.jid}/{RESOURCE}", self._password)
-        context = ssl.create_default_context(cafile=str(self._cfg.ca_file) if self._cfg.ca_file else None)
-        xmpp.ssl_context = context
+        xmpp.ssl_context = self._tls
         xmpp.enable_direct_tls = False  # STARTTLS on 5222, and never in the clear
         xmpp.enable_plaintext = False
         xmpp.auto_authorize = None  # subscriptions are decided in _on_subscribe
@@ -149,6 +150,9 @@ class RelayClient:
         }
         for name, handler in handlers.items():
             xmpp.add_event_handler(name, handler)
+        # Taken before connecting: slixmpp replaces it when this connection is lost, which can happen
+        # before this coroutine resumes after session_start, and a later one would never resolve.
+        gone: asyncio.Future[Any] = xmpp.disconnected
         host, port = self._address()
         try:
             xmpp.connect(host, port)
@@ -165,7 +169,6 @@ class RelayClient:
             if result == "refused":
                 self._set("refused", "the relay refused this unit's account: ask whoever runs the relay")
             return None
-        gone: asyncio.Future[Any] = xmpp.disconnected  # slixmpp makes a new one for the next connection
         await self._session_started(xmpp)
         return gone
 

@@ -15,12 +15,13 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -31,11 +32,12 @@ from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
-from appliance.relay import RelayError, RelayUnavailable
+from appliance.relay import RelayUnavailable, account
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
 from appliance.web.peer_api import RELAY_SENDER, verified_peer
+from appliance.web.schemas import json_body
 
 if TYPE_CHECKING:
     from appliance.relay.envelope import Exchange
@@ -48,7 +50,14 @@ NOWHERE = "0.0.0.0"  # noqa: S104  (the remote address of a request that came th
 
 class Relay:
     def __init__(
-        self, cfg: RelayConfig, password: str, me: Identity, store: StateStore, events: EventBus
+        self,
+        cfg: RelayConfig,
+        password: str,
+        me: Identity,
+        store: StateStore,
+        events: EventBus,
+        *,
+        tls: ssl.SSLContext,
     ) -> None:
         self._cfg, self._me, self._store, self._events = cfg, me, store, events
         self.contacts = RelayContacts(store)
@@ -56,7 +65,13 @@ class Relay:
         from appliance.relay.client import RelayClient
 
         self.client = RelayClient(
-            cfg, password, events, answer=self._answer, accepts=self._is_paired, contacts=self._paired_jids
+            cfg,
+            password,
+            events,
+            tls=tls,
+            answer=self._answer,
+            accepts=self._is_paired,
+            contacts=self._paired_jids,
         )
         self.peer_client = PeerClient(me, cfg.request_seconds, relay=self.post)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,16 +83,8 @@ class Relay:
         """The relay part, or None when no relay is configured. Raises RelayError for bad settings."""
         if not cfg.jid:
             return None
-        try:
-            password = cfg.password_file.read_text().strip()
-        except OSError as e:
-            raise RelayError(
-                f"cannot read the relay password file {cfg.password_file}: {e.strerror} "
-                "(put the password from `relay/unit add` there, or empty [relay] jid)"
-            ) from e
-        if not password:
-            raise RelayError(f"the relay password file {cfg.password_file} is empty")
-        return cls(cfg, password, me, store, events)
+        password, tls = account(cfg)
+        return cls(cfg, password, me, store, events, tls=tls)
 
     def start(self, loop: asyncio.AbstractEventLoop, app: Flask) -> Relay:
         self._loop, self._app = loop, app
@@ -175,7 +182,7 @@ class Relay:
         @bp.post(ANNOUNCE_PATH)
         def announce() -> ResponseReturnValue:
             unit = verified_peer()
-            body = request.get_json(silent=True)
+            body = json_body()
             jid = body.get("jid") if isinstance(body, dict) else None
             if not isinstance(jid, str) or not _valid_jid(jid):
                 return jsonify({"error": "jid must be an account like name@relay.example.org"}), 422

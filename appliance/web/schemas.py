@@ -80,13 +80,18 @@ class CallRequest(_Body):
     to: str = Field(min_length=1, max_length=64, description="A paired unit's id or display name")
 
 
+def json_body() -> Any:
+    """The request's JSON body; None when it is not JSON."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None  # nested deeper than Python parses: not a body any of our models takes
+
+
 def parse(model: type[M], data: Any = None) -> M:
     """Validate ``data`` (default: the request's JSON body) as ``model``; raises BadRequest."""
     if data is None:
-        try:
-            data = request.get_json(silent=True)
-        except RecursionError:
-            data = None  # nested deeper than Python parses: not a body any of our models takes
+        data = json_body()
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object (Content-Type: application/json)", 400)
     try:
