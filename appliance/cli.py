@@ -48,9 +48,15 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     # Imported here, not at the top: `emocall say`, `call` or `config` never load the call, vision
     # and display libraries (about 150 MB).
     from appliance.app import Appliance
+    from appliance.identity import IdentityError
+    from appliance.privacy import PrivacyError
     from appliance.relay import RelayError
     from appliance.service import ServiceManager
+    from appliance.state import StateError
     from appliance.web.server import WebServerError
+
+    # What stops the unit starting (again, after "forget everything") has a message for a person.
+    cannot_start = (WebServerError, RelayError, IdentityError, StateError, PrivacyError)
 
     # Whatever the unit writes (recordings, snapshots, logs, state) is for its own user alone.
     os.umask(0o077)
@@ -59,12 +65,11 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     appliance.stop_on_signals()
     try:
         appliance.start()
-    except (WebServerError, RelayError) as e:
+        service.ready(f"{cfg.unit.name} is ready")
+        appliance.wait(lambda: service.watchdog(appliance.responsive))
+    except cannot_start as e:
         log.error("%s", e)
         return 1
-    service.ready(f"{cfg.unit.name} is ready")
-    try:
-        appliance.wait(lambda: service.watchdog(appliance.responsive))
     finally:
         service.stopping()
         appliance.close()

@@ -108,7 +108,10 @@ class SpeechConfig(_Section):
     device: str = Field("default", description="ALSA device for output = alsa")
     wav_file: OptionalPath = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")
     wav_max_minutes: float = Field(
-        60.0, gt=0, le=1440, description="The WAV file starts again from empty after this many minutes"
+        60.0,
+        gt=0,
+        le=740,  # a WAV header counts at most 4 GiB: 745 minutes of the speaker's 16-bit 48 kHz mono
+        description="The WAV file starts again from empty after this many minutes",
     )
     duck_gain: float = Field(0.25, ge=0, le=1, description="Call audio level while an announcement plays")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
+from appliance.call import IN_PROGRESS
 from appliance.events import Event, EventBus
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ UNIT_FILES = (
     "last-stop",
     FORGET_PENDING,
 )
-# Call states in which the camera runs (its video goes out from the offer on).
-CAMERA_STATES = ("calling", "ringing", "connected", "reconnecting")
 
 
 class PrivacyError(Exception):
@@ -69,7 +68,8 @@ class CallGate:
         if event.topic == "call.state":
             self._state = str(event.data.get("state", ""))
             if self._camera is not None:
-                (self._camera.resume if self._state in CAMERA_STATES else self._camera.pause)()
+                # Its video goes out from the offer on: the camera runs while a call is in progress.
+                (self._camera.resume if self._state in IN_PROGRESS else self._camera.pause)()
         elif event.topic != "settings.changed":
             return
         if self._state == "connected" and self._sharing():

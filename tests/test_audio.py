@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import numpy as np
 import pytest
 
 from appliance import platform
-from appliance.audio import AudioError, resample
+from appliance.audio import AudioError, Speaker, resample
 from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.select import open_speaker
 from appliance.audio.silent import SilentSpeaker
 from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.config import SpeechConfig
+from appliance.events import EventBus
 
 RATE = 48000
 
@@ -126,3 +129,63 @@ def test_the_wav_file_starts_again_when_it_reaches_its_limit(tmp_path: Path) -> 
     speaker.close()
     audio, _ = read_wav(tmp_path / "out.wav")
     assert audio.size <= round(0.2 * RATE)
+
+
+def aplay_children() -> list[int]:
+    """The aplay processes this test process started (found in /proc, as an operator would)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        comm, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if comm == "aplay" and int(fields[1]) == os.getpid():
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def play_within(speaker: Speaker, seconds: float) -> float:
+    """Announce until one plays: those made while the output is down are dropped with an AudioError."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return speaker.play(sine(1000, 0.1), RATE)
+        except AudioError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_the_speaker_starts_aplay_again_when_it_dies_and_says_so(tmp_path: Path) -> None:
+    """PipeWire restarting or a USB sound card replugged ends aplay; later announcements still play."""
+    if not shutil.which("aplay"):
+        pytest.skip("aplay is not installed (alsa-utils)")
+    events = EventBus()
+    speaker = open_speaker(SpeechConfig(output="alsa", device="null"), tmp_path, events)
+    try:
+        assert isinstance(speaker, AplaySpeaker)
+        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+        [first] = aplay_children()
+        os.kill(first, signal.SIGKILL)
+        assert play_within(speaker, 5) == pytest.approx(0.1)
+        [second] = aplay_children()
+        assert second != first
+        assert len(speaker.played) == 2
+    finally:
+        speaker.close()
+    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
+    assert "aplay stopped" in events.recent("audio.unavailable")[0].data["reason"]
+
+
+def test_a_wav_header_that_cannot_be_written_starts_a_new_file(tmp_path: Path) -> None:
+    """A WAV over 4 GiB cannot be closed (struct.error, not OSError): the speaker carries on anyway."""
+    speaker = WavSpeaker(tmp_path / "out.wav", max_seconds=0.5)
+    wav = speaker._wav
+    while wav._datawritten < 2**32:  # as if 4 GiB had been written; again if the mixer's write raced
+        wav._datawritten += 2**32
+    time.sleep(0.6)  # past the limit: the file is closed to start again, and that fails
+    assert play_within(speaker, 5) == pytest.approx(0.1)
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")  # the new file, with the announcement in it
+    assert np.abs(audio).max() > 4000

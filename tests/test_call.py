@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +27,13 @@ from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
+from appliance.guests.calls import GUEST_PATH
+from appliance.guests.service import Guests
 from appliance.identity import Identity
 from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
+from appliance.web.peer_api import RELAY_SENDER
 
 from .call_unit import host_address, write_tone
 
@@ -603,3 +607,68 @@ def test_emotions_arrive_after_the_other_unit_restarts_and_calls_again(
     for seq, name in enumerate(["sadness", "surprise", "anger"], start=1):
         emotion(new, seq, name)
     assert said == ["happiness", "sadness", "surprise", "anger"]
+
+
+@pytest.fixture
+def owner_pages(tmp_path: Path) -> Iterator[tuple[FlaskClient, str, Node]]:
+    """Bela's pages with its real call engine, and a browser logged in as the owner (and its CSRF)."""
+    node = Node("Bela", tmp_path)
+    parts = build_parts(node.cfg.web, node.me, node.store, node.events, call=node.engine)
+    browser = create_app(lambda: {}, parts, [create_blueprint(node.engine)]).test_client()
+    csrf = browser.get("/api/owner").get_json()["csrf"]
+    assert browser.post("/api/owner/code", headers={"X-CSRF-Token": csrf}).status_code == 202
+    code = node.events.recent("pairing.code")[-1].data["code"]
+    r = browser.post("/api/owner/login", json={"code": code}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.get_json()
+    try:
+        yield browser, r.get_json()["csrf"], node
+    finally:
+        node.close()
+
+
+def test_answer_and_hang_up_with_no_call_say_so_at_once(owner_pages: tuple[FlaskClient, str, Node]) -> None:
+    """The caller gave up before Answer was pressed: the page says there is no call, without waiting
+    for a change that cannot come, and never "Still connecting" or "Hung up"."""
+    browser, csrf, node = owner_pages
+    for button in ("/answer", "/hangup"):
+        started = time.monotonic()
+        r = browser.post(button, data={"csrf": csrf}, follow_redirects=True)
+        assert time.monotonic() - started < 1.0, button
+        page = r.get_data(as_text=True)
+        assert r.status_code == 200 and "No call." in page, (button, page)
+        assert "Still connecting" not in page and "Hung up." not in page, button
+    assert node.states() == []
+
+
+def test_log_out_after_the_login_ended_logs_out(owner_pages: tuple[FlaskClient, str, Node]) -> None:
+    browser, csrf, node = owner_pages
+    node.store.close_all_sessions()  # the login ended meanwhile (its hours passed, or another logout)
+    r = browser.post("/logout", data={"csrf": csrf}, follow_redirects=True)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "You are logged out." in page, page
+    assert "make the change again" not in page
+
+
+def test_a_guest_offer_refused_before_ringing_leaves_a_one_time_invite_whole(tmp_path: Path) -> None:
+    """Only a call that rings uses up a one-time invite: a malformed offer is refused (400) as often
+    as it comes, and the guest's next, proper, call still gets through."""
+    node = Node("Asha", tmp_path)
+    guests = Guests(node.cfg.vision, "asha@relay.example.org", node.me, node.store, node.events)
+    parts = build_parts(node.cfg.web, node.me, node.store, node.events, call=node.engine)
+    page = create_app(lambda: {}, parts, guests.blueprints(node.engine)).test_client()
+    invite = guests.invites.create("Priya", 3600, once=True)
+    body = {
+        "invite": guests.invites.token(invite, "asha@relay.example.org"),
+        "call": "0" * 32,
+        "signal": {"kind": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"},
+    }
+    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+    try:
+        for _ in range(2):
+            r = page.post(GUEST_PATH, json=body, environ_base=from_guest)
+            assert r.status_code == 400, r.get_json()
+        assert guests.invites.check(body["invite"]).used is None  # type: ignore[arg-type]
+        assert node.states() == []
+    finally:
+        guests.close()
+        node.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.camera import CameraError, EndOfStream, select
+from appliance.camera import CameraError, EndOfStream, FrameSource, select
 from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.camera.pattern import PatternSource
@@ -83,6 +83,27 @@ def test_pattern_moves_and_says_no_camera() -> None:
     # The caption band: black with white text across the middle.
     band = a.image[100:140, 40:280]
     assert (band == 0).mean() > 0.5 and (band == 255).any()
+
+
+def paced_source(kind: str, tmp_path: Path) -> FrameSource:
+    if kind == "pattern":
+        return PatternSource(160, 120, fps=15)
+    return FileSource(write_video(tmp_path / "v.avi", numbered_frames(6), fps=15))
+
+
+@pytest.mark.parametrize("kind", ["pattern", "file"])
+def test_a_source_left_unread_goes_on_at_its_rate(kind: str, tmp_path: Path) -> None:
+    """Not read for a while (a paused capture, a real camera working meanwhile): no catch-up burst."""
+    source = paced_source(kind, tmp_path)
+    for _ in range(3):
+        source.read()
+    time.sleep(2)
+    start, count = time.monotonic(), 0
+    while time.monotonic() - start < 1:
+        source.read()
+        count += 1
+    source.close()
+    assert 10 <= count <= 15 + 2
 
 
 def test_auto_without_camera_reports_why() -> None:

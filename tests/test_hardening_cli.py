@@ -112,3 +112,14 @@ def test_a_unit_loads_no_library_it_does_not_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr[-2000:]
+
+
+def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "identity.key").write_bytes(b"not a key")
+    command = [*EMOCALL, "run", "--data-dir", str(data), "--port", str(free_port()), "--source", "pattern"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "identity.key" in result.stderr and (data / "identity.key").read_bytes() == b"not a key"

@@ -12,6 +12,9 @@ import pytest
 
 from appliance import cli
 from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.camera import CameraError, Frame
+from appliance.camera.capture import Capture
+from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
@@ -80,6 +83,57 @@ def test_start_without_a_camera_says_so(unit: Talking) -> None:
     unit.events.publish("unit.ready", "ready", name="Hall")
     unit.wait_spoken(1)
     assert unit.said() == ["Hall is ready. Camera lost. Using the Coral."]
+
+
+class Webcam(PatternSource):
+    """A camera on a USB lead: it neither opens nor delivers while unplugged."""
+
+    name = "opencv"
+
+    def __init__(self, plugged: list[bool]) -> None:
+        super().__init__(160, 120, 15, text="camera")
+        self.plugged = plugged
+
+    def read(self) -> Frame:
+        if not self.plugged[0]:
+            raise CameraError("webcam stopped delivering frames")
+        return super().read()
+
+
+def test_a_camera_back_for_the_next_call_is_said(unit: Talking) -> None:
+    """Unplugged in a call, plugged in between calls: the next call says it is back."""
+    plugged = [True]
+
+    def opener() -> Webcam:
+        if not plugged[0]:
+            raise CameraError("no webcam")
+        return Webcam(plugged)
+
+    capture = Capture(opener, unit.events, retry_seconds=60, width=160, height=120).start()
+    try:
+        unit.events.publish("unit.ready", "ready", name="Hall")
+        unit.wait_spoken(1)
+        plugged[0] = False
+        unit.wait_spoken(2)
+        capture.pause()  # the call ends
+        time.sleep(0.3)  # it stops after the frame being read
+        frame = capture.latest()
+        assert frame is not None and capture.wait_newer(frame.index, timeout=1) is None
+        plugged[0] = True
+        capture.resume()  # the next call
+        unit.wait_spoken(3)
+        assert unit.said() == ["Hall is ready. Camera ready.", "Camera lost.", "Camera back."]
+    finally:
+        capture.close()
+
+
+def test_a_camera_back_before_start_up_is_said_as_ready(unit: Talking) -> None:
+    """A slow USB camera found on the second try: start-up says how it is now, once."""
+    unit.events.publish("camera.lost", "camera unavailable", reason="no webcam")
+    unit.events.publish("camera.recovered", "camera ready", backend="opencv")
+    unit.events.publish("unit.ready", "ready", name="Hall")
+    unit.wait_spoken(1)
+    assert unit.said() == ["Hall is ready. Camera ready."]
 
 
 def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:

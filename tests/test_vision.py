@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from appliance import config, platform, selftest
 from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.events import Event, EventBus
-from appliance.vision import Box
+from appliance.vision import Box, Classifier
 from appliance.vision.card import ModelError, load_card
 from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.crop import crop_face
@@ -210,6 +211,45 @@ def test_worker_analyses_the_newest_frame_at_the_configured_rate(tmp_path: Path)
     no_face: list[Event] = events.recent("vision.no_face")
     assert len(no_face) == 1  # a grey picture: no face, said once
     assert no_face[0].data["t"] == pytest.approx(1.0, abs=0.25)
+
+
+class FailsOnce:
+    """The real classifier, whose first run fails as a Coral's does on a USB glitch."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self._classifier, self.name, self.failed = classifier, classifier.name, False
+
+    def classify(self, face: np.ndarray) -> np.ndarray:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("Failed to invoke (edgetpu)")
+        return self._classifier.classify(face)
+
+    def close(self) -> None:
+        self._classifier.close()
+
+
+def test_a_failed_analysis_reopens_the_pipeline_and_expressions_come_back() -> None:
+    events = EventBus()
+    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    worker = VisionWorker.open(vision_cfg(), capture, events)
+    try:
+        assert worker.pipeline is not None
+        failing = FailsOnce(worker.pipeline.classifier)
+        worker.pipeline.classifier = failing
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not (failing.failed and events.recent("vision.emotion")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = worker.status()
+    finally:
+        worker.close()
+        capture.close()
+    topics = [e.topic for e in events.recent("vision.") if e.topic != "vision.no_face"]
+    assert topics[:3] == ["vision.backend", "vision.unavailable", "vision.backend"]
+    assert "Failed to invoke (edgetpu)" in events.recent("vision.unavailable")[0].data["reason"]
+    assert "vision.emotion" in topics[3:]
+    assert status["available"] is True
 
 
 def test_watch_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

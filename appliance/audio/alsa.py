@@ -25,6 +25,7 @@ import numpy as np
 
 from appliance.audio import AudioError
 from appliance.audio.mixer import MixingSpeaker
+from appliance.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,33 @@ BYTES_PER_SAMPLE = 2
 
 
 class AplaySpeaker(MixingSpeaker):
-    def __init__(self, device: str = "default", *, duck_gain: float = 0.25) -> None:
-        super().__init__(duck_gain=duck_gain, paced=False)
+    def __init__(
+        self, device: str = "default", *, duck_gain: float = 0.25, events: EventBus | None = None
+    ) -> None:
+        super().__init__(duck_gain=duck_gain, paced=False, events=events)
         aplay = shutil.which("aplay")
         if aplay is None:
             raise AudioError("aplay not found: install the alsa-utils package")
-        args = [aplay, "-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-c", "1"]
-        args += ["-r", str(self.sample_rate), f"--buffer-time={BUFFER_MICROSECONDS}", "-"]
+        self._args = [aplay, "-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-c", "1"]
+        self._args += ["-r", str(self.sample_rate), f"--buffer-time={BUFFER_MICROSECONDS}", "-"]
+        self._max_queued = round(MAX_QUEUED_SECONDS * self.sample_rate) * BYTES_PER_SAMPLE
+        self._open_output()
+        self.start()
+
+    def _open_output(self) -> None:
+        """Start aplay; at start-up and again whenever it has ended (the mixer reopens the output)."""
         try:
             # Unbuffered: Python's 8 KiB write buffer would hold back 85 ms of audio.
-            self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+            self._proc = subprocess.Popen(
+                self._args, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+            )
         except OSError as e:
             raise AudioError(f"cannot start aplay: {e.strerror}") from e
         self.pipe_bytes = self._shrink_pipe()
-        self._max_queued = round(MAX_QUEUED_SECONDS * self.sample_rate) * BYTES_PER_SAMPLE
         try:
             self._proc.wait(timeout=STARTUP_CHECK_SECONDS)
         except subprocess.TimeoutExpired:
-            self.start()  # still running: the device is open
-            return
+            return  # still running: the device is open
         raise AudioError(f"aplay cannot play: {self._why()} (check the sound card and [speech] device)")
 
     def _output(self, block: np.ndarray) -> None:

@@ -3,7 +3,13 @@
 Call audio arrives in chunks from the call's asyncio loop (``write_call`` never blocks); an
 announcement is handed over by ``play``, which blocks its caller until the last sample has gone to
 the output. While an announcement plays the call audio is lowered (ducked) with a short ramp, so
-the words are heard over the conversation without clicks. Backends only provide ``_output``.
+the words are heard over the conversation without clicks. Backends only provide where the samples
+go (``_open_output``, ``_output``, ``_close_output``).
+
+When the output fails (aplay ends because PipeWire restarted or the USB sound card was replugged),
+the speaker reopens it by itself, waiting 1 s, then twice as long each time up to 30 s, and
+publishes ``audio.unavailable`` and then ``audio.recovered``: a unit left alone for months must not
+stay mute until someone restarts it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from appliance.audio import SAMPLE_RATE, AudioError, resample
+from appliance.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,10 @@ STALL_CHECKS = 10
 # The newest announcements kept in ``played`` (tests and benchmarks read them); a unit that runs for
 # months must not keep every one.
 HISTORY = 100
+# Reopening a failed output: the first try after this long, then twice as long each time, up to the
+# maximum (a sound card that comes back is heard again within half a minute).
+REOPEN_FIRST_SECONDS = 1.0
+REOPEN_MAX_SECONDS = 30.0
 
 
 @dataclass
@@ -44,9 +55,16 @@ class Played:
 
 
 class MixingSpeaker:
-    """Base of every :class:`~appliance.audio.Speaker` backend; subclasses implement ``_output``."""
+    """Base of every :class:`~appliance.audio.Speaker` backend; subclasses open, feed and close the output."""
 
-    def __init__(self, *, duck_gain: float = 0.25, duck_ramp_s: float = 0.02, paced: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        duck_gain: float = 0.25,
+        duck_ramp_s: float = 0.02,
+        paced: bool = True,
+        events: EventBus | None = None,
+    ) -> None:
         self.sample_rate = SAMPLE_RATE
         self._duck_gain = duck_gain
         self._ramp_step = 1.0 / max(1.0, duck_ramp_s * SAMPLE_RATE)
@@ -61,13 +79,18 @@ class MixingSpeaker:
         self._gain = 1.0
         self._written = 0  # samples output so far
         self.played: list[Played] = []
-        self._failure = ""  # why the output stopped, once it has
+        self._failure = ""  # why the output is down, while it is
+        self._events = events
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
 
     def start(self) -> MixingSpeaker:
         self._thread.start()
         return self
+
+    def _open_output(self) -> None:
+        """Open the device or file; raises (AudioError, OSError...) when it cannot."""
+        raise NotImplementedError
 
     def _output(self, block: np.ndarray) -> None:
         raise NotImplementedError
@@ -169,7 +192,12 @@ class MixingSpeaker:
                 block, started = self._mix()
                 if started is not None:
                     started.started_at = time.monotonic()
-                self._output(block)
+                try:
+                    self._output(block)
+                except Exception as e:  # whatever the output raises (struct.error too) is a failed output
+                    self._reopen(e)
+                    next_t = time.monotonic()
+                    continue
                 if self._paced:
                     next_t += self._block / self.sample_rate
                     delay = next_t - time.monotonic()
@@ -177,12 +205,38 @@ class MixingSpeaker:
                         time.sleep(delay)
                     elif delay < -0.2:  # far behind (machine busy): carry on from now, no burst
                         next_t = time.monotonic()
-        except (OSError, AudioError) as e:
-            log.error("audio output failed: %s", e)
-            with self._lock:
-                self._failure = f"audio output failed: {e}"
         finally:
             self._release_waiter()
+
+    def _reopen(self, error: Exception) -> None:
+        """Reopen the failed output, backing off, until it plays again or the speaker is closed.
+
+        While it is down ``play`` raises at once: those announcements are dropped, not queued, since
+        they would be stale by the time a replugged speaker could say them.
+        """
+        log.error("audio output failed: %s", error, exc_info=not isinstance(error, OSError | AudioError))
+        with self._lock:
+            self._failure = f"audio output failed: {error}"
+        self._release_waiter()  # the announcement that was playing is lost: its play() raises
+        self._publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
+        delay = REOPEN_FIRST_SECONDS
+        while not self._stop.wait(delay):
+            try:
+                self._close_output()
+                self._open_output()
+            except Exception as e:
+                delay = min(2 * delay, REOPEN_MAX_SECONDS)
+                log.warning("audio output still failing (%s); next try in %.0f s", e, delay)
+                continue
+            with self._lock:
+                self._failure = ""
+            log.info("audio output works again")
+            self._publish("audio.recovered", "the speaker works again")
+            return
+
+    def _publish(self, topic: str, message: str, **data: str) -> None:
+        if self._events is not None:
+            self._events.publish(topic, message, **data)
 
     def _release_waiter(self) -> None:
         with self._lock:

@@ -38,12 +38,15 @@ def open_speaker(cfg: SpeechConfig, data_dir: Path, events: EventBus | None = No
     backend = backend_name(cfg)
     if backend == "wav":
         return WavSpeaker(
-            wav_path(cfg, data_dir), duck_gain=cfg.duck_gain, max_seconds=cfg.wav_max_minutes * 60
+            wav_path(cfg, data_dir),
+            duck_gain=cfg.duck_gain,
+            max_seconds=cfg.wav_max_minutes * 60,
+            events=events,
         )
     reason = 'no sound card (set [speech] output = "wav" to write a file instead)'
     if backend == "alsa":
         try:
-            return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain)
+            return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain, events=events)
         except AudioError as e:
             reason = str(e)
     log.error("%s: the unit stays silent; nothing it would play is recorded", reason)

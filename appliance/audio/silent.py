@@ -17,6 +17,9 @@ class SilentSpeaker(MixingSpeaker):
         super().__init__(duck_gain=duck_gain, paced=True)
         self.start()
 
+    def _open_output(self) -> None:
+        """Nothing to open (and, as ``_output`` never fails, never reopened)."""
+
     def _output(self, block: np.ndarray) -> None:
         """Nothing to play it on; nothing is kept."""
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from appliance.audio import AudioError
 from appliance.audio.mixer import MixingSpeaker
+from appliance.events import EventBus
 
 
 class WavSpeaker(MixingSpeaker):
@@ -18,15 +19,23 @@ class WavSpeaker(MixingSpeaker):
     ``max_seconds`` the file starts again from empty.
     """
 
-    def __init__(self, path: Path, *, duck_gain: float = 0.25, max_seconds: float = 3600.0) -> None:
-        super().__init__(duck_gain=duck_gain, paced=True)
+    def __init__(
+        self,
+        path: Path,
+        *,
+        duck_gain: float = 0.25,
+        max_seconds: float = 3600.0,
+        events: EventBus | None = None,
+    ) -> None:
+        super().__init__(duck_gain=duck_gain, paced=True, events=events)
         self.path = path
         self._max_frames = round(max_seconds * self.sample_rate)
-        self._frames = 0
-        self._wav = self._open()
+        self._wav: wave.Wave_write
+        self._open_output()
         self.start()
 
-    def _open(self) -> wave.Wave_write:
+    def _open_output(self) -> None:
+        """Start the file from empty: at start-up, at the size limit and after a failed write."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             wav = wave.open(str(self.path), "wb")  # noqa: SIM115 (closed in _close_output)
@@ -35,12 +44,12 @@ class WavSpeaker(MixingSpeaker):
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(self.sample_rate)
-        return wav
+        self._wav, self._frames = wav, 0
 
     def _output(self, block: np.ndarray) -> None:
         if self._frames + block.size > self._max_frames:
             self._wav.close()
-            self._wav, self._frames = self._open(), 0
+            self._open_output()
         self._wav.writeframesraw(block.astype("<i2").tobytes())
         self._frames += block.size
 

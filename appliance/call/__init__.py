@@ -8,6 +8,11 @@ tests); :mod:`http` is the Flask blueprint that receives them; :mod:`media` hold
 
 from __future__ import annotations
 
+# The call engine's states with a call in progress (one can be hung up; the camera runs), and
+# those with the other person on the line.
+IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
+IN_CALL = ("connected", "reconnecting")
+
 
 class CallError(Exception):
     """A call cannot be placed or answered; the message says what to do."""

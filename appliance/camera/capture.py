@@ -49,6 +49,7 @@ class Capture:
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self.ended = False  # a non-looping file has finished
         self.active = "none"  # the backend delivering frames now
+        self._lost = False  # "camera.lost" was the last news: the next open is a recovery
 
     def start(self) -> Capture:
         self._thread.start()
@@ -87,20 +88,27 @@ class Capture:
             self._count += 1
             self._cond.notify_all()
 
-    def _try_open(self, lost: bool) -> None:
+    def _try_open(self, retry: bool) -> None:
+        """Open the real source; a failed ``retry`` is not news, the loss was published already."""
         try:
             self._source = self._opener()
         except CameraError as e:
-            if not lost:
-                self._events.publish("camera.lost", f"camera unavailable: {e}", reason=str(e))
+            if not retry:
+                self._publish_lost(f"camera unavailable: {e}", e)
             self.active = "pattern"
             return
         self.active = self._source.name
-        topic = "camera.recovered" if lost else "camera.ready"
+        # Also after a pause: a camera lost in one call and back for the next must be said to be back.
+        topic = "camera.recovered" if self._lost else "camera.ready"
+        self._lost = False
         self._events.publish(topic, f"camera ready ({self._source.name})", backend=self._source.name)
 
+    def _publish_lost(self, message: str, error: CameraError) -> None:
+        self._lost = True
+        self._events.publish("camera.lost", message, reason=str(error))
+
     def _run(self) -> None:
-        self._try_open(lost=False)
+        self._try_open(retry=False)
         next_retry = time.monotonic() + self._retry
         while not self._stop.is_set():
             if not self._awake.is_set() and self._latest is not None:
@@ -110,7 +118,7 @@ class Capture:
                 self._publish(self._fallback.read())
                 if time.monotonic() >= next_retry:
                     next_retry = time.monotonic() + self._retry
-                    self._try_open(lost=True)
+                    self._try_open(retry=True)
                 continue
             try:
                 self._publish(self._source.read())
@@ -121,7 +129,7 @@ class Capture:
             except CameraError as e:
                 self._close_source()
                 self.active = "pattern"
-                self._events.publish("camera.lost", f"camera lost: {e}", reason=str(e))
+                self._publish_lost(f"camera lost: {e}", e)
                 next_retry = time.monotonic() + self._retry
 
     def _sleep(self) -> None:
@@ -130,7 +138,7 @@ class Capture:
         while not self._awake.wait(0.5) and not self._stop.is_set():
             pass
         if not self._stop.is_set():
-            self._try_open(lost=False)
+            self._try_open(retry=False)
 
     def _finish(self) -> None:
         self._close_source()

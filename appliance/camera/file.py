@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from appliance.camera import CameraError, EndOfStream, Frame
+from appliance.camera import CameraError, EndOfStream, Frame, Pacer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -33,7 +32,7 @@ class FileSource:
             self.fps = native if 1.0 <= native <= 120.0 else fps
         self._index = 0  # frames delivered since open
         self._position = 0  # frames into the file (restarts on loop)
-        self._start = time.monotonic()
+        self._pacer = Pacer(self.fps)
 
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path))
@@ -61,9 +60,7 @@ class FileSource:
 
     def read(self) -> Frame:
         if self.realtime:
-            delay = self._start + self._index / self.fps - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            self._pacer.wait()
         image = self._next_image()
         frame = Frame(image, self._index, self._position / self.fps)
         self._index += 1

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 
-from appliance.camera import Frame
+from appliance.camera import Frame, Pacer
 
 
 class PatternSource:
@@ -18,7 +16,7 @@ class PatternSource:
     ) -> None:
         self.width, self.height, self.fps, self.text = width, height, fps, text
         self._index = 0
-        self._start = time.monotonic()
+        self._pacer = Pacer(fps)
         self._bars = self._colour_bars()
 
     def _colour_bars(self) -> np.ndarray:
@@ -38,10 +36,7 @@ class PatternSource:
         return np.repeat(colours[columns][None], self.height, axis=0)
 
     def read(self) -> Frame:
-        due = self._start + self._index / self.fps
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        self._pacer.wait()
         image = np.roll(self._bars, (self._index * 4) % self.width, axis=1)
         scale = self.height / 160
         size, _ = cv2.getTextSize(self.text, cv2.FONT_HERSHEY_SIMPLEX, scale, 3)

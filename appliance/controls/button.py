@@ -23,16 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from appliance.call import CallError
+from appliance.call import IN_CALL, IN_PROGRESS, CallError
 from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
 from appliance.speech.announcer import Announcer
 
 log = logging.getLogger(__name__)
-
-IN_CALL = ("connected", "reconnecting")
-HANG_UP_STATES = ("calling", "ringing", "connected", "reconnecting")
 
 
 class Calls(Protocol):
@@ -103,7 +100,7 @@ class CallButton:
 
     def _long_press(self, cancelled_choice: bool) -> None:
         state = self._calls.state
-        if state in HANG_UP_STATES:
+        if state in IN_PROGRESS:
             log.info("button held: hanging up (%s)", state)
             self._guard(self._calls.hangup)
         elif cancelled_choice:

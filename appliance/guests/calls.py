@@ -7,8 +7,9 @@ environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe
 "signal": {...}}``; the signal is the call engine's own (:class:`~appliance.call.signaling.Signal`),
 so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
 reconnect, busy, bye), with the guest as the peer. A new offer needs a live invite (a one-time one
-is used up by it); a re-offer or a bye needs the invite and the call's id, a random secret the page
-chose for this call (a re-offer after a loss may come from a new anonymous address).
+is used up once the unit rings for it: an offer refused before that, busy or malformed, leaves it
+whole); a re-offer or a bye needs the invite and the call's id, a random secret the page chose for
+this call (a re-offer after a loss may come from a new anonymous address).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class GuestLine:
         if self._engine.state != "idle":
             self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
             return None
-        invite = self._invites.check(body.invite, use=True)
+        invite = self._invites.check(body.invite)
         self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
         return self.current
 
@@ -121,7 +122,9 @@ class GuestLine:
         state, current = event.data.get("state"), self.current
         if event.topic != "call.state" or current is None:
             return
-        if state == "connected" and event.data.get("guest"):
+        if state == "ringing" and event.data.get("guest"):
+            self._invites.use(current.invite)
+        elif state == "connected" and event.data.get("guest"):
             if current.describe:
                 self._vision.start(current.peer.name)
             elif self._told_private != current.call:

@@ -143,7 +143,7 @@ class Invites:
             raise InviteRefused("revoked", f"This invite was withdrawn. Ask {self._owner()} for a new link.")
         if invite.expires <= now:
             raise InviteRefused("expired", f"This invite has expired. Ask {self._owner()} for a new link.")
-        if invite.once and (invite.used is not None or (use and not self._use(invite.id, now))):
+        if invite.once and (invite.used is not None or (use and not self.use(invite))):
             raise InviteRefused(
                 "used", f"This invite worked for one call only. Ask {self._owner()} for a new link."
             )
@@ -169,11 +169,12 @@ class Invites:
             raise forged
         return fields
 
-    def _use(self, invite_id: str, now: float) -> bool:
+    def use(self, invite: Invite) -> bool:
+        """Mark the invite used (a one-time one is then used up); False when it already was."""
         with self._store.transaction() as db:
             return bool(
                 db.execute(
-                    "UPDATE invites SET used = ? WHERE id = ? AND used IS NULL", (now, invite_id)
+                    "UPDATE invites SET used = ? WHERE id = ? AND used IS NULL", (self._clock(), invite.id)
                 ).rowcount
             )
 

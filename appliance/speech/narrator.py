@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from appliance.call import IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
 from appliance.words.phrases import CALL_STATES, DEFAULT_LABELS, Phrases, for_settings
@@ -34,6 +35,7 @@ DEVICE_EVENTS = {
     "vision.no_face": ("no_face", 2),
     "vision.face_back": ("face_back", 2),
     "audio.unavailable": ("speaker_unavailable", 0),
+    "audio.recovered": ("speaker_back", 0),  # announcements made while it was out were lost
     "display.unavailable": ("display_unavailable", 0),
     "unit.forgetting": ("forgetting", 0),
     "unit.forgotten": ("forgotten", 0),
@@ -41,8 +43,7 @@ DEVICE_EVENTS = {
     "relay.unreachable": ("relay_unreachable", 0),
     "relay.back": ("relay_back", 0),
 }
-IN_CALL = ("connected", "reconnecting")
-START_TOPICS = ("camera.ready", "camera.lost", "vision.backend", "vision.unavailable")
+START_TOPICS = ("camera.ready", "camera.lost", "camera.recovered", "vision.backend", "vision.unavailable")
 SETTLE_SECONDS = 1.5
 
 
@@ -116,7 +117,7 @@ class Narrator:
             if self._started:
                 return False
             if event.topic.startswith("camera."):
-                self._facts["camera"] = "camera_ready" if event.topic == "camera.ready" else "camera_lost"
+                self._facts["camera"] = "camera_lost" if event.topic == "camera.lost" else "camera_ready"
             elif event.topic == "vision.backend":
                 self._facts["vision"] = backend_key(str(event.data.get("backend", "")))
             else:

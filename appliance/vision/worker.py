@@ -3,7 +3,10 @@
 It takes frames from a :class:`FrameFeed` (the shared :class:`~appliance.camera.capture.Capture`,
 or :class:`FileFeed` for offline analysis), analyses at most ``analyse_fps`` of them per second of
 source time and publishes ``vision.emotion``, ``vision.no_face`` and ``vision.face_back``. When the
-model cannot be loaded or fails, it publishes ``vision.unavailable`` and the unit carries on.
+model cannot be loaded, it publishes ``vision.unavailable`` and the unit carries on. When an analysis
+fails (a USB glitch of the Coral), it publishes ``vision.unavailable``, closes the pipeline and opens
+it again after a backoff (which publishes ``vision.backend``); it gives up after ``MAX_FAILURES``
+failures in a row.
 
 The appliance keeps it paused (:meth:`VisionWorker.pause`) except while a call is connected and the
 owner shares expressions: no face is analysed otherwise. ``emocall watch`` runs it unpaused.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from appliance.camera import EndOfStream, Frame, FrameSource
@@ -24,6 +28,14 @@ from appliance.vision.pipeline import VisionEvent, VisionPipeline
 from appliance.vision.select import open_pipeline
 
 log = logging.getLogger(__name__)
+
+# Failed analyses or reopenings in a row before the worker stops trying: a model that fails every time
+# would otherwise be reloaded forever.
+MAX_FAILURES = 5
+# The wait before reopening the pipeline: this long after the first failure, doubled after each
+# further one, at most the maximum.
+REOPEN_FIRST_SECONDS = 1.0
+REOPEN_MAX_SECONDS = 30.0
 
 
 class FrameFeed(Protocol):
@@ -59,8 +71,11 @@ class VisionWorker:
         analyse_fps: float = 10.0,
         *,
         paused: bool = False,
+        opener: Callable[[], VisionPipeline] | None = None,
     ) -> None:
         self._feed, self.pipeline, self._events = feed, pipeline, events
+        self._opener = opener  # opens a new pipeline after one failed; None: a failure is final
+        self._failures = 0  # failed analyses or reopenings since the last analysis that worked
         self._period = 1.0 / analyse_fps
         self._last = self._due = float("-inf")  # source time of the last analysed frame, of the next
         self._stop = threading.Event()
@@ -81,9 +96,11 @@ class VisionWorker:
             pipeline = open_pipeline(cfg, events) if cfg.enabled else None
         except VisionError as e:
             worker = cls(feed, None, events, cfg.analyse_fps, paused=paused)
-            worker._give_up(str(e))
+            worker._report_unavailable(str(e))
             return worker
-        worker = cls(feed, pipeline, events, cfg.analyse_fps, paused=paused)
+        worker = cls(
+            feed, pipeline, events, cfg.analyse_fps, paused=paused, opener=lambda: open_pipeline(cfg, events)
+        )
         if not cfg.enabled:
             # Said like any other reason (and it makes the consent at connect say "not shared").
             worker.unavailable = "turned off (vision.enabled = false)"
@@ -125,7 +142,7 @@ class VisionWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _give_up(self, reason: str) -> None:
+    def _report_unavailable(self, reason: str) -> None:
         self.unavailable = reason
         log.error("emotions unavailable: %s", reason)
         self._events.publish("vision.unavailable", f"emotions unavailable: {reason}", reason=reason)
@@ -150,10 +167,35 @@ class VisionWorker:
             try:
                 self._analyse(frame)
             except Exception as e:
-                # The call must go on whatever the model does; say so loudly and stop analysing.
+                # The call must go on whatever the model does: say so loudly and open it again.
                 log.exception("vision pipeline failed")
-                self._give_up(f"the expression pipeline failed: {e}")
-                return
+                if not self._reopen(f"the expression pipeline failed: {e}"):
+                    return
+            else:
+                self._failures = 0
+
+    def _reopen(self, reason: str) -> bool:
+        """Close the failed pipeline and open a new one after a backoff; False when it gives up."""
+        assert self.pipeline is not None
+        self.pipeline.close()
+        self._report_unavailable(reason)
+        while self._opener is not None:
+            self._failures += 1
+            if self._failures >= MAX_FAILURES:
+                self.unavailable = f"{reason} ({self._failures} failures in a row: restart the unit)"
+                log.error("emotions stay unavailable: %s", self.unavailable)
+                return False
+            if self._stop.wait(min(REOPEN_FIRST_SECONDS * 2 ** (self._failures - 1), REOPEN_MAX_SECONDS)):
+                return False
+            try:
+                self.pipeline = self._opener()  # publishes vision.backend
+            except Exception as e:  # whatever the backend raises, the next try may work
+                log.warning("the expression pipeline cannot be opened again: %s", e)
+                reason = self.unavailable = f"the expression pipeline cannot be opened again: {e}"
+                continue
+            self.unavailable = None
+            return True
+        return False
 
     def _is_due(self, position: float) -> bool:
         """Keeps a steady ``analyse_fps`` grid in source time (a camera faster than it skips frames)."""

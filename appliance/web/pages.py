@@ -26,6 +26,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from appliance.call import IN_PROGRESS
 from appliance.web import owner, presence
 from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
@@ -108,6 +109,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             details=unit_details(facts),
             peers=parts.store.peers(),
             call_state=state,
+            in_progress=IN_PROGRESS,
             call_words=CALL_STATES.get(state, state),
             sharing=parts.store.settings().share_expressions,
             emotions=[expression(e) for e in faces[-5:]],
@@ -217,7 +219,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
         return redirect(url_for("pages.status"))
 
     @bp.post("/logout")
-    @owner_page
+    @owner.csrf_only  # not owner_page: a login that has already ended is logged out all the same
     def logout() -> ResponseReturnValue:
         owner.end_owner()
         flash("You are logged out. To change this unit again, ask it for a code.", "info")
@@ -227,14 +229,21 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
 def _call_pages(
     bp: Blueprint, parts: UnitParts, render_status: Callable[[Outcome], ResponseReturnValue]
 ) -> None:
-    def act(action: Callable[[Any], None], said: str) -> ResponseReturnValue:
+    def act(
+        action: Callable[[Any], None], said: str, applies: tuple[str, ...] | None = None
+    ) -> ResponseReturnValue:
         """Run a call action; show the status once the call state moved on (or SETTLE_S passed).
 
         The message is ``said``, or else the new call state: what the page shows is what happened.
+        In a state not in ``applies`` (the caller gave up before Answer was pressed) nothing is done
+        and the page says the state at once.
         """
         if parts.call is None:
             return render_status(Outcome(CALL_STATES["unavailable"], "error"))
         before = parts.call.state
+        if applies is not None and before not in applies:
+            flash(CALL_STATES.get(before, before), "info")
+            return redirect(url_for("pages.status"))
         try:
             action(parts.call)
         except PAGE_ERRORS as e:
@@ -260,9 +269,9 @@ def _call_pages(
     @bp.post("/answer")
     @owner_page
     def answer() -> ResponseReturnValue:
-        return act(lambda engine: engine.answer(), "")
+        return act(lambda engine: engine.answer(), "", applies=("ringing",))
 
     @bp.post("/hangup")
     @owner_page
     def hangup() -> ResponseReturnValue:
-        return act(lambda engine: engine.hangup(), "Hung up.")
+        return act(lambda engine: engine.hangup(), "Hung up.", applies=IN_PROGRESS)

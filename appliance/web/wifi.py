@@ -3,7 +3,9 @@
 The web service runs unprivileged, so it does not touch NetworkManager itself: it leaves the choice
 in ``DATA_DIR/wifi-request`` (mode 0600; the SSID, then the password, one per line), and the image's
 hotspot script (image-build/files/network/emocall-hotspot, root) hands it to NetworkManager, drops the
-hotspot and says whether the unit joined.
+hotspot and says whether the unit joined. That script acts only while the unit has no network: a
+choice made while it has one waits for the next start without one (after a move), and the page
+says so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
+from appliance.relay import routing
 from appliance.web.page_access import owner_page
 from appliance.web.wording import Outcome
 
@@ -21,16 +24,32 @@ REQUEST_FILE = "wifi-request"
 
 
 class WifiError(ValueError):
-    """A network name or password Wi-Fi would refuse; the message says what to type."""
+    """A network name or password Wi-Fi would refuse; the message says what to type in ``field``."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def check(ssid: str, password: str) -> None:
     if not 1 <= len(ssid.encode()) <= 32:
-        raise WifiError("Type the network's name (1 to 32 characters).")
-    if "\n" in ssid or "\n" in password or "\r" in ssid or "\r" in password:
-        raise WifiError("The name and password cannot contain line breaks.")
+        raise WifiError("Type the network's name (1 to 32 characters).", "ssid")
+    for field, text in (("ssid", ssid), ("password", password)):
+        if "\n" in text or "\r" in text:
+            raise WifiError("The name and password cannot contain line breaks.", field)
     if password and not 8 <= len(password) <= 63:
-        raise WifiError("A Wi-Fi password has 8 to 63 characters; leave it empty for an open network.")
+        raise WifiError(
+            "A Wi-Fi password has 8 to 63 characters; leave it empty for an open network.", "password"
+        )
+
+
+def online() -> bool:
+    """Whether the unit has a default route now (the hotspot script's own test, ``ip route``)."""
+    try:
+        lines = routing.ROUTES.read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(len(f) >= 8 and f[1] == f[7] == "00000000" for f in (line.split() for line in lines))
 
 
 def leave_request(data_dir: Path, ssid: str, password: str) -> Path:
@@ -60,9 +79,14 @@ def wifi_blueprint(data_dir: Path) -> Blueprint:
         try:
             leave_request(data_dir, ssid, password)
         except WifiError as e:
-            outcome = Outcome(str(e), "error", {"ssid": str(e)})
+            outcome = Outcome(str(e), "error", {e.field: str(e)})
             return render_template("wifi.html", outcome=outcome, ssid=ssid), 422
         said = f"The unit is joining {ssid}; it says whether that worked."
+        if online():
+            said = (
+                f"Saved. The unit is on a network now and stays on it: it joins {ssid} the next time "
+                "it starts without one (after a move, for example), and says whether that worked."
+            )
         return render_template("wifi.html", outcome=Outcome(said), ssid=ssid)
 
     return bp

@@ -90,6 +90,7 @@ EN = {
     "relay_unreachable": "Calls outside the home are not possible right now.",
     "relay_back": "Calls outside the home work again.",
     "speaker_unavailable": "The speaker is not working.",
+    "speaker_back": "The speaker works again.",
     "display_unavailable": "The screen is not working.",
 }
 HI = {
@@ -149,6 +150,7 @@ HI = {
     "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकतीं।",
     "relay_back": "घर के बाहर फिर से कॉल हो सकती हैं।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
+    "speaker_back": "स्पीकर फिर से काम कर रहा है।",
     "display_unavailable": "स्क्रीन काम नहीं कर रही।",
 }
 BN = {
@@ -208,6 +210,7 @@ BN = {
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
     "relay_back": "বাড়ির বাইরে আবার কল করা যাচ্ছে।",
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
+    "speaker_back": "স্পিকার আবার কাজ করছে।",
     "display_unavailable": "স্ক্রিন কাজ করছে না।",
 }
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
