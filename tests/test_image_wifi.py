@@ -54,7 +54,8 @@ def test_the_owner_sets_the_network_and_the_request_is_private(
 
 
 @pytest.mark.parametrize(
-    ("ssid", "password"), [("", ""), ("x" * 33, ""), ("a\nb", "password1"), ("Home", "x" * 64)]
+    ("ssid", "password"),
+    [("", ""), ("x" * 33, ""), ("a\nb", "password1"), ("Home", "x" * 64), ("Home", "pass\x00word")],
 )
 def test_bad_input_is_refused_and_leaves_nothing(tmp_path: Path, ssid: str, password: str) -> None:
     with pytest.raises(WifiError):

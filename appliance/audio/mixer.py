@@ -80,7 +80,7 @@ class MixingSpeaker:
         self._written = 0  # samples output so far
         self.played: list[Played] = []
         self._failure = ""  # why the output is down, while it is
-        self._events = events
+        self._events = events or EventBus()  # a speaker on its own (tests, benchmarks) tells no one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
 
@@ -218,7 +218,7 @@ class MixingSpeaker:
         with self._lock:
             self._failure = f"audio output failed: {error}"
         self._release_waiter()  # the announcement that was playing is lost: its play() raises
-        self._publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
+        self._events.publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
         delay = REOPEN_FIRST_SECONDS
         while not self._stop.wait(delay):
             try:
@@ -231,12 +231,8 @@ class MixingSpeaker:
             with self._lock:
                 self._failure = ""
             log.info("audio output works again")
-            self._publish("audio.recovered", "the speaker works again")
+            self._events.publish("audio.recovered", "the speaker works again")
             return
-
-    def _publish(self, topic: str, message: str, **data: str) -> None:
-        if self._events is not None:
-            self._events.publish(topic, message, **data)
 
     def _release_waiter(self) -> None:
         with self._lock:

@@ -35,8 +35,10 @@ def check(ssid: str, password: str) -> None:
     if not 1 <= len(ssid.encode()) <= 32:
         raise WifiError("Type the network's name (1 to 32 characters).", "ssid")
     for field, text in (("ssid", ssid), ("password", password)):
-        if "\n" in text or "\r" in text:
-            raise WifiError("The name and password cannot contain line breaks.", field)
+        # Line breaks would split the request file; NUL and other controls do not survive nmcli's
+        # command line (a WPA passphrase is printable ASCII anyway).
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise WifiError("The name and password cannot contain line breaks or control characters.", field)
     if password and not 8 <= len(password) <= 63:
         raise WifiError(
             "A Wi-Fi password has 8 to 63 characters; leave it empty for an open network.", "password"
