@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
+from zeroconf import ServiceInfo, Zeroconf
 
-from appliance.pairing.discovery import Discovery, DiscoveryError
+from appliance.pairing.discovery import SERVICE, Discovery, DiscoveryError
 
 
 def test_units_find_each_other() -> None:
@@ -32,3 +34,39 @@ def test_units_find_each_other() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_an_odd_announcement_does_not_end_discovery() -> None:
+    """Anyone on the LAN may announce the service: a TXT key that is not UTF-8 once killed the browser
+    thread, and no unit announced afterwards was ever seen."""
+    me = os.urandom(16).hex()
+    try:
+        mine = Discovery(me, "Asha", "127.0.0.1").start(18003)
+    except DiscoveryError as e:
+        pytest.skip(f"no multicast here: {e}")
+    other = Zeroconf(interfaces=["127.0.0.1"])
+
+    def announce(instance: str, properties: dict[bytes, bytes]) -> None:
+        other.register_service(
+            ServiceInfo(
+                SERVICE,
+                f"{instance}.{SERVICE}",
+                port=18004,
+                properties=properties,
+                server=f"{instance}.local.",
+                addresses=[socket.inet_aton("127.0.0.1")],
+            )
+        )
+
+    later = os.urandom(16).hex()
+    try:
+        announce(f"odd-{me[:8]}", {b"\xff\xfe": b"x", b"id": b"odd"})
+        time.sleep(1)
+        announce(f"later-{me[:8]}", {b"id": later.encode(), b"name": b"Bela"})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and later not in {u.unit_id for u in mine.units()}:
+            time.sleep(0.2)
+        assert [u.name for u in mine.units() if u.unit_id == later] == ["Bela"]
+    finally:
+        other.close()
+        mine.close()

@@ -21,10 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pygame
 import pytest
 
 from appliance import config, platform
+from appliance.call.media import AUDIO_SAMPLES
+from appliance.call.microphone import MAX_LEFT_SAMPLES, Blocks
 from appliance.camera import CameraError
 from appliance.camera.capture import Capture
 from appliance.camera.picamera2 import Picamera2Source
@@ -261,3 +264,30 @@ def test_a_missing_edgetpu_library_gives_the_probe_s_reason(
         edgetpu_interpreter(load_card().model_path())
     assert "the Edge TPU cannot run" in str(raised.value)
     assert "AttributeError" not in str(raised.value)  # LiteRT's noise after the reason
+
+
+def test_the_microphone_stays_close_behind_the_sound_card_after_a_stall_or_with_drift() -> None:
+    """The call's reads and the card's blocks run on two clocks: a stall (the loop busy for half a
+    second) or a card 1 % fast must not leave the other person hearing the owner late for the rest
+    of the call. Each block holds its own number, so a read says how far behind the card it is."""
+    blocks, pushed = Blocks(), 0
+
+    def card() -> None:
+        nonlocal pushed
+        blocks.push(np.full(AUDIO_SAMPLES, pushed, np.int16))
+        pushed += 1
+
+    def behind() -> int:
+        return pushed - 1 - int(blocks.read(AUDIO_SAMPLES)[-1])
+
+    card()
+    assert behind() == 0
+    for _ in range(25):  # half a second with no read
+        card()
+    lags = []
+    for n in range(3000):
+        card()
+        if n % 100 == 0:  # the card 1 % fast
+            card()
+        lags.append(behind())
+    assert max(lags[1:]) <= MAX_LEFT_SAMPLES // AUDIO_SAMPLES, max(lags)

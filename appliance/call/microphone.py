@@ -21,6 +21,33 @@ from appliance.config import CallConfig
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED_BLOCKS = 25  # half a second: older sound is dropped, the call stays live
+# What a read may leave for the next one: the sound card's and the call's clocks jitter by a block or
+# so, but a stall or a card a little fast must not become a delay that lasts the rest of the call.
+MAX_LEFT_SAMPLES = 2 * AUDIO_SAMPLES
+
+
+class Blocks:
+    """The sound card's blocks (from its thread) for the call's reads, never far behind the card."""
+
+    def __init__(self) -> None:
+        self._blocks: deque[np.ndarray] = deque(maxlen=MAX_BUFFERED_BLOCKS)
+        self._lock = threading.Lock()
+        self._pending = np.zeros(0, np.int16)
+
+    def push(self, block: np.ndarray) -> None:
+        with self._lock:
+            self._blocks.append(block)
+
+    def read(self, samples: int) -> np.ndarray:
+        """The next ``samples`` (silence where there are none yet), at most MAX_LEFT_SAMPLES behind
+        the newest block: what is older is dropped."""
+        with self._lock:
+            chunks = [self._pending, *self._blocks]
+            self._blocks.clear()
+        pcm = np.concatenate(chunks)[-(samples + MAX_LEFT_SAMPLES) :]
+        self._pending = pcm[samples:]
+        out = pcm[:samples]
+        return np.pad(out, (0, samples - out.size)) if out.size < samples else out
 
 
 class Microphone:
@@ -31,9 +58,7 @@ class Microphone:
             import sounddevice
         except (ImportError, OSError) as e:
             raise CallError(f"no microphone support ({e}): install libportaudio2 and the [pi] extra") from e
-        self._blocks: deque[np.ndarray] = deque(maxlen=MAX_BUFFERED_BLOCKS)
-        self._lock = threading.Lock()
-        self._pending = np.zeros(0, np.int16)
+        self._blocks = Blocks()
         try:
             self._stream = sounddevice.InputStream(
                 samplerate=SAMPLE_RATE,
@@ -47,17 +72,10 @@ class Microphone:
             raise CallError(f"cannot open the microphone: {e} (is it plugged in?)") from e
 
     def _on_block(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        with self._lock:
-            self._blocks.append(indata[:, 0].copy())
+        self._blocks.push(indata[:, 0].copy())
 
     def read(self, samples: int) -> np.ndarray:
-        with self._lock:
-            chunks = [self._pending, *self._blocks]
-            self._blocks.clear()
-        pcm = np.concatenate(chunks)
-        self._pending = pcm[samples:]
-        out = pcm[:samples]
-        return np.pad(out, (0, samples - out.size)) if out.size < samples else out
+        return self._blocks.read(samples)
 
     def close(self) -> None:
         self._stream.stop()

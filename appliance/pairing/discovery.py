@@ -108,6 +108,16 @@ class Discovery:
     def _on_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
+        # zeroconf's browser thread calls this and dies with whatever it raises: one odd announcement
+        # on the LAN (anyone may send one) must not end discovery for good.
+        try:
+            self._note_change(zeroconf, service_type, name, state_change)
+        except Exception:
+            log.exception("ignoring the mDNS announcement %r", name)
+
+    def _note_change(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         if state_change is ServiceStateChange.Removed:
             with self._lock:
                 self._seen.pop(name, None)
@@ -129,7 +139,11 @@ class Discovery:
 
 
 def _seen_unit(info: ServiceInfo) -> SeenUnit | None:
-    props = {k.decode(): v.decode("utf-8", "replace") for k, v in info.properties.items() if v is not None}
+    props = {
+        k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+        for k, v in info.properties.items()
+        if v is not None
+    }
     addresses = info.parsed_addresses()
     if "id" not in props or not addresses or info.port is None:
         return None
