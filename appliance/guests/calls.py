@@ -22,6 +22,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.call import IN_PROGRESS
 from appliance.call.endpoints import answer_signal
 from appliance.call.engine import CallEngine
 from appliance.call.signaling import Signal
@@ -132,9 +133,12 @@ class GuestLine:
                 name = current.peer.name
                 message = f"{name} asked not to have their expressions described"
                 self._engine.events.publish("remote.sharing", message, peer=name, paused=True, guest=True)
-        elif state == "idle":
+        elif state not in IN_PROGRESS:
+            # At the call's end (ended, lost...), not only at idle a moment later: nothing the
+            # analysis still finishes may be said or shown once the call is over.
             self._vision.stop()
-            self.current = None
+            if state == "idle":
+                self.current = None
 
     def close(self) -> None:
         self._unsubscribe()

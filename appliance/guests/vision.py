@@ -86,7 +86,7 @@ class GuestVision:
 
     def _open(self, feed: LatestFrame, name: str) -> None:
         own = EventBus()
-        own.subscribe(lambda e: self._forward(e, name))
+        own.subscribe(lambda e: self._forward(e, name, feed))
         worker = VisionWorker.open(self._cfg, feed, own)
         with self._lock:
             if self._feed is not feed:  # the call ended while the model loaded
@@ -95,7 +95,9 @@ class GuestVision:
             self._worker = worker.start()
         log.info("describing the guest's face: %s", worker.status())
 
-    def _forward(self, event: Event, name: str) -> None:
+    def _forward(self, event: Event, name: str, feed: LatestFrame) -> None:
+        if self._feed is not feed:
+            return  # stopped: an analysis that finishes after the call's end is not said or shown
         if event.topic == "vision.emotion":
             emotion = str(event.data["emotion"])
             self._events.publish(
