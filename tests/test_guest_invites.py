@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.guests.invites import KIND, InviteError, InviteRefused, Invites, _b64, _unb64
+from appliance.guests.invites import KIND, Invite, InviteError, InviteRefused, Invites, _b64, _unb64
 from appliance.guests.pages import guests_blueprint
 from appliance.identity import Identity
 from appliance.state import StateStore
@@ -44,19 +44,26 @@ def invites(tmp_path: Path, clock: Clock) -> Iterator[Invites]:
     store.close()
 
 
-def refused(invites: Invites, token: str, *, use: bool = False) -> InviteRefused:
+def refused(invites: Invites, token: str) -> InviteRefused:
     with pytest.raises(InviteRefused) as e:
-        invites.check(token, use=use)
+        invites.check(token)
     return e.value
+
+
+def rings(invites: Invites, token: str) -> Invite:
+    """A guest's call with ``token`` rings the unit: the invite is checked, then used."""
+    invite = invites.check(token)
+    invites.use(invite)
+    return invite
 
 
 def test_a_standing_invite_works_until_it_expires(invites: Invites, clock: Clock) -> None:
     invite = invites.create(" Priya ", DAY, once=False)
     token = invites.token(invite, JID)
     for _ in range(3):
-        assert invites.check(token, use=True).name == "Priya"
+        assert rings(invites, token).name == "Priya"
     clock.now += DAY - 1
-    assert invites.check(token, use=True).id == invite.id
+    assert rings(invites, token).id == invite.id
     clock.now += 1
     e = refused(invites, token)
     assert e.reason == "expired" and "Ask Asha for a new link" in str(e)
@@ -69,10 +76,10 @@ def test_a_one_time_invite_rings_once(invites: Invites) -> None:
     invite = invites.create("Priya", DAY, once=True)
     token = invites.token(invite, JID)
     assert invites.check(token).name == "Priya"  # looking does not use it up
-    assert invites.check(token, use=True).name == "Priya"
-    e = refused(invites, token, use=True)
+    assert rings(invites, token).name == "Priya"
+    e = refused(invites, token)
     assert e.reason == "used" and "one call only" in str(e)
-    assert refused(invites, token).reason == "used"
+    assert not invites.use(invite)  # used already: a second call cannot use it again
     assert invites.listed() == []
     assert invites.revoke(invite.id) is None  # used up: nothing left to withdraw
 
@@ -101,10 +108,10 @@ def test_forged_and_altered_invites_are_refused(invites: Invites, tmp_path: Path
         "huge": "A" * 100_000,
     }
     for what, forged in forgeries.items():
-        e = refused(invites, forged, use=True)
+        e = refused(invites, forged)
         assert e.reason == "forged", what
         assert "Ask for a new link" in str(e) or "copied whole" in str(e), what
-    assert invites.check(token, use=True).name == "Priya"  # none of them used the real one up
+    assert rings(invites, token).name == "Priya"  # none of them used the real one up
 
 
 def test_an_invite_of_another_unit_does_not_open_this_one(invites: Invites, tmp_path: Path) -> None:
@@ -130,7 +137,7 @@ def test_invites_outlive_a_restart(tmp_path: Path, clock: Clock) -> None:
     store = StateStore(tmp_path / "state.db")
     first = Invites(me, store, clock)
     once = first.token(first.create("Priya", DAY, once=True), JID)
-    first.check(once, use=True)
+    rings(first, once)
     revoked = first.create("Ravi", DAY, once=False)
     first.revoke(revoked.id)
     store.close()

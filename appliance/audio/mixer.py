@@ -7,7 +7,7 @@ the words are heard over the conversation without clicks. Backends only provide 
 go (``_open_output``, ``_output``, ``_close_output``).
 
 When the output fails (aplay ends because PipeWire restarted or the USB sound card was replugged),
-the speaker reopens it by itself, waiting 1 s, then twice as long each time up to 30 s, and
+the speaker reopens it by itself (``timing.backoff``: 1 s, then twice as long each time up to 30 s), and
 publishes ``audio.unavailable`` and then ``audio.recovered``: a unit left alone for months must not
 stay mute until someone restarts it.
 """
@@ -24,6 +24,7 @@ import numpy as np
 
 from appliance.audio import SAMPLE_RATE, AudioError, resample
 from appliance.events import EventBus
+from appliance.timing import Pacer, backoff
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ STALL_CHECKS = 10
 # The newest announcements kept in ``played`` (tests and benchmarks read them); a unit that runs for
 # months must not keep every one.
 HISTORY = 100
-# Reopening a failed output: the first try after this long, then twice as long each time, up to the
-# maximum (a sound card that comes back is heard again within half a minute).
-REOPEN_FIRST_SECONDS = 1.0
-REOPEN_MAX_SECONDS = 30.0
 
 
 @dataclass
@@ -186,9 +183,12 @@ class MixingSpeaker:
         return np.clip(np.round(mixed), -32768, 32767).astype(np.int16), started
 
     def _run(self) -> None:
-        next_t = time.monotonic()
+        # Far behind (the machine busy, the output reopened): it carries on from now, no burst.
+        pacer = Pacer(self.sample_rate / self._block)
         try:
             while not self._stop.is_set():
+                if self._paced:
+                    pacer.wait()
                 block, started = self._mix()
                 if started is not None:
                     started.started_at = time.monotonic()
@@ -196,15 +196,6 @@ class MixingSpeaker:
                     self._output(block)
                 except Exception as e:  # whatever the output raises (struct.error too) is a failed output
                     self._reopen(e)
-                    next_t = time.monotonic()
-                    continue
-                if self._paced:
-                    next_t += self._block / self.sample_rate
-                    delay = next_t - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    elif delay < -0.2:  # far behind (machine busy): carry on from now, no burst
-                        next_t = time.monotonic()
         finally:
             self._release_waiter()
 
@@ -219,14 +210,14 @@ class MixingSpeaker:
             self._failure = f"audio output failed: {error}"
         self._release_waiter()  # the announcement that was playing is lost: its play() raises
         self._events.publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
-        delay = REOPEN_FIRST_SECONDS
-        while not self._stop.wait(delay):
+        attempt = 0
+        while not self._stop.wait(backoff(attempt)):
             try:
                 self._close_output()
                 self._open_output()
             except Exception as e:
-                delay = min(2 * delay, REOPEN_MAX_SECONDS)
-                log.warning("audio output still failing (%s); next try in %.0f s", e, delay)
+                attempt += 1
+                log.warning("audio output still failing (%s); next try in %.0f s", e, backoff(attempt))
                 continue
             with self._lock:
                 self._failure = ""

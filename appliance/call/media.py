@@ -25,6 +25,7 @@ from appliance.audio import SAMPLE_RATE, Speaker
 from appliance.call import CallError
 from appliance.camera import Frame
 from appliance.camera.capture import Capture
+from appliance.timing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,6 @@ AUDIO_SAMPLES = int(SAMPLE_RATE * AUDIO_PTIME)
 MAX_AUDIO_FILE_SECONDS = 600
 
 FrameSink = Callable[[np.ndarray], None]
-
-
-class _Pacer:
-    """Waits for the n-th slot of a fixed rate; after a stall it starts again instead of bursting."""
-
-    def __init__(self, rate: float) -> None:
-        self._period = 1.0 / rate
-        self._start = 0.0
-        self.count = -1
-
-    async def next(self) -> int:
-        self.count += 1
-        now = time.monotonic()
-        if self.count == 0 or now - (self._start + self.count * self._period) > 1.0:
-            self._start = now - self.count * self._period
-        await asyncio.sleep(max(0.0, self._start + self.count * self._period - now))
-        return self.count
 
 
 class CaptureTrack(MediaStreamTrack):
@@ -168,10 +152,13 @@ class AudioInputTrack(MediaStreamTrack):
     def __init__(self, source: AudioInput) -> None:
         super().__init__()
         self._source = source
-        self._pacer = _Pacer(1 / AUDIO_PTIME)
+        # After a stall of over a second it starts again instead of sending the missed frames at once.
+        self._pacer = Pacer(1 / AUDIO_PTIME, max_lag_s=1.0)
+        self._sent = 0
 
     async def recv(self) -> av.AudioFrame:
-        n = await self._pacer.next()
+        await asyncio.sleep(self._pacer.delay())
+        n, self._sent = self._sent, self._sent + 1
         pcm = self._source.read(AUDIO_SAMPLES)
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE

@@ -13,10 +13,6 @@ from typing import Protocol
 
 import numpy as np
 
-# A paced source this far behind was not read meanwhile (a paused capture, a real camera working):
-# it goes on from now, as the audio mixer does, instead of drawing the missed frames at full CPU.
-MAX_LAG_SECONDS = 0.2
-
 
 class CameraError(Exception):
     """The camera cannot be opened or stopped delivering; the message says what to check."""
@@ -42,20 +38,3 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class Pacer:
-    """Spaces successive frames ``1 / fps`` apart in real time."""
-
-    def __init__(self, fps: float) -> None:
-        self._period = 1 / fps
-        self._due = time.monotonic()
-
-    def wait(self) -> None:
-        """Sleep until the next frame is due."""
-        delay = self._due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -MAX_LAG_SECONDS:
-            self._due = time.monotonic()
-        self._due += self._period

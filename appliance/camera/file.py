@@ -7,7 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.camera import CameraError, EndOfStream, Frame, Pacer
+from appliance.camera import CameraError, EndOfStream, Frame
+from appliance.timing import Pacer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

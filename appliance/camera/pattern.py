@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from appliance.camera import Frame, Pacer
+from appliance.camera import Frame
+from appliance.timing import Pacer
 
 
 class PatternSource:
@@ -16,7 +17,7 @@ class PatternSource:
     ) -> None:
         self.width, self.height, self.fps, self.text = width, height, fps, text
         self._index = 0
-        self._pacer = Pacer(fps)
+        self._pacer = Pacer(fps)  # left unread for a while (a paused capture): no catch-up burst
         self._bars = self._colour_bars()
 
     def _colour_bars(self) -> np.ndarray:

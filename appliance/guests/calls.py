@@ -111,10 +111,9 @@ class GuestLine:
             ):
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             return current
+        invite = self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
         if self._engine.state != "idle":
-            self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
             return None
-        invite = self._invites.check(body.invite)
         self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
         return self.current
 

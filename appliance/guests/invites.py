@@ -129,10 +129,10 @@ class Invites:
         payload = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
         return f"{_b64(payload)}.{_b64(self._me.sign(KIND + payload))}"
 
-    def check(self, token: str, *, use: bool = False) -> Invite:
-        """The live invite ``token`` stands for; with ``use``, a one-time invite is used up now.
+    def check(self, token: str) -> Invite:
+        """The live invite ``token`` stands for (:meth:`use` uses it up, once its call rings).
 
-        Raises InviteRefused (forged, expired, revoked, used) and changes nothing then.
+        Raises InviteRefused (forged, expired, revoked, used).
         """
         fields = self._verified(token)
         invite = self._row(str(fields.get("id", "")))
@@ -143,7 +143,7 @@ class Invites:
             raise InviteRefused("revoked", f"This invite was withdrawn. Ask {self._owner()} for a new link.")
         if invite.expires <= now:
             raise InviteRefused("expired", f"This invite has expired. Ask {self._owner()} for a new link.")
-        if invite.once and (invite.used is not None or (use and not self.use(invite))):
+        if invite.once and invite.used is not None:
             raise InviteRefused(
                 "used", f"This invite worked for one call only. Ask {self._owner()} for a new link."
             )

@@ -37,16 +37,25 @@ def on_link(address: str) -> bool:
     except ValueError:
         return False
     packed = int.from_bytes(ip.packed, "little")  # /proc/net/route writes addresses in host order
+    for destination, gateway, mask in _route_table():
+        if gateway == 0 and destination != 0 and packed & mask == destination:
+            return True
+    return False
+
+
+def online() -> bool:
+    """Whether this machine has a default route (a network that leads somewhere, as ``ip route``)."""
+    return any(destination == mask == 0 for destination, _, mask in _route_table())
+
+
+def _route_table() -> list[tuple[int, int, int]]:
+    """(destination, gateway, mask) of each IPv4 route; none when the table cannot be read."""
     try:
         lines = ROUTES.read_text().splitlines()[1:]
     except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        connected = len(fields) >= 8 and int(fields[2], 16) == 0 and int(fields[1], 16) != 0
-        if connected and packed & int(fields[7], 16) == int(fields[1], 16):
-            return True
-    return False
+        return []
+    rows = [line.split() for line in lines]
+    return [(int(f[1], 16), int(f[2], 16), int(f[7], 16)) for f in rows if len(f) >= 8]
 
 
 class FallbackSignalling:

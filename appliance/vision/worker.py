@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from appliance.camera import EndOfStream, Frame, FrameSource
 from appliance.config import VisionConfig
 from appliance.events import EventBus
+from appliance.timing import backoff
 from appliance.vision import VisionError
 from appliance.vision.pipeline import VisionEvent, VisionPipeline
 from appliance.vision.select import open_pipeline
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 # Failed analyses or reopenings in a row before the worker stops trying: a model that fails every time
 # would otherwise be reloaded forever.
 MAX_FAILURES = 5
-# The wait before reopening the pipeline: this long after the first failure, doubled after each
-# further one, at most the maximum.
-REOPEN_FIRST_SECONDS = 1.0
-REOPEN_MAX_SECONDS = 30.0
 
 
 class FrameFeed(Protocol):
@@ -185,7 +182,7 @@ class VisionWorker:
                 self.unavailable = f"{reason} ({self._failures} failures in a row: restart the unit)"
                 log.error("emotions stay unavailable: %s", self.unavailable)
                 return False
-            if self._stop.wait(min(REOPEN_FIRST_SECONDS * 2 ** (self._failures - 1), REOPEN_MAX_SECONDS)):
+            if self._stop.wait(backoff(self._failures - 1)):
                 return False
             try:
                 self.pipeline = self._opener()  # publishes vision.backend

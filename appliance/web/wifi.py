@@ -45,15 +45,6 @@ def check(ssid: str, password: str) -> None:
         )
 
 
-def online() -> bool:
-    """Whether the unit has a default route now (the hotspot script's own test, ``ip route``)."""
-    try:
-        lines = routing.ROUTES.read_text().splitlines()[1:]
-    except OSError:
-        return False
-    return any(len(f) >= 8 and f[1] == f[7] == "00000000" for f in (line.split() for line in lines))
-
-
 def leave_request(data_dir: Path, ssid: str, password: str) -> Path:
     """Write the request atomically and readable by its owner only (it holds the password)."""
     check(ssid, password)
@@ -84,7 +75,7 @@ def wifi_blueprint(data_dir: Path) -> Blueprint:
             outcome = Outcome(str(e), "error", {e.field: str(e)})
             return render_template("wifi.html", outcome=outcome, ssid=ssid), 422
         said = f"The unit is joining {ssid}; it says whether that worked."
-        if online():
+        if routing.online():  # the hotspot script's own test
             said = (
                 f"Saved. The unit is on a network now and stays on it: it joins {ssid} the next time "
                 "it starts without one (after a move, for example), and says whether that worked."
