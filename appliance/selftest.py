@@ -89,21 +89,33 @@ def check_audio(cfg: Config) -> PartReport:
 
 
 def check_display(cfg: Config) -> PartReport:
-    from appliance.display.layout import Fonts, Scene, draw
+    """A test picture drawn in each language the unit speaks, each in a font that has its letters."""
+    from appliance.display.fonts import for_language
+    from appliance.display.layout import Scene, draw
     from appliance.display.select import has_drm
+    from appliance.words.phrases import TEMPLATES, Phrases
 
     if cfg.display.backend == "off":
         return PartReport("display", "off", True, "switched off in the configuration")
+    size, fonts, english = (cfg.display.width, cfg.display.height), [], []
     try:
-        size = (cfg.display.width, cfg.display.height)
-        draw(Scene(state="Ready", big="Happy"), size, Fonts(cfg.display.font))
+        for language in TEMPLATES:
+            font, phrases = for_language(Phrases(language), cfg.display.font)
+            draw(Scene(state=phrases.say("idle"), big=phrases.word("happiness")), size, font)
+            if phrases.language != language:
+                english.append(language)
+            elif font.path is not None:
+                fonts.append(f"{language} {font.path.name}")
     except (OSError, RuntimeError) as e:  # pygame's errors for a bad font file or a broken SDL
         return PartReport("display", "none", False, f"cannot draw: {e}")
+    drew = f"drew a test picture in {', '.join(TEMPLATES)} ({', '.join(fonts) or 'built-in font'})"
+    if english:
+        drew += f"; no font has the letters of {', '.join(english)}: shown in English"
     if cfg.display.backend == "offscreen":
-        return PartReport("display", "offscreen", True, "drew a test picture; PNG snapshots in the data dir")
+        return PartReport("display", "offscreen", not english, f"{drew}; PNG snapshots in the data dir")
     # The screen itself is not opened: the running service owns it.
-    detail = "drew a test picture; DRM device present" if has_drm() else "no /dev/dri/card*: check the cable"
-    return PartReport("display", "kmsdrm", has_drm(), detail)
+    detail = f"{drew}; DRM device present" if has_drm() else f"{drew}; no /dev/dri/card*: check the cable"
+    return PartReport("display", "kmsdrm", has_drm() and not english, detail)
 
 
 def check_pairing(cfg: Config) -> PartReport:

@@ -123,6 +123,7 @@ run_checks() {
   out=$(as_root bash /tmp/guest-checks.sh)
   as_root cat /tmp/scanout.png >"$work/scanout.png" 2>/dev/null || true
   as_root cat /tmp/scanout-code.png >"$work/scanout-code.png" 2>/dev/null || true
+  as_root cat /tmp/scanout-bn.png >"$work/scanout-bn.png" 2>/dev/null || true
   while read -r _ name status detail; do record "$name" "$status" "$detail"; done < <(grep '^CHECK ' <<<"$out")
   selftest=$(sed -n '/^SELFTEST$/{n;p}' <<<"$out")
   if python3 -c 'import json, sys

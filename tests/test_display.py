@@ -8,10 +8,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pygame
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
+from appliance import config, selftest
 from appliance.config import DisplayConfig
 from appliance.display import DisplayError, view
+from appliance.display.fonts import Fonts, fontconfig_choice, letters
 from appliance.display.layout import BOTTOM, TOP
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
@@ -133,11 +137,89 @@ def test_snapshot_before_anything_is_drawn_is_a_clear_error(tmp_path: Path) -> N
         OffscreenScreen((100, 100)).snapshot(tmp_path / "x.png")
 
 
-def test_a_language_without_a_font_falls_back_to_english(tmp_path: Path) -> None:
+def no_fonts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fontconfig that knows no font, as on a machine without the script's fonts."""
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(
+        f"<fontconfig><dir>{tmp_path}/none</dir><cachedir>{tmp_path}/cache</cachedir></fontconfig>"
+    )
+    monkeypatch.setenv("FONTCONFIG_FILE", str(conf))
+
+
+def test_a_language_without_a_font_falls_back_to_english(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_fonts(tmp_path, monkeypatch)
     screen = OffscreenScreen((W, H))
     display = Display(screen, EventBus(), Phrases("hi"), fps=30)
     try:
         assert display.scene.state == "Ready"
+    finally:
+        display.close()
+
+
+def ink(mask: np.ndarray) -> np.ndarray:
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return mask[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+def overlap(shown: np.ndarray, reference: np.ndarray) -> float:
+    """Intersection over union of two letter shapes, the reference scaled to the shown one."""
+    h, w = shown.shape
+    scaled = cv2.resize(reference.astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA) > 0
+    return float((shown & scaled).sum() / (shown | scaled).sum())
+
+
+def script_font(language: str) -> Path:
+    path = fontconfig_choice(language)
+    assert path is not None and "lohit" in str(path).lower(), (
+        f"no {language} font: bash .ci/setup installs it"
+    )
+    return path
+
+
+@pytest.mark.parametrize(("language", "label"), [("hi", "disgust"), ("hi", "contempt"), ("bn", "sadness")])
+def test_hindi_and_bengali_are_drawn_as_harfbuzz_shapes_them(
+    tmp_path: Path, language: str, label: str
+) -> None:
+    """घिन and বিষণ্ণ have a vowel sign drawn before the consonant it follows, तिरस्कार and বিষণ্ণ
+    conjuncts: the reference is Pillow's raqm layout (HarfBuzz) in the same font."""
+    events, screen = EventBus(), OffscreenScreen((W, H))
+    display = Display(screen, events, Phrases(language), fps=30)
+    try:
+        events.publish("remote.emotion", label, peer="Asha", emotion=label, confidence=0.9)
+        assert display.flush()
+        shown = ink(yellow(cv2.imread(str(screen.snapshot(tmp_path / "shot.png")))[H - int(H * BOTTOM) :]))
+    finally:
+        display.close()
+    word, path = Phrases(language).word(label), script_font(language)
+    font = ImageFont.truetype(str(path), 160, layout_engine=ImageFont.Layout.RAQM)
+    canvas = Image.new("L", (1600, 320))
+    ImageDraw.Draw(canvas).text((20, 20), word, font=font, fill=255)
+    unshaped = pygame.font.Font(str(path), 160).render(word, True, (255, 255, 255), (0, 0, 0))
+    assert overlap(shown, ink(np.asarray(canvas) > 128)) > 0.85
+    assert overlap(shown, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5  # letter by letter
+
+
+def test_latin_names_in_a_bengali_line_are_letters_not_boxes() -> None:
+    """Lohit Bengali has no Latin letters: "Asha" comes from the built-in font, as in English."""
+    path = script_font("bn")
+    assert "A" not in letters(path)
+    bengali = Fonts(path, "Beng", letters(path)).render("Asha", 400, 60, (255, 255, 255))
+    english = Fonts(None).render("Asha", 400, 60, (255, 255, 255))
+    boxes = Fonts(path, "Beng").render("Asha", 400, 60, (255, 255, 255))
+    assert pygame.image.tobytes(bengali, "RGB") == pygame.image.tobytes(english, "RGB")
+    assert pygame.image.tobytes(boxes, "RGB") != pygame.image.tobytes(english, "RGB")
+
+
+def test_the_language_can_change_while_the_unit_runs(tmp_path: Path) -> None:
+    events, screen = EventBus(), OffscreenScreen((W, H), tmp_path / "display.png")
+    display = Display(screen, events, Phrases("en"), fps=30)
+    try:
+        events.publish("settings.changed", "settings", settings={"voice_language": "bn"})
+        assert display.flush()
+        assert display.scene.state == Phrases("bn").say("idle")
+        assert ink(white(cv2.imread(str(screen.snapshot(tmp_path / "bn.png")))[: int(H * TOP)])).size
     finally:
         display.close()
 
@@ -196,3 +278,15 @@ def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(
         assert lines() == ["Kitchen", "Ready. Address 192.168.1.20:8080"]
     finally:
         display.close()
+
+
+def test_selftest_names_each_language_s_font_and_fails_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config.load(None, {"display": {"backend": "offscreen"}}, environ={})
+    report = selftest.check_display(cfg)
+    assert report.ok, report.detail
+    assert "hi Lohit-Devanagari.ttf, bn Lohit-Bengali.ttf" in report.detail
+    no_fonts(tmp_path, monkeypatch)
+    report = selftest.check_display(cfg)
+    assert not report.ok and "no font has the letters of hi, bn: shown in English" in report.detail

@@ -7,11 +7,12 @@ large as its band allows: the expression's word fills the bottom third of the sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pygame
+
+from appliance.display.fonts import Fonts
 
 BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
@@ -31,38 +32,12 @@ class Scene:
     frame: np.ndarray | None = None  # the remote video, BGR
 
 
-class Fonts:
-    """Fonts by pixel size, made once; ``path`` None is pygame's built-in font (Latin only)."""
-
-    def __init__(self, path: Path | None) -> None:
-        if not pygame.font.get_init():
-            pygame.font.init()
-        self._path = str(path) if path else None
-        self._cache: dict[int, pygame.font.Font] = {}
-
-    def get(self, size: int) -> pygame.font.Font:
-        if size not in self._cache:
-            self._cache[size] = pygame.font.Font(self._path, size)
-        return self._cache[size]
-
-    def fitted(self, text: str, width: int, height: int) -> pygame.font.Font:
-        """The largest font whose rendering of ``text`` fits in ``width`` x ``height``."""
-        size = max(8, height)
-        font = self.get(size)
-        text_w, text_h = font.size(text)
-        if text_w > width or text_h > height:
-            size = max(8, int(size * min(width / max(text_w, 1), height / max(text_h, 1))))
-            font = self.get(size)
-        return font
-
-
 def _text(
     surface: pygame.Surface, fonts: Fonts, text: str, box: pygame.Rect, colour: tuple[int, int, int]
 ) -> None:
     if not text:
         return
-    font = fonts.fitted(text, box.width, box.height)
-    rendered = font.render(text, True, colour, BLACK)
+    rendered = fonts.render(text, box.width, box.height, colour)
     surface.blit(rendered, rendered.get_rect(center=box.center))
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from appliance.display import Screen
-from appliance.display.layout import GREY, YELLOW, Fonts, Scene, draw
+from appliance.display.fonts import for_language
+from appliance.display.layout import GREY, YELLOW, Scene, draw
 from appliance.events import Event, EventBus
 from appliance.words.phrases import CALL_STATES, Phrases, for_settings
 
@@ -38,8 +39,8 @@ class Display:
         fps: float = 10.0,
         font: Path | None = None,
     ) -> None:
-        self._screen, self._fonts, self._font_path = screen, Fonts(font), font
-        self._phrases = self._displayable(phrases)
+        self._screen, self._font = screen, font
+        self._fonts, self._phrases = for_language(phrases, font)
         self._period = 1.0 / fps
         self._lock = threading.Condition()
         self._version = self._shown = 0  # scene changes made / drawn and shown
@@ -72,15 +73,6 @@ class Display:
         self._unsubscribe = events.subscribe(self._on_event)
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
-
-    def _displayable(self, phrases: Phrases) -> Phrases:
-        """The built-in font has Latin letters only: other scripts need ``[display] font``."""
-        if phrases.language != "en" and self._font_path is None:
-            log.warning(
-                "no font for %s configured ([display] font): the display shows English", phrases.language
-            )
-            return Phrases("en", phrases.labels)
-        return phrases
 
     def set_remote_frame(self, image: np.ndarray) -> None:
         """The newest remote video frame (BGR); called from the call's thread, never blocks long."""
@@ -177,9 +169,12 @@ class Display:
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")
         if isinstance(settings, Mapping):
-            phrases = for_settings(settings, self._phrases.labels)
+            fonts, phrases = for_language(for_settings(settings, self._phrases.labels), self._font)
             with self._lock:
-                self._phrases = self._displayable(phrases)
+                was_idle = self._scene.state == self._idle()
+                self._fonts, self._phrases = fonts, phrases
+                state = self._idle() if was_idle else self._scene.state
+            self._update(state=state)  # the idle line in the new language
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -187,10 +182,10 @@ class Display:
                 continue
             self._dirty.clear()
             with self._lock:
-                scene, version = self._scene, self._version
+                scene, version, fonts = self._scene, self._version, self._fonts
             try:
                 text = "\n".join(line for line in (scene.unit_name, scene.state, scene.big) if line)
-                self._screen.show(draw(scene, self._screen.size, self._fonts), text)
+                self._screen.show(draw(scene, self._screen.size, fonts), text)
             except Exception:  # a broken screen must not stop the call; logged, tried again next change
                 log.exception("the %s display failed to show a picture", self._screen.name)
             with self._lock:

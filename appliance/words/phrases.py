@@ -10,6 +10,7 @@ import logging
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 from appliance.vision import VisionError
@@ -214,6 +215,8 @@ BN = {
     "display_unavailable": "স্ক্রিন কাজ করছে না।",
 }
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
+# Each language's script (ISO 15924), for the display's font and its shaping.
+SCRIPTS = {"en": "Latn", "hi": "Deva", "bn": "Beng"}
 # How a sentence ends: Hindi and Bengali use the danda, which their voices read as a full stop.
 FULL_STOP = {"en": ".", "hi": "।", "bn": "।"}
 
@@ -360,6 +363,13 @@ class Phrases:
             return f"{self._name(peer)}: {self.word(label)}{FULL_STOP[self.language]}"
         phrase = EMOTION_PHRASES[self.language].get(label, label)
         return self.say("emotion", peer=peer, emotion=phrase)
+
+    def characters(self) -> str:
+        """Every character the language's sentences and words are written with, and the digits of
+        codes and addresses: what a font must have to show them."""
+        literal = (text for template in self._templates.values() for text, *_ in Formatter().parse(template))
+        words = (*EMOTION_WORDS[self.language].values(), *EMOTION_PHRASES[self.language].values())
+        return "".join(sorted(set("".join((*literal, *words, FULL_STOP[self.language], "0123456789.:")))))
 
     def _name(self, name: str) -> str:
         return clean_name(name, self._templates["unknown_peer"])
