@@ -104,6 +104,8 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     assert (wants / "emocall-firstboot.service").is_symlink()
     assert (wants / "emocall-hotspot.service").is_symlink()
     assert not (wants / "ssh.service").exists(), "SSH must stay off unless the flasher enables it"
+    # No cron on the image: the clock is saved hourly by a timer, for a boot after a power cut.
+    assert (root / "etc/systemd/system/timers.target.wants/emocall-clock-save.timer").is_symlink()
     unit = (root / "etc/systemd/system/emocall.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/var/lib/emocall", "UMask=0077"):
         assert line in unit
@@ -113,7 +115,14 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in dropin
     assert (root / "var/lib/systemd/linger/emocall").exists()
     result = in_root(
-        root, "systemd-analyze", "verify", "--man=no", "emocall.service", "emocall-firstboot.service"
+        root,
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "emocall.service",
+        "emocall-firstboot.service",
+        "emocall-clock-save.timer",
+        "emocall-clock-save.service",
     )
     assert result.returncode == 0, result.stderr
 

@@ -138,6 +138,19 @@ print(json.dumps(s.get("vision")))' 2>&1)
   if grep -q -i '"available": true' <<<"$status"; then check vision ok "$status"; else check vision fail "$status"; fi
 }
 
+# The clock saved hourly for the next boot (no cron on the image): the timer is waiting, and its
+# service writes the time now to fake-hwclock's file.
+clock() {
+  local next saved
+  next=$(systemctl show emocall-clock-save.timer -p ActiveState -p NextElapseUSecMonotonic --value | tr '\n' ' ')
+  if systemctl start emocall-clock-save.service && saved=$(cat /etc/fake-hwclock.data) &&
+    [ $(($(date +%s) - $(date -u -d "$saved" +%s))) -lt 60 ]; then
+    check clock ok "timer: $next; saved $saved (UTC), now $(date -u '+%F %T')"
+  else
+    check clock fail "timer: $next; saved '${saved:-nothing}', now $(date -u '+%F %T')"
+  fi
+}
+
 # The owner's language as the settings page sets it, with the service stopped (the store is
 # the service's); systemctl start returns at READY=1.
 set_language() {
@@ -174,6 +187,7 @@ lgpio
 display
 coral
 vision
+clock
 bengali
 echo SELFTEST
 as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
