@@ -213,7 +213,8 @@ class RequestVerifier:
     """Checks signed requests to this unit against pinned keys; remembers nonces while they are fresh.
 
     The nonces of each sender are kept in arrival order for twice the skew window and dropped from
-    the front as they expire, at most ``max_nonces`` per sender: only verified requests add one, so
+    the front as they expire (all expired ones when the sender's are at ``max_nonces``, for after a
+    backward clock step), at most ``max_nonces`` per sender: only verified requests add one, so
     the memory is bounded by what paired units send, and one of them cannot crowd out the others.
     """
 
@@ -255,6 +256,11 @@ class RequestVerifier:
                 seen.popitem(last=False)
             if nonce in seen:
                 raise TrustError("this request was already received (replay refused)")
+            if len(seen) >= self._max_nonces:
+                # After the clock stepped back (a Pi's first sync) the front holds the nonces from
+                # before the step, which expire only when the clock is there again: look at all.
+                for old in [n for n, expires in seen.items() if expires < now]:
+                    del seen[old]
             if len(seen) >= self._max_nonces:
                 raise TrustError("too many signed requests from this unit lately: try again in a minute")
             seen[nonce] = now + 2 * self._max_skew_s

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree.ElementTree import fromstring
@@ -196,3 +198,44 @@ def test_selftest_says_whether_the_relay_can_be_used(tmp_path: Path) -> None:
     settings = {"relay": {**missing, "password_file": str(tmp_path / "pw")}, "web": {"port": free_port()}}
     report = selftest.check_relay(config.load(None, settings, environ={}))
     assert not report.ok and report.detail.startswith("settings readable; no unit answers")
+
+
+def test_turn_credentials_are_renewed_soon_after_the_clock_jumps_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Pi's clock jumps at its first sync (no real-time clock), the loop's timer does not: the
+    keeper looks at the clock every few minutes instead of sleeping until the expiry it computed."""
+    from appliance.relay import client as relay_client
+
+    monkeypatch.setattr(relay_client, "TURN_CHECK_S", 0.05)
+    monkeypatch.setattr(relay_client, "TURN_RETRY_S", 0.01)
+    keeper = relay_client.RelayClient(
+        RelayConfig(jid="asha@relay.example.org"),
+        "password",
+        EventBus(),
+        tls=ssl.create_default_context(),
+        answer=lambda jid, exchange: exchange,
+        accepts=lambda jid: True,
+        contacts=list,
+    )
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    keeper._ice = turn.IceServers([], clock[0] + 3600)  # an hour, as the relay gives
+    asked: list[float] = []
+
+    async def relay_answers() -> None:  # the relay's answer to the credentials query
+        asked.append(clock[0])
+        keeper._ice = turn.IceServers([], clock[0] + 3600)
+
+    monkeypatch.setattr(keeper, "_refresh_turn", relay_answers)
+
+    async def jump_and_wait() -> None:
+        task = asyncio.create_task(keeper._keep_turn_fresh())
+        await asyncio.sleep(0.2)
+        assert asked == []  # fresh for another hour: nothing asked
+        clock[0] += 3 * 86400  # the first sync after a power cut: three days later
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(jump_and_wait())
+    assert asked == [clock[0]], "the credentials were not renewed after the clock jumped"

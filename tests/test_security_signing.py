@@ -160,3 +160,24 @@ def test_m1_each_unit_answers_only_what_was_signed_for_it(tmp_path: Path) -> Non
     finally:
         for unit in (a, b, c):
             unit.close()
+
+
+def test_l5_a_clock_stepping_back_does_not_lock_a_unit_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi's clock steps back at its first sync when it booted ahead: the nonces from before the
+    step expire only when the clock is there again, yet the ones after it expire as they should."""
+    a, b = Identity.load_or_create(tmp_path / "a.key"), Identity.load_or_create(tmp_path / "b.key")
+    verifier = RequestVerifier({a.unit_id: a.public_key}.get, b.unit_id, max_skew_s=60, max_nonces=20)
+    clock = [time.time()]
+    monkeypatch.setattr(identity.time, "time", lambda: clock[0])
+
+    def send() -> None:
+        verifier.verify(identity.sign_request(a, b.unit_id, "POST", "/x", b"").headers, "POST", "/x", b"")
+
+    for _ in range(5):
+        send()
+    clock[0] -= 2 * 86400  # both units' clocks step back two days
+    for _ in range(100):  # one request every 10 s for 1000 s: never more than 13 fresh at once
+        send()
+        clock[0] += 10

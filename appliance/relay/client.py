@@ -39,6 +39,7 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 10.0
 TURN_MARGIN_S = 600.0  # credentials are asked again this long before they expire
 TURN_RETRY_S = 60.0  # and no more often than this
+TURN_CHECK_S = 300.0  # the clock is looked at again at least this often
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
 
 
@@ -224,10 +225,16 @@ class RelayClient:
         return list(ice.servers) if ice is not None and ice.fresh(0) else []
 
     async def _keep_turn_fresh(self) -> None:
-        """While connected, ask for new credentials TURN_MARGIN_S before the current ones expire."""
+        """While connected, ask for new credentials TURN_MARGIN_S before the current ones expire.
+
+        The wait is cut into TURN_CHECK_S steps, each ending with a look at the clock: a Pi has no
+        real-time clock, and when its clock jumps at the first sync the loop's timer does not, so
+        one long sleep to the expiry would outlast the credentials by the size of the jump."""
         while True:
             left = self._ice.expires - time.time() - TURN_MARGIN_S if self._ice else 0.0
-            await asyncio.sleep(max(left, TURN_RETRY_S))
+            await asyncio.sleep(min(max(left, TURN_RETRY_S), TURN_CHECK_S))
+            if self._ice is not None and self._ice.fresh(TURN_MARGIN_S):
+                continue
             try:
                 await self._refresh_turn()
             except (IqError, IqTimeout, turn.TurnError) as e:
