@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Turns a Debian bookworm or Raspberry Pi OS (bookworm, arm64) root filesystem into an emocall unit.
-# Runs INSIDE that root (chroot, pi-gen's on_chroot, or the machine itself) as root, from a copy of
-# the repository:   bash /path/to/emocall/image-build/install.sh
+# Runs INSIDE that root (chroot, pi-gen's on_chroot, or a machine not yet booted as a unit) as
+# root, from a copy of the repository:   bash /path/to/emocall/image-build/install.sh
+# It makes an image: it removes the SSH host keys, the machine id and the hostname, which every
+# unit makes at its first boot, so it refuses to run on a unit that has had its first boot.
 # Both image flavours call it (build.sh, pi-gen/stage-emocall/00-run.sh); CI runs it into a root
 # filesystem (tests/test_image_install.py).
 # Environment: PIP_CERT / PIP_INDEX_URL are passed on to pip where the build host needs them;
@@ -126,6 +128,11 @@ scrub() {
 
 main() {
   [ "$(id -u)" -eq 0 ] || { say "run as root"; exit 1; }
+  if [ -e /var/lib/emocall-firstboot.done ]; then
+    say "this is a unit after its first boot: installing here would remove its SSH host keys, machine id and name"
+    say "update a unit with a new image (or pip install the package into $venv)"
+    exit 1
+  fi
   install_packages
   create_user
   create_venv

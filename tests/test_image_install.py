@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -169,41 +169,123 @@ def test_selftest_runs_inside_the_installed_root(root: Path) -> None:
     assert report["speech"]["ok"], report["speech"]
 
 
-def test_first_boot_applies_imager_settings_names_the_unit_and_makes_its_key(root: Path) -> None:
-    """emocall-firstboot in the root (its own UTS namespace: `hostname` must not rename this machine).
+def test_install_refuses_a_unit_after_its_first_boot(root: Path) -> None:
+    """install.sh makes images: on a unit it would remove the unit's SSH host keys, id and name."""
+    done = root / "var/lib/emocall-firstboot.done"
+    shutil.copy(IMAGE / "install.sh", root / "tmp/install.sh")
+    (root / "etc/hostname").write_text("kitchen\n")
+    done.touch()
+    try:
+        result = in_root(root, "bash", "/tmp/install.sh")
+        assert result.returncode == 1 and "a unit after its first boot" in result.stderr
+        assert (root / "etc/hostname").read_text() == "kitchen\n"
+    finally:
+        done.unlink()
+        (root / "tmp/install.sh").unlink()
+        (root / "etc/hostname").write_text("emocall\n")
 
-    Runs last: it adds what a flashed card gets at first boot (a user, SSH keys).
-    """
+
+FirstBoot = Callable[[dict[str, str], tuple[str, ...]], subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def first_boot(root: Path) -> Iterator[FirstBoot]:
+    """emocall-firstboot in the root with the given files on the boot partition (its own UTS
+    namespace: `hostname` must not rename this machine); afterwards the root as the image ships it
+    again, without the users the test names, for a later run against the same root."""
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) missing")
-    (root / "etc/machine-id").write_text("4f2a9c0d1e2b3c4d5e6f708192a3b4c5\n")  # systemd writes it at boot
-    boot = root / "boot/firmware"
-    boot.mkdir(parents=True, exist_ok=True)
-    (boot / "custom.toml").write_text(
-        'config_version = 1\n[user]\nname = "asha"\npassword = "$6$salt$hash"\npassword_encrypted = true\n'
-        "[ssh]\nenabled = true\npassword_authentication = false\n"
-        'authorized_keys = ["ssh-ed25519 AAAA test"]\n'
-    )
-    (boot / "emocall.toml").write_text('[camera]\nsource = "pattern"\n')
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-    try:
-        result = subprocess.run(
+    made: list[str] = []
+
+    def run(boot_files: dict[str, str], users: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        made.extend(users)
+        (root / "etc/machine-id").write_text(
+            "4f2a9c0d1e2b3c4d5e6f708192a3b4c5\n"
+        )  # systemd writes it at boot
+        boot = root / "boot/firmware"
+        boot.mkdir(parents=True, exist_ok=True)
+        for name, text in boot_files.items():
+            (boot / name).write_text(text)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        return subprocess.run(
             ["unshare", "--uts", "chroot", str(root), "/usr/lib/emocall/emocall-firstboot"],
             capture_output=True,
             text=True,
             env=env,
             timeout=300,
         )
-        check_first_boot(root, result)
-    finally:  # the root as the image ships it again, for a later run against the same root
-        in_root(root, "userdel", "--remove", "asha")
-        for made in ("var/lib/emocall/identity.key", "etc/emocall/unit.env", "etc/machine-id"):
-            (root / made).unlink(missing_ok=True)
-        (root / "etc/machine-id").write_text("")
-        for key in (root / "etc/ssh").glob("ssh_host_*"):
-            key.unlink()
-        shutil.copy(IMAGE / "files/config.toml", root / "etc/emocall/config.toml")
-        in_root(root, "systemctl", "disable", "ssh.service")
+
+    yield run
+    for user in made:
+        in_root(root, "userdel", "--remove", user)
+    for path in (
+        "var/lib/emocall/identity.key",
+        "etc/emocall/unit.env",
+        "etc/ssh/sshd_config.d/emocall.conf",
+    ):
+        (root / path).unlink(missing_ok=True)
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").write_text("emocall\n")
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    shutil.copy(IMAGE / "files/config.toml", root / "etc/emocall/config.toml")
+    in_root(root, "systemctl", "disable", "ssh.service")
+
+
+def test_first_boot_applies_imager_settings_names_the_unit_and_makes_its_key(
+    root: Path, first_boot: FirstBoot
+) -> None:
+    """Runs last: it adds what a flashed card gets at first boot (a user, SSH keys)."""
+    custom = (
+        'config_version = 1\n[user]\nname = "asha"\npassword = "$6$salt$hash"\npassword_encrypted = true\n'
+        "[ssh]\nenabled = true\npassword_authentication = false\n"
+        'authorized_keys = ["ssh-ed25519 AAAA test"]\n'
+    )
+    files = {"custom.toml": custom, "emocall.toml": '[camera]\nsource = "pattern"\n'}
+    check_first_boot(root, first_boot(files, ("asha",)))
+
+
+# What Imager writes for Raspberry Pi OS: the keys are given before the user exists.
+FIRSTRUN = """#!/bin/bash
+set +e
+/usr/lib/raspberrypi-sys-mods/imager_custom set_hostname kitchen
+/usr/lib/raspberrypi-sys-mods/imager_custom enable_ssh -k 'ssh-ed25519 AAAA one' 'ssh-ed25519 AAAA two'
+/usr/lib/userconf-pi/userconf 'asha' '$6$salt$hash'
+rm -f /boot/firstrun.sh
+exit 0
+"""
+
+
+def test_first_boot_applies_imagers_firstrun_in_its_order_and_every_good_setting(
+    root: Path, first_boot: FirstBoot
+) -> None:
+    """The keys given before the user reach the user; a bad hostname in custom.toml is refused and
+    the rest still applied; a password Imager left in plain text is hashed; custom.toml is removed."""
+    custom = (
+        '[system]\nhostname = "kitchen_pi"\n'
+        '[user]\nname = "bela"\npassword = "correct horse"\npassword_encrypted = false\n'
+        '[locale]\ntimezone = "Asia/Kolkata"\n'
+    )
+    result = first_boot({"firstrun.sh": FIRSTRUN, "custom.toml": custom}, ("asha", "bela"))
+    assert result.returncode == 0, result.stderr
+    assert "hostname: hostname 'kitchen_pi' is not valid" in result.stderr
+    assert (root / "etc/hostname").read_text() == "kitchen\n"
+    assert (root / "etc/emocall/unit.env").read_text() == "EMOCALL_UNIT__NAME=kitchen\n"
+    keys = (root / "home/asha/.ssh/authorized_keys").read_text()
+    assert keys == "ssh-ed25519 AAAA one\nssh-ed25519 AAAA two\n"
+    assert in_root(root, "stat", "-c", "%U %a", "/home/asha/.ssh/authorized_keys").stdout.split() == [
+        "asha",
+        "600",
+    ]
+    assert (root / "etc/ssh/sshd_config.d/emocall.conf").read_text() == "PasswordAuthentication no\n"
+    hashed = in_root(root, "getent", "shadow", "bela").stdout.split(":")[1]
+    assert hashed.startswith("$") and "correct horse" not in hashed
+    assert (root / "etc/timezone").read_text() == "Asia/Kolkata\n"
+    assert not (root / "etc/emocall/ssh-keys-pending").exists()
+    assert (
+        not (root / "boot/firmware/custom.toml").exists()
+        and not (root / "boot/firmware/firstrun.sh").exists()
+    )
 
 
 def check_first_boot(root: Path, result: subprocess.CompletedProcess[str]) -> None:

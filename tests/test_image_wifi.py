@@ -3,7 +3,10 @@ image's hotspot script, readable by the unit only; a bad name or password is ref
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,67 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path: Path, ssid: str, pass
 
 def test_an_open_network_needs_no_password(tmp_path: Path) -> None:
     assert leave_request(tmp_path, "Cafe", "").read_text() == "Cafe\n\n"
+
+
+# The hotspot script (image-build/files/network/emocall-hotspot) drives NetworkManager and Wi-Fi,
+# which this machine has not: it runs here with stand-ins for nmcli, ip, iw and the unit's voice on
+# PATH, each a few lines that log what was asked and play a home whose router starts late.
+HOTSPOT_SCRIPT = Path(__file__).resolve().parents[1] / "image-build/files/network/emocall-hotspot"
+STAND_INS = {
+    "ip": '[ -e "$HOME_NET/online" ] && echo "default via 192.168.1.1 dev wlan0"; exit 0',
+    "iw": '[ -e "$HOME_NET/phone" ] && echo "Station 11:22:33:44:55:66 (on wlan0)"; exit 0',
+    "nmcli": """echo "$*" >>"$HOME_NET/nmcli.log"
+case "$*" in
+  "-t -f DEVICE,TYPE device") echo "wlan0:wifi" ;;
+  "-g connection.uuid connection show emocall-setup") echo setup-uuid ;;
+  "-t -f UUID,TYPE connection show") printf 'setup-uuid:802-11-wireless\\nhome-uuid:802-11-wireless\\n' ;;
+  "--wait 30 connection up home-uuid") [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
+esac""",
+    "id": "echo 1000",
+    "runuser": 'echo "${@: -1}" >>"$HOME_NET/said"',
+    "sleep": "exec /bin/sleep 0.05",
+}
+
+
+def test_the_hotspot_goes_back_to_the_saved_network_when_the_router_is_up(tmp_path: Path) -> None:
+    """After a power cut the router starts after the unit gave up waiting: the hotspot opens, then
+    the saved network is tried while no phone is on the hotspot, and joined once the router is up."""
+    bin_dir, net = tmp_path / "bin", tmp_path / "net"
+    bin_dir.mkdir()
+    net.mkdir()
+    for name, body in STAND_INS.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (net / "phone").touch()  # the owner's phone is on the setup page
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME_NET": str(net),
+        "EMOCALL_STATE_DIR": str(tmp_path),
+        "EMOCALL_HOTSPOT_PASSWORD": str(tmp_path / "password"),
+        "EMOCALL_HOTSPOT_WAIT": "0",
+        "EMOCALL_HOTSPOT_RETRY": "0",
+    }
+    script = subprocess.Popen(["bash", str(HOTSPOT_SCRIPT)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (net / "said").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # ten rounds of the loop with a phone on the hotspot
+        log = (net / "nmcli.log").read_text()
+        password = (tmp_path / "password").read_text().strip()
+        assert re.fullmatch(r"\d{8}", password) and (tmp_path / "password").stat().st_mode & 0o777 == 0o600
+        assert "device wifi hotspot ifname wlan0 con-name emocall-setup ssid" in log
+        assert log.rstrip().endswith(f"password {password}")
+        assert "connection down" not in log  # not while someone is on the hotspot
+        (net / "phone").unlink()
+        time.sleep(0.5)  # saved network tried, router still off: the hotspot comes back
+        assert "--wait 30 connection up home-uuid" in (net / "nmcli.log").read_text()
+        assert "connection up setup-uuid" not in (net / "nmcli.log").read_text()
+        (net / "router").touch()
+        assert script.wait(timeout=10) == 0, script.stderr.read() if script.stderr else ""
+    finally:
+        script.kill()
+        script.wait()
+    said = (net / "said").read_text().splitlines()
+    assert said[0].startswith("No network. Join the Wi-Fi network") and said[-1] == "The network is back."
+    assert "connection up emocall-setup" in (net / "nmcli.log").read_text()

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from appliance.relay.routing import on_link
 from appliance.relay.service import Relay
 from appliance.state import Peer
 
+from .conftest import ROOT
 from .pairing_units import Unit, make_unit
 from .test_call import Node
 from .test_speech_narrator import Talking
@@ -239,3 +243,39 @@ def test_turn_credentials_are_renewed_soon_after_the_clock_jumps_forward(
 
     asyncio.run(jump_and_wait())
     assert asked == [clock[0]], "the credentials were not renewed after the clock jumped"
+
+
+COTURN = """ip link set lo up
+ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
+ip addr add 203.0.113.5/24 dev d0 && ip addr add 10.9.9.9/32 dev d0
+turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
+turnutils_peer -L 203.0.113.5 -L 10.9.9.9 -p 3480 >/dev/null 2>&1 & peer=$!
+sleep 2
+secret=$(cat "$DIR/turn-secret")
+for how in "-e 203.0.113.5" "-e 10.9.9.9" "-T -e 203.0.113.5"; do
+  echo "== $how"
+  timeout 15 turnutils_uclient -W "$secret" -u probe -n 3 -m 1 -c $how 203.0.113.5 2>&1 | grep -E "lost|error"
+done
+kill $server $peer
+"""
+
+
+def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(tmp_path: Path) -> None:
+    """coturn with relay/setup's configuration, in a network namespace of its own: UDP media to a
+    public address is relayed; a private address is refused (403), and so is a TCP allocation (442),
+    which would make the relay a TCP proxy for anyone holding a guest's credentials."""
+    if not all(shutil.which(p) for p in ("turnserver", "turnutils_uclient", "unshare", "openssl")):
+        pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
+    cert, key, out = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "relay"))
+    self_signed = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay.test"]
+    subprocess.run(
+        ["openssl", "req", *self_signed, "-keyout", key, "-out", cert], check=True, capture_output=True
+    )
+    render = ["relay.test", "--render", out, "--address", "203.0.113.5", "--cert", cert, "--key", key]
+    subprocess.run(["bash", str(ROOT / "relay/setup"), *render], check=True, capture_output=True)
+    env = {**os.environ, "DIR": out}
+    done = subprocess.run(["unshare", "-n", "bash", "-c", COTURN], env=env, capture_output=True, text=True)
+    public, private, tcp = done.stdout.split("== ")[1:]
+    assert "Total lost packets 0 (0.000000%)" in public, done.stdout
+    assert "403 (Forbidden IP)" in private and "lost" not in private, done.stdout
+    assert "442 (TCP Transport is not allowed" in tcp and "lost" not in tcp, done.stdout

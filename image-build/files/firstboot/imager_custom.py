@@ -7,19 +7,26 @@ Imager writes its settings to the card's boot partition in one of three forms, a
 - ``firstrun.sh``, which calls ``/usr/lib/raspberrypi-sys-mods/imager_custom`` and
   ``/usr/lib/userconf-pi/userconf``: on the Debian flavour this script is installed under both
   names, so the same commands work there too (:func:`main` dispatches on the name it is called by).
-Each setting is applied with the system's own tools (argument lists, timeouts).
+Each setting is applied with the system's own tools (argument lists, timeouts). One that fails is
+reported and the others are still applied, as Raspberry Pi OS's ``init_config`` does: a first boot
+happens once, and Imager's file (passwords in it) is removed from the card whatever happened.
 """
 
 from __future__ import annotations
 
 import grp
+import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 BOOT = Path("/boot/firmware")
 TIMEOUT = 60
+# Imager's firstrun.sh enables SSH with the keys before it creates the user: they wait here.
+PENDING_KEYS = Path("/etc/emocall/ssh-keys-pending")
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class CustomisationError(Exception):
@@ -34,6 +41,8 @@ def _run(*argv: str, stdin: str | None = None) -> None:
 
 
 def set_hostname(name: str) -> None:
+    if not HOSTNAME.fullmatch(name):
+        raise CustomisationError(f"hostname {name!r} is not valid (letters, digits and hyphens only)")
     Path("/etc/hostname").write_text(name + "\n")
     hosts = Path("/etc/hosts")
     old = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
@@ -50,22 +59,35 @@ def _group_exists(name: str) -> bool:
     return True
 
 
-def set_user(name: str, password_hash: str) -> None:
-    """The flasher's login user (there is none by default and no default password)."""
+def set_user(name: str, password: str, *, encrypted: bool = True) -> None:
+    """The flasher's login user (there is none by default and no default password); the SSH keys
+    given before it existed are its own."""
     groups = ",".join(g for g in ("sudo", "audio", "video", "plugdev", "netdev") if _group_exists(g))
     existing = subprocess.run(["id", name], capture_output=True, timeout=TIMEOUT).returncode == 0
     if not existing:
         _run("useradd", "--create-home", "--shell", "/bin/bash", "--groups", groups, name)
-    _run("chpasswd", "-e", stdin=f"{name}:{password_hash}\n")
+    # A password Imager left in plain text (password_encrypted = false) is hashed by chpasswd.
+    _run("chpasswd", *(["-e"] if encrypted else []), stdin=f"{name}:{password}\n")
+    if PENDING_KEYS.is_file():
+        _authorize(name, PENDING_KEYS.read_text().split("\n"))
+        PENDING_KEYS.unlink()
+
+
+def _authorize(user: str, keys: list[str]) -> None:
+    ssh_dir = Path(f"~{user}").expanduser() / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text("".join(f"{k}\n" for k in keys if k.strip()))
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    _run("chown", "-R", f"{user}:{user}", str(ssh_dir))
 
 
 def enable_ssh(keys: list[str], user: str | None, password_login: bool) -> None:
     if keys and user:
-        ssh_dir = Path(f"~{user}").expanduser() / ".ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        (ssh_dir / "authorized_keys").write_text("\n".join(keys) + "\n")
-        (ssh_dir / "authorized_keys").chmod(0o600)
-        _run("chown", "-R", f"{user}:{user}", str(ssh_dir))
+        _authorize(user, keys)
+    elif keys:  # no user yet: set_user gives them to the user it makes
+        PENDING_KEYS.parent.mkdir(parents=True, exist_ok=True)
+        PENDING_KEYS.touch(mode=0o600)
+        PENDING_KEYS.write_text("\n".join(keys) + "\n")
     conf = Path("/etc/ssh/sshd_config.d/emocall.conf")
     conf.write_text(f"PasswordAuthentication {'yes' if password_login else 'no'}\n")
     _run("ssh-keygen", "-A")
@@ -86,8 +108,10 @@ def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> No
     if keyfile.returncode != 0:
         raise CustomisationError(f"nmcli could not make the Wi-Fi connection: {keyfile.stderr.strip()}")
     path = Path(f"/etc/NetworkManager/system-connections/{name}.nmconnection")
+    path.touch(mode=0o600)
     path.write_text(keyfile.stdout)
-    path.chmod(0o600)
+    if Path("/run/systemd/system").is_dir():  # NetworkManager is running: it reads new files only when told
+        _run("nmcli", "connection", "reload")
     if country:
         Path("/etc/default/crda").write_text(f"REGDOMAIN={country}\n")
 
@@ -99,33 +123,38 @@ def set_timezone(zone: str) -> None:
         Path("/etc/timezone").write_text(zone + "\n")
 
 
-def apply_custom_toml(path: Path) -> list[str]:
-    """Apply Imager's custom.toml; returns what was set, for the log."""
+def apply_custom_toml(path: Path) -> tuple[list[str], list[str]]:
+    """Apply Imager's custom.toml; what was set and what failed (each section tried), for the log."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise CustomisationError(f"{path} is not readable TOML ({e}); re-run Raspberry Pi Imager") from e
-    done: list[str] = []
     system, user, ssh = data.get("system", {}), data.get("user", {}), data.get("ssh", {})
     wlan, locale = data.get("wlan", {}), data.get("locale", {})
+    done: list[str] = []
+    failed: list[str] = []
+
+    def attempt(name: str, apply: Callable[[], None]) -> None:
+        try:
+            apply()
+            done.append(name)
+        except (CustomisationError, OSError, TypeError, KeyError) as e:
+            failed.append(f"{name}: {e}")
+
     if system.get("hostname"):
-        set_hostname(system["hostname"])
-        done.append("hostname")
+        attempt("hostname", lambda: set_hostname(system["hostname"]))
     if user.get("name") and user.get("password"):
-        set_user(user["name"], user["password"])
-        done.append("user")
+        encrypted = bool(user.get("password_encrypted", True))
+        attempt("user", lambda: set_user(user["name"], user["password"], encrypted=encrypted))
     if ssh.get("enabled"):
-        enable_ssh(
-            list(ssh.get("authorized_keys", [])), user.get("name"), bool(ssh.get("password_authentication"))
-        )
-        done.append("ssh")
+        keys, password_login = list(ssh.get("authorized_keys", [])), bool(ssh.get("password_authentication"))
+        attempt("ssh", lambda: enable_ssh(keys, user.get("name"), password_login))
     if wlan.get("ssid"):
-        set_wlan(wlan["ssid"], wlan.get("password", ""), wlan.get("country", ""), bool(wlan.get("hidden")))
-        done.append("wlan")
+        country, hidden = wlan.get("country", ""), bool(wlan.get("hidden"))
+        attempt("wlan", lambda: set_wlan(wlan["ssid"], wlan.get("password", ""), country, hidden))
     if locale.get("timezone"):
-        set_timezone(locale["timezone"])
-        done.append("timezone")
-    return done
+        attempt("timezone", lambda: set_timezone(locale["timezone"]))
+    return done, failed
 
 
 def apply_headless_files(boot: Path) -> list[str]:
@@ -152,9 +181,10 @@ def _imager_command(argv: list[str]) -> None:
     if command == "set_hostname":
         set_hostname(args[0])
     elif command == "enable_ssh":
-        keys = args[args.index("-k") + 1 :] if "-k" in args else []
+        # "enable_ssh -k KEY..." for keys only, "enable_ssh" for password logins (Imager's two forms).
+        keys = [a for a in args if a not in ("-k", "-p")]
         user = subprocess.run(["id", "-nu", "1000"], capture_output=True, text=True, timeout=TIMEOUT).stdout
-        enable_ssh(keys, user.strip() or None, password_login="-p" in args)
+        enable_ssh(keys, user.strip() or None, password_login=not keys or "-p" in args)
     elif command == "set_wlan":
         hidden = "-h" in args
         ssid, password, country = [a for a in args if a not in ("-h", "-p")][:3]
@@ -175,15 +205,29 @@ def main(argv: list[str]) -> int:
         elif called == "userconf":
             set_user(argv[1], argv[2])
         else:
-            done = apply_headless_files(BOOT)
-            if (BOOT / "custom.toml").is_file():
-                done += apply_custom_toml(BOOT / "custom.toml")
-                (BOOT / "custom.toml").unlink()
-            print(f"Imager customisation: {', '.join(done) or 'none'}")
+            return _apply_boot_files()
     except (CustomisationError, IndexError, OSError) as e:
         print(f"imager customisation: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _apply_boot_files() -> int:
+    done = apply_headless_files(BOOT)
+    failed: list[str] = []
+    custom = BOOT / "custom.toml"
+    if custom.is_file():
+        try:
+            applied, failed = apply_custom_toml(custom)
+            done += applied
+        except CustomisationError as e:
+            failed = [str(e)]
+        finally:
+            custom.unlink()  # it holds password hashes, on a partition anyone can read
+    print(f"Imager customisation: {', '.join(done) or 'none'}")
+    for failure in failed:
+        print(f"imager customisation, not applied: {failure}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
