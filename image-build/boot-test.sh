@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Boots the flavour-2 image in qemu-system-aarch64 (-M virt, cortex-a72) and proves the unit runs:
-#   sudo bash image-build/boot-test.sh [IMAGE] [--power-cut]
+#   sudo bash image-build/boot-test.sh [IMAGE] [--power-cut] [--imager-firstrun]
 # A copy of IMAGE (default: build.sh's output) gets what a flasher would add on the boot partition:
 # Raspberry Pi Imager's custom.toml (a user and an SSH key, so the test can log in) and an
-# emocall.toml whose camera is the sample clip (copied next to it). The VM has a virtio disk, a
+# emocall.toml whose camera is the sample clip (copied next to it). The kernel command line is the
+# boot partition's cmdline.txt, read again at every start, as the Pi's firmware does. The VM has a virtio disk, a
 # virtio GPU (the unit's screen), an HDA sound card whose output QEMU writes to a WAV file, and user networking
 # with the web page and SSH forwarded to free ports on 127.0.0.1. The test waits for the service's
 # readiness (Type=notify), runs lib/guest-checks.sh and `emocall selftest --json` inside, fetches
@@ -12,16 +13,20 @@
 # last line. Exit status 0 only when no check failed.
 # --power-cut: then adds pairings in a loop, kills QEMU mid-write, boots the same disk again and
 # checks that every pairing whose commit had returned is still there.
+# --imager-firstrun: Imager's other form instead of custom.toml: firstrun.sh, run from the kernel
+# command line it adds to cmdline.txt; the first start applies it and reboots, the test checks that
+# the card is left clean and boots it again (the login then needs the user and key it made).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
 image=$CACHE_DIR/out/emocall-arm64.img.zst
-power_cut=false
+power_cut=false firstrun=false
 for arg in "$@"; do
   case $arg in
     --power-cut) power_cut=true ;;
+    --imager-firstrun) firstrun=true ;;
     *) image=$arg ;;
   esac
 done
@@ -54,6 +59,20 @@ prepare_disk() {
   start=$(sfdisk -J "$work/disk.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])')
   fat="$work/disk.img@@$((start * 512))"
   ssh-keygen -q -t ed25519 -N '' -f "$work/key"
+  if $firstrun; then imager_firstrun; else imager_custom_toml; fi
+  cat >"$work/emocall.toml" <<EOF
+[camera]
+source = "file"
+file = "/boot/firmware/camera.mp4"
+EOF
+  mcopy -i "$fat" "$work/emocall.toml" ::
+  [ -n "$CLIP" ] || die "no sample clip: set EMOCALL_CLIP to an .mp4"
+  mcopy -i "$fat" "$CLIP" ::camera.mp4
+  mcopy -i "$fat" ::vmlinuz "$work/vmlinuz"
+  mcopy -i "$fat" ::initrd.img "$work/initrd.img"
+}
+
+imager_custom_toml() {
   cat >"$work/custom.toml" <<EOF
 config_version = 1
 [user]
@@ -65,23 +84,40 @@ enabled = true
 password_authentication = false
 authorized_keys = [ "$(cat "$work/key.pub")" ]
 EOF
-  cat >"$work/emocall.toml" <<EOF
-[camera]
-source = "file"
-file = "/boot/firmware/camera.mp4"
+  mcopy -i "$fat" "$work/custom.toml" ::
+}
+
+# What Imager 1.8 writes for an image without cloud-init: the key before the user, as there.
+imager_firstrun() {
+  cat >"$work/firstrun.sh" <<EOF
+#!/bin/bash
+
+set +e
+
+/usr/lib/raspberrypi-sys-mods/imager_custom set_hostname kitchen
+/usr/lib/raspberrypi-sys-mods/imager_custom enable_ssh -k '$(cat "$work/key.pub")'
+/usr/lib/userconf-pi/userconf 'tester' '$(openssl passwd -6 "$PASSWORD")'
+rm -f /boot/firstrun.sh
+sed -i 's| systemd.run.*||g' /boot/cmdline.txt
+exit 0
 EOF
-  mcopy -i "$fat" "$work/custom.toml" "$work/emocall.toml" ::
-  [ -n "$CLIP" ] || die "no sample clip: set EMOCALL_CLIP to an .mp4"
-  mcopy -i "$fat" "$CLIP" ::camera.mp4
-  mcopy -i "$fat" ::vmlinuz "$work/vmlinuz"
-  mcopy -i "$fat" ::initrd.img "$work/initrd.img"
+  mtype -i "$fat" ::cmdline.txt | tr -d '\n' >"$work/cmdline.txt"
+  echo " systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target" >>"$work/cmdline.txt"
+  mcopy -o -i "$fat" "$work/firstrun.sh" "$work/cmdline.txt" ::
+}
+
+# The kernel command line from the card, as the firmware passes it; the VM's serial console.
+kernel_command_line() {
+  local args
+  args=$(mtype -i "$fat" ::cmdline.txt | tr ' ' '\n' | grep -v -e '^console=' -e '^$' | tr '\n' ' ')
+  echo "${args}console=ttyAMA0"
 }
 
 boot() {
   web_port=$(free_port) ssh_port=$(free_port)
   qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 2048 \
     -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
-    -append "root=LABEL=EMOCALLROOT rootfstype=ext4 rootwait console=ttyAMA0 fsck.repair=yes" \
+    -append "$(kernel_command_line)" -no-reboot \
     -drive "file=$work/disk.img,format=raw,if=none,id=disk,cache=writeback" -device virtio-blk-pci,drive=disk \
     -netdev "user,id=net,hostfwd=tcp:127.0.0.1:$web_port-:8080,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
     -device virtio-net-pci,netdev=net,romfile= -device virtio-rng-pci \
@@ -107,6 +143,25 @@ wait_ready() {
   ready_s=$(( $(date +%s) - boot_start ))
   guest_ready=$(ssh_guest systemctl show emocall -p ActiveEnterTimestampMonotonic --value)
   log "emocall ready (READY=1) ${ready_s} s after QEMU started, $((guest_ready / 1000000)) s after the kernel started"
+}
+
+# The first start runs firstrun.sh and reboots (QEMU, started with -no-reboot, exits then): the
+# card must be left without firstrun.sh and without Imager's additions to cmdline.txt.
+first_run() {
+  local deadline cmdline
+  boot firstrun
+  deadline=$((boot_start + READY_TIMEOUT))
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "still in firstrun.sh after ${READY_TIMEOUT}s; see $work/serial-firstrun.log"
+    sleep 5
+  done
+  qemu_pid=
+  cmdline=$(mtype -i "$fat" ::cmdline.txt)
+  if mdir -b -i "$fat" ::firstrun.sh >/dev/null 2>&1 || grep -q systemd <<<"$cmdline"; then
+    record imager_firstrun fail "after the first start the card still has firstrun.sh or: $cmdline"
+  else
+    record imager_firstrun ok "applied and rebooted $(( $(date +%s) - boot_start )) s after QEMU started; cmdline.txt: $cmdline"
+  fi
 }
 
 # record NAME STATUS DETAIL: one line of the summary; "fail" makes the exit status non-zero, "info"
@@ -181,6 +236,7 @@ main() {
   need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl zstd
   [ -f "$image" ] || die "no image at $image: run sudo bash image-build/build.sh first"
   step "disk copy with the flasher's files" prepare_disk
+  if $firstrun; then step "Imager's firstrun.sh at the first start" first_run; fi
   step "start QEMU" boot first
   wait_ready first
   record ready ok "${ready_s} s from QEMU start to READY=1 (kernel +$((guest_ready / 1000000)) s)"

@@ -62,6 +62,8 @@ install_files() {
   install -D -m 0644 "$files/systemd/emocall-hotspot.service" /etc/systemd/system/emocall-hotspot.service
   install -D -m 0644 "$files/systemd/emocall-clock-save.service" /etc/systemd/system/emocall-clock-save.service
   install -D -m 0644 "$files/systemd/emocall-clock-save.timer" /etc/systemd/system/emocall-clock-save.timer
+  install -D -m 0644 "$files/systemd/emocall-imager-fixup.service" /etc/systemd/system/emocall-imager-fixup.service
+  install -D -m 0755 "$files/firstboot/emocall-imager-fixup" /usr/lib/emocall/emocall-imager-fixup
   install -D -m 0755 "$files/firstboot/emocall-firstboot" /usr/lib/emocall/emocall-firstboot
   install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/emocall/imager_custom.py
   # The commands Imager's firstrun.sh calls; Raspberry Pi OS has its own, Debian gets these.
@@ -102,7 +104,7 @@ EOF
 enable_units() {
   say "units"
   systemctl enable emocall.service emocall-firstboot.service emocall-hotspot.service NetworkManager.service \
-    emocall-clock-save.timer
+    emocall-clock-save.timer emocall-imager-fixup.service
   systemctl --global enable pipewire.socket wireplumber.service 2>/dev/null || true
   # SSH stays off unless the flasher enabled it (first boot turns it on then).
   systemctl disable ssh.service 2>/dev/null || true
