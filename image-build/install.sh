@@ -55,6 +55,15 @@ create_venv() {
   "$venv/bin/python" -m compileall -q "$venv/lib" >/dev/null || true
 }
 
+# A link to imager_custom.py where there is no such command, or where an earlier install put ours (a
+# copy, before: a root reused by build.sh's cache kept the old one).
+imager_command() {
+  if [ ! -e "$1" ] || [ -L "$1" ] || grep -q "honoured on an emocall image" "$1"; then
+    install -d "$(dirname "$1")"
+    ln -sfn /usr/lib/emocall/imager_custom.py "$1"
+  fi
+}
+
 install_files() {
   say "configuration, units and models"
   install -D -m 0644 "$files/systemd/emocall.service" /etc/systemd/system/emocall.service
@@ -66,12 +75,10 @@ install_files() {
   install -D -m 0755 "$files/firstboot/emocall-imager-fixup" /usr/lib/emocall/emocall-imager-fixup
   install -D -m 0755 "$files/firstboot/emocall-firstboot" /usr/lib/emocall/emocall-firstboot
   install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/emocall/imager_custom.py
-  # The commands Imager's firstrun.sh calls; Raspberry Pi OS has its own, Debian gets these.
+  # The commands Imager's firstrun.sh calls: Raspberry Pi OS has its own, Debian gets ours.
   ln -sf imager_custom.py /usr/lib/emocall/imager_custom
-  [ -e /usr/lib/raspberrypi-sys-mods/imager_custom ] ||
-    install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/raspberrypi-sys-mods/imager_custom
-  [ -e /usr/lib/userconf-pi/userconf ] ||
-    install -D -m 0755 "$files/firstboot/imager_custom.py" /usr/lib/userconf-pi/userconf
+  imager_command /usr/lib/raspberrypi-sys-mods/imager_custom
+  imager_command /usr/lib/userconf-pi/userconf
   install -D -m 0755 "$files/network/emocall-hotspot" /usr/lib/emocall/emocall-hotspot
   [ -f /etc/emocall/config.toml ] || install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml
   install -D -m 0644 "$files/pipewire/50-emocall-echo-cancel.conf" \

@@ -106,6 +106,10 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     assert not (wants / "ssh.service").exists(), "SSH must stay off unless the flasher enables it"
     # No cron on the image: the clock is saved hourly by a timer, for a boot after a power cut.
     assert (root / "etc/systemd/system/timers.target.wants/emocall-clock-save.timer").is_symlink()
+    fixup = root / "etc/systemd/system/kernel-command-line.target.wants/emocall-imager-fixup.service"
+    assert fixup.is_symlink()
+    for command in ("usr/lib/raspberrypi-sys-mods/imager_custom", "usr/lib/userconf-pi/userconf"):
+        assert os.readlink(root / command) == "/usr/lib/emocall/imager_custom.py"  # kept current
     unit = (root / "etc/systemd/system/emocall.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/var/lib/emocall", "UMask=0077"):
         assert line in unit
@@ -123,6 +127,7 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
         "emocall-firstboot.service",
         "emocall-clock-save.timer",
         "emocall-clock-save.service",
+        "emocall-imager-fixup.service",
     )
     assert result.returncode == 0, result.stderr
 
@@ -185,6 +190,31 @@ def test_install_refuses_a_unit_after_its_first_boot(root: Path) -> None:
         (root / "etc/hostname").write_text("emocall\n")
 
 
+def test_imagers_firstrun_is_pointed_at_and_cleans_up_the_boot_partition(root: Path) -> None:
+    """Imager's command line runs /boot/firstrun.sh, and its last lines edit /boot/cmdline.txt; the
+    card is at /boot/firmware (the whole start is proven by boot-test.sh --imager-firstrun)."""
+    script = root / "boot/firmware/firstrun.sh"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        FIRSTRUN.replace("exit 0\n", "sed -i 's| systemd.run.*||g' /boot/cmdline.txt\nexit 0\n")
+    )
+    try:
+        result = in_root(root, "/usr/lib/emocall/emocall-imager-fixup")
+        assert result.returncode == 0, result.stderr
+        assert os.readlink(root / "boot/firstrun.sh") == "/boot/firmware/firstrun.sh"
+        lines = script.read_text().splitlines()
+        assert lines[-3:] == [
+            "rm -f /boot/firmware/firstrun.sh /boot/firstrun.sh",
+            "sed -i 's| systemd\\.[^ ]*||g' /boot/firmware/cmdline.txt",
+            "exit 0",
+        ]
+        assert "/usr/lib/userconf-pi/userconf 'asha' '$6$salt$hash'" in lines  # Imager's commands kept
+        assert "rm -f /boot/firstrun.sh" not in lines
+    finally:
+        script.unlink()
+        (root / "boot/firstrun.sh").unlink(missing_ok=True)
+
+
 FirstBoot = Callable[[dict[str, str], tuple[str, ...]], subprocess.CompletedProcess[str]]
 
 
@@ -218,6 +248,11 @@ def first_boot(root: Path) -> Iterator[FirstBoot]:
     yield run
     for user in made:
         in_root(root, "userdel", "--remove", user)
+    for leftover in (
+        "etc/NetworkManager/system-connections/emocall-wifi.nmconnection",
+        "boot/firmware/cmdline.txt",
+    ):
+        (root / leftover).unlink(missing_ok=True)
     for path in (
         "var/lib/emocall/identity.key",
         "etc/emocall/unit.env",
@@ -265,8 +300,11 @@ def test_first_boot_applies_imagers_firstrun_in_its_order_and_every_good_setting
         '[system]\nhostname = "kitchen_pi"\n'
         '[user]\nname = "bela"\npassword = "correct horse"\npassword_encrypted = false\n'
         '[locale]\ntimezone = "Asia/Kolkata"\n'
+        '[wlan]\nssid = "Home net"\npassword = "correct horse"\ncountry = "IN"\n'
     )
-    result = first_boot({"firstrun.sh": FIRSTRUN, "custom.toml": custom}, ("asha", "bela"))
+    cmdline = "console=tty1 root=LABEL=EMOCALLROOT rootwait cfg80211.ieee80211_regdom=GB\n"
+    files = {"firstrun.sh": FIRSTRUN, "custom.toml": custom, "cmdline.txt": cmdline}
+    result = first_boot(files, ("asha", "bela"))
     assert result.returncode == 0, result.stderr
     assert "hostname: hostname 'kitchen_pi' is not valid" in result.stderr
     assert (root / "etc/hostname").read_text() == "kitchen\n"
@@ -281,6 +319,12 @@ def test_first_boot_applies_imagers_firstrun_in_its_order_and_every_good_setting
     hashed = in_root(root, "getent", "shadow", "bela").stdout.split(":")[1]
     assert hashed.startswith("$") and "correct horse" not in hashed
     assert (root / "etc/timezone").read_text() == "Asia/Kolkata\n"
+    wifi = root / "etc/NetworkManager/system-connections/emocall-wifi.nmconnection"
+    assert "ssid=Home net" in wifi.read_text() and wifi.stat().st_mode & 0o777 == 0o600
+    regdom = "console=tty1 root=LABEL=EMOCALLROOT rootwait cfg80211.ieee80211_regdom=IN\n"
+    assert (
+        root / "boot/firmware/cmdline.txt"
+    ).read_text() == regdom  # the radio's channels, from the next start
     assert not (root / "etc/emocall/ssh-keys-pending").exists()
     assert (
         not (root / "boot/firmware/custom.toml").exists()

@@ -113,7 +113,21 @@ def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> No
     if Path("/run/systemd/system").is_dir():  # NetworkManager is running: it reads new files only when told
         _run("nmcli", "connection", "reload")
     if country:
-        Path("/etc/default/crda").write_text(f"REGDOMAIN={country}\n")
+        set_country(country)
+
+
+def set_country(country: str) -> None:
+    """The Wi-Fi regulatory domain (which channels may be used), as Raspberry Pi OS sets it: on the
+    kernel command line from the next start, and at once; without it the radio keeps to the
+    channels allowed everywhere and may not see the home's network."""
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        raise CustomisationError(f"Wi-Fi country {country!r} is not a two-letter code such as GB or IN")
+    cmdline = BOOT / "cmdline.txt"
+    if cmdline.is_file():
+        args = [a for a in cmdline.read_text().split() if not a.startswith("cfg80211.ieee80211_regdom=")]
+        cmdline.write_text(" ".join([*args, f"cfg80211.ieee80211_regdom={country}"]) + "\n")
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["iw", "reg", "set", country], capture_output=True, timeout=TIMEOUT, check=False)
 
 
 def set_timezone(zone: str) -> None:
