@@ -254,16 +254,18 @@ sleep 2
 secret=$(cat "$DIR/turn-secret")
 for how in "-e 203.0.113.5" "-e 10.9.9.9" "-T -e 203.0.113.5"; do
   echo "== $how"
-  timeout 15 turnutils_uclient -W "$secret" -u probe -n 3 -m 1 -c $how 203.0.113.5 2>&1 | grep -E "lost|error"
+  timeout 15 turnutils_uclient -v -W "$secret" -u probe -n 3 -m 1 -c $how 203.0.113.5 2>&1 |
+    grep -E "lost|error|relay addr"
 done
 kill $server $peer
 """
 
 
 def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(tmp_path: Path) -> None:
-    """coturn with relay/setup's configuration, in a network namespace of its own: UDP media to a
-    public address is relayed; a private address is refused (403), and so is a TCP allocation (442),
-    which would make the relay a TCP proxy for anyone holding a guest's credentials."""
+    """coturn with relay/setup's configuration, in a network namespace of its own, as on a cloud
+    server whose public address (198.51.100.7) is mapped to its own: UDP media to a public address is
+    relayed, from the public address; a private address is refused (403), and so is a TCP
+    allocation (442), which would make the relay a TCP proxy for anyone with a guest's credentials."""
     if not all(shutil.which(p) for p in ("turnserver", "turnutils_uclient", "unshare", "openssl")):
         pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
     cert, key, out = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "relay"))
@@ -272,10 +274,12 @@ def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(
         ["openssl", "req", *self_signed, "-keyout", key, "-out", cert], check=True, capture_output=True
     )
     render = ["relay.test", "--render", out, "--address", "203.0.113.5", "--cert", cert, "--key", key]
+    render += ["--external-ip", "198.51.100.7/203.0.113.5"]
     subprocess.run(["bash", str(ROOT / "relay/setup"), *render], check=True, capture_output=True)
     env = {**os.environ, "DIR": out}
     done = subprocess.run(["unshare", "-n", "bash", "-c", COTURN], env=env, capture_output=True, text=True)
     public, private, tcp = done.stdout.split("== ")[1:]
     assert "Total lost packets 0 (0.000000%)" in public, done.stdout
+    assert "relay addr: 198.51.100.7:" in public and "203.0.113.5:" not in public, done.stdout
     assert "403 (Forbidden IP)" in private and "lost" not in private, done.stdout
     assert "442 (TCP Transport is not allowed" in tcp and "lost" not in tcp, done.stdout
