@@ -69,11 +69,35 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
         appliance.wait(lambda: service.watchdog(appliance.responsive))
     except cannot_start as e:
         log.error("%s", e)
+        say_cannot_start(cfg)
         return 1
     finally:
         service.stopping()
         appliance.close()
     return 0
+
+
+def say_cannot_start(cfg: config.Config) -> None:
+    """A unit that cannot start says so, once per boot: systemd starts it again every few seconds,
+    and without this the owner hears nothing at all. The mark is kept in the service's runtime
+    directory (``RUNTIME_DIRECTORY``, kept across restarts, gone at the next boot)."""
+    from appliance.audio import AudioError
+    from appliance.speech import SpeechError
+    from appliance.speech.service import say_once
+    from appliance.state import stored_language
+    from appliance.words.phrases import Phrases
+
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    said = Path(runtime) / "cannot-start-said" if runtime else None
+    if said is not None and said.exists():
+        return
+    phrases = Phrases.for_voice(stored_language(cfg.unit.data_dir / "state.db"))
+    try:
+        say_once(phrases.say("cannot_start"), phrases.voice, cfg.speech, cfg.unit.data_dir)
+    except (AudioError, SpeechError, OSError) as e:
+        log.warning("could not say that the unit cannot start: %s", e)
+    if said is not None:
+        said.touch()
 
 
 def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:

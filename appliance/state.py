@@ -304,6 +304,20 @@ class StateStore:
             raise StateError("a paired unit has no valid public key")
 
 
+def stored_language(path: Path) -> str:
+    """The owner's ``voice_language`` read without writing, for when the store cannot be opened (a
+    read-only card, say); ``en`` when it cannot be read either."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
+        finally:
+            db.close()
+        return str(json.loads(row[0])) if row else "en"
+    except (sqlite3.Error, ValueError, TypeError):
+        return "en"
+
+
 def _hashed(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -4,6 +4,7 @@ lines a person can compare."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -12,8 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from appliance.audio.wav import read_wav
 from appliance.call.lan import free_port, host_address
 from appliance.events import EventBus
 from appliance.identity import Identity
@@ -123,3 +126,25 @@ def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Pat
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "identity.key" in result.stderr and (data / "identity.key").read_bytes() == b"not a key"
+
+
+def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
+    """systemd starts a failed unit again every 3 s: the owner hears why it is silent once, in
+    the language of the settings, not every few seconds (the mark lives until the next boot)."""
+    data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
+    data.mkdir()
+    runtime.mkdir()
+    (data / "identity.key").write_bytes(b"not a key")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[speech]\noutput = "wav"\nwav_file = "{said}"\n')
+    command = [*EMOCALL, "--config", str(config), "run", "--data-dir", str(data), "--source", "pattern"]
+    command += ["--port", str(free_port())]
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    for start in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        assert result.returncode == 1 and "identity.key" in result.stderr, result.stderr[-3000:]
+        if start == 0:
+            pcm, rate = read_wav(said)
+            assert np.abs(pcm).max() > 1000 and pcm.size / rate > 2, "nothing was said"
+            said.unlink()
+    assert not said.exists(), "said again at the next start"

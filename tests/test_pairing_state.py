@@ -156,3 +156,19 @@ def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp
     store.check()
     store.close()
     assert StateStore(db).settings().volume == 55
+
+
+def test_the_language_is_read_even_where_the_store_cannot_be_opened(tmp_path: Path) -> None:
+    """A unit that cannot start says so in the owner's language, read without writing anything."""
+    from appliance.state import StateStore, stored_language
+
+    path = tmp_path / "state.db"
+    assert stored_language(path) == "en" and not path.exists()  # nothing there: English, nothing made
+    store = StateStore(path)
+    store.update_settings({"voice_language": "bn"})
+    store.close()
+    path.chmod(0o400)
+    assert stored_language(path) == "bn"
+    path.chmod(0o600)
+    path.write_bytes(b"not a database")
+    assert stored_language(path) == "en"
