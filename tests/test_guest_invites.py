@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,26 @@ def test_a_standing_invite_works_until_it_expires(invites: Invites, clock: Clock
     assert invites.listed() == []
     assert invites.revoke(invite.id) is None  # it had already ended: the page says so
     assert refused(invites, token).reason == "expired"
+
+
+def test_ended_invites_are_deleted_a_month_later_and_still_refused_as_ended(
+    invites: Invites, clock: Clock, tmp_path: Path
+) -> None:
+    """The table does not grow for the unit's life; a guest with a link from long ago is told it
+    expired, not that it is forged."""
+    old = invites.create("Priya", DAY, once=False)
+    token = invites.token(old, JID)
+    clock.now += DAY + 29 * DAY
+    invites.create("Bela", DAY, once=False)
+    assert refused(invites, token).reason == "expired"
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("SELECT COUNT(*) FROM invites").fetchone() == (2,)  # a month after it ended: kept
+    clock.now += 2 * DAY
+    invites.create("Chandra", DAY, once=False)
+    assert [r[0] for r in db.execute("SELECT name FROM invites ORDER BY name")] == ["Bela", "Chandra"]
+    e = refused(invites, token)
+    assert e.reason == "expired" and "Ask Asha for a new link" in str(e)
+    db.close()
 
 
 def test_a_one_time_invite_rings_once(invites: Invites) -> None:

@@ -45,6 +45,9 @@ NAME = re.compile(NAME_PATTERN)
 # How long an invite may last: a minute at least, a year at most (a standing invite for family).
 MIN_SECONDS = 60
 MAX_SECONDS = 366 * 24 * 3600
+# Ended invites (expired, withdrawn, used up) are kept this long for the page and the guest's
+# message, then deleted when the next one is made: the table does not grow for the unit's life.
+KEEP_ENDED_S = 30 * 24 * 3600
 
 
 class InviteError(Exception):
@@ -91,6 +94,11 @@ class Invites:
         now = self._clock()
         invite = Invite(secrets.token_hex(8), name, now, now + seconds, once)
         with self._store.transaction() as db:
+            long_ago = now - KEEP_ENDED_S
+            db.execute(
+                "DELETE FROM invites WHERE expires < ? OR revoked < ? OR (once AND used < ?)",
+                (long_ago, long_ago, long_ago),
+            )
             db.execute(
                 "INSERT INTO invites (id, name, created, expires, once) VALUES (?, ?, ?, ?, ?)",
                 (invite.id, invite.name, invite.created, invite.expires, int(invite.once)),
@@ -136,9 +144,12 @@ class Invites:
         """
         fields = self._verified(token)
         invite = self._row(str(fields.get("id", "")))
-        if invite is None or fields.get("name") != invite.name or fields.get("exp") != int(invite.expires):
-            raise InviteRefused("forged", "This invite was not made by this unit. Ask for a new link.")
         now = self._clock()
+        exp = fields.get("exp")
+        if invite is None and isinstance(exp, int) and exp <= now:  # signed here, ended long ago
+            raise InviteRefused("expired", f"This invite has expired. Ask {self._owner()} for a new link.")
+        if invite is None or fields.get("name") != invite.name or exp != int(invite.expires):
+            raise InviteRefused("forged", "This invite was not made by this unit. Ask for a new link.")
         if invite.revoked is not None:
             raise InviteRefused("revoked", f"This invite was withdrawn. Ask {self._owner()} for a new link.")
         if invite.expires <= now:
