@@ -66,6 +66,8 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     try:
         appliance.start()
         service.ready(f"{cfg.unit.name} is ready")
+        if (said := cannot_start_mark()) is not None:
+            said.unlink(missing_ok=True)  # a later failure in this boot is said again
         appliance.wait(lambda: service.watchdog(appliance.responsive))
     except cannot_start as e:
         log.error("%s", e)
@@ -87,8 +89,7 @@ def say_cannot_start(cfg: config.Config) -> None:
     from appliance.state import stored_language
     from appliance.words.phrases import Phrases
 
-    runtime = os.environ.get("RUNTIME_DIRECTORY")
-    said = Path(runtime) / "cannot-start-said" if runtime else None
+    said = cannot_start_mark()
     if said is not None and said.exists():
         return
     phrases = Phrases.for_voice(stored_language(cfg.unit.data_dir / "state.db"))
@@ -96,8 +97,16 @@ def say_cannot_start(cfg: config.Config) -> None:
         say_once(phrases.say("cannot_start"), phrases.voice, cfg.speech, cfg.unit.data_dir)
     except (AudioError, SpeechError, OSError) as e:
         log.warning("could not say that the unit cannot start: %s", e)
+        return  # tried again at the next start
     if said is not None:
         said.touch()
+
+
+def cannot_start_mark() -> Path | None:
+    """Where "said that it cannot start" is marked: the service's runtime directory; None outside
+    systemd (no ``RUNTIME_DIRECTORY``), where every failed start says it."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime) / "cannot-start-said" if runtime else None
 
 
 def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:

@@ -132,7 +132,11 @@ class DisplayConfig(_Section):
         None, description="PNG the offscreen display writes; empty: display.png in data_dir"
     )
     snapshot_seconds: float = Field(1.0, ge=0, le=60, description="How often to write the PNG; 0: never")
-    font: OptionalPath = Field(None, description="TrueType font with the language's script; empty: built-in")
+    font: OptionalPath = Field(
+        None,
+        description="TrueType font for the language's letters; empty: fontconfig's font for the language "
+        "(the built-in one for English)",
+    )
 
 
 class ButtonConfig(_Section):

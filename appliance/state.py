@@ -307,15 +307,20 @@ class StateStore:
 def stored_language(path: Path) -> str:
     """The owner's ``voice_language`` read without writing, for when the store cannot be opened (a
     read-only card, say); ``en`` when it cannot be read either."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Read-only first (it sees what is still in the WAL); where SQLite cannot open the WAL database so
+    # (no right to make its -shm file), "immutable" reads the file as it lies (a clean close leaves
+    # nothing in the WAL).
+    for mode in ("mode=ro", "mode=ro&immutable=1"):
         try:
-            row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
-        finally:
-            db.close()
-        return str(json.loads(row[0])) if row else "en"
-    except (sqlite3.Error, ValueError, TypeError):
-        return "en"
+            db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+            try:
+                row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
+            finally:
+                db.close()
+            return str(json.loads(row[0])) if row else "en"
+        except (sqlite3.Error, ValueError, TypeError):
+            continue
+    return "en"
 
 
 def _hashed(token: str) -> str:

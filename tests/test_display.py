@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 from appliance import config, selftest
 from appliance.config import DisplayConfig
 from appliance.display import DisplayError, view
-from appliance.display.fonts import Fonts, fontconfig_choice, letters
-from appliance.display.layout import BOTTOM, TOP
+from appliance.display.fonts import Fonts, fontconfig_choice, for_language, letters
+from appliance.display.layout import BOTTOM, TOP, draw
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
 from appliance.display.view import Display
@@ -201,25 +201,43 @@ def test_hindi_and_bengali_are_drawn_as_harfbuzz_shapes_them(
     assert overlap(shown, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5  # letter by letter
 
 
-def test_latin_names_in_a_bengali_line_are_letters_not_boxes() -> None:
-    """Lohit Bengali has no Latin letters: "Asha" comes from the built-in font, as in English."""
-    path = script_font("bn")
-    assert "A" not in letters(path)
-    bengali = Fonts(path, "Beng", letters(path)).render("Asha", 400, 60, (255, 255, 255))
-    english = Fonts(None).render("Asha", 400, 60, (255, 255, 255))
-    boxes = Fonts(path, "Beng").render("Asha", 400, 60, (255, 255, 255))
-    assert pygame.image.tobytes(bengali, "RGB") == pygame.image.tobytes(english, "RGB")
-    assert pygame.image.tobytes(boxes, "RGB") != pygame.image.tobytes(english, "RGB")
+def drawn(fonts: Fonts, text: str) -> bytes:
+    return pygame.image.tobytes(fonts.render(text, 400, 60, (255, 255, 255)), "RGB")
+
+
+def test_every_letter_comes_from_a_font_that_has_it_not_as_a_box() -> None:
+    """Lohit Bengali has no Latin letters: "Asha" in a Bengali line is the built-in font's, as in
+    English; a Hindi name in a Bengali line is Lohit Devanagari's, shaped as in Hindi."""
+    assert "A" not in letters(script_font("bn"))
+    bengali, _ = for_language(Phrases("bn"), None)
+    english, _ = for_language(Phrases("en"), None)
+    hindi, _ = for_language(Phrases("hi"), None)
+    only_bengali = Fonts(bengali.faces[:1])  # one font for everything: boxes for what it lacks
+    assert drawn(bengali, "Asha") == drawn(english, "Asha") != drawn(only_bengali, "Asha")
+    assert drawn(bengali, "आशा") == drawn(hindi, "आशा") != drawn(only_bengali, "आशा")
+    assert drawn(english, "Ready") == drawn(Fonts(english.faces[:1]), "Ready")  # English as before
+
+
+def test_a_configured_font_without_latin_letters_still_writes_english() -> None:
+    fonts, phrases = for_language(Phrases("en"), script_font("bn"))
+    assert phrases.language == "en" and fonts.path == script_font("bn")
+    assert drawn(fonts, "Ready") == drawn(for_language(Phrases("en"), None)[0], "Ready")
 
 
 def test_the_language_can_change_while_the_unit_runs(tmp_path: Path) -> None:
     events, screen = EventBus(), OffscreenScreen((W, H), tmp_path / "display.png")
     display = Display(screen, events, Phrases("en"), fps=30)
     try:
+        events.publish("unit.ready", "ready", name="Kitchen", address="192.168.1.20:8080")
         events.publish("settings.changed", "settings", settings={"voice_language": "bn"})
         assert display.flush()
-        assert display.scene.state == Phrases("bn").say("idle")
-        assert ink(white(cv2.imread(str(screen.snapshot(tmp_path / "bn.png")))[: int(H * TOP)])).size
+        assert display.scene.state == Phrases("bn").say("idle_address", address="192.168.1.20:8080")
+        shown = cv2.imread(str(screen.snapshot(tmp_path / "bn.png")))
+        bengali, _ = for_language(Phrases("bn"), None)
+        expected = pygame.surfarray.array3d(draw(display.scene, (W, H), bengali)).transpose(1, 0, 2)[
+            ..., ::-1
+        ]
+        assert np.array_equal(shown, expected)  # the address's digits too in the Bengali font
     finally:
         display.close()
 

@@ -81,8 +81,9 @@ STAND_INS = {
 case "$*" in
   "-t -f DEVICE,TYPE device") echo "wlan0:wifi" ;;
   "-g connection.uuid connection show emocall-setup") echo setup-uuid ;;
-  "-t -f UUID,TYPE connection show") printf 'setup-uuid:802-11-wireless\\nhome-uuid:802-11-wireless\\n' ;;
+  "-t -f UUID,TYPE connection show") echo setup-uuid:802-11-wireless; cat "$HOME_NET/saved" ;;
   "--wait 30 connection up home-uuid") [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
+  "connection up emocall-setup") [ ! -e "$HOME_NET/radio-broken" ] || exit 10 ;;
 esac""",
     "id": "echo 1000",
     "runuser": 'echo "${@: -1}" >>"$HOME_NET/said"',
@@ -90,45 +91,88 @@ esac""",
 }
 
 
+class Hotspot:
+    """The hotspot script with the stand-ins, in a home whose state the test changes by files."""
+
+    def __init__(self, tmp_path: Path, saved: str) -> None:
+        bin_dir, self.net = tmp_path / "bin", tmp_path / "net"
+        tmp_path.mkdir(exist_ok=True)
+        bin_dir.mkdir()
+        self.net.mkdir()
+        for name, body in STAND_INS.items():
+            (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+        (self.net / "saved").write_text(saved)
+        (self.net / "phone").touch()  # the owner's phone is on the setup page
+        self.password = tmp_path / "password"
+        env = {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "HOME_NET": str(self.net),
+            "EMOCALL_STATE_DIR": str(tmp_path),
+            "EMOCALL_HOTSPOT_PASSWORD": str(self.password),
+            "EMOCALL_HOTSPOT_WAIT": "0",
+            "EMOCALL_HOTSPOT_RETRY": "0",
+        }
+        self.script = subprocess.Popen(
+            ["bash", str(HOTSPOT_SCRIPT)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 10
+        while not (self.net / "said").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # ten rounds of the loop with a phone on the hotspot
+
+    def log(self) -> str:
+        return (self.net / "nmcli.log").read_text()
+
+    def said(self) -> list[str]:
+        return (self.net / "said").read_text().splitlines()
+
+    def close(self) -> None:
+        self.script.kill()
+        self.script.wait()
+
+
 def test_the_hotspot_goes_back_to_the_saved_network_when_the_router_is_up(tmp_path: Path) -> None:
     """After a power cut the router starts after the unit gave up waiting: the hotspot opens, then
     the saved network is tried while no phone is on the hotspot, and joined once the router is up."""
-    bin_dir, net = tmp_path / "bin", tmp_path / "net"
-    bin_dir.mkdir()
-    net.mkdir()
-    for name, body in STAND_INS.items():
-        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    (net / "phone").touch()  # the owner's phone is on the setup page
-    env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "HOME_NET": str(net),
-        "EMOCALL_STATE_DIR": str(tmp_path),
-        "EMOCALL_HOTSPOT_PASSWORD": str(tmp_path / "password"),
-        "EMOCALL_HOTSPOT_WAIT": "0",
-        "EMOCALL_HOTSPOT_RETRY": "0",
-    }
-    script = subprocess.Popen(["bash", str(HOTSPOT_SCRIPT)], env=env, stderr=subprocess.PIPE, text=True)
+    home = Hotspot(tmp_path, "home-uuid:802-11-wireless\n")
     try:
-        deadline = time.monotonic() + 10
-        while not (net / "said").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # ten rounds of the loop with a phone on the hotspot
-        log = (net / "nmcli.log").read_text()
-        password = (tmp_path / "password").read_text().strip()
-        assert re.fullmatch(r"\d{8}", password) and (tmp_path / "password").stat().st_mode & 0o777 == 0o600
-        assert "device wifi hotspot ifname wlan0 con-name emocall-setup ssid" in log
-        assert log.rstrip().endswith(f"password {password}")
-        assert "connection down" not in log  # not while someone is on the hotspot
-        (net / "phone").unlink()
+        password = home.password.read_text().strip()
+        assert re.fullmatch(r"\d{8}", password) and home.password.stat().st_mode & 0o777 == 0o600
+        assert "device wifi hotspot ifname wlan0 con-name emocall-setup ssid" in home.log()
+        assert home.log().rstrip().endswith(f"password {password}")
+        assert "connection down" not in home.log()  # not while someone is on the hotspot
+        (home.net / "phone").unlink()
         time.sleep(0.5)  # saved network tried, router still off: the hotspot comes back
-        assert "--wait 30 connection up home-uuid" in (net / "nmcli.log").read_text()
-        assert "connection up setup-uuid" not in (net / "nmcli.log").read_text()
-        (net / "router").touch()
-        assert script.wait(timeout=10) == 0, script.stderr.read() if script.stderr else ""
+        assert "--wait 30 connection up home-uuid" in home.log()
+        assert "connection up setup-uuid" not in home.log()
+        (home.net / "router").touch()
+        assert home.script.wait(timeout=10) == 0, home.script.stderr.read() if home.script.stderr else ""
     finally:
-        script.kill()
-        script.wait()
-    said = (net / "said").read_text().splitlines()
-    assert said[0].startswith("No network. Join the Wi-Fi network") and said[-1] == "The network is back."
-    assert "connection up emocall-setup" in (net / "nmcli.log").read_text()
+        home.close()
+    assert home.said()[0].startswith("No network. Join the Wi-Fi network")
+    assert home.said()[-1] == "The network is back."
+    assert "connection up emocall-setup" in home.log()
+
+
+def test_a_new_unit_keeps_its_hotspot_up_and_a_hotspot_that_cannot_return_is_not_announced(
+    tmp_path: Path,
+) -> None:
+    """With no network saved there is nothing to try: the phone on the setup page keeps its
+    network. A hotspot that does not come back ends the script (systemd starts it again) instead of
+    the unit announcing a network that is not there."""
+    new = Hotspot(tmp_path / "new", "")
+    try:
+        (new.net / "phone").unlink()
+        time.sleep(0.5)
+        assert "connection down" not in new.log() and new.script.poll() is None
+    finally:
+        new.close()
+    home = Hotspot(tmp_path / "home", "home-uuid:802-11-wireless\n")
+    try:
+        (home.net / "radio-broken").touch()
+        (home.net / "phone").unlink()
+        assert home.script.wait(timeout=10) != 0
+        assert len(home.said()) == 1  # said once, before the hotspot was lost
+    finally:
+        home.close()

@@ -1,4 +1,4 @@
-"""The display's fonts: a TrueType file with the language's letters, shaped for its script.
+"""The display's fonts: a TrueType file with each script's letters, shaped for that script.
 
 pygame's built-in font has Latin letters only. Hindi and Bengali need a font with Devanagari or
 Bengali letters (the image installs Lohit's; fontconfig names the one for a language) and HarfBuzz
@@ -6,16 +6,20 @@ shaping for the script: left to its default, SDL_ttf lays the letters out one by
 sign of "कि" comes after its consonant instead of before it (68 px wide instead of 49) and Bengali's
 two-part vowels come apart. ``set_script`` makes SDL_ttf shape as HarfBuzz does for the script.
 
-Such a font may lack Latin letters (Lohit Bengali has none), yet names are often Latin ("Asha"
-in a Bengali sentence): a text is drawn in runs, each letter in the language's font when it has
-it, else in the built-in one. SDL_ttf draws a box for a letter a font lacks, and its metrics do
-not tell (they are the box's), so which letters a font has comes from fontconfig.
+One font rarely has every letter a screen shows: Lohit Bengali has no Latin ones, yet names are
+often Latin ("Asha" in a Bengali sentence), a name may be in another script, and the line on the
+screen when the owner changes the language stays in the old one until it changes. So a text is drawn
+in runs, each letter in the first of the faces (the language's own first, then the built-in one,
+then the other scripts') that has it. SDL_ttf draws a box for a letter a font lacks, and its metrics
+do not tell (they are the box's), so which letters a font has comes from fontconfig.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
@@ -24,43 +28,50 @@ import pygame
 from appliance.words.phrases import SCRIPTS, Phrases
 
 log = logging.getLogger(__name__)
+BUILT_IN = Path(pygame.__file__).parent / pygame.font.get_default_font()
 
 
-def _init() -> None:
-    if not pygame.font.get_init():
-        pygame.font.init()
+@dataclass(frozen=True)
+class Face:
+    path: Path | None  # None: pygame's built-in font
+    script: str  # ISO 15924, for HarfBuzz
+    letters: frozenset[str]
 
 
 class Fonts:
-    """Fonts by pixel size, made once. ``path`` None is pygame's built-in font (Latin only); with
-    ``letters``, the letters of ``path``, any other letter is drawn in the built-in font."""
+    """Fonts by face and pixel size, made once. A letter no face has is drawn (as a box) in the first."""
 
-    def __init__(
-        self, path: Path | None, script: str = "Latn", letters: frozenset[str] | None = None
-    ) -> None:
-        _init()
-        self.path, self.script, self._letters = path, script, letters
-        self._cache: dict[tuple[bool, int], pygame.font.Font] = {}
+    def __init__(self, faces: list[Face]) -> None:
+        if not pygame.font.get_init():
+            pygame.font.init()
+        self.faces = faces
+        self._cache: dict[tuple[int, int], pygame.font.Font] = {}
 
-    def _font(self, own: bool, size: int) -> pygame.font.Font:
-        if (own, size) not in self._cache:
-            font = pygame.font.Font(str(self.path) if own and self.path else None, size)
-            font.set_script(self.script if own else "Latn")
-            self._cache[own, size] = font
-        return self._cache[own, size]
+    @property
+    def path(self) -> Path | None:
+        """The font of the language's own letters."""
+        return self.faces[0].path
 
-    def _runs(self, text: str) -> list[tuple[bool, str]]:
-        """``text`` cut where the font changes; spaces stay with the run they are in."""
-        if self._letters is None:
-            return [(True, text)]
-        own = [c in self._letters or c.isspace() for c in text]
-        return [
-            (key, "".join(c for _, c in run))
-            for key, run in groupby(zip(own, text, strict=True), lambda p: p[0])
-        ]
+    def _font(self, face: int, size: int) -> pygame.font.Font:
+        if (face, size) not in self._cache:
+            font = pygame.font.Font(str(self.faces[face].path or BUILT_IN), size)
+            font.set_script(self.faces[face].script)
+            self._cache[face, size] = font
+        return self._cache[face, size]
 
-    def _size(self, runs: list[tuple[bool, str]], size: int) -> tuple[int, int]:
-        sizes = [self._font(own, size).size(run) for own, run in runs]
+    def _face_of(self, letter: str) -> int:
+        return next((i for i, face in enumerate(self.faces) if letter in face.letters), 0)
+
+    def _runs(self, text: str) -> list[tuple[int, str]]:
+        """``text`` cut where the face changes; a space stays in the run it is in."""
+        faces: list[int] = []
+        for letter in text:
+            faces.append(faces[-1] if letter.isspace() and faces else self._face_of(letter))
+        grouped = groupby(zip(faces, text, strict=True), lambda pair: pair[0])
+        return [(face, "".join(letter for _, letter in run)) for face, run in grouped]
+
+    def _size(self, runs: list[tuple[int, str]], size: int) -> tuple[int, int]:
+        sizes = [self._font(face, size).size(run) for face, run in runs]
         return sum(w for w, _ in sizes), max(h for _, h in sizes)
 
     def render(self, text: str, width: int, height: int, colour: tuple[int, int, int]) -> pygame.Surface:
@@ -72,15 +83,16 @@ class Fonts:
             size = max(8, int(size * min(width / max(text_w, 1), height / max(text_h, 1))))
             text_w, text_h = self._size(runs, size)
         surface = pygame.Surface((text_w, text_h))
-        ascent = max(self._font(own, size).get_ascent() for own, _ in runs)
+        ascent = max(self._font(face, size).get_ascent() for face, _ in runs)
         x = 0
-        for own, run in runs:
-            font = self._font(own, size)
+        for face, run in runs:
+            font = self._font(face, size)
             surface.blit(font.render(run, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
             x += font.size(run)[0]
         return surface
 
 
+@functools.cache
 def letters(path: Path) -> frozenset[str]:
     """The letters ``path`` has, as fontconfig reads them; none without fontconfig or a readable font."""
     try:
@@ -116,19 +128,32 @@ def fontconfig_choice(language: str) -> Path | None:
     return Path(found) if found else None
 
 
+def script_face(language: str, configured: Path | None) -> Face | None:
+    """The face for a language's script: the configured font if it has the language's letters,
+    else fontconfig's choice if it has them; None when neither has."""
+    needed = {c for c in Phrases(language).characters() if not c.isascii()}
+    for path in dict.fromkeys((configured, fontconfig_choice(language))):
+        if path is not None and needed <= letters(path):
+            return Face(path, SCRIPTS[language], letters(path))
+    return None
+
+
 def for_language(phrases: Phrases, configured: Path | None) -> tuple[Fonts, Phrases]:
-    """Fonts that can write the phrases' language, and the phrases to show with them: the
-    configured font if it has the language's letters, else fontconfig's; English when neither has.
-    Latin letters and digits may come from the built-in font."""
-    if phrases.language == "en":
-        return Fonts(configured), phrases
-    needed = {c for c in phrases.characters() if not c.isascii()}
-    for path in dict.fromkeys((configured, fontconfig_choice(phrases.language))):
-        if path is not None and needed <= (has := letters(path)):
-            return Fonts(path, SCRIPTS[phrases.language], has), phrases
-    log.warning(
-        "no font has the letters of %s (set [display] font, or install fonts-lohit-deva and "
-        "fonts-lohit-beng-bengali): the display shows English",
-        phrases.language,
-    )
-    return Fonts(None), Phrases("en", phrases.labels, short=phrases.short)
+    """Fonts for the phrases' language, and the phrases to show with them: English when no font
+    has the language's letters. The language's face comes first (for English the configured
+    font, if any), then the built-in one, then the other scripts' faces that were found."""
+    built_in = Face(None, "Latn", letters(BUILT_IN))
+    scripts = {lang: script_face(lang, configured) for lang in SCRIPTS if lang != "en"}
+    shown = phrases
+    if phrases.language != "en" and scripts[phrases.language] is None:
+        log.warning(
+            "no font has the letters of %s (set [display] font, or install fonts-lohit-deva and "
+            "fonts-lohit-beng-bengali): the display shows English",
+            phrases.language,
+        )
+        shown = Phrases("en", phrases.labels, short=phrases.short)
+    own = scripts.pop(shown.language, None)
+    if shown.language == "en" and configured is not None:
+        own = Face(configured, "Latn", letters(configured))
+    faces = [face for face in (own, built_in, *scripts.values()) if face is not None]
+    return Fonts(faces), shown

@@ -170,11 +170,12 @@ class Display:
         settings = event.data.get("settings")
         if isinstance(settings, Mapping):
             fonts, phrases = for_language(for_settings(settings, self._phrases.labels), self._font)
-            with self._lock:
+            with self._lock:  # one step: an event in between must not be overwritten by the idle line
                 was_idle = self._scene.state == self._idle()
                 self._fonts, self._phrases = fonts, phrases
-                state = self._idle() if was_idle else self._scene.state
-            self._update(state=state)  # the idle line in the new language
+                # The idle line in the new language; a line of a call or a code stays as it was
+                # (the fonts still have its letters) until the next event replaces it.
+                self._update(**({"state": self._idle()} if was_idle else {}))
 
     def _run(self) -> None:
         while not self._stop.is_set():

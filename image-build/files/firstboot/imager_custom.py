@@ -110,10 +110,11 @@ def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> No
     path = Path(f"/etc/NetworkManager/system-connections/{name}.nmconnection")
     path.touch(mode=0o600)
     path.write_text(keyfile.stdout)
-    if Path("/run/systemd/system").is_dir():  # NetworkManager is running: it reads new files only when told
-        _run("nmcli", "connection", "reload")
     if country:
         set_country(country)
+    # A running NetworkManager reads new files only when told. Where it is not running (Imager's
+    # firstrun.sh runs before it starts) the reload fails, and NetworkManager reads the file at start.
+    subprocess.run(["nmcli", "connection", "reload"], capture_output=True, timeout=TIMEOUT, check=False)
 
 
 def set_country(country: str) -> None:
