@@ -63,7 +63,7 @@ install_kernel() {
 # extract TAR: a fresh root directory under the cache, unmounted and removed again on exit.
 extract() {
   root=$(mktemp -d "$CACHE_DIR/root.XXXX")
-  trap 'unmount_root "$root"; rm -rf "$root"' EXIT
+  trap 'remove_root "$root"' EXIT
   tar -C "$root" --zstd -xpf "$1"
 }
 
@@ -72,7 +72,7 @@ pack() {
   unmount_root "$root"
   tar -C "$root" --zstd -cpf "$CACHE_DIR/pack.part.tar.zst" .
   mv "$CACHE_DIR/pack.part.tar.zst" "$tarball"
-  rm -rf "$root"
+  remove_root "$root"
   trap - EXIT
 }
 
@@ -138,7 +138,7 @@ stage_image() {
   extract "$emocall_tar"
   work=$(mktemp -d "$CACHE_DIR/image.XXXX")
   # shellcheck disable=SC2064  # expanded now: $work is local to this function
-  trap "unmount_root '$root'; rm -rf '$root' '$work'" EXIT
+  trap "remove_root '$root'; rm -rf '$work'" EXIT
   boot_files "$root" "$work/boot"
   # What raspi-firmware's hooks copied into the root's /boot/firmware would hide under the FAT mount.
   find "$root/boot/firmware" -mindepth 1 -delete

@@ -56,6 +56,13 @@ unmount_root() {
   return 0
 }
 
+# remove_root ROOT: deletes a root filesystem, never what is still mounted in it (the host's /dev
+# when an unmount failed: a process left running in the chroot keeps it busy).
+remove_root() {
+  unmount_root "$1"
+  rm -rf --one-file-system "$1"
+}
+
 # in_root ROOT COMMAND...: runs COMMAND in ROOT with a clean environment (pip needs the CA bundle
 # of the root itself and no host variables such as PIP_* or VIRTUAL_ENV).
 in_root() {
