@@ -27,9 +27,9 @@ from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
-from appliance.guests.calls import GUEST_PATH
 from appliance.guests.service import Guests
 from appliance.identity import Identity
+from appliance.relay.envelope import GUEST_PATH
 from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
@@ -609,6 +609,31 @@ def test_emotions_arrive_after_the_other_unit_restarts_and_calls_again(
     assert said == ["happiness", "sadness", "surprise", "anger"]
 
 
+def test_a_guests_page_can_neither_rename_itself_nor_say_expressions(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """A guest's page is anyone's code: the name is the signed invite's and the expressions are the
+    unit's own analysis of the guest's video, so the page's own hello and expressions are ignored;
+    its bye still ends the call."""
+    unit = flow_unit()
+    flow = unit.engine.flow
+    priya = Peer("d" * 32, "Priya", "guest", b"", time.time(), guest=True)
+    heard: list[Event] = []
+    unit.events.subscribe(lambda e: heard.append(e) if e.topic.startswith("remote.") else None)
+    unit.offer(priya)
+    page = unit.open_session()
+    for message in (
+        messages.Hello(name="Your bank", unit="d" * 32),
+        messages.EmotionEvent(seq=1, emotion="happiness", confidence=0.9),
+        messages.NoFace(seq=2),
+        messages.Sharing(paused=True),
+    ):
+        unit.on_loop(lambda m=message: flow.on_message(page, m))  # type: ignore[arg-type, misc]
+    assert flow.remote_name == "Priya" and heard == []
+    unit.on_loop(lambda: flow.on_message(page, messages.Bye()))  # type: ignore[arg-type]
+    unit.wait_state("idle")
+
+
 @pytest.fixture
 def owner_pages(tmp_path: Path) -> Iterator[tuple[FlaskClient, str, Node]]:
     """Bela's pages with its real call engine, and a browser logged in as the owner (and its CSRF)."""
@@ -672,3 +697,37 @@ def test_a_guest_offer_refused_before_ringing_leaves_a_one_time_invite_whole(tmp
     finally:
         guests.close()
         node.close()
+
+
+def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """A guest whose clock is slow gets through (the unit does not time a browser's call by the
+    browser's clock). The owner withdraws the invite while the guest is on the line: the call ends
+    at once, and the guest's page cannot come back with a re-offer after a drop."""
+    unit = flow_unit()
+    jid = "asha@relay.example.org"
+    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    page = create_app(lambda: {}, parts, guests.blueprints(unit.engine)).test_client()
+    invite = guests.invites.create("Priya", 3600, once=False)
+    offer = {
+        "invite": guests.invites.token(invite, jid),
+        "call": "0" * 32,
+        # The guest's phone's clock is 50 s slow: the call rings all the same.
+        "signal": {"kind": "offer", "sdp": OFFER_SDP, "expires": time.time() - 50},
+    }
+    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+    try:
+        r = page.post(GUEST_PATH, json=offer, environ_base=from_guest)
+        assert r.status_code == 200 and r.get_json()["kind"] == "answer", r.get_json()
+        unit.open_session()
+        unit.wait_state("connected")
+        assert guests.invites.revoke(invite.id) is not None and guests.line is not None
+        assert guests.line.withdrawn(invite)  # what the owner's page calls once it withdrew it
+        unit.wait_state("idle")
+        offer["signal"]["resume"] = True  # type: ignore[index]
+        again = page.post(GUEST_PATH, json=offer, environ_base=from_guest)
+        assert again.status_code == 403 and again.get_json()["reason"] in ("ended", "revoked")
+    finally:
+        guests.close()

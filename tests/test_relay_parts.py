@@ -5,6 +5,7 @@ settings errors, the privacy of a unit without a relay, requests run through the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -22,9 +23,9 @@ from appliance.call.lan import free_port
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable
-from appliance.pairing.service import HELLO_PATH
+from appliance.pairing.service import HELLO_PATH, START_PATH
 from appliance.relay import RelayError, envelope, routing, turn
-from appliance.relay.envelope import EnvelopeError, Exchange
+from appliance.relay.envelope import GUEST_PATH, EnvelopeError, Exchange
 from appliance.relay.routing import on_link
 from appliance.relay.service import Relay
 from appliance.state import Peer
@@ -150,10 +151,8 @@ def paired(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
     b.close()
 
 
-def test_a_request_through_the_relay_gets_the_same_checks_and_signed_answer(
-    paired: tuple[Unit, Unit], tmp_path: Path
-) -> None:
-    a, b = paired
+def bela_on_a_relay(b: Unit, tmp_path: Path) -> Relay:
+    """Bela's relay side, answering through Bela's web app (no relay server: requests are handed in)."""
     password = tmp_path / "pw"
     password.write_text("secret")
     relay = Relay.open(
@@ -161,6 +160,14 @@ def test_a_request_through_the_relay_gets_the_same_checks_and_signed_answer(
     )
     assert relay is not None
     relay._app = b.app
+    return relay
+
+
+def test_a_request_through_the_relay_gets_the_same_checks_and_signed_answer(
+    paired: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    a, b = paired
+    relay = bela_on_a_relay(b, tmp_path)
     body = b"{}"
     signed = identity.sign_request(a.me, b.me.unit_id, "POST", HELLO_PATH, body)
     request = Exchange(HELLO_PATH, {**signed.headers, "Content-Type": "application/json"}, body)
@@ -283,3 +290,21 @@ def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(
     assert "relay addr: 198.51.100.7:" in public and "203.0.113.5:" not in public, done.stdout
     assert "403 (Forbidden IP)" in private and "lost" not in private, done.stdout
     assert "442 (TCP Transport is not allowed" in tcp and "lost" not in tcp, done.stdout
+
+
+def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], tmp_path: Path) -> None:
+    """Anyone may sign in anonymously on the relay's guest host: such an account must not make the
+    unit say a pairing code (or use up the code limits the unit's owner needs) or reach any other
+    unit-to-unit path; its one path is the guest call, which checks the invite."""
+    _, b = paired
+    relay = bela_on_a_relay(b, tmp_path)
+    guest = "4f2a9c0d@guests.relay.example.org"
+    start = Exchange(
+        START_PATH, {"Content-Type": "application/json"}, b'{"unit_id": "x", "name": "y", "port": 1}'
+    )
+    for path in (START_PATH, HELLO_PATH, "/api/call/signal"):
+        answer = relay._dispatch(guest, dataclasses.replace(start, path=path))
+        assert answer.status == 403 and b"a guest may only call" in answer.body
+    assert not [e for e in b.events.recent() if e.topic == "pairing.code"]
+    call = relay._dispatch(guest, Exchange(GUEST_PATH, {"Content-Type": "application/json"}, b"{}"))
+    assert call.status == 404  # past the gate, to the web app (this test unit has no guest line)

@@ -188,7 +188,9 @@ class CallFlow:
         if signal.kind != "offer":
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
         _check_sdp(signal.sdp)
-        left = signal.expires - time.time() + CLOCK_SLACK_SECONDS if signal.expires else float("inf")
+        # A guest's browser clock is anyone's (a phone's may be a minute off): its call rings in full.
+        timed = signal.expires and not peer.guest
+        left = signal.expires - time.time() + CLOCK_SLACK_SECONDS if timed else float("inf")
         if left <= 0 and not signal.resume:
             # Queued while this unit was paused: the caller has given up and must not be rung for.
             # (Re-offers wait only 2 s, so theirs is not checked: clocks 3 s apart would end every
@@ -289,6 +291,11 @@ class CallFlow:
 
     def on_message(self, session: Session, message: messages.Message) -> None:
         if session is not self.session or self.peer is None:
+            return
+        if self.peer.guest and not isinstance(message, messages.Bye):
+            # A guest's page is anyone's code: its name is the signed invite's, and its expressions
+            # are the unit's own analysis of its video (appliance/guests/vision.py), never its word.
+            log.info("ignored a %s message from a guest's page", type(message).__name__)
             return
         name = self.remote_name
         if isinstance(message, messages.Hello):

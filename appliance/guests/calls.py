@@ -29,12 +29,11 @@ from appliance.call.signaling import Signal
 from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
+from appliance.relay.envelope import GUEST_PATH, guest_domain
 from appliance.state import Peer
 from appliance.web.peer_api import RELAY_SENDER
 
 log = logging.getLogger(__name__)
-
-GUEST_PATH = "/api/guest/signal"
 
 
 class GuestSignal(BaseModel):
@@ -53,11 +52,6 @@ class GuestCall:
     call: str
     describe: bool
     peer: Peer
-
-
-def guest_domain(jid: str) -> str:
-    """The relay's host for guests, next to the unit's own host (relay/prosody-host.cfg.lua.template)."""
-    return "guests." + jid.split("@", 1)[1] if "@" in jid else ""
 
 
 def guest_peer(invite: Invite) -> Peer:
@@ -108,6 +102,7 @@ class GuestLine:
                 current is None
                 or current.call != body.call
                 or not self._invites.matches(body.invite, current.invite)
+                or self._invites.withdrawn(current.invite)
             ):
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             return current
@@ -138,6 +133,15 @@ class GuestLine:
             self._vision.stop()
             if state == "idle":
                 self.current = None
+
+    def withdrawn(self, invite: Invite) -> bool:
+        """The owner withdrew ``invite``: a call in progress with it ends now (True then)."""
+        current = self.current
+        if current is None or current.invite.id != invite.id or self._engine.state not in IN_PROGRESS:
+            return False
+        log.info("the invite of the call in progress was withdrawn: hanging up")
+        self._engine.hangup()
+        return True
 
     def close(self) -> None:
         self._unsubscribe()

@@ -180,6 +180,11 @@ class Invites:
             raise forged
         return fields
 
+    def withdrawn(self, invite: Invite) -> bool:
+        """Whether the owner has withdrawn ``invite`` since it was checked."""
+        row = self._row(invite.id)
+        return row is None or row.revoked is not None
+
     def use(self, invite: Invite) -> bool:
         """Mark the invite used (a one-time one is then used up); False when it already was."""
         with self._store.transaction() as db:

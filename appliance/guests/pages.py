@@ -8,6 +8,7 @@ offering a link that could never ring. The navigation shows "Guests" on units th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -34,7 +35,11 @@ def guest_link(token: str, jid: str) -> str:
     return f"https://{jid.split('@', 1)[1]}:{GUEST_PORT}/guest/#{token}"
 
 
-def guests_blueprint(invites: Invites, jid: str) -> Blueprint:
+def guests_blueprint(
+    invites: Invites, jid: str, withdrawn: Callable[[Invite], bool] = lambda invite: False
+) -> Blueprint:
+    """``withdrawn`` is told of each invite the owner withdraws; it ends a call in progress with it
+    (and says True then)."""
     """``jid``: this unit's relay account ("" without a relay: no invite can be made then)."""
     bp = Blueprint("guests", __name__)
 
@@ -90,7 +95,8 @@ def guests_blueprint(invites: Invites, jid: str) -> Blueprint:
         if invite is None:
             flash("That invite had already ended. Nothing was changed.", "info")
         else:
-            flash(f"{invite.name}'s invite is withdrawn: the link no longer rings this unit.", "info")
+            ended = f" The call with {invite.name} has ended." if withdrawn(invite) else ""
+            flash(f"{invite.name}'s invite is withdrawn: the link no longer rings this unit.{ended}", "info")
         return redirect(url_for("guests.guests"))
 
     return bp

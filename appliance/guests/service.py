@@ -39,11 +39,10 @@ class Guests:
 
     def blueprints(self, engine: CallEngine) -> list[Blueprint]:
         """The owner's page, and with a relay the guest's signalling into ``engine``."""
-        pages = guests_blueprint(self.invites, self._jid)
         if not self._jid:
-            return [pages]
+            return [guests_blueprint(self.invites, self._jid)]
         self.line = GuestLine(engine, self.invites, self._jid, self.vision)
-        return [pages, self.line.blueprint()]
+        return [guests_blueprint(self.invites, self._jid, self.line.withdrawn), self.line.blueprint()]
 
     def close(self) -> None:
         if self.line is not None:

@@ -28,7 +28,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.relay import RelayUnavailable, envelope, turn
-from appliance.relay.envelope import Exchange
+from appliance.relay.envelope import Exchange, guest_domain
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,9 @@ class RelayClient:
         jid = presence["from"].bare
         if self._accepts(jid):
             self._xmpp.send_presence(pto=jid, ptype="subscribed")
+        elif jid.partition("@")[2] == guest_domain(self.jid):
+            # A guest never pairs: refused, so the relay does not keep it and send it at every start.
+            self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
         else:
             # Left pending, not refused: a unit being paired may ask before this side has pinned it;
             # subscribe() approves it then. Anyone else's request stays pending, unanswered.

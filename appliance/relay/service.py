@@ -151,9 +151,15 @@ class Relay:
         return answer
 
     def _dispatch(self, sender: str, exchange: Exchange) -> Exchange:
-        """Run the request through the web app, as if it had come over HTTP from nowhere on the LAN."""
-        from appliance.relay.envelope import Exchange
+        """Run the request through the web app, as if it had come over HTTP from nowhere on the LAN.
+        A guest's anonymous account may only call: the unit-to-unit paths (a pairing code said
+        aloud, its limits used up by any number of fresh guest accounts) are not for it."""
+        from appliance.relay.envelope import GUEST_PATH, Exchange, guest_domain
 
+        if sender.partition("@")[2] == guest_domain(self._cfg.jid) and exchange.path != GUEST_PATH:
+            log.warning("refused %s from a guest account through the relay", exchange.path)
+            refused = json.dumps({"error": "a guest may only call this unit"}).encode()
+            return Exchange("", {"Content-Type": "application/json"}, refused, 403)
         assert self._app is not None
         environ = EnvironBuilder(
             path=exchange.path,

@@ -57,6 +57,9 @@
       this.ws.onclose = () => {
         for (const w of this.waiting) w.reject(new Error('the relay closed the connection'));
         this.waiting = [];
+        // A request waiting for its answer (the call ringing) fails now, not when its time is up.
+        for (const settle of this.iqs.values()) settle(null);
+        this.iqs.clear();
         this.onclose();
       };
       await new Promise((resolve, reject) => {
@@ -128,7 +131,8 @@
         }, ms);
         this.iqs.set(id, (el) => {
           clearTimeout(timer);
-          if (el.getAttribute('type') === 'result') resolve(el);
+          if (!el) reject(new Error('the relay closed the connection'));
+          else if (el.getAttribute('type') === 'result') resolve(el);
           else reject(Object.assign(new Error('refused'), { stanza: el }));
         });
         this.send(`<iq xmlns="jabber:client" type="${type}" id="${id}"${target}>${child}</iq>`);
@@ -214,6 +218,7 @@
     try {
       say(`Connecting to ${owner}…`);
       mine.media = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      $('mute').setAttribute('aria-pressed', 'false'); // a new call starts with the microphone on
       say(`Calling ${owner}. Waiting for an answer…`);
       const reply = await negotiate(mine, false);
       if (call !== mine) return;
