@@ -29,7 +29,7 @@ from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
 from appliance.guests.service import Guests
 from appliance.identity import Identity
-from appliance.relay.envelope import GUEST_PATH
+from appliance.relay import GUEST_PATH
 from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts

@@ -24,8 +24,8 @@ from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable
 from appliance.pairing.service import HELLO_PATH, START_PATH
-from appliance.relay import RelayError, envelope, routing, turn
-from appliance.relay.envelope import GUEST_PATH, EnvelopeError, Exchange
+from appliance.relay import GUEST_PATH, RelayError, envelope, routing, turn
+from appliance.relay.envelope import EnvelopeError, Exchange
 from appliance.relay.routing import on_link
 from appliance.relay.service import Relay
 from appliance.state import Peer

@@ -29,7 +29,7 @@ from appliance.call.signaling import Signal
 from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
-from appliance.relay.envelope import GUEST_PATH, guest_domain
+from appliance.relay import GUEST_PATH, guest_domain
 from appliance.state import Peer
 from appliance.web.peer_api import RELAY_SENDER
 

@@ -13,6 +13,14 @@ import ssl
 
 from appliance.config import RelayConfig
 
+# The one path a guest (an anonymous account on the relay's guest host) may reach.
+GUEST_PATH = "/api/guest/signal"
+
+
+def guest_domain(jid: str) -> str:
+    """The relay's host for guests, next to the unit's own host (relay/prosody-host.cfg.lua.template)."""
+    return "guests." + jid.split("@", 1)[1] if "@" in jid else ""
+
 
 class RelayError(Exception):
     """The relay settings cannot be used (the message says which and what to do)."""

@@ -27,8 +27,8 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from appliance.config import RelayConfig
 from appliance.events import EventBus
-from appliance.relay import RelayUnavailable, envelope, turn
-from appliance.relay.envelope import Exchange, guest_domain
+from appliance.relay import RelayUnavailable, envelope, guest_domain, turn
+from appliance.relay.envelope import Exchange
 
 log = logging.getLogger(__name__)
 

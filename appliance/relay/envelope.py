@@ -23,13 +23,6 @@ NS = "urn:emocall:relay:1"
 # The unit-to-unit endpoints a request through the relay may reach, and a guest's call signalling
 # (appliance/guests/calls.py: it checks the sender is a guest and the invite); never the owner's pages or API.
 PATHS = re.compile(r"^/api/(?:peer/[a-z]+(?:/[a-z]+)*|call/signal|guest/signal)$")
-# The one path a guest (an anonymous account on the relay's guest host) may reach.
-GUEST_PATH = "/api/guest/signal"
-
-
-def guest_domain(jid: str) -> str:
-    """The relay's host for guests, next to the unit's own host (relay/prosody-host.cfg.lua.template)."""
-    return "guests." + jid.split("@", 1)[1] if "@" in jid else ""
 
 
 MAX_BODY = 64 * 1024  # the web app refuses larger requests too

@@ -32,7 +32,7 @@ from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
-from appliance.relay import RelayUnavailable, account
+from appliance.relay import GUEST_PATH, RelayUnavailable, account, guest_domain
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
@@ -154,7 +154,7 @@ class Relay:
         """Run the request through the web app, as if it had come over HTTP from nowhere on the LAN.
         A guest's anonymous account may only call: the unit-to-unit paths (a pairing code said
         aloud, its limits used up by any number of fresh guest accounts) are not for it."""
-        from appliance.relay.envelope import GUEST_PATH, Exchange, guest_domain
+        from appliance.relay.envelope import Exchange
 
         if sender.partition("@")[2] == guest_domain(self._cfg.jid) and exchange.path != GUEST_PATH:
             log.warning("refused %s from a guest account through the relay", exchange.path)
