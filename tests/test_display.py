@@ -137,19 +137,21 @@ def test_snapshot_before_anything_is_drawn_is_a_clear_error(tmp_path: Path) -> N
         OffscreenScreen((100, 100)).snapshot(tmp_path / "x.png")
 
 
-def no_fonts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fontconfig that knows no font, as on a machine without the script's fonts."""
+@pytest.fixture
+def no_fonts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fontconfig that knows no font, as on a machine without the script's fonts (the unit asks
+    fontconfig once per language: its answers are forgotten before and after)."""
     conf = tmp_path / "fonts.conf"
     conf.write_text(
         f"<fontconfig><dir>{tmp_path}/none</dir><cachedir>{tmp_path}/cache</cachedir></fontconfig>"
     )
     monkeypatch.setenv("FONTCONFIG_FILE", str(conf))
+    fontconfig_choice.cache_clear()
+    yield
+    fontconfig_choice.cache_clear()
 
 
-def test_a_language_without_a_font_falls_back_to_english(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    no_fonts(tmp_path, monkeypatch)
+def test_a_language_without_a_font_falls_back_to_english(no_fonts: None) -> None:
     screen = OffscreenScreen((W, H))
     display = Display(screen, EventBus(), Phrases("hi"), fps=30)
     try:
@@ -298,13 +300,14 @@ def test_codes_say_how_long_they_work_and_leave_the_screen_when_used_or_expired(
         display.close()
 
 
-def test_selftest_names_each_language_s_font_and_fails_without_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_selftest_names_each_language_s_font() -> None:
     cfg = config.load(None, {"display": {"backend": "offscreen"}}, environ={})
     report = selftest.check_display(cfg)
     assert report.ok, report.detail
     assert "hi Lohit-Devanagari.ttf, bn Lohit-Bengali.ttf" in report.detail
-    no_fonts(tmp_path, monkeypatch)
+
+
+def test_selftest_fails_where_no_font_has_a_language_s_letters(no_fonts: None) -> None:
+    cfg = config.load(None, {"display": {"backend": "offscreen"}}, environ={})
     report = selftest.check_display(cfg)
     assert not report.ok and "no font has the letters of hi, bn: shown in English" in report.detail

@@ -92,39 +92,31 @@ class Fonts:
         return surface
 
 
+def _fontconfig(*argv: str) -> str | None:
+    """What a fontconfig command prints; None without fontconfig or when it fails."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("%s failed: %s", argv[0], e)
+        return None
+
+
+# Both are asked once per font or language: the fonts installed do not change while the unit runs,
+# and the display asks again at every change of settings.
 @functools.cache
 def letters(path: Path) -> frozenset[str]:
     """The letters ``path`` has, as fontconfig reads them; none without fontconfig or a readable font."""
-    try:
-        charset = subprocess.run(
-            ["fc-query", "--format=%{charset}", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        log.warning("cannot read the letters of font %s: %s", path, e)
-        return frozenset()
     found: set[str] = set()
-    for span in charset.split():
+    for span in (_fontconfig("fc-query", "--format=%{charset}", str(path)) or "").split():
         first, _, last = span.partition("-")
         found.update(chr(c) for c in range(int(first, 16), int(last or first, 16) + 1))
     return frozenset(found)
 
 
+@functools.cache
 def fontconfig_choice(language: str) -> Path | None:
     """The font fontconfig picks for ``language``; None without fontconfig. It may lack the letters."""
-    try:
-        found = subprocess.run(
-            ["fc-match", "--format=%{file}", f":lang={language}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+    found = (_fontconfig("fc-match", "--format=%{file}", f":lang={language}") or "").strip()
     return Path(found) if found else None
 
 

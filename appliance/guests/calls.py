@@ -29,7 +29,7 @@ from appliance.call.signaling import Signal
 from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
-from appliance.relay import GUEST_PATH, guest_domain
+from appliance.relay import GUEST_PATH, is_guest
 from appliance.state import Peer
 from appliance.web.peer_api import RELAY_SENDER
 
@@ -64,7 +64,7 @@ class GuestLine:
     """The guests' way into the call engine, and which guest call is in progress."""
 
     def __init__(self, engine: CallEngine, invites: Invites, jid: str, vision: GuestVision) -> None:
-        self._engine, self._invites, self._domain = engine, invites, guest_domain(jid)
+        self._engine, self._invites, self._jid = engine, invites, jid
         self._vision = vision
         self.current: GuestCall | None = None
         self._told_private = ""  # the call whose guest's "do not describe me" was said (said once)
@@ -76,7 +76,7 @@ class GuestLine:
         @bp.post(GUEST_PATH)
         def signal() -> ResponseReturnValue:
             sender = str(request.environ.get(RELAY_SENDER, ""))
-            if not self._domain or sender.partition("@")[2] != self._domain:
+            if not is_guest(sender, self._jid):
                 return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
             try:
                 body = GuestSignal.model_validate_json(request.get_data())

@@ -38,9 +38,9 @@ def guest_link(token: str, jid: str) -> str:
 def guests_blueprint(
     invites: Invites, jid: str, withdrawn: Callable[[Invite], bool] = lambda invite: False
 ) -> Blueprint:
-    """``withdrawn`` is told of each invite the owner withdraws; it ends a call in progress with it
-    (and says True then)."""
-    """``jid``: this unit's relay account ("" without a relay: no invite can be made then)."""
+    """``jid``: this unit's relay account ("" without a relay: no invite can be made then);
+    ``withdrawn`` is told of each invite the owner withdraws, ends a call in progress with it and
+    says True then."""
     bp = Blueprint("guests", __name__)
 
     @bp.app_context_processor

@@ -17,9 +17,11 @@ from appliance.config import RelayConfig
 GUEST_PATH = "/api/guest/signal"
 
 
-def guest_domain(jid: str) -> str:
-    """The relay's host for guests, next to the unit's own host (relay/prosody-host.cfg.lua.template)."""
-    return "guests." + jid.split("@", 1)[1] if "@" in jid else ""
+def is_guest(sender: str, unit_jid: str) -> bool:
+    """Whether ``sender`` is an anonymous account on the relay's guest host, ``guests.`` before the
+    unit's own host (relay/prosody-host.cfg.lua.template); never without a relay account."""
+    _, at, host = unit_jid.partition("@")
+    return bool(at) and sender.partition("@")[2] == f"guests.{host}"
 
 
 class RelayError(Exception):

@@ -27,7 +27,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from appliance.config import RelayConfig
 from appliance.events import EventBus
-from appliance.relay import RelayUnavailable, envelope, guest_domain, turn
+from appliance.relay import RelayUnavailable, envelope, is_guest, turn
 from appliance.relay.envelope import Exchange
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class RelayClient:
         jid = presence["from"].bare
         if self._accepts(jid):
             self._xmpp.send_presence(pto=jid, ptype="subscribed")
-        elif jid.partition("@")[2] == guest_domain(self.jid):
+        elif is_guest(jid, self.jid):
             # A guest never pairs: refused, so the relay does not keep it and send it at every start.
             self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
         else:

@@ -32,7 +32,7 @@ from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
-from appliance.relay import GUEST_PATH, RelayUnavailable, account, guest_domain
+from appliance.relay import GUEST_PATH, RelayUnavailable, account, is_guest
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
@@ -156,7 +156,7 @@ class Relay:
         aloud, its limits used up by any number of fresh guest accounts) are not for it."""
         from appliance.relay.envelope import Exchange
 
-        if sender.partition("@")[2] == guest_domain(self._cfg.jid) and exchange.path != GUEST_PATH:
+        if is_guest(sender, self._cfg.jid) and exchange.path != GUEST_PATH:
             log.warning("refused %s from a guest account through the relay", exchange.path)
             refused = json.dumps({"error": "a guest may only call this unit"}).encode()
             return Exchange("", {"Content-Type": "application/json"}, refused, 403)
