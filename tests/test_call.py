@@ -4,6 +4,7 @@ the data channel's parser, the signalling endpoint under fuzzing, faults and lea
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -697,6 +698,46 @@ def test_a_guest_offer_refused_before_ringing_leaves_a_one_time_invite_whole(tmp
     finally:
         guests.close()
         node.close()
+
+
+def test_two_guests_offering_at_once_get_one_call_and_one_busy(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Two guests press Call in the same instant (the engine's loop busy a moment, so both offers
+    are let in before either rings): one call rings and is answered, the other guest hears busy,
+    and the line stays with the answered guest's call, whose hang-up ends it."""
+    unit = flow_unit()
+    jid = "asha@relay.example.org"
+    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine))
+    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+
+    def body(name: str, call: str, kind: str = "offer") -> dict[str, object]:
+        invite = guests.invites.create(name, 3600, once=False)
+        signal = {"kind": kind, "sdp": OFFER_SDP} if kind == "offer" else {"kind": kind}
+        return {"invite": guests.invites.token(invite, jid), "call": call, "signal": signal}
+
+    def post(message: dict[str, object]) -> tuple[int, dict[str, object]]:
+        r = app.test_client().post(GUEST_PATH, json=message, environ_base=from_guest)
+        return r.status_code, r.get_json()
+
+    offers = [body("Priya", "1" * 32), body("Ravi", "2" * 32)]
+    try:
+        unit.engine.loop.call_soon_threadsafe(time.sleep, 1.0)  # the loop busy: both get in first
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(post, offers))
+        assert sorted(code for code, _ in replies) == [200, 409], replies
+        winner = offers[[code for code, _ in replies].index(200)]
+        assert guests.line is not None and guests.line.current is not None
+        assert guests.line.current.call == winner["call"]
+        unit.open_session()
+        unit.wait_state("connected")
+        bye = {**winner, "signal": {"kind": "bye"}}
+        assert post(bye)[0] == 200
+        unit.wait_state("idle")
+    finally:
+        guests.close()
 
 
 def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(

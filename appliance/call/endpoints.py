@@ -16,7 +16,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from appliance.call import CallError
@@ -42,7 +42,7 @@ def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respo
     return wrapper
 
 
-def answer_signal(engine: CallEngine, peer: Peer, message: Signal) -> ResponseReturnValue:
+def answer_signal(engine: CallEngine, peer: Peer, message: Signal) -> tuple[Response, int]:
     """Hand a checked caller's signalling message to the engine's loop and answer with its reply
     (409 for busy); a unit's and a guest's signal endpoints both answer through here."""
     try:

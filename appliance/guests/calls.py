@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,6 +68,7 @@ class GuestLine:
         self._engine, self._invites, self._jid = engine, invites, jid
         self._vision = vision
         self.current: GuestCall | None = None
+        self._offering = threading.Lock()
         self._told_private = ""  # the call whose guest's "do not describe me" was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
 
@@ -83,34 +85,47 @@ class GuestLine:
             except ValidationError as e:
                 return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
             try:
-                call = self._admit(body)
+                if body.signal.kind == "offer" and not body.signal.resume:
+                    return self._new_call(body)
+                return answer_signal(self._engine, self._ongoing(body).peer, body.signal)
             except InviteRefused as e:
                 log.info("a guest's %s invite was refused", e.reason)
                 return jsonify({"error": str(e), "reason": e.reason}), 403
-            if call is None:
-                return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
-            return answer_signal(self._engine, call.peer, body.signal)
 
         return bp
 
-    def _admit(self, body: GuestSignal) -> GuestCall | None:
-        """The guest call this message belongs to; None when the unit is busy with another call."""
-        if body.signal.kind != "offer" or body.signal.resume:
-            # A bye or a re-offer: only from the page of the call in progress, with its invite.
-            current = self.current
-            if (
-                current is None
-                or current.call != body.call
-                or not self._invites.matches(body.invite, current.invite)
-                or self._invites.withdrawn(current.invite)
-            ):
-                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
-            return current
+    def _new_call(self, body: GuestSignal) -> tuple[Response, int]:
+        """A guest's offer of a new call: rung for when the unit is free, one guest at a time."""
         invite = self._invites.check(body.invite)  # a bad invite is refused as such, even when busy
-        if self._engine.state != "idle":
-            return None
-        self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
-        return self.current
+        # Held until the engine has answered: a second guest's offer in the same instant would
+        # otherwise be let in too, and take the line from the call the engine rings for.
+        if not self._offering.acquire(blocking=False):
+            return self._busy()
+        try:
+            if self._engine.state != "idle":
+                return self._busy()
+            call = self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
+            reply, status = answer_signal(self._engine, call.peer, body.signal)
+            if status != 200 and self.current is call:  # never rung: busy meanwhile, or refused
+                self.current = None
+            return reply, status
+        finally:
+            self._offering.release()
+
+    def _ongoing(self, body: GuestSignal) -> GuestCall:
+        """The call a bye or a re-offer belongs to: only the page of the call in progress, with its invite."""
+        current = self.current
+        if (
+            current is None
+            or current.call != body.call
+            or not self._invites.matches(body.invite, current.invite)
+            or self._invites.withdrawn(current.invite)
+        ):
+            raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+        return current
+
+    def _busy(self) -> tuple[Response, int]:
+        return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
 
     def _on_event(self, event: Event) -> None:
         """Describe the guest's face once connected (if they agreed); forget the call when it is over."""
