@@ -12,4 +12,5 @@ for service in prosody coturn; do
   install -m 0640 -o root -g "$user" "$RENEWED_LINEAGE/privkey.pem" "$dir/$host.key"
 done
 systemctl reload prosody 2>/dev/null || true
-systemctl restart coturn 2>/dev/null || true
+# coturn reloads its certificate on SIGUSR2; a restart would drop every call it relays.
+systemctl kill --kill-whom=main --signal=SIGUSR2 coturn 2>/dev/null || true

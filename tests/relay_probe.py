@@ -10,6 +10,9 @@
 - ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
 - ``services {jid, password, ca}``: the STUN/TURN services the relay hands this account (XEP-0215).
 - ``websocket {host, ca}``: a browser's opening handshake for XMPP over WebSocket.
+- ``subscribe {jid, password, ca, to, seconds}``: asks for ``to``'s presence; the presence types
+  ``to`` sends back meanwhile. ``"anonymous": true`` signs in as a guest's page does (``jid``: the
+  guest host).
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ async def connect(
     args: dict[str, Any], received: list[str] | None = None, crowd: ssl.SSLContext | None = None
 ) -> slixmpp.ClientXMPP | None:
     """Sign in; ``crowd``: one of many idle units sharing this TLS context (benchmarks/relay.py)."""
-    if crowd is None:
+    if args.get("anonymous"):
+        xmpp = slixmpp.ClientXMPP(args["jid"], "", sasl_mech="ANONYMOUS")
+        xmpp.ssl_context = ssl.create_default_context(cafile=args["ca"])
+        # The relay has one certificate, for its own name: a browser reaches the guest host over
+        # HTTPS to that name; over c2s the guest host shows it too.
+        xmpp.ssl_context.check_hostname = False
+    elif crowd is None:
         xmpp = slixmpp.ClientXMPP(f"{args['jid']}/probe", args["password"])
         xmpp.ssl_context = ssl.create_default_context(cafile=args["ca"])
     else:
@@ -182,6 +191,19 @@ async def websocket(args: dict[str, Any]) -> dict[str, Any]:
     return {"status": lines[0], "protocol": headers.get("Sec-WebSocket-Protocol", "")}
 
 
+async def subscribe(args: dict[str, Any]) -> dict[str, Any]:
+    xmpp = await connect(args)
+    assert xmpp is not None, "the probe's own account was refused"
+    answers: list[str] = []
+    xmpp.add_event_handler(
+        "presence", lambda p: answers.append(p["type"]) if p["from"].bare == args["to"] else None
+    )
+    xmpp.send_presence(pto=args["to"], ptype="subscribe")
+    await asyncio.sleep(args["seconds"])
+    await xmpp.disconnect()
+    return {"answers": answers}
+
+
 ACTIONS = {
     "login": login,
     "request": request,
@@ -190,6 +212,7 @@ ACTIONS = {
     "crowd": crowd,
     "services": services,
     "websocket": websocket,
+    "subscribe": subscribe,
 }
 
 if __name__ == "__main__":

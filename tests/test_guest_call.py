@@ -43,7 +43,8 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed"),
 ]
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
 CLIP = CLIPS / "WolfgangLanger_Pexels.mp4"
 EMOTION = re.compile(r"remote\.emotion: Priya: (\w+)")
 SAID = re.compile(r"saying: (Priya [^\n]*)")
@@ -174,11 +175,18 @@ def playwright() -> Iterator[Any]:
 
 @pytest.fixture
 def browser(home: Home, camera: tuple[Path, Path], playwright: Any) -> Iterator[Any]:
-    """A page in Chromium on the phone, with the clip as its camera and a tone as its microphone."""
+    with phone(home, camera, playwright) as page:
+        yield page
+
+
+@contextmanager
+def phone(home: Home, camera: tuple[Path, Path], playwright: Any, allowed: bool = True) -> Iterator[Any]:
+    """A page in Chromium on the phone, with the clip as its camera and a tone as its microphone;
+    ``allowed``: the page may use both (else it may use what the test grants its context)."""
     y4m, wav = camera
     args = [
         *ARGS,
-        "--use-fake-ui-for-media-stream",
+        *(["--use-fake-ui-for-media-stream"] if allowed else []),
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={y4m}",
         f"--use-file-for-fake-audio-capture={wav}",
@@ -440,6 +448,92 @@ def test_the_owner_invites_and_withdraws_on_the_units_page(home: Home, browser: 
     assert failures == []
 
 
+def test_a_guest_without_a_camera_calls_with_sound_only(
+    home: Home, camera: tuple[Path, Path], playwright: Any
+) -> None:
+    """The browser refuses the page the microphone: an alert says what to do and nothing rings. Then
+    the microphone is allowed and the camera is not: the call has sound only, the page says so, and
+    the guest still sees the unit; the unit tells its owner that no expressions will come."""
+    expect, unit = sync_api.expect, home.unit
+    failures: list[str] = []
+    with phone(home, camera, playwright, allowed=False) as page:
+        page.goto(home.link()[1])
+        mark = unit.mark()
+        page.get_by_role("button", name="Call Asha").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "This page may not use your microphone. Allow the microphone for this page in your browser"
+            ' (usually a button beside the address), then press "Call Asha" again.'
+        )
+        expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
+        audit(page, "the microphone refused", failures)
+        assert "call.state" not in unit.log.read_text(errors="replace")[mark:]
+        page.context.grant_permissions(["microphone"])
+        page.get_by_role("button", name="Call Asha").click()
+        expect(page.get_by_role("status")).to_have_text("In a call with Asha.", timeout=30_000)
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(page.get_by_text("Your camera is off for this call")).to_be_visible()
+        wait_stats(page, "framesDecoded", 15)  # the unit's video all the same
+        # The owner hears why no expressions come, as when a unit pauses sharing.
+        unit.wait_for(r"remote\.sharing: Priya sends no video", mark, timeout=10)
+        unit.wait_for(r"saying: Priya paused sharing expressions\.", mark, timeout=20)
+        audit(page, "a call with sound only", failures)
+        page.get_by_role("button", name="Hang up").click()
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+        assert not EMOTION.findall(unit.log.read_text(errors="replace")[mark:])
+    assert failures == []
+
+
+@contextmanager
+def ringing(home: Home, playwright: Any) -> Iterator[None]:
+    """The unit rings instead of answering by itself (set on its settings page) until the block ends."""
+    chromium = playwright.chromium.launch(
+        executable_path=str(in_namespace(home, 0)), args=ARGS, headless=True
+    )
+
+    def auto_answer(on: bool) -> None:
+        owner.get_by_role("link", name="Settings").click()
+        owner.get_by_label("Answer calls from paired units by itself").set_checked(on)
+        owner.get_by_role("button", name="Save settings").click()
+        sync_api.expect(owner.get_by_role("status")).to_contain_text("Settings saved.")
+
+    try:
+        owner = chromium.new_page()
+        owner.set_default_timeout(20_000)
+        login(owner, home.unit, sync_api.expect)
+        auto_answer(False)
+        try:
+            yield
+        finally:
+            auto_answer(True)
+    finally:
+        chromium.close()
+
+
+def test_the_guest_cancels_while_the_unit_rings(home: Home, browser: Any, playwright: Any) -> None:
+    page, unit, expect = browser, home.unit, sync_api.expect
+    with ringing(home, playwright):
+        page.goto(home.link()[1])
+        mark = unit.mark()
+        page.get_by_role("button", name="Call Asha").click()
+        unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
+        page.get_by_role("button", name="Cancel the call").click()
+        expect(page.get_by_role("status")).to_have_text("You cancelled the call.")
+        unit.wait_for(r"call\.state: missed call from Priya", mark, timeout=10)
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+        expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
+        expect(page.get_by_role("button", name="Cancel the call")).to_be_hidden()
+
+
+def test_closing_the_page_hangs_up_at_once(home: Home, browser: Any) -> None:
+    """Not after the five silent seconds that count a call lost, and the reconnecting that follows."""
+    unit = home.unit
+    mark = in_a_call(home, browser, home.link()[1])
+    browser.close()
+    unit.wait_for(r"call\.state: Priya hung up", mark, timeout=4)
+    assert "lost contact" not in unit.log.read_text(errors="replace")[mark:]
+    unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+
+
 def test_a_guest_behind_a_symmetric_nat_calls_through_turn(home: Home, browser: Any) -> None:
     page, unit = browser, home.unit
     home.net.set_symmetric(True)  # a new outside port for every destination: only TURN joins it
@@ -473,3 +567,20 @@ def test_the_guest_signal_answers_only_what_the_relay_brings_from_a_guest(home: 
     )  # fmt: skip
     assert done.stdout.strip() == "403 only a guest's browser, through the relay, may send this"
     assert "call.state" not in home.unit.log.read_text(errors="replace")[mark:]
+
+
+def test_a_guest_account_cannot_follow_the_units_presence(home: Home) -> None:
+    """Anyone may sign in on the guest host: the unit refuses its presence subscription at once, so the
+    relay keeps no pending request from it in the unit's roster (which it would send again at every
+    start of the unit, one more for every stranger)."""
+    ask = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(home.net.relay.ca), "to": home.jid}
+    command = [sys.executable, "-m", "tests.relay_probe", "subscribe", json.dumps({**ask, "seconds": 2})]
+    mark = home.unit.mark()
+    done = subprocess.run(
+        ["ip", "netns", "exec", home.net.home(1), *command],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    home.unit.wait_for(r'SEND: <presence type="unsubscribed" to="[^"@]+@guests\.', mark, timeout=10)
+    roster = home.net.relay.dir / "data" / DOMAIN.replace(".", "%2e") / "roster" / "asha.dat"
+    assert not roster.exists() or "guests." not in roster.read_text(), roster.read_text()

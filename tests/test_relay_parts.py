@@ -292,6 +292,51 @@ def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(
     assert "442 (TCP Transport is not allowed" in tcp and "lost" not in tcp, done.stdout
 
 
+RENEWAL = """ip link set lo up
+ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
+ip addr add 203.0.113.5/24 dev d0
+turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
+served() {
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    subject=$(openssl s_client -connect 203.0.113.5:5349 </dev/null 2>/dev/null |
+      openssl x509 -noout -subject 2>/dev/null)
+    [ -n "$subject" ] && { echo "$subject"; return; }
+    sleep 0.5
+  done
+}
+served
+cp "$DIR/renewed.pem" "$DIR/../cert.pem" && cp "$DIR/renewed.key" "$DIR/../key.pem"
+kill -USR2 $server  # what relay/coturn-certbot-deploy.sh has systemd send
+sleep 1
+served
+kill -0 $server && echo "still $server"
+kill $server
+"""
+
+
+def test_the_turn_server_takes_a_renewed_certificate_without_a_restart(tmp_path: Path) -> None:
+    """certbot's deploy hook must not restart coturn (every relayed call would drop every 60 days):
+    coturn reloads its certificate on SIGUSR2, the same process serving the renewed one."""
+    if not all(shutil.which(p) for p in ("turnserver", "unshare", "openssl")):
+        pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
+    cert, key, out = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), tmp_path / "relay")
+    for name, crt, pem in (("first", cert, key), ("renewed", f"{out}/renewed.pem", f"{out}/renewed.key")):
+        out.mkdir(exist_ok=True)
+        made = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}.relay.test"]
+        subprocess.run(
+            ["openssl", "req", *made, "-keyout", pem, "-out", crt], check=True, capture_output=True
+        )
+    render = ["relay.test", "--render", str(out), "--address", "203.0.113.5", "--cert", cert, "--key", key]
+    subprocess.run(["bash", str(ROOT / "relay/setup"), *render], check=True, capture_output=True)
+    env = {**os.environ, "DIR": str(out)}
+    done = subprocess.run(["unshare", "-n", "bash", "-c", RENEWAL], env=env, capture_output=True, text=True)
+    before, after, alive = done.stdout.splitlines()
+    assert before.endswith("CN = first.relay.test") and after.endswith("CN = renewed.relay.test"), done
+    assert alive.startswith("still "), done
+    hook = (ROOT / "relay/coturn-certbot-deploy.sh").read_text()
+    assert "systemctl kill --kill-whom=main --signal=SIGUSR2 coturn" in hook and "restart coturn" not in hook
+
+
 def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], tmp_path: Path) -> None:
     """Anyone may sign in anonymously on the relay's guest host: such an account must not make the
     unit say a pairing code (or use up the code limits the unit's owner needs) or reach any other

@@ -19,6 +19,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from aiortc.sdp import SessionDescription
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,11 +48,13 @@ class GuestSignal(BaseModel):
 
 @dataclass(frozen=True)
 class GuestCall:
-    """Who the call in progress is with: the invite, the page's call id, the guest's choice."""
+    """Who the call in progress is with: the invite, the page's call id, the guest's choice, and
+    whether the guest sends video (a browser without a camera calls with sound only)."""
 
     invite: Invite
     call: str
     describe: bool
+    camera: bool
     peer: Peer
 
 
@@ -69,7 +72,7 @@ class GuestLine:
         self._vision = vision
         self.current: GuestCall | None = None
         self._offering = threading.Lock()
-        self._told_private = ""  # the call whose guest's "do not describe me" was said (said once)
+        self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
 
     def blueprint(self) -> Blueprint:
@@ -104,7 +107,8 @@ class GuestLine:
         try:
             if self._engine.state != "idle":
                 return self._busy()
-            call = self.current = GuestCall(invite, body.call, body.describe, guest_peer(invite))
+            camera = sends_video(body.signal.sdp)
+            call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             reply, status = answer_signal(self._engine, call.peer, body.signal)
             if status != 200 and self.current is call:  # never rung: busy meanwhile, or refused
                 self.current = None
@@ -135,12 +139,14 @@ class GuestLine:
         if state == "ringing" and event.data.get("guest"):
             self._invites.use(current.invite)
         elif state == "connected" and event.data.get("guest"):
-            if current.describe:
+            if current.describe and current.camera:
                 self._vision.start(current.peer.name)
             elif self._told_private != current.call:
+                # Said as a unit's paused sharing is: the owner hears no expressions, and why.
                 self._told_private = current.call
                 name = current.peer.name
-                message = f"{name} asked not to have their expressions described"
+                why = "asked not to have their expressions described" if current.camera else "sends no video"
+                message = f"{name} {why}"
                 self._engine.events.publish("remote.sharing", message, peer=name, paused=True, guest=True)
         elif state not in IN_PROGRESS:
             # At the call's end (ended, lost...), not only at idle a moment later: nothing the
@@ -161,3 +167,12 @@ class GuestLine:
     def close(self) -> None:
         self._unsubscribe()
         self._vision.close()
+
+
+def sends_video(sdp: str) -> bool:
+    """Whether an offer sends video: a browser without a camera offers to receive the unit's only."""
+    try:
+        media = SessionDescription.parse(sdp).media
+    except Exception:  # aiortc's parser raises anything; the engine refuses such an offer with why
+        return True
+    return any(m.kind == "video" and m.direction in (None, "sendrecv", "sendonly") for m in media)

@@ -5,8 +5,10 @@
 // (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
 // <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
 // answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
-// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up; after
-// a loss it offers again (resume), as a calling unit does, for up to 30 seconds.
+// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up (also
+// while ringing, and when the page is closed); after a loss it offers again (resume), as a calling
+// unit does, for up to 30 seconds. Without a camera (refused, missing, in use) the call has sound
+// only and still receives the unit's video; without a microphone there is no call.
 'use strict';
 (() => {
   const RELAY_NS = 'urn:emocall:relay:1';
@@ -17,6 +19,9 @@
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
   const RECONNECT_MS = 30000; // as long as a unit keeps trying ([call] reconnect_seconds)
+  // The relay's TURN credentials for guests last an hour (external_service_ttl in relay/): a
+  // re-offer later in a long call asks for fresh ones first.
+  const ICE_REFRESH_MS = 30 * 60000;
   const $ = (id) => document.getElementById(id);
 
   // The invite ------------------------------------------------------------------------------------
@@ -204,7 +209,36 @@
     $('before').hidden = false;
     $('call-area').hidden = true;
     $('call').disabled = false;
+    $('cancel').hidden = true;
     say(text);
+  }
+
+  // Shown as an alert; the Call button stays, for when the guest has put it right.
+  function warn(text) {
+    ready('');
+    $('problem').textContent = text;
+    $('problem').hidden = false;
+  }
+
+  // The microphone and, when it can be had, the camera. A camera that is refused, missing or in use
+  // leaves a call with sound only; a microphone that is throws an Error that says what to do.
+  async function openMedia() {
+    try {
+      return { media: await navigator.mediaDevices.getUserMedia({ audio: true, video: true }), video: true };
+    } catch (e) {
+      // Asked again for sound alone: the browser says which device failed only this way.
+    }
+    try {
+      return { media: await navigator.mediaDevices.getUserMedia({ audio: true }), video: false };
+    } catch (e) {
+      const again = `then press "Call ${owner}" again`;
+      const why = {
+        NotAllowedError: `This page may not use your microphone. Allow the microphone for this page in your browser (usually a button beside the address), ${again}.`,
+        NotFoundError: `No microphone was found. Connect one, ${again}.`,
+        NotReadableError: `Your microphone is in use by another program or cannot be opened. Close that program, ${again}.`,
+      };
+      throw Object.assign(new Error(why[e.name] || `Your microphone could not be opened (${e.message}).`), { media: true });
+    }
   }
 
   const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)),
@@ -212,14 +246,19 @@
 
   async function startCall() {
     $('call').disabled = true;
+    $('cancel').hidden = false;
     $('problem').hidden = true;
     call = { id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [] };
     const mine = call;
     try {
       say(`Connecting to ${owner}…`);
-      mine.media = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      const { media, video } = await openMedia();
+      mine.media = media;
+      if (call !== mine) { stop(mine); return; } // cancelled while the browser asked
       $('mute').setAttribute('aria-pressed', 'false'); // a new call starts with the microphone on
-      say(`Calling ${owner}. Waiting for an answer…`);
+      $('sound-only').hidden = video;
+      const calling = `Calling ${owner}. Waiting for an answer…`;
+      say(video ? calling : `Your camera cannot be used, so this call has sound only. ${calling}`);
       const reply = await negotiate(mine, false);
       if (call !== mine) return;
       if (reply.status === 403) {
@@ -239,9 +278,11 @@
         if (!mine.opened) end(mine, `The call to ${owner} could not connect.`);
       }, STEP_MS));
     } catch (e) {
+      if (call !== mine) return; // cancelled: the page already says so
       stop(mine);
       const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
-      ready(offline || `The call to ${owner} did not work: ${e.message}. Try again.`);
+      if (e.media) warn(e.message);
+      else ready(offline || `The call to ${owner} did not work: ${e.message}. Try again.`);
     }
   }
 
@@ -253,12 +294,17 @@
       mine.xmpp.onclose = () => { mine.xmpp.up = false; };
       await mine.xmpp.connect();
       mine.xmpp.up = true;
+    }
+    if (!mine.ice || Date.now() - mine.iceAt > ICE_REFRESH_MS) {
       mine.ice = await mine.xmpp.iceServers();
+      mine.iceAt = Date.now();
     }
     if (mine.pc) mine.pc.close();
     const pc = new RTCPeerConnection({ iceServers: mine.ice });
     mine.pc = pc;
     for (const track of mine.media.getTracks()) pc.addTrack(track, mine.media);
+    // Sound only: the unit's video is still wanted.
+    if (mine.media.getVideoTracks().length === 0) pc.addTransceiver('video', { direction: 'recvonly' });
     const channel = pc.createDataChannel('emotion', { negotiated: true, id: 0 });
     mine.channel = channel;
     channel.onopen = () => connected(mine, channel);
@@ -269,6 +315,7 @@
     };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
+    if (call !== mine) throw new Error('cancelled'); // no offer for a call already given up
     const signal = {
       kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume,
       expires: Date.now() / 1000 + (resume ? RETRY_MS / 1000 : 45),
@@ -361,16 +408,21 @@
   }
 
   // As a unit hangs up: a bye on the data channel for speed and one through the relay, which arrives
-  // even when the channel's message is lost as the connection closes.
-  function hangUp() {
-    const mine = call;
-    if (!mine) return;
+  // even when the channel's message is lost as the connection closes (and stops the unit ringing).
+  function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
     if (mine.xmpp && mine.xmpp.up) {
       const body = { invite: token, call: mine.id, describe: mine.describe, signal: { kind: 'bye' } };
       mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, ANSWER_MS).catch(() => {});
     }
-    setTimeout(() => end(mine, 'You hung up. The call ended.'), 200); // both byes leave first
+  }
+
+  function hangUp() {
+    const mine = call;
+    if (!mine) return;
+    sendBye(mine);
+    const text = mine.opened ? 'You hung up. The call ended.' : 'You cancelled the call.';
+    setTimeout(() => end(mine, text), 200); // both byes leave first
   }
 
   function mute() {
@@ -407,9 +459,13 @@
     },
   };
 
+  // A closed tab or a page left hangs up at once: the unit would otherwise wait out a lost call.
+  window.addEventListener('pagehide', () => { if (call) sendBye(call); });
+
   document.addEventListener('DOMContentLoaded', () => {
     $('call').addEventListener('click', startCall);
     $('hangup').addEventListener('click', hangUp);
+    $('cancel').addEventListener('click', hangUp);
     $('mute').addEventListener('click', mute);
     if (!invite) {
       refuse('This link is not a valid invite. Check that it was copied whole, or ask for a new link.');
