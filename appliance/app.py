@@ -19,6 +19,7 @@ from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine, tune_malloc
 from appliance.camera import select
 from appliance.camera.capture import Capture
+from appliance.card import memory_copy, read_only
 from appliance.config import Config
 from appliance.controls.button import CallButton, start_button
 from appliance.controls.privacy import PrivacyGestures
@@ -30,7 +31,7 @@ from appliance.identity import Identity
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
-from appliance.service import restarted_after_fault
+from appliance.service import restarted_after_fault, runtime_directory
 from appliance.speech.service import Speech
 from appliance.state import StateStore
 from appliance.vision.worker import VisionWorker
@@ -65,13 +66,13 @@ class Appliance:
         self.button: CallButton | None = None
         self.call: CallEngine | None = None
         self.relay: Relay | None = None
+        self._card_copy = False  # running on a copy of a read-only card's data (appliance.card)
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
         tune_malloc()  # before any thread starts
         with self._stack as stack:
-            cfg = self.config
-            self._open_data_dir()
+            cfg = self.config = self._open_data_dir()
             self.identity = Identity.load_or_create(cfg.unit.data_dir / "identity.key")
             defaults = {"display_name": cfg.unit.name}
             self.store = StateStore(cfg.unit.data_dir / "state.db", self.events, defaults)
@@ -164,11 +165,19 @@ class Appliance:
                 relay.start(self.call.loop, app)
                 stack.callback(relay.close)
             self._stack = stack.pop_all()
+        self._announce_start(cfg, self.store)
+        return self
+
+    def _announce_start(self, cfg: Config, store: StateStore) -> None:
+        """What the owner hears as the unit comes up: a fault before it, a failing card, ready."""
         fault = restarted_after_fault(cfg.unit.data_dir)
         if fault is not None:
             self.events.publish("unit.restarted", f"restarted after a fault ({fault})", reason=fault)
+        if self._card_copy:
+            message = "the memory card is read-only: running on a copy in memory, changes are not kept"
+            self.events.publish("unit.card_read_only", message, data_dir=str(cfg.unit.data_dir))
         # Until the owner answers, expressions are not shared, and the start-up sentence asks.
-        ask = not (self.store.sharing_answered() or self.store.settings().share_expressions)
+        ask = not (store.sharing_answered() or store.settings().share_expressions)
         self.events.publish(
             "unit.ready",
             f"{cfg.unit.name} is ready",
@@ -176,7 +185,6 @@ class Appliance:
             address=self.address(),
             ask_sharing=ask,
         )
-        return self
 
     def responsive(self) -> bool:
         """Whether the parts that can hang still answer (systemd's watchdog is pinged only then)."""
@@ -243,19 +251,25 @@ class Appliance:
         tick()
         self._unpair_all(tick)
         self.close()
-        self._erase()
+        self._erase(self.config)
         self.events = EventBus()
         self.start()
         self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
 
-    def _open_data_dir(self) -> None:
-        data_dir = self.config.unit.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        if forget_pending(data_dir):  # the last "forget everything" was cut short: finish it first
-            self._erase()
-
-    def _erase(self) -> None:
+    def _open_data_dir(self) -> Config:
+        """The configuration to run with: the data folder on a read-only card is swapped for its
+        copy in memory (:mod:`appliance.card`)."""
         cfg = self.config
+        if read_only(cfg.unit.data_dir):
+            copy = memory_copy(cfg.unit.data_dir, runtime_directory())
+            cfg = cfg.model_copy(update={"unit": cfg.unit.model_copy(update={"data_dir": copy})})
+            self._card_copy = True
+        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+        if forget_pending(cfg.unit.data_dir):  # the last "forget everything" was cut short: finish it
+            self._erase(cfg)
+        return cfg
+
+    def _erase(self, cfg: Config) -> None:
         snapshot = cfg.display.snapshot_file
         erase(
             cfg.unit.data_dir,

@@ -105,8 +105,10 @@ def say_cannot_start(cfg: config.Config) -> None:
 def cannot_start_mark() -> Path | None:
     """Where "said that it cannot start" is marked: the service's runtime directory; None outside
     systemd (no ``RUNTIME_DIRECTORY``), where every failed start says it."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY")
-    return Path(runtime) / "cannot-start-said" if runtime else None
+    from appliance.service import runtime_directory
+
+    runtime = runtime_directory()
+    return runtime / "cannot-start-said" if runtime else None
 
 
 def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:

@@ -119,9 +119,13 @@ def check_display(cfg: Config) -> PartReport:
 
 
 def check_pairing(cfg: Config) -> PartReport:
+    from appliance.card import read_only
     from appliance.state import StateError, StateStore
 
     path = cfg.unit.data_dir / "state.db"
+    if read_only(cfg.unit.data_dir):
+        why = "the unit runs on a copy in memory and keeps no change: replace the card"
+        return PartReport("pairing", "sqlite", False, f"{cfg.unit.data_dir} is read-only: {why}")
     if not path.exists():
         return PartReport("pairing", "sqlite", True, f"no state yet: {path} is created at the first run")
     try:

@@ -79,6 +79,13 @@ class ServiceManager:
             log.error("the unit does not respond: no watchdog ping, systemd restarts it")
 
 
+def runtime_directory() -> Path | None:
+    """The service's ``RuntimeDirectory`` (in RAM, kept across its restarts until the next boot);
+    None outside systemd."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime) if runtime else None
+
+
 def restarted_after_fault(data_dir: Path) -> str | None:
     """The fault that ended the last run (systemd's $SERVICE_RESULT), once; None after a clean stop."""
     path = data_dir / LAST_STOP

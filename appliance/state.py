@@ -307,20 +307,38 @@ class StateStore:
 def stored_language(path: Path) -> str:
     """The owner's ``voice_language`` read without writing, for when the store cannot be opened (a
     read-only card, say); ``en`` when it cannot be read either."""
+    try:
+        db = read_only_connection(path)
+    except StateError:
+        return "en"
+    try:
+        row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
+        return str(json.loads(row[0])) if row else "en"
+    except (sqlite3.Error, ValueError, TypeError):
+        return "en"
+    finally:
+        db.close()
+
+
+def read_only_connection(path: Path) -> sqlite3.Connection:
+    """The database at ``path`` opened without writing anything; StateError when it cannot be."""
     # Read-only first (it sees what is still in the WAL); where SQLite cannot open the WAL database so
     # (no right to make its -shm file), "immutable" reads the file as it lies (a clean close leaves
     # nothing in the WAL).
+    problem: sqlite3.Error | None = None
     for mode in ("mode=ro", "mode=ro&immutable=1"):
         try:
-            db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
-            try:
-                row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
-            finally:
-                db.close()
-            return str(json.loads(row[0])) if row else "en"
-        except (sqlite3.Error, ValueError, TypeError):
+            db = sqlite3.connect(f"file:{path}?{mode}", uri=True, check_same_thread=False)
+        except sqlite3.Error as e:
+            problem = e
             continue
-    return "en"
+        try:
+            db.execute("SELECT count(*) FROM settings").fetchone()  # the file is read only at a query
+            return db
+        except sqlite3.Error as e:
+            db.close()
+            problem = e
+    raise StateError(f"cannot read the state database {path}: {problem}")
 
 
 def _hashed(token: str) -> str:

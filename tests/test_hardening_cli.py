@@ -148,3 +148,44 @@ def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
             assert np.abs(pcm).max() > 1000 and pcm.size / rate > 2, "nothing was said"
             said.unlink()
     assert not said.exists(), "said again at the next start"
+
+
+def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path) -> None:
+    """An SD card at the end of its life turns read-only (and ext4 remounts one so after an error):
+    the unit still starts, with its name and key from the card, from a copy in the service's runtime
+    directory; it says that changes will not be kept, and writes nothing to the card."""
+    from appliance.state import StateStore
+
+    data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
+    data.mkdir(mode=0o700)
+    runtime.mkdir()
+    me = Identity.load_or_create(data / "identity.key")
+    store = StateStore(data / "state.db")
+    store.update_settings({"display_name": "Kitchen"})  # left in the WAL: the copy must see it
+    card = {p.name: p.read_bytes() for p in data.iterdir()}
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        f'[speech]\noutput = "wav"\nwav_file = "{said}"\n'
+        '[display]\nbackend = "off"\n[button]\nenabled = false\n'
+    )
+    run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
+    script = f"mount --bind -o ro {data} {data} && exec {run}"
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    proc = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", script], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        status = _wait_ready(port, proc).replace(" ", "")
+        assert '"name":"Kitchen"' in status and "thememorycardisread-only" in status, status
+        time.sleep(8)  # the start-up sentences are said
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == card  # the card as it was
+    store.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert "saying: The unit's memory card can no longer be written." in err, err[-3000:]
+    copy = runtime / "card-copy"
+    assert Identity.load_or_create(copy / "identity.key").unit_id == me.unit_id

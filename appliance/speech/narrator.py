@@ -40,6 +40,7 @@ DEVICE_EVENTS = {
     "unit.forgetting": ("forgetting", 0),
     "unit.forgotten": ("forgotten", 0),
     "unit.restarted": ("restarted", 0),
+    "unit.card_read_only": ("card_read_only", 0),
     "relay.unreachable": ("relay_unreachable", 0),
     "relay.back": ("relay_back", 0),
 }

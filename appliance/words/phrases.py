@@ -88,6 +88,10 @@ EN = {
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
     "restarted": "The unit stopped working and was restarted.",
+    "card_read_only": (
+        "The unit's memory card can no longer be written. The unit works, but changes are lost when it"
+        " is switched off. Ask someone who helps you to replace the card."
+    ),
     "cannot_start": "The unit cannot start. Someone who helps you with it can read why in its log.",
     "relay_unreachable": "Calls outside the home are not possible right now.",
     "relay_back": "Calls outside the home work again.",
@@ -149,6 +153,10 @@ HI = {
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
     "restarted": "यूनिट रुक गई थी और फिर से शुरू की गई।",
+    "card_read_only": (
+        "यूनिट के मेमोरी कार्ड पर अब कुछ लिखा नहीं जा सकता। यूनिट काम कर रही है, पर बंद होने पर बदलाव"
+        " खो जाएंगे। अपनी मदद करने वाले व्यक्ति से कार्ड बदलने को कहें।"
+    ),
     "cannot_start": "यूनिट शुरू नहीं हो पा रही। आपकी मदद करने वाला व्यक्ति इसके लॉग में कारण देख सकता है।",
     "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकतीं।",
     "relay_back": "घर के बाहर फिर से कॉल हो सकती हैं।",
@@ -210,6 +218,10 @@ BN = {
     "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
     "forgotten": "সব কিছু মুছে ফেলা হয়েছে। ইউনিটটি নতুন করে শুরু হচ্ছে।",
     "restarted": "ইউনিটটি থেমে গিয়েছিল, আবার চালু করা হয়েছে।",
+    "card_read_only": (
+        "ইউনিটের মেমোরি কার্ডে আর কিছু লেখা যাচ্ছে না। ইউনিটটি কাজ করছে, কিন্তু বন্ধ হলে পরিবর্তনগুলো"
+        " হারিয়ে যাবে। যিনি আপনাকে সাহায্য করেন, তাঁকে কার্ডটি বদলে দিতে বলুন।"
+    ),
     "cannot_start": "ইউনিটটি চালু হতে পারছে না। যিনি আপনাকে এটি নিয়ে সাহায্য করেন, তিনি এর লগে কারণ দেখতে পারবেন।",
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
     "relay_back": "বাড়ির বাইরে আবার কল করা যাচ্ছে।",

@@ -179,6 +179,26 @@ bengali() {
   set_language en || check bengali fail "the service did not start again in English"
 }
 
+# A card that turned read-only (its data partition remounted so, as ext4 does when the card fails
+# under it): the service starts from a copy of its data in memory and says so (its status page
+# lists the event); then the card is writable again and the service starts from it.
+card() {
+  local events
+  systemctl stop emocall
+  if ! mount -o remount,ro /var/lib/emocall; then
+    check card fail "could not remount /var/lib/emocall read-only"
+  elif systemctl start emocall && events=$(python3 -c 'import json, urllib.request
+s = json.load(urllib.request.urlopen("http://127.0.0.1:8080/api/status", timeout=10))
+print(" | ".join(e["message"] for e in s["events"]))' 2>&1) && grep -q "memory card is read-only" <<<"$events"; then
+    check card ok "started read-only, from $(find /run/emocall/card-copy -maxdepth 1 | wc -l) copied entries: $events"
+  else
+    check card fail "$(systemctl show emocall -p ActiveState -p Result -p NRestarts | tr '\n' ' '); events: ${events:-none}; $(journalctl -u emocall -n 5 --no-pager | tr '\n' ' ')"
+  fi
+  systemctl stop emocall
+  mount -o remount,rw /var/lib/emocall && rm -rf /run/emocall/card-copy && systemctl start emocall ||
+    check card fail "the service did not start again on the writable card"
+}
+
 service
 pipewire
 speaker
@@ -189,6 +209,7 @@ coral
 vision
 clock
 bengali
+card
 echo SELFTEST
 as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
 echo

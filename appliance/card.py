@@ -1,0 +1,74 @@
+"""A memory card that turned read-only: the unit runs on a copy of its data in memory.
+
+SD cards end their life read-only, and ext4 remounts a card read-only after an error
+(``errors=remount-ro``). The settings, pairings and key on it can still be read, so the unit copies
+them into the service's runtime directory (RAM, kept across the service's restarts until the next
+boot), runs from the copy, and says that changes will not be kept: the owner can still call while
+someone replaces the card, instead of a unit that only says it cannot start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from appliance.state import StateError, read_only_connection
+
+log = logging.getLogger(__name__)
+
+STATE = "state.db"
+COPIED = ".copied"  # in the copy once it is whole: a start cut short copies again
+
+
+def read_only(folder: Path) -> bool:
+    """Whether ``folder`` (or, before it exists, the nearest folder above it) is on a read-only mount."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def memory_copy(data_dir: Path, runtime: Path | None) -> Path:
+    """The copy of ``data_dir`` in ``runtime`` (a new temporary folder without one), made at the
+    first start of this boot and used as it is at later ones (with the changes made since)."""
+    copy = (runtime or Path(tempfile.mkdtemp(prefix="emocall-"))) / "card-copy"
+    if (copy / COPIED).exists():
+        return copy
+    shutil.rmtree(copy, ignore_errors=True)
+    try:
+        _copy(data_dir, copy)
+    except OSError as e:  # a failing card's read errors, or no room in memory
+        raise StateError(f"the memory card is read-only and its data cannot be copied: {e}") from e
+    (copy / COPIED).touch()
+    log.warning("the memory card is read-only: running on a copy of %s in %s", data_dir, copy)
+    return copy
+
+
+def _copy(data_dir: Path, copy: Path) -> None:
+    copy.mkdir(mode=0o700, parents=True)
+    if data_dir.is_dir():
+        for item in data_dir.iterdir():
+            if item.name.startswith(STATE):
+                continue  # the database's WAL and shared memory: read through SQLite below
+            if item.is_dir():
+                shutil.copytree(item, copy / item.name)
+            else:
+                shutil.copy2(item, copy / item.name)
+        if (data_dir / STATE).exists():
+            _copy_database(data_dir / STATE, copy / STATE)
+
+
+def _copy_database(card: Path, copy: Path) -> None:
+    """SQLite's online backup of the card's database, read without writing (what is still in its
+    WAL included, where SQLite can read it so)."""
+    source = read_only_connection(card)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    copy.chmod(0o600)
