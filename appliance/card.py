@@ -13,14 +13,21 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 from pathlib import Path
 
+from appliance.privacy import FORGET_PENDING
+from appliance.service import LAST_STOP
 from appliance.state import StateError, read_only_connection
+from appliance.web.wifi import REQUEST_FILE
 
 log = logging.getLogger(__name__)
 
 STATE = "state.db"
+# What the unit reads at a start, besides the database. Not its outputs (speaker WAV, screen PNG,
+# logs), nor what others keep there: lost+found (root's), lgpio's FIFO (the working directory).
+READ_AT_START = ("identity.key*", LAST_STOP, FORGET_PENDING, f"{REQUEST_FILE}*")
 COPIED = ".copied"  # in the copy once it is whole: a start cut short copies again
 
 
@@ -49,16 +56,12 @@ def memory_copy(data_dir: Path, runtime: Path | None) -> Path:
 
 def _copy(data_dir: Path, copy: Path) -> None:
     copy.mkdir(mode=0o700, parents=True)
-    if data_dir.is_dir():
-        for item in data_dir.iterdir():
-            if item.name.startswith(STATE):
-                continue  # the database's WAL and shared memory: read through SQLite below
-            if item.is_dir():
-                shutil.copytree(item, copy / item.name)
-            else:
+    for pattern in READ_AT_START:
+        for item in data_dir.glob(pattern):
+            if stat.S_ISREG(item.lstat().st_mode):
                 shutil.copy2(item, copy / item.name)
-        if (data_dir / STATE).exists():
-            _copy_database(data_dir / STATE, copy / STATE)
+    if (data_dir / STATE).exists():  # with what is still in its WAL, read through SQLite
+        _copy_database(data_dir / STATE, copy / STATE)
 
 
 def _copy_database(card: Path, copy: Path) -> None:

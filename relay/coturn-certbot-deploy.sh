@@ -11,6 +11,6 @@ for service in prosody coturn; do
   install -m 0644 -o root -g "$user" "$RENEWED_LINEAGE/fullchain.pem" "$dir/$host.crt"
   install -m 0640 -o root -g "$user" "$RENEWED_LINEAGE/privkey.pem" "$dir/$host.key"
 done
-systemctl reload prosody 2>/dev/null || true
-# coturn reloads its certificate on SIGUSR2; a restart would drop every call it relays.
-systemctl kill --kill-whom=main --signal=SIGUSR2 coturn 2>/dev/null || true
+systemctl reload prosody || echo "emocall-relay: Prosody did not reload its certificate" >&2
+# coturn (one process) reloads its certificate on SIGUSR2; a restart would drop every call it relays.
+systemctl kill -s SIGUSR2 coturn || echo "emocall-relay: coturn was not told to reload its certificate" >&2

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
+from appliance.guests.calls import sends_video
 from appliance.guests.service import Guests
 from appliance.identity import Identity
 from appliance.relay import GUEST_PATH
@@ -738,6 +740,78 @@ def test_two_guests_offering_at_once_get_one_call_and_one_busy(
         unit.wait_state("idle")
     finally:
         guests.close()
+
+
+@pytest.fixture
+def guest_line(flow_unit: Callable[..., FlowUnit]) -> Iterator[tuple[FlowUnit, Guests, Callable[..., Any]]]:
+    """Asha with her guests' line; ``post(name, call, kind)`` sends what a guest's page sends."""
+    unit = flow_unit()
+    jid = "asha@relay.example.org"
+    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine))
+    tokens: dict[str, str] = {}
+
+    def post(name: str, call: str, kind: str = "offer") -> tuple[int, dict[str, Any]]:
+        if name not in tokens:
+            tokens[name] = guests.invites.token(guests.invites.create(name, 3600, once=False), jid)
+        signal = {"kind": kind, "sdp": OFFER_SDP} if kind == "offer" else {"kind": kind}
+        body = {"invite": tokens[name], "call": call, "signal": signal}
+        from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+        r = app.test_client().post(GUEST_PATH, json=body, environ_base=from_guest)
+        return r.status_code, r.get_json()
+
+    yield unit, guests, post
+    guests.close()
+
+
+def test_a_guests_bye_that_overtakes_the_offer_keeps_it_from_ringing(
+    guest_line: tuple[FlowUnit, Guests, Callable[..., Any]],
+) -> None:
+    """The relay carries each request on a thread of its own: a page that cancels at once can have
+    its bye handled before its offer. The offer then never rings (for a page that has gone)."""
+    unit, _, post = guest_line
+    assert post("Priya", "1" * 32, "bye")[0] == 403
+    code, reply = post("Priya", "1" * 32)
+    assert code == 403 and reply["reason"] == "ended", reply
+    assert unit.states() == []
+    assert post("Priya", "2" * 32)[1]["kind"] == "answer"  # her next call rings
+
+
+def test_a_guest_let_in_as_the_last_call_ends_keeps_the_line(
+    guest_line: tuple[FlowUnit, Guests, Callable[..., Any]],
+) -> None:
+    """The engine reads idle a moment before it publishes idle: a guest's offer let in between is
+    the call in progress, and the last call's idle must not forget it."""
+    unit, guests, post = guest_line
+    assert post("Priya", "1" * 32)[1]["kind"] == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    publish = unit.engine.publish_state
+
+    def slow_idle(state: str, *args: Any, **kwargs: Any) -> None:
+        if state == "idle":
+            time.sleep(1.0)  # on the engine's loop: Ravi's offer is let in meanwhile
+        publish(state, *args, **kwargs)
+
+    unit.engine.publish_state = slow_idle  # type: ignore[method-assign]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        bye = pool.submit(post, "Priya", "1" * 32, "bye")  # answered once idle is published
+        unit.wait(lambda: unit.engine.flow.state == "idle")
+        assert post("Ravi", "2" * 32)[1]["kind"] == "answer"
+        assert bye.result()[0] == 200
+    assert guests.line is not None and guests.line.current is not None
+    assert guests.line.current.call == "2" * 32
+
+
+def test_an_offer_says_whether_the_guest_sends_video() -> None:
+    video = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n"
+    head = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+    assert sends_video(head + video + "a=sendrecv\r\n")
+    assert sends_video(head + video)  # no direction: sendrecv
+    assert not sends_video(head + video + "a=recvonly\r\n")  # a browser without a camera
+    assert not sends_video(head + video + "a=inactive\r\n")
+    assert not sends_video(head)
 
 
 def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from aiortc.sdp import SessionDescription
@@ -36,6 +37,9 @@ from appliance.state import Peer
 from appliance.web.peer_api import RELAY_SENDER
 
 log = logging.getLogger(__name__)
+
+CANCELLED_SECONDS = 60.0
+CANCELLED_KEPT = 64
 
 
 class GuestSignal(BaseModel):
@@ -72,6 +76,8 @@ class GuestLine:
         self._vision = vision
         self.current: GuestCall | None = None
         self._offering = threading.Lock()
+        self._ended: GuestCall | None = None  # the guest call whose end was seen last
+        self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
         self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
 
@@ -105,16 +111,27 @@ class GuestLine:
         if not self._offering.acquire(blocking=False):
             return self._busy()
         try:
+            if body.call in self._cancelled:
+                # Its bye overtook it (the relay carries each request on a thread of its own).
+                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             if self._engine.state != "idle":
                 return self._busy()
             camera = sends_video(body.signal.sdp)
             call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
-            reply, status = answer_signal(self._engine, call.peer, body.signal)
-            if status != 200 and self.current is call:  # never rung: busy meanwhile, or refused
-                self.current = None
+            try:
+                reply, status = answer_signal(self._engine, call.peer, body.signal)
+            except BaseException:
+                self._forget(call)
+                raise
+            if status in (400, 409):  # never rung: busy meanwhile, or refused (a 503 may still ring)
+                self._forget(call)
             return reply, status
         finally:
             self._offering.release()
+
+    def _forget(self, call: GuestCall) -> None:
+        if self.current is call:
+            self.current = None
 
     def _ongoing(self, body: GuestSignal) -> GuestCall:
         """The call a bye or a re-offer belongs to: only the page of the call in progress, with its invite."""
@@ -125,8 +142,23 @@ class GuestLine:
             or not self._invites.matches(body.invite, current.invite)
             or self._invites.withdrawn(current.invite)
         ):
+            if body.signal.kind == "bye":
+                self._remember_cancelled(body)
             raise InviteRefused("ended", "This call has ended. Press Call to call again.")
         return current
+
+    def _remember_cancelled(self, body: GuestSignal) -> None:
+        """A bye for no call in progress, from a live invite's page: its offer may still be on the
+        way, and must then not ring (for a page that has left). Kept a minute, at most 64."""
+        try:
+            self._invites.check(body.invite)
+        except InviteRefused:
+            return
+        now = time.monotonic()
+        for call, expires in list(self._cancelled.items()):
+            if expires < now or len(self._cancelled) >= CANCELLED_KEPT:
+                del self._cancelled[call]
+        self._cancelled[body.call] = now + CANCELLED_SECONDS
 
     def _busy(self) -> tuple[Response, int]:
         return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
@@ -142,7 +174,8 @@ class GuestLine:
             if current.describe and current.camera:
                 self._vision.start(current.peer.name)
             elif self._told_private != current.call:
-                # Said as a unit's paused sharing is: the owner hears no expressions, and why.
+                # Said as a unit's paused sharing is ("Priya paused sharing expressions."); the log
+                # says why.
                 self._told_private = current.call
                 name = current.peer.name
                 why = "asked not to have their expressions described" if current.camera else "sends no video"
@@ -152,7 +185,11 @@ class GuestLine:
             # At the call's end (ended, lost...), not only at idle a moment later: nothing the
             # analysis still finishes may be said or shown once the call is over.
             self._vision.stop()
-            if state == "idle":
+            if state != "idle":
+                self._ended = current
+            elif self._ended is current:
+                # Not when a new guest's call was let in between: the engine reads idle a moment
+                # before this event is published.
                 self.current = None
 
     def withdrawn(self, invite: Invite) -> bool:

@@ -177,10 +177,9 @@
     }
 
     close() {
-      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-        this.send(`<close xmlns="${FRAMING_NS}"/>`);
-        this.ws.close();
-      }
+      if (!this.ws || this.ws.readyState === WebSocket.CLOSED) return;
+      if (this.ws.readyState === WebSocket.OPEN) this.send(`<close xmlns="${FRAMING_NS}"/>`);
+      this.ws.close(); // also while still connecting: a call given up then signs in no further
     }
   }
 
@@ -206,10 +205,12 @@
   }
 
   function ready(text) {
+    const cancelling = document.activeElement === $('cancel');
     $('before').hidden = false;
     $('call-area').hidden = true;
     $('call').disabled = false;
     $('cancel').hidden = true;
+    if (cancelling) $('call').focus(); // not to the top of the page with the button that hid
     say(text);
   }
 
@@ -247,6 +248,7 @@
   async function startCall() {
     $('call').disabled = true;
     $('cancel').hidden = false;
+    $('cancel').focus(); // the Call button is disabled: the one thing to press now
     $('problem').hidden = true;
     call = { id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [] };
     const mine = call;
@@ -299,6 +301,7 @@
       mine.ice = await mine.xmpp.iceServers();
       mine.iceAt = Date.now();
     }
+    if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
     if (mine.pc) mine.pc.close();
     const pc = new RTCPeerConnection({ iceServers: mine.ice });
     mine.pc = pc;
@@ -315,7 +318,10 @@
     };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    if (call !== mine) throw new Error('cancelled'); // no offer for a call already given up
+    if (call !== mine) { // no offer for a call already given up
+      pc.close();
+      throw new Error('cancelled');
+    }
     const signal = {
       kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume,
       expires: Date.now() / 1000 + (resume ? RETRY_MS / 1000 : 45),
@@ -417,12 +423,17 @@
     }
   }
 
-  function hangUp() {
+  // The page is done with the call at once (an answer or a "declined" already on its way changes
+  // nothing); the connections close a moment later, once both byes have left.
+  function hangUp(text) {
     const mine = call;
     if (!mine) return;
     sendBye(mine);
-    const text = mine.opened ? 'You hung up. The call ended.' : 'You cancelled the call.';
-    setTimeout(() => end(mine, text), 200); // both byes leave first
+    call = null;
+    $('remote').srcObject = null;
+    ready(text || (mine.opened ? 'You hung up. The call ended.' : 'You cancelled the call.'));
+    $('call').focus();
+    setTimeout(() => stop(mine), 200);
   }
 
   function mute() {
@@ -459,13 +470,14 @@
     },
   };
 
-  // A closed tab or a page left hangs up at once: the unit would otherwise wait out a lost call.
-  window.addEventListener('pagehide', () => { if (call) sendBye(call); });
+  // A closed tab or a page left hangs up at once: the unit would otherwise wait out a lost call. A
+  // page kept in the back/forward cache comes back without that call.
+  window.addEventListener('pagehide', () => hangUp('The call ended when you left this page.'));
 
   document.addEventListener('DOMContentLoaded', () => {
     $('call').addEventListener('click', startCall);
-    $('hangup').addEventListener('click', hangUp);
-    $('cancel').addEventListener('click', hangUp);
+    $('hangup').addEventListener('click', () => hangUp());
+    $('cancel').addEventListener('click', () => hangUp());
     $('mute').addEventListener('click', mute);
     if (!invite) {
       refuse('This link is not a valid invite. Check that it was copied whole, or ask for a new link.');
