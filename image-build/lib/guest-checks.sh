@@ -195,8 +195,9 @@ print(" | ".join(e["message"] for e in s["events"]))' 2>&1) && grep -q "memory c
     check card fail "$(systemctl show emocall -p ActiveState -p Result -p NRestarts | tr '\n' ' '); events: ${events:-none}; $(journalctl -u emocall -n 5 --no-pager | tr '\n' ' ')"
   fi
   systemctl stop emocall
-  mount -o remount,rw /var/lib/emocall && rm -rf /run/emocall/card-copy && systemctl start emocall ||
+  if ! { mount -o remount,rw /var/lib/emocall && rm -rf /run/emocall/card-copy && systemctl start emocall; }; then
     check card fail "the service did not start again on the writable card"
+  fi
 }
 
 service
