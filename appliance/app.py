@@ -33,7 +33,7 @@ from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault, runtime_directory
 from appliance.speech.service import Speech
-from appliance.state import StateStore
+from appliance.state import STATE_FILE, StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.web.address import unit_address
 from appliance.web.api import create_app
@@ -75,7 +75,7 @@ class Appliance:
             cfg = self.config = self._open_data_dir()
             self.identity = Identity.load_or_create(cfg.unit.data_dir / "identity.key")
             defaults = {"display_name": cfg.unit.name}
-            self.store = StateStore(cfg.unit.data_dir / "state.db", self.events, defaults)
+            self.store = StateStore(cfg.unit.data_dir / STATE_FILE, self.events, defaults)
             stack.callback(self.store.close)
             self.store.remember_identity(self.identity.unit_id)
             # Before the camera, so the start-up sentence hears what the camera and vision report.

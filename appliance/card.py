@@ -19,12 +19,11 @@ from pathlib import Path
 
 from appliance.privacy import FORGET_PENDING
 from appliance.service import LAST_STOP
-from appliance.state import StateError, read_only_connection
+from appliance.state import STATE_FILE, StateError, read_only_connection
 from appliance.web.wifi import REQUEST_FILE
 
 log = logging.getLogger(__name__)
 
-STATE = "state.db"
 # What the unit reads at a start, besides the database. Not its outputs (speaker WAV, screen PNG,
 # logs), nor what others keep there: lost+found (root's), lgpio's FIFO (the working directory).
 READ_AT_START = ("identity.key*", LAST_STOP, FORGET_PENDING, f"{REQUEST_FILE}*")
@@ -60,8 +59,8 @@ def _copy(data_dir: Path, copy: Path) -> None:
         for item in data_dir.glob(pattern):
             if stat.S_ISREG(item.lstat().st_mode):
                 shutil.copy2(item, copy / item.name)
-    if (data_dir / STATE).exists():  # with what is still in its WAL, read through SQLite
-        _copy_database(data_dir / STATE, copy / STATE)
+    if (data_dir / STATE_FILE).exists():  # with what is still in its WAL, read through SQLite
+        _copy_database(data_dir / STATE_FILE, copy / STATE_FILE)
 
 
 def _copy_database(card: Path, copy: Path) -> None:

@@ -86,13 +86,13 @@ def say_cannot_start(cfg: config.Config) -> None:
     from appliance.audio import AudioError
     from appliance.speech import SpeechError
     from appliance.speech.service import say_once
-    from appliance.state import stored_language
+    from appliance.state import STATE_FILE, stored_language
     from appliance.words.phrases import Phrases
 
     said = cannot_start_mark()
     if said is not None and said.exists():
         return
-    phrases = Phrases.for_voice(stored_language(cfg.unit.data_dir / "state.db"))
+    phrases = Phrases.for_voice(stored_language(cfg.unit.data_dir / STATE_FILE))
     try:
         say_once(phrases.say("cannot_start"), phrases.voice, cfg.speech, cfg.unit.data_dir)
     except (AudioError, SpeechError, OSError) as e:

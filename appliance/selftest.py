@@ -120,9 +120,9 @@ def check_display(cfg: Config) -> PartReport:
 
 def check_pairing(cfg: Config) -> PartReport:
     from appliance.card import read_only
-    from appliance.state import StateError, StateStore
+    from appliance.state import STATE_FILE, StateError, StateStore
 
-    path = cfg.unit.data_dir / "state.db"
+    path = cfg.unit.data_dir / STATE_FILE
     if read_only(cfg.unit.data_dir):
         why = "the unit runs on a copy in memory and keeps no change: replace the card"
         return PartReport("pairing", "sqlite", False, f"{cfg.unit.data_dir} is read-only: {why}")

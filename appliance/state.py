@@ -304,6 +304,9 @@ class StateStore:
             raise StateError("a paired unit has no valid public key")
 
 
+STATE_FILE = "state.db"  # in the unit's data folder
+
+
 def stored_language(path: Path) -> str:
     """The owner's ``voice_language`` read without writing, for when the store cannot be opened (a
     read-only card, say); ``en`` when it cannot be read either."""

@@ -309,9 +309,10 @@ cp "$DIR/renewed.pem" "$DIR/../cert.pem" && cp "$DIR/renewed.key" "$DIR/../key.p
 kill -USR2 $server  # what relay/coturn-certbot-deploy.sh has systemd send
 for _ in $(seq 20); do
   sleep 0.5
-  case "$(served)" in *renewed*) break ;; esac
+  after=$(served)
+  case "$after" in *renewed*) break ;; esac
 done
-served
+echo "$after"
 kill -0 $server && echo "still $server"
 kill $server
 """

@@ -405,9 +405,12 @@
     if (call === mine) call = null;
   }
 
-  function end(mine, text) {
+  // ``lingerMs``: the connections close that much later (a bye still leaving on them); the page is
+  // done with the call at once, so nothing still on its way (an answer, a "declined") changes it.
+  function end(mine, text, lingerMs = 0) {
     if (call !== mine) return;
-    stop(mine);
+    call = null;
+    setTimeout(() => stop(mine), lingerMs);
     $('remote').srcObject = null;
     ready(text);
     $('call').focus();
@@ -423,17 +426,11 @@
     }
   }
 
-  // The page is done with the call at once (an answer or a "declined" already on its way changes
-  // nothing); the connections close a moment later, once both byes have left.
   function hangUp(text) {
     const mine = call;
     if (!mine) return;
     sendBye(mine);
-    call = null;
-    $('remote').srcObject = null;
-    ready(text || (mine.opened ? 'You hung up. The call ended.' : 'You cancelled the call.'));
-    $('call').focus();
-    setTimeout(() => stop(mine), 200);
+    end(mine, text || (mine.opened ? 'You hung up. The call ended.' : 'You cancelled the call.'), 200);
   }
 
   function mute() {
