@@ -6,9 +6,17 @@ sender, recipient, method, path, time, nonce and the body's SHA-256. The receive
 signature against the key it pinned at pairing and its own unit id as the recipient (so a paired
 unit cannot pass on a request it received to another unit), and refuses a time outside
 ``max_skew_s`` and a nonce it has already seen. The answer is signed only once the request was
-verified, over the whole :class:`Exchange` (both ids, method, path, nonce), the HTTP status and the
-body, so nobody on the path can swap an SDP answer (and its DTLS fingerprints) or turn a refusal
-into a success.
+verified, over the whole :class:`Exchange` (both ids, method, path, nonce), the HTTP status, the
+answering unit's time and the body, so nobody on the path can swap an SDP answer (and its DTLS
+fingerprints) or turn a refusal into a success.
+
+The time is the recipient's, not the sender's. A Pi has no real-time clock: in a home without
+internet two units start after a power cut from their own last saved times, hours apart, and their
+crystals drift apart by seconds a day. So every signed answer says the answering unit's time, each
+unit keeps how far every paired unit's clock is from its own (:class:`PeerClocks`), and stamps its
+requests in the recipient's clock. A request that is signed right but stamped outside the window
+(the first after a power cut, or one that waited in a queue) gets a signed refusal
+(:class:`ClockSkew`), whose time the asking unit learns before it asks once more.
 
 Both transports use the same four calls: :func:`sign_request` and :func:`verify_response` on the
 asking side, :meth:`RequestVerifier.verify` and :func:`sign_response` on the answering side.
@@ -45,6 +53,12 @@ SIGNATURE = "X-Emocall-Signature"
 # What a well-formed header holds; anything else is refused before any work is done on it.
 UNIT_ID = re.compile(r"^[0-9a-f]{32}$")
 STAMP = re.compile(r"^[0-9]{1,12}$")  # whole seconds since 1970: an integer, so never nan or inf
+ANSWER_TIME = re.compile(r"^[0-9]{1,12}\.[0-9]{3}$")  # an answer's time, to the millisecond
+# Requests stamped further than this from the recipient's clock are refused. The asking unit stamps
+# in the recipient's clock, so this bounds the transit (and a queue's wait), not the clocks: small,
+# which keeps replays short and below the 10 s that a new call's offer waits beyond its ring.
+MAX_SKEW_S = 10.0
+NOTICED_S = 2.0  # a change in a paired unit's clock offset worth a line in the log
 NONCE_FORM = re.compile(r"^[0-9A-Za-z_-]{16,64}$")
 
 PeerKeys = Callable[[str], bytes | None]
@@ -53,6 +67,15 @@ PeerKeys = Callable[[str], bytes | None]
 
 class TrustError(Exception):
     """A unit-to-unit message cannot be trusted (unknown unit, bad signature, stale or replayed)."""
+
+
+class ClockSkew(TrustError):
+    """The paired unit signed the request, but its time is outside this unit's window: the one
+    refusal that is signed, so that the asking unit can trust the time the answer carries."""
+
+    def __init__(self, message: str, exchange: Exchange) -> None:
+        super().__init__(message)
+        self.exchange = exchange
 
 
 class IdentityError(Exception):
@@ -68,11 +91,34 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+class PeerClocks:
+    """How far each paired unit's clock is from this unit's, as its last signed answer said.
+
+    The offset is the unit's time in its answer minus this unit's time when the answer arrived, so
+    it is short by the answer's transit (milliseconds at home, well under a second through the
+    relay). Only verified answers teach it, so nobody but that unit moves its own offset."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, float] = {}  # one assignment per answer: no lock needed
+
+    def now(self, unit: str) -> float:
+        """The time on ``unit``'s clock now, as far as this unit knows (its own until it hears)."""
+        return time.time() + self._offsets.get(unit, 0.0)
+
+    def learn(self, unit: str, their_time: float) -> None:
+        offset = their_time - time.time()
+        before = self._offsets.get(unit, 0.0)
+        self._offsets[unit] = offset
+        if abs(offset - before) >= NOTICED_S:
+            log.info("unit %s's clock is %+.1f s from this unit's; requests to it use its time", unit, offset)
+
+
 class Identity:
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
         self.public_key: bytes = _raw(private_key.public_key())
         self.unit_id: str = unit_id_of(self.public_key)
+        self.clocks = PeerClocks()
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
@@ -126,18 +172,20 @@ def _digest(body: bytes) -> str:
 
 def _message(kind: str, fields: list[str], body: bytes) -> bytes:
     # The kind keeps a request signature from ever passing as a response signature.
-    return "\n".join([f"emocall-{kind}-v2", *fields, _digest(body)]).encode()
+    return "\n".join([f"emocall-{kind}", *fields, _digest(body)]).encode()
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """One signed request as both ends know it; its answer is signed over all of it."""
+    """One signed request as both ends know it; its answer is signed over all of it but ``time``
+    (whole seconds, the recipient's clock as the sender knows it)."""
 
     sender: str
     recipient: str
     method: str
     path: str
     nonce: str
+    time: int
 
 
 @dataclass(frozen=True)
@@ -147,36 +195,39 @@ class SignedRequest:
 
 
 def sign_request(me: Identity, recipient: str, method: str, path: str, body: bytes) -> SignedRequest:
-    """The headers that make ``body`` a request from this unit to the unit ``recipient`` only."""
-    exchange = Exchange(me.unit_id, recipient, method.upper(), path, secrets.token_hex(16))
-    stamp = str(int(time.time()))
-    signature = me.sign(_request_message(exchange, stamp, body))
+    """The headers that make ``body`` a request from this unit to the unit ``recipient`` only,
+    stamped in the recipient's clock."""
+    stamp = int(me.clocks.now(recipient))
+    exchange = Exchange(me.unit_id, recipient, method.upper(), path, secrets.token_hex(16), stamp)
+    signature = me.sign(_request_message(exchange, body))
     headers = {
         UNIT: me.unit_id,
         RECIPIENT: recipient,
-        TIME: stamp,
+        TIME: str(stamp),
         NONCE: exchange.nonce,
         SIGNATURE: base64.b64encode(signature).decode(),
     }
     return SignedRequest(headers, exchange)
 
 
-def _request_message(exchange: Exchange, stamp: str, body: bytes) -> bytes:
+def _request_message(exchange: Exchange, body: bytes) -> bytes:
     e = exchange
-    return _message("request", [e.sender, e.recipient, e.method, e.path, stamp, e.nonce], body)
+    return _message("request-v2", [e.sender, e.recipient, e.method, e.path, str(e.time), e.nonce], body)
 
 
-def _response_message(exchange: Exchange, status: int, body: bytes) -> bytes:
+def _response_message(exchange: Exchange, status: int, answered: str, body: bytes) -> bytes:
     e = exchange
-    return _message("response", [e.sender, e.recipient, e.method, e.path, e.nonce, str(status)], body)
+    fields = [e.sender, e.recipient, e.method, e.path, e.nonce, str(status), answered]
+    return _message("response-v3", fields, body)
 
 
 def sign_response(me: Identity, exchange: Exchange, status: int, body: bytes) -> dict[str, str]:
-    """Headers signing this unit's answer (``status``, ``body``) to a verified request."""
+    """Headers signing this unit's answer (``status``, ``body``, its time) to a verified request."""
     if exchange.recipient != me.unit_id:
         raise TrustError("only the unit a request was meant for answers it")
-    signature = me.sign(_response_message(exchange, status, body))
-    return {UNIT: me.unit_id, SIGNATURE: base64.b64encode(signature).decode()}
+    answered = f"{time.time():.3f}"
+    signature = me.sign(_response_message(exchange, status, answered, body))
+    return {UNIT: me.unit_id, TIME: answered, SIGNATURE: base64.b64encode(signature).decode()}
 
 
 def _header(headers: Mapping[str, str], name: str, form: re.Pattern[str] | None = None) -> str:
@@ -201,12 +252,16 @@ def _check_signature(public_key: bytes, signature_b64: str, message: bytes) -> N
 
 def verify_response(
     public_key: bytes, exchange: Exchange, status: int, headers: Mapping[str, str], body: bytes
-) -> None:
-    """Raise TrustError unless the unit asked signed this very answer (status and body) to ``exchange``."""
+) -> float:
+    """The answering unit's time when it answered; raises TrustError unless the unit asked signed
+    this very answer (status, time and body) to ``exchange``."""
     unit = _header(headers, UNIT)
     if unit != unit_id_of(public_key) or unit != exchange.recipient:
         raise TrustError(f"the response comes from unit {unit[:40]!r}, not the one asked")
-    _check_signature(public_key, _header(headers, SIGNATURE), _response_message(exchange, status, body))
+    answered = _header(headers, TIME, ANSWER_TIME)
+    message = _response_message(exchange, status, answered, body)
+    _check_signature(public_key, _header(headers, SIGNATURE), message)
+    return float(answered)
 
 
 class RequestVerifier:
@@ -219,7 +274,7 @@ class RequestVerifier:
     """
 
     def __init__(
-        self, peer_keys: PeerKeys, unit_id: str, max_skew_s: float = 60, max_nonces: int = 4096
+        self, peer_keys: PeerKeys, unit_id: str, max_skew_s: float = MAX_SKEW_S, max_nonces: int = 4096
     ) -> None:
         self._peer_keys = peer_keys
         self._unit_id = unit_id
@@ -239,12 +294,14 @@ class RequestVerifier:
         public_key = self._peer_keys(unit)
         if public_key is None:
             raise TrustError(f"unit {unit!r} is not paired with this unit")
-        now = time.time()
-        if abs(now - int(stamp)) > self._max_skew_s:
-            raise TrustError("the request's time is too far from this unit's clock (check both clocks)")
-        exchange = Exchange(unit, self._unit_id, method.upper(), path, nonce)
+        exchange = Exchange(unit, self._unit_id, method.upper(), path, nonce, int(stamp))
         # This unit's own id goes into the message checked, whatever the header said.
-        _check_signature(public_key, _header(headers, SIGNATURE), _request_message(exchange, stamp, body))
+        _check_signature(public_key, _header(headers, SIGNATURE), _request_message(exchange, body))
+        now = time.time()
+        skew = now - exchange.time
+        if abs(skew) > self._max_skew_s:
+            side = "behind" if skew > 0 else "ahead of"
+            raise ClockSkew(f"the request's time is {abs(skew):.0f} s {side} this unit's clock", exchange)
         self._remember(unit, nonce, now)
         return exchange
 

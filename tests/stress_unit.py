@@ -1,9 +1,11 @@
 """A unit exactly as ``emocall run`` runs it, as its own process, for the stress tests and
 ``benchmarks/call_stress.py``: real signal handling, speech, display and call engine.
 
-Run as a module it is ``emocall`` with one difference, the logging: ``appliance`` loggers at DEBUG
+Run as a module it is ``emocall`` with two differences. The logging: ``appliance`` loggers at DEBUG
 (call states, what is said), everything else (aiortc, aioice) at INFO, so the tests read what
-happens from the log without packet traces. :class:`RunningUnit` starts and drives one from a test.
+happens from the log without packet traces. And the wall clock can be set off, and stepped, from
+the test (:meth:`RunningUnit.set_clock`): two units on one machine share its clock, where two Pis
+without a real-time clock do not. :class:`RunningUnit` starts and drives one from a test.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from appliance.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT = " appliance.events: "
+CLOCK_FILE = "STRESS_UNIT_CLOCK_FILE"  # seconds this process's wall clock is off by
+CLOCK_READ_S = 0.2
 
 
 class RunningUnit:
@@ -35,6 +39,7 @@ class RunningUnit:
         self.name, self.data_dir, self.port, self.host = name, data_dir, port, host
         data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = Identity.load_or_create(data_dir / "identity.key")
+        self.clock_file = data_dir / "clock-offset"
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
@@ -61,6 +66,7 @@ class RunningUnit:
             "EMOCALL_BUTTON__ENABLED": "false",
             "EMOCALL_SPEECH__OUTPUT": "wav",
             "EMOCALL_CALL__AUDIO_IN": "none",
+            CLOCK_FILE: str(self.clock_file),
             **{f"EMOCALL_{key.upper()}": value for key, value in config.items()},
         }
         command = [sys.executable, "-m", "tests.stress_unit", "run", "--data-dir", str(self.data_dir)]
@@ -132,6 +138,14 @@ class RunningUnit:
                 return int(line.split()[1]) / 1024
         raise AssertionError(f"{self.name}: no VmRSS")
 
+    def set_clock(self, offset_s: float) -> None:
+        """Set the unit's wall clock ``offset_s`` from this machine's; a running unit's clock steps
+        there within CLOCK_READ_S (as a Pi's does when the network's time arrives)."""
+        part = self.clock_file.with_name("clock-offset.part")
+        part.write_text(f"{offset_s}\n")
+        part.replace(self.clock_file)  # whole: a half-written file would read as no offset
+        time.sleep(2 * CLOCK_READ_S)
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -152,7 +166,28 @@ class RunningUnit:
         return self.proc.returncode
 
 
+def shift_wall_clock(path: Path) -> None:
+    """``time.time`` off by the seconds written in ``path`` (absent: none), read again every
+    CLOCK_READ_S. The monotonic clock, which the timers use, does not move, as on a Pi."""
+    real = time.time
+    offset, read_at = 0.0, -CLOCK_READ_S
+
+    def shifted() -> float:
+        nonlocal offset, read_at
+        if time.monotonic() - read_at >= CLOCK_READ_S:
+            read_at = time.monotonic()
+            try:
+                offset = float(path.read_text())
+            except (OSError, ValueError):
+                offset = 0.0
+        return real() + offset
+
+    time.time = shifted
+
+
 if __name__ == "__main__":
+    if CLOCK_FILE in os.environ:
+        shift_wall_clock(Path(os.environ[CLOCK_FILE]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("appliance").setLevel(logging.DEBUG)
     sys.exit(cli.main(sys.argv[1:]))

@@ -477,9 +477,9 @@ class FlowUnit(Node):
 
         asyncio.run_coroutine_threadsafe(run(), self.engine.loop).result(5)
 
-    def offer(self, peer: Peer, resume: bool = False) -> Signal:
-        signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, expires=time.time() + 40)
-        return self.engine.incoming_from(peer, signal).result(5)
+    def offer(self, peer: Peer, resume: bool = False, wait: float = 40, sent_ago: float = 0) -> Signal:
+        signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, wait=wait)
+        return self.engine.incoming_from(peer, signal, time.time() - sent_ago).result(5)
 
     def open_session(self) -> FakeSession:
         """The call's session opens (its data channel would): the call is connected."""
@@ -520,6 +520,15 @@ def test_a_hang_up_slower_than_its_wait_still_ends_the_call(
     unit.wait_state("idle")
     assert unit.states() == ["calling", "ended", "idle"]
     assert unit.offer(unit.cara).kind == "answer"
+
+
+def test_an_offer_queued_past_its_callers_wait_does_not_ring(flow_unit: Callable[..., FlowUnit]) -> None:
+    """A unit back from a stall finds an offer signed 5 s ago by a caller that waits 1 s: declined,
+    and nothing rings (its wait counts from the stamp, in this unit's clock); within it, answered."""
+    unit = flow_unit()
+    assert unit.offer(unit.bela, wait=1, sent_ago=5).kind == "declined"
+    assert unit.states() == []
+    assert unit.offer(unit.bela, wait=1, sent_ago=0.5).kind == "answer"
 
 
 @pytest.mark.parametrize("step", ["bye", "close"])
@@ -817,9 +826,10 @@ def test_an_offer_says_whether_the_guest_sends_video() -> None:
 def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(
     flow_unit: Callable[..., FlowUnit],
 ) -> None:
-    """A guest whose clock is slow gets through (the unit does not time a browser's call by the
-    browser's clock). The owner withdraws the invite while the guest is on the line: the call ends
-    at once, and the guest's page cannot come back with a re-offer after a drop."""
+    """A guest's offer is not timed (an offer's wait counts from its signed stamp, and a guest's is
+    not signed): one that says it waits a second rings all the same. The owner withdraws the
+    invite while the guest is on the line: the call ends at once, and the guest's page cannot come
+    back with a re-offer after a drop."""
     unit = flow_unit()
     jid = "asha@relay.example.org"
     guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
@@ -829,8 +839,7 @@ def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(
     offer = {
         "invite": guests.invites.token(invite, jid),
         "call": "0" * 32,
-        # The guest's phone's clock is 50 s slow: the call rings all the same.
-        "signal": {"kind": "offer", "sdp": OFFER_SDP, "expires": time.time() - 50},
+        "signal": {"kind": "offer", "sdp": OFFER_SDP, "wait": 1},
     }
     from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
     try:

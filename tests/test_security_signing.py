@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -91,7 +93,7 @@ def test_l2_unverified_requests_get_no_signature_and_signatures_cover_path_and_s
     with pytest.raises(TrustError):
         identity.verify_response(b.me.public_key, signed.exchange, 500, headers, body)
     elsewhere = identity.Exchange(
-        a.me.unit_id, b.me.unit_id, "POST", "/api/call/signal", signed.exchange.nonce
+        a.me.unit_id, b.me.unit_id, "POST", "/api/call/signal", signed.exchange.nonce, signed.exchange.time
     )
     with pytest.raises(TrustError):
         identity.verify_response(b.me.public_key, elsewhere, 200, headers, body)
@@ -181,3 +183,50 @@ def test_l5_a_clock_stepping_back_does_not_lock_a_unit_out(
     for _ in range(100):  # one request every 10 s for 1000 s: never more than 13 fresh at once
         send()
         clock[0] += 10
+
+
+def test_l5_a_unit_whose_clock_is_elsewhere_is_asked_again_in_its_own_time(
+    units: tuple[Unit, Unit], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Pi has no real-time clock: in a home without internet two units can start hours apart
+    after a power cut. What A knows of B's clock is an hour out: B refuses A's first request for its
+    time alone, signed, with B's time; A learns it and asks once more, stamped in B's clock."""
+    a, b = units
+    a.store.add_peer(b.me.unit_id, "Bela", b.address, b.me.public_key)
+    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
+    a.me.clocks.learn(b.me.unit_id, time.time() - 3600)
+    with caplog.at_level(logging.INFO):
+        answer = PeerClient(a.me).post(b.address, service.HELLO_PATH, {}, peer_key=b.me.public_key)
+    assert answer == {"unit_id": b.me.unit_id}
+    assert abs(a.me.clocks.now(b.me.unit_id) - time.time()) < 1
+    assert re.search(r"request's time is 360[01] s behind this unit's clock", caplog.text)
+    assert f"unit {b.me.unit_id}'s clock is" in caplog.text
+
+    # The refusal is the one signed for a request that failed: its time is B's, to the millisecond.
+    a.me.clocks.learn(b.me.unit_id, time.time() + 600)
+    stale = identity.sign_request(a.me, b.me.unit_id, "POST", service.HELLO_PATH, b"{}")
+    status, headers, body = request_from(
+        "127.0.0.1", b.address, "POST", service.HELLO_PATH, b"{}", stale.headers
+    )
+    assert status == 403 and json.loads(body)["reason"] == "clock", body
+    their_time = identity.verify_response(b.me.public_key, stale.exchange, status, headers, body)
+    assert abs(their_time - time.time()) < 1
+    # Signed by another key, the same stale request gets no signature: B signs only what A signed.
+    forged = {
+        **stale.headers,
+        identity.SIGNATURE: identity.sign_request(b.me, b.me.unit_id, "POST", "/", b"").headers[
+            identity.SIGNATURE
+        ],
+    }
+    status, headers, body = request_from("127.0.0.1", b.address, "POST", service.HELLO_PATH, b"{}", forged)
+    assert status == 403 and "signature" in json.loads(body)["error"] and identity.SIGNATURE not in headers
+
+
+def test_l2_the_answers_time_is_signed(tmp_path: Path) -> None:
+    a, b = Identity.load_or_create(tmp_path / "a.key"), Identity.load_or_create(tmp_path / "b.key")
+    asked = identity.sign_request(a, b.unit_id, "POST", "/x", b"{}").exchange
+    headers = identity.sign_response(b, asked, 200, b"answer")
+    assert abs(identity.verify_response(b.public_key, asked, 200, headers, b"answer") - time.time()) < 1
+    for moved in (f"{float(headers[identity.TIME]) + 3600:.3f}", "1e12", "nan"):
+        with pytest.raises(TrustError):
+            identity.verify_response(b.public_key, asked, 200, {**headers, identity.TIME: moved}, b"answer")

@@ -4,11 +4,13 @@ failed, busy, and reconnecting / lost when the other unit goes quiet mid-call.
 The caller owns recovery: after a loss it sends fresh offers until ``reconnect_seconds`` have
 passed; the callee waits that long for one and accepts a re-offer from the same unit while in a call.
 
-Every offer says when the caller stops waiting for its answer (``expires``, the caller's clock). A
-unit that was paused (SIGSTOP, a stalled Pi) finds offers queued for it: a new call's offer past
-its expiry is refused instead of ringing for a call already given up, and re-offers are answered
-one at a time, a re-offer older than one already answered refused instead of replacing the
-connection the caller is waiting on.
+Every offer says how long the caller waits for its answer (``wait``), counted from the time its
+signed request is stamped with, which is this unit's clock (the caller learns it: see
+:mod:`appliance.identity`). A unit that was paused (SIGSTOP, a stalled Pi) finds offers queued for
+it: one stamped over 10 s ago is refused before it gets here, a new call rings at most until its
+caller stops waiting, and re-offers are answered one at a time, a re-offer numbered below one
+already answered refused instead of replacing the connection the caller is waiting on. Neither
+needs the two clocks to agree.
 
 Closing order: a session is closed to its end (its close cannot be cancelled) before the flow drops
 it, and no call is reported over ("ready for calls") until every session it opened has closed.
@@ -38,8 +40,8 @@ CONNECT_SECONDS = 15.0  # from answer to an open data channel
 RETRY_SIGNAL_SECONDS = 2.0  # one re-offer's HTTP round trip while the network may be gone
 RETRY_PAUSE = 0.5
 BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
-# How far the units' clocks may disagree before a fresh offer looks expired (the image keeps them
-# within milliseconds with NTP; a signed request is refused beyond 60 s anyway).
+# How much earlier than its sending a signed request's stamp may be: it is in whole seconds, and the
+# caller's knowledge of this unit's clock is short by an answer's transit.
 CLOCK_SLACK_SECONDS = 2.0
 
 
@@ -57,7 +59,8 @@ class CallFlow:
         self.session: Session | None = None
         self._open: set[Session] = set()  # every session not yet closed to its end
         self._answering = asyncio.Lock()  # one offer at a time becomes the call's session
-        self._reoffer_expires = 0.0  # the newest re-offer answered in this call (its expiry)
+        self._reoffer_number = 0  # the newest re-offer answered in this call (the caller's number)
+        self._offers = 0  # this unit's offers so far: each one's number
         self._task: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._ring: asyncio.Future[bool] | None = None
@@ -74,7 +77,7 @@ class CallFlow:
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
-        self._reoffer_expires = 0.0
+        self._reoffer_number = 0
         self.calls += 1
 
     async def _finish(self, state: str, message: str, reason: str = "") -> None:
@@ -165,8 +168,10 @@ class CallFlow:
         try:
             await signalling.connect()
             sdp = await session.offer()
-            expires = time.time() + timeout  # wall clock: the other unit compares it with its own
-            offer = Signal(kind="offer", sdp=sdp, name=self._e.name, resume=resume, expires=expires)
+            self._offers += 1
+            offer = Signal(
+                kind="offer", sdp=sdp, name=self._e.name, resume=resume, wait=timeout, number=self._offers
+            )
             await signalling.send(offer)
             reply = await asyncio.wait_for(signalling.receive(), timeout)
         finally:
@@ -178,8 +183,9 @@ class CallFlow:
 
     # Answering --------------------------------------------------------------------------------
 
-    async def incoming(self, peer: Peer, signal: Signal) -> Signal:
-        """The reply to a verified signalling message; raises SignallingError for a bad one."""
+    async def incoming(self, peer: Peer, signal: Signal, sent: float | None) -> Signal:
+        """The reply to a verified signalling message sent at ``sent`` (this unit's clock, None for
+        a guest's); raises SignallingError for a bad one."""
         same = self.peer is not None and self.peer.unit_id == peer.unit_id
         if signal.kind == "bye":
             if same:
@@ -188,15 +194,13 @@ class CallFlow:
         if signal.kind != "offer":
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
         _check_sdp(signal.sdp)
-        # A guest's browser clock is anyone's (a phone's may be a minute off): its call rings in full.
-        timed = signal.expires and not peer.guest
-        left = signal.expires - time.time() + CLOCK_SLACK_SECONDS if timed else float("inf")
+        left = float("inf")  # a guest's offer is not signed, so not stamped: its call rings in full
+        if sent is not None and signal.wait > 0:
+            left = sent + signal.wait - time.time() + CLOCK_SLACK_SECONDS
         if left <= 0 and not signal.resume:
             # Queued while this unit was paused: the caller has given up and must not be rung for.
-            # (Re-offers wait only 2 s, so theirs is not checked: clocks 3 s apart would end every
-            # recovery. Their order keeps a stale one from replacing the live one: see _stale.)
-            late = CLOCK_SLACK_SECONDS - left
-            log.info("refused an offer that expired %.1f s ago (this unit was paused?)", late)
+            # (A re-offer's order keeps a stale one from replacing the live one: see _stale.)
+            log.info("refused an offer whose caller stopped waiting %.1f s ago", CLOCK_SLACK_SECONDS - left)
             return Signal(kind="declined", name=self._e.name)
         if same and self.state in ("connected", "reconnecting"):
             return await self._answer(peer, signal, reoffer=True)
@@ -231,7 +235,7 @@ class CallFlow:
                     return Signal(kind="declined" if self.peer else "bye", name=self._e.name)
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
-                self._reoffer_expires = offer.expires
+                self._reoffer_number = offer.number
             try:
                 session = await self._new_session(peer)  # needs the microphone (CallError without)
                 sdp = await session.answer(offer.sdp)
@@ -255,9 +259,9 @@ class CallFlow:
         newer one (the one the caller is waiting on) has been answered already."""
         if self.peer is None or self.peer.unit_id != peer.unit_id:
             return True
-        # Re-offers' expiries rise with the time they were sent (each waits the same 2 s, or until
-        # the end of the recovery), so comparing them needs no agreement between the two clocks.
-        if offer.expires < self._reoffer_expires:
+        # The caller numbers its offers as it sends them: no clock on either side decides, so a
+        # clock that steps mid-call cannot make the live re-offer look stale.
+        if offer.number < self._reoffer_number:
             log.info("refused a re-offer older than the one already answered")
             return True
         return False

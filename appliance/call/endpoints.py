@@ -1,7 +1,7 @@
 """The call's HTTP endpoints, a Flask blueprint on the unit's local API.
 
 ``POST /api/call/signal`` is unit-to-unit: signed by the calling unit and verified against the key
-pinned at pairing (:func:`~appliance.web.peer_api.verified_peer`); the web app signs the answer.
+pinned at pairing (:func:`~appliance.web.peer_api.verified_request`); the web app signs the answer.
 Flask hands the message to the engine's loop and waits for the reply. ``/api/call`` (GET status,
 POST ``{"to": NAME|ADDRESS}``), ``/api/hangup`` and ``/api/call/answer`` are for this unit's own
 command line and scripts and answer only requests from the unit itself (loopback, with the
@@ -24,7 +24,7 @@ from appliance.call.engine import CallEngine
 from appliance.call.signaling import SIGNAL_PATH, Signal, SignallingError, parse_signal
 from appliance.state import Peer
 from appliance.web import owner
-from appliance.web.peer_api import verified_peer
+from appliance.web.peer_api import verified_request
 from appliance.web.schemas import CallRequest, parse
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,15 @@ def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respo
     return wrapper
 
 
-def answer_signal(engine: CallEngine, peer: Peer, message: Signal) -> tuple[Response, int]:
-    """Hand a checked caller's signalling message to the engine's loop and answer with its reply
-    (409 for busy); a unit's and a guest's signal endpoints both answer through here."""
+def answer_signal(
+    engine: CallEngine, peer: Peer, message: Signal, sent: float | None = None
+) -> tuple[Response, int]:
+    """Hand a checked caller's signalling message (sent at ``sent``, when its signature says) to the
+    engine's loop and answer with its reply (409 for busy); a unit's and a guest's signal endpoints
+    both answer through here."""
     try:
-        reply = engine.incoming_from(peer, message).result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
+        future = engine.incoming_from(peer, message, sent)
+        reply = future.result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
     except (SignallingError, CallError) as e:
         return jsonify({"error": str(e)}), 400
     except concurrent.futures.TimeoutError:
@@ -61,13 +65,13 @@ def create_blueprint(engine: CallEngine) -> Blueprint:
 
     @bp.post(SIGNAL_PATH)
     def signal() -> ResponseReturnValue:
-        unit = verified_peer()  # 403 unless a paired unit signed it; the answer is signed by the app
+        signed = verified_request()  # 403 unless a paired unit signed it; the app signs the answer
         try:
             message = parse_signal(request.get_data())
-            peer = engine.peer(unit)
+            peer = engine.peer(signed.sender)
         except (SignallingError, CallError) as e:
             return jsonify({"error": str(e)}), 400
-        return answer_signal(engine, peer, message)
+        return answer_signal(engine, peer, message, signed.time)
 
     @bp.get("/api/call")
     @_local_only

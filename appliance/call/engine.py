@@ -121,13 +121,16 @@ class CallEngine:
         except concurrent.futures.TimeoutError:
             log.warning("the hang-up took over %g s; it goes on", HANGUP_WAIT_SECONDS)
 
-    def incoming(self, unit_id: str, signal: Signal) -> concurrent.futures.Future[Signal]:
-        """Hand a verified signalling message from ``unit_id`` to the loop; the future is the reply."""
-        return self.incoming_from(self.peer(unit_id), signal)
+    def incoming(self, unit_id: str, signal: Signal, sent: float | None) -> concurrent.futures.Future[Signal]:
+        """Hand a verified signalling message from ``unit_id``, sent at ``sent`` (this unit's clock;
+        None when unknown), to the loop; the future is the reply."""
+        return self.incoming_from(self.peer(unit_id), signal, sent)
 
-    def incoming_from(self, peer: Peer, signal: Signal) -> concurrent.futures.Future[Signal]:
+    def incoming_from(
+        self, peer: Peer, signal: Signal, sent: float | None
+    ) -> concurrent.futures.Future[Signal]:
         """As :meth:`incoming`, from a caller already checked otherwise (a guest's invite)."""
-        return asyncio.run_coroutine_threadsafe(self.flow.incoming(peer, signal), self._loop)
+        return asyncio.run_coroutine_threadsafe(self.flow.incoming(peer, signal, sent), self._loop)
 
     def status(self) -> dict[str, Any]:
         return self._run(self.flow.status(), timeout=5)

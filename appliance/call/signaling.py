@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -38,8 +39,11 @@ class Signal(BaseModel):
     sdp: str = Field("", max_length=MAX_SDP_CHARS)
     name: str = Field("", max_length=40)
     resume: bool = False  # an offer that resumes a call after a loss, not a new call
-    # An offer's deadline: when the caller stops waiting for the answer (Unix time, caller's clock).
-    expires: float = Field(0.0, ge=0)
+    # How long the caller waits for the answer to an offer, from the time its signed request is
+    # stamped with (the callee's clock: see appliance.identity); 0 for a guest's, which is unsigned.
+    wait: float = Field(0.0, ge=0, le=3600)
+    # The caller's count of its offers: a re-offer numbered below one already answered is stale.
+    number: int = Field(0, ge=0)
 
 
 def parse_signal(body: bytes) -> Signal:
@@ -122,12 +126,14 @@ class HttpSignalling:
             raise SignallingError(f"{peer.name} answered something that is not a signal") from e
 
 
+Incoming = Callable[[str, Signal, float | None], concurrent.futures.Future[Signal]]
+"""(caller's unit id, signal, when it was sent on the callee's clock) -> the callee's reply."""
+
+
 class MemoryLink:
     """A dialer joining a caller to a callee's engine in one process (tests): one pair per dial."""
 
-    def __init__(
-        self, caller_unit: str, incoming: Callable[[str, Signal], concurrent.futures.Future[Signal]]
-    ) -> None:
+    def __init__(self, caller_unit: str, incoming: Incoming) -> None:
         self._unit, self._incoming = caller_unit, incoming
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -140,4 +146,5 @@ class MemoryLink:
 
     async def _answer_one(self, end: MemorySignalling, timeout: float) -> None:
         signal = await asyncio.wait_for(end.receive(), timeout)
-        await end.send(await asyncio.wrap_future(self._incoming(self._unit, signal)))
+        # One process, one clock: sent now.
+        await end.send(await asyncio.wrap_future(self._incoming(self._unit, signal, time.time())))

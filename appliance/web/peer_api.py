@@ -1,25 +1,30 @@
 """Unit-to-unit endpoints: the pairing handshake (open, guarded by the code) and signed requests.
 
 Any blueprint with unit-to-unit handlers (the call signalling too) calls :func:`verified_peer`
-first; once it has succeeded, the answer is signed by this unit (see :func:`sign_answer`), so the
-caller can check nobody swapped it. Requests that were not verified get no signature: a signature
-is never handed out for a request this unit has not checked.
+(or :func:`verified_request`) first; once it has succeeded, the answer is signed by this unit (see
+:func:`sign_answer`), so the caller can check nobody swapped it. Requests that were not verified get
+no signature: a signature is never handed out for a request this unit has not checked. The one
+refusal signed is for a request signed right but stamped outside the window: it answers 403 with
+``"reason": "clock"``, and its signed time is what the asking unit stamps its next request by.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 
 from appliance import identity
-from appliance.identity import Identity, RequestVerifier, TrustError
+from appliance.identity import ClockSkew, Identity, RequestVerifier, TrustError
 from appliance.pairing import service
 from appliance.pairing.messages import PeerFinish, PeerStart
 from appliance.pairing.service import Pairing
 from appliance.state import StateStore
 from appliance.web.schemas import parse
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "emocall.trust"
 # The WSGI environ key under which the relay names the account a request came through.
@@ -35,15 +40,27 @@ class Trust:
 
 def verified_peer() -> str:
     """The paired unit that signed this request; answers 403 (and changes nothing) otherwise."""
+    return verified_request().sender
+
+
+def verified_request() -> identity.Exchange:
+    """This request as the paired unit that signed it sent it; answers 403 (and changes nothing)
+    otherwise."""
     trust: Trust = current_app.extensions[EXTENSION]
     try:
         exchange = trust.verifier.verify(
             dict(request.headers), request.method, request.path, request.get_data()
         )
+    except ClockSkew as e:
+        # A paired unit whose clock this unit's answers have not yet taught, or a request that
+        # waited (this unit paused): the signed refusal tells it this unit's time.
+        log.info("refused a request from unit %s: %s", e.exchange.sender, e)
+        setattr(g, VERIFIED, e.exchange)
+        abort(make_response(jsonify({"error": f"refused: {e}", "reason": "clock"}), 403))
     except TrustError as e:
         abort(403, f"refused: {e}")
     setattr(g, VERIFIED, exchange)
-    return exchange.sender
+    return exchange
 
 
 def sign_answer(response: Response) -> Response:

@@ -189,6 +189,7 @@
   const invite = readInvite(token);
   const owner = invite && typeof invite.owner === 'string' ? invite.owner : 'the unit';
   let call = null;
+  let offers = 0; // this page's offers so far, each one's number: the unit answers re-offers in order
   const received = {}; // data channel messages from the unit, by type (for tests: never "emotion")
 
   function say(text) {
@@ -322,10 +323,8 @@
       pc.close();
       throw new Error('cancelled');
     }
-    const signal = {
-      kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume,
-      expires: Date.now() / 1000 + (resume ? RETRY_MS / 1000 : 45),
-    };
+    offers += 1;
+    const signal = { kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
   }
