@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 
 from appliance.guests.invites import Invite, InviteError, Invites
 from appliance.web.page_access import form_values, owner_page
-from appliance.web.wording import Outcome
+from appliance.web.wording import Outcome, page_status
 
 GUEST_PORT = 5281  # the relay's HTTPS port (Prosody's http_files and websocket, relay/setup)
 # What the owner may choose on the page: how long an invite works.
@@ -52,7 +52,6 @@ def guests_blueprint(
             (i, guest_link(invites.token(i, jid), jid) if jid else "", _until(i)) for i in invites.listed()
         ]
         values = form or {"guest_name": "", "valid_for": "86400", "kind": "once"}
-        status = 422 if outcome is not None and outcome.kind == "error" else 200
         page = render_template(
             "guests.html",
             outcome=outcome,
@@ -62,7 +61,7 @@ def guests_blueprint(
             valid_for=VALID_FOR,
             kinds=KINDS,
         )
-        return page, status
+        return page, page_status(outcome)
 
     @bp.get("/guests")
     @owner_page

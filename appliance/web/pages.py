@@ -39,6 +39,7 @@ from appliance.web.wording import (
     Outcome,
     duration,
     expression,
+    page_status,
     problem,
     unit_details,
 )
@@ -102,7 +103,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
         state = parts.call.state if parts.call else "unavailable"
         faces = [e for e in parts.events.recent() if e.topic in ("remote.emotion", "vision.emotion")]
         facts = status()
-        return render_template(
+        page = render_template(
             "status.html",
             outcome=outcome,
             address=address(facts),
@@ -115,6 +116,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             emotions=[expression(e) for e in faces[-5:]],
             checked=time.strftime("%H:%M:%S"),
         )
+        return page, page_status(outcome)
 
     @bp.get("/", endpoint="status")
     @owner_page
@@ -146,12 +148,14 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
 
 
 def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
-    def render_login(outcome: Outcome | None = None, code: str = "", http: int = 200) -> ResponseReturnValue:
+    def render_login(
+        outcome: Outcome | None = None, code: str = "", http: int | None = None
+    ) -> ResponseReturnValue:
         awaiting = parts.owner_codes.waiting()
         # The unit's button as the other way in, offered to the browser it waits for (presence.py).
         button = awaiting and presence.button_answer(parts.presence, spend=False) in ("waiting", "present")
         page = render_template("login.html", outcome=outcome, awaiting=awaiting, code=code, button=button)
-        return page, http
+        return page, http or page_status(outcome)
 
     @bp.app_errorhandler(LoggedOut)  # the privacy and Wi-Fi pages use owner_page too
     def logged_out(_: LoggedOut) -> ResponseReturnValue:

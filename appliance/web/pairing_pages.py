@@ -8,7 +8,7 @@ from flask.typing import ResponseReturnValue
 from appliance.web.page_access import form_values, owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import PairCode, PairRequest, parse, typed_address
-from appliance.web.wording import PAGE_ERRORS, Outcome, duration, problem
+from appliance.web.wording import PAGE_ERRORS, Outcome, duration, page_status, problem
 
 ASKED_AT = "pairing_address"  # the address of the unit asked for a code, to ask it again
 
@@ -20,7 +20,7 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
         seen = parts.discovery.units() if parts.discovery else []
         peers = parts.store.peers()
         paired = {p.unit_id for p in peers}
-        return render_template(
+        page = render_template(
             "pair.html",
             outcome=outcome,
             form=form or {},
@@ -29,6 +29,7 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
             seen=[u for u in seen if u.unit_id not in paired],
             peers=peers,
         )
+        return page, page_status(outcome)
 
     @bp.get("/pair")
     @owner_page

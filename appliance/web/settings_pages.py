@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
-from appliance.web.wording import PAGE_ERRORS, Outcome, problem
+from appliance.web.wording import PAGE_ERRORS, Outcome, page_status, problem
 
 # The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
 LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
@@ -31,7 +31,8 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
         if form is not None:
             values.update({k: v for k, v in form.items() if k in values})
             values.update({flag: flag in form for flag in FLAGS})
-        return render_template("settings.html", outcome=outcome, s=values, languages=LANGUAGES)
+        page = render_template("settings.html", outcome=outcome, s=values, languages=LANGUAGES)
+        return page, page_status(outcome)
 
     @bp.get("/settings")
     @owner_page

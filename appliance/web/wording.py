@@ -58,6 +58,11 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
 
 
+def page_status(outcome: Outcome | None) -> int:
+    """A page that refused what was sent says so in its HTTP status too (422), not only in words."""
+    return 422 if outcome is not None and outcome.kind == "error" else 200
+
+
 def sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
