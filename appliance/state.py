@@ -331,7 +331,7 @@ def read_only_connection(path: Path) -> sqlite3.Connection:
     problem: sqlite3.Error | None = None
     for mode in ("mode=ro", "mode=ro&immutable=1"):
         try:
-            db = sqlite3.connect(f"file:{path}?{mode}", uri=True, check_same_thread=False)
+            db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
         except sqlite3.Error as e:
             problem = e
             continue

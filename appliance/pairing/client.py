@@ -90,12 +90,14 @@ class PeerClient:
         body = json.dumps(payload).encode()
         if peer_key is None:
             status, answer, _ = self._send(address, path, body, {"Content-Type": "application/json"})
-        else:
-            status, answer = self._signed(address, path, body, peer_key)
-            if status == 403 and _clock_refusal(answer):
-                # The first request to a unit whose clock is elsewhere: its time has been learned.
-                status, answer = self._signed(address, path, body, peer_key)
-        return _decode(status, answer, address)
+            return _decode(status, answer, address)
+        try:
+            return _decode(*self._signed(address, path, body, peer_key), address)
+        except UnitRefused as e:
+            if e.status != 403 or e.body.get("reason") != "clock":
+                raise
+        # The first request to a unit whose clock is elsewhere: its time has been learned.
+        return _decode(*self._signed(address, path, body, peer_key), address)
 
     def _signed(self, address: str, path: str, body: bytes, peer_key: bytes) -> tuple[int, bytes]:
         unit = unit_id_of(peer_key)
@@ -143,14 +145,6 @@ def _unsigned(address: str, status: int) -> UnitRefused:
         refused = f"the unit at {address} refused (HTTP {status}); it may no longer be paired with this one"
         return UnitRefused(status, {"error": refused})
     return UnitRefused(502, {"error": f"the answer from {address} is not signed by that unit"})
-
-
-def _clock_refusal(answer: bytes) -> bool:
-    try:
-        data = json.loads(answer)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("reason") == "clock"
 
 
 def _decode(status: int, answer: bytes, address: str) -> dict[str, Any]:
