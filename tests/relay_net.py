@@ -33,6 +33,7 @@ SERVER_IP = "198.51.100.1"  # TEST-NET-2: public-looking, so coturn's denied pri
 ROUTER_WAN = ("198.51.100.11", "198.51.100.12")
 HOME_NET = ("10.71.1", "10.71.2")
 TURN_PORT = 3478
+HTTPS_PORT = 5281  # relay/setup's: Prosody's HTTPS (the guests' page and XMPP over WebSocket)
 XMPP_PORT = 5222
 
 
@@ -127,7 +128,7 @@ data_path = "{dir}/data"
 admin_socket = "{dir}/prosody.sock"
 interfaces = {{ "{ip}" }}
 c2s_ports = {{ {port} }}
-https_ports = {{ 5281 }}
+https_ports = {{ {https_port} }}
 https_interfaces = {{ "{ip}" }}
 http_ports = {{ }}
 https_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
@@ -155,7 +156,8 @@ class Relay:
     def config(self) -> Path:
         return self.dir / "prosody.cfg.lua"
 
-    def render(self) -> None:
+    def render(self, guest_ttl: int | None = None) -> None:
+        """``guest_ttl``: how long guests' TURN credentials last, in seconds, if not setup's hour."""
         ca, cert, key = make_certificates(self.dir / "certs")
         self.ca = ca
         run(
@@ -163,9 +165,14 @@ class Relay:
             "--cert", str(cert), "--key", str(key), "--address", SERVER_IP, "--turn-host", SERVER_IP,
         )  # fmt: skip
         self.secret = (self.dir / "turn-secret").read_text().strip()
-        self.config.write_text(
-            PROSODY_MAIN.format(dir=self.dir, ip=SERVER_IP, port=XMPP_PORT, cert=cert, key=key, domain=DOMAIN)
-        )
+        if guest_ttl is not None:
+            host = self.dir / f"{DOMAIN}.cfg.lua"
+            hour = "external_service_ttl = 3600"
+            assert host.read_text().count(hour) == 1, f"{host} has no guest credentials' hour to change"
+            host.write_text(host.read_text().replace(hour, f"external_service_ttl = {guest_ttl}"))
+        ports = {"port": XMPP_PORT, "https_port": HTTPS_PORT}
+        main = PROSODY_MAIN.format(dir=self.dir, ip=SERVER_IP, cert=cert, key=key, domain=DOMAIN, **ports)
+        self.config.write_text(main)
         (self.dir / "data").mkdir(exist_ok=True)
 
     def start_prosody(self) -> None:
@@ -299,10 +306,13 @@ class Topology:
 
 
 @contextmanager
-def topology(folder: Path, symmetric: bool = False, area: str = "rly") -> Iterator[Topology]:
+def topology(
+    folder: Path, symmetric: bool = False, area: str = "rly", guest_ttl: int | None = None
+) -> Iterator[Topology]:
     """Build the homes and the relay, start Prosody and coturn; everything goes on the way out.
 
-    ``area`` starts the namespaces' names (each test area's own: ``gst`` for the guests' tests)."""
+    ``area`` starts the namespaces' names (each test area's own: ``gst`` for the guests' tests);
+    ``guest_ttl`` as in ``Relay.render``."""
     if os.geteuid() != 0:
         raise TopologyUnavailable("needs root to build network namespaces (CI runs as root)")
     for tool in ("ip", "nft", "prosody", "prosodyctl", "turnserver"):
@@ -312,7 +322,7 @@ def topology(folder: Path, symmetric: bool = False, area: str = "rly") -> Iterat
     topo = Topology(tag, symmetric, Relay(f"{tag}-inet", folder, folder / "certs" / "ca.pem"))
     try:
         topo.build()
-        topo.relay.render()
+        topo.relay.render(guest_ttl)
         topo.relay.start_coturn()
         topo.relay.start_prosody()
         yield topo

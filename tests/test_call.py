@@ -571,6 +571,35 @@ def test_a_re_offer_that_cannot_be_answered_ends_in_recovery(
     assert unit.offer(unit.cara).kind == "answer"
 
 
+@pytest.mark.parametrize("ending", ["lost", "bye"])
+def test_a_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
+    flow_unit: Callable[..., FlowUnit], ending: str
+) -> None:
+    """Bela's re-offer comes after Asha's side of the call is over: "bye" only if Asha hung up. If
+    Asha stopped waiting for it, "lost": Bela must say the call was lost, not that Asha hung up."""
+    unit = flow_unit(reconnect_seconds=0.3)
+    assert unit.offer(unit.bela).kind == "answer"
+    session = unit.open_session()
+    if ending == "bye":
+        unit.engine.hangup()
+    else:
+        unit.on_loop(lambda: unit.engine.flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
+    unit.wait_state("idle")
+    assert unit.offer(unit.bela, resume=True).kind == ending
+    assert unit.offer(unit.cara, resume=True).kind == "lost"  # Asha hung up on Bela, not on Cara
+
+
+def test_a_caller_told_its_call_was_lost_there_ends_it_as_lost(flow_unit: Callable[..., FlowUnit]) -> None:
+    unit = flow_unit(reconnect_seconds=5)
+    unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0), (Signal(kind="lost"), 0.0)]
+    unit.engine.call("Bela")
+    unit.wait(lambda: unit.engine.flow.session is not None)
+    session = unit.open_session()
+    unit.on_loop(lambda: unit.engine.flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
+    unit.wait_state("idle")  # at once, not after reconnect_seconds of re-offers
+    assert unit.states() == ["calling", "connected", "reconnecting", "lost", "idle"]
+
+
 def test_a_microphone_gone_during_recovery_ends_the_call(flow_unit: Callable[..., FlowUnit]) -> None:
     unit = flow_unit(reconnect_seconds=5)
     unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0)]

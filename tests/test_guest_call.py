@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,16 @@ from appliance.state import StateStore
 
 from .call_unit import write_tone
 from .conftest import need
-from .relay_net import DOMAIN, SERVER_IP, Topology, TopologyUnavailable, topology, unavailable
+from .relay_net import (
+    DOMAIN,
+    HTTPS_PORT,
+    SERVER_IP,
+    TURN_PORT,
+    Topology,
+    TopologyUnavailable,
+    topology,
+    unavailable,
+)
 from .test_browser import ARGS, CHROMIUM, Process
 from .test_browser import _login as login
 from .test_pages_a11y import OVERFLOW
@@ -49,6 +58,9 @@ CLIP = CLIPS / "WolfgangLanger_Pexels.mp4"
 EMOTION = re.compile(r"remote\.emotion: Priya: (\w+)")
 SAID = re.compile(r"saying: (Priya [^\n]*)")
 WAV_HEADER = 44
+# How long the relay's TURN credentials for a guest last here (an hour on a real relay): long enough
+# for a call to start on them, short enough for a test's call to outlive them.
+GUEST_TTL = 20
 
 
 @dataclass
@@ -67,16 +79,32 @@ class Home:
         return invite, guest_link(invites.token(invite, self.jid), self.jid)
 
     @contextmanager
-    def phone_cut(self) -> Iterator[None]:
-        """The phone's home cut off the internet (its router forwards nothing) until the block ends."""
-        chain = "chain forward { type filter hook forward priority -10; policy drop; }"
+    def phone_filtered(self, table: str, chain: str) -> Iterator[None]:
+        """The phone's router forwards as ``chain`` (an nft forward chain's policy and rules) says, until
+        the block ends."""
+        hook = "type filter hook forward priority -10;"
+        rules = f"table inet {table} {{\nchain forward {{ {hook} {chain} }}\n}}\n"
         router = ["ip", "netns", "exec", self.net.router(1)]
-        rules = f"table inet gst_cut {{\n{chain}\n}}\n"
         subprocess.run([*router, "nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
         try:
             yield
         finally:
-            subprocess.run([*router, "nft", "delete", "table", "inet", "gst_cut"], check=True, timeout=10)
+            subprocess.run([*router, "nft", "delete", "table", "inet", table], check=True, timeout=10)
+
+    def phone_cut(self) -> AbstractContextManager[None]:
+        """The phone's home cut off the internet: its router forwards nothing."""
+        return self.phone_filtered("gst_cut", "policy drop;")
+
+    def phone_turn_only(self) -> AbstractContextManager[None]:
+        """The phone's network lets UDP out to the relay's TURN port only (as some guest Wi-Fi does): the
+        phone's media can flow through its own TURN allocation only."""
+        rules = f'iifname "lan" meta l4proto udp udp dport != {TURN_PORT} drop;'
+        return self.phone_filtered("gst_turn_only", rules)
+
+    def phone_media_cut(self) -> AbstractContextManager[None]:
+        """Only the phone's signalling gets out (XMPP over HTTPS to the relay): no media, not even TURN."""
+        rules = f'iifname "lan" tcp dport != {HTTPS_PORT} drop; iifname "lan" meta l4proto udp drop;'
+        return self.phone_filtered("gst_media_cut", rules)
 
     def hang_up_at_unit(self) -> None:
         command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
@@ -124,7 +152,7 @@ ca_file = "{net.relay.ca}"
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     folder = tmp_path_factory.mktemp("guests")
     try:
-        with topology(folder / "relay", area="gst") as net:
+        with topology(folder / "relay", area="gst", guest_ttl=GUEST_TTL) as net:
             jid, password = net.relay.add_unit("asha")
             (folder / "relay.password").write_text(password)
             data = folder / "Asha"  # where tests/test_browser.py's Process reads the display
@@ -394,6 +422,40 @@ def test_the_call_comes_back_after_the_network_drops(home: Home, browser: Any) -
     wait_stats(page, "framesDecoded", frames)  # the unit's video flows again
     page.get_by_role("button", name="Hang up").click()
     unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+
+
+def test_a_call_that_outlives_its_turn_credentials_comes_back_on_new_ones(home: Home, browser: Any) -> None:
+    """The phone's media can go through its own TURN allocation only. The call outlives the credentials
+    it began with (GUEST_TTL here), drops and comes back: coturn refuses expired credentials a new
+    allocation, so the re-offer must have asked the relay for new ones."""
+    page, unit, expect = browser, home.unit, sync_api.expect
+    status = page.get_by_role("status")
+    with home.phone_turn_only():
+        mark = in_a_call(home, page, home.link()[1])
+        assert wait_stats(page, "local", "")["local"] == "relay"
+        time.sleep(GUEST_TTL + 1)
+        with home.phone_cut():
+            unit.wait_for(r"call\.state: lost contact with Priya", mark, timeout=15)
+            expect(status).to_have_text("The connection to Asha dropped. Reconnecting…", timeout=15_000)
+        expect(status).to_have_text("Reconnected. In a call with Asha.", timeout=30_000)
+        assert wait_stats(page, "local", "")["local"] == "relay"
+        wait_stats(page, "framesDecoded", stats(page)["framesDecoded"])  # the unit's video flows again
+        page.get_by_role("button", name="Hang up").click()
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+
+
+def test_a_call_the_unit_gave_up_on_ends_as_lost_on_the_page(home: Home, browser: Any) -> None:
+    """Only the phone's signalling gets through: the unit stops waiting for a re-offer that connects
+    (its reconnect_seconds, 12 s here, and one re-offer's 15 s) while the page still tries (30 s).
+    The page's next re-offer is answered that the call was lost, and it says so: Asha did not hang up."""
+    page, unit, expect = browser, home.unit, sync_api.expect
+    mark = in_a_call(home, page, home.link()[1])
+    with home.phone_media_cut():
+        unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=40)
+        expect(page.get_by_role("status")).to_have_text(
+            "The connection to Asha was lost. The call ended.", timeout=20_000
+        )
+    expect(page.get_by_role("button", name="Call Asha")).to_be_focused()
 
 
 def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> None:

@@ -28,7 +28,7 @@ from aiortc.sdp import SessionDescription
 from appliance.audio import SAMPLE_RATE
 from appliance.call import CallError, messages
 from appliance.call.session import Session
-from appliance.call.signaling import Signal, SignallingError
+from appliance.call.signaling import Signal, SignalKind, SignallingError
 from appliance.state import Peer
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class CallFlow:
         self._task: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._ring: asyncio.Future[bool] | None = None
+        self._hung_up_with = ""  # the unit id of the last call's peer, if that call was hung up here
         self._deadline = 0.0
         self._last_seq = -1
         self.calls = 0
@@ -84,6 +85,7 @@ class CallFlow:
         if self.peer is None:
             return
         name = self.remote_name
+        self._hung_up_with = ""  # hang_up says so after this
         self._set(state, message, reason)
         if reason and state in ("failed", "lost"):
             # The event (and its log line) names the other person; this line is for the owner's log.
@@ -208,7 +210,7 @@ class CallFlow:
 
     async def _new_call(self, peer: Peer, signal: Signal, left: float) -> Signal:
         if signal.resume:
-            return Signal(kind="bye", name=self._e.name)  # that call is over here
+            return self._over(peer)
         if self.state != "idle":
             return Signal(kind="busy", name=self._e.name)
         self._start(peer, caller=False)
@@ -232,7 +234,7 @@ class CallFlow:
         async with self._answering:  # two queued re-offers never replace each other's session midway
             if reoffer:
                 if self._stale(peer, offer):
-                    return Signal(kind="declined" if self.peer else "bye", name=self._e.name)
+                    return Signal(kind="declined", name=self._e.name) if self.peer else self._over(peer)
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_number = offer.number
@@ -253,6 +255,12 @@ class CallFlow:
             self._lose(f"a re-offer could not be answered: {reason}")
         else:
             await self._finish("failed", f"the call from {peer.name} failed", reason=reason)
+
+    def _over(self, peer: Peer) -> Signal:
+        """The answer to a re-offer for a call that is over here: "bye" if it was hung up here, else
+        "lost" (this unit gave up waiting, or restarted), so that the caller says which."""
+        kind: SignalKind = "bye" if self._hung_up_with == peer.unit_id else "lost"
+        return Signal(kind=kind, name=self._e.name)
 
     def _stale(self, peer: Peer, offer: Signal) -> bool:
         """A re-offer that must not replace the call's session: the call ended while it waited, or a
@@ -359,6 +367,7 @@ class CallFlow:
                 if str(e) == "bye":  # it hung up while the connection was down
                     await self._finish("ended", f"{self.remote_name} hung up", reason="remote hang-up")
                     return
+                reason = f"a re-offer was answered {e}"
                 break
             except (SignallingError, TimeoutError, ValueError) as e:
                 log.debug("re-offer to %s failed: %s", self.remote_name, e)
@@ -379,7 +388,8 @@ class CallFlow:
     # Hanging up -------------------------------------------------------------------------------
 
     async def hang_up(self) -> None:
-        if self.peer is None:
+        peer = self.peer
+        if peer is None:
             return
         if self._ring is not None and not self._ring.done():
             self._ring.set_result(False)
@@ -389,10 +399,11 @@ class CallFlow:
                 self.session.send(messages.Bye())
                 await asyncio.sleep(BYE_FLUSH_SECONDS)
             else:
-                await self._send_http_bye(self.peer)
+                await self._send_http_bye(peer)
         finally:
             # Even a bye cut short (cancelled, or an undocumented failure) ends the call here.
             await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
+            self._hung_up_with = peer.unit_id
 
     async def _send_http_bye(self, peer: Peer) -> None:
         # Cancels a call still ringing there, and stops its re-offers while the connection is down;

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 SIGNAL_PATH = "/api/call/signal"
 MAX_SDP_CHARS = 32 * 1024
-SignalKind = Literal["offer", "answer", "busy", "declined", "bye"]
+# "lost": the answer to a re-offer for a call its callee gave up on (not hung up: that is "bye").
+SignalKind = Literal["offer", "answer", "busy", "declined", "bye", "lost"]
 
 
 class SignallingError(Exception):

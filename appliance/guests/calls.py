@@ -77,6 +77,7 @@ class GuestLine:
         self.current: GuestCall | None = None
         self._offering = threading.Lock()
         self._ended: GuestCall | None = None  # the guest call whose end was seen last
+        self._lost = ""  # the id of the last guest call that ended lost (its page may still re-offer)
         self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
         self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
@@ -144,6 +145,8 @@ class GuestLine:
         ):
             if body.signal.kind == "bye":
                 self._remember_cancelled(body)
+            if body.call == self._lost:  # the page's re-offers outlasted this unit's wait for them
+                raise InviteRefused("lost", "The connection was lost. The call ended.")
             raise InviteRefused("ended", "This call has ended. Press Call to call again.")
         return current
 
@@ -187,6 +190,7 @@ class GuestLine:
             self._vision.stop()
             if state != "idle":
                 self._ended = current
+                self._lost = current.call if state == "lost" else ""
             elif self._ended is current:
                 # Not when a new guest's call was let in between: the engine reads idle a moment
                 # before this event is published.

@@ -19,9 +19,6 @@
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
   const RECONNECT_MS = 30000; // as long as a unit keeps trying ([call] reconnect_seconds)
-  // The relay's TURN credentials for guests last an hour (external_service_ttl in relay/): a
-  // re-offer later in a long call asks for fresh ones first.
-  const ICE_REFRESH_MS = 30 * 60000;
   const $ = (id) => document.getElementById(id);
 
   // The invite ------------------------------------------------------------------------------------
@@ -298,13 +295,13 @@
       await mine.xmpp.connect();
       mine.xmpp.up = true;
     }
-    if (!mine.ice || Date.now() - mine.iceAt > ICE_REFRESH_MS) {
-      mine.ice = await mine.xmpp.iceServers();
-      mine.iceAt = Date.now();
-    }
+    // New STUN/TURN credentials for every offer: the relay's for guests expire (an hour,
+    // external_service_ttl in relay/), and coturn checks them on each new allocation, so a
+    // re-offer late in a long call would otherwise lose its TURN candidates.
+    const iceServers = await mine.xmpp.iceServers();
     if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
     if (mine.pc) mine.pc.close();
-    const pc = new RTCPeerConnection({ iceServers: mine.ice });
+    const pc = new RTCPeerConnection({ iceServers });
     mine.pc = pc;
     for (const track of mine.media.getTracks()) pc.addTrack(track, mine.media);
     // Sound only: the unit's video is still wanted.
@@ -374,6 +371,8 @@
           const opened = Date.now() + STEP_MS;
           while (call === mine && mine.recovering && Date.now() < opened) await pause(250);
           if (!mine.recovering) return;
+        } else if (reply.body.kind === 'lost' || reply.body.reason === 'lost') {
+          break; // the unit stopped waiting for this page's re-offers: it did not hang up
         } else if (reply.status === 403 || reply.body.kind === 'bye') {
           end(mine, `${owner} hung up. The call ended.`);
           return;
