@@ -9,6 +9,7 @@ so only TURN can join it. Everything is deleted on the way out, whatever happene
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import shutil
@@ -33,6 +34,7 @@ SERVER_IP = "198.51.100.1"  # TEST-NET-2: public-looking, so coturn's denied pri
 ROUTER_WAN = ("198.51.100.11", "198.51.100.12")
 HOME_NET = ("10.71.1", "10.71.2")
 TURN_PORT = 3478
+TURNS_PORT = 5349  # relay/setup's: TURN over TLS
 HTTPS_PORT = 5281  # relay/setup's: Prosody's HTTPS (the guests' page and XMPP over WebSocket)
 XMPP_PORT = 5222
 
@@ -174,6 +176,16 @@ class Relay:
         main = PROSODY_MAIN.format(dir=self.dir, ip=SERVER_IP, cert=cert, key=key, domain=DOMAIN, **ports)
         self.config.write_text(main)
         (self.dir / "data").mkdir(exist_ok=True)
+
+    def spki(self) -> str:
+        """The relay certificate's key as Chromium's --ignore-certificate-errors-spki-list wants it (the
+        base64 SHA-256 of its SubjectPublicKeyInfo): trusted as a real relay's would be, nothing else."""
+        cert = x509.load_pem_x509_certificate((self.dir / "certs" / f"{DOMAIN}.crt").read_bytes())
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(der)
+        return base64.b64encode(digest.finalize()).decode()
 
     def start_prosody(self) -> None:
         log = (self.dir / "prosody.out").open("ab")

@@ -36,6 +36,7 @@ from .relay_net import (
     HTTPS_PORT,
     SERVER_IP,
     TURN_PORT,
+    TURNS_PORT,
     Topology,
     TopologyUnavailable,
     topology,
@@ -219,14 +220,16 @@ def phone(home: Home, camera: tuple[Path, Path], playwright: Any, allowed: bool 
         f"--use-file-for-fake-video-capture={y4m}",
         f"--use-file-for-fake-audio-capture={wav}",
         f"--host-resolver-rules=MAP {DOMAIN} {SERVER_IP}",
+        # The relay's certificate (from the test's throwaway CA) is trusted, and no other: for the
+        # page's HTTPS and WebSocket, and for TURN over TLS.
+        f"--ignore-certificate-errors-spki-list={home.net.relay.spki()}",
         "--autoplay-policy=no-user-gesture-required",
     ]
     chromium = playwright.chromium.launch(
         executable_path=str(in_namespace(home, 1)), args=args, headless=True
     )
     try:
-        # The relay's certificate comes from the test's throwaway CA.
-        context = chromium.new_context(ignore_https_errors=True)
+        context = chromium.new_context()
         page = context.new_page()
         page.set_default_timeout(20_000)
         console: list[str] = []
@@ -611,6 +614,22 @@ def test_a_guest_behind_a_symmetric_nat_calls_through_turn(home: Home, browser: 
         unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
     finally:
         home.net.set_symmetric(False)
+
+
+def test_a_guest_on_a_network_that_lets_out_only_tls_calls_through_turns(home: Home, browser: Any) -> None:
+    """The phone's network lets out TCP to the relay's HTTPS and TURNS ports only, as some office and
+    hotel networks do: the page signs in over HTTPS and its media goes through TURN over TLS."""
+    page, unit = browser, home.unit
+    tls = f'iifname "lan" tcp dport != {{ {HTTPS_PORT}, {TURNS_PORT} }} drop;'
+    rules = f'{tls} iifname "lan" meta l4proto udp drop;'
+    with home.phone_filtered("gst_tls_only", rules):
+        mark = in_a_call(home, page, home.link()[1])
+        wait_stats(page, "framesDecoded", 15)
+        now = wait_stats(page, "relayProtocol", "")
+        assert (now["local"], now["relayProtocol"]) == ("relay", "tls"), now
+        print(f"through TURN over TLS only: {now}")
+        page.get_by_role("button", name="Hang up").click()
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
 
 
 def test_the_guest_signal_answers_only_what_the_relay_brings_from_a_guest(home: Home) -> None:

@@ -148,9 +148,10 @@
         const type = s.getAttribute('type');
         const address = `${s.getAttribute('host')}:${s.getAttribute('port')}`;
         if (type === 'stun') servers.push({ urls: `stun:${address}` });
-        if (type === 'turn') {
+        // TURN over TLS ("turns", port 5349) for networks that let out little but TLS.
+        if (type === 'turn' || type === 'turns') {
           servers.push({
-            urls: `turn:${address}?transport=${s.getAttribute('transport') || 'udp'}`,
+            urls: `${type}:${address}?transport=${s.getAttribute('transport') || 'udp'}`,
             username: s.getAttribute('username'),
             credential: s.getAttribute('password'),
           });
@@ -444,14 +445,16 @@
     state: () => (call && call.open ? 'connected' : call ? 'calling' : 'idle'),
     received: () => ({ ...received }),
     async stats() {
-      const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0, local: '', remote: '' };
+      const result = { framesDecoded: 0, audioEnergy: 0, audioLevel: 0, local: '', remote: '', relayProtocol: '' };
       if (!call || !call.pc) return result;
       const report = await call.pc.getStats();
       report.forEach((r) => {
         // The transport names the pair media flows on; a pair's "nominated" flag can lag behind it.
         const pair = r.type === 'transport' && report.get(r.selectedCandidatePairId);
         if (pair) {
-          result.local = report.get(pair.localCandidateId)?.candidateType || '';
+          const local = report.get(pair.localCandidateId);
+          result.local = local?.candidateType || '';
+          result.relayProtocol = local?.relayProtocol || ''; // how the page reaches TURN: udp, tcp or tls
           result.remote = report.get(pair.remoteCandidateId)?.candidateType || '';
         }
         if (r.type !== 'inbound-rtp') return;
