@@ -178,8 +178,8 @@ class RelayConfig(_Section):
     jid: str = Field(
         "",
         pattern=r"^$|^[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9.-]+$",
-        description="This unit's account on a relay (NAME@HOST from `relay/unit add`); empty: no relay, "
-        "calls stay in the home and no STUN/TURN server is ever asked",
+        description="This unit's account on a relay (ACCOUNT@HOST, as `relay/unit add` printed it); empty: "
+        "no relay, calls stay in the home and no STUN/TURN server is ever asked",
     )
     password_file: RequiredPath = Field(
         Path("/etc/emocall/relay.password"), description="File holding the relay account's password alone"

@@ -142,13 +142,16 @@ def main() -> int:
         folder = Path(tmp)
         tone = write_tone(folder / "tone.wav", 440.0, seconds=3.0)
         units: list[RelayUnit] = []
+        jids: list[str] = []
         try:
             for i, name in enumerate(("asha", "bela")):
                 unit = RelayUnit(name.title(), folder / name, 8080, net.unit_ip(i), netns=net.home(i))
-                units.append(unit.start(*relay_args(net, folder, name), "--audio-file", str(tone)))
+                jid, unit_args = relay_args(net, folder, name)
+                jids.append(jid)
+                units.append(unit.start(*unit_args, "--audio-file", str(tone)))
             for unit in units:
                 unit.wait_for("relay.state", 30, state="connected")
-            homes = Homes(net, units[0], units[1], {"a": f"asha@{DOMAIN}", "b": f"bela@{DOMAIN}"}, folder)
+            homes = Homes(net, units[0], units[1], {"a": jids[0], "b": jids[1]}, folder)
             pair(homes)
             time.sleep(2)
             relayed = relay_calls(homes, args.calls, args.seconds)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,8 @@ class Homes:
     folder: Path
 
 
-def relay_args(net: Topology, folder: Path, name: str) -> list[str]:
+def relay_args(net: Topology, folder: Path, name: str) -> tuple[str, list[str]]:
+    """A new account for unit ``name`` on the relay: its address, and the unit's options to use it."""
     jid, password = net.relay.add_unit(name)
     secret = folder / f"{name}.password"
     secret.write_text(password)
@@ -55,7 +57,7 @@ def relay_args(net: Topology, folder: Path, name: str) -> list[str]:
         "unreachable_seconds": 4,
         "retry_max_seconds": 1,
     }
-    return [arg for key, value in settings.items() for arg in ("--relay", f"{key}={value}")]
+    return jid, [arg for key, value in settings.items() for arg in ("--relay", f"{key}={value}")]
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +66,19 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homes]:
     try:
         with topology(folder / "relay") as net:
             units: list[RelayUnit] = []
+            jids: list[str] = []
             try:
                 for i, (name, hz) in enumerate((("asha", 440.0), ("bela", 660.0))):
                     unit = RelayUnit(name.title(), folder / name, 8080, net.unit_ip(i), netns=net.home(i))
                     tone = write_tone(folder / f"{name}.wav", hz, seconds=3.0)
-                    args = relay_args(net, folder, name)
+                    jid, args = relay_args(net, folder, name)
+                    jids.append(jid)
                     units.append(
                         unit.start(*args, "--audio-file", str(tone), "--call", "reconnect_seconds=10")
                     )
                 for unit in units:
                     unit.wait_for("relay.state", 30, state="connected")
-                homes = Homes(net, units[0], units[1], {"a": f"asha@{DOMAIN}", "b": f"bela@{DOMAIN}"}, folder)
+                homes = Homes(net, units[0], units[1], {"a": jids[0], "b": jids[1]}, folder)
                 pair(homes)  # through the relay, as test_pair_across_homes_through_the_relay checks
                 yield homes
             finally:
@@ -277,9 +281,11 @@ def test_turn_refuses_wrong_or_expired_credentials(homes: Homes) -> None:
 
 def test_a_revoked_unit_is_cut_off_and_cannot_sign_in(homes: Homes) -> None:
     jid, password = homes.net.relay.add_unit("carol")
+    # A random part a stranger on the guests' host cannot guess (to ask whether it exists, is online).
+    assert re.fullmatch(rf"carol-[0-9a-f]{{10}}@{re.escape(DOMAIN)}", jid), jid
     account = {"jid": jid, "password": password, "ca": str(homes.net.relay.ca)}
     with listening(homes, account, 15) as what_it_heard:
-        homes.net.relay.unit_command("revoke", "carol")
+        homes.net.relay.unit_command("revoke", jid)  # as `relay/unit list` prints it
         heard = what_it_heard()
     assert heard["cut_off"], heard
     assert probe(homes, "login", **account) == {"logged_in": False}
@@ -287,7 +293,9 @@ def test_a_revoked_unit_is_cut_off_and_cannot_sign_in(homes: Homes) -> None:
 
 def test_units_paired_at_home_keep_calling_after_one_moves_away(homes: Homes) -> None:
     net, folder = homes.net, homes.folder
-    args = {name: relay_args(net, folder, name) for name in ("cora", "dina")}
+    jids, args = {}, {}
+    for name in ("cora", "dina"):
+        jids[name], args[name] = relay_args(net, folder, name)
     # Paired on home 1's LAN (one address, two ports): each tells the other its relay account.
     cora = RelayUnit("Cora", folder / "cora", 8081, net.unit_ip(0), netns=net.home(0))
     dina = RelayUnit("Dina", folder / "dina", 8082, net.unit_ip(0), netns=net.home(0))
@@ -296,7 +304,7 @@ def test_units_paired_at_home_keep_calling_after_one_moves_away(homes: Homes) ->
         pair_units(cora, dina, dina.address)
         for unit, other in ((cora, "dina"), (dina, "cora")):
             deadline = time.monotonic() + 15
-            while f"{other}@{DOMAIN}" not in unit.status()["relay"]["online"]:
+            while jids[other] not in unit.status()["relay"]["online"]:
                 assert time.monotonic() < deadline, f"{unit.name} never learnt {other}'s relay account"
                 time.sleep(0.3)
         dina.close()
@@ -357,9 +365,11 @@ def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None
             time.sleep(0.5)
 
     dirs = [folder / "run-esme", folder / "run-fern"]
+    jids: list[str] = []
     try:
         for i, name in enumerate(("esme", "fern")):
             jid, password = net.relay.add_unit(name)
+            jids.append(jid)
             (folder / f"{name}.password").write_text(password)
             dirs[i].mkdir()
             relay = {"JID": jid, "PASSWORD_FILE": folder / f"{name}.password", "SERVER": f"{SERVER_IP}:5222"}
@@ -391,7 +401,7 @@ def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None
         for i, data in enumerate(dirs):
             wait(i, data, "relay connection", lambda s: s.get("relay", {}).get("state") == "connected", 90)
         shown = owner(1, dirs[1], "settings", changes={"auto_answer": True})["code"]
-        paired = owner(0, dirs[0], "pair", address=f"xmpp:fern@{DOMAIN}", peer_dir=str(dirs[1]), before=shown)
+        paired = owner(0, dirs[0], "pair", address=f"xmpp:{jids[1]}", peer_dir=str(dirs[1]), before=shown)
         assert paired.get("paired"), paired
         owner(0, dirs[0], "call", to="Fern")
         for i, data in enumerate(dirs):
