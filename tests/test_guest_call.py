@@ -97,8 +97,8 @@ class Home:
         return self.phone_filtered("gst_cut", "policy drop;")
 
     def phone_turn_only(self) -> AbstractContextManager[None]:
-        """The phone's network lets UDP out to the relay's TURN port only (as some guest Wi-Fi does): the
-        phone's media can flow through its own TURN allocation only."""
+        """The phone's router lets its UDP out to the relay's TURN port only: the phone's media can then
+        flow through its own TURN allocation only."""
         rules = f'iifname "lan" meta l4proto udp udp dport != {TURN_PORT} drop;'
         return self.phone_filtered("gst_turn_only", rules)
 
