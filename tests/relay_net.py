@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import os
 import shutil
 import signal
@@ -183,9 +184,7 @@ class Relay:
         cert = x509.load_pem_x509_certificate((self.dir / "certs" / f"{DOMAIN}.crt").read_bytes())
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = cert.public_key().public_bytes(serialization.Encoding.DER, spki)
-        digest = hashes.Hash(hashes.SHA256())
-        digest.update(der)
-        return base64.b64encode(digest.finalize()).decode()
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
     def start_prosody(self) -> None:
         log = (self.dir / "prosody.out").open("ab")

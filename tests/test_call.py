@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
 from appliance.guests.calls import sends_video
+from appliance.guests.invites import Invite
 from appliance.guests.service import Guests
 from appliance.identity import Identity
 from appliance.relay import GUEST_PATH
@@ -852,6 +854,38 @@ def test_an_offer_says_whether_the_guest_sends_video() -> None:
     assert not sends_video(head)
 
 
+GuestSend = Callable[..., tuple[int, dict[str, Any]]]
+
+
+@contextmanager
+def guest_on_the_line(unit: FlowUnit) -> Iterator[tuple[Guests, Invite, GuestSend]]:
+    """Priya calls ``unit`` from a browser, with a lasting invite and an offer that says it waits a
+    second, and is connected. Yields the unit's guests, her invite, and ``send(call, **signal)``:
+    her page's next offer (or other signal) as the relay brings it, and the answer's status and body."""
+    jid = "asha@relay.example.org"
+    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    page = create_app(lambda: {}, parts, guests.blueprints(unit.engine)).test_client()
+    invite = guests.invites.create("Priya", 3600, once=False)
+    token = guests.invites.token(invite, jid)
+
+    def send(call: str = "0" * 32, **signal: object) -> tuple[int, dict[str, Any]]:
+        body = {"invite": token, "call": call, "signal": {"kind": "offer", "sdp": OFFER_SDP, **signal}}
+        r = page.post(
+            GUEST_PATH, json=body, environ_base={RELAY_SENDER: "anonymous@guests.relay.example.org"}
+        )
+        return r.status_code, dict(r.get_json())
+
+    try:
+        status, answer = send(wait=1)
+        assert status == 200 and answer["kind"] == "answer", answer
+        unit.open_session()
+        unit.wait_state("connected")
+        yield guests, invite, send
+    finally:
+        guests.close()
+
+
 def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(
     flow_unit: Callable[..., FlowUnit],
 ) -> None:
@@ -860,27 +894,31 @@ def test_withdrawing_the_invite_of_a_guest_call_in_progress_ends_it(
     invite while the guest is on the line: the call ends at once, and the guest's page cannot come
     back with a re-offer after a drop."""
     unit = flow_unit()
-    jid = "asha@relay.example.org"
-    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
-    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    page = create_app(lambda: {}, parts, guests.blueprints(unit.engine)).test_client()
-    invite = guests.invites.create("Priya", 3600, once=False)
-    offer = {
-        "invite": guests.invites.token(invite, jid),
-        "call": "0" * 32,
-        "signal": {"kind": "offer", "sdp": OFFER_SDP, "wait": 1},
-    }
-    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
-    try:
-        r = page.post(GUEST_PATH, json=offer, environ_base=from_guest)
-        assert r.status_code == 200 and r.get_json()["kind"] == "answer", r.get_json()
-        unit.open_session()
-        unit.wait_state("connected")
+    with guest_on_the_line(unit) as (guests, invite, send):
         assert guests.invites.revoke(invite.id) is not None and guests.line is not None
         assert guests.line.withdrawn(invite)  # what the owner's page calls once it withdrew it
         unit.wait_state("idle")
-        offer["signal"]["resume"] = True  # type: ignore[index]
-        again = page.post(GUEST_PATH, json=offer, environ_base=from_guest)
-        assert again.status_code == 403 and again.get_json()["reason"] in ("ended", "revoked")
-    finally:
-        guests.close()
+        status, answer = send(resume=True)
+        assert status == 403 and answer["reason"] in ("ended", "revoked"), answer
+
+
+@pytest.mark.parametrize("ending", ["lost", "bye"])
+def test_a_guests_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
+    flow_unit: Callable[..., FlowUnit], ending: str
+) -> None:
+    """Priya's page re-offers after the unit's side of the call is over: "lost" when the unit
+    stopped waiting for it (the page must not say that Asha hung up), "bye" when Asha hung up. A
+    re-offer for a call the unit does not know is refused."""
+    unit = flow_unit(reconnect_seconds=0.3)
+    with guest_on_the_line(unit) as (_, _, send):
+        flow = unit.engine.flow
+        if ending == "bye":
+            unit.engine.hangup()
+        else:
+            session = flow.session
+            unit.on_loop(lambda: flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
+        unit.wait_state("idle")
+        status, answer = send(resume=True)
+        assert status == 200 and answer["kind"] == ending, answer
+        status, answer = send(call="1" * 32, resume=True)
+        assert status == 403 and answer["reason"] == "ended", answer

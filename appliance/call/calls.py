@@ -260,6 +260,7 @@ class CallFlow:
         """The answer to a re-offer for a call that is over here: "bye" if it was hung up here, else
         "lost" (this unit gave up waiting, or restarted), so that the caller says which."""
         kind: SignalKind = "bye" if self._hung_up_with == peer.unit_id else "lost"
+        log.info("answered a re-offer for a call already over here: %s", kind)
         return Signal(kind=kind, name=self._e.name)
 
     def _stale(self, peer: Peer, offer: Signal) -> bool:

@@ -77,7 +77,6 @@ class GuestLine:
         self.current: GuestCall | None = None
         self._offering = threading.Lock()
         self._ended: GuestCall | None = None  # the guest call whose end was seen last
-        self._lost = ""  # the id of the last guest call that ended lost (its page may still re-offer)
         self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
         self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
@@ -135,20 +134,20 @@ class GuestLine:
             self.current = None
 
     def _ongoing(self, body: GuestSignal) -> GuestCall:
-        """The call a bye or a re-offer belongs to: only the page of the call in progress, with its invite."""
-        current = self.current
-        if (
-            current is None
-            or current.call != body.call
-            or not self._invites.matches(body.invite, current.invite)
-            or self._invites.withdrawn(current.invite)
-        ):
-            if body.signal.kind == "bye":
-                self._remember_cancelled(body)
-            if body.call == self._lost:  # the page's re-offers outlasted this unit's wait for them
-                raise InviteRefused("lost", "The connection was lost. The call ended.")
-            raise InviteRefused("ended", "This call has ended. Press Call to call again.")
-        return current
+        """The call a bye or a re-offer belongs to, from its page with its invite: the call in
+        progress, or for a re-offer also the one that ended last (the engine answers that it is
+        over, and whether it was hung up or lost, as it answers a unit's)."""
+        for call in (self.current, self._ended if body.signal.resume else None):
+            if (
+                call is not None
+                and call.call == body.call
+                and self._invites.matches(body.invite, call.invite)
+                and not self._invites.withdrawn(call.invite)
+            ):
+                return call
+        if body.signal.kind == "bye":
+            self._remember_cancelled(body)
+        raise InviteRefused("ended", "This call has ended. Press Call to call again.")
 
     def _remember_cancelled(self, body: GuestSignal) -> None:
         """A bye for no call in progress, from a live invite's page: its offer may still be on the
@@ -190,7 +189,6 @@ class GuestLine:
             self._vision.stop()
             if state != "idle":
                 self._ended = current
-                self._lost = current.call if state == "lost" else ""
             elif self._ended is current:
                 # Not when a new guest's call was let in between: the engine reads idle a moment
                 # before this event is published.

@@ -55,8 +55,8 @@ class InviteError(Exception):
 
 
 class InviteRefused(InviteError):
-    """A guest's invite does not open a call: ``reason`` is forged, expired, revoked or used; for a
-    re-offer or a bye, ended or lost (the call it belongs to is over: see appliance.guests.calls)."""
+    """A guest's invite does not open a call: ``reason`` is forged, expired, revoked or used (or
+    ended, for a re-offer or a bye of no call the unit knows: see appliance.guests.calls)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

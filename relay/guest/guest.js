@@ -372,7 +372,7 @@
           const opened = Date.now() + STEP_MS;
           while (call === mine && mine.recovering && Date.now() < opened) await pause(250);
           if (!mine.recovering) return;
-        } else if (reply.body.kind === 'lost' || reply.body.reason === 'lost') {
+        } else if (reply.body.kind === 'lost') {
           break; // the unit stopped waiting for this page's re-offers: it did not hang up
         } else if (reply.status === 403 || reply.body.kind === 'bye') {
           end(mine, `${owner} hung up. The call ended.`);
