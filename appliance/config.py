@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from appliance.state import NAME_PATTERN, what_is_wrong
+
 DEVICE_CONFIG = Path("/etc/emocall/config.toml")
 ENV_PREFIX = "EMOCALL_"
 
@@ -44,7 +46,13 @@ class _Section(BaseModel):
 
 
 class UnitConfig(_Section):
-    name: str = Field("emocall", min_length=1, max_length=40, description="Display name the other unit says")
+    name: str = Field(
+        "emocall",
+        min_length=1,
+        max_length=40,
+        pattern=NAME_PATTERN,
+        description="Display name the other unit says",
+    )
     data_dir: RequiredPath = Field(
         Path("/var/lib/emocall"), description="Where state (identity, pairings) lives"
     )
@@ -215,7 +223,7 @@ class VisionConfig(_Section):
     detector: DetectorKind = Field("haar", description="Face detector: haar (processor) or edgetpu (Coral)")
     detector_model: RequiredPath = Field(
         Path("/usr/share/emocall/models/ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"),
-        description="Coral's SSD face model for detector = edgetpu (the image build downloads it)",
+        description="Coral's SSD face model for detector = edgetpu (install it from Coral's test_data)",
     )
     classifier: ClassifierKind = Field(
         "auto", description="Expression classifier: auto tries the Edge TPU, then the processor"
@@ -305,7 +313,7 @@ def _describe(
                 f"  {key}: unknown key in {source} (`emocall config --defaults` lists the known ones)"
             )
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r} from {source})")
+            lines.append(f"  {key}: {what_is_wrong(err)} (got {err.get('input')!r} from {source})")
     return "\n".join(lines)
 
 

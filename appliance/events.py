@@ -7,10 +7,12 @@ structured data. Subscribers are called in the publisher's thread and must retur
 Pairing and settings topics (``appliance/pairing``, ``appliance/state.py``): ``pairing.code``
 {code, purpose: pair|owner}, ``pairing.locked`` {seconds, purpose}, ``pairing.done`` {peer, unit_id},
 ``pairing.removed`` {peer} (trust in a unit was removed, from either side), ``settings.changed``
-{changed: [field names], settings: {every field}}.
+{changed: [field names], settings: {every field}}; ``owner.waiting``, ``owner.present``,
+``owner.contested`` (a page waits for the button to log in; a press let it in; let neither in).
 
 Call topics (``appliance/call``): ``call.state`` {state: idle|calling|ringing|connected|ended|failed|
-busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other unit hung up);
+busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other unit hung up, "not
+answered" when it declined or let ring a call placed here);
 ``remote.emotion`` {peer, emotion, confidence} (the other unit's user); ``remote.no_face`` {peer}
 (the other unit sees no face); ``remote.sharing`` {peer, paused}.
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from appliance.events import EventBus
 
@@ -50,8 +51,18 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 Announcements = Literal["speech", "tones", "both", "off"]
 Verbosity = Literal["short", "full"]
-# A printable name without control characters: it is spoken, shown and sent to the other unit.
-NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# A name is spoken, shown, logged and sent to the other unit, so it holds no character of Unicode's
+# categories Cc (controls, C1's U+0085 too), Zl and Zp (U+2028, U+2029: line breaks in a log) or Cf
+# (invisible format characters: bidi overrides such as U+202E reorder what is shown), except ZWNJ
+# and ZWJ (U+200C, U+200D), which Hindi and Bengali names need. Listed from Unicode 14 (Python
+# 3.11's unicodedata; tests/test_web.py checks it against that), as escapes both Python's re and
+# pydantic's Rust regex read.
+NAME_RULE = "a name cannot hold a control character, a line break or an invisible formatting character"
+NAME_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b"
+    r"\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    r"\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]+$"
+)
 
 
 class StateError(Exception):
@@ -213,11 +224,23 @@ class StateStore:
             raise StateError(f"stored settings are not valid: a value is not JSON ({e})") from e
 
     def _load_settings(self) -> Settings:
+        """The stored settings; one that is not valid (hand-edited, or stored by a release whose rules
+        were looser, such as a name with a bidi mark) falls back to its default alone."""
         try:
-            return Settings.model_validate({**self._defaults, **self._stored_settings()})
-        except (ValidationError, StateError) as e:
-            log.warning("stored settings are not valid (%s); using the defaults", e)
-            return Settings.model_validate(self._defaults)
+            stored = self._stored_settings()
+            return Settings.model_validate({**self._defaults, **stored})
+        except StateError as e:
+            log.warning("%s; using the defaults", e)
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            log.warning("stored settings are not valid (%s); using the defaults of %s", describe(e), bad)
+            try:
+                return Settings.model_validate(
+                    {**self._defaults, **{k: v for k, v in stored.items() if k not in bad}}
+                )
+            except ValidationError:
+                pass  # a default itself is not valid (the config's name): the model's own defaults
+        return Settings.model_validate(self._defaults)
 
     def settings(self) -> Settings:
         return self._settings
@@ -307,20 +330,27 @@ class StateStore:
 STATE_FILE = "state.db"  # in the unit's data folder
 
 
-def stored_language(path: Path) -> str:
-    """The owner's ``voice_language`` read without writing, for when the store cannot be opened (a
-    read-only card, say); ``en`` when it cannot be read either."""
+def stored_setting(path: Path, key: str, default: Any) -> Any:
+    """One of the owner's settings read without writing, for when the store is not open (``emocall
+    say``) or cannot be (a read-only card, say); ``default`` when it cannot be read either, or when
+    what is stored is not of the default's type."""
     try:
         db = read_only_connection(path)
     except StateError:
-        return "en"
+        return default
     try:
-        row = db.execute("SELECT value FROM settings WHERE key = 'voice_language'").fetchone()
-        return str(json.loads(row[0])) if row else "en"
+        row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        value = json.loads(row[0]) if row else default
     except (sqlite3.Error, ValueError, TypeError):
-        return "en"
+        return default
     finally:
         db.close()
+    return value if isinstance(value, type(default)) else default
+
+
+def stored_language(path: Path) -> str:
+    """The owner's ``voice_language`` (see ``stored_setting``); ``en`` when it cannot be read."""
+    return str(stored_setting(path, "voice_language", "en"))
 
 
 def read_only_connection(path: Path) -> sqlite3.Connection:
@@ -363,5 +393,12 @@ def describe(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{key}: {err['msg']}")
+        parts.append(f"{key}: {what_is_wrong(err)}")
     return "; ".join(parts)
+
+
+def what_is_wrong(err: ErrorDetails) -> str:
+    """pydantic's message, but for the name rule, whose pattern is a long list of code points."""
+    if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        return NAME_RULE
+    return err["msg"]

@@ -21,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
-image=$CACHE_DIR/out/emocall-arm64.img.zst
+image=${EMOCALL_IMAGE_OUT:-$CACHE_DIR/out}/emocall-arm64.img.zst
 power_cut=false firstrun=false
 for arg in "$@"; do
   case $arg in

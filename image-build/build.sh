@@ -29,8 +29,15 @@ kernel_key=$(key <(echo "$base_key") "$here/packages-kernel.txt" "$here"/files/i
 base_tar=$CACHE_DIR/base-$base_key.tar.zst
 kernel_tar=$CACHE_DIR/kernel-$kernel_key.tar.zst
 
+# A cached stage keeps the packages of the day it was built: nothing upgrades them afterwards.
+warn_if_old() {
+  local days=$(( ($(date +%s) - $(stat -c %Y "$1")) / 86400 ))
+  [ "$days" -lt 7 ] || log "WARNING: $1 is $days days old: its packages lack later security updates;" \
+    "for a release, build from an empty cache (remove $CACHE_DIR/*.tar.zst)"
+}
+
 stage_base() {
-  [ -f "$base_tar" ] && { log "cached: $base_tar"; return; }
+  [ -f "$base_tar" ] && { log "cached: $base_tar"; warn_if_old "$base_tar"; return; }
   local include
   include=$(packages "$here/packages-debian.txt" | tr ' ' ',')
   mmdebstrap --variant=minbase --architectures=arm64 --components=main,non-free-firmware \
@@ -77,7 +84,7 @@ pack() {
 }
 
 stage_kernel() {
-  [ -f "$kernel_tar" ] && { log "cached: $kernel_tar"; return; }
+  [ -f "$kernel_tar" ] && { log "cached: $kernel_tar"; warn_if_old "$kernel_tar"; return; }
   extract "$base_tar"
   mount_root "$root"
   install_kernel "$root"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # aiortc's libsrtp crashes the process when it loads after TensorFlow's bundled libraries (the
 # quantize tests load TensorFlow); loading it first keeps any test order safe.
@@ -13,12 +14,30 @@ import numpy as np
 import pytest
 
 from appliance import config
+from appliance.call.lan import free_port
 from tests.pairing_units import Unit, make_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CLIPS = SHARED / "clips"
 FER = SHARED / "fer"
+
+
+def appliance_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> config.Config:
+    """A whole unit (``appliance.app.Appliance``) on this machine's backends: the test pattern for a
+    camera, speech into a WAV, no screen, no microphone, its web server on a free loopback port;
+    ``sections`` add to or change those settings."""
+    settings: dict[str, dict[str, Any]] = {
+        "unit": {"name": name, "data_dir": str(data_dir)},
+        "camera": {"source": "pattern"},
+        "web": {"host": "127.0.0.1", "port": free_port(), "discovery": False},
+        "speech": {"output": "wav"},
+        "display": {"backend": "off"},
+        "call": {"audio_in": "none"},
+    }
+    for section, values in sections.items():
+        settings[section] = {**settings.get(section, {}), **values}
+    return config.load(None, settings, environ={})
 
 
 @pytest.fixture

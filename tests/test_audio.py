@@ -56,6 +56,26 @@ def test_call_audio_is_ducked_while_an_announcement_plays(tmp_path: Path) -> Non
     assert band_level(before, 1000) < 200
 
 
+def test_the_owners_volume_scales_everything_played(tmp_path: Path) -> None:
+    """Volume 50 is an eighth of full scale (cubic, as PipeWire's percentages), for the call and the
+    announcement alike; 0 is silence."""
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    speaker.set_volume(50)
+    speaker.write_call(sine(300, 0.5))
+    speaker.play(sine(1000, 0.2), RATE)
+    speaker.set_volume(0)
+    speaker.play(sine(1000, 0.2), RATE)
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")
+    half, silent = speaker.played
+    start = round(half.start_s * RATE)
+    during = audio[start + 1920 : start + round(half.duration_s * RATE) - 480]
+    assert band_level(during, 1000) == pytest.approx(8000 / 8, rel=0.1)
+    assert band_level(during, 300) == pytest.approx(8000 * 0.25 / 8, rel=0.15)  # ducked, then scaled
+    start = round(silent.start_s * RATE)
+    assert not audio[start + 480 : start + round(silent.duration_s * RATE)].any()
+
+
 def test_output_runs_in_real_time_and_announcements_never_overlap(tmp_path: Path) -> None:
     speaker = WavSpeaker(tmp_path / "out.wav")
     start = time.monotonic()

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiortc.exceptions import InvalidStateError
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import config, identity
 from appliance.audio.wav import WavSpeaker
-from appliance.call import CallError, messages
+from appliance.call import NOT_ANSWERED, CallError, messages
 from appliance.call import engine as engine_module
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
@@ -197,6 +198,24 @@ def test_a_third_unit_gets_busy(nodes: Callable[..., Node]) -> None:
     assert b.engine.state == "connected"
 
 
+def test_unpairing_the_unit_in_the_call_ends_the_call(nodes: Callable[..., Node]) -> None:
+    """Bela's owner unpairs Asha mid-call: a unit no longer trusted is not kept on the line (as a
+    guest's call ends when its invite is withdrawn). Both sides end the call, and no more of Asha's
+    video reaches Bela."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    pairing = build_parts(b.cfg.web, b.me, b.store, b.events, call=b.engine).pairing
+    pairing.unpair(a.me.unit_id)  # Asha's unit is not told: its address here answers nothing
+    b.wait(lambda: b.engine.state == "idle", timeout=5)
+    a.wait(lambda: a.engine.state == "idle", timeout=5)
+    assert b.states()[-2:] == ["ended", "idle"]
+    assert b.engine.status()["sessions_open"] == 0
+    frames = b.frames
+    time.sleep(1.0)
+    assert b.frames == frames
+
+
 def test_without_auto_answer_it_rings_until_answered(nodes: Callable[..., Node]) -> None:
     a, b = nodes("Asha"), nodes("Bela")
     b.store.update_settings({"auto_answer": False})
@@ -208,6 +227,19 @@ def test_without_auto_answer_it_rings_until_answered(nodes: Callable[..., Node])
     b.engine.answer()
     a.wait(lambda: a.engine.state == "connected")
     b.wait(lambda: b.engine.state == "connected")
+
+
+def test_a_call_not_answered_ends_saying_so(nodes: Callable[..., Node]) -> None:
+    """Bela lets the call ring out: Asha's call ends with the reason speech and the display read as
+    "Bela did not answer.", not a plain "Call ended."."""
+    a, b = nodes("Asha"), nodes("Bela", ring_seconds=1)
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    a.engine.call("Bela")
+    a.wait(lambda: a.engine.state == "idle")
+    [ended] = [e for e in a.seen if e.topic == "call.state" and e.data["state"] == "ended"]
+    assert ended.data["reason"] == NOT_ANSWERED
+    assert b.states()[-3:] == ["ringing", "ended", "idle"]
 
 
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:
@@ -390,13 +422,15 @@ MIC_GONE = "cannot open the microphone: Device unavailable"
 
 
 class FakeSession:
-    """A session that opens when the test says so; its close, once begun, goes on to its end."""
+    """A session that opens when the test says so; its close, once begun, goes on to its end. Its
+    answer takes ``answer_seconds`` (ICE gathering) and, like aiortc's, fails once it was closed."""
 
-    def __init__(self, close_seconds: float, answer_error: Exception | None) -> None:
+    def __init__(self, close_seconds: float, answer_error: Exception | None, answer_seconds: float) -> None:
         self.opened = asyncio.Event()
         self.is_open = False
         self.received = None
         self._close_seconds, self._answer_error = close_seconds, answer_error
+        self._answer_seconds = answer_seconds
         self._closing: asyncio.Task[None] | None = None
 
     async def offer(self) -> str:
@@ -408,6 +442,9 @@ class FakeSession:
     async def answer(self, sdp: str) -> str:
         if self._answer_error is not None:
             raise self._answer_error
+        await asyncio.sleep(self._answer_seconds)
+        if self._closing is not None:
+            raise InvalidStateError("RTCPeerConnection is closed")
         return OFFER_SDP
 
     def send(self, message: messages.Message) -> None:
@@ -455,6 +492,7 @@ class FlowUnit(Node):
         self.replies: list[tuple[Signal | None, float]] = []
         self.dials = 0
         self.close_seconds = 0.0
+        self.answer_seconds = 0.0
         self.answer_error: Exception | None = None
         self.session_error: Exception | None = None
         self.engine.dial = self._dial  # type: ignore[assignment]
@@ -471,7 +509,7 @@ class FlowUnit(Node):
     def _new_session(self, peer: Peer) -> FakeSession:
         if self.session_error is not None:
             raise self.session_error
-        return FakeSession(self.close_seconds, self.answer_error)
+        return FakeSession(self.close_seconds, self.answer_error, self.answer_seconds)
 
     def on_loop(self, action: Callable[[], object]) -> None:
         async def run() -> None:
@@ -479,9 +517,21 @@ class FlowUnit(Node):
 
         asyncio.run_coroutine_threadsafe(run(), self.engine.loop).result(5)
 
-    def offer(self, peer: Peer, resume: bool = False, wait: float = 40, sent_ago: float = 0) -> Signal:
-        signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, wait=wait)
-        return self.engine.incoming_from(peer, signal, time.time() - sent_ago).result(5)
+    def offer(
+        self, peer: Peer, resume: bool = False, wait: float = 40, sent_ago: float = 0, number: int = 0
+    ) -> Signal:
+        return self.send_offer(peer, resume, wait, sent_ago, number).result(5)
+
+    def send_offer(
+        self, peer: Peer, resume: bool = False, wait: float = 40, sent_ago: float = 0, number: int = 0
+    ) -> concurrent.futures.Future[Signal]:
+        """``peer``'s offer, the reply still to come (``number``: the caller's count of its offers)."""
+        signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, wait=wait, number=number)
+        return self.engine.incoming_from(peer, signal, time.time() - sent_ago)
+
+    def bye(self, peer: Peer) -> Signal:
+        """``peer``'s bye, as its unit sends it when the connection is down."""
+        return self.engine.incoming_from(peer, Signal(kind="bye"), time.time()).result(5)
 
     def open_session(self) -> FakeSession:
         """The call's session opens (its data channel would): the call is connected."""
@@ -591,6 +641,72 @@ def test_a_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
     assert unit.offer(unit.cara, resume=True).kind == "lost"  # Asha hung up on Bela, not on Cara
 
 
+@pytest.mark.parametrize("ending", ["hang-up", "bye"])
+def test_a_call_ending_while_a_re_offer_is_answered_leaves_no_session_open(
+    flow_unit: Callable[..., FlowUnit], ending: str
+) -> None:
+    """Bela re-offers after a blip; answering it, Asha first closes the live session, which takes a
+    while (a TURN allocation's close). Meanwhile the call ends: Asha hangs up, or Bela's bye comes.
+    The re-offer is not answered with a new session: none is left open sending media to nobody, and
+    Bela is told Asha hung up when she did."""
+    unit = flow_unit(reconnect_seconds=0.5)
+    unit.close_seconds = 1.0
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    reoffer = unit.send_offer(unit.bela, resume=True, number=2)
+    time.sleep(0.2)  # the re-offer is closing the live session
+    if ending == "hang-up":
+        unit.engine.hangup()
+    else:
+        assert unit.bye(unit.bela).kind == "bye"
+    reply = reoffer.result(5).kind
+    unit.wait_state("idle")
+    assert unit.engine.status()["sessions_open"] == 0
+    assert unit.states() == ["ringing", "connected", "ended", "idle"]
+    assert reply == "bye" if ending == "hang-up" else reply != "answer"
+
+
+def test_a_re_offer_failed_by_the_calls_end_leaves_the_unit_ready_for_calls(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela's bye ends the call while its re-offer's answer gathers candidates: the call's end closes
+    the new session, and aiortc then fails the answer. That failure is not a loss to recover from:
+    the unit stays ready for calls, and never says "trying again" for a call that is over."""
+    unit = flow_unit(reconnect_seconds=0.5)
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    unit.answer_seconds = 1.0
+    reoffer = unit.send_offer(unit.bela, resume=True, number=2)
+    time.sleep(0.2)  # the re-offer's answer is under way
+    assert unit.bye(unit.bela).kind == "bye"
+    concurrent.futures.wait([reoffer], timeout=5)
+    time.sleep(1.0)  # past reconnect_seconds
+    assert unit.states() == ["ringing", "connected", "ended", "idle"]
+    unit.answer_seconds = 0.0
+    assert unit.offer(unit.cara).kind == "answer"
+    assert reoffer.result(5).kind != "answer"
+
+
+@pytest.mark.parametrize("hang_up", ["waited", "cancelled"])
+def test_a_re_offer_while_the_hang_up_closes_the_session_is_told_bye(
+    flow_unit: Callable[..., FlowUnit], hang_up: str
+) -> None:
+    """Bela's re-offer comes while Asha's hang-up still closes the session, or after a hang-up given
+    up on there: Bela is told Asha hung up, not that the call was lost."""
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    assert unit.offer(unit.bela).kind == "answer"
+    unit.open_session()
+    ending = asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    unit.wait_state("ended")
+    if hang_up == "cancelled":
+        ending.cancel()
+        unit.wait_state("idle")
+    assert unit.offer(unit.bela, resume=True).kind == "bye"
+    unit.wait_state("idle")
+    assert unit.states() == ["ringing", "connected", "ended", "idle"]
+
+
 def test_a_caller_told_its_call_was_lost_there_ends_it_as_lost(flow_unit: Callable[..., FlowUnit]) -> None:
     unit = flow_unit(reconnect_seconds=5)
     unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0), (Signal(kind="lost"), 0.0)]
@@ -650,6 +766,25 @@ def test_emotions_arrive_after_the_other_unit_restarts_and_calls_again(
     for seq, name in enumerate(["sadness", "surprise", "anger"], start=1):
         emotion(new, seq, name)
     assert said == ["happiness", "sadness", "surprise", "anger"]
+
+
+def test_a_unit_restarted_after_a_re_offer_calling_again_is_answered(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela's call recovered once (its re-offer numbered 2), then its process restarted (the
+    watchdog) and it calls again at once, numbering its offers from 1 again: a new call, answered,
+    not refused as older than the re-offer answered before. Its own re-offers then follow its new
+    count: a newer one is answered, an older one still refused."""
+    unit = flow_unit()
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
+    unit.open_session()
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
+    assert unit.offer(unit.bela, resume=True, number=1).kind == "declined"
+    assert unit.engine.state == "connected"
 
 
 def test_a_guests_page_can_neither_rename_itself_nor_say_expressions(

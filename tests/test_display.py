@@ -13,10 +13,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from appliance import config, selftest
+from appliance.call import NOT_ANSWERED
 from appliance.config import DisplayConfig
 from appliance.display import DisplayError, view
 from appliance.display.fonts import Fonts, fontconfig_choice, for_language, letters
-from appliance.display.layout import BOTTOM, TOP, draw
+from appliance.display.layout import BOTTOM, MARGIN, TOP, draw
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
 from appliance.display.view import Display
@@ -28,20 +29,33 @@ BLUE_BGR = (200, 60, 10)
 
 
 class Shown:
-    def __init__(self, tmp_path: Path) -> None:
+    """A display drawn off screen: its picture (a PNG per look) and its text (display.txt, a line
+    per element), which the test reads."""
+
+    def __init__(self, tmp_path: Path, language: str = "en", size: tuple[int, int] = (W, H)) -> None:
         self.events = EventBus()
-        self.screen = OffscreenScreen((W, H))
-        self.display = Display(self.screen, self.events, Phrases("en"), unit_name="Kitchen", fps=30)
-        self.dir = tmp_path
+        self.screen = OffscreenScreen(size, tmp_path / "display.png")
+        self.display = Display(self.screen, self.events, Phrases(language), unit_name="Kitchen", fps=30)
+        self.dir, self.size = tmp_path, size
+        self.text = tmp_path / "display.txt"
         self.n = 0
 
-    def png(self) -> np.ndarray:
+    def png(self, path: Path | None = None) -> np.ndarray:
         assert self.display.flush()
         self.n += 1
-        path = self.screen.snapshot(self.dir / f"shot{self.n}.png")
-        image = cv2.imread(str(path))
-        assert image is not None and image.shape == (H, W, 3)
+        image = cv2.imread(str(self.screen.snapshot(path or self.dir / f"shot{self.n}.png")))
+        assert image is not None and image.shape == (self.size[1], self.size[0], 3)
         return image
+
+    def lines(self) -> list[str]:
+        assert self.display.flush()
+        return self.text.read_text(encoding="utf-8").splitlines()
+
+    def wait_for(self, line: str, timeout: float = 10) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while self.lines()[1] != line and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.lines()
 
 
 @pytest.fixture
@@ -311,3 +325,97 @@ def test_selftest_fails_where_no_font_has_a_language_s_letters(no_fonts: None) -
     cfg = config.load(None, {"display": {"backend": "offscreen"}}, environ={})
     report = selftest.check_display(cfg)
     assert not report.ok and "no font has the letters of hi, bn: shown in English" in report.detail
+
+
+@pytest.fixture
+def said(tmp_path: Path) -> Iterator[Shown]:
+    made = Shown(tmp_path)
+    yield made
+    made.display.close()
+
+
+def test_the_ring_line_follows_auto_answer_and_guests_as_speech_does(said: Shown) -> None:
+    def ring(**data: object) -> str:
+        said.events.publish("call.state", "ringing", state="ringing", peer="Priya", reason="", **data)
+        return said.lines()[1]
+
+    assert ring() == "Priya is calling. Press the button to answer."
+    assert ring(auto_answer=True) == "Priya is calling."  # it answers by itself
+    assert ring(guest=True) == "Priya is calling from a browser. Press the button to answer."
+    assert ring(guest=True, auto_answer=True) == "Priya is calling from a browser."
+
+
+def test_an_unpairing_and_an_unanswered_call_are_shown(said: Shown, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view, "SAID_S", 0.5)
+    idle = "Ready. Address 192.168.1.20:8080"
+    said.events.publish("unit.ready", "ready", name="Kitchen", address="192.168.1.20:8080")
+    said.events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
+    assert said.lines()[1] == "No longer paired with Bela."
+    assert said.wait_for(idle)[1] == idle  # a passing message, like "Paired with Bela."
+    said.events.publish("call.state", "calling", state="calling", peer="Asha", reason="")
+    said.events.publish("call.state", "ended", state="ended", peer="Asha", reason=NOT_ANSWERED)
+    assert said.lines()[1] == "Asha did not answer."
+    # In a call the passing message gives the line back to the call, not to the idle line.
+    said.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    said.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    said.events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
+    assert said.lines()[1:] == ["No longer paired with Bela.", "Happy"]
+    assert said.wait_for("Connected to Asha.")[1:] == ["Connected to Asha.", "Happy"]
+
+
+def test_names_keep_their_joiners_and_an_address_is_shown_whole(tmp_path: Path) -> None:
+    shown = Shown(tmp_path, "bn")
+    rachel = "\u09b0\u200d\u09cd\u09af\u09be\u099a\u09c7\u09b2"  # "Rachel": the ZWJ keeps র whole
+    ipv6 = "[2001:db8:85a3:1234:8a2e:370:7334:abcd]:8080"
+    try:
+        shown.events.publish("unit.ready", "ready", name="Kitchen", address=ipv6)
+        assert shown.lines()[1] == Phrases("bn").say("idle_address", address=ipv6)
+        assert shown.lines()[1].endswith(f"{ipv6}")  # the port too, past a name's 40 characters
+        shown.events.publish("pairing.done", "paired", peer=rachel + "\u202e\u200b")
+        assert shown.lines()[1] == f"যুক্ত করা হয়েছে: {rachel}।"
+    finally:
+        shown.display.close()
+
+
+LONG_NAME = "Grandmother Asha Chatterjee of Kolkata H"  # 40 characters, the longest a name may be
+
+
+def ink_lines(mask: np.ndarray) -> list[int]:
+    """The heights of the lines of ink in ``mask``: rows of ink between empty rows. A mark above a
+    line with a gap under it (the candrabindu of कॉल) counts with the line below it."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+    lines: list[int] = []
+    start = None  # where the line being measured begins: at a mark above it, if it has one
+    for run in runs:
+        start = run[0] if start is None else start
+        if run[-1] - run[0] + 1 >= mask.shape[0] // 40:  # a line of letters is not this short
+            lines.append(int(run[-1] - start + 1))
+            start = None
+    return lines
+
+
+@pytest.mark.parametrize("size", [(800, 480), (480, 320)])
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_long_state_line_is_wrapped_at_a_readable_size_within_the_margins(
+    tmp_path: Path, language: str, size: tuple[int, int]
+) -> None:
+    """A caller's long name and the lockout message: on one line their letters were 8 to 15 px
+    tall, and a few px past the margin; now they go on to more lines, where nothing else is."""
+    width, height = size
+    shown = Shown(tmp_path, language, size)
+    margin = int(width * MARGIN)
+    try:
+        events: list[tuple[str, dict[str, object]]] = [
+            ("call.state", {"state": "ringing", "peer": LONG_NAME, "reason": ""}),
+            ("pairing.locked", {"seconds": 900, "purpose": "owner"}),
+        ]
+        for topic, data in events:
+            shown.events.publish(topic, topic, **data)
+            text = white(shown.png(tmp_path / f"{topic}.png"))  # the state line; the unit name is grey
+            columns, lines = np.flatnonzero(text.any(axis=0)), ink_lines(text)
+            assert len(lines) >= 2 and min(lines) >= height // 20, (shown.lines()[1], lines)
+            assert margin <= columns[0] and columns[-1] < width - width // 4 - margin
+            assert np.flatnonzero(text.any(axis=1))[-1] < height - margin
+    finally:
+        shown.display.close()

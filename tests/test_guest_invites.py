@@ -232,6 +232,21 @@ def test_a_bad_invite_form_says_what_to_type_and_makes_nothing(unit: Unit) -> No
     assert Invites(unit.me, unit.store).listed() == []
 
 
+def test_a_guest_name_follows_the_unit_names_rule(unit: Unit) -> None:
+    """The name is said to the owner and shown on the guest's page: a bidi override or a line
+    separator in it is refused, as in a unit's name; ZWJ and ZWNJ (Hindi, Bengali) are not."""
+    browser, csrf = unit.owner()
+    form = {"csrf": csrf["X-CSRF-Token"], "valid_for": "3600", "kind": "once"}
+    for name in ("\u202eayirP", "Pri\u2028ya", "Pri\u0085ya", "Pri\u2066ya"):
+        page = browser.post("/guests", data={**form, "guest_name": name})
+        assert page.status_code == 422, name
+        assert "Type the guest&#39;s name: 1 to 40 letters" in page.get_data(as_text=True)
+    assert Invites(unit.me, unit.store).listed() == []
+    hindi = "\u092a\u094d\u0930\u093f\u092f\u093e \u0915\u094d\u200d\u0937"  # प्रिया क्‍ष
+    assert browser.post("/guests", data={**form, "guest_name": hindi}).status_code == 302
+    assert [i.name for i in Invites(unit.me, unit.store).listed()] == [hindi]
+
+
 def test_a_unit_without_a_relay_explains_and_makes_no_invite(unit: Unit) -> None:
     alone = with_guests(unit, "")
     browser, csrf = alone.owner()

@@ -17,9 +17,8 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from appliance import config
 from appliance.app import Appliance
-from appliance.call.lan import free_port
+from tests.conftest import appliance_config
 from tests.pairing_units import Unit
 
 
@@ -72,20 +71,7 @@ class Browser:
 @pytest.fixture
 def unit(tmp_path: Path) -> Iterator[Appliance]:
     factory, Device.pin_factory = Device.pin_factory, MockFactory()
-    cfg = config.load(
-        None,
-        {
-            "unit": {"name": "Asha", "data_dir": str(tmp_path / "asha")},
-            "camera": {"source": "pattern"},
-            "web": {"host": "127.0.0.1", "port": free_port(), "discovery": False},
-            "speech": {"output": "wav"},
-            "display": {"backend": "off"},
-            "call": {"audio_in": "none"},
-            "button": {"hold_seconds": 0.3},
-        },
-        environ={},
-    )
-    appliance = Appliance(cfg).start()
+    appliance = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"hold_seconds": 0.3})).start()
     try:
         yield appliance
     finally:
@@ -104,7 +90,15 @@ def press(unit: Appliance) -> None:
     pin.drive_high()
 
 
+def said(unit: Appliance) -> list[str]:
+    """What the unit said once it is quiet, but its start-up sentence (said whenever it settles)."""
+    assert unit.speech is not None and unit.speech.announcer.wait_idle(60)
+    return [s.item.text for s in unit.speech.announcer.spoken if not s.item.text.startswith("Asha is ready")]
+
+
 def test_a_button_press_gives_the_waiting_page_the_owner_session(unit: Appliance) -> None:
+    """The owner hears that a press lets the page in, and that it did: a press meant for a call
+    cannot let a stranger's page in unheard."""
     assert unit.web is not None
     owner, stranger = Browser(unit.web.port), Browser(unit.web.port)
     assert owner.send("GET", "/api/settings")[0] == 401
@@ -122,6 +116,12 @@ def test_a_button_press_gives_the_waiting_page_the_owner_session(unit: Appliance
     assert stranger.send("POST", "/api/owner/button", {})[0] == 409
     assert stranger.send("GET", "/api/settings")[0] == 401
     assert [e.topic for e in unit.events.recent("owner.present")] == ["owner.present"]
+    code, *then = said(unit)
+    assert code.startswith("Owner code:")
+    assert then == [
+        "Or press the button once to let that web page in.",
+        "A web page can now change this unit's settings.",
+    ]
 
 
 def test_two_pages_waiting_at_once_are_both_refused(unit: Appliance) -> None:
@@ -135,6 +135,7 @@ def test_two_pages_waiting_at_once_are_both_refused(unit: Appliance) -> None:
         assert (status, answer["waiting"]) == (409, "contested"), answer
         assert browser.send("GET", "/api/settings")[0] == 401
     assert unit.call is not None and unit.call.state == "idle"  # the press placed no call either
+    assert said(unit)[-1] == "Two web pages asked at once, so neither was let in. Type the code instead."
 
 
 def test_without_a_button_only_the_code_is_offered(units: tuple[Unit, Unit]) -> None:

@@ -129,7 +129,7 @@ def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Pat
 
 
 def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
-    """systemd starts a failed unit again every 3 s: the owner hears why it is silent once, in
+    """systemd starts a failed unit again every 15 s: the owner hears why it is silent once, in
     the language of the settings, not every few seconds (the mark lives until the next boot)."""
     data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
     data.mkdir()

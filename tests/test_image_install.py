@@ -10,12 +10,14 @@ Only `sudo bash image-build/build.sh` + `boot-test.sh` make the arm64 image and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -27,6 +29,7 @@ SCRIPTS = [
     *IMAGE.glob("*.sh"),
     *IMAGE.glob("lib/*.sh"),
     IMAGE / "files/firstboot/emocall-firstboot",
+    IMAGE / "files/firstboot/emocall-imager-fixup",
     IMAGE / "files/network/emocall-hotspot",
     IMAGE / "pi-gen/stage-emocall/prerun.sh",
     IMAGE / "pi-gen/stage-emocall/00-emocall/00-run.sh",
@@ -125,6 +128,7 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
         "--man=no",
         "emocall.service",
         "emocall-firstboot.service",
+        "emocall-hotspot.service",
         "emocall-clock-save.timer",
         "emocall-clock-save.service",
         "emocall-imager-fixup.service",
@@ -192,26 +196,59 @@ def test_install_refuses_a_unit_after_its_first_boot(root: Path) -> None:
 
 def test_imagers_firstrun_is_pointed_at_and_cleans_up_the_boot_partition(root: Path) -> None:
     """Imager's command line runs /boot/firstrun.sh, and its last lines edit /boot/cmdline.txt; the
-    card is at /boot/firmware (the whole start is proven by boot-test.sh --imager-firstrun)."""
-    script = root / "boot/firmware/firstrun.sh"
-    script.parent.mkdir(parents=True, exist_ok=True)
+    card is at /boot/firmware (the whole start is proven by boot-test.sh --imager-firstrun). A power
+    cut must never leave half a file on the card (FAT): the script and cmdline.txt are each written
+    beside the old one, synced, and renamed over it; cmdline.txt is mended before the script is
+    removed (the other way round, a cut leaves a command line that runs a script no longer there)."""
+    boot = root / "boot/firmware"
+    script = boot / "firstrun.sh"
+    boot.mkdir(parents=True, exist_ok=True)
     script.write_text(
         FIRSTRUN.replace("exit 0\n", "sed -i 's| systemd.run.*||g' /boot/cmdline.txt\nexit 0\n")
     )
+    script.chmod(0o755)
+    cmdline = "console=tty1 root=LABEL=EMOCALLROOT rootwait quiet"
+    imager = " systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot"
+    imager += " systemd.unit=kernel-command-line.target"
+    (boot / "cmdline.txt").write_text(cmdline + imager + "\n")
+    # Stand-ins that log, then run the real command: what reached the card, in which order.
+    spy = root / "tmp/spy"
+    spy.mkdir(exist_ok=True)
+    for name in ("sync", "mv", "rm"):
+        (spy / name).write_text(f'#!/bin/sh\necho "{name} $*" >>/tmp/spy/log\nexec /bin/{name} "$@"\n')
+        (spy / name).chmod(0o755)
+    path = "PATH=/tmp/spy:/usr/sbin:/usr/bin:/sbin:/bin"
     try:
-        result = in_root(root, "/usr/lib/emocall/emocall-imager-fixup")
+        result = in_root(root, "env", path, "/usr/lib/emocall/emocall-imager-fixup")
         assert result.returncode == 0, result.stderr
         assert os.readlink(root / "boot/firstrun.sh") == "/boot/firmware/firstrun.sh"
-        lines = script.read_text().splitlines()
-        assert lines[-3:] == [
-            "rm -f /boot/firmware/firstrun.sh /boot/firstrun.sh",
-            "sed -i 's| systemd\\.[^ ]*||g' /boot/firmware/cmdline.txt",
-            "exit 0",
+        assert script.stat().st_mode & 0o777 == 0o755
+        assert (spy / "log").read_text().splitlines() == [
+            "sync /boot/firmware/firstrun.sh.new",
+            "mv /boot/firmware/firstrun.sh.new /boot/firmware/firstrun.sh",
+            "sync /boot/firmware",
         ]
-        assert "/usr/lib/userconf-pi/userconf 'asha' '$6$salt$hash'" in lines  # Imager's commands kept
+        lines = script.read_text().splitlines()
+        kept = "/usr/lib/userconf-pi/userconf 'asha' '$6$salt$hash'"
+        assert kept in lines  # Imager's commands kept
         assert "rm -f /boot/firstrun.sh" not in lines
+        (spy / "log").unlink()
+        ending = "\n".join(lines[lines.index(kept) + 1 :])
+        done = in_root(root, "env", path, "bash", "-c", ending)  # the script's own ending
+        assert done.returncode == 0, done.stderr
+        assert (boot / "cmdline.txt").read_text() == cmdline + "\n"
+        assert (spy / "log").read_text().splitlines() == [
+            "sync /boot/firmware/cmdline.txt.new",
+            "mv /boot/firmware/cmdline.txt.new /boot/firmware/cmdline.txt",
+            "sync /boot/firmware",
+            "rm -f /boot/firmware/firstrun.sh /boot/firstrun.sh",
+        ]
+        assert not script.exists() and not (root / "boot/firstrun.sh").is_symlink()
+        assert not list(boot.glob("*.new"))
     finally:
-        script.unlink()
+        shutil.rmtree(spy)
+        script.unlink(missing_ok=True)
+        (boot / "cmdline.txt").unlink(missing_ok=True)
         (root / "boot/firstrun.sh").unlink(missing_ok=True)
 
 
@@ -251,6 +288,8 @@ def first_boot(root: Path) -> Iterator[FirstBoot]:
     for leftover in (
         "etc/NetworkManager/system-connections/emocall-wifi.nmconnection",
         "boot/firmware/cmdline.txt",
+        "boot/firmware/custom.toml",
+        "boot/firmware/userconf.txt",
     ):
         (root / leftover).unlink(missing_ok=True)
     for path in (
@@ -332,6 +371,32 @@ def test_first_boot_applies_imagers_firstrun_in_its_order_and_every_good_setting
     )
 
 
+def test_first_boot_removes_imagers_secrets_even_when_a_setting_fails(
+    root: Path, first_boot: FirstBoot
+) -> None:
+    """A userconf.txt that cannot be applied (a user name useradd refuses) is reported, the rest of
+    Imager's settings are still applied, and neither file (a password hash, the Wi-Fi password) stays
+    on the boot partition, which anyone can read."""
+    custom = '[locale]\ntimezone = "Europe/Lisbon"\n[wlan]\nssid = "Home net"\npassword = "correct horse"\n'
+    files = {"userconf.txt": "Not A User:$6$salt$hash\n", "custom.toml": custom}
+    result = first_boot(files, ())
+    assert result.returncode == 0, result.stderr  # the unit is still named and given its key
+    assert "not applied: user: useradd failed" in result.stderr
+    assert (root / "etc/timezone").read_text() == "Europe/Lisbon\n"
+    boot = root / "boot/firmware"
+    assert not (boot / "userconf.txt").exists() and not (boot / "custom.toml").exists()
+
+
+def test_first_boot_fails_when_the_unit_key_cannot_be_made(root: Path, first_boot: FirstBoot) -> None:
+    """The identity key is what the unit is known by: first boot that cannot make it fails (and runs
+    again at the next start) instead of saying it is done."""
+    (root / "var/lib/emocall/identity.key").write_text("not a key\n")
+    result = first_boot({}, ())
+    assert result.returncode != 0
+    assert "is not an emocall identity key" in result.stderr
+    assert "first boot done" not in result.stdout
+
+
 def check_first_boot(root: Path, result: subprocess.CompletedProcess[str]) -> None:
     boot = root / "boot/firmware"
     assert result.returncode == 0, result.stderr
@@ -350,6 +415,58 @@ def check_first_boot(root: Path, result: subprocess.CompletedProcess[str]) -> No
     assert list((root / "etc/ssh").glob("ssh_host_*_key")), "host keys are made when SSH is enabled"
     assert (root / "etc/emocall/config.toml").read_text() == '[camera]\nsource = "pattern"\n'
     assert not (boot / "custom.toml").exists(), "Imager's settings (a password hash) are removed once applied"
+
+
+def imager_custom(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
+    """files/firstboot/imager_custom.py in this process, its boot partition a folder here and a
+    stand-in `iw` first on PATH (the regulatory domain of this machine is left alone)."""
+    spec = importlib.util.spec_from_file_location("imager_custom", IMAGE / "files/firstboot/imager_custom.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    boot, bin_dir = tmp_path / "boot", tmp_path / "bin"
+    boot.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "iw").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "iw").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(module, "BOOT", boot)
+    return module
+
+
+def test_the_wifi_country_replaces_cmdline_txt_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The boot loader reads cmdline.txt: a power cut while it is rewritten must leave the old one or
+    the new one. The new text reaches the card in a file of its own, which is then renamed over the
+    old one; a write that fails leaves the old one as it was, and nothing beside it."""
+    module = imager_custom(monkeypatch, tmp_path)
+    cmdline = tmp_path / "boot/cmdline.txt"
+    cmdline.write_text("console=tty1 root=LABEL=EMOCALLROOT rootwait cfg80211.ieee80211_regdom=GB\n")
+    old = tmp_path / "old-cmdline.txt"
+    os.link(cmdline, old)  # the old file's own data, as a power cut would find it
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (synced.append(f"replace {Path(b).name}"), real_replace(a, b))
+    )
+    module.set_country("IN")
+    assert (
+        cmdline.read_text() == "console=tty1 root=LABEL=EMOCALLROOT rootwait cfg80211.ieee80211_regdom=IN\n"
+    )
+    assert old.read_text().endswith("regdom=GB\n")  # never truncated or written in place
+    assert synced[:2] == [f"{cmdline}.new", "replace cmdline.txt"], synced
+    assert sorted(p.name for p in cmdline.parent.iterdir()) == ["cmdline.txt"]
+
+    def card_fails(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", card_fails)
+    with pytest.raises(OSError):
+        module.set_country("DE")
+    assert cmdline.read_text().endswith("regdom=IN\n")
+    assert sorted(p.name for p in cmdline.parent.iterdir()) == ["cmdline.txt"]
 
 
 def test_the_lock_pins_every_dependency_with_hashes() -> None:

@@ -82,7 +82,8 @@ case "$*" in
   "-t -f DEVICE,TYPE device") echo "wlan0:wifi" ;;
   "-g connection.uuid connection show emocall-setup") echo setup-uuid ;;
   "-t -f UUID,TYPE connection show") echo setup-uuid:802-11-wireless; cat "$HOME_NET/saved" ;;
-  "--wait 30 connection up home-uuid") [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
+  "--wait 30 connection up home-uuid" | "--wait 60 connection up emocall-wifi")
+    [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
   "connection up emocall-setup") [ ! -e "$HOME_NET/radio-broken" ] || exit 10 ;;
 esac""",
     "id": "echo 1000",
@@ -176,3 +177,34 @@ def test_a_new_unit_keeps_its_hotspot_up_and_a_hotspot_that_cannot_return_is_not
         assert len(home.said()) == 1  # said once, before the hotspot was lost
     finally:
         home.close()
+
+
+@pytest.mark.parametrize("router", ["up", "off"])
+def test_the_network_chosen_on_the_setup_page_is_joined(tmp_path: Path, router: str) -> None:
+    """The page leaves the owner's choice; the script hands it to NetworkManager and says whether the
+    unit joined. A network that cannot be joined (a wrong password) brings the setup network back,
+    and the choice is used once, not retried every round."""
+    home = Hotspot(tmp_path, "")
+    try:
+        if router == "up":
+            (home.net / "router").touch()
+        leave_request(tmp_path, "Home net", "correct horse")
+        if router == "up":
+            assert home.script.wait(timeout=10) == 0, home.script.stderr.read() if home.script.stderr else ""
+        else:
+            deadline = time.monotonic() + 10
+            while "Could not join" not in " ".join(home.said()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert home.script.poll() is None  # still on the setup network, for another try
+    finally:
+        home.close()
+    log = home.log()
+    assert "connection add type wifi con-name emocall-wifi ssid Home net wifi-sec.key-mgmt wpa-psk" in log
+    assert log.count("connection up emocall-wifi") == 1
+    assert not (tmp_path / REQUEST_FILE).exists()
+    if router == "up":
+        assert home.said()[-1] == "Joined the network Home net."
+    else:
+        assert home.said()[-1] == "Could not join Home net. Check the password. The setup network comes back."
+        assert log.rstrip().splitlines()[-1] == "connection up emocall-setup"

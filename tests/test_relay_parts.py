@@ -11,6 +11,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,19 @@ def test_a_request_travels_unchanged_and_only_to_unit_paths() -> None:
             envelope.parse(bad, request=True)
     with pytest.raises(EnvelopeError, match="refused"):
         envelope.parse(Exchange("/api/peer/x", {}, b"x" * (envelope.MAX_BODY + 1)).to_json(), request=True)
+
+
+def test_an_envelope_too_large_a_number_or_too_deep_is_malformed() -> None:
+    """Python's JSON reads 1e400 and Infinity (no integer status) and fails on deep nesting with
+    errors of their own: each is a malformed envelope, never an error escaping the relay's client
+    (and with it a hang-up)."""
+    good = Exchange("/api/call/signal", {}, b"", status=200).to_json()
+    for status in ("1e400", "Infinity", "-Infinity"):
+        with pytest.raises(EnvelopeError, match="malformed"):
+            envelope.parse(good.replace('"status": 200', f'"status": {status}'), request=False)
+    deep = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(EnvelopeError, match="malformed"):
+        envelope.parse(deep, request=False)
 
 
 def test_turn_credentials_from_the_relays_answer() -> None:
@@ -268,28 +282,108 @@ kill $server $peer
 """
 
 
+def self_signed(cert: Path, key: Path, name: str = "relay.test") -> None:
+    made = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
+    subprocess.run(
+        ["openssl", "req", *made, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+
+
+def coturn_alone(tmp_path: Path, *render: str) -> Path:
+    """relay/setup's configuration rendered into tmp_path/relay (certificate tmp_path/cert.pem), for
+    a coturn started alone in a network namespace (``unshare -n``, which needs root: skipped without
+    it; as root a missing program is a failure)."""
+    if os.geteuid() != 0:
+        pytest.skip("coturn runs in a network namespace of its own: that needs root")
+    if not all(shutil.which(p) for p in ("turnserver", "turnutils_uclient", "unshare", "openssl")):
+        pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
+    cert, key, out = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "relay"
+    self_signed(cert, key)
+    args = ["relay.test", "--render", str(out), "--address", "203.0.113.5", "--cert", str(cert)]
+    subprocess.run(
+        ["bash", str(ROOT / "relay/setup"), *args, "--key", str(key), *render],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
 def test_the_relays_turn_server_relays_udp_only_and_never_into_private_networks(tmp_path: Path) -> None:
     """coturn with relay/setup's configuration, in a network namespace of its own, as on a cloud
     server whose public address (198.51.100.7) is mapped to its own: UDP media to a public address is
     relayed, from the public address; a private address is refused (403), and so is a TCP
     allocation (442), which would make the relay a TCP proxy for anyone with a guest's credentials."""
-    if not all(shutil.which(p) for p in ("turnserver", "turnutils_uclient", "unshare", "openssl")):
-        pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
-    cert, key, out = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "relay"))
-    self_signed = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay.test"]
-    subprocess.run(
-        ["openssl", "req", *self_signed, "-keyout", key, "-out", cert], check=True, capture_output=True
-    )
-    render = ["relay.test", "--render", out, "--address", "203.0.113.5", "--cert", cert, "--key", key]
-    render += ["--external-ip", "198.51.100.7/203.0.113.5"]
-    subprocess.run(["bash", str(ROOT / "relay/setup"), *render], check=True, capture_output=True)
-    env = {**os.environ, "DIR": out}
+    out = coturn_alone(tmp_path, "--external-ip", "198.51.100.7/203.0.113.5")
+    env = {**os.environ, "DIR": str(out)}
     done = subprocess.run(["unshare", "-n", "bash", "-c", COTURN], env=env, capture_output=True, text=True)
     public, private, tcp = done.stdout.split("== ")[1:]
     assert "Total lost packets 0 (0.000000%)" in public, done.stdout
     assert "relay addr: 198.51.100.7:" in public and "203.0.113.5:" not in public, done.stdout
     assert "403 (Forbidden IP)" in private and "lost" not in private, done.stdout
     assert "442 (TCP Transport is not allowed" in tcp and "lost" not in tcp, done.stdout
+
+
+# A STUN Binding request as WebRTC sends it (RFC 5389, the magic cookie) and as RFC 3489 did (none),
+# sent to the relay: what comes back, as "SIZE ATTRIBUTE..." (hex types) or "none".
+STUN_PROBE = """import os, socket, struct, sys
+for cookie in (0x2112A442, 0x12345678):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.sendto(struct.pack("!HHI", 1, 0, cookie) + os.urandom(12), (sys.argv[1], 3478))
+    try:
+        answer = s.recv(2048)
+    except TimeoutError:
+        print("none")
+        continue
+    kinds, i = [], 20
+    while i + 4 <= len(answer):
+        kind, n = struct.unpack("!HH", answer[i : i + 4])
+        kinds.append(hex(kind))
+        i += 4 + (n + 3) // 4 * 4
+    print(len(answer), *kinds)
+"""
+
+LIMITS = """ip link set lo up
+ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
+ip addr add 203.0.113.5/24 dev d0 && ip addr add 203.0.113.6/24 dev d0
+turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
+turnutils_peer -L 203.0.113.6 -p 3480 >/dev/null 2>&1 & peer=$!
+sleep 2
+secret=$(cat "$DIR/turn-secret") to="-c -e 203.0.113.6 203.0.113.5"
+echo "== stun"
+"$PYTHON" -c "$STUN_PROBE" 203.0.113.5
+echo "== quota"
+timeout 20 turnutils_uclient -v -W "$secret" -u quota -n 3 -m 13 $to 2>&1 |
+  grep -E "relay addr|error 486" | sort -u
+echo "== flood"
+timeout 40 turnutils_uclient -W "$secret" -u flood -n 1000 -l 1400 -z 0 -m 1 $to 2>&1 |
+  grep "Total lost"
+kill $server $peer
+"""
+
+
+def test_the_turn_server_amplifies_nothing_and_bounds_what_one_credential_takes(tmp_path: Path) -> None:
+    """coturn with relay/setup's configuration, in a network namespace: every line of it is taken (a
+    line coturn cannot read is only logged); a STUN answer carries only what WebRTC reads and an
+    RFC 3489 request gets none, so a forged-source request is not multiplied at someone else; one
+    credential (anyone gets a guest's) holds at most 12 allocations; and a session sending far more
+    than a call's video is cut to max-bps."""
+    out = coturn_alone(tmp_path)
+    env = {**os.environ, "DIR": str(out), "PYTHON": sys.executable, "STUN_PROBE": STUN_PROBE}
+    done = subprocess.run(
+        ["unshare", "-n", "bash", "-c", LIMITS], env=env, capture_output=True, text=True, timeout=120
+    )
+    stun, quota, flood = done.stdout.split("== ")[1:]
+    log = (out / "turnserver.log").read_text()
+    assert "Bad configuration format" not in log, [ln for ln in log.splitlines() if "Bad conf" in ln]
+    modern, classic = stun.splitlines()[1:]
+    # XOR-MAPPED-ADDRESS (0x20) and FINGERPRINT only: no MAPPED-ADDRESS (0x1), RESPONSE-ORIGIN (0x802b)
+    # or OTHER-ADDRESS (0x802c), each of which makes the answer larger than the 20-byte request.
+    assert modern.split()[1:] == ["0x20", "0x8028"], done.stdout
+    assert classic == "none", done.stdout
+    assert quota.count("relay addr") == 12 and "error 486 (Allocation Quota Reached)" in quota, done.stdout
+    lost = float(flood.split("(")[1].split("%")[0])  # 1.4 MB sent at once: at most ~0.5 MB in a second
+    assert lost > 30, done.stdout
 
 
 RENEWAL = """ip link set lo up
@@ -321,17 +415,9 @@ kill $server
 def test_the_turn_server_takes_a_renewed_certificate_without_a_restart(tmp_path: Path) -> None:
     """certbot's deploy hook must not restart coturn (every relayed call would drop every 60 days):
     coturn reloads its certificate on SIGUSR2, the same process serving the renewed one."""
-    if not all(shutil.which(p) for p in ("turnserver", "unshare", "openssl")):
-        pytest.fail("coturn, util-linux and openssl are needed: bash .ci/setup --tests")
-    cert, key, out = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), tmp_path / "relay")
-    for name, crt, pem in (("first", cert, key), ("renewed", f"{out}/renewed.pem", f"{out}/renewed.key")):
-        out.mkdir(exist_ok=True)
-        made = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}.relay.test"]
-        subprocess.run(
-            ["openssl", "req", *made, "-keyout", pem, "-out", crt], check=True, capture_output=True
-        )
-    render = ["relay.test", "--render", str(out), "--address", "203.0.113.5", "--cert", cert, "--key", key]
-    subprocess.run(["bash", str(ROOT / "relay/setup"), *render], check=True, capture_output=True)
+    out = coturn_alone(tmp_path)
+    self_signed(tmp_path / "cert.pem", tmp_path / "key.pem", "first.relay.test")
+    self_signed(out / "renewed.pem", out / "renewed.key", "renewed.relay.test")
     env = {**os.environ, "DIR": str(out)}
     done = subprocess.run(["unshare", "-n", "bash", "-c", RENEWAL], env=env, capture_output=True, text=True)
     before, after, alive = done.stdout.splitlines()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +15,10 @@ import pytest
 
 from appliance import identity
 from appliance.identity import Identity
+from appliance.pairing import service
 from appliance.pairing.discovery import Discovery, DiscoveryError
 from appliance.state import StateStore
-from tests.hostile import Answer, hostile_server
+from tests.hostile import Answer, hostile_server, request_from
 from tests.pairing_units import Unit, make_unit
 
 
@@ -109,3 +113,107 @@ def test_an_address_that_is_not_ipv6_in_brackets_is_refused_plainly(units: tuple
     r = browser.post("/api/pair", json={"address": "[1:2]:80"}, headers=csrf)
     assert r.status_code == 502, r.get_json()
     assert "is not an address like" in r.get_json()["error"]
+
+
+def _title(page: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", page, re.DOTALL)
+    return html.unescape(found.group(1)) if found else ""
+
+
+@pytest.mark.parametrize("seconds", [b"1" + b"0" * 400, b"1e400", b"-7", b"0", b"3601", b"true", b'"300"'])
+def test_a_lockout_longer_than_a_unit_gives_is_not_believed(units: tuple[Unit, Unit], seconds: bytes) -> None:
+    """Something at the typed address answers 429 with any "seconds": the page once failed (500) on
+    a 401-digit number, and the API passed it on as Retry-After."""
+    a, _ = units
+    browser, csrf = a.owner()
+    body = b'{"error": "too many code requests: try again later", "seconds": %s}' % seconds
+    with hostile_server(Answer(status=429, body=body)) as other:
+        page = browser.post("/pair/request", data={"csrf": csrf["X-CSRF-Token"], "address": other.address})
+        api = browser.post("/api/pair", json={"address": other.address}, headers=csrf)
+    assert page.status_code == 422
+    assert _title(page.get_data(as_text=True)).startswith(
+        f"Error: Something answered at {other.address}, but it is not an emocall unit."
+    )
+    assert api.status_code == 502 and "Retry-After" not in api.headers
+    assert set(api.get_json()) == {"error"}
+
+
+def test_another_unit_s_refusal_is_said_in_this_unit_s_words(units: tuple[Unit, Unit]) -> None:
+    """What answers at a typed address may write anything in its refusal (up to 256 KiB, lines
+    included): only how long it is locked goes on, and in this unit's own sentence."""
+    a, _ = units
+    browser, csrf = a.owner()
+    said = "x" * 200_000 + "\n2026-12-02 08:00:00 INFO appliance.web: owner logged in"
+    body = json.dumps({"error": f"too many code requests: {said}", "seconds": 300}).encode()
+    with hostile_server(Answer(status=429, body=body)) as other:
+        api = browser.post("/api/pair", json={"address": other.address}, headers=csrf)
+        page = browser.post("/pair/request", data={"csrf": csrf["X-CSRF-Token"], "address": other.address})
+    assert (api.status_code, api.headers["Retry-After"]) == (429, "300")
+    assert api.get_json() == {
+        "error": f"too many code requests: the unit at {other.address} refuses pairing for 300 seconds",
+        "seconds": 300,
+    }
+    assert _title(page.get_data(as_text=True)).startswith(
+        "Error: Too many code requests: pairing with the other unit is locked for 5 minutes."
+    )
+    assert "owner logged in" not in page.get_data(as_text=True)
+    with hostile_server(Answer(status=409, body=json.dumps({"error": said}).encode())) as other:
+        api = browser.post("/api/pair", json={"address": other.address}, headers=csrf)
+    assert api.get_json() == {"error": f"the unit at {other.address} refused to pair (HTTP 409)"}
+
+
+@pytest.mark.parametrize("name", ["Be\u0085la", "Be\u2028la", "Be\u2029la", "\u202ealeB", "Be\u200bla"])
+def test_a_name_with_a_line_break_or_an_invisible_character_is_refused_from_either_side(
+    units: tuple[Unit, Unit], tmp_path: Path, name: str
+) -> None:
+    a, b = units
+    liar = Identity.load_or_create(tmp_path / "liar.key")
+    asked = {"unit_id": liar.unit_id, "name": name, "port": 8080}
+    status, _, body = request_from("127.0.0.1", b.address, "POST", service.START_PATH, asked)
+    assert status == 422 and "name" in json.loads(body)["error"]
+    assert b.events.recent("pairing.code") == []  # nothing was shown or said
+    answer = {
+        **asked,
+        "public_key": base64.b64encode(liar.public_key).decode(),
+        "session": "0" * 32,
+        "spake": base64.b64encode(b"m" * 33).decode(),
+    }
+    browser, csrf = a.owner()
+    with hostile_server(Answer(body=json.dumps(answer).encode())) as other:
+        r = browser.post("/api/pair", json={"address": other.address}, headers=csrf)
+    assert r.status_code == 502 and "name" in r.get_json()["error"]
+    assert a.parts.pairing.waiting_for() is None
+
+
+def test_a_flood_of_claims_for_one_unit_leaves_another_unit_s_move_followed(
+    units: tuple[Unit, Unit], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A LAN host announces a paired unit's (public) id at 64 addresses: once those claims used up
+    every unit's checks, and B's real move was not followed. Claims for many units are still
+    bounded altogether."""
+    a, b = units
+    carol = Identity.load_or_create(tmp_path / "carol.key")
+    a.store.add_peer(carol.unit_id, "Carol", "127.0.0.1:9", carol.public_key)
+    a.store.add_peer(b.me.unit_id, "Bela", "127.0.0.1:9", b.me.public_key)
+    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
+    with caplog.at_level(logging.WARNING, logger="appliance.pairing.service"):
+        for port in range(20000, 20064):
+            assert not a.parts.pairing.follow(carol.unit_id, f"127.0.0.1:{port}")
+    assert len(_checks(caplog)) == service.MOVE_CLAIMS_PER_UNIT
+    assert a.parts.pairing.follow(b.me.unit_id, b.address)
+    assert a.store.peer(b.me.unit_id).address == b.address  # type: ignore[union-attr]
+
+    caplog.clear()
+    paired = [Identity.load_or_create(tmp_path / f"unit{n}.key") for n in range(20)]
+    for unit in paired:
+        a.store.add_peer(unit.unit_id, "Unit", "127.0.0.1:9", unit.public_key)
+    with caplog.at_level(logging.WARNING, logger="appliance.pairing.service"):
+        for port in range(20000, 20010):
+            for unit in paired:
+                a.parts.pairing.follow(unit.unit_id, f"127.0.0.1:{port}")
+    # The window's claims so far: Carol's and B's real one.
+    assert len(_checks(caplog)) == service.MOVE_CLAIMS - service.MOVE_CLAIMS_PER_UNIT - 1
+
+
+def _checks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "could not prove it is there" in r.getMessage()]

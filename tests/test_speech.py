@@ -211,6 +211,30 @@ def test_off_mode_says_states_but_no_emotions(make_unit: Callable[..., Unit]) ->
     assert spoken.item.kind == "repeat"
 
 
+def test_an_expression_no_longer_known_is_neither_said_nor_repeated(make_unit: Callable[..., Unit]) -> None:
+    unit = make_unit(min_interval_s=1.0, stale_s=10.0)
+    a = unit.announcer
+    assert a.emotion("Asha", "happiness", 0.9)
+    assert a.wait_idle(10)
+    assert a.emotion("Asha", "sadness", 0.9)  # waits out the interval...
+    a.expression_unknown("Asha", "Asha's face is not in view.")  # ...and then she left the camera
+    time.sleep(1.2)  # past the interval: the sadness would be said by now
+    a.repeat_last()
+    assert a.wait_idle(10)
+    assert a.emotion("Asha", "happiness", 0.9)  # the expression said last, but news after an absence
+    assert a.wait_idle(10)
+    a.expression_unknown("Asha")  # sharing resumed, nothing received yet
+    a.repeat_last()
+    unit.finish()
+    said = [s.item.text or a.phrases.emotion(s.item.peer, s.item.label) for s in a.spoken]
+    assert said == [
+        "Asha looks happy.",
+        "Asha's face is not in view.",
+        "Asha looks happy.",
+        "No expression yet.",
+    ]
+
+
 def test_repeat_before_any_emotion_says_so(make_unit: Callable[..., Unit]) -> None:
     unit = make_unit()
     unit.announcer.repeat_last()
@@ -223,6 +247,30 @@ def test_peer_names_are_cleaned_before_they_are_spoken() -> None:
     assert clean_name("\x07") == "The other unit"
     assert len(clean_name("x" * 500)) == 40
     assert Phrases("en").say("pairing_code", digits="4821") == "Pairing code: 4 8 2 1."
+
+
+def test_names_keep_the_joiners_their_spelling_needs_and_only_names_are_cut() -> None:
+    rachel = "\u09b0\u200d\u09cd\u09af\u09be\u099a\u09c7\u09b2"  # "Rachel": the ZWJ keeps র whole before ্য
+    assert clean_name(rachel) == rachel
+    assert clean_name("\u0915\u094d\u200c\u0937") == "\u0915\u094d\u200c\u0937"  # the ZWNJ: क् and ष, not क्ष
+    # Direction overrides, zero-width spaces and a BOM still go; joiners alone are no name.
+    assert clean_name("\u202eAsha\u200b\ufeff\u2066") == "Asha"
+    assert clean_name("\u200d\u200c") == "The other unit"
+    said = Phrases("bn").say("paired", peer=rachel)
+    assert rachel in said
+    ipv6 = "[2001:db8:85a3:1234:8a2e:370:7334:abcd]:8080"  # longer than a name may be
+    assert Phrases("en").say("idle_address", address=ipv6) == f"Ready. Address {ipv6}"
+    assert Phrases("en").say("busy", peer="x" * 60) == f"{'x' * 40} is busy."
+
+
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_name_in_double_brackets_is_said_as_text_not_as_phonemes(tts: Espeak, language: str) -> None:
+    """espeak-ng reads what is between [[ and ]] as its phoneme codes, in every voice: a caller
+    named "[[k'0l'End@d]]" would be heard as "Kolkata"."""
+    for name in ("[[k'0l'End@d]]", "[[[k'0l'End@d]]"):
+        said = tts.phonemes(Phrases(language).say("ringing", peer=name), language)
+        assert "k'0l'End@d" not in said, said
+        assert tts.phonemes("0", language) in said, said  # its 0 is read as the digit: read as text
 
 
 def test_a_name_that_looks_like_an_option_is_spoken_not_obeyed(tts: Espeak) -> None:

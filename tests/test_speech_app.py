@@ -7,28 +7,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from appliance import config
 from appliance.app import Appliance
 from appliance.audio.wav import read_wav
 
-from .call_unit import free_port
+from .conftest import appliance_config
 from .test_speech import rms
 
 
 def test_the_unit_says_it_is_ready_and_what_works(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    cfg = config.load(
-        None,
-        {
-            "unit": {"data_dir": str(data), "name": "Kitchen"},
-            "web": {"port": free_port(), "discovery": False},
-            "camera": {"source": "pattern"},
-            "speech": {"output": "wav"},
-            "display": {"backend": "offscreen", "snapshot_seconds": 0.2},
-        },
-        environ={},
-    )
+    cfg = appliance_config(data, "Kitchen", display={"backend": "offscreen", "snapshot_seconds": 0.2})
     unit = Appliance(cfg).start()
     try:
         assert unit.speech is not None and unit.display is not None
@@ -47,3 +37,25 @@ def test_the_unit_says_it_is_ready_and_what_works(tmp_path: Path) -> None:
     assert rms(speech[: 2 * rate]) > 300
     image = cv2.imread(str(data / "display.png"))
     assert image is not None and np.all(image[: int(image.shape[0] * 0.16)] > 200, axis=-1).any()
+
+
+def test_the_owners_volume_applies_to_what_the_unit_says_from_then_on(tmp_path: Path) -> None:
+    """The settings page's volume: the same sentence at 100 and then at 50 (an eighth of full scale,
+    cubic, as PipeWire's percentages), changed while the unit runs."""
+    data = tmp_path / "data"
+    unit = Appliance(appliance_config(data, "Kitchen")).start()
+    try:
+        assert unit.speech is not None and unit.store is not None
+        announcer = unit.speech.announcer
+        assert announcer.wait_idle(20)
+        played = []
+        for volume in (100, 50):
+            unit.store.update_settings({"volume": volume})
+            announcer.say("Volume check.")
+            assert announcer.wait_idle(15)
+            played.append(unit.speech.speaker.played[-1])
+    finally:
+        unit.close()
+    audio, rate = read_wav(data / "speaker.wav")
+    loud, soft = (audio[round(p.start_s * rate) : round((p.start_s + p.duration_s) * rate)] for p in played)
+    assert rms(soft) / rms(loud) == pytest.approx(1 / 8, rel=0.05)

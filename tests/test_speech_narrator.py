@@ -12,6 +12,7 @@ import pytest
 
 from appliance import cli
 from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.call import NOT_ANSWERED
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
@@ -19,11 +20,13 @@ from appliance.events import EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
+from appliance.state import STATE_FILE, StateStore
 from appliance.words.phrases import Phrases
 
 from .test_speech import rms
 
 PRIVATE = "Your expressions are not shared."  # said at connect until the owner shares them
+UNPAIRED = "No longer paired with Bela."
 
 
 class Talking:
@@ -155,6 +158,58 @@ def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
     assert unit.said()[-1] == "Asha looks happy."  # a new call: the same expression is news again
 
 
+def test_repeat_says_what_the_screen_shows_once_the_expression_is_gone(unit: Talking) -> None:
+    """The button's repeat after the other person left the camera or paused sharing says so (the
+    screen shows "No face" or "paused"), not the expression they had before."""
+    events, announcer = unit.events, unit.announcer
+    events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert announcer.wait_idle(10)
+    events.publish("remote.no_face", "Asha: no face in view", peer="Asha")
+    announcer.repeat_last()
+    # Back in view with the same expression: it is said again, after the repeat.
+    events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert announcer.wait_idle(10)
+    events.publish("remote.sharing", "Asha paused sharing", peer="Asha", paused=True)
+    announcer.repeat_last()
+    events.publish("remote.sharing", "Asha resumed sharing", peer="Asha", paused=False)
+    announcer.repeat_last()
+    assert unit.said()[2:] == [
+        "Asha looks happy.",
+        "Asha's face is not in view.",
+        "Asha looks happy.",
+        "Asha paused sharing expressions.",
+        "Asha paused sharing expressions.",  # the repeat
+        "Asha is sharing expressions again.",
+        "No expression yet.",
+    ]
+
+
+def test_an_unpairing_and_an_unanswered_call_are_said(unit: Talking) -> None:
+    unit.events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
+    for state, reason in [
+        ("calling", ""),
+        ("ended", NOT_ANSWERED),
+        ("idle", ""),
+        ("calling", ""),
+        ("ended", "hung up here"),
+    ]:
+        unit.events.publish(
+            "call.state", state, state=state, peer="" if state == "idle" else "Asha", reason=reason
+        )
+    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")  # a missed call
+    assert unit.said() == [
+        "No longer paired with Bela.",
+        "Calling Asha.",
+        "Asha did not answer.",
+        "Calling Asha.",
+        "Call ended.",  # the owner gave up waiting
+        "Asha is calling. Press the button to answer.",
+        "Call ended.",
+    ]
+
+
 def test_pairing_and_sharing_are_said(unit: Talking) -> None:
     unit.events.publish("pairing.code", "code", code="482193", purpose="pair", seconds=120)
     unit.events.publish("pairing.done", "paired", peer="Asha")
@@ -191,8 +246,8 @@ def test_a_spoken_code_is_heard_but_never_logged(unit: Talking, caplog: pytest.L
     ("level", "expected"),
     [
         ("quiet", ["Connected to Asha.", PRIVATE]),
-        ("normal", ["Camera lost.", "Connected to Asha.", PRIVATE]),
-        ("verbose", ["Camera lost.", "Your face is not visible.", "Connected to Asha.", PRIVATE]),
+        ("normal", ["Camera lost.", "Connected to Asha.", PRIVATE, UNPAIRED]),
+        ("verbose", ["Camera lost.", "Your face is not visible.", "Connected to Asha.", PRIVATE, UNPAIRED]),
     ],
 )
 def test_spoken_events_follow_the_level(tmp_path: Path, level: str, expected: list[str]) -> None:
@@ -201,6 +256,7 @@ def test_spoken_events_follow_the_level(tmp_path: Path, level: str, expected: li
     unit.events.publish("camera.lost", "lost", reason="x")
     unit.events.publish("vision.no_face", "no face")
     unit.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    unit.events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
     try:
         assert unit.said() == expected
     finally:
@@ -230,3 +286,19 @@ def test_emocall_say_writes_speech_to_a_wav(tmp_path: Path, capsys: pytest.Captu
     assert np.abs(audio).max() > 5000
     assert cli.main(["say", "x", "--lang", "qqq", "--wav", str(out)]) == 1
     assert "espeak-ng --voices" in capsys.readouterr().err
+
+
+def test_emocall_say_plays_at_the_owners_volume(tmp_path: Path) -> None:
+    """The hotspot's and the cannot-start sentences use ``say``: at the volume the owner chose (50:
+    an eighth of full scale, cubic), read from the unit's store."""
+    data = tmp_path / "unit"
+    store = StateStore(data / STATE_FILE, EventBus(), {"display_name": "Kitchen"})
+    store.update_settings({"volume": 50})
+    store.close()
+    full, half = tmp_path / "full.wav", tmp_path / "half.wav"
+    assert (
+        cli.main(["say", "Joined the network.", "--wav", str(full), "--data-dir", str(tmp_path / "new")]) == 0
+    )
+    assert cli.main(["say", "Joined the network.", "--wav", str(half), "--data-dir", str(data)]) == 0
+    (loud, _), (soft, _) = read_wav(full), read_wav(half)
+    assert rms(soft) / rms(loud) == pytest.approx(1 / 8, rel=0.05)

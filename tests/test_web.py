@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sqlite3
+import sys
+import unicodedata
 from pathlib import Path
 
-from appliance import identity
+import pytest
+
+from appliance import config, identity
+from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing import service
+from appliance.state import NAME_PATTERN, NAME_RULE, StateStore
 from appliance.web import openapi
+from appliance.web.api import create_app
 from tests.hostile import request_from
 from tests.pairing_units import Unit
 
@@ -232,3 +241,122 @@ def test_openapi_describes_every_api_route(units: tuple[Unit, Unit]) -> None:
     }
     assert {s for s in served if s[1] in mine} <= described
     assert served - described == set(), "an /api route is missing from openapi.OPERATIONS"
+
+
+def test_json_bodies_are_strict_and_forms_still_take_their_strings(units: tuple[Unit, Unit]) -> None:
+    """JSON has numbers and booleans: a string or a number for one is named (422), not guessed at
+    ("yes" was True). A page's form sends only strings, which are converted as before."""
+    a, _ = units
+    browser, csrf = a.owner()
+    for body in ({"volume": "50"}, {"volume": True}, {"auto_answer": "yes"}, {"share_expressions": 1}):
+        r = browser.patch("/api/settings", json=body, headers=csrf)
+        assert r.status_code == 422 and next(iter(body)) in r.get_json()["error"], (body, r.get_json())
+    assert a.store.settings() == a.store.settings().model_validate({"display_name": "Asha"})
+    start = {"unit_id": "0" * 32, "name": "Mallory", "port": "8080"}
+    status, _, answer = request_from("127.0.0.1", a.address, "POST", service.START_PATH, start)
+    assert status == 422 and "port" in json.loads(answer)["error"]
+    form = {"csrf": csrf["X-CSRF-Token"], "display_name": "Asha", "volume": "50", "auto_answer": "on"}
+    assert browser.post("/settings", data=form).status_code == 302
+    assert (a.store.settings().volume, a.store.settings().auto_answer) == (50, True)
+    r = browser.patch("/api/settings", json={"volume": 60, "auto_answer": False}, headers=csrf)
+    assert r.status_code == 200 and (r.get_json()["volume"], r.get_json()["auto_answer"]) == (60, False)
+
+
+def test_status_names_relay_accounts_only_to_the_owner_and_the_unit(units: tuple[Unit, Unit]) -> None:
+    """Every unit's relay account has a random part so that only those given it can ask after it
+    (README, "Guests in a browser"): the open status must not hand it, or the paired units', out."""
+    a, _ = units
+    relay = {
+        "state": "connected",
+        "jid": "asha-0a1b2c3d4e@relay.test",
+        "online": ["bela-5f6e7d8c9b@relay.test"],
+    }
+    app = create_app(lambda: {"name": "Asha", "relay": relay}, a.parts)
+    lan = app.test_client().get("/api/status", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert lan.get_json()["relay"] == {"state": "connected"}
+    assert "asha-0a1b2c3d4e" not in lan.get_data(as_text=True) and "bela-" not in lan.get_data(as_text=True)
+    here = app.test_client().get("/api/status", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert here.get_json()["relay"] == relay  # emocall selftest asks from the unit itself
+    owner = app.test_client()
+    csrf = owner.get("/api/owner").get_json()["csrf"]
+    owner.post("/api/owner/code", headers={"X-CSRF-Token": csrf}, environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    login = {"code": a.code("owner")}
+    assert owner.post("/api/owner/login", json=login, headers={"X-CSRF-Token": csrf}).status_code == 200
+    mine = owner.get("/api/status", environ_base={"REMOTE_ADDR": "192.0.2.9"}).get_json()
+    assert mine["relay"] == relay
+
+
+def test_a_path_cannot_forge_a_line_in_the_access_log(
+    units: tuple[Unit, Unit], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _ = units
+    forged = "/x%0A192.0.2.9%20POST%20/api/owner/login%20200%0D%1B[2J%C2%85"
+    with caplog.at_level(logging.INFO, logger="appliance.web.access"):
+        status, _, _ = request_from("127.0.0.1", a.address, "GET", forged)
+    assert status == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "appliance.web.access"]
+    assert lines == ["127.0.0.1 GET /x\\x0a192.0.2.9 POST /api/owner/login 200\\x0d\\x1b[2J\\xc2\\x85 404"]
+
+
+def test_names_refuse_controls_line_breaks_and_invisible_format_characters() -> None:
+    """Unicode's categories Cc, Zl, Zp and Cf are refused (a bidi override reorders what is shown, a
+    line separator starts a new line in a log), but ZWNJ and ZWJ, which Hindi and Bengali need."""
+    name = re.compile(NAME_PATTERN)
+    refused = {"Cc", "Zl", "Zp", "Cf"}
+    wrong = [
+        f"U+{c:04X}"
+        for c in range(sys.maxunicode + 1)
+        if c < 0xD800 or c > 0xDFFF  # lone surrogates are not text
+        if bool(name.fullmatch(chr(c)))
+        == (unicodedata.category(chr(c)) in refused and c not in (0x200C, 0x200D))
+    ]
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("display_name", "status"),
+    [
+        ("Be\u0085la", 422),
+        ("Be\u2028la", 422),
+        ("\u202ealeB", 422),
+        ("Be\u200bla", 422),
+        ("Be\u2066la", 422),
+        ("\u0915\u094d\u200d\u0937\u092e\u093e", 200),  # क्‍षमा: a ZWJ keeps the half form
+        ("\u09b0\u200c\u09cd\u09af\u09be\u09ac", 200),  # Bengali with a ZWNJ
+        ("Zoë O'Neil", 200),
+    ],
+)
+def test_the_settings_take_a_name_by_the_same_rule(
+    units: tuple[Unit, Unit], display_name: str, status: int
+) -> None:
+    a, _ = units
+    browser, csrf = a.owner()
+    r = browser.patch("/api/settings", json={"display_name": display_name}, headers=csrf)
+    assert r.status_code == status, r.get_json()
+    assert a.store.settings().display_name == (display_name if status == 200 else "Asha")
+    if status == 422:  # what the rule means, not its list of code points
+        assert NAME_RULE in r.get_json()["error"] and "\\u" not in r.get_json()["error"]
+
+
+def test_a_stored_name_an_older_release_allowed_costs_only_the_name(tmp_path: Path) -> None:
+    """A release with a looser name rule stored a name with a bidi mark: the unit starts with its
+    other settings as the owner left them, the name falling back to the configured one."""
+    path = tmp_path / "state.db"
+    store = StateStore(path, EventBus(), {"display_name": "Asha"})
+    store.update_settings({"auto_answer": True, "volume": 30})
+    store.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE settings SET value = ? WHERE key = 'display_name'", (json.dumps("\u200fBela"),))
+    db.close()
+    store = StateStore(path, EventBus(), {"display_name": "Asha"})
+    try:
+        settings = store.settings()
+        assert (settings.display_name, settings.auto_answer, settings.volume) == ("Asha", True, 30)
+    finally:
+        store.close()
+
+
+def test_a_configured_name_is_held_to_the_same_rule() -> None:
+    with pytest.raises(config.ConfigError, match=r"unit\.name: a name cannot hold a control character"):
+        config.load(None, {"unit": {"name": "Be\u2028la"}}, environ={})

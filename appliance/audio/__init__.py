@@ -28,6 +28,9 @@ class Speaker(Protocol):
     def play(self, pcm: np.ndarray, sample_rate: int) -> float:
         """Play an int16 mono announcement or tone; blocks until played, returns the seconds played."""
 
+    def set_volume(self, percent: int) -> None:
+        """The owner's volume, 0 (silent) to 100 (full scale), for everything played from now on."""
+
     def close(self) -> None:
         """Stop playing and release the device or file."""
 

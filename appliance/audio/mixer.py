@@ -3,8 +3,9 @@
 Call audio arrives in chunks from the call's asyncio loop (``write_call`` never blocks); an
 announcement is handed over by ``play``, which blocks its caller until the last sample has gone to
 the output. While an announcement plays the call audio is lowered (ducked) with a short ramp, so
-the words are heard over the conversation without clicks. Backends only provide where the samples
-go (``_open_output``, ``_output``, ``_close_output``).
+the words are heard over the conversation without clicks. The owner's volume scales the whole mix,
+ramped across one block when it changes. Backends only provide where the samples go
+(``_open_output``, ``_output``, ``_close_output``).
 
 When the output fails (aplay ends because PipeWire restarted or the USB sound card was replugged),
 the speaker reopens it by itself (``timing.backoff``: 1 s, then twice as long each time up to 30 s), and
@@ -41,6 +42,12 @@ STALL_CHECKS = 10
 HISTORY = 100
 
 
+def volume_gain(percent: int) -> float:
+    """The owner's volume (0-100) as a gain: cubic, as PipeWire's and ALSA's volume controls map
+    their percentages, so that equal steps sound like equal steps; 100 is full scale."""
+    return (min(max(percent, 0), 100) / 100) ** 3
+
+
 @dataclass
 class Played:
     """One announcement as it went out: where in the output stream and when, in wall-clock time."""
@@ -74,6 +81,7 @@ class MixingSpeaker:
         self._current: tuple[Played, np.ndarray] | None = None
         self._pos = 0  # samples of the current announcement already output
         self._gain = 1.0
+        self._volume = self._volume_target = 1.0
         self._written = 0  # samples output so far
         self.played: list[Played] = []
         self._failure = ""  # why the output is down, while it is
@@ -94,6 +102,10 @@ class MixingSpeaker:
 
     def _close_output(self) -> None:
         raise NotImplementedError
+
+    def set_volume(self, percent: int) -> None:
+        with self._lock:
+            self._volume_target = volume_gain(percent)
 
     def write_call(self, pcm: np.ndarray) -> None:
         chunk = np.asarray(pcm, dtype=np.int16).reshape(-1)
@@ -179,6 +191,8 @@ class MixingSpeaker:
                     self.played.append(entry)
                     del self.played[:-HISTORY]
                     entry.done.set()
+            mixed *= np.linspace(self._volume, self._volume_target, n + 1, dtype=np.float32)[1:]
+            self._volume = self._volume_target
             self._written += n
         return np.clip(np.round(mixed), -32768, 32767).astype(np.int16), started
 

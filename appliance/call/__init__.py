@@ -12,6 +12,9 @@ from __future__ import annotations
 # those with the other person on the line.
 IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
 IN_CALL = ("connected", "reconnecting")
+# The reason of a call.state "ended" for a call placed here that the other unit declined or let ring
+# out (speech and the display say "Asha did not answer.").
+NOT_ANSWERED = "not answered"
 
 
 class CallError(Exception):

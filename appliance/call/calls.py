@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.sdp import SessionDescription
 
 from appliance.audio import SAMPLE_RATE
-from appliance.call import CallError, messages
+from appliance.call import NOT_ANSWERED, CallError, messages
 from appliance.call.session import Session
 from appliance.call.signaling import Signal, SignalKind, SignallingError
 from appliance.state import Peer
@@ -49,6 +49,10 @@ class Refused(Exception):
     """The other unit answered the offer with busy or declined."""
 
 
+class _CallOver(Exception):
+    """The call ended (hung up, lost, or another began) while an offer for it was being answered."""
+
+
 class CallFlow:
     def __init__(self, engine: CallEngine) -> None:
         self._e = engine
@@ -64,6 +68,7 @@ class CallFlow:
         self._task: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self._ring: asyncio.Future[bool] | None = None
+        self._hanging_up = False  # the owner hung up this call (marked before the hang-up's awaits)
         self._hung_up_with = ""  # the unit id of the last call's peer, if that call was hung up here
         self._deadline = 0.0
         self._last_seq = -1
@@ -79,13 +84,20 @@ class CallFlow:
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
         self._reoffer_number = 0
+        self._hanging_up = False
         self.calls += 1
+
+    def _still(self, call: int) -> bool:
+        """Whether the call numbered ``call`` (``self.calls`` when it began) is still in progress:
+        anything awaited in a request's own task may outlast it, and the finish cancels only _task."""
+        return self.peer is not None and self.calls == call
 
     async def _finish(self, state: str, message: str, reason: str = "") -> None:
         if self.peer is None:
             return
         name = self.remote_name
-        self._hung_up_with = ""  # hang_up says so after this
+        # Before the awaits below: a re-offer that comes while the sessions close is told "bye".
+        self._hung_up_with = self.peer.unit_id if self._hanging_up else ""
         self._set(state, message, reason)
         if reason and state in ("failed", "lost"):
             # The event (and its log line) names the other person; this line is for the owner's log.
@@ -114,6 +126,9 @@ class CallFlow:
 
     async def _new_session(self, peer: Peer) -> Session:
         await self._close_session()
+        return self._open_session(peer)
+
+    def _open_session(self, peer: Peer) -> Session:
         self.session = self._e.new_session(peer)
         self._open.add(self.session)
         # Each session's sequence starts afresh: the other unit's restarts from 0 with its process,
@@ -134,8 +149,10 @@ class CallFlow:
         self._open.discard(session)
 
     async def _close_all(self) -> None:
-        """Every session opened in this call closed to its end, even one whose closer was cancelled."""
-        await asyncio.gather(*(self._close(session) for session in list(self._open)))
+        """Every session opened in this call closed to its end, even one whose closer was cancelled,
+        and one an answer still in progress opened meanwhile."""
+        while self._open:
+            await asyncio.gather(*(self._close(session) for session in list(self._open)))
         self.session = None
 
     # Placing a call ---------------------------------------------------------------------------
@@ -153,9 +170,10 @@ class CallFlow:
             await self._offer(self._e.cfg.ring_seconds + 10)
         except Refused as e:
             busy = str(e) == "busy"
-            await self._finish(
-                "busy" if busy else "ended", f"{name} is busy" if busy else f"{name} did not answer"
-            )
+            if busy:
+                await self._finish("busy", f"{name} is busy")
+            else:
+                await self._finish("ended", f"{name} did not answer", reason=NOT_ANSWERED)
         except (SignallingError, TimeoutError, ValueError) as e:
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
         except Exception as e:
@@ -231,22 +249,46 @@ class CallFlow:
             self._ring = None
 
     async def _answer(self, peer: Peer, offer: Signal, reoffer: bool) -> Signal:
+        call = self.calls
         async with self._answering:  # two queued re-offers never replace each other's session midway
             if reoffer:
-                if self._stale(peer, offer):
+                if not self._still(call) or self._stale(peer, offer):
                     return Signal(kind="declined", name=self._e.name) if self.peer else self._over(peer)
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_number = offer.number
             try:
-                session = await self._new_session(peer)  # needs the microphone (CallError without)
-                sdp = await session.answer(offer.sdp)
+                session, sdp = await self._answer_in(call, peer, offer)
+            except _CallOver:
+                return self._gone(peer, offer)
             except Exception as e:
+                if not self._still(call):
+                    return self._gone(peer, offer)  # aiortc fails an answer whose session was closed
                 # aiortc raises assorted types for an offer it cannot use; none may reach the unit.
                 await self._not_answered(peer, reoffer, str(e))
                 raise SignallingError(f"the offer cannot be answered: {e}") from e
         self._spawn(self._await_open(session))
         return Signal(kind="answer", sdp=sdp, name=self._e.name)
+
+    async def _answer_in(self, call: int, peer: Peer, offer: Signal) -> tuple[Session, str]:
+        """A new session for call ``call`` and its answer; raises _CallOver, with no session left
+        open, if the call ended meanwhile (the finish may have closed the sessions it knew of)."""
+        await self._close_session()
+        if not self._still(call):
+            raise _CallOver
+        session = self._open_session(peer)  # needs the microphone (CallError without)
+        try:
+            sdp = await session.answer(offer.sdp)
+        finally:
+            if not self._still(call):
+                await self._close(session)
+        if not self._still(call):
+            raise _CallOver
+        return session, sdp
+
+    def _gone(self, peer: Peer, offer: Signal) -> Signal:
+        """The answer to an offer whose call ended while it was being answered."""
+        return self._over(peer) if offer.resume else Signal(kind="declined", name=self._e.name)
 
     async def _not_answered(self, peer: Peer, reoffer: bool, reason: str) -> None:
         if reoffer:
@@ -269,8 +311,10 @@ class CallFlow:
         if self.peer is None or self.peer.unit_id != peer.unit_id:
             return True
         # The caller numbers its offers as it sends them: no clock on either side decides, so a
-        # clock that steps mid-call cannot make the live re-offer look stale.
-        if offer.number < self._reoffer_number:
+        # clock that steps mid-call cannot make the live re-offer look stale. A new call (not a
+        # resume) from the unit in this call comes from its restarted process, counting from 1
+        # again: it is answered, and its number is the one its re-offers follow.
+        if offer.resume and offer.number < self._reoffer_number:
             log.info("refused a re-offer older than the one already answered")
             return True
         return False
@@ -351,6 +395,8 @@ class CallFlow:
         self._lose(reason)
 
     def _lose(self, reason: str) -> None:
+        if self.peer is None:
+            return  # the call is over: nothing to recover (a re-offer failed by its end)
         # Said once, and the deadline counts from the first loss: a failed re-offer while
         # reconnecting neither repeats it nor extends the wait.
         if self.state != "reconnecting":
@@ -395,6 +441,7 @@ class CallFlow:
         if self._ring is not None and not self._ring.done():
             self._ring.set_result(False)
             return
+        self._hanging_up = True  # before any await: the call's end, however it comes, says so
         try:
             if self.session is not None and self.session.is_open:
                 self.session.send(messages.Bye())
@@ -404,7 +451,6 @@ class CallFlow:
         finally:
             # Even a bye cut short (cancelled, or an undocumented failure) ends the call here.
             await self._finish("ended", f"call with {self.remote_name} ended", reason="hung up here")
-            self._hung_up_with = peer.unit_id
 
     async def _send_http_bye(self, peer: Peer) -> None:
         # Cancels a call still ringing there, and stops its re-offers while the connection is down;

@@ -76,6 +76,7 @@ class CallEngine:
         self._unsubscribe: Callable[[], None] = lambda: None
         self.flow = CallFlow(self)
         self._seq = 0
+        self._unpairing: concurrent.futures.Future[None] | None = None  # held: see _on_event
 
     def start(self) -> CallEngine:
         self._thread.start()
@@ -200,6 +201,19 @@ class CallEngine:
             self._loop.call_soon_threadsafe(self.flow.send, paused)
         elif event.topic in ("vision.emotion", "vision.no_face") and not self.sharing_paused:
             self._loop.call_soon_threadsafe(self._send_vision, event)
+        elif event.topic == "pairing.removed":
+            # The event names the unit only by its name, which two units may share: the paired
+            # units left say whether the call's was the one removed.
+            paired = {peer.unit_id for peer in self._peers()}
+            self._unpairing = asyncio.run_coroutine_threadsafe(self._end_unpaired(paired), self._loop)
+
+    async def _end_unpaired(self, paired: set[str]) -> None:
+        """A unit no longer trusted is not kept on the line: its call ends, as a guest's does when
+        the owner withdraws its invite."""
+        peer = self.flow.peer
+        if peer is not None and not peer.guest and peer.unit_id not in paired:
+            log.info("the unit of the call in progress was unpaired: hanging up")
+            await self.flow.hang_up()
 
     def _send_vision(self, event: Event) -> None:
         if self.flow.state != "connected" or (self.flow.peer is not None and self.flow.peer.guest):

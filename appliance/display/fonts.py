@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import subprocess
+from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -29,6 +30,10 @@ from appliance.words.phrases import SCRIPTS, Phrases
 
 log = logging.getLogger(__name__)
 BUILT_IN = Path(pygame.__file__).parent / pygame.font.get_default_font()
+MIN_SIZE = 8  # pixels: below this no letter is legible; a text that still does not fit is scaled
+MAX_LINES = 6
+LAYOUTS_KEPT = 64
+FONTS_KEPT = 48
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,25 @@ class Face:
     letters: frozenset[str]
 
 
+@dataclass(frozen=True)
+class Room:
+    """Where a text goes: its box, and how tall one of its lines may be."""
+
+    width: int
+    height: int
+    line_height: int
+
+
 class Fonts:
-    """Fonts by face and pixel size, made once. A letter no face has is drawn (as a box) in the first."""
+    """Fonts by face and pixel size, the recently used kept. A letter no face has is drawn (as a box)
+    in the first."""
 
     def __init__(self, faces: list[Face]) -> None:
         if not pygame.font.get_init():
             pygame.font.init()
         self.faces = faces
-        self._cache: dict[tuple[int, int], pygame.font.Font] = {}
+        self._cache: OrderedDict[tuple[int, int], pygame.font.Font] = OrderedDict()
+        self._layouts: dict[tuple[str, Room, int], tuple[int, list[str]]] = {}
 
     @property
     def path(self) -> Path | None:
@@ -53,10 +69,15 @@ class Fonts:
         return self.faces[0].path
 
     def _font(self, face: int, size: int) -> pygame.font.Font:
-        if (face, size) not in self._cache:
+        if (face, size) in self._cache:
+            self._cache.move_to_end((face, size))
+        else:
             font = pygame.font.Font(str(self.faces[face].path or BUILT_IN), size)
             font.set_script(self.faces[face].script)
             self._cache[face, size] = font
+            # Fitting a text tries many sizes, and each font holds about 100 kB: only the recent stay.
+            while len(self._cache) > FONTS_KEPT:
+                self._cache.popitem(last=False)
         return self._cache[face, size]
 
     def _face_of(self, letter: str) -> int:
@@ -74,15 +95,42 @@ class Fonts:
         sizes = [self._font(face, size).size(run) for face, run in runs]
         return sum(w for w, _ in sizes), max(h for _, h in sizes)
 
-    def render(self, text: str, width: int, height: int, colour: tuple[int, int, int]) -> pygame.Surface:
-        """``text`` as large as fits in ``width`` x ``height``, on black."""
+    def render(
+        self,
+        text: str,
+        width: int,
+        height: int,
+        colour: tuple[int, int, int],
+        *,
+        line_height: int = 0,
+        readable: int = 0,
+    ) -> pygame.Surface:
+        """``text`` as large as fits in ``width`` x ``height``, on black, each line at most
+        ``line_height`` tall (``height`` by default).
+
+        On one line unless that makes its letters smaller than ``readable`` pixels: then cut at
+        spaces onto as few lines as reach that size, each line centred. Never wider than ``width``
+        (a word too long even at the smallest size is scaled down to fit)."""
+        size, lines = self._layout(text, Room(width, height, line_height or height), readable)
+        rendered = [self._line(line, size, colour) for line in lines]
+        surface = pygame.Surface(
+            (max(r.get_width() for r in rendered), sum(r.get_height() for r in rendered))
+        )
+        y = 0
+        for line in rendered:
+            surface.blit(line, line.get_rect(centerx=surface.get_width() // 2, top=y))
+            y += line.get_height()
+        if surface.get_width() > width or surface.get_height() > height:
+            scale = min(width / surface.get_width(), height / surface.get_height())
+            surface = pygame.transform.smoothscale(
+                surface, (max(1, int(surface.get_width() * scale)), max(1, int(surface.get_height() * scale)))
+            )
+        return surface
+
+    def _line(self, text: str, size: int, colour: tuple[int, int, int]) -> pygame.Surface:
+        """One line, each run in its face, on a common baseline."""
         runs = self._runs(text)
-        size = max(8, height)
-        text_w, text_h = self._size(runs, size)
-        if text_w > width or text_h > height:
-            size = max(8, int(size * min(width / max(text_w, 1), height / max(text_h, 1))))
-            text_w, text_h = self._size(runs, size)
-        surface = pygame.Surface((text_w, text_h))
+        surface = pygame.Surface(self._size(runs, size))
         ascent = max(self._font(face, size).get_ascent() for face, _ in runs)
         x = 0
         for face, run in runs:
@@ -90,6 +138,56 @@ class Fonts:
             surface.blit(font.render(run, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
             x += font.size(run)[0]
         return surface
+
+    def _layout(self, text: str, room: Room, readable: int) -> tuple[int, list[str]]:
+        """The font size and the lines: the fewest lines whose size reaches ``readable``, else the
+        largest size any number of lines allows. Redrawn often (every remote frame), so kept."""
+        key = (text, room, readable)
+        if key not in self._layouts:
+            best = self._largest(text, room, 1)
+            for count in range(2, MAX_LINES + 1):
+                if best[0] >= readable:
+                    break
+                wrapped = self._largest(text, room, count)
+                best = wrapped if wrapped[0] > best[0] else best
+            if len(self._layouts) >= LAYOUTS_KEPT:
+                self._layouts.clear()
+            self._layouts[key] = best
+        size, lines = self._layouts[key]
+        return size, list(lines)
+
+    def _largest(self, text: str, room: Room, count: int) -> tuple[int, list[str]]:
+        """The largest size at which ``text`` wraps onto at most ``count`` lines within ``room``,
+        every line measured at that size (a scaled guess can come out a few pixels too wide)."""
+        low, high = MIN_SIZE, max(MIN_SIZE, min(room.height, room.line_height))
+        found = self._wrap(text, low, room.width)
+        while low < high:
+            size = (low + high + 1) // 2
+            lines = self._wrap(text, size, room.width)
+            if self._fits(lines, size, room, count):
+                low, found = size, lines
+            else:
+                high = size - 1
+        return low, found
+
+    def _fits(self, lines: list[str], size: int, room: Room, count: int) -> bool:
+        sizes = [self._size(self._runs(line), size) for line in lines]
+        return (
+            len(lines) <= count
+            and all(w <= room.width and h <= room.line_height for w, h in sizes)
+            and sum(h for _, h in sizes) <= room.height
+        )
+
+    def _wrap(self, text: str, size: int, width: int) -> list[str]:
+        """``text`` cut at spaces, each line as long as fits in ``width`` at ``size`` (greedy)."""
+        lines: list[str] = []
+        for word in text.split():
+            longer = f"{lines[-1]} {word}" if lines else word
+            if lines and self._size(self._runs(longer), size)[0] <= width:
+                lines[-1] = longer
+            else:
+                lines.append(word)
+        return lines or [text]
 
 
 def _fontconfig(*argv: str) -> str | None:

@@ -1,7 +1,9 @@
 """Draws the scene: state band on top, remote video in the middle, the expression very large below.
 
 Colours are white and yellow on black (contrast ratios of 21:1 and 19.6:1), and every text is as
-large as its band allows: the expression's word fills the bottom third of the screen.
+large as its band allows: the expression's word fills the bottom third of the screen. A long text
+(a caller's long name, a lockout) is wrapped rather than shrunk below half its band's height; the
+state's lines may go on over the space below the band while nothing is drawn there.
 """
 
 from __future__ import annotations
@@ -33,12 +35,27 @@ class Scene:
 
 
 def _text(
-    surface: pygame.Surface, fonts: Fonts, text: str, box: pygame.Rect, colour: tuple[int, int, int]
+    surface: pygame.Surface,
+    fonts: Fonts,
+    text: str,
+    box: pygame.Rect,
+    colour: tuple[int, int, int],
+    *,
+    room: pygame.Rect | None = None,
 ) -> None:
+    """``text`` centred in ``box``, as large as one line there allows. A text whose font would be
+    under half the box's height on one line is wrapped; its lines may go on down into ``room``
+    (``box`` and the empty space below it), from the top of ``box``."""
     if not text:
         return
-    rendered = fonts.render(text, box.width, box.height, colour)
-    surface.blit(rendered, rendered.get_rect(center=box.center))
+    room = room or box
+    rendered = fonts.render(
+        text, box.width, room.height, colour, line_height=box.height, readable=box.height // 2
+    )
+    if rendered.get_height() <= box.height:
+        surface.blit(rendered, rendered.get_rect(center=box.center))
+    else:
+        surface.blit(rendered, rendered.get_rect(centerx=box.centerx, top=room.top))
 
 
 def _video(surface: pygame.Surface, frame: np.ndarray, box: pygame.Rect) -> None:
@@ -57,7 +74,13 @@ def draw(scene: Scene, size: tuple[int, int], fonts: Fonts) -> pygame.Surface:
     margin = int(width * MARGIN)
     top_h, bottom_h = int(height * TOP), int(height * BOTTOM)
     name_w = width // 4
-    _text(surface, fonts, scene.state, pygame.Rect(margin, 0, width - name_w - 2 * margin, top_h), WHITE)
+    state_box = pygame.Rect(margin, 0, width - name_w - 2 * margin, top_h)
+    # A long state line (a caller's long name, a lockout) goes on below the band where nothing is
+    # drawn: over the video area when there is no video, and the bottom third when it is empty.
+    free_to = top_h if scene.frame is not None else height - (bottom_h if scene.big else margin)
+    _text(
+        surface, fonts, scene.state, state_box, WHITE, room=pygame.Rect(margin, 0, state_box.width, free_to)
+    )
     _text(surface, fonts, scene.unit_name, pygame.Rect(width - name_w, 0, name_w - margin, top_h), GREY)
     video_box = pygame.Rect(0, top_h, width, height - top_h - bottom_h)
     if scene.frame is not None:

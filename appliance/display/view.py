@@ -20,7 +20,7 @@ from appliance.display import Screen
 from appliance.display.fonts import for_language
 from appliance.display.layout import GREY, YELLOW, Scene, draw
 from appliance.events import Event, EventBus
-from appliance.words.phrases import CALL_STATES, Phrases, for_settings
+from appliance.words.phrases import Phrases, call_key, for_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class Display:
         self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
         self._timer: threading.Timer | None = None  # puts a passing message back to the idle line
         self._code_line = ""  # the state line of the code shown last, taken off once it is used
+        self._call_state = "idle"  # the last call.state, for the phrase of the next one
+        self._call_line = ""  # the state line of the call in progress; "" when there is none
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "unit.address": self._on_ready,
@@ -66,6 +68,9 @@ class Display:
             "pairing.code_used": lambda e: self._clear_code(),
             "pairing.done": lambda e: self._show_for(
                 SAID_S, self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
+            ),
+            "pairing.removed": lambda e: self._show_for(
+                SAID_S, self._phrases.say("unpaired", peer=str(e.data.get("peer", "")))
             ),
             "pairing.locked": self._on_locked,
             "settings.changed": self._on_settings,
@@ -101,9 +106,13 @@ class Display:
             handler(event)
 
     def _on_call(self, event: Event) -> None:
-        state = str(event.data.get("state", ""))
-        peer = str(event.data.get("peer") or "")
-        text = self._phrases.say(CALL_STATES[state], peer=peer) if state in CALL_STATES else self._idle()
+        data = event.data
+        state = str(data.get("state", ""))
+        key = call_key(data)
+        text = self._phrases.say(key, peer=str(data.get("peer") or "")) if key else self._idle()
+        with self._lock:
+            self._call_state = state
+            self._call_line = "" if state in CALL_OVER else text
         if state in CALL_OVER:
             self._update(state=text, big="", frame=None)
         else:
@@ -161,10 +170,13 @@ class Display:
                 self._timer.start()
 
     def _back_to_idle(self, state: str) -> None:
+        """The passing message ``state`` ends: back to the call's line in a call (the expression
+        stays), else to the idle line."""
         with self._lock:
             if self._scene.state != state:
                 return
-        self._update(state=self._idle(), big="")
+            call_line = self._call_line
+        self._update(**({"state": call_line} if call_line else {"state": self._idle(), "big": ""}))
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")

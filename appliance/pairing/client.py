@@ -47,6 +47,11 @@ class UnitRefused(Exception):
         self.body = body
 
 
+class Unusable(UnitRefused):
+    """An answer this unit cannot use (too large, a redirect, not JSON, not signed): the message is
+    this unit's own, where a plain UnitRefused carries whatever the other side wrote."""
+
+
 def valid_address(address: str) -> bool:
     if RELAY_ADDRESS.match(address):
         return True
@@ -134,30 +139,30 @@ class PeerClient:
 def _read(response: Any, address: str) -> bytes:
     answer: bytes = response.read(MAX_ANSWER + 1)
     if len(answer) > MAX_ANSWER:
-        raise UnitRefused(502, {"error": f"the answer from {address} is larger than any unit sends"})
+        raise Unusable(502, {"error": f"the answer from {address} is larger than any unit sends"})
     return answer
 
 
-def _unsigned(address: str, status: int) -> UnitRefused:
+def _unsigned(address: str, status: int) -> Unusable:
     """An answer the unit asked did not sign: only that it was not a trusted success is known."""
     if status >= 400:
         # Its body cannot be trusted, so it is not passed on; a refusal it is either way.
         refused = f"the unit at {address} refused (HTTP {status}); it may no longer be paired with this one"
-        return UnitRefused(status, {"error": refused})
-    return UnitRefused(502, {"error": f"the answer from {address} is not signed by that unit"})
+        return Unusable(status, {"error": refused})
+    return Unusable(502, {"error": f"the answer from {address} is not signed by that unit"})
 
 
 def _decode(status: int, answer: bytes, address: str) -> dict[str, Any]:
     if 300 <= status < 400:
-        raise UnitRefused(
+        raise Unusable(
             502, {"error": f"{address} sent this unit elsewhere (HTTP {status}): not an emocall unit"}
         )
     try:
         data = json.loads(answer)
     except (ValueError, RecursionError) as e:
-        raise UnitRefused(502, {"error": f"{address} is not an emocall unit (HTTP {status})"}) from e
+        raise Unusable(502, {"error": f"{address} is not an emocall unit (HTTP {status})"}) from e
     if not isinstance(data, dict):
-        raise UnitRefused(502, {"error": f"{address} answered something that is not an emocall reply"})
+        raise Unusable(502, {"error": f"{address} answered something that is not an emocall reply"})
     if status >= 400:
         raise UnitRefused(status, data)
     return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,16 @@ from dataclasses import dataclass
 import ifaddr
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
+from appliance.state import NAME_PATTERN
+
 log = logging.getLogger(__name__)
 
 SERVICE = "_emocall._tcp.local."
+# The most units listed at once: a LAN host can announce any number of them.
+MAX_SEEN = 64
+UNIT_ID = re.compile(r"[0-9a-f]{32}")
+NAME = re.compile(NAME_PATTERN)  # the display name's rule (appliance/state.py)
+MAX_NAME = 40
 
 
 class DiscoveryError(Exception):
@@ -127,7 +135,11 @@ class Discovery:
         if seen is None or seen.unit_id == self._unit_id:
             return
         with self._lock:
+            self._seen.pop(name, None)  # an update counts as the newest
             self._seen[name] = seen
+            while len(self._seen) > MAX_SEEN:
+                # Anyone on the LAN can announce units without end: the oldest seen make way.
+                del self._seen[next(iter(self._seen))]
         if self._on_seen is not None:
             self._on_seen(seen)
 
@@ -139,13 +151,18 @@ class Discovery:
 
 
 def _seen_unit(info: ServiceInfo) -> SeenUnit | None:
+    """The unit an announcement describes; None unless its id and name are as a unit sends them (a
+    unit id, a name the settings would take), since the pairing page lists and says the name."""
     props = {
         k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
         for k, v in info.properties.items()
         if v is not None
     }
     addresses = info.parsed_addresses()
-    if "id" not in props or not addresses or info.port is None:
+    unit_id, name = props.get("id", ""), props.get("name", "")
+    if not (UNIT_ID.fullmatch(unit_id) and len(name) <= MAX_NAME and NAME.fullmatch(name)):
+        return None
+    if not addresses or info.port is None:
         return None
     host = addresses[0] if ":" not in addresses[0] else f"[{addresses[0]}]"
-    return SeenUnit(props["id"], props.get("name", "unnamed")[:40], f"{host}:{info.port}")
+    return SeenUnit(unit_id, name, f"{host}:{info.port}")

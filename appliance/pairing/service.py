@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import logging
+import re
 import secrets
 import threading
 import time
@@ -23,7 +25,7 @@ from typing import Any
 
 from appliance.events import EventBus
 from appliance.identity import Identity, unit_id_of
-from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable
+from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable, Unusable
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
 from appliance.pairing.handshake import HandshakeError, Initiator, Responder
 from appliance.pairing.messages import FinishAnswer, MessageError, StartAnswer, checked
@@ -35,10 +37,16 @@ START_PATH = "/api/peer/pair/start"
 FINISH_PATH = "/api/peer/pair/finish"
 UNPAIR_PATH = "/api/peer/unpair"
 HELLO_PATH = "/api/peer/hello"
-# How often one claimed new address of a paired unit is checked, and how many such claims are kept:
-# an mDNS flood costs a bounded number of checks.
+# How often one claimed new address of a paired unit is checked, and how many such claims are kept,
+# for each paired unit and for all together: an mDNS flood costs a bounded number of checks, and
+# one aimed at a unit's id leaves the other units' moves to be followed.
 MOVE_CHECK_S = 30.0
+MOVE_CLAIMS_PER_UNIT = 4
 MOVE_CLAIMS = 64
+# The longest lockout a unit gives ([web] lock_seconds is at most 3600), and what its wrong-code
+# refusal says: the only parts of another unit's refusal this unit repeats.
+MAX_LOCK_S = 3600
+WRONG_CODE = re.compile(r"wrong code: (1?[0-9] tr(?:y|ies) left)")
 
 
 class PairingError(Exception):
@@ -105,6 +113,8 @@ class Pairing:
         self._lock = threading.Lock()
         self._incoming: dict[str, _Incoming] = {}
         self._move_checked: dict[tuple[str, str], float] = {}  # (unit id, address) -> when checked
+        # Claimed moves are checked one at a time here, not in zeroconf's thread (follow_later).
+        self._checks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="move-check")
         self._outgoing: _Outgoing | None = None
 
     def details(self) -> dict[str, Any]:
@@ -204,7 +214,7 @@ class Pairing:
                 address, START_PATH, {"unit_id": mine["unit_id"], "name": mine["name"], "port": self.port}
             )
         except UnitRefused as e:
-            raise PairingError(f"the unit at {address} refused: {e}", _passed_on(e), _lockout(e.body)) from e
+            raise _refusal(e, address) from e
         except UnitUnreachable as e:
             raise PairingError(str(e), 502) from e
         try:
@@ -241,11 +251,12 @@ class Pairing:
             done = checked(FinishAnswer, answer, out.address)
             initiator.check(done.model_dump(include=set(mine)), done.proof)
         except UnitRefused as e:
-            if e.status == 403 and "spake" in e.body:
+            refused = _refusal(e, out.address, finishing=True)
+            if refused.status == 403 and "spake" in e.body:
                 out.message = unb64(str(e.body["spake"]), "spake")
-            elif e.status != 429:  # while locked, keep asking: the other unit says how long
+            elif refused.status != 429:  # while locked, keep asking: the other unit says how long
                 self._outgoing = None
-            raise PairingError(str(e), _passed_on(e), _lockout(e.body)) from e
+            raise refused from e
         except (UnitUnreachable, HandshakeError, MessageError) as e:
             self._outgoing = None
             raise PairingError(str(e), 502) from e
@@ -280,19 +291,47 @@ class Pairing:
     def follow(self, unit_id: str, address: str) -> bool:
         """Adopt ``address`` for the paired unit ``unit_id`` once it proves there, in a signed exchange
         under its pinned key, that it is that unit: an mDNS announcement alone (anyone on the LAN can
-        send one) moves nothing. Each claimed address is checked at most every MOVE_CHECK_S.
+        send one) moves nothing. Each claimed address is checked at most every MOVE_CHECK_S, and
+        only so many claims per unit and in all (MOVE_CLAIMS_PER_UNIT, MOVE_CLAIMS).
         Returns whether the address changed."""
+        peer = self._claimed(unit_id, address)
+        return peer is not None and self._proved(peer, address)
+
+    def follow_later(self, unit_id: str, address: str) -> None:
+        """:meth:`follow` for zeroconf's thread: the claim is counted at once, and its check (up to the
+        client's timeout, 5 s) runs on a worker of its own, so discovery goes on meanwhile."""
+        peer = self._claimed(unit_id, address)
+        if peer is None:
+            return
+        try:
+            self._checks.submit(self._proved, peer, address)
+        except RuntimeError:  # closed: the unit is stopping
+            log.debug("not checking %s at %s: closing", unit_id, address)
+
+    def close(self) -> None:
+        """Stop checking claimed moves (one under way ends with its request)."""
+        self._checks.shutdown(wait=False, cancel_futures=True)
+
+    def _claimed(self, unit_id: str, address: str) -> Peer | None:
+        """The paired unit a claimed new address is to be checked for, or None (not paired, not new,
+        or over the limits)."""
         peer = next((p for p in self._store.peers() if p.unit_id == unit_id), None)
         if peer is None or peer.address == address or not self._may_check(unit_id, address):
-            return False
+            return None
+        return peer
+
+    def _proved(self, peer: Peer, address: str) -> bool:
         try:
             self._client.post(address, HELLO_PATH, {}, peer_key=peer.public_key)
         except (UnitUnreachable, UnitRefused) as e:
             log.warning(
-                "unit %s announced at %s could not prove it is there (%s): address kept", unit_id, address, e
+                "unit %s announced at %s could not prove it is there (%s): address kept",
+                peer.unit_id,
+                address,
+                e,
             )
             return False
-        self._store.update_address(unit_id, address)
+        self._store.update_address(peer.unit_id, address)
         log.debug("%s moved from %s to %s", peer.name, peer.address, address)
         return True
 
@@ -300,7 +339,12 @@ class Pairing:
         now = time.monotonic()
         with self._lock:
             self._move_checked = {k: t for k, t in self._move_checked.items() if now - t < MOVE_CHECK_S}
-            if (unit_id, address) in self._move_checked or len(self._move_checked) >= MOVE_CLAIMS:
+            claims = sum(1 for unit, _ in self._move_checked if unit == unit_id)
+            if (
+                (unit_id, address) in self._move_checked
+                or claims >= MOVE_CLAIMS_PER_UNIT
+                or len(self._move_checked) >= MOVE_CLAIMS
+            ):
                 return False
             self._move_checked[unit_id, address] = now
             return True
@@ -318,9 +362,36 @@ def _passed_on(e: UnitRefused) -> int:
     return e.status if e.status in (403, 409, 410, 429) else 502
 
 
-def _lockout(body: dict[str, Any]) -> dict[str, Any]:
-    """Of the other unit's refusal, only how long it stays locked goes on to the browser."""
-    return {"seconds": body["seconds"]} if isinstance(body.get("seconds"), int) else {}
+def _refusal(e: UnitRefused, address: str, *, finishing: bool = False) -> PairingError:
+    """The other unit's refusal in this unit's own fixed words: whatever answers at a typed address
+    may write anything there, up to 256 KiB, and none of it is passed on to the page or the log.
+    A unit refuses a request to pair only while locked; the code (``finishing``) in more ways."""
+    if isinstance(e, Unusable):
+        return PairingError(str(e), 502)  # this unit's own words already
+    status = _passed_on(e)
+    error = str(e.body.get("error", ""))
+    if status == 429:
+        return _lockout(e.body.get("seconds"), error, address)
+    if finishing and status == 403:
+        left = WRONG_CODE.fullmatch(error)
+        return PairingError(f"wrong code: {left.group(1)}" if left else "wrong code", 403)
+    if finishing and status == 409:
+        return PairingError(f"the unit at {address} is not waiting for this code: ask it for a new one", 409)
+    if finishing and status == 410:
+        return PairingError(f"the code from the unit at {address} no longer works: ask it for a new one", 410)
+    return PairingError(f"the unit at {address} refused to pair (HTTP {e.status})", 502)
+
+
+def _lockout(seconds: object, error: str, address: str) -> PairingError:
+    """A lockout, for as long as a unit can lock (``[web] lock_seconds`` is at most an hour)."""
+    if type(seconds) is not int or not 1 <= seconds <= MAX_LOCK_S:
+        return PairingError(f"{address} is not an emocall unit: its lockout is not 1 to 3600 seconds", 502)
+    what = "code requests" if "code requests" in error else "wrong codes"
+    return PairingError(
+        f"too many {what}: the unit at {address} refuses pairing for {seconds} seconds",
+        429,
+        {"seconds": seconds},
+    )
 
 
 def _checked_key(details: dict[str, Any]) -> bytes:

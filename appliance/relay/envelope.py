@@ -86,7 +86,8 @@ def parse(text: str, request: bool) -> Exchange:
         body = base64.b64decode(str(data["body"]), validate=True)
         headers = {str(k): str(v) for k, v in dict(data["headers"]).items()}
         exchange = Exchange(str(data["path"]), carried(headers), body, int(data["status"]))
-    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+    except (ValueError, KeyError, TypeError, binascii.Error, OverflowError, RecursionError) as e:
+        # OverflowError: a status of 1e400 or Infinity; RecursionError: JSON nested thousands deep.
         raise EnvelopeError(f"a malformed relay message: {e}") from e
     if request and not PATHS.match(exchange.path):
         raise EnvelopeError(f"{exchange.path!r} cannot be reached through the relay")

@@ -11,6 +11,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -95,10 +96,22 @@ class Announcer:
         self.say(self.phrases.say(key, **fields))
 
     def repeat_last(self) -> None:
-        """Say the other person's current expression again, after what is playing now."""
+        """Say the other person's current expression again (or why there is none, as the screen
+        shows it), after what is playing now."""
         with self._cond:
             current = self._current
-        self._queue(current and Item("repeat", peer=current.peer, label=current.label, t=self._clock()))
+        self._queue(current and dataclasses.replace(current, kind="repeat", t=self._clock()))
+
+    def expression_unknown(self, peer: str, text: str = "") -> None:
+        """``peer``'s expression is not known any more: they paused sharing, left the camera, or
+        resumed sharing and none has come yet. A repeat says ``text`` (the screen shows the same)
+        or, without one, "No expression yet."; their expression still waiting is not said, and
+        their next one is said even if it is the one said last."""
+        with self._cond:
+            self._current = Item("repeat", text=text, peer=peer) if text else None
+            self._said.pop(peer, None)
+            if self._pending is not None and self._pending.peer == peer:
+                self._pending = None
 
     def _queue(self, item: Item | None) -> None:
         with self._cond:
@@ -186,9 +199,10 @@ class Announcer:
 
     def _speak(self, item: Item) -> None:
         clips: list[tuple[np.ndarray, int]] = []
-        if item.kind != "state" and self.mode in ("tones", "both"):
+        if item.label and self.mode in ("tones", "both"):
             clips.append((tones.chime(item.label), tones.TONE_RATE))
-        if item.kind == "state" or self.mode != "tones":
+        # A sentence (a state, or a repeat of "Asha paused sharing") has no chime: it is said.
+        if item.text or self.mode != "tones":
             text = text_of(item, self.phrases)
             clips.append(self._tts.synthesize(text, self.phrases.voice))
         started = self._clock()

@@ -1,16 +1,18 @@
 """espeak-ng as a subprocess: text on stdin, a WAV file on stdout, parsed into samples.
 
 The text goes on stdin, so nothing in it (a name the other unit sent) can be read as an option;
-SSML and phoneme input stay off. Recently said phrases are kept, so a repeated announcement
-("Asha looks happy") starts without waiting for synthesis.
+SSML stays off (no ``-m``), and phoneme input, which espeak-ng reads between ``[[`` and ``]]`` in
+any text, is broken up before it gets there. Recently said phrases are kept, so a repeated
+announcement ("Asha looks happy") starts without waiting for synthesis.
 
-Bengali text is mended just before it goes to espeak-ng: see :func:`for_espeak`.
+Text is mended just before it goes to espeak-ng: see :func:`for_espeak`.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
 CACHE_SIZE = 64
+# Each "[" followed by another: "[[[" becomes "[ [ [", so no two are left side by side.
+PHONEME_OPEN = re.compile(r"\[(?=\[)")
 # Bengali letters with a dot below, as Unicode normalisation stores them (base letter + nukta), and
 # the precomposed code points espeak-ng 1.51 reads correctly: with the nukta it drops the vowel that
 # follows ("jor" for জোড়া). Normalisation undoes this mapping, so it is applied last, here.
@@ -32,7 +36,10 @@ BENGALI_NUKTA = {"\u09a1\u09bc": "\u09dc", "\u09a2\u09bc": "\u09dd", "\u09af\u09
 
 
 def for_espeak(text: str, voice: str) -> str:
-    """``text`` as espeak-ng's ``voice`` reads it best: Bengali ড়, ঢ়, য় as precomposed letters."""
+    """``text`` as espeak-ng's ``voice`` reads it best, and only as text: no ``[[`` (espeak-ng would
+    read what follows as phonemes, in every voice: a name "[[k'0l'End@d]]" said as "Kolkata"), and
+    Bengali ড়, ঢ়, য় as precomposed letters."""
+    text = PHONEME_OPEN.sub("[ ", text)
     if voice.split("-", 1)[0] != "bn":
         return text
     for decomposed, precomposed in BENGALI_NUKTA.items():

@@ -1,11 +1,11 @@
 """Turns what happens (bus events) into announcements, and says at start-up what works.
 
 Which events are spoken depends on the verbosity: ``quiet`` says calls, pairing and the other
-person's expressions; ``normal`` adds device states (camera, Coral); ``verbose`` adds the user's own
-face leaving and coming back. Start-up is one sentence, said once the unit is ready and the first
-camera and vision reports had a moment to arrive: "emocall is ready. Camera ready. Coral not
-found, using the processor." Until the owner has said whether expressions are shared, it ends
-with that question.
+person's expressions; ``normal`` adds device states (camera, Coral) and a unit no longer paired;
+``verbose`` adds the user's own face leaving and coming back. Start-up is one sentence, said once
+the unit is ready and the first camera and vision reports had a moment to arrive: "emocall is
+ready. Camera ready. Coral not found, using the processor." Until the owner has said whether
+expressions are shared, it ends with that question.
 
 Consent, said aloud: at connect each side hears whether its own expressions go to the other
 ("Bela hears your expressions." or "Your expressions are not shared."), and again when the owner
@@ -22,7 +22,7 @@ from typing import Any, cast
 from appliance.call import IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
-from appliance.words.phrases import CALL_STATES, DEFAULT_LABELS, Phrases, for_settings
+from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ DEVICE_EVENTS = {
     "unit.card_read_only": ("card_read_only", 0),
     "relay.unreachable": ("relay_unreachable", 0),
     "relay.back": ("relay_back", 0),
+    # Owner presence by the button (appliance/web/presence.py): the owner hears that a press would let
+    # a page in, and that one was, so a press meant for a call cannot let a stranger in unnoticed.
+    "owner.waiting": ("owner_button", 0),
+    "owner.present": ("owner_let_in", 0),
+    "owner.contested": ("owner_contested", 0),
 }
 START_TOPICS = ("camera.ready", "camera.lost", "camera.recovered", "vision.backend", "vision.unavailable")
 SETTLE_SECONDS = 1.5
@@ -89,10 +94,12 @@ class Narrator:
             "call.state": self._on_call,
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
+            "remote.no_face": self._on_no_face,
             "pairing.code": self._on_code,
             "pairing.locked": self._on_locked,
             "unit.address": lambda e: announcer.say(announcer.phrases.address(str(e.data["address"]))),
             "pairing.done": lambda e: announcer.state("paired", peer=str(e.data.get("peer", ""))),
+            "pairing.removed": self._on_unpaired,
             "settings.changed": self._on_settings,
         }
         self._unsubscribe = events.subscribe(self._on_event)
@@ -143,19 +150,17 @@ class Narrator:
         self._announcer.say(" ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)]))
 
     def _on_call(self, event: Event) -> None:
-        state = str(event.data.get("state", ""))
+        data = event.data
+        state = str(data.get("state", ""))
         if state in ("ended", "failed", "lost", "idle"):
             self._announcer.forget_emotions()
-        peer = str(event.data.get("peer") or "")
-        if state == "ringing" and event.data.get("auto_answer"):
-            if event.data.get("guest"):  # who calls from a browser is said even so
-                self._announcer.state("guest_calling", peer=peer)
-            return  # it answers by itself: "press the button" would be wrong, "connected" follows
-        if state in CALL_STATES:
-            guest = state == "ringing" and event.data.get("guest")
-            self._announcer.state("guest_ringing" if guest else CALL_STATES[state], peer=peer)
+        peer = str(data.get("peer") or "")
+        key = call_key(data)
+        # Answered by itself: "connected" follows at once (a guest is still said to be one).
+        if key is not None and key != "ringing_auto":
+            self._announcer.state(key, peer=peer)
         if state == "connected" and self._call_state != "reconnecting":
-            self._say_consent(peer, guest=bool(event.data.get("guest")))
+            self._say_consent(peer, guest=bool(data.get("guest")))
         self._call_state = state
 
     def _say_consent(self, peer: str, guest: bool = False) -> None:
@@ -172,8 +177,24 @@ class Narrator:
         )
 
     def _on_sharing(self, event: Event) -> None:
-        key = "sharing_paused" if event.data.get("paused") else "sharing_resumed"
-        self._announcer.state(key, peer=str(event.data.get("peer") or ""))
+        peer = str(event.data.get("peer") or "")
+        paused = bool(event.data.get("paused"))
+        self._announcer.state("sharing_paused" if paused else "sharing_resumed", peer=peer)
+        # The button's repeat says what the screen shows: "paused", or nothing yet after resuming.
+        said = self._announcer.phrases.say("sharing_paused", peer=peer) if paused else ""
+        self._announcer.expression_unknown(peer, said)
+
+    def _on_no_face(self, event: Event) -> None:
+        """Not said when it happens (a face leaving the camera for a moment would be chatter), but
+        the button's repeat says it rather than the expression the face had."""
+        peer = str(event.data.get("peer") or "")
+        self._announcer.expression_unknown(
+            peer, self._announcer.phrases.say("remote_no_face_said", peer=peer)
+        )
+
+    def _on_unpaired(self, event: Event) -> None:
+        if self._level >= LEVELS["normal"]:
+            self._announcer.state("unpaired", peer=str(event.data.get("peer") or ""))
 
     def _on_code(self, event: Event) -> None:
         data = event.data

@@ -11,10 +11,11 @@ from appliance.audio import AudioError, Speaker
 from appliance.audio.select import open_speaker
 from appliance.audio.silent import SilentSpeaker
 from appliance.config import SpeechConfig
-from appliance.events import EventBus
+from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator, from_settings
+from appliance.state import STATE_FILE, stored_setting
 from appliance.words.phrases import TEMPLATES, Phrases, load_labels
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,30 @@ class Speech:
             raise
         sharing = bool(settings.get("share_expressions", False))
         self.narrator = Narrator(events, self.announcer, cfg.events, sharing=sharing)
+        self.speaker.set_volume(int(settings.get("volume", 100)))
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        settings = event.data.get("settings")
+        if event.topic == "settings.changed" and isinstance(settings, Mapping):
+            self.speaker.set_volume(int(settings.get("volume", 100)))
 
     def close(self) -> None:
+        self._unsubscribe()
         self.narrator.close()
         self.announcer.close()
         self.speaker.close()
 
 
 def say_once(text: str, voice: str, cfg: SpeechConfig, data_dir: Path) -> float:
-    """Speak ``text`` once through the configured speaker (``emocall say``); the seconds played."""
+    """Speak ``text`` once through the configured speaker (``emocall say``), at the owner's volume
+    where the unit's settings can be read; the seconds played."""
     pcm, rate = Espeak(cfg.rate_wpm).synthesize(text, voice)
     speaker = open_speaker(cfg, data_dir)
     if isinstance(speaker, SilentSpeaker):
         speaker.close()
         raise AudioError("no speaker to play on (see the log): use --wav FILE to hear it from a file")
+    speaker.set_volume(int(stored_setting(data_dir / STATE_FILE, "volume", 100)))
     try:
         return speaker.play(pcm, rate)
     finally:

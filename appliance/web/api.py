@@ -99,6 +99,17 @@ def _retry_after(seconds: object) -> dict[str, str]:
     return {"Retry-After": str(seconds)} if isinstance(seconds, int) else {}
 
 
+def _for_the_lan(status: dict[str, Any]) -> dict[str, Any]:
+    """The status for anyone on the LAN: what was said and felt lately is for the owner (and the unit
+    itself), and of the relay only its connection state: its accounts (this unit's, and the paired
+    units' online) are known only to those given them, so a guest account cannot ask after them."""
+    shown = {k: v for k, v in status.items() if k != "events"}
+    relay = shown.get("relay")
+    if isinstance(relay, dict):
+        shown["relay"] = {k: v for k, v in relay.items() if k == "state"}
+    return shown
+
+
 def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     bp = Blueprint("api", __name__, url_prefix="/api")
     owner_api = owner.owner_only
@@ -107,8 +118,7 @@ def api_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     def get_status() -> ResponseReturnValue:
         data = status()
         if not (owner.is_owner() or owner.is_local()):
-            # What was said and felt lately is for the owner (and the unit itself), not the whole LAN.
-            data.pop("events", None)
+            data = _for_the_lan(data)
         return jsonify({"version": __version__, "unit_id": parts.me.unit_id, **data})
 
     @bp.get("/openapi.json")

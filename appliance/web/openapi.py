@@ -29,7 +29,7 @@ OPERATIONS = [
     Operation(
         "get",
         "/api/status",
-        "This unit's name, id and backends; recent events for the owner and the unit",
+        "This unit's name, id and backends; recent events and relay accounts for the owner and the unit",
         "anyone",
     ),
     Operation("get", "/api/openapi.json", "This description", "anyone"),

@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 from flask import Flask, Response, abort, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
@@ -42,6 +42,10 @@ CSP = (
 )
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 LOGIN_FIRST = "enter the code the unit is saying first (POST /api/owner/code, then /api/owner/login)"
+# A change without the session's CSRF token: the API names the token, a page says what to do (the
+# owner's browser sent a form from a page older than the session, or from before a restart).
+CSRF_REFUSED = "the CSRF token is missing or wrong: reload the page"
+STALE_PAGE = "This page is out of date. Reload it and try again."
 EXTENSION = "emocall.sessions"
 HOSTS = "EMOCALL_HOSTS"  # app.config: this unit's own host names (besides any IP address)
 LOCAL_HEADER = "X-Emocall-Local"
@@ -172,7 +176,7 @@ def owner_only(view: Callable[P, R]) -> Callable[P, R]:
         if not is_owner():
             abort(401, LOGIN_FIRST)
         if request.method in CHANGES and not csrf_ok():
-            abort(403, "the CSRF token is missing or wrong: reload the page")
+            refuse_stale()
         return view(*args, **kwargs)
 
     return wrapped
@@ -184,10 +188,15 @@ def csrf_only(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
         if not csrf_ok():
-            abort(403, "the CSRF token is missing or wrong: reload the page")
+            refuse_stale()
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def refuse_stale() -> NoReturn:
+    """Refuse a change that lacks the CSRF token (403), in the API's words or the pages'."""
+    abort(403, CSRF_REFUSED if request.path.startswith("/api/") else STALE_PAGE)
 
 
 def security_headers(response: Response) -> Response:

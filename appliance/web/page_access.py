@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec
 
-from flask import abort, flash, redirect, request, session, url_for
+from flask import flash, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 
 from appliance.web import owner
@@ -36,7 +36,7 @@ def owner_page(view: PageView[P]) -> PageView[P]:
                 flash(LOGIN_ENDED, "info")
             return redirect(url_for("pages.login"))
         if request.method in owner.CHANGES and not owner.csrf_ok():
-            abort(403, "The form has expired. Reload the page and try again.")
+            owner.refuse_stale()
         return view(*args, **kwargs)
 
     return wrapped

@@ -65,13 +65,14 @@ class UnitParts:
     def close(self) -> None:
         if self.discovery is not None:
             self.discovery.close()
+        self.pairing.close()
 
 
 def follow_moves(pairing: Pairing) -> Callable[[SeenUnit], None]:
     """Keep a paired unit's address current when it moves (DHCP), once it proves it is there."""
 
     def follow(seen: SeenUnit) -> None:
-        pairing.follow(seen.unit_id, seen.address)
+        pairing.follow_later(seen.unit_id, seen.address)
 
     return follow
 

@@ -4,7 +4,10 @@ A browser that asks for the owner code (``POST /api/owner/code`` or the login pa
 ``ttl_s``, for a press of the unit's button; the unit, idle, takes its next short press as "I am
 here" and the browser that asked gets the owner session at its next ``POST /api/owner/button`` (the
 page's Continue button). Someone on the LAN could ask at the same moment to catch the owner's press,
-so a press while two browsers wait confirms neither: both are told to type the code instead.
+so a press while two browsers wait confirms neither: both are told to type the code instead. And
+anyone on the LAN could ask while the owner is about to press for a call: so the unit says, after the
+code, that a press would let a web page in (``owner.waiting``), and says so when one was let in
+(``owner.present``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class ButtonPresence:
             self._waiting[token] = self._clock() + self._ttl_s
             self._present.pop(token, None)
             self._contested.pop(token, None)
+        self._publish("owner.waiting", "A web page waits for the button")
 
     def press(self) -> bool:
         """The button was pressed: True when a browser was waiting (the press is taken for that)."""

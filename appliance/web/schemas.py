@@ -89,13 +89,19 @@ def json_body() -> Any:
 
 
 def parse(model: type[M], data: Any = None) -> M:
-    """Validate ``data`` (default: the request's JSON body) as ``model``; raises BadRequest."""
-    if data is None:
+    """Validate ``data`` (default: the request's JSON body) as ``model``; raises BadRequest.
+
+    A JSON body is validated strictly: JSON has numbers and booleans, so ``"50"`` for a number or
+    ``"yes"`` for a boolean is a mistake to name (422), not to guess at. A form's ``data`` is all
+    strings, so the pages' values are converted ("35" is 35).
+    """
+    strict = data is None
+    if strict:
         data = json_body()
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object (Content-Type: application/json)", 400)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as e:
         raise BadRequest(describe(e), fields=_field_help(e)) from e
 

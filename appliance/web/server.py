@@ -10,6 +10,7 @@ them, at most ``MAX_CONNECTIONS`` connections are open at once and a connection 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +28,9 @@ MAX_CONNECTIONS = 64
 IDLE_SECONDS = 15
 # Well inside systemd's stop timeout (90 s): workers get this long to finish their request.
 STOP_SECONDS = 5.0
+# What the access log writes as an escape: anything but printable ASCII. A path in WSGI is its bytes
+# as Latin-1, so each escape is one byte as sent, and no byte (%0A, %C2%85) can break a line.
+UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 StartResponse = Callable[..., Any]
 Wsgi = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -44,8 +48,8 @@ def with_access_log(app: Wsgi) -> Wsgi:
             access_log.info(
                 "%s %s %s %s",
                 environ.get("REMOTE_ADDR", "-"),
-                environ.get("REQUEST_METHOD", "-"),
-                environ.get("PATH_INFO", "-"),
+                _printable(environ.get("REQUEST_METHOD", "-")),
+                _printable(environ.get("PATH_INFO", "-")),
                 status.split(" ", 1)[0],
             )
             return start_response(status, headers, exc_info)
@@ -53,6 +57,12 @@ def with_access_log(app: Wsgi) -> Wsgi:
         return app(environ, start)
 
     return logged
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything but printable ASCII escaped (``\\x0a``): a path is what the client
+    sent, percent-decoded, so a ``%0A`` in it would otherwise start a forged line in the log."""
+    return UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class WebServer:

@@ -47,6 +47,8 @@ CALL_STATES = {
     "unavailable": "Calling is not available on this unit.",
 }
 CAMERAS = {"pattern": "A test picture (no camera is working)", "none": "No camera"}
+# The call engine's refusal of a unit that is not paired (appliance/call/engine.py).
+NOT_PAIRED = re.compile(r"is not (?:a paired unit|paired with this unit)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,14 @@ def problem(
         )
     if isinstance(e, PairingError):
         return _pairing(e, peer or "the other unit", field_name, address, code_seconds)
+    return _plain(e)
+
+
+def _plain(e: Exception) -> Outcome:
+    """Any other refusal, as the sentence it is; but the call engine names a unit it does not know as
+    the page sent it, which on a page from before an unpairing is its 32-digit id."""
+    if isinstance(e, CallError) and NOT_PAIRED.search(str(e)):
+        return Outcome("That unit is no longer paired with this one.", "error")
     return Outcome(sentence(str(e)), "error")
 
 
@@ -138,9 +148,10 @@ def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_sec
         return Outcome(
             f"Lost contact with {peer} while pairing. Ask it for a new code and try again.", "error"
         )
-    if e.status == 403 and "wrong code" in str(e):
-        left = str(e).split("wrong code: ", 1)[-1]
-        return _on_field(f"That is not the code {peer} is saying: {left}. Type the six digits again.", "code")
+    if e.status == 403 and str(e).startswith("wrong code"):
+        left = str(e).removeprefix("wrong code").removeprefix(": ")  # "4 tries left", when it said
+        said = f"That is not the code {peer} is saying" + (f": {left}" if left else "")
+        return _on_field(f"{said}. Type the six digits again.", "code")
     if e.status == 410:
         return Outcome(
             f"The code from {peer} no longer works (a code works for {duration(code_seconds)}). "

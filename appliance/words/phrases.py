@@ -13,6 +13,7 @@ from pathlib import Path
 from string import Formatter
 from typing import Any
 
+from appliance.call import NOT_ANSWERED
 from appliance.vision import VisionError
 from appliance.vision.card import load_card
 from appliance.words import WordsError
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # The model card's label order, used when the card cannot be read (same names as the card).
 DEFAULT_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 MAX_NAME = 40
+NAME_FIELDS = ("peer", "name")  # the template fields that hold a name another unit chose
+JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner: part of how a name is spelled
 # call.state -> phrase key; idle is not worth saying (ended already was).
 CALL_STATES = {
     "calling": "calling",
@@ -38,10 +41,12 @@ EN = {
     "ready": "{name} is ready.",
     "calling": "Calling {peer}.",
     "ringing": "{peer} is calling. Press the button to answer.",
+    "ringing_auto": "{peer} is calling.",
     "guest_ringing": "{peer} is calling from a browser. Press the button to answer.",
     "guest_calling": "{peer} is calling from a browser.",
     "connected": "Connected to {peer}.",
     "ended": "Call ended.",
+    "not_answered": "{peer} did not answer.",
     "failed": "The call failed.",
     "busy": "{peer} is busy.",
     "reconnecting": "Reconnecting.",
@@ -50,6 +55,7 @@ EN = {
     "no_emotion": "No expression yet.",
     "sharing_paused": "{peer} paused sharing expressions.",
     "sharing_resumed": "{peer} is sharing expressions again.",
+    "remote_no_face_said": "{peer}'s face is not in view.",
     "camera_ready": "Camera ready.",
     "camera_lost": "Camera lost.",
     "camera_recovered": "Camera back.",
@@ -60,6 +66,9 @@ EN = {
     "face_back": "Your face is visible again.",
     "pairing_code": "Pairing code: {digits}.",
     "owner_code": "Owner code: {digits}.",
+    "owner_button": "Or press the button once to let that web page in.",
+    "owner_let_in": "A web page can now change this unit's settings.",
+    "owner_contested": "Two web pages asked at once, so neither was let in. Type the code instead.",
     "pairing_locked": "Too many wrong codes: pairing is locked for {duration}.",
     "owner_locked": "Too many wrong codes: logging in to this unit is locked for {duration}.",
     "code_lasts": "It works for {duration}.",
@@ -71,6 +80,7 @@ EN = {
     "dot": "dot",
     "idle_address": "Ready. Address {address}",
     "paired": "Paired with {peer}.",
+    "unpaired": "No longer paired with {peer}.",
     "choose_peer": "{peer}?",
     "no_peers": "No paired unit. Pair one from the web page.",
     "remote_no_face": "No face",
@@ -103,10 +113,12 @@ HI = {
     "ready": "{name} तैयार है।",
     "calling": "{peer} को कॉल कर रहे हैं।",
     "ringing": "{peer} का कॉल आ रहा है। जवाब देने के लिए बटन दबाइए।",
+    "ringing_auto": "{peer} का कॉल आ रहा है।",
     "guest_ringing": "{peer} ब्राउज़र से कॉल कर रहे हैं। जवाब देने के लिए बटन दबाइए।",
     "guest_calling": "{peer} ब्राउज़र से कॉल कर रहे हैं।",
     "connected": "{peer} से जुड़ गए।",
     "ended": "कॉल समाप्त।",
+    "not_answered": "{peer} ने जवाब नहीं दिया।",
     "failed": "कॉल नहीं लग सका।",
     "busy": "{peer} व्यस्त हैं।",
     "reconnecting": "कॉल फिर से जुड़ रहा है।",
@@ -115,6 +127,7 @@ HI = {
     "no_emotion": "अभी कोई भाव नहीं।",
     "sharing_paused": "{peer} ने भाव भेजना रोका है।",
     "sharing_resumed": "{peer} ने फिर से भाव भेजना शुरू किया है।",
+    "remote_no_face_said": "{peer} का चेहरा नहीं दिख रहा।",
     "camera_ready": "कैमरा तैयार।",
     "camera_lost": "कैमरा नहीं मिल रहा।",
     "camera_recovered": "कैमरा वापस आ गया।",
@@ -125,6 +138,9 @@ HI = {
     "face_back": "आपका चेहरा फिर से दिख रहा है।",
     "pairing_code": "जोड़ने का कोड: {digits}।",
     "owner_code": "मालिक का कोड: {digits}।",
+    "owner_button": "या उस वेब पेज को अनुमति देने के लिए बटन एक बार दबाइए।",
+    "owner_let_in": "अब एक वेब पेज इस यूनिट की सेटिंग्स बदल सकता है।",
+    "owner_contested": "दो वेब पेज ने एक साथ पूछा, इसलिए किसी को अनुमति नहीं मिली। इसके बजाय कोड लिखिए।",
     "pairing_locked": "बहुत से गलत कोड: {duration} तक जोड़ना बंद रहेगा।",
     "owner_locked": "बहुत से गलत कोड: {duration} तक इस यूनिट में लॉग इन बंद रहेगा।",
     "code_lasts": "यह कोड {duration} तक चलेगा।",
@@ -136,6 +152,7 @@ HI = {
     "dot": "डॉट",
     "idle_address": "तैयार। पता {address}",
     "paired": "{peer} से जोड़ दिया गया।",
+    "unpaired": "{peer} से जोड़ हटा दिया गया।",
     "choose_peer": "{peer}?",
     "no_peers": "कोई जुड़ी हुई यूनिट नहीं है। वेब पेज से एक यूनिट जोड़िए।",
     "remote_no_face": "चेहरा नहीं दिख रहा",
@@ -168,10 +185,12 @@ BN = {
     "ready": "{name} প্রস্তুত।",
     "calling": "{peer}-কে কল করা হচ্ছে।",
     "ringing": "{peer} কল করছেন। উত্তর দিতে বোতাম টিপুন।",
+    "ringing_auto": "{peer} কল করছেন।",
     "guest_ringing": "{peer} ব্রাউজার থেকে কল করছেন। উত্তর দিতে বোতাম টিপুন।",
     "guest_calling": "{peer} ব্রাউজার থেকে কল করছেন।",
     "connected": "সংযুক্ত হয়েছে: {peer}।",
     "ended": "কল শেষ।",
+    "not_answered": "{peer} উত্তর দেননি।",
     "failed": "কল করা যায়নি।",
     "busy": "{peer} ব্যস্ত।",
     "reconnecting": "আবার সংযোগ করা হচ্ছে।",
@@ -180,6 +199,8 @@ BN = {
     "no_emotion": "এখনো কোনো অভিব্যক্তি নেই।",
     "sharing_paused": "{peer} অভিব্যক্তি পাঠানো বন্ধ রেখেছেন।",
     "sharing_resumed": "{peer} আবার অভিব্যক্তি পাঠাচ্ছেন।",
+    # No possessive after a name: its ending (-র or -এর) depends on how the name ends.
+    "remote_no_face_said": "{peer}-কে দেখা যাচ্ছে না।",
     "camera_ready": "ক্যামেরা প্রস্তুত।",
     "camera_lost": "ক্যামেরা পাওয়া যাচ্ছে না।",
     "camera_recovered": "ক্যামেরা ফিরে এসেছে।",
@@ -190,6 +211,9 @@ BN = {
     "face_back": "আপনার মুখ আবার দেখা যাচ্ছে।",
     "pairing_code": "যুক্ত করার কোড: {digits}।",
     "owner_code": "মালিকের কোড: {digits}।",
+    "owner_button": "অথবা সেই ওয়েব পেজকে ঢুকতে দিতে বোতাম একবার টিপুন।",
+    "owner_let_in": "এখন একটি ওয়েব পেজ এই ইউনিটের সেটিংস বদলাতে পারে।",
+    "owner_contested": "দুটি ওয়েব পেজ একসাথে চেয়েছে, তাই কাউকে ঢুকতে দেওয়া হয়নি। তার বদলে কোড লিখুন।",
     "pairing_locked": "অনেকগুলো ভুল কোড: {duration} ধরে যুক্ত করা বন্ধ থাকবে।",
     "owner_locked": "অনেকগুলো ভুল কোড: {duration} ধরে এই ইউনিটে লগ ইন বন্ধ থাকবে।",
     "code_lasts": "এই কোড {duration} ধরে কাজ করবে।",
@@ -201,6 +225,7 @@ BN = {
     "dot": "ডট",
     "idle_address": "প্রস্তুত। ঠিকানা {address}",
     "paired": "যুক্ত করা হয়েছে: {peer}।",
+    "unpaired": "আর যুক্ত নেই: {peer}।",
     "choose_peer": "{peer}?",
     "no_peers": "কোনো যুক্ত ইউনিট নেই। ওয়েব পেজ থেকে একটি ইউনিট যুক্ত করুন।",
     "remote_no_face": "মুখ দেখা যাচ্ছে না",
@@ -305,13 +330,36 @@ def load_labels(card: Path | None = None) -> tuple[str, ...]:
         return DEFAULT_LABELS
 
 
+def printable(text: str) -> str:
+    """``text`` without control and format characters (direction overrides, zero-width spaces),
+    its spaces collapsed. The zero-width joiner and non-joiner stay: Bengali and Hindi spellings
+    need them: in Bengali "Rachel" is র, ZWJ, ্যাচেল, where the joiner keeps র a full letter
+    before the ya-phala instead of a reph over it."""
+    kept = (c for c in text if c in JOINERS or not unicodedata.category(c).startswith("C"))
+    return " ".join("".join(kept).split())
+
+
 def clean_name(name: str, fallback: str = EN["unknown_peer"]) -> str:
     """A peer-supplied name made safe to speak and show: printable characters only, bounded length.
 
     An empty name becomes ``fallback``, the language's words for "the other unit".
     """
-    printable = "".join(c for c in name if not unicodedata.category(c).startswith("C"))
-    return " ".join(printable.split())[:MAX_NAME] or fallback
+    # A joiner at either end joins nothing: a name of joiners alone is no name.
+    return printable(name)[:MAX_NAME].strip("".join(JOINERS) + " ") or fallback
+
+
+def call_key(data: Mapping[str, Any]) -> str | None:
+    """The phrase key of a ``call.state`` event's ``data``; None for idle, which is not worth
+    saying. Speech and the display both follow it."""
+    state = str(data.get("state", ""))
+    guest = bool(data.get("guest"))
+    if state == "ringing":
+        if data.get("auto_answer"):  # it answers by itself: "press the button" would be wrong
+            return "guest_calling" if guest else "ringing_auto"
+        return "guest_ringing" if guest else "ringing"
+    if state == "ended" and data.get("reason") == NOT_ANSWERED:
+        return "not_answered"
+    return CALL_STATES.get(state)
 
 
 class Phrases:
@@ -342,7 +390,8 @@ class Phrases:
         return cls(language, labels, voice=voice, short=short)
 
     def say(self, key: str, **fields: object) -> str:
-        clean = {k: self._name(v) if isinstance(v, str) else v for k, v in fields.items()}
+        # Only a name is cut to a name's length: an address or a duration is said whole.
+        clean = {k: self._field(k, v) for k, v in fields.items()}
         if "digits" in clean:
             clean["digits"] = " ".join(str(clean["digits"]))  # "1 2 3 4": read digit by digit
         return self._templates[key].format(**clean)
@@ -388,6 +437,11 @@ class Phrases:
 
     def _name(self, name: str) -> str:
         return clean_name(name, self._templates["unknown_peer"])
+
+    def _field(self, key: str, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return self._name(value) if key in NAME_FIELDS else printable(value)
 
     def word(self, label: str) -> str:
         """The emotion alone, for the large-type display."""

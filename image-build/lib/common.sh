@@ -24,7 +24,7 @@ need_root() { [ "$(id -u)" -eq 0 ] || die "run as root: sudo bash $0"; }
 need_tools() {
   local t missing=()
   for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
-  [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (apt-get install mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm dosfstools mtools e2fsprogs fdisk zstd xz-utils openssh-client)"
+  [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (apt-get install mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm dosfstools mtools e2fsprogs fdisk zstd xz-utils openssh-client curl openssl)"
 }
 
 # arm64 binaries in a chroot run through qemu-user; binfmt_misc may need mounting first.

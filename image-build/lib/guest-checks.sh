@@ -200,9 +200,44 @@ print(" | ".join(e["message"] for e in s["events"]))' 2>&1) && grep -q "memory c
   fi
 }
 
+# The setup hotspot's sandbox (emocall-hotspot.service: ProtectSystem=strict, PrivateTmp and the
+# rest): its own unit runs, in place of the script (which exits at once on a network), each kind of
+# thing the script does there: routes, NetworkManager, Wi-Fi, its two writable folders, the voice.
+hotspot() {
+  local dir=/run/systemd/system/emocall-hotspot.service.d out=/var/lib/emocall/hotspot-check result
+  mkdir -p "$dir"
+  cat >/run/emocall-hotspot-check <<'EOF'
+#!/bin/bash
+uid=$(id -u emocall)
+step() { if said=$("$@" 2>&1); then echo "ok: $1"; else echo "FAIL: $* (${said//$'\n'/ })"; fi; }
+step ip -4 route show default
+step nmcli -t -f DEVICE,TYPE device
+step iw dev
+step sh -c 'echo x >/etc/emocall/hotspot-check && rm /etc/emocall/hotspot-check'
+step sh -c 'echo x >/var/lib/emocall/wifi-check && rm /var/lib/emocall/wifi-check'
+step sh -c '! touch /etc/hotspot-check 2>/dev/null'
+step timeout 60 runuser -u emocall -- env XDG_RUNTIME_DIR="/run/user/$uid" \
+  /opt/emocall/venv/bin/emocall --config /etc/emocall/config.toml say "Hotspot check."
+EOF
+  chmod 0755 /run/emocall-hotspot-check
+  printf '[Service]\nType=oneshot\nRestart=no\nExecStart=\nExecStart=/bin/sh -c "/bin/bash /run/emocall-hotspot-check >%s"\n' \
+    "$out" >"$dir/50-check.conf"
+  systemctl daemon-reload
+  systemctl stop emocall-hotspot.service
+  if systemctl start emocall-hotspot.service && result=$(cat "$out") && ! grep -q FAIL <<<"$result"; then
+    check hotspot ok "in its sandbox: $(tr '\n' ' ' <<<"$result")"
+  else
+    check hotspot fail "$(systemctl show emocall-hotspot -p Result -p ExecMainStatus | tr '\n' ' '); ${result:-no output} $(journalctl -u emocall-hotspot -n 3 --no-pager | tr '\n' ' ')"
+  fi
+  rm -rf "$dir" /run/emocall-hotspot-check "$out"
+  systemctl daemon-reload
+  systemctl reset-failed emocall-hotspot.service 2>/dev/null || true
+}
+
 service
 pipewire
 speaker
+hotspot
 microphone
 lgpio
 display

@@ -194,6 +194,8 @@
     $('status').textContent = text;
   }
 
+  // No call can be made: the sentence alone is left, with the focus (the button that had it, "Cancel
+  // the call" when the unit refused the invite, is hidden now, and focus would fall to the page).
   function refuse(text) {
     $('problem').textContent = text;
     $('problem').hidden = false;
@@ -201,6 +203,7 @@
     $('call-area').hidden = true;
     say('');
     document.title = `${text} – emocall`;
+    $('problem').focus();
   }
 
   function ready(text) {
@@ -486,7 +489,7 @@
       return;
     }
     for (const el of document.querySelectorAll('.owner-name')) el.textContent = owner;
-    for (const el of document.querySelectorAll('.guest-name')) el.textContent = invite.name;
+    $('example').textContent = `${invite.name} looks happy`; // as the unit says it of the guest
     $('heading').textContent = `Call ${owner}`;
     document.title = `Call ${owner} – emocall`;
     $('call').textContent = `Call ${owner}`;

@@ -15,6 +15,7 @@ happens once, and Imager's file (passwords in it) is removed from the card whate
 from __future__ import annotations
 
 import grp
+import os
 import re
 import subprocess
 import sys
@@ -117,6 +118,31 @@ def set_wlan(ssid: str, password: str, country: str, hidden: bool = False) -> No
     subprocess.run(["nmcli", "connection", "reload"], capture_output=True, timeout=TIMEOUT, check=False)
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` so that a power cut leaves the old file or the new one, never a part: the new
+    text goes to a file beside it, reaches the card (fsync), and is renamed over the old one. On FAT
+    (the boot partition) the rename is one directory-entry update, atomic enough for cmdline.txt,
+    which the boot loader must find whole."""
+    new = path.with_name(path.name + ".new")
+    try:
+        with new.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(new, path)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself on the card too
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError:
+        pass
+
+
 def set_country(country: str) -> None:
     """The Wi-Fi regulatory domain (which channels may be used), as Raspberry Pi OS sets it: on the
     kernel command line from the next start, and at once; without it the radio keeps to the
@@ -126,7 +152,7 @@ def set_country(country: str) -> None:
     cmdline = BOOT / "cmdline.txt"
     if cmdline.is_file():
         args = [a for a in cmdline.read_text().split() if not a.startswith("cfg80211.ieee80211_regdom=")]
-        cmdline.write_text(" ".join([*args, f"cfg80211.ieee80211_regdom={country}"]) + "\n")
+        replace_file(cmdline, " ".join([*args, f"cfg80211.ieee80211_regdom={country}"]) + "\n")
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["iw", "reg", "set", country], capture_output=True, timeout=TIMEOUT, check=False)
 
@@ -172,22 +198,34 @@ def apply_custom_toml(path: Path) -> tuple[list[str], list[str]]:
     return done, failed
 
 
-def apply_headless_files(boot: Path) -> list[str]:
-    """userconf.txt and ssh / ssh.txt, Raspberry Pi OS's headless set-up files."""
+def apply_headless_files(boot: Path) -> tuple[list[str], list[str]]:
+    """userconf.txt and ssh / ssh.txt, Raspberry Pi OS's headless set-up files; what was set and what
+    failed. userconf.txt (a password hash) is removed whatever happened."""
     done: list[str] = []
+    failed: list[str] = []
     userconf = boot / "userconf.txt"
     user = None
     if userconf.is_file():
-        user, _, password_hash = userconf.read_text().strip().partition(":")
-        set_user(user, password_hash)
-        userconf.unlink()
-        done.append("user")
+        try:
+            name, _, password_hash = userconf.read_text().strip().partition(":")
+            if not name or not password_hash:  # "name" alone would be a login without a password
+                raise CustomisationError(f"{userconf} is not user:password-hash")
+            set_user(name, password_hash)
+            user = name
+            done.append("user")
+        except (CustomisationError, OSError, UnicodeDecodeError) as e:
+            failed.append(f"user: {e}")
+        finally:
+            userconf.unlink(missing_ok=True)
     for flag in (boot / "ssh", boot / "ssh.txt"):
         if flag.exists():
-            enable_ssh([], user, password_login=True)
-            flag.unlink()
-            done.append("ssh")
-    return done
+            try:
+                enable_ssh([], user, password_login=True)
+                done.append("ssh")
+            except (CustomisationError, OSError) as e:
+                failed.append(f"ssh: {e}")
+            flag.unlink(missing_ok=True)
+    return done, failed
 
 
 def _imager_command(argv: list[str]) -> None:
@@ -228,17 +266,20 @@ def main(argv: list[str]) -> int:
 
 
 def _apply_boot_files() -> int:
-    done = apply_headless_files(BOOT)
-    failed: list[str] = []
     custom = BOOT / "custom.toml"
-    if custom.is_file():
-        try:
-            applied, failed = apply_custom_toml(custom)
-            done += applied
-        except CustomisationError as e:
-            failed = [str(e)]
-        finally:
-            custom.unlink()  # it holds password hashes, on a partition anyone can read
+    try:
+        done, failed = apply_headless_files(BOOT)
+        if custom.is_file():
+            try:
+                applied, not_applied = apply_custom_toml(custom)
+                done += applied
+                failed += not_applied
+            except CustomisationError as e:
+                failed.append(str(e))
+    finally:
+        # Password hashes and the Wi-Fi password, on a partition anyone can read: gone in every case.
+        for secret in (custom, BOOT / "userconf.txt"):
+            secret.unlink(missing_ok=True)
     print(f"Imager customisation: {', '.join(done) or 'none'}")
     for failure in failed:
         print(f"imager customisation, not applied: {failure}", file=sys.stderr)

@@ -1,0 +1,121 @@
+"""The guest's page (relay/guest/) in Debian's Chromium, without root or servers.
+
+Playwright serves the page's files as the relay would (https://relay.test/guest/) and stands in for
+the relay's XMPP-over-WebSocket endpoint, speaking its side of the exchange the page starts (RFC
+7395 framing, anonymous sign-in, bind, XEP-0215) and answering the page's request to the unit with
+what the unit answers (appliance/guests/calls.py). The whole call, with the real Prosody, coturn
+and unit: tests/test_guest_call.py (root, network namespaces).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.events import EventBus
+from appliance.guests.invites import Invites
+from appliance.identity import Identity
+from appliance.state import StateStore
+from tests.test_browser import ARGS, CHROMIUM
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+
+GUEST = Path(__file__).resolve().parents[1] / "relay" / "guest"
+PAGE = "https://relay.test/guest/"
+JID = "asha-0a1b2c3d4e@relay.test"
+HOST = "guests.relay.test"  # the relay's host for anonymous guest accounts
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+WITHDRAWN = "This invite was withdrawn. Ask Asha for a new link."
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> Iterator[str]:
+    """A real invite for Priya from the unit Asha (as the owner's /guests page makes it)."""
+    store = StateStore(tmp_path / "state.db", EventBus(), {"display_name": "Asha"})
+    invites = Invites(Identity.load_or_create(tmp_path / "identity.key"), store)
+    yield invites.token(invites.create("Priya", 3600, once=True), JID)
+    store.close()
+
+
+def _files(route: Any) -> None:
+    name = route.request.url.split("?", 1)[0].removeprefix(PAGE) or "index.html"
+    path = GUEST / name
+    if path.parent != GUEST or not path.is_file():
+        route.fulfill(status=404, body="")
+        return
+    route.fulfill(status=200, body=path.read_bytes(), content_type=TYPES.get(path.suffix, "text/plain"))
+
+
+class Relay:
+    """The relay's side of the page's XMPP exchange; the unit's answer to the call is ``answer``."""
+
+    def __init__(self, status: int, answer: dict[str, Any]) -> None:
+        self.status, self.answer = status, answer
+        self.requests: list[str] = []
+
+    def __call__(self, ws: Any) -> None:
+        ws.on_message(lambda message: self._heard(ws, str(message)))
+
+    def _heard(self, ws: Any, xml: str) -> None:
+        stanza_id = re.search(r' id="([^"]+)"', xml)
+        iq = f'<iq xmlns="jabber:client" type="result" id="{stanza_id.group(1) if stanza_id else ""}"'
+        if xml.startswith("<open"):
+            ws.send(f'<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" from="{HOST}" version="1.0"/>')
+            ws.send('<stream:features xmlns:stream="http://etherx.jabber.org/streams"/>')
+        elif xml.startswith("<auth"):
+            ws.send('<success xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/>')
+        elif "urn:ietf:params:xml:ns:xmpp-bind" in xml:
+            bound = f"<jid>x@{HOST}/1</jid>"
+            ws.send(f'{iq}><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">{bound}</bind></iq>')
+        elif "urn:xmpp:extdisco:2" in xml:
+            ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
+        elif "urn:emocall:relay:1" in xml:
+            self.requests.append(xml)
+            body = base64.b64encode(json.dumps(self.answer).encode()).decode()
+            response = json.dumps({"status": self.status, "headers": {}, "body": body})
+            ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
+
+
+def _guest_page(pw: Any, relay: Relay, token: str) -> tuple[Any, Any]:
+    args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    page.route(f"{PAGE}**", _files)
+    page.route_web_socket("wss://relay.test/guest-xmpp", relay)
+    page.goto(f"{PAGE}#{token}")
+    return browser, page
+
+
+def test_the_example_names_the_guest_in_the_unit_s_words(token: str) -> None:
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, Relay(200, {}), token)
+        try:
+            note = page.locator("#describe-note")
+            sync_api.expect(note).to_contain_text('(for example "Priya looks happy")')
+        finally:
+            browser.close()
+
+
+def test_an_invite_the_unit_refuses_after_call_keeps_the_focus_on_the_sentence(token: str) -> None:
+    """The unit refuses the invite (withdrawn) while "Cancel the call" has the focus: that button
+    is hidden with its section, and the focus goes to the sentence, not to the top of the page."""
+    relay = Relay(403, {"error": WITHDRAWN})
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            page.get_by_role("button", name="Call Asha").click()
+            problem = page.get_by_role("alert")
+            sync_api.expect(problem).to_have_text(WITHDRAWN)
+            sync_api.expect(problem).to_be_focused()
+            sync_api.expect(page.get_by_role("button", name="Cancel the call")).to_be_hidden()
+            assert len(relay.requests) == 1
+        finally:
+            browser.close()

@@ -1,0 +1,101 @@
+"""The pages' markup as a screen reader meets it on load, without a browser: where the focus lands,
+what describes a field, and that errors are sentences (the browser runs: tests/test_pages_a11y.py)."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from appliance.app import Appliance
+from tests.conftest import appliance_config
+from tests.pairing_units import Unit
+from tests.test_hardening_button import Browser
+
+HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def _title(page: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", page, re.DOTALL)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def _focus(page: str) -> str:
+    """Where focus lands on load: the id of the one element with ``autofocus``."""
+    found = re.findall(r'<(?:input|div)\b[^>]*\bid="([^"]+)"[^>]*\bautofocus\b', page)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_an_error_that_is_not_about_the_code_field_takes_the_focus(units: tuple[Unit, Unit]) -> None:
+    """While a code is awaited the focus is in its field, described by the message; a refusal about
+    something else (the button not pressed, a lockout) is on the message itself, or a screen reader
+    would read the field alone and never the message (README, "The pages with a screen reader")."""
+    a, b = units
+    visitor = a.app.test_client()
+    csrf = visitor.get("/api/owner").get_json()["csrf"]
+    asked = visitor.post("/login/code", data={"csrf": csrf}, follow_redirects=True).get_data(as_text=True)
+    assert _focus(asked) == "code" and 'aria-describedby="result-text"' in asked
+    early = visitor.post("/login/button", data={"csrf": csrf})
+    assert early.status_code == 409 and _focus(early.get_data(as_text=True)) == "result"
+    assert 'id="result" role="alert" aria-labelledby="result-text" tabindex="-1"' in early.get_data(
+        as_text=True
+    )
+    wrong = f"{(int(a.code('owner')) + 1) % 10**6:06d}"
+    pages = [
+        visitor.post("/login", data={"csrf": csrf, "code": wrong}).get_data(as_text=True) for _ in range(5)
+    ]
+    assert _focus(pages[0]) == "code" and 'aria-describedby="code-error"' in pages[0]
+    assert _title(pages[-1]).startswith("Error: Too many wrong codes") and _focus(pages[-1]) == "result"
+
+    browser, headers = b.owner()
+    token = headers["X-CSRF-Token"]
+    browser.post("/pair/request", data={"csrf": token, "address": a.address})
+    wrong = f"{(int(a.code('pair')) + 1) % 10**6:06d}"
+    said = [
+        browser.post("/pair/code", data={"csrf": token, "code": wrong}).get_data(as_text=True)
+        for _ in range(5)
+    ]
+    assert _focus(said[0]) == "pair-code" and 'aria-invalid="true"' in said[0]
+    assert _title(said[-1]).startswith("Error: Too many wrong codes") and _focus(said[-1]) == "result"
+
+
+def test_a_page_older_than_the_login_is_said_plainly(units: tuple[Unit, Unit]) -> None:
+    a, _ = units
+    visitor = a.app.test_client()
+    visitor.get("/login")
+    page = visitor.post("/login/code", data={"csrf": "from-an-old-page"})
+    assert page.status_code == 403
+    assert _title(page.get_data(as_text=True)).startswith(
+        "Error: This page is out of date. Reload it and try again."
+    )
+    browser, _ = a.owner()
+    for path in ("/settings", "/pair/request", "/sharing"):
+        page = browser.post(path, data={"csrf": "from-an-old-page"})
+        assert page.status_code == 403
+        assert "This page is out of date. Reload it and try again." in _title(page.get_data(as_text=True))
+    api = browser.patch("/api/settings", json={"volume": 5})  # the API names what is missing
+    assert api.status_code == 403 and "CSRF token" in api.get_json()["error"]
+
+
+def test_calling_a_unit_unpaired_meanwhile_is_said_without_its_id(tmp_path: Path) -> None:
+    """The status page, loaded before the other unit unpaired this one, still offers to call it: its
+    form sends the unit's id, which the call engine's refusal used to repeat."""
+    unit = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"enabled": False})).start()
+    try:
+        browser = Browser(unit.web.port)  # type: ignore[union-attr]
+        browser.ask_for_code()
+        status, answer = browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})
+        assert status == 200, answer
+        status, page = browser.form("/call", {"to": "0123456789abcdef" * 2})
+        assert status == 422
+        assert _title(page).startswith(
+            "Error: That unit is no longer paired with this one. \N{EN DASH} Status"
+        )
+        assert not HEX_ID.search(page.replace(browser.csrf, ""))
+    finally:
+        unit.close()
+
+
+def _said_code(unit: Appliance) -> str:
+    return str(next(e.data["code"] for e in reversed(unit.events.recent("pairing.code"))))
