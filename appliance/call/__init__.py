@@ -19,3 +19,7 @@ NOT_ANSWERED = "not answered"
 
 class CallError(Exception):
     """A call cannot be placed or answered; the message says what to do."""
+
+
+class NotPaired(CallError):
+    """The unit asked for is not (or no longer) paired with this one."""

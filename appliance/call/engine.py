@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiortc import RTCIceServer
 
 from appliance.audio import Speaker
-from appliance.call import CallError, messages
+from appliance.call import CallError, NotPaired, messages
 from appliance.call.calls import CallFlow
 from appliance.call.media import FrameSink
 from appliance.call.microphone import open_input
@@ -142,7 +142,7 @@ class CallEngine:
         for peer in self._peers():
             if peer.unit_id == unit_id:
                 return peer
-        raise CallError(f"unit {unit_id} is not paired with this unit")
+        raise NotPaired(f"unit {unit_id} is not paired with this unit")
 
     def resolve(self, target: str) -> Peer:
         wanted = target.strip().casefold()
@@ -150,7 +150,7 @@ class CallEngine:
             host = peer.address.rsplit(":", 1)[0]
             if wanted in (peer.unit_id, peer.name.casefold(), peer.address, host):
                 return peer
-        raise CallError(f"{target!r} is not a paired unit: pair it first on the web page")
+        raise NotPaired(f"{target!r} is not a paired unit: pair it first on the web page")
 
     def new_session(self, peer: Peer) -> Session:
         return Session(

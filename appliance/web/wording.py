@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.call import CallError
+from appliance.call import CallError, NotPaired
 from appliance.events import Event
 from appliance.pairing.codes import CodeError, CodeExpired, CodeLocked
 from appliance.pairing.service import PairingError
@@ -47,8 +47,6 @@ CALL_STATES = {
     "unavailable": "Calling is not available on this unit.",
 }
 CAMERAS = {"pattern": "A test picture (no camera is working)", "none": "No camera"}
-# The call engine's refusal of a unit that is not paired (appliance/call/engine.py).
-NOT_PAIRED = re.compile(r"is not (?:a paired unit|paired with this unit)")
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ def problem(
 def _plain(e: Exception) -> Outcome:
     """Any other refusal, as the sentence it is; but the call engine names a unit it does not know as
     the page sent it, which on a page from before an unpairing is its 32-digit id."""
-    if isinstance(e, CallError) and NOT_PAIRED.search(str(e)):
+    if isinstance(e, NotPaired):
         return Outcome("That unit is no longer paired with this one.", "error")
     return Outcome(sentence(str(e)), "error")
 
