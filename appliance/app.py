@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
 
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 FORGET_SAY_SECONDS = 15.0
 # How long the call engine's event loop may take to answer before the watchdog is no longer fed.
 RESPONSE_SECONDS = 5.0
+# How long "forget everything" may take (saying so, unpairing, closing, erasing, starting again with
+# a Coral that may take PROBE_SECONDS twice) before the watchdog is no longer fed: as long as
+# systemd gives the unit's first start (TimeoutStartSec). A restart stuck longer is killed, and the
+# next start finishes the erase (forget-pending).
+FORGET_SECONDS = 300.0
 
 
 class Appliance:
@@ -56,6 +62,7 @@ class Appliance:
         self._stack = ExitStack()
         self._stopped = threading.Event()
         self._forget = threading.Event()
+        self._restarting = threading.Event()  # set while "forget everything" closes and restarts
         self._parts: UnitParts | None = None
         self.capture: Capture | None = None
         self.vision: VisionWorker | None = None
@@ -187,7 +194,11 @@ class Appliance:
         )
 
     def responsive(self) -> bool:
-        """Whether the parts that can hang still answer (systemd's watchdog is pinged only then)."""
+        """Whether the parts that can hang still answer (systemd's watchdog is pinged only then).
+        While "forget everything" closes the parts and makes them anew there is none to ask (the
+        restart has its own limit, FORGET_SECONDS)."""
+        if self._restarting.is_set():
+            return True
         return self.call is None or self.call.responsive(RESPONSE_SECONDS)
 
     def address(self) -> str:
@@ -242,19 +253,40 @@ class Appliance:
         self._stopped.set()
 
     def _start_fresh(self, tick: Callable[[], None]) -> None:
-        """``tick`` between the slow steps: telling several switched-off units takes longer than
-        the watchdog waits."""
+        """Forget everything and start again. Its steps (telling several switched-off units, a
+        hung Coral's probe at the start) take longer than the watchdog waits, and none of them can
+        stop to call ``tick``: a thread of its own does."""
         self._forget.clear()
         self._stopped.clear()
-        if self.speech is not None:
-            self.speech.announcer.wait_idle(FORGET_SAY_SECONDS)  # "Forgetting everything..."
-        tick()
-        self._unpair_all(tick)
-        self.close()
-        self._erase(self.config)
-        self.events = EventBus()
-        self.start()
+        with self._restarting_fed(tick):
+            if self.speech is not None:
+                self.speech.announcer.wait_idle(FORGET_SAY_SECONDS)  # "Forgetting everything..."
+            self._unpair_all()
+            self.close()
+            self._erase(self.config)
+            self.events = EventBus()
+            self.start()
         self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
+
+    @contextmanager
+    def _restarting_fed(self, tick: Callable[[], None]) -> Iterator[None]:
+        """``tick`` every second in a thread while the block runs, for at most FORGET_SECONDS."""
+        self._restarting.set()
+        done = threading.Event()
+
+        def feed() -> None:
+            until = time.monotonic() + FORGET_SECONDS
+            while not done.wait(1.0) and time.monotonic() < until:
+                tick()
+
+        feeder = threading.Thread(target=feed, name="watchdog-feed", daemon=True)
+        feeder.start()
+        try:
+            yield
+        finally:
+            done.set()
+            feeder.join()
+            self._restarting.clear()
 
     def _open_data_dir(self) -> Config:
         """The configuration to run with: the data folder on a read-only card is swapped for its
@@ -276,7 +308,7 @@ class Appliance:
             [cfg.speech.wav_file, snapshot, snapshot.with_suffix(".txt") if snapshot else None],
         )
 
-    def _unpair_all(self, tick: Callable[[], None]) -> None:
+    def _unpair_all(self) -> None:
         """Tell each paired unit to forget this one too, where it answers (the trust goes either way)."""
         if self.store is None or self._parts is None:
             return
@@ -285,7 +317,6 @@ class Appliance:
                 self._parts.pairing.unpair(peer.unit_id)
             except PairingError as e:
                 log.warning("unpairing before forgetting everything: %s", e)
-            tick()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -46,7 +46,11 @@ def memory_copy(data_dir: Path, runtime: Path | None) -> Path:
     shutil.rmtree(copy, ignore_errors=True)
     try:
         _copy(data_dir, copy)
-    except OSError as e:  # a failing card's read errors, or no room in memory
+    except (OSError, sqlite3.Error) as e:
+        # A failing card's read errors, or no room in memory: the files' as OSError, the database's
+        # (SQLite's backup) as "disk I/O error" or "database or disk is full". What was copied is
+        # removed, so it does not hold the memory the rest of the boot needs.
+        shutil.rmtree(copy, ignore_errors=True)
         raise StateError(f"the memory card is read-only and its data cannot be copied: {e}") from e
     (copy / COPIED).touch()
     log.warning("the memory card is read-only: running on a copy of %s in %s", data_dir, copy)

@@ -36,11 +36,16 @@ def check_camera(cfg: Config) -> PartReport:
 
 
 def check_edgetpu() -> PartReport:
+    from appliance.vision import coral
+
     devices = platform.edgetpu_devices()
     runtime = platform.edgetpu_runtime()
     api = "pycoral" if platform.pycoral_available() else "LiteRT delegate"
     if devices and runtime:
-        return PartReport("edgetpu", api, True, f"{', '.join(devices)} with {runtime}")
+        found = f"{', '.join(devices)} with {runtime}"
+        # Not a fault: the service runs on it, and this check must not open it beside the service.
+        busy = coral.in_use_elsewhere()
+        return PartReport("edgetpu", api, True, f"{found}; {busy}" if busy else found)
     missing = [
         m
         for m, have in (("no Coral device found", devices), ("libedgetpu not installed", runtime))

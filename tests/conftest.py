@@ -54,6 +54,17 @@ def units(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
     b.close()
 
 
+@pytest.fixture
+def paired(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
+    """Two units' pairing services and web apps, paired with each other (in-process)."""
+    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
+    a.store.add_peer(b.me.unit_id, "Bela", b.address, b.me.public_key)
+    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
+    yield a, b
+    a.close()
+    b.close()
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
     """Writes BGR frames to an MJPG AVI (a codec every OpenCV build has)."""
     h, w = frames[0].shape[:2]

@@ -3,6 +3,7 @@ the button, the announcer and the speaker's WAV), the other as its own process (
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -222,3 +223,31 @@ def test_no_paired_unit_is_said(tmp_path: Path) -> None:
         assert unit.states == []
     finally:
         unit.close()
+
+
+def test_a_double_press_that_cannot_be_saved_is_said_and_logged(
+    pair: tuple[ButtonUnit, Unit], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store cannot be written (here another program holds its database; a card that turned
+    read-only fails the same way, in SQLite): the owner hears that the double press did not work,
+    the log says why, and sharing stays as it was."""
+    asha, _ = pair
+    asha.press()
+    asha.wait_state("connected")
+    assert asha.announcer.wait_idle(20)
+    holder = sqlite3.connect(asha.store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        asha.press()
+        time.sleep(0.15)
+        asha.press()  # two quick presses: stop sharing, which cannot be stored
+        deadline = time.monotonic() + 30
+        while "button action failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert asha.said()[-1] == "That did not work."
+    failed = [r for r in caplog.records if "button action failed" in r.getMessage()]
+    assert [r.levelname for r in failed] == ["ERROR"] and "database is locked" in failed[0].getMessage()
+    assert asha.store.settings().share_expressions  # nothing changed, and nothing said it did

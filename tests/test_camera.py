@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from appliance.camera import CameraError, EndOfStream, FrameSource, select
+from appliance.call.media import CaptureTrack
+from appliance.camera import CameraError, EndOfStream, Frame, FrameSource, select
 from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.camera.pattern import PatternSource
@@ -149,3 +152,47 @@ def test_capture_survives_a_lost_camera_and_recovers(tmp_path: Path) -> None:
         assert "does not exist" in events.recent("camera.lost")[0].data["reason"]
     finally:
         capture.close()
+
+
+class Tagged(PatternSource):
+    """A camera whose every picture is one grey level: which time it was opened."""
+
+    name = "tagged"
+
+    def __init__(self, level: int) -> None:
+        super().__init__(64, 48, 15)
+        self.level = level
+
+    def read(self) -> Frame:
+        frame = super().read()
+        return replace(frame, image=np.full_like(frame.image, self.level))
+
+
+def test_the_next_call_is_never_sent_the_last_picture_of_the_call_before() -> None:
+    """Between calls the camera is closed; a Pi camera takes a moment to start again. Meanwhile the
+    new call's video is black: the last frame of the call before (someone else's call, maybe) is
+    not sent to the new party."""
+    opened: list[int] = []
+
+    def opener() -> Tagged:
+        if opened:
+            time.sleep(1.0)  # the camera starting again for the next call
+        opened.append(len(opened))
+        return Tagged(100 + 50 * len(opened))  # 150 in the first call, 200 in the next
+
+    async def sent(capture: Capture, frames: int) -> list[int]:
+        track = CaptureTrack(capture, 64, 48, 15)
+        return [int((await track.recv()).to_ndarray(format="bgr24").mean()) for _ in range(frames)]
+
+    capture = Capture(opener, EventBus(), width=64, height=48).start()
+    try:
+        first = capture.wait_newer(-1, timeout=5)
+        assert first is not None and int(first.image.mean()) == 150
+        capture.pause()  # the call ends
+        time.sleep(0.3)
+        capture.resume()  # the next call rings
+        levels = asyncio.run(sent(capture, 30))
+    finally:
+        capture.close()
+    assert 150 not in levels, levels
+    assert levels[0] == 0 and levels[-1] == 200, levels  # black until the camera delivers again

@@ -195,3 +195,38 @@ def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path)
     assert proc.returncode == 0, log.read_text()[-3000:]
     copy = runtime / "card-copy"
     assert Identity.load_or_create(copy / "identity.key").unit_id == me.unit_id
+
+
+def test_a_read_only_card_that_cannot_be_copied_into_memory_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """The card turned read-only and the runtime directory (RAM) has no room for its database:
+    SQLite's backup fails ("database or disk is full"), and the unit says that it cannot start
+    instead of dying in a traceback that nobody hears."""
+    import sqlite3
+
+    from appliance.state import StateStore
+
+    data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
+    data.mkdir(mode=0o700)
+    runtime.mkdir()
+    Identity.load_or_create(data / "identity.key")
+    StateStore(data / "state.db").close()
+    with sqlite3.connect(data / "state.db") as db:  # a database larger than the room left in RAM
+        db.execute("CREATE TABLE filler (x)")
+        db.executemany("INSERT INTO filler VALUES (?)", [("x" * 1000,)] * 500)
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[speech]\noutput = "wav"\nwav_file = "{said}"\n')
+    run = f"{sys.executable} -m appliance.cli --config {config} run --data-dir {data} --source pattern"
+    run += f" --port {free_port()}"
+    script = f"mount --bind -o ro {data} {data} && mount -t tmpfs -o size=64k tmpfs {runtime} && exec {run}"
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "the memory card is read-only and its data cannot be copied" in result.stderr, result.stderr[
+        -3000:
+    ]
+    pcm, rate = read_wav(said)
+    assert np.abs(pcm).max() > 1000 and pcm.size / rate > 2, "nothing was said"

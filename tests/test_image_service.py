@@ -6,17 +6,22 @@ with it, as systemd would, and reads what the unit tells it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance import platform
 from appliance.service import LAST_STOP, ServiceManager, restarted_after_fault
+from tests.conftest import appliance_config
+from tests.fake_coral import edgetpu_card, fake_libedgetpu, fake_usb_devices
 
 
 @pytest.fixture
@@ -147,3 +152,74 @@ def test_emocall_run_tells_systemd_it_is_ready_pings_and_says_the_restart(
     assert proc.returncode == 0, out[-2000:]
     assert "unit.restarted" in out
     assert not (data / LAST_STOP).exists()
+
+
+class WatchdogPings:
+    """When each WATCHDOG=1 arrives, read in a thread of its own until :meth:`stop`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.times: list[float] = []
+        self._sock, self._done = sock, threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._done.is_set():
+            try:
+                message = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            if message == b"WATCHDOG=1":
+                self.times.append(time.monotonic())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def test_forget_everything_keeps_the_watchdog_fed_while_the_unit_starts_again(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Forget everything" closes every part and starts them again; a Coral that answers late (a hung
+    one takes the probe's 30 s, twice) makes that take longer than systemd's watchdog waits, which
+    would kill the unit halfway. systemd hears from the unit all along."""
+    from appliance.app import Appliance
+
+    watchdog = 4.0  # the unit's 30 s, scaled to a Coral that takes 6 s instead of 30
+    sock, path = notify_socket
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))  # this test's own Coral lock
+    monkeypatch.setenv(platform.EDGETPU_LIBRARY_ENV, str(fake_libedgetpu(tmp_path / "lib")))
+    monkeypatch.setenv("FAKE_EDGETPU_HANG", "6")
+    monkeypatch.setenv("FAKE_EDGETPU_BROKEN", "1")  # then it fails: the unit runs on the processor
+    monkeypatch.setattr(platform, "SYS_USB", fake_usb_devices(tmp_path / "usb"))
+    card = edgetpu_card(tmp_path / "models")
+    speech = {"rate_wpm": 450}  # the start-up sentence and "Forgetting everything" said quickly
+    cfg = appliance_config(tmp_path / "data", "Asha", vision={"model_card": str(card)}, speech=speech)
+    unit = Appliance(cfg).start()
+    manager = ServiceManager(path, watchdog)
+    pings = WatchdogPings(sock)
+
+    def forget_then_stop() -> None:
+        unit.forget_everything()
+        deadline = time.monotonic() + 120
+        while not unit.events.recent("unit.forgotten") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(watchdog)  # and on a while as the new unit
+        unit.stop()
+
+    manager.ready("Asha is ready")
+    ready = time.monotonic()
+    threading.Thread(target=forget_then_stop, name="forget", daemon=True).start()
+    try:
+        unit.wait(lambda: manager.watchdog(unit.responsive))
+    finally:
+        stopped = time.monotonic()
+        unit.close()
+        pings.stop()
+    assert unit.events.recent("unit.forgotten")
+    assert unit.vision is not None and "Edge TPU cannot run" in unit.vision.status()["reasons"]["classifier"]
+    times = [ready, *pings.times, stopped]
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+    assert max(gaps) < watchdog, gaps

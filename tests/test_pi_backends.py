@@ -3,6 +3,7 @@
 picamera2 and libedgetpu do not exist on this machine. What is tested is our side of each failure a
 real Pi produces (documented in the libraries' trackers): picamera2's import raising ValueError, a
 missing camera, a camera that stalls or fails to start or stop, a libedgetpu that segfaults, a
+Coral another process has open (tests/fake_coral.py stands in for the device and libedgetpu), a
 missing screen device, gpiozero's pin libraries missing; and how a picture fills the screen's
 buffer. The stand-in picamera2 behaves as the real one does in those cases; the Edge TPU crash is
 a real segfault in a real child process.
@@ -25,7 +26,7 @@ import numpy as np
 import pygame
 import pytest
 
-from appliance import config, platform
+from appliance import config, platform, selftest
 from appliance.call.media import AUDIO_SAMPLES
 from appliance.call.microphone import MAX_LEFT_SAMPLES, Blocks
 from appliance.camera import CameraError
@@ -37,9 +38,11 @@ from appliance.controls.button import open_button
 from appliance.display import DisplayError
 from appliance.display.kmsdrm import KmsdrmScreen, buffer_surface
 from appliance.events import EventBus
+from appliance.vision import coral
 from appliance.vision.card import load_card
 from appliance.vision.litert import InterpreterError, edgetpu_interpreter
 from appliance.vision.select import open_detector
+from tests.fake_coral import edgetpu_card, fake_libedgetpu, fake_usb_devices, openers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,6 +182,13 @@ def test_auto_prefers_a_usb_camera_by_its_stable_name(tmp_path: Path) -> None:
     assert usb_cameras(tmp_path / "absent") == []
 
 
+@pytest.fixture(autouse=True)
+def own_coral_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's Coral lock in its own folder: a test run beside this one (CI's) is not "the
+    running unit" that has the Coral."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+
+
 @pytest.fixture
 def crashing_libedgetpu(tmp_path: Path) -> Path:
     """A shared library that segfaults when loaded, as a libedgetpu built for another TFLite does."""
@@ -291,3 +301,87 @@ def test_the_microphone_stays_close_behind_the_sound_card_after_a_stall_or_with_
             card()
         lags.append(behind())
     assert max(lags[1:]) <= MAX_LEFT_SAMPLES // AUDIO_SAMPLES, max(lags)
+
+
+# A process that opens the Coral ``sys.argv[1]`` times (a unit's classifier, then a guest's pipeline
+# or the face detector), runs each model once, prints its id and keeps the Coral until stdin closes.
+OPENS_THE_CORAL = """
+import os, sys
+import numpy as np
+from appliance.vision.card import load_card
+from appliance.vision.litert import Tensors, edgetpu_interpreter
+for _ in range(int(sys.argv[1])):
+    tensors = Tensors(edgetpu_interpreter(load_card().model_path()))
+    tensors.run(np.zeros(tensors.shape[1:], np.float32))
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def coral_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process on this machine's (fake) Coral; FAKE_EDGETPU_OPENED lists who
+    opened the device."""
+    library = fake_libedgetpu(tmp_path / "lib")
+    opened = str(tmp_path / "opened")
+    return {platform.EDGETPU_LIBRARY_ENV: str(library), "FAKE_EDGETPU_OPENED": opened}
+
+
+def test_a_process_that_has_the_coral_opens_it_again_without_a_probe(
+    tmp_path: Path, coral_env: dict[str, str]
+) -> None:
+    """The probe's child would be a second process on the USB accelerator this one holds, which
+    crashes this one (google-coral/edgetpu issue 237): it runs once, before the first opening."""
+    env = {**os.environ, **coral_env}
+    done = subprocess.run(
+        [sys.executable, "-c", OPENS_THE_CORAL, "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    unit = int(done.stdout.split()[-1])
+    opened = openers(tmp_path / "opened")
+    assert len(opened) == 3 and opened[1:] == [unit, unit], opened  # the probe's child, then the unit twice
+    assert opened[0] != unit
+
+
+def test_the_coral_of_the_running_unit_is_left_alone_by_another_process(
+    tmp_path: Path, coral_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`emocall selftest` beside the running unit: it does not open the Coral the unit has (which
+    would crash the unit), says that the unit has it, and does not count that as a fault."""
+    env = {**os.environ, **coral_env}
+    unit = subprocess.Popen(
+        [sys.executable, "-c", OPENS_THE_CORAL, "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert unit.stdout is not None
+        assert unit.stdout.readline().strip() == str(unit.pid)  # it has the Coral
+        before = openers(tmp_path / "opened")
+        for name, value in coral_env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(platform, "SYS_USB", fake_usb_devices(tmp_path / "usb"))
+        edgetpu = selftest.check_edgetpu()
+        cfg = config.load(
+            None, {"vision": {"model_card": str(edgetpu_card(tmp_path / "models"))}}, environ={}
+        )
+        vision = selftest.check_vision(cfg)
+        assert openers(tmp_path / "opened") == before  # neither this process nor a probe of its own
+    finally:
+        assert unit.stdin is not None
+        unit.stdin.close()
+        unit.wait(timeout=30)
+    assert unit.returncode == 0  # the unit is still there (and did not crash)
+    assert coral.in_use_elsewhere() is None  # its lock went with it: the next unit may have the Coral
+    in_use = f"the Coral is in use by the running unit (process {unit.pid} holds"
+    assert edgetpu.ok and edgetpu.detail.startswith("usb:1-1 with ") and in_use in edgetpu.detail
+    assert vision.ok and vision.backend == "haar+cpu" and in_use in vision.detail, vision

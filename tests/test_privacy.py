@@ -136,12 +136,14 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
     gate = CallGate(events, worker, lambda: store.settings().share_expressions, camera=capture)
     assert worker.pipeline is not None
     try:
-        assert capture.wait_newer(-1, 5) is not None  # a frame at start: "camera ready" is said then
+        deadline = time.monotonic() + 5
+        while not events.recent("camera.ready") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events.recent("camera.ready")  # opened at start: "camera ready" is said then
         time.sleep(3)
         assert worker.pipeline.frames == 0  # a face in view, no call: nothing analysed
-        idle = capture.latest()
-        time.sleep(1.5)
-        assert capture.paused and capture.latest() is idle  # and the camera closed: nothing captured
+        # And the camera closed: nothing captured, and no picture kept for the next call.
+        assert capture.paused and capture.latest() is None and capture.wait_newer(-1, 1.5) is None
         store.update_settings({"share_expressions": True})
         time.sleep(1)
         assert worker.pipeline.frames == 0  # sharing on, still no call
@@ -168,6 +170,24 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
         worker.close()
         capture.close()
         store.close()
+
+
+def test_a_unit_stopping_outside_a_call_classifies_no_frame() -> None:
+    """Every stop (a restart, "forget everything") wakes the paused worker only to end it: the face in
+    view then is not analysed on the way out."""
+    events = EventBus()
+    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    worker = VisionWorker.open(config.load(None, {}, environ={}).vision, capture, events, paused=True)
+    assert worker.pipeline is not None
+    worker.start()
+    try:
+        assert capture.wait_newer(-1, 5) is not None  # a face in view, no call
+        time.sleep(0.7)
+    finally:
+        worker.close()
+        capture.close()
+    assert worker.pipeline.frames == 0
+    assert [e.topic for e in events.recent("vision.")] == ["vision.backend"]
 
 
 def test_failing_production_outputs_leave_no_wav_or_png(

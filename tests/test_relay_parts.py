@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from xml.etree.ElementTree import fromstring
 
@@ -153,16 +152,6 @@ def test_without_a_relay_a_call_asks_no_stun_or_turn_server(tmp_path: Path) -> N
         assert candidates and all(" typ host" in line for line in candidates)
     finally:
         node.close()
-
-
-@pytest.fixture
-def paired(tmp_path: Path) -> Iterator[tuple[Unit, Unit]]:
-    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
-    a.store.add_peer(b.me.unit_id, "Bela", b.address, b.me.public_key)
-    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def bela_on_a_relay(b: Unit, tmp_path: Path) -> Relay:

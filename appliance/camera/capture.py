@@ -6,7 +6,7 @@ While the real source is down the capture shows the "no camera" pattern and retr
 ``retry_seconds``; the loss and the recovery are published as events.
 
 Outside calls the appliance pauses it (:meth:`Capture.pause`): the camera is closed, idle and cool,
-and nothing is captured; :meth:`Capture.resume` opens it again.
+nothing is captured and the last frame is dropped; :meth:`Capture.resume` opens it again.
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ class Capture:
         return self
 
     def pause(self) -> None:
-        """Close the camera after the frame being read; consumers keep the newest frame meanwhile."""
+        """Close the camera after the frame being read, and drop the newest frame: the next call's
+        video and analysis must not start with the last picture of the call before (while the
+        camera opens again, consumers get no frame at all)."""
         self._awake.clear()
+        self._drop_latest()
 
     def resume(self) -> None:
         self._awake.set()
@@ -132,9 +135,14 @@ class Capture:
                 self._publish_lost(f"camera lost: {e}", e)
                 next_retry = time.monotonic() + self._retry
 
+    def _drop_latest(self) -> None:
+        with self._cond:
+            self._latest = None
+
     def _sleep(self) -> None:
         """Paused: release the camera and wait for :meth:`resume` (or close)."""
         self._close_source()
+        self._drop_latest()  # again: the frame being read when pause() came was published after it
         while not self._awake.wait(0.5) and not self._stop.is_set():
             pass
         if not self._stop.is_set():

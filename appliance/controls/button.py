@@ -11,12 +11,15 @@
   presses in idle forget everything.
 
 gpiozero calls back from its own thread; the call engine's methods can block for seconds, so they
-run one at a time on a worker thread and the button stays responsive.
+run one at a time on a worker thread and the button stays responsive. Whatever fails there (the
+store on a card that turned read-only, the call engine) is logged and the user hears that it did
+not work: a press must never end in silence.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import warnings
 from collections.abc import Callable
@@ -28,8 +31,13 @@ from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
 from appliance.speech.announcer import Announcer
+from appliance.state import StateError
 
 log = logging.getLogger(__name__)
+
+# Faults of the parts a press reaches that say enough in their message: the store (a card that
+# turned read-only or full), the files "forget everything" writes, the call engine.
+KNOWN_FAULTS = (sqlite3.Error, StateError, OSError, CallError)
 
 
 class Calls(Protocol):
@@ -90,13 +98,13 @@ class CallButton:
         with self._lock:
             self._held = True
             cancelled = self._cancel_choice()
-        self._work.submit(self._long_press, cancelled)
+        self._submit(lambda: self._long_press(cancelled))
 
     def _released(self) -> None:
         with self._lock:
             if self._held:
                 return
-        self._work.submit(self._short_press)
+        self._submit(self._short_press)
 
     def _long_press(self, cancelled_choice: bool) -> None:
         state = self._calls.state
@@ -151,7 +159,7 @@ class CallButton:
                 return  # cancelled by a long press
             self._timer = None
             target = self._choice[self._chosen]
-        self._work.submit(self._place, target)
+        self._submit(lambda: self._place(target))
 
     def _cancel_choice(self) -> bool:
         if self._timer is None:
@@ -171,6 +179,27 @@ class CallButton:
         except CallError as e:
             log.warning("button action failed: %s", e)
             self._announcer.state("failed")
+
+    def _submit(self, action: Callable[[], None]) -> None:
+        self._work.submit(self._safely, action)
+
+    def _safely(self, action: Callable[[], None]) -> None:
+        """Runs a press's action on the worker thread, where an exception would otherwise stay in
+        its future, unseen and unheard."""
+        try:
+            action()
+        except KNOWN_FAULTS as e:  # their message says what failed; the traceback adds nothing
+            log.error("button action failed: %s", e)
+            self._say_it_failed()
+        except Exception:
+            log.exception("button action failed")
+            self._say_it_failed()
+
+    def _say_it_failed(self) -> None:
+        try:
+            self._announcer.state("action_failed")
+        except Exception:  # the speaker itself may be what fails: the log has it already
+            log.exception("cannot say that the button's action failed")
 
     def close(self) -> None:
         with self._lock:

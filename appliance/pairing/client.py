@@ -19,6 +19,7 @@ from typing import Any
 
 from appliance import identity
 from appliance.identity import Identity, TrustError, unit_id_of
+from appliance.relay import address as relay_address
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}
 MAX_ANSWER = 256 * 1024
 # A unit in another home: "xmpp:" and its account on a relay; the same signed bytes go through it.
 RELAY_PREFIX = "xmpp:"
-RELAY_ADDRESS = re.compile(r"^xmpp:[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9.-]{1,253}$")
+# Its pattern goes into the pairing page's schema; valid_address also asks slixmpp (bare_jid).
+RELAY_ADDRESS = re.compile(f"^xmpp:{relay_address.BARE_JID}$")
 RelayPost = Callable[[str, str, bytes, dict[str, str], float], tuple[int, bytes, dict[str, str]]]
 """(jid, path, body, headers, timeout) -> (status, body, headers) of one POST carried by the relay;
 raises UnitUnreachable when it cannot be delivered (``appliance.relay``)."""
@@ -54,7 +56,7 @@ class Unusable(UnitRefused):
 
 def valid_address(address: str) -> bool:
     if RELAY_ADDRESS.match(address):
-        return True
+        return relay_address.normalised(address[len(RELAY_PREFIX) :]) is not None
     if not ADDRESS.match(address):
         return False
     host, port = address.rsplit(":", 1)

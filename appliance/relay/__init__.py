@@ -10,8 +10,10 @@ deployment is in ``relay/`` at the top of the repository.
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
-from appliance.config import RelayConfig
+if TYPE_CHECKING:  # at run time the settings import this package (appliance.relay.address)
+    from appliance.config import RelayConfig
 
 # The one path a guest (an anonymous account on the relay's guest host) may reach.
 GUEST_PATH = "/api/guest/signal"
@@ -19,9 +21,11 @@ GUEST_PATH = "/api/guest/signal"
 
 def is_guest(sender: str, unit_jid: str) -> bool:
     """Whether ``sender`` is an anonymous account on the relay's guest host, ``guests.`` before the
-    unit's own host (relay/prosody-host.cfg.lua.template); never without a relay account."""
+    unit's own host (relay/prosody-host.cfg.lua.template); never without a relay account. Hosts
+    compare lower-case: slixmpp writes every sender's so, whatever case the settings use."""
     _, at, host = unit_jid.partition("@")
-    return bool(at) and sender.partition("@")[2] == f"guests.{host}"
+    sender_host = sender.partition("/")[0].partition("@")[2]
+    return bool(at) and sender_host.lower() == f"guests.{host.lower()}"
 
 
 class RelayError(Exception):

@@ -1,11 +1,13 @@
 """The unit's XMPP connection to its relay (slixmpp), run on the call engine's loop.
 
 It connects outbound with TLS (nothing to open on the home router), keeps the connection (XEP-0199
-pings), reconnects with a growing pause after a loss, and says what state it is in: ``relay.state``
-on every change, ``relay.unreachable`` once the relay has been out of reach for
-``unreachable_seconds`` and ``relay.back`` when it returns after that. While connected it keeps
+pings), reconnects with a growing pause after a loss (back to the shortest only after a connection
+that held), and says what state it is in: ``relay.state`` on every change, ``relay.unreachable``
+once the relay has been out of reach for ``unreachable_seconds`` and ``relay.back`` when it returns
+after that. While connected it keeps
 STUN/TURN credentials from the relay (XEP-0215) and carries requests between units as iq stanzas
-(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units.
+(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units, and
+only their presence is listed (``online``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import slixmpp
 from aiortc import RTCIceServer
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import InvalidJID
 from slixmpp.stanza import Iq
 from slixmpp.xmlstream import StanzaBase, register_stanza_plugin
 from slixmpp.xmlstream.handler import CoroutineCallback
@@ -28,6 +31,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.relay import RelayUnavailable, envelope, is_guest, turn
+from appliance.relay.address import normalised
 from appliance.relay.envelope import Exchange
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,9 @@ PING_TIMEOUT_S = 10.0
 TURN_MARGIN_S = 600.0  # credentials are asked again this long before they expire
 TURN_RETRY_S = 60.0  # and no more often than this
 TURN_CHECK_S = 300.0  # the clock is looked at again at least this often
+STEADY_S = 60.0  # a connection that lasted this long was not cut at once: the pause starts again at 1 s
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
+Subscription = Literal["subscribe", "subscribed", "unsubscribe", "unsubscribed"]
 
 
 class RelayClient:
@@ -61,7 +67,7 @@ class RelayClient:
         presence this unit follows."""
         self._cfg, self._password, self._events, self._tls = cfg, password, events, tls
         self._answer, self._accepts, self._contacts = answer, accepts, contacts
-        self.jid = cfg.jid
+        self.jid = normalised(cfg.jid) or cfg.jid  # as slixmpp writes senders, to compare with them
         self.state = "connecting"
         self._xmpp: slixmpp.ClientXMPP | None = None
         self._task: asyncio.Task[None] | None = None
@@ -86,8 +92,8 @@ class RelayClient:
         if self._xmpp is not None and self._xmpp.transport is not None:
             await self._xmpp.disconnect(wait=1.0)
 
-    def _new_stream(self) -> slixmpp.ClientXMPP:
-        xmpp = slixmpp.ClientXMPP(f"{self.jid}/{RESOURCE}", self._password)
+    def _new_stream(self) -> _Stream:
+        xmpp = _Stream(f"{self.jid}/{RESOURCE}", self._password)
         xmpp.ssl_context = self._tls
         xmpp.enable_direct_tls = False  # STARTTLS on 5222, and never in the clear
         xmpp.enable_plaintext = False
@@ -107,30 +113,64 @@ class RelayClient:
         return xmpp
 
     async def _run(self) -> None:
-        """Connect, stay connected, and after each loss try again with a pause that doubles."""
+        """Connect, stay connected, and after each loss try again with a pause that doubles. The only
+        place that connects (see _Stream), so there is never more than one connection."""
+        xmpp = self._open()
+        if xmpp is None:  # nothing to try again: said as a refused account is
+            await asyncio.sleep(self._cfg.unreachable_seconds)
+            self._check_unreachable()
+            return
         pause = 1.0
-        self._xmpp = self._new_stream()
         while True:
-            try:
-                gone = await self._connect_once(self._xmpp)
-            except Exception:
-                # slixmpp and ssl fail in ways they do not document; the unit must keep trying.
-                log.exception("connecting to the relay failed unexpectedly")
-                gone = None
-            if gone is not None:
+            if await self._session(xmpp) >= STEADY_S:
+                # Only then: a session cut at once (a cloned card signing in to the same account
+                # kicks this one, and this one it) must not bring both back every few seconds.
                 pause = 1.0
-                keeper = asyncio.get_running_loop().create_task(self._keep_turn_fresh())
-                try:
-                    await gone
-                finally:
-                    keeper.cancel()
-                self._set("connecting", "the relay connection was lost; trying again")
-                self._down_since = time.monotonic()
-                self._online = frozenset()
             self._check_unreachable()
             await asyncio.sleep(pause)
             self._check_unreachable()
             pause = min(pause * 2, self._cfg.retry_max_seconds)
+
+    def _open(self) -> _Stream | None:
+        """The stream, or None (said) for an account slixmpp refuses, which RelayConfig keeps out."""
+        try:
+            self._xmpp = self._new_stream()
+        except InvalidJID as e:
+            log.error("cannot use the relay account %r: %s", self.jid, e)
+            self._set(
+                "refused", f"this unit's relay account {self.jid} cannot be used ({e}): fix [relay] jid"
+            )
+            return None
+        return self._xmpp
+
+    async def _session(self, xmpp: _Stream) -> float:
+        """One attempt to connect and, when it comes up, the session until it is lost: how many
+        seconds it lasted (0 when it never came up)."""
+        try:
+            gone = await self._connect_once(xmpp)
+        except Exception:
+            # slixmpp and ssl fail in ways they do not document; the unit must keep trying, and
+            # whatever came up is dropped first: the next attempt must not open a second stream.
+            log.exception("connecting to the relay failed unexpectedly")
+            xmpp.abort()
+            if self.state == "connected":
+                self._lost()
+            return 0.0
+        if gone is None:
+            return 0.0
+        up = time.monotonic()
+        keeper = asyncio.get_running_loop().create_task(self._keep_turn_fresh())
+        try:
+            await gone
+        finally:
+            keeper.cancel()
+        self._lost()
+        return self._down_since - up
+
+    def _lost(self) -> None:
+        self._set("connecting", "the relay connection was lost; trying again")
+        self._down_since = time.monotonic()
+        self._online = frozenset()
 
     async def _connect_once(self, xmpp: slixmpp.ClientXMPP) -> asyncio.Future[Any] | None:
         """One attempt; when it is up, the future that resolves when this connection is lost."""
@@ -184,7 +224,14 @@ class RelayClient:
         self._said_unreachable = False
         self._set("connected", "connected to the relay")
         for jid in self._contacts():  # paired while the relay was out of reach: subscribe now
-            if xmpp.client_roster[jid]["subscription"] != "both":
+            try:
+                subscription = xmpp.client_roster[jid]["subscription"]
+            except InvalidJID:
+                # Kept before addresses were checked as slixmpp checks them: that unit is left out,
+                # not this session (it would be torn down and tried again, at every start).
+                log.warning("skipped the paired unit at %r: not a relay account slixmpp can use", jid)
+                continue
+            if subscription != "both":
                 self.subscribe(jid)
         if back:
             self._events.publish("relay.back", "calls outside the home work again")
@@ -246,7 +293,10 @@ class RelayClient:
         """Send a request to the unit with this bare JID; its answer. Raises RelayUnavailable."""
         if self.state != "connected" or self._xmpp is None:
             raise RelayUnavailable("this unit is not connected to its relay now; try again in a minute")
-        iq = self._xmpp.make_iq_set(ito=f"{jid}/{RESOURCE}")
+        account = normalised(jid)
+        if account is None:  # slixmpp's InvalidJID would escape to the caller (a 500 on the page)
+            raise RelayUnavailable(f"{jid} is not a relay account; check the address")
+        iq = self._xmpp.make_iq_set(ito=f"{account}/{RESOURCE}")
         iq["emocall_request"]["data"] = exchange.to_json()
         try:
             result = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
@@ -284,18 +334,22 @@ class RelayClient:
 
     def subscribe(self, jid: str) -> None:
         """Ask for the paired unit's presence and pre-approve its asking for ours (a mutual subscription)."""
-        if self._xmpp is not None and self.state == "connected":
-            self._xmpp.send_presence(pto=jid, ptype="subscribed")
-            self._xmpp.send_presence(pto=jid, ptype="subscribe")
+        self._send_presence(jid, "subscribed", "subscribe")
 
     def unsubscribe(self, jid: str) -> None:
-        if self._xmpp is not None and self.state == "connected":
-            self._xmpp.send_presence(pto=jid, ptype="unsubscribed")
-            self._xmpp.send_presence(pto=jid, ptype="unsubscribe")
-        self._online -= {jid}
+        self._send_presence(jid, "unsubscribed", "unsubscribe")
+        self._online -= {normalised(jid) or jid}
+
+    def _send_presence(self, jid: str, *kinds: Subscription) -> None:
+        account = normalised(jid)
+        if account is None:  # kept before addresses were checked: slixmpp would raise InvalidJID
+            log.warning("no presence sent to %r: not a relay account slixmpp can use", jid)
+        elif self._xmpp is not None and self.state == "connected":
+            for kind in kinds:
+                self._xmpp.send_presence(pto=account, ptype=kind)
 
     def online(self) -> list[str]:
-        """The units whose presence says they are connected (subscribed ones only)."""
+        """The paired units whose presence says they are connected."""
         return sorted(self._online)
 
     def _on_subscribe(self, presence: Any) -> None:
@@ -313,11 +367,11 @@ class RelayClient:
 
     def _on_presence(self, presence: Any) -> None:
         jid = presence["from"].bare
-        if jid == self.jid:
-            return
         if presence["type"] == "unavailable":
             self._online -= {jid}
-        else:
+        elif jid != self.jid and self._accepts(jid):
+            # Anyone may send this unit a presence (a guest, a stranger, each of their sessions):
+            # only paired units are listed, or /api/status and the self-test grow with strangers.
             self._online |= {jid}
 
 
@@ -326,3 +380,17 @@ def _refuse(iq: Any, condition: str) -> None:
     error["type"] = "error"
     error["error"]["condition"] = condition
     error.send()
+
+
+class _Stream(slixmpp.ClientXMPP):
+    """slixmpp's client, except that it never connects again by itself.
+
+    Its XEP-0199 keepalive calls ``reconnect`` on a ping timeout (and ``see-other-host`` does too),
+    which connects at once beside RelayClient._run, which connects again after every loss: two
+    streams fed one parser and a socket was left open. Here ``reconnect`` only drops the
+    connection; _run sees it lost and connects, once, after its pause."""
+
+    def reconnect(self, wait: float = 2.0, reason: str = "Reconnecting") -> None:
+        log.info("dropping the relay connection (%s); it is made again after a pause", reason)
+        self.disconnect_reason = reason
+        self.abort()

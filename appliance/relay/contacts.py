@@ -18,11 +18,6 @@ class RelayContacts:
             row = db.execute("SELECT jid FROM relay_contacts WHERE unit_id = ?", (unit_id,)).fetchone()
         return str(row[0]) if row else None
 
-    def unit_of(self, jid: str) -> str | None:
-        with self._store.transaction() as db:
-            row = db.execute("SELECT unit_id FROM relay_contacts WHERE jid = ?", (jid,)).fetchone()
-        return str(row[0]) if row else None
-
     def remember(self, unit_id: str, jid: str) -> bool:
         """Store the unit's relay address; whether it was new or changed."""
         if self.jid_of(unit_id) == jid:

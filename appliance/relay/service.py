@@ -33,6 +33,7 @@ from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
 from appliance.relay import GUEST_PATH, RelayUnavailable, account, is_guest
+from appliance.relay.address import EXAMPLE, normalised
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
 from appliance.state import Peer, StateStore
@@ -189,9 +190,10 @@ class Relay:
         def announce() -> ResponseReturnValue:
             unit = verified_peer()
             body = json_body()
-            jid = body.get("jid") if isinstance(body, dict) else None
-            if not isinstance(jid, str) or not _valid_jid(jid):
-                return jsonify({"error": "jid must be an account like name@relay.example.org"}), 422
+            given = body.get("jid") if isinstance(body, dict) else None
+            jid = normalised(given) if isinstance(given, str) else None
+            if jid is None:
+                return jsonify({"error": f"jid must be an account like {EXAMPLE}"}), 422
             self._learn(unit, jid)
             return jsonify({"jid": self._cfg.jid})
 
@@ -200,15 +202,16 @@ class Relay:
     # Pairings -------------------------------------------------------------------------------------
 
     def _paired_jids(self) -> list[str]:
+        """The paired units' relay accounts, as slixmpp writes them where it can (one kept as typed,
+        host in capitals, must match its sender); one slixmpp refuses stays, for the client to log."""
         peers = self._store.peers()
         jids = {p.address[len(RELAY_PREFIX) :] for p in peers if p.address.startswith(RELAY_PREFIX)}
-        return sorted(jids | {j for p in peers if (j := self.contacts.jid_of(p.unit_id))})
+        jids |= {j for p in peers if (j := self.contacts.jid_of(p.unit_id))}
+        return sorted({normalised(j) or j for j in jids})
 
     def _is_paired(self, jid: str) -> bool:
-        unit = self.contacts.unit_of(jid)
-        if unit is not None and self._store.peer(unit) is not None:
-            return True
-        return any(p.address == RELAY_PREFIX + jid for p in self._store.peers())
+        account = normalised(jid)
+        return account is not None and account in self._paired_jids()
 
     def _on_event(self, event: Event) -> None:
         if event.topic == "pairing.done" and isinstance(event.data.get("unit_id"), str):
@@ -235,25 +238,22 @@ class Relay:
             log.debug("could not tell %s this unit's relay address: %s", peer.name, e)
             return
         jid = answer.get("jid")
-        if isinstance(jid, str) and _valid_jid(jid):
+        if isinstance(jid, str):
             self._learn(unit_id, jid)
 
     def _learn(self, unit_id: str, jid: str) -> None:
         """Remember a paired unit's relay address and subscribe to its presence (from any thread)."""
+        account = normalised(jid)
+        if account is None:  # slixmpp would refuse it at every session start
+            log.warning("did not keep %r as a paired unit's relay address: not a relay account", jid)
+            return
+        jid = account
         peer = self._store.peer(unit_id)
         if peer is not None and peer.address.startswith(f"{NOWHERE}:"):
             # Paired through the relay: it has no LAN address, its relay address is where it is.
             self._store.update_address(unit_id, RELAY_PREFIX + jid)
         if self.contacts.remember(unit_id, jid) and self._loop is not None:
             self._loop.call_soon_threadsafe(self.client.subscribe, jid)
-
-
-def _valid_jid(jid: str) -> bool:
-    try:
-        RelayConfig(jid=jid)
-    except ValueError:
-        return False
-    return bool(jid)
 
 
 def _json_field(body: bytes, *keys: str) -> str | None:

@@ -10,13 +10,14 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from appliance import platform
-from appliance.vision import VisionError
+from appliance.vision import VisionError, coral
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,14 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 # Loading the delegate and one inference take well under a second on a working Coral.
 PROBE_SECONDS = 30.0
 PROBE_SAYS = "edgetpu probe: "  # marks the child's reason among whatever else it prints
+
+
+class _ThisProcess:
+    """Whether this process has the Edge TPU open: a probe would then be a second process on it.
+    One opening at a time (the camera's pipeline, a guest's, the face detector)."""
+
+    opening = threading.Lock()
+    opened = False
 
 
 class InterpreterError(VisionError):
@@ -54,9 +63,30 @@ def cpu_interpreter(model: Path, threads: int) -> Any:
 
 
 def edgetpu_interpreter(model: Path) -> Any:
-    """The interpreter on the Coral, once a child process has run the model there without crashing."""
-    probe_edgetpu(model)
-    return _load_edgetpu(model)
+    """The interpreter on the Coral, once a child process has run the model there without crashing.
+
+    The Coral must be this process's (:mod:`appliance.vision.coral`): a device another process has
+    is left alone (:class:`~appliance.vision.coral.CoralInUse`). Once this process has it open, later
+    interpreters (a guest's pipeline, the face detector beside the classifier) skip the probe: its
+    child would be the second process on the device.
+    """
+    with _ThisProcess.opening:
+        if not _ThisProcess.opened:
+            _probe_as_owner(model)
+        interpreter = _load_edgetpu(model)
+        _ThisProcess.opened = True
+        return interpreter
+
+
+def _probe_as_owner(model: Path) -> None:
+    """Take the Coral for this process, then probe it; a failed probe gives it up again (this
+    process never opened it, and another, ``emocall selftest`` say, may then try)."""
+    coral.claim()
+    try:
+        probe_edgetpu(model)
+    except InterpreterError:
+        coral.release()
+        raise
 
 
 def _load_edgetpu(model: Path) -> Any:

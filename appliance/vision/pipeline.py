@@ -36,6 +36,7 @@ class VisionPipeline:
         self.tracker, self.classifier, self.card, self.smoother = tracker, classifier, card, smoother
         self._present: bool | None = None  # None until the first face or the first no-face timeout
         self._start: float | None = None
+        self._last: float | None = None  # the time of the frame processed last
         self.reasons: dict[str, str] = {}  # why each backend was chosen (set by select)
         self.frames = 0
         self.frames_with_face = 0  # frames where the detector found the face
@@ -45,7 +46,13 @@ class VisionPipeline:
         return {"detector": self.tracker.detector.name, "classifier": self.classifier.name}
 
     def process(self, image: np.ndarray, t: float) -> list[VisionEvent]:
-        if self._start is None or t < self._start:
+        if self._last is not None and t < self._last:
+            # The source started again (a camera reopened for the next call, a looping file): what
+            # was seen before, and when, means nothing now. The smoother above all: an expression
+            # that started to lead at a later time than every frame to come would never be stable.
+            self.reset()
+        self._last = t
+        if self._start is None:
             self._start = t
         sighting = self.tracker.update(image, t)
         self.frames += 1
@@ -62,7 +69,7 @@ class VisionPipeline:
         """Forget the face and its expression: the next frame starts as if the source were new."""
         self.tracker.reset()
         self.smoother.reset()
-        self._present = self._start = None
+        self._present = self._start = self._last = None
 
     def _presence(self, present: bool, t: float) -> list[VisionEvent]:
         if present:

@@ -148,7 +148,8 @@ class VisionWorker:
         assert self.pipeline is not None
         index = -1
         while not self._stop.is_set():
-            if not self._running.wait(timeout=0.5):
+            # close() wakes a paused worker only to end it: no frame is analysed on the way out.
+            if not self._running.wait(timeout=0.5) or self._stop.is_set():
                 continue
             if self._reset:
                 self._reset = False
@@ -159,7 +160,7 @@ class VisionWorker:
                     return
                 continue
             index = frame.index
-            if not self._running.is_set() or not self._is_due(frame.position):
+            if self._stop.is_set() or not self._running.is_set() or not self._is_due(frame.position):
                 continue
             try:
                 self._analyse(frame)
@@ -208,8 +209,8 @@ class VisionWorker:
         start = time.perf_counter()
         events = self.pipeline.process(frame.image, frame.position)
         self.busy_seconds += time.perf_counter() - start
-        if not self._running.is_set():
-            return  # paused meanwhile (the call ended): what this frame showed is not news for anyone
+        if self._stop.is_set() or not self._running.is_set():
+            return  # paused or closed meanwhile (the call ended): what this frame showed is news for nobody
         for event in events:
             self._publish(event)
 

@@ -1,0 +1,337 @@
+"""The relay client's own behaviour: which relay addresses it takes, whom it lists online, how it
+reconnects. Most tests need no server; the last ones run a real Prosody on 127.0.0.1
+(``tests/relay_loopback.py``: no namespaces, skipped without Prosody unless root)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from slixmpp.exceptions import IqTimeout
+from slixmpp.stanza import Presence
+
+from appliance import config, identity
+from appliance.config import RelayConfig
+from appliance.events import EventBus
+from appliance.pairing.client import valid_address
+from appliance.pairing.service import START_PATH
+from appliance.relay import RelayUnavailable, is_guest
+from appliance.relay import client as relay_client
+from appliance.relay.client import RelayClient
+from appliance.relay.envelope import Exchange
+from appliance.relay.service import ANNOUNCE_PATH, Relay
+from appliance.web.api import create_app
+
+from .pairing_units import Unit
+from .relay_loopback import loopback_relay
+
+BAD = "bela@relay..test"  # the old patterns took it; slixmpp raises InvalidJID for it
+
+
+async def never_asked(jid: str, exchange: Exchange) -> Exchange:
+    raise AssertionError(f"no request was expected, got {exchange.path} from {jid}")
+
+
+def make_client(
+    cfg: RelayConfig | None = None,
+    events: EventBus | None = None,
+    *,
+    accepts: Callable[[str], bool] = lambda jid: False,
+    contacts: Callable[[], list[str]] = list,
+    password: str = "password",
+    tls: ssl.SSLContext | None = None,
+) -> RelayClient:
+    return RelayClient(
+        cfg or RelayConfig(jid="asha@relay.example.org"),
+        password,
+        events or EventBus(history=100),
+        tls=tls or ssl.create_default_context(),
+        answer=never_asked,
+        accepts=accepts,
+        contacts=contacts,
+    )
+
+
+def states(events: EventBus) -> list[str]:
+    return [e.data["state"] for e in events.recent("relay.state")]
+
+
+def relay_of(unit: Unit, tmp_path: Path, jid: str) -> Relay:
+    """The unit's relay side (no server: requests are handed in), its web app with the relay's paths."""
+    password = tmp_path / "pw"
+    password.write_text("secret")
+    relay = Relay.open(RelayConfig(jid=jid, password_file=password), unit.me, unit.store, unit.events)
+    assert relay is not None
+    relay._app = create_app(lambda: {}, unit.parts, [relay.blueprint()])
+    return relay
+
+
+# 1. Addresses slixmpp refuses ------------------------------------------------------------------------
+
+
+def test_a_relay_account_slixmpp_refuses_is_a_settings_error() -> None:
+    """Such an account made every connection fail deep in slixmpp (the task died, "connecting" for
+    ever, nothing said): now the settings say so when they are read."""
+    for bad in ("asha@relay..test", "asha@-relay.test", "asha@relay-.test", f"asha@{'r' * 64}.test"):
+        with pytest.raises(
+            config.ConfigError, match=rf"relay\.jid: .*{re.escape(repr(bad))} is not a relay account"
+        ):
+            config.load(None, {"relay": {"jid": bad}}, environ={})
+    assert config.load(None, {"relay": {"jid": ""}}, environ={}).relay.jid == ""
+
+
+def test_a_relay_account_slixmpp_refuses_is_refused_on_the_pairing_page(
+    units: tuple[Unit, Unit],
+) -> None:
+    a, _ = units
+    owner, csrf = a.owner()
+    answer = owner.post("/api/pair", json={"address": f"xmpp:{BAD}"}, headers=csrf)
+    assert answer.status_code == 422 and "address" in answer.get_json()["error"]
+    page = owner.post("/pair/request", data={"address": BAD, "csrf": csrf["X-CSRF-Token"]})
+    assert page.status_code == 422 and b"the other unit&#39;s address as its display shows it" in page.data
+    assert not valid_address(f"xmpp:{BAD}") and valid_address("xmpp:bela@relay.example.org")
+
+
+def test_a_paired_unit_cannot_announce_a_relay_account_slixmpp_refuses(
+    paired: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    a, b = paired
+    relay = relay_of(b, tmp_path, "bela@relay.example.org")
+    answer = announce(relay, a, b, BAD)
+    assert answer.status == 422 and b"jid must be an account like name@relay.example.org" in answer.body
+    assert relay.contacts.jid_of(a.me.unit_id) is None
+
+
+def announce(relay: Relay, a: Unit, b: Unit, jid: str) -> Exchange:
+    """Asha tells Bela its relay address, signed, through Bela's relay side."""
+    body = json.dumps({"jid": jid}).encode()
+    signed = identity.sign_request(a.me, b.me.unit_id, "POST", ANNOUNCE_PATH, body)
+    headers = {**signed.headers, "Content-Type": "application/json"}
+    return relay._dispatch("asha@relay.example.org", Exchange(ANNOUNCE_PATH, headers, body))
+
+
+def test_a_request_to_an_address_slixmpp_refuses_is_unreachable_not_an_error() -> None:
+    """The pairing page's xmpp:x@a..b let slixmpp's InvalidJID escape Relay.post (a 500)."""
+    client = make_client()
+
+    async def ask() -> None:
+        client._xmpp, client.state = client._new_stream(), "connected"
+        await client.request(BAD, Exchange("/api/peer/hello", {}, b"{}"), 1.0)
+
+    with pytest.raises(RelayUnavailable, match=r"bela@relay\.\.test is not a relay account"):
+        asyncio.run(ask())
+
+
+def test_a_stored_address_slixmpp_refuses_is_skipped_when_a_session_starts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One stored before addresses were checked raised at every session start, and the client
+    connected again on the live stream, for ever."""
+    client = make_client(contacts=lambda: [BAD, "cara@relay.example.org"])
+    subscribed: list[str] = []
+    monkeypatch.setattr(client, "subscribe", subscribed.append)
+    monkeypatch.setattr(client, "_refresh_turn", nothing)
+
+    async def start() -> None:
+        xmpp = client._xmpp = client._new_stream()
+        monkeypatch.setattr(xmpp, "get_roster", lambda timeout: nothing())
+        await client._session_started(xmpp)
+
+    with caplog.at_level(logging.WARNING, logger=relay_client.__name__):
+        asyncio.run(start())
+    assert client.state == "connected" and subscribed == ["cara@relay.example.org"]
+    assert f"{BAD!r}" in caplog.text and "not a relay account" in caplog.text
+
+
+async def nothing() -> None:
+    return None
+
+
+def test_an_own_account_slixmpp_refuses_is_said_not_left_connecting() -> None:
+    """Settings built around the check (model_construct) must not leave the task dead and the
+    state "connecting" with nothing said: refused, and said as a refused account is."""
+    events = EventBus(history=100)
+    cfg = RelayConfig.model_construct(jid="asha@relay..test", unreachable_seconds=0.1)
+    client = make_client(cfg, events)
+
+    async def run() -> None:
+        client.start(asyncio.get_running_loop())
+        await asyncio.sleep(0.5)
+        assert client._task is not None and client._task.done() and client._task.exception() is None
+        await client.close()
+
+    asyncio.run(run())
+    assert client.state == "refused" and states(events) == ["refused"]
+    assert "[relay] jid" in events.recent("relay.state")[-1].message
+    assert [e.message for e in events.recent("relay.unreachable")] == [
+        "calls outside the home are not possible right now"
+    ]
+
+
+# 3. A relay host in capitals ---------------------------------------------------------------------
+
+
+def test_a_relay_host_in_capitals_still_keeps_guests_to_the_guest_call(
+    paired: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    """slixmpp lower-cases the host of every sender: compared with the host as typed in the
+    settings, a guest on guests.relay.example.org was not a guest and reached every unit path."""
+    a, b = paired
+    assert RelayConfig(jid="bela@Relay.Example.ORG").jid == "bela@relay.example.org"
+    assert is_guest("4f2a9c0d@guests.relay.example.org/x", "bela@Relay.Example.org")
+    relay = relay_of(b, tmp_path, "bela@Relay.Example.org")
+    start = Exchange(START_PATH, {"Content-Type": "application/json"}, b'{"unit_id": "x", "name": "y"}')
+    answer = relay._dispatch("4f2a9c0d@guests.relay.example.org", start)
+    assert answer.status == 403 and b"a guest may only call" in answer.body
+    assert announce(relay, a, b, "asha@Relay.Example.org").status == 200
+    assert relay.contacts.jid_of(a.me.unit_id) == "asha@relay.example.org"
+
+
+# 4. Who is listed online -------------------------------------------------------------------------
+
+
+def presence(sender: str, kind: str = "available") -> Presence:
+    stanza = Presence()
+    stanza["from"] = sender
+    if kind != "available":
+        stanza["type"] = kind
+    return stanza
+
+
+def test_only_paired_units_are_listed_online(paired: tuple[Unit, Unit], tmp_path: Path) -> None:
+    """Anyone's directed presence (an anonymous guest's, a stranger's) was listed in /api/status and
+    the self-test, and grew with their sessions."""
+    a, b = paired
+    relay = relay_of(b, tmp_path, "bela@relay.example.org")
+    relay.contacts.remember(a.me.unit_id, "asha@Relay.Example.org")  # as typed, before hosts were lowered
+    client = relay.client
+    for sender in (
+        "asha@relay.example.org/emocall",  # slixmpp's spelling of the paired unit
+        "4f2a9c0d@guests.relay.example.org/3f",
+        "mallory@relay.example.org/x",
+        "bela@relay.example.org/other",  # this unit's own account, elsewhere
+    ):
+        client._on_presence(presence(sender))
+    assert client.online() == ["asha@relay.example.org"]
+    assert relay.status()["online"] == ["asha@relay.example.org"]
+    client._on_presence(presence("asha@relay.example.org/emocall", "unavailable"))
+    assert client.online() == []
+
+
+# 5. The pause between attempts -------------------------------------------------------------------
+
+
+def test_a_session_cut_at_once_keeps_the_pause_growing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on one account (a cloned card) kick each other as each signs in: the pause
+    went back to 1 s at every session, so both reconnected every few seconds for ever. It starts
+    again from 1 s only after a session that held for a minute."""
+    clock = [1000.0]
+    monkeypatch.setattr(relay_client, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    lasted = iter([0.5, 0.5, None, 0.5, 0.5, 0.5, 0.5, 120.0, 0.5, 0.5])  # None: refused, never up
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+        await real_sleep(0)
+
+    client = make_client(RelayConfig(jid="asha@relay.example.org", retry_max_seconds=30))
+
+    async def session(xmpp: Any) -> Awaitable[None] | None:
+        seconds = next(lasted)
+        if seconds is None:
+            return None
+
+        async def until_kicked() -> None:
+            clock[0] += seconds
+
+        return asyncio.ensure_future(until_kicked())
+
+    monkeypatch.setattr(client, "_connect_once", session)
+    monkeypatch.setattr(client, "_keep_turn_fresh", nothing)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+
+    async def run() -> None:
+        task = asyncio.get_running_loop().create_task(client._run())
+        while len(pauses) < 10:
+            await real_sleep(0)
+        task.cancel()
+
+    asyncio.run(run())
+    assert pauses == [1, 2, 4, 8, 16, 30, 30, 1, 2, 4]
+
+
+# 2. Against a real Prosody -----------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {seconds} s"
+        await asyncio.sleep(0.05)
+
+
+def test_a_ping_timeout_leads_to_exactly_one_new_connection(tmp_path: Path) -> None:
+    """slixmpp's keepalive reconnects by itself on a ping timeout, beside the client's own
+    reconnection: two TCP streams fed one parser and one socket was left open. Now the ping timeout
+    only drops the connection and the client connects once, after its pause."""
+    with loopback_relay(tmp_path) as relay:
+        jid, password = relay.add_unit("asha")
+        cfg, password, tls = relay.settings(jid, password)
+        events = EventBus(history=100)
+        client = make_client(cfg, events, password=password, tls=tls)
+        connections: list[float] = []
+
+        async def run() -> None:
+            client.start(asyncio.get_running_loop())
+            await until(lambda: client.state == "connected", 15, "connected")
+            assert client._xmpp is not None
+            xmpp = client._xmpp
+            xmpp.add_event_handler("connected", lambda _: connections.append(time.monotonic()))
+            keepalive = xmpp.plugin["xep_0199"]
+
+            async def unanswered(*args: Any, **kwargs: Any) -> float:
+                raise IqTimeout(xmpp.make_iq_get())
+
+            keepalive.ping = unanswered  # the relay does not answer this ping in time
+            await keepalive._keepalive()
+            await until(lambda: client.state == "connecting", 5, "seen lost")
+            await until(lambda: client.state == "connected", 10, "connected again")
+            await asyncio.sleep(1.5)  # any second connection would have come by now
+            assert xmpp.transport is not None
+            await client.close()
+
+        asyncio.run(run())
+    assert len(connections) == 1, connections
+    assert states(events) == ["connected", "connecting", "connected"]
+
+
+def test_a_stored_bad_address_does_not_make_a_live_session_reconnect(tmp_path: Path) -> None:
+    with loopback_relay(tmp_path) as relay:
+        jid, password = relay.add_unit("asha")
+        cfg, password, tls = relay.settings(jid, password)
+        events = EventBus(history=100)
+        client = make_client(cfg, events, password=password, tls=tls, contacts=lambda: [BAD])
+
+        async def run() -> None:
+            client.start(asyncio.get_running_loop())
+            await until(lambda: client.state == "connected", 15, "connected")
+            with pytest.raises(RelayUnavailable, match="is not a relay account"):
+                await client.request(BAD, Exchange("/api/peer/hello", {}, b"{}"), 2.0)
+            await asyncio.sleep(3)  # the pause after a failure is 1 s, then 2
+            await client.close()
+
+        asyncio.run(run())
+    assert states(events) == ["connected"]
+    prosody_log = (relay.dir / "prosody.log").read_text()
+    assert prosody_log.count("Authenticated as") == 1, prosody_log[-2000:]
