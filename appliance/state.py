@@ -398,7 +398,11 @@ def describe(e: ValidationError) -> str:
 
 
 def what_is_wrong(err: ErrorDetails) -> str:
-    """pydantic's message, but for the name rule, whose pattern is a long list of code points."""
-    if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+    """pydantic's message, but for the name rule, whose pattern is a long list of code points, and
+    for our own validators' errors, which need no "Value error, " before them."""
+    ctx = err.get("ctx", {})
+    if err["type"] == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
         return NAME_RULE
+    if err["type"] == "value_error" and "error" in ctx:
+        return str(ctx["error"])
     return err["msg"]

@@ -111,8 +111,8 @@ def test_an_address_that_is_not_ipv6_in_brackets_is_refused_plainly(units: tuple
     a, _ = units
     browser, csrf = a.owner()
     r = browser.post("/api/pair", json={"address": "[1:2]:80"}, headers=csrf)
-    assert r.status_code == 502, r.get_json()
-    assert "is not an address like" in r.get_json()["error"]
+    assert r.status_code == 422, r.get_json()
+    assert r.get_json()["error"] == "address: not an address a unit can be reached at"
 
 
 def _title(page: str) -> str:

@@ -10,9 +10,10 @@ import re
 from typing import Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from appliance.pairing.client import ADDRESS, RELAY_ADDRESS
+from appliance.pairing.client import ADDRESS, RELAY_ADDRESS, RELAY_PREFIX, valid_address
+from appliance.relay.address import bare_jid
 from appliance.state import NAME_PATTERN, Announcements, Verbosity, describe
 
 CODE = r"^\s*\d{6}\s*$"
@@ -58,6 +59,16 @@ class PairRequest(_Body):
         pattern=f"{ADDRESS.pattern}|{RELAY_ADDRESS.pattern}",
         description="The other unit's host:port, e.g. 192.168.1.20:8080, or xmpp:NAME@RELAY in another home",
     )
+
+    @field_validator("address")
+    @classmethod
+    def _reachable(cls, address: str) -> str:
+        """The pattern lets through what no request reaches (a host slixmpp refuses, an IPv6 address
+        that is not one); a relay account is kept as the relay writes it (its host lower-case)."""
+        if not valid_address(address):
+            raise ValueError("not an address a unit can be reached at")
+        account = address.removeprefix(RELAY_PREFIX)
+        return RELAY_PREFIX + bare_jid(account) if account != address else address
 
 
 class PairCode(_Body):
