@@ -192,10 +192,99 @@ def test_the_speaker_starts_aplay_again_when_it_dies_and_says_so(tmp_path: Path)
         [second] = aplay_children()
         assert second != first
         assert len(speaker.played) == 2
+        # Said to work again once it has played a while (a card that fails again at once is not).
+        deadline = time.monotonic() + 5
+        while not events.recent("audio.recovered") and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         speaker.close()
     assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
     assert "aplay stopped" in events.recent("audio.unavailable")[0].data["reason"]
+
+
+# Stand-ins for aplay (on PATH before the real one): each logs its process id when it starts.
+STUCK_APLAY = """echo $$ >>"$APLAY_STARTS"
+while :; do echo "underrun!!! (at least 12.345 ms long)" >&2; done  # reads nothing, as when stuck"""
+FLAPPING_APLAY = """echo $$ >>"$APLAY_STARTS"
+timeout 0.6 cat >/dev/null  # opens, plays half a second, then the card fails
+echo "aplay: pcm_write:2178: write error: Input/output error" >&2
+exit 1"""
+RECORDING_APLAY = 'echo $$ >>"$APLAY_STARTS"\nexec cat >>"$APLAY_HEARD"'
+
+
+def stand_in_aplay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
+    """``body`` as the aplay the speaker starts; returns the file of the process ids it started."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "aplay").write_text(f"#!/bin/bash\n{body}\n")
+    (folder / "aplay").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.setenv("APLAY_STARTS", str(tmp_path / "starts"))
+    monkeypatch.setenv("APLAY_HEARD", str(tmp_path / "heard.raw"))
+    return tmp_path / "starts"
+
+
+def starts(log: Path) -> int:
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def test_an_aplay_that_stops_taking_audio_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aplay writes a line at every underrun, even with -q; once nobody read them, months of
+    underruns filled its stderr and it stopped reading its input: alive, mute, never restarted.
+    Its stderr is read now, and an aplay (or audio server) that takes nothing for 2 s is replaced."""
+    log = stand_in_aplay(tmp_path, monkeypatch, STUCK_APLAY)
+    events = EventBus()
+    speaker = AplaySpeaker("null", events=events)
+    try:
+        with pytest.raises(AudioError):
+            speaker.play(sine(1000, 0.1), RATE)
+        deadline = time.monotonic() + 10
+        while starts(log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        speaker.close()
+    assert starts(log) >= 2
+    [down] = events.recent("audio.unavailable")
+    assert "aplay stopped taking audio (underrun!!!" in down.data["reason"]
+
+
+def test_a_card_that_fails_again_at_once_is_one_outage_retried_ever_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A card that opens and fails half a second later was "back" at every opening: retried every
+    1.6 s for ever, and "The speaker works again." said each time. Now it is one outage, said once,
+    its retries 1, 2, 4, 8 s apart."""
+    log = stand_in_aplay(tmp_path, monkeypatch, FLAPPING_APLAY)
+    events = EventBus()
+    speaker = AplaySpeaker("null", events=events)
+    time.sleep(12)
+    speaker.close()
+    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable"]
+    assert "write error: Input/output error" in events.recent("audio.unavailable")[0].data["reason"]
+    assert starts(log) <= 5  # 0 s, then about 1.6, 3.6, 8.2 s: 4 (it was 8 at 1.6 s apart)
+
+
+def test_call_audio_sent_while_the_output_is_down_is_not_played_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other person's voice sent while the output was down was played once it came back,
+    maybe after the call had ended."""
+    log = stand_in_aplay(tmp_path, monkeypatch, RECORDING_APLAY)
+    speaker = AplaySpeaker("null")
+    try:
+        [first] = (int(p) for p in log.read_text().split())
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(AudioError):  # the output is found down
+            speaker.play(sine(1000, 0.1), RATE)
+        speaker.write_call(np.full(RATE // 2, 7000, np.int16))  # sent while it is down
+        assert play_within(speaker, 5) == pytest.approx(0.1)
+        time.sleep(0.7)  # what was waiting would have played by now, after the announcement
+    finally:
+        speaker.close()
+    heard = np.frombuffer((tmp_path / "heard.raw").read_bytes(), "<i2")
+    assert np.count_nonzero(heard == 7000) == 0
 
 
 def test_a_wav_header_that_cannot_be_written_starts_a_new_file(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ Pacing: the device paces ``aplay``, and what waits in the pipe to it is latency.
 mixer keeps it full, so an announcement would start that late and call audio would lag by as much,
 past the mixer's backlog limit. The pipe is shrunk to one page, unbuffered, and the mixer writes
 only while aplay has less than ``MAX_QUEUED_SECONDS`` waiting in it.
+
+aplay writes a line to stderr at every underrun, even with ``-q``; a thread reads them (the last few
+kept for the reason aplay gives), since a full stderr pipe would stop aplay reading its input. An
+aplay that takes nothing for ``STALLED_SECONDS`` (that, or an audio server that hangs) is a failed
+output: the mixer starts it again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import logging
 import shutil
 import subprocess
 import termios
+import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -37,6 +44,9 @@ STARTUP_CHECK_SECONDS = 0.3
 MAX_QUEUED_SECONDS = 0.02
 PIPE_BYTES = 4096  # asked of the kernel, which rounds it up to one page
 BYTES_PER_SAMPLE = 2
+# aplay has taken nothing from the pipe for this long: it is stuck, not merely paced by the device.
+STALLED_SECONDS = 2.0
+ERROR_LINES = 5  # of aplay's stderr, the last kept (its reason is the last)
 
 
 class AplaySpeaker(MixingSpeaker):
@@ -62,6 +72,9 @@ class AplaySpeaker(MixingSpeaker):
             )
         except OSError as e:
             raise AudioError(f"cannot start aplay: {e.strerror}") from e
+        self._errors: deque[str] = deque(maxlen=ERROR_LINES)
+        self._reader = threading.Thread(target=self._read_errors, name="aplay-stderr", daemon=True)
+        self._reader.start()
         self.pipe_bytes = self._shrink_pipe()
         try:
             self._proc.wait(timeout=STARTUP_CHECK_SECONDS)
@@ -98,22 +111,43 @@ class AplaySpeaker(MixingSpeaker):
         return count[0]
 
     def _wait_for_room(self) -> None:
-        """Hold the mixer while more than MAX_QUEUED_SECONDS wait in the pipe (the device's pace)."""
+        """Hold the mixer while more than MAX_QUEUED_SECONDS wait in the pipe (the device's pace);
+        raises AudioError when aplay has taken nothing for STALLED_SECONDS."""
         rate = self.sample_rate * BYTES_PER_SAMPLE
+        queued, since = self.queued_bytes(), time.monotonic()
         while not self._stop.is_set() and self._proc.poll() is None:
-            excess = self.queued_bytes() - self._max_queued
+            now_queued = self.queued_bytes()
+            excess = now_queued - self._max_queued
             if excess <= 0:
                 return
+            if now_queued < queued:
+                queued, since = now_queued, time.monotonic()
+            elif time.monotonic() - since > STALLED_SECONDS:
+                raise AudioError(f"aplay stopped taking audio ({self._last_error() or 'no reason given'})")
             time.sleep(excess / rate)
+
+    def _read_errors(self) -> None:
+        """aplay's stderr, read as it comes: the underrun lines logged, the last lines kept."""
+        stderr = self._proc.stderr
+        if stderr is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # closed under it at shutdown
+            for raw in stderr:
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self._errors.append(line)
+                    log.debug("aplay: %s", line)
+
+    def _last_error(self) -> str:
+        return self._errors[-1] if self._errors else ""
 
     def _why(self) -> str:
         try:
             self._proc.wait(timeout=2)
-            err = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
-        except (subprocess.TimeoutExpired, OSError):
+        except subprocess.TimeoutExpired:
             return "no reason given"
-        lines = [line for line in err.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit status {self._proc.returncode}"
+        self._reader.join(timeout=1)  # its last lines, written as it ended
+        return self._last_error() or f"exit status {self._proc.returncode}"
 
     def _close_output(self) -> None:
         if self._proc.stdin is not None:
@@ -125,3 +159,6 @@ class AplaySpeaker(MixingSpeaker):
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout=2)
+        self._reader.join(timeout=1)
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()

@@ -10,7 +10,10 @@ ramped across one block when it changes. Backends only provide where the samples
 When the output fails (aplay ends because PipeWire restarted or the USB sound card was replugged),
 the speaker reopens it by itself (``timing.backoff``: 1 s, then twice as long each time up to 30 s), and
 publishes ``audio.unavailable`` and then ``audio.recovered``: a unit left alone for months must not
-stay mute until someone restarts it.
+stay mute until someone restarts it. An output that opens and fails again soon (a faulty card) is
+one outage: ``audio.recovered`` waits until it has played for ``RECOVERED_SECONDS``, and the delay
+keeps growing until it has played for ``HEALTHY_SECONDS``. Call audio waiting when the output
+fails is dropped: played after the outage, it could be the voice of a call already over.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ STALL_CHECKS = 10
 # The newest announcements kept in ``played`` (tests and benchmarks read them); a unit that runs for
 # months must not keep every one.
 HISTORY = 100
+# Played this long without failing, a reopened output counts as back (and is said to be).
+RECOVERED_SECONDS = 2.0
+# Played this long without failing, the next failure's retries start again at 1 s.
+HEALTHY_SECONDS = 60.0
 
 
 def volume_gain(percent: int) -> float:
@@ -85,6 +92,9 @@ class MixingSpeaker:
         self._written = 0  # samples output so far
         self.played: list[Played] = []
         self._failure = ""  # why the output is down, while it is
+        self._attempt = 0  # reopenings in this outage (it ends once HEALTHY_SECONDS played)
+        self._reopened_at: float | None = None  # while an outage is not yet over: when it was reopened
+        self._said_back = False  # audio.recovered published since the output was last reopened
         self._events = events or EventBus()  # a speaker on its own (tests, benchmarks) tells no one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
@@ -110,7 +120,10 @@ class MixingSpeaker:
     def write_call(self, pcm: np.ndarray) -> None:
         chunk = np.asarray(pcm, dtype=np.int16).reshape(-1)
         limit = round(MAX_CALL_BACKLOG_SECONDS * self.sample_rate)
+        chunk = chunk[-limit:]  # a chunk longer than the backlog keeps its newest part only
         with self._lock:
+            if self._failure:
+                return  # no output: kept, it would play after the outage, maybe after the call
             self._call.append(chunk.copy())
             self._call_len += chunk.size
             while self._call_len - self._call[0].size >= limit:
@@ -210,6 +223,8 @@ class MixingSpeaker:
                     self._output(block)
                 except Exception as e:  # whatever the output raises (struct.error too) is a failed output
                     self._reopen(e)
+                    continue
+                self._note_playing()
         finally:
             self._release_waiter()
 
@@ -222,22 +237,42 @@ class MixingSpeaker:
         log.error("audio output failed: %s", error, exc_info=not isinstance(error, OSError | AudioError))
         with self._lock:
             self._failure = f"audio output failed: {error}"
+            self._call.clear()
+            self._call_len = 0
         self._release_waiter()  # the announcement that was playing is lost: its play() raises
-        self._events.publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
-        attempt = 0
-        while not self._stop.wait(backoff(attempt)):
+        # A new outage, or the same one back after the output was said to work: said. The same one
+        # back sooner (a card that opens, then fails) is not, and waits longer before each retry.
+        self._attempt = 0 if self._reopened_at is None else self._attempt + 1
+        if self._reopened_at is None or self._said_back:
+            self._events.publish("audio.unavailable", f"no speaker: {self._failure}", reason=self._failure)
+        self._said_back = False
+        while not self._stop.wait(backoff(self._attempt)):
             try:
                 self._close_output()
                 self._open_output()
             except Exception as e:
-                attempt += 1
-                log.warning("audio output still failing (%s); next try in %.0f s", e, backoff(attempt))
+                self._attempt += 1
+                log.warning("audio output still failing (%s); next try in %.0f s", e, backoff(self._attempt))
                 continue
             with self._lock:
                 self._failure = ""
+            log.info("audio output open again")
+            self._reopened_at = time.monotonic()
+            return
+        self._reopened_at = None  # closed while out: nothing to say back
+
+    def _note_playing(self) -> None:
+        """After an outage: the output is back once it has played RECOVERED_SECONDS, and the outage
+        over (its retries counted from the start again) once it has played HEALTHY_SECONDS."""
+        if self._reopened_at is None:
+            return
+        played = time.monotonic() - self._reopened_at
+        if not self._said_back and played >= RECOVERED_SECONDS:
             log.info("audio output works again")
             self._events.publish("audio.recovered", "the speaker works again")
-            return
+            self._said_back = True
+        if played >= HEALTHY_SECONDS:
+            self._reopened_at = None
 
     def _release_waiter(self) -> None:
         with self._lock:
