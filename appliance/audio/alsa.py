@@ -46,6 +46,7 @@ PIPE_BYTES = 4096  # asked of the kernel, which rounds it up to one page
 BYTES_PER_SAMPLE = 2
 # aplay has taken nothing from the pipe for this long: it is stuck, not merely paced by the device.
 STALLED_SECONDS = 2.0
+STALLED_LOOKS = 20  # and at least this many looks at the pipe in a row
 ERROR_LINES = 5  # of aplay's stderr, the last kept (its reason is the last)
 
 
@@ -114,15 +115,18 @@ class AplaySpeaker(MixingSpeaker):
         """Hold the mixer while more than MAX_QUEUED_SECONDS wait in the pipe (the device's pace);
         raises AudioError when aplay has taken nothing for STALLED_SECONDS."""
         rate = self.sample_rate * BYTES_PER_SAMPLE
-        queued, since = self.queued_bytes(), time.monotonic()
+        queued, since, still = self.queued_bytes(), time.monotonic(), 0
         while not self._stop.is_set() and self._proc.poll() is None:
             now_queued = self.queued_bytes()
             excess = now_queued - self._max_queued
             if excess <= 0:
                 return
             if now_queued < queued:
-                queued, since = now_queued, time.monotonic()
-            elif time.monotonic() - since > STALLED_SECONDS:
+                queued, since, still = now_queued, time.monotonic(), 0
+            # Seconds and looks both: a process frozen and woken (SIGSTOP, a starved Pi) finds the
+            # clock far ahead after a single look, which is not a stuck aplay.
+            still += 1
+            if still > STALLED_LOOKS and time.monotonic() - since > STALLED_SECONDS:
                 raise AudioError(f"aplay stopped taking audio ({self._last_error() or 'no reason given'})")
             time.sleep(excess / rate)
 
