@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.relay.address import bare_jid
-from appliance.state import NAME_PATTERN, what_is_wrong
+from appliance.state import DisplayName, what_is_wrong
 
 DEVICE_CONFIG = Path("/etc/emocall/config.toml")
 ENV_PREFIX = "EMOCALL_"
@@ -47,13 +47,7 @@ class _Section(BaseModel):
 
 
 class UnitConfig(_Section):
-    name: str = Field(
-        "emocall",
-        min_length=1,
-        max_length=40,
-        pattern=NAME_PATTERN,
-        description="Display name the other unit says",
-    )
+    name: DisplayName = Field("emocall", description="Display name the other unit says")
     data_dir: RequiredPath = Field(
         Path("/var/lib/emocall"), description="Where state (identity, pairings) lives"
     )

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
@@ -65,6 +65,10 @@ NAME_PATTERN = (
 )
 
 
+# A unit's display name as every part takes it (settings, ``[unit] name``): one rule, one place.
+DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)]
+
+
 class StateError(Exception):
     """The state database cannot be opened or written."""
 
@@ -78,13 +82,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    display_name: str = Field(
-        "emocall",
-        min_length=1,
-        max_length=40,
-        pattern=NAME_PATTERN,
-        description="The name the other unit says",
-    )
+    display_name: DisplayName = Field("emocall", description="The name the other unit says")
     announcements: Announcements = Field(
         "speech", description="How events are announced: speech, tones, both, off"
     )

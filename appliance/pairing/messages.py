@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.state import NAME_PATTERN, describe
+from appliance.state import DisplayName, describe
 
 UNIT_ID = r"^[0-9a-f]{32}$"
 SESSION = r"^[0-9a-f]{32}$"
@@ -28,7 +28,7 @@ class _Message(BaseModel):
 
 class PeerStart(_Message):
     unit_id: str = Field(pattern=UNIT_ID)
-    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
+    name: DisplayName
     port: int = Field(ge=1, le=65535)
 
 

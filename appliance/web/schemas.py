@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.pairing.client import ADDRESS, RELAY_ADDRESS, RELAY_PREFIX, valid_address
 from appliance.relay.address import bare_jid
-from appliance.state import NAME_PATTERN, Announcements, Verbosity, describe
+from appliance.state import Announcements, DisplayName, Verbosity, describe
 
 CODE = r"^\s*\d{6}\s*$"
 DEFAULT_PORT = 8080
@@ -78,7 +78,7 @@ class PairCode(_Body):
 class SettingsChange(_Body):
     """Any subset of the settings; fields left out keep their value."""
 
-    display_name: str | None = Field(None, min_length=1, max_length=40, pattern=NAME_PATTERN)
+    display_name: DisplayName | None = None
     announcements: Announcements | None = None
     verbosity: Verbosity | None = None
     voice_language: str | None = Field(None, max_length=20)
