@@ -29,6 +29,7 @@ from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.guests.service import Guests
 from appliance.identity import Identity
+from appliance.pairing.discovery import DiscoveryError
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
@@ -53,6 +54,9 @@ RESPONSE_SECONDS = 5.0
 # systemd gives the unit's first start (TimeoutStartSec). A restart stuck longer is killed, and the
 # next start finishes the erase (forget-pending).
 FORGET_SECONDS = 300.0
+# How often the unit looks whether its address changed: a unit started before it had a network (the
+# setup hotspot at first boot) or given a new address by the router shows, says and advertises it.
+ADDRESS_SECONDS = 10.0
 
 
 class Appliance:
@@ -74,6 +78,8 @@ class Appliance:
         self.call: CallEngine | None = None
         self.relay: Relay | None = None
         self._card_copy = False  # running on a copy of a read-only card's data (appliance.card)
+        self._address = ""  # the address last shown and said
+        self._address_due = 0.0  # when to look again (time.monotonic())
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
@@ -138,8 +144,9 @@ class Appliance:
                     cfg.button,
                     parts.call,
                     self.speech.announcer,
-                    lambda: [p.name for p in store.peers()],
+                    store.peers,
                     self.say_address,
+                    events=self.events,
                     privacy=PrivacyGestures(
                         self.speech.announcer,
                         sharing=lambda: store.settings().share_expressions,
@@ -185,13 +192,35 @@ class Appliance:
             self.events.publish("unit.card_read_only", message, data_dir=str(cfg.unit.data_dir))
         # Until the owner answers, expressions are not shared, and the start-up sentence asks.
         ask = not (store.sharing_answered() or store.settings().share_expressions)
+        self._address = self.address()
         self.events.publish(
             "unit.ready",
             f"{cfg.unit.name} is ready",
             name=cfg.unit.name,
-            address=self.address(),
+            address=self._address,
             ask_sharing=ask,
         )
+
+    def _follow_address(self) -> None:
+        """Show and advertise a new address (see ADDRESS_SECONDS); not said, as the hotspot's voice
+        says at that moment what happened (the button says the address). Loopback is never one: it
+        only means the network is gone for now, and nobody can reach the unit there."""
+        now = time.monotonic()
+        if now < self._address_due:
+            return
+        self._address_due = now + ADDRESS_SECONDS
+        address = self.address()
+        if address == self._address or address.startswith("127."):
+            return
+        self._address = address
+        log.info("this unit's address is now %s", address)
+        self.events.publish("unit.address_changed", "The unit's address changed", address=address)
+        discovery = self._parts.discovery if self._parts else None
+        if discovery is not None:
+            try:
+                discovery.restart()
+            except DiscoveryError as e:
+                log.warning("%s", e)
 
     def responsive(self) -> bool:
         """Whether the parts that can hang still answer (systemd's watchdog is pinged only then).
@@ -215,6 +244,7 @@ class Appliance:
             "camera": self.capture.active if self.capture else "none",
             "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
             "call": self.call.state if self.call else "unavailable",
+            "button": self.button is not None,  # for `emocall selftest`: the unit holds the pin
             "relay": self.relay.status() if self.relay else {"state": "off"},
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
@@ -237,20 +267,24 @@ class Appliance:
         while True:
             while not self._stopped.wait(1.0):
                 tick()
+                self._follow_address()
             if not self._forget.is_set():
                 return
             self._start_fresh(tick)
 
-    def forget_everything(self) -> None:
+    def forget_everything(self) -> bool:
         """Erase pairings, settings, identity, recordings, snapshots and logs; start again as new.
 
         Safe from any thread (the web page, the button): the unit says what it does now, and
-        :meth:`wait` does it once the request that asked has been answered.
+        :meth:`wait` does it once the request that asked has been answered. True when the memory
+        card cannot be written: only the copy in memory is erased, and the card brings it all back
+        at the next start (the page says so, as the unit does).
         """
         forget_later(self.config.unit.data_dir)
         self.events.publish("unit.forgetting", "forgetting everything this unit stored")
         self._forget.set()
         self._stopped.set()
+        return self._card_copy
 
     def _start_fresh(self, tick: Callable[[], None]) -> None:
         """Forget everything and start again. Its steps (telling several switched-off units, a
@@ -266,7 +300,14 @@ class Appliance:
             self._erase(self.config)
             self.events = EventBus()
             self.start()
-        self.events.publish("unit.forgotten", "everything was erased: this unit starts as new")
+        # On a read-only card only the copy in memory was erased: the card brings it all back at the
+        # next boot, and the owner must hear that it does.
+        kept = " but the read-only memory card still holds it" if self._card_copy else ""
+        self.events.publish(
+            "unit.forgotten",
+            f"everything was erased{kept}: this unit starts as new",
+            card_kept=self._card_copy,
+        )
 
     @contextmanager
     def _restarting_fed(self, tick: Callable[[], None]) -> Iterator[None]:

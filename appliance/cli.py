@@ -102,6 +102,15 @@ def say_cannot_start(cfg: config.Config) -> None:
         said.touch()
 
 
+def without_the_file(args: argparse.Namespace) -> config.Config:
+    """The configuration when its file cannot be used: the environment and the flags (the data
+    folder and its owner's language, the speaker), or the defaults where those are wrong too."""
+    try:
+        return config.load(Path(os.devnull), _overrides(args))  # an empty file, not the device's
+    except config.ConfigError:
+        return config.Config()
+
+
 def cannot_start_mark() -> Path | None:
     """Where "said that it cannot start" is marked: the service's runtime directory; None outside
     systemd (no ``RUNTIME_DIRECTORY``), where every failed start says it."""
@@ -123,17 +132,45 @@ def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0 if all(r.ok for r in reports if r.part == "camera") else 1
 
 
+def spoken(args: argparse.Namespace, cfg: config.Config) -> tuple[str, str]:
+    """What `emocall say` says, and the espeak-ng voice: the text given (in ``--lang``, English by
+    default), or a phrase with its fields in the unit's language (the owner's setting, as
+    ``say_cannot_start`` reads it), so the setup hotspot speaks the owner's language too."""
+    from appliance.state import STATE_FILE, stored_language
+    from appliance.words import WordsError
+    from appliance.words.phrases import EN, Phrases
+
+    if args.phrase is None:
+        return args.text, args.lang or "en"
+    if args.phrase not in EN:
+        raise WordsError(f"no phrase {args.phrase!r}: see appliance/words/phrases.py")
+    phrases = Phrases.for_voice(args.lang or stored_language(cfg.unit.data_dir / STATE_FILE))
+    try:
+        return phrases.say(args.phrase, **dict(args.field)), phrases.voice
+    except KeyError as e:
+        raise WordsError(f"phrase {args.phrase!r} needs --field {e.args[0]}=...") from e
+
+
+def field(text: str) -> tuple[str, str]:
+    """A ``--field NAME=VALUE`` of `emocall say`."""
+    name, equals, value = text.partition("=")
+    if not (name and equals):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def cmd_say(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance.audio import AudioError
     from appliance.speech import SpeechError
     from appliance.speech.service import say_once
+    from appliance.words import WordsError
 
     speech = cfg.speech
     if args.wav is not None:
         speech = speech.model_copy(update={"output": "wav", "wav_file": args.wav})
     try:
-        seconds = say_once(args.text, args.lang, speech, cfg.unit.data_dir)
-    except (SpeechError, AudioError) as e:
+        seconds = say_once(*spoken(args, cfg), speech, cfg.unit.data_dir)
+    except (SpeechError, AudioError, WordsError) as e:
         print(f"emocall: {e}", file=sys.stderr)
         return 1
     print(f"said {seconds:.2f} s of speech" + (f" into {args.wav}" if args.wav else ""))
@@ -170,6 +207,18 @@ def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
     return watch.run(cfg, args.json, sys.stdout, sys.stderr)
 
 
+def say_arguments(say: argparse.ArgumentParser) -> None:
+    said = say.add_mutually_exclusive_group(required=True)
+    said.add_argument("text", nargs="?", help="what to say")
+    said.add_argument("--phrase", help="a sentence of appliance/words/phrases.py, in the unit's language")
+    say.add_argument("--field", type=field, action="append", default=[], help="NAME=VALUE of --phrase")
+    voice_help = "espeak-ng voice: en, hi, bn, en-gb... (default: en, or the unit's language for --phrase)"
+    say.add_argument("--lang", help=voice_help)
+    say.add_argument("--wav", type=Path, help="write the speaker's output to this WAV file instead")
+    say.add_argument("--data-dir", type=Path, help="where state lives")
+    say.set_defaults(handler=cmd_say)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emocall", description="A video phone that speaks facial expressions.")
     p.add_argument("--version", action="version", version=f"emocall {__version__}")
@@ -201,12 +250,7 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--source", help="camera to check (as for run)")
     test.set_defaults(handler=cmd_selftest)
 
-    say = command("say", help="speak a phrase through the speaker (or into a WAV file)")
-    say.add_argument("text", help="what to say")
-    say.add_argument("--lang", default="en", help="espeak-ng voice: en, hi, bn, en-gb... (default en)")
-    say.add_argument("--wav", type=Path, help="write the speaker's output to this WAV file instead")
-    say.add_argument("--data-dir", type=Path, help="where state lives")
-    say.set_defaults(handler=cmd_say)
+    say_arguments(command("say", help="speak a phrase through the speaker (or into a WAV file)"))
 
     call = command("call", help="ask the running unit to call a paired unit")
     call.add_argument("target", help="the paired unit's name, unit id or address")
@@ -249,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.config, _overrides(args))
     except config.ConfigError as e:
         print(f"emocall: {e}", file=sys.stderr)
+        if args.command == "run":  # the service: systemd starts it again and again, unheard
+            say_cannot_start(without_the_file(args))
         return 2
     handler: Handler = args.handler
     return handler(args, cfg)

@@ -143,7 +143,7 @@ class DisplayConfig(_Section):
 
 
 class ButtonConfig(_Section):
-    enabled: bool = Field(True, description="Use the call button (skipped, with a log line, without GPIO)")
+    enabled: bool = Field(True, description="Use the call button (if it cannot be opened, the unit says so)")
     pin: int = Field(17, ge=0, le=27, description="BCM GPIO pin of the button (wired to ground)")
     hold_seconds: float = Field(1.5, gt=0, le=10, description="A press this long hangs up")
     choice_seconds: float = Field(

@@ -12,9 +12,17 @@ Pairing and settings topics (``appliance/pairing``, ``appliance/state.py``): ``p
 
 Call topics (``appliance/call``): ``call.state`` {state: idle|calling|ringing|connected|ended|failed|
 busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other unit hung up, "not
-answered" when it declined or let ring a call placed here);
-``remote.emotion`` {peer, emotion, confidence} (the other unit's user); ``remote.no_face`` {peer}
-(the other unit sees no face); ``remote.sharing`` {peer, paused}.
+answered" when it declined or let ring a call placed here, "missed" when a call here rang out or
+its caller gave up; a failed call's ``cause``, unreachable|not known, when it is known);
+``call.ring`` {peer, guest} (still ringing, every few seconds); ``remote.emotion`` {peer, emotion,
+confidence} (the other unit's user); ``remote.no_face`` {peer} (the other unit sees no face);
+``remote.sharing`` {peer, paused, reason} (reason "unavailable": their expressions cannot be
+described).
+
+Device topics: ``camera.*``, ``vision.*``, ``audio.*``, ``microphone.unavailable`` /
+``microphone.recovered``, ``button.unavailable``, ``display.unavailable``; the unit's own:
+``unit.ready``, ``unit.address`` (asked for), ``unit.address_changed`` (it changed while running),
+``unit.forgetting``, ``unit.forgotten`` {card_kept}, ``unit.restarted``, ``unit.card_read_only``.
 
 Privacy: what people feel and whom they call is never logged at INFO. Events of the topics in
 :data:`PRIVATE_TOPICS` (expressions, faces, call parties, paired units) are logged with their

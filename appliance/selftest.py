@@ -123,6 +123,28 @@ def check_display(cfg: Config) -> PartReport:
     return PartReport("display", "kmsdrm", has_drm() and not english, detail)
 
 
+def check_button(cfg: Config) -> PartReport:
+    """The call button: as the running unit found it (it holds the pin, which cannot be opened twice),
+    else opened here."""
+    from appliance.call.local import LocalUnitError, ask
+    from appliance.controls import ControlError
+    from appliance.controls.button import open_button
+
+    if not cfg.button.enabled:
+        return PartReport("button", "off", True, "switched off in the configuration")
+    pin = f"pin {cfg.button.pin}"
+    try:
+        works = bool(ask(cfg.web.port, "/api/status").get("button"))
+    except LocalUnitError:
+        try:
+            open_button(cfg.button.pin, cfg.button.hold_seconds).close()
+        except ControlError as e:
+            return PartReport("button", "gpiozero", False, str(e))
+        return PartReport("button", "gpiozero", True, f"{pin} opened")
+    detail = f"uses {pin}" if works else f"could not open {pin}: see its log"
+    return PartReport("button", "gpiozero", works, f"the running unit {detail}")
+
+
 def check_pairing(cfg: Config) -> PartReport:
     from appliance.card import read_only
     from appliance.state import STATE_FILE, StateError, StateStore
@@ -197,6 +219,7 @@ def run(cfg: Config) -> list[PartReport]:
         check_speech(cfg),
         check_audio(cfg),
         check_display(cfg),
+        check_button(cfg),
         check_pairing(cfg),
         check_call(cfg),
         check_web(cfg),

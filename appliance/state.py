@@ -4,7 +4,8 @@ The database lives in the data directory (mode 0700; the database itself 0600, a
 WAL files the same mode) in WAL mode with ``synchronous=FULL``, and every change is one transaction,
 so a power cut or a kill -9 leaves either the old or the new state, never half. It also holds the
 owner's browser sessions (:meth:`StateStore.open_session`): only a hash of each token, so reading
-the file gives no usable cookie.
+the file gives no usable cookie. Personal data deleted (an unpaired unit, a closed session, an
+ended invite) is overwritten in the file and the WAL emptied at once (``transaction(scrub=True)``).
 Other parts read settings through :meth:`StateStore.settings` (a cached, immutable snapshot, cheap to
 call per event) and learn about changes from the ``settings.changed`` event.
 """
@@ -126,6 +127,9 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable at once; NORMAL could lose the last commits on power loss.
             self._db.execute("PRAGMA synchronous=FULL")
+            # Deleted rows (a name, a guest's invite) are overwritten, not only unlinked: SQLite's
+            # default is whatever it was compiled with.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as e:
             raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
@@ -134,9 +138,15 @@ class StateStore:
         self._settings = self._load_settings()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic change: committed when the block ends, rolled back if it raises."""
+    def transaction(self, scrub: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic change: committed when the block ends, rolled back if it raises.
+
+        ``scrub`` for one that deletes personal data: what it deleted stays readable in the WAL
+        file (state.db-wal) until a checkpoint, which a quiet unit may not reach for months (SQLite
+        checkpoints by itself at 1000 pages), so a commit that changed rows is checkpointed at once
+        and the WAL emptied."""
         with self._lock:
+            changes = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -144,6 +154,15 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if scrub and self._db.total_changes != changes:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:  # a reader (``emocall say``) held it past the timeout: the next scrub empties it
+            log.warning(
+                "the state database's WAL file could not be emptied: deleted data stays in it a while"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -204,11 +223,11 @@ class StateStore:
 
     def close_session(self, token: str) -> None:
         """End one session (logout): its cookie is worth nothing from now on, wherever it was copied."""
-        with self.transaction() as db:
+        with self.transaction(scrub=True) as db:
             db.execute("DELETE FROM sessions WHERE token_hash = ?", (_hashed(token),))
 
     def close_all_sessions(self) -> None:
-        with self.transaction() as db:
+        with self.transaction(scrub=True) as db:
             db.execute("DELETE FROM sessions")
 
     # -- settings ----------------------------------------------------------------------------------
@@ -308,7 +327,7 @@ class StateStore:
             db.execute("UPDATE peers SET address = ? WHERE unit_id = ?", (address, unit_id))
 
     def remove_peer(self, unit_id: str) -> bool:
-        with self.transaction() as db:
+        with self.transaction(scrub=True) as db:
             return db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
 
     def check(self) -> None:

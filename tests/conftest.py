@@ -25,7 +25,8 @@ FER = SHARED / "fer"
 
 def appliance_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> config.Config:
     """A whole unit (``appliance.app.Appliance``) on this machine's backends: the test pattern for a
-    camera, speech into a WAV, no screen, no microphone, its web server on a free loopback port;
+    camera, speech into a WAV, no screen, no microphone, no button (this machine has no GPIO: a
+    unit with one says so at every start), its web server on a free loopback port;
     ``sections`` add to or change those settings."""
     settings: dict[str, dict[str, Any]] = {
         "unit": {"name": name, "data_dir": str(data_dir)},
@@ -34,6 +35,7 @@ def appliance_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> c
         "speech": {"output": "wav"},
         "display": {"backend": "off"},
         "call": {"audio_in": "none"},
+        "button": {"enabled": False},
     }
     for section, values in sections.items():
         settings[section] = {**settings.get(section, {}), **values}

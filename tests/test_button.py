@@ -3,10 +3,12 @@ the button, the announcer and the speaker's WAV), the other as its own process (
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
 from appliance.camera import select
 from appliance.camera.capture import Capture
-from appliance.controls.button import CallButton
+from appliance.controls.button import CallButton, start_button
 from appliance.controls.privacy import PrivacyGestures
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
@@ -43,7 +45,7 @@ HOLD = 0.3
 class ButtonUnit:
     """One unit built as ``emocall run`` builds it for calls, plus the button on a mock pin."""
 
-    def __init__(self, name: str, data_dir: Path, host: str, peers_dead: bool = False) -> None:
+    def __init__(self, name: str, data_dir: Path, host: str, choice_seconds: float = 0.8) -> None:
         self.name, self.port, self.host = name, free_port(), host
         self.states: list[str] = []
         self._cond = threading.Condition()
@@ -83,7 +85,6 @@ class ButtonUnit:
         self.pins = MockFactory()
         gpio = Button(17, pin_factory=self.pins, hold_time=HOLD, bounce_time=None)
         self.pin: Any = gpio.pin
-        peers = lambda: [p.name for p in self.store.peers()]  # noqa: E731
         said = lambda: self.events.publish("unit.address", "asked", address=self.address)  # noqa: E731
         self.forgotten = 0  # times the privacy gesture asked to forget everything
         privacy = PrivacyGestures(
@@ -93,7 +94,14 @@ class ButtonUnit:
             forget=self._forget,
         )
         self.button = CallButton(
-            gpio, self.engine, self.announcer, peers, choice_seconds=0.8, say_address=said, privacy=privacy
+            gpio,
+            self.engine,
+            self.announcer,
+            self.store.peers,
+            events=self.events,
+            choice_seconds=choice_seconds,
+            say_address=said,
+            privacy=privacy,
         )
 
     def _forget(self) -> None:
@@ -251,3 +259,180 @@ def test_a_double_press_that_cannot_be_saved_is_said_and_logged(
     failed = [r for r in caplog.records if "button action failed" in r.getMessage()]
     assert [r.levelname for r in failed] == ["ERROR"] and "database is locked" in failed[0].getMessage()
     assert asha.store.settings().share_expressions  # nothing changed, and nothing said it did
+
+
+@contextmanager
+def silent_units(count: int) -> Iterator[list[socket.socket]]:
+    """Listening sockets that take a call's request and never answer: the call rings there (it
+    stays "calling"), and each socket shows whether the call went to it."""
+    made = []
+    try:
+        for _ in range(count):
+            listener = socket.create_server(("127.0.0.1", 0))
+            listener.settimeout(0.2)
+            made.append(listener)
+        yield made
+    finally:
+        for listener in made:
+            listener.close()
+
+
+def pair_silently(unit: ButtonUnit, listener: socket.socket, name: str, key: Path) -> None:
+    other = Identity.load_or_create(key)
+    port = listener.getsockname()[1]
+    unit.store.add_peer(other.unit_id, name, f"127.0.0.1:{port}", other.public_key)
+
+
+def dialled(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_a_press_while_calling_says_it_still_rings_and_a_hold_stops_it(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        with silent_units(1) as (bela,):
+            pair_silently(unit, bela, "Bela", tmp_path / "bela.key")
+            unit.press()
+            unit.wait_state("calling")
+            assert unit.announcer.wait_idle(20)
+            unit.press()  # nobody answers yet
+            time.sleep(0.3)
+            assert unit.said() == ["Calling Bela.", "Still calling Bela. Hold the button to stop calling."]
+            unit.press(HOLD + 0.3)  # as the sentence says
+            unit.wait_state("idle")
+            assert unit.said()[-1] == "Call ended."
+    finally:
+        unit.close()
+
+
+def test_the_choice_waits_until_the_name_was_heard(tmp_path: Path) -> None:
+    """A press while a long sentence plays: "Bela?" comes after it, and the owner still has the
+    whole choice time after hearing it to press on to the next name."""
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        with silent_units(2) as (bela, chandra):
+            pair_silently(unit, bela, "Bela", tmp_path / "bela.key")
+            pair_silently(unit, chandra, "Chandra", tmp_path / "chandra.key")
+            unit.announcer.state("sharing_question")  # about 4 s at this rate
+            unit.press()
+            unit.wait_state("calling", timeout=30)
+            called = next(e for e in unit.events.recent("call.state") if e.data["state"] == "calling")
+            heard = next(s for s in unit.announcer.spoken if s.item.text == "Bela?")
+            assert called.t - (heard.started_at + heard.seconds) >= 0.8 - 0.05
+            assert dialled(bela) and not dialled(chandra)
+            unit.press(HOLD + 0.3)
+            unit.wait_state("idle")
+    finally:
+        unit.close()
+
+
+def test_two_units_of_the_same_name_are_told_apart_and_the_one_named_is_called(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        with silent_units(2) as (first, second):
+            pair_silently(unit, first, "Mum", tmp_path / "first.key")
+            pair_silently(unit, second, "Mum", tmp_path / "second.key")
+            unit.press()
+            assert unit.announcer.wait_idle(10)
+            unit.press()
+            unit.wait_state("calling", timeout=20)
+            assert unit.said()[:3] == ["Mum, number 1?", "Mum, number 2?", "Calling Mum."]
+            assert dialled(second) and not dialled(first)
+            unit.press(HOLD + 0.3)
+            unit.wait_state("idle")
+    finally:
+        unit.close()
+
+
+def test_a_choice_cancelled_with_a_hold_says_so_and_calls_nobody(tmp_path: Path) -> None:
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
+    try:
+        for i, name in enumerate(("Bela", "Chandra")):
+            other = Identity.load_or_create(tmp_path / f"{name}.key")
+            unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
+        unit.press()
+        time.sleep(0.1)
+        unit.press(HOLD + 0.3)
+        time.sleep(2)  # past the choice time
+        assert unit.said() == ["Bela?", "Cancelled."]
+        assert unit.states == []
+    finally:
+        unit.close()
+
+
+def test_a_call_coming_in_during_a_choice_ends_the_choice(tmp_path: Path) -> None:
+    """Bela calls while the owner is choosing whom to call, and the owner answers: the choice must
+    not call out of the connected call when its time runs out ("The call failed.")."""
+    host = host_address()
+    asha = ButtonUnit("Asha", tmp_path / "a", host, choice_seconds=4)
+    bela = Unit("Bela", tmp_path / "b", free_port(), host)
+    try:
+        asha.store.add_peer(bela.identity.unit_id, bela.name, bela.address, bela.identity.public_key)
+        bela.pair_with(asha)  # type: ignore[arg-type]  # same attributes as a Unit
+        bela.start()
+        other = Identity.load_or_create(tmp_path / "chandra.key")
+        asha.store.add_peer(other.unit_id, "Chandra", "192.0.2.1:8080", other.public_key)
+        asha.press()
+        assert asha.announcer.wait_idle(10)  # "Bela?": the choice runs
+        bela.send("call Asha")
+        asha.wait_state("ringing")
+        asha.press()  # answers
+        asha.wait_state("connected")
+        assert asha.announcer.wait_idle(20)  # the choice's time runs from the first quiet moment
+        time.sleep(5.5)  # and is over
+        assert asha.states == ["ringing", "connected"]
+        assert "The call failed." not in asha.said()
+        asha.press(HOLD + 0.3)
+        asha.wait_state("idle")
+    finally:
+        bela.close()
+        asha.close()
+
+
+def test_a_button_that_cannot_be_opened_is_said_even_when_quiet(tmp_path: Path) -> None:
+    """This machine has no GPIO: the button switched on in the configuration cannot be opened, and
+    the owner hears it at the quietest level, with what still works, rather than pressing a dead
+    button in silence."""
+    events = EventBus()
+    speaker = WavSpeaker(tmp_path / "speaker.wav")
+    announcer = Announcer(speaker, Espeak(rate_wpm=320), Phrases("en"))
+    narrator = Narrator(events, announcer, "quiet", settle_s=0.05)
+    try:
+        events.publish("unit.ready", "ready", name="Asha")
+        deadline = time.monotonic() + 10
+        while not announcer.spoken and time.monotonic() < deadline:  # the start-up sentence is said
+            time.sleep(0.05)
+        cfg = config.load(None, {}, environ={})
+        assert cfg.button.enabled
+        button = start_button(cfg.button, CallEngineless(), announcer, list, events=events)
+        assert button is None
+        assert announcer.wait_idle(20)
+        said = [s.item.text for s in announcer.spoken]
+    finally:
+        narrator.close()
+        announcer.close()
+        speaker.close()
+    assert said == [
+        "Asha is ready.",
+        "The button is not working. Calls can still be made, answered and ended on the web page.",
+    ]
+    assert "no GPIO for the button on pin 17" in events.recent("button.unavailable")[0].data["reason"]
+
+
+class CallEngineless:
+    """A unit whose call engine is never reached: the button does not open."""
+
+    state = "idle"
+
+    def call(self, unit_id_or_name: str) -> None:
+        raise AssertionError("no press can reach the engine")
+
+    def answer(self) -> None:
+        raise AssertionError("no press can reach the engine")
+
+    def hangup(self) -> None:
+        raise AssertionError("no press can reach the engine")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import time
@@ -19,13 +20,16 @@ from aiortc.exceptions import InvalidStateError
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.serving import make_server
 
 from appliance import config, identity
 from appliance.audio.wav import WavSpeaker
-from appliance.call import NOT_ANSWERED, CallError, messages
+from appliance.call import NOT_ANSWERED, NOT_KNOWN, UNAVAILABLE, UNREACHABLE, CallError, messages
+from appliance.call import calls as calls_module
 from appliance.call import engine as engine_module
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
+from appliance.call.lan import free_port
 from appliance.call.signaling import SIGNAL_PATH, MemoryLink, Signal, SignallingError
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
@@ -34,12 +38,17 @@ from appliance.events import Event, EventBus
 from appliance.guests.calls import sends_video
 from appliance.guests.invites import Invite
 from appliance.guests.service import Guests
+from appliance.guests.vision import GuestVision
 from appliance.identity import Identity
 from appliance.relay import GUEST_PATH
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator
 from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
 from appliance.web.peer_api import RELAY_SENDER
+from appliance.words.phrases import Phrases
 
 from .call_unit import host_address, write_tone
 
@@ -243,10 +252,12 @@ def test_a_call_not_answered_ends_saying_so(nodes: Callable[..., Node]) -> None:
 
 
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:
+    """Bela is told that Asha's expressions cannot be described any more, rather than left in silence."""
     a, b = nodes("Asha", opener=lambda: FailingCamera(frames=45)), nodes("Bela")
     a.link(b)
     connect(a, b)
     a.wait(lambda: any(e.topic == "camera.lost" for e in a.seen), timeout=10)
+    b.wait(lambda: [e.data["reason"] for e in b.events.recent("remote.sharing")] == [UNAVAILABLE])
     shown = b.frames
     b.wait(lambda: b.frames >= shown + 15)
     assert a.engine.state == b.engine.state == "connected"
@@ -1057,3 +1068,180 @@ def test_a_guests_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
         assert status == 200 and answer["kind"] == ending, answer
         status, answer = send(call="1" * 32, resume=True)
         assert status == 403 and answer["reason"] == "ended", answer
+
+
+# What each unit says -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ears() -> Iterator[Callable[[EventBus, WavSpeaker], Announcer]]:
+    """A unit's speech (announcer and narrator, English, fast) on its bus and speaker."""
+    made: list[tuple[Narrator, Announcer]] = []
+
+    def listen(events: EventBus, speaker: WavSpeaker) -> Announcer:
+        announcer = Announcer(speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
+        made.append((Narrator(events, announcer, settle_s=0.05, sharing=True), announcer))
+        return announcer
+
+    yield listen
+    for narrator, announcer in made:
+        narrator.close()
+        announcer.close()
+
+
+def said(announcer: Announcer) -> list[str]:
+    assert announcer.wait_idle(20)
+    return [s.item.text or announcer.phrases.emotion(s.item.peer, s.item.label) for s in announcer.spoken]
+
+
+def call_over(node: Node) -> Callable[[], bool]:
+    return lambda: node.engine.state == "idle" and len(node.states()) > 1
+
+
+def test_a_ring_is_said_again_until_it_is_missed(nodes: Callable[..., Node], ears: Any) -> None:
+    """Bela's owner is in another room: the ring is said again, short, every 6 s, and a ring let out
+    says who called ("Missed call from Asha."), not a plain "Call ended."."""
+    a, b = nodes("Asha"), nodes("Bela", ring_seconds=9)
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    asha, bela = ears(a.events, a.speaker), ears(b.events, b.speaker)
+    a.engine.call("Bela")
+    b.wait(call_over(b), timeout=20)
+    a.wait(call_over(a), timeout=20)
+    assert said(bela) == [
+        "Asha is calling. Press the button to answer.",
+        "Asha is calling.",
+        "Missed call from Asha.",
+    ]
+    first, again, missed = (s.started_at for s in bela.spoken)
+    assert again - first == pytest.approx(calls_module.RING_AGAIN_SECONDS, abs=1.0)
+    assert missed - first == pytest.approx(9, abs=1.0)
+    assert said(asha) == ["Calling Bela.", "Bela did not answer."]
+
+
+@pytest.mark.parametrize("owner", ["answers", "declines"])
+def test_a_ring_answered_or_declined_is_not_said_again(
+    nodes: Callable[..., Node], ears: Any, monkeypatch: pytest.MonkeyPatch, owner: str
+) -> None:
+    """The repeats stop with the ring; a ring the owner declines is no missed call."""
+    monkeypatch.setattr(calls_module, "RING_AGAIN_SECONDS", 0.5)
+    a, b = nodes("Asha"), nodes("Bela")
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    bela = ears(b.events, b.speaker)
+    a.engine.call("Bela")
+    b.wait(lambda: len(b.events.recent("call.ring")) >= 2)
+    if owner == "answers":
+        b.engine.answer()
+        b.wait(lambda: b.engine.state == "connected")
+    else:
+        b.engine.hangup()
+        b.wait(call_over(b))
+    rings = len(b.events.recent("call.ring"))
+    time.sleep(1.5)
+    assert len(b.events.recent("call.ring")) == rings
+    heard = said(bela)
+    end = "Connected to Asha." if owner == "answers" else "Call ended."
+    assert end in heard and "Asha is calling." not in heard[heard.index(end) :], heard
+    assert "Missed call from Asha." not in heard
+
+
+def test_a_unit_that_cannot_be_reached_is_said_so(
+    nodes: Callable[..., Node], ears: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing answers at Bela's address: "Bela cannot be reached right now.", not "The call
+    failed."; the address is in no INFO line."""
+    caplog.set_level(logging.INFO, logger="appliance")
+    a = nodes("Asha")
+    bela = Identity.load_or_create(a.store.path.parent / "bela.key")
+    port = str(free_port())  # nothing listens there
+    a.store.add_peer(bela.unit_id, "Bela", f"127.0.0.1:{port}", bela.public_key)
+    asha = ears(a.events, a.speaker)
+    a.engine.call("Bela")
+    a.wait(call_over(a))
+    assert said(asha) == ["Calling Bela.", "Bela cannot be reached right now."]
+    assert [e.data.get("cause") for e in a.seen if e.topic == "call.state"][-2] == UNREACHABLE
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and port in r.getMessage()]
+
+
+@contextmanager
+def serving(node: Node) -> Iterator[str]:
+    """``node``'s unit-to-unit API over HTTP on loopback, as ``emocall run`` serves it; its address."""
+    parts = build_parts(node.cfg.web, node.me, node.store, node.events, call=node.engine)
+    app = create_app(lambda: {}, parts, [create_blueprint(node.engine)])
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+        parts.close()
+
+
+def test_a_unit_that_no_longer_knows_this_one_is_said_so(nodes: Callable[..., Node], ears: Any) -> None:
+    """Bela's unit was unpaired from Asha's there (or forgot everything): it refuses Asha's signature,
+    and Asha's owner hears to pair again. Paired again, the same call rings."""
+    a, b = nodes("Asha"), nodes("Bela")
+    b.store.update_settings({"auto_answer": False})
+    asha = ears(a.events, a.speaker)
+    with serving(b) as address:
+        a.store.add_peer(b.me.unit_id, "Bela", address, b.me.public_key)
+        a.engine.call("Bela")
+        a.wait(call_over(a))
+        assert said(asha) == ["Calling Bela.", "Bela does not know this unit any more. Pair again."]
+        assert [e.data.get("cause") for e in a.seen if e.topic == "call.state"][-2] == NOT_KNOWN
+        assert b.states() == []
+        b.store.add_peer(a.me.unit_id, "Asha", "127.0.0.1:1", a.me.public_key)
+        a.engine.call("Bela")
+        b.wait(lambda: b.engine.state == "ringing")
+        a.engine.hangup()
+        b.wait(call_over(b))
+
+
+def test_expressions_that_cannot_be_described_mid_call_are_said_on_the_other_side(
+    nodes: Callable[..., Node], ears: Any
+) -> None:
+    """Asha's unit can no longer describe her face (its model failed for good): Bela's unit says so
+    rather than falling silent, and says when it can again."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    bela = ears(b.events, b.speaker)
+    connect(a, b)
+    a.events.publish("vision.unavailable", "emotions unavailable", reason="the Coral was unplugged")
+    b.wait(lambda: len(b.events.recent("remote.sharing")) == 1)
+    a.events.publish("vision.backend", "using the processor", backend="cpu", reason="")
+    b.wait(lambda: len(b.events.recent("remote.sharing")) == 2)
+    assert said(bela)[-2:] == [
+        "Asha's expressions cannot be described right now.",
+        "Asha is sharing expressions again.",
+    ]
+
+
+def test_a_sharing_message_without_a_reason_is_what_older_units_read() -> None:
+    """Units before the reason existed refuse any field they do not know: a pause or resume without
+    one goes out as it always did."""
+    assert messages.encode(messages.Sharing(paused=True)) == '{"type":"sharing","paused":true}'
+    told = messages.encode(messages.Sharing(paused=True, reason=UNAVAILABLE))
+    assert messages.parse(told) == messages.Sharing(paused=True, reason=UNAVAILABLE)
+
+
+def test_a_guests_face_that_cannot_be_described_is_said(tmp_path: Path, ears: Any) -> None:
+    """The unit cannot analyse Priya's video (no model): her owner hears so, as for a unit."""
+    cfg = config.load(None, {"vision": {"model_card": str(tmp_path / "missing.json")}}, environ={})
+    events = EventBus()
+    speaker = WavSpeaker(tmp_path / "speaker.wav")
+    owner = ears(events, speaker)
+    vision = GuestVision(cfg.vision, events)
+    vision.start("Priya")
+    try:
+        deadline = time.monotonic() + 10
+        while not events.recent("remote.sharing") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        vision.close()
+    [paused] = events.recent("remote.sharing")
+    assert paused.data["paused"] and paused.data["guest"]
+    assert said(owner) == ["Priya's expressions cannot be described right now."]
+    speaker.close()

@@ -156,8 +156,9 @@ def test_a_unit_resumed_after_the_caller_gave_up_does_not_ring(
     mark_c = c.mark()
     a.call(c)
     failed = a.wait_state("the call to Cara failed", 40, mark_a)
-    reason = a.lines[a.wait_for(" INFO appliance.call.calls: the call failed: .+", 5, failed)]
-    assert "Cara" not in reason
+    # Why, at DEBUG only: the reason may name where Cara's unit is (its address, its relay account).
+    a.wait_for(" INFO appliance.call.calls: the call failed$", 5, failed)
+    a.wait_for(" DEBUG appliance.call.calls: the call failed: .+", 5, failed)
     time.sleep(3)  # past the offer's wait and the clocks' allowance
     c.signal(signal.SIGCONT)
     c.wait_for(r"refused a request from unit \w+: the request's time is \d+ s behind", 15, mark_c)

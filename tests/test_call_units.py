@@ -1,20 +1,36 @@
 """Two units as two OS processes on this machine's real interface: a call with video and audio both
-ways, emotion events in order, hang-up from either side, and the `emocall call` path."""
+ways, emotion events in order, hang-up from either side, and the `emocall call` path. And what a
+unit says and shows when its microphone is missing or stops delivering sound."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from appliance.audio.wav import read_wav
+from appliance import config
+from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.call.media import AUDIO_SAMPLES
+from appliance.call.microphone import MicrophoneWatch, open_input
+from appliance.display.offscreen import OffscreenScreen
+from appliance.display.view import Display
+from appliance.events import EventBus
+from appliance.speech.announcer import Announcer
+from appliance.speech.espeak import Espeak
+from appliance.speech.narrator import Narrator
+from appliance.words.phrases import Phrases
 
 from .call_unit import Unit, paired_units, write_tone
 from .conftest import CLIPS, need
+from .test_call import Node, connect
 
 
 def dominant_hz(path: Path) -> float:
@@ -110,3 +126,122 @@ def emocall_cli(*args: str, port: int) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+NO_MICROPHONE = "The microphone is not working."
+
+
+class Owner:
+    """What a unit's owner hears (speech into a WAV) and sees (the display, off screen)."""
+
+    def __init__(self, events: EventBus, folder: Path) -> None:
+        self.speaker = WavSpeaker(folder / "owner.wav")
+        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
+        self.narrator = Narrator(events, self.announcer, "quiet", settle_s=0.05)
+        self.display = Display(OffscreenScreen((800, 480), folder / "display.png"), events, Phrases("en"))
+        self.screen = folder / "display.txt"
+
+    def said(self) -> list[str]:
+        assert self.announcer.wait_idle(20)
+        return [s.item.text for s in self.announcer.spoken if s.item.text]
+
+    def shown(self) -> str:
+        assert self.display.flush()
+        return self.screen.read_text()
+
+    def close(self) -> None:
+        for part in (self.display, self.narrator, self.announcer, self.speaker):
+            part.close()
+
+
+def test_a_call_without_a_microphone_is_said_and_shown(tmp_path: Path) -> None:
+    """This machine has no sound card: a call's microphone falls back to silence (``auto``), and
+    the owner hears and sees that the other person hears nothing, even at the quietest level."""
+    asha = Node("Asha", tmp_path, audio_in="auto")
+    bela = Node("Bela", tmp_path)
+    owner = Owner(asha.events, tmp_path)
+    try:
+        asha.link(bela)
+        connect(asha, bela)
+        said, shown = owner.said(), owner.shown()
+        asha.engine.hangup()
+    finally:
+        owner.close()
+        asha.close()
+        bela.close()
+    assert said[:3] == ["Calling Bela.", NO_MICROPHONE, "Connected to Bela."], said
+    assert NO_MICROPHONE in shown.splitlines()
+    assert "no microphone support" in asha.events.recent("microphone.unavailable")[0].data["reason"]
+
+
+class SoundCard:
+    """sounddevice (PortAudio) for a card that can be unplugged and plugged in again: it sends a
+    block every 20 ms while plugged in, as the card's thread does."""
+
+    PortAudioError = OSError
+
+    def __init__(self) -> None:
+        self.plugged = threading.Event()
+        self.plugged.set()
+
+    def module(self) -> types.ModuleType:
+        fake = types.ModuleType("sounddevice")
+        fake.PortAudioError = self.PortAudioError  # type: ignore[attr-defined]
+        fake.InputStream = self.stream  # type: ignore[attr-defined]
+        return fake
+
+    def stream(self, callback: Callable[..., None], **_: Any) -> Any:
+        card, stop = self, threading.Event()
+
+        def deliver() -> None:
+            while not stop.wait(0.02):
+                if card.plugged.is_set():
+                    callback(np.zeros((AUDIO_SAMPLES, 1), np.int16), AUDIO_SAMPLES, None, None)
+
+        class Stream:
+            def start(self) -> None:
+                threading.Thread(target=deliver, daemon=True).start()
+
+            def stop(self) -> None:
+                stop.set()
+
+            def close(self) -> None:
+                stop.set()
+
+        return Stream()
+
+
+def read_for(source: Any, seconds: float) -> None:
+    """Read as the call's audio track does, every 20 ms."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        source.read(AUDIO_SAMPLES)
+        time.sleep(0.02)
+
+
+def test_a_microphone_that_comes_back_or_stops_delivering_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing at one call, there at the next; then unplugged in the call and plugged in again."""
+    events = EventBus()
+    owner = Owner(events, tmp_path)
+    watch = MicrophoneWatch(events)
+    cfg = config.load(None, {}, environ={}).call
+    card = SoundCard()
+    try:
+        open_input(cfg, watch).close()  # no sounddevice here: silence
+        monkeypatch.setitem(sys.modules, "sounddevice", card.module())
+        microphone = open_input(cfg, watch)
+        read_for(microphone, 0.5)
+        card.plugged.clear()
+        read_for(microphone, 2.5)
+        assert NO_MICROPHONE in owner.shown().splitlines()
+        card.plugged.set()
+        read_for(microphone, 0.5)
+        microphone.close()
+        said, shown = owner.said(), owner.shown()
+    finally:
+        owner.close()
+    back = "The microphone works again."
+    assert said == [NO_MICROPHONE, back, NO_MICROPHONE, back]
+    assert NO_MICROPHONE not in shown

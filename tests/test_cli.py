@@ -9,7 +9,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from appliance import __version__, config, selftest
+from appliance.audio.wav import read_wav
+from appliance.events import EventBus
+from appliance.state import STATE_FILE, StateStore
 
 from .conftest import CLIPS, need
 
@@ -88,3 +93,21 @@ def test_run_serves_status_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Asha is ready" in err
     gone = selftest.check_web(config.load(None, {"web": {"port": port}}, environ={}))
     assert not gone.ok and gone.detail.startswith(f"no unit answers on port {port}")
+
+
+def test_say_speaks_a_phrase_in_the_language_of_the_units_settings(tmp_path: Path) -> None:
+    """The setup hotspot says its sentences through `emocall say`: a phrase and its fields, in the
+    language the owner chose (here Hindi), as the unit itself would say them."""
+    data = tmp_path / "unit"
+    store = StateStore(data / STATE_FILE, EventBus(), {"display_name": "Kitchen"})
+    store.update_settings({"voice_language": "hi"})
+    store.close()
+    phrase, text = tmp_path / "phrase.wav", tmp_path / "text.wav"
+    phrase_args = ["--phrase", "network_joined", "--field", "ssid=Home", "--data-dir", str(data)]
+    said = emocall("say", *phrase_args, "--wav", str(phrase))
+    assert said.returncode == 0, said.stderr
+    hindi = emocall("say", "यूनिट नेटवर्क Home से जुड़ गई।", "--lang", "hi", "--wav", str(text))
+    assert hindi.returncode == 0, hindi.stderr
+    assert np.array_equal(np.trim_zeros(read_wav(phrase)[0]), np.trim_zeros(read_wav(text)[0]))
+    wrong = emocall("say", "--phrase", "hotspot_help", "--field", "ssid=Home", "--data-dir", str(data))
+    assert wrong.returncode == 1 and "needs --field password=" in wrong.stderr

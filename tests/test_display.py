@@ -13,11 +13,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from appliance import config, selftest
-from appliance.call import NOT_ANSWERED
+from appliance.call import MISSED, NOT_ANSWERED, UNAVAILABLE
 from appliance.config import DisplayConfig
 from appliance.display import DisplayError, view
 from appliance.display.fonts import Fonts, fontconfig_choice, for_language, letters
-from appliance.display.layout import BOTTOM, MARGIN, TOP, draw
+from appliance.display.layout import BOTTOM, FAULTS, MARGIN, TOP, draw
 from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
 from appliance.display.view import Display
@@ -363,9 +363,36 @@ def test_an_unpairing_and_an_unanswered_call_are_shown(said: Shown, monkeypatch:
     assert said.wait_for("Connected to Asha.")[1:] == ["Connected to Asha.", "Happy"]
 
 
+def test_a_calls_last_words_stay_after_it_is_over(said: Shown, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine goes idle at once after a call ends: the reason ("Missed call from Asha.") stays
+    for a while, for the helper who comes to look, then the idle line is back."""
+    monkeypatch.setattr(view, "SAID_S", 1.0)
+    idle = "Ready. Address 192.168.1.20:8080"
+    said.events.publish("unit.ready", "ready", name="Kitchen", address="192.168.1.20:8080")
+    said.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    said.events.publish("call.state", "ended", state="ended", peer="Asha", reason=MISSED)
+    said.events.publish("call.state", "idle", state="idle", peer="", reason="")
+    assert said.lines()[1] == "Missed call from Asha."
+    assert said.wait_for(idle)[1] == idle
+
+
+def test_expressions_that_cannot_be_described_are_shown_as_such(said: Shown) -> None:
+    said.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    said.events.publish("remote.sharing", "paused", peer="Asha", paused=True, reason=UNAVAILABLE)
+    assert said.lines()[2] == "Asha's expressions cannot be described right now."
+    said.events.publish("remote.sharing", "paused", peer="Asha", paused=True)
+    assert said.lines()[2] == Phrases("en").say("sharing_paused", peer="Asha")
+    said.events.publish("remote.sharing", "shared", peer="Asha", paused=False)
+    assert len(said.lines()) == 2
+
+
+RACHEL = "\u09b0\u200d\u09cd\u09af\u09be\u099a\u09c7\u09b2"  # "Rachel" in Bengali: the ZWJ keeps র whole
+KSHAMA = "\u0915\u094d\u200d\u0937\u092e\u093e"  # क्‍षमा: the ZWJ asks for a half क, not the conjunct
+
+
 def test_names_keep_their_joiners_and_an_address_is_shown_whole(tmp_path: Path) -> None:
     shown = Shown(tmp_path, "bn")
-    rachel = "\u09b0\u200d\u09cd\u09af\u09be\u099a\u09c7\u09b2"  # "Rachel": the ZWJ keeps র whole
+    rachel = RACHEL
     ipv6 = "[2001:db8:85a3:1234:8a2e:370:7334:abcd]:8080"
     try:
         shown.events.publish("unit.ready", "ready", name="Kitchen", address=ipv6)
@@ -419,3 +446,77 @@ def test_a_long_state_line_is_wrapped_at_a_readable_size_within_the_margins(
             assert np.flatnonzero(text.any(axis=1))[-1] < height - margin
     finally:
         shown.display.close()
+
+
+@pytest.mark.parametrize(
+    ("language", "name", "script"),
+    [("hi", RACHEL, "bn"), ("en", RACHEL, "bn"), ("bn", KSHAMA, "hi"), ("bn", "Jose\u0301", "en")],
+)
+def test_a_name_in_another_script_with_a_joiner_or_a_mark_is_drawn_as_its_script_draws_it(
+    tmp_path: Path, language: str, name: str, script: str
+) -> None:
+    """A joiner or a combining mark that the unit's own font has went into a run of its own,
+    apart from its letter: SDL_ttf refused to draw it ("Text has zero width") and the screen kept
+    its last picture for the whole call. It goes with the letter before it: the name is drawn as a
+    unit in the name's language draws it."""
+    shown = Shown(tmp_path, language)
+    try:
+        shown.events.publish("call.state", "ringing", state="ringing", peer=name, reason="")
+        assert shown.lines()[1] == Phrases(language).say("ringing", peer=name)
+    finally:
+        shown.display.close()
+    fonts, own = for_language(Phrases(language), None)[0], for_language(Phrases(script), None)[0]
+    assert len(fonts._runs(name)) == 1, fonts._runs(name)
+    assert drawn(fonts, name) == drawn(own, name)
+
+
+def test_a_line_that_begins_with_a_joiner_in_another_face_is_drawn() -> None:
+    """A joiner that begins a line has no letter before it to go with: alone in its face it has no
+    width, which SDL_ttf refuses to draw; the rest of the line is drawn."""
+    english, _ = for_language(Phrases("en"), None)
+    assert drawn(english, "\u200d\u0986\u09b6\u09be") == drawn(english, "\u0986\u09b6\u09be")
+
+
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_codes_digits_are_never_cut_onto_two_lines(language: str) -> None:
+    """A code is said digit by digit, so it is written with spaces between its digits: a line cut
+    there showed "4 8 2" and "9 1 3", two numbers, in a narrow state band."""
+    fonts, phrases = for_language(Phrases(language), None)
+    said = phrases.code("owner", "482913", 300)
+    for width in range(100, 800, 10):
+        lines = fonts._wrap(said, 40, width)
+        assert any("4 8 2 9 1 3" in line for line in lines), (width, lines)
+
+
+def test_a_part_that_does_not_work_stays_on_screen_until_it_works_again(shown: Shown) -> None:
+    # The owner heard it once (with the speaker broken, not at all): a helper who comes later reads it.
+    shown.events.publish("audio.unavailable", "speaker", error="no card")
+    shown.events.publish("camera.lost", "camera")
+    assert shown.lines()[2] == "The speaker is not working. Camera lost."
+    _, middle, _ = bands(shown.png())
+    assert yellow(middle[: int(H * FAULTS)]).mean() > 0.01  # in its band under the state line
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    shown.display.set_remote_frame(np.full((240, 320, 3), BLUE_BGR, np.uint8))
+    _, middle, _ = bands(shown.png())
+    assert yellow(middle[: int(H * FAULTS)]).mean() > 0.01  # a call does not hide it...
+    video = middle[int(H * FAULTS) + 5 :, W // 2 - 100 : W // 2 + 100]
+    assert np.abs(video.reshape(-1, 3).mean(axis=0) - BLUE_BGR).max() < 10  # ...nor it the video
+    shown.events.publish("audio.recovered", "speaker")
+    assert shown.lines()[2] == "Camera lost."
+    shown.events.publish("settings.changed", "settings", settings={"voice_language": "hi"})
+    assert shown.lines()[2] == Phrases("hi").say("camera_lost")
+    shown.events.publish("camera.recovered", "camera")
+    assert len(shown.lines()) == 2  # the name and the call's line: nothing is wrong any more
+
+
+def test_a_microphone_or_a_button_that_does_not_work_stays_on_screen(shown: Shown) -> None:
+    """A call without a microphone is silent at the other end, a dead button does nothing: both
+    are shown until they work again (a button that did not open at start-up, until the next)."""
+    shown.events.publish("microphone.unavailable", "microphone", reason="no sound card")
+    shown.events.publish("button.unavailable", "button", reason="no GPIO")
+    button = "The button is not working. Calls can still be made, answered and ended on the web page."
+    assert shown.lines()[2] == f"The microphone is not working. {button}"
+    shown.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")
+    assert shown.lines()[2] == f"The microphone is not working. {button}"  # the call's end keeps it
+    shown.events.publish("microphone.recovered", "microphone")
+    assert shown.lines()[2] == button

@@ -93,6 +93,32 @@ def test_ended_invites_are_deleted_a_month_later_and_still_refused_as_ended(
     db.close()
 
 
+@pytest.mark.parametrize("look", ["restart", "listed", "checked"])
+def test_ended_invites_are_deleted_a_month_later_with_no_new_invite(
+    tmp_path: Path, clock: Clock, look: str
+) -> None:
+    """They were deleted only when the next invite was made: with none made, a guest's name and
+    when they called stayed in the state database for the unit's life."""
+    me = Identity.load_or_create(tmp_path / "identity.key")
+    store = StateStore(tmp_path / "state.db")
+    invites = Invites(me, store, clock)
+    token = invites.token(invites.create("Priya", DAY, once=True), JID)
+    rings(invites, token)
+    clock.now += 400 * DAY
+    if look == "restart":
+        Invites(me, store, clock)
+    elif look == "listed":
+        assert invites.listed() == []
+    else:
+        assert refused(invites, token).reason == "expired"
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("SELECT COUNT(*) FROM invites").fetchone() == (0,)
+    db.close()
+    files = {f.name: f.read_bytes() for f in tmp_path.glob("state.db*")}  # the WAL too, the store open
+    assert "state.db" in files and [name for name, data in files.items() if b"Priya" in data] == []
+    store.close()
+
+
 def test_a_one_time_invite_rings_once(invites: Invites) -> None:
     invite = invites.create("Priya", DAY, once=True)
     token = invites.token(invite, JID)

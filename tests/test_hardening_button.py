@@ -17,7 +17,9 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
+from appliance import selftest
 from appliance.app import Appliance
+from appliance.config import WebConfig
 from tests.conftest import appliance_config
 from tests.pairing_units import Unit
 
@@ -71,7 +73,9 @@ class Browser:
 @pytest.fixture
 def unit(tmp_path: Path) -> Iterator[Appliance]:
     factory, Device.pin_factory = Device.pin_factory, MockFactory()
-    appliance = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"hold_seconds": 0.3})).start()
+    appliance = Appliance(
+        appliance_config(tmp_path / "asha", "Asha", button={"enabled": True, "hold_seconds": 0.3})
+    ).start()
     try:
         yield appliance
     finally:
@@ -158,3 +162,45 @@ def test_the_login_page_offers_the_button_and_lets_the_owner_in(unit: Appliance)
     status, page = browser.form("/login/button", {})
     assert status == 200 and "Welcome" in page, page[-2000:]
     assert browser.send("GET", "/api/settings")[0] == 200
+
+
+def test_the_selftest_asks_the_running_unit_about_the_button_it_holds(unit: Appliance) -> None:
+    """The running unit holds the pin, which a second opener cannot have: the selftest reports what
+    the unit found."""
+    assert unit.web is not None
+    report = selftest.check_button(unit.config.model_copy(update={"web": WebConfig(port=unit.web.port)}))
+    assert report.ok and report.detail == "the running unit uses pin 17", report
+
+
+BUTTON_DEAD = "The button is not working. Calls can still be made, answered and ended on the web page."
+
+
+def test_a_unit_whose_button_cannot_be_opened_says_so_at_start_and_shows_it(tmp_path: Path) -> None:
+    """This machine has no GPIO: the unit starts without its button, says so in its start-up
+    sentence with what still works, shows it, and the selftest reports it."""
+    cfg = appliance_config(
+        tmp_path / "asha",
+        "Asha",
+        display={"backend": "offscreen", "snapshot_seconds": 0.2},
+        button={"enabled": True},
+    )
+    unit = Appliance(cfg).start()
+    try:
+        assert unit.button is None and unit.web is not None and unit.display is not None
+        assert unit.speech is not None
+        announcer = unit.speech.announcer
+        deadline = time.monotonic() + 30
+        while not announcer.spoken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert announcer.wait_idle(30)
+        start = announcer.spoken[0].item.text
+        assert unit.display.flush()
+        shown = (tmp_path / "asha" / "display.txt").read_text().splitlines()
+        report = selftest.check_button(cfg.model_copy(update={"web": WebConfig(port=unit.web.port)}))
+    finally:
+        unit.close()
+    assert start.startswith("Asha is ready.") and BUTTON_DEAD in start, start
+    assert BUTTON_DEAD in shown
+    assert not report.ok and report.detail == "the running unit could not open pin 17: see its log"
+    alone = selftest.check_button(cfg)  # no unit answers: the selftest opens the pin itself
+    assert not alone.ok and "no GPIO for the button on pin 17" in alone.detail

@@ -150,6 +150,36 @@ def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
     assert not said.exists(), "said again at the next start"
 
 
+def test_a_configuration_that_cannot_be_used_is_said_once_per_boot(tmp_path: Path) -> None:
+    """A wrong value in the configuration file: `emocall run` stops before anything speaks, and
+    systemd starts it again every 15 s. The unit says that it cannot start, once, with the speaker
+    and the data folder of the environment and the flags."""
+    data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
+    runtime.mkdir()
+    config = tmp_path / "bad.toml"
+    config.write_text('[call]\nring_seconds = "long"\n')
+    command = [*EMOCALL, "run", "--config", str(config), "--data-dir", str(data)]
+    env = {
+        **os.environ,
+        "RUNTIME_DIRECTORY": str(runtime),
+        "EMOCALL_SPEECH__OUTPUT": "wav",
+        "EMOCALL_SPEECH__WAV_FILE": str(said),
+    }
+    for start in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        assert result.returncode == 2 and "ring_seconds" in result.stderr, result.stderr[-3000:]
+        if start == 0:
+            pcm, _ = read_wav(said)
+            said.unlink()
+    assert not said.exists(), "said again at the next start"
+    sentence = tmp_path / "cannot-start.wav"
+    say = [*EMOCALL, "say", "--phrase", "cannot_start", "--data-dir", str(data), "--wav", str(sentence)]
+    subprocess.run(say, check=True, capture_output=True, timeout=60, cwd=ROOT)
+    assert np.abs(pcm).max() > 1000 and np.array_equal(
+        np.trim_zeros(pcm), np.trim_zeros(read_wav(sentence)[0])
+    )
+
+
 def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path) -> None:
     """An SD card at the end of its life turns read-only (and ext4 remounts one so after an error):
     the unit still starts, with its name and key from the card, from a copy in the service's runtime
@@ -230,3 +260,49 @@ def test_a_read_only_card_that_cannot_be_copied_into_memory_is_said_not_a_traceb
     ]
     pcm, rate = read_wav(said)
     assert np.abs(pcm).max() > 1000 and pcm.size / rate > 2, "nothing was said"
+
+
+def test_forget_everything_on_a_read_only_card_says_the_card_still_holds_it(tmp_path: Path) -> None:
+    """On a read-only card "forget everything" erases the copy in memory only: the unit starts as
+    new until the next boot copies the card again. The owner must not hear that all is forgotten."""
+    from appliance.state import StateStore
+
+    from .test_privacy import Browser
+
+    data, runtime = tmp_path / "data", tmp_path / "run"
+    data.mkdir(mode=0o700)
+    runtime.mkdir()
+    Identity.load_or_create(data / "identity.key")
+    StateStore(data / "state.db").close()
+    card = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\n'
+        '[display]\nbackend = "offscreen"\n[button]\nenabled = false\n[vision]\nenabled = false\n'
+    )
+    run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    log = tmp_path / "unit.log"
+    with log.open("w") as out:
+        script = f"mount --bind -o ro {data} {data} && exec {run}"
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=out, cwd=ROOT, env=env)
+    try:
+        _wait_ready(port, proc)
+        owner = Browser(port, runtime / "card-copy")  # the display's text is written to the copy
+        owner.log_in()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', owner.request("/settings"))
+        assert csrf is not None
+        page = owner.request("/forget", form={"csrf": csrf.group(1), "confirm": "yes"})
+        assert "the card still holds everything" in " ".join(page.split()), page  # the helper reads it too
+        deadline = time.monotonic() + 90
+        while "saying: This unit starts as new for now" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    said = log.read_text()
+    assert "saying: Everything is forgotten." not in said
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == card  # it all comes back

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -140,8 +141,30 @@ def test_audio_and_journal_configuration(root: Path) -> None:
     echo = (root / "etc/pipewire/pipewire.conf.d/50-emocall-echo-cancel.conf").read_text()
     assert 'node.name = "echo-cancel-source"' in echo and "priority.session = 3000" in echo
     journal = (root / "etc/systemd/journald.conf.d/50-emocall.conf").read_text()
-    assert "Storage=volatile" in journal and "MaxRetentionSec=1day" in journal
+    assert "Storage=volatile" in journal and "MaxRetentionSec=1day" in journal and "MaxFileSec=1h" in journal
     assert (root / "usr/share/emocall/models/edgetpu/emotion_int8.tflite").is_file()
+
+
+def test_the_journal_keeps_nothing_much_longer_than_its_retention() -> None:
+    """journald deletes by age only archived files, and it archived the file being written only
+    after a month (MaxFileSec's default) or 2 MiB: a quiet unit kept its log for up to a month."""
+    settings = dict(
+        line.split("=", 1)
+        for line in (IMAGE / "files/journald/emocall.conf").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert "MaxFileSec" in settings, "without it the file being written is archived after a month"
+    assert seconds(settings["MaxFileSec"]) <= seconds(settings["MaxRetentionSec"])
+
+
+# systemd.time(7)'s units up to a week; a number alone is seconds.
+SPAN_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600}
+SPAN_UNITS |= {"d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
+
+
+def seconds(span: str) -> int:
+    """A systemd time span ("1day", "1h 30min") in seconds; KeyError for a unit not listed above."""
+    return sum(int(n) * SPAN_UNITS[unit] for n, unit in re.findall(r"(\d+)\s*([a-z]*)", span))
 
 
 def test_nothing_unit_specific_or_secret_is_left(root: Path) -> None:

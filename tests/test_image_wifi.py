@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from appliance.events import EventBus
 from appliance.relay import routing
+from appliance.state import STATE_FILE, StateStore
 from appliance.web.wifi import REQUEST_FILE, WifiError, leave_request, wifi_blueprint
+from appliance.words.phrases import Phrases
 from tests.pairing_units import make_unit
 
 # /proc/net/route without and with a default route: on the setup hotspot, and on a network.
@@ -71,8 +76,10 @@ def test_an_open_network_needs_no_password(tmp_path: Path) -> None:
 
 
 # The hotspot script (image-build/files/network/emocall-hotspot) drives NetworkManager and Wi-Fi,
-# which this machine has not: it runs here with stand-ins for nmcli, ip, iw and the unit's voice on
-# PATH, each a few lines that log what was asked and play a home whose router starts late.
+# which this machine has not: it runs here with stand-ins for nmcli, ip, iw and runuser on PATH, each
+# a few lines that log what was asked and play a home whose router starts late. runuser runs this
+# checkout's `emocall say` (into a WAV file); its espeak-ng stand-in keeps the text it is given, which
+# runuser adds to what was said when `emocall say` is done, and the whole of espeak-ng's speech.
 HOTSPOT_SCRIPT = Path(__file__).resolve().parents[1] / "image-build/files/network/emocall-hotspot"
 STAND_INS = {
     "ip": '[ -e "$HOME_NET/online" ] && echo "default via 192.168.1.1 dev wlan0"; exit 0',
@@ -87,7 +94,18 @@ case "$*" in
   "connection up emocall-setup") [ ! -e "$HOME_NET/radio-broken" ] || exit 10 ;;
 esac""",
     "id": "echo 1000",
-    "runuser": 'echo "${@: -1}" >>"$HOME_NET/said"',
+    "runuser": """echo "$*" >>"$HOME_NET/runuser.log"
+while [ "$1" != say ]; do shift; done
+shift
+"$PYTHON" -m appliance.cli --config "$HOME_NET/config.toml" say "$@"
+cat "$HOME_NET/saying" >>"$HOME_NET/said"  # once said, as runuser returns
+""",
+    "espeak-ng": """echo "$*" >>"$HOME_NET/espeak.log"
+text=$(cat)
+printf '%s\\n' "$text" >"$HOME_NET/saying"
+"$ESPEAK" "$@" <<<"$text" >"$HOME_NET/spoken.wav"
+head -c 4444 "$HOME_NET/spoken.wav"  # its first 0.1 s: the WAV speaker plays in real time
+""",
     "sleep": "exec /bin/sleep 0.05",
 }
 
@@ -95,7 +113,7 @@ esac""",
 class Hotspot:
     """The hotspot script with the stand-ins, in a home whose state the test changes by files."""
 
-    def __init__(self, tmp_path: Path, saved: str) -> None:
+    def __init__(self, tmp_path: Path, saved: str, say_seconds: int = 120) -> None:
         bin_dir, self.net = tmp_path / "bin", tmp_path / "net"
         tmp_path.mkdir(exist_ok=True)
         bin_dir.mkdir()
@@ -104,6 +122,9 @@ class Hotspot:
             (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
             (bin_dir / name).chmod(0o755)
         (self.net / "saved").write_text(saved)
+        (self.net / "config.toml").write_text(
+            f'[unit]\ndata_dir = "{tmp_path}"\n[speech]\noutput = "wav"\nwav_file = "{self.net}/said.wav"\n'
+        )
         (self.net / "phone").touch()  # the owner's phone is on the setup page
         self.password = tmp_path / "password"
         env = {
@@ -113,6 +134,9 @@ class Hotspot:
             "EMOCALL_HOTSPOT_PASSWORD": str(self.password),
             "EMOCALL_HOTSPOT_WAIT": "0",
             "EMOCALL_HOTSPOT_RETRY": "0",
+            "EMOCALL_HOTSPOT_SAY": str(say_seconds),
+            "PYTHON": sys.executable,
+            "ESPEAK": str(shutil.which("espeak-ng")),
         }
         self.script = subprocess.Popen(
             ["bash", str(HOTSPOT_SCRIPT)], env=env, stderr=subprocess.PIPE, text=True
@@ -179,6 +203,23 @@ def test_a_new_unit_keeps_its_hotspot_up_and_a_hotspot_that_cannot_return_is_not
         home.close()
 
 
+def test_the_hotspot_says_again_only_while_no_phone_is_on_it(tmp_path: Path) -> None:
+    """Its owner on the setup page may be hearing a login code from the unit, which this voice (a
+    process of its own) would talk over: said when the hotspot opens, then again only while no
+    phone is on it."""
+    home = Hotspot(tmp_path, "", say_seconds=0)  # a new unit: no saved network to try
+    try:
+        time.sleep(3)
+        assert len(home.said()) == 1
+        (home.net / "phone").unlink()
+        deadline = time.monotonic() + 30
+        while len(home.said()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(home.said()) >= 2
+    finally:
+        home.close()
+
+
 @pytest.mark.parametrize("router", ["up", "off"])
 def test_the_network_chosen_on_the_setup_page_is_joined(tmp_path: Path, router: str) -> None:
     """The page leaves the owner's choice; the script hands it to NetworkManager and says whether the
@@ -208,3 +249,30 @@ def test_the_network_chosen_on_the_setup_page_is_joined(tmp_path: Path, router: 
     else:
         assert home.said()[-1] == "Could not join Home net. Check the password. The setup network comes back."
         assert log.rstrip().splitlines()[-1] == "connection up emocall-setup"
+
+
+def test_the_hotspot_speaks_the_language_the_owner_chose(tmp_path: Path) -> None:
+    """The hotspot said its sentences in English whatever the unit's language; it says them in the
+    owner's (a phrase and its fields, through `emocall say` as the unit's user), the address's dots
+    as the word for "dot" (the Hindi voice reads "10.42.0.1" as a decimal number)."""
+    store = StateStore(tmp_path / STATE_FILE, EventBus(), {"display_name": "Kitchen"})
+    store.update_settings({"voice_language": "hi"})
+    store.close()
+    home = Hotspot(tmp_path, "")
+    try:
+        (home.net / "router").touch()
+        leave_request(tmp_path, "Home net", "correct horse")
+        assert home.script.wait(timeout=20) == 0, home.script.stderr.read() if home.script.stderr else ""
+    finally:
+        home.close()
+    hindi, ssid = Phrases("hi"), Path("/etc/hostname").read_text().strip().replace("-", " ")
+    password = " ".join(home.password.read_text().strip())
+    assert home.said() == [
+        hindi.say("hotspot_help", ssid=ssid, password=password, host="10.42.0.1", port="8080"),
+        "यूनिट नेटवर्क Home net से जुड़ गई।",
+    ]
+    assert "10 डॉट 42 डॉट 0 डॉट 1 पोर्ट 8080" in home.said()[0]
+    assert all(" -v hi " in line for line in (home.net / "espeak.log").read_text().splitlines())
+    assert (home.net / "spoken.wav").stat().st_size > 48_000  # a second of speech at least
+    user = "-u emocall -- env XDG_RUNTIME_DIR=/run/user/1000 /opt/emocall/venv/bin/emocall"
+    assert (home.net / "runuser.log").read_text().startswith(f"{user} --config /etc/emocall/config.toml say")

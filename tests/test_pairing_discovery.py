@@ -6,14 +6,19 @@ import asyncio
 import concurrent.futures
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from zeroconf import ServiceInfo, Zeroconf
 
 from appliance.pairing.discovery import MAX_SEEN, SERVICE, Discovery, DiscoveryError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_units_find_each_other() -> None:
@@ -134,3 +139,79 @@ def _until(check: Callable[[], bool], timeout: float) -> bool:
     while time.monotonic() < deadline and not check():
         time.sleep(0.2)
     return check()
+
+
+LOOK_FOR_UNITS = """
+import sys, time
+from zeroconf import ServiceBrowser, Zeroconf
+from appliance.pairing.discovery import SERVICE
+zc, names = Zeroconf(), []
+ServiceBrowser(zc, SERVICE, handlers=[lambda zeroconf, service_type, name, state_change: names.append(name)])
+time.sleep(3)
+for name in names:
+    info = zc.get_service_info(SERVICE, name, 3000)
+    print(name, info.parsed_addresses() if info else [])
+zc.close()
+"""
+
+
+def test_a_unit_started_before_its_network_shows_and_advertises_the_address_it_gets(tmp_path: Path) -> None:
+    """At first boot the unit starts before the owner has joined it to Wi-Fi (the setup hotspot),
+    and a router may give it a new address: the display's address and the mDNS announcement follow
+    (appliance/app.py, ADDRESS_SECONDS), so a helper reads, and another unit finds, the right one."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    ns = f"emocall-addr-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[unit]\nname = "Kitchen"\ndata_dir = "{tmp_path / "data"}"\n'
+            '[camera]\nsource = "pattern"\n[web]\nhost = "0.0.0.0"\nport = 8080\n'
+            '[speech]\noutput = "wav"\n[display]\nbackend = "offscreen"\n[button]\nenabled = false\n'
+        )
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "--config",
+            str(config),
+            "run",
+        ]
+        proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=ROOT)
+        shown = tmp_path / "data" / "display.txt"
+        _wait_for(lambda: "127.0.0.1:8080" in _read(shown), proc, shown)
+        for step in (
+            ["link", "add", "home0", "type", "veth", "peer", "name", "router0"],  # no dummy module here
+            ["link", "set", "router0", "up"],
+            ["link", "set", "home0", "up"],
+            ["addr", "add", "10.77.0.5/24", "dev", "home0"],
+            ["route", "add", "default", "via", "10.77.0.1"],
+        ):
+            subprocess.run(["ip", "-n", ns, *step], check=True)
+        _wait_for(lambda: "10.77.0.5:8080" in _read(shown), proc, shown)
+        look = ["ip", "netns", "exec", ns, sys.executable, "-c", LOOK_FOR_UNITS]
+        found = subprocess.run(look, capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+        assert "'10.77.0.5'" in found, found
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _wait_for(done: Callable[[], bool], proc: subprocess.Popen[bytes], shown: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert proc.poll() is None and time.monotonic() < deadline, _read(shown)
+        time.sleep(0.3)

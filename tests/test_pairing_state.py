@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.events import EventBus
-from appliance.state import SettingsError, StateError, StateStore
+from appliance.state import SettingsError, StateError, StateStore, _hashed
 
 WRITER = """
 import sys, time
@@ -76,6 +76,22 @@ def test_peers_are_pinned_and_removed(tmp_path: Path) -> None:
     assert store.remove_peer("a" * 32) and not store.remove_peer("a" * 32)
     assert store.peers() == []
     store.check()
+
+
+def test_deleted_personal_data_is_not_left_in_the_database_files(tmp_path: Path) -> None:
+    """A deleted row stayed readable in state.db-wal until a checkpoint, which SQLite makes by
+    itself only at 1000 pages: on a quiet unit, for months after the unpairing or the logout."""
+    store = StateStore(tmp_path / "state.db")
+    store.add_peer("c" * 32, "Cousin", "192.0.2.6:8080", b"j" * 32)
+    store.add_peer("a" * 32, "GrandmaSecretName", "192.0.2.5:8080", b"k" * 32)
+    token = store.open_session(1)
+    assert store.remove_peer("a" * 32)
+    store.close_session(token)
+    gone = [b"GrandmaSecretName", b"192.0.2.5:8080", _hashed(token).encode()]
+    files = {f.name: f.read_bytes() for f in tmp_path.glob("state.db*")}  # as they lie, the store open
+    assert "state.db" in files and [(n, w) for n, data in files.items() for w in gone if w in data] == []
+    assert [p.name for p in store.peers()] == ["Cousin"] and not store.session_valid(token, 1)
+    store.close()
 
 
 def _run_writer(db: Path, mode: str) -> subprocess.Popen[str]:

@@ -68,7 +68,7 @@ CONJUNCT = re.compile(r"[\u0915-\u0939\u0995-\u09b9](?:[\u094d\u09cd][\u0915-\u0
 
 def spelled_letters(text: str, voice: str) -> list[str]:
     """Letters espeak-ng says by name: its trace looks up each one alone (``x``, ``_a``, ``ক্ষ``)."""
-    prepared = for_espeak(text, voice)
+    prepared = for_espeak(text)
     trace = subprocess.run(
         ["espeak-ng", "-q", "-X", "-v", voice],
         input=prepared.encode("utf-8"),
@@ -107,7 +107,7 @@ def test_every_sentence_is_said_in_its_language_with_any_name(tts: Espeak, langu
 def test_bengali_letters_with_a_dot_below_keep_their_vowel(tts: Espeak) -> None:
     stored = unicodedata.normalize("NFC", "পাওয়া হয়েছে প্রিয়া জোড়া")
     assert "\u09bc" in stored  # what normalisation makes of them: base letter + nukta
-    assert "\u09bc" not in for_espeak(stored, "bn")
+    assert "\u09bc" not in for_espeak(stored)
     said = tts.phonemes(stored, "bn").split()
     # "pao", "hoche", "pri", "jor" without the mapping: the vowel after the letter is lost.
     assert said == ["p'ao:,a", "h'OetS#,e", "pr'ia", "J'or.a"], said
@@ -115,7 +115,33 @@ def test_bengali_letters_with_a_dot_below_keep_their_vowel(tts: Espeak) -> None:
         words = tts.phonemes(text, "bn")
         if name == "প্রিয়া":
             assert "pr'ia" in words, text
-    assert for_espeak(stored, "hi") == stored  # only Bengali voices get the mapping
+
+
+@pytest.mark.parametrize("language", ["en", "hi"])
+def test_a_bengali_name_keeps_its_vowel_in_every_language(tts: Espeak, language: str) -> None:
+    """A Bengali name is said in the Bengali voice whatever the unit's language: ড়, ঢ়, য় are
+    mapped for every voice, or প্রিয়া is said "pri" in an English or Hindi sentence."""
+    said = Phrases(language).say("ringing", peer=unicodedata.normalize("NFC", "প্রিয়া"))
+    assert "(bn)pr'ia(" in tts.phonemes(said, language), tts.phonemes(said, language)
+
+
+# Names spelled with a joiner: "Rachel" in Bengali (র, ZWJ, ্যাচেল: র stays a full letter), क्‍षमा
+# (a half क), and a ZWNJ that keeps a virama visible (ক্‌ষ).
+JOINED = (
+    "\u09b0\u200d\u09cd\u09af\u09be\u099a\u09c7\u09b2",
+    "\u0915\u094d\u200d\u0937\u092e\u093e",
+    "\u0995\u09cd\u200c\u09b7",
+)
+
+
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_joiner_in_a_name_is_not_said(tts: Espeak, language: str) -> None:
+    """A joiner shapes the name on the screen only: espeak-ng said "Bengali" for one in the English
+    and Hindi voices, and cut the name in two in every voice."""
+    for name in JOINED:
+        said = Phrases(language).say("ringing", peer=name)
+        plain = said.replace("\u200d", "").replace("\u200c", "")
+        assert tts.phonemes(said, language) == tts.phonemes(plain, language), name
 
 
 def test_hindi_never_guesses_the_callers_gender() -> None:
@@ -129,6 +155,38 @@ def test_hindi_never_guesses_the_callers_gender() -> None:
     assert hi.say("owner_code", digits="12").startswith("मालिक का कोड")
     assert "कॉल फिर से जुड़ रहा है" in hi.say("reconnecting")
     assert hi.say("failed") == "कॉल नहीं लग सका।"  # masculine, as in "का कॉल आ रहा है"
+    # The caller is never the subject of a verb that agrees with it ("कर रहे हैं", "सुन रहे हैं").
+    assert hi.say("guest_ringing", peer="प्रिया") == "प्रिया का कॉल ब्राउज़र से आ रहा है। जवाब देने के लिए बटन दबाइए।"
+    assert hi.say("guest_calling", peer="प्रिया") == "प्रिया का कॉल ब्राउज़र से आ रहा है।"
+    assert hi.say("consent_shared", peer="प्रिया") == "आपके भाव प्रिया को भेजे जा रहे हैं।"
+    # Verbs agree with कॉल, संपर्क, यूनिट (feminine) and भाव, never with the person named.
+    assert hi.say("missed_call", peer="प्रिया") == "प्रिया का कॉल छूट गया।"
+    assert hi.say("call_unreachable", peer="प्रिया") == "प्रिया से अभी संपर्क नहीं हो पा रहा।"
+    assert hi.say("call_not_known", peer="प्रिया").startswith("प्रिया की यूनिट अब इस यूनिट को नहीं पहचानती।")
+    assert hi.say("remote_unavailable", peer="प्रिया") == "प्रिया के भाव अभी बताए नहीं जा सकते।"
+
+
+def test_hindi_grammar() -> None:
+    """कॉल is masculine (as in "का कॉल आ रहा है"), an agent with ने takes the oblique plural, and a
+    lockout says that wrong codes were typed, not "many wrong codes"."""
+    hi = Phrases("hi")
+    assert hi.say("relay_unreachable") == "घर के बाहर अभी कॉल नहीं हो सकते।"
+    assert hi.say("relay_back") == "घर के बाहर फिर से कॉल हो सकते हैं।"
+    assert hi.say("owner_contested").startswith("दो वेब पेजों ने एक साथ पूछा")
+    assert hi.say("unpaired", peer="प्रिया") == "प्रिया से जोड़ी हटा दी गई।"
+    assert hi.say("sharing_paused", peer="प्रिया") == "प्रिया ने भाव भेजना रोक दिया है।"
+    assert hi.locked("pairing", 300) == "कई बार गलत कोड डाला गया: 5 मिनट तक जोड़ना बंद रहेगा।"
+    assert hi.locked("owner", 60) == "कई बार गलत कोड डाला गया: 1 मिनट तक इस यूनिट में लॉग इन बंद रहेगा।"
+
+
+def test_forgetting_everything_asks_for_another_long_press() -> None:
+    """Forgetting everything takes separate long presses (appliance/controls/privacy.py): "keep
+    holding" described a gesture that does nothing."""
+    assert Phrases("en").say("forget_hold", count=2) == (
+        "To forget everything, hold the button down again: 2 more to go."
+    )
+    assert Phrases("hi").say("forget_hold", count=2) == "सब कुछ मिटाने के लिए बटन को फिर से दबाकर रखिए: 2 बार और।"
+    assert "আবার চেপে ধরে" in Phrases("bn").say("forget_hold", count=2)
 
 
 def test_hindi_button_request_keeps_its_last_vowel(tts: Espeak) -> None:

@@ -16,24 +16,27 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from flask import Flask
 from slixmpp.exceptions import IqTimeout
-from slixmpp.stanza import Presence
+from slixmpp.stanza import Iq, Presence
 
 from appliance import config, identity
+from appliance.call.lan import free_port
 from appliance.config import RelayConfig
 from appliance.events import EventBus
-from appliance.pairing.client import valid_address
+from appliance.pairing.client import RELAY_PREFIX, valid_address
 from appliance.pairing.service import START_PATH
 from appliance.relay import RelayUnavailable, is_guest
 from appliance.relay import client as relay_client
 from appliance.relay.client import RelayClient
 from appliance.relay.envelope import Exchange
 from appliance.relay.service import ANNOUNCE_PATH, Relay
+from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.schemas import PairRequest
 
 from .pairing_units import Unit
-from .relay_loopback import loopback_relay
+from .relay_loopback import LOOPBACK, Loopback, loopback_relay
 
 BAD = "bela@relay..test"  # the old patterns took it; slixmpp raises InvalidJID for it
 
@@ -151,7 +154,11 @@ def test_a_stored_address_slixmpp_refuses_is_skipped_when_a_session_starts(
 
     async def start() -> None:
         xmpp = client._xmpp = client._new_stream()
-        monkeypatch.setattr(xmpp, "get_roster", lambda timeout: nothing())
+
+        async def empty_roster(timeout: float) -> Iq:
+            return xmpp.Iq()
+
+        monkeypatch.setattr(xmpp, "get_roster", empty_roster)
         await client._session_started(xmpp)
 
     with caplog.at_level(logging.WARNING, logger=relay_client.__name__):
@@ -343,3 +350,94 @@ def test_a_stored_bad_address_does_not_make_a_live_session_reconnect(tmp_path: P
     assert states(events) == ["connected"]
     prosody_log = (relay.dir / "prosody.log").read_text()
     assert prosody_log.count("Authenticated as") == 1, prosody_log[-2000:]
+
+
+def test_a_unit_unpaired_while_the_relay_is_out_of_reach_is_removed_from_the_roster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Presence is sent only while connected, so a unit unpaired (or forgotten) while the relay was
+    out of reach stayed subscribed both ways for good: the relay kept it in this unit's roster and
+    it saw this unit online at every connection. Each session now starts by removing every roster
+    item that is no longer a paired unit's, before saying this unit is online."""
+    with loopback_relay(tmp_path) as relay:
+        asha, bela = paired_units(relay, tmp_path)
+        a = asha.client
+
+        async def run() -> None:
+            await connect_both(relay.dir, asha, bela)
+            reachable = a._address
+            monkeypatch.setattr(a, "_address", lambda: (LOOPBACK, free_port()))  # out of reach for Asha
+            assert a._xmpp is not None
+            a._xmpp.abort()
+            await until(lambda: a.state == "connecting", 5, "seen lost")
+            unpair(asha)
+            monkeypatch.setattr(a, "_address", reachable)
+            await until(lambda: bela.jid not in roster_of(relay.dir, a.jid), 15, "removed from Asha's roster")
+            await asyncio.sleep(1)  # Asha's presence would have reached Bela by now
+            assert a.state == "connected" and bela.online() == []
+            await asyncio.gather(a.close(), bela.close())
+
+        asyncio.run(run())
+        assert roster_of(relay.dir, a.jid) == {}
+        assert roster_of(relay.dir, bela.jid).get(a.jid, "none") == "none"  # Bela follows Asha no more
+
+
+def test_unpairing_while_connected_removes_the_unit_from_the_roster(tmp_path: Path) -> None:
+    """An unsubscribe and an unsubscribed left the other unit's item (subscription "none") in the
+    roster on the relay for good; removing it (RFC 6121 2.5) ends both subscriptions as well."""
+    with loopback_relay(tmp_path) as relay:
+        asha, bela = paired_units(relay, tmp_path)
+        a = asha.client
+
+        async def run() -> None:
+            await connect_both(relay.dir, asha, bela)
+            unpair(asha)
+            await until(lambda: bela.online() == [], 5, "seen offline by Bela")
+            assert a.online() == []
+            await asyncio.gather(a.close(), bela.close())
+
+        asyncio.run(run())
+        assert roster_of(relay.dir, a.jid) == {}
+        assert roster_of(relay.dir, bela.jid).get(a.jid, "none") == "none"
+
+
+def paired_units(relay: Loopback, folder: Path) -> tuple[Relay, RelayClient]:
+    """Asha's relay part (on her state store, paired with Bela at his relay account) and Bela's
+    client (paired with Asha), on the loopback relay; Asha's started by :func:`connect_both`."""
+    (asha, asha_password), (bela, bela_password) = relay.add_unit("asha"), relay.add_unit("bela")
+    store = StateStore(folder / "state.db")
+    bela_unit = identity.Identity.load_or_create(folder / "bela.key")
+    store.add_peer(bela_unit.unit_id, "Bela", RELAY_PREFIX + bela, bela_unit.public_key)
+    cfg, password, tls = relay.settings(asha, asha_password)
+    me = identity.Identity.load_or_create(folder / "asha.key")
+    a = Relay(cfg, password, me, store, EventBus(history=100), tls=tls)
+    a.contacts.remember(bela_unit.unit_id, bela)
+    cfg, password, tls = relay.settings(bela, bela_password)
+    b = make_client(cfg, password=password, tls=tls, accepts=lambda jid: jid == asha, contacts=lambda: [asha])
+    return a, b
+
+
+async def connect_both(folder: Path, asha: Relay, b: RelayClient) -> None:
+    a = asha.client
+    asha.start(asyncio.get_running_loop(), Flask(__name__))
+    b.start(asyncio.get_running_loop())
+    await until(lambda: a.online() == [b.jid] and b.online() == [a.jid], 15, "subscribed both ways")
+    assert roster_of(folder, a.jid) == {b.jid: "both"}
+
+
+def unpair(asha: Relay) -> None:
+    """Asha's owner unpairs every unit, as the pairing page does: gone from the store, then said."""
+    for peer in asha._store.peers():
+        asha._store.remove_peer(peer.unit_id)
+    asha._events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
+
+
+def roster_of(folder: Path, jid: str) -> dict[str, str]:
+    """The account's roster as Prosody keeps it (data/HOST/roster/USER.dat, a Lua table; each
+    non-alphanumeric character of a name written %xx): each contact's subscription, and "pending"
+    for an account named only elsewhere in it (a request not answered)."""
+    user, host = (re.sub(r"\W|_", lambda c: f"%{ord(c[0]):02x}", part) for part in jid.split("@"))
+    stored = folder / "data" / host / "roster" / f"{user}.dat"
+    text = stored.read_text() if stored.exists() else ""
+    items = re.findall(r'^\t\["([^"]+)"\] = \{.*?\["subscription"\] = "(\w+)"', text, re.S | re.M)
+    return {contact: "pending" for contact in re.findall(r'"([^"]+@[^"]+)"', text)} | dict(items)

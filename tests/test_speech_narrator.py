@@ -12,7 +12,7 @@ import pytest
 
 from appliance import cli
 from appliance.audio.wav import WavSpeaker, read_wav
-from appliance.call import NOT_ANSWERED
+from appliance.call import MISSED, NOT_ANSWERED, UNAVAILABLE
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
@@ -197,7 +197,7 @@ def test_an_unpairing_and_an_unanswered_call_are_said(unit: Talking) -> None:
             "call.state", state, state=state, peer="" if state == "idle" else "Asha", reason=reason
         )
     unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
-    unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")  # a missed call
+    unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason=MISSED)
     assert unit.said() == [
         "No longer paired with Bela.",
         "Calling Asha.",
@@ -205,7 +205,7 @@ def test_an_unpairing_and_an_unanswered_call_are_said(unit: Talking) -> None:
         "Calling Asha.",
         "Call ended.",  # the owner gave up waiting
         "Asha is calling. Press the button to answer.",
-        "Call ended.",
+        "Missed call from Asha.",  # let ring out: the owner may have been in another room
     ]
 
 
@@ -223,6 +223,47 @@ def test_pairing_and_sharing_are_said(unit: Talking) -> None:
         "Too many wrong codes: logging in to this unit is locked for 1 minute.",
         "This unit's address is 192 dot 168 dot 1 dot 20, port 8080.",
         "Asha paused sharing expressions.",
+    ]
+
+
+def test_a_ring_said_again_never_piles_up(unit: Talking) -> None:
+    """The engine's ``call.ring`` is said short, only when nothing else is being said (never queued
+    behind a long sentence), and only while the call rings."""
+    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    for _ in range(3):  # while the first sentence is said
+        unit.events.publish("call.ring", "still ringing", peer="Asha", guest=False)
+    assert unit.announcer.wait_idle(10)
+    unit.events.publish("call.ring", "still ringing", peer="Asha", guest=False)
+    assert unit.announcer.wait_idle(10)
+    unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason=MISSED)
+    assert unit.announcer.wait_idle(10)
+    unit.events.publish("call.ring", "still ringing", peer="Asha", guest=False)  # late: no ring now
+    assert unit.said() == [
+        "Asha is calling. Press the button to answer.",
+        "Asha is calling.",
+        "Missed call from Asha.",
+    ]
+
+
+def test_expressions_that_cannot_be_described_are_said_and_repeated(unit: Talking) -> None:
+    """The other unit cannot describe Asha's face: said, and the button's repeat says the same."""
+    unit.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    unit.events.publish("remote.sharing", "paused", peer="Asha", paused=True, reason=UNAVAILABLE)
+    assert unit.announcer.wait_idle(10)
+    unit.announcer.repeat_last()
+    assert unit.said()[-2:] == ["Asha's expressions cannot be described right now."] * 2
+
+
+def test_sharing_switched_on_in_a_guests_call_is_not_said_to_reach_the_guest(unit: Talking) -> None:
+    """A guest never receives the owner's expressions: switching sharing on during a guest's call
+    says so, not "Your expressions are shared again."."""
+    unit.events.publish("call.state", "connected", state="connected", peer="Priya", reason="", guest=True)
+    on = {"share_expressions": True}
+    unit.events.publish("settings.changed", "saved", changed=["share_expressions"], settings=on)
+    assert unit.said() == [
+        "Connected to Priya.",
+        PRIVATE,
+        "Your expressions will be shared in calls with units. A guest never receives them.",
     ]
 
 
@@ -301,3 +342,20 @@ def test_emocall_say_plays_at_the_owners_volume(tmp_path: Path) -> None:
     assert cli.main(["say", "Joined the network.", "--wav", str(half), "--data-dir", str(data)]) == 0
     (loud, _), (soft, _) = read_wav(full), read_wav(half)
     assert rms(soft) / rms(loud) == pytest.approx(1 / 8, rel=0.05)
+
+
+def test_forgetting_on_a_read_only_card_says_the_card_still_holds_it(tmp_path: Path) -> None:
+    """Only the copy in memory was erased (appliance/card.py): "Everything is forgotten" would be
+    untrue, and is said at every level only where it is true."""
+    unit = Talking(tmp_path / "out.wav", "quiet")
+    try:
+        unit.events.publish("unit.forgotten", "erased from memory", card_kept=True)
+        unit.events.publish("unit.forgotten", "erased", card_kept=False)
+        assert unit.said() == [
+            "This unit starts as new for now, but nothing can be written on its memory card, so"
+            " everything comes back when the unit is switched on again. Ask someone who helps you to"
+            " replace the card.",
+            "Everything is forgotten. This unit starts as new.",
+        ]
+    finally:
+        unit.close()

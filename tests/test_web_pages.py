@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import html
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 from appliance.app import Appliance
+from appliance.identity import Identity
 from tests.conftest import appliance_config
-from tests.pairing_units import Unit
+from tests.pairing_units import Unit, make_unit
 from tests.test_hardening_button import Browser
 
 HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
@@ -99,3 +101,47 @@ def test_calling_a_unit_unpaired_meanwhile_is_said_without_its_id(tmp_path: Path
 
 def _said_code(unit: Appliance) -> str:
     return str(next(e.data["code"] for e in reversed(unit.events.recent("pairing.code"))))
+
+
+class Languages(HTMLParser):
+    """Each text of a page with the language a screen reader reads it in (the ``lang`` of the nearest
+    element that has one), and the tag it is in."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.open: list[tuple[str, str]] = [("html", "en")]
+        self.texts: list[tuple[str, str, str]] = []  # text, language, tag
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ("input", "br", "meta", "link"):  # they hold no text and have no end tag
+            self.open.append((tag, dict(attrs).get("lang") or self.open[-1][1]))
+
+    def handle_endtag(self, tag: str) -> None:
+        while len(self.open) > 1 and self.open.pop()[0] != tag:
+            continue  # an element left open (a <p> or <li> the end of its parent closes)
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.texts.append((data.strip(), self.open[-1][1], self.open[-1][0]))
+
+
+def test_hindi_and_bengali_are_marked_as_such_for_a_screen_reader(tmp_path: Path) -> None:
+    """The pages are in English; a screen reader read "हिन्दी" and a name in Bengali letters with
+    its English voice (spelt out, or not at all). They are marked with their language."""
+    unit = make_unit(tmp_path, "Asha")
+    kitchen = "\u09b0\u09be\u09a8\u09cd\u09a8\u09be\u0998\u09b0"  # রান্নাঘর, "kitchen"
+    other = Identity.load_or_create(tmp_path / "other.key")
+    unit.store.add_peer(other.unit_id, kitchen, "127.0.0.1:9", other.public_key)
+    try:
+        browser, _ = unit.owner()
+        settings = Languages(browser.get("/settings").get_data(as_text=True)).texts
+        assert ("हिन्दी (Hindi)", "hi", "option") in settings
+        assert ("বাংলা (Bengali)", "bn", "option") in settings
+        assert ("English", "en", "option") in settings
+        for page in ("/", "/pair"):
+            texts = Languages(browser.get(page).get_data(as_text=True)).texts
+            assert (kitchen, "bn", "bdi") in texts, texts
+            assert ("Asha", "en", "strong") in texts  # a Latin name is the page's English
+    finally:
+        unit.close()

@@ -8,6 +8,8 @@ tests); :mod:`http` is the Flask blueprint that receives them; :mod:`media` hold
 
 from __future__ import annotations
 
+from typing import Final
+
 # The call engine's states with a call in progress (one can be hung up; the camera runs), and
 # those with the other person on the line.
 IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
@@ -15,6 +17,17 @@ IN_CALL = ("connected", "reconnecting")
 # The reason of a call.state "ended" for a call placed here that the other unit declined or let ring
 # out (speech and the display say "Asha did not answer.").
 NOT_ANSWERED = "not answered"
+# The reason of a call.state "ended" for a call that rang here and was not answered, let ring out or
+# given up by its caller ("Missed call from Asha.": the owner may have been in another room).
+MISSED = "missed"
+# The cause of a call.state "failed", beside its reason (the details, for the log): nothing answers
+# at the other unit's address or through the relay; the other unit refused this unit's signature, as
+# a unit does that no longer has it paired. Any other failure is "The call failed.".
+UNREACHABLE = "unreachable"
+NOT_KNOWN = "not known"
+# The reason of a remote.sharing pause (and the data channel's Sharing.reason) that is not the
+# other person's choice: their expressions cannot be described (no model, camera gone).
+UNAVAILABLE: Final = "unavailable"
 
 
 class CallError(Exception):

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from aiortc.sdp import SessionDescription
 
 from appliance.audio import SAMPLE_RATE
-from appliance.call import NOT_ANSWERED, CallError, messages
+from appliance.call import MISSED, NOT_ANSWERED, NOT_KNOWN, UNREACHABLE, CallError, messages
 from appliance.call.session import Session
 from appliance.call.signaling import Signal, SignalKind, SignallingError
+from appliance.pairing.client import UnitRefused, UnitUnreachable
 from appliance.state import Peer
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
 # How much earlier than its sending a signed request's stamp may be: it is in whole seconds, and the
 # caller's knowledge of this unit's clock is short by an answer's transit.
 CLOCK_SLACK_SECONDS = 2.0
+RING_AGAIN_SECONDS = 6.0  # how often a ring not yet answered is said again, short ("Asha is calling.")
 
 
 class Refused(Exception):
@@ -92,16 +94,17 @@ class CallFlow:
         anything awaited in a request's own task may outlast it, and the finish cancels only _task."""
         return self.peer is not None and self.calls == call
 
-    async def _finish(self, state: str, message: str, reason: str = "") -> None:
+    async def _finish(self, state: str, message: str, reason: str = "", **data: Any) -> None:
         if self.peer is None:
             return
-        name = self.remote_name
         # Before the awaits below: a re-offer that comes while the sessions close is told "bye".
         self._hung_up_with = self.peer.unit_id if self._hanging_up else ""
-        self._set(state, message, reason)
+        self._set(state, message, reason, **data)
         if reason and state in ("failed", "lost"):
-            # The event (and its log line) names the other person; this line is for the owner's log.
-            log.info("the call %s: %s", state, reason.replace(name, "the other unit") if name else reason)
+            # Why only at DEBUG: besides the other person's name, a reason may hold their relay
+            # account or their unit's address.
+            log.info("the call %s", state)
+            log.debug("the call %s: %s", state, reason)
         self.peer = None
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()  # a close it had begun goes on: see _close_all
@@ -175,7 +178,7 @@ class CallFlow:
             else:
                 await self._finish("ended", f"{name} did not answer", reason=NOT_ANSWERED)
         except (SignallingError, TimeoutError, ValueError) as e:
-            await self._finish("failed", f"the call to {name} failed", reason=str(e))
+            await self._finish("failed", f"the call to {name} failed", reason=str(e), cause=_cause(e))
         except Exception as e:
             # aiortc can fail in ways it does not document; the unit must still end up idle.
             log.exception("a call failed unexpectedly")
@@ -189,9 +192,7 @@ class CallFlow:
             await signalling.connect()
             sdp = await session.offer()
             self._offers += 1
-            offer = Signal(
-                kind="offer", sdp=sdp, name=self._e.name, resume=resume, wait=timeout, number=self._offers
-            )
+            offer = Signal(kind="offer", sdp=sdp, resume=resume, wait=timeout, number=self._offers)
             await signalling.send(offer)
             reply = await asyncio.wait_for(signalling.receive(), timeout)
         finally:
@@ -210,7 +211,7 @@ class CallFlow:
         if signal.kind == "bye":
             if same:
                 await self._remote_bye()
-            return Signal(kind="bye", name=self._e.name)
+            return Signal(kind="bye")
         if signal.kind != "offer":
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
         _check_sdp(signal.sdp)
@@ -221,7 +222,7 @@ class CallFlow:
             # Queued while this unit was paused: the caller has given up and must not be rung for.
             # (A re-offer's order keeps a stale one from replacing the live one: see _stale.)
             log.info("refused an offer whose caller stopped waiting %.1f s ago", CLOCK_SLACK_SECONDS - left)
-            return Signal(kind="declined", name=self._e.name)
+            return Signal(kind="declined")
         if same and self.state in ("connected", "reconnecting"):
             return await self._answer(peer, signal, reoffer=True)
         return await self._new_call(peer, signal, left)
@@ -230,21 +231,29 @@ class CallFlow:
         if signal.resume:
             return self._over(peer)
         if self.state != "idle":
-            return Signal(kind="busy", name=self._e.name)
+            return Signal(kind="busy")
         self._start(peer, caller=False)
         auto = self._e.settings().auto_answer
         self._set("ringing", f"{peer.name} is calling", auto_answer=auto)
-        if not auto and not await self._rings(min(self._e.cfg.ring_seconds, left)):
-            await self._finish("ended", f"missed call from {peer.name}")
-            return Signal(kind="declined", name=self._e.name)
+        if not auto and not await self._rings(peer, min(self._e.cfg.ring_seconds, left)):
+            if self._hanging_up:
+                await self._finish("ended", f"declined the call from {peer.name}", reason="declined here")
+            else:  # let ring out, or given up by its caller: the owner may not have heard it
+                await self._finish("ended", f"missed call from {peer.name}", reason=MISSED)
+            return Signal(kind="declined")
         return await self._answer(peer, signal, reoffer=False)
 
-    async def _rings(self, seconds: float) -> bool:
-        self._ring = asyncio.get_running_loop().create_future()
+    async def _rings(self, peer: Peer, seconds: float) -> bool:
+        """Whether the owner answers within ``seconds``. Meanwhile the ring is said again every
+        RING_AGAIN_SECONDS (``call.ring``): an owner in another room may not hear the first."""
+        ring = self._ring = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + seconds
         try:
-            return await asyncio.wait_for(asyncio.shield(self._ring), seconds)
-        except TimeoutError:
-            return False
+            while not ring.done() and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait([ring], timeout=min(left, RING_AGAIN_SECONDS))
+                if not ring.done() and left > RING_AGAIN_SECONDS:
+                    self._e.events.publish("call.ring", "still ringing", peer=peer.name, guest=peer.guest)
+            return ring.done() and ring.result()
         finally:
             self._ring = None
 
@@ -253,7 +262,7 @@ class CallFlow:
         async with self._answering:  # two queued re-offers never replace each other's session midway
             if reoffer:
                 if not self._still(call) or self._stale(peer, offer):
-                    return Signal(kind="declined", name=self._e.name) if self.peer else self._over(peer)
+                    return Signal(kind="declined") if self.peer else self._over(peer)
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_number = offer.number
@@ -268,7 +277,7 @@ class CallFlow:
                 await self._not_answered(peer, reoffer, str(e))
                 raise SignallingError(f"the offer cannot be answered: {e}") from e
         self._spawn(self._await_open(session))
-        return Signal(kind="answer", sdp=sdp, name=self._e.name)
+        return Signal(kind="answer", sdp=sdp)
 
     async def _answer_in(self, call: int, peer: Peer, offer: Signal) -> tuple[Session, str]:
         """A new session for call ``call`` and its answer; raises _CallOver, with no session left
@@ -288,7 +297,7 @@ class CallFlow:
 
     def _gone(self, peer: Peer, offer: Signal) -> Signal:
         """The answer to an offer whose call ended while it was being answered."""
-        return self._over(peer) if offer.resume else Signal(kind="declined", name=self._e.name)
+        return self._over(peer) if offer.resume else Signal(kind="declined")
 
     async def _not_answered(self, peer: Peer, reoffer: bool, reason: str) -> None:
         if reoffer:
@@ -303,7 +312,7 @@ class CallFlow:
         "lost" (this unit gave up waiting, or restarted), so that the caller says which."""
         kind: SignalKind = "bye" if self._hung_up_with == peer.unit_id else "lost"
         log.info("answered a re-offer for a call already over here: %s", kind)
-        return Signal(kind=kind, name=self._e.name)
+        return Signal(kind=kind)
 
     def _stale(self, peer: Peer, offer: Signal) -> bool:
         """A re-offer that must not replace the call's session: the call ended while it waited, or a
@@ -339,8 +348,9 @@ class CallFlow:
             return
         self._set("connected", f"connected to {self.remote_name}")
         session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
-        if self._e.sharing_paused:
-            session.send(messages.Sharing(paused=True))
+        sharing = self._e.sharing
+        if sharing.paused:
+            session.send(sharing)
 
     def send(self, message: messages.Message) -> None:
         if self.session is not None:
@@ -376,7 +386,11 @@ class CallFlow:
         elif isinstance(message, messages.Sharing):
             verb = "paused" if message.paused else "resumed"
             self._e.events.publish(
-                "remote.sharing", f"{name} {verb} sharing", peer=name, paused=message.paused
+                "remote.sharing",
+                f"{name} {verb} sharing",
+                peer=name,
+                paused=message.paused,
+                reason=message.reason or "",
             )
         elif isinstance(message, messages.Bye):
             asyncio.get_running_loop().create_task(self._remote_bye())
@@ -438,10 +452,10 @@ class CallFlow:
         peer = self.peer
         if peer is None:
             return
-        if self._ring is not None and not self._ring.done():
-            self._ring.set_result(False)
-            return
         self._hanging_up = True  # before any await: the call's end, however it comes, says so
+        if self._ring is not None and not self._ring.done():
+            self._ring.set_result(False)  # declined
+            return
         try:
             if self.session is not None and self.session.is_open:
                 self.session.send(messages.Bye())
@@ -459,7 +473,7 @@ class CallFlow:
             return  # a guest's page cannot be asked: it hears the heartbeat stop
         signalling = self._e.dial(peer, RETRY_SIGNAL_SECONDS)
         try:
-            await signalling.send(Signal(kind="bye", name=self._e.name))
+            await signalling.send(Signal(kind="bye"))
         except SignallingError as e:
             log.debug("could not tell %s about the hang-up: %s", peer.name, e)
         finally:
@@ -491,3 +505,16 @@ def _check_sdp(sdp: str) -> None:
         raise SignallingError(f"the offer is not valid SDP: {e}") from e
     if not parsed.media:
         raise SignallingError("the offer has no media")
+
+
+def _cause(e: Exception) -> str:
+    """Why a call could not be placed, when speech can say it (UNREACHABLE, NOT_KNOWN); "" for any
+    other failure. The signalling keeps the client's error as the cause of its own."""
+    cause = e.__cause__
+    if isinstance(cause, UnitUnreachable):
+        return UNREACHABLE
+    # An unknown signature is refused with a 403 the refusing unit does not sign; a unit that forgot
+    # everything (a new key) cannot sign its answer as the unit paired here either.
+    if isinstance(cause, UnitRefused) and cause.status == 403:
+        return NOT_KNOWN
+    return ""

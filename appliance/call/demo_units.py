@@ -69,6 +69,8 @@ class DemoUnit:
             "EMOCALL_CALL__AUDIO_FILE": str(call_audio),
             "EMOCALL_SPEECH__OUTPUT": "wav",
             "EMOCALL_DISPLAY__BACKEND": "offscreen",
+            # Two units on one machine: the demo calls for them, and one GPIO pin cannot be both's.
+            "EMOCALL_BUTTON__ENABLED": "false",
             **(env or {}),
         }
         if self.tree is not None:

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 from aiortc import RTCIceServer
 
 from appliance.audio import Speaker
-from appliance.call import CallError, NotPaired, messages
+from appliance.call import UNAVAILABLE, CallError, NotPaired, messages
 from appliance.call.calls import CallFlow
 from appliance.call.media import FrameSink
-from appliance.call.microphone import open_input
+from appliance.call.microphone import MicrophoneWatch, open_input
 from appliance.call.session import Session
 from appliance.call.signaling import HttpSignalling, Signal, Signalling
 from appliance.camera.capture import Capture
@@ -49,6 +49,15 @@ HANGUP_WAIT_SECONDS = 5.0  # a bye to an unreachable unit and a TURN allocation'
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
 IceServers = Callable[[], list[RTCIceServer]]
+# The events that say whether this unit's expressions can be described: (the part, whether it works).
+# When one does not, the other side is told why nothing is said of them, rather than left in silence.
+DESCRIBING = {
+    "camera.lost": ("camera", False),
+    "camera.ready": ("camera", True),
+    "camera.recovered": ("camera", True),
+    "vision.unavailable": ("vision", False),
+    "vision.backend": ("vision", True),
+}
 
 
 class CallEngine:
@@ -76,7 +85,10 @@ class CallEngine:
         self._unsubscribe: Callable[[], None] = lambda: None
         self.flow = CallFlow(self)
         self._seq = 0
+        self._faults: set[str] = set()  # the parts (DESCRIBING) that cannot describe expressions now
+        self._told = self.sharing  # what the other side was last told of them (on the loop)
         self._unpairing: concurrent.futures.Future[None] | None = None  # held: see _on_event
+        self._microphone = MicrophoneWatch(events)  # across calls: "works again" is news only after a fault
 
     def start(self) -> CallEngine:
         self._thread.start()
@@ -156,7 +168,7 @@ class CallEngine:
         return Session(
             self.cfg,
             self._capture,
-            open_input(self.cfg),
+            open_input(self.cfg, self._microphone),
             speaker=self._speaker,
             on_frame=self._on_frame,
             listener=self.flow,
@@ -170,6 +182,16 @@ class CallEngine:
     @property
     def sharing_paused(self) -> bool:
         return not self.settings().share_expressions
+
+    @property
+    def sharing(self) -> messages.Sharing:
+        """What the other side is told of this side's expressions: paused by the owner, paused
+        because they cannot be described, or shared."""
+        if self.sharing_paused:
+            return messages.Sharing(paused=True)
+        if self._faults:
+            return messages.Sharing(paused=True, reason=UNAVAILABLE)
+        return messages.Sharing(paused=False)
 
     def publish_state(
         self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
@@ -196,9 +218,12 @@ class CallEngine:
             raise CallError("the call engine did not respond in time; try again") from e
 
     def _on_event(self, event: Event) -> None:
-        if event.topic == "settings.changed" and "share_expressions" in event.data.get("changed", ()):
-            paused = messages.Sharing(paused=self.sharing_paused)
-            self._loop.call_soon_threadsafe(self.flow.send, paused)
+        if event.topic in DESCRIBING:
+            part, works = DESCRIBING[event.topic]
+            (self._faults.discard if works else self._faults.add)(part)
+            self._loop.call_soon_threadsafe(self._tell_sharing)
+        elif event.topic == "settings.changed" and "share_expressions" in event.data.get("changed", ()):
+            self._loop.call_soon_threadsafe(self._tell_sharing)
         elif event.topic in ("vision.emotion", "vision.no_face") and not self.sharing_paused:
             self._loop.call_soon_threadsafe(self._send_vision, event)
         elif event.topic == "pairing.removed":
@@ -214,6 +239,15 @@ class CallEngine:
         if peer is not None and not peer.guest and peer.unit_id not in paired:
             log.info("the unit of the call in progress was unpaired: hanging up")
             await self.flow.hang_up()
+
+    def _tell_sharing(self) -> None:
+        """Tell the other side when what it knows of this side's expressions changed (a camera back
+        at each call's start changes nothing). A resume after an outage carries the outage's reason:
+        an older unit, which drops a message with one, never hears "sharing again" without the pause."""
+        before, self._told = self._told, self.sharing
+        if self._told != before:
+            resumed = messages.Sharing(paused=False, reason=before.reason)
+            self.flow.send(self._told if self._told.paused else resumed)
 
     def _send_vision(self, event: Event) -> None:
         if self.flow.state != "connected" or (self.flow.peer is not None and self.flow.peer.guest):

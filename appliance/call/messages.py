@@ -50,6 +50,10 @@ class Heartbeat(_Message):
 class Sharing(_Message):
     type: Literal["sharing"] = "sharing"
     paused: bool
+    # Why, when not the owner's choice: the expressions cannot be described (appliance.call's
+    # UNAVAILABLE). Older units refuse a field they do not know, so it is sent only when set (see
+    # encode) and they drop such a message: they say nothing, as they did before it existed.
+    reason: Literal["unavailable"] | None = None
 
 
 class Bye(_Message):
@@ -77,4 +81,5 @@ def parse(raw: str | bytes) -> Message:
 
 
 def encode(message: Message) -> str:
-    return message.model_dump_json()
+    # No field left unset goes out: an older unit refuses one it does not know (extra="forbid").
+    return message.model_dump_json(exclude_none=True)

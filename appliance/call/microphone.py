@@ -1,13 +1,16 @@
 """The Pi's microphone through PortAudio (sounddevice), imported only here.
 
 Not exercised on the development machine (it has no sound card); :func:`open_input` falls back to
-the WAV file or silence there, and says why.
+the WAV file or silence there, and says why. A microphone that is missing, fails to open or stops
+delivering sound is told to the owner (``microphone.unavailable``; ``microphone.recovered`` once it
+delivers again): the other person hears silence, and nobody at this end would know.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -17,6 +20,7 @@ from appliance.audio import SAMPLE_RATE
 from appliance.call import CallError
 from appliance.call.media import AUDIO_SAMPLES, AudioInput, SilentInput, WavInput
 from appliance.config import CallConfig
+from appliance.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,32 @@ MAX_BUFFERED_BLOCKS = 25  # half a second: older sound is dropped, the call stay
 # What a read may leave for the next one: the sound card's and the call's clocks jitter by a block or
 # so, but a stall or a card a little fast must not become a delay that lasts the rest of the call.
 MAX_LEFT_SAMPLES = 2 * AUDIO_SAMPLES
+# The card sends a block every 20 ms: none for this long is a microphone unplugged or a stream that
+# PortAudio stopped after an error, not jitter.
+STALL_SECONDS = 2.0
+
+
+class MicrophoneWatch:
+    """Tells the owner when the call's microphone does not work and when it works again; one per
+    call engine, since each call opens the microphone anew."""
+
+    def __init__(self, events: EventBus | None = None) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._down = False
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self._down = True
+        if self._events is not None:
+            message = f"the microphone is not working: {reason}"
+            self._events.publish("microphone.unavailable", message, reason=reason)
+
+    def works(self) -> None:
+        with self._lock:
+            was_down, self._down = self._down, False
+        if was_down and self._events is not None:
+            self._events.publish("microphone.recovered", "the microphone works again")
 
 
 class Blocks:
@@ -33,10 +63,17 @@ class Blocks:
         self._blocks: deque[np.ndarray] = deque(maxlen=MAX_BUFFERED_BLOCKS)
         self._lock = threading.Lock()
         self._pending = np.zeros(0, np.int16)
+        self._pushed_at = time.monotonic()
 
     def push(self, block: np.ndarray) -> None:
         with self._lock:
             self._blocks.append(block)
+            self._pushed_at = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the card's last block (since the stream opened, before the first)."""
+        with self._lock:
+            return time.monotonic() - self._pushed_at
 
     def read(self, samples: int) -> np.ndarray:
         """The next ``samples`` (silence where there are none yet), at most MAX_LEFT_SAMPLES behind
@@ -53,12 +90,13 @@ class Blocks:
 class Microphone:
     name = "microphone"
 
-    def __init__(self) -> None:
+    def __init__(self, watch: MicrophoneWatch) -> None:
         try:
             import sounddevice
         except (ImportError, OSError) as e:
             raise CallError(f"no microphone support ({e}): install libportaudio2 and the [pi] extra") from e
         self._blocks = Blocks()
+        self._watch, self._stalled = watch, False
         try:
             self._stream = sounddevice.InputStream(
                 samplerate=SAMPLE_RATE,
@@ -75,28 +113,49 @@ class Microphone:
         self._blocks.push(indata[:, 0].copy())
 
     def read(self, samples: int) -> np.ndarray:
+        self._check_delivering()
         return self._blocks.read(samples)
+
+    def _check_delivering(self) -> None:
+        """Told once when the card stops sending blocks, and once when it sends them again."""
+        stalled = self._blocks.silent_for() > STALL_SECONDS
+        if stalled == self._stalled:
+            return
+        self._stalled = stalled
+        if stalled:
+            self._watch.failed("the microphone stopped delivering sound")
+        else:
+            self._watch.works()
 
     def close(self) -> None:
         self._stream.stop()
         self._stream.close()
 
 
-def open_input(cfg: CallConfig) -> AudioInput:
-    """The configured call audio source; ``auto`` takes the microphone, else the file, else silence."""
+def open_input(cfg: CallConfig, watch: MicrophoneWatch | None = None) -> AudioInput:
+    """The configured call audio source; ``auto`` takes the microphone, else the file, else silence.
+    ``watch`` hears whether the microphone opened."""
     if cfg.audio_in == "none":
         return SilentInput()
     if cfg.audio_in == "wav":
         if cfg.audio_file is None:
             raise CallError("[call] audio_in = wav needs audio_file = a WAV file")
         return WavInput(cfg.audio_file)
+    watch = watch or MicrophoneWatch()
     try:
-        return Microphone()
+        microphone = Microphone(watch)
     except CallError as e:
+        watch.failed(str(e))
         if cfg.audio_in == "microphone":
             raise
-        if cfg.audio_file is not None:
-            log.warning("%s; sending %s as call audio instead", e, cfg.audio_file)
-            return WavInput(cfg.audio_file)
-        log.warning("%s; the call sends silence", e)
-        return SilentInput()
+        return _instead_of_the_microphone(cfg, e)
+    watch.works()
+    return microphone
+
+
+def _instead_of_the_microphone(cfg: CallConfig, why: CallError) -> AudioInput:
+    if cfg.audio_file is not None:
+        log.warning("%s; sending %s as call audio instead", why, cfg.audio_file)
+        return WavInput(cfg.audio_file)
+    log.warning("%s; the call sends silence", why)
+    return SilentInput()

@@ -33,12 +33,15 @@ class SignallingError(Exception):
 
 
 class Signal(BaseModel):
-    """One signalling message; ``name`` is the sender's display name."""
+    """One signalling message."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: SignalKind
     sdp: str = Field("", max_length=MAX_SDP_CHARS)
-    name: str = Field("", max_length=40)
+    # The sender's display name, which earlier releases and guests' pages sent through the relay
+    # and nothing read: still accepted from them, never sent (a unit's name comes in the call's
+    # Hello, end to end; a guest's from its signed invite).
+    name: str = Field("", max_length=40, exclude=True)
     resume: bool = False  # an offer that resumes a call after a loss, not a new call
     # How long the caller waits for the answer to an offer, from the time its signed request is
     # stamped with (the callee's clock: see appliance.identity); 0 for a guest's, which is unsigned.

@@ -1,14 +1,21 @@
 """What the call button does.
 
 - idle: a press calls the paired unit; with several, each press says the next name and the call
-  goes to the last one named once ``choice_seconds`` pass without another press;
+  goes to the last one named once ``choice_seconds`` pass, after the name was heard, without another
+  press (a call coming in meanwhile ends the choice); two units of the same name are told apart by
+  number, and the call goes to the unit named, by its id;
+- calling: a press says that the call still rings there, and how to stop it;
 - ringing: a press answers;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
-- a long press (``hold_seconds``) hangs up, declines a ringing call or cancels a choice; when idle
-  it says the unit's address (``say_address``), for pairing by address without a sighted helper;
+- a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
+  choice; when idle it says the unit's address (``say_address``), for pairing by address without a
+  sighted helper;
 - privacy (``privacy.py``): two quick presses in a call switch sharing of expressions; four long
   presses in idle forget everything.
+
+A button switched on in the configuration that cannot be opened is told (``button.unavailable``):
+the owner would otherwise press a dead button and hear nothing.
 
 gpiozero calls back from its own thread; the call engine's methods can block for seconds, so they
 run one at a time on a worker thread and the button stays responsive. Whatever fails there (the
@@ -30,14 +37,18 @@ from appliance.call import IN_CALL, IN_PROGRESS, CallError
 from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
+from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer
-from appliance.state import StateError
+from appliance.state import Peer, StateError
 
 log = logging.getLogger(__name__)
 
 # Faults of the parts a press reaches that say enough in their message: the store (a card that
 # turned read-only or full), the files "forget everything" writes, the call engine.
 KNOWN_FAULTS = (sqlite3.Error, StateError, OSError, CallError)
+# The longest wait for a unit's name to be heard before its choice time runs: what is said before
+# it (the start-up sentence with its question takes about 10 s) must not use up the time to press.
+HEARD_SECONDS = 30.0
 
 
 class Calls(Protocol):
@@ -67,8 +78,9 @@ class CallButton:
         button: Any,  # a gpiozero.Button (untyped library)
         calls: Calls,
         announcer: Announcer,
-        peers: Callable[[], list[str]],
+        peers: Callable[[], list[Peer]],
         *,
+        events: EventBus,
         choice_seconds: float = 2.0,
         say_address: Callable[[], None] | None = None,
         privacy: PrivacyGestures | None = None,
@@ -82,13 +94,26 @@ class CallButton:
         self._choice_s = choice_seconds
         self._lock = threading.Lock()
         self._held = False
-        self._choice: list[str] = []  # the names offered, and the index of the one said last
+        self._choice: list[Peer] = []  # the units offered, and the index of the one said last
         self._chosen = -1
-        self._timer: threading.Timer | None = None
+        self._choosing: threading.Event | None = None  # set to end the wait for the last one named
+        self._calling = ""  # the name of the unit called, while it rings there
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
+        self._unsubscribe = events.subscribe(self._on_event)
         button.when_pressed = self._pressed
         button.when_held = self._on_held
         button.when_released = self._released
+
+    def _on_event(self, event: Event) -> None:
+        """A call placed or coming in ends a choice: its timer must not call out of a call."""
+        if event.topic != "call.state":
+            return
+        state = str(event.data.get("state", ""))
+        with self._lock:
+            if state == "calling":
+                self._calling = str(event.data.get("peer") or "")
+            if state != "idle":
+                self._cancel_choice()
 
     def _pressed(self) -> None:
         with self._lock:
@@ -112,7 +137,7 @@ class CallButton:
             log.info("button held: hanging up (%s)", state)
             self._guard(self._calls.hangup)
         elif cancelled_choice:
-            self._announcer.state("ended")
+            self._announcer.state("cancelled")
         elif state == "idle" and self._privacy is not None and self._privacy.hold_in_idle():
             return
         elif state == "idle" and self._say_address is not None:
@@ -123,6 +148,10 @@ class CallButton:
         if state == "ringing":
             log.info("button: answering")
             self._calls.answer()
+        elif state == "calling":
+            with self._lock:
+                peer = self._calling
+            self._announcer.state("still_calling", peer=peer)
         elif state in IN_CALL:
             if self._privacy is not None and self._privacy.press_in_call():
                 return
@@ -134,38 +163,50 @@ class CallButton:
 
     def _offer_next(self) -> None:
         with self._lock:
-            if self._timer is None:
+            if self._choosing is None:
                 self._choice, self._chosen = self._peers(), -1
-            if not self._choice:
-                self._announcer.state("no_peers")
+            choice = self._choice
+            if len(choice) > 1:
+                self._chosen = (self._chosen + 1) % len(choice)
+                self._name(choice[self._chosen])
+                self._wait_for_choice()
                 return
-            if len(self._choice) == 1:
-                target = self._choice[0]
-            else:
-                self._chosen = (self._chosen + 1) % len(self._choice)
-                target = ""
-                self._announcer.state("choose_peer", peer=self._choice[self._chosen])
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = threading.Timer(self._choice_s, self._choice_made)
-                self._timer.daemon = True
-                self._timer.start()
-        if target:
-            self._place(target)
+        if choice:
+            self._place(choice[0].unit_id)
+        else:
+            self._announcer.state("no_peers")
 
-    def _choice_made(self) -> None:
+    def _name(self, peer: Peer) -> None:
+        """Says "Bela?", or "Mum, number 2?" for the second paired of two units named Mum."""
+        same = sorted((p for p in self._choice if p.name == peer.name), key=lambda p: p.paired_at)
+        if len(same) == 1:
+            self._announcer.state("choose_peer", peer=peer.name)
+        else:
+            self._announcer.state("choose_peer_number", peer=peer.name, n=same.index(peer) + 1)
+
+    def _wait_for_choice(self) -> None:
+        """Under the lock: the unit named last is called unless something else happens first."""
+        self._cancel_choice()
+        chosen = self._choosing = threading.Event()
+        threading.Thread(target=self._choose, args=(chosen,), name="button-choice", daemon=True).start()
+
+    def _choose(self, chosen: threading.Event) -> None:
+        self._announcer.wait_idle(HEARD_SECONDS)  # the name, and what was said before it
+        if chosen.wait(self._choice_s):
+            return  # another press, a long press or a call came first
         with self._lock:
-            if self._timer is None:
-                return  # cancelled by a long press
-            self._timer = None
-            target = self._choice[self._chosen]
+            if self._choosing is not chosen:
+                return
+            self._choosing = None
+            target = self._choice[self._chosen].unit_id
         self._submit(lambda: self._place(target))
 
     def _cancel_choice(self) -> bool:
-        if self._timer is None:
+        """Under the lock: end the wait of a choice; False when there was none."""
+        if self._choosing is None:
             return False
-        self._timer.cancel()
-        self._timer = None
+        self._choosing.set()
+        self._choosing = None
         return True
 
     def _place(self, target: str) -> None:
@@ -202,6 +243,7 @@ class CallButton:
             log.exception("cannot say that the button's action failed")
 
     def close(self) -> None:
+        self._unsubscribe()
         with self._lock:
             self._cancel_choice()
         self._button.when_pressed = self._button.when_held = self._button.when_released = None
@@ -237,25 +279,28 @@ def start_button(
     cfg: ButtonConfig,
     calls: Calls,
     announcer: Announcer,
-    peers: Callable[[], list[str]],
+    peers: Callable[[], list[Peer]],
     say_address: Callable[[], None] | None = None,
     *,
+    events: EventBus,
     privacy: PrivacyGestures | None = None,
     presence: PresenceWait | None = None,
 ) -> CallButton | None:
-    """The call button, or None (logged) when it is switched off or this machine has no GPIO."""
+    """The call button, or None when it is switched off or cannot be opened (told: see above)."""
     if not cfg.enabled:
         return None
     try:
         gpio = open_button(cfg.pin, cfg.hold_seconds)
     except ControlError as e:
         log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
+        events.publish("button.unavailable", f"the call button is not working: {e}", reason=str(e))
         return None
     button = CallButton(
         gpio,
         calls,
         announcer,
         peers,
+        events=events,
         choice_seconds=cfg.choice_seconds,
         say_address=say_address,
         privacy=privacy,

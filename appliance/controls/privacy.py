@@ -3,9 +3,10 @@
 - In a call, two presses within ``double_seconds`` switch sharing of the user's expressions off
   (or on again); the unit says which ("Your expressions are no longer shared.").
 - In idle, ``FORGET_HOLDS`` long presses within ``window_seconds`` forget everything
-  (``appliance.app.Appliance.forget_everything``). The first is the button's own (it says the
-  unit's address); after each further one but the last the unit says how many more it takes, so it
-  never happens by accident or unannounced.
+  (``appliance.app.Appliance.forget_everything``). The first ``ADDRESS_HOLDS`` are the button's own
+  (each says the unit's address: a person who missed it holds again to hear it again); after each
+  further one but the last the unit says how many more it takes, so it never happens by accident
+  or unannounced.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from appliance.speech.announcer import Announcer
 
 FORGET_HOLDS = 4
+ADDRESS_HOLDS = 2
 
 
 class PrivacyGestures:
@@ -26,7 +28,7 @@ class PrivacyGestures:
         *,
         sharing: Callable[[], bool],
         set_sharing: Callable[[bool], object],
-        forget: Callable[[], None],
+        forget: Callable[[], object],
         double_seconds: float = 0.8,
         window_seconds: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
@@ -50,15 +52,16 @@ class PrivacyGestures:
         return double
 
     def hold_in_idle(self) -> bool:
-        """A long press in idle: one step towards forgetting everything; False for the first step
-        (the button does what a long press does), True when this one was said or done here."""
+        """A long press in idle: one step towards forgetting everything; False for the first
+        ADDRESS_HOLDS steps (the button does what a long press does), True when this one was said or
+        done here."""
         now = self._clock()
         with self._lock:
             self._holds = [t for t in self._holds if now - t <= self._window] + [now]
             left = FORGET_HOLDS - len(self._holds)
             if left <= 0:
                 self._holds = []
-        if left >= FORGET_HOLDS - 1:
+        if left >= FORGET_HOLDS - ADDRESS_HOLDS:
             return False
         if left > 0:
             self._announcer.state("forget_hold", count=left)

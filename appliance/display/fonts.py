@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import subprocess
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import groupby
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pygame
 
-from appliance.words.phrases import SCRIPTS, Phrases
+from appliance.words.phrases import JOINERS, SCRIPTS, Phrases
 
 log = logging.getLogger(__name__)
 BUILT_IN = Path(pygame.__file__).parent / pygame.font.get_default_font()
@@ -34,6 +36,9 @@ MIN_SIZE = 8  # pixels: below this no letter is legible; a text that still does 
 MAX_LINES = 6
 LAYOUTS_KEPT = 64
 FONTS_KEPT = 48
+# Where a line may be cut: at spaces, but not between the digits of a code ("4 8 2 9 1 3."), which
+# are spaced to be read one by one and on two lines would read as two numbers.
+WORD = re.compile(r"\d(?: \d)+\S*|\S+")
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,12 @@ class Fonts:
         return next((i for i, face in enumerate(self.faces) if letter in face.letters), 0)
 
     def _runs(self, text: str) -> list[tuple[int, str]]:
-        """``text`` cut where the face changes; a space stays in the run it is in."""
+        """``text`` cut where the face changes. A space, a joiner or a combining mark stays in the
+        run it is in: a joiner or a mark shapes the letter before it, and alone in a run of another
+        face it would be drawn apart from it (and has no width)."""
         faces: list[int] = []
         for letter in text:
-            faces.append(faces[-1] if letter.isspace() and faces else self._face_of(letter))
+            faces.append(faces[-1] if _follows(letter) and faces else self._face_of(letter))
         grouped = groupby(zip(faces, text, strict=True), lambda pair: pair[0])
         return [(face, "".join(letter for _, letter in run)) for face, run in grouped]
 
@@ -135,8 +142,10 @@ class Fonts:
         x = 0
         for face, run in runs:
             font = self._font(face, size)
-            surface.blit(font.render(run, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
-            x += font.size(run)[0]
+            width = font.size(run)[0]
+            if width:  # SDL_ttf refuses to draw a text of no width (a mark that begins a line)
+                surface.blit(font.render(run, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
+            x += width
         return surface
 
     def _layout(self, text: str, room: Room, readable: int) -> tuple[int, list[str]]:
@@ -179,15 +188,22 @@ class Fonts:
         )
 
     def _wrap(self, text: str, size: int, width: int) -> list[str]:
-        """``text`` cut at spaces, each line as long as fits in ``width`` at ``size`` (greedy)."""
+        """``text`` cut at spaces (not within a code), each line as long as fits in ``width`` at
+        ``size`` (greedy)."""
         lines: list[str] = []
-        for word in text.split():
+        for word in WORD.findall(text):
             longer = f"{lines[-1]} {word}" if lines else word
             if lines and self._size(self._runs(longer), size)[0] <= width:
                 lines[-1] = longer
             else:
                 lines.append(word)
         return lines or [text]
+
+
+def _follows(letter: str) -> bool:
+    """Whether ``letter`` belongs with the letter before it: a space, ZWJ or ZWNJ, or a combining
+    mark (a vowel sign, a virama, an accent)."""
+    return letter.isspace() or letter in JOINERS or unicodedata.category(letter).startswith("M")
 
 
 def _fontconfig(*argv: str) -> str | None:

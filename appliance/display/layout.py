@@ -1,4 +1,7 @@
 """Draws the scene: state band on top, remote video in the middle, the expression very large below.
+A part that is not working (the speaker, the camera, the memory card) is named in a band of its own
+under the state band, for a helper who comes by later: the owner heard it once, or, with the speaker
+broken, not at all.
 
 Colours are white and yellow on black (contrast ratios of 21:1 and 19.6:1), and every text is as
 large as its band allows: the expression's word fills the bottom third of the screen. A long text
@@ -21,6 +24,7 @@ WHITE = (255, 255, 255)
 YELLOW = (255, 255, 0)
 GREY = (170, 170, 170)
 TOP = 0.16  # share of the height for the state band
+FAULTS = 0.14  # share of the height for the band naming parts that do not work, when there are any
 BOTTOM = 0.34  # share of the height for the expression
 MARGIN = 0.03
 
@@ -32,6 +36,7 @@ class Scene:
     big: str = ""  # the expression's word, or a pairing code
     big_colour: tuple[int, int, int] = YELLOW
     frame: np.ndarray | None = None  # the remote video, BGR
+    faults: str = ""  # what does not work, as sentences ("The speaker is not working.")
 
 
 def _text(
@@ -42,20 +47,21 @@ def _text(
     colour: tuple[int, int, int],
     *,
     room: pygame.Rect | None = None,
-) -> None:
+) -> int:
     """``text`` centred in ``box``, as large as one line there allows. A text whose font would be
     under half the box's height on one line is wrapped; its lines may go on down into ``room``
-    (``box`` and the empty space below it), from the top of ``box``."""
+    (``box`` and the empty space below it), from the top of ``box``. Returns the height it took."""
     if not text:
-        return
+        return 0
     room = room or box
     rendered = fonts.render(
         text, box.width, room.height, colour, line_height=box.height, readable=box.height // 2
     )
     if rendered.get_height() <= box.height:
         surface.blit(rendered, rendered.get_rect(center=box.center))
-    else:
-        surface.blit(rendered, rendered.get_rect(centerx=box.centerx, top=room.top))
+        return box.height
+    surface.blit(rendered, rendered.get_rect(centerx=box.centerx, top=room.top))
+    return rendered.get_height()
 
 
 def _video(surface: pygame.Surface, frame: np.ndarray, box: pygame.Rect) -> None:
@@ -77,12 +83,22 @@ def draw(scene: Scene, size: tuple[int, int], fonts: Fonts) -> pygame.Surface:
     state_box = pygame.Rect(margin, 0, width - name_w - 2 * margin, top_h)
     # A long state line (a caller's long name, a lockout) goes on below the band where nothing is
     # drawn: over the video area when there is no video, and the bottom third when it is empty.
-    free_to = top_h if scene.frame is not None else height - (bottom_h if scene.big else margin)
+    free_to = (
+        top_h if scene.frame is not None or scene.faults else height - (bottom_h if scene.big else margin)
+    )
     _text(
         surface, fonts, scene.state, state_box, WHITE, room=pygame.Rect(margin, 0, state_box.width, free_to)
     )
     _text(surface, fonts, scene.unit_name, pygame.Rect(width - name_w, 0, name_w - margin, top_h), GREY)
-    video_box = pygame.Rect(0, top_h, width, height - top_h - bottom_h)
+    # The faults' lines may go on over the video area while there is no video.
+    faults_box = pygame.Rect(margin, top_h, width - 2 * margin, int(height * FAULTS))
+    faults_room = (
+        faults_box
+        if scene.frame is not None
+        else faults_box.union(pygame.Rect(margin, top_h, faults_box.width, height - top_h - bottom_h))
+    )
+    faults_h = _text(surface, fonts, scene.faults, faults_box, YELLOW, room=faults_room)
+    video_box = pygame.Rect(0, top_h + faults_h, width, height - top_h - faults_h - bottom_h)
     if scene.frame is not None:
         _video(surface, scene.frame, video_box)
     big_box = pygame.Rect(margin, height - bottom_h, width - 2 * margin, bottom_h)

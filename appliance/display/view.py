@@ -20,11 +20,27 @@ from appliance.display import Screen
 from appliance.display.fonts import for_language
 from appliance.display.layout import GREY, YELLOW, Scene, draw
 from appliance.events import Event, EventBus
-from appliance.words.phrases import Phrases, call_key, for_settings
+from appliance.words.phrases import Phrases, call_key, for_settings, sharing_key
 
 log = logging.getLogger(__name__)
 
 CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
+# topic -> (the part, the phrase saying it does not work, or "" when it works again). Shown until it
+# works again: the owner heard it once (or not at all, with the speaker broken); a helper reads it.
+FAULTS = {
+    "audio.unavailable": ("speaker", "speaker_unavailable"),
+    "audio.recovered": ("speaker", ""),
+    "camera.lost": ("camera", "camera_lost"),
+    "camera.recovered": ("camera", ""),
+    "vision.unavailable": ("vision", "vision_unavailable"),
+    "vision.backend": ("vision", ""),
+    "relay.unreachable": ("relay", "relay_unreachable"),
+    "relay.back": ("relay", ""),
+    "unit.card_read_only": ("card", "card_read_only"),
+    "microphone.unavailable": ("microphone", "microphone_unavailable"),
+    "microphone.recovered": ("microphone", ""),
+    "button.unavailable": ("button", "button_unavailable"),
+}
 SAID_S = 10.0  # how long "Paired with Asha." stays before the idle line (with the address) is back
 
 
@@ -53,9 +69,11 @@ class Display:
         self._code_line = ""  # the state line of the code shown last, taken off once it is used
         self._call_state = "idle"  # the last call.state, for the phrase of the next one
         self._call_line = ""  # the state line of the call in progress; "" when there is none
+        self._faults: dict[str, str] = {}  # part -> the phrase key saying it does not work
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "unit.address": self._on_ready,
+            "unit.address_changed": self._on_ready,
             "call.state": self._on_call,
             "remote.emotion": lambda e: self._update(
                 big=self._phrases.word(str(e.data["emotion"])), big_colour=YELLOW
@@ -104,6 +122,19 @@ class Display:
         handler = self._handlers.get(event.topic)
         if handler is not None:
             handler(event)
+        elif event.topic in FAULTS:
+            self._on_fault(*FAULTS[event.topic])
+
+    def _on_fault(self, part: str, key: str) -> None:
+        with self._lock:
+            if key:
+                self._faults[part] = key
+            else:
+                self._faults.pop(part, None)
+            self._update(faults=self._faults_line())
+
+    def _faults_line(self) -> str:
+        return " ".join(self._phrases.say(key) for key in self._faults.values())
 
     def _on_call(self, event: Event) -> None:
         data = event.data
@@ -113,19 +144,22 @@ class Display:
         with self._lock:
             self._call_state = state
             self._call_line = "" if state in CALL_OVER else text
-        if state in CALL_OVER:
-            self._update(state=text, big="", frame=None)
+            passing = self._timer is not None and self._timer.is_alive()
+        if state == "idle":
+            # A call's last words ("Missed call from Asha.") or a code stay until their time is up.
+            if not passing:
+                self._update(state=text, big="", frame=None)
+        elif state in CALL_OVER:
+            self._show_for(SAID_S, text, big="", frame=None)
         else:
             self._update(state=text)
 
     def _on_sharing(self, event: Event) -> None:
-        if event.data.get("paused"):
-            self._update(
-                big=self._phrases.say("sharing_paused", peer=str(event.data.get("peer") or "")),
-                big_colour=GREY,
-            )
-        else:
+        key = sharing_key(event.data)
+        if key == "sharing_resumed":
             self._update(big="")
+        else:  # paused, or their expressions cannot be described
+            self._update(big=self._phrases.say(key, peer=str(event.data.get("peer") or "")), big_colour=GREY)
 
     def _idle(self) -> str:
         if self._address:
@@ -187,7 +221,7 @@ class Display:
                 self._fonts, self._phrases = fonts, phrases
                 # The idle line in the new language; a line of a call or a code stays as it was
                 # (the fonts still have its letters) until the next event replaces it.
-                self._update(**({"state": self._idle()} if was_idle else {}))
+                self._update(faults=self._faults_line(), **({"state": self._idle()} if was_idle else {}))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -197,7 +231,9 @@ class Display:
             with self._lock:
                 scene, version, fonts = self._scene, self._version, self._fonts
             try:
-                text = "\n".join(line for line in (scene.unit_name, scene.state, scene.big) if line)
+                text = "\n".join(
+                    line for line in (scene.unit_name, scene.state, scene.faults, scene.big) if line
+                )
                 self._screen.show(draw(scene, self._screen.size, fonts), text)
             except Exception:  # a broken screen must not stop the call; logged, tried again next change
                 log.exception("the %s display failed to show a picture", self._screen.name)

@@ -163,7 +163,7 @@ class GuestLine:
         self._cancelled[body.call] = now + CANCELLED_SECONDS
 
     def _busy(self) -> tuple[Response, int]:
-        return jsonify(Signal(kind="busy", name=self._engine.name).model_dump()), 409
+        return jsonify(Signal(kind="busy").model_dump()), 409
 
     def _on_event(self, event: Event) -> None:
         """Describe the guest's face once connected (if they agreed); forget the call when it is over."""

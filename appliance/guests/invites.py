@@ -46,7 +46,8 @@ NAME = re.compile(NAME_PATTERN)
 MIN_SECONDS = 60
 MAX_SECONDS = 366 * 24 * 3600
 # Ended invites (expired, withdrawn, used up) are kept this long for the page and the guest's
-# message, then deleted when the next one is made: the table does not grow for the unit's life.
+# message, then deleted (at start, and whenever invites are made, listed or checked): neither the
+# table nor the guests' names are kept for the unit's life, new invites or not.
 KEEP_ENDED_S = 30 * 24 * 3600
 
 
@@ -84,6 +85,7 @@ class Invites:
         self._me, self._store, self._clock = me, store, clock
         with store.transaction() as db:
             db.execute(SCHEMA)
+        self._prune(clock())
 
     def create(self, name: str, seconds: float, once: bool) -> Invite:
         """A new invite for the guest ``name``, valid ``seconds`` from now. Raises InviteError."""
@@ -94,12 +96,8 @@ class Invites:
             raise InviteError("Choose how long the invite works: from a minute to a year.")
         now = self._clock()
         invite = Invite(secrets.token_hex(8), name, now, now + seconds, once)
+        self._prune(now)
         with self._store.transaction() as db:
-            long_ago = now - KEEP_ENDED_S
-            db.execute(
-                "DELETE FROM invites WHERE expires < ? OR revoked < ? OR (once AND used < ?)",
-                (long_ago, long_ago, long_ago),
-            )
             db.execute(
                 "INSERT INTO invites (id, name, created, expires, once) VALUES (?, ?, ?, ?, ?)",
                 (invite.id, invite.name, invite.created, invite.expires, int(invite.once)),
@@ -109,6 +107,7 @@ class Invites:
     def listed(self) -> list[Invite]:
         """The invites still open (not expired, revoked or used up), soonest to end first."""
         now = self._clock()
+        self._prune(now)
         return [i for i in self._rows() if i.open(now)]
 
     def revoke(self, invite_id: str) -> Invite | None:
@@ -144,8 +143,9 @@ class Invites:
         Raises InviteRefused (forged, expired, revoked, used).
         """
         fields = self._verified(token)
-        invite = self._row(str(fields.get("id", "")))
         now = self._clock()
+        self._prune(now)
+        invite = self._row(str(fields.get("id", "")))
         exp = fields.get("exp")
         if invite is None and isinstance(exp, int) and exp <= now:  # signed here, ended long ago
             raise InviteRefused("expired", f"This invite has expired. Ask {self._owner()} for a new link.")
@@ -193,6 +193,15 @@ class Invites:
                 db.execute(
                     "UPDATE invites SET used = ? WHERE id = ? AND used IS NULL", (self._clock(), invite.id)
                 ).rowcount
+            )
+
+    def _prune(self, now: float) -> None:
+        """Delete the invites that ended over KEEP_ENDED_S ago, the guest's name with them."""
+        long_ago = now - KEEP_ENDED_S
+        with self._store.transaction(scrub=True) as db:
+            db.execute(
+                "DELETE FROM invites WHERE expires < ? OR revoked < ? OR (once AND used < ?)",
+                (long_ago, long_ago, long_ago),
             )
 
     def _owner(self) -> str:

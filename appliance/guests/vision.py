@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from appliance.call import UNAVAILABLE
 from appliance.call.media import FrameSink
 from appliance.camera import Frame
 from appliance.config import VisionConfig
@@ -63,6 +64,7 @@ class GuestVision:
         self._lock = threading.Lock()
         self._feed: LatestFrame | None = None
         self._worker: VisionWorker | None = None
+        self._unavailable = False  # the owner was told the guest's face cannot be described now
 
     def tap(self, sink: FrameSink | None) -> FrameSink:
         """``sink`` (None: no display), and the guest's frames to the analysis while it runs."""
@@ -82,6 +84,7 @@ class GuestVision:
             if self._feed is not None:
                 return
             self._feed = LatestFrame()
+            self._unavailable = False
         threading.Thread(target=self._open, args=(self._feed, name), name="guest-vision", daemon=True).start()
 
     def _open(self, feed: LatestFrame, name: str) -> None:
@@ -112,6 +115,24 @@ class GuestVision:
             self._events.publish("remote.no_face", f"{name}: no face in view", peer=name, guest=True)
         elif event.topic == "vision.unavailable":
             log.warning("the guest's face cannot be described: %s", event.data.get("reason"))
+            self._tell_unavailable(name, True)
+        elif event.topic == "vision.backend":
+            self._tell_unavailable(name, False)
+
+    def _tell_unavailable(self, name: str, unavailable: bool) -> None:
+        """The owner hears that the guest's face cannot be described (or can again), as a unit's
+        expressions that cannot be; only on a change: the pipeline's first opening is no news."""
+        if unavailable == self._unavailable:
+            return
+        self._unavailable = unavailable
+        self._events.publish(
+            "remote.sharing",
+            f"{name}'s face {'cannot' if unavailable else 'can'} be described",
+            peer=name,
+            paused=unavailable,
+            reason=UNAVAILABLE,
+            guest=True,
+        )
 
     def stop(self, wait: bool = False) -> None:
         """Stop describing; the worker closes in a thread unless ``wait`` (never on the call's loop)."""

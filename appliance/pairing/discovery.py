@@ -143,6 +143,21 @@ class Discovery:
         if self._on_seen is not None:
             self._on_seen(seen)
 
+    def restart(self) -> None:
+        """Advertise and look again on the machine's interfaces as they are now (it joined a
+        network, its address changed): zeroconf sends only on the interfaces it found at its start."""
+        try:
+            fresh = Zeroconf()
+        except OSError as e:
+            log.warning("mDNS cannot start again (%s); pair this unit by address", e)
+            return
+        self.close()
+        self._zc, self._browser = fresh, None
+        with self._lock:
+            self._seen.clear()
+        if self._port:
+            self.start(self._port)
+
     def close(self) -> None:
         if self._browser is not None:
             self._browser.cancel()

@@ -6,8 +6,9 @@ that held), and says what state it is in: ``relay.state`` on every change, ``rel
 once the relay has been out of reach for ``unreachable_seconds`` and ``relay.back`` when it returns
 after that. While connected it keeps
 STUN/TURN credentials from the relay (XEP-0215) and carries requests between units as iq stanzas
-(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units, and
-only their presence is listed (``online``).
+(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units, only
+their presence is listed (``online``), and the relay's roster keeps only them: each session starts
+by removing any other (a unit unpaired while the relay was out of reach).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ TURN_RETRY_S = 60.0  # and no more often than this
 TURN_CHECK_S = 300.0  # the clock is looked at again at least this often
 STEADY_S = 60.0  # a connection that lasted this long was not cut at once: the pause starts again at 1 s
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
-Subscription = Literal["subscribe", "subscribed", "unsubscribe", "unsubscribed"]
+Subscription = Literal["subscribe", "subscribed"]
 
 
 class RelayClient:
@@ -214,12 +215,13 @@ class RelayClient:
         return gone
 
     async def _session_started(self, xmpp: slixmpp.ClientXMPP) -> None:
-        xmpp.send_presence()
         try:
-            await xmpp.get_roster(timeout=PING_TIMEOUT_S)
+            await self._forget_unpaired(xmpp)
             await self._refresh_turn()
         except (IqError, IqTimeout, turn.TurnError) as e:
             log.warning("the relay answered only in part after connecting: %s", e)
+        # After the roster is pruned: a unit unpaired meanwhile is not told that this one is online.
+        xmpp.send_presence()
         back = self._said_unreachable
         self._said_unreachable = False
         self._set("connected", "connected to the relay")
@@ -336,9 +338,41 @@ class RelayClient:
         """Ask for the paired unit's presence and pre-approve its asking for ours (a mutual subscription)."""
         self._send_presence(jid, "subscribed", "subscribe")
 
-    def unsubscribe(self, jid: str) -> None:
-        self._send_presence(jid, "unsubscribed", "unsubscribe")
-        self._online -= {normalised(jid) or jid}
+    async def unsubscribe(self, jid: str) -> None:
+        """Forget an unpaired unit on the relay: its roster item is removed, which ends both
+        subscriptions (RFC 6121 2.5.3; an unsubscribe and an unsubscribed leave the item there for
+        good). While not connected, the next session removes it (:meth:`_forget_unpaired`)."""
+        account = normalised(jid)
+        self._online -= {account or jid}
+        if account is not None and self._xmpp is not None and self.state == "connected":
+            # Prosody tells the other unit that its subscription ended, not that this unit is gone:
+            # it would list this unit online until its next connection.
+            self._xmpp.send_presence(pto=account, ptype="unavailable")
+            await self._remove(self._xmpp, account)
+
+    async def _forget_unpaired(self, xmpp: slixmpp.ClientXMPP) -> None:
+        """Remove from this unit's roster on the relay every account that is no longer a paired
+        unit's: one unpaired (or forgotten) while the relay was out of reach is still there."""
+        # The whole roster, not only what changed since this process last asked (roster versioning):
+        # an item unchanged since, such as that of a unit unpaired while offline, must be seen too.
+        xmpp.client_roster.version = ""
+        roster = await xmpp.get_roster(timeout=PING_TIMEOUT_S)
+        assert roster is not None  # None only for an iq that is not a get or a set
+        paired = set(self._contacts())
+        for jid in roster["roster"]["items"]:
+            if jid.bare not in paired:
+                await self._remove(xmpp, jid.bare)
+
+    async def _remove(self, xmpp: slixmpp.ClientXMPP, jid: str) -> None:
+        removed = xmpp.client_roster.remove(jid)
+        assert removed is not None  # None only for a component, which this client is not
+        try:
+            await removed
+        except (IqError, IqTimeout) as e:
+            # No account named: it is a person's unit.
+            log.warning(
+                "the relay kept an unpaired unit in the roster (%s): removed at the next connection", e
+            )
 
     def _send_presence(self, jid: str, *kinds: Subscription) -> None:
         account = normalised(jid)

@@ -28,7 +28,7 @@ class RelayContacts:
 
     def keep_only(self, unit_ids: set[str]) -> list[str]:
         """Forget the addresses of units no longer paired; returns their JIDs."""
-        with self._store.transaction() as db:
+        with self._store.transaction(scrub=True) as db:
             rows = db.execute("SELECT unit_id, jid FROM relay_contacts").fetchall()
             gone = [(str(u), str(j)) for u, j in rows if u not in unit_ids]
             db.executemany("DELETE FROM relay_contacts WHERE unit_id = ?", [(u,) for u, _ in gone])

@@ -78,7 +78,9 @@ class FallbackSignalling:
                 # Only "nothing answers there" moves on; a refusal from the unit itself is final.
                 if way is self._ways[-1] or not isinstance(e.__cause__, UnitUnreachable):
                     raise
-                log.info("%s; trying the next way", e)
+                # Fixed text at INFO: the error names the other person and where their unit is.
+                log.info("the other unit does not answer on this network; trying the relay")
+                log.debug("%s", e)
 
     async def receive(self) -> Signal:
         return await self._used.receive()

@@ -219,7 +219,7 @@ class Relay:
         elif event.topic == "pairing.removed" and self._loop is not None:
             gone = self.contacts.keep_only({p.unit_id for p in self._store.peers()})
             for jid in gone:
-                self._loop.call_soon_threadsafe(self.client.unsubscribe, jid)
+                asyncio.run_coroutine_threadsafe(self.client.unsubscribe(jid), self._loop)
 
     def _announce(self, unit_id: str) -> None:
         """Tell a newly paired unit this unit's relay address, so it can call here from another home."""

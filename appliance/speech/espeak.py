@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from appliance.speech import SpeechError
+from appliance.words.phrases import JOINERS
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,22 @@ TIMEOUT_SECONDS = 10.0
 CACHE_SIZE = 64
 # Each "[" followed by another: "[[[" becomes "[ [ [", so no two are left side by side.
 PHONEME_OPEN = re.compile(r"\[(?=\[)")
+# ZWJ and ZWNJ shape a name's letters on the screen; espeak-ng reads them as a letter: the English
+# and Hindi voices say "Bengali" in the middle of a Bengali name, and every voice cuts it in two.
+UNSPOKEN = dict.fromkeys(map(ord, JOINERS))
 # Bengali letters with a dot below, as Unicode normalisation stores them (base letter + nukta), and
 # the precomposed code points espeak-ng 1.51 reads correctly: with the nukta it drops the vowel that
-# follows ("jor" for জোড়া). Normalisation undoes this mapping, so it is applied last, here.
+# follows ("jor" for জোড়া), in every voice (a Bengali name in a Hindi sentence: "pr'i" for
+# প্রিয়া). Normalisation undoes this mapping, so it is applied last, here.
 BENGALI_NUKTA = {"\u09a1\u09bc": "\u09dc", "\u09a2\u09bc": "\u09dd", "\u09af\u09bc": "\u09df"}
 
 
-def for_espeak(text: str, voice: str) -> str:
-    """``text`` as espeak-ng's ``voice`` reads it best, and only as text: no ``[[`` (espeak-ng would
-    read what follows as phonemes, in every voice: a name "[[k'0l'End@d]]" said as "Kolkata"), and
-    Bengali ড়, ঢ়, য় as precomposed letters."""
-    text = PHONEME_OPEN.sub("[ ", text)
-    if voice.split("-", 1)[0] != "bn":
-        return text
+def for_espeak(text: str) -> str:
+    """``text`` as espeak-ng reads it best, and only as text: no ``[[`` (espeak-ng would read what
+    follows as phonemes, in every voice: a name "[[k'0l'End@d]]" said as "Kolkata"), no joiners,
+    and Bengali ড়, ঢ়, য় as precomposed letters. The same in every voice: a name in any script
+    may come in any language's sentence."""
+    text = PHONEME_OPEN.sub("[ ", text).translate(UNSPOKEN)
     for decomposed, precomposed in BENGALI_NUKTA.items():
         text = text.replace(decomposed, precomposed)
     return text
@@ -96,7 +100,7 @@ class Espeak:
         try:
             proc = subprocess.run(
                 args,
-                input=for_espeak(text, voice).encode("utf-8"),
+                input=for_espeak(text).encode("utf-8"),
                 capture_output=True,
                 timeout=TIMEOUT_SECONDS,
             )

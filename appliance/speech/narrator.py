@@ -22,7 +22,7 @@ from typing import Any, cast
 from appliance.call import IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
-from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings
+from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, sharing_key
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,11 @@ DEVICE_EVENTS = {
     "audio.unavailable": ("speaker_unavailable", 0),
     "audio.recovered": ("speaker_back", 0),  # announcements made while it was out were lost
     "display.unavailable": ("display_unavailable", 0),
+    # Said at each call that opens without it: the other person hears silence.
+    "microphone.unavailable": ("microphone_unavailable", 0),
+    "microphone.recovered": ("microphone_back", 0),
+    "button.unavailable": ("button_unavailable", 0),
     "unit.forgetting": ("forgetting", 0),
-    "unit.forgotten": ("forgotten", 0),
     "unit.restarted": ("restarted", 0),
     "unit.card_read_only": ("card_read_only", 0),
     "relay.unreachable": ("relay_unreachable", 0),
@@ -49,7 +52,14 @@ DEVICE_EVENTS = {
     "owner.present": ("owner_let_in", 0),
     "owner.contested": ("owner_contested", 0),
 }
-START_TOPICS = ("camera.ready", "camera.lost", "camera.recovered", "vision.backend", "vision.unavailable")
+START_TOPICS = (
+    "camera.ready",
+    "camera.lost",
+    "camera.recovered",
+    "vision.backend",
+    "vision.unavailable",
+    "button.unavailable",
+)
 SETTLE_SECONDS = 1.5
 
 
@@ -82,16 +92,18 @@ class Narrator:
         self._sharing = sharing  # the owner's share_expressions, followed from settings.changed
         self._vision_ok = True  # expressions can be recognised (False after vision.unavailable)
         self._call_state = "idle"
+        self._guest = False  # the call is with a guest, who never receives the owner's expressions
         self._ask_sharing = False
         self._level = LEVELS[verbosity]
         self._settle = settle_s
         self._lock = threading.Lock()
         self._started = False  # the start-up sentence was said; later device events are said alone
-        self._facts: dict[str, str] = {}  # "camera"/"vision" -> phrase key, for the start-up sentence
+        self._facts: dict[str, str] = {}  # part ("camera"...) -> phrase key, for the start-up sentence
         self._timer: threading.Timer | None = None
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "call.state": self._on_call,
+            "call.ring": self._on_ring,
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,
@@ -101,6 +113,10 @@ class Narrator:
             "pairing.done": lambda e: announcer.state("paired", peer=str(e.data.get("peer", ""))),
             "pairing.removed": self._on_unpaired,
             "settings.changed": self._on_settings,
+            # On a read-only card the card still holds it all, back at the next boot (appliance/app.py).
+            "unit.forgotten": lambda e: announcer.state(
+                "forgotten_card_kept" if e.data.get("card_kept") else "forgotten"
+            ),
         }
         self._unsubscribe = events.subscribe(self._on_event)
 
@@ -128,6 +144,8 @@ class Narrator:
                 self._facts["camera"] = "camera_lost" if event.topic == "camera.lost" else "camera_ready"
             elif event.topic == "vision.backend":
                 self._facts["vision"] = backend_key(str(event.data.get("backend", "")))
+            elif event.topic == "button.unavailable":
+                self._facts["button"] = "button_unavailable"
             else:
                 self._facts["vision"] = "vision_unavailable"
             return True
@@ -143,7 +161,7 @@ class Narrator:
     def _say_start(self, name: str) -> None:
         with self._lock:
             self._started = True
-            facts = [self._facts[k] for k in ("camera", "vision") if k in self._facts]
+            facts = [self._facts[k] for k in ("camera", "vision", "button") if k in self._facts]
             if self._ask_sharing:
                 facts.append("sharing_question")
         phrases = self._announcer.phrases
@@ -161,7 +179,14 @@ class Narrator:
             self._announcer.state(key, peer=peer)
         if state == "connected" and self._call_state != "reconnecting":
             self._say_consent(peer, guest=bool(data.get("guest")))
-        self._call_state = state
+        self._call_state, self._guest = state, bool(data.get("guest"))
+
+    def _on_ring(self, event: Event) -> None:
+        """A call still rings: said again, short ("Asha is calling."), for an owner who may have
+        missed the first; not while anything is still being said, so repeats never pile up."""
+        if self._call_state == "ringing" and self._announcer.wait_idle(0):
+            key = "guest_calling" if event.data.get("guest") else "ringing_auto"
+            self._announcer.state(key, peer=str(event.data.get("peer") or ""))
 
     def _say_consent(self, peer: str, guest: bool = False) -> None:
         """Whether this side's expressions are described to the other, right after "Connected"."""
@@ -178,10 +203,10 @@ class Narrator:
 
     def _on_sharing(self, event: Event) -> None:
         peer = str(event.data.get("peer") or "")
-        paused = bool(event.data.get("paused"))
-        self._announcer.state("sharing_paused" if paused else "sharing_resumed", peer=peer)
-        # The button's repeat says what the screen shows: "paused", or nothing yet after resuming.
-        said = self._announcer.phrases.say("sharing_paused", peer=peer) if paused else ""
+        key = sharing_key(event.data)
+        self._announcer.state(key, peer=peer)
+        # The button's repeat says what the screen shows: why none, or nothing yet after resuming.
+        said = self._announcer.phrases.say(key, peer=peer) if event.data.get("paused") else ""
         self._announcer.expression_unknown(peer, said)
 
     def _on_no_face(self, event: Event) -> None:
@@ -212,9 +237,16 @@ class Narrator:
         if isinstance(settings, Mapping) and "share_expressions" in event.data.get("changed", ()):
             self._sharing = bool(settings.get("share_expressions"))
             if self._call_state in IN_CALL:
-                self._announcer.state("sharing_on" if self._sharing else "sharing_off")
+                self._announcer.state(self._sharing_switched())
         if isinstance(settings, Mapping):
             self._announcer.configure(*from_settings(settings, self._announcer.phrases.labels))
+
+    def _sharing_switched(self) -> str:
+        """What the owner hears on switching sharing in a call: a guest never receives expressions,
+        so switching on does not share them with the one on the line."""
+        if not self._sharing:
+            return "sharing_off"
+        return "sharing_on_guest" if self._guest else "sharing_on"
 
     def close(self) -> None:
         self._unsubscribe()

@@ -43,7 +43,8 @@ class UnitParts:
     discovery: Discovery | None = None
     call: CallControl | None = None
     session_hours: float = 12.0
-    forget: Callable[[], None] | None = None  # "forget everything" (appliance/privacy.py)
+    # "forget everything" (appliance/privacy.py); True when the card keeps it all (read-only)
+    forget: Callable[[], bool] | None = None
     presence: ButtonPresence = field(default_factory=ButtonPresence)  # owner presence by the button
 
     def change_settings(self, change: dict[str, Any]) -> Settings:
@@ -84,7 +85,7 @@ def build_parts(
     events: EventBus,
     call: CallControl | None = None,
     *,
-    forget: Callable[[], None] | None = None,
+    forget: Callable[[], bool] | None = None,
     client: PeerClient | None = None,
 ) -> UnitParts:
     """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""

@@ -30,7 +30,6 @@ def privacy_blueprint(parts: UnitParts) -> Blueprint:
             abort(503, "This unit cannot forget everything as it runs now: delete its data directory.")
         if request.form.get("confirm") != "yes":
             abort(400, 'Tick "Yes, erase everything" first, then press the button again.')
-        parts.forget()
-        return render_template("forgotten.html", outcome=None)
+        return render_template("forgotten.html", outcome=None, card_kept=parts.forget())
 
     return bp

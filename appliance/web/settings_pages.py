@@ -6,14 +6,17 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup, escape
 
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
 from appliance.web.wording import PAGE_ERRORS, Outcome, page_status, problem
+from appliance.words.phrases import written_in
 
 # The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
-LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "Hindi", "bn": "Bengali"}
+# Each in its own script too, as its speakers look for it, and in English for whoever helps them.
+LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "हिन्दी (Hindi)", "bn": "বাংলা (Bengali)"}
 FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form means off
 PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
 
@@ -23,7 +26,17 @@ def posted_settings() -> dict[str, str]:
     return {k: v for k, v in request.form.items() if k != "csrf"}
 
 
+def in_its_language(name: str) -> Markup:
+    """``name`` marked with the language of its script where that is not the pages' English: a
+    screen reader reads a name in Devanagari or Bengali letters with that language's voice (the
+    English one spells it out or skips it). ``<bdi>`` keeps it from changing the text around it."""
+    language = written_in(name)
+    return Markup('<bdi lang="{}">{}</bdi>').format(language, name) if language else escape(name)
+
+
 def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
+    bp.add_app_template_filter(in_its_language)
+
     def render_settings(
         outcome: Outcome | None = None, form: dict[str, str] | None = None
     ) -> ResponseReturnValue:

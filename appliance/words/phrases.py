@@ -13,7 +13,7 @@ from pathlib import Path
 from string import Formatter
 from typing import Any
 
-from appliance.call import NOT_ANSWERED
+from appliance.call import MISSED, NOT_ANSWERED, NOT_KNOWN, UNAVAILABLE, UNREACHABLE
 from appliance.vision import VisionError
 from appliance.vision.card import load_card
 from appliance.words import WordsError
@@ -36,6 +36,10 @@ CALL_STATES = {
     "reconnecting": "reconnecting",
     "lost": "lost",
 }
+# Why a call ended (call.state's reason) or failed (its cause), where that is said rather than
+# "Call ended." or "The call failed.".
+ENDED_BECAUSE = {NOT_ANSWERED: "not_answered", MISSED: "missed_call"}
+FAILED_BECAUSE = {UNREACHABLE: "call_unreachable", NOT_KNOWN: "call_not_known"}
 
 EN = {
     "ready": "{name} is ready.",
@@ -47,7 +51,10 @@ EN = {
     "connected": "Connected to {peer}.",
     "ended": "Call ended.",
     "not_answered": "{peer} did not answer.",
+    "missed_call": "Missed call from {peer}.",
     "failed": "The call failed.",
+    "call_unreachable": "{peer} cannot be reached right now.",
+    "call_not_known": "{peer} does not know this unit any more. Pair again.",
     "action_failed": "That did not work.",
     "busy": "{peer} is busy.",
     "reconnecting": "Reconnecting.",
@@ -56,6 +63,7 @@ EN = {
     "no_emotion": "No expression yet.",
     "sharing_paused": "{peer} paused sharing expressions.",
     "sharing_resumed": "{peer} is sharing expressions again.",
+    "remote_unavailable": "{peer}'s expressions cannot be described right now.",
     "remote_no_face_said": "{peer}'s face is not in view.",
     "camera_ready": "Camera ready.",
     "camera_lost": "Camera lost.",
@@ -91,11 +99,12 @@ EN = {
     "consent_private": "Your expressions are not shared.",
     "sharing_on": "Your expressions are shared again.",
     "sharing_off": "Your expressions are no longer shared.",
+    "sharing_on_guest": "Your expressions will be shared in calls with units. A guest never receives them.",
     "sharing_question": (
         "Your expressions are not shared until you choose. To share them, press the button twice "
         "during a call, or use the settings page."
     ),
-    "forget_hold": "To forget everything, keep holding the button: {count} more to go.",
+    "forget_hold": "To forget everything, hold the button down again: {count} more to go.",
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
     "restarted": "The unit stopped working and was restarted.",
@@ -109,26 +118,53 @@ EN = {
     "speaker_unavailable": "The speaker is not working.",
     "speaker_back": "The speaker works again.",
     "display_unavailable": "The screen is not working.",
+    "microphone_unavailable": "The microphone is not working.",
+    "microphone_back": "The microphone works again.",
+    # What the owner can still do: the status page calls, answers and hangs up, as auto-answer does.
+    "button_unavailable": (
+        "The button is not working. Calls can still be made, answered and ended on the web page."
+    ),
+    "still_calling": "Still calling {peer}. Hold the button to stop calling.",
+    "choose_peer_number": "{peer}, number {n}?",
+    "cancelled": "Cancelled.",
+    # "Forget everything" on a read-only card: only the copy in memory was erased (appliance/card.py).
+    "forgotten_card_kept": (
+        "This unit starts as new for now, but nothing can be written on its memory card, so everything"
+        " comes back when the unit is switched on again. Ask someone who helps you to replace the card."
+    ),
+    # The setup hotspot (image-build/files/network/emocall-hotspot), said through `emocall say`.
+    "hotspot_help": (
+        "No network. Join the Wi-Fi network {ssid}, password {password}, then open {host} port {port}"
+        " to choose your network."
+    ),
+    "network_back": "The network is back.",
+    "network_joined": "Joined the network {ssid}.",
+    "network_failed": "Could not join {ssid}. Check the password. The setup network comes back.",
 }
 HI = {
     "ready": "{name} तैयार है।",
     "calling": "{peer} को कॉल कर रहे हैं।",
     "ringing": "{peer} का कॉल आ रहा है। जवाब देने के लिए बटन दबाइए।",
     "ringing_auto": "{peer} का कॉल आ रहा है।",
-    "guest_ringing": "{peer} ब्राउज़र से कॉल कर रहे हैं। जवाब देने के लिए बटन दबाइए।",
-    "guest_calling": "{peer} ब्राउज़र से कॉल कर रहे हैं।",
+    "guest_ringing": "{peer} का कॉल ब्राउज़र से आ रहा है। जवाब देने के लिए बटन दबाइए।",
+    "guest_calling": "{peer} का कॉल ब्राउज़र से आ रहा है।",
     "connected": "{peer} से जुड़ गए।",
     "ended": "कॉल समाप्त।",
     "not_answered": "{peer} ने जवाब नहीं दिया।",
+    "missed_call": "{peer} का कॉल छूट गया।",
     "failed": "कॉल नहीं लग सका।",
+    # The verb agrees with संपर्क and यूनिट (feminine), never with the person named.
+    "call_unreachable": "{peer} से अभी संपर्क नहीं हो पा रहा।",
+    "call_not_known": "{peer} की यूनिट अब इस यूनिट को नहीं पहचानती। फिर से जोड़िए।",
     "action_failed": "यह काम नहीं हो सका।",
     "busy": "{peer} व्यस्त हैं।",
     "reconnecting": "कॉल फिर से जुड़ रहा है।",
     "lost": "कनेक्शन टूट गया।",
     "emotion": "{peer} के चेहरे पर {emotion} है।",
     "no_emotion": "अभी कोई भाव नहीं।",
-    "sharing_paused": "{peer} ने भाव भेजना रोका है।",
+    "sharing_paused": "{peer} ने भाव भेजना रोक दिया है।",
     "sharing_resumed": "{peer} ने फिर से भाव भेजना शुरू किया है।",
+    "remote_unavailable": "{peer} के भाव अभी बताए नहीं जा सकते।",
     "remote_no_face_said": "{peer} का चेहरा नहीं दिख रहा।",
     "camera_ready": "कैमरा तैयार।",
     "camera_lost": "कैमरा नहीं मिल रहा।",
@@ -142,9 +178,9 @@ HI = {
     "owner_code": "मालिक का कोड: {digits}।",
     "owner_button": "या उस वेब पेज को अनुमति देने के लिए बटन एक बार दबाइए।",
     "owner_let_in": "अब एक वेब पेज इस यूनिट की सेटिंग्स बदल सकता है।",
-    "owner_contested": "दो वेब पेज ने एक साथ पूछा, इसलिए किसी को अनुमति नहीं मिली। इसके बजाय कोड लिखिए।",
-    "pairing_locked": "बहुत से गलत कोड: {duration} तक जोड़ना बंद रहेगा।",
-    "owner_locked": "बहुत से गलत कोड: {duration} तक इस यूनिट में लॉग इन बंद रहेगा।",
+    "owner_contested": "दो वेब पेजों ने एक साथ पूछा, इसलिए किसी को अनुमति नहीं मिली। इसके बजाय कोड लिखिए।",
+    "pairing_locked": "कई बार गलत कोड डाला गया: {duration} तक जोड़ना बंद रहेगा।",
+    "owner_locked": "कई बार गलत कोड डाला गया: {duration} तक इस यूनिट में लॉग इन बंद रहेगा।",
     "code_lasts": "यह कोड {duration} तक चलेगा।",
     "one_minute": "1 मिनट",
     "minutes": "{n} मिनट",
@@ -154,21 +190,22 @@ HI = {
     "dot": "डॉट",
     "idle_address": "तैयार। पता {address}",
     "paired": "{peer} से जोड़ दिया गया।",
-    "unpaired": "{peer} से जोड़ हटा दिया गया।",
+    "unpaired": "{peer} से जोड़ी हटा दी गई।",
     "choose_peer": "{peer}?",
     "no_peers": "कोई जुड़ी हुई यूनिट नहीं है। वेब पेज से एक यूनिट जोड़िए।",
     "remote_no_face": "चेहरा नहीं दिख रहा",
     "idle": "तैयार",
     "unknown_peer": "दूसरी यूनिट",
-    "consent_shared": "{peer} आपके भाव सुन रहे हैं।",
+    "consent_shared": "आपके भाव {peer} को भेजे जा रहे हैं।",
     "consent_private": "आपके भाव नहीं भेजे जा रहे।",
     "sharing_on": "आपके भाव फिर से भेजे जा रहे हैं।",
     "sharing_off": "अब आपके भाव नहीं भेजे जा रहे।",
+    "sharing_on_guest": "यूनिटों के साथ कॉल में आपके भाव भेजे जाएंगे। मेहमान को वे कभी नहीं भेजे जाते।",
     "sharing_question": (
         "जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए कॉल के दौरान बटन दो बार दबाइए, "
         "या सेटिंग्स पेज का उपयोग कीजिए।"
     ),
-    "forget_hold": "सब कुछ मिटाने के लिए बटन दबाए रखते रहिए: {count} बार और।",
+    "forget_hold": "सब कुछ मिटाने के लिए बटन को फिर से दबाकर रखिए: {count} बार और।",
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
     "restarted": "यूनिट रुक गई थी और फिर से शुरू की गई।",
@@ -177,11 +214,29 @@ HI = {
         " खो जाएंगे। अपनी मदद करने वाले व्यक्ति से कार्ड बदलने को कहें।"
     ),
     "cannot_start": "यूनिट शुरू नहीं हो पा रही। आपकी मदद करने वाला व्यक्ति इसके लॉग में कारण देख सकता है।",
-    "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकतीं।",
-    "relay_back": "घर के बाहर फिर से कॉल हो सकती हैं।",
+    "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकते।",
+    "relay_back": "घर के बाहर फिर से कॉल हो सकते हैं।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
     "speaker_back": "स्पीकर फिर से काम कर रहा है।",
     "display_unavailable": "स्क्रीन काम नहीं कर रही।",
+    "microphone_unavailable": "माइक्रोफ़ोन काम नहीं कर रहा।",
+    "microphone_back": "माइक्रोफ़ोन फिर से काम कर रहा है।",
+    "button_unavailable": "बटन काम नहीं कर रहा। कॉल करना, जवाब देना और कॉल खत्म करना अब भी वेब पेज से हो सकता है।",
+    "still_calling": "{peer} को अब भी कॉल कर रहे हैं। कॉल रोकने के लिए बटन दबाकर रखिए।",
+    "choose_peer_number": "{peer}, नंबर {n}?",
+    "cancelled": "रद्द कर दिया गया।",
+    "forgotten_card_kept": (
+        "यूनिट अभी नए सिरे से शुरू हो रही है, पर इसके मेमोरी कार्ड पर कुछ लिखा नहीं जा सकता, इसलिए यूनिट"
+        " फिर से चालू होने पर सब कुछ वापस आ जाएगा। अपनी मदद करने वाले व्यक्ति से कार्ड बदलने को कहें।"
+    ),
+    "hotspot_help": (
+        "नेटवर्क नहीं है। वाई-फ़ाई नेटवर्क {ssid} से जुड़िए, पासवर्ड {password}। फिर अपना नेटवर्क चुनने के लिए"
+        " {host} पोर्ट {port} खोलिए।"
+    ),
+    "network_back": "नेटवर्क वापस आ गया।",
+    # The unit (feminine, as everywhere) is the subject: "जुड़ गया" alone leaves it unsaid.
+    "network_joined": "यूनिट नेटवर्क {ssid} से जुड़ गई।",
+    "network_failed": "यूनिट {ssid} से नहीं जुड़ पाई। पासवर्ड जाँचिए। सेटअप नेटवर्क फिर से चालू हो रहा है।",
 }
 BN = {
     "ready": "{name} প্রস্তুত।",
@@ -193,7 +248,10 @@ BN = {
     "connected": "সংযুক্ত হয়েছে: {peer}।",
     "ended": "কল শেষ।",
     "not_answered": "{peer} উত্তর দেননি।",
+    "missed_call": "{peer} কল করেছিলেন, কলটি ধরা হয়নি।",
     "failed": "কল করা যায়নি।",
+    "call_unreachable": "এখন {peer}-কে পাওয়া যাচ্ছে না।",
+    "call_not_known": "এই ইউনিট আর যুক্ত নেই: {peer}। আবার যুক্ত করুন।",
     "action_failed": "এটি করা যায়নি।",
     "busy": "{peer} ব্যস্ত।",
     "reconnecting": "আবার সংযোগ করা হচ্ছে।",
@@ -202,6 +260,7 @@ BN = {
     "no_emotion": "এখনো কোনো অভিব্যক্তি নেই।",
     "sharing_paused": "{peer} অভিব্যক্তি পাঠানো বন্ধ রেখেছেন।",
     "sharing_resumed": "{peer} আবার অভিব্যক্তি পাঠাচ্ছেন।",
+    "remote_unavailable": "{peer}-কে দেখে এখন অভিব্যক্তি বোঝা যাচ্ছে না।",
     # No possessive after a name: its ending (-র or -এর) depends on how the name ends.
     "remote_no_face_said": "{peer}-কে দেখা যাচ্ছে না।",
     "camera_ready": "ক্যামেরা প্রস্তুত।",
@@ -238,6 +297,7 @@ BN = {
     "consent_private": "আপনার অভিব্যক্তি পাঠানো হচ্ছে না।",
     "sharing_on": "আপনার অভিব্যক্তি আবার পাঠানো হচ্ছে।",
     "sharing_off": "আপনার অভিব্যক্তি আর পাঠানো হচ্ছে না।",
+    "sharing_on_guest": "ইউনিটের সাথে কলে আপনার অভিব্যক্তি পাঠানো হবে। অতিথিকে তা কখনো পাঠানো হয় না।",
     "sharing_question": (
         "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে কলের সময় বোতাম দুবার "
         "টিপুন, অথবা সেটিংস পেজ ব্যবহার করুন।"
@@ -256,10 +316,29 @@ BN = {
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
     "speaker_back": "স্পিকার আবার কাজ করছে।",
     "display_unavailable": "স্ক্রিন কাজ করছে না।",
+    "microphone_unavailable": "মাইক্রোফোন কাজ করছে না।",
+    "microphone_back": "মাইক্রোফোন আবার কাজ করছে।",
+    "button_unavailable": "বোতাম কাজ করছে না। কল করা, উত্তর দেওয়া আর কল শেষ করা এখনো ওয়েব পেজ থেকে করা যায়।",
+    "still_calling": "{peer}-কে এখনো কল করা হচ্ছে। কল থামাতে বোতাম চেপে ধরে রাখুন।",
+    "choose_peer_number": "{peer}, নম্বর {n}?",
+    "cancelled": "বাতিল করা হয়েছে।",
+    "forgotten_card_kept": (
+        "ইউনিটটি আপাতত নতুন করে শুরু হচ্ছে, কিন্তু এর মেমোরি কার্ডে কিছু লেখা যাচ্ছে না, তাই ইউনিটটি আবার"
+        " চালু হলে সব কিছু ফিরে আসবে। যিনি আপনাকে সাহায্য করেন, তাঁকে কার্ডটি বদলে দিতে বলুন।"
+    ),
+    "hotspot_help": (
+        "নেটওয়ার্ক নেই। এই ওয়াই-ফাই নেটওয়ার্কে যুক্ত হন: {ssid}। পাসওয়ার্ড {password}। তারপর নিজের নেটওয়ার্ক"
+        " বেছে নিতে {host} পোর্ট {port} খুলুন।"
+    ),
+    "network_back": "নেটওয়ার্ক ফিরে এসেছে।",
+    "network_joined": "নেটওয়ার্কে যুক্ত হয়েছে: {ssid}।",
+    "network_failed": "যুক্ত হওয়া যায়নি: {ssid}। পাসওয়ার্ড দেখে নিন। সেটআপ নেটওয়ার্ক আবার চালু হচ্ছে।",
 }
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
 # Each language's script (ISO 15924), for the display's font and its shaping.
 SCRIPTS = {"en": "Latn", "hi": "Deva", "bn": "Beng"}
+# The Unicode blocks of the scripts other than Latin, to tell the language a name is written in.
+SCRIPT_BLOCKS = {"hi": ("\u0900", "\u097f"), "bn": ("\u0980", "\u09ff")}
 # How a sentence ends: Hindi and Bengali use the danda, which their voices read as a full stop.
 FULL_STOP = {"en": ".", "hi": "।", "bn": "।"}
 
@@ -342,6 +421,13 @@ def printable(text: str) -> str:
     return " ".join("".join(kept).split())
 
 
+def written_in(text: str) -> str | None:
+    """The language whose script ``text`` is written in (hi or bn), by the first letter in one of
+    them; None for a text without Devanagari or Bengali letters."""
+    blocks = SCRIPT_BLOCKS.items()
+    return next((language for c in text for language, (first, last) in blocks if first <= c <= last), None)
+
+
 def clean_name(name: str, fallback: str = EN["unknown_peer"]) -> str:
     """A peer-supplied name made safe to speak and show: printable characters only, bounded length.
 
@@ -360,9 +446,19 @@ def call_key(data: Mapping[str, Any]) -> str | None:
         if data.get("auto_answer"):  # it answers by itself: "press the button" would be wrong
             return "guest_calling" if guest else "ringing_auto"
         return "guest_ringing" if guest else "ringing"
-    if state == "ended" and data.get("reason") == NOT_ANSWERED:
-        return "not_answered"
+    if state == "ended" and data.get("reason") in ENDED_BECAUSE:
+        return ENDED_BECAUSE[str(data["reason"])]
+    if state == "failed" and data.get("cause") in FAILED_BECAUSE:
+        return FAILED_BECAUSE[str(data["cause"])]
     return CALL_STATES.get(state)
+
+
+def sharing_key(data: Mapping[str, Any]) -> str:
+    """The phrase key of a ``remote.sharing`` event's ``data``: paused by the other person, their
+    expressions not describable, or shared again. Speech and the display both follow it."""
+    if not data.get("paused"):
+        return "sharing_resumed"
+    return "remote_unavailable" if data.get("reason") == UNAVAILABLE else "sharing_paused"
 
 
 class Phrases:
@@ -397,6 +493,9 @@ class Phrases:
         clean = {k: self._field(k, v) for k, v in fields.items()}
         if "digits" in clean:
             clean["digits"] = " ".join(str(clean["digits"]))  # "1 2 3 4": read digit by digit
+        if "host" in clean:
+            # "192 dot 168 dot 1 dot 20": with its dots the Hindi voice reads a decimal number.
+            clean["host"] = f" {self._templates['dot']} ".join(str(clean["host"]).strip("[]").split("."))
         return self._templates[key].format(**clean)
 
     def duration(self, seconds: float) -> str:
@@ -422,8 +521,7 @@ class Phrases:
     def address(self, address: str) -> str:
         """``host:port`` as a sentence, the host's dots said as a word ("192 dot 168 dot 1 dot 20")."""
         host, _, port = address.rpartition(":")
-        spoken = f" {self._templates['dot']} ".join(host.strip("[]").split("."))
-        return self._templates["address"].format(host=spoken, port=port)
+        return self.say("address", host=host, port=port)
 
     def emotion(self, peer: str, label: str) -> str:
         if self.short:

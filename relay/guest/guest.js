@@ -325,7 +325,7 @@
       throw new Error('cancelled');
     }
     offers += 1;
-    const signal = { kind: 'offer', sdp: pc.localDescription.sdp, name: invite.name, resume, number: offers };
+    const signal = { kind: 'offer', sdp: pc.localDescription.sdp, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
   }
