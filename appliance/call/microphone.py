@@ -90,13 +90,14 @@ class Blocks:
 class Microphone:
     name = "microphone"
 
-    def __init__(self, watch: MicrophoneWatch) -> None:
+    def __init__(self, watch: MicrophoneWatch | None = None) -> None:
+        """``watch`` hears when blocks stop coming and start again (none: nobody is told)."""
         try:
             import sounddevice
         except (ImportError, OSError) as e:
             raise CallError(f"no microphone support ({e}): install libportaudio2 and the [pi] extra") from e
         self._blocks = Blocks()
-        self._watch, self._stalled = watch, False
+        self._watch, self._stalled = watch or MicrophoneWatch(), False
         try:
             self._stream = sounddevice.InputStream(
                 samplerate=SAMPLE_RATE,
