@@ -10,9 +10,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, config
+
+if TYPE_CHECKING:
+    from appliance.words.phrases import Phrases
 
 log = logging.getLogger("emocall")
 # The sample clips that come with the development checkout (../shared), for `emocall demo`.
@@ -86,13 +89,11 @@ def say_cannot_start(cfg: config.Config) -> None:
     from appliance.audio import AudioError
     from appliance.speech import SpeechError
     from appliance.speech.service import say_once
-    from appliance.state import STATE_FILE, stored_language
-    from appliance.words.phrases import Phrases
 
     said = cannot_start_mark()
     if said is not None and said.exists():
         return
-    phrases = Phrases.for_voice(stored_language(cfg.unit.data_dir / STATE_FILE))
+    phrases = unit_phrases(cfg)
     try:
         say_once(phrases.say("cannot_start"), phrases.voice, cfg.speech, cfg.unit.data_dir)
     except (AudioError, SpeechError, OSError) as e:
@@ -100,6 +101,15 @@ def say_cannot_start(cfg: config.Config) -> None:
         return  # tried again at the next start
     if said is not None:
         said.touch()
+
+
+def unit_phrases(cfg: config.Config, voice: str | None = None) -> Phrases:
+    """The sentences in ``voice``, by default in the owner's language as stored (read without
+    starting the unit: it may be the unit that cannot start, or the root hotspot script asking)."""
+    from appliance.state import STATE_FILE, stored_language
+    from appliance.words.phrases import Phrases
+
+    return Phrases.for_voice(voice or stored_language(cfg.unit.data_dir / STATE_FILE))
 
 
 def without_the_file(args: argparse.Namespace) -> config.Config:
@@ -136,15 +146,14 @@ def spoken(args: argparse.Namespace, cfg: config.Config) -> tuple[str, str]:
     """What `emocall say` says, and the espeak-ng voice: the text given (in ``--lang``, English by
     default), or a phrase with its fields in the unit's language (the owner's setting, as
     ``say_cannot_start`` reads it), so the setup hotspot speaks the owner's language too."""
-    from appliance.state import STATE_FILE, stored_language
     from appliance.words import WordsError
-    from appliance.words.phrases import EN, Phrases
+    from appliance.words.phrases import EN
 
     if args.phrase is None:
         return args.text, args.lang or "en"
     if args.phrase not in EN:
         raise WordsError(f"no phrase {args.phrase!r}: see appliance/words/phrases.py")
-    phrases = Phrases.for_voice(args.lang or stored_language(cfg.unit.data_dir / STATE_FILE))
+    phrases = unit_phrases(cfg, args.lang)
     try:
         return phrases.say(args.phrase, **dict(args.field)), phrases.voice
     except KeyError as e:

@@ -213,10 +213,7 @@ def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path)
     try:
         status = _wait_ready(port, proc).replace(" ", "")
         assert '"name":"Kitchen"' in status and "thememorycardisread-only" in status, status
-        deadline = time.monotonic() + 60
-        while "saying: The unit's memory card can no longer be written." not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        _wait_said(log, "The unit's memory card can no longer be written.", 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -296,13 +293,18 @@ def test_forget_everything_on_a_read_only_card_says_the_card_still_holds_it(tmp_
         assert csrf is not None
         page = owner.request("/forget", form={"csrf": csrf.group(1), "confirm": "yes"})
         assert "the card still holds everything" in " ".join(page.split()), page  # the helper reads it too
-        deadline = time.monotonic() + 90
-        while "saying: This unit starts as new for now" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+        _wait_said(log, "This unit starts as new for now", 90)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     said = log.read_text()
     assert "saying: Everything is forgotten." not in said
     assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == card  # it all comes back
+
+
+def _wait_said(log: Path, sentence: str, timeout: float) -> None:
+    """Until the unit's log (``-v``) shows ``sentence`` being said."""
+    deadline = time.monotonic() + timeout
+    while f"saying: {sentence}" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)

@@ -423,6 +423,7 @@ async def connect_both(folder: Path, asha: Relay, b: RelayClient) -> None:
     b.start(asyncio.get_running_loop())
     await until(lambda: a.online() == [b.jid] and b.online() == [a.jid], 15, "subscribed both ways")
     assert roster_of(folder, a.jid) == {b.jid: "both"}
+    assert roster_of(folder, b.jid) == {a.jid: "both"}  # Bela's file is where roster_of looks
 
 
 def unpair(asha: Relay) -> None:

@@ -109,7 +109,7 @@ class Languages(HTMLParser):
 
     def __init__(self, page: str) -> None:
         super().__init__()
-        self.open: list[tuple[str, str]] = [("html", "en")]
+        self.open: list[tuple[str, str]] = [("", "")]  # only what the page itself declares
         self.texts: list[tuple[str, str, str]] = []  # text, language, tag
         self.feed(page)
 
