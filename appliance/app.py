@@ -138,25 +138,24 @@ class Appliance:
             )
             self._parts = parts
             stack.callback(parts.close)
-            if parts.call is not None:
-                store = self.store
-                self.button = start_button(
-                    cfg.button,
-                    parts.call,
+            store = self.store
+            self.button = start_button(
+                cfg.button,
+                self.call,
+                self.speech.announcer,
+                store.peers,
+                self.say_address,
+                events=self.events,
+                privacy=PrivacyGestures(
                     self.speech.announcer,
-                    store.peers,
-                    self.say_address,
-                    events=self.events,
-                    privacy=PrivacyGestures(
-                        self.speech.announcer,
-                        sharing=lambda: store.settings().share_expressions,
-                        set_sharing=lambda on: store.update_settings({"share_expressions": on}),
-                        forget=self.forget_everything,
-                    ),
-                    presence=parts.presence,
-                )
-                if self.button is not None:
-                    stack.callback(self.button.close)
+                    sharing=lambda: store.settings().share_expressions,
+                    set_sharing=lambda on: store.update_settings({"share_expressions": on}),
+                    forget=self.forget_everything,
+                ),
+                presence=parts.presence,
+            )
+            if self.button is not None:
+                stack.callback(self.button.close)
             # After the parts, so speech and the call hear which backend runs (or that none can).
             self.vision = VisionWorker.open(cfg.vision, self.capture, self.events, paused=True).start()
             stack.callback(self.vision.close)

@@ -25,14 +25,14 @@ FER = SHARED / "fer"
 
 def appliance_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> config.Config:
     """A whole unit (``appliance.app.Appliance``) on this machine's backends: the test pattern for a
-    camera, speech into a WAV, no screen, no microphone, no button (this machine has no GPIO: a
+    camera, speech into a WAV (fast), no screen, no microphone, no button (this machine has no GPIO: a
     unit with one says so at every start), its web server on a free loopback port;
     ``sections`` add to or change those settings."""
     settings: dict[str, dict[str, Any]] = {
         "unit": {"name": name, "data_dir": str(data_dir)},
         "camera": {"source": "pattern"},
         "web": {"host": "127.0.0.1", "port": free_port(), "discovery": False},
-        "speech": {"output": "wav"},
+        "speech": {"output": "wav", "rate_wpm": 320},  # what it says, sooner
         "display": {"backend": "off"},
         "call": {"audio_in": "none"},
         "button": {"enabled": False},

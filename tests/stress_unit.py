@@ -65,6 +65,9 @@ class RunningUnit:
             "EMOCALL_DISPLAY__BACKEND": "off",
             "EMOCALL_BUTTON__ENABLED": "false",
             "EMOCALL_SPEECH__OUTPUT": "wav",
+            # Twice the unit's rate: a stop waits for the sentence being said (the start-up one
+            # takes about 10 s at 160 words a minute).
+            "EMOCALL_SPEECH__RATE_WPM": "320",
             "EMOCALL_CALL__AUDIO_IN": "none",
             CLOCK_FILE: str(self.clock_file),
             **{f"EMOCALL_{key.upper()}": value for key, value in config.items()},

@@ -109,7 +109,8 @@ def _start(tmp: Path, name: str) -> Process:
         name,
     ]
     # The code is read from the off-screen display's text: file outputs are chosen, never implied.
-    env = {**os.environ, "EMOCALL_DISPLAY__BACKEND": "offscreen"}
+    # Fast speech: a stop waits for the sentence being said, and the start-up one is long here.
+    env = {**os.environ, "EMOCALL_DISPLAY__BACKEND": "offscreen", "EMOCALL_SPEECH__RATE_WPM": "450"}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     unit = Process(name, port, log, proc)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gpiozero import Button
 from gpiozero.pins.mock import MockFactory
 
@@ -37,6 +38,7 @@ from appliance.web.server import WebServer
 from appliance.words.phrases import Phrases
 
 from .call_unit import Unit, free_port, host_address
+from .talking import Talking
 from .test_speech import rms
 
 HOLD = 0.3
@@ -64,7 +66,7 @@ class ButtonUnit:
         self.capture = Capture(select.opener(cfg.camera), self.events, width=320, height=240).start()
         self.wav = data_dir / "speaker.wav"
         self.speaker = WavSpeaker(self.wav)
-        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"))
+        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=450), Phrases("en"))
         self.narrator = Narrator(self.events, self.announcer, sharing=True)
         # After the narrator: a state seen here has already been handed to the announcer, so
         # said() waits for its sentence instead of finding the announcer idle a moment early.
@@ -139,6 +141,13 @@ class ButtonUnit:
 
 
 @pytest.fixture
+def unit(tmp_path: Path) -> Iterator[ButtonUnit]:
+    made = ButtonUnit("Asha", tmp_path / "a", host_address())
+    yield made
+    made.close()
+
+
+@pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[ButtonUnit, Unit]]:
     host = host_address()
     asha = ButtonUnit("Asha", tmp_path / "a", host)
@@ -194,21 +203,17 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
     assert np.all(np.diff(starts) > 0)
 
 
-def test_several_peers_are_offered_one_press_at_a_time(tmp_path: Path) -> None:
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        for i, name in enumerate(("Bela", "Chandra")):
-            other = Identity.load_or_create(tmp_path / f"{name}.key")
-            unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
-        unit.press()
-        assert unit.announcer.wait_idle(10)
-        unit.press()
-        unit.wait_state("calling", timeout=10)  # the last name said, once the presses stop
-        calling = [e for e in unit.events.recent("call.state") if e.data["state"] == "calling"]
-        assert calling[0].data["peer"] == "Chandra"
-        assert unit.said()[:3] == ["Bela?", "Chandra?", "Calling Chandra."]
-    finally:
-        unit.close()
+def test_several_peers_are_offered_one_press_at_a_time(unit: ButtonUnit, tmp_path: Path) -> None:
+    for i, name in enumerate(("Bela", "Chandra")):
+        other = Identity.load_or_create(tmp_path / f"{name}.key")
+        unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
+    unit.press()
+    assert unit.announcer.wait_idle(10)
+    unit.press()
+    unit.wait_state("calling", timeout=10)  # the last name said, once the presses stop
+    calling = [e for e in unit.events.recent("call.state") if e.data["state"] == "calling"]
+    assert calling[0].data["peer"] == "Chandra"
+    assert unit.said()[:3] == ["Bela?", "Chandra?", "Calling Chandra."]
 
 
 def test_long_press_when_idle_says_the_address(tmp_path: Path) -> None:
@@ -222,15 +227,11 @@ def test_long_press_when_idle_says_the_address(tmp_path: Path) -> None:
         unit.close()
 
 
-def test_no_paired_unit_is_said(tmp_path: Path) -> None:
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        unit.press()
-        time.sleep(0.2)
-        assert unit.said() == ["No paired unit. Pair one from the web page."]
-        assert unit.states == []
-    finally:
-        unit.close()
+def test_no_paired_unit_is_said(unit: ButtonUnit) -> None:
+    unit.press()
+    time.sleep(0.2)
+    assert unit.said() == ["No paired unit. Pair one from the web page."]
+    assert unit.states == []
 
 
 def test_a_double_press_that_cannot_be_saved_is_said_and_logged(
@@ -262,25 +263,22 @@ def test_a_double_press_that_cannot_be_saved_is_said_and_logged(
 
 
 @contextmanager
-def silent_units(count: int) -> Iterator[list[socket.socket]]:
-    """Listening sockets that take a call's request and never answer: the call rings there (it
-    stays "calling"), and each socket shows whether the call went to it."""
+def silent_peers(unit: ButtonUnit, *names: str) -> Iterator[list[socket.socket]]:
+    """Units paired with ``unit`` that take a call's request and never answer: the call rings there
+    (it stays "calling"), and each one's listening socket shows whether the call went to it."""
     made = []
     try:
-        for _ in range(count):
+        for name in names:
             listener = socket.create_server(("127.0.0.1", 0))
             listener.settimeout(0.2)
             made.append(listener)
+            other = Identity(Ed25519PrivateKey.generate())
+            port = listener.getsockname()[1]
+            unit.store.add_peer(other.unit_id, name, f"127.0.0.1:{port}", other.public_key)
         yield made
     finally:
         for listener in made:
             listener.close()
-
-
-def pair_silently(unit: ButtonUnit, listener: socket.socket, name: str, key: Path) -> None:
-    other = Identity.load_or_create(key)
-    port = listener.getsockname()[1]
-    unit.store.add_peer(other.unit_id, name, f"127.0.0.1:{port}", other.public_key)
 
 
 def dialled(listener: socket.socket) -> bool:
@@ -291,77 +289,56 @@ def dialled(listener: socket.socket) -> bool:
     return True
 
 
-def test_a_press_while_calling_says_it_still_rings_and_a_hold_stops_it(tmp_path: Path) -> None:
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        with silent_units(1) as (bela,):
-            pair_silently(unit, bela, "Bela", tmp_path / "bela.key")
-            unit.press()
-            unit.wait_state("calling")
-            assert unit.announcer.wait_idle(20)
-            unit.press()  # nobody answers yet
-            time.sleep(0.3)
-            assert unit.said() == ["Calling Bela.", "Still calling Bela. Hold the button to stop calling."]
-            unit.press(HOLD + 0.3)  # as the sentence says
-            unit.wait_state("idle")
-            assert unit.said()[-1] == "Call ended."
-    finally:
-        unit.close()
+def test_a_press_while_calling_says_it_still_rings_and_a_hold_stops_it(unit: ButtonUnit) -> None:
+    with silent_peers(unit, "Bela"):
+        unit.press()
+        unit.wait_state("calling")
+        assert unit.announcer.wait_idle(20)
+        unit.press()  # nobody answers yet
+        time.sleep(0.3)
+        assert unit.said() == ["Calling Bela.", "Still calling Bela. Hold the button to stop calling."]
+        unit.press(HOLD + 0.3)  # as the sentence says
+        unit.wait_state("idle")
+        assert unit.said()[-1] == "Call ended."
 
 
-def test_the_choice_waits_until_the_name_was_heard(tmp_path: Path) -> None:
+def test_the_choice_waits_until_the_name_was_heard(unit: ButtonUnit) -> None:
     """A press while a long sentence plays: "Bela?" comes after it, and the owner still has the
     whole choice time after hearing it to press on to the next name."""
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        with silent_units(2) as (bela, chandra):
-            pair_silently(unit, bela, "Bela", tmp_path / "bela.key")
-            pair_silently(unit, chandra, "Chandra", tmp_path / "chandra.key")
-            unit.announcer.state("sharing_question")  # about 4 s at this rate
-            unit.press()
-            unit.wait_state("calling", timeout=30)
-            called = next(e for e in unit.events.recent("call.state") if e.data["state"] == "calling")
-            heard = next(s for s in unit.announcer.spoken if s.item.text == "Bela?")
-            assert called.t - (heard.started_at + heard.seconds) >= 0.8 - 0.05
-            assert dialled(bela) and not dialled(chandra)
-            unit.press(HOLD + 0.3)
-            unit.wait_state("idle")
-    finally:
-        unit.close()
-
-
-def test_two_units_of_the_same_name_are_told_apart_and_the_one_named_is_called(tmp_path: Path) -> None:
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        with silent_units(2) as (first, second):
-            pair_silently(unit, first, "Mum", tmp_path / "first.key")
-            pair_silently(unit, second, "Mum", tmp_path / "second.key")
-            unit.press()
-            assert unit.announcer.wait_idle(10)
-            unit.press()
-            unit.wait_state("calling", timeout=20)
-            assert unit.said()[:3] == ["Mum, number 1?", "Mum, number 2?", "Calling Mum."]
-            assert dialled(second) and not dialled(first)
-            unit.press(HOLD + 0.3)
-            unit.wait_state("idle")
-    finally:
-        unit.close()
-
-
-def test_a_choice_cancelled_with_a_hold_says_so_and_calls_nobody(tmp_path: Path) -> None:
-    unit = ButtonUnit("Asha", tmp_path / "a", host_address())
-    try:
-        for i, name in enumerate(("Bela", "Chandra")):
-            other = Identity.load_or_create(tmp_path / f"{name}.key")
-            unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
+    with silent_peers(unit, "Bela", "Chandra") as (bela, chandra):
+        unit.announcer.state("sharing_question")  # about 4 s at this rate
         unit.press()
-        time.sleep(0.1)
+        unit.wait_state("calling", timeout=30)
+        called = next(e for e in unit.events.recent("call.state") if e.data["state"] == "calling")
+        heard = next(s for s in unit.announcer.spoken if s.item.text == "Bela?")
+        assert called.t - (heard.started_at + heard.seconds) >= 0.8 - 0.05
+        assert dialled(bela) and not dialled(chandra)
         unit.press(HOLD + 0.3)
-        time.sleep(2)  # past the choice time
-        assert unit.said() == ["Bela?", "Cancelled."]
-        assert unit.states == []
-    finally:
-        unit.close()
+        unit.wait_state("idle")
+
+
+def test_two_units_of_the_same_name_are_told_apart_and_the_one_named_is_called(unit: ButtonUnit) -> None:
+    with silent_peers(unit, "Mum", "Mum") as (first, second):
+        unit.press()
+        assert unit.announcer.wait_idle(10)
+        unit.press()
+        unit.wait_state("calling", timeout=20)
+        assert unit.said()[:3] == ["Mum, number 1?", "Mum, number 2?", "Calling Mum."]
+        assert dialled(second) and not dialled(first)
+        unit.press(HOLD + 0.3)
+        unit.wait_state("idle")
+
+
+def test_a_choice_cancelled_with_a_hold_says_so_and_calls_nobody(unit: ButtonUnit, tmp_path: Path) -> None:
+    for i, name in enumerate(("Bela", "Chandra")):
+        other = Identity.load_or_create(tmp_path / f"{name}.key")
+        unit.store.add_peer(other.unit_id, name, f"192.0.2.{i + 1}:8080", other.public_key)
+    unit.press()
+    time.sleep(0.1)
+    unit.press(HOLD + 0.3)
+    time.sleep(2)  # past the choice time
+    assert unit.said() == ["Bela?", "Cancelled."]
+    assert unit.states == []
 
 
 def test_a_call_coming_in_during_a_choice_ends_the_choice(tmp_path: Path) -> None:
@@ -397,25 +374,18 @@ def test_a_button_that_cannot_be_opened_is_said_even_when_quiet(tmp_path: Path) 
     """This machine has no GPIO: the button switched on in the configuration cannot be opened, and
     the owner hears it at the quietest level, with what still works, rather than pressing a dead
     button in silence."""
-    events = EventBus()
-    speaker = WavSpeaker(tmp_path / "speaker.wav")
-    announcer = Announcer(speaker, Espeak(rate_wpm=320), Phrases("en"))
-    narrator = Narrator(events, announcer, "quiet", settle_s=0.05)
+    unit = Talking(tmp_path / "speaker.wav", "quiet")
+    events = unit.events
     try:
         events.publish("unit.ready", "ready", name="Asha")
-        deadline = time.monotonic() + 10
-        while not announcer.spoken and time.monotonic() < deadline:  # the start-up sentence is said
-            time.sleep(0.05)
+        unit.wait_spoken(1)  # the start-up sentence is said
         cfg = config.load(None, {}, environ={})
         assert cfg.button.enabled
-        button = start_button(cfg.button, CallEngineless(), announcer, list, events=events)
+        button = start_button(cfg.button, CallEngineless(), unit.announcer, list, events=events)
         assert button is None
-        assert announcer.wait_idle(20)
-        said = [s.item.text for s in announcer.spoken]
+        said = unit.said()
     finally:
-        narrator.close()
-        announcer.close()
-        speaker.close()
+        unit.close()
     assert said == [
         "Asha is ready.",
         "The button is not working. Calls can still be made, answered and ended on the web page.",
@@ -427,6 +397,7 @@ class CallEngineless:
     """A unit whose call engine is never reached: the button does not open."""
 
     state = "idle"
+    has_button = False
 
     def call(self, unit_id_or_name: str) -> None:
         raise AssertionError("no press can reach the engine")

@@ -1109,7 +1109,7 @@ def test_a_ring_is_said_again_until_it_is_missed(nodes: Callable[..., Node], ear
     b.wait(call_over(b), timeout=20)
     a.wait(call_over(a), timeout=20)
     assert said(bela) == [
-        "Asha is calling. Press the button to answer.",
+        "Asha is calling. Answer on the web page.",  # no button here
         "Asha is calling.",
         "Missed call from Asha.",
     ]

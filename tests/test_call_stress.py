@@ -126,7 +126,7 @@ def test_a_unit_frozen_mid_sentence_says_it_all_and_takes_the_call_back(
     """Issue 18.2, 18.4 and 18.5: Bela answers by itself and says only that it is connected; frozen
     for 8 s while saying it, it logs no error (a stall is not a broken speaker), finishes the
     sentence, and the call comes back without a stale re-offer replacing the live one."""
-    a, b = make_units("Asha", "Bela")
+    a, b = make_units("Asha", "Bela", SPEECH__RATE_WPM="160")
     mark_a, mark_b = a.mark(), b.mark()
     a.call(b)
     said = b.wait_for(r"saying: Connected to Asha\.", 30, mark_b)

@@ -334,14 +334,16 @@ def said(tmp_path: Path) -> Iterator[Shown]:
     made.display.close()
 
 
-def test_the_ring_line_follows_auto_answer_and_guests_as_speech_does(said: Shown) -> None:
+def test_the_ring_line_follows_auto_answer_the_button_and_guests_as_speech_does(said: Shown) -> None:
     def ring(**data: object) -> str:
         said.events.publish("call.state", "ringing", state="ringing", peer="Priya", reason="", **data)
         return said.lines()[1]
 
-    assert ring() == "Priya is calling. Press the button to answer."
+    assert ring(button=True) == "Priya is calling. Press the button to answer."
+    assert ring() == "Priya is calling. Answer on the web page."  # no button, or a dead one
     assert ring(auto_answer=True) == "Priya is calling."  # it answers by itself
-    assert ring(guest=True) == "Priya is calling from a browser. Press the button to answer."
+    assert ring(guest=True, button=True) == "Priya is calling from a browser. Press the button to answer."
+    assert ring(guest=True) == "Priya is calling from a browser. Answer on the web page."
     assert ring(guest=True, auto_answer=True) == "Priya is calling from a browser."
 
 
@@ -461,7 +463,7 @@ def test_a_name_in_another_script_with_a_joiner_or_a_mark_is_drawn_as_its_script
     unit in the name's language draws it."""
     shown = Shown(tmp_path, language)
     try:
-        shown.events.publish("call.state", "ringing", state="ringing", peer=name, reason="")
+        shown.events.publish("call.state", "ringing", state="ringing", peer=name, reason="", button=True)
         assert shown.lines()[1] == Phrases(language).say("ringing", peer=name)
     finally:
         shown.display.close()

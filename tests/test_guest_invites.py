@@ -93,6 +93,24 @@ def test_ended_invites_are_deleted_a_month_later_and_still_refused_as_ended(
     db.close()
 
 
+@pytest.mark.parametrize("end", ["revoked", "used"])
+def test_a_long_invite_ended_and_deleted_is_refused_as_ended(
+    invites: Invites, clock: Clock, end: str
+) -> None:
+    """A year's invite withdrawn or used up is deleted a month later, still within its year: its
+    guest was told the link "was not made by this unit"."""
+    invite = invites.create("Priya", 365 * DAY, once=True)
+    token = invites.token(invite, JID)
+    if end == "revoked":
+        assert invites.revoke(invite.id) is not None
+    else:
+        rings(invites, token)
+    clock.now += 31 * DAY
+    assert invites.listed() == []
+    e = refused(invites, token)
+    assert (e.reason, str(e)) == ("ended", "This invite has ended. Ask Asha for a new link.")
+
+
 @pytest.mark.parametrize("look", ["restart", "listed", "checked"])
 def test_ended_invites_are_deleted_a_month_later_with_no_new_invite(
     tmp_path: Path, clock: Clock, look: str

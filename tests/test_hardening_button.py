@@ -22,6 +22,7 @@ from appliance.app import Appliance
 from appliance.config import WebConfig
 from tests.conftest import appliance_config
 from tests.pairing_units import Unit
+from tests.talking import wait_spoken
 
 
 class Browser:
@@ -189,9 +190,7 @@ def test_a_unit_whose_button_cannot_be_opened_says_so_at_start_and_shows_it(tmp_
         assert unit.button is None and unit.web is not None and unit.display is not None
         assert unit.speech is not None
         announcer = unit.speech.announcer
-        deadline = time.monotonic() + 30
-        while not announcer.spoken and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_spoken(announcer, 1, 30)
         assert announcer.wait_idle(30)
         start = announcer.spoken[0].item.text
         assert unit.display.flush()

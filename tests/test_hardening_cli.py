@@ -180,13 +180,34 @@ def test_a_configuration_that_cannot_be_used_is_said_once_per_boot(tmp_path: Pat
     )
 
 
+def _run_on_read_only_card(
+    tmp_path: Path, data: Path, runtime: Path, settings: str
+) -> tuple[int, subprocess.Popen[bytes], Path]:
+    """``emocall run`` on ``data`` mounted read-only (in a mount namespace of its own), speaking into
+    ``said.wav``: its port, its process and its log."""
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\nrate_wpm = 450\n'
+        f"[button]\nenabled = false\n{settings}"
+    )
+    run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
+    script = f"mount --bind -o ro {data} {data} && exec {run}"
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    log = tmp_path / "unit.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=out, cwd=ROOT, env=env)
+    return port, proc, log
+
+
 def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path) -> None:
     """An SD card at the end of its life turns read-only (and ext4 remounts one so after an error):
     the unit still starts, with its name and key from the card, from a copy in the service's runtime
     directory; it says that changes will not be kept, and writes nothing to the card."""
     from appliance.state import StateStore
 
-    data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
+    data, runtime = tmp_path / "data", tmp_path / "run"
     data.mkdir(mode=0o700)
     runtime.mkdir()
     me = Identity.load_or_create(data / "identity.key")
@@ -197,19 +218,7 @@ def test_a_unit_on_a_read_only_card_runs_from_memory_and_says_so(tmp_path: Path)
     os.mkfifo(data / ".lgd-nfy0")
     (data / "lost+found").mkdir()
     card = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
-        f'[speech]\noutput = "wav"\nwav_file = "{said}"\n'
-        '[display]\nbackend = "off"\n[button]\nenabled = false\n'
-    )
-    run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
-    script = f"mount --bind -o ro {data} {data} && exec {run}"
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
-    log = tmp_path / "unit.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=out, cwd=ROOT, env=env)
+    port, proc, log = _run_on_read_only_card(tmp_path, data, runtime, '[display]\nbackend = "off"\n')
     try:
         status = _wait_ready(port, proc).replace(" ", "")
         assert '"name":"Kitchen"' in status and "thememorycardisread-only" in status, status
@@ -272,19 +281,8 @@ def test_forget_everything_on_a_read_only_card_says_the_card_still_holds_it(tmp_
     Identity.load_or_create(data / "identity.key")
     StateStore(data / "state.db").close()
     card = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
-        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\n'
-        '[display]\nbackend = "offscreen"\n[button]\nenabled = false\n[vision]\nenabled = false\n'
-    )
-    run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
-    log = tmp_path / "unit.log"
-    with log.open("w") as out:
-        script = f"mount --bind -o ro {data} {data} && exec {run}"
-        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=out, cwd=ROOT, env=env)
+    settings = '[display]\nbackend = "offscreen"\n[vision]\nenabled = false\n'
+    port, proc, log = _run_on_read_only_card(tmp_path, data, runtime, settings)
     try:
         _wait_ready(port, proc)
         owner = Browser(port, runtime / "card-copy")  # the display's text is written to the copy

@@ -35,7 +35,7 @@ import pytest
 
 from appliance import config
 from appliance.app import Appliance
-from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.audio.wav import read_wav
 from appliance.call.lan import free_port
 from appliance.call.microphone import open_input
 from appliance.call.session import Session
@@ -49,15 +49,13 @@ from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitUnreachable
 from appliance.privacy import CallGate
 from appliance.relay.routing import FallbackSignalling
-from appliance.speech.announcer import Announcer
-from appliance.speech.espeak import Espeak
-from appliance.speech.narrator import Narrator
 from appliance.state import Peer, StateStore
 from appliance.vision.worker import VisionWorker
-from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS, Phrases
+from appliance.words.phrases import DEFAULT_LABELS, EMOTION_WORDS
 
 from .call_unit import Unit, host_address
 from .conftest import CLIPS, need
+from .talking import Talking
 from .test_button import HOLD, ButtonUnit
 from .test_call import FlowUnit
 from .test_speech import rms
@@ -349,6 +347,7 @@ def running_unit(tmp_path: Path, unit_data: Path) -> Iterator[tuple[subprocess.P
     env = {
         "EMOCALL_WEB__DISCOVERY": "false",
         "EMOCALL_SPEECH__OUTPUT": "wav",
+        "EMOCALL_SPEECH__RATE_WPM": "450",  # what it says, sooner
         "EMOCALL_DISPLAY__BACKEND": "offscreen",
         "EMOCALL_VISION__ENABLED": "false",
         "EMOCALL_BUTTON__ENABLED": "false",
@@ -500,10 +499,8 @@ def test_the_ice_server_list_stays_empty_so_nothing_asks_a_public_stun_server() 
 
 def test_consent_follows_sharing_and_whether_expressions_can_be_recognised(tmp_path: Path) -> None:
     """At connect: shared only when the owner shares and vision runs; switching mid-call is said."""
-    events = EventBus()
-    speaker = WavSpeaker(tmp_path / "out.wav")
-    announcer = Announcer(speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
-    narrator = Narrator(events, announcer, "quiet", sharing=True)
+    unit = Talking(tmp_path / "out.wav", "quiet", sharing=True)
+    events, announcer = unit.events, unit.announcer
 
     def call(*states: str) -> None:
         for state in states:
@@ -523,9 +520,7 @@ def test_consent_follows_sharing_and_whether_expressions_can_be_recognised(tmp_p
         assert announcer.wait_idle(20)
         said = [s.item.text for s in announcer.spoken]
     finally:
-        narrator.close()
-        announcer.close()
-        speaker.close()
+        unit.close()
     assert said == [
         "Connected to Bela.",
         "Bela hears your expressions.",

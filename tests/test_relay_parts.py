@@ -32,8 +32,8 @@ from appliance.state import Peer
 
 from .conftest import ROOT
 from .pairing_units import Unit, make_unit
+from .talking import Talking
 from .test_call import Node
-from .test_speech_narrator import Talking
 
 SERVICES = """<services xmlns="urn:xmpp:extdisco:2">
   <service type="stun" transport="udp" host="relay.example.org" port="3478"/>

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +12,7 @@ from appliance.app import Appliance
 from appliance.audio.wav import read_wav
 
 from .conftest import appliance_config
+from .talking import wait_spoken
 from .test_speech import rms
 
 
@@ -23,9 +23,7 @@ def test_the_unit_says_it_is_ready_and_what_works(tmp_path: Path) -> None:
     try:
         assert unit.speech is not None and unit.display is not None
         announcer = unit.speech.announcer
-        deadline = time.monotonic() + 20
-        while not announcer.spoken and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_spoken(announcer, 1, 20)
         assert announcer.wait_idle(15)
         first = announcer.spoken[0].item.text
         assert first.startswith("Kitchen is ready. Camera ready.")

@@ -11,48 +11,19 @@ import numpy as np
 import pytest
 
 from appliance import cli
-from appliance.audio.wav import WavSpeaker, read_wav
+from appliance.audio.wav import read_wav
 from appliance.call import MISSED, NOT_ANSWERED, UNAVAILABLE
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
-from appliance.speech.announcer import Announcer
-from appliance.speech.espeak import Espeak
-from appliance.speech.narrator import Narrator
 from appliance.state import STATE_FILE, StateStore
-from appliance.words.phrases import Phrases
 
+from .talking import Talking
 from .test_speech import rms
 
 PRIVATE = "Your expressions are not shared."  # said at connect until the owner shares them
 UNPAIRED = "No longer paired with Bela."
-
-
-class Talking:
-    def __init__(self, path: Path, spoken_events: str = "normal") -> None:
-        self.events = EventBus()
-        self.speaker = WavSpeaker(path)
-        self.announcer = Announcer(self.speaker, Espeak(rate_wpm=320), Phrases("en"), min_interval_s=0)
-        self.narrator = Narrator(self.events, self.announcer, spoken_events, settle_s=0.05)
-        self.path = path
-
-    def wait_spoken(self, count: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.announcer.spoken) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def said(self) -> list[str]:
-        assert self.announcer.wait_idle(20)
-        return [
-            s.item.text or self.announcer.phrases.emotion(s.item.peer, s.item.label)
-            for s in self.announcer.spoken
-        ]
-
-    def close(self) -> None:
-        self.narrator.close()
-        self.announcer.close()
-        self.speaker.close()
 
 
 @pytest.fixture
@@ -140,7 +111,7 @@ def test_a_camera_back_before_start_up_is_said_as_ready(unit: Talking) -> None:
 
 def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
     for state in ("ringing", "connected"):
-        unit.events.publish("call.state", state, state=state, peer="Asha", reason="")
+        unit.events.publish("call.state", state, state=state, peer="Asha", reason="", button=True)
     assert unit.announcer.wait_idle(10)
     unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
     assert unit.announcer.wait_idle(10)  # an expression still waiting when the call ends is not said
@@ -196,7 +167,7 @@ def test_an_unpairing_and_an_unanswered_call_are_said(unit: Talking) -> None:
         unit.events.publish(
             "call.state", state, state=state, peer="" if state == "idle" else "Asha", reason=reason
         )
-    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="", button=True)
     unit.events.publish("call.state", "ended", state="ended", peer="Asha", reason=MISSED)
     assert unit.said() == [
         "No longer paired with Bela.",
@@ -229,7 +200,7 @@ def test_pairing_and_sharing_are_said(unit: Talking) -> None:
 def test_a_ring_said_again_never_piles_up(unit: Talking) -> None:
     """The engine's ``call.ring`` is said short, only when nothing else is being said (never queued
     behind a long sentence), and only while the call rings."""
-    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    unit.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="", button=True)
     for _ in range(3):  # while the first sentence is said
         unit.events.publish("call.ring", "still ringing", peer="Asha", guest=False)
     assert unit.announcer.wait_idle(10)

@@ -234,7 +234,7 @@ class CallFlow:
             return Signal(kind="busy")
         self._start(peer, caller=False)
         auto = self._e.settings().auto_answer
-        self._set("ringing", f"{peer.name} is calling", auto_answer=auto)
+        self._set("ringing", f"{peer.name} is calling", auto_answer=auto, button=self._e.has_button)
         if not auto and not await self._rings(peer, min(self._e.cfg.ring_seconds, left)):
             if self._hanging_up:
                 await self._finish("ended", f"declined the call from {peer.name}", reason="declined here")

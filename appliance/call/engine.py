@@ -78,6 +78,8 @@ class CallEngine:
         self.cfg, self.me, self._peers, self.settings = cfg, me, peers, settings
         self._capture, self.events, self._speaker, self._on_frame = capture, events, speaker, on_remote_frame
         self.dial: Dialer = dialer or (lambda peer, timeout: HttpSignalling(peer, me, timeout))
+        # Set by a working call button: without one a ring must not say "press the button".
+        self.has_button = False
         # None without a relay: then no STUN/TURN server is ever asked (host candidates only).
         self._ice_servers: IceServers = ice_servers or list
         self._loop = asyncio.new_event_loop()

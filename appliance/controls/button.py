@@ -54,6 +54,8 @@ HEARD_SECONDS = 30.0
 class Calls(Protocol):
     """The call engine's thread-safe methods (``appliance.call.engine.CallEngine``)."""
 
+    has_button: bool
+
     @property
     def state(self) -> str: ...
 
@@ -103,6 +105,7 @@ class CallButton:
         button.when_pressed = self._pressed
         button.when_held = self._on_held
         button.when_released = self._released
+        calls.has_button = True  # a ring now says to press it
 
     def _on_event(self, event: Event) -> None:
         """A call placed or coming in ends a choice: its timer must not call out of a call."""
@@ -249,6 +252,7 @@ class CallButton:
         self._button.when_pressed = self._button.when_held = self._button.when_released = None
         self._work.shutdown(wait=True)
         self._button.close()
+        self._calls.has_button = False
 
 
 def open_button(pin: int, hold_seconds: float) -> Any:

@@ -56,8 +56,9 @@ class InviteError(Exception):
 
 
 class InviteRefused(InviteError):
-    """A guest's invite does not open a call: ``reason`` is forged, expired, revoked or used (or
-    ended, for a re-offer or a bye of no call the unit knows: see appliance.guests.calls)."""
+    """A guest's invite does not open a call: ``reason`` is forged, expired, revoked or used, or
+    ended: withdrawn or used up, then forgotten a month later (also for a re-offer or a bye of no
+    call the unit knows: see appliance.guests.calls)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -147,9 +148,11 @@ class Invites:
         self._prune(now)
         invite = self._row(str(fields.get("id", "")))
         exp = fields.get("exp")
-        if invite is None and isinstance(exp, int) and exp <= now:  # signed here, ended long ago
-            raise InviteRefused("expired", f"This invite has expired. Ask {self._owner()} for a new link.")
-        if invite is None or fields.get("name") != invite.name or exp != int(invite.expires):
+        if invite is None:  # signed here (checked above): it ended over KEEP_ENDED_S ago, then deleted
+            # Still valid, it was withdrawn or used up: which of the two went with its row.
+            ended = "expired" if isinstance(exp, int) and exp <= now else "ended"
+            raise InviteRefused(ended, f"This invite has {ended}. Ask {self._owner()} for a new link.")
+        if fields.get("name") != invite.name or exp != int(invite.expires):
             raise InviteRefused("forged", "This invite was not made by this unit. Ask for a new link.")
         if invite.revoked is not None:
             raise InviteRefused("revoked", f"This invite was withdrawn. Ask {self._owner()} for a new link.")

@@ -48,6 +48,8 @@ EN = {
     "ringing_auto": "{peer} is calling.",
     "guest_ringing": "{peer} is calling from a browser. Press the button to answer.",
     "guest_calling": "{peer} is calling from a browser.",
+    "ringing_page": "{peer} is calling. Answer on the web page.",
+    "guest_ringing_page": "{peer} is calling from a browser. Answer on the web page.",
     "connected": "Connected to {peer}.",
     "ended": "Call ended.",
     "not_answered": "{peer} did not answer.",
@@ -148,6 +150,8 @@ HI = {
     "ringing_auto": "{peer} का कॉल आ रहा है।",
     "guest_ringing": "{peer} का कॉल ब्राउज़र से आ रहा है। जवाब देने के लिए बटन दबाइए।",
     "guest_calling": "{peer} का कॉल ब्राउज़र से आ रहा है।",
+    "ringing_page": "{peer} का कॉल आ रहा है। जवाब वेब पेज से दीजिए।",
+    "guest_ringing_page": "{peer} का कॉल ब्राउज़र से आ रहा है। जवाब वेब पेज से दीजिए।",
     "connected": "{peer} से जुड़ गए।",
     "ended": "कॉल समाप्त।",
     "not_answered": "{peer} ने जवाब नहीं दिया।",
@@ -245,6 +249,8 @@ BN = {
     "ringing_auto": "{peer} কল করছেন।",
     "guest_ringing": "{peer} ব্রাউজার থেকে কল করছেন। উত্তর দিতে বোতাম টিপুন।",
     "guest_calling": "{peer} ব্রাউজার থেকে কল করছেন।",
+    "ringing_page": "{peer} কল করছেন। ওয়েব পেজ থেকে উত্তর দিন।",
+    "guest_ringing_page": "{peer} ব্রাউজার থেকে কল করছেন। ওয়েব পেজ থেকে উত্তর দিন।",
     "connected": "সংযুক্ত হয়েছে: {peer}।",
     "ended": "কল শেষ।",
     "not_answered": "{peer} উত্তর দেননি।",
@@ -445,6 +451,8 @@ def call_key(data: Mapping[str, Any]) -> str | None:
     if state == "ringing":
         if data.get("auto_answer"):  # it answers by itself: "press the button" would be wrong
             return "guest_calling" if guest else "ringing_auto"
+        if not data.get("button"):  # none, or it could not be opened: the web page answers
+            return "guest_ringing_page" if guest else "ringing_page"
         return "guest_ringing" if guest else "ringing"
     if state == "ended" and data.get("reason") in ENDED_BECAUSE:
         return ENDED_BECAUSE[str(data["reason"])]
