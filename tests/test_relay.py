@@ -380,6 +380,7 @@ def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None
                 "EMOCALL_WEB__DISCOVERY": "false",
                 "EMOCALL_CALL__AUDIO_IN": "none",
                 "EMOCALL_SPEECH__OUTPUT": "wav",
+                "EMOCALL_SPEECH__RATE_WPM": "450",  # a stop waits for the long start-up sentence
                 "EMOCALL_DISPLAY__BACKEND": "offscreen",
             }
             run = [sys.executable, "-m", "appliance.cli", "run", "--data-dir", str(dirs[i]), "--port", "8090"]
