@@ -86,10 +86,10 @@ class CallButton:
         choice_seconds: float = 2.0,
         say_address: Callable[[], None] | None = None,
         privacy: PrivacyGestures | None = None,
-        presence: Callable[[], bool] | None = None,
+        presence: PresenceWait | None = None,
     ) -> None:
         self._button, self._calls, self._announcer, self._peers = button, calls, announcer, peers
-        # Owner presence (appliance/web/presence.py): True when a page was waiting for this press.
+        # Owner presence (appliance/web/presence.py): a page may be waiting for this press.
         self._presence = presence
         self._privacy = privacy
         self._say_address = say_address
@@ -105,7 +105,8 @@ class CallButton:
         button.when_pressed = self._pressed
         button.when_held = self._on_held
         button.when_released = self._released
-        calls.has_button = True  # a ring now says to press it
+        # From now on a ring says to press it, and the pages offer it for owner presence.
+        self._has_button(True)
 
     def _on_event(self, event: Event) -> None:
         """A call placed or coming in ends a choice: its timer must not call out of a call."""
@@ -160,7 +161,7 @@ class CallButton:
                 return
             self._announcer.repeat_last()
         elif state == "idle":
-            if self._presence is not None and self._presence():
+            if self._presence is not None and self._presence.press():
                 return
             self._offer_next()
 
@@ -252,7 +253,12 @@ class CallButton:
         self._button.when_pressed = self._button.when_held = self._button.when_released = None
         self._work.shutdown(wait=True)
         self._button.close()
-        self._calls.has_button = False
+        self._has_button(False)
+
+    def _has_button(self, works: bool) -> None:
+        self._calls.has_button = works
+        if self._presence is not None:
+            self._presence.has_button = works
 
 
 def open_button(pin: int, hold_seconds: float) -> Any:
@@ -299,7 +305,7 @@ def start_button(
         log.warning("%s: no call button (calls still work from the web page and auto-answer)", e)
         events.publish("button.unavailable", f"the call button is not working: {e}", reason=str(e))
         return None
-    button = CallButton(
+    return CallButton(
         gpio,
         calls,
         announcer,
@@ -308,8 +314,5 @@ def start_button(
         choice_seconds=cfg.choice_seconds,
         say_address=say_address,
         privacy=privacy,
-        presence=presence.press if presence else None,
+        presence=presence,
     )
-    if presence is not None:
-        presence.has_button = True  # the pages offer the button for owner presence
-    return button

@@ -46,7 +46,7 @@ class ButtonPresence:
         self._waiting: dict[str, float] = {}  # browser token -> when its wait ends
         self._present: dict[str, float] = {}  # browser token confirmed by a press -> until when
         self._contested: dict[str, float] = {}  # browsers that waited together when it was pressed
-        self.has_button = False  # set once the unit's button works (app.py)
+        self.has_button = False  # set while the unit's button works (appliance/controls/button.py)
 
     @staticmethod
     def new_token() -> str:
