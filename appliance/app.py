@@ -198,6 +198,7 @@ class Appliance:
             name=cfg.unit.name,
             address=self._address,
             ask_sharing=ask,
+            button=self.button is not None,
         )
 
     def _follow_address(self) -> None:

@@ -21,8 +21,9 @@ described).
 
 Device topics: ``camera.*``, ``vision.*``, ``audio.*``, ``microphone.unavailable`` /
 ``microphone.recovered``, ``button.unavailable``, ``display.unavailable``; the unit's own:
-``unit.ready``, ``unit.address`` (asked for), ``unit.address_changed`` (it changed while running),
-``unit.forgetting``, ``unit.forgotten`` {card_kept}, ``unit.restarted``, ``unit.card_read_only``.
+``unit.ready`` {name, address, ask_sharing, button}, ``unit.address`` (asked for),
+``unit.address_changed`` (it changed while running), ``unit.forgetting``, ``unit.forgotten``
+{card_kept}, ``unit.restarted``, ``unit.card_read_only``.
 
 Privacy: what people feel and whom they call is never logged at INFO. Events of the topics in
 :data:`PRIVATE_TOPICS` (expressions, faces, call parties, paired units) are logged with their

@@ -123,6 +123,10 @@ class ButtonUnit:
         with self._cond:
             assert self._cond.wait_for(lambda: self.states and self.states[-1] == state, timeout), self.states
 
+    def wait_states(self, count: int, timeout: float = 10) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.states) >= count, timeout), self.states
+
     def press(self, seconds: float = 0.05) -> None:
         self.pin.drive_low()
         time.sleep(seconds)
@@ -300,6 +304,25 @@ def test_a_press_while_calling_says_it_still_rings_and_a_hold_stops_it(unit: But
         unit.press(HOLD + 0.3)  # as the sentence says
         unit.wait_state("idle")
         assert unit.said()[-1] == "Call ended."
+
+
+def test_a_press_as_a_call_is_closing_calls_back_once_the_unit_is_idle(unit: ButtonUnit) -> None:
+    """The call has just ended and its connection is still being closed (here held open 0.3 s): a
+    press then, to call back at once, is not lost."""
+
+    def press_while_ending(event: Event) -> None:
+        if event.topic == "call.state" and event.data["state"] == "ended":
+            unit.press()
+            time.sleep(0.3)  # on the engine's loop: the unit stays "ended" meanwhile
+
+    with silent_peers(unit, "Bela"):
+        unit.press()
+        unit.wait_state("calling")
+        unsubscribe = unit.events.subscribe(press_while_ending)
+        unit.press(HOLD + 0.3)  # stop calling
+        unit.wait_states(4)
+        unsubscribe()
+    assert unit.states[:4] == ["calling", "ended", "idle", "calling"]
 
 
 def test_the_choice_waits_until_the_name_was_heard(unit: ButtonUnit) -> None:

@@ -199,6 +199,7 @@ def test_a_unit_whose_button_cannot_be_opened_says_so_at_start_and_shows_it(tmp_
     finally:
         unit.close()
     assert start.startswith("Asha is ready.") and BUTTON_DEAD in start, start
+    assert start.endswith("To share them, use the settings page."), start  # not the dead button
     assert BUTTON_DEAD in shown
     assert not report.ok and report.detail == "the running unit could not open pin 17: see its log"
     alone = selftest.check_button(cfg)  # no unit answers: the selftest opens the pin itself

@@ -59,6 +59,21 @@ def test_start_without_a_camera_says_so(unit: Talking) -> None:
     assert unit.said() == ["Hall is ready. Camera lost. Using the Coral."]
 
 
+@pytest.mark.parametrize(
+    ("button", "how"),
+    [
+        (True, "To share them, press the button twice during a call, or use the settings page."),
+        (False, "To share them, use the settings page."),
+    ],
+)
+def test_the_sharing_question_names_the_button_only_where_one_works(
+    unit: Talking, button: bool, how: str
+) -> None:
+    unit.events.publish("unit.ready", "ready", name="Hall", ask_sharing=True, button=button)
+    unit.wait_spoken(1)
+    assert unit.said() == [f"Hall is ready. Your expressions are not shared until you choose. {how}"]
+
+
 class Webcam(PatternSource):
     """A camera on a USB lead: it neither opens nor delivers while unplugged."""
 

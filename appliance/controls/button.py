@@ -6,6 +6,8 @@
   number, and the call goes to the unit named, by its id;
 - calling: a press says that the call still rings there, and how to stop it;
 - ringing: a press answers;
+- a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
+  within a second): a press waits for idle and then does what it does there, to call back at once;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
 - a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
@@ -49,6 +51,8 @@ KNOWN_FAULTS = (sqlite3.Error, StateError, OSError, CallError)
 # The longest wait for a unit's name to be heard before its choice time runs: what is said before
 # it (the start-up sentence with its question takes about 10 s) must not use up the time to press.
 HEARD_SECONDS = 30.0
+# The longest wait of a press that comes while a call is being closed (see above).
+ENDING_SECONDS = 3.0
 
 
 class Calls(Protocol):
@@ -100,6 +104,9 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
+        self._idle = threading.Event()  # set while the engine is idle
+        if calls.state == "idle":
+            self._idle.set()
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
         button.when_pressed = self._pressed
@@ -109,10 +116,15 @@ class CallButton:
         self._has_button(True)
 
     def _on_event(self, event: Event) -> None:
-        """A call placed or coming in ends a choice: its timer must not call out of a call."""
+        """A call placed or coming in ends a choice: its timer must not call out of a call. Idle
+        wakes a press that waits for a call's end."""
         if event.topic != "call.state":
             return
         state = str(event.data.get("state", ""))
+        if state == "idle":
+            self._idle.set()
+        else:
+            self._idle.clear()
         with self._lock:
             if state == "calling":
                 self._calling = str(event.data.get("peer") or "")
@@ -149,6 +161,8 @@ class CallButton:
 
     def _short_press(self) -> None:
         state = self._calls.state
+        if state not in IN_PROGRESS and state != "idle" and self._idle.wait(ENDING_SECONDS):
+            state = self._calls.state
         if state == "ringing":
             log.info("button: answering")
             self._calls.answer()

@@ -94,6 +94,7 @@ class Narrator:
         self._call_state = "idle"
         self._guest = False  # the call is with a guest, who never receives the owner's expressions
         self._ask_sharing = False
+        self._has_button = False  # from unit.ready: whether the call button works
         self._level = LEVELS[verbosity]
         self._settle = settle_s
         self._lock = threading.Lock()
@@ -154,6 +155,7 @@ class Narrator:
         name = str(event.data.get("name", "emocall"))
         with self._lock:
             self._ask_sharing = bool(event.data.get("ask_sharing", False))
+            self._has_button = bool(event.data.get("button", False))
             self._timer = threading.Timer(self._settle, self._say_start, args=(name,))
             self._timer.daemon = True
             self._timer.start()
@@ -162,8 +164,8 @@ class Narrator:
         with self._lock:
             self._started = True
             facts = [self._facts[k] for k in ("camera", "vision", "button") if k in self._facts]
-            if self._ask_sharing:
-                facts.append("sharing_question")
+            if self._ask_sharing:  # how to answer: the button only where one works
+                facts.append("sharing_question" if self._has_button else "sharing_question_page")
         phrases = self._announcer.phrases
         self._announcer.say(" ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)]))
 

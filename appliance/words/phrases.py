@@ -106,6 +106,9 @@ EN = {
         "Your expressions are not shared until you choose. To share them, press the button twice "
         "during a call, or use the settings page."
     ),
+    "sharing_question_page": (
+        "Your expressions are not shared until you choose. To share them, use the settings page."
+    ),
     "forget_hold": "To forget everything, hold the button down again: {count} more to go.",
     "forgetting": "Forgetting everything: paired units, settings, identity and recordings.",
     "forgotten": "Everything is forgotten. This unit starts as new.",
@@ -209,6 +212,7 @@ HI = {
         "जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए कॉल के दौरान बटन दो बार दबाइए, "
         "या सेटिंग्स पेज का उपयोग कीजिए।"
     ),
+    "sharing_question_page": ("जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए सेटिंग्स पेज का उपयोग कीजिए।"),
     "forget_hold": "सब कुछ मिटाने के लिए बटन को फिर से दबाकर रखिए: {count} बार और।",
     "forgetting": "सब कुछ मिटाया जा रहा है: जुड़ी हुई यूनिटें, सेटिंग्स, पहचान और रिकॉर्डिंग।",
     "forgotten": "सब कुछ मिटा दिया गया। यह यूनिट नए सिरे से शुरू हो रही है।",
@@ -307,6 +311,9 @@ BN = {
     "sharing_question": (
         "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে কলের সময় বোতাম দুবার "
         "টিপুন, অথবা সেটিংস পেজ ব্যবহার করুন।"
+    ),
+    "sharing_question_page": (
+        "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে সেটিংস পেজ ব্যবহার করুন।"
     ),
     "forget_hold": "সব কিছু মুছে ফেলতে বোতামটি আবার চেপে ধরে রাখুন: আরও {count} বার।",
     "forgetting": "সব কিছু মুছে ফেলা হচ্ছে: যুক্ত ইউনিট, সেটিংস, পরিচয় আর রেকর্ডিং।",
