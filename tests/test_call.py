@@ -585,6 +585,21 @@ def test_a_hang_up_slower_than_its_wait_still_ends_the_call(
     assert unit.offer(unit.cara).kind == "answer"
 
 
+def test_a_call_placed_while_the_last_one_closes_goes_out_once_idle(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Called back at once (the page's Call, the button) while the ended call's session still
+    closes: placed when the unit is idle, not refused."""
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    unit.replies = [(None, 0.0), (Signal(kind="bye"), 0.0), (None, 0.0)]
+    unit.engine.call("Bela")
+    asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    unit.wait_state("ended")
+    unit.engine.call("Cara")
+    assert unit.states() == ["calling", "ended", "idle", "calling"]
+
+
 def test_an_offer_queued_past_its_callers_wait_does_not_ring(flow_unit: Callable[..., FlowUnit]) -> None:
     """A unit back from a stall finds an offer signed 5 s ago by a caller that waits 1 s: declined,
     and nothing rings (its wait counts from the stamp, in this unit's clock); within it, answered."""

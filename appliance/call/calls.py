@@ -161,6 +161,10 @@ class CallFlow:
     # Placing a call ---------------------------------------------------------------------------
 
     async def place(self, peer: Peer) -> None:
+        if self._ending is not None and not self._ending.done():
+            # The last call is over and its sessions still close (under a second): a call back at
+            # once waits for idle rather than being refused.
+            await asyncio.shield(self._ending)
         if self.state != "idle":
             raise CallError(f"already {self.state} with {self.remote_name}; hang up first")
         self._start(peer, caller=True)
