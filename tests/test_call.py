@@ -600,6 +600,20 @@ def test_a_call_placed_while_the_last_one_closes_goes_out_once_idle(
     assert unit.states() == ["calling", "ended", "idle", "calling"]
 
 
+def test_a_call_coming_in_while_the_last_one_closes_is_answered_not_busy(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela calls back at once (the call was lost there) while this unit's session still closes."""
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    assert unit.offer(unit.bela).kind == "answer"
+    unit.open_session()
+    asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    unit.wait_state("ended")
+    assert unit.offer(unit.bela).kind == "answer"
+    assert unit.states() == ["ringing", "connected", "ended", "idle", "ringing"]
+
+
 def test_an_offer_queued_past_its_callers_wait_does_not_ring(flow_unit: Callable[..., FlowUnit]) -> None:
     """A unit back from a stall finds an offer signed 5 s ago by a caller that waits 1 s: declined,
     and nothing rings (its wait counts from the stamp, in this unit's clock); within it, answered."""
