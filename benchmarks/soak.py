@@ -110,9 +110,9 @@ def growth(samples: list[Sample], unit: str, from_minute: float) -> dict[str, An
     """Each figure's level at ``from_minute`` and at the end, over the samples in the minute from
     there and in the last minute (a quarter of a shorter run): RSS their median, as a unit's RSS
     moves by about 15 MB as aiortc makes a new VP8 encoder for each bitrate step; threads and
-    descriptors their lowest, as a request being served or a sentence being said holds a few more
-    for seconds (three threads for 20 s in one CI run), while a leaked one stays in every sample
-    after it. Neither passing bump is growth."""
+    descriptors their lowest, as a request being served holds one more for a moment (and in one CI
+    run three more threads lived for about 20 s, their cause not found), while a leaked one stays
+    in every sample after it. Neither passing bump is growth."""
     mine = [s for s in samples if s.unit == unit]
     after = [s for s in mine if s.minute >= from_minute]
     window = min(1.0, (after[-1].minute - after[0].minute) / 4)  # a quarter of a short run
