@@ -614,6 +614,19 @@ def test_a_call_coming_in_while_the_last_one_closes_is_answered_not_busy(
     assert unit.states() == ["ringing", "connected", "ended", "idle", "ringing"]
 
 
+def test_a_re_offer_before_the_answered_call_opened_here_is_answered(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela's side opened first; this unit stalled before its own side did, and Bela re-offers: the
+    call goes on with the re-offer's session, it is not told the call is over ("lost")."""
+    unit = flow_unit()
+    assert unit.offer(unit.bela).kind == "answer"  # answered by itself; not open here yet
+    assert unit.offer(unit.bela, resume=True, number=1).kind == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.states() == ["ringing", "connected"]
+
+
 def test_an_offer_queued_past_its_callers_wait_does_not_ring(flow_unit: Callable[..., FlowUnit]) -> None:
     """A unit back from a stall finds an offer signed 5 s ago by a caller that waits 1 s: declined,
     and nothing rings (its wait counts from the stamp, in this unit's clock); within it, answered."""

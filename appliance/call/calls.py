@@ -230,9 +230,15 @@ class CallFlow:
             # (A re-offer's order keeps a stale one from replacing the live one: see _stale.)
             log.info("refused an offer whose caller stopped waiting %.1f s ago", CLOCK_SLACK_SECONDS - left)
             return Signal(kind="declined")
-        if same and self.state in ("connected", "reconnecting"):
+        if same and (self.state in ("connected", "reconnecting") or self._opening(signal)):
             return await self._answer(peer, signal, reoffer=True)
         return await self._new_call(peer, signal, left)
+
+    def _opening(self, signal: Signal) -> bool:
+        """A re-offer for the call answered here whose connection has not opened here yet: the caller
+        saw it open first and then lost this unit (stalled at that moment). Answered as a re-offer,
+        not told that the call is over."""
+        return signal.resume and self.state == "ringing" and self._ring is None
 
     async def _new_call(self, peer: Peer, signal: Signal, left: float) -> Signal:
         if signal.resume:
