@@ -12,7 +12,7 @@ sampled, and the call's state asked. The speaker file starts again every ``--wav
 an hour's plot shows its bound; a unit's default is 60). Printed at the end: each figure at
 ``--from-minute`` (5, or half the run when shorter) and at the end, over a minute's samples (RSS
 their median, threads and descriptors their lowest), and the growth between them; the call states
-seen. The plot draws every figure over time.
+seen. The plot (`--out`, none without it) draws every figure over time.
 Exit status 0 when the targets hold: RSS growth < 5 %, no more threads or descriptors at the end
 than at ``--from-minute``, the call never left "connected".
 """
@@ -227,8 +227,9 @@ def finish(samples: list[Sample], states: list[str], args: argparse.Namespace) -
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
-    title = f"soak: two units in one call, {args.minutes:g} min, sampled every {args.interval:.0f} s"
-    plot(samples, args.out, title)
+    if args.out:
+        title = f"soak: two units in one call, {args.minutes:g} min, sampled every {args.interval:.0f} s"
+        plot(samples, args.out, title)
     return _verdict(report)
 
 
@@ -267,7 +268,8 @@ def main() -> int:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--from-minute", type=float, help="growth is counted from here (default 5, or half)")
     p.add_argument("--wav-minutes", type=float, default=10.0, help="the speaker file starts again after this")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.png", help="the plot")
+    # No default: a run or a report of another soak's JSON must not replace the README's plot.
+    p.add_argument("--out", type=Path, help="draw the plot here")
     p.add_argument("--json", type=Path, help="write every sample and the verdict here")
     p.add_argument("--report", type=Path, help="only report again from this soak's JSON")
     args = p.parse_args()
