@@ -176,6 +176,14 @@ def test_the_selftest_asks_the_running_unit_about_the_button_it_holds(unit: Appl
 BUTTON_DEAD = "The button is not working. Calls can still be made, answered and ended on the web page."
 
 
+def test_a_unit_with_a_working_button_asks_about_sharing_with_it(unit: Appliance) -> None:
+    """The start-up question names the button where it works (without one: the page alone, below)."""
+    assert unit.speech is not None
+    wait_spoken(unit.speech.announcer, 1, 30)
+    start = unit.speech.announcer.spoken[0].item.text
+    assert start.endswith("press the button twice during a call, or use the settings page."), start
+
+
 def test_a_unit_whose_button_cannot_be_opened_says_so_at_start_and_shows_it(tmp_path: Path) -> None:
     """This machine has no GPIO: the unit starts without its button, says so in its start-up
     sentence with what still works, shows it, and the selftest reports it."""

@@ -160,14 +160,14 @@ class CallFlow:
 
     # Placing a call ---------------------------------------------------------------------------
 
-    async def _last_call_closed(self) -> None:
+    async def last_call_closed(self) -> None:
         """The last call is over and its sessions still close (under a second): a call placed or
         coming in then (a call back at once) waits for idle rather than being refused or busy."""
         if self._ending is not None and not self._ending.done():
             await asyncio.shield(self._ending)
 
     async def place(self, peer: Peer) -> None:
-        await self._last_call_closed()
+        await self.last_call_closed()
         if self.state != "idle":
             raise CallError(f"already {self.state} with {self.remote_name}; hang up first")
         self._start(peer, caller=True)
@@ -243,7 +243,7 @@ class CallFlow:
     async def _new_call(self, peer: Peer, signal: Signal, left: float) -> Signal:
         if signal.resume:
             return self._over(peer)
-        await self._last_call_closed()
+        await self.last_call_closed()
         if self.state != "idle":
             return Signal(kind="busy")
         self._start(peer, caller=False)

@@ -127,6 +127,15 @@ class CallEngine:
     def answer(self) -> None:
         self._loop.call_soon_threadsafe(self.flow.answer)
 
+    def wait_closed(self, timeout: float) -> None:
+        """Until the last call's sessions have closed (at once when none is closing), at most
+        ``timeout`` seconds: for a press that comes as a call ends (appliance/controls/button.py)."""
+        future = asyncio.run_coroutine_threadsafe(self.flow.last_call_closed(), self._loop)
+        try:
+            future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # the close goes on (shielded); only this wait ends
+
     def hangup(self) -> None:
         """Hang up; a hang-up slower than the wait goes on to idle by itself (not cancelled: that
         would leave the call half ended)."""

@@ -69,6 +69,8 @@ class Calls(Protocol):
 
     def hangup(self) -> None: ...
 
+    def wait_closed(self, timeout: float) -> None: ...
+
 
 class PresenceWait(Protocol):
     """Owner presence waiting for a press (``appliance.web.presence.ButtonPresence``)."""
@@ -104,9 +106,6 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
-        self._idle = threading.Event()  # set while the engine is idle
-        if calls.state == "idle":
-            self._idle.set()
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
         button.when_pressed = self._pressed
@@ -116,15 +115,10 @@ class CallButton:
         self._has_button(True)
 
     def _on_event(self, event: Event) -> None:
-        """A call placed or coming in ends a choice: its timer must not call out of a call. Idle
-        wakes a press that waits for a call's end."""
+        """A call placed or coming in ends a choice: its timer must not call out of a call."""
         if event.topic != "call.state":
             return
         state = str(event.data.get("state", ""))
-        if state == "idle":
-            self._idle.set()
-        else:
-            self._idle.clear()
         with self._lock:
             if state == "calling":
                 self._calling = str(event.data.get("peer") or "")
@@ -161,7 +155,8 @@ class CallButton:
 
     def _short_press(self) -> None:
         state = self._calls.state
-        if state not in IN_PROGRESS and state != "idle" and self._idle.wait(ENDING_SECONDS):
+        if state not in IN_PROGRESS and state != "idle":  # a call just over: see the top
+            self._calls.wait_closed(ENDING_SECONDS)
             state = self._calls.state
         if state == "ringing":
             log.info("button: answering")
