@@ -129,6 +129,16 @@ def test_a_button_press_gives_the_waiting_page_the_owner_session(unit: Appliance
     ]
 
 
+def test_a_closed_button_is_offered_no_more(unit: Appliance) -> None:
+    """Once the button is closed (the unit shutting down), a page asking to let the owner in is
+    offered the code alone, and the call engine (whose ring names the button) is told it is gone."""
+    assert unit.web is not None and unit.button is not None and unit.call is not None
+    assert Browser(unit.web.port).ask_for_code() == ["code", "button"]
+    unit.button.close()
+    assert Browser(unit.web.port).ask_for_code() == ["code"]
+    assert unit.call.has_button is False
+
+
 def test_two_pages_waiting_at_once_are_both_refused(unit: Appliance) -> None:
     assert unit.web is not None
     first, second = Browser(unit.web.port), Browser(unit.web.port)

@@ -24,8 +24,9 @@ from appliance import config, identity
 from appliance.call.lan import free_port
 from appliance.config import RelayConfig
 from appliance.events import EventBus
-from appliance.pairing.client import RELAY_PREFIX, valid_address
-from appliance.pairing.service import START_PATH
+from appliance.pairing.client import RELAY_PREFIX, PeerClient, valid_address
+from appliance.pairing.codes import CodeGuard
+from appliance.pairing.service import START_PATH, Pairing
 from appliance.relay import RelayUnavailable, is_guest
 from appliance.relay import client as relay_client
 from appliance.relay.client import RelayClient
@@ -427,10 +428,17 @@ async def connect_both(folder: Path, asha: Relay, b: RelayClient) -> None:
 
 
 def unpair(asha: Relay) -> None:
-    """Asha's owner unpairs every unit, as the pairing page does: gone from the store, then said."""
+    """Asha's owner unpairs every unit through the pairing part the page uses (never asked here)."""
+    pairing = Pairing(
+        asha._me,
+        asha._store,
+        asha._events,
+        CodeGuard(asha._events, "pair"),
+        client=PeerClient(asha._me),
+        port=0,
+    )
     for peer in asha._store.peers():
-        asha._store.remove_peer(peer.unit_id)
-    asha._events.publish("pairing.removed", "No longer paired with Bela", peer="Bela")
+        pairing.forget(peer)
 
 
 def roster_of(folder: Path, jid: str) -> dict[str, str]:
