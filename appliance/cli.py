@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # aioice's INFO lines list the other unit's addresses for every call: a call party.
         logging.getLogger("aioice").setLevel(logging.WARNING)
+    # slixmpp's debug lines are every stanza whole: a guest's request carries its invite (a standing
+    # one rings the unit for a year). Only where asked for by name: `--debug slixmpp`.
+    logging.getLogger("slixmpp").setLevel(logging.INFO)
     for name in args.debug:
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:

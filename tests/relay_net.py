@@ -137,7 +137,6 @@ http_ports = {{ }}
 https_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
 modules_enabled = {{ "disco"; "roster"; "saslauth"; "tls"; "ping"; "admin_shell"; "limits"; }}
 limits = {{ c2s = {{ rate = "10kb/s"; }}; s2sin = {{ rate = "30kb/s"; }}; }}  -- Debian's default
-modules_disabled = {{ "s2s"; }}
 authentication = "internal_hashed"
 log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 Include "{dir}/{domain}.cfg.lua"

@@ -540,9 +540,10 @@ class FlowUnit(Node):
         signal = Signal(kind="offer", sdp=OFFER_SDP, name=peer.name, resume=resume, wait=wait, number=number)
         return self.engine.incoming_from(peer, signal, time.time() - sent_ago)
 
-    def bye(self, peer: Peer) -> Signal:
-        """``peer``'s bye, as its unit sends it when the connection is down."""
-        return self.engine.incoming_from(peer, Signal(kind="bye"), time.time()).result(5)
+    def bye(self, peer: Peer, number: int = 0) -> Signal:
+        """``peer``'s bye, as its unit sends it when the connection is down (``number``: its last
+        offer's, when it is the caller)."""
+        return self.engine.incoming_from(peer, Signal(kind="bye", number=number), time.time()).result(5)
 
     def open_session(self) -> FakeSession:
         """The call's session opens (its data channel would): the call is connected."""
@@ -612,6 +613,83 @@ def test_a_call_coming_in_while_the_last_one_closes_is_answered_not_busy(
     unit.wait_state("ended")
     assert unit.offer(unit.bela).kind == "answer"
     assert unit.states() == ["ringing", "connected", "ended", "idle", "ringing"]
+
+
+def test_a_bye_that_comes_before_its_offer_keeps_it_from_ringing(flow_unit: Callable[..., FlowUnit]) -> None:
+    """Bela calls back at once and hangs up at once: the offer waits for this unit's last call to
+    close, and the bye that comes meanwhile matched no call and was dropped: the offer then rang
+    for a caller long gone. Through the relay a bye can overtake its offer outright, the same."""
+    unit = flow_unit()
+    unit.close_seconds = 1.0
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    unit.wait_state("ended")
+    pending = unit.send_offer(unit.bela, number=2)
+    time.sleep(0.1)
+    assert unit.bye(unit.bela, number=2).kind == "bye"
+    assert pending.result(5).kind == "declined"
+    assert unit.bye(unit.bela, number=3).kind == "bye"  # overtook its offer
+    assert unit.offer(unit.bela, number=3).kind == "declined"
+    assert unit.states() == ["ringing", "connected", "ended", "idle"]
+    assert unit.offer(unit.bela, number=4).kind == "answer"  # the next call rings
+
+
+def test_a_hang_up_while_the_answer_comes_connects_nothing(flow_unit: Callable[..., FlowUnit]) -> None:
+    """The owner hangs up while calling and Bela answers in that moment (the hang-up's bye takes
+    up to 2 s): "connected to Bela" was said after the hang-up, then "call ended"."""
+    unit = flow_unit()
+    unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.2), (Signal(kind="bye"), 1.0)]
+    unit.engine.call("Bela")
+    unit.wait(lambda: unit.engine.flow.session is not None)
+    hang_up = asyncio.run_coroutine_threadsafe(unit.engine.flow.hang_up(), unit.engine.loop)
+    unit.wait(lambda: unit.dials == 2)  # the bye is on its way
+    time.sleep(0.3)  # the answer would have come by now
+    if unit.engine.state == "calling" and unit.engine.flow.session is not None:
+        unit.open_session()  # Bela's side opens the connection meanwhile
+    hang_up.result(5)
+    unit.wait_state("idle")
+    assert unit.states() == ["calling", "ended", "idle"]
+
+
+def test_a_re_offer_while_connected_here_waits_as_long_as_a_loss_seen_here(
+    flow_unit: Callable[..., FlowUnit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bela noticed the loss first: her re-offer comes while this unit still reads "connected". Its
+    connection not opening within CONNECT_SECONDS ended the call ("could not connect") long before
+    reconnect_seconds; now the unit reconnects and takes Bela's next re-offer."""
+    monkeypatch.setattr(calls_module, "CONNECT_SECONDS", 0.5)
+    unit = flow_unit(reconnect_seconds=30)
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
+    time.sleep(1.0)  # its connection did not open
+    assert unit.offer(unit.bela, resume=True, number=3).kind == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.states() == ["ringing", "connected", "reconnecting", "connected"]
+
+
+def test_a_restarted_callee_calling_again_owns_the_recovery(flow_unit: Callable[..., FlowUnit]) -> None:
+    """Bela's process restarted and she called again, answered as the same call: this unit stayed
+    "the caller", so after a blip both units re-offered, each answer undoing the other's, and the
+    call was lost. This unit now waits for Bela's re-offers."""
+    unit = flow_unit(reconnect_seconds=3)
+    unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0)]
+    unit.engine.call("Bela")
+    unit.wait(lambda: unit.engine.flow.session is not None)
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.offer(unit.bela, number=1).kind == "answer"  # restarted: a new call, counting from 1
+    session = unit.open_session()
+    dials = unit.dials
+    unit.on_loop(lambda: unit.engine.flow.on_lost(session, "a blip"))  # type: ignore[arg-type]
+    time.sleep(0.5)
+    assert unit.dials == dials and unit.engine.state == "reconnecting"
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
 
 
 def test_a_re_offer_before_the_answered_call_opened_here_is_answered(
@@ -1004,6 +1082,20 @@ def test_a_guests_bye_that_overtakes_the_offer_keeps_it_from_ringing(
     assert code == 403 and reply["reason"] == "ended", reply
     assert unit.states() == []
     assert post("Priya", "2" * 32)[1]["kind"] == "answer"  # her next call rings
+
+
+def test_byes_from_many_pages_at_once_are_each_answered_and_the_newest_kept(
+    guest_line: tuple[FlowUnit, Guests, Callable[..., Any]],
+) -> None:
+    """Byes for no call come on threads of their own (one per relay request): each is answered as
+    such (two emptying the full table at once made one of them a 500), and the newest 64 are kept."""
+    _, _, post = guest_line
+    post("Priya", "0" * 32, "bye")  # her token made before the threads start
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: post("Priya", f"{i:032x}", "bye")[0], range(1, 100)))
+    assert codes == [403] * 99
+    assert post("Priya", f"{99:032x}")[1]["reason"] == "ended"  # cancelled: never rings
+    assert post("Priya", f"{1:032x}")[1]["kind"] == "answer"  # long since dropped from the table
 
 
 def test_a_guest_let_in_as_the_last_call_ends_keeps_the_line(

@@ -117,6 +117,19 @@ def test_a_unit_loads_no_library_it_does_not_use() -> None:
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr[-2000:]
 
 
+def test_verbose_logs_no_relay_stanza_unless_asked_for_by_name() -> None:
+    """`-v` logged every XMPP stanza whole (slixmpp's debug lines): guests' invites, which ring the
+    unit for up to a year, in the journal. `--debug slixmpp` still shows them."""
+    check = (
+        "import logging, appliance.cli as cli; level = lambda: logging.getLogger('slixmpp.xmlstream')"
+        ".getEffectiveLevel(); cli.main(['-v', 'config']); a = level(); "
+        "cli.main(['-v', '--debug', 'slixmpp', 'config']); print('levels', a, level())"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    levels = out.stdout.splitlines()[-1]
+    assert levels == f"levels {logging.INFO} {logging.DEBUG}", out.stdout[-500:] + out.stderr
+
+
 def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

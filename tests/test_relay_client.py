@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import ssl
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -81,6 +82,19 @@ def relay_of(unit: Unit, tmp_path: Path, jid: str) -> Relay:
 
 
 # 1. Addresses slixmpp refuses ------------------------------------------------------------------------
+
+
+def test_the_relay_federates_with_no_other_server(tmp_path: Path) -> None:
+    """Prosody federates by default (server-to-server on port 5269): an account on any server would
+    reach the units as one of them. The relay's configuration (relay/setup) opens no such port."""
+    with loopback_relay(tmp_path) as relay:
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        ports = {
+            int(line.split()[3].rpartition(":")[2])
+            for line in out.splitlines()
+            if f"pid={relay.prosody.pid}," in line
+        }
+        assert relay.port in ports and 5269 not in ports, out
 
 
 def test_a_relay_account_slixmpp_refuses_is_a_settings_error() -> None:

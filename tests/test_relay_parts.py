@@ -63,6 +63,23 @@ def test_a_request_travels_unchanged_and_only_to_unit_paths() -> None:
         envelope.parse(Exchange("/api/peer/x", {}, b"x" * (envelope.MAX_BODY + 1)).to_json(), request=True)
 
 
+def test_an_envelope_with_a_header_http_does_not_allow_is_refused() -> None:
+    """A line break in a header made the web app's header parser raise, a traceback logged for each
+    such request from any guest; a path is quoted in the log 80 characters at most."""
+    for headers in (
+        {"Content-Type": "application/json\n"},
+        {"X-Emocall-Sig\r": "a"},
+        {"X-Emocall-T": "\u00e9"},
+    ):
+        with pytest.raises(EnvelopeError, match="characters HTTP does not allow"):
+            envelope.parse(Exchange("/api/guest/signal", headers, b"{}").to_json(), request=True)
+    with pytest.raises(EnvelopeError, match="cannot be reached") as refused:
+        envelope.parse(Exchange("/api/" + "x" * 100_000, {}, b"").to_json(), request=True)
+    assert len(str(refused.value)) < 150
+    with pytest.raises(EnvelopeError, match="cannot be reached"):
+        envelope.parse(Exchange("/api/call/signal\n", {}, b"").to_json(), request=True)
+
+
 def test_an_envelope_too_large_a_number_or_too_deep_is_malformed() -> None:
     """Python's JSON reads 1e400 and Infinity (no integer status) and fails on deep nesting with
     errors of their own: each is a malformed envelope, never an error escaping the relay's client
@@ -432,3 +449,28 @@ def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], 
     assert not [e for e in b.events.recent() if e.topic == "pairing.code"]
     call = relay._dispatch(guest, Exchange(GUEST_PATH, {"Content-Type": "application/json"}, b"{}"))
     assert call.status == 404  # past the gate, to the web app (this test unit has no guest line)
+
+
+def test_an_account_on_another_server_is_no_unit_unless_paired(
+    paired: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    """A relay federating with other servers (relay/setup turns it off) would hand the unit requests
+    from accounts anyone can make there: they must not make it say a pairing code. A paired unit
+    whose account is elsewhere is still answered."""
+    a, b = paired
+    relay = bela_on_a_relay(b, tmp_path)
+    start = Exchange(
+        START_PATH, {"Content-Type": "application/json"}, b'{"unit_id": "x", "name": "y", "port": 1}'
+    )
+    for stranger in ("mallory@evil.example", "x@guests.evil.example", "bela@relay.example.org.evil.example"):
+        answer = relay._dispatch(stranger, start)
+        assert answer.status == 403 and b"on this unit's relay, or paired ones" in answer.body, stranger
+    assert not [e for e in b.events.recent() if e.topic == "pairing.code"]
+    relay.contacts.remember(a.me.unit_id, "asha@home.example")
+    body = b"{}"
+    signed = identity.sign_request(a.me, b.me.unit_id, "POST", HELLO_PATH, body)
+    hello = Exchange(HELLO_PATH, {**signed.headers, "Content-Type": "application/json"}, body)
+    answer = relay._dispatch("asha@home.example", hello)
+    assert answer.status == 200 and json.loads(answer.body) == {"unit_id": b.me.unit_id}
+    # A unit on this relay gets past the gate, to the web app (which refuses this made-up body).
+    assert relay._dispatch("ivan@relay.example.org", start).status == 422

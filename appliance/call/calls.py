@@ -45,6 +45,8 @@ BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
 # caller's knowledge of this unit's clock is short by an answer's transit.
 CLOCK_SLACK_SECONDS = 2.0
 RING_AGAIN_SECONDS = 6.0  # how often a ring not yet answered is said again, short ("Asha is calling.")
+# How long a bye that matched no call is kept for the offer it cancels (the offer's own wait at most).
+BYE_KEPT_SECONDS = 60.0
 
 
 class Refused(Exception):
@@ -73,6 +75,8 @@ class CallFlow:
         self._hanging_up = False  # the owner hung up this call (marked before the hang-up's awaits)
         self._hung_up_with = ""  # the unit id of the last call's peer, if that call was hung up here
         self._deadline = 0.0
+        # unit id -> (the offer its bye cancelled, until when): the bye came before the offer here
+        self._cancelled: dict[str, tuple[int, float]] = {}
         self._last_seq = -1
         self.calls = 0
         self.emotions_received = 0
@@ -218,6 +222,9 @@ class CallFlow:
         if signal.kind == "bye":
             if same:
                 await self._remote_bye()
+            elif signal.number:
+                # Its offer is still on the way, or waits for the last call here to close.
+                self._cancelled[peer.unit_id] = (signal.number, time.monotonic() + BYE_KEPT_SECONDS)
             return Signal(kind="bye")
         if signal.kind != "offer":
             raise SignallingError(f"expected an offer or a bye, got {signal.kind!r}")
@@ -244,6 +251,9 @@ class CallFlow:
         if signal.resume:
             return self._over(peer)
         await self.last_call_closed()
+        if self._was_cancelled(peer, signal):
+            log.info("refused an offer whose bye came first")
+            return Signal(kind="declined")
         if self.state != "idle":
             return Signal(kind="busy")
         self._start(peer, caller=False)
@@ -256,6 +266,10 @@ class CallFlow:
                 await self._finish("ended", f"missed call from {peer.name}", reason=MISSED)
             return Signal(kind="declined")
         return await self._answer(peer, signal, reoffer=False)
+
+    def _was_cancelled(self, peer: Peer, offer: Signal) -> bool:
+        number, until = self._cancelled.pop(peer.unit_id, (0, 0.0))
+        return offer.number == number and time.monotonic() < until
 
     async def _rings(self, peer: Peer, seconds: float) -> bool:
         """Whether the owner answers within ``seconds``. Meanwhile the ring is said again every
@@ -280,6 +294,8 @@ class CallFlow:
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_number = offer.number
+                if not offer.resume:
+                    self.caller = False  # a restarted unit's new call: recovering it is its part
             try:
                 session, sdp = await self._answer_in(call, peer, offer)
             except _CallOver:
@@ -346,9 +362,15 @@ class CallFlow:
         try:
             await asyncio.wait_for(session.opened.wait(), CONNECT_SECONDS)
         except TimeoutError:
-            if session is self.session and self.state == "reconnecting":
+            if session is not self.session:
+                return
+            if self.state == "reconnecting":
                 await self._recover_as_callee()
-            elif session is self.session:
+            elif self.state == "connected":
+                # A re-offer that came before this unit saw the loss (the caller saw it first): the
+                # same wait for the caller's next re-offers as a loss seen here, not "failed".
+                self._lose("the connection of a re-offer did not open")
+            else:
                 await self._finish("failed", f"the call with {self.remote_name} could not connect")
 
     def answer(self) -> None:
@@ -358,7 +380,7 @@ class CallFlow:
     # In a call --------------------------------------------------------------------------------
 
     def on_open(self, session: Session) -> None:
-        if session is not self.session or self.peer is None:
+        if session is not self.session or self.peer is None or self._hanging_up:
             return
         self._set("connected", f"connected to {self.remote_name}")
         session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
@@ -470,6 +492,9 @@ class CallFlow:
         if self._ring is not None and not self._ring.done():
             self._ring.set_result(False)  # declined
             return
+        if self._task is not None and self._task is not asyncio.current_task():
+            # A dial or a recovery in flight: an answer it gets now must not connect the call.
+            self._task.cancel()
         try:
             if self.session is not None and self.session.is_open:
                 self.session.send(messages.Bye())
@@ -487,7 +512,7 @@ class CallFlow:
             return  # a guest's page cannot be asked: it hears the heartbeat stop
         signalling = self._e.dial(peer, RETRY_SIGNAL_SECONDS)
         try:
-            await signalling.send(Signal(kind="bye"))
+            await signalling.send(Signal(kind="bye", number=self._offers if self.caller else 0))
         except SignallingError as e:
             log.debug("could not tell %s about the hang-up: %s", peer.name, e)
         finally:

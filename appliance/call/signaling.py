@@ -47,6 +47,7 @@ class Signal(BaseModel):
     # stamped with (the callee's clock: see appliance.identity); 0 for a guest's, which is unsigned.
     wait: float = Field(0.0, ge=0, le=3600)
     # The caller's count of its offers: a re-offer numbered below one already answered is stale.
+    # On a caller's bye, its last offer's: an offer it overtook must not ring.
     number: int = Field(0, ge=0)
 
 

@@ -78,6 +78,7 @@ class GuestLine:
         self._offering = threading.Lock()
         self._ended: GuestCall | None = None  # the guest call whose end was seen last
         self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
+        self._cancelling = threading.Lock()
         self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
 
@@ -157,10 +158,10 @@ class GuestLine:
         except InviteRefused:
             return
         now = time.monotonic()
-        for call, expires in list(self._cancelled.items()):
-            if expires < now or len(self._cancelled) >= CANCELLED_KEPT:
-                del self._cancelled[call]
-        self._cancelled[body.call] = now + CANCELLED_SECONDS
+        with self._cancelling:  # two byes at once come on two threads (one per relay request)
+            kept = [(call, until) for call, until in self._cancelled.items() if until >= now]
+            kept = [*kept[len(kept) - CANCELLED_KEPT + 1 :], (body.call, now + CANCELLED_SECONDS)]
+            self._cancelled = dict(kept)
 
     def _busy(self) -> tuple[Response, int]:
         return jsonify(Signal(kind="busy").model_dump()), 409

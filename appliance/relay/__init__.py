@@ -24,8 +24,18 @@ def is_guest(sender: str, unit_jid: str) -> bool:
     unit's own host (relay/prosody-host.cfg.lua.template); never without a relay account. Hosts
     compare lower-case: slixmpp writes every sender's so, whatever case the settings use."""
     _, at, host = unit_jid.partition("@")
-    sender_host = sender.partition("/")[0].partition("@")[2]
-    return bool(at) and sender_host.lower() == f"guests.{host.lower()}"
+    return bool(at) and _host(sender) == f"guests.{host.lower()}"
+
+
+def is_on_relay(sender: str, unit_jid: str) -> bool:
+    """Whether ``sender`` is an account on the unit's own relay: a unit's (an account the relay's
+    operator made) or a guest's."""
+    _, at, host = unit_jid.partition("@")
+    return bool(at) and (_host(sender) == host.lower() or is_guest(sender, unit_jid))
+
+
+def _host(jid: str) -> str:
+    return jid.partition("/")[0].partition("@")[2].lower()
 
 
 class RelayError(Exception):

@@ -22,9 +22,13 @@ from slixmpp.xmlstream import ElementBase
 NS = "urn:emocall:relay:1"
 # The unit-to-unit endpoints a request through the relay may reach, and a guest's call signalling
 # (appliance/guests/calls.py: it checks the sender is a guest and the invite); never the owner's pages or API.
-PATHS = re.compile(r"^/api/(?:peer/[a-z]+(?:/[a-z]+)*|call/signal|guest/signal)$")
+PATHS = re.compile(r"/api/(?:peer/[a-z]+(?:/[a-z]+)*|call/signal|guest/signal)")
 MAX_BODY = 64 * 1024  # the web app refuses larger requests too
 HEADERS = ("content-type", "x-emocall-")  # the only headers carried (by prefix, lower case)
+# What a carried header may hold: the web app's header parser raises on a line break, and a unit's
+# headers (a content type, signatures, stamps) never need more than printable ASCII.
+HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 LOCAL_ONLY = "x-emocall-local"  # marks this unit's own command line: never from another unit
 
 
@@ -89,8 +93,10 @@ def parse(text: str, request: bool) -> Exchange:
     except (ValueError, KeyError, TypeError, binascii.Error, OverflowError, RecursionError) as e:
         # OverflowError: a status of 1e400 or Infinity; RecursionError: JSON nested thousands deep.
         raise EnvelopeError(f"a malformed relay message: {e}") from e
-    if request and not PATHS.match(exchange.path):
-        raise EnvelopeError(f"{exchange.path!r} cannot be reached through the relay")
+    if request and not PATHS.fullmatch(exchange.path):
+        raise EnvelopeError(f"{exchange.path[:80]!r} cannot be reached through the relay")
+    if not all(HEADER_NAME.fullmatch(k) and HEADER_VALUE.fullmatch(v) for k, v in exchange.headers.items()):
+        raise EnvelopeError("a header with characters HTTP does not allow")
     if len(body) > MAX_BODY:
         raise EnvelopeError(f"a body of {len(body)} bytes is refused")
     return exchange

@@ -32,7 +32,7 @@ from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
-from appliance.relay import GUEST_PATH, RelayUnavailable, account, is_guest
+from appliance.relay import GUEST_PATH, RelayUnavailable, account, is_guest, is_on_relay
 from appliance.relay.address import EXAMPLE, normalised
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
@@ -159,8 +159,12 @@ class Relay:
 
         if is_guest(sender, self._cfg.jid) and exchange.path != GUEST_PATH:
             log.warning("refused %s from a guest account through the relay", exchange.path)
-            refused = json.dumps({"error": "a guest may only call this unit"}).encode()
-            return Exchange("", {"Content-Type": "application/json"}, refused, 403)
+            return _refused("a guest may only call this unit")
+        if not is_on_relay(sender, self._cfg.jid) and not self._is_paired(sender):
+            # A server the relay federates with (relay/setup turns that off) could otherwise pass
+            # any number of its accounts off as units: a pairing code said aloud for each.
+            log.warning("refused %s from an account on another server through the relay", exchange.path)
+            return _refused("only units with an account on this unit's relay, or paired ones, may ask it")
         assert self._app is not None
         environ = EnvironBuilder(
             path=exchange.path,
@@ -254,6 +258,12 @@ class Relay:
             self._store.update_address(unit_id, RELAY_PREFIX + jid)
         if self.contacts.remember(unit_id, jid) and self._loop is not None:
             self._loop.call_soon_threadsafe(self.client.subscribe, jid)
+
+
+def _refused(why: str) -> Exchange:
+    from appliance.relay.envelope import Exchange
+
+    return Exchange("", {"Content-Type": "application/json"}, json.dumps({"error": why}).encode(), 403)
 
 
 def _json_field(body: bytes, *keys: str) -> str | None:
