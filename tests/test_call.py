@@ -225,6 +225,22 @@ def test_unpairing_the_unit_in_the_call_ends_the_call(nodes: Callable[..., Node]
     assert b.frames == frames
 
 
+def test_two_units_calling_each_other_at_once_end_up_in_one_call(nodes: Callable[..., Node]) -> None:
+    """Both owners press call at once (after a lost call, say): one call, connected both ways, no
+    ring and no "busy" on either side (each answered the other busy)."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    b.engine.dial = MemoryLink(b.me.unit_id, a.engine.incoming)
+    for node in (a, b):
+        node.store.update_settings({"auto_answer": False})
+    a.engine.call("Bela")
+    b.engine.call("Asha")
+    a.wait(lambda: a.engine.state == "connected" and b.engine.state == "connected")
+    a.wait(lambda: a.frames >= 10 and b.frames >= 10)
+    assert a.states() == b.states() == ["calling", "connected"]
+    assert a.engine.status()["sessions_open"] == b.engine.status()["sessions_open"] == 1
+
+
 def test_without_auto_answer_it_rings_until_answered(nodes: Callable[..., Node]) -> None:
     a, b = nodes("Asha"), nodes("Bela")
     b.store.update_settings({"auto_answer": False})
@@ -690,6 +706,44 @@ def test_a_restarted_callee_calling_again_owns_the_recovery(flow_unit: Callable[
     assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
     unit.open_session()
     unit.wait_state("connected")
+
+
+def test_two_units_calling_each_other_at_once_are_connected(flow_unit: Callable[..., FlowUnit]) -> None:
+    """Both owners call back at once: each unit answered the other's offer busy ("Bela is busy",
+    "Asha is busy"). The unit with the higher id takes the other's call without a ring; the other's
+    own call goes on and the crossing offer is then told busy."""
+    unit = flow_unit()
+    low = unit.store.add_peer("0" * 32, "Dev", "192.0.2.4:8080", bytes(32))  # below Asha's id
+    high = unit.store.add_peer("f" * 32, "Eve", "192.0.2.5:8080", bytes(32))  # above it
+    unit.replies = [(None, 0.0)]  # Dev's side takes no notice of this unit's offer (see below)
+    unit.engine.call("Dev")
+    unit.wait(lambda: unit.engine.flow.session is not None)
+    assert unit.offer(low, number=1).kind == "answer"  # taken: no ring
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.states() == ["calling", "connected"] and not unit.engine.flow.caller
+    unit.replies += [(Signal(kind="bye"), 0.0)]  # the hang-up's
+    unit.engine.hangup()
+    unit.wait_state("idle")
+    unit.replies += [(Signal(kind="answer", sdp=OFFER_SDP), 0.5)]  # Eve takes this unit's call
+    unit.engine.call("Eve")
+    crossing = unit.send_offer(high, number=1)
+    time.sleep(0.8)
+    assert not crossing.done()  # held until this unit's own call has settled
+    unit.open_session()
+    assert crossing.result(5).kind == "busy"
+    assert unit.states()[-2:] == ["calling", "connected"] and unit.engine.flow.caller
+
+
+def test_a_crossing_call_rings_once_this_units_own_call_failed(flow_unit: Callable[..., FlowUnit]) -> None:
+    """The lower id's own call did not go through (the other unit, of an earlier release, answered
+    it busy): the crossing offer is then answered as any call, with a ring."""
+    unit = flow_unit()
+    high = unit.store.add_peer("f" * 32, "Eve", "192.0.2.5:8080", bytes(32))
+    unit.replies = [(Signal(kind="busy"), 0.3)]
+    unit.engine.call("Eve")
+    assert unit.offer(high, number=1).kind == "answer"  # rang and was answered (auto-answer)
+    assert unit.states() == ["calling", "busy", "idle", "ringing"]
 
 
 def test_a_re_offer_before_the_answered_call_opened_here_is_answered(

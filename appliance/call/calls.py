@@ -239,7 +239,22 @@ class CallFlow:
             return Signal(kind="declined")
         if same and (self.state in ("connected", "reconnecting") or self._opening(signal)):
             return await self._answer(peer, signal, reoffer=True)
+        if same and self.state == "calling" and not signal.resume:
+            return await self._crossed(peer, signal, left)
         return await self._new_call(peer, signal, left)
+
+    async def _crossed(self, peer: Peer, offer: Signal, left: float) -> Signal:
+        """The two units called each other at once (both owners call back after a lost call): each
+        answered the other busy. The unit with the higher id now takes the other's call, without a
+        ring (its owner asked for this call); the other lets its own call go on, and once that has
+        connected or failed, answers as it answers any call (busy, or a ring)."""
+        if self._e.me.unit_id > peer.unit_id:
+            log.info("took the call that crossed this one")
+            return await self._answer(peer, offer, reoffer=True)  # ends this unit's dial
+        start = time.monotonic()
+        if self._task is not None:  # the dial: over by itself once answered and open, or failed
+            await asyncio.wait([self._task])
+        return await self._new_call(peer, offer, left - (time.monotonic() - start))
 
     def _opening(self, signal: Signal) -> bool:
         """A re-offer for the call answered here whose connection has not opened here yet: the caller
