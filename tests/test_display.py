@@ -522,3 +522,43 @@ def test_a_microphone_or_a_button_that_does_not_work_stays_on_screen(shown: Show
     assert shown.lines()[2] == f"The microphone is not working. {button}"  # the call's end keeps it
     shown.events.publish("microphone.recovered", "microphone")
     assert shown.lines()[2] == button
+
+
+def test_a_fault_said_before_the_display_opened_is_shown(tmp_path: Path) -> None:
+    """The speaker is opened (and found missing) before the display: its fault was never shown."""
+    events = EventBus()
+    events.publish("audio.unavailable", "speaker", error="no card")
+    events.publish("camera.lost", "camera")
+    events.publish("camera.recovered", "camera")
+    display = Display(OffscreenScreen((W, H), tmp_path / "display.png"), events, Phrases("en"), fps=30)
+    try:
+        assert display.flush()
+        assert (tmp_path / "display.txt").read_text().splitlines()[2] == "The speaker is not working."
+    finally:
+        display.close()
+
+
+def test_a_code_shown_in_a_call_gives_the_expression_back(shown: Shown) -> None:
+    """A code (a page asking to log in) takes the large type in a call; once used, the other
+    person's expression is back, not the code's digits for the rest of the call."""
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    shown.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    shown.events.publish("pairing.code", "code", code="042917", purpose="owner", seconds=120)
+    assert shown.lines()[-1] == "042917"
+    shown.events.publish("pairing.code_used", "used", purpose="owner")
+    assert shown.lines()[1:] == ["Connected to Asha.", "Happy"]
+    shown.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")
+    shown.events.publish("call.state", "connected", state="connected", peer="Bela", reason="")
+    shown.events.publish("pairing.code", "code", code="042917", purpose="owner", seconds=120)
+    shown.events.publish("pairing.code_used", "used", purpose="owner")
+    assert shown.lines()[1:] == ["Connected to Bela."]  # nothing of Asha's call
+
+
+def test_a_video_frame_or_an_expression_after_the_call_ended_is_not_shown(shown: Shown) -> None:
+    """A frame decoded while the call's connection closes came after "ended": it stayed on the
+    idle screen until the next call; so did a guest's face analysed on its own thread then."""
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    shown.events.publish("call.state", "ended", state="ended", peer="Asha", reason="")
+    shown.display.set_remote_frame(np.full((240, 320, 3), BLUE_BGR, np.uint8))
+    shown.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert shown.display.flush() and shown.display.scene.frame is None and shown.display.scene.big == ""

@@ -164,7 +164,16 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
             invites = Invites(Identity.load_or_create(data / "identity.key"), store)
             log = folder / "asha.log"
             exe = Path(sys.executable).with_name("emocall")
-            command = [str(exe), "-v", "--config", str(unit_config(folder, net, jid)), "run"]
+            # The stanzas too (slixmpp's own debug lines): a test below reads what the unit sent.
+            command = [
+                str(exe),
+                "-v",
+                "--debug",
+                "slixmpp",
+                "--config",
+                str(unit_config(folder, net, jid)),
+                "run",
+            ]
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     ["ip", "netns", "exec", net.home(0), *command], stdout=out, stderr=out

@@ -422,6 +422,9 @@ def test_status_details_are_words(units: tuple[Unit, Unit]) -> None:
     ]
     off = unit_details({"vision": {"available": False, "reason": "the model file is missing"}})
     assert off == [("Expressions", "Not recognised: the model file is missing.")]
+    # The unit's status says whether it holds a working button: words, never "Button: True".
+    assert unit_details({"button": True, "flag": False}) == [("Call button", "Working.")]
+    assert unit_details({"button": False})[0][1].startswith("None working")
 
 
 def test_a_login_about_to_end_is_said_on_every_page(tmp_path: Path) -> None:

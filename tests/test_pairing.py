@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import socket
+import time
+from pathlib import Path
+
 import pytest
 
 from appliance.events import EventBus
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
-from tests.pairing_units import Unit
+from appliance.pairing.service import PairingError
+from tests.pairing_units import Unit, make_unit
 
 
 def test_pair_then_unpair_both_sides(units: tuple[Unit, Unit]) -> None:
@@ -73,6 +79,65 @@ def test_a_wrong_code_can_be_corrected(units: tuple[Unit, Unit]) -> None:
     )
     assert browser.post("/api/pair/code", json={"code": right}, headers=csrf).status_code == 200
     assert b.store.peer_key(a.me.unit_id) == a.me.public_key
+
+
+def test_a_pairing_request_ends_when_the_other_units_code_has(tmp_path: Path) -> None:
+    """The code Bela said expired unused: the page kept saying "Type the code Bela is saying" (its
+    field focused) for good. The request now ends with the code; the page asks for a new one."""
+    a, b = make_unit(tmp_path, "Asha", code_seconds=1), make_unit(tmp_path, "Bela", code_seconds=1)
+    try:
+        browser, csrf = a.owner()
+        assert browser.post("/api/pair", json={"address": b.address}, headers=csrf).status_code == 202
+        assert "Type the code Bela is saying" in browser.get("/pair").get_data(as_text=True)
+        time.sleep(1.2)
+        assert "is saying" not in browser.get("/pair").get_data(as_text=True)
+        r = browser.post("/api/pair/code", json={"code": b.code("pair")}, headers=csrf)
+        assert r.status_code == 409 and "choose a unit" in r.get_json()["error"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_form_posted_twice_says_what_the_first_post_did(units: tuple[Unit, Unit]) -> None:
+    """A double click on Pair or on Unpair: the second post found nothing left to do and said so
+    as an error ("Choose a unit to pair with first.", "not paired") over the first one's success."""
+    a, b = units
+    browser, csrf = a.owner()
+    token = csrf["X-CSRF-Token"]
+    browser.post("/api/pair", json={"address": b.address}, headers=csrf)
+    code = b.code("pair")
+    for _ in range(2):
+        page = browser.post("/pair/code", data={"csrf": token, "code": code}, follow_redirects=True)
+        assert page.status_code == 200 and "Paired with Bela." in page.get_data(as_text=True)
+    unpair = {"csrf": token, "unit_id": b.me.unit_id, "confirm": "yes"}
+    for _ in range(2):
+        page = browser.post("/unpair", data=unpair, follow_redirects=True)
+        assert page.status_code == 200 and "Unpaired Bela." in page.get_data(as_text=True)
+    assert a.store.peers() == [] and b.store.peers() == []
+
+
+def test_a_failed_attempt_leaves_a_newer_request_for_another_unit(tmp_path: Path) -> None:
+    """The owner asks Cara for a code (a second tab) while the code typed for Bela is on its way;
+    Bela's attempt then fails: Cara's request must stay (it was cleared whatever it held)."""
+    a, b, c = (make_unit(tmp_path, n) for n in ("Asha", "Bela", "Cara"))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # Bela's address from now on: takes the connection, never answers
+    try:
+        browser, csrf = a.owner()
+        browser.post("/api/pair", json={"address": b.address}, headers=csrf)
+        a.parts.pairing._outgoing.address = f"127.0.0.1:{silent.getsockname()[1]}"  # type: ignore[union-attr]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            typed = pool.submit(a.parts.pairing.complete, b.code("pair"))
+            time.sleep(0.5)
+            assert browser.post("/api/pair", json={"address": c.address}, headers=csrf).status_code == 202
+            with pytest.raises(PairingError):
+                typed.result(15)
+        assert a.parts.pairing.waiting_for() == "Cara"
+    finally:
+        silent.close()
+        for unit in (a, b, c):
+            unit.close()
 
 
 def test_codes_expire_and_are_single_use() -> None:

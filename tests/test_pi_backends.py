@@ -234,6 +234,19 @@ def test_a_picture_lands_in_the_screen_buffer_as_xrgb_rows() -> None:
     assert all(row[width * 4 :] == b"\xaa" * 32 for row in rows)
 
 
+def test_a_screen_buffer_rounded_up_to_whole_pages_is_drawn_on() -> None:
+    """virtio-gpu and USB displays round a dumb buffer up to a page (1366x768: 4,198,400 bytes for
+    4,196,352): pygame refused it, and the unit did not start. A buffer short of its rows is a
+    DisplayError."""
+    width, height, pitch = 1366, 768, 1366 * 4
+    buffer = bytearray((pitch * height + 4095) // 4096 * 4096)
+    picture = pygame.Surface((width, height))
+    picture.fill((10, 20, 30))
+    buffer_surface(buffer, (width, height), pitch).blit(picture, (0, 0))
+    assert buffer[(height - 1) * pitch : (height - 1) * pitch + 3] == bytes([30, 20, 10])
+    assert buffer[pitch * height :] == bytes(len(buffer) - pitch * height)
+
+
 def test_a_missing_or_wrong_screen_device_says_what_to_check(tmp_path: Path) -> None:
     with pytest.raises(DisplayError, match=r"no DRM device.*video group"):
         KmsdrmScreen(cards=[])

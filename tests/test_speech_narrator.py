@@ -139,6 +139,10 @@ def test_a_call_is_spoken_from_ring_to_end(unit: Talking) -> None:
         "Asha looks happy.",
         "Call ended.",
     ]
+    # A guest's face analysed as the call ended (on its own thread) is not said after "Call ended."
+    unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    assert unit.said()[-1] == "Call ended."
+    unit.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
     unit.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
     assert unit.said()[-1] == "Asha looks happy."  # a new call: the same expression is news again
 

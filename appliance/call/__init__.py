@@ -14,6 +14,8 @@ from typing import Final
 # those with the other person on the line.
 IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
 IN_CALL = ("connected", "reconnecting")
+# The states with no call: nothing of the last call (its expressions, its video) is said or shown.
+CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
 # The reason of a call.state "ended" for a call placed here that the other unit declined or let ring
 # out (speech and the display say "Asha did not answer.").
 NOT_ANSWERED = "not answered"

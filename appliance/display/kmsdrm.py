@@ -181,8 +181,10 @@ def _crtc_for(fd: int, conn: Connector, encoders: list[int], crtcs: list[int]) -
 
 
 def buffer_surface(buffer: mmap.mmap | bytearray, size: tuple[int, int], pitch: int) -> pygame.Surface:
-    """A surface drawn straight into an XRGB8888 buffer whose rows are ``pitch`` bytes apart."""
-    return pygame.image.frombuffer(buffer, size, "BGRA", pitch)
+    """A surface drawn straight into an XRGB8888 buffer whose rows are ``pitch`` bytes apart. Some
+    drivers (virtio-gpu, USB displays) round the buffer up to whole pages, and pygame takes a
+    buffer only of exactly its rows: the rest is left out (the view goes with the surface)."""
+    return pygame.image.frombuffer(memoryview(buffer)[: pitch * size[1]], size, "BGRA", pitch)
 
 
 class KmsdrmScreen:
@@ -230,7 +232,12 @@ class KmsdrmScreen:
         mapped = MapDumb(handle=dumb.handle)
         fcntl.ioctl(self._fd, MAP_DUMB, mapped)
         self._map = mmap.mmap(self._fd, dumb.size, mmap.MAP_SHARED, offset=mapped.offset)
-        self._target = buffer_surface(self._map, (width, height), dumb.pitch)
+        try:
+            self._target = buffer_surface(self._map, (width, height), dumb.pitch)
+        except (ValueError, pygame.error) as e:  # a buffer smaller than its rows: no surface holds it
+            self._map.close()
+            self._map = None
+            raise DisplayError(f"the screen's buffer cannot be drawn on: {e}") from e
 
     def _set_crtc(self) -> None:
         """Puts the buffer on the screen; EACCES when another program (a desktop) holds the screen."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.call import CALL_OVER
 from appliance.display import Screen
 from appliance.display.fonts import for_language
 from appliance.display.layout import GREY, YELLOW, Scene, draw
@@ -24,7 +25,6 @@ from appliance.words.phrases import Phrases, call_key, for_settings, sharing_key
 
 log = logging.getLogger(__name__)
 
-CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
 # topic -> (the part, the phrase saying it does not work, or "" when it works again). Shown until it
 # works again: the owner heard it once (or not at all, with the speaker broken); a helper reads it.
 FAULTS = {
@@ -67,20 +67,19 @@ class Display:
         self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
         self._timer: threading.Timer | None = None  # puts a passing message back to the idle line
         self._code_line = ""  # the state line of the code shown last, taken off once it is used
-        self._call_state = "idle"  # the last call.state, for the phrase of the next one
+        self._call_state = ""  # the last call.state ("" before the first)
         self._call_line = ""  # the state line of the call in progress; "" when there is none
         self._faults: dict[str, str] = {}  # part -> the phrase key saying it does not work
+        # The other person's expression (or why there is none) in the call in progress: a passing
+        # message (a code, "Paired with Bela.") puts it back when it ends.
+        self._call_big: tuple[str, tuple[int, int, int]] = ("", YELLOW)
         self._handlers: dict[str, Callable[[Event], None]] = {
             "unit.ready": self._on_ready,
             "unit.address": self._on_ready,
             "unit.address_changed": self._on_ready,
             "call.state": self._on_call,
-            "remote.emotion": lambda e: self._update(
-                big=self._phrases.word(str(e.data["emotion"])), big_colour=YELLOW
-            ),
-            "remote.no_face": lambda e: self._update(
-                big=self._phrases.say("remote_no_face"), big_colour=GREY
-            ),
+            "remote.emotion": lambda e: self._show_big(self._phrases.word(str(e.data["emotion"])), YELLOW),
+            "remote.no_face": lambda e: self._show_big(self._phrases.say("remote_no_face"), GREY),
             "remote.sharing": self._on_sharing,
             "pairing.code": self._on_code,
             "pairing.code_used": lambda e: self._clear_code(),
@@ -93,13 +92,20 @@ class Display:
             "pairing.locked": self._on_locked,
             "settings.changed": self._on_settings,
         }
-        self._unsubscribe = events.subscribe(self._on_event)
+        with self._lock:  # a fault said before the display opened (the speaker's, at start-up)
+            self._unsubscribe = events.subscribe(self._on_event)
+            for event in events.recent():
+                if event.topic in FAULTS:
+                    self._on_fault(*FAULTS[event.topic])
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
 
     def set_remote_frame(self, image: np.ndarray) -> None:
-        """The newest remote video frame (BGR); called from the call's thread, never blocks long."""
-        self._update(frame=image)
+        """The newest remote video frame (BGR); called from the call's thread, never blocks long.
+        One decoded as the call's connection closes comes after the call is over: not shown."""
+        with self._lock:
+            if self._call_state not in CALL_OVER:
+                self._update(frame=image)
 
     @property
     def scene(self) -> Scene:
@@ -144,6 +150,8 @@ class Display:
         with self._lock:
             self._call_state = state
             self._call_line = "" if state in CALL_OVER else text
+            if state in CALL_OVER:
+                self._call_big = ("", YELLOW)
             passing = self._timer is not None and self._timer.is_alive()
         if state == "idle":
             # A call's last words ("Missed call from Asha.") or a code stay until their time is up.
@@ -157,9 +165,17 @@ class Display:
     def _on_sharing(self, event: Event) -> None:
         key = sharing_key(event.data)
         if key == "sharing_resumed":
-            self._update(big="")
+            self._show_big("", YELLOW)
         else:  # paused, or their expressions cannot be described
-            self._update(big=self._phrases.say(key, peer=str(event.data.get("peer") or "")), big_colour=GREY)
+            self._show_big(self._phrases.say(key, peer=str(event.data.get("peer") or "")), GREY)
+
+    def _show_big(self, text: str, colour: tuple[int, int, int]) -> None:
+        """The other person's expression, or why there is none, in large type."""
+        with self._lock:
+            if self._call_state in CALL_OVER:
+                return  # a guest's face analysed as the call ended (its own thread)
+            self._call_big = (text, colour)
+            self._update(big=text, big_colour=colour)
 
     def _idle(self) -> str:
         if self._address:
@@ -204,13 +220,16 @@ class Display:
                 self._timer.start()
 
     def _back_to_idle(self, state: str) -> None:
-        """The passing message ``state`` ends: back to the call's line in a call (the expression
-        stays), else to the idle line."""
+        """The passing message ``state`` ends: back to the call's line in a call, with the other
+        person's expression, else to the idle line."""
         with self._lock:
             if self._scene.state != state:
                 return
-            call_line = self._call_line
-        self._update(**({"state": call_line} if call_line else {"state": self._idle(), "big": ""}))
+            if self._call_line:
+                big, colour = self._call_big
+                self._update(state=self._call_line, big=big, big_colour=colour)
+            else:
+                self._update(state=self._idle(), big="", frame=None)
 
     def _on_settings(self, event: Event) -> None:
         settings = event.data.get("settings")

@@ -43,6 +43,8 @@ HELLO_PATH = "/api/peer/hello"
 MOVE_CHECK_S = 30.0
 MOVE_CLAIMS_PER_UNIT = 4
 MOVE_CLAIMS = 64
+# How long an unpairing is remembered for the same form posted again.
+AGAIN_S = 60.0
 # The longest lockout a unit gives ([web] lock_seconds is at most 3600), and what its wrong-code
 # refusal says: the only parts of another unit's refusal this unit repeats.
 MAX_LOCK_S = 3600
@@ -80,6 +82,17 @@ class _Outgoing:
     unit_id: str
     name: str
     message: bytes
+    until: float  # monotonic: the other unit's code has expired by then (it lives as long as ours)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A's last pairing or unpairing, for a form posted twice: the second post says it again."""
+
+    key: str  # the code typed, or the unit id unpaired
+    unit_id: str
+    name: str
+    until: float  # monotonic
 
 
 def b64(data: bytes) -> str:
@@ -116,6 +129,9 @@ class Pairing:
         # Claimed moves are checked one at a time here, not in zeroconf's thread (follow_later).
         self._checks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="move-check")
         self._outgoing: _Outgoing | None = None
+        self._completing = threading.Lock()  # one handshake at a time (a form posted twice waits)
+        self._paired: _Done | None = None
+        self._unpaired: _Done | None = None
 
     def details(self) -> dict[str, Any]:
         """What this unit tells the other one about itself (covered by the handshake's proof)."""
@@ -222,24 +238,45 @@ class Pairing:
         except MessageError as e:
             raise PairingError(str(e), 502) from e
         _checked_key(start.model_dump())
+        until = time.monotonic() + self._guard.ttl_s
         with self._lock:
             self._outgoing = _Outgoing(
-                address, start.session, start.unit_id, start.name, unb64(start.spake, "spake")
+                address, start.session, start.unit_id, start.name, unb64(start.spake, "spake"), until
             )
         return start.name
 
     def waiting_for(self) -> str | None:
-        """The name of the unit whose code the owner should type, if any."""
+        """The name of the unit whose code the owner should type, if any (none once it expired)."""
         with self._lock:
-            return self._outgoing.name if self._outgoing else None
+            out = self._live_outgoing()
+            return out.name if out else None
+
+    def _live_outgoing(self) -> _Outgoing | None:
+        """Under the lock."""
+        if self._outgoing is not None and time.monotonic() >= self._outgoing.until:
+            self._outgoing = None
+        return self._outgoing
 
     def complete(self, code: str) -> Peer:
-        """Run the handshake with the code the other unit said; pin it on success."""
-        with self._lock:
-            out = self._outgoing
-        if out is None:
-            raise PairingError("choose a unit to pair with first", 409)
-        initiator = Initiator(code.strip(), self._me.unit_id, out.unit_id)
+        """Run the handshake with the code the other unit said; pin it on success. The same code
+        again, once paired, answers the same (a form posted twice)."""
+        code = code.strip()
+        with self._completing:
+            with self._lock:
+                out = self._live_outgoing()
+                done = self._paired if out is None else None
+            peer = _again(done, code, self._store)
+            if peer is not None:
+                return peer
+            if out is None:
+                raise PairingError("choose a unit to pair with first", 409)
+            peer = self._handshake(out, code)
+            with self._lock:
+                self._paired = _Done(code, peer.unit_id, peer.name, time.monotonic() + self._guard.ttl_s)
+            return peer
+
+    def _handshake(self, out: _Outgoing, code: str) -> Peer:
+        initiator = Initiator(code, self._me.unit_id, out.unit_id)
         mine = self.details()
         try:
             proof = initiator.prove(out.message, mine)
@@ -253,17 +290,25 @@ class Pairing:
         except UnitRefused as e:
             refused = _refusal(e, out.address, finishing=True)
             if refused.status == 403 and "spake" in e.body:
-                out.message = unb64(str(e.body["spake"]), "spake")
+                message = unb64(str(e.body["spake"]), "spake")
+                with self._lock:
+                    out.message = message
             elif refused.status != 429:  # while locked, keep asking: the other unit says how long
-                self._outgoing = None
+                self._drop(out)
             raise refused from e
         except (UnitUnreachable, HandshakeError, MessageError) as e:
-            self._outgoing = None
+            self._drop(out)
             raise PairingError(str(e), 502) from e
-        self._outgoing = None
+        self._drop(out)
         if done.unit_id != out.unit_id:
             raise PairingError("the unit that answered is not the one asked", 502)
         return self._pin(out.unit_id, done.name, out.address, _checked_key(done.model_dump()))
+
+    def _drop(self, out: _Outgoing) -> None:
+        """The request is over; one the owner made meanwhile (for another unit) stays."""
+        with self._lock:
+            if self._outgoing is out:
+                self._outgoing = None
 
     def _pin(self, unit_id: str, name: str, address: str, public_key: bytes) -> Peer:
         peer = self._store.add_peer(unit_id, name, address, public_key)
@@ -352,7 +397,24 @@ class Pairing:
     def forget(self, peer: Peer) -> None:
         """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""
         if self._store.remove_peer(peer.unit_id):
+            with self._lock:
+                self._unpaired = _Done(peer.unit_id, peer.unit_id, peer.name, time.monotonic() + AGAIN_S)
             self._events.publish("pairing.removed", f"No longer paired with {peer.name}", peer=peer.name)
+
+    def just_unpaired(self, unit_id: str) -> str | None:
+        """The name of the unit ``unit_id`` if it was unpaired a moment ago (a form posted twice)."""
+        with self._lock:
+            done = self._unpaired
+        if done is None or done.key != unit_id or time.monotonic() >= done.until:
+            return None
+        return done.name
+
+
+def _again(done: _Done | None, code: str, store: StateStore) -> Peer | None:
+    """The unit paired a moment ago with this same code, if it still is."""
+    if done is None or done.key != code or time.monotonic() >= done.until:
+        return None
+    return store.peer(done.unit_id)
 
 
 def _passed_on(e: UnitRefused) -> int:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from appliance.call import IN_CALL
+from appliance.call import CALL_OVER, IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
 from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, sharing_key
@@ -91,7 +91,7 @@ class Narrator:
         self._announcer = announcer
         self._sharing = sharing  # the owner's share_expressions, followed from settings.changed
         self._vision_ok = True  # expressions can be recognised (False after vision.unavailable)
-        self._call_state = "idle"
+        self._call_state = ""  # the last call.state ("" before the first)
         self._guest = False  # the call is with a guest, who never receives the owner's expressions
         self._ask_sharing = False
         self._has_button = False  # from unit.ready: whether the call button works
@@ -172,16 +172,17 @@ class Narrator:
     def _on_call(self, event: Event) -> None:
         data = event.data
         state = str(data.get("state", ""))
-        if state in ("ended", "failed", "lost", "idle"):
+        # First: an expression coming in from another thread from now on sees the call over.
+        previous, self._call_state, self._guest = self._call_state, state, bool(data.get("guest"))
+        if state in CALL_OVER:
             self._announcer.forget_emotions()
         peer = str(data.get("peer") or "")
         key = call_key(data)
         # Answered by itself: "connected" follows at once (a guest is still said to be one).
         if key is not None and key != "ringing_auto":
             self._announcer.state(key, peer=peer)
-        if state == "connected" and self._call_state != "reconnecting":
-            self._say_consent(peer, guest=bool(data.get("guest")))
-        self._call_state, self._guest = state, bool(data.get("guest"))
+        if state == "connected" and previous != "reconnecting":
+            self._say_consent(peer, guest=self._guest)
 
     def _on_ring(self, event: Event) -> None:
         """A call still rings: said again, short ("Asha is calling."), for an owner who may have
@@ -198,6 +199,9 @@ class Narrator:
             self._announcer.state("consent_private")
 
     def _on_emotion(self, event: Event) -> None:
+        if self._call_state in CALL_OVER:
+            # A guest's face analysed as the call ended (its own thread): not after "Call ended.".
+            return
         data = event.data
         self._announcer.emotion(
             str(data.get("peer") or ""), str(data["emotion"]), float(data.get("confidence", 1.0)), t=event.t

@@ -67,7 +67,11 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
     @bp.post("/unpair")
     @owner_page
     def unpair() -> ResponseReturnValue:
-        peer = parts.store.peer(request.form.get("unit_id", ""))
+        unit_id = request.form.get("unit_id", "")
+        peer = parts.store.peer(unit_id)
+        if peer is None and (name := parts.pairing.just_unpaired(unit_id)):
+            flash(f"Unpaired {name}.", "info")  # the same form posted twice: the first one did it
+            return redirect(url_for("pages.pair"))
         if peer is None:
             return render_pair(
                 Outcome("That unit is not paired with this one: nothing was changed.", "error")

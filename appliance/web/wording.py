@@ -188,9 +188,13 @@ def unit_details(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     vision = status.get("vision")
     if isinstance(vision, Mapping):
         details.extend(_vision(vision))
-    shown = {"camera", "vision", "call", "events", "name", "unit_id", "address", "version"}
+    if "button" in status:
+        button = "Working." if status["button"] else "None working: calls are made, answered and ended here."
+        details.append(("Call button", button))
+    shown = {"camera", "vision", "call", "events", "name", "unit_id", "address", "version", "button"}
     for key, value in status.items():
-        if key not in shown and isinstance(value, str | int | float):
+        # A flag would read as a Python value ("True"): each one the status gives is worded above.
+        if key not in shown and isinstance(value, str | int | float) and not isinstance(value, bool):
             details.append((key.replace("_", " ").capitalize(), str(value)))
     return details
 
