@@ -35,7 +35,7 @@ from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault, runtime_directory
 from appliance.speech.service import Speech
-from appliance.state import STATE_FILE, StateStore
+from appliance.state import STATE_FILE, StateError, StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.web.address import unit_address
 from appliance.web.api import create_app
@@ -356,7 +356,7 @@ class Appliance:
         for peer in self.store.peers():
             try:
                 self._parts.pairing.unpair(peer.unit_id)
-            except PairingError as e:
+            except (PairingError, StateError) as e:  # a full card: erasing goes on all the same
                 log.warning("unpairing before forgetting everything: %s", e)
 
     def stop(self) -> None:

@@ -121,18 +121,7 @@ class StateStore:
         """``defaults`` (from the configuration) apply to settings the owner has not changed."""
         self._events = events
         self._lock = threading.RLock()
-        try:
-            _private(path)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL makes each commit durable at once; NORMAL could lose the last commits on power loss.
-            self._db.execute("PRAGMA synchronous=FULL")
-            # Deleted rows (a name, a guest's invite) are overwritten, not only unlinked: SQLite's
-            # default is whatever it was compiled with.
-            self._db.execute("PRAGMA secure_delete=ON")
-            self._db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
+        self._db = _open(path)
         self.path = path
         self._defaults = Settings.model_validate(defaults or {}).model_dump()
         self._settings = self._load_settings()
@@ -145,13 +134,14 @@ class StateStore:
         file (state.db-wal) until a checkpoint, which a quiet unit may not reach for months (SQLite
         checkpoints by itself at 1000 pages), so a commit that changed rows is checkpointed at once
         and the WAL emptied."""
-        with self._lock:
+        with self._lock, _said(self.path):
             changes = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite ends one itself on some errors (disk I/O)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             if scrub and self._db.total_changes != changes:
@@ -389,6 +379,42 @@ def read_only_connection(path: Path) -> sqlite3.Connection:
             db.close()
             problem = e
     raise StateError(f"cannot read the state database {path}: {problem}")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        _private(path)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    except (sqlite3.Error, OSError) as e:
+        raise StateError(f"cannot open the state database {path}: {e} (check the data directory)") from e
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL makes each commit durable at once; NORMAL could lose the last commits on power loss.
+        db.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (a name, a guest's invite) are overwritten, not only unlinked: SQLite's
+        # default is whatever it was compiled with.
+        db.execute("PRAGMA secure_delete=ON")
+        db.executescript(SCHEMA)
+        # A damaged page (how an SD card fails) is found now, said as the unit cannot start, and
+        # left as it is: not a traceback at the first read, restarted by systemd unheard.
+        damage = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as e:
+        db.close()
+        raise StateError(f"cannot open the state database {path}: {e} (is the memory card damaged?)") from e
+    if damage != "ok":
+        db.close()
+        raise StateError(f"the state database {path} is damaged: {damage} (is the memory card failing?)")
+    return db
+
+
+@contextmanager
+def _said(path: Path) -> Iterator[None]:
+    """SQLite's errors (a full or damaged card) as StateError, which the unit says and the pages
+    show, rather than a traceback and a restart loop."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise StateError(f"the state database {path} cannot be written: {e} (is the card full?)") from e
 
 
 def _hashed(token: str) -> str:

@@ -19,6 +19,7 @@ from appliance.audio.silent import SilentSpeaker
 from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.config import SpeechConfig
 from appliance.events import EventBus
+from appliance.timing import backoff
 
 RATE = 48000
 
@@ -298,3 +299,9 @@ def test_a_wav_header_that_cannot_be_written_starts_a_new_file(tmp_path: Path) -
     speaker.close()
     audio, _ = read_wav(tmp_path / "out.wav")  # the new file, with the announcement in it
     assert np.abs(audio).max() > 4000
+
+
+def test_the_reopen_wait_stays_at_its_maximum_however_long_a_part_is_gone() -> None:
+    """A speaker gone for 8 hours reached attempt 1024: 2**1024 does not fit a float, the mixer's
+    thread died of the OverflowError, and the unit stayed silent after the speaker came back."""
+    assert [backoff(n) for n in (0, 1, 5, 1024, 10**6)] == [1.0, 2.0, 30.0, 30.0, 30.0]

@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance import config, selftest
 from appliance.audio.wav import read_wav
 from appliance.call.lan import free_port, host_address
 from appliance.events import EventBus
 from appliance.identity import Identity
+from appliance.state import StateStore
+
+from .test_pairing_state import damage_a_page
 
 ROOT = Path(__file__).resolve().parents[1]
 EMOCALL = [sys.executable, "-m", "appliance.cli"]
@@ -139,6 +143,24 @@ def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Pat
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "identity.key" in result.stderr and (data / "identity.key").read_bytes() == b"not a key"
+
+
+def test_a_damaged_state_database_is_said_plainly_and_kept(tmp_path: Path) -> None:
+    """One damaged page of state.db (a failing card): `emocall run` stops with the reason (and
+    says it cannot start), `emocall selftest` names it; neither writes to the file."""
+    data = tmp_path / "data"
+    store = StateStore(data / "state.db")
+    store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    store.close()
+    damage_a_page(data / "state.db", 2)
+    before = (data / "state.db").read_bytes()
+    command = [*EMOCALL, "run", "--data-dir", str(data), "--port", str(free_port()), "--source", "pattern"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "state database" in result.stderr, result.stderr[-3000:]
+    report = selftest.check_pairing(config.load(None, {"unit": {"data_dir": str(data)}}, environ={}))
+    assert not report.ok and "state database" in report.detail, report
+    assert (data / "state.db").read_bytes() == before
 
 
 def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:

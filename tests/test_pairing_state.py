@@ -192,3 +192,40 @@ def test_the_language_is_read_even_where_the_store_cannot_be_opened(tmp_path: Pa
     assert "Read-only file system" in done.stderr and done.stdout.strip() == "bn", done.stderr
     path.write_bytes(b"not a database")
     assert stored_language(path) == "en"
+
+
+def damage_a_page(path: Path, page: int) -> None:
+    """What a failing SD card does: one page of the file turned to garbage."""
+    size = int(sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0])
+    with path.open("r+b") as f:
+        f.seek(size * (page - 1))
+        f.write(b"\xff" * size)
+
+
+def test_a_damaged_database_is_a_state_error_and_is_kept(tmp_path: Path) -> None:
+    """A damaged page made the first read raise SQLite's own error: a traceback, and systemd's
+    restart loop with nothing said. It is refused when opened now, and left as it was."""
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    store.update_settings({"display_name": "Asha"})
+    store.close()
+    damage_a_page(path, 2)
+    before = path.read_bytes()
+    with pytest.raises(StateError, match=r"state database .* (damaged|cannot open)"):
+        StateStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_card_that_takes_no_more_writes_is_a_state_error(tmp_path: Path) -> None:
+    """A full (or failing) card: SQLite's OperationalError got past every caller that handles the
+    store's errors (a settings page answered a bare 500); it is a StateError now."""
+    store = StateStore(tmp_path / "state.db")
+    store._db.execute("PRAGMA query_only = 1")  # every write refused, as on a card that is full
+    with pytest.raises(StateError, match="cannot be written"):
+        store.update_settings({"display_name": "Asha"})
+    with pytest.raises(StateError, match="cannot be written"):
+        store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    store._db.execute("PRAGMA query_only = 0")
+    store.update_settings({"display_name": "Asha"})  # and it works again once it can write
+    assert store.settings().display_name == "Asha"

@@ -360,3 +360,17 @@ def test_a_stored_name_an_older_release_allowed_costs_only_the_name(tmp_path: Pa
 def test_a_configured_name_is_held_to_the_same_rule() -> None:
     with pytest.raises(config.ConfigError, match=r"unit\.name: a name cannot hold a control character"):
         config.load(None, {"unit": {"name": "Be\u2028la"}}, environ={})
+
+
+def test_a_card_that_takes_no_more_writes_is_said_on_the_page_and_in_the_api(
+    units: tuple[Unit, Unit],
+) -> None:
+    """A settings save on a full card answered a bare 500 ("Internal Server Error")."""
+    a, _ = units
+    browser, csrf = a.owner()
+    a.store._db.execute("PRAGMA query_only = 1")  # every write refused, as on a card that is full
+    r = browser.patch("/api/settings", json={"display_name": "Kitchen"}, headers=csrf)
+    assert r.status_code == 503 and "cannot save changes now" in r.get_json()["error"], r.get_json()
+    form = {"csrf": csrf["X-CSRF-Token"], "display_name": "Kitchen"}
+    page = browser.post("/settings", data=form)
+    assert page.status_code == 503 and "cannot save changes now" in page.get_data(as_text=True)

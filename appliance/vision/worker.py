@@ -186,11 +186,17 @@ class VisionWorker:
             if self._stop.wait(backoff(self._failures - 1)):
                 return False
             try:
-                self.pipeline = self._opener()  # publishes vision.backend
+                pipeline = self._opener()  # publishes vision.backend
             except Exception as e:  # whatever the backend raises, the next try may work
                 log.warning("the expression pipeline cannot be opened again: %s", e)
                 reason = self.unavailable = f"the expression pipeline cannot be opened again: {e}"
                 continue
+            if self._stop.is_set():
+                # Closed while it opened (a Coral's probe takes up to 30 s, longer than close()
+                # waits): close() has closed the failed one; this one would hold the Coral.
+                pipeline.close()
+                return False
+            self.pipeline = pipeline
             self.unavailable = None
             return True
         return False

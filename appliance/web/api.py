@@ -8,19 +8,20 @@ description is served at ``/api/openapi.json``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request, session
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from appliance import __version__
 from appliance.identity import RequestVerifier
 from appliance.pairing.codes import CodeError, CodeLocked
 from appliance.pairing.service import PairingError
-from appliance.state import SettingsError
+from appliance.state import SettingsError, StateError
 from appliance.web import openapi, owner, pages, peer_api, presence, privacy_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import (
@@ -34,6 +35,8 @@ from appliance.web.schemas import (
 from appliance.web.server import MAX_BODY_BYTES
 
 StatusProvider = Callable[[], dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Blueprint] = ()) -> Flask:
@@ -92,6 +95,12 @@ def _register_errors(app: Flask) -> None:
         if request.path.startswith("/api/"):
             return jsonify({"error": e.description or e.name}), e.code or 500
         return pages.error_page(e)
+
+    @app.errorhandler(StateError)
+    def state_error(e: StateError) -> ResponseReturnValue:
+        """A full or damaged memory card: said as such, not a bare "Internal Server Error"."""
+        log.error("%s", e)
+        return http_error(ServiceUnavailable(f"This unit cannot save changes now: {e}"))
 
 
 def _retry_after(seconds: object) -> dict[str, str]:
