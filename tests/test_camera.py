@@ -154,6 +154,40 @@ def test_capture_survives_a_lost_camera_and_recovers(tmp_path: Path) -> None:
         capture.close()
 
 
+class Broken(PatternSource):
+    """A camera backend that fails in a way it did not foresee (not a CameraError) at its third
+    picture: picamera2 slicing a USB webcam's 2-D YUYV picture, say."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        super().__init__(64, 48, 15)
+        self.reads = 0
+
+    def read(self) -> Frame:
+        self.reads += 1
+        if self.reads == 3:
+            raise IndexError("too many indices for array: array is 2-dimensional")
+        return super().read()
+
+
+def test_a_camera_failing_in_a_way_its_backend_did_not_foresee_is_a_lost_camera() -> None:
+    """The capture thread ended on anything but a CameraError: no camera.lost said, no retry, the
+    call's video frozen on the last frame for the rest of the unit's run."""
+    events = EventBus()
+    capture = Capture(Broken, events, retry_seconds=0.2, width=64, height=48).start()
+    try:
+        deadline = time.monotonic() + 5
+        while [e.topic for e in events.recent("camera")][-2:] != ["camera.lost", "camera.recovered"]:
+            assert time.monotonic() < deadline, [e.topic for e in events.recent("camera")]
+            time.sleep(0.05)
+        assert "too many indices" in events.recent("camera.lost")[0].data["reason"]
+        seen = capture.wait_newer(-1, timeout=2)
+        assert seen is not None and capture.wait_newer(seen.index, timeout=2) is not None  # still live
+    finally:
+        capture.close()
+
+
 class Tagged(PatternSource):
     """A camera whose every picture is one grey level: which time it was opened."""
 

@@ -92,6 +92,24 @@ def test_no_face_then_face_back(faces: list[tuple[np.ndarray, str]], tmp_path: P
     assert after
 
 
+def test_a_face_is_said_back_after_the_camera_came_back(faces: list[tuple[np.ndarray, str]]) -> None:
+    """The camera is lost mid-call (the pattern, its own times, says "no face") and comes back
+    with its times from 0: the face was taken as a first sighting, and its return never said."""
+    (face, _), grey = faces[0], background(np.random.default_rng(5))
+    empty = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    paste(grey, face, 200, 100, 200)
+    canvas = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    pipeline = open_pipeline(vision_config())
+    kinds = []
+    try:
+        for image, start in ((canvas, 50.0), (empty, 3.0), (canvas, 0.0)):
+            for i in range(20):
+                kinds += [e.kind for e in pipeline.process(image, start + i / 10)]
+    finally:
+        pipeline.close()
+    assert kinds.count("no_face") == 1 and kinds[kinds.index("no_face") + 1 :].count("face_back") == 1, kinds
+
+
 def test_two_faces_the_larger_one_wins(faces: list[tuple[np.ndarray, str]]) -> None:
     (small, _), (large, _) = faces[:2]
     back = background(np.random.default_rng(3))

@@ -95,7 +95,7 @@ class Capture:
         """Open the real source; a failed ``retry`` is not news, the loss was published already."""
         try:
             self._source = self._opener()
-        except CameraError as e:
+        except Exception as e:  # CameraError, or a backend's own (see _run)
             if not retry:
                 self._publish_lost(f"camera unavailable: {e}", e)
             self.active = "pattern"
@@ -106,7 +106,7 @@ class Capture:
         self._lost = False
         self._events.publish(topic, f"camera ready ({self._source.name})", backend=self._source.name)
 
-    def _publish_lost(self, message: str, error: CameraError) -> None:
+    def _publish_lost(self, message: str, error: Exception) -> None:
         self._lost = True
         self._events.publish("camera.lost", message, reason=str(error))
 
@@ -129,7 +129,12 @@ class Capture:
                 log.info("%s", e)
                 self._finish()
                 return
-            except CameraError as e:
+            except Exception as e:
+                # CameraError, or whatever a backend did not foresee (picamera2 handed a USB
+                # webcam's 2-D YUYV picture): a lost camera, retried, not a thread that ends
+                # and leaves the call's video frozen on its last frame unsaid.
+                if not isinstance(e, CameraError):
+                    log.exception("the camera failed")
                 self._close_source()
                 self.active = "pattern"
                 self._publish_lost(f"camera lost: {e}", e)
@@ -158,7 +163,7 @@ class Capture:
         if self._source is not None:
             try:
                 self._source.close()
-            except CameraError as e:
+            except Exception as e:  # a failed close must not stop the capture
                 log.warning("closing the camera failed: %s", e)
             self._source = None
 

@@ -50,7 +50,11 @@ class VisionPipeline:
             # The source started again (a camera reopened for the next call, a looping file): what
             # was seen before, and when, means nothing now. The smoother above all: an expression
             # that started to lead at a later time than every frame to come would never be stable.
+            # But a face said to be gone (the camera lost, the pattern in its place) is said to be
+            # back when the camera returns with its own times from 0.
+            gone = self._present is False
             self.reset()
+            self._present = False if gone else None
         self._last = t
         if self._start is None:
             self._start = t
