@@ -65,8 +65,14 @@
         this.onclose();
       };
       await new Promise((resolve, reject) => {
-        this.ws.onopen = resolve;
-        this.ws.onerror = () => reject(new Error('the relay cannot be reached'));
+        // A relay whose packets are dropped would leave "Connecting..." up until the system gives
+        // up on the connection (minutes): every other step has STEP_MS too.
+        const late = setTimeout(() => {
+          this.ws.close();
+          reject(new Error('the relay does not answer'));
+        }, STEP_MS);
+        this.ws.onopen = () => { clearTimeout(late); resolve(); };
+        this.ws.onerror = () => { clearTimeout(late); reject(new Error('the relay cannot be reached')); };
       });
       await this.openStream();
       this.send('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>');
@@ -294,10 +300,12 @@
   async function negotiate(mine, resume) {
     if (!mine.xmpp || !mine.xmpp.up) {
       if (mine.xmpp) mine.xmpp.close();
-      mine.xmpp = new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
-      mine.xmpp.onclose = () => { mine.xmpp.up = false; };
-      await mine.xmpp.connect();
-      mine.xmpp.up = true;
+      const xmpp = new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
+      // This connection's own close, even one that comes after a newer connection replaced it.
+      xmpp.onclose = () => { xmpp.up = false; };
+      mine.xmpp = xmpp;
+      await xmpp.connect();
+      xmpp.up = true;
     }
     // New STUN/TURN credentials for every offer: the relay's for guests expire (an hour,
     // external_service_ttl in relay/), and coturn checks them on each new allocation, so a
@@ -382,6 +390,12 @@
           return;
         }
       } catch (e) {
+        // The relay's connection may be dead without the browser knowing (a phone moved from
+        // Wi-Fi to mobile data, a new address): the next try opens a new one.
+        if (mine.xmpp) {
+          mine.xmpp.close();
+          mine.xmpp.up = false;
+        }
         await pause(1000);
       }
     }
