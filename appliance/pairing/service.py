@@ -43,7 +43,7 @@ HELLO_PATH = "/api/peer/hello"
 MOVE_CHECK_S = 30.0
 MOVE_CLAIMS_PER_UNIT = 4
 MOVE_CLAIMS = 64
-# How long an unpairing is remembered for the same form posted again.
+# How long a pairing or an unpairing is remembered for the same form posted again.
 AGAIN_S = 60.0
 # The longest lockout a unit gives ([web] lock_seconds is at most 3600), and what its wrong-code
 # refusal says: the only parts of another unit's refusal this unit repeats.
@@ -93,6 +93,9 @@ class _Done:
     unit_id: str
     name: str
     until: float  # monotonic
+
+    def fresh(self, key: str) -> bool:
+        return key == self.key and time.monotonic() < self.until
 
 
 def b64(data: bytes) -> str:
@@ -263,16 +266,16 @@ class Pairing:
         code = code.strip()
         with self._completing:
             with self._lock:
-                out = self._live_outgoing()
-                done = self._paired if out is None else None
-            peer = _again(done, code, self._store)
-            if peer is not None:
-                return peer
+                out, done = self._live_outgoing(), self._paired
             if out is None:
-                raise PairingError("choose a unit to pair with first", 409)
+                # The same code again once paired (and still so): a form posted twice.
+                again = self._store.peer(done.unit_id) if done and done.fresh(code) else None
+                if again is None:
+                    raise PairingError("choose a unit to pair with first", 409)
+                return again
             peer = self._handshake(out, code)
             with self._lock:
-                self._paired = _Done(code, peer.unit_id, peer.name, time.monotonic() + self._guard.ttl_s)
+                self._paired = _Done(code, peer.unit_id, peer.name, time.monotonic() + AGAIN_S)
             return peer
 
     def _handshake(self, out: _Outgoing, code: str) -> Peer:
@@ -405,16 +408,7 @@ class Pairing:
         """The name of the unit ``unit_id`` if it was unpaired a moment ago (a form posted twice)."""
         with self._lock:
             done = self._unpaired
-        if done is None or done.key != unit_id or time.monotonic() >= done.until:
-            return None
-        return done.name
-
-
-def _again(done: _Done | None, code: str, store: StateStore) -> Peer | None:
-    """The unit paired a moment ago with this same code, if it still is."""
-    if done is None or done.key != code or time.monotonic() >= done.until:
-        return None
-    return store.peer(done.unit_id)
+        return done.name if done and done.fresh(unit_id) else None
 
 
 def _passed_on(e: UnitRefused) -> int:
