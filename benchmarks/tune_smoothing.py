@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance import config  # noqa: E402
-from appliance.vision.crop import crop_face  # noqa: E402
 from appliance.vision.detect_haar import HaarDetector  # noqa: E402
 from appliance.vision.select import open_pipeline, smoothing_params  # noqa: E402
 from appliance.vision.smoothing import EmotionSmoother, SmoothingParams  # noqa: E402
@@ -92,7 +91,7 @@ def frame_probabilities(
             sighting = pipeline.tracker.update(image, t)
             probs = None
             if sighting.seen and sighting.box is not None:
-                probs = pipeline.classifier.classify(crop_face(image, sighting.box, pipeline.card))
+                probs = pipeline.cuts.classify(pipeline.classifier, image, sighting.box)
             out.append((t, probs))
             t += 1.0 / fps
     labels = pipeline.card.labels

@@ -20,6 +20,7 @@ import argparse
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,10 +156,20 @@ class Models:
         self.peer = TfliteClassifier(peer.fer_tflite()) if with_peer else None
 
     def scores(self, faces: np.ndarray, split: ferdata.Split) -> dict[str, Scores]:
-        out = {"int8": scores(self.int8.predict(faces, ours_prep), split)}
+        """48x48 faces, or faces cut several ways (``runtime_faces``), each read as the mean of its
+        cuts' answers: a held face as the unit's ``TwoCuts`` reads it."""
+        out = {"int8": scores(cut_mean(self.int8, faces, ours_prep), split)}
         if self.peer:
-            out["fer peer"] = scores(peer.to_our_labels(self.peer.predict(faces, peer.preprocess)), split)
+            out["fer peer"] = scores(peer.to_our_labels(cut_mean(self.peer, faces, peer.preprocess)), split)
         return out
+
+
+def cut_mean(
+    model: TfliteClassifier, faces: np.ndarray, prep: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    if faces.ndim == 3:
+        return model.predict(faces, prep)
+    return np.mean([model.predict(faces[:, c], prep) for c in range(faces.shape[1])], axis=0)
 
 
 def corruption_results(models: Models, split: ferdata.Split) -> dict[str, dict[str, Scores]]:
@@ -169,7 +180,8 @@ def runtime_faces(
     split: ferdata.Split, card: ModelCard, vp8: bool = False, sizes: tuple[int, ...] = (frames.FACE_PX,)
 ) -> tuple[np.ndarray, ferdata.Split]:
     """The labelled faces of ``split`` in 640x480 frames (through VP8 first if ``vp8``), detected and
-    cropped as the unit does with ``card``'s crop: the crops of the faces found, and those faces' own split.
+    cropped as the unit does with ``card``'s crop: the crops of the faces found (``faces x margins x
+    48 x 48``, ``frames.runtime_crops``), and those faces' own split.
 
     Each face is placed once at every size in ``sizes`` (px): a face found at two sizes counts twice.
     """

@@ -1,8 +1,8 @@
 """Test faces as the unit sees them: pasted into a 640x480 frame, found by the runtime's detector, cropped.
 
 ``runtime_crops`` runs the appliance's own ``HaarDetector`` (its config defaults) and ``crop_face``
-(the card's margin) on each frame; ``vp8_round_trip`` first sends the frames through the call's own
-VP8 encoder and decoder (aiortc's, which drive libvpx through PyAV) at the call's bitrate.
+(at each of the card's margins) on each frame; ``vp8_round_trip`` first sends the frames through the
+call's own VP8 encoder and decoder (aiortc's, which drive libvpx through PyAV) at the call's bitrate.
 ``calibrate_margin`` measures the crop margin that makes the runtime crop match the FER2013 crop;
 ``training_cuts`` cuts training faces the same way, for ``quantize.train --runtime-share``.
 """
@@ -55,16 +55,19 @@ class FramesError(Exception):
     """The video path lost a frame."""
 
 
-def runtime_crops(frames: Iterable[np.ndarray], card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
-    """48x48 crops as the unit makes them, and a mask of the frames where a face was found."""
+def runtime_crops(
+    frames: Iterable[np.ndarray], card: ModelCard, margins: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """48x48 crops as the unit makes them, one per margin (``frames x margins x 48 x 48``; the card's
+    ``margins`` if None), and a mask of the frames where a face was found."""
     detector = HaarDetector()
+    margins = card.margins if margins is None else margins
     crops, found = [], []
+    blank = np.zeros((len(margins), card.height, card.width), np.uint8)
     for frame in frames:
         box = chosen_face(detector, frame)
         found.append(box is not None)
-        crops.append(
-            crop_face(frame, box, card)[..., 0] if box else np.zeros((card.height, card.width), np.uint8)
-        )
+        crops.append(np.stack([crop_face(frame, box, card, m)[..., 0] for m in margins]) if box else blank)
     return np.stack(crops), np.array(found)
 
 
@@ -83,7 +86,8 @@ def training_cuts(faces48: np.ndarray, card: ModelCard, seed: int) -> tuple[np.n
             at = (int(rng.integers(0, FRAME_W - size + 1)), int(rng.integers(0, FRAME_H - size + 1)))
             yield frame_with_face(face, size, at)
 
-    return runtime_crops(scenes(), card)
+    crops, found = runtime_crops(scenes(), card, (card.margin,))
+    return crops[:, 0], found
 
 
 def calibrate_margin(faces48: np.ndarray, size: int = FACE_PX) -> tuple[float, float]:

@@ -9,7 +9,7 @@ For each share: the float network ``quantize.export --base --alpha`` would quant
 calibrated as export does, then PublicTest scored clean and under ``quantize.corrupt``'s ten
 corruptions (all faces), and the epoch selector's score (clean accuracy + mean recall + corrupted
 accuracy + corrupted mean recall). Beside it, with the same offsets, PublicTest faces through the
-runtime's detector and crop (``quantize.frames``, the card's margin): accuracy, mean recall and fear,
+runtime's detector and crop (``quantize.frames``, the card's cuts averaged): accuracy, mean recall and fear,
 the class the crop costs most. About 4 minutes a share on 2 cores (2 with ``--blur 0``), plus one
 for the detector.
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     bad = [v[..., None].astype(np.float32) for v in corrupt.corrupted(val.images).values()]
     few = slice(0, args.corrupt_faces)
     crops, seen = evaluate.runtime_faces(val, load_card(evaluate.MODELS / export.CARD_FILE))
-    cut = crops[..., None].astype(np.float32)
+    cuts = [crops[:, c, ..., None].astype(np.float32) for c in range(crops.shape[1])]
     fears = (ferdata.majority_labels(seen.votes) == ferdata.LABELS.index("fear")).sum()
     print(
         "| share | clean accuracy / mean recall 7 | corrupted accuracy / lowest / mean recall 7 | score "
@@ -70,10 +70,13 @@ def main(argv: list[str] | None = None) -> None:
         offsets = export.calibrate_offsets(
             clean, labels, [d[few] for d in degraded], labels[few], corrupt_recall=args.corrupt_recall
         )
-        on_cut = train.probabilities(averaged, cut)
-        shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded, on_cut)]
-        s = train.condition_scores(shifted[0], labels, shifted[1:-1], labels)
-        r = evaluate.scores(shifted[-1], seen)
+        shifted = [np.log(np.maximum(p, 1e-7)) + offsets for p in (clean, *degraded)]
+        s = train.condition_scores(shifted[0], labels, shifted[1:], labels)
+        # The cuts' answers averaged after the offsets, as the unit averages the model's outputs.
+        on_cut = [np.log(np.maximum(train.probabilities(averaged, c), 1e-7)) + offsets for c in cuts]
+        r = evaluate.scores(
+            np.mean([np.exp(z) / np.exp(z).sum(axis=1, keepdims=True) for z in on_cut], axis=0), seen
+        )
         print(
             f"| {alpha:g} | {100 * s['acc']:.2f} % / {s['mean_recall7']:.3f} | "
             f"{100 * s['corrupt_acc']:.2f} / {100 * s['corrupt_min_acc']:.2f} % / "

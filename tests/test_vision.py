@@ -18,7 +18,7 @@ from appliance.events import Event, EventBus
 from appliance.vision import Box, Classifier
 from appliance.vision.card import ModelError, load_card
 from appliance.vision.classify_cpu import open_cpu
-from appliance.vision.crop import crop_face
+from appliance.vision.crop import TwoCuts, crop_face
 from appliance.vision.select import open_pipeline, smoothing_params
 from appliance.vision.smoothing import EmotionSmoother
 from appliance.vision.worker import VisionWorker
@@ -149,6 +149,33 @@ def test_crop_follows_the_card_margin_and_pads_at_the_edges() -> None:
     assert face[0, -1, 0] == pytest.approx(90 + margin, abs=2)
     edge = crop_face(frame, Box(130, 10, 40, 40), card)  # runs off the right edge: last column repeated
     assert edge[:, -1, 0].min() == 159
+
+
+def test_a_held_face_is_read_as_the_mean_of_its_two_cuts(tmp_path: Path) -> None:
+    """One classifier pass a frame, the card's two margins in turn; the answer averages the newest of each."""
+    card = load_card()
+    assert len(card.margins) == 2 and min(card.margins) < card.margin < max(card.margins)
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8)
+    box = Box(100, 60, 110, 110)
+    classifier = open_cpu(card, threads=1)
+    narrow, wide = (classifier.classify(crop_face(frame, box, card, m)) for m in card.margins)
+    assert not np.allclose(narrow, wide)
+    cuts = TwoCuts(card)
+    assert np.allclose(cuts.classify(classifier, frame, box), narrow)  # a face just seen: its one cut
+    for _ in range(3):
+        assert np.allclose(cuts.classify(classifier, frame, box), (narrow + wide) / 2, atol=1e-6)
+    cuts.reset()
+    assert np.allclose(cuts.classify(classifier, frame, box), narrow)
+    # A card without cuts (an older export) cuts once, at its margin.
+    raw = json.loads(card.path.read_text())
+    del raw["crop"]["cuts"]
+    (tmp_path / card.path.name).write_text(json.dumps(raw))
+    single = load_card(tmp_path / card.path.name)
+    assert single.margins == (card.margin,)
+    one = TwoCuts(single)
+    centre = classifier.classify(crop_face(frame, box, card))
+    assert all(np.allclose(one.classify(classifier, frame, box), centre) for _ in range(2))
+    classifier.close()
 
 
 def smooth(sequence: list[np.ndarray], fps: float = 10.0) -> list[tuple[float, str]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from appliance.vision import Classifier
 from appliance.vision.card import ModelCard
-from appliance.vision.crop import crop_face
+from appliance.vision.crop import TwoCuts
 from appliance.vision.smoothing import EmotionSmoother
 from appliance.vision.tracking import FaceTracker
 
@@ -34,6 +34,7 @@ class VisionPipeline:
         self, tracker: FaceTracker, classifier: Classifier, card: ModelCard, smoother: EmotionSmoother
     ) -> None:
         self.tracker, self.classifier, self.card, self.smoother = tracker, classifier, card, smoother
+        self.cuts = TwoCuts(card)
         self._present: bool | None = None  # None until the first face or the first no-face timeout
         self._start: float | None = None
         self._last: float | None = None  # the time of the frame processed last
@@ -62,8 +63,10 @@ class VisionPipeline:
         self.frames += 1
         self.frames_with_face += sighting.seen
         events = self._presence(sighting.present, t)
+        if not sighting.present:
+            self.cuts.reset()  # the cuts' answers pair up frames of one face's visit only
         if sighting.seen and sighting.box is not None:
-            probabilities = self.classifier.classify(crop_face(image, sighting.box, self.card))
+            probabilities = self.cuts.classify(self.classifier, image, sighting.box)
             change = self.smoother.update(probabilities, t)
             if change is not None:
                 events.append(VisionEvent("emotion", t, change.emotion, change.confidence, change.since))
@@ -73,6 +76,7 @@ class VisionPipeline:
         """Forget the face and its expression: the next frame starts as if the source were new."""
         self.tracker.reset()
         self.smoother.reset()
+        self.cuts.reset()
         self._present = self._start = self._last = None
 
     def _presence(self, present: bool, t: float) -> list[VisionEvent]:
