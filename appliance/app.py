@@ -192,10 +192,11 @@ class Appliance:
         # Until the owner answers, expressions are not shared, and the start-up sentence asks.
         ask = not (store.sharing_answered() or store.settings().share_expressions)
         self._address = self.address()
+        name = store.settings().display_name  # the owner's name for the unit; [unit] name only seeds it
         self.events.publish(
             "unit.ready",
-            f"{cfg.unit.name} is ready",
-            name=cfg.unit.name,
+            f"{name} is ready",
+            name=name,
             address=self._address,
             ask_sharing=ask,
             button=self.button is not None,

@@ -121,6 +121,7 @@ class StateStore:
         """``defaults`` (from the configuration) apply to settings the owner has not changed."""
         self._events = events
         self._lock = threading.RLock()
+        self._saving = threading.RLock()  # a settings save and its announcement (update_settings)
         self._db = _open(path)
         self.path = path
         self._defaults = Settings.model_validate(defaults or {}).model_dump()
@@ -257,7 +258,19 @@ class StateStore:
         return self.meta("sharing_answered") is not None
 
     def update_settings(self, changes: Mapping[str, Any]) -> Settings:
-        """Validate and store ``changes`` in one transaction; raises SettingsError and changes nothing."""
+        """Validate and store ``changes`` in one transaction; raises SettingsError and changes nothing.
+
+        Saves are announced (``settings.changed``) in the order they were stored: the next save
+        waits for the listeners of this one, so none of them is left on older settings."""
+        with self._saving:
+            new, changed = self._store_settings(changes)
+            if changed and self._events is not None:
+                self._events.publish(
+                    "settings.changed", "Settings saved", changed=changed, settings=new.model_dump()
+                )
+        return new
+
+    def _store_settings(self, changes: Mapping[str, Any]) -> tuple[Settings, list[str]]:
         with self._lock:
             try:
                 new = Settings.model_validate({**self._settings.model_dump(), **changes})
@@ -273,11 +286,7 @@ class StateStore:
                 if "share_expressions" in changes:  # the owner answered, even if with the default
                     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sharing_answered', '1')")
             self._settings = new
-        if changed and self._events is not None:
-            self._events.publish(
-                "settings.changed", "Settings saved", changed=changed, settings=new.model_dump()
-            )
-        return new
+        return new, changed
 
     # -- paired units ------------------------------------------------------------------------------
 
@@ -337,10 +346,11 @@ class StateStore:
 STATE_FILE = "state.db"  # in the unit's data folder
 
 
-def stored_setting(path: Path, key: str, default: Any) -> Any:
+def stored_setting(path: Path, key: str) -> Any:
     """One of the owner's settings read without writing, for when the store is not open (``emocall
-    say``) or cannot be (a read-only card, say); ``default`` when it cannot be read either, or when
-    what is stored is not of the default's type."""
+    say``) or cannot be (a read-only card, say). The settings' own default when it is not stored (the
+    store keeps only what differs from it), cannot be read, or is not of the default's type."""
+    default = Settings.model_fields[key].default
     try:
         db = read_only_connection(path)
     except StateError:
@@ -357,7 +367,7 @@ def stored_setting(path: Path, key: str, default: Any) -> Any:
 
 def stored_language(path: Path) -> str:
     """The owner's ``voice_language`` (see ``stored_setting``); ``en`` when it cannot be read."""
-    return str(stored_setting(path, "voice_language", "en"))
+    return str(stored_setting(path, "voice_language"))
 
 
 def read_only_connection(path: Path) -> sqlite3.Connection:

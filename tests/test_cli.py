@@ -10,13 +10,16 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from appliance import __version__, config, selftest
 from appliance.audio.wav import read_wav
 from appliance.events import EventBus
+from appliance.speech.service import say_once
 from appliance.state import STATE_FILE, StateStore
 
 from .conftest import CLIPS, need
+from .test_speech import rms
 
 
 def emocall(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -111,3 +114,19 @@ def test_say_speaks_a_phrase_in_the_language_of_the_units_settings(tmp_path: Pat
     assert np.array_equal(np.trim_zeros(read_wav(phrase)[0]), np.trim_zeros(read_wav(text)[0]))
     wrong = emocall("say", "--phrase", "hotspot_help", "--field", "ssid=Home", "--data-dir", str(data))
     assert wrong.returncode == 1 and "needs --field password=" in wrong.stderr
+
+
+def test_say_plays_at_the_volume_the_unit_plays_at_before_the_owner_sets_one(tmp_path: Path) -> None:
+    """A unit whose owner never moved the volume plays at the settings' default (80); `emocall say`
+    (the hotspot's help, "cannot start") played the same unit's sentences at 100."""
+    speech = config.load(None, {"speech": {"output": "wav"}}, environ={}).speech
+    played = {}
+    for name, volumes in (("untouched", ()), ("moved and back", (70, 80))):
+        data = tmp_path / name
+        store = StateStore(data / STATE_FILE, EventBus(), {"display_name": "Kitchen"})
+        for volume in volumes:
+            store.update_settings({"volume": volume})
+        store.close()
+        say_once("Camera ready.", "en", speech, data)
+        played[name] = rms(read_wav(data / "speaker.wav")[0])
+    assert played["untouched"] == pytest.approx(played["moved and back"], rel=0.01)

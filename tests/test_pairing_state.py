@@ -7,12 +7,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from appliance.events import EventBus
+from appliance.events import Event, EventBus
 from appliance.state import SettingsError, StateError, StateStore, _hashed
 
 WRITER = """
@@ -229,3 +230,25 @@ def test_a_card_that_takes_no_more_writes_is_a_state_error(tmp_path: Path) -> No
     store._db.execute("PRAGMA query_only = 0")
     store.update_settings({"display_name": "Asha"})  # and it works again once it can write
     assert store.settings().display_name == "Asha"
+
+
+def test_two_saves_at_once_are_announced_in_the_order_they_were_stored(tmp_path: Path) -> None:
+    """The speaker, narrator and display follow settings.changed: a save announced after a later one
+    (a button press during a page's save) left them on the older settings until the next change."""
+    events = EventBus()
+    store = StateStore(tmp_path / "state.db", events)
+    heard: list[int] = []
+
+    def slow(event: Event) -> None:  # a listener ahead of the others, busy with the first save
+        if event.data["settings"]["volume"] == 10:
+            time.sleep(0.5)
+
+    events.subscribe(slow)
+    events.subscribe(lambda event: heard.append(event.data["settings"]["volume"]))
+    first = threading.Thread(target=store.update_settings, args=({"volume": 10},))
+    first.start()
+    time.sleep(0.15)  # the first save is stored and being announced
+    store.update_settings({"volume": 20})
+    first.join()
+    store.close()
+    assert heard == [10, 20]

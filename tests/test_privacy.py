@@ -619,3 +619,57 @@ def test_a_guests_page_does_not_send_the_guests_name_in_its_offer(tmp_path: Path
     exchange = json.loads(html.unescape(re.search(r"<request[^>]*>(.*)</request>", request, re.S)[1]))
     signal = json.loads(base64.b64decode(exchange["body"]))["signal"]
     assert signal["kind"] == "offer" and signal.get("name", "") == "" and "Priya" not in json.dumps(signal)
+
+
+def _settings_form(page: str) -> dict[str, str]:
+    """The settings form as a browser sends it unchanged: hidden fields, values, checked boxes and
+    radios, selected options."""
+    page = page[page.index('action="/settings"') :].split("</form>", maxsplit=1)[0]
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    form.update(re.findall(r'<input id="\w+" name="(\w+)"[^>]*? value="([^"]*)"', page))
+    form.update(re.findall(r'<input type="radio" id="[\w-]+" name="(\w+)" value="(\w+)" checked>', page))
+    form.update(
+        (n, "on")
+        for n in re.findall(r'<input type="checkbox" id="\w+" name="(\w+)" value="on" checked>', page)
+    )
+    chosen = re.search(r'name="voice_language".*?<option value="([\w-]+)"[^>]*selected>', page, re.DOTALL)
+    assert chosen is not None
+    form["voice_language"] = chosen.group(1)
+    return form
+
+
+def test_saving_other_settings_is_no_answer_to_the_sharing_question(units: tuple[Unit, Unit]) -> None:
+    """The settings form always sends the sharing box; left as it was, it does not answer the question,
+    which stays on the page (and in the start-up sentence) until the owner answers it."""
+    a, _ = units
+    browser, _ = a.owner()
+    form = _settings_form(browser.get("/settings").get_data(as_text=True))
+    assert {"csrf", "display_name", "volume", "announcements"} <= form.keys()
+    assert browser.post("/settings", data={**form, "volume": "55"}).status_code == 302
+    assert a.store.settings().volume == 55 and not a.store.settings().share_expressions
+    assert not a.store.sharing_answered()
+    assert "Share your facial expressions with the people you call?" in browser.get("/settings").get_data(
+        as_text=True
+    )
+    form = _settings_form(browser.get("/settings").get_data(as_text=True))
+    assert browser.post("/settings", data={**form, "share_expressions": "on"}).status_code == 302
+    assert a.store.settings().share_expressions and a.store.sharing_answered()
+
+
+def test_a_settings_page_left_open_does_not_put_back_what_the_button_changed(
+    units: tuple[Unit, Unit],
+) -> None:
+    """Sharing turned off with the button in a call; a settings page opened before, saved after, for
+    the volume: it would have turned sharing on again. Nothing is saved, and the page says why."""
+    a, _ = units
+    a.store.update_settings({"share_expressions": True})
+    browser, _ = a.owner()
+    stale = _settings_form(browser.get("/settings").get_data(as_text=True))
+    a.store.update_settings({"share_expressions": False})  # the button, in a call
+    page = browser.post("/settings", data={**stale, "volume": "55"})
+    assert page.status_code == 422 and "changed elsewhere" in page.get_data(as_text=True)
+    assert not a.store.settings().share_expressions and a.store.settings().volume == 80
+    fresh = _settings_form(page.get_data(as_text=True))
+    assert "share_expressions" not in fresh  # the page now shows sharing as it is: off
+    assert browser.post("/settings", data={**fresh, "volume": "55"}).status_code == 302
+    assert not a.store.settings().share_expressions and a.store.settings().volume == 55

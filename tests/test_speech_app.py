@@ -57,3 +57,27 @@ def test_the_owners_volume_applies_to_what_the_unit_says_from_then_on(tmp_path: 
     audio, rate = read_wav(data / "speaker.wav")
     loud, soft = (audio[round(p.start_s * rate) : round((p.start_s + p.duration_s) * rate)] for p in played)
     assert rms(soft) / rms(loud) == pytest.approx(1 / 8, rel=0.05)
+
+
+def test_the_owners_name_for_the_unit_is_shown_and_said_at_the_next_start(tmp_path: Path) -> None:
+    """[unit] name only seeds the name; once the owner renames the unit on the settings page, the
+    screen shows the new name at once and the start-up sentence says it."""
+    data = tmp_path / "data"
+    cfg = appliance_config(data, "Kitchen", display={"backend": "offscreen", "snapshot_seconds": 0})
+    unit = Appliance(cfg).start()
+    try:
+        assert unit.display is not None and unit.store is not None and unit.speech is not None
+        assert unit.speech.announcer.wait_idle(20)
+        assert unit.display.flush() and unit.display.scene.unit_name == "Kitchen"
+        unit.store.update_settings({"display_name": "Hall"})
+        assert unit.display.flush() and unit.display.scene.unit_name == "Hall"
+    finally:
+        unit.close()
+    unit = Appliance(cfg).start()
+    try:
+        assert unit.display is not None and unit.speech is not None
+        wait_spoken(unit.speech.announcer, 1, 20)
+        assert unit.speech.announcer.spoken[0].item.text.startswith("Hall is ready.")
+        assert unit.display.flush() and unit.display.scene.unit_name == "Hall"
+    finally:
+        unit.close()

@@ -240,7 +240,12 @@ class Display:
                 self._fonts, self._phrases = fonts, phrases
                 # The idle line in the new language; a line of a call or a code stays as it was
                 # (the fonts still have its letters) until the next event replaces it.
-                self._update(faults=self._faults_line(), **({"state": self._idle()} if was_idle else {}))
+                name = str(settings.get("display_name") or self._scene.unit_name)
+                self._update(
+                    unit_name=name,
+                    faults=self._faults_line(),
+                    **({"state": self._idle()} if was_idle else {}),
+                )
 
     def _run(self) -> None:
         while not self._stop.is_set():

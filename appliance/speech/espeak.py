@@ -45,7 +45,8 @@ def for_espeak(text: str) -> str:
     follows as phonemes, in every voice: a name "[[k'0l'End@d]]" said as "Kolkata"), no joiners,
     and Bengali ড়, ঢ়, য় as precomposed letters. The same in every voice: a name in any script
     may come in any language's sentence."""
-    text = PHONEME_OPEN.sub("[ ", text).translate(UNSPOKEN)
+    # The joiners go first: "[", a joiner, "[" would otherwise become "[[" once they are gone.
+    text = PHONEME_OPEN.sub("[ ", text.translate(UNSPOKEN))
     for decomposed, precomposed in BENGALI_NUKTA.items():
         text = text.replace(decomposed, precomposed)
     return text

@@ -72,7 +72,7 @@ def say_once(text: str, voice: str, cfg: SpeechConfig, data_dir: Path) -> float:
     if isinstance(speaker, SilentSpeaker):
         speaker.close()
         raise AudioError("no speaker to play on (see the log): use --wav FILE to hear it from a file")
-    speaker.set_volume(int(stored_setting(data_dir / STATE_FILE, "volume", 100)))
+    speaker.set_volume(int(stored_setting(data_dir / STATE_FILE, "volume")))
     try:
         return speaker.play(pcm, rate)
     finally:

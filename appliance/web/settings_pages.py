@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 
+from appliance.state import Settings
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
@@ -19,11 +22,29 @@ from appliance.words.phrases import written_in
 LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "हिन्दी (Hindi)", "bn": "বাংলা (Bengali)"}
 FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form means off
 PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
+VERSION = "version"  # the settings the page was filled from, as a digest (``version``)
+CHANGED_ELSEWHERE = (
+    "The settings were changed elsewhere (with the button or on another page) after this page was "
+    "opened, so nothing was saved. Below are the settings as they are now: make your change again "
+    'and press "Save settings".'
+)
 
 
 def posted_settings() -> dict[str, str]:
-    """The settings form as sent, less its CSRF token: saved, shown again, or kept over a login."""
-    return {k: v for k, v in request.form.items() if k != "csrf"}
+    """The settings form as sent, less its CSRF token and version: saved, shown again, or kept over
+    a login."""
+    return {k: v for k, v in request.form.items() if k not in ("csrf", VERSION)}
+
+
+def version(settings: Settings) -> str:
+    """A digest of ``settings``: a form filled from older settings would put back what the button or
+    another page changed since (sharing turned off in a call, on again from a page left open)."""
+    return hashlib.sha256(json.dumps(settings.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def owners_changes(change: dict[str, Any], current: Settings) -> dict[str, Any]:
+    """What the form changes: saving the volume is no answer to whether expressions are shared."""
+    return {k: v for k, v in change.items() if getattr(current, k) != v}
 
 
 def in_its_language(name: str) -> Markup:
@@ -44,7 +65,13 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
         if form is not None:
             values.update({k: v for k, v in form.items() if k in values})
             values.update({flag: flag in form for flag in FLAGS})
-        page = render_template("settings.html", outcome=outcome, s=values, languages=LANGUAGES)
+        page = render_template(
+            "settings.html",
+            outcome=outcome,
+            s=values,
+            version=version(parts.store.settings()),
+            languages=LANGUAGES,
+        )
         return page, page_status(outcome)
 
     @bp.get("/settings")
@@ -65,8 +92,12 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     def settings_post() -> ResponseReturnValue:
         form = posted_settings()
         change: dict[str, Any] = {**form, **{flag: flag in form for flag in FLAGS}}
+        current = parts.store.settings()
+        if request.form.get(VERSION, version(current)) != version(current):
+            return render_settings(Outcome(CHANGED_ELSEWHERE, "error"))
         try:
-            saved = parts.change_settings(parse(SettingsChange, change).model_dump(exclude_none=True))
+            wanted = parse(SettingsChange, change).model_dump(exclude_none=True)
+            saved = parts.change_settings(owners_changes(wanted, current))
         except PAGE_ERRORS as e:
             return render_settings(problem(e), form)
         said = "Settings saved."
