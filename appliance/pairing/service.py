@@ -372,12 +372,11 @@ class Pairing:
         try:
             self._client.post(address, HELLO_PATH, {}, peer_key=peer.public_key)
         except (UnitUnreachable, UnitRefused) as e:
+            # The address only at DEBUG (README, "Privacy"): it places a person called.
             log.warning(
-                "unit %s announced at %s could not prove it is there (%s): address kept",
-                peer.unit_id,
-                address,
-                e,
+                "unit %s announced a new address but could not prove it is there: address kept", peer.unit_id
             )
+            log.debug("the new address %s: %s", address, e)
             return False
         self._store.update_address(peer.unit_id, address)
         log.debug("%s moved from %s to %s", peer.name, peer.address, address)

@@ -231,7 +231,9 @@ class RelayClient:
             except InvalidJID:
                 # Kept before addresses were checked as slixmpp checks them: that unit is left out,
                 # not this session (it would be torn down and tried again, at every start).
-                log.warning("skipped the paired unit at %r: not a relay account slixmpp can use", jid)
+                # Accounts only at DEBUG (README, "Privacy"): they name the people called.
+                log.warning("skipped a paired unit: its relay address is not one slixmpp can use")
+                log.debug("the relay address skipped: %r", jid)
                 continue
             if subscription != "both":
                 self.subscribe(jid)
@@ -318,7 +320,8 @@ class RelayClient:
         try:
             request = envelope.parse(iq["emocall_request"]["data"], request=True)
         except envelope.EnvelopeError as e:
-            log.warning("dropped a request from %s through the relay: %s", sender, e)
+            log.warning("dropped a request through the relay: %s", e)
+            log.debug("the dropped request came from %s", sender)
             _refuse(iq, "bad-request")
             return
         try:
@@ -377,7 +380,8 @@ class RelayClient:
     def _send_presence(self, jid: str, *kinds: Subscription) -> None:
         account = normalised(jid)
         if account is None:  # kept before addresses were checked: slixmpp would raise InvalidJID
-            log.warning("no presence sent to %r: not a relay account slixmpp can use", jid)
+            log.warning("no presence sent to a paired unit: its relay address is not one slixmpp can use")
+            log.debug("the relay address without presence: %r", jid)
         elif self._xmpp is not None and self.state == "connected":
             for kind in kinds:
                 self._xmpp.send_presence(pto=account, ptype=kind)
@@ -397,7 +401,7 @@ class RelayClient:
         else:
             # Left pending, not refused: a unit being paired may ask before this side has pinned it;
             # subscribe() approves it then. Anyone else's request stays pending, unanswered.
-            log.info("a presence subscription from %s waits: not a paired unit (yet)", jid)
+            log.debug("a presence subscription from %s waits: not a paired unit (yet)", jid)
 
     def _on_presence(self, presence: Any) -> None:
         jid = presence["from"].bare

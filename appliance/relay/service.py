@@ -249,7 +249,8 @@ class Relay:
         """Remember a paired unit's relay address and subscribe to its presence (from any thread)."""
         account = normalised(jid)
         if account is None:  # slixmpp would refuse it at every session start
-            log.warning("did not keep %r as a paired unit's relay address: not a relay account", jid)
+            log.warning("did not keep a paired unit's relay address: not a relay account")
+            log.debug("the relay address not kept: %r", jid)
             return
         jid = account
         peer = self._store.peer(unit_id)
