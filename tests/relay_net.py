@@ -139,6 +139,7 @@ modules_enabled = {{ "disco"; "roster"; "saslauth"; "tls"; "ping"; "admin_shell"
 limits = {{ c2s = {{ rate = "10kb/s"; }}; s2sin = {{ rate = "30kb/s"; }}; }}  -- Debian's default
 authentication = "internal_hashed"
 log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+VirtualHost "localhost"  -- as Debian's main file and its conf.d/localhost.cfg.lua declare it
 Include "{dir}/{domain}.cfg.lua"
 """
 

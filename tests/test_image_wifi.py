@@ -92,6 +92,10 @@ case "$*" in
   "--wait 30 connection up home-uuid" | "--wait 60 connection up emocall-wifi")
     [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
   "connection up emocall-setup") [ ! -e "$HOME_NET/radio-broken" ] || exit 10 ;;
+  "radio wifi on") rm -f "$HOME_NET/radio-off" ;;
+  "device wifi hotspot "*)  # the radio on, and a Wi-Fi name of 32 bytes at most, as NetworkManager
+    args="$*"; ssid=${args#* ssid }; ssid=${ssid% password *}
+    [ ! -e "$HOME_NET/radio-off" ] && [ "${#ssid}" -le 32 ] || exit 10 ;;
 esac""",
     "id": "echo 1000",
     "runuser": """echo "$*" >>"$HOME_NET/runuser.log"
@@ -113,7 +117,14 @@ head -c 4444 "$HOME_NET/spoken.wav"  # its first 0.1 s: the WAV speaker plays in
 class Hotspot:
     """The hotspot script with the stand-ins, in a home whose state the test changes by files."""
 
-    def __init__(self, tmp_path: Path, saved: str, say_seconds: int = 120) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        saved: str,
+        say_seconds: int = 120,
+        hostname: Path = Path("/etc/hostname"),
+        radio_off: bool = False,
+    ) -> None:
         bin_dir, self.net = tmp_path / "bin", tmp_path / "net"
         tmp_path.mkdir(exist_ok=True)
         bin_dir.mkdir()
@@ -126,6 +137,8 @@ class Hotspot:
             f'[unit]\ndata_dir = "{tmp_path}"\n[speech]\noutput = "wav"\nwav_file = "{self.net}/said.wav"\n'
         )
         (self.net / "phone").touch()  # the owner's phone is on the setup page
+        if radio_off:
+            (self.net / "radio-off").touch()
         self.password = tmp_path / "password"
         env = {
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -135,6 +148,7 @@ class Hotspot:
             "EMOCALL_HOTSPOT_WAIT": "0",
             "EMOCALL_HOTSPOT_RETRY": "0",
             "EMOCALL_HOTSPOT_SAY": str(say_seconds),
+            "EMOCALL_HOSTNAME_FILE": str(hostname),
             "PYTHON": sys.executable,
             "ESPEAK": str(shutil.which("espeak-ng")),
         }
@@ -276,3 +290,20 @@ def test_the_hotspot_speaks_the_language_the_owner_chose(tmp_path: Path) -> None
     assert (home.net / "spoken.wav").stat().st_size > 48_000  # a second of speech at least
     user = "-u emocall -- env XDG_RUNTIME_DIR=/run/user/1000 /opt/emocall/venv/bin/emocall"
     assert (home.net / "runuser.log").read_text().startswith(f"{user} --config /etc/emocall/config.toml say")
+
+
+def test_the_hotspot_opens_with_a_long_unit_name_and_the_radio_off(tmp_path: Path) -> None:
+    """Raspberry Pi OS leaves the radio off until a Wi-Fi country is set, and a host name may be 63
+    letters where a Wi-Fi name holds 32: either way NetworkManager refused the hotspot, and systemd
+    started the script again for ever, the unit silent. The name is cut to 32 and said as cut."""
+    hostname = tmp_path / "hostname"
+    hostname.write_text("kitchen-unit-of-the-family-in-kolkata-west\n")
+    home = Hotspot(tmp_path, "", hostname=hostname, radio_off=True)
+    try:
+        assert home.script.poll() is None  # the hotspot is up, waiting for the owner's choice
+    finally:
+        home.close()
+    ssid = "kitchen-unit-of-the-family-in-ko"
+    log = home.log()
+    assert f"ssid {ssid} password" in log and log.index("radio wifi on") < log.index("device wifi hotspot")
+    assert home.said()[0].startswith(f"No network. Join the Wi-Fi network {ssid.replace('-', ' ')}")

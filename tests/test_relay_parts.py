@@ -474,3 +474,30 @@ def test_an_account_on_another_server_is_no_unit_unless_paired(
     assert answer.status == 200 and json.loads(answer.body) == {"unit_id": b.me.unit_id}
     # A unit on this relay gets past the gate, to the web app (which refuses this made-up body).
     assert relay._dispatch("ivan@relay.example.org", start).status == 422
+
+
+def test_setup_renders_values_as_given_and_refuses_names_that_would_break_the_files(tmp_path: Path) -> None:
+    """bash 5.2 puts the matched text for each "&" in a substitution's value (patsub_replacement): a
+    certificate path with "&" was written with "@CERT@" inside it. A TURN host or address with a quote
+    would end the Lua string it is put in."""
+    folder = tmp_path / "certs & keys"
+    folder.mkdir()
+    cert, key = folder / "relay.crt", folder / "relay.key"
+    self_signed(cert, key)
+
+    def setup(*extra: str) -> subprocess.CompletedProcess[str]:
+        args = ["relay.test", "--render", str(tmp_path / "out"), "--cert", str(cert), "--key", str(key)]
+        return subprocess.run(
+            ["bash", str(ROOT / "relay/setup"), *args, *extra], capture_output=True, text=True, timeout=30
+        )
+
+    assert setup().returncode == 0
+    rendered = (tmp_path / "out" / "relay.test.cfg.lua").read_text()
+    assert f'certificate = "{cert}";' in rendered and "@CERT@" not in rendered
+    for option, bad in (
+        ("--turn-host", 'turn"x.test'),
+        ("--turn-host", "turn&x"),
+        ("--address", "1.2.3.4 x"),
+    ):
+        refused = setup(option, bad)
+        assert refused.returncode == 2 and option in refused.stderr, (option, bad, refused.stderr)

@@ -7,6 +7,9 @@
 stage=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$stage/../../../.." && pwd)
 downloads="${WORK_DIR:-/tmp}/emocall-downloads"
+# The Edge TPU files wait in the root outside /tmp: install.sh's scrub empties /tmp before they are
+# installed.
+staged=/var/cache/emocall-stage
 
 # Download each pinned file once; a missing or different sha256 stops the build.
 fetch_pinned() {
@@ -32,24 +35,25 @@ compile_edgetpu_model() {
     exit 1
   fi
   edgetpu_compiler -s -o "$downloads" "$model"
-  install -m 0644 "$downloads/emotion_int8_edgetpu.tflite" "$ROOTFS_DIR/tmp/emotion_int8_edgetpu.tflite"
+  install -m 0644 "$downloads/emotion_int8_edgetpu.tflite" "$ROOTFS_DIR$staged/emotion_int8_edgetpu.tflite"
 }
 
 fetch_pinned
 install -d "$ROOTFS_DIR/tmp/emocall-src"
 git -C "$repo" archive HEAD appliance models/edgetpu image-build pyproject.toml README.md |
   tar -C "$ROOTFS_DIR/tmp/emocall-src" -xf -
-cp "$downloads"/libedgetpu1-std_*.deb "$downloads"/tflite_runtime-*.whl "$ROOTFS_DIR/tmp/"
+install -d "$ROOTFS_DIR$staged"
+cp "$downloads"/libedgetpu1-std_*.deb "$downloads"/tflite_runtime-*.whl "$ROOTFS_DIR$staged/"
 compile_edgetpu_model
 
-on_chroot <<'CHROOT'
+on_chroot <<CHROOT
 set -e
 bash /tmp/emocall-src/image-build/install.sh
-dpkg -i /tmp/libedgetpu1-std_*.deb
+dpkg -i $staged/libedgetpu1-std_*.deb
 # One TFLite runtime in the venv, the one libedgetpu was built against (TF 2.17.1): ai-edge-litert is
 # far newer and the delegate would crash in it. appliance/vision/litert.py falls back to tflite_runtime.
 /opt/emocall/venv/bin/pip uninstall -y -q ai-edge-litert
-/opt/emocall/venv/bin/pip install -q --no-deps --no-cache-dir /tmp/tflite_runtime-*.whl
-install -m 0644 /tmp/emotion_int8_edgetpu.tflite /usr/share/emocall/models/edgetpu/
-rm -rf /tmp/emocall-src /tmp/libedgetpu1-std_*.deb /tmp/tflite_runtime-*.whl /tmp/emotion_int8_edgetpu.tflite
+/opt/emocall/venv/bin/pip install -q --no-deps --no-cache-dir $staged/tflite_runtime-*.whl
+install -m 0644 $staged/emotion_int8_edgetpu.tflite /usr/share/emocall/models/edgetpu/
+rm -rf $staged /tmp/emocall-src
 CHROOT
