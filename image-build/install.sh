@@ -80,11 +80,14 @@ install_files() {
   imager_command /usr/lib/raspberrypi-sys-mods/imager_custom
   imager_command /usr/lib/userconf-pi/userconf
   install -D -m 0755 "$files/network/emocall-hotspot" /usr/lib/emocall/emocall-hotspot
-  [ -f /etc/emocall/config.toml ] || install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml
+  # Always this release's: a root from build.sh's cache holds the previous one (first boot replaces it
+  # with the flasher's emocall.toml where there is one).
+  install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml
   install -D -m 0644 "$files/pipewire/50-emocall-echo-cancel.conf" \
     /etc/pipewire/pipewire.conf.d/50-emocall-echo-cancel.conf
   install -D -m 0644 "$files/journald/emocall.conf" /etc/systemd/journald.conf.d/50-emocall.conf
   install -D -m 0644 "$files/udev/60-emocall.rules" /etc/udev/rules.d/60-emocall.rules
+  rm -rf /usr/share/emocall/models/edgetpu  # a cached root's may hold files this release dropped
   install -d /usr/share/emocall/models/edgetpu
   install -m 0644 "$src"/models/edgetpu/emotion.json "$src"/models/edgetpu/*.tflite /usr/share/emocall/models/edgetpu/
 }
@@ -139,7 +142,7 @@ main() {
   [ "$(id -u)" -eq 0 ] || { say "run as root"; exit 1; }
   if [ -e /var/lib/emocall-firstboot.done ]; then
     say "this is a unit after its first boot: installing here would remove its SSH host keys, machine id and name"
-    say "update a unit with a new image (or pip install the package into $venv)"
+    say "update a unit with a new image (it starts as new: image-build/README.md, Flashing) or pip install the package into $venv"
     exit 1
   fi
   install_packages
