@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -15,7 +16,6 @@ from appliance import platform
 from appliance.audio import AudioError, Speaker, resample
 from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.select import open_speaker
-from appliance.audio.silent import SilentSpeaker
 from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.config import SpeechConfig
 from appliance.events import EventBus
@@ -120,26 +120,40 @@ def test_unwritable_wav_path_is_a_clear_error(tmp_path: Path) -> None:
         WavSpeaker(tmp_path / "file" / "out.wav")
 
 
-def test_aplay_without_a_sound_card_is_a_clear_error() -> None:
-    if not shutil.which("aplay"):
-        pytest.skip("aplay is not installed (alsa-utils)")
-    if platform.sound_cards():
-        pytest.skip("this machine has a sound card: aplay would play")
-    with pytest.raises(AudioError, match=r"aplay cannot play: .*check the sound card"):
-        AplaySpeaker("default")
-
-
-def test_a_sound_device_that_cannot_play_leaves_the_unit_silent_never_a_file(tmp_path: Path) -> None:
+def test_a_sound_device_that_cannot_play_is_said_and_never_a_file(tmp_path: Path) -> None:
     if not shutil.which("aplay") or platform.sound_cards():
         pytest.skip("needs aplay and no sound card")
-    cfg = SpeechConfig(output="alsa", device="default")
-    speaker = open_speaker(cfg, tmp_path)
+    events = EventBus()
+    speaker = open_speaker(SpeechConfig(output="alsa", device="default"), tmp_path, events)
     try:
-        assert isinstance(speaker, SilentSpeaker)
-        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+        with pytest.raises(AudioError):
+            speaker.play(sine(1000, 0.1), RATE)
+        [down] = events.recent("audio.unavailable")
+        assert re.search(r"aplay stopped: .*check the sound card", down.data["reason"]), down.data
     finally:
         speaker.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_speaker_that_cannot_play_at_start_is_tried_again_and_plays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audio server not up yet when the unit starts: the unit stayed silent (no speaker) until it
+    was restarted, though the same outage later is retried. Now it is retried from the start."""
+    log = stand_in_aplay(tmp_path, monkeypatch, FIRST_FAILS_APLAY)
+    events = EventBus()
+    speaker = open_speaker(SpeechConfig(output="alsa", device="null"), tmp_path, events)
+    try:
+        assert isinstance(speaker, AplaySpeaker)
+        deadline = time.monotonic() + 10
+        while not events.recent("audio.recovered") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+    finally:
+        speaker.close()
+    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
+    assert "Connection refused" in events.recent("audio.unavailable")[0].data["reason"]
+    assert starts(log) == 2
 
 
 def test_the_wav_file_starts_again_when_it_reaches_its_limit(tmp_path: Path) -> None:
@@ -211,6 +225,12 @@ timeout 0.6 cat >/dev/null  # opens, plays half a second, then the card fails
 echo "aplay: pcm_write:2178: write error: Input/output error" >&2
 exit 1"""
 RECORDING_APLAY = 'echo $$ >>"$APLAY_STARTS"\nexec cat >>"$APLAY_HEARD"'
+FIRST_FAILS_APLAY = """echo $$ >>"$APLAY_STARTS"
+if [ "$(wc -l <"$APLAY_STARTS")" -eq 1 ]; then
+  echo "ALSA lib pcm_pipewire.c: Connection refused" >&2  # the audio server not up yet
+  exit 1
+fi
+exec cat >/dev/null"""
 
 
 def stand_in_aplay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
@@ -305,3 +325,30 @@ def test_the_reopen_wait_stays_at_its_maximum_however_long_a_part_is_gone() -> N
     """A speaker gone for 8 hours reached attempt 1024: 2**1024 does not fit a float, the mixer's
     thread died of the OverflowError, and the unit stayed silent after the speaker came back."""
     assert [backoff(n) for n in (0, 1, 5, 1024, 10**6)] == [1.0, 2.0, 30.0, 30.0, 30.0]
+
+
+def test_call_audio_late_after_a_burst_catches_up(tmp_path: Path) -> None:
+    """The network stalls 0.3 s, then delivers what it held at once: the backlog stayed, and the
+    other person's voice was 0.3 s later for the rest of the call. It is dropped back to a few
+    tens of ms within about a second."""
+    chunk = sine(300, 0.02)
+    speaker = WavSpeaker(tmp_path / "out.wav")
+    start = time.monotonic()
+
+    def steady(seconds: float) -> None:
+        for _ in range(round(seconds / 0.02)):
+            speaker.write_call(chunk)
+            time.sleep(0.02)
+
+    steady(0.5)
+    for _ in range(15):  # 0.3 s late, all at once
+        speaker.write_call(chunk)
+    steady(2.5)
+    written_at = time.monotonic() - start
+    speaker.write_call(sine(1000, 0.02))  # a marker, to find in the output
+    steady(0.5)
+    speaker.close()
+    audio, rate = read_wav(tmp_path / "out.wav")
+    blocks = audio[: audio.size // 480 * 480].reshape(-1, 480)
+    heard = next(i for i, b in enumerate(blocks) if band_level(b, 1000) > 4 * band_level(b, 300)) * 480 / rate
+    assert heard - written_at < 0.15, heard - written_at

@@ -47,7 +47,9 @@ HOLD = 0.3
 class ButtonUnit:
     """One unit built as ``emocall run`` builds it for calls, plus the button on a mock pin."""
 
-    def __init__(self, name: str, data_dir: Path, host: str, choice_seconds: float = 0.8) -> None:
+    def __init__(
+        self, name: str, data_dir: Path, host: str, choice_seconds: float = 0.8, forget_window: float = 15.0
+    ) -> None:
         self.name, self.port, self.host = name, free_port(), host
         self.states: list[str] = []
         self._cond = threading.Condition()
@@ -94,6 +96,7 @@ class ButtonUnit:
             sharing=lambda: self.store.settings().share_expressions,
             set_sharing=lambda on: self.store.update_settings({"share_expressions": on}),
             forget=self._forget,
+            window_seconds=forget_window,
         )
         self.button = CallButton(
             gpio,

@@ -279,6 +279,35 @@ def test_four_long_presses_in_idle_forget_everything(tmp_path: Path) -> None:
     assert unit.forgotten == 1
 
 
+def test_holds_that_wait_for_each_sentence_still_forget_everything(tmp_path: Path) -> None:
+    """All four holds had to fall within the window (15 s), but each of the first two says the
+    address (7.5 s in English): a person who listened before holding again never got there. Each
+    hold now counts from the one before or from the end of what the unit said since. Here the
+    window is shorter than a hold and its sentence, as 15 s is shorter than a listener's four."""
+    unit = ButtonUnit("Asha", tmp_path / "a", host_address(), forget_window=1.0)
+    try:
+        for _ in range(4):
+            unit.press(HOLD + 0.2)
+            time.sleep(0.3)  # the sentence starts
+            assert unit.announcer.wait_idle(20)
+            time.sleep(0.5)  # heard to its end, then the next hold
+        deadline = time.monotonic() + 5
+        while not unit.forgotten and time.monotonic() < deadline:
+            time.sleep(0.05)
+        said = [s.item.text for s in unit.announcer.spoken]
+        # Holds longer than the window after the unit fell silent: each starts again.
+        for _ in range(3):
+            unit.press(HOLD + 0.2)
+            time.sleep(0.3)
+            assert unit.announcer.wait_idle(20)
+            time.sleep(1.6)
+        again = [s.item.text for s in unit.announcer.spoken][len(said) :]
+    finally:
+        unit.close()
+    assert unit.forgotten == 1 and len(said) == 3, said
+    assert len(again) == 3 and all(text.startswith("This unit's address") for text in again), again
+
+
 class Browser:
     """The owner's browser on a running unit: cookies, CSRF token, the code read off the display."""
 

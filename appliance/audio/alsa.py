@@ -61,11 +61,22 @@ class AplaySpeaker(MixingSpeaker):
         self._args = [aplay, "-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-c", "1"]
         self._args += ["-r", str(self.sample_rate), f"--buffer-time={BUFFER_MICROSECONDS}", "-"]
         self._max_queued = round(MAX_QUEUED_SECONDS * self.sample_rate) * BYTES_PER_SAMPLE
-        self._open_output()
+        self._spawn()
+        try:
+            self._check_started()
+        except AudioError as e:
+            # Not playing at start (the audio server not up yet, a USB speaker plugged in later): an
+            # outage as one later is, which the mixer retries and says (audio.unavailable, then
+            # audio.recovered once it plays); the unit would otherwise stay mute until restarted.
+            log.error("%s; trying again", e)
         self.start()
 
     def _open_output(self) -> None:
         """Start aplay; at start-up and again whenever it has ended (the mixer reopens the output)."""
+        self._spawn()
+        self._check_started()
+
+    def _spawn(self) -> None:
         try:
             # Unbuffered: Python's 8 KiB write buffer would hold back 85 ms of audio.
             self._proc = subprocess.Popen(
@@ -77,6 +88,8 @@ class AplaySpeaker(MixingSpeaker):
         self._reader = threading.Thread(target=self._read_errors, name="aplay-stderr", daemon=True)
         self._reader.start()
         self.pipe_bytes = self._shrink_pipe()
+
+    def _check_started(self) -> None:
         try:
             self._proc.wait(timeout=STARTUP_CHECK_SECONDS)
         except subprocess.TimeoutExpired:

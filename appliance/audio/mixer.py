@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 BLOCK_SECONDS = 0.01
 # Call audio beyond this much is dropped, oldest first: late audio is worse than a gap.
 MAX_CALL_BACKLOG_SECONDS = 0.5
+# Call audio that stayed queued beyond CALL_TARGET_SECONDS all through a DRAIN_SECONDS window is
+# dropped down to it: after a burst (the network stalled, then delivered at once) arrivals and
+# playback run at the same rate, and the other person's voice would stay that late all call.
+CALL_TARGET_SECONDS = 0.06
+DRAIN_SECONDS = 1.0
 # ``play`` counts the output as stopped after this many checks in a row without a block written.
 # Counted in checks, not seconds: a paused process (SIGSTOP, a Pi starved of CPU) wakes to find the
 # clock far ahead and its output merely behind, which is not a broken speaker.
@@ -85,6 +90,8 @@ class MixingSpeaker:
         self._play_lock = threading.Lock()
         self._call: deque[np.ndarray] = deque()
         self._call_len = 0
+        self._call_floor = 0  # the least call audio queued in this drain window (samples)
+        self._floor_blocks = 0  # blocks output in this drain window
         self._current: tuple[Played, np.ndarray] | None = None
         self._pos = 0  # samples of the current announcement already output
         self._gain = 1.0
@@ -177,11 +184,23 @@ class MixingSpeaker:
                 self._call[0] = chunk[take:]
         return out
 
+    def _drain_call(self) -> None:
+        """Once a window, drop (oldest first) what stayed queued beyond the target all through it."""
+        self._call_floor = min(self._call_floor, self._call_len)
+        self._floor_blocks += 1
+        if self._floor_blocks * self._block < DRAIN_SECONDS * self.sample_rate:
+            return
+        excess = self._call_floor - round(CALL_TARGET_SECONDS * self.sample_rate)
+        if excess > 0:
+            self._take_call(excess)
+        self._call_floor, self._floor_blocks = self._call_len, 0
+
     def _mix(self) -> tuple[np.ndarray, Played | None]:
         """The next block of output and the announcement that started in it, if one did."""
         n = self._block
         with self._lock:
             call = self._take_call(n)
+            self._drain_call()
             target = self._duck_gain if self._current is not None else 1.0
             gains = np.clip(
                 self._gain + np.sign(target - self._gain) * self._ramp_step * np.arange(1, n + 1),

@@ -1,8 +1,9 @@
 """Picks the speaker backend from config: the system's audio server where there is a sound card.
 
-Where there is none, or it fails, the unit stays silent (and says so in the log and as
-``audio.unavailable``): it never falls back to a file, which would record the other person's
-voice. The WAV file is for this machine, the tests and the demo, and only when chosen
+Where there is none, or aplay is missing, the unit stays silent (and says so in the log and as
+``audio.unavailable``); a device that cannot play yet is an outage, retried (``MixingSpeaker``). It
+never falls back to a file, which would record the other person's voice. The WAV file is for this
+machine, the tests and the demo, and only when chosen
 (``[speech] output = "wav"``).
 """
 
@@ -34,7 +35,7 @@ def wav_path(cfg: SpeechConfig, data_dir: Path) -> Path:
 
 
 def open_speaker(cfg: SpeechConfig, data_dir: Path, events: EventBus | None = None) -> Speaker:
-    """The configured speaker; a sound device that is missing or cannot play leaves the unit silent."""
+    """The configured speaker; no sound card, or no aplay, leaves the unit silent."""
     backend = backend_name(cfg)
     if backend == "wav":
         return WavSpeaker(

@@ -2,8 +2,10 @@
 
 - In a call, two presses within ``double_seconds`` switch sharing of the user's expressions off
   (or on again); the unit says which ("Your expressions are no longer shared.").
-- In idle, ``FORGET_HOLDS`` long presses within ``window_seconds`` forget everything
-  (``appliance.app.Appliance.forget_everything``). The first ``ADDRESS_HOLDS`` are the button's own
+- In idle, ``FORGET_HOLDS`` long presses in a row forget everything
+  (``appliance.app.Appliance.forget_everything``), each within ``window_seconds`` of the one before
+  or of the end of what the unit said in between: a person listens to each sentence (the address
+  takes 6-8 s to say) before holding again. The first ``ADDRESS_HOLDS`` are the button's own
   (each says the unit's address: a person who missed it holds again to hear it again); after each
   further one but the last the unit says how many more it takes, so it never happens by accident
   or unannounced.
@@ -38,7 +40,8 @@ class PrivacyGestures:
         self._double, self._window, self._clock = double_seconds, window_seconds, clock
         self._lock = threading.Lock()
         self._last_press = -float("inf")
-        self._holds: list[float] = []
+        self._holds = 0  # long presses in a row
+        self._last_hold = -float("inf")
 
     def press_in_call(self) -> bool:
         """A short press in a call; True when it completed a double press (sharing switched)."""
@@ -56,11 +59,14 @@ class PrivacyGestures:
         ADDRESS_HOLDS steps (the button does what a long press does), True when this one was said or
         done here."""
         now = self._clock()
+        quiet = self._announcer.quiet_since()
         with self._lock:
-            self._holds = [t for t in self._holds if now - t <= self._window] + [now]
-            left = FORGET_HOLDS - len(self._holds)
+            since = min(now - self._last_hold, 0.0 if quiet is None else now - quiet)
+            self._holds = self._holds + 1 if since <= self._window else 1
+            self._last_hold = now
+            left = FORGET_HOLDS - self._holds
             if left <= 0:
-                self._holds = []
+                self._holds = 0
         if left >= FORGET_HOLDS - ADDRESS_HOLDS:
             return False
         if left > 0:

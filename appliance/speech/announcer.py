@@ -74,6 +74,7 @@ class Announcer:
         self._said: dict[str, str] = {}  # peer -> last emotion said
         self._current: Item | None = None  # newest confident emotion, for repeat_last
         self._last_emotion_at = -float("inf")
+        self._quiet_since = -float("inf")  # when the last announcement ended
         self._busy = False
         self._stop = False
         self.spoken: list[Spoken] = []
@@ -85,6 +86,11 @@ class Announcer:
     def speaking(self) -> bool:
         with self._cond:
             return self._busy
+
+    def quiet_since(self) -> float | None:
+        """When the unit last fell silent (its clock); None while it speaks or a sentence waits."""
+        with self._cond:
+            return None if self._busy or self._states else self._quiet_since
 
     def say(self, text: str, *, secret: bool = False) -> None:
         """Queue a device or call state sentence; it goes before any emotion.
@@ -195,6 +201,7 @@ class Announcer:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._quiet_since = self._clock()
                     self._cond.notify_all()
 
     def _speak(self, item: Item) -> None:
