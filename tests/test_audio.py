@@ -352,3 +352,23 @@ def test_call_audio_late_after_a_burst_catches_up(tmp_path: Path) -> None:
     blocks = audio[: audio.size // 480 * 480].reshape(-1, 480)
     heard = next(i for i, b in enumerate(blocks) if band_level(b, 1000) > 4 * band_level(b, 300)) * 480 / rate
     assert heard - written_at < 0.15, heard - written_at
+
+
+def test_call_audio_stays_ducked_between_sentences_said_in_a_row(tmp_path: Path) -> None:
+    """Each sentence is its own play: in the 25-80 ms espeak-ng takes to make the next one, the
+    other person's voice came back to full level and was ducked again, a swell between sentences."""
+    speaker = WavSpeaker(tmp_path / "out.wav", duck_gain=0.25)
+    speaker.write_call(sine(300, 0.5))
+    time.sleep(0.05)
+    speaker.play(sine(1000, 0.1), RATE)
+    time.sleep(0.06)  # the next sentence being made
+    speaker.play(sine(1000, 0.1), RATE)
+    speaker.write_call(sine(300, 0.4))  # the other person still talking
+    time.sleep(0.35)  # and nothing more to say
+    speaker.close()
+    audio, _ = read_wav(tmp_path / "out.wav")
+    first, second = speaker.played
+    gap = audio[round((first.start_s + first.duration_s) * RATE) : round(second.start_s * RATE)]
+    assert gap.size >= 0.04 * RATE and band_level(gap, 300) == pytest.approx(2000, rel=0.15)
+    after = round((second.start_s + second.duration_s + 0.2) * RATE)
+    assert band_level(audio[after : after + 4800], 300) == pytest.approx(8000, rel=0.1)  # back after it

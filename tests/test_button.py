@@ -437,3 +437,69 @@ class CallEngineless:
 
     def wait_closed(self, timeout: float) -> None:
         raise AssertionError("no press can reach the engine")
+
+
+class ClosingForLong:
+    """A call engine whose lost call takes longer to close than a press waits (a relay's TURN)."""
+
+    has_button = True
+
+    def __init__(self, state: str = "lost") -> None:
+        self.state = state
+        self.reached: list[str] = []
+
+    def call(self, unit_id_or_name: str) -> None:
+        self.reached.append("call")
+
+    def answer(self) -> None:
+        self.reached.append("answer")
+
+    def hangup(self) -> None:
+        self.reached.append("hangup")
+
+    def wait_closed(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+
+def test_a_press_while_the_last_call_closes_for_long_is_said_not_dropped(tmp_path: Path) -> None:
+    """A press waits up to 3 s for a call just over to close; past that it matched nothing and the
+    user heard nothing, against "a press must never end in silence"."""
+    speaker = WavSpeaker(tmp_path / "speaker.wav")
+    announcer = Announcer(speaker, Espeak(rate_wpm=450), Phrases("en"))
+    pins = MockFactory()
+    gpio = Button(17, pin_factory=pins, hold_time=HOLD, bounce_time=None)
+    calls = ClosingForLong()
+    button = CallButton(gpio, calls, announcer, list, events=EventBus())
+    try:
+        gpio.pin.drive_low()
+        time.sleep(0.05)
+        gpio.pin.drive_high()
+        time.sleep(3.3)
+        assert announcer.wait_idle(20)
+        said = [s.item.text for s in announcer.spoken]
+    finally:
+        button.close()
+        announcer.close()
+        speaker.close()
+    assert said == ["The last call is still closing. Press again in a moment."] and calls.reached == []
+
+
+def test_a_press_let_go_as_the_hold_time_runs_out_is_one_press(tmp_path: Path) -> None:
+    """gpiozero's hold thread can fire just after the release: the press was answered as a press and
+    then as a hold too, so a ringing call was answered and declined at once."""
+    speaker = WavSpeaker(tmp_path / "speaker.wav")
+    announcer = Announcer(speaker, Espeak(rate_wpm=450), Phrases("en"))
+    gpio = Button(17, pin_factory=MockFactory(), hold_time=HOLD, bounce_time=None)
+    calls = ClosingForLong("ringing")
+    button = CallButton(gpio, calls, announcer, list, events=EventBus())
+    try:
+        gpio.pin.drive_low()
+        time.sleep(0.05)
+        gpio.pin.drive_high()  # let go...
+        gpio.when_held()  # ...as gpiozero's hold thread, timed out a moment before, calls back
+        time.sleep(0.5)
+    finally:
+        button.close()
+        announcer.close()
+        speaker.close()
+    assert calls.reached == ["answer"]

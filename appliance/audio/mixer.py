@@ -52,6 +52,9 @@ HISTORY = 100
 RECOVERED_SECONDS = 2.0
 # Played this long without failing, the next failure's retries start again at 1 s.
 HEALTHY_SECONDS = 60.0
+# Call audio stays ducked this long after an announcement: the next sentence of a row (espeak-ng
+# takes 25-80 ms to make it) would otherwise start after a swell of the other person's voice.
+DUCK_HOLD_SECONDS = 0.15
 
 
 def volume_gain(percent: int) -> float:
@@ -95,6 +98,7 @@ class MixingSpeaker:
         self._current: tuple[Played, np.ndarray] | None = None
         self._pos = 0  # samples of the current announcement already output
         self._gain = 1.0
+        self._ducked_until = 0  # the sample (of _written) up to which call audio stays ducked
         self._volume = self._volume_target = 1.0
         self._written = 0  # samples output so far
         self.played: list[Played] = []
@@ -201,7 +205,9 @@ class MixingSpeaker:
         with self._lock:
             call = self._take_call(n)
             self._drain_call()
-            target = self._duck_gain if self._current is not None else 1.0
+            if self._current is not None:
+                self._ducked_until = self._written + n + round(DUCK_HOLD_SECONDS * self.sample_rate)
+            target = self._duck_gain if self._written < self._ducked_until else 1.0
             gains = np.clip(
                 self._gain + np.sign(target - self._gain) * self._ramp_step * np.arange(1, n + 1),
                 min(self._gain, target),

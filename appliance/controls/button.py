@@ -8,6 +8,7 @@
 - ringing: a press answers;
 - a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
   within a second): a press waits for idle and then does what it does there, to call back at once;
+  one still closing after ``ENDING_SECONDS`` (a relay's TURN allocation) is said, not dropped;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
 - a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
@@ -131,6 +132,10 @@ class CallButton:
 
     def _on_held(self) -> None:
         with self._lock:
+            # gpiozero's hold thread can time out just as the button is let go: the release, seen
+            # first, counted it as a press (a ringing call answered), so it is not a hold as well.
+            if not self._button.is_pressed:
+                return
             self._held = True
             cancelled = self._cancel_choice()
         self._submit(lambda: self._long_press(cancelled))
@@ -158,6 +163,9 @@ class CallButton:
         if state not in IN_PROGRESS and state != "idle":  # a call just over: see the top
             self._calls.wait_closed(ENDING_SECONDS)
             state = self._calls.state
+            if state not in IN_PROGRESS and state != "idle":  # a relay's TURN can take longer
+                self._announcer.state("still_closing")
+                return
         if state == "ringing":
             log.info("button: answering")
             self._calls.answer()

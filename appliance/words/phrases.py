@@ -132,6 +132,7 @@ EN = {
     "still_calling": "Still calling {peer}. Hold the button to stop calling.",
     "choose_peer_number": "{peer}, number {n}?",
     "cancelled": "Cancelled.",
+    "still_closing": "The last call is still closing. Press again in a moment.",
     # "Forget everything" on a read-only card: only the copy in memory was erased (appliance/card.py).
     "forgotten_card_kept": (
         "This unit starts as new for now, but nothing can be written on its memory card, so everything"
@@ -233,6 +234,7 @@ HI = {
     "still_calling": "{peer} को अब भी कॉल कर रहे हैं। कॉल रोकने के लिए बटन दबाकर रखिए।",
     "choose_peer_number": "{peer}, नंबर {n}?",
     "cancelled": "रद्द कर दिया गया।",
+    "still_closing": "पिछली कॉल अभी बंद हो रही है। थोड़ी देर में फिर से दबाइए।",
     "forgotten_card_kept": (
         "यूनिट अभी नए सिरे से शुरू हो रही है, पर इसके मेमोरी कार्ड पर कुछ लिखा नहीं जा सकता, इसलिए यूनिट"
         " फिर से चालू होने पर सब कुछ वापस आ जाएगा। अपनी मदद करने वाले व्यक्ति से कार्ड बदलने को कहें।"
@@ -335,6 +337,7 @@ BN = {
     "still_calling": "{peer}-কে এখনো কল করা হচ্ছে। কল থামাতে বোতাম চেপে ধরে রাখুন।",
     "choose_peer_number": "{peer}, নম্বর {n}?",
     "cancelled": "বাতিল করা হয়েছে।",
+    "still_closing": "আগের কলটি এখনো বন্ধ হচ্ছে। একটু পরে আবার চাপুন।",
     "forgotten_card_kept": (
         "ইউনিটটি আপাতত নতুন করে শুরু হচ্ছে, কিন্তু এর মেমোরি কার্ডে কিছু লেখা যাচ্ছে না, তাই ইউনিটটি আবার"
         " চালু হলে সব কিছু ফিরে আসবে। যিনি আপনাকে সাহায্য করেন, তাঁকে কার্ডটি বদলে দিতে বলুন।"
