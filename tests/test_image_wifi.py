@@ -95,7 +95,8 @@ case "$*" in
   "radio wifi on") rm -f "$HOME_NET/radio-off" ;;
   "device wifi hotspot "*)  # the radio on, and a Wi-Fi name of 32 bytes at most, as NetworkManager
     args="$*"; ssid=${args#* ssid }; ssid=${ssid% password *}
-    [ ! -e "$HOME_NET/radio-off" ] && [ "${#ssid}" -le 32 ] || exit 10 ;;
+    [ ! -e "$HOME_NET/radio-off" ] && [ "${#ssid}" -le 32 ] || exit 10
+    if [ -e "$HOME_NET/radio-waking" ]; then rm "$HOME_NET/radio-waking"; exit 10; fi ;;
 esac""",
     "id": "echo 1000",
     "runuser": """echo "$*" >>"$HOME_NET/runuser.log"
@@ -137,8 +138,9 @@ class Hotspot:
             f'[unit]\ndata_dir = "{tmp_path}"\n[speech]\noutput = "wav"\nwav_file = "{self.net}/said.wav"\n'
         )
         (self.net / "phone").touch()  # the owner's phone is on the setup page
-        if radio_off:
+        if radio_off:  # and not ready at once when switched on
             (self.net / "radio-off").touch()
+            (self.net / "radio-waking").touch()
         self.password = tmp_path / "password"
         env = {
             "PATH": f"{bin_dir}:{os.environ['PATH']}",

@@ -501,3 +501,9 @@ def test_setup_renders_values_as_given_and_refuses_names_that_would_break_the_fi
     ):
         refused = setup(option, bad)
         assert refused.returncode == 2 and option in refused.stderr, (option, bad, refused.stderr)
+    for option, good in (
+        ("--turn-host", "turn.example.org."),
+        ("--turn-host", "::1"),
+        ("--address", "fe80::1%eth0"),
+    ):
+        assert setup(option, good).returncode == 0, (option, good)

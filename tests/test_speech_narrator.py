@@ -319,8 +319,8 @@ def test_emocall_say_writes_speech_to_a_wav(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_emocall_say_plays_at_the_owners_volume(tmp_path: Path) -> None:
-    """The hotspot's and the cannot-start sentences use ``say``: at the volume the owner chose (50:
-    an eighth of full scale, cubic), read from the unit's store."""
+    """The hotspot's and the cannot-start sentences use ``say``: at the volume the owner chose (50),
+    read from the unit's store, against a new unit's default (80): cubic, as PipeWire's percentages."""
     data = tmp_path / "unit"
     store = StateStore(data / STATE_FILE, EventBus(), {"display_name": "Kitchen"})
     store.update_settings({"volume": 50})
@@ -331,7 +331,7 @@ def test_emocall_say_plays_at_the_owners_volume(tmp_path: Path) -> None:
     )
     assert cli.main(["say", "Joined the network.", "--wav", str(half), "--data-dir", str(data)]) == 0
     (loud, _), (soft, _) = read_wav(full), read_wav(half)
-    assert rms(soft) / rms(loud) == pytest.approx(1 / 8, rel=0.05)
+    assert rms(soft) / rms(loud) == pytest.approx((50 / 80) ** 3, rel=0.05)
 
 
 def test_forgetting_on_a_read_only_card_says_the_card_still_holds_it(tmp_path: Path) -> None:
@@ -349,3 +349,16 @@ def test_forgetting_on_a_read_only_card_says_the_card_still_holds_it(tmp_path: P
         ]
     finally:
         unit.close()
+
+
+def test_the_start_up_sentence_waits_for_a_speaker_not_playing_yet(unit: Talking) -> None:
+    """The audio server comes up after the unit: the start-up sentence, made while the speaker was
+    down, was dropped, and the owner heard only "The speaker works again." without ever hearing
+    that the unit was ready (or the sharing question)."""
+    unit.events.publish("audio.unavailable", "no speaker", reason="aplay cannot play: Connection refused")
+    unit.events.publish("camera.ready", "camera ready", backend="file")
+    unit.events.publish("unit.ready", "ready", name="Kitchen")
+    time.sleep(0.5)  # past the settling time: the sentence is due
+    unit.events.publish("audio.recovered", "the speaker works again")
+    unit.wait_spoken(3)
+    assert unit.said()[1:] == ["The speaker works again.", "Kitchen is ready. Camera ready."]

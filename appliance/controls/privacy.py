@@ -3,12 +3,12 @@
 - In a call, two presses within ``double_seconds`` switch sharing of the user's expressions off
   (or on again); the unit says which ("Your expressions are no longer shared.").
 - In idle, ``FORGET_HOLDS`` long presses in a row forget everything
-  (``appliance.app.Appliance.forget_everything``), each within ``window_seconds`` of the one before
-  or of the end of what the unit said in between: a person listens to each sentence (the address
-  takes 6-8 s to say) before holding again. The first ``ADDRESS_HOLDS`` are the button's own
-  (each says the unit's address: a person who missed it holds again to hear it again); after each
-  further one but the last the unit says how many more it takes, so it never happens by accident
-  or unannounced.
+  (``appliance.app.Appliance.forget_everything``), each after no more than ``window_seconds`` of
+  silence since the one before: a person listens to each sentence (the address takes 6-8 s to say)
+  before holding again, and holds with a pause between them start again. The first
+  ``ADDRESS_HOLDS`` are the button's own (each says the unit's address: a person who missed it
+  holds again to hear it again); after each further one but the last the unit says how many more
+  it takes, so it never happens by accident or unannounced.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ class PrivacyGestures:
         forget: Callable[[], object],
         double_seconds: float = 0.8,
         window_seconds: float = 15.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._announcer, self._forget = announcer, forget
         self._sharing, self._set_sharing = sharing, set_sharing
-        self._double, self._window, self._clock = double_seconds, window_seconds, clock
+        self._double, self._window = double_seconds, window_seconds
+        self._clock = time.monotonic  # the announcer's (longest_silence) too
         self._lock = threading.Lock()
         self._last_press = -float("inf")
         self._holds = 0  # long presses in a row
@@ -59,10 +59,9 @@ class PrivacyGestures:
         ADDRESS_HOLDS steps (the button does what a long press does), True when this one was said or
         done here."""
         now = self._clock()
-        quiet = self._announcer.quiet_since()
         with self._lock:
-            since = min(now - self._last_hold, 0.0 if quiet is None else now - quiet)
-            self._holds = self._holds + 1 if since <= self._window else 1
+            silent = self._announcer.longest_silence(self._last_hold)
+            self._holds = self._holds + 1 if silent <= self._window else 1
             self._last_hold = now
             left = FORGET_HOLDS - self._holds
             if left <= 0:

@@ -74,7 +74,8 @@ class Announcer:
         self._said: dict[str, str] = {}  # peer -> last emotion said
         self._current: Item | None = None  # newest confident emotion, for repeat_last
         self._last_emotion_at = -float("inf")
-        self._quiet_since = -float("inf")  # when the last announcement ended
+        self._spans: deque[tuple[float, float]] = deque(maxlen=HISTORY)  # (start, end) of each said
+        self._busy_from = 0.0  # when what is being said now started
         self._busy = False
         self._stop = False
         self.spoken: list[Spoken] = []
@@ -87,10 +88,16 @@ class Announcer:
         with self._cond:
             return self._busy
 
-    def quiet_since(self) -> float | None:
-        """When the unit last fell silent (its clock); None while it speaks or a sentence waits."""
+    def longest_silence(self, since: float) -> float:
+        """The longest time since ``since`` (this announcer's clock) that the unit said nothing."""
         with self._cond:
-            return None if self._busy or self._states else self._quiet_since
+            spans = [span for span in self._spans if span[1] > since]
+            if self._busy:
+                spans.append((self._busy_from, float("inf")))
+        longest, cursor = 0.0, since
+        for start, end in spans:
+            longest, cursor = max(longest, start - cursor), max(cursor, end)
+        return max(longest, self._clock() - cursor)
 
     def say(self, text: str, *, secret: bool = False) -> None:
         """Queue a device or call state sentence; it goes before any emotion.
@@ -192,7 +199,7 @@ class Announcer:
                     item, wait = self._next()
                 if self._stop or item is None:
                     return
-                self._busy = True
+                self._busy, self._busy_from = True, self._clock()
             try:
                 self._speak(item)
             except (SpeechError, AudioError) as e:
@@ -201,7 +208,7 @@ class Announcer:
             finally:
                 with self._cond:
                     self._busy = False
-                    self._quiet_since = self._clock()
+                    self._spans.append((self._busy_from, self._clock()))
                     self._cond.notify_all()
 
     def _speak(self, item: Item) -> None:

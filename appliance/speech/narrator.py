@@ -99,6 +99,8 @@ class Narrator:
         self._settle = settle_s
         self._lock = threading.Lock()
         self._started = False  # the start-up sentence was said; later device events are said alone
+        self._speaker_down = False  # between audio.unavailable and audio.recovered
+        self._unheard_start = ""  # the start-up sentence, kept while the speaker was down
         self._facts: dict[str, str] = {}  # part ("camera"...) -> phrase key, for the start-up sentence
         self._timer: threading.Timer | None = None
         self._handlers: dict[str, Callable[[Event], None]] = {
@@ -124,6 +126,7 @@ class Narrator:
     def _on_event(self, event: Event) -> None:
         if event.topic in ("vision.backend", "vision.unavailable"):
             self._vision_ok = event.topic == "vision.backend"
+        unheard = self._note_speaker(event.topic)
         handler = self._handlers.get(event.topic)
         if handler is not None:
             handler(event)
@@ -135,6 +138,19 @@ class Narrator:
                 self._announcer.state(key)
         elif event.topic == "vision.backend" and self._level >= 1:
             self._announcer.state(backend_key(str(event.data.get("backend", ""))))
+        if unheard:  # after "The speaker works again."
+            self._announcer.say(unheard)
+
+    def _note_speaker(self, topic: str) -> str:
+        """Follow the speaker; when it is back, the start-up sentence it could not say, if any."""
+        if topic not in ("audio.unavailable", "audio.recovered"):
+            return ""
+        with self._lock:
+            self._speaker_down = topic == "audio.unavailable"
+            if self._speaker_down:
+                return ""
+            unheard, self._unheard_start = self._unheard_start, ""
+        return unheard
 
     def _note_for_start(self, event: Event) -> bool:
         """Keep a device report for the start-up sentence; False once that has been said."""
@@ -167,7 +183,12 @@ class Narrator:
             if self._ask_sharing:  # how to answer: the button only where one works
                 facts.append("sharing_question" if self._has_button else "sharing_question_page")
         phrases = self._announcer.phrases
-        self._announcer.say(" ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)]))
+        sentence = " ".join([phrases.say("ready", name=name), *(phrases.say(k) for k in facts)])
+        with self._lock:
+            if self._speaker_down:  # an audio server not up yet: said once the speaker plays
+                self._unheard_start = sentence
+                return
+        self._announcer.say(sentence)
 
     def _on_call(self, event: Event) -> None:
         data = event.data

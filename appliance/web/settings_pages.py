@@ -31,9 +31,9 @@ CHANGED_ELSEWHERE = (
 
 
 def posted_settings() -> dict[str, str]:
-    """The settings form as sent, less its CSRF token and version: saved, shown again, or kept over
-    a login."""
-    return {k: v for k, v in request.form.items() if k not in ("csrf", VERSION)}
+    """The settings form as sent, less its CSRF token: saved, shown again, or kept over a login
+    (with the version of the settings it was filled from)."""
+    return {k: v for k, v in request.form.items() if k != "csrf"}
 
 
 def version(settings: Settings) -> str:
@@ -69,7 +69,8 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
             "settings.html",
             outcome=outcome,
             s=values,
-            version=version(parts.store.settings()),
+            # A form shown again (refused, or kept over a login) keeps the version it was filled from.
+            version=(form or {}).get(VERSION) or version(parts.store.settings()),
             languages=LANGUAGES,
         )
         return page, page_status(outcome)
@@ -91,13 +92,17 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     @owner_page
     def settings_post() -> ResponseReturnValue:
         form = posted_settings()
-        change: dict[str, Any] = {**form, **{flag: flag in form for flag in FLAGS}}
+        shown = form.get(VERSION)
+        fields = {k: v for k, v in form.items() if k != VERSION}
+        change: dict[str, Any] = {**fields, **{flag: flag in fields for flag in FLAGS}}
         current = parts.store.settings()
-        if request.form.get(VERSION, version(current)) != version(current):
-            return render_settings(Outcome(CHANGED_ELSEWHERE, "error"))
         try:
-            wanted = parse(SettingsChange, change).model_dump(exclude_none=True)
-            saved = parts.change_settings(owners_changes(wanted, current))
+            wanted = owners_changes(parse(SettingsChange, change).model_dump(exclude_none=True), current)
+            # Refused only if it would change something: the same form sent twice (a double press
+            # of Save) finds its change made, and is not told that nothing was saved.
+            if wanted and shown not in (None, version(current)):
+                return render_settings(Outcome(CHANGED_ELSEWHERE, "error"))
+            saved = parts.change_settings(wanted)
         except PAGE_ERRORS as e:
             return render_settings(problem(e), form)
         said = "Settings saved."
