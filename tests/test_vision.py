@@ -178,6 +178,43 @@ def test_a_held_face_is_read_as_the_mean_of_its_two_cuts(tmp_path: Path) -> None
     classifier.close()
 
 
+class Seen:
+    """The real classifier, keeping each face it was given."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self._classifier, self.name, self.faces = classifier, classifier.name, []
+
+    def classify(self, face: np.ndarray) -> np.ndarray:
+        self.faces.append(face.astype(np.float32))
+        return self._classifier.classify(face)
+
+    def close(self) -> None:
+        self._classifier.close()
+
+
+def test_the_pipeline_cuts_a_held_face_at_the_two_margins_in_turn() -> None:
+    """What the unit runs: a still face, its frames cut narrow, wide, narrow, wide."""
+    source = FileSource(need(CLIPS / "single_face.mp4"))
+    frame = source.read().image
+    source.close()
+    pipeline = open_pipeline(vision_cfg())
+    seen = Seen(pipeline.classifier)
+    pipeline.classifier = seen
+    try:
+        for i in range(6):
+            pipeline.process(frame, i / 10)
+    finally:
+        pipeline.close()
+    faces = seen.faces[-4:]
+    assert len(faces) == 4
+
+    def apart(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b).mean())
+
+    # Same cut two frames apart (the tracker's box barely moves), the other cut in between.
+    assert max(apart(faces[0], faces[2]), apart(faces[1], faces[3])) < apart(faces[0], faces[1]) / 3
+
+
 def smooth(sequence: list[np.ndarray], fps: float = 10.0) -> list[tuple[float, str]]:
     smoother = EmotionSmoother(LABELS, smoothing_params(config.VisionConfig()))
     changes = [smoother.update(p, i / fps) for i, p in enumerate(sequence)]

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from appliance.speech.announcer import Announcer
@@ -37,7 +36,7 @@ class PrivacyGestures:
         self._announcer, self._forget = announcer, forget
         self._sharing, self._set_sharing = sharing, set_sharing
         self._double, self._window = double_seconds, window_seconds
-        self._clock = time.monotonic  # the announcer's (longest_silence) too
+        self._clock = announcer.clock  # longest_silence's
         self._lock = threading.Lock()
         self._last_press = -float("inf")
         self._holds = 0  # long presses in a row

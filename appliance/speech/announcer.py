@@ -47,7 +47,7 @@ class Item:
 @dataclass(frozen=True)
 class Spoken:
     item: Item
-    started_at: float  # when it was handed to the speaker (time.monotonic())
+    started_at: float  # when it was handed to the speaker (``Announcer.clock``)
     seconds: float
 
 
@@ -74,8 +74,7 @@ class Announcer:
         self._said: dict[str, str] = {}  # peer -> last emotion said
         self._current: Item | None = None  # newest confident emotion, for repeat_last
         self._last_emotion_at = -float("inf")
-        self._spans: deque[tuple[float, float]] = deque(maxlen=HISTORY)  # (start, end) of each said
-        self._busy_from = 0.0  # when what is being said now started
+        self._busy_from = 0.0  # when what is being said now started (its synthesis included)
         self._busy = False
         self._stop = False
         self.spoken: list[Spoken] = []
@@ -88,10 +87,17 @@ class Announcer:
         with self._cond:
             return self._busy
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of ``spoken`` and ``longest_silence``."""
+        return self._clock
+
     def longest_silence(self, since: float) -> float:
-        """The longest time since ``since`` (this announcer's clock) that the unit said nothing."""
+        """The longest time since ``since`` (``clock``) that the unit was heard saying nothing: what
+        failed to play counts as silence."""
         with self._cond:
-            spans = [span for span in self._spans if span[1] > since]
+            spans = [(s.started_at, s.started_at + s.seconds) for s in self.spoken]
+            spans = [span for span in spans if span[1] > since]
             if self._busy:
                 spans.append((self._busy_from, float("inf")))
         longest, cursor = 0.0, since
@@ -208,7 +214,6 @@ class Announcer:
             finally:
                 with self._cond:
                     self._busy = False
-                    self._spans.append((self._busy_from, self._clock()))
                     self._cond.notify_all()
 
     def _speak(self, item: Item) -> None:
