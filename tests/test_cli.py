@@ -109,7 +109,10 @@ def test_say_speaks_a_phrase_in_the_language_of_the_units_settings(tmp_path: Pat
     phrase_args = ["--phrase", "network_joined", "--field", "ssid=Home", "--data-dir", str(data)]
     said = emocall("say", *phrase_args, "--wav", str(phrase))
     assert said.returncode == 0, said.stderr
-    hindi = emocall("say", "यूनिट नेटवर्क Home से जुड़ गई।", "--lang", "hi", "--wav", str(text))
+    # A unit of its own (new, so at the default volume as the first one), not the machine's default
+    # data folder, whose stored volume is whatever ran there last.
+    fresh = ("--data-dir", str(tmp_path / "fresh"))
+    hindi = emocall("say", "यूनिट नेटवर्क Home से जुड़ गई।", "--lang", "hi", *fresh, "--wav", str(text))
     assert hindi.returncode == 0, hindi.stderr
     assert np.array_equal(np.trim_zeros(read_wav(phrase)[0]), np.trim_zeros(read_wav(text)[0]))
     wrong = emocall("say", "--phrase", "hotspot_help", "--field", "ssid=Home", "--data-dir", str(data))

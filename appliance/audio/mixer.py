@@ -127,6 +127,8 @@ class MixingSpeaker:
     def set_volume(self, percent: int) -> None:
         with self._lock:
             self._volume_target = volume_gain(percent)
+            if self._current is None and not self._call:  # on silence: no click to ramp away, and an
+                self._volume = self._volume_target  # announcement next starts at the new volume
 
     def write_call(self, pcm: np.ndarray) -> None:
         chunk = np.asarray(pcm, dtype=np.int16).reshape(-1)
