@@ -145,3 +145,38 @@ def test_hindi_and_bengali_are_marked_as_such_for_a_screen_reader(tmp_path: Path
             assert ("Asha", "en", "strong") in texts  # a Latin name is the page's English
     finally:
         unit.close()
+
+
+def test_a_login_form_posted_twice_logs_in_once(units: tuple[Unit, Unit]) -> None:
+    """A double click on "Log in" (or on "I pressed the button") sends the form twice with the
+    cookie from before: the second post gets the session the first opened, not "the code has
+    expired" (the code or the press is spent), and no second session is opened."""
+    a, _ = units
+    for proof in ("code", "button"):
+        # As the unit's button sets it (appliance/controls/button.py); the code's browser waits not.
+        a.parts.presence.has_button = proof == "button"
+        visitor = a.app.test_client()
+        csrf = visitor.get("/api/owner").get_json()["csrf"]
+        visitor.post("/login/code", data={"csrf": csrf})
+        path, form = ("/login", {"csrf": csrf, "code": a.code("owner")})
+        if proof == "button":
+            assert a.parts.presence.press()
+            path, form = "/login/button", {"csrf": csrf}
+        before = visitor.get_cookie("emocall_session")
+        assert before is not None
+        first = visitor.post(path, data=form)
+        assert first.status_code == 302 and first.location.endswith("/"), proof
+        opened = visitor.get_cookie("emocall_session")
+        visitor.set_cookie("emocall_session", before.value)  # the second click's cookie
+        second = visitor.post(path, data=form)
+        assert second.status_code == 302 and second.location.endswith("/"), proof
+        assert opened is not None and visitor.get_cookie("emocall_session").value == opened.value
+        page = visitor.get("/", follow_redirects=True).get_data(as_text=True)
+        assert _title(page).startswith("Welcome. You can now change this unit"), proof
+
+        visitor.post("/logout", data={"csrf": visitor.get("/api/owner").get_json()["csrf"]})
+        visitor.set_cookie("emocall_session", before.value)  # the same form, resent after the logout
+        again = visitor.post(path, data=form)
+        assert again.status_code in (409, 422), proof  # the code expired, the button not pressed
+        assert _title(again.get_data(as_text=True)).startswith("Error: "), proof
+        assert visitor.get("/api/owner").get_json()["owner"] is False

@@ -23,14 +23,16 @@ import hmac
 import ipaddress
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, ParamSpec, TypeVar
 
 from flask import Flask, Response, abort, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 
+from appliance.pairing.service import AGAIN_S
 from appliance.state import StateStore
 
 P = ParamSpec("P")
@@ -116,6 +118,46 @@ def end_owner() -> None:
         _sessions().store.close_session(token)
     session.clear()
     g.emocall_owner = False
+
+
+@dataclass
+class RecentLogins:
+    """The logins of the last ``again_s``, by the CSRF token of the form that made them and what it
+    proved (the code typed, or "button"): the same login form posted again (a double click, a
+    resent form) gets the session the first post opened. Its code or button press is spent by then,
+    so the second post would otherwise say the code has expired to an owner who is logged in, or
+    not (a browser that dropped the first answer keeps the cookie from before it)."""
+
+    again_s: float = AGAIN_S
+    clock: Callable[[], float] = time.monotonic
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _opened: dict[tuple[str, str], tuple[float, dict[str, object]]] = field(default_factory=dict)
+
+    def remember(self, form: str, proof: str) -> None:
+        """Right after :func:`grant_owner`: the session it opened, for ``form`` posted again."""
+        with self._lock:
+            self._forget_old()
+            self._opened[(form, proof)] = (self.clock() + self.again_s, dict(session))
+
+    def resume(self, form: str, proof: str) -> bool:
+        """Give this browser the session ``form`` opened with ``proof``, if that is recent and open."""
+        with self._lock:
+            self._forget_old()
+            opened = self._opened.get((form, proof))
+        if opened is None:
+            return False
+        token, sessions = opened[1].get(SESSION_KEY), _sessions()
+        if not (isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)):
+            return False  # logged out since: the proof is spent, so the form says so
+        session.clear()
+        session.update(opened[1])
+        session.permanent = True
+        g.emocall_owner = True
+        return True
+
+    def _forget_old(self) -> None:
+        now = self.clock()
+        self._opened = {k: v for k, v in self._opened.items() if v[0] > now}
 
 
 def source() -> str:

@@ -186,11 +186,14 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     @bp.post("/login/button")
     @owner.csrf_only
     def login_button() -> ResponseReturnValue:
-        answer = presence.button_answer(parts.presence)
-        if answer != "present":
+        def pressed() -> ResponseReturnValue | None:
+            answer = presence.button_answer(parts.presence)
+            if answer == "present":
+                return None
             text = presence.NOT_YET[answer]
             return render_login(Outcome(text[0].upper() + text[1:] + ".", "error"), http=409)
-        return welcome()
+
+        return welcome("button", pressed)
 
     @bp.post("/login/again")
     @owner.csrf_only
@@ -206,16 +209,29 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     @owner.csrf_only
     def login_post() -> ResponseReturnValue:
         typed = request.form.get("code", "")
-        try:
-            parts.owner_codes.check(parse(OwnerLogin, {"code": typed}).code, owner.source())
-        except PAGE_ERRORS as e:
-            return render_login(problem(e, code_seconds=code_seconds), typed)
-        return welcome()
 
-    def welcome() -> ResponseReturnValue:
-        """The owner is in (code or button): back to the kept settings form, or to the status page."""
-        pending = session.get(PENDING)
-        owner.grant_owner()
+        def right_code() -> ResponseReturnValue | None:
+            try:
+                parts.owner_codes.check(parse(OwnerLogin, {"code": typed}).code, owner.source())
+            except PAGE_ERRORS as e:
+                return render_login(problem(e, code_seconds=code_seconds), typed)
+            return None
+
+        return welcome(typed.strip(), right_code)
+
+    logins = owner.RecentLogins()
+
+    def welcome(proof: str, refused: Callable[[], ResponseReturnValue | None]) -> ResponseReturnValue:
+        """The owner is in, once ``refused`` (the code or button check) has no answer of its own, or
+        this form already logged in with ``proof`` (posted twice): back to the kept settings form,
+        or to the status page."""
+        pending, form = session.get(PENDING), owner.csrf_token()
+        if not logins.resume(form, proof):
+            refusal = refused()
+            if refusal is not None:
+                return refusal
+            owner.grant_owner()
+            logins.remember(form, proof)
         if isinstance(pending, dict):
             session[PENDING] = pending
             return redirect(url_for("pages.settings"))
