@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -166,3 +167,36 @@ def test_owner_codes_lock_too() -> None:
     assert events.recent("pairing.locked")[0].message == (
         "Too many wrong codes from one address. Settings locked for 30 seconds for that address."
     )
+
+
+def test_an_address_that_does_not_speak_http_is_no_unit_to_reach(units: tuple[Unit, Unit]) -> None:
+    """Something else took the address (an SSH server, a printer): pairing there says the unit cannot
+    be reached (502, not a bare 500), and unpairing a unit that was there removes it all the same."""
+    a, b = units
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def answer() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    there = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        browser, csrf = a.owner()
+        r = browser.post("/api/pair", json={"address": there}, headers=csrf)
+        assert r.status_code == 502 and "cannot reach the unit" in r.get_json()["error"]
+        a.store.add_peer(b.me.unit_id, "Bela", there, b.me.public_key)
+        r = browser.delete(f"/api/peers/{b.me.unit_id}", headers=csrf)
+        assert r.get_json() == {"unpaired": True, "told_other_unit": False}
+        assert a.store.peers() == []
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+        server.close()

@@ -9,6 +9,7 @@ signature is checked whatever the status, and the time it carries kept as that u
 from __future__ import annotations
 
 import ipaddress
+import http.client
 import json
 import logging
 import re
@@ -128,13 +129,16 @@ class PeerClient:
                 )
             return self._relay(address[len(RELAY_PREFIX) :], path, body, headers, self._timeout_s)
         request = urllib.request.Request(f"http://{address}{path}", data=body, headers=headers, method="POST")
+        # HTTPException: something at the address that does not speak HTTP (an SSH server, a printer
+        # that took the unit's old address) or broke off its answer; it is no unit to reach there.
         try:
-            with self._opener.open(request, timeout=self._timeout_s) as response:
-                return response.status, _read(response, address), dict(response.headers)
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, _read(e, address), dict(e.headers)
-        except (OSError, ValueError) as e:
+            try:
+                with self._opener.open(request, timeout=self._timeout_s) as response:
+                    return response.status, _read(response, address), dict(response.headers)
+            except urllib.error.HTTPError as e:
+                with e:
+                    return e.code, _read(e, address), dict(e.headers)
+        except (OSError, ValueError, http.client.HTTPException) as e:
             raise UnitUnreachable(f"cannot reach the unit at {address}: {e}") from e
 
 
