@@ -746,6 +746,58 @@ def test_a_crossing_call_rings_once_this_units_own_call_failed(flow_unit: Callab
     assert unit.states() == ["calling", "busy", "idle", "ringing"]
 
 
+def test_a_crossing_offer_does_not_ring_after_this_unit_hung_up_its_own_call(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Asha (the lower id) and Eve call each other at once; Eve takes Asha's call and gives up her
+    own; Asha's owner hangs up before it connects. Eve's crossing offer rang at Asha afterwards, for
+    a call nobody was making ("Eve is calling")."""
+    unit = flow_unit()
+    high = unit.store.add_peer("f" * 32, "Eve", "192.0.2.5:8080", bytes(32))
+    unit.replies = [(None, 0.0), (Signal(kind="bye"), 0.0)]  # Eve's answer not back yet; the bye's
+    unit.engine.call("Eve")
+    crossing = unit.send_offer(high, number=1)
+    time.sleep(0.3)
+    unit.engine.hangup()
+    assert crossing.result(5).kind == "declined"
+    time.sleep(0.3)
+    assert "ringing" not in unit.states()
+
+
+def test_a_re_offer_during_a_slow_hang_up_is_told_bye(flow_unit: Callable[..., FlowUnit]) -> None:
+    """Hung up while reconnecting: the bye goes over HTTP and takes seconds through a relay. Bela's
+    re-offer meanwhile was answered: Bela said "Connected to Asha" after Asha had hung up."""
+    unit = flow_unit(reconnect_seconds=30)
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    session = unit.open_session()
+    unit.on_loop(lambda: unit.engine.flow.on_lost(session, "a blip"))  # type: ignore[arg-type]
+    unit.wait_state("reconnecting")
+    unit.replies = [(Signal(kind="bye"), 1.5)]
+    hang_up = threading.Thread(target=unit.engine.hangup)
+    hang_up.start()
+    unit.wait(lambda: unit.dials == 1)  # the bye is on its way
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "bye"
+    hang_up.join(10)
+    unit.wait_state("idle")
+    assert unit.states() == ["ringing", "connected", "reconnecting", "ended", "idle"]
+    assert unit.engine.flow.sessions_open == 0
+
+
+def test_a_re_offer_answered_while_still_connected_here_is_not_said_again(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Bela saw the loss first and re-offered while this unit still read "connected": "Connected to
+    Bela" (and the sharing sentence) was said a second time in the middle of the call."""
+    unit = flow_unit(reconnect_seconds=30)
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    assert unit.offer(unit.bela, resume=True, number=2).kind == "answer"
+    unit.open_session()
+    time.sleep(0.2)
+    assert unit.states() == ["ringing", "connected"]
+
+
 def test_a_re_offer_before_the_answered_call_opened_here_is_answered(
     flow_unit: Callable[..., FlowUnit],
 ) -> None:

@@ -254,6 +254,10 @@ class CallFlow:
         start = time.monotonic()
         if self._task is not None:  # the dial: over by itself once answered and open, or failed
             await asyncio.wait([self._task])
+        if self._hanging_up:
+            # This unit's owner hung up the call to that unit: its crossing offer, which it gave up
+            # once it took that call, must not ring here afterwards.
+            return Signal(kind="declined")
         return await self._new_call(peer, offer, left - (time.monotonic() - start))
 
     def _opening(self, signal: Signal) -> bool:
@@ -306,6 +310,8 @@ class CallFlow:
             if reoffer:
                 if not self._still(call) or self._stale(peer, offer):
                     return Signal(kind="declined") if self.peer else self._over(peer)
+                if self._hanging_up:  # its bye is still on its way there (over HTTP, up to seconds)
+                    return Signal(kind="bye")
                 if self._task is not None:
                     self._task.cancel()  # the wait for a re-offer, or for the previous one to open
                 self._reoffer_number = offer.number
@@ -397,7 +403,8 @@ class CallFlow:
     def on_open(self, session: Session) -> None:
         if session is not self.session or self.peer is None or self._hanging_up:
             return
-        self._set("connected", f"connected to {self.remote_name}")
+        if self.state != "connected":  # a re-offer answered before this unit saw the loss: said once
+            self._set("connected", f"connected to {self.remote_name}")
         session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
         sharing = self._e.sharing
         if sharing.paused:

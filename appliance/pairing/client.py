@@ -8,8 +8,8 @@ signature is checked whatever the status, and the time it carries kept as that u
 
 from __future__ import annotations
 
-import ipaddress
 import http.client
+import ipaddress
 import json
 import logging
 import re
