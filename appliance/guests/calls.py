@@ -97,7 +97,10 @@ class GuestLine:
             try:
                 if body.signal.kind == "offer" and not body.signal.resume:
                     return self._new_call(body)
-                return answer_signal(self._engine, self._ongoing(body).peer, body.signal)
+                call = self._ongoing(body)
+                if call is None:
+                    return jsonify(Signal(kind="lost").model_dump()), 200
+                return answer_signal(self._engine, call.peer, body.signal)
             except InviteRefused as e:
                 log.info("a guest's %s invite was refused", e.reason)
                 return jsonify({"error": str(e), "reason": e.reason}), 403
@@ -134,10 +137,12 @@ class GuestLine:
         if self.current is call:
             self.current = None
 
-    def _ongoing(self, body: GuestSignal) -> GuestCall:
+    def _ongoing(self, body: GuestSignal) -> GuestCall | None:
         """The call a bye or a re-offer belongs to, from its page with its invite: the call in
         progress, or for a re-offer also the one that ended last (the engine answers that it is
-        over, and whether it was hung up or lost, as it answers a unit's)."""
+        over, and whether it was hung up or lost, as it answers a unit's). None for a re-offer of
+        a call this unit does not know from a live invite's page: the unit restarted during it, so
+        the call was lost (units answer each other the same), not hung up."""
         for call in (self.current, self._ended if body.signal.resume else None):
             if (
                 call is not None
@@ -148,6 +153,9 @@ class GuestLine:
                 return call
         if body.signal.kind == "bye":
             self._remember_cancelled(body)
+        elif body.signal.resume:
+            self._invites.check(body.invite)  # refused as such when withdrawn or expired
+            return None
         raise InviteRefused("ended", "This call has ended. Press Call to call again.")
 
     def _remember_cancelled(self, body: GuestSignal) -> None:

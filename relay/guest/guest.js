@@ -353,12 +353,14 @@
     const again = mine.recovering;
     mine.open = mine.opened = true;
     mine.recovering = false;
-    mine.heard = Date.now();
+    // performance.now(), not Date.now(): a phone's wall clock that steps (network time) must not
+    // make a live call look lost, nor a lost one look alive.
+    mine.heard = performance.now();
     let seq = 0;
     clearInterval(mine.beat);
     mine.beat = setInterval(() => {
       if (channel.readyState === 'open') channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
-      if (Date.now() - mine.heard > LOST_MS && mine.open) lost(mine);
+      if (performance.now() - mine.heard > LOST_MS && mine.open) lost(mine);
     }, HEARTBEAT_MS);
     $('before').hidden = true;
     $('call-area').hidden = false;
@@ -373,15 +375,15 @@
     mine.open = false;
     mine.recovering = true;
     say(`The connection to ${owner} dropped. Reconnecting…`);
-    const deadline = Date.now() + RECONNECT_MS;
-    while (call === mine && Date.now() < deadline) {
+    const deadline = performance.now() + RECONNECT_MS;
+    while (call === mine && performance.now() < deadline) {
       try {
         const reply = await negotiate(mine, true);
         if (call !== mine) return;
         if (reply.body.kind === 'answer') {
           await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
-          const opened = Date.now() + STEP_MS;
-          while (call === mine && mine.recovering && Date.now() < opened) await pause(250);
+          const opened = performance.now() + STEP_MS;
+          while (call === mine && mine.recovering && performance.now() < opened) await pause(250);
           if (!mine.recovering) return;
         } else if (reply.body.kind === 'lost') {
           break; // the unit stopped waiting for this page's re-offers: it did not hang up
@@ -405,7 +407,7 @@
   const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
   function heard(mine, data) {
-    mine.heard = Date.now();
+    mine.heard = performance.now();
     let message = null;
     try { message = JSON.parse(data); } catch (e) { return; }
     if (message && typeof message.type === 'string') received[message.type] = (received[message.type] || 0) + 1;
