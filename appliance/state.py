@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS peers (
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
+    boot TEXT NOT NULL,
     opened REAL NOT NULL,
     until REAL NOT NULL
 );
@@ -68,6 +69,22 @@ NAME_PATTERN = (
 
 # A unit's display name as every part takes it (settings, ``[unit] name``): one rule, one place.
 DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: one "boot" per process
+        return secrets.token_hex(16)
+
+
+BOOT_ID = _boot_id()
+
+
+def boot_clock() -> tuple[str, float]:
+    """This boot's id, and the seconds since it began (suspend included): a clock that network time
+    does not step."""
+    return BOOT_ID, time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class StateError(Exception):
@@ -190,27 +207,37 @@ class StateStore:
 
     # -- owner sessions ------------------------------------------------------------------------------
 
+    # Sessions are timed by the boot's own clock (:func:`boot_clock`), not the wall clock: a Pi starts
+    # with the time it saved, hours or months behind, and network time then steps it forward (a
+    # login opened on the setup hotspot ended as the unit joined Wi-Fi), or back (a login lasted
+    # longer than session_hours). A session ends with the boot it was opened in.
+
     def open_session(self, hours: float) -> str:
         """A new owner session for ``hours``: its token (for the browser's cookie), stored hashed."""
         token = secrets.token_urlsafe(32)
-        now = time.time()
+        boot, now = boot_clock()
         with self.transaction() as db:
-            db.execute("DELETE FROM sessions WHERE until <= ?", (now,))
+            db.execute("DELETE FROM sessions WHERE boot != ? OR until <= ?", (boot, now))
             db.execute(
-                "INSERT INTO sessions (token_hash, opened, until) VALUES (?, ?, ?)",
-                (_hashed(token), now, now + hours * 3600),
+                "INSERT INTO sessions (token_hash, boot, opened, until) VALUES (?, ?, ?, ?)",
+                (_hashed(token), boot, now, now + hours * 3600),
             )
         return token
 
-    def session_valid(self, token: str, hours: float) -> bool:
-        """Whether ``token`` is an open session, younger than ``hours`` (the cap, even if the row
-        says later: a shortened ``session_hours`` applies to sessions already open)."""
-        now = time.time()
+    def session_left(self, token: str, hours: float) -> float:
+        """How many seconds the session ``token`` has left (0: none open), capped at ``hours`` from
+        its start even if the row says later (a shortened ``session_hours`` applies to sessions
+        already open)."""
+        boot, now = boot_clock()
         with self._lock:
             row = self._db.execute(
-                "SELECT opened, until FROM sessions WHERE token_hash = ?", (_hashed(token),)
+                "SELECT opened, until FROM sessions WHERE token_hash = ? AND boot = ?", (_hashed(token), boot)
             ).fetchone()
-        return row is not None and now < min(row[1], row[0] + hours * 3600)
+        return 0.0 if row is None else max(0.0, min(row[1], row[0] + hours * 3600) - now)
+
+    def session_valid(self, token: str, hours: float) -> bool:
+        """Whether ``token`` is an open session, younger than ``hours``."""
+        return self.session_left(token, hours) > 0
 
     def close_session(self, token: str) -> None:
         """End one session (logout): its cookie is worth nothing from now on, wherever it was copied."""
@@ -405,6 +432,9 @@ def _open(path: Path) -> sqlite3.Connection:
         # default is whatever it was compiled with.
         db.execute("PRAGMA secure_delete=ON")
         db.executescript(SCHEMA)
+        if "boot" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+            # Sessions timed by the wall clock (a release before boot_clock): ended, logged in anew.
+            db.executescript("DROP TABLE sessions;" + SCHEMA)
         # A damaged page (how an SD card fails) is found now, said as the unit cannot start, and
         # left as it is: not a traceback at the first read, restarted by systemd unheard.
         damage = db.execute("PRAGMA quick_check").fetchone()[0]

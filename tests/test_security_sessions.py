@@ -72,8 +72,8 @@ def test_m3_a_session_never_outlasts_session_hours(tmp_path: Path, monkeypatch: 
         long = store.open_session(hours=720)
         short = store.open_session(hours=1)
         assert store.session_valid(long, hours=12) and store.session_valid(short, hours=12)
-        later = time.time() + 13 * 3600
-        monkeypatch.setattr(state.time, "time", lambda: later)
+        boot, now = state.boot_clock()
+        monkeypatch.setattr(state, "boot_clock", lambda: (boot, now + 13 * 3600))
         # The cap applies whatever the row says (as a lower session_hours would after a restart).
         assert not store.session_valid(long, hours=12)
         assert not store.session_valid(short, hours=12)
@@ -112,5 +112,44 @@ def test_m3_the_data_directory_and_database_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    finally:
+        store.close()
+
+
+def test_m3_a_session_is_timed_by_the_boot_not_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi starts with the time it saved and network time steps it: a login opened before that
+    ended as the unit joined Wi-Fi (a step forward of days), or outlasted session_hours (back)."""
+    store = StateStore(tmp_path / "state.db")
+    try:
+        token = store.open_session(hours=12)
+        real = time.time
+        for step in (30 * 86400, -2 * 3600):
+            monkeypatch.setattr(time, "time", lambda step=step: real() + step)
+            assert store.session_valid(token, hours=12)
+            assert 11.9 * 3600 < store.session_left(token, hours=12) <= 12 * 3600
+        boot, now = state.boot_clock()
+        monkeypatch.setattr(state, "boot_clock", lambda: (boot, now + 12.1 * 3600))
+        assert not store.session_valid(token, hours=12)
+        monkeypatch.setattr(state, "boot_clock", lambda: ("another boot", now))
+        assert not store.session_valid(token, hours=12)  # a login ends with its boot
+    finally:
+        store.close()
+
+
+def test_m3_sessions_of_an_older_release_are_ended_not_misread(tmp_path: Path) -> None:
+    """Rows from before the boot clock (wall-clock times, no boot) are dropped when the store opens."""
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute(
+            "CREATE TABLE sessions (token_hash TEXT PRIMARY KEY, opened REAL NOT NULL, until REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO sessions VALUES ('x', ?, ?)", (time.time(), time.time() + 3600))
+    store = StateStore(tmp_path / "state.db")
+    try:
+        token = store.open_session(hours=12)
+        assert store.session_valid(token, hours=12)
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
     finally:
         store.close()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
+
+import pytest
 
 from appliance.app import Appliance
 from appliance.identity import Identity
@@ -180,3 +183,20 @@ def test_a_login_form_posted_twice_logs_in_once(units: tuple[Unit, Unit]) -> Non
         assert again.status_code in (409, 422), proof  # the code expired, the button not pressed
         assert _title(again.get_data(as_text=True)).startswith("Error: "), proof
         assert visitor.get("/api/owner").get_json()["owner"] is False
+
+
+def test_a_login_does_not_depend_on_the_units_clock(
+    units: tuple[Unit, Unit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi starts with the time it saved, hours or days behind, until network time sets it. The
+    login cookie's Expires came from that clock (in a browser's past: dropped as it was set, so
+    no login was possible on the setup hotspot), and a signature from before the clock was set
+    back read as not yet made (logged out, the CSRF token gone)."""
+    a, _ = units
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 2 * 86400)  # the unit two days behind
+    browser, _ = a.owner()
+    cookie = browser.get_cookie("emocall_session")
+    assert cookie is not None and cookie.expires is None  # nothing timed by the unit's clock
+    monkeypatch.setattr(time, "time", lambda: real() - 2 * 86400 - 60)  # set back a minute
+    assert browser.get("/api/owner").get_json()["owner"] is True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request, session
@@ -48,7 +47,6 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
         SESSION_COOKIE_NAME="emocall_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=parts.session_hours),
     )
     app.config[owner.HOSTS] = owner.own_names(parts.me.unit_id)
     app.before_request(owner.guard_request)

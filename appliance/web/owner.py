@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, ParamSpec, TypeVar
 
-from flask import Flask, Response, abort, current_app, g, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, abort, current_app, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from itsdangerous import BadSignature
 
 from appliance.pairing.service import AGAIN_S
 from appliance.state import StateStore
@@ -53,6 +54,7 @@ HOSTS = "EMOCALL_HOSTS"  # app.config: this unit's own host names (besides any I
 LOCAL_HEADER = "X-Emocall-Local"
 PEER_PATHS = ("/api/peer/", "/api/call/signal")
 SESSION_KEY = "owner"  # the cookie's key for the session token
+WAS_OWNER = "was_owner"  # the cookie's mark of a login, kept after it ends
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,27 @@ class OwnerSessions:
 
 
 class OwnerCookie(SecureCookieSessionInterface):
-    """Flask's signed session cookie, marked Secure whenever the page was served over HTTPS."""
+    """Flask's signed session cookie, marked Secure whenever the page was served over HTTPS, with no
+    time of its own. A Pi has no clock that runs while it is off: the unit may be hours or days
+    behind the browser until network time arrives (or for good, without internet), and an Expires
+    from its clock would be in the browser's past (the cookie dropped as it is set: no login
+    possible), a signature's age below zero after the clock is set back refused. How long a login
+    lasts is the session row's to say (:func:`is_owner`)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure or super().get_cookie_secure(app)
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> None:
+        return None  # a browser-session cookie: nothing in it is timed by the unit's clock
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        try:  # signed, not timed (no max_age): see the class's docstring
+            return self.session_class(serializer.loads(request.cookies.get(self.get_cookie_name(app), "")))
+        except BadSignature:
+            return self.session_class()
 
 
 def csrf_token() -> str:
@@ -90,6 +109,12 @@ def _sessions() -> OwnerSessions:
     return sessions
 
 
+def login_left() -> float:
+    """How many seconds this browser's owner session has left (0: none)."""
+    token, sessions = session.get(SESSION_KEY), _sessions()
+    return sessions.store.session_left(token, sessions.hours) if isinstance(token, str) else 0.0
+
+
 def is_owner() -> bool:
     """Whether this browser's session is open on the unit now (asked once per request)."""
     if "emocall_owner" not in g:
@@ -103,10 +128,8 @@ def grant_owner() -> None:
     """Make this browser the owner for ``session_hours``, in a new session."""
     end_owner()
     sessions = _sessions()
-    session.permanent = True
     session[SESSION_KEY] = sessions.store.open_session(sessions.hours)
-    # Shown by the pages ("logged in for 3 hours more"); the store decides, not this value.
-    session["owner_until"] = time.time() + sessions.hours * 3600
+    session[WAS_OWNER] = True  # a page after the login's end says it ended (page_access.py)
     g.emocall_owner = True
     csrf_token()
 
@@ -151,7 +174,6 @@ class RecentLogins:
             return False  # logged out since: the proof is spent, so the form says so
         session.clear()
         session.update(opened[1])
-        session.permanent = True
         g.emocall_owner = True
         return True
 

@@ -32,7 +32,7 @@ def owner_page(view: PageView[P]) -> PageView[P]:
         if not owner.is_owner():
             if request.method in owner.CHANGES:
                 raise LoggedOut()
-            if session.pop("owner_until", None) is not None:
+            if session.pop(owner.WAS_OWNER, None) is not None:
                 flash(LOGIN_ENDED, "info")
             return redirect(url_for("pages.login"))
         if request.method in owner.CHANGES and not owner.csrf_ok():

@@ -71,10 +71,8 @@ def _flashed() -> list[Outcome]:
 
 def _login_left() -> tuple[str, bool]:
     """How long the login lasts, and whether that is soon (under LOGIN_SOON_S): the header says so."""
-    until = session.get("owner_until")
-    if not (isinstance(until, int | float) and owner.is_owner()):
-        return "", False
-    return duration(until - time.time()), until - time.time() < LOGIN_SOON_S
+    left = owner.login_left()
+    return (duration(left), left < LOGIN_SOON_S) if left > 0 else ("", False)
 
 
 def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
