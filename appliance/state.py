@@ -250,22 +250,28 @@ class StateStore:
 
     # -- settings ----------------------------------------------------------------------------------
 
-    def _stored_settings(self) -> dict[str, Any]:
+    def _stored_settings(self) -> tuple[dict[str, Any], list[str]]:
+        """The stored settings that read as JSON, and the keys of those that do not (only a damaged
+        or hand-edited row): each costs only its own setting."""
         with self._lock:
             rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
-        try:
-            return {k: json.loads(v) for k, v in rows.items() if k in Settings.model_fields}
-        except (ValueError, TypeError) as e:  # only a damaged or hand-edited row is not JSON
-            raise StateError(f"stored settings are not valid: a value is not JSON ({e})") from e
+        stored: dict[str, Any] = {}
+        for key, value in rows.items():
+            try:
+                if key in Settings.model_fields:
+                    stored[key] = json.loads(value)
+            except (ValueError, TypeError):
+                pass
+        return stored, sorted(k for k in rows.keys() & Settings.model_fields.keys() if k not in stored)
 
     def _load_settings(self) -> Settings:
-        """The stored settings; one that is not valid (hand-edited, or stored by a release whose rules
-        were looser, such as a name with a bidi mark) falls back to its default alone."""
+        """The stored settings; one that is not valid (not JSON, hand-edited, or stored by a release
+        whose rules were looser, such as a name with a bidi mark) falls back to its default alone."""
+        stored, not_json = self._stored_settings()
+        if not_json:
+            log.warning("stored settings %s are not JSON; using their defaults", ", ".join(not_json))
         try:
-            stored = self._stored_settings()
             return Settings.model_validate({**self._defaults, **stored})
-        except StateError as e:
-            log.warning("%s; using the defaults", e)
         except ValidationError as e:
             bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
             log.warning("stored settings are not valid (%s); using the defaults of %s", describe(e), bad)
@@ -362,8 +368,11 @@ class StateStore:
             result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             raise StateError(f"the state database {self.path} is damaged: {result}")
+        stored, not_json = self._stored_settings()
+        if not_json:
+            raise StateError(f"stored settings are not valid: {', '.join(not_json)} not JSON")
         try:
-            Settings.model_validate(self._stored_settings())
+            Settings.model_validate(stored)
         except ValidationError as e:
             raise StateError(f"stored settings are not valid: {describe(e)}") from e
         if any(len(p.public_key) != 32 or not p.unit_id for p in self.peers()):

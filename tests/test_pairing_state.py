@@ -157,7 +157,7 @@ def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp
     """A settings row that is not JSON (disk damage, a hand edit) must not stop the unit starting."""
     db = tmp_path / "state.db"
     store = StateStore(db)
-    store.update_settings({"volume": 40})
+    store.update_settings({"volume": 40, "auto_answer": True, "voice_language": "hi"})
     store.add_peer("a" * 32, "Grandma", "192.0.2.5:8080", b"k" * 32)
     store.close()
     raw = sqlite3.connect(db)
@@ -166,6 +166,8 @@ def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp
     raw.close()
     store = StateStore(db)
     assert store.settings().volume == StateStore(tmp_path / "fresh.db").settings().volume
+    # That row alone: the others were all reset, and every change after lost at each restart.
+    assert store.settings().auto_answer and store.settings().voice_language == "hi"
     assert [p.name for p in store.peers()] == ["Grandma"]
     with pytest.raises(StateError, match="stored settings are not valid"):
         store.check()
