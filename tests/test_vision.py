@@ -94,7 +94,16 @@ def test_corrupt_model_reports_emotions_unavailable_and_the_unit_keeps_going(tmp
 def test_corrupt_model_card_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "emotion.json"
     bad.write_text('{"labels": ["neutral"]}')
-    with pytest.raises(ModelError, match=r"emotion\.json lacks or garbles 'input'"):
+    with pytest.raises(ModelError, match=r"emotion\.json lacks or garbles input"):
+        load_card(bad)
+    # A field of the wrong type stopped the unit with an AttributeError (not said, restarted forever).
+    shipped = json.loads(load_card().path.read_text())
+    for field, value, where in (("sha256", None, "sha256"), ("file_edgetpu", 1, "file_edgetpu")):
+        bad.write_text(json.dumps({**shipped, field: value}))
+        with pytest.raises(ModelError, match=rf"emotion\.json lacks or garbles {where}"):
+            load_card(bad)
+    bad.write_text("[]")
+    with pytest.raises(ModelError, match="lacks or garbles"):
         load_card(bad)
 
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from appliance.vision import VisionError
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models" / "edgetpu"
@@ -83,18 +85,44 @@ def load_card(path: Path | None = None) -> ModelCard:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"model card {path} is not valid JSON ({e}): reinstall emocall") from e
     try:
-        return ModelCard(
-            path=path,
-            labels=tuple(str(label) for label in raw["labels"]),
-            height=int(raw["input"]["height"]),
-            width=int(raw["input"]["width"]),
-            channels=int(raw["input"]["channels"]),
-            margin=float(raw["crop"]["margin"]),
-            square=bool(raw["crop"].get("square", True)),
-            file=str(raw["file"]),
-            file_edgetpu=raw.get("file_edgetpu"),
-            sha256={str(k): str(v) for k, v in raw.get("sha256", {}).items()},
-            cuts=tuple(float(m) for m in raw["crop"].get("cuts", ())),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"model card {path} lacks or garbles {e}: reinstall emocall") from e
+        card = _CardFile.model_validate(raw)
+    except ValidationError as e:
+        where = ".".join(str(part) for part in e.errors()[0]["loc"]) or "its fields"
+        raise ModelError(f"model card {path} lacks or garbles {where}: reinstall emocall") from e
+    return ModelCard(
+        path=path,
+        labels=card.labels,
+        height=card.input.height,
+        width=card.input.width,
+        channels=card.input.channels,
+        margin=card.crop.margin,
+        square=card.crop.square,
+        file=card.file,
+        file_edgetpu=card.file_edgetpu,
+        sha256=card.sha256,
+        cuts=card.crop.cuts,
+    )
+
+
+class _Input(BaseModel):
+    height: int
+    width: int
+    channels: int
+
+
+class _Crop(BaseModel):
+    margin: float
+    square: bool = True
+    cuts: tuple[float, ...] = ()
+
+
+class _CardFile(BaseModel):
+    """What the runtime reads of ``emotion.json`` (the rest, metrics, is the model card's): a field of
+    the wrong type is a ModelError like a missing one, never an AttributeError at start-up."""
+
+    labels: tuple[str, ...]
+    input: _Input
+    crop: _Crop
+    file: str
+    file_edgetpu: str | None = None
+    sha256: dict[str, str] = {}
