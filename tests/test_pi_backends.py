@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE_PICAMERA2 = """
 import os, time
 import numpy as np
-PLAN = {"cameras": 1, "start": None, "stop": None, "stall": False}
+PLAN = {"cameras": 1, "start": None, "stop": None, "stall": False, "shape": (480, 640, 4)}
 OPEN = []
 if os.environ.get("FAKE_PICAMERA2_IMPORT"):
     # apt's simplejpeg against a venv's numpy 2 (picamera2 issues 1088, 1211)
@@ -78,7 +78,7 @@ class Picamera2:
             time.sleep(timeout)
             raise TimeoutError
         time.sleep(0.02)
-        return np.zeros((480, 640, 4), np.uint8)
+        return np.zeros(PLAN["shape"], np.uint8)
     def stop(self):
         if PLAN["stop"]:
             raise RuntimeError(PLAN["stop"])
@@ -162,6 +162,16 @@ def test_a_stalled_camera_is_reported_lost(picamera2: ModuleType) -> None:
         assert capture.active == "pattern"
     finally:
         capture.close()
+
+
+def test_a_frame_that_is_no_colour_picture_is_a_failed_camera_said_by_the_selftest(
+    picamera2: ModuleType,
+) -> None:
+    """picamera2 hands over a USB camera's raw YUYV frame in two dimensions: reading it was an
+    IndexError, and `emocall selftest` ended in a traceback with no report of any part."""
+    picamera2.PLAN["shape"] = (480, 1280)
+    report = selftest.check_camera(config.load(None, {"camera": {"source": "picamera2"}}, environ={}))
+    assert not report.ok and "480x1280 frame, not a colour picture" in report.detail, report
 
 
 def test_stop_and_close_errors_become_a_camera_error_after_both_ran(

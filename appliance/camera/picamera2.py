@@ -70,6 +70,12 @@ class Picamera2Source:
             raise CameraError(f"the Pi camera sent no frame for {self._timeout:g} s") from e
         except Exception as e:
             raise CameraError(f"the Pi camera stopped delivering frames ({e})") from e
+        if image.ndim != 3 or image.shape[2] < 3:
+            # picamera2 hands over a USB camera's raw YUYV, in two dimensions: no picture to read.
+            raise CameraError(
+                f"the Pi camera sent a {'x'.join(map(str, image.shape))} frame, not a colour picture "
+                '(a USB camera? set [camera] source = "webcam")'
+            )
         frame = Frame(image[:, :, :3], self._index, time.monotonic() - self._start)
         self._index += 1
         return frame
