@@ -57,6 +57,9 @@ FORGET_SECONDS = 300.0
 # How often the unit looks whether its address changed: a unit started before it had a network (the
 # setup hotspot at first boot) or given a new address by the router shows, says and advertises it.
 ADDRESS_SECONDS = 10.0
+# How often ended guest invites past their keeping are deleted while the unit runs: it may run for
+# months without a restart, and nobody may open the guests' page meanwhile (appliance/guests).
+PRUNE_SECONDS = 3600.0
 
 
 class Appliance:
@@ -80,6 +83,8 @@ class Appliance:
         self._card_copy = False  # running on a copy of a read-only card's data (appliance.card)
         self._address = ""  # the address last shown and said
         self._address_due = 0.0  # when to look again (time.monotonic())
+        self._guests: Guests | None = None
+        self._prune_due = 0.0  # when to prune the invites next (time.monotonic())
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
@@ -108,7 +113,7 @@ class Appliance:
                 fps=cfg.camera.fps,
             ).start()
             stack.callback(self.capture.close)
-            guests = stack.enter_context(
+            guests = self._guests = stack.enter_context(
                 Guests(cfg.vision, cfg.relay.jid, self.identity, self.store, self.events)
             )
             # None without [relay] jid: calls stay in the home and no STUN/TURN server is asked.
@@ -269,9 +274,20 @@ class Appliance:
             while not self._stopped.wait(1.0):
                 tick()
                 self._follow_address()
+                self._prune_invites()
             if not self._forget.is_set():
                 return
             self._start_fresh(tick)
+
+    def _prune_invites(self) -> None:
+        now = time.monotonic()
+        if self._guests is None or now < self._prune_due:
+            return
+        self._prune_due = now + PRUNE_SECONDS
+        try:
+            self._guests.invites.prune()
+        except StateError as e:  # the card: said by the store; the next hour tries again
+            log.warning("could not delete ended invites: %s", e)
 
     def forget_everything(self) -> bool:
         """Erase pairings, settings, identity, recordings, snapshots and logs; start again as new.

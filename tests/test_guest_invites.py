@@ -7,16 +7,20 @@ import dataclasses
 import html
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.app import Appliance
 from appliance.guests.invites import KIND, Invite, InviteError, InviteRefused, Invites, _b64, _unb64
 from appliance.guests.pages import guests_blueprint
 from appliance.identity import Identity
 from appliance.state import StateStore
 from appliance.web.api import create_app
+from tests.conftest import appliance_config
 from tests.pairing_units import Unit, make_unit
 
 JID = "kitchen@relay.example.org"
@@ -135,6 +139,30 @@ def test_ended_invites_are_deleted_a_month_later_with_no_new_invite(
     files = {f.name: f.read_bytes() for f in tmp_path.glob("state.db*")}  # the WAL too, the store open
     assert "state.db" in files and [name for name, data in files.items() if b"Priya" in data] == []
     store.close()
+
+
+def test_ended_invites_are_deleted_while_the_unit_runs(tmp_path: Path) -> None:
+    """A unit runs for months without a restart, and nobody may open the guests' page meanwhile:
+    an invite that ended over a month ago stayed in the state database, the guest's name with it."""
+    unit = Appliance(appliance_config(tmp_path / "asha", "Asha")).start()
+    running = threading.Thread(target=unit.wait)
+    try:
+        long_ago = time.time() - 40 * DAY
+        with unit.store.transaction() as db:  # type: ignore[union-attr]
+            db.execute(
+                "INSERT INTO invites (id, name, created, expires, once, used) VALUES (?, ?, ?, ?, 1, ?)",
+                ("0" * 16, "Priya", long_ago, long_ago + DAY, long_ago),
+            )
+        running.start()
+        deadline = time.monotonic() + 10
+        with sqlite3.connect(tmp_path / "asha" / "state.db") as db:
+            while db.execute("SELECT COUNT(*) FROM invites").fetchone() != (0,):
+                assert time.monotonic() < deadline, "the ended invite was not deleted"
+                time.sleep(0.2)
+    finally:
+        unit.stop()
+        running.join(10)
+        unit.close()
 
 
 def test_a_one_time_invite_rings_once(invites: Invites) -> None:

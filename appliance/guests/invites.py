@@ -46,7 +46,7 @@ NAME = re.compile(NAME_PATTERN)
 MIN_SECONDS = 60
 MAX_SECONDS = 366 * 24 * 3600
 # Ended invites (expired, withdrawn, used up) are kept this long for the page and the guest's
-# message, then deleted (at start, and whenever invites are made, listed or checked): neither the
+# message, then deleted (at start, whenever invites are made, listed or checked, and hourly): neither the
 # table nor the guests' names are kept for the unit's life, new invites or not.
 KEEP_ENDED_S = 30 * 24 * 3600
 
@@ -86,7 +86,7 @@ class Invites:
         self._me, self._store, self._clock = me, store, clock
         with store.transaction() as db:
             db.execute(SCHEMA)
-        self._prune(clock())
+        self.prune()
 
     def create(self, name: str, seconds: float, once: bool) -> Invite:
         """A new invite for the guest ``name``, valid ``seconds`` from now. Raises InviteError."""
@@ -97,7 +97,7 @@ class Invites:
             raise InviteError("Choose how long the invite works: from a minute to a year.")
         now = self._clock()
         invite = Invite(secrets.token_hex(8), name, now, now + seconds, once)
-        self._prune(now)
+        self.prune(now)
         with self._store.transaction() as db:
             db.execute(
                 "INSERT INTO invites (id, name, created, expires, once) VALUES (?, ?, ?, ?, ?)",
@@ -108,7 +108,7 @@ class Invites:
     def listed(self) -> list[Invite]:
         """The invites still open (not expired, revoked or used up), soonest to end first."""
         now = self._clock()
-        self._prune(now)
+        self.prune(now)
         return [i for i in self._rows() if i.open(now)]
 
     def revoke(self, invite_id: str) -> Invite | None:
@@ -145,7 +145,7 @@ class Invites:
         """
         fields = self._verified(token)
         now = self._clock()
-        self._prune(now)
+        self.prune(now)
         invite = self._row(str(fields.get("id", "")))
         exp = fields.get("exp")
         if invite is None:  # signed here (checked above): it ended over KEEP_ENDED_S ago, then deleted
@@ -198,9 +198,10 @@ class Invites:
                 ).rowcount
             )
 
-    def _prune(self, now: float) -> None:
-        """Delete the invites that ended over KEEP_ENDED_S ago, the guest's name with them."""
-        long_ago = now - KEEP_ENDED_S
+    def prune(self, now: float | None = None) -> None:
+        """Delete the invites that ended over KEEP_ENDED_S ago, the guest's name with them (at start,
+        whenever invites are made, listed or checked, and hourly while the unit runs)."""
+        long_ago = (self._clock() if now is None else now) - KEEP_ENDED_S
         with self._store.transaction(scrub=True) as db:
             db.execute(
                 "DELETE FROM invites WHERE expires < ? OR revoked < ? OR (once AND used < ?)",
