@@ -91,6 +91,10 @@ class StateError(Exception):
     """The state database cannot be opened or written."""
 
 
+class StateUnreadable(StateError):
+    """The state database could not be read (a failing card)."""
+
+
 class SettingsError(StateError):
     """A settings change is not valid; the message names the field and what it accepts."""
 
@@ -145,6 +149,13 @@ class StateStore:
         self._settings = self._load_settings()
 
     @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the lock to read; a read that fails (a failing card) is a StateError, so the pages
+        answer 503 with the store's sentence and the call engine refuses plainly, not a bare 500."""
+        with self._lock, _said(self.path, "read"):
+            yield
+
+    @contextmanager
     def transaction(self, scrub: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic change: committed when the block ends, rolled back if it raises.
 
@@ -179,7 +190,7 @@ class StateStore:
     # -- meta --------------------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
@@ -229,7 +240,7 @@ class StateStore:
         its start even if the row says later (a shortened ``session_hours`` applies to sessions
         already open)."""
         boot, now = boot_clock()
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT opened, until FROM sessions WHERE token_hash = ? AND boot = ?", (_hashed(token), boot)
             ).fetchone()
@@ -253,7 +264,7 @@ class StateStore:
     def _stored_settings(self) -> tuple[dict[str, Any], list[str]]:
         """The stored settings that read as JSON, and the keys of those that do not (only a damaged
         or hand-edited row): each costs only its own setting."""
-        with self._lock:
+        with self._reading():
             rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
         stored: dict[str, Any] = {}
         for key, value in rows.items():
@@ -324,7 +335,7 @@ class StateStore:
     # -- paired units ------------------------------------------------------------------------------
 
     def peers(self) -> list[Peer]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT unit_id, name, address, public_key, paired_at FROM peers ORDER BY name"
             ).fetchall()
@@ -340,7 +351,7 @@ class StateStore:
 
     def peer_key(self, unit_id: str) -> bytes | None:
         """The pinned public key of a paired unit (an ``identity.PeerKeys`` lookup)."""
-        with self._lock:
+        with self._reading():
             row = self._db.execute("SELECT public_key FROM peers WHERE unit_id = ?", (unit_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -364,7 +375,7 @@ class StateStore:
 
     def check(self) -> None:
         """Raise StateError unless the database and its rows are intact (used by tests and selftest)."""
-        with self._lock:
+        with self._reading():
             result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             raise StateError(f"the state database {self.path} is damaged: {result}")
@@ -457,12 +468,16 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def _said(path: Path) -> Iterator[None]:
-    """SQLite's errors (a full or damaged card) as StateError, which the unit says and the pages
-    show, rather than a traceback and a restart loop."""
+def _said(path: Path, doing: Literal["read", "written"] = "written") -> Iterator[None]:
+    """SQLite's errors (a full, damaged or failing card) as StateError, which the unit says and the
+    pages show, rather than a traceback and a restart loop."""
     try:
         yield
     except sqlite3.Error as e:
+        if doing == "read":
+            raise StateUnreadable(
+                f"the state database {path} cannot be read: {e} (is the card failing?)"
+            ) from e
         raise StateError(f"the state database {path} cannot be written: {e} (is the card full?)") from e
 
 

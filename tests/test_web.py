@@ -374,3 +374,29 @@ def test_a_card_that_takes_no_more_writes_is_said_on_the_page_and_in_the_api(
     form = {"csrf": csrf["X-CSRF-Token"], "display_name": "Kitchen"}
     page = browser.post("/settings", data=form)
     assert page.status_code == 503 and "cannot save changes now" in page.get_data(as_text=True)
+
+
+class _FailingReads:
+    """A database connection on a card that stopped answering: every statement fails."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, *_: object) -> sqlite3.Cursor:
+        raise sqlite3.DatabaseError("disk I/O error")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_a_card_that_cannot_be_read_is_said_on_the_page_and_in_the_api(units: tuple[Unit, Unit]) -> None:
+    """A read on a failing card (the login checked on every request, the paired units) answered a
+    bare 500 on every page."""
+    a, _ = units
+    browser, _ = a.owner()
+    a.store._db = _FailingReads(a.store._db)  # type: ignore[assignment]
+    r = browser.get("/api/settings")
+    assert r.status_code == 503, r.get_data(as_text=True)
+    assert "cannot read its memory card now" in r.get_json()["error"]
+    page = browser.get("/")
+    assert page.status_code == 503 and "cannot read its memory card now" in page.get_data(as_text=True)

@@ -20,7 +20,7 @@ from appliance import __version__
 from appliance.identity import RequestVerifier
 from appliance.pairing.codes import CodeError, CodeLocked
 from appliance.pairing.service import PairingError
-from appliance.state import SettingsError, StateError
+from appliance.state import SettingsError, StateError, StateUnreadable
 from appliance.web import openapi, owner, pages, peer_api, presence, privacy_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import (
@@ -98,7 +98,8 @@ def _register_errors(app: Flask) -> None:
     def state_error(e: StateError) -> ResponseReturnValue:
         """A full or damaged memory card: said as such, not a bare "Internal Server Error"."""
         log.error("%s", e)
-        return http_error(ServiceUnavailable(f"This unit cannot save changes now: {e}"))
+        cannot = "read its memory card" if isinstance(e, StateUnreadable) else "save changes"
+        return http_error(ServiceUnavailable(f"This unit cannot {cannot} now: {e}"))
 
 
 def _retry_after(seconds: object) -> dict[str, str]:

@@ -112,12 +112,17 @@ def _sessions() -> OwnerSessions:
 def login_left() -> float:
     """How many seconds this browser's owner session has left (0: none)."""
     token, sessions = session.get(SESSION_KEY), _sessions()
-    return sessions.store.session_left(token, sessions.hours) if isinstance(token, str) else 0.0
+    if not (is_owner() and isinstance(token, str)):
+        return 0.0
+    return sessions.store.session_left(token, sessions.hours)
 
 
 def is_owner() -> bool:
     """Whether this browser's session is open on the unit now (asked once per request)."""
     if "emocall_owner" not in g:
+        # Not the owner until the store says so: a read that fails is answered 503, and the error
+        # page, asking again, is drawn for a visitor instead of failing on the same read.
+        g.emocall_owner = False
         token = session.get(SESSION_KEY)
         sessions = _sessions()
         g.emocall_owner = isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)
