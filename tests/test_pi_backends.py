@@ -41,7 +41,7 @@ from appliance.events import EventBus
 from appliance.vision import coral
 from appliance.vision.card import load_card
 from appliance.vision.litert import InterpreterError, edgetpu_interpreter
-from appliance.vision.select import open_detector
+from appliance.vision.select import open_detector, open_pipeline
 from tests.fake_coral import edgetpu_card, fake_libedgetpu, fake_usb_devices, openers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def crashing_libedgetpu(tmp_path: Path) -> Path:
 
 
 def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_falls_back(
-    crashing_libedgetpu: Path, monkeypatch: pytest.MonkeyPatch
+    crashing_libedgetpu: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The compiled *_edgetpu.tflite files are made on a build host with edgetpu_compiler; the crash
     # happens when the delegate loads, before any model is read, so the shipped int8 file serves.
@@ -227,6 +227,13 @@ def test_an_edgetpu_runtime_that_segfaults_is_caught_in_a_child_and_the_unit_fal
     assert choice.backend == "haar" and "crashed (SIGSEGV)" in choice.reason
     assert time.monotonic() - started < 60  # and this process is still here to say so
     detector.close()
+    # A Coral that is there but fails is said as such, not as "Coral not found".
+    monkeypatch.setattr(platform, "SYS_USB", fake_usb_devices(tmp_path / "usb"))
+    events = EventBus()
+    card = edgetpu_card(tmp_path / "models")
+    open_pipeline(config.VisionConfig(classifier="edgetpu", model_card=card), events).close()
+    (backend,) = events.recent("vision.backend")
+    assert backend.data["backend"] == "cpu" and backend.data["coral"] == "failed", backend
 
 
 def test_a_picture_lands_in_the_screen_buffer_as_xrgb_rows() -> None:

@@ -35,7 +35,7 @@ def unit(tmp_path: Path) -> Iterator[Talking]:
 
 def test_hands_free_start_says_what_works(unit: Talking) -> None:
     unit.events.publish("camera.ready", "camera ready", backend="file")
-    unit.events.publish("vision.backend", "using cpu", backend="cpu", reason="no Coral found")
+    unit.events.publish("vision.backend", "using cpu", backend="cpu", reason="no Coral found", coral="absent")
     unit.events.publish("unit.ready", "ready", name="Kitchen")
     unit.wait_spoken(1)
     unit.events.publish("camera.lost", "camera lost", reason="unplugged")
@@ -53,10 +53,28 @@ def test_hands_free_start_says_what_works(unit: Talking) -> None:
 
 def test_start_without_a_camera_says_so(unit: Talking) -> None:
     unit.events.publish("camera.lost", "camera unavailable", reason="no device")
-    unit.events.publish("vision.backend", "coral", backend="edgetpu", reason="")
+    unit.events.publish("vision.backend", "coral", backend="edgetpu", reason="", coral="used")
     unit.events.publish("unit.ready", "ready", name="Hall")
     unit.wait_spoken(1)
     assert unit.said() == ["Hall is ready. Camera lost. Using the Coral."]
+
+
+@pytest.mark.parametrize(
+    ("coral", "said"),
+    [
+        ("failed", "The Coral is not working, using the processor."),
+        ("unasked", "Using the processor."),
+    ],
+)
+def test_a_coral_that_fails_or_was_not_asked_for_is_not_said_missing(
+    unit: Talking, coral: str, said: str
+) -> None:
+    """Every start on the processor said "Coral not found": for a Coral plugged in but hung or
+    crashed, and for a unit set to use the processor."""
+    unit.events.publish("vision.backend", "using cpu", backend="cpu", reason="", coral=coral)
+    unit.events.publish("unit.ready", "ready", name="Hall")
+    unit.wait_spoken(1)
+    assert unit.said() == [f"Hall is ready. {said}"]
 
 
 @pytest.mark.parametrize(

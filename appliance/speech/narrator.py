@@ -74,8 +74,17 @@ def from_settings(
     return cast(Mode, mode), for_settings(settings, labels)
 
 
-def backend_key(backend: str) -> str:
-    return "backend_edgetpu" if any(k in backend.lower() for k in ("edgetpu", "coral")) else "backend_cpu"
+CORAL_KEYS = {
+    "used": "backend_edgetpu",
+    "absent": "backend_cpu",
+    "failed": "backend_coral_failed",
+    "unasked": "backend_processor",
+}
+
+
+def backend_key(event: Event) -> str:
+    """What to say of a ``vision.backend``: a Coral there but failing is not "Coral not found"."""
+    return CORAL_KEYS.get(str(event.data.get("coral")), "backend_processor")
 
 
 class Narrator:
@@ -137,7 +146,7 @@ class Narrator:
             if self._level >= level:
                 self._announcer.state(key)
         elif event.topic == "vision.backend" and self._level >= 1:
-            self._announcer.state(backend_key(str(event.data.get("backend", ""))))
+            self._announcer.state(backend_key(event))
         if unheard:  # after "The speaker works again."
             self._announcer.say(unheard)
 
@@ -160,7 +169,7 @@ class Narrator:
             if event.topic.startswith("camera."):
                 self._facts["camera"] = "camera_lost" if event.topic == "camera.lost" else "camera_ready"
             elif event.topic == "vision.backend":
-                self._facts["vision"] = backend_key(str(event.data.get("backend", "")))
+                self._facts["vision"] = backend_key(event)
             elif event.topic == "button.unavailable":
                 self._facts["button"] = "button_unavailable"
             else:

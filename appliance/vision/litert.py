@@ -39,6 +39,10 @@ class InterpreterError(VisionError):
     """The model could not be loaded into the interpreter or run."""
 
 
+class EdgeTpuAbsent(InterpreterError):
+    """No Coral is attached, or its runtime is not installed: not a Coral that fails."""
+
+
 def _module() -> Any:
     try:
         from ai_edge_litert import interpreter

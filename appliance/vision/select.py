@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from appliance.config import VisionConfig
 from appliance.events import EventBus
@@ -18,6 +19,7 @@ from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.classify_edgetpu import open_edgetpu
 from appliance.vision.detect_edgetpu import EdgeTpuDetector
 from appliance.vision.detect_haar import HaarDetector
+from appliance.vision.litert import EdgeTpuAbsent
 from appliance.vision.pipeline import VisionPipeline
 from appliance.vision.smoothing import EmotionSmoother, SmoothingParams
 from appliance.vision.tracking import FaceTracker
@@ -25,10 +27,16 @@ from appliance.vision.tracking import FaceTracker
 log = logging.getLogger(__name__)
 
 
+# What became of the Coral, for what the unit says: in use, not there, there but failing, or not
+# asked for (classifier = "cpu").
+Coral = Literal["used", "absent", "failed", "unasked"]
+
+
 @dataclass(frozen=True)
 class Choice:
     backend: str
     reason: str
+    coral: Coral = "unasked"
 
 
 def open_detector(cfg: VisionConfig) -> tuple[FaceDetector, Choice]:
@@ -47,10 +55,11 @@ def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Cho
     if cfg.classifier == "cpu":
         return open_cpu(card, cfg.threads), Choice("cpu", "configured")
     try:
-        return open_edgetpu(card), Choice("edgetpu", "Coral Edge TPU found")
+        return open_edgetpu(card), Choice("edgetpu", "Coral Edge TPU found", "used")
     except VisionError as e:
         log.warning("expressions run on the processor: the Edge TPU cannot be used: %s", e)
-        return open_cpu(card, cfg.threads), Choice("cpu", f"Edge TPU unavailable: {e}")
+        coral: Coral = "absent" if isinstance(e, EdgeTpuAbsent) else "failed"
+        return open_cpu(card, cfg.threads), Choice("cpu", f"Edge TPU unavailable: {e}", coral)
 
 
 def smoothing_params(cfg: VisionConfig) -> SmoothingParams:
@@ -75,6 +84,7 @@ def open_pipeline(cfg: VisionConfig, events: EventBus | None = None) -> VisionPi
             f"expressions run on {where} ({why.reason}); faces found by {found.backend}",
             backend=why.backend,
             reason=why.reason,
+            coral=why.coral,
             detector=found.backend,
             detector_reason=found.reason,
         )
