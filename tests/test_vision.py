@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.events import Event, EventBus
 from appliance.vision import Box, Classifier
+from appliance.vision import worker as worker_module
 from appliance.vision.card import ModelError, load_card
 from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.crop import TwoCuts, crop_face
@@ -341,6 +343,56 @@ def test_a_failed_analysis_reopens_the_pipeline_and_expressions_come_back() -> N
     assert "Failed to invoke (edgetpu)" in events.recent("vision.unavailable")[0].data["reason"]
     assert "vision.emotion" in topics[3:]
     assert status["available"] is True
+
+
+class HangsOnce:
+    """The real classifier, whose first run does not return until released: a USB Coral that
+    stopped answering holds its invoke()."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self._classifier, self.name = classifier, classifier.name
+        self.release, self.hung = threading.Event(), threading.Event()
+
+    def classify(self, face: np.ndarray) -> np.ndarray:
+        if not self.hung.is_set():
+            self.hung.set()
+            self.release.wait(30)
+        return self._classifier.classify(face)
+
+    def close(self) -> None:
+        self._classifier.close()
+
+
+def test_an_analysis_stuck_in_the_backend_is_said_and_the_pipeline_opened_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Coral that stops answering mid-call held the vision thread for good, unsaid: no
+    "expressions cannot be described" for either person."""
+    monkeypatch.setattr(worker_module, "STUCK_SECONDS", 1.0)
+    events = EventBus()
+    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    worker = VisionWorker.open(vision_cfg(), capture, events)
+    assert worker.pipeline is not None
+    hanging = HangsOnce(worker.pipeline.classifier)
+    try:
+        worker.pipeline.classifier = hanging
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not events.recent("vision.unavailable") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert hanging.hung.is_set() and not hanging.release.is_set()  # said while still stuck
+        hanging.release.set()
+        deadline = time.monotonic() + 20
+        while not events.recent("vision.emotion") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        hanging.release.set()
+        worker.close()
+        capture.close()
+    topics = [e.topic for e in events.recent("vision.") if e.topic != "vision.no_face"]
+    assert topics[:3] == ["vision.backend", "vision.unavailable", "vision.backend"], topics
+    assert "the Edge TPU stopped answering" in events.recent("vision.unavailable")[0].data["reason"]
+    assert "vision.emotion" in topics[3:]
 
 
 def test_watch_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,8 @@ source time and publishes ``vision.emotion``, ``vision.no_face`` and ``vision.fa
 model cannot be loaded, it publishes ``vision.unavailable`` and the unit carries on. When an analysis
 fails (a USB glitch of the Coral), it publishes ``vision.unavailable``, closes the pipeline and opens
 it again after a backoff (which publishes ``vision.backend``); it gives up after ``MAX_FAILURES``
-failures in a row.
+failures in a row. An analysis that does not return (a hung Coral) is said the same way after
+``STUCK_SECONDS``, by a watchdog thread.
 
 The appliance keeps it paused (:meth:`VisionWorker.pause`) except while a call is connected and the
 owner shares expressions: no face is analysed otherwise. ``emocall watch`` runs it unpaused.
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # Failed analyses or reopenings in a row before the worker stops trying: a model that fails every time
 # would otherwise be reloaded forever.
 MAX_FAILURES = 5
+# An analysis takes milliseconds; one that has not returned after this long is stuck in the backend
+# (a USB Coral that stopped answering holds its invoke() for good) and is said as such.
+STUCK_SECONDS = 10.0
 
 
 class FrameFeed(Protocol):
@@ -80,6 +84,8 @@ class VisionWorker:
         if not paused:
             self._running.set()
         self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="vision-watchdog", daemon=True)
+        self._analysing_since: float | None = None  # time.monotonic() when the analysis in progress began
         self.unavailable: str | None = None if pipeline else "not started"
         self.busy_seconds = 0.0  # time spent in the pipeline, for the analysis rate it could sustain
         self._reset = False  # forget the face before the next frame (set when analysis resumes)
@@ -108,6 +114,7 @@ class VisionWorker:
     def start(self) -> VisionWorker:
         if self.pipeline is not None:
             self._thread.start()
+            self._watchdog.start()
         return self
 
     def pause(self) -> None:
@@ -164,6 +171,8 @@ class VisionWorker:
                 continue
             try:
                 self._analyse(frame)
+                if self.unavailable is not None:  # it came back after the watchdog said it stuck
+                    raise VisionError("an analysis was stuck in the backend")
             except Exception as e:
                 # The call must go on whatever the model does: say so loudly and open it again.
                 log.exception("vision pipeline failed")
@@ -172,11 +181,27 @@ class VisionWorker:
             else:
                 self._failures = 0
 
+    def _watch(self) -> None:
+        """Say an analysis stuck in the backend: nothing can stop a call into a driver, but the unit
+        and the other one hear that expressions are gone instead of silence. The analysis that comes
+        back at last is taken as failed, and the pipeline opened again."""
+        while not self._stop.wait(1.0):
+            started = self._analysing_since
+            if (
+                started is not None
+                and self.unavailable is None
+                and time.monotonic() - started > STUCK_SECONDS
+            ):
+                self._report_unavailable(
+                    f"an analysis has not returned for {STUCK_SECONDS:g} s: the Edge TPU stopped answering?"
+                )
+
     def _reopen(self, reason: str) -> bool:
         """Close the failed pipeline and open a new one after a backoff; False when it gives up."""
         assert self.pipeline is not None
         self.pipeline.close()
-        self._report_unavailable(reason)
+        if self.unavailable is None:  # else already said (an analysis the watchdog found stuck)
+            self._report_unavailable(reason)
         while self._opener is not None:
             self._failures += 1
             if self._failures >= MAX_FAILURES:
@@ -213,7 +238,11 @@ class VisionWorker:
     def _analyse(self, frame: Frame) -> None:
         assert self.pipeline is not None
         start = time.perf_counter()
-        events = self.pipeline.process(frame.image, frame.position)
+        self._analysing_since = time.monotonic()
+        try:
+            events = self.pipeline.process(frame.image, frame.position)
+        finally:
+            self._analysing_since = None
         self.busy_seconds += time.perf_counter() - start
         if self._stop.is_set() or not self._running.is_set():
             return  # paused or closed meanwhile (the call ended): what this frame showed is news for nobody
@@ -238,7 +267,8 @@ class VisionWorker:
     def close(self) -> None:
         self._stop.set()
         self._running.set()  # a paused worker wakes up to see the stop
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._watchdog):
+            if thread.is_alive():
+                thread.join(timeout=5)
         if self.pipeline is not None:
             self.pipeline.close()
