@@ -81,10 +81,13 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
+# Linux's clock since boot, suspend included; elsewhere (development only) the monotonic clock.
+BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 def boot_clock() -> tuple[str, float]:
-    """This boot's id, and the seconds since it began (suspend included): a clock that network time
-    does not step."""
-    return BOOT_ID, time.clock_gettime(time.CLOCK_BOOTTIME)
+    """This boot's id, and the seconds since it began: a clock that network time does not step."""
+    return BOOT_ID, time.clock_gettime(BOOT_CLOCK)
 
 
 class StateError(Exception):
@@ -146,6 +149,7 @@ class StateStore:
         self._db = _open(path)
         self.path = path
         self._defaults = Settings.model_validate(defaults or {}).model_dump()
+        self._unreadable: list[str] = []  # stored settings that are not JSON (see _load_settings)
         self._settings = self._load_settings()
 
     @contextmanager
@@ -281,6 +285,7 @@ class StateStore:
         stored, not_json = self._stored_settings()
         if not_json:
             log.warning("stored settings %s are not JSON; using their defaults", ", ".join(not_json))
+        self._unreadable = not_json  # deleted at the next save (their values are the defaults now)
         try:
             return Settings.model_validate({**self._defaults, **stored})
         except ValidationError as e:
@@ -322,6 +327,8 @@ class StateStore:
                 raise SettingsError(describe(e)) from e
             changed = [k for k in Settings.model_fields if getattr(new, k) != getattr(self._settings, k)]
             with self.transaction() as db:
+                for key in self._unreadable:
+                    db.execute("DELETE FROM settings WHERE key = ?", (key,))
                 for key in changed:
                     db.execute(
                         "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
@@ -329,6 +336,7 @@ class StateStore:
                     )
                 if "share_expressions" in changes:  # the owner answered, even if with the default
                     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sharing_answered', '1')")
+            self._unreadable = []
             self._settings = new
         return new, changed
 

@@ -1244,7 +1244,7 @@ GuestSend = Callable[..., tuple[int, dict[str, Any]]]
 
 
 @contextmanager
-def guest_on_the_line(unit: FlowUnit) -> Iterator[tuple[Guests, Invite, GuestSend]]:
+def guest_on_the_line(unit: FlowUnit, once: bool = False) -> Iterator[tuple[Guests, Invite, GuestSend]]:
     """Priya calls ``unit`` from a browser, with a lasting invite and an offer that says it waits a
     second, and is connected. Yields the unit's guests, her invite, and ``send(call, **signal)``:
     her page's next offer (or other signal) as the relay brings it, and the answer's status and body."""
@@ -1252,7 +1252,7 @@ def guest_on_the_line(unit: FlowUnit) -> Iterator[tuple[Guests, Invite, GuestSen
     guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
     parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
     page = create_app(lambda: {}, parts, guests.blueprints(unit.engine)).test_client()
-    invite = guests.invites.create("Priya", 3600, once=False)
+    invite = guests.invites.create("Priya", 3600, once=once)
     token = guests.invites.token(invite, jid)
 
     def send(call: str = "0" * 32, **signal: object) -> tuple[int, dict[str, Any]]:
@@ -1308,6 +1308,17 @@ def test_a_guests_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
         status, answer = send(resume=True)
         assert status == 200 and answer["kind"] == ending, answer
         status, answer = send(call="1" * 32, resume=True)
+        assert status == 200 and answer["kind"] == "lost", answer
+
+
+def test_a_guests_re_offer_after_a_restart_is_lost_with_a_one_time_invite_too(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """A one-time invite (the default) is used when its call rings: after the unit restarted, the
+    page's re-offer for that call was refused as a used invite, and the page said Asha hung up."""
+    unit = flow_unit()
+    with guest_on_the_line(unit, once=True) as (_, _, send):
+        status, answer = send(call="1" * 32, resume=True)  # a call the unit does not know
         assert status == 200 and answer["kind"] == "lost", answer
 
 

@@ -171,8 +171,10 @@ def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp
     assert [p.name for p in store.peers()] == ["Grandma"]
     with pytest.raises(StateError, match="stored settings are not valid"):
         store.check()
-    store.update_settings({"volume": 55})  # the owner sets it again: the row is whole once more
+    # The next save of any setting (here, the one shown, unchanged) rewrites the damaged row.
+    store.update_settings({"volume": store.settings().volume})
     store.check()
+    store.update_settings({"volume": 55})
     store.close()
     assert StateStore(db).settings().volume == 55
 

@@ -3,6 +3,7 @@ what describes a field, and that errors are sentences (the browser runs: tests/t
 
 from __future__ import annotations
 
+import concurrent.futures
 import html
 import re
 import time
@@ -177,6 +178,12 @@ def test_a_login_form_posted_twice_logs_in_once(units: tuple[Unit, Unit]) -> Non
         page = visitor.get("/", follow_redirects=True).get_data(as_text=True)
         assert _title(page).startswith("Welcome. You can now change this unit"), proof
 
+        elsewhere = a.app.test_client()  # a copy of the cookie from before, on another machine
+        elsewhere.set_cookie("emocall_session", before.value)
+        taken = elsewhere.post(path, data=form, environ_base={"REMOTE_ADDR": "192.0.2.66"})
+        assert taken.status_code in (409, 422), proof
+        assert elsewhere.get("/api/owner").get_json()["owner"] is False, proof
+
         visitor.post("/logout", data={"csrf": visitor.get("/api/owner").get_json()["csrf"]})
         visitor.set_cookie("emocall_session", before.value)  # the same form, resent after the logout
         again = visitor.post(path, data=form)
@@ -200,3 +207,34 @@ def test_a_login_does_not_depend_on_the_units_clock(
     assert cookie is not None and cookie.expires is None  # nothing timed by the unit's clock
     monkeypatch.setattr(time, "time", lambda: real() - 2 * 86400 - 60)  # set back a minute
     assert browser.get("/api/owner").get_json()["owner"] is True
+
+
+def test_a_double_click_sent_before_the_first_answer_logs_in_once(
+    units: tuple[Unit, Unit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a session writes to the card (tens of milliseconds or more on an SD card): the second
+    post of a double click, sent meanwhile, found the code spent and said so."""
+    a, _ = units
+    visitor = a.app.test_client()
+    csrf = visitor.get("/api/owner").get_json()["csrf"]
+    visitor.post("/login/code", data={"csrf": csrf})
+    form = {"csrf": csrf, "code": a.code("owner")}
+    before = visitor.get_cookie("emocall_session")
+    assert before is not None
+    opening = a.store.open_session
+
+    def slow_card(hours: float) -> str:
+        time.sleep(0.5)
+        return opening(hours)
+
+    monkeypatch.setattr(a.store, "open_session", slow_card)
+    clicks = [a.app.test_client() for _ in range(2)]
+    for click in clicks:
+        click.set_cookie("emocall_session", before.value)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(clicks[0].post, "/login", data=form)
+        time.sleep(0.15)
+        second = pool.submit(clicks[1].post, "/login", data=form)
+        answers = [first.result(10), second.result(10)]
+    assert [r.status_code for r in answers] == [302, 302]
+    assert clicks[1].get("/api/owner").get_json()["owner"] is True

@@ -154,7 +154,13 @@ class GuestLine:
         if body.signal.kind == "bye":
             self._remember_cancelled(body)
         elif body.signal.resume:
-            self._invites.check(body.invite)  # refused as such when withdrawn or expired
+            try:
+                self._invites.check(body.invite)
+            except InviteRefused as e:
+                # Used up or ended by the very call being resumed (a one-time invite is used when it
+                # rings): still that call's page. Forged or withdrawn: refused as such.
+                if e.reason not in ("used", "expired"):
+                    raise
             return None
         raise InviteRefused("ended", "This call has ended. Press Call to call again.")
 

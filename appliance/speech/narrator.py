@@ -78,6 +78,7 @@ CORAL_KEYS = {
     "used": "backend_edgetpu",
     "absent": "backend_cpu",
     "failed": "backend_coral_failed",
+    "busy": "backend_processor",  # another process has it for now: nothing is wrong with it
     "unasked": "backend_processor",
 }
 

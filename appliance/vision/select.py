@@ -17,6 +17,7 @@ from appliance.vision import Classifier, FaceDetector, VisionError
 from appliance.vision.card import ModelCard, load_card
 from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.classify_edgetpu import open_edgetpu
+from appliance.vision.coral import CoralInUse
 from appliance.vision.detect_edgetpu import EdgeTpuDetector
 from appliance.vision.detect_haar import HaarDetector
 from appliance.vision.litert import EdgeTpuAbsent
@@ -27,9 +28,9 @@ from appliance.vision.tracking import FaceTracker
 log = logging.getLogger(__name__)
 
 
-# What became of the Coral, for what the unit says: in use, not there, there but failing, or not
-# asked for (classifier = "cpu").
-Coral = Literal["used", "absent", "failed", "unasked"]
+# What became of the Coral, for what the unit says: in use, not there, there but failing, held by
+# another process (emocall selftest or watch beside the unit), or not asked for (classifier = "cpu").
+Coral = Literal["used", "absent", "failed", "busy", "unasked"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Cho
         return open_edgetpu(card), Choice("edgetpu", "Coral Edge TPU found", "used")
     except VisionError as e:
         log.warning("expressions run on the processor: the Edge TPU cannot be used: %s", e)
-        coral: Coral = "absent" if isinstance(e, EdgeTpuAbsent) else "failed"
+        coral: Coral = (
+            "absent" if isinstance(e, EdgeTpuAbsent) else "busy" if isinstance(e, CoralInUse) else "failed"
+        )
         return open_cpu(card, cfg.threads), Choice("cpu", f"Edge TPU unavailable: {e}", coral)
 
 

@@ -31,6 +31,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 from flask import Flask, Request, Response, abort, current_app, g, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature
 
 from appliance.pairing.service import AGAIN_S
@@ -150,41 +151,49 @@ def end_owner() -> None:
 
 @dataclass
 class RecentLogins:
-    """The logins of the last ``again_s``, by the CSRF token of the form that made them and what it
-    proved (the code typed, or "button"): the same login form posted again (a double click, a
-    resent form) gets the session the first post opened. Its code or button press is spent by then,
-    so the second post would otherwise say the code has expired to an owner who is logged in, or
-    not (a browser that dropped the first answer keeps the cookie from before it)."""
+    """The logins of the last ``again_s``, by the CSRF token of the form that made them, what it
+    proved (the code typed, or "button") and the address it came from: the same login form posted
+    again (a double click, a resent form) gets the session the first post opened, once. Its code or
+    button press is spent by then, so the second post would otherwise say the code has expired to
+    an owner who is logged in, or not (a browser that dropped the first answer keeps the cookie from
+    before it). A copy of that cookie elsewhere gets nothing: another address is another key."""
 
     again_s: float = AGAIN_S
     clock: Callable[[], float] = time.monotonic
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _opened: dict[tuple[str, str], tuple[float, dict[str, object]]] = field(default_factory=dict)
+    # One login at a time: the second post of a double click, sent before the first is answered,
+    # waits for the first's session (opening one writes to the card) instead of finding the proof spent.
+    _serial: threading.Lock = field(default_factory=threading.Lock)
+    _opened: dict[tuple[str, str, str], tuple[float, dict[str, object]]] = field(default_factory=dict)
 
-    def remember(self, form: str, proof: str) -> None:
-        """Right after :func:`grant_owner`: the session it opened, for ``form`` posted again."""
-        with self._lock:
-            self._forget_old()
-            self._opened[(form, proof)] = (self.clock() + self.again_s, dict(session))
+    def enter(
+        self, proof: str, refused: Callable[[], ResponseReturnValue | None]
+    ) -> ResponseReturnValue | None:
+        """Log this browser in: with the session this form opened with ``proof``, if that is recent
+        and open, else once ``refused`` (the check of the proof) has no answer of its own, which is
+        then returned."""
+        key = (csrf_token(), proof, source())
+        with self._serial:
+            now = self.clock()
+            self._opened = {k: v for k, v in self._opened.items() if v[0] > now}
+            opened = self._opened.pop(key, None)
+            if opened is not None and self._resume(opened[1]):
+                return None
+            refusal = refused()
+            if refusal is not None:
+                return refusal
+            grant_owner()
+            self._opened[key] = (now + self.again_s, dict(session))
+        return None
 
-    def resume(self, form: str, proof: str) -> bool:
-        """Give this browser the session ``form`` opened with ``proof``, if that is recent and open."""
-        with self._lock:
-            self._forget_old()
-            opened = self._opened.get((form, proof))
-        if opened is None:
-            return False
-        token, sessions = opened[1].get(SESSION_KEY), _sessions()
+    @staticmethod
+    def _resume(cookie: dict[str, object]) -> bool:
+        token, sessions = cookie.get(SESSION_KEY), _sessions()
         if not (isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)):
             return False  # logged out since: the proof is spent, so the form says so
         session.clear()
-        session.update(opened[1])
+        session.update(cookie)
         g.emocall_owner = True
         return True
-
-    def _forget_old(self) -> None:
-        now = self.clock()
-        self._opened = {k: v for k, v in self._opened.items() if v[0] > now}
 
 
 def source() -> str:

@@ -223,13 +223,10 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
         """The owner is in, once ``refused`` (the code or button check) has no answer of its own, or
         this form already logged in with ``proof`` (posted twice): back to the kept settings form,
         or to the status page."""
-        pending, form = session.get(PENDING), owner.csrf_token()
-        if not logins.resume(form, proof):
-            refusal = refused()
-            if refusal is not None:
-                return refusal
-            owner.grant_owner()
-            logins.remember(form, proof)
+        pending = session.get(PENDING)
+        refusal = logins.enter(proof, refused)
+        if refusal is not None:
+            return refusal
         if isinstance(pending, dict):
             session[PENDING] = pending
             return redirect(url_for("pages.settings"))
