@@ -74,7 +74,7 @@ class Picamera2Source:
             # picamera2 hands over a USB camera's raw YUYV, in two dimensions: no picture to read.
             raise CameraError(
                 f"the Pi camera sent a {'x'.join(map(str, image.shape))} frame, not a colour picture "
-                '(a USB camera? set [camera] source = "webcam")'
+                '(a USB camera? set [camera] source = "opencv")'
             )
         frame = Frame(image[:, :, :3], self._index, time.monotonic() - self._start)
         self._index += 1
