@@ -59,6 +59,7 @@ class CallGate:
     ) -> None:
         self._worker, self._sharing, self._camera = worker, sharing, camera
         self._state = "idle"
+        self._guest = False  # the call in progress is a guest's (from a browser)
         worker.pause()
         if camera is not None:
             camera.pause()
@@ -67,12 +68,14 @@ class CallGate:
     def _on_event(self, event: Event) -> None:
         if event.topic == "call.state":
             self._state = str(event.data.get("state", ""))
+            self._guest = bool(event.data.get("guest"))
             if self._camera is not None:
                 # Its video goes out from the offer on: the camera runs while a call is in progress.
                 (self._camera.resume if self._state in IN_PROGRESS else self._camera.pause)()
         elif event.topic != "settings.changed":
             return
-        if self._state == "connected" and self._sharing():
+        # A guest never receives the owner's expressions: no face is analysed for one.
+        if self._state == "connected" and not self._guest and self._sharing():
             self._worker.resume()
         else:
             self._worker.pause()

@@ -456,6 +456,7 @@ class FakeSession:
         self.opened = asyncio.Event()
         self.is_open = False
         self.received = None
+        self.sent: list[messages.Message] = []
         self._close_seconds, self._answer_error = close_seconds, answer_error
         self._answer_seconds = answer_seconds
         self._closing: asyncio.Task[None] | None = None
@@ -475,7 +476,7 @@ class FakeSession:
         return OFFER_SDP
 
     def send(self, message: messages.Message) -> None:
-        pass
+        self.sent.append(message)
 
     async def close(self) -> None:
         if self._closing is None:
@@ -1309,6 +1310,28 @@ def test_a_guests_re_offer_for_a_call_over_here_says_whether_it_was_hung_up(
         assert status == 200 and answer["kind"] == ending, answer
         status, answer = send(call="1" * 32, resume=True)
         assert status == 200 and answer["kind"] == "lost", answer
+
+
+def test_a_guest_hears_nothing_of_the_owners_sharing(flow_unit: Callable[..., FlowUnit]) -> None:
+    """A guest never receives the owner's expressions, so whether the owner shares them (or that the
+    owner's camera failed) is none of the page's business; a paired unit is told."""
+    unit = flow_unit()
+    with guest_on_the_line(unit):
+        session = unit.engine.flow.session
+        assert isinstance(session, FakeSession)
+        sharing = unit.store.settings().share_expressions
+        unit.store.update_settings({"share_expressions": not sharing})
+        unit.store.update_settings({"share_expressions": sharing})
+        time.sleep(0.2)
+        told = [m for m in session.sent if isinstance(m, messages.Sharing)]
+    assert told == []
+    unit.engine.hangup()
+    unit.wait_state("idle")
+    assert unit.offer(unit.bela).kind == "answer"
+    session = unit.open_session()
+    unit.store.update_settings({"share_expressions": not sharing})
+    time.sleep(0.2)
+    assert [m for m in session.sent if isinstance(m, messages.Sharing)]  # a unit is told
 
 
 def test_a_guests_re_offer_after_a_restart_is_lost_with_a_one_time_invite_too(

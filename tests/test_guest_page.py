@@ -56,8 +56,9 @@ def _files(route: Any) -> None:
 class Relay:
     """The relay's side of the page's XMPP exchange; the unit's answer to the call is ``answer``."""
 
-    def __init__(self, status: int, answer: dict[str, Any]) -> None:
+    def __init__(self, status: int, answer: dict[str, Any], rings: bool = False) -> None:
         self.status, self.answer = status, answer
+        self.rings = rings  # the unit does not answer yet: the call rings there
         self.requests: list[str] = []
 
     def __call__(self, ws: Any) -> None:
@@ -78,6 +79,8 @@ class Relay:
             ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
         elif "urn:emocall:relay:1" in xml:
             self.requests.append(xml)
+            if self.rings:
+                return
             body = base64.b64encode(json.dumps(self.answer).encode()).decode()
             response = json.dumps({"status": self.status, "headers": {}, "body": body})
             ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
@@ -117,5 +120,27 @@ def test_an_invite_the_unit_refuses_after_call_keeps_the_focus_on_the_sentence(t
             sync_api.expect(problem).to_be_focused()
             sync_api.expect(page.get_by_role("button", name="Cancel the call")).to_be_hidden()
             assert len(relay.requests) == 1
+        finally:
+            browser.close()
+
+
+def test_the_describe_choice_is_fixed_while_the_call_rings(token: str) -> None:
+    """The choice goes to the unit with the call's offer: unticked while the call rang, the page
+    showed "not described" while the owner heard "Priya looks sad"."""
+    relay = Relay(200, {}, rings=True)
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            choice = page.locator("#describe")
+            sync_api.expect(choice).to_be_enabled()
+            page.get_by_role("button", name="Call Asha").click()
+            for _ in range(100):  # until the offer is with the unit, which rings
+                if relay.requests:
+                    break
+                page.wait_for_timeout(100)
+            assert relay.requests
+            sync_api.expect(choice).to_be_disabled()
+            page.get_by_role("button", name="Cancel the call").click()
+            sync_api.expect(choice).to_be_enabled()  # a new call may choose again
         finally:
             browser.close()

@@ -171,6 +171,11 @@ def test_no_frame_is_classified_unless_a_shared_call_is_connected(tmp_path: Path
         ended = worker.pipeline.frames
         time.sleep(2)
         assert worker.pipeline.frames == ended
+        # A guest's call, sharing on: the camera runs (its video goes to the guest), but a guest
+        # never receives the owner's expressions, so none is recognised.
+        events.publish("call.state", "connected", state="connected", peer="Priya", reason="", guest=True)
+        time.sleep(2)
+        assert worker.pipeline.frames == ended and not capture.paused
     finally:
         gate.close()
         worker.close()

@@ -407,7 +407,7 @@ class CallFlow:
             self._set("connected", f"connected to {self.remote_name}")
         session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
         sharing = self._e.sharing
-        if sharing.paused:
+        if sharing.paused and not self.peer.guest:  # a guest hears nothing of the owner's expressions
             session.send(sharing)
 
     def send(self, message: messages.Message) -> None:

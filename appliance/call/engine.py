@@ -256,7 +256,7 @@ class CallEngine:
         at each call's start changes nothing). A resume after an outage carries the outage's reason:
         an older unit, which drops a message with one, never hears "sharing again" without the pause."""
         before, self._told = self._told, self.sharing
-        if self._told != before:
+        if self._told != before and not (self.flow.peer is not None and self.flow.peer.guest):
             resumed = messages.Sharing(paused=False, reason=before.reason)
             self.flow.send(self._told if self._told.paused else resumed)
 

@@ -5,8 +5,9 @@ invite's fields (its id, this unit's id, relay address and name, the guest's nam
 whether it works once) and the unit's Ed25519 signature over them, so nobody can make one or change the
 name or the time in one. The unit also keeps each invite in its state store: the owner lists and
 revokes them there, and a one-time invite is marked used by the first call it rings. The token
-sits in the link's fragment, which browsers never send to a server, so the relay's logs never
-hold it.
+sits in the link's fragment, which browsers never send to a server, so the relay's web logs never
+hold it; the page sends it with each offer through the relay, so a guest's call trusts the relay's
+operator (README, "Guests in a browser").
 """
 
 from __future__ import annotations

@@ -217,6 +217,7 @@
     $('before').hidden = false;
     $('call-area').hidden = true;
     $('call').disabled = false;
+    $('describe').disabled = false;
     $('cancel').hidden = true;
     if (cancelling) $('call').focus(); // not to the top of the page with the button that hid
     say(text);
@@ -255,6 +256,8 @@
 
   async function startCall() {
     $('call').disabled = true;
+    // The choice goes with the call's offer: changed while it rings, the unit would not hear it.
+    $('describe').disabled = true;
     $('cancel').hidden = false;
     $('cancel').focus(); // the Call button is disabled: the one thing to press now
     $('problem').hidden = true;
