@@ -63,6 +63,9 @@ NONCE_FORM = re.compile(r"^[0-9A-Za-z_-]{16,64}$")
 
 PeerKeys = Callable[[str], bytes | None]
 """unit_id -> the raw public key pinned at pairing, or None when that unit is not paired."""
+NonceLog = Callable[[str, str, float], bool]
+"""(unit_id, nonce, the request's time) -> False when that unit sent that nonce before: the record
+kept across restarts (the state store's), for a clock set back after one (:class:`RequestVerifier`)."""
 
 
 class TrustError(Exception):
@@ -274,9 +277,18 @@ class RequestVerifier:
     """
 
     def __init__(
-        self, peer_keys: PeerKeys, unit_id: str, max_skew_s: float = MAX_SKEW_S, max_nonces: int = 4096
+        self,
+        peer_keys: PeerKeys,
+        unit_id: str,
+        max_skew_s: float = MAX_SKEW_S,
+        max_nonces: int = 4096,
+        kept: NonceLog | None = None,
     ) -> None:
+        """``kept``: the nonces' record that outlives the process. A Pi without network time starts
+        again up to an hour behind (its clock saved hourly): without it, a request answered in
+        that hour could be replayed once while the clock passed its time again."""
         self._peer_keys = peer_keys
+        self._kept = kept
         self._unit_id = unit_id
         self._max_skew_s = max_skew_s
         self._max_nonces = max_nonces
@@ -303,6 +315,8 @@ class RequestVerifier:
             side = "behind" if skew > 0 else "ahead of"
             raise ClockSkew(f"the request's time is {abs(skew):.0f} s {side} this unit's clock", exchange)
         self._remember(unit, nonce, now)
+        if self._kept is not None and not self._kept(unit, nonce, exchange.time):
+            raise TrustError("this request was already received before a restart (replay refused)")
         return exchange
 
     def _remember(self, unit: str, nonce: str, now: float) -> None:

@@ -43,6 +43,12 @@ CREATE TABLE IF NOT EXISTS peers (
     public_key BLOB NOT NULL,
     paired_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    unit_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    stamp REAL NOT NULL,
+    PRIMARY KEY (unit_id, nonce)
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     boot TEXT NOT NULL,
@@ -50,6 +56,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     until REAL NOT NULL
 );
 """
+
+# How long a signed request's nonce is kept: twice the hour between two saves of the clock
+# (image-build: emocall-clock-save.timer), the furthest a unit without network time starts behind.
+KEEP_NONCES_S = 2 * 3600.0
 
 Announcements = Literal["speech", "tones", "both", "off"]
 Verbosity = Literal["short", "full"]
@@ -340,6 +350,22 @@ class StateStore:
             self._settings = new
         return new, changed
 
+    # -- signed requests' nonces ---------------------------------------------------------------------
+
+    def first_nonce(self, unit_id: str, nonce: str, stamp: float) -> bool:
+        """Record that ``unit_id`` sent ``nonce`` in a request stamped ``stamp``; False when it had
+        (a replay). Kept KEEP_NONCES_S by the request's own time: a clock set back by up to that
+        much (a restart without network time) still finds the requests it answered."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM nonces WHERE stamp < ?", (time.time() - KEEP_NONCES_S,))
+            try:
+                db.execute(
+                    "INSERT INTO nonces (unit_id, nonce, stamp) VALUES (?, ?, ?)", (unit_id, nonce, stamp)
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
     # -- paired units ------------------------------------------------------------------------------
 
     def peers(self) -> list[Peer]:
@@ -379,6 +405,7 @@ class StateStore:
 
     def remove_peer(self, unit_id: str) -> bool:
         with self.transaction(scrub=True) as db:
+            db.execute("DELETE FROM nonces WHERE unit_id = ?", (unit_id,))
             return db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
 
     def check(self) -> None:

@@ -15,6 +15,7 @@ from appliance import identity
 from appliance.identity import Identity, RequestVerifier, TrustError
 from appliance.pairing import service
 from appliance.pairing.client import MAX_ANSWER, PeerClient, UnitRefused
+from appliance.state import StateStore
 from tests.hostile import Answer, hostile_server, request_from
 from tests.pairing_units import Unit, make_unit
 
@@ -142,6 +143,35 @@ def test_l5_the_nonce_cache_is_bounded_and_expires(tmp_path: Path, monkeypatch: 
     later = time.time() + 121
     monkeypatch.setattr(identity.time, "time", lambda: later)
     verifier.verify(identity.sign_request(a, b.unit_id, "POST", "/x", b"").headers, "POST", "/x", b"")
+
+
+def test_l5_a_request_is_not_taken_again_after_a_restart_with_the_clock_set_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi without network time starts again up to an hour behind (its clock saved hourly): the
+    nonces lived in memory only, so a signed unpair or offer captured in that hour was taken again,
+    once, while the clock passed its time."""
+    a, b = Identity.load_or_create(tmp_path / "a.key"), Identity.load_or_create(tmp_path / "b.key")
+    store = StateStore(tmp_path / "state.db")
+    try:
+        store.add_peer(a.unit_id, "Asha", "192.0.2.2:8080", a.public_key)
+        signed = identity.sign_request(a, b.unit_id, "POST", "/api/peer/unpair", b"{}").headers
+        verify = RequestVerifier(store.peer_key, b.unit_id, kept=store.first_nonce).verify
+        assert verify(signed, "POST", "/api/peer/unpair", b"{}").sender == a.unit_id
+        # A power cut: the process starts again, its clock 50 minutes behind, and runs until it
+        # reads the request's time once more.
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 3000)
+        store.close()
+        store = StateStore(tmp_path / "state.db")  # the old rows are not pruned by the earlier clock
+        monkeypatch.setattr(time, "time", real)
+        again = RequestVerifier(store.peer_key, b.unit_id, kept=store.first_nonce)
+        with pytest.raises(TrustError, match="replay refused"):
+            again.verify(signed, "POST", "/api/peer/unpair", b"{}")
+        fresh = identity.sign_request(a, b.unit_id, "POST", "/api/peer/unpair", b"{}").headers
+        assert again.verify(fresh, "POST", "/api/peer/unpair", b"{}").sender == a.unit_id
+    finally:
+        store.close()
 
 
 def test_m1_each_unit_answers_only_what_was_signed_for_it(tmp_path: Path) -> None:

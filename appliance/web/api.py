@@ -53,7 +53,7 @@ def create_app(status: StatusProvider, parts: UnitParts, blueprints: Sequence[Bl
     app.session_interface = owner.OwnerCookie()
     app.extensions[owner.EXTENSION] = owner.OwnerSessions(parts.store, parts.session_hours)
     app.extensions[peer_api.EXTENSION] = peer_api.Trust(
-        parts.me, RequestVerifier(parts.store.peer_key, parts.me.unit_id)
+        parts.me, RequestVerifier(parts.store.peer_key, parts.me.unit_id, kept=parts.store.first_nonce)
     )
     app.register_blueprint(api_blueprint(status, parts))
     app.register_blueprint(peer_api.peer_blueprint(parts.pairing, parts.store))
