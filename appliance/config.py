@@ -101,7 +101,7 @@ class SpeechConfig(_Section):
         5.0, ge=0, le=120, description="At most one expression announcement per this many seconds"
     )
     stale_seconds: float = Field(
-        2.0, gt=0, le=30, description="An expression kept waiting this long after it was due is dropped"
+        10.0, gt=0, le=30, description="An expression kept waiting this long after it was due is dropped"
     )
     output: AudioOutKind = Field(
         "auto",

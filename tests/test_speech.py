@@ -158,7 +158,9 @@ def test_states_go_before_a_waiting_emotion_and_nothing_is_cut(make_unit: Callab
         assert b.start_s >= a.start_s + a.duration_s - 1e-9  # whole, one after the other
 
 
-def test_an_emotion_kept_waiting_by_states_is_dropped_not_said_late(make_unit: Callable[..., Unit]) -> None:
+def test_an_emotion_kept_waiting_too_long_by_states_is_dropped_not_said_late(
+    make_unit: Callable[..., Unit],
+) -> None:
     unit = make_unit(mode="tones", min_interval_s=0.0, stale_s=0.1)
     unit.announcer.say("Pairing code: 1 2 3 4 5 6.")
     time.sleep(0.2)
@@ -167,6 +169,25 @@ def test_an_emotion_kept_waiting_by_states_is_dropped_not_said_late(make_unit: C
     assert [d.label for d in unit.announcer.dropped] == ["fear"]
     assert [s.item.kind for s in unit.announcer.spoken] == ["state"]
     assert band_level(audio, NOTES_HZ["fear"][0]) < 300  # never heard
+
+
+def test_the_first_expression_of_a_call_waits_for_the_connect_sentences(tmp_path: Path) -> None:
+    """At connect the unit says "Connected to Asha." and the sharing sentence (3.5 s in English,
+    5.3 s in Bengali at the unit's rate); the other unit's first expression comes about a second
+    after connect and, its smoothing sending only changes, never again while it holds. Dropped as
+    stale after 2 s behind those sentences, it was never heard, while the screen showed it."""
+    unit = Unit(tmp_path / "speaker.wav", Espeak())  # the unit's own rate, not the tests' fast one
+    try:
+        unit.announcer.say("Connected to Asha.")
+        unit.announcer.say(Phrases("en").say("consent_shared", peer="Asha"))
+        time.sleep(1.2)
+        unit.announcer.emotion("Asha", "happiness", 0.9)
+        unit.finish()
+        assert [s.item.kind for s in unit.announcer.spoken] == ["state", "state", "emotion"]
+        assert unit.announcer.dropped == []
+    finally:
+        unit.announcer.close()
+        unit.speaker.close()
 
 
 def test_emotions_only_on_change_above_threshold_and_rate_limited(make_unit: Callable[..., Unit]) -> None:

@@ -61,7 +61,7 @@ class Announcer:
         mode: Mode = "speech",
         min_confidence: float = 0.6,
         min_interval_s: float = 5.0,
-        stale_s: float = 2.0,
+        stale_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._speaker, self._tts, self.phrases = speaker, tts, phrases
