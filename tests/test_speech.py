@@ -256,6 +256,22 @@ def test_an_expression_no_longer_known_is_neither_said_nor_repeated(make_unit: C
     ]
 
 
+def test_an_expression_below_the_threshold_is_not_said_but_is_what_a_repeat_says(
+    make_unit: Callable[..., Unit],
+) -> None:
+    """The screen shows every expression the other unit sends; one below min_confidence is not
+    said. A repeat (the button: "what the screen shows") said the older one instead."""
+    unit = make_unit(min_interval_s=0.0, min_confidence=0.6)
+    a = unit.announcer
+    assert a.emotion("Asha", "happiness", 0.9)
+    assert a.wait_idle(10)
+    assert not a.emotion("Asha", "anger", 0.5)
+    a.repeat_last()
+    unit.finish()
+    said = [s.item.text or a.phrases.emotion(s.item.peer, s.item.label) for s in a.spoken]
+    assert said == ["Asha looks happy.", "Asha looks angry."]
+
+
 def test_repeat_before_any_emotion_says_so(make_unit: Callable[..., Unit]) -> None:
     unit = make_unit()
     unit.announcer.repeat_last()

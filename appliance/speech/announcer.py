@@ -138,12 +138,17 @@ class Announcer:
             self._cond.notify_all()
 
     def emotion(self, peer: str, label: str, confidence: float, t: float | None = None) -> bool:
-        """Offer the other person's expression; True when it will be said (unless it goes stale)."""
-        if confidence < self._min_confidence:
-            return False
+        """Offer the other person's expression; True when it will be said (unless it goes stale).
+
+        One below ``min_confidence`` is not said, but it is the person's expression now: the screen
+        shows it and a repeat says it, and an earlier one still waiting is no longer true."""
         item = Item("emotion", peer=peer, label=label, t=self._clock() if t is None else t)
         with self._cond:
             self._current = item
+            if confidence < self._min_confidence:
+                if self._pending is not None and self._pending.peer == peer:
+                    self._pending = None
+                return False
             if self.mode == "off" or self._said.get(peer) == label:
                 if self._pending is not None and self._pending.peer == peer:
                     self._pending = None  # it went back to what was said last: nothing changed
