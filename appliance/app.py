@@ -8,11 +8,13 @@ way, erases what the unit wrote and starts again as a new unit (:meth:`Appliance
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -60,6 +62,18 @@ ADDRESS_SECONDS = 10.0
 # How often ended guest invites past their keeping are deleted while the unit runs: it may run for
 # months without a restart, and nobody may open the guests' page meanwhile (appliance/guests).
 PRUNE_SECONDS = 3600.0
+
+
+def outside_sandbox(data_dir: Path) -> None:
+    """Raise StateError for a data folder the service may not write: under systemd the unit writes
+    only its StateDirectory (emocall.service), and any other folder reads as read-only, which would
+    pass for a dying memory card (the unit would run from a copy and ask for a new card)."""
+    allowed = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if allowed and not data_dir.resolve().is_relative_to(Path(allowed).resolve()):
+        raise StateError(
+            f"[unit] data_dir {data_dir} is outside {allowed}, the only folder the service may write: "
+            f"leave [unit] data_dir out, or set it inside {allowed}"
+        )
 
 
 class Appliance:
@@ -350,11 +364,15 @@ class Appliance:
         """The configuration to run with: the data folder on a read-only card is swapped for its
         copy in memory (:mod:`appliance.card`)."""
         cfg = self.config
+        outside_sandbox(cfg.unit.data_dir)
         if read_only(cfg.unit.data_dir):
             copy = memory_copy(cfg.unit.data_dir, runtime_directory())
             cfg = cfg.model_copy(update={"unit": cfg.unit.model_copy(update={"data_dir": copy})})
             self._card_copy = True
-        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot create the data folder {cfg.unit.data_dir}: {e.strerror}") from e
         if forget_pending(cfg.unit.data_dir):  # the last "forget everything" was cut short: finish it
             self._erase(cfg)
         return cfg

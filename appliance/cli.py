@@ -277,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     watch = command("watch", help="run the camera and expression recognition alone, a line per event")
-    watch.add_argument("--source", default="auto", help="camera (as for run) or a video file (full speed)")
+    watch.add_argument("--source", help="camera (as for run; default: the config) or a video file")
     watch.add_argument("--json", action="store_true", help="JSON lines: t, emotion, confidence")
     watch.set_defaults(handler=cmd_watch)
 

@@ -307,6 +307,9 @@ def _describe(
             source = "command line"
         elif field in env.get(section, {}):
             source = f"environment variable {ENV_PREFIX}{section.upper()}__{field.upper()}"
+        elif not field and section in env:  # a section the file does not know: a misspelled variable
+            names = (f"{ENV_PREFIX}{section.upper()}__{name.upper()}" for name in env[section])
+            source = f"environment variable {', '.join(names)}"
         else:
             source = file
         if err["type"] == "extra_forbidden":
@@ -338,7 +341,10 @@ def load(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from e
     env = _env_overrides(environ)
-    data = _merge(_merge(data, env), overrides or {})
+    try:
+        data = _merge(_merge(data, env), overrides or {})
+    except ConfigError as e:  # a key of the file where a [section] belongs
+        raise ConfigError(f"{origin}: {e}") from e
     try:
         return Config.model_validate(data)
     except ValidationError as e:

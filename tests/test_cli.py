@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance import __version__, config, selftest
+from appliance import __version__, cli, config, selftest
 from appliance.audio.wav import read_wav
 from appliance.events import EventBus
 from appliance.speech.service import say_once
@@ -133,3 +133,11 @@ def test_say_plays_at_the_volume_the_unit_plays_at_before_the_owner_sets_one(tmp
         say_once("Camera ready.", "en", speech, data)
         played[name] = rms(read_wav(data / "speaker.wav")[0])
     assert played["untouched"] == pytest.approx(played["moved and back"], rel=0.01)
+
+
+def test_watch_uses_the_configured_camera_unless_told_another() -> None:
+    """`emocall watch` passed --source auto whenever none was given, so the configured webcam or
+    file was replaced by the Pi camera."""
+    assert cli._overrides(cli.parser().parse_args(["watch"])) == {}
+    given = cli._overrides(cli.parser().parse_args(["watch", "--source", "/dev/video2"]))
+    assert given == {"camera": {"source": "opencv", "device": "/dev/video2"}}

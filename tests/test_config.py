@@ -85,6 +85,19 @@ def test_a_bad_environment_variable_is_named_as_the_source_not_the_file(tmp_path
     assert str(path) not in str(e.value)
 
 
+def test_a_misspelled_section_in_a_variable_or_a_key_for_a_section_says_where(tmp_path: Path) -> None:
+    """A variable naming no section was blamed on the file; a file key where a section belongs
+    was said without the file."""
+    path = tmp_path / "good.toml"
+    path.write_text("[web]\nport = 8080\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path, environ={"EMOCALL_CAMREA__SOURCE": "pattern"})
+    assert "camrea: unknown key in environment variable EMOCALL_CAMREA__SOURCE" in str(e.value)
+    path.write_text('camera = "pattern"\n')
+    with pytest.raises(config.ConfigError, match=rf"^{re.escape(str(path))}: \[camera\] must be a table"):
+        config.load(path, environ={"EMOCALL_CAMERA__SOURCE": "pattern"})
+
+
 def test_unreadable_config_exits_2(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     result = subprocess.run(

@@ -341,3 +341,22 @@ def _wait_said(log: Path, sentence: str, timeout: float) -> None:
     while f"saying: {sentence}" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
+
+
+def test_a_data_folder_the_unit_cannot_use_is_said_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that cannot be made was a traceback (no sentence); under systemd, a folder outside
+    the service's StateDirectory reads as read-only and passed for a dying memory card (the unit ran
+    from a copy in memory, lost everything at each reboot and asked for a new card)."""
+    from appliance.app import Appliance
+    from appliance.state import StateError
+    from tests.conftest import appliance_config
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(StateError, match="cannot create the data folder"):
+        Appliance(appliance_config(tmp_path / "afile" / "data", "Asha")).start()
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    with pytest.raises(StateError, match=r"\[unit\] data_dir .* is outside"):
+        Appliance(appliance_config(tmp_path / "srv", "Asha")).start()
+    Appliance(appliance_config(tmp_path / "state", "Asha")).start().close()  # inside: it starts
