@@ -81,7 +81,8 @@ class Appliance:
         self.config = config
         self.events = EventBus()
         self._stack = ExitStack()
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # wait() returns: a signal, stop() or forget-everything
+        self._stopping = threading.Event()  # a signal or stop(): nothing starts again after it
         self._forget = threading.Event()
         self._restarting = threading.Event()  # set while "forget everything" closes and restarts
         self._parts: UnitParts | None = None
@@ -274,7 +275,7 @@ class Appliance:
 
         def on_signal(signum: int, _: FrameType | None) -> None:
             log.info("signal %d: shutting down", signum)
-            self._stopped.set()
+            self.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
@@ -289,9 +290,11 @@ class Appliance:
                 tick()
                 self._follow_address()
                 self._prune_invites()
-            if not self._forget.is_set():
+            if not self._forget.is_set() or self._stopping.is_set():
                 return
             self._start_fresh(tick)
+            if self._stopping.is_set():
+                return
 
     def _prune_invites(self) -> None:
         now = time.monotonic()
@@ -324,11 +327,19 @@ class Appliance:
         self._forget.clear()
         self._stopped.clear()
         with self._restarting_fed(tick):
-            if self.speech is not None:
-                self.speech.announcer.wait_idle(FORGET_SAY_SECONDS)  # "Forgetting everything..."
-            self._unpair_all()
+            # Stopped meanwhile (SIGTERM: systemd waits 90 s, a reboot less): the erase is all that
+            # is still done, and nothing starts again.
+            if self.speech is not None:  # "Forgetting everything...", heard unless stopped
+                until = time.monotonic() + FORGET_SAY_SECONDS
+                while not (self._stopping.is_set() or self.speech.announcer.wait_idle(0.2)):
+                    if time.monotonic() > until:
+                        break
+            if not self._stopping.is_set():
+                self._unpair_all()
             self.close()
             self._erase(self.config)
+            if self._stopping.is_set():
+                return
             self.events = EventBus()
             self.start()
         # On a read-only card only the copy in memory was erased: the card brings it all back at the
@@ -395,6 +406,7 @@ class Appliance:
                 log.warning("unpairing before forgetting everything: %s", e)
 
     def stop(self) -> None:
+        self._stopping.set()
         self._stopped.set()
 
     def close(self) -> None:

@@ -360,3 +360,30 @@ def test_a_data_folder_the_unit_cannot_use_is_said_as_such(
     with pytest.raises(StateError, match=r"\[unit\] data_dir .* is outside"):
         Appliance(appliance_config(tmp_path / "srv", "Asha")).start()
     Appliance(appliance_config(tmp_path / "state", "Asha")).start().close()  # inside: it starts
+
+
+def test_a_stop_during_forget_everything_erases_and_starts_nothing_again(tmp_path: Path) -> None:
+    """SIGTERM (systemctl stop, a reboot) while the unit forgot everything waited for a whole new
+    unit to start (17.6 s here; on a Pi with switched-off paired units and a Coral probe, past
+    systemd's 90 s, and the next boot said the unit had stopped working)."""
+    import threading
+
+    from appliance.app import Appliance
+    from tests.conftest import appliance_config
+
+    data = tmp_path / "asha"
+    unit = Appliance(appliance_config(data, "Asha")).start()
+    waiting = threading.Thread(target=unit.wait)
+    waiting.start()
+    try:
+        unit.forget_everything()
+        time.sleep(0.3)
+        started = time.monotonic()
+        unit.stop()
+        waiting.join(10)
+        assert not waiting.is_alive() and time.monotonic() - started < 5
+        assert sorted(p.name for p in data.iterdir()) == []  # erased; no new identity made
+    finally:
+        unit.stop()
+        waiting.join(10)
+        unit.close()
