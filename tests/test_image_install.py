@@ -342,6 +342,16 @@ def test_first_boot_applies_imager_settings_names_the_unit_and_makes_its_key(
     check_first_boot(root, first_boot(files, ("asha",)))
 
 
+def test_first_boot_keeps_the_name_the_flasher_gave(root: Path, first_boot: FirstBoot) -> None:
+    """A [unit] name in the flasher's emocall.toml was overridden by the name first boot made up
+    (its environment file wins over the config file): the unit said "emocall 4821 is ready"."""
+    result = first_boot({"emocall.toml": '[unit]\nname = "Grandma"\n'}, ())
+    assert result.returncode == 0, result.stderr
+    assert not (root / "etc/emocall/unit.env").exists()
+    shown = in_root(root, "/opt/emocall/venv/bin/emocall", "config")
+    assert '"name": "Grandma"' in shown.stdout, shown.stdout + shown.stderr
+
+
 # What Imager writes for Raspberry Pi OS: the keys are given before the user exists.
 FIRSTRUN = """#!/bin/bash
 set +e
