@@ -562,3 +562,20 @@ def test_a_video_frame_or_an_expression_after_the_call_ended_is_not_shown(shown:
     shown.display.set_remote_frame(np.full((240, 320, 3), BLUE_BGR, np.uint8))
     shown.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
     assert shown.display.flush() and shown.display.scene.frame is None and shown.display.scene.big == ""
+
+
+def test_a_code_from_before_a_call_and_a_lockout_in_one_leave_the_call_on_screen(
+    shown: Shown, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code shown in idle stayed in large type through the call that rang then (its expiry no
+    longer found it shown); a lockout in a call hid the call's line and the other person's
+    expression for the lock's five minutes."""
+    monkeypatch.setattr(view, "SAID_S", 0.3)
+    shown.events.publish("pairing.code", "code", code="123456", purpose="owner", seconds=60)
+    shown.events.publish("call.state", "ringing", state="ringing", peer="Asha", reason="")
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    assert shown.lines()[1:] == ["Connected to Asha."]
+    shown.events.publish("remote.emotion", "happy", peer="Asha", emotion="happiness", confidence=0.9)
+    shown.events.publish("pairing.locked", "locked", purpose="owner", seconds=300)
+    assert shown.lines()[2] == "Happy"
+    assert shown.wait_for("Connected to Asha.", timeout=5)[1:] == ["Connected to Asha.", "Happy"]

@@ -160,7 +160,14 @@ class Display:
         elif state in CALL_OVER:
             self._show_for(SAID_S, text, big="", frame=None)
         else:
-            self._update(state=text)
+            # The call's line takes over from a passing message (a code shown in idle, whose expiry
+            # would no longer find it shown), with the other person's expression, if any.
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                big, colour = self._call_big
+            self._update(state=text, big=big, big_colour=colour)
 
     def _on_sharing(self, event: Event) -> None:
         key = sharing_key(event.data)
@@ -204,7 +211,13 @@ class Display:
 
     def _on_locked(self, event: Event) -> None:
         seconds = float(event.data["seconds"])
-        self._show_for(seconds, self._phrases.locked(str(event.data.get("purpose")), seconds), big="")
+        text = self._phrases.locked(str(event.data.get("purpose")), seconds)
+        with self._lock:
+            in_call = bool(self._call_line)
+        if in_call:  # said, then the call's line and expression again: not hidden for the lock's minutes
+            self._show_for(SAID_S, text)
+        else:
+            self._show_for(seconds, text, big="")
 
     def _show_for(self, seconds: float | None, state: str, **changes: Any) -> None:
         """Show ``state`` and go back to the idle line (with the address) after ``seconds``, unless
