@@ -171,7 +171,7 @@ class Display:
 
     def _on_sharing(self, event: Event) -> None:
         key = sharing_key(event.data)
-        if key == "sharing_resumed":
+        if key in ("sharing_resumed", "remote_available"):
             self._show_big("", YELLOW)
         else:  # paused, or their expressions cannot be described
             self._show_big(self._phrases.say(key, peer=str(event.data.get("peer") or "")), GREY)

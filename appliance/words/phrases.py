@@ -66,6 +66,7 @@ EN = {
     "sharing_paused": "{peer} paused sharing expressions.",
     "sharing_resumed": "{peer} is sharing expressions again.",
     "remote_unavailable": "{peer}'s expressions cannot be described right now.",
+    "remote_available": "{peer}'s expressions can be described again.",
     "remote_no_face_said": "{peer}'s face is not in view.",
     "camera_ready": "Camera ready.",
     "camera_lost": "Camera lost.",
@@ -175,6 +176,7 @@ HI = {
     "sharing_paused": "{peer} ने भाव भेजना रोक दिया है।",
     "sharing_resumed": "{peer} ने फिर से भाव भेजना शुरू किया है।",
     "remote_unavailable": "{peer} के भाव अभी बताए नहीं जा सकते।",
+    "remote_available": "{peer} के भाव फिर से बताए जा सकते हैं।",
     "remote_no_face_said": "{peer} का चेहरा नहीं दिख रहा।",
     "camera_ready": "कैमरा तैयार।",
     "camera_lost": "कैमरा नहीं मिल रहा।",
@@ -277,6 +279,7 @@ BN = {
     "sharing_paused": "{peer} অভিব্যক্তি পাঠানো বন্ধ রেখেছেন।",
     "sharing_resumed": "{peer} আবার অভিব্যক্তি পাঠাচ্ছেন।",
     "remote_unavailable": "{peer}-কে দেখে এখন অভিব্যক্তি বোঝা যাচ্ছে না।",
+    "remote_available": "{peer}-কে দেখে আবার অভিব্যক্তি বোঝা যাচ্ছে।",
     # No possessive after a name: its ending (-র or -এর) depends on how the name ends.
     "remote_no_face_said": "{peer}-কে দেখা যাচ্ছে না।",
     "camera_ready": "ক্যামেরা প্রস্তুত।",
@@ -479,9 +482,11 @@ def call_key(data: Mapping[str, Any]) -> str | None:
 
 def sharing_key(data: Mapping[str, Any]) -> str:
     """The phrase key of a ``remote.sharing`` event's ``data``: paused by the other person, their
-    expressions not describable, or shared again. Speech and the display both follow it."""
+    expressions not describable, shared again, or describable again (the end of an outage: a camera
+    back, a guest's face analysed again; not a choice of theirs). Speech and the display both
+    follow it."""
     if not data.get("paused"):
-        return "sharing_resumed"
+        return "remote_available" if data.get("reason") == UNAVAILABLE else "sharing_resumed"
     return "remote_unavailable" if data.get("reason") == UNAVAILABLE else "sharing_paused"
 
 
