@@ -276,6 +276,28 @@ def test_sharing_switched_on_in_a_guests_call_is_not_said_to_reach_the_guest(uni
     ]
 
 
+def test_expressions_are_not_said_to_be_shared_while_they_cannot_be_described(tmp_path: Path) -> None:
+    """With the camera lost, a call said "Bela hears your expressions." while the engine told Bela
+    they could not be described; switching sharing on with expressions unavailable said "shared
+    again" just before "not shared"."""
+    unit = Talking(tmp_path / "out.wav", sharing=True)
+    try:
+        unit.events.publish("camera.lost", "camera lost", reason="unplugged")
+        unit.events.publish("call.state", "connected", state="connected", peer="Bela", reason="")
+        off = {"share_expressions": False}
+        unit.events.publish("settings.changed", "saved", changed=["share_expressions"], settings=off)
+        on = {"share_expressions": True}
+        unit.events.publish("settings.changed", "saved", changed=["share_expressions"], settings=on)
+        assert unit.said()[-4:] == [
+            "Connected to Bela.",
+            PRIVATE,
+            "Your expressions are no longer shared.",
+            "Sharing is on, but your expressions cannot be recognised right now.",
+        ]
+    finally:
+        unit.close()
+
+
 def test_a_spoken_code_is_heard_but_never_logged(unit: Talking, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="appliance.speech.announcer"):
         unit.events.publish("pairing.code", "code", code="482913", purpose="owner", seconds=60)

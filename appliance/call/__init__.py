@@ -16,6 +16,16 @@ IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
 IN_CALL = ("connected", "reconnecting")
 # The states with no call: nothing of the last call (its expressions, its video) is said or shown.
 CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
+# The events that say whether this unit's expressions can be described: topic -> (the part, whether
+# it works now). When one does not, the engine tells the other side why nothing is said of them,
+# rather than leave it in silence, and speech does not tell the owner they are shared.
+DESCRIBING: Final = {
+    "camera.lost": ("camera", False),
+    "camera.ready": ("camera", True),
+    "camera.recovered": ("camera", True),
+    "vision.unavailable": ("vision", False),
+    "vision.backend": ("vision", True),
+}
 # The reason of a call.state "ended" for a call placed here that the other unit declined or let ring
 # out (speech and the display say "Asha did not answer.").
 NOT_ANSWERED = "not answered"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiortc import RTCIceServer
 
 from appliance.audio import Speaker
-from appliance.call import UNAVAILABLE, CallError, NotPaired, messages
+from appliance.call import DESCRIBING, UNAVAILABLE, CallError, NotPaired, messages
 from appliance.call.calls import CallFlow
 from appliance.call.media import FrameSink
 from appliance.call.microphone import MicrophoneWatch, open_input
@@ -49,15 +49,6 @@ HANGUP_WAIT_SECONDS = 5.0  # a bye to an unreachable unit and a TURN allocation'
 Dialer = Callable[[Peer, float], Signalling]
 PeerList = Callable[[], list[Peer]]
 IceServers = Callable[[], list[RTCIceServer]]
-# The events that say whether this unit's expressions can be described: (the part, whether it works).
-# When one does not, the other side is told why nothing is said of them, rather than left in silence.
-DESCRIBING = {
-    "camera.lost": ("camera", False),
-    "camera.ready": ("camera", True),
-    "camera.recovered": ("camera", True),
-    "vision.unavailable": ("vision", False),
-    "vision.backend": ("vision", True),
-}
 
 
 class CallEngine:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from appliance.call import CALL_OVER, IN_CALL
+from appliance.call import CALL_OVER, DESCRIBING, IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
 from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, sharing_key
@@ -100,7 +100,7 @@ class Narrator:
     ) -> None:
         self._announcer = announcer
         self._sharing = sharing  # the owner's share_expressions, followed from settings.changed
-        self._vision_ok = True  # expressions can be recognised (False after vision.unavailable)
+        self._faults: set[str] = set()  # the parts (DESCRIBING) that cannot describe expressions now
         self._call_state = ""  # the last call.state ("" before the first)
         self._guest = False  # the call is with a guest, who never receives the owner's expressions
         self._ask_sharing = False
@@ -134,8 +134,9 @@ class Narrator:
         self._unsubscribe = events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.topic in ("vision.backend", "vision.unavailable"):
-            self._vision_ok = event.topic == "vision.backend"
+        if event.topic in DESCRIBING:  # as the engine follows them: what it tells the other side
+            part, works = DESCRIBING[event.topic]
+            (self._faults.discard if works else self._faults.add)(part)
         unheard = self._note_speaker(event.topic)
         handler = self._handlers.get(event.topic)
         if handler is not None:
@@ -224,7 +225,7 @@ class Narrator:
 
     def _say_consent(self, peer: str, guest: bool = False) -> None:
         """Whether this side's expressions are described to the other, right after "Connected"."""
-        if self._sharing and self._vision_ok and not guest:  # a guest never receives them
+        if self._sharing and not self._faults and not guest:  # a guest never receives them
             self._announcer.state("consent_shared", peer=peer)
         else:
             self._announcer.state("consent_private")
@@ -283,7 +284,9 @@ class Narrator:
         so switching on does not share them with the one on the line."""
         if not self._sharing:
             return "sharing_off"
-        return "sharing_on_guest" if self._guest else "sharing_on"
+        if self._guest:
+            return "sharing_on_guest"
+        return "sharing_on_unavailable" if self._faults else "sharing_on"
 
     def close(self) -> None:
         self._unsubscribe()

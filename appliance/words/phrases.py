@@ -105,6 +105,7 @@ EN = {
     "sharing_on": "Your expressions are shared again.",
     "sharing_off": "Your expressions are no longer shared.",
     "sharing_on_guest": "Your expressions will be shared in calls with units. A guest never receives them.",
+    "sharing_on_unavailable": "Sharing is on, but your expressions cannot be recognised right now.",
     "sharing_question": (
         "Your expressions are not shared until you choose. To share them, press the button twice "
         "during a call, or use the settings page."
@@ -215,6 +216,7 @@ HI = {
     "sharing_on": "आपके भाव फिर से भेजे जा रहे हैं।",
     "sharing_off": "अब आपके भाव नहीं भेजे जा रहे।",
     "sharing_on_guest": "यूनिटों के साथ कॉल में आपके भाव भेजे जाएंगे। मेहमान को वे कभी नहीं भेजे जाते।",
+    "sharing_on_unavailable": "भाव भेजना चालू है, पर अभी आपके भाव पहचाने नहीं जा सकते।",
     "sharing_question": (
         "जब तक आप न चुनें, आपके भाव नहीं भेजे जाते। भेजने के लिए कॉल के दौरान बटन दो बार दबाइए, "
         "या सेटिंग्स पेज का उपयोग कीजिए।"
@@ -319,6 +321,7 @@ BN = {
     "sharing_on": "আপনার অভিব্যক্তি আবার পাঠানো হচ্ছে।",
     "sharing_off": "আপনার অভিব্যক্তি আর পাঠানো হচ্ছে না।",
     "sharing_on_guest": "ইউনিটের সাথে কলে আপনার অভিব্যক্তি পাঠানো হবে। অতিথিকে তা কখনো পাঠানো হয় না।",
+    "sharing_on_unavailable": "অভিব্যক্তি পাঠানো চালু আছে, কিন্তু এখন আপনার অভিব্যক্তি চেনা যাচ্ছে না।",
     "sharing_question": (
         "আপনি না বেছে নেওয়া পর্যন্ত আপনার অভিব্যক্তি পাঠানো হবে না। পাঠাতে চাইলে কলের সময় বোতাম দুবার "
         "টিপুন, অথবা সেটিংস পেজ ব্যবহার করুন।"
