@@ -312,6 +312,7 @@ def first_boot(root: Path) -> Iterator[FirstBoot]:
         "etc/NetworkManager/system-connections/emocall-wifi.nmconnection",
         "boot/firmware/cmdline.txt",
         "boot/firmware/custom.toml",
+        "boot/firmware/emocall.toml",
         "boot/firmware/userconf.txt",
     ):
         (root / leftover).unlink(missing_ok=True)
