@@ -327,15 +327,14 @@ class Appliance:
         self._forget.clear()
         self._stopped.clear()
         with self._restarting_fed(tick):
-            # Stopped meanwhile (SIGTERM: systemd waits 90 s, a reboot less): the erase is all that
-            # is still done, and nothing starts again.
+            # Stopped meanwhile (SIGTERM: systemd waits 90 s, a reboot less): the paired units are
+            # still told and the erase done, but nothing starts again.
             if self.speech is not None:  # "Forgetting everything...", heard unless stopped
                 until = time.monotonic() + FORGET_SAY_SECONDS
                 while not (self._stopping.is_set() or self.speech.announcer.wait_idle(0.2)):
                     if time.monotonic() > until:
                         break
-            if not self._stopping.is_set():
-                self._unpair_all()
+            self._unpair_all()  # even when stopping: nothing could tell the paired units later
             self.close()
             self._erase(self.config)
             if self._stopping.is_set():
@@ -375,7 +374,8 @@ class Appliance:
         """The configuration to run with: the data folder on a read-only card is swapped for its
         copy in memory (:mod:`appliance.card`)."""
         cfg = self.config
-        outside_sandbox(cfg.unit.data_dir)
+        if not self._card_copy:  # after forget-everything on a read-only card: its copy, in memory
+            outside_sandbox(cfg.unit.data_dir)
         if read_only(cfg.unit.data_dir):
             copy = memory_copy(cfg.unit.data_dir, runtime_directory())
             cfg = cfg.model_copy(update={"unit": cfg.unit.model_copy(update={"data_dir": copy})})

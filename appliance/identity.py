@@ -315,9 +315,19 @@ class RequestVerifier:
             side = "behind" if skew > 0 else "ahead of"
             raise ClockSkew(f"the request's time is {abs(skew):.0f} s {side} this unit's clock", exchange)
         self._remember(unit, nonce, now)
-        if self._kept is not None and not self._kept(unit, nonce, exchange.time):
+        if self._kept is not None and not self._kept_first(unit, nonce, exchange.time):
             raise TrustError("this request was already received before a restart (replay refused)")
         return exchange
+
+    def _kept_first(self, unit: str, nonce: str, stamp: float) -> bool:
+        assert self._kept is not None
+        try:
+            return self._kept(unit, nonce, stamp)
+        except Exception as e:  # the record's store (a full or failing card): the unit says so itself
+            # Calls go on: this process's own record refused any replay it could, and a unit on a
+            # failing card must still be reachable while someone replaces the card.
+            log.warning("could not keep a signed request's nonce: %s", e)
+            return True
 
     def _remember(self, unit: str, nonce: str, now: float) -> None:
         with self._lock:

@@ -579,3 +579,17 @@ def test_a_code_from_before_a_call_and_a_lockout_in_one_leave_the_call_on_screen
     shown.events.publish("pairing.locked", "locked", purpose="owner", seconds=300)
     assert shown.lines()[2] == "Happy"
     assert shown.wait_for("Connected to Asha.", timeout=5)[1:] == ["Connected to Asha.", "Happy"]
+
+
+def test_a_code_asked_for_in_a_call_stays_through_a_blip(
+    shown: Shown, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner reads a code's digits during a call: a reconnecting-connected flip took them off
+    the screen (or left the digits under another line for good)."""
+    monkeypatch.setattr(view, "SAID_S", 0.3)
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    shown.events.publish("pairing.code", "code", code="042917", purpose="owner", seconds=1)
+    shown.events.publish("call.state", "reconnecting", state="reconnecting", peer="Asha", reason="")
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    assert shown.lines()[-1] == "042917"
+    assert shown.wait_for("Connected to Asha.", timeout=5)[1:] == ["Connected to Asha."]

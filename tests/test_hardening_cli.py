@@ -229,7 +229,7 @@ def _run_on_read_only_card(
     )
     run = f"{sys.executable} -m appliance.cli -v --config {config} run --data-dir {data}"
     script = f"mount --bind -o ro {data} {data} && exec {run}"
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime), "STATE_DIRECTORY": str(data)}  # as systemd
     log = tmp_path / "unit.log"
     with log.open("w") as out:
         proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=out, cwd=ROOT, env=env)
@@ -370,9 +370,15 @@ def test_a_stop_during_forget_everything_erases_and_starts_nothing_again(tmp_pat
 
     from appliance.app import Appliance
     from tests.conftest import appliance_config
+    from tests.pairing_units import make_unit
 
     data = tmp_path / "asha"
     unit = Appliance(appliance_config(data, "Asha")).start()
+    bela = make_unit(tmp_path, "Bela")  # paired: told even by a unit that stops meanwhile
+    assert unit.store is not None and unit.web is not None
+    unit.store.add_peer(bela.me.unit_id, "Bela", bela.address, bela.me.public_key)
+    asha = f"127.0.0.1:{unit.web.port}"
+    bela.store.add_peer(unit.identity.unit_id, "Asha", asha, unit.identity.public_key)
     waiting = threading.Thread(target=unit.wait)
     waiting.start()
     try:
@@ -383,7 +389,9 @@ def test_a_stop_during_forget_everything_erases_and_starts_nothing_again(tmp_pat
         waiting.join(10)
         assert not waiting.is_alive() and time.monotonic() - started < 5
         assert sorted(p.name for p in data.iterdir()) == []  # erased; no new identity made
+        assert bela.store.peers() == []
     finally:
         unit.stop()
         waiting.join(10)
         unit.close()
+        bela.close()

@@ -174,6 +174,20 @@ def test_l5_a_request_is_not_taken_again_after_a_restart_with_the_clock_set_back
         store.close()
 
 
+def test_l5_a_unit_whose_card_takes_no_more_writes_still_takes_signed_requests(
+    units: tuple[Unit, Unit],
+) -> None:
+    """Keeping a request's nonce is a write: on a card gone read-only or full, every call and hello
+    from a paired unit was refused (unsigned 503: "it may no longer be paired"), where such a unit
+    must stay reachable while someone replaces its card."""
+    a, b = units
+    a.store.add_peer(b.me.unit_id, "Bela", b.address, b.me.public_key)
+    b.store.add_peer(a.me.unit_id, "Asha", a.address, a.me.public_key)
+    b.store._db.execute("PRAGMA query_only = 1")  # every write refused
+    answer = PeerClient(a.me).post(b.address, service.HELLO_PATH, {}, peer_key=b.me.public_key)
+    assert answer["unit_id"] == b.me.unit_id, answer
+
+
 def test_m1_each_unit_answers_only_what_was_signed_for_it(tmp_path: Path) -> None:
     """Three real units: A's request to C, replayed to B over HTTP, never changes B (any path)."""
     a, b, c = (make_unit(tmp_path, n) for n in ("Asha", "Bela", "Cara"))

@@ -149,6 +149,7 @@ class Display:
         text = self._phrases.say(key, peer=str(data.get("peer") or "")) if key else self._idle()
         with self._lock:
             self._call_state = state
+            began = not self._call_line  # a call begins: idle's passing message (a code) ends
             self._call_line = "" if state in CALL_OVER else text
             if state in CALL_OVER:
                 self._call_big = ("", YELLOW)
@@ -159,15 +160,19 @@ class Display:
                 self._update(state=text, big="", frame=None)
         elif state in CALL_OVER:
             self._show_for(SAID_S, text, big="", frame=None)
-        else:
-            # The call's line takes over from a passing message (a code shown in idle, whose expiry
-            # would no longer find it shown), with the other person's expression, if any.
+        elif began:
+            # The call's line takes over from a passing message shown before it (a code, whose
+            # expiry would no longer find it shown). In a call, one asked for then (the owner reads
+            # the digits) stays through a blip: its end brings back the call's line.
             with self._lock:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-                big, colour = self._call_big
-            self._update(state=text, big=big, big_colour=colour)
+            self._update(state=text, big="")
+        elif not passing:
+            self._update(state=text)
+        # Else a code asked for in the call is on screen: it stays, and its end shows the call's
+        # line as it is then.
 
     def _on_sharing(self, event: Event) -> None:
         key = sharing_key(event.data)
