@@ -395,3 +395,10 @@ def test_a_stop_during_forget_everything_erases_and_starts_nothing_again(tmp_pat
         waiting.join(10)
         unit.close()
         bela.close()
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """The kernel gives a port just closed again (4 of 400 binds here): `emocall demo` once started
+    both units on one port, and Bela's owner code was asked of Asha."""
+    ports = [free_port() for _ in range(400)]
+    assert len(set(ports)) == len(ports)

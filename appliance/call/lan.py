@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 
 class LanError(Exception):
@@ -22,7 +23,18 @@ def host_address() -> str:
     return address
 
 
+_GIVEN: set[int] = set()  # the ports free_port() handed out in this process
+_GIVING = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
+    """A port free now and not handed out before by this process: the kernel may give a port just
+    closed again, and two units started together (the demo's) then got the same one."""
+    with _GIVING:
+        while True:
+            with socket.socket() as s:
+                s.bind(("", 0))
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
