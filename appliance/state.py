@@ -260,10 +260,6 @@ class StateStore:
             ).fetchone()
         return 0.0 if row is None else max(0.0, min(row[1], row[0] + hours * 3600) - now)
 
-    def session_valid(self, token: str, hours: float) -> bool:
-        """Whether ``token`` is an open session, younger than ``hours``."""
-        return self.session_left(token, hours) > 0
-
     def close_session(self, token: str) -> None:
         """End one session (logout): its cookie is worth nothing from now on, wherever it was copied."""
         with self.transaction(scrub=True) as db:
@@ -281,13 +277,15 @@ class StateStore:
         with self._reading():
             rows = dict(self._db.execute("SELECT key, value FROM settings").fetchall())
         stored: dict[str, Any] = {}
-        for key, value in rows.items():
+        not_json: list[str] = []
+        for key, value in sorted(rows.items()):
+            if key not in Settings.model_fields:
+                continue
             try:
-                if key in Settings.model_fields:
-                    stored[key] = json.loads(value)
+                stored[key] = json.loads(value)
             except (ValueError, TypeError):
-                pass
-        return stored, sorted(k for k in rows.keys() & Settings.model_fields.keys() if k not in stored)
+                not_json.append(key)
+        return stored, not_json
 
     def _load_settings(self) -> Settings:
         """The stored settings; one that is not valid (not JSON, hand-edited, or stored by a release

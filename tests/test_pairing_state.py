@@ -91,7 +91,7 @@ def test_deleted_personal_data_is_not_left_in_the_database_files(tmp_path: Path)
     gone = [b"GrandmaSecretName", b"192.0.2.5:8080", _hashed(token).encode()]
     files = {f.name: f.read_bytes() for f in tmp_path.glob("state.db*")}  # as they lie, the store open
     assert "state.db" in files and [(n, w) for n, data in files.items() for w in gone if w in data] == []
-    assert [p.name for p in store.peers()] == ["Cousin"] and not store.session_valid(token, 1)
+    assert [p.name for p in store.peers()] == ["Cousin"] and store.session_left(token, 1) == 0
     store.close()
 
 

@@ -71,15 +71,15 @@ def test_m3_a_session_never_outlasts_session_hours(tmp_path: Path, monkeypatch: 
     try:
         long = store.open_session(hours=720)
         short = store.open_session(hours=1)
-        assert store.session_valid(long, hours=12) and store.session_valid(short, hours=12)
+        assert store.session_left(long, hours=12) > 0 and store.session_left(short, hours=12) > 0
         boot, now = state.boot_clock()
         monkeypatch.setattr(state, "boot_clock", lambda: (boot, now + 13 * 3600))
         # The cap applies whatever the row says (as a lower session_hours would after a restart).
-        assert not store.session_valid(long, hours=12)
-        assert not store.session_valid(short, hours=12)
-        assert store.session_valid(long, hours=720)
+        assert store.session_left(long, hours=12) == 0
+        assert store.session_left(short, hours=12) == 0
+        assert store.session_left(long, hours=720) > 0
         store.close_session(long)
-        assert not store.session_valid(long, hours=720)
+        assert store.session_left(long, hours=720) == 0
     finally:
         store.close()
 
@@ -127,13 +127,13 @@ def test_m3_a_session_is_timed_by_the_boot_not_the_wall_clock(
         real = time.time
         for step in (30 * 86400, -2 * 3600):
             monkeypatch.setattr(time, "time", lambda step=step: real() + step)
-            assert store.session_valid(token, hours=12)
+            assert store.session_left(token, hours=12) > 0
             assert 11.9 * 3600 < store.session_left(token, hours=12) <= 12 * 3600
         boot, now = state.boot_clock()
         monkeypatch.setattr(state, "boot_clock", lambda: (boot, now + 12.1 * 3600))
-        assert not store.session_valid(token, hours=12)
+        assert store.session_left(token, hours=12) == 0
         monkeypatch.setattr(state, "boot_clock", lambda: ("another boot", now))
-        assert not store.session_valid(token, hours=12)  # a login ends with its boot
+        assert store.session_left(token, hours=12) == 0  # a login ends with its boot
     finally:
         store.close()
 
@@ -148,7 +148,7 @@ def test_m3_sessions_of_an_older_release_are_ended_not_misread(tmp_path: Path) -
     store = StateStore(tmp_path / "state.db")
     try:
         token = store.open_session(hours=12)
-        assert store.session_valid(token, hours=12)
+        assert store.session_left(token, hours=12) > 0
         with sqlite3.connect(tmp_path / "state.db") as db:
             assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
     finally:

@@ -407,12 +407,15 @@ class CallFlow:
             self._set("connected", f"connected to {self.remote_name}")
         session.send(messages.Hello(name=self._e.name, unit=self._e.me.unit_id))
         sharing = self._e.sharing
-        if sharing.paused and not self.peer.guest:  # a guest hears nothing of the owner's expressions
-            session.send(sharing)
+        if sharing.paused:
+            self.send(sharing)
 
     def send(self, message: messages.Message) -> None:
-        if self.session is not None:
-            self.session.send(message)
+        """To the other side of the call; a guest's page never gets the owner's expressions, nor
+        whether they are shared (nothing of them could go to it)."""
+        if self.session is None or (self.peer is not None and self.peer.guest and _of_expressions(message)):
+            return
+        self.session.send(message)
 
     def on_message(self, session: Session, message: messages.Message) -> None:
         if session is not self.session or self.peer is None:
@@ -579,3 +582,7 @@ def _cause(e: Exception) -> str:
     if isinstance(cause, UnitRefused) and cause.status == 403:
         return NOT_KNOWN
     return ""
+
+
+def _of_expressions(message: messages.Message) -> bool:
+    return isinstance(message, messages.EmotionEvent | messages.NoFace | messages.Sharing)

@@ -247,13 +247,13 @@ class CallEngine:
         at each call's start changes nothing). A resume after an outage carries the outage's reason:
         an older unit, which drops a message with one, never hears "sharing again" without the pause."""
         before, self._told = self._told, self.sharing
-        if self._told != before and not (self.flow.peer is not None and self.flow.peer.guest):
+        if self._told != before:
             resumed = messages.Sharing(paused=False, reason=before.reason)
             self.flow.send(self._told if self._told.paused else resumed)
 
     def _send_vision(self, event: Event) -> None:
-        if self.flow.state != "connected" or (self.flow.peer is not None and self.flow.peer.guest):
-            return  # a guest never receives the owner's expressions
+        if self.flow.state != "connected":
+            return
         self._seq += 1
         message: messages.Message
         if event.topic == "vision.emotion":

@@ -237,13 +237,12 @@ class VisionWorker:
 
     def _analyse(self, frame: Frame) -> None:
         assert self.pipeline is not None
-        start = time.perf_counter()
-        self._analysing_since = time.monotonic()
+        start = self._analysing_since = time.monotonic()
         try:
             events = self.pipeline.process(frame.image, frame.position)
         finally:
             self._analysing_since = None
-        self.busy_seconds += time.perf_counter() - start
+        self.busy_seconds += time.monotonic() - start
         if self._stop.is_set() or not self._running.is_set():
             return  # paused or closed meanwhile (the call ended): what this frame showed is news for nobody
         for event in events:

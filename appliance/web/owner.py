@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NoReturn, ParamSpec, TypeVar
 
 from flask import Flask, Request, Response, abort, current_app, g, request, session
@@ -111,23 +111,21 @@ def _sessions() -> OwnerSessions:
 
 
 def login_left() -> float:
-    """How many seconds this browser's owner session has left (0: none)."""
-    token, sessions = session.get(SESSION_KEY), _sessions()
-    if not (is_owner() and isinstance(token, str)):
-        return 0.0
-    return sessions.store.session_left(token, sessions.hours)
+    """How many seconds this browser's owner session has left (0: none), asked of the store once
+    per request."""
+    if "emocall_login_left" not in g:
+        # 0 until the store says: a read that fails is answered 503, and the error page, asking
+        # again, is drawn for a visitor instead of failing on the same read.
+        g.emocall_login_left = 0.0
+        token, sessions = session.get(SESSION_KEY), _sessions()
+        if isinstance(token, str):
+            g.emocall_login_left = sessions.store.session_left(token, sessions.hours)
+    return float(g.emocall_login_left)
 
 
 def is_owner() -> bool:
-    """Whether this browser's session is open on the unit now (asked once per request)."""
-    if "emocall_owner" not in g:
-        # Not the owner until the store says so: a read that fails is answered 503, and the error
-        # page, asking again, is drawn for a visitor instead of failing on the same read.
-        g.emocall_owner = False
-        token = session.get(SESSION_KEY)
-        sessions = _sessions()
-        g.emocall_owner = isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)
-    return bool(g.emocall_owner)
+    """Whether this browser's session is open on the unit now."""
+    return login_left() > 0
 
 
 def grant_owner() -> None:
@@ -136,7 +134,7 @@ def grant_owner() -> None:
     sessions = _sessions()
     session[SESSION_KEY] = sessions.store.open_session(sessions.hours)
     session[WAS_OWNER] = True  # a page after the login's end says it ended (page_access.py)
-    g.emocall_owner = True
+    g.emocall_login_left = sessions.hours * 3600
     csrf_token()
 
 
@@ -146,24 +144,23 @@ def end_owner() -> None:
     if isinstance(token, str):
         _sessions().store.close_session(token)
     session.clear()
-    g.emocall_owner = False
+    g.emocall_login_left = 0.0
 
 
-@dataclass
 class RecentLogins:
-    """The logins of the last ``again_s``, by the CSRF token of the form that made them, what it
+    """The logins of the last AGAIN_S, by the CSRF token of the form that made them, what it
     proved (the code typed, or "button") and the address it came from: the same login form posted
     again (a double click, a resent form) gets the session the first post opened, once. Its code or
     button press is spent by then, so the second post would otherwise say the code has expired to
     an owner who is logged in, or not (a browser that dropped the first answer keeps the cookie from
     before it). A copy of that cookie elsewhere gets nothing: another address is another key."""
 
-    again_s: float = AGAIN_S
-    clock: Callable[[], float] = time.monotonic
-    # One login at a time: the second post of a double click, sent before the first is answered,
-    # waits for the first's session (opening one writes to the card) instead of finding the proof spent.
-    _serial: threading.Lock = field(default_factory=threading.Lock)
-    _opened: dict[tuple[str, str, str], tuple[float, dict[str, object]]] = field(default_factory=dict)
+    def __init__(self) -> None:
+        # One login at a time: the second post of a double click, sent before the first is
+        # answered, waits for the first's session (opening one writes to the card) instead of
+        # finding the proof spent.
+        self._serial = threading.Lock()
+        self._opened: dict[tuple[str, str, str], tuple[float, dict[str, object]]] = {}
 
     def enter(
         self, proof: str, refused: Callable[[], ResponseReturnValue | None]
@@ -173,7 +170,7 @@ class RecentLogins:
         then returned."""
         key = (csrf_token(), proof, source())
         with self._serial:
-            now = self.clock()
+            now = time.monotonic()
             self._opened = {k: v for k, v in self._opened.items() if v[0] > now}
             opened = self._opened.pop(key, None)
             if opened is not None and self._resume(opened[1]):
@@ -182,17 +179,18 @@ class RecentLogins:
             if refusal is not None:
                 return refusal
             grant_owner()
-            self._opened[key] = (now + self.again_s, dict(session))
+            self._opened[key] = (now + AGAIN_S, dict(session))
         return None
 
     @staticmethod
     def _resume(cookie: dict[str, object]) -> bool:
         token, sessions = cookie.get(SESSION_KEY), _sessions()
-        if not (isinstance(token, str) and sessions.store.session_valid(token, sessions.hours)):
+        left = sessions.store.session_left(token, sessions.hours) if isinstance(token, str) else 0.0
+        if left <= 0:
             return False  # logged out since: the proof is spent, so the form says so
         session.clear()
         session.update(cookie)
-        g.emocall_owner = True
+        g.emocall_login_left = left
         return True
 
 
