@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from appliance.backup import make_backup
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine, tune_malloc
 from appliance.camera import select
@@ -77,8 +78,10 @@ def outside_sandbox(data_dir: Path) -> None:
 
 
 class Appliance:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_file: Path | None = None) -> None:
+        """``config_file``: the file ``config`` was read from, which a backup keeps."""
         self.config = config
+        self.config_file = config_file
         self.events = EventBus()
         self._stack = ExitStack()
         self._stopped = threading.Event()  # wait() returns: a signal, stop() or forget-everything
@@ -154,6 +157,7 @@ class Appliance:
                 self.events,
                 call=self.call,
                 forget=self.forget_everything,
+                backup=self._backup,
                 client=relay.peer_client if relay else None,
             )
             self._parts = parts
@@ -305,6 +309,12 @@ class Appliance:
             self._guests.invites.prune()
         except StateError as e:  # the card: said by the store; the next hour tries again
             log.warning("could not delete ended invites: %s", e)
+
+    def _backup(self) -> bytes:
+        assert self.store is not None  # the pages that ask run only once the unit started
+        cfg = self.config
+        name = self.store.settings().display_name
+        return make_backup(cfg.unit.data_dir, name, self.config_file, cfg.relay.password_file)
 
     def forget_everything(self) -> bool:
         """Erase pairings, settings, identity, recordings, snapshots and logs; start again as new.

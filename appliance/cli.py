@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     # Whatever the unit writes (recordings, snapshots, logs, state) is for its own user alone.
     os.umask(0o077)
     service = ServiceManager.from_environment()  # systemd's readiness and watchdog, when it runs us
-    appliance = Appliance(cfg)
+    appliance = Appliance(cfg, config.file_read(args.config))
     appliance.stop_on_signals()
     try:
         appliance.start()
@@ -216,6 +216,23 @@ def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
     return watch.run(cfg, args.json, sys.stdout, sys.stderr)
 
 
+def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
+    from appliance.backup import BackupError, restore
+
+    target = args.config or config.DEVICE_CONFIG
+    try:
+        restored = restore(args.backup.read_bytes(), cfg.unit.data_dir, target, replace=args.replace)
+    except OSError as e:
+        print(f"emocall: cannot read the backup {args.backup}: {e.strerror}", file=sys.stderr)
+        return 1
+    except BackupError as e:
+        print(f"emocall: {e}", file=sys.stderr)
+        return 1
+    made = f"unit {restored.unit_id}, backed up {restored.made}"
+    print(f"restored {restored.name} ({made}) into {cfg.unit.data_dir}")
+    return 0
+
+
 def say_arguments(say: argparse.ArgumentParser) -> None:
     said = say.add_mutually_exclusive_group(required=True)
     said.add_argument("text", nargs="?", help="what to say")
@@ -280,6 +297,11 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--source", help="camera (as for run; default: the config) or a video file")
     watch.add_argument("--json", action="store_true", help="JSON lines: t, emotion, confidence")
     watch.set_defaults(handler=cmd_watch)
+
+    back = command("restore", help="put a backup from the settings page back (the unit stopped)")
+    back.add_argument("backup", type=Path, help="the backup file (emocall-backup.tar)")
+    back.add_argument("--replace", action="store_true", help="over another identity in the data folder")
+    back.set_defaults(handler=cmd_restore)
 
     cfg = command("config", help="print the effective configuration")
     cfg.add_argument("--defaults", action="store_true", help="print every field, its default and description")

@@ -321,6 +321,11 @@ def _describe(
     return "\n".join(lines)
 
 
+def file_read(path: Path | None) -> Path | None:
+    """The file :func:`load` reads for ``path``: itself, or else the device's where there is one."""
+    return DEVICE_CONFIG if path is None and DEVICE_CONFIG.exists() else path
+
+
 def load(
     path: Path | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -330,8 +335,7 @@ def load(
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     origin = "defaults"
-    if path is None and DEVICE_CONFIG.exists():
-        path = DEVICE_CONFIG
+    path = file_read(path)
     if path is not None:
         origin = str(path)
         try:

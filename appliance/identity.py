@@ -138,15 +138,20 @@ class Identity:
 
 
 def _load(path: Path) -> Ed25519PrivateKey:
+    return parse_key(path.read_bytes(), str(path))
+
+
+def parse_key(pem: bytes, where: str) -> Ed25519PrivateKey:
+    """The Ed25519 key in ``pem`` (an identity key file's bytes); IdentityError naming ``where``."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except ValueError as e:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
         raise IdentityError(
-            f"{path} is not an emocall identity key; move it away to create a new identity "
+            f"{where} is not an emocall identity key; move it away to create a new identity "
             "(paired units will then need pairing again)"
         ) from e
     if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(f"{path} holds a key that is not Ed25519; move it away to create a new one")
+        raise IdentityError(f"{where} holds a key that is not Ed25519; move it away to create a new one")
     return key
 
 
@@ -156,17 +161,22 @@ def _create(path: Path) -> Ed25519PrivateKey:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, pem)
+    log.info("created identity %s in %s", unit_id_of(_raw(key.public_key())), path)
+    return key
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` (mode 0600), written beside it and renamed last, so a power cut never
+    leaves a half-written file behind the real name."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, pem)
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    # Rename last, so a power cut never leaves a half-written key behind the real name.
     os.replace(tmp, path)
-    log.info("created identity %s in %s", unit_id_of(_raw(key.public_key())), path)
-    return key
 
 
 def _digest(body: bytes) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boots the flavour-2 image in qemu-system-aarch64 (-M virt, cortex-a72) and proves the unit runs:
-#   sudo bash image-build/boot-test.sh [IMAGE] [--power-cut] [--imager-firstrun]
+#   sudo bash image-build/boot-test.sh [IMAGE] [--power-cut] [--imager-firstrun] [--restore]
 # A copy of IMAGE (default: build.sh's output) gets what a flasher would add on the boot partition:
 # Raspberry Pi Imager's custom.toml (a user and an SSH key, so the test can log in) and an
 # emocall.toml whose camera is the sample clip (copied next to it). The kernel command line is the
@@ -16,17 +16,21 @@
 # --imager-firstrun: Imager's other form instead of custom.toml: firstrun.sh, run from the kernel
 # command line it adds to cmdline.txt; the first start applies it and reboots, the test checks that
 # the card is left clean and boots it again (the login then needs the user and key it made).
+# --restore: then pairs a unit and takes the unit's backup (what the settings page gives), flashes
+# the image anew (a fresh copy), puts the backup on the boot partition and boots: the unit must
+# come back with its key and pairing, and the backup must have left the card.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$here/lib/common.sh"
 
 image=${EMOCALL_IMAGE_OUT:-$CACHE_DIR/out}/emocall-arm64.img.zst
-power_cut=false firstrun=false
+power_cut=false firstrun=false restore=false
 for arg in "$@"; do
   case $arg in
     --power-cut) power_cut=true ;;
     --imager-firstrun) firstrun=true ;;
+    --restore) restore=true ;;
     *) image=$arg ;;
   esac
 done
@@ -58,7 +62,7 @@ prepare_disk() {
   esac
   start=$(sfdisk -J "$work/disk.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])')
   fat="$work/disk.img@@$((start * 512))"
-  ssh-keygen -q -t ed25519 -N '' -f "$work/key"
+  [ -f "$work/key" ] || ssh-keygen -q -t ed25519 -N '' -f "$work/key"
   if $firstrun; then imager_firstrun; else imager_custom_toml; fi
   cat >"$work/emocall.toml" <<EOF
 [camera]
@@ -232,6 +236,31 @@ power_cut() {
   fi
 }
 
+# A new release flashed over the unit, with the backup its owner took: the same unit comes back.
+restore_backup() {
+  local before after names
+  ssh_guest "cat > /tmp/pairings.py" <"$here/lib/pairings.py"
+  before=$(as_root sha256sum /var/lib/emocall/identity.key | cut -d' ' -f1)
+  as_root runuser -u emocall -- /opt/emocall/venv/bin/python /tmp/pairings.py backup >"$work/emocall-backup.tar"
+  kill "$qemu_pid"
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=
+  prepare_disk
+  mcopy -i "$fat" "$work/emocall-backup.tar" ::
+  step "start QEMU on the card flashed anew, with the backup" boot restored
+  wait_ready restored
+  ssh_guest "cat > /tmp/pairings.py" <"$here/lib/pairings.py"
+  after=$(as_root sha256sum /var/lib/emocall/identity.key | cut -d' ' -f1)
+  names=$(as_root runuser -u emocall -- /opt/emocall/venv/bin/python /tmp/pairings.py names)
+  if [ "$after" != "$before" ] || [ "$names" != Bela ]; then
+    record restore fail "key before $before, after $after; paired units: '$names'"
+  elif mdir -b -i "$fat" ::emocall-backup.tar >/dev/null 2>&1; then
+    record restore fail "the backup (the unit's key) is still on the boot partition"
+  else
+    record restore ok "the same key and pairing after a new flash, READY=1 ${ready_s} s after QEMU started; the backup left the card"
+  fi
+}
+
 main() {
   need_root
   need_tools qemu-system-aarch64 mcopy sfdisk ssh ssh-keygen openssl curl zstd
@@ -243,6 +272,7 @@ main() {
   record ready ok "${ready_s} s from QEMU start to READY=1 (kernel +$((guest_ready / 1000000)) s)"
   step "checks inside the VM" run_checks first
   $power_cut && step "power cut mid-write" power_cut
+  $restore && step "a backup, a new flash, the backup restored" restore_backup
   log "boot test took $(( $(date +%s) - BUILD_START )) s; files in $work"
   [ ${#failures[@]} -eq 0 ] || { log "FAILED: ${failures[*]}"; echo "$selftest"; exit 1; }
   echo "$selftest"

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,18 @@ class Browser:
 
     def form(self, path: str, fields: dict[str, str] | None = None) -> tuple[int, str]:
         """GET a page, or POST a form (with the CSRF field) and follow the redirect, as a browser does."""
+        status, _, body = self.fetch(path, fields)
+        return status, body.decode()
+
+    def fetch(self, path: str, fields: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+        """As :meth:`form`, with the answer's headers and its bytes as they came (a download)."""
         data = None if fields is None else urllib.parse.urlencode({"csrf": self.csrf, **fields}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data)
         try:
             with self._opener.open(request, timeout=10) as r:
-                return r.status, r.read().decode()
+                return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+            return e.code, e.headers, e.read()
 
     def ask_for_code(self) -> list[str]:
         self.send("GET", "/api/owner")

@@ -22,7 +22,10 @@ from types import ModuleType
 
 import pytest
 
+from appliance.backup import make_backup
+
 from .conftest import CLIPS, need
+from .test_backup import asha_paired_with_bela
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "image-build"
@@ -314,10 +317,13 @@ def first_boot(root: Path) -> Iterator[FirstBoot]:
         "boot/firmware/custom.toml",
         "boot/firmware/emocall.toml",
         "boot/firmware/userconf.txt",
+        "boot/firmware/emocall-backup.tar",
     ):
         (root / leftover).unlink(missing_ok=True)
     for path in (
         "var/lib/emocall/identity.key",
+        "var/lib/emocall/state.db",
+        "etc/emocall/relay.password",
         "etc/emocall/unit.env",
         "etc/ssh/sshd_config.d/emocall.conf",
     ):
@@ -351,6 +357,73 @@ def test_first_boot_keeps_the_name_the_flasher_gave(root: Path, first_boot: Firs
     assert not (root / "etc/emocall/unit.env").exists()
     shown = in_root(root, "/opt/emocall/venv/bin/emocall", "config")
     assert '"name": "Grandma"' in shown.stdout, shown.stdout + shown.stderr
+
+
+def backup_of_asha(tmp_path: Path) -> tuple[bytes, bytes]:
+    """A backup as the settings page makes it (a paired unit, a relay account), and the unit's key."""
+    data, etc = asha_paired_with_bela(tmp_path), tmp_path / "etc"
+    etc.mkdir()
+    (etc / "config.toml").write_text(
+        '[camera]\nsource = "pattern"\n[relay]\njid = "asha-1@relay.example.org"\n'
+    )
+    (etc / "relay.password").write_text("correct horse\n")
+    archive = make_backup(data, "Asha", etc / "config.toml", etc / "relay.password")
+    return archive, (data / "identity.key").read_bytes()
+
+
+def test_first_boot_restores_a_backup_from_the_boot_partition(
+    root: Path, first_boot: FirstBoot, tmp_path: Path
+) -> None:
+    """A new release flashed over a unit: the backup its owner put beside it makes it the same unit
+    (key, pairings, name, relay account), for the service's user, and leaves the card."""
+    archive, key = backup_of_asha(tmp_path)
+    boot = root / "boot/firmware"
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "emocall-backup.tar").write_bytes(archive)
+    result = first_boot({"emocall.toml": '[camera]\nsource = "opencv"\n'}, ())
+    assert result.returncode == 0, result.stderr
+    assert "restored Asha" in result.stdout
+    assert not (boot / "emocall-backup.tar").exists(), "the unit's key leaves the card once restored"
+    assert (root / "var/lib/emocall/identity.key").read_bytes() == key
+    owners = in_root(
+        root,
+        "stat",
+        "-c",
+        "%n %U %a",
+        "/var/lib/emocall/identity.key",
+        "/var/lib/emocall/state.db",
+        "/etc/emocall/relay.password",
+    )
+    assert owners.stdout.split("\n")[:3] == [
+        "/var/lib/emocall/identity.key emocall 600",
+        "/var/lib/emocall/state.db emocall 600",
+        "/etc/emocall/relay.password emocall 600",
+    ], owners.stderr
+    assert "asha-1@relay.example.org" in (root / "etc/emocall/config.toml").read_text()  # the backup's wins
+    said = in_root(root, "/opt/emocall/venv/bin/python", "-c", PEERS_AND_NAME)
+    assert said.stdout.split() == ["Bela", "Asha"], said.stderr
+
+
+PEERS_AND_NAME = """from pathlib import Path
+from appliance.state import StateStore
+store = StateStore(Path("/var/lib/emocall/state.db"))
+print(*[p.name for p in store.peers()], store.settings().display_name)
+store.close()"""
+
+
+def test_first_boot_keeps_a_backup_it_cannot_restore_and_starts_a_new_unit(
+    root: Path, first_boot: FirstBoot, tmp_path: Path
+) -> None:
+    archive, key = backup_of_asha(tmp_path)
+    boot = root / "boot/firmware"
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "emocall-backup.tar").write_bytes(archive[:2000])  # cut short on its way to the card
+    result = first_boot({}, ())
+    assert result.returncode == 0, result.stderr
+    assert "was not restored" in result.stderr and "not an emocall backup" in result.stderr
+    assert (boot / "emocall-backup.tar").read_bytes() == archive[:2000]  # nothing lost: try again
+    assert (root / "var/lib/emocall/identity.key").read_bytes() != key
+    assert "first boot done" in result.stdout
 
 
 # What Imager writes for Raspberry Pi OS: the keys are given before the user exists.

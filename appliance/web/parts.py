@@ -45,6 +45,7 @@ class UnitParts:
     session_hours: float = 12.0
     # "forget everything" (appliance/privacy.py); True when the card keeps it all (read-only)
     forget: Callable[[], bool] | None = None
+    backup: Callable[[], bytes] | None = None  # the unit as a backup archive (appliance/backup.py)
     presence: ButtonPresence = field(default_factory=ButtonPresence)  # owner presence by the button
 
     def change_settings(self, change: dict[str, Any]) -> Settings:
@@ -86,6 +87,7 @@ def build_parts(
     call: CallControl | None = None,
     *,
     forget: Callable[[], bool] | None = None,
+    backup: Callable[[], bytes] | None = None,
     client: PeerClient | None = None,
 ) -> UnitParts:
     """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""
@@ -113,5 +115,6 @@ def build_parts(
         call,
         cfg.session_hours,
         forget,
+        backup,
         ButtonPresence(events, cfg.code_seconds),
     )
