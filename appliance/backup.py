@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, config
-from appliance.identity import Identity, IdentityError, parse_key, write_private
+from appliance.identity import Identity, IdentityError, parse_key, staged_file
 from appliance.state import STATE_FILE, StateError, StateStore, read_only_connection
 
 FORMAT = 1
@@ -73,9 +73,10 @@ def make_backup(data_dir: Path, name: str, config_file: Path | None, password_fi
 
 def restore(archive: bytes, data_dir: Path, config_file: Path, *, replace: bool = False) -> Restored:
     """Put the unit in ``archive`` into ``data_dir`` and ``config_file`` (the relay password where
-    the restored configuration names it). Refused, changing nothing, when the archive or anything in
-    it cannot be used, or when ``data_dir`` holds another identity (unless ``replace``); the same
-    backup restored again changes nothing. Run it with the unit stopped."""
+    the restored configuration names it), replacing what is there. Refused, changing nothing, when
+    the archive or anything in it cannot be used, or when ``data_dir`` holds another unit's identity
+    (unless ``replace``). Every file is written beside its place first, then each renamed into it,
+    the key last: a restore cut short leaves no key, or the backup's, and runs again in full."""
     files = _members(archive)
     manifest = _manifest(files)
     pem = files[IDENTITY]
@@ -83,30 +84,48 @@ def restore(archive: bytes, data_dir: Path, config_file: Path, *, replace: bool 
         raise BackupError("the backup's identity key is not the unit its manifest names")
     restored = Restored(manifest["unit_id"], manifest["name"], manifest["made"])
     key_file = data_dir / IDENTITY
-    if key_file.exists() and not replace:
-        if key_file.read_bytes() == pem:
-            return restored  # restored before (first boot cut short after it)
+    if key_file.exists() and key_file.read_bytes() != pem and not replace:
         raise BackupError(
             f"{data_dir} holds another unit's identity: forget everything on that unit first, "
             "or restore with --replace (the unit stopped)"
         )
-    password_file = _checked_config(files)
+    password_file = _checked_config(files, data_dir)
+    _check_state(files[STATE_FILE], restored.unit_id)
+    staged: list[tuple[Path, Path]] = []  # (written beside, its place)
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _put_state(files[STATE_FILE], data_dir, restored.unit_id)
-    except OSError as e:
-        raise BackupError(f"cannot write the unit's state into {data_dir}: {e}") from e
-    try:
+        user = _service_user(data_dir)
+        writes = [(data_dir / STATE_FILE, files[STATE_FILE], 0o600, user)]
         if CONFIG in files:
-            _write(config_file, files[CONFIG], 0o644)
+            writes.append((config_file, files[CONFIG], 0o644, None))
         if PASSWORD in files and password_file is not None:
-            _write(password_file, files[PASSWORD], 0o600, owner=data_dir)
-        # The key last: a restore cut short (a power cut) leaves no key, so it is done again in full.
-        write_private(key_file, pem)
-        _own(key_file, data_dir)
+            writes.append((password_file, files[PASSWORD], 0o600, user))
+        writes.append((key_file, pem, 0o600, user))
+        for path, data, mode, owner in writes:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged.append((staged_file(path, data, mode, owner, ".restore"), path))
+    except OSError as e:
+        for written, _ in staged:
+            written.unlink(missing_ok=True)
+        raise BackupError(f"cannot write the restored unit: {e}; nothing was changed") from e
+    try:
+        for written, path in staged:
+            if path.name == STATE_FILE:  # the database's old journal would be read into the new one
+                for journal in ("-wal", "-shm"):
+                    path.with_name(path.name + journal).unlink(missing_ok=True)
+            os.replace(written, path)
     except OSError as e:
         raise BackupError(f"the restore stopped half way: {e}; run it again") from e
     return restored
+
+
+def _service_user(data_dir: Path) -> tuple[int, int] | None:
+    """Whom root (first boot) gives what it writes: the owner of the data folder, the service's
+    user, who must read it."""
+    if os.geteuid() != 0:
+        return None
+    folder = data_dir.stat()
+    return folder.st_uid, folder.st_gid
 
 
 def _unit_id(pem: bytes, where: str) -> str:
@@ -180,7 +199,7 @@ def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
     return manifest
 
 
-def _checked_config(files: dict[str, bytes]) -> Path | None:
+def _checked_config(files: dict[str, bytes], data_dir: Path) -> Path | None:
     """The restored configuration checked as the unit will read it; where its relay password goes."""
     if CONFIG not in files:
         return None
@@ -188,55 +207,34 @@ def _checked_config(files: dict[str, bytes]) -> Path | None:
         staged = Path(folder) / CONFIG
         staged.write_bytes(files[CONFIG])
         try:
-            return config.load(staged, environ={}).relay.password_file
+            restored = config.load(staged, environ={})
         except config.ConfigError as e:
             raise BackupError(f"the backup's configuration cannot be used: {e}") from e
+    if restored.unit.data_dir.resolve() != data_dir.resolve():
+        raise BackupError(
+            f"the backup's configuration keeps the unit in {restored.unit.data_dir}, this unit's in "
+            f"{data_dir}: restore with a --config whose [unit] data_dir is the backup's"
+        )
+    password = restored.relay.password_file
+    if not password.is_absolute():
+        raise BackupError(f"the backup's [relay] password_file ({password}) is not an absolute path")
+    return password
 
 
-def _put_state(data: bytes, data_dir: Path, unit_id: str) -> None:
-    """The backup's database checked (opened as the unit opens it, its rows whole, its identity the
-    key's) in the data folder under another name, then renamed over the unit's."""
-    staged = data_dir / f"{STATE_FILE}.restore"
-    for leftover in data_dir.glob(f"{STATE_FILE}.restore*"):
-        leftover.unlink()
-    try:
-        write_private(staged, data)
-        _check_state(staged, unit_id)
-    except BaseException:
-        for leftover in data_dir.glob(f"{STATE_FILE}.restore*"):
-            leftover.unlink()
-        raise
-    for stale in (f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"):
-        (data_dir / stale).unlink(missing_ok=True)
-    os.replace(staged, data_dir / STATE_FILE)
-    _own(data_dir / STATE_FILE, data_dir)
-
-
-def _check_state(path: Path, unit_id: str) -> None:
-    try:
-        store = StateStore(path)
+def _check_state(data: bytes, unit_id: str) -> None:
+    """The backup's database opened as the unit opens it, its rows whole and its identity the key's,
+    in a folder of this process's own (SQLite makes its journal files beside it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / STATE_FILE
+        path.write_bytes(data)
         try:
-            store.check()
-            known = store.meta("unit_id")
-        finally:
-            store.close()
-    except StateError as e:
-        raise BackupError(f"the backup's {STATE_FILE} cannot be used: {e}") from e
+            store = StateStore(path)
+            try:
+                store.check()
+                known = store.meta("unit_id")
+            finally:
+                store.close()
+        except StateError as e:
+            raise BackupError(f"the backup's {STATE_FILE} cannot be used: {e}") from e
     if known not in (None, unit_id):
         raise BackupError(f"the backup's {STATE_FILE} belongs to another unit ({known})")
-
-
-def _write(path: Path, data: bytes, mode: int, owner: Path | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, data)
-    path.chmod(mode)
-    if owner is not None:
-        _own(path, owner)
-
-
-def _own(path: Path, like: Path) -> None:
-    """Root restoring (first boot) gives what it wrote to the owner of the data folder: the
-    service's user, who must read it."""
-    if os.geteuid() == 0:
-        folder = like.stat()
-        os.chown(path, folder.st_uid, folder.st_gid)

@@ -218,7 +218,15 @@ def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
 
 def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance.backup import BackupError, restore
+    from appliance.call.local import LocalUnitError, ask
 
+    try:  # a running unit would go on writing to the database the restore replaces
+        running = "name" in ask(cfg.web.port, "/api/status")
+    except LocalUnitError:
+        running = False
+    if running:
+        print("emocall: the unit is running: stop it first (sudo systemctl stop emocall)", file=sys.stderr)
+        return 1
     target = args.config or config.DEVICE_CONFIG
     try:
         restored = restore(args.backup.read_bytes(), cfg.unit.data_dir, target, replace=args.replace)

@@ -169,14 +169,27 @@ def _create(path: Path) -> Ed25519PrivateKey:
 def write_private(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` (mode 0600), written beside it and renamed last, so a power cut never
     leaves a half-written file behind the real name."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
+    os.replace(staged_file(path, data), path)
+
+
+def staged_file(
+    path: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None, suffix: str = ".tmp"
+) -> Path:
+    """``data`` in a new file beside ``path`` (its name + ``suffix``), with ``mode`` and ``owner``
+    (uid, gid) and synced, to be renamed over ``path``. A file left under that name is replaced,
+    and a link there is not followed: root writing into the service user's folder (``emocall
+    restore`` at first boot) cannot be led to write elsewhere."""
+    tmp = path.with_name(path.name + suffix)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    return tmp
 
 
 def _digest(body: bytes) -> str:

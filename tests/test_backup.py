@@ -22,7 +22,10 @@ from appliance.state import StateStore
 from tests.test_hardening_button import Browser
 from tests.test_web_pages import _said_code
 
-FRESH_IMAGE = '[camera]\nsource = "pattern"\n'  # the configuration a newly flashed card starts with
+
+def fresh_image(data_dir: Path) -> str:
+    """The configuration a newly flashed card starts with (no unit answers on its port)."""
+    return f'[camera]\nsource = "pattern"\n[unit]\ndata_dir = "{data_dir}"\n[web]\nport = {free_port()}\n'
 
 
 def unit_config(home: Path) -> Path:
@@ -50,6 +53,8 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         unit.store.add_peer(bela.unit_id, "Bela", "192.0.2.7:8080", bela.public_key)
         unit.store.update_settings({"volume": 40, "auto_answer": True})
         asha = unit.identity
+        # A restore while the unit runs would be lost under it: refused.
+        assert cli.main(["--config", str(config_file), "restore", str(config_file)]) == 1
         stranger = Browser(unit.web.port)
         stranger.send("GET", "/api/owner")
         status, _, body = stranger.fetch("/backup", {})
@@ -59,6 +64,9 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         assert browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})[0] == 200
         status, page = browser.form("/settings")
         assert status == 200 and "Download a backup" in page
+        csrf, browser.csrf = browser.csrf, "from-another-site"
+        assert browser.fetch("/backup", {})[0] == 403
+        browser.csrf = csrf
         status, headers, archive = browser.fetch("/backup", {})
     finally:
         unit.close()
@@ -76,7 +84,7 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
     original = config_file.read_text()
     shutil.rmtree(tmp_path / "data")
     (tmp_path / "etc" / "relay.password").unlink()
-    config_file.write_text(FRESH_IMAGE + f'[unit]\ndata_dir = "{tmp_path / "data"}"\n')
+    config_file.write_text(fresh_image(tmp_path / "data"))
     assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 0
     assert config_file.read_text() == original
     password = tmp_path / "etc" / "relay.password"
@@ -90,10 +98,16 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         assert [(p.unit_id, p.name) for p in again.store.peers()] == [(bela.unit_id, "Bela")]
         settings = again.store.settings()
         assert (settings.volume, settings.auto_answer, settings.display_name) == (40, True, "Asha")
+        again.store.update_settings({"volume": 90})
     finally:
         again.close()
-    # Restored once more (first boot cut short after it): nothing changes, nothing is refused.
+    # Restored once more (first boot cut short after it, the flasher's file taken again): whole again.
+    config_file.write_text(fresh_image(tmp_path / "data"))
     assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 0
+    assert config_file.read_text() == original
+    store = StateStore(tmp_path / "data" / "state.db")
+    assert store.settings().volume == 40
+    store.close()
 
 
 def asha_paired_with_bela(tmp_path: Path) -> Path:
@@ -167,6 +181,19 @@ DAMAGED: dict[str, tuple[Damage, str]] = {
         lambda f, _: archive_of({**f, "config.toml": b"[camera]\nsource = 'sideways'\n"}),
         "the backup's configuration cannot be used",
     ),
+    "a configuration keeping the unit elsewhere": (
+        lambda f, _: archive_of({**f, "config.toml": b"[unit]\ndata_dir = '/elsewhere'\n"}),
+        "keeps the unit in /elsewhere",
+    ),
+    "a relay password named from the working folder": (
+        lambda f, tmp: archive_of(
+            {
+                **f,
+                "config.toml": f"[unit]\ndata_dir = '{tmp / 'new'}'\n[relay]\npassword_file = 'pw'".encode(),
+            }
+        ),
+        "password_file (pw) is not an absolute path",
+    ),
 }
 
 
@@ -179,7 +206,7 @@ def test_a_backup_that_cannot_be_used_is_refused_and_changes_nothing(
     target.mkdir()
     (target / "state.db").write_bytes(b"the new card's own state")
     config_file = tmp_path / "config.toml"
-    config_file.write_text(FRESH_IMAGE + f'[unit]\ndata_dir = "{target}"\n')
+    config_file.write_text(fresh_image(target))
     before = {p.name: p.read_bytes() for p in target.iterdir()}, config_file.read_text()
     saved = tmp_path / "emocall-backup.tar"
     saved.write_bytes(damage(backup, tmp_path))
@@ -195,7 +222,7 @@ def test_a_unit_with_its_own_identity_is_replaced_only_when_asked(
     target = tmp_path / "new"
     mine = Identity.load_or_create(target / "identity.key")
     config_file = tmp_path / "config.toml"
-    config_file.write_text(FRESH_IMAGE + f'[unit]\ndata_dir = "{target}"\n')
+    config_file.write_text(fresh_image(target))
     saved = tmp_path / "emocall-backup.tar"
     saved.write_bytes(archive_of(backup))
     assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 1
@@ -207,3 +234,24 @@ def test_a_unit_with_its_own_identity_is_replaced_only_when_asked(
     store = StateStore(target / "state.db")
     assert [p.name for p in store.peers()] == ["Bela"] and store.settings().display_name == "Asha"
     store.close()
+
+
+def test_links_left_in_the_data_folder_do_not_lead_the_restore_elsewhere(
+    backup: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The data folder is the service user's; root restores into it at first boot. A link that user
+    left where the restore writes its files would have made root write the unit's key over any file."""
+    target, victim = tmp_path / "new", tmp_path / "shadow"
+    target.mkdir()
+    victim.write_text("root's file\n")
+    for name in ("identity.key", "state.db"):
+        for suffix in (".tmp", ".restore"):
+            (target / (name + suffix)).symlink_to(victim)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(fresh_image(target))
+    saved = tmp_path / "emocall-backup.tar"
+    saved.write_bytes(archive_of(backup))
+    assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 0
+    assert victim.read_text() == "root's file\n"
+    key = target / "identity.key"
+    assert not key.is_symlink() and key.read_bytes() == backup["identity.key"]

@@ -497,13 +497,18 @@ def test_setup_renders_values_as_given_and_refuses_names_that_would_break_the_fi
     for option, bad in (
         ("--turn-host", 'turn"x.test'),
         ("--turn-host", "turn&x"),
+        ("--turn-host", "2001:db8::7"),  # aiortc cannot read it in a TURN URL: every call would fail
         ("--address", "1.2.3.4 x"),
     ):
         refused = setup(option, bad)
         assert refused.returncode == 2 and option in refused.stderr, (option, bad, refused.stderr)
     for option, good in (
         ("--turn-host", "turn.example.org."),
-        ("--turn-host", "::1"),
+        ("--turn-host", "198.51.100.7"),
         ("--address", "fe80::1%eth0"),
     ):
         assert setup(option, good).returncode == 0, (option, good)
+    # certbot and Prosody spell host names in lower case: a capital made every step after them fail.
+    args = ["Relay.TEST", "--render", str(tmp_path / "upper"), "--cert", str(cert), "--key", str(key)]
+    assert subprocess.run(["bash", str(ROOT / "relay/setup"), *args], capture_output=True).returncode == 0
+    assert 'VirtualHost "relay.test"' in (tmp_path / "upper" / "relay.test.cfg.lua").read_text()

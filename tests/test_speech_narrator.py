@@ -17,6 +17,7 @@ from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
+from appliance.speech.narrator import Narrator
 from appliance.state import STATE_FILE, StateStore
 
 from .talking import Talking
@@ -390,6 +391,20 @@ def test_forgetting_on_a_read_only_card_says_the_card_still_holds_it(tmp_path: P
         ]
     finally:
         unit.close()
+
+
+def test_a_speaker_down_before_the_narrator_began_still_holds_the_start_up_sentence(unit: Talking) -> None:
+    """The mixer tries the speaker as it opens, before the narrator subscribes, and tells an outage
+    once: the start-up sentence was made for a speaker that works, dropped, and never said."""
+    unit.narrator.close()
+    unit.events.publish("audio.unavailable", "no speaker", reason="aplay cannot play: Connection refused")
+    unit.narrator = Narrator(unit.events, unit.announcer, "normal", settle_s=0.05)
+    unit.events.publish("camera.ready", "camera ready", backend="file")
+    unit.events.publish("unit.ready", "ready", name="Kitchen")
+    time.sleep(0.5)  # past the settling time: the sentence is due
+    unit.events.publish("audio.recovered", "the speaker works again")
+    unit.wait_spoken(2)
+    assert unit.said() == ["The speaker works again.", "Kitchen is ready. Camera ready."]
 
 
 def test_the_start_up_sentence_waits_for_a_speaker_not_playing_yet(unit: Talking) -> None:

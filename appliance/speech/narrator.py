@@ -131,7 +131,13 @@ class Narrator:
                 "forgotten_card_kept" if e.data.get("card_kept") else "forgotten"
             ),
         }
-        self._unsubscribe = events.subscribe(self._on_event)
+        # The speaker is tried as it opens, before this narrator exists: an audio server not up yet
+        # is told once (audio.unavailable), and the start-up sentence must wait for it all the same.
+        with self._lock:
+            self._unsubscribe = events.subscribe(self._on_event)
+            for event in events.recent("audio."):
+                if event.topic in ("audio.unavailable", "audio.recovered"):
+                    self._speaker_down = event.topic == "audio.unavailable"
 
     def _on_event(self, event: Event) -> None:
         if event.topic in DESCRIBING:  # as the engine follows them: what it tells the other side
