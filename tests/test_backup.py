@@ -68,6 +68,14 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         assert browser.fetch("/backup", {})[0] == 403
         browser.csrf = csrf
         status, headers, archive = browser.fetch("/backup", {})
+        # A backup that cannot be made: the settings page says why (no page without a way back).
+        (tmp_path / "data" / "identity.key").rename(tmp_path / "key.aside")
+        refused = browser.form("/backup", {})[1]
+        assert (
+            "<title>Error: No backup was made: cannot make a backup of" in refused
+            and "<h1>Settings</h1>" in refused
+        )
+        (tmp_path / "key.aside").rename(tmp_path / "data" / "identity.key")
     finally:
         unit.close()
     assert status == 200, archive[:300]

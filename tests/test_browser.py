@@ -150,7 +150,7 @@ def _login(page: Any, unit: Process, expect: Any) -> None:
     page.get_by_role("button", name="Ask the unit for a code").click()
     expect(page.get_by_role("status")).to_contain_text("saying a code now")
     page.get_by_label("Code (six digits)").fill(unit.next_code(before))
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Status of")
 
 

@@ -150,7 +150,7 @@ def _log_in(me: Owner) -> None:
 
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     me.fill("Code (six digits)", wrong)
-    me.click("Continue")
+    me.click("Log in")
     error = "That is not the code the unit is saying: 4 tries left. Type the six digits again."
     me.said("Error: " + error, "textbox", "Code (six digits)", description=error)
     me.invalid("Code (six digits)", error, wrong)
@@ -160,7 +160,7 @@ def _log_in(me: Owner) -> None:
     me.said("The unit is saying the same code again.", "textbox", "Code (six digits)")
     assert a.shown_code() == code
     me.fill("Code (six digits)", code)
-    me.click("Continue")
+    me.click("Log in")
     me.result("Welcome. You can now change this unit for 12 hours.")
     _code_gone(a)
 
@@ -231,7 +231,7 @@ def _call(me: Owner, them: Owner) -> None:
     them.goto("/")
     them.click("Ask the unit for a code")
     them.fill("Code (six digits)", b.next_code(before))
-    them.click("Continue")
+    them.click("Log in")
     main = them.page.locator("main")
     them.expect(main).to_contain_text("Someone is calling. Press Answer to talk.")
     them.click("Answer")
@@ -312,7 +312,7 @@ def _session_end(me: Owner, other: Owner) -> None:
     before = me.unit.shown_code()
     me.click("Ask the unit for a code")
     me.fill("Code (six digits)", me.unit.next_code(before))
-    me.click("Continue")
+    me.click("Log in")
     me.result(
         "Welcome back. Your changes from before you were logged out are filled in below but not saved "
         'yet: check them and press "Save settings".'

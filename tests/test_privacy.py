@@ -442,8 +442,16 @@ def test_forget_everything_leaves_nothing_behind_and_the_unit_comes_back_new(
     assert "Forget everything" in page
     csrf = re.search(r'name="csrf" value="([^"]+)"', page)
     assert csrf is not None
+    # Not ticked: the browser's own bubble (required) or a page with no way back; now the settings
+    # page, its first words the refusal, and nothing erased.
+    refused = owner.request("/forget", form={"csrf": csrf.group(1)})
+    assert "<title>Error: Nothing was erased" in refused and "<h1>Settings</h1>" in refused
+    assert (data / "identity.key").read_bytes() == old_key
     said = owner.request("/forget", form={"csrf": csrf.group(1), "confirm": "yes"})
     assert "starts again as new" in said
+    # What is said first, and focused: the login ends with what it opened (no "Your login lasts").
+    assert "<title>Everything this unit stored is being erased. You are logged out." in said
+    assert "Your login lasts" not in said and "Log out" not in said
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not came_back(data, old_key, old_wav):

@@ -7,6 +7,7 @@ import logging
 import re
 import sqlite3
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from appliance.state import NAME_PATTERN, NAME_RULE, StateStore
 from appliance.web import openapi
 from appliance.web.api import create_app
 from tests.hostile import request_from
-from tests.pairing_units import Unit
+from tests.pairing_units import Unit, make_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 # 40 characters, the longest name allowed.
@@ -400,3 +401,36 @@ def test_a_card_that_cannot_be_read_is_said_on_the_page_and_in_the_api(units: tu
     assert "cannot read its memory card now" in r.get_json()["error"]
     page = browser.get("/")
     assert page.status_code == 503 and "cannot read its memory card now" in page.get_data(as_text=True)
+
+
+def test_the_sharing_question_answered_on_settings_stays_there_and_is_no_change_back(
+    units: tuple[Unit, Unit],
+) -> None:
+    """The settings page asks whether to share; its answer landed on the status page, which said
+    "Sharing your expressions again." (or "no longer shared") though nothing had been shared."""
+    a, _ = units
+    browser, csrf = a.owner()
+    token = csrf["X-CSRF-Token"]
+    page = browser.post(
+        "/sharing", data={"csrf": token, "share": "on", "back": "settings"}, follow_redirects=True
+    )
+    text = page.get_data(as_text=True)
+    assert "<h1>Settings</h1>" in text and "Your expressions will be shared in calls." in text
+    page = browser.post("/sharing", data={"csrf": token, "share": "off"}, follow_redirects=True)
+    assert "Your expressions are no longer shared." in page.get_data(as_text=True)  # now a change back
+
+
+def test_a_code_asked_for_again_is_said_with_the_time_it_has_left(tmp_path: Path) -> None:
+    """Asked again (not heard the first time), the live code is given again: the page said it
+    worked for the whole two minutes while it had seconds left."""
+    a = make_unit(tmp_path, "Asha", code_seconds=5)
+    try:
+        browser = a.app.test_client()
+        token = browser.get("/api/owner").get_json()["csrf"]
+        page = browser.post("/login/code", data={"csrf": token}, follow_redirects=True)
+        assert "It works for 5 seconds." in page.get_data(as_text=True)
+        time.sleep(2.2)
+        page = browser.post("/login/code", data={"csrf": token}, follow_redirects=True)
+        assert "It works for 3 seconds." in page.get_data(as_text=True)
+    finally:
+        a.close()

@@ -105,6 +105,12 @@ class CodeGuard:
         """How long a new code works."""
         return self._ttl_s
 
+    def seconds_left(self) -> float:
+        """How long the live code still works; 0 when none lives. A code asked for again is the live
+        one, not a new one: the page says how long it has left, not how long a new one would."""
+        with self._mutex:
+            return max(0.0, self._expires - self._clock()) if self._code is not None else 0.0
+
     def waiting(self) -> bool:
         """Whether a code lives now (the login page then puts the focus in the code field)."""
         with self._mutex:

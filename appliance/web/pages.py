@@ -133,11 +133,16 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
     @owner_page
     def sharing() -> ResponseReturnValue:
         share = request.form.get("share") == "on"
+        first = not parts.store.sharing_answered()
         parts.change_settings({"share_expressions": share})
-        flash(
-            "Sharing your expressions again." if share else "Your expressions are no longer shared.", "info"
-        )
-        return redirect(url_for("pages.status"))
+        if first:  # the question answered: nothing was shared before
+            said = "Your expressions will be shared in calls." if share else "Your expressions stay private."
+        else:
+            said = "Sharing your expressions again." if share else "Your expressions are no longer shared."
+        flash(said, "info")
+        # Back where it was asked: the settings page asks the question, the status page switches.
+        back = "pages.settings" if request.form.get("back") == "settings" else "pages.status"
+        return redirect(url_for(back))
 
     add_pairing_pages(bp, parts, code_seconds)
     add_settings_pages(bp, parts)
@@ -174,8 +179,9 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
         except PAGE_ERRORS as e:
             return render_login(problem(e))
         button = "button" in presence.ask_for_button(parts.presence)
+        left = duration(parts.owner_codes.seconds_left())
         flash(
-            f"The unit is showing and saying a code now. It works for {duration(code_seconds)}."
+            f"The unit is showing and saying a code now. It works for {left}."
             + (" Or press the unit's button once, then press “I pressed the button”." if button else ""),
             "info",
         )

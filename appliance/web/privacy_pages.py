@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from appliance.backup import FILE_NAME, BackupError
+from appliance.web import owner
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
+from appliance.web.wording import Outcome
+
+FORGOTTEN = "Everything this unit stored is being erased. You are logged out."
+UNCONFIRMED = 'Nothing was erased: tick "Yes, erase everything" first, then press "Forget everything".'
 
 
 def privacy_blueprint(parts: UnitParts) -> Blueprint:
@@ -32,8 +37,11 @@ def privacy_blueprint(parts: UnitParts) -> Blueprint:
         if parts.forget is None:
             abort(503, "This unit cannot forget everything as it runs now: delete its data directory.")
         if request.form.get("confirm") != "yes":
-            abort(400, 'Tick "Yes, erase everything" first, then press the button again.')
-        return render_template("forgotten.html", outcome=None, card_kept=parts.forget())
+            flash(UNCONFIRMED, "error")
+            return redirect(url_for("pages.settings", _anchor="forget-confirm"))
+        card_kept = parts.forget()
+        owner.end_owner()  # what the login opened is being erased: the page shows no login left
+        return render_template("forgotten.html", outcome=Outcome(FORGOTTEN, "info"), card_kept=card_kept)
 
     @bp.post("/backup")
     @owner_page
@@ -43,7 +51,8 @@ def privacy_blueprint(parts: UnitParts) -> Blueprint:
         try:
             archive = parts.backup()
         except BackupError as e:
-            abort(503, f"No backup was made: {e}.")
+            flash(f"No backup was made: {e}.", "error")
+            return redirect(url_for("pages.settings"))
         disposition = f'attachment; filename="{FILE_NAME}"'
         headers = {"Content-Disposition": disposition, "Cache-Control": "no-store"}
         return Response(archive, mimetype="application/x-tar", headers=headers)
