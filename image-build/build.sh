@@ -149,6 +149,9 @@ stage_image() {
   boot_files "$root" "$work/boot"
   # What raspi-firmware's hooks copied into the root's /boot/firmware would hide under the FAT mount.
   find "$root/boot/firmware" -mindepth 1 -delete
+  # mmdebstrap copies this machine's resolv.conf (its name servers, its search domains) into the
+  # root; NetworkManager writes the unit's own when it joins a network.
+  rm -f "$root/etc/resolv.conf"
   boot_img=$work/boot.vfat root_img=$work/root.ext4 data_img=$work/data.ext4
   mkfs.vfat -C -n RASPIFIRM "$boot_img" $((BOOT_MIB * 1024)) >/dev/null
   mcopy -s -i "$boot_img" "$work/boot"/* ::
@@ -157,7 +160,10 @@ stage_image() {
   chmod --reference="$root/var/lib/emocall" "$work/data"
   root_mib=$(( $(du -sm --exclude=./proc --exclude=./sys "$root" | cut -f1) * 12 / 10 + 200 ))
   mkfs.ext4 -q -L EMOCALLROOT -d "$root" "$root_img" "${root_mib}M"
-  mkfs.ext4 -q -L EMOCALLDATA -d "$work/data" "$data_img" "${DATA_MIB}M"
+  # First boot grows the state partition to the card: made with mke2fs's small-disk defaults (1 KiB
+  # blocks, an inode per 4 KiB, a 4 MiB journal) it would keep them, 1.8 GiB of inode tables on a
+  # 32 GB card and a journal every write (data=journal) goes through. A unit keeps a few files.
+  mkfs.ext4 -q -b 4096 -i 65536 -J size=16 -L EMOCALLDATA -d "$work/data" "$data_img" "${DATA_MIB}M"
   img=$OUT_DIR/emocall-arm64.img
   total=$((1 + BOOT_MIB + root_mib + DATA_MIB))
   rm -f "$img" && truncate -s "${total}M" "$img"

@@ -120,9 +120,14 @@ enable_units() {
   systemctl disable ssh.service 2>/dev/null || true
   # No unattended apt on an appliance: it writes the card and the network may be metered.
   systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
-  # /tmp in memory: the root is read-mostly.
+  # /tmp in memory: the root is read-mostly. At most 64 MiB: the unit enabled in /etc outranks the
+  # fstab's line (flavour 2), and its own size (half the RAM) would let /tmp fill a 1 GiB Pi's memory
+  # before it ever reports full.
   systemctl unmask tmp.mount 2>/dev/null || true
   if [ -f /usr/share/systemd/tmp.mount ]; then systemctl enable /usr/share/systemd/tmp.mount 2>/dev/null || true; fi
+  install -d /etc/systemd/system/tmp.mount.d
+  printf '[Mount]\nOptions=mode=1777,strictatime,nosuid,nodev,size=64M,nr_inodes=1m\n' \
+    >/etc/systemd/system/tmp.mount.d/10-emocall-size.conf
 }
 
 # Nothing unit-specific or secret may stay in the image: every unit makes its own at first boot.

@@ -125,6 +125,9 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     dropin = (root / "etc/systemd/system/emocall.service.d/10-audio.conf").read_text()
     assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in dropin
     assert (root / "var/lib/systemd/linger/emocall").exists()
+    # /tmp in memory, 64 MiB: the tmp.mount enabled in /etc outranks the fstab's line, and its own
+    # size is half the RAM.
+    assert "size=64M" in (root / "etc/systemd/system/tmp.mount.d/10-emocall-size.conf").read_text()
     result = in_root(
         root,
         "systemd-analyze",

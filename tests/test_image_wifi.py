@@ -89,7 +89,7 @@ case "$*" in
   "-t -f DEVICE,TYPE device") echo "wlan0:wifi" ;;
   "-g connection.uuid connection show emocall-setup") echo setup-uuid ;;
   "-t -f UUID,TYPE connection show") echo setup-uuid:802-11-wireless; cat "$HOME_NET/saved" ;;
-  "--wait 30 connection up home-uuid" | "--wait 60 connection up emocall-wifi")
+  "--wait 30 connection up home-uuid" | "--wait 60 connection up emocall-wifi-new")
     [ -e "$HOME_NET/router" ] && touch "$HOME_NET/online" || exit 4 ;;
   "connection up emocall-setup") [ ! -e "$HOME_NET/radio-broken" ] || exit 10 ;;
   "radio wifi on") rm -f "$HOME_NET/radio-off" ;;
@@ -257,14 +257,38 @@ def test_the_network_chosen_on_the_setup_page_is_joined(tmp_path: Path, router: 
     finally:
         home.close()
     log = home.log()
-    assert "connection add type wifi con-name emocall-wifi ssid Home net wifi-sec.key-mgmt wpa-psk" in log
-    assert log.count("connection up emocall-wifi") == 1
+    assert "connection add type wifi con-name emocall-wifi-new ssid Home net wifi-sec.key-mgmt wpa-psk" in log
+    assert log.count("connection up emocall-wifi-new") == 1
     assert not (tmp_path / REQUEST_FILE).exists()
     if router == "up":
+        assert "connection modify emocall-wifi-new connection.id emocall-wifi" in log
         assert home.said()[-1] == "Joined the network Home net."
     else:
         assert home.said()[-1] == "Could not join Home net. Check the password. The setup network comes back."
         assert log.rstrip().splitlines()[-1] == "connection up emocall-setup"
+
+
+def test_a_choice_that_does_not_work_leaves_the_network_saved_before(tmp_path: Path) -> None:
+    """A choice made months ago (or a wrong password) replaced the network the unit had, Imager's
+    `emocall-wifi` too: when it failed, nothing was left to go back to once the router was up, and the
+    unit stayed on its hotspot for good. A request that is a link is not read (root would)."""
+    (tmp_path / "secret").write_text("Root only\nx\n")
+    (tmp_path / REQUEST_FILE).symlink_to(tmp_path / "secret")
+    home = Hotspot(tmp_path, "home-uuid:802-11-wireless\n")
+    try:
+        leave_request(tmp_path, "Old flat", "correct horse")
+        deadline = time.monotonic() + 10
+        while "Could not join" not in " ".join(home.said()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (home.net / "phone").unlink()
+        (home.net / "router").touch()
+        assert home.script.wait(timeout=10) == 0, home.script.stderr.read() if home.script.stderr else ""
+    finally:
+        home.close()
+    log = home.log().splitlines()
+    assert "connection delete emocall-wifi" not in log and "connection delete emocall-wifi-new" in log
+    assert "--wait 30 connection up home-uuid" in log and home.said()[-1] == "The network is back."
+    assert "Root only" not in " ".join(log)
 
 
 def test_the_hotspot_speaks_the_language_the_owner_chose(tmp_path: Path) -> None:

@@ -151,6 +151,18 @@ clock() {
   fi
 }
 
+# What lives in memory stays small (a 1 GiB Pi), and the state partition keeps 4 KiB blocks.
+memory_mounts() {
+  local tmp data
+  tmp=$(findmnt -no FSTYPE,OPTIONS /tmp)
+  data=$(tune2fs -l "$(findmnt -no SOURCE /var/lib/emocall)" | sed -n 's/^Block size: *//p')
+  if grep -q '^tmpfs .*size=65536k' <<<"$tmp" && [ "$data" = 4096 ]; then
+    check mounts ok "/tmp: $tmp; state partition block size $data"
+  else
+    check mounts fail "/tmp: '$tmp'; state partition block size '$data'"
+  fi
+}
+
 # The owner's language as the settings page sets it, with the service stopped (the store is
 # the service's); systemctl start returns at READY=1.
 set_language() {
@@ -244,6 +256,7 @@ display
 coral
 vision
 clock
+memory_mounts
 bengali
 card
 echo SELFTEST

@@ -277,7 +277,10 @@ def _apply_boot_files() -> int:
             except CustomisationError as e:
                 failed.append(str(e))
     finally:
-        # Password hashes and the Wi-Fi password, on a partition anyone can read: gone in every case.
+        # Password hashes and the Wi-Fi password, on a partition anyone can read: gone in every case,
+        # once what they gave is on the card (the root commits every 30 s: a power cut before would
+        # run first boot again without them, no user, SSH key or Wi-Fi).
+        os.sync()
         for secret in (custom, BOOT / "userconf.txt"):
             secret.unlink(missing_ok=True)
     print(f"Imager customisation: {', '.join(done) or 'none'}")
