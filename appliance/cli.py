@@ -7,6 +7,9 @@ import functools
 import json
 import logging
 import os
+import shutil
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -218,14 +221,13 @@ def cmd_watch(args: argparse.Namespace, cfg: config.Config) -> int:
 
 def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance.backup import BackupError, restore
-    from appliance.call.local import LocalUnitError, ask
 
-    try:  # a running unit would go on writing to the database the restore replaces
-        running = "name" in ask(cfg.web.port, "/api/status")
-    except LocalUnitError:
-        running = False
-    if running:
-        print("emocall: the unit is running: stop it first (sudo systemctl stop emocall)", file=sys.stderr)
+    if unit_running(cfg):  # it would go on with its old key, writing to the files the restore replaces
+        where = f"its service, or something on port {cfg.web.port}"
+        print(
+            f"emocall: the unit is running ({where}): stop it first (sudo systemctl stop emocall)",
+            file=sys.stderr,
+        )
         return 1
     target = args.config or config.DEVICE_CONFIG
     try:
@@ -239,6 +241,24 @@ def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
     made = f"unit {restored.unit_id}, backed up {restored.made}"
     print(f"restored {restored.name} ({made}) into {cfg.unit.data_dir}")
     return 0
+
+
+def unit_running(cfg: config.Config) -> bool:
+    """Whether a unit runs on this machine: its systemd service is active, or something takes
+    connections where its web server listens (any answer counts: a unit with a failing card answers
+    503)."""
+    systemctl = shutil.which("systemctl")
+    if (
+        systemctl
+        and subprocess.run([systemctl, "is-active", "--quiet", "emocall"], check=False).returncode == 0
+    ):
+        return True
+    host = cfg.web.host if cfg.web.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    try:
+        with socket.create_connection((host, cfg.web.port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def say_arguments(say: argparse.ArgumentParser) -> None:

@@ -44,7 +44,9 @@ def unit_config(home: Path) -> Path:
     return path
 
 
-def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew(tmp_path: Path) -> None:
+def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config_file = unit_config(tmp_path)
     bela = Identity.load_or_create(tmp_path / "bela.key")
     unit = Appliance(load(config_file, environ={}), config_file).start()
@@ -53,8 +55,6 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         unit.store.add_peer(bela.unit_id, "Bela", "192.0.2.7:8080", bela.public_key)
         unit.store.update_settings({"volume": 40, "auto_answer": True})
         asha = unit.identity
-        # A restore while the unit runs would be lost under it: refused.
-        assert cli.main(["--config", str(config_file), "restore", str(config_file)]) == 1
         stranger = Browser(unit.web.port)
         stranger.send("GET", "/api/owner")
         status, _, body = stranger.fetch("/backup", {})
@@ -68,6 +68,10 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         assert browser.fetch("/backup", {})[0] == 403
         browser.csrf = csrf
         status, headers, archive = browser.fetch("/backup", {})
+        # A restore while the unit runs would be lost under it (and the unit go on with its old key).
+        (tmp_path / "emocall-backup.tar").write_bytes(archive)
+        assert cli.main(["--config", str(config_file), "restore", str(tmp_path / "emocall-backup.tar")]) == 1
+        assert "the unit is running" in capsys.readouterr().err
         # A backup that cannot be made: the settings page says why (no page without a way back).
         (tmp_path / "data" / "identity.key").rename(tmp_path / "key.aside")
         refused = browser.form("/backup", {})[1]

@@ -405,8 +405,8 @@ def test_first_boot_restores_a_backup_from_the_boot_partition(
     assert "asha-1@relay.example.org" in (root / "etc/emocall/config.toml").read_text()  # the backup's wins
     said = in_root(root, "/opt/emocall/venv/bin/python", "-c", PEERS_AND_NAME)
     assert said.stdout.split() == ["Bela", "Asha"], said.stderr
-    # Cut short before it was done: first boot runs again, takes the flasher's file again, and the
-    # backup, still on the card, puts the unit's own configuration back.
+    # Cut short before it was done: first boot runs again, and the backup, still on the card, is
+    # restored again; the flasher's file is not taken again over the configuration it restored.
     (boot / "emocall-backup.tar").write_bytes(archive)
     again = first_boot({"emocall.toml": '[camera]\nsource = "opencv"\n'}, ())
     assert again.returncode == 0, again.stderr

@@ -446,6 +446,7 @@ def test_forget_everything_leaves_nothing_behind_and_the_unit_comes_back_new(
     # page, its first words the refusal, and nothing erased.
     refused = owner.request("/forget", form={"csrf": csrf.group(1)})
     assert "<title>Error: Nothing was erased" in refused and "<h1>Settings</h1>" in refused
+    assert re.search(r'role="alert"[^>]*tabindex="-1" autofocus', refused)  # the message takes the focus
     assert (data / "identity.key").read_bytes() == old_key
     said = owner.request("/forget", form={"csrf": csrf.group(1), "confirm": "yes"})
     assert "starts again as new" in said

@@ -20,6 +20,7 @@ from appliance.pairing import service
 from appliance.state import NAME_PATTERN, NAME_RULE, StateStore
 from appliance.web import openapi
 from appliance.web.api import create_app
+from appliance.web.wording import time_left
 from tests.hostile import request_from
 from tests.pairing_units import Unit, make_unit
 
@@ -434,3 +435,10 @@ def test_a_code_asked_for_again_is_said_with_the_time_it_has_left(tmp_path: Path
         assert "It works for 3 seconds." in page.get_data(as_text=True)
     finally:
         a.close()
+    # Never more than it has: 95 s left is not "2 minutes".
+    assert (time_left(95), time_left(119.8), time_left(185), time_left(1)) == (
+        "95 seconds",
+        "2 minutes",
+        "3 minutes",
+        "1 second",
+    )

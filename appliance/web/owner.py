@@ -35,7 +35,7 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature
 
 from appliance.pairing.service import AGAIN_S
-from appliance.state import StateStore
+from appliance.state import StateError, StateStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,11 +138,18 @@ def grant_owner() -> None:
     csrf_token()
 
 
-def end_owner() -> None:
-    """Log out: the session ends on the unit, so every copy of the cookie stops working."""
+def end_owner(*, erasing: bool = False) -> None:
+    """Log out: the session ends on the unit, so every copy of the cookie stops working.
+
+    ``erasing``: the store is being erased ("forget everything"), sessions with it, so a write the
+    card refuses now does not keep the owner's login (nor tell them the erase failed)."""
     token = session.get(SESSION_KEY)
     if isinstance(token, str):
-        _sessions().store.close_session(token)
+        try:
+            _sessions().store.close_session(token)
+        except StateError:
+            if not erasing:
+                raise
     session.clear()
     g.emocall_login_left = 0.0
 

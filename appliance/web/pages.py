@@ -41,6 +41,7 @@ from appliance.web.wording import (
     expression,
     page_status,
     problem,
+    time_left,
     unit_details,
 )
 
@@ -179,7 +180,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
         except PAGE_ERRORS as e:
             return render_login(problem(e))
         button = "button" in presence.ask_for_button(parts.presence)
-        left = duration(parts.owner_codes.seconds_left())
+        left = time_left(parts.owner_codes.seconds_left())
         flash(
             f"The unit is showing and saying a code now. It works for {left}."
             + (" Or press the unit's button once, then press “I pressed the button”." if button else ""),

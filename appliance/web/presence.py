@@ -3,7 +3,7 @@
 A browser that asks for the owner code (``POST /api/owner/code`` or the login page) also waits, for
 ``ttl_s``, for a press of the unit's button; the unit, idle, takes its next short press as "I am
 here" and the browser that asked gets the owner session at its next ``POST /api/owner/button`` (the
-page's Continue button). Someone on the LAN could ask at the same moment to catch the owner's press,
+page's "I pressed the button"). Someone on the LAN could ask at the same moment to catch the owner's press,
 so a press while two browsers wait confirms neither: both are told to type the code instead. And
 anyone on the LAN could ask while the owner is about to press for a call: so the unit says, after the
 code, that a press would let a web page in (``owner.waiting``), and says so when one was let in

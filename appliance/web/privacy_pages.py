@@ -38,9 +38,9 @@ def privacy_blueprint(parts: UnitParts) -> Blueprint:
             abort(503, "This unit cannot forget everything as it runs now: delete its data directory.")
         if request.form.get("confirm") != "yes":
             flash(UNCONFIRMED, "error")
-            return redirect(url_for("pages.settings", _anchor="forget-confirm"))
+            return redirect(url_for("pages.settings"))  # no #fragment: the message takes the focus
         card_kept = parts.forget()
-        owner.end_owner()  # what the login opened is being erased: the page shows no login left
+        owner.end_owner(erasing=True)  # what the login opened is being erased: no login left
         return render_template("forgotten.html", outcome=Outcome(FORGOTTEN, "info"), card_kept=card_kept)
 
     @bp.post("/backup")

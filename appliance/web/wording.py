@@ -76,6 +76,15 @@ def duration(seconds: float) -> str:
     return ENGLISH.duration(seconds)
 
 
+def time_left(seconds: float) -> str:
+    """How long something still works, never more than it has (``duration`` rounds minutes to the
+    nearest: 95 s would be "2 minutes"): seconds below two minutes, whole minutes from there."""
+    whole = round(seconds)
+    if whole < 120:
+        return f"{max(1, whole)} second{'s' if whole > 1 else ''}"
+    return duration(60 * (whole // 60))
+
+
 def problem(
     e: Exception, *, peer: str = "", field_name: str = "", address: str = "", code_seconds: float = 120
 ) -> Outcome:
