@@ -23,7 +23,7 @@ from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine, tune_malloc
 from appliance.camera import select
 from appliance.camera.capture import Capture
-from appliance.card import memory_copy, read_only
+from appliance.card import check_mounted, memory_copy, read_only
 from appliance.config import Config
 from appliance.controls.button import CallButton, start_button
 from appliance.controls.privacy import PrivacyGestures
@@ -386,6 +386,7 @@ class Appliance:
         cfg = self.config
         if not self._card_copy:  # after forget-everything on a read-only card: its copy, in memory
             outside_sandbox(cfg.unit.data_dir)
+            check_mounted(cfg.unit.data_dir)
         if read_only(cfg.unit.data_dir):
             copy = memory_copy(cfg.unit.data_dir, runtime_directory())
             cfg = cfg.model_copy(update={"unit": cfg.unit.model_copy(update={"data_dir": copy})})

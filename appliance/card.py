@@ -30,6 +30,22 @@ READ_AT_START = ("identity.key*", LAST_STOP, FORGET_PENDING, f"{REQUEST_FILE}*")
 COPIED = ".copied"  # in the copy once it is whole: a start cut short copies again
 
 
+# Left by the image's build (image-build/build.sh) in the root's folder under the state partition's
+# mount point: seen only when the partition is not mounted over it.
+NOT_MOUNTED = ".state-partition-not-mounted"
+
+
+def check_mounted(data_dir: Path) -> None:
+    """Refuse the folder the root holds under the state partition's mount point. The partition did
+    not mount (fstab's ``nofail``: a file system its check could not repair), and the unit would
+    otherwise start there as a new unit, with a new key its paired units do not know."""
+    if (data_dir / NOT_MOUNTED).exists():
+        raise StateError(
+            f"the memory card's state partition is not mounted at {data_dir} (is the card damaged?): "
+            "the unit does not start as a new one in its place"
+        )
+
+
 def read_only(folder: Path) -> bool:
     """Whether ``folder`` (or, before it exists, the nearest folder above it) is on a read-only mount."""
     while not folder.exists() and folder != folder.parent:

@@ -158,6 +158,9 @@ stage_image() {
   install -d "$work/data"
   chown --reference="$root/var/lib/emocall" "$work/data"
   chmod --reference="$root/var/lib/emocall" "$work/data"
+  # Under the mount point, hidden while the state partition is mounted: a unit that finds it knows
+  # the partition did not mount, and says it cannot start rather than start as new (appliance/card.py).
+  touch "$root/var/lib/emocall/.state-partition-not-mounted"
   root_mib=$(( $(du -sm --exclude=./proc --exclude=./sys "$root" | cut -f1) * 12 / 10 + 200 ))
   mkfs.ext4 -q -L EMOCALLROOT -d "$root" "$root_img" "${root_mib}M"
   # First boot grows the state partition to the card: made with mke2fs's small-disk defaults (1 KiB

@@ -360,6 +360,14 @@ def test_a_data_folder_the_unit_cannot_use_is_said_as_such(
     with pytest.raises(StateError, match=r"\[unit\] data_dir .* is outside"):
         Appliance(appliance_config(tmp_path / "srv", "Asha")).start()
     Appliance(appliance_config(tmp_path / "state", "Asha")).start().close()  # inside: it starts
+    # The image's root under the state partition's mount point, the partition not mounted over it:
+    # the unit would start there as a new one, its key unknown to its paired units.
+    monkeypatch.delenv("STATE_DIRECTORY")
+    (tmp_path / "root-under").mkdir()
+    (tmp_path / "root-under" / ".state-partition-not-mounted").touch()
+    with pytest.raises(StateError, match="state partition is not mounted"):
+        Appliance(appliance_config(tmp_path / "root-under", "Asha")).start()
+    assert not (tmp_path / "root-under" / "identity.key").exists()
 
 
 def test_a_stop_during_forget_everything_erases_and_starts_nothing_again(tmp_path: Path) -> None:

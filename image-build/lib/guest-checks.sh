@@ -151,15 +151,20 @@ clock() {
   fi
 }
 
-# What lives in memory stays small (a 1 GiB Pi), and the state partition keeps 4 KiB blocks.
+# What lives in memory stays small (a 1 GiB Pi), the state partition keeps 4 KiB blocks, and the
+# root's folder under its mount point holds the mark a unit refuses to start on (appliance/card.py).
 memory_mounts() {
-  local tmp data
+  local tmp data mark=.state-partition-not-mounted under
   tmp=$(findmnt -no FSTYPE,OPTIONS /tmp)
   data=$(tune2fs -l "$(findmnt -no SOURCE /var/lib/emocall)" | sed -n 's/^Block size: *//p')
-  if grep -q '^tmpfs .*size=65536k' <<<"$tmp" && [ "$data" = 4096 ]; then
-    check mounts ok "/tmp: $tmp; state partition block size $data"
+  mkdir -p /run/root-view && mount --bind / /run/root-view
+  under=$(ls -A /run/root-view/var/lib/emocall)
+  umount /run/root-view
+  if grep -q '^tmpfs .*size=65536k' <<<"$tmp" && [ "$data" = 4096 ] && [ "$under" = "$mark" ] &&
+    [ ! -e "/var/lib/emocall/$mark" ]; then
+    check mounts ok "/tmp: $tmp; state partition block size $data; under its mount point: $under"
   else
-    check mounts fail "/tmp: '$tmp'; state partition block size '$data'"
+    check mounts fail "/tmp: '$tmp'; state partition block size '$data'; under its mount point: '$under'"
   fi
 }
 
