@@ -99,6 +99,23 @@ def test_a_pairing_request_ends_when_the_other_units_code_has(tmp_path: Path) ->
         b.close()
 
 
+def test_a_code_typed_after_it_expired_leaves_the_way_to_a_new_one(tmp_path: Path) -> None:
+    """The request ended with the code, and with it the section that asked again: the page's only
+    way to a new code ("Ask it for a code") had an empty address, to be typed or read out again."""
+    a, b = make_unit(tmp_path, "Asha", code_seconds=1), make_unit(tmp_path, "Bela", code_seconds=1)
+    try:
+        browser, csrf = a.owner()
+        token = csrf["X-CSRF-Token"]
+        browser.post("/pair/request", data={"csrf": token, "address": b.address})
+        time.sleep(1.2)
+        late = browser.post("/pair/code", data={"csrf": token, "code": b.code("pair")})
+        assert late.status_code == 422
+        assert f'id="address" name="address" value="{b.address}"' in late.get_data(as_text=True)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_form_posted_twice_says_what_the_first_post_did(units: tuple[Unit, Unit]) -> None:
     """A double click on Pair or on Unpair: the second post found nothing left to do and said so
     as an error ("Choose a unit to pair with first.", "not paired") over the first one's success."""

@@ -60,7 +60,10 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
         try:
             paired = parts.pairing.complete(parse(PairCode, form).code)
         except PAGE_ERRORS as e:
-            return render_pair(problem(e, peer=peer, field_name="code", code_seconds=code_seconds), form)
+            # The code may have expired with the request, and the section that asked again with it:
+            # the address stays in "Pair by address", to ask for a new code without typing it again.
+            kept = {**form, "address": session.get(ASKED_AT, "")}
+            return render_pair(problem(e, peer=peer, field_name="code", code_seconds=code_seconds), kept)
         flash(f"Paired with {paired.name}.", "info")
         return redirect(url_for("pages.pair"))
 

@@ -162,7 +162,7 @@ def _pairing(e: PairingError, peer: str, field_name: str, address: str, code_sec
     if e.status == 410:
         return Outcome(
             f"The code from {peer} no longer works (a code works for {duration(code_seconds)}). "
-            f"Ask {peer} for a new code below.",
+            f"Press “Ask it for a code” below for a new one: {peer}'s address is filled in.",
             "error",
         )
     return _on_field(sentence(str(e)), field_name)
