@@ -31,7 +31,7 @@ from appliance.display.select import open_display
 from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.guests.service import Guests
-from appliance.identity import Identity
+from appliance.identity import KEY_FILE, Identity
 from appliance.pairing.discovery import DiscoveryError
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase, forget_later, forget_pending
@@ -109,7 +109,7 @@ class Appliance:
         tune_malloc()  # before any thread starts
         with self._stack as stack:
             cfg = self.config = self._open_data_dir()
-            self.identity = Identity.load_or_create(cfg.unit.data_dir / "identity.key")
+            self.identity = Identity.load_or_create(cfg.unit.data_dir / KEY_FILE)
             defaults = {"display_name": cfg.unit.name}
             self.store = StateStore(cfg.unit.data_dir / STATE_FILE, self.events, defaults)
             stack.callback(self.store.close)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, config
-from appliance.identity import Identity, IdentityError, parse_key, staged_file
+from appliance.identity import KEY_FILE, Identity, IdentityError, parse_key, staged_file
 from appliance.state import STATE_FILE, StateError, StateStore, read_only_connection
 
 FORMAT = 1
 MANIFEST = "backup.json"
-IDENTITY = "identity.key"
+IDENTITY = KEY_FILE
 CONFIG = "config.toml"
 PASSWORD = "relay.password"  # noqa: S105 (the member holding it, not a password)
 MEMBERS = (MANIFEST, IDENTITY, STATE_FILE, CONFIG, PASSWORD)

@@ -68,6 +68,9 @@ NonceLog = Callable[[str, str, float], bool]
 kept across restarts (the state store's), for a clock set back after one (:class:`RequestVerifier`)."""
 
 
+KEY_FILE = "identity.key"  # the unit's key, in its data folder
+
+
 class TrustError(Exception):
     """A unit-to-unit message cannot be trusted (unknown unit, bad signature, stale or replayed)."""
 

@@ -57,8 +57,8 @@ def test_a_backup_from_the_page_brings_the_same_unit_back_on_a_card_flashed_anew
         asha = unit.identity
         stranger = Browser(unit.web.port)
         stranger.send("GET", "/api/owner")
-        status, _, body = stranger.fetch("/backup", {})
-        assert status != 200 and not body.startswith(b"backup.json")  # the owner's alone
+        status, headers, _ = stranger.fetch("/backup", {})
+        assert status == 401 and "Content-Disposition" not in headers  # the owner's alone
         browser = Browser(unit.web.port)
         browser.ask_for_code()
         assert browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})[0] == 200
