@@ -106,7 +106,7 @@ class SpeechConfig(_Section):
     output: AudioOutKind = Field(
         "auto",
         description="Speaker: alsa (the system's audio server), wav (a file: tests, demo), none, "
-        "auto (alsa if a card, else none; never a file)",
+        "auto (alsa, waiting for a sound card while there is none; never a file)",
     )
     device: str = Field("default", description="ALSA device for output = alsa")
     wav_file: OptionalPath = Field(None, description="File for output = wav; empty: speaker.wav in data_dir")

@@ -43,10 +43,10 @@ def pycoral_available() -> bool:
     return importlib.util.find_spec("pycoral") is not None
 
 
-def sound_cards(cards: Path = ASOUND_CARDS) -> list[str]:
+def sound_cards() -> list[str]:
     """Names of the ALSA sound cards, empty without any."""
     try:
-        text = cards.read_text()
+        text = ASOUND_CARDS.read_text()
     except OSError:
         return []
     return [line.split("]:", 1)[1].strip() for line in text.splitlines() if "]:" in line]

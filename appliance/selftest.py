@@ -88,7 +88,7 @@ def check_audio(cfg: Config) -> PartReport:
             "audio", "alsa", bool(cards), ", ".join(cards) or "no sound card: check the speaker"
         )
     if backend_name(cfg.speech) == "none":
-        return PartReport("audio", "none", False, "no sound card: the unit stays silent")
+        return PartReport("audio", "none", False, "[speech] output is none: the unit stays silent")
     where = wav_path(cfg.speech, cfg.unit.data_dir)
     return PartReport("audio", "wav-file", True, f"configured: the speaker writes {where}")
 

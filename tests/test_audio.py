@@ -156,6 +156,37 @@ def test_a_speaker_that_cannot_play_at_start_is_tried_again_and_plays(
     assert starts(log) == 2
 
 
+def test_a_speaker_plugged_in_after_the_unit_started_plays_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no sound card when the unit started (a USB speaker plugged in later, or found late at
+    boot), the unit stayed silent until it was restarted. Now it says the speaker is down, and plays
+    once the kernel lists a card."""
+    cards = tmp_path / "cards"  # the kernel's /proc/asound/cards, as it reads without a card
+    cards.write_text("--- no soundcards ---\n")
+    monkeypatch.setattr(platform, "ASOUND_CARDS", cards)
+    log = stand_in_aplay(tmp_path, monkeypatch, RECORDING_APLAY)
+    events = EventBus()
+    speaker = open_speaker(SpeechConfig(), tmp_path, events)  # output = "auto", the image's
+    try:
+        with pytest.raises(AudioError, match="no sound card"):
+            speaker.play(sine(1000, 0.1), RATE)
+        assert starts(log) == 0
+        cards.write_text(" 0 [Device         ]: USB-Audio - USB Audio Device\n")
+        deadline = time.monotonic() + 10
+        while not events.recent("audio.recovered") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+    finally:
+        speaker.close()
+    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
+    assert "no sound card: plug in the speaker" in events.recent("audio.unavailable")[0].data["reason"]
+    assert starts(log) == 1
+    heard = np.frombuffer((tmp_path / "heard.raw").read_bytes(), "<i2")
+    # The announcement (0.1 s at amplitude 8000: 3,200 samples above 4,000) went to the new card.
+    assert np.count_nonzero(np.abs(heard) > 4000) > 2000
+
+
 def test_the_wav_file_starts_again_when_it_reaches_its_limit(tmp_path: Path) -> None:
     speaker = WavSpeaker(tmp_path / "out.wav", max_seconds=0.2)
     time.sleep(0.15)

@@ -30,6 +30,7 @@ from collections import deque
 
 import numpy as np
 
+from appliance import platform
 from appliance.audio import AudioError
 from appliance.audio.mixer import MixingSpeaker
 from appliance.events import EventBus
@@ -48,11 +49,20 @@ BYTES_PER_SAMPLE = 2
 STALLED_SECONDS = 2.0
 STALLED_LOOKS = 20  # and at least this many looks at the pipe in a row
 ERROR_LINES = 5  # of aplay's stderr, the last kept (its reason is the last)
+NO_CARD = "no sound card: plug in the speaker"
 
 
 class AplaySpeaker(MixingSpeaker):
+    """``wait_for_card``: aplay is started only while the kernel lists a sound card (``[speech]
+    output = "auto"``); with none, the output is down with that reason and retried as any outage."""
+
     def __init__(
-        self, device: str = "default", *, duck_gain: float = 0.25, events: EventBus | None = None
+        self,
+        device: str = "default",
+        *,
+        duck_gain: float = 0.25,
+        events: EventBus | None = None,
+        wait_for_card: bool = False,
     ) -> None:
         super().__init__(duck_gain=duck_gain, paced=False, events=events)
         aplay = shutil.which("aplay")
@@ -61,18 +71,22 @@ class AplaySpeaker(MixingSpeaker):
         self._args = [aplay, "-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-c", "1"]
         self._args += ["-r", str(self.sample_rate), f"--buffer-time={BUFFER_MICROSECONDS}", "-"]
         self._max_queued = round(MAX_QUEUED_SECONDS * self.sample_rate) * BYTES_PER_SAMPLE
-        self._spawn()
+        self._wait_for_card = wait_for_card
+        self._proc: subprocess.Popen[bytes] | None = None
         try:
-            self._check_started()
+            self._open_output()
         except AudioError as e:
-            # Not playing at start (the audio server not up yet, a USB speaker plugged in later): an
-            # outage as one later is, which the mixer retries and says (audio.unavailable, then
-            # audio.recovered once it plays); the unit would otherwise stay mute until restarted.
+            # Not playing at start (the audio server not up yet, no card until a USB speaker is
+            # plugged in): an outage as one later is, which the mixer retries and says
+            # (audio.unavailable, then audio.recovered once it plays); the unit would otherwise stay
+            # mute until restarted.
             log.error("%s; trying again", e)
         self.start()
 
     def _open_output(self) -> None:
         """Start aplay; at start-up and again whenever it has ended (the mixer reopens the output)."""
+        if self._wait_for_card and not platform.sound_cards():
+            raise AudioError(NO_CARD)
         self._spawn()
         self._check_started()
 
@@ -91,16 +105,24 @@ class AplaySpeaker(MixingSpeaker):
 
     def _check_started(self) -> None:
         try:
-            self._proc.wait(timeout=STARTUP_CHECK_SECONDS)
+            self._aplay.wait(timeout=STARTUP_CHECK_SECONDS)
         except subprocess.TimeoutExpired:
             return  # still running: the device is open
         raise AudioError(f"aplay cannot play: {self._why()} (check the sound card and [speech] device)")
 
+    @property
+    def _aplay(self) -> subprocess.Popen[bytes]:
+        """The aplay started last; none yet while there has been no card."""
+        if self._proc is None:
+            raise AudioError(NO_CARD)
+        return self._proc
+
     def _output(self, block: np.ndarray) -> None:
+        proc = self._aplay
         try:
-            if self._proc.stdin is None or self._proc.poll() is not None:
+            if proc.stdin is None or proc.poll() is not None:
                 raise BrokenPipeError
-            self._proc.stdin.write(block.astype("<i2").tobytes())
+            proc.stdin.write(block.astype("<i2").tobytes())
         except BrokenPipeError as e:
             raise AudioError(
                 f"aplay stopped: {self._why()} (check the sound card and [speech] device)"
@@ -109,8 +131,8 @@ class AplaySpeaker(MixingSpeaker):
 
     def _shrink_pipe(self) -> int:
         """The pipe's size after asking for one page."""
-        assert self._proc.stdin is not None
-        fd = self._proc.stdin.fileno()
+        assert self._aplay.stdin is not None
+        fd = self._aplay.stdin.fileno()
         try:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except OSError as e:  # only a kernel without pipe resizing: the queue limit still holds
@@ -119,9 +141,9 @@ class AplaySpeaker(MixingSpeaker):
 
     def queued_bytes(self) -> int:
         """Bytes written to aplay that it has not read yet."""
-        assert self._proc.stdin is not None
+        assert self._aplay.stdin is not None
         count = array.array("i", [0])
-        fcntl.ioctl(self._proc.stdin.fileno(), termios.FIONREAD, count)
+        fcntl.ioctl(self._aplay.stdin.fileno(), termios.FIONREAD, count)
         return count[0]
 
     def _wait_for_room(self) -> None:
@@ -129,7 +151,7 @@ class AplaySpeaker(MixingSpeaker):
         raises AudioError when aplay has taken nothing for STALLED_SECONDS."""
         rate = self.sample_rate * BYTES_PER_SAMPLE
         queued, since, still = self.queued_bytes(), time.monotonic(), 0
-        while not self._stop.is_set() and self._proc.poll() is None:
+        while not self._stop.is_set() and self._aplay.poll() is None:
             now_queued = self.queued_bytes()
             excess = now_queued - self._max_queued
             if excess <= 0:
@@ -145,7 +167,7 @@ class AplaySpeaker(MixingSpeaker):
 
     def _read_errors(self) -> None:
         """aplay's stderr, read as it comes: the underrun lines logged, the last lines kept."""
-        stderr = self._proc.stderr
+        stderr = self._aplay.stderr
         if stderr is None:
             return
         with contextlib.suppress(OSError, ValueError):  # closed under it at shutdown
@@ -160,13 +182,15 @@ class AplaySpeaker(MixingSpeaker):
 
     def _why(self) -> str:
         try:
-            self._proc.wait(timeout=2)
+            self._aplay.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return "no reason given"
         self._reader.join(timeout=1)  # its last lines, written as it ended
-        return self._last_error() or f"exit status {self._proc.returncode}"
+        return self._last_error() or f"exit status {self._aplay.returncode}"
 
     def _close_output(self) -> None:
+        if self._proc is None:
+            return
         if self._proc.stdin is not None:
             # aplay may already be gone; the wait below collects its exit either way.
             with contextlib.suppress(OSError):

@@ -1,10 +1,11 @@
-"""Picks the speaker backend from config: the system's audio server where there is a sound card.
+"""Picks the speaker backend from config: the system's audio server, through aplay.
 
-Where there is none, or aplay is missing, the unit stays silent (and says so in the log and as
-``audio.unavailable``); a device that cannot play yet is an outage, retried (``MixingSpeaker``). It
-never falls back to a file, which would record the other person's voice. The WAV file is for this
-machine, the tests and the demo, and only when chosen
-(``[speech] output = "wav"``).
+``auto`` (the default) waits for a sound card: while the kernel lists none, the speaker is down and
+says so (``audio.unavailable``), and it plays once one appears (a USB speaker plugged in after the
+unit started, or late at boot: ``audio.recovered``); it never takes a restart. Without aplay the unit
+stays silent and says so. It never falls back to a file, which would record the other person's
+voice. The WAV file is for this machine, the tests and the demo, and only when chosen (``[speech]
+output = "wav"``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from appliance import platform
 from appliance.audio import AudioError, Speaker
 from appliance.audio.alsa import AplaySpeaker
 from appliance.audio.silent import SilentSpeaker
@@ -24,10 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def backend_name(cfg: SpeechConfig) -> str:
-    """``alsa``, ``wav`` or ``none``: what ``auto`` means on this machine (never ``wav``)."""
-    if cfg.output != "auto":
-        return cfg.output
-    return "alsa" if platform.sound_cards() else "none"
+    """``alsa``, ``wav`` or ``none``: ``auto`` is ``alsa``, waiting for a card (never ``wav``)."""
+    return "alsa" if cfg.output == "auto" else cfg.output
 
 
 def wav_path(cfg: SpeechConfig, data_dir: Path) -> Path:
@@ -35,7 +33,7 @@ def wav_path(cfg: SpeechConfig, data_dir: Path) -> Path:
 
 
 def open_speaker(cfg: SpeechConfig, data_dir: Path, events: EventBus | None = None) -> Speaker:
-    """The configured speaker; no sound card, or no aplay, leaves the unit silent."""
+    """The configured speaker; without aplay, or with output ``none``, the unit is silent."""
     backend = backend_name(cfg)
     if backend == "wav":
         return WavSpeaker(
@@ -44,10 +42,12 @@ def open_speaker(cfg: SpeechConfig, data_dir: Path, events: EventBus | None = No
             max_seconds=cfg.wav_max_minutes * 60,
             events=events,
         )
-    reason = 'no sound card (set [speech] output = "wav" to write a file instead)'
+    reason = "[speech] output is none"
     if backend == "alsa":
         try:
-            return AplaySpeaker(cfg.device, duck_gain=cfg.duck_gain, events=events)
+            return AplaySpeaker(
+                cfg.device, duck_gain=cfg.duck_gain, events=events, wait_for_card=cfg.output == "auto"
+            )
         except AudioError as e:
             reason = str(e)
     log.error("%s: the unit stays silent; nothing it would play is recorded", reason)
