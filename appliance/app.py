@@ -207,7 +207,7 @@ class Appliance:
 
     def _announce_start(self, cfg: Config, store: StateStore) -> None:
         """What the owner hears as the unit comes up: a fault before it, a failing card, ready."""
-        fault = restarted_after_fault(cfg.unit.data_dir)
+        fault = restarted_after_fault(runtime_directory())
         if fault is not None:
             self.events.publish("unit.restarted", f"restarted after a fault ({fault})", reason=fault)
         if self._card_copy:

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from appliance.privacy import FORGET_PENDING
-from appliance.service import LAST_STOP
 from appliance.state import STATE_FILE, StateError, read_only_connection
 from appliance.web.wifi import REQUEST_FILE
 
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # What the unit reads at a start, besides the database. Not its outputs (speaker WAV, screen PNG,
 # logs), nor what others keep there: lost+found (root's), lgpio's FIFO (the working directory).
-READ_AT_START = ("identity.key*", LAST_STOP, FORGET_PENDING, f"{REQUEST_FILE}*")
+READ_AT_START = ("identity.key*", FORGET_PENDING, f"{REQUEST_FILE}*")
 COPIED = ".copied"  # in the copy once it is whole: a start cut short copies again
 
 

@@ -8,8 +8,10 @@ The unit (image-build/files/systemd/emocall.service) has ``Type=notify`` and ``W
 counts as started only once :meth:`ServiceManager.ready` is sent, and it is killed and restarted
 when :meth:`ServiceManager.watchdog` stops pinging, which happens when the health check given to it
 (the call engine's event loop answering) fails. Its ``ExecStopPost`` writes ``$SERVICE_RESULT`` to
-``DATA_DIR/last-stop``; :func:`restarted_after_fault` reads it at the next start so the unit can say
-that it was restarted.
+``$RUNTIME_DIRECTORY/last-stop``; :func:`restarted_after_fault` reads it at the next start so the
+unit can say that it was restarted. In RAM, not on the card: a card that turned read-only cannot
+take it (every restart would go unsaid) and would keep the last one written for ever (said at every
+boot); and a restart is systemd's within one boot, which RAM keeps (``RuntimeDirectoryPreserve``).
 """
 
 from __future__ import annotations
@@ -86,9 +88,12 @@ def runtime_directory() -> Path | None:
     return Path(runtime) if runtime else None
 
 
-def restarted_after_fault(data_dir: Path) -> str | None:
-    """The fault that ended the last run (systemd's $SERVICE_RESULT), once; None after a clean stop."""
-    path = data_dir / LAST_STOP
+def restarted_after_fault(runtime: Path | None) -> str | None:
+    """The fault that ended the last run (systemd's $SERVICE_RESULT), once; None after a clean stop,
+    and outside systemd (no ``runtime`` directory)."""
+    if runtime is None:
+        return None
+    path = runtime / LAST_STOP
     try:
         result = path.read_text().strip()
         path.unlink()

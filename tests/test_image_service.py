@@ -105,6 +105,7 @@ def test_the_last_stop_is_read_once(tmp_path: Path, result: str, said: str | Non
     assert restarted_after_fault(tmp_path) == said
     assert not (tmp_path / LAST_STOP).exists()
     assert restarted_after_fault(tmp_path) is None
+    assert restarted_after_fault(None) is None  # outside systemd: no runtime directory
 
 
 def test_emocall_run_tells_systemd_it_is_ready_pings_and_says_the_restart(
@@ -112,11 +113,14 @@ def test_emocall_run_tells_systemd_it_is_ready_pings_and_says_the_restart(
 ) -> None:
     """`emocall run` as systemd runs it: READY=1, then WATCHDOG=1; an earlier watchdog kill is said."""
     sock, path = notify_socket
-    data = tmp_path / "state"
+    data, runtime = tmp_path / "state", tmp_path / "run"
     data.mkdir()
-    (data / LAST_STOP).write_text("watchdog\n")  # what the unit's ExecStopPost leaves after a watchdog kill
+    runtime.mkdir()
+    # What the unit's ExecStopPost leaves after a watchdog kill, in the service's runtime directory.
+    (runtime / LAST_STOP).write_text("watchdog\n")
     env = {
         **os.environ,
+        "RUNTIME_DIRECTORY": str(runtime),
         "NOTIFY_SOCKET": path,
         "WATCHDOG_USEC": "2000000",
         "EMOCALL_SPEECH__OUTPUT": "wav",
@@ -151,7 +155,7 @@ def test_emocall_run_tells_systemd_it_is_ready_pings_and_says_the_restart(
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-2000:]
     assert "unit.restarted" in out
-    assert not (data / LAST_STOP).exists()
+    assert not (runtime / LAST_STOP).exists()
 
 
 class WatchdogPings:

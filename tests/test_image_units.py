@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.service import restarted_after_fault
+
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ROOT / "image-build/files"
 GENERATORS = [Path("/usr/lib/systemd/system-generators"), Path("/lib/systemd/system-generators")]
@@ -80,33 +82,26 @@ def test_first_boot_waits_for_the_boot_and_state_partitions_and_syncs_before_its
     assert any(c.endswith("/sync") for c in post[:marker]), post
 
 
-def test_the_service_restarts_unhurried_and_writes_last_stop_only_when_it_changes(tmp_path: Path) -> None:
-    """A unit failing at every start (before it reads and removes last-stop) must not write the
-    card every few seconds for ever: it waits 10 s or more between tries, and its ExecStopPost leaves
-    the file alone when it already says the same."""
+def test_the_service_restarts_unhurried_and_keeps_why_it_stopped_in_memory(tmp_path: Path) -> None:
+    """A unit failing at every start waits 10 s or more between tries. Why a run ended is written to
+    the runtime directory (RAM, kept until the next boot), never the card: on a card that turned
+    read-only every restart went unsaid, and the last one written there was said at every boot."""
     dump = loaded("emocall.service", tmp_path)
     (delay,) = settings(dump, "RestartSec")
     assert re.fullmatch(r"\d+s", delay) and int(delay[:-1]) >= 10, delay
+    assert settings(dump, "RuntimeDirectoryPreserve") == ["yes"]
     (stop,) = commands(dump, "ExecStopPost")
     shell, flag, script = shlex.split(stop)  # quoted as for a shell, "$" as \$
     assert (shell, flag) == ("/bin/sh", "-c")
     script = script.replace("\\$", "$")
-    state = tmp_path / "state"
-    state.mkdir()
-    script = script.replace("/var/lib/emocall", str(state))
-    last = state / "last-stop"
-
-    def stopped(result: str) -> None:
-        done = subprocess.run(["/bin/sh", "-c", script], env={"SERVICE_RESULT": result}, capture_output=True)
+    assert "/var/lib" not in script, script
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    for result in ("watchdog", "success"):
+        env = {"SERVICE_RESULT": result, "RUNTIME_DIRECTORY": str(runtime)}
+        done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True)
         assert done.returncode == 0, done.stderr
-
-    stopped("exit-code")
-    assert last.read_text() == "exit-code\n"
-    os.utime(last, (1_000_000, 1_000_000))
-    stopped("exit-code")  # the same failure again: not written
-    assert last.stat().st_mtime == 1_000_000
-    stopped("watchdog")
-    assert last.read_text() == "watchdog\n"
+        assert restarted_after_fault(runtime) == (None if result == "success" else result)
 
 
 def exposure(unit: str) -> dict[str, bool]:

@@ -196,6 +196,33 @@ bengali() {
   set_language en || check bengali fail "the service did not start again in English"
 }
 
+# The messages of the service's recent events (its status page's list), joined by " | ".
+status_events() {
+  python3 -c 'import json, urllib.request
+s = json.load(urllib.request.urlopen("http://127.0.0.1:8080/api/status", timeout=10))
+print(" | ".join(e["message"] for e in s["events"]))' 2>&1
+}
+
+# A crash on the read-only card (the service killed): systemd starts it again (RestartSec) and the
+# new run says why the last one ended, which ExecStopPost left in the runtime directory (RAM).
+restart() {
+  local before after events="" i
+  before=$(systemctl show emocall -p MainPID --value)
+  systemctl kill -s SIGKILL emocall
+  for i in $(seq 120); do
+    after=$(systemctl show emocall -p MainPID --value)
+    if [ "$after" != 0 ] && [ "$after" != "$before" ] && systemctl is-active -q emocall; then
+      events=$(status_events) && break
+    fi
+    sleep 1
+  done
+  if grep -q "restarted after a fault (signal)" <<<"$events"; then
+    check restart ok "killed, started again by systemd after ${i} s: $events"
+  else
+    check restart fail "$(systemctl show emocall -p ActiveState -p Result -p NRestarts | tr '\n' ' '); events: ${events:-none}"
+  fi
+}
+
 # A card that turned read-only (its data partition remounted so, as ext4 does when the card fails
 # under it): the service starts from a copy of its data in memory and says so (its status page
 # lists the event); then the card is writable again and the service starts from it.
@@ -204,10 +231,9 @@ card() {
   systemctl stop emocall
   if ! mount -o remount,ro /var/lib/emocall; then
     check card fail "could not remount /var/lib/emocall read-only"
-  elif systemctl start emocall && events=$(python3 -c 'import json, urllib.request
-s = json.load(urllib.request.urlopen("http://127.0.0.1:8080/api/status", timeout=10))
-print(" | ".join(e["message"] for e in s["events"]))' 2>&1) && grep -q "memory card is read-only" <<<"$events"; then
+  elif systemctl start emocall && events=$(status_events) && grep -q "memory card is read-only" <<<"$events"; then
     check card ok "started read-only, from $(find /run/emocall/card-copy -maxdepth 1 | wc -l) copied entries: $events"
+    restart
   else
     check card fail "$(systemctl show emocall -p ActiveState -p Result -p NRestarts | tr '\n' ' '); events: ${events:-none}; $(journalctl -u emocall -n 5 --no-pager | tr '\n' ' ')"
   fi
