@@ -274,9 +274,13 @@ def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[
     connect(a, b)
     a.wait(lambda: any(e.topic == "camera.lost" for e in a.seen), timeout=10)
     b.wait(lambda: [e.data["reason"] for e in b.events.recent("remote.sharing")] == [UNAVAILABLE])
+    # The vision worker reads the "no camera" pattern and finds no face: that is not sent, or Bela
+    # would hear that Asha walked away, not that her camera is broken.
+    a.events.publish("vision.no_face", "no face in view", t=1.0)
     shown = b.frames
     b.wait(lambda: b.frames >= shown + 15)
     assert a.engine.state == b.engine.state == "connected"
+    assert not b.events.recent("remote.no_face")
 
 
 def test_nothing_leaks_across_many_calls(nodes: Callable[..., Node]) -> None:

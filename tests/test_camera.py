@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from appliance.call.media import CaptureTrack
 from appliance.camera import CameraError, EndOfStream, Frame, FrameSource, select
+from appliance.camera import capture as capture_module
 from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.camera.pattern import PatternSource
@@ -145,8 +147,9 @@ def test_capture_survives_a_lost_camera_and_recovers(tmp_path: Path) -> None:
         assert capture.active == "pattern"
         spare.rename(video)
         deadline = time.monotonic() + 5
-        while capture.active != "file" and time.monotonic() < deadline:
+        while not events.recent("camera.recovered") and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert capture.active == "file"
         topics = [e.topic for e in events.recent("camera")]
         assert topics[:2] == ["camera.lost", "camera.recovered"]
         assert "does not exist" in events.recent("camera.lost")[0].data["reason"]
@@ -186,6 +189,81 @@ def test_a_camera_failing_in_a_way_its_backend_did_not_foresee_is_a_lost_camera(
         assert seen is not None and capture.wait_newer(seen.index, timeout=2) is not None  # still live
     finally:
         capture.close()
+
+
+class Unstarted(PatternSource):
+    """A camera that opens but sends no picture (a loose ribbon cable: the sensor is listed, and
+    libcamera's frontend times out), until ``fixed``; its close hangs while ``close_hangs`` is set."""
+
+    name = "unstarted"
+    fixed = False
+    opened = 0
+
+    def __init__(self) -> None:
+        super().__init__(64, 48, 15)
+        Unstarted.opened += 1
+        self.close_hangs = threading.Event()
+
+    def read(self) -> Frame:
+        if not Unstarted.fixed:
+            raise CameraError("the camera sent no frame for 2 s")
+        return super().read()
+
+
+def test_a_camera_that_opens_but_sends_nothing_is_lost_once_not_back_and_lost_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counted as back when it opened, such a camera was said "back" then "lost" at every retry,
+    on both units, for the whole call. Now it is back at its first frame, and retried ever later."""
+    monkeypatch.setattr(Unstarted, "opened", 0)
+    monkeypatch.setattr(Unstarted, "fixed", False)
+    events = EventBus()
+    capture = Capture(Unstarted, events, retry_seconds=0.1, width=64, height=48).start()
+    try:
+        time.sleep(2)
+        assert [e.topic for e in events.recent("camera")] == ["camera.lost"]
+        assert capture.active == "pattern" and capture.latest() is not None  # the pattern, live
+        assert 3 <= Unstarted.opened <= 6  # 0, 0.1, 0.3, 0.7, 1.5 s (20 at 0.1 s apart)
+        Unstarted.fixed = True
+        deadline = time.monotonic() + 5
+        while not events.recent("camera.recovered"):
+            assert time.monotonic() < deadline, [e.topic for e in events.recent("camera")]
+            time.sleep(0.05)
+        assert capture.active == "unstarted"
+    finally:
+        capture.close()
+    assert [e.topic for e in events.recent("camera")] == ["camera.lost", "camera.recovered"]
+
+
+def test_a_camera_whose_close_hangs_is_said_lost_and_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libcamera's stop can hang after a frontend timeout: the loss was said only after the close
+    returned, so never, and the call's video stayed frozen, unsaid, until the unit restarted."""
+    monkeypatch.setattr(capture_module, "CLOSE_SECONDS", 0.5)
+    hanging: list[Unstarted] = []
+
+    class Hangs(Unstarted):
+        def close(self) -> None:
+            hanging.append(self)
+            self.close_hangs.wait(30)
+
+    monkeypatch.setattr(Unstarted, "fixed", False)
+    events = EventBus()
+    capture = Capture(Hangs, events, retry_seconds=60, width=64, height=48).start()
+    try:
+        deadline = time.monotonic() + 5
+        while not events.recent("camera.lost"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        seen = capture.wait_newer(-1, timeout=2)
+        assert seen is not None and capture.wait_newer(seen.index, timeout=2) is not None  # the pattern
+        assert capture.active == "pattern"
+        started = time.monotonic()
+        capture.close()
+        assert time.monotonic() - started < 2
+    finally:
+        for source in hanging:
+            source.close_hangs.set()
+    assert [e.topic for e in events.recent("camera")] == ["camera.lost"]
 
 
 class Tagged(PatternSource):

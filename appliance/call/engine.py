@@ -226,7 +226,9 @@ class CallEngine:
             self._loop.call_soon_threadsafe(self._tell_sharing)
         elif event.topic == "settings.changed" and "share_expressions" in event.data.get("changed", ()):
             self._loop.call_soon_threadsafe(self._tell_sharing)
-        elif event.topic in ("vision.emotion", "vision.no_face") and not self.sharing_paused:
+        elif event.topic in ("vision.emotion", "vision.no_face") and not self.sharing.paused:
+            # Not while a part is down either: the worker goes on reading the "no camera" pattern,
+            # and its "no face" would tell the other side the owner walked away.
             self._loop.call_soon_threadsafe(self._send_vision, event)
         elif event.topic == "pairing.removed":
             # The event names the unit only by its name, which two units may share: the paired

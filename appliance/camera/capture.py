@@ -2,8 +2,13 @@
 
 Consumers (the call's video track, the vision worker) never wait on the device: ``latest()``
 returns the newest frame at once, ``wait_newer()`` blocks until one newer than a given index.
-While the real source is down the capture shows the "no camera" pattern and retries every
-``retry_seconds``; the loss and the recovery are published as events.
+While the real source is down the capture shows the "no camera" pattern and retries after
+``retry_seconds``, twice as long after each failed retry up to ``timing.RETRY_MAX_SECONDS``; the
+loss and the recovery are published as events. A camera counts as back only once it delivers a
+frame: one that opens and fails at its first read (a loose ribbon cable, a stream that will not
+start) is a failed retry, unsaid, not "back" then "lost" again every few seconds. A source whose
+close hangs (libcamera after a frontend timeout) is abandoned after ``CLOSE_SECONDS``: the loss is
+said first, and the pattern goes on.
 
 Outside calls the appliance pauses it (:meth:`Capture.pause`): the camera is closed, idle and cool,
 nothing is captured and the last frame is dropped; :meth:`Capture.resume` opens it again.
@@ -20,10 +25,14 @@ from dataclasses import replace
 from appliance.camera import CameraError, EndOfStream, Frame, FrameSource
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
+from appliance.timing import RETRY_MAX_SECONDS
 
 log = logging.getLogger(__name__)
 
 Opener = Callable[[], FrameSource]
+
+# A source's close that has not returned by then is left to itself (in its own daemon thread).
+CLOSE_SECONDS = 5.0
 
 
 class Capture:
@@ -50,6 +59,9 @@ class Capture:
         self.ended = False  # a non-looping file has finished
         self.active = "none"  # the backend delivering frames now
         self._lost = False  # "camera.lost" was the last news: the next open is a recovery
+        self._unsaid = False  # the source was opened and has not delivered a frame yet
+        self._failed_retries = 0  # since the camera was lost: each doubles the wait before the next
+        self._source_lock = threading.Lock()  # the capture thread and close() both close the source
 
     def start(self) -> Capture:
         self._thread.start()
@@ -92,19 +104,43 @@ class Capture:
             self._cond.notify_all()
 
     def _try_open(self, retry: bool) -> None:
-        """Open the real source; a failed ``retry`` is not news, the loss was published already."""
+        """Open the real source; a failed ``retry`` is not news, the loss was published already.
+        An opened source is said to be ready (or back) at its first frame (``_delivered``)."""
         try:
-            self._source = self._opener()
+            source = self._opener()
         except Exception as e:  # CameraError, or a backend's own (see _run)
             if not retry:
                 self._publish_lost(f"camera unavailable: {e}", e)
+            elif self._lost:
+                self._failed_retries += 1
             self.active = "pattern"
             return
-        self.active = self._source.name
-        # Also after a pause: a camera lost in one call and back for the next must be said to be back.
+        with self._source_lock:
+            self._source = source
+        self.active, self._unsaid = source.name, True
+
+    def _delivered(self, name: str) -> None:
+        """A newly opened source's first frame: the camera is ready, or back after a loss (also
+        after a pause: a camera lost in one call and back for the next must be said to be back)."""
         topic = "camera.recovered" if self._lost else "camera.ready"
-        self._lost = False
-        self._events.publish(topic, f"camera ready ({self._source.name})", backend=self._source.name)
+        self._lost, self._unsaid, self._failed_retries = False, False, 0
+        self._events.publish(topic, f"camera ready ({name})", backend=name)
+
+    def _failed(self, error: Exception) -> float:
+        """The source failed to read: the pattern, the loss said (unless this was a retry that
+        opened but never delivered: the loss was said already), then the source closed. Returns
+        the seconds until the next retry."""
+        self.active = "pattern"
+        if self._unsaid and self._lost:
+            self._failed_retries += 1
+        else:
+            self._publish_lost(f"camera lost: {error}", error)
+        self._unsaid = False
+        self._close_source()  # after the news: a close that hangs must not hold it back
+        return self._retry_delay()
+
+    def _retry_delay(self) -> float:
+        return float(min(self._retry * 2.0 ** min(self._failed_retries, 16), RETRY_MAX_SECONDS))
 
     def _publish_lost(self, message: str, error: Exception) -> None:
         self._lost = True
@@ -117,14 +153,16 @@ class Capture:
             if not self._awake.is_set() and self._latest is not None:
                 self._sleep()
                 next_retry = time.monotonic() + self._retry
-            if self._source is None:
+            source = self._source
+            if source is None:
                 self._publish(self._fallback.read())
-                if time.monotonic() >= next_retry:
-                    next_retry = time.monotonic() + self._retry
+                # Not while paused: a camera retried after the call would be said to be back.
+                if time.monotonic() >= next_retry and self._awake.is_set():
                     self._try_open(retry=True)
+                    next_retry = time.monotonic() + self._retry_delay()
                 continue
             try:
-                self._publish(self._source.read())
+                frame = source.read()
             except EndOfStream as e:
                 log.info("%s", e)
                 self._finish()
@@ -135,10 +173,11 @@ class Capture:
                 # and leaves the call's video frozen on its last frame unsaid.
                 if not isinstance(e, CameraError):
                     log.exception("the camera failed")
-                self._close_source()
-                self.active = "pattern"
-                self._publish_lost(f"camera lost: {e}", e)
-                next_retry = time.monotonic() + self._retry
+                next_retry = time.monotonic() + self._failed(e)
+                continue
+            self._publish(frame)
+            if self._unsaid:
+                self._delivered(source.name)
 
     def _drop_latest(self) -> None:
         with self._cond:
@@ -160,12 +199,16 @@ class Capture:
             self._cond.notify_all()
 
     def _close_source(self) -> None:
-        if self._source is not None:
-            try:
-                self._source.close()
-            except Exception as e:  # a failed close must not stop the capture
-                log.warning("closing the camera failed: %s", e)
-            self._source = None
+        """Close the source (once, whoever asks first), waiting at most CLOSE_SECONDS for it."""
+        with self._source_lock:
+            source, self._source = self._source, None
+        if source is None:
+            return
+        closer = threading.Thread(target=_close, args=(source,), name="camera-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_SECONDS)
+        if closer.is_alive():
+            log.error("closing the camera has not returned after %.0f s: left to itself", CLOSE_SECONDS)
 
     def close(self) -> None:
         self._stop.set()
@@ -175,3 +218,10 @@ class Capture:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._close_source()
+
+
+def _close(source: FrameSource) -> None:
+    try:
+        source.close()
+    except Exception as e:  # a failed close must not stop the capture
+        log.warning("closing the camera failed: %s", e)
