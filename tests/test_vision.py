@@ -17,8 +17,9 @@ from appliance.camera.capture import Capture
 from appliance.camera.file import FileSource
 from appliance.events import Event, EventBus
 from appliance.vision import Box, Classifier
+from appliance.vision import select as select_module
 from appliance.vision import worker as worker_module
-from appliance.vision.card import ModelError, load_card
+from appliance.vision.card import ModelCard, ModelError, load_card
 from appliance.vision.classify_cpu import open_cpu
 from appliance.vision.crop import TwoCuts, crop_face
 from appliance.vision.select import open_pipeline, smoothing_params
@@ -343,6 +344,49 @@ def test_a_failed_analysis_reopens_the_pipeline_and_expressions_come_back() -> N
     assert "Failed to invoke (edgetpu)" in events.recent("vision.unavailable")[0].data["reason"]
     assert "vision.emotion" in topics[3:]
     assert status["available"] is True
+
+
+class InvokeFails:
+    """A Coral still plugged in whose every invoke fails (an under-powered USB port, a flaky cable):
+    it opens as the Edge TPU, and each analysis raises."""
+
+    name = "edgetpu"
+
+    def classify(self, face: np.ndarray) -> np.ndarray:
+        raise RuntimeError("Failed to invoke (edgetpu): USB transfer error")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_coral_that_fails_again_once_opened_anew_leaves_expressions_to_the_processor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opened again on the Coral after every failure, expressions were gone after five tries, for
+    the rest of the run, though the processor would have worked."""
+    opened: list[InvokeFails] = []
+
+    def open_edgetpu(card: ModelCard) -> InvokeFails:
+        opened.append(InvokeFails())
+        return opened[-1]
+
+    monkeypatch.setattr(select_module, "open_edgetpu", open_edgetpu)
+    events = EventBus()
+    capture = Capture(lambda: FileSource(need(CLIPS / "single_face.mp4"), loop=True), events).start()
+    worker = VisionWorker.open(vision_cfg(), capture, events).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not events.recent("vision.emotion") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = worker.status()
+    finally:
+        worker.close()
+        capture.close()
+    backends = [(e.data["backend"], e.data["coral"]) for e in events.recent("vision.backend")]
+    assert backends == [("edgetpu", "used"), ("edgetpu", "used"), ("cpu", "failed")]
+    assert len(opened) == 2  # once at start, once again after the first failure
+    assert "USB transfer error" in events.recent("vision.backend")[-1].data["reason"]
+    assert status["available"] is True and events.recent("vision.emotion")
 
 
 class HangsOnce:

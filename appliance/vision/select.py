@@ -40,9 +40,11 @@ class Choice:
     coral: Coral = "unasked"
 
 
-def open_detector(cfg: VisionConfig) -> tuple[FaceDetector, Choice]:
+def open_detector(cfg: VisionConfig, edgetpu_failed: str = "") -> tuple[FaceDetector, Choice]:
     haar = Choice("haar", "configured")
-    if cfg.detector == "edgetpu":
+    if cfg.detector == "edgetpu" and edgetpu_failed:
+        haar = Choice("haar", f"the Edge TPU failed: {edgetpu_failed}")
+    elif cfg.detector == "edgetpu":
         try:
             return EdgeTpuDetector(cfg.detector_model), Choice("edgetpu", "configured")
         except VisionError as e:
@@ -51,10 +53,16 @@ def open_detector(cfg: VisionConfig) -> tuple[FaceDetector, Choice]:
     return HaarDetector(min_face=cfg.min_face), haar
 
 
-def open_classifier(cfg: VisionConfig, card: ModelCard) -> tuple[Classifier, Choice]:
-    """Raises :class:`VisionError` only when the processor cannot run the model either."""
+def open_classifier(
+    cfg: VisionConfig, card: ModelCard, edgetpu_failed: str = ""
+) -> tuple[Classifier, Choice]:
+    """Raises :class:`VisionError` only when the processor cannot run the model either.
+    ``edgetpu_failed``: why the Edge TPU is not to be tried (it failed in use)."""
     if cfg.classifier == "cpu":
         return open_cpu(card, cfg.threads), Choice("cpu", "configured")
+    if edgetpu_failed:
+        why = Choice("cpu", f"the Edge TPU failed: {edgetpu_failed}", "failed")
+        return open_cpu(card, cfg.threads), why
     try:
         return open_edgetpu(card), Choice("edgetpu", "Coral Edge TPU found", "used")
     except VisionError as e:
@@ -71,12 +79,15 @@ def smoothing_params(cfg: VisionConfig) -> SmoothingParams:
     )
 
 
-def open_pipeline(cfg: VisionConfig, events: EventBus | None = None) -> VisionPipeline:
-    """The pipeline for ``cfg``; raises :class:`VisionError` when expressions cannot be recognised."""
+def open_pipeline(
+    cfg: VisionConfig, events: EventBus | None = None, edgetpu_failed: str = ""
+) -> VisionPipeline:
+    """The pipeline for ``cfg``; raises :class:`VisionError` when expressions cannot be recognised.
+    ``edgetpu_failed``: the Edge TPU failed in use, and the processor runs everything."""
     card = load_card(cfg.model_card)
-    classifier, why = open_classifier(cfg, card)
+    classifier, why = open_classifier(cfg, card, edgetpu_failed)
     try:
-        detector, found = open_detector(cfg)
+        detector, found = open_detector(cfg, edgetpu_failed)
     except VisionError:
         classifier.close()
         raise

@@ -72,10 +72,13 @@ class VisionWorker:
         analyse_fps: float = 10.0,
         *,
         paused: bool = False,
-        opener: Callable[[], VisionPipeline] | None = None,
+        opener: Callable[[str], VisionPipeline] | None = None,
     ) -> None:
         self._feed, self.pipeline, self._events = feed, pipeline, events
-        self._opener = opener  # opens a new pipeline after one failed; None: a failure is final
+        # Opens a new pipeline after one failed, given why the Edge TPU is not to be used (or "");
+        # None: a failure is final.
+        self._opener = opener
+        self._edgetpu_failed = ""  # the Edge TPU failed again as soon as it was opened anew
         self._failures = 0  # failed analyses or reopenings since the last analysis that worked
         self._period = 1.0 / analyse_fps
         self._last = self._due = float("-inf")  # source time of the last analysed frame, of the next
@@ -102,7 +105,12 @@ class VisionWorker:
             worker._report_unavailable(str(e))
             return worker
         worker = cls(
-            feed, pipeline, events, cfg.analyse_fps, paused=paused, opener=lambda: open_pipeline(cfg, events)
+            feed,
+            pipeline,
+            events,
+            cfg.analyse_fps,
+            paused=paused,
+            opener=lambda edgetpu_failed: open_pipeline(cfg, events, edgetpu_failed),
         )
         if not cfg.enabled:
             # Said like any other reason (and it makes the consent at connect say "not shared").
@@ -202,6 +210,11 @@ class VisionWorker:
         self.pipeline.close()
         if self.unavailable is None:  # else already said (an analysis the watchdog found stuck)
             self._report_unavailable(reason)
+        if self._failures and "edgetpu" in self.pipeline.backends.values():
+            # Failed again before any analysis worked on the Edge TPU opened anew (a Coral still
+            # plugged in whose every invoke fails): the processor, for the rest of this run, rather
+            # than reopening it until the worker gives up.
+            self._edgetpu_failed = reason
         while self._opener is not None:
             self._failures += 1
             if self._failures >= MAX_FAILURES:
@@ -211,7 +224,7 @@ class VisionWorker:
             if self._stop.wait(backoff(self._failures - 1)):
                 return False
             try:
-                pipeline = self._opener()  # publishes vision.backend
+                pipeline = self._opener(self._edgetpu_failed)  # publishes vision.backend
             except Exception as e:  # whatever the backend raises, the next try may work
                 log.warning("the expression pipeline cannot be opened again: %s", e)
                 reason = self.unavailable = f"the expression pipeline cannot be opened again: {e}"
