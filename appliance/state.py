@@ -20,13 +20,14 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from appliance.events import EventBus
@@ -77,8 +78,25 @@ NAME_PATTERN = (
 )
 
 
+# Letters that show and say nothing (Hangul fillers): a name of them alone is no name.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+NO_LETTER = "a name needs at least one letter or digit"
+
+
+def has_letter(name: str) -> bool:
+    """Whether ``name`` holds a letter or digit that shows: one of joiners, combining marks, braille
+    blanks or Hangul fillers alone was taken, and the unit's name was read and shown as nothing."""
+    return any(unicodedata.category(c)[0] in "LN" and c not in BLANK_LETTERS for c in name)
+
+
+def _named(name: str) -> str:
+    if not has_letter(name):
+        raise ValueError(NO_LETTER)
+    return name
+
+
 # A unit's display name as every part takes it (settings, ``[unit] name``): one rule, one place.
-DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN), AfterValidator(_named)]
 
 
 def _boot_id() -> str:

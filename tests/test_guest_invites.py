@@ -309,7 +309,7 @@ def test_a_guest_name_follows_the_unit_names_rule(unit: Unit) -> None:
     separator in it is refused, as in a unit's name; ZWJ and ZWNJ (Hindi, Bengali) are not."""
     browser, csrf = unit.owner()
     form = {"csrf": csrf["X-CSRF-Token"], "valid_for": "3600", "kind": "once"}
-    for name in ("\u202eayirP", "Pri\u2028ya", "Pri\u0085ya", "Pri\u2066ya"):
+    for name in ("\u202eayirP", "Pri\u2028ya", "Pri\u0085ya", "Pri\u2066ya", "\u3164", "\u2800", "\u200d"):
         page = browser.post("/guests", data={**form, "guest_name": name})
         assert page.status_code == 422, name
         assert "Type the guest&#39;s name: 1 to 40 letters" in page.get_data(as_text=True)

@@ -453,6 +453,10 @@ def test_forget_everything_leaves_nothing_behind_and_the_unit_comes_back_new(
     # What is said first, and focused: the login ends with what it opened (no "Your login lasts").
     assert "<title>Everything this unit stored is being erased. You are logged out." in said
     assert "Your login lasts" not in said and "Log out" not in said
+    # The form sent again (a double press, a reload): "being erased" still, where it said "Your
+    # login has ended, so nothing was changed", and the owner would have logged in to erase again.
+    again = owner.request("/forget", form={"csrf": csrf.group(1), "confirm": "yes"})
+    assert "<title>Everything this unit stored is being erased. You are logged out." in again
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not came_back(data, old_key, old_wav):

@@ -17,9 +17,10 @@ from appliance import config, identity
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing import service
-from appliance.state import NAME_PATTERN, NAME_RULE, StateStore
+from appliance.state import NAME_PATTERN, NAME_RULE, NO_LETTER, StateStore
 from appliance.web import openapi
 from appliance.web.api import create_app
+from appliance.web.schemas import OwnerLogin, parse
 from appliance.web.wording import time_left
 from tests.hostile import request_from
 from tests.pairing_units import Unit, make_unit
@@ -340,6 +341,17 @@ def test_the_settings_take_a_name_by_the_same_rule(
         assert NAME_RULE in r.get_json()["error"] and "\\u" not in r.get_json()["error"]
 
 
+@pytest.mark.parametrize("blank", ["\u200d", "\u200c \u200d", "\u3164", "\u2800", "\u0301"])
+def test_a_name_of_nothing_that_shows_is_refused(units: tuple[Unit, Unit], blank: str) -> None:
+    """A joiner, a Hangul filler, a braille blank or a lone combining mark passed the rule, and the
+    unit's name was read and shown as nothing in every page title and sentence."""
+    a, _ = units
+    browser, csrf = a.owner()
+    r = browser.patch("/api/settings", json={"display_name": blank}, headers=csrf)
+    assert r.status_code == 422 and NO_LETTER in r.get_json()["error"]
+    assert a.store.settings().display_name == "Asha"
+
+
 def test_a_stored_name_an_older_release_allowed_costs_only_the_name(tmp_path: Path) -> None:
     """A release with a looser name rule stored a name with a bidi mark: the unit starts with its
     other settings as the owner left them, the name falling back to the configured one."""
@@ -442,3 +454,31 @@ def test_a_code_asked_for_again_is_said_with_the_time_it_has_left(tmp_path: Path
         "3 minutes",
         "1 second",
     )
+
+
+def test_a_code_typed_with_hindi_bengali_or_full_width_digits_is_the_code(tmp_path: Path) -> None:
+    """A Hindi or Bengali keyboard types its own digits: "४८२१९३" passed the form's pattern and then
+    counted as a wrong code (five of them locked the login out), and as a wrong code at the other
+    unit when pairing."""
+    a, b = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
+    try:
+        visitor = a.app.test_client()
+        token = visitor.get("/api/owner").get_json()["csrf"]
+        visitor.post("/login/code", data={"csrf": token})
+        devanagari = "".join(chr(0x966 + int(d)) for d in a.code("owner"))
+        assert visitor.post("/login", data={"csrf": token, "code": devanagari}).status_code == 302
+        assert visitor.get("/api/owner").get_json()["owner"] is True
+
+        browser, headers = b.owner()
+        browser.post("/pair/request", data={"csrf": headers["X-CSRF-Token"], "address": a.address})
+        bengali = "".join(chr(0x9E6 + int(d)) for d in a.code("pair"))
+        page = browser.post("/pair/code", data={"csrf": headers["X-CSRF-Token"], "code": bengali})
+        assert page.status_code == 302, page.get_data(as_text=True)
+        assert [p.name for p in b.store.peers()] == ["Asha"]
+        assert (
+            parse(OwnerLogin, {"code": " \uff14\uff18\uff12\uff11\uff19\uff13 "}).code == "482193"
+        )  # full width
+        assert parse(OwnerLogin, {"code": "٤٨٢١٩٣"}).code == "482193"  # Arabic-Indic
+    finally:
+        a.close()
+        b.close()

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.identity import Identity
-from appliance.state import NAME_PATTERN, StateStore
+from appliance.state import NAME_PATTERN, StateStore, has_letter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invites (
@@ -92,7 +92,7 @@ class Invites:
     def create(self, name: str, seconds: float, once: bool) -> Invite:
         """A new invite for the guest ``name``, valid ``seconds`` from now. Raises InviteError."""
         name = name.strip()
-        if not (0 < len(name) <= MAX_NAME and NAME.match(name)):
+        if not (0 < len(name) <= MAX_NAME and NAME.match(name) and has_letter(name)):
             raise InviteError("Type the guest's name: 1 to 40 letters, digits or spaces.")
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise InviteError("Choose how long the invite works: from a minute to a year.")

@@ -31,17 +31,31 @@ def privacy_blueprint(parts: UnitParts) -> Blueprint:
     def privacy_facts() -> dict[str, Any]:
         return {"sharing_answered": parts.store.sharing_answered}
 
+    # Whether the card keeps it all (parts.forget's answer), once the erase was asked here: this
+    # blueprint is made anew when the unit starts again as new.
+    erasing: list[bool] = []
+
+    def forgotten(card_kept: bool) -> ResponseReturnValue:
+        return render_template("forgotten.html", outcome=Outcome(FORGOTTEN, "info"), card_kept=card_kept)
+
     @bp.post("/forget")
-    @owner_page
     def forget() -> ResponseReturnValue:
+        if erasing:
+            # The form sent again (a double press, a reload) while the unit erases: its login ended
+            # with the erase, and "nothing was changed" would tell the owner to erase again.
+            return forgotten(erasing[0])
+        return confirmed_forget()
+
+    @owner_page
+    def confirmed_forget() -> ResponseReturnValue:
         if parts.forget is None:
             abort(503, "This unit cannot forget everything as it runs now: delete its data directory.")
         if request.form.get("confirm") != "yes":
             flash(UNCONFIRMED, "error")
             return redirect(url_for("pages.settings"))  # no #fragment: the message takes the focus
-        card_kept = parts.forget()
+        erasing.append(parts.forget())
         owner.end_owner(erasing=True)  # what the login opened is being erased: no login left
-        return render_template("forgotten.html", outcome=Outcome(FORGOTTEN, "info"), card_kept=card_kept)
+        return forgotten(erasing[0])
 
     @bp.post("/backup")
     @owner_page

@@ -7,16 +7,17 @@ documents cannot drift apart.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+import unicodedata
+from typing import Annotated, Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.pairing.client import ADDRESS, RELAY_ADDRESS, RELAY_PREFIX, valid_address
 from appliance.relay.address import bare_jid
 from appliance.state import Announcements, DisplayName, Verbosity, describe
 
-CODE = r"^\s*\d{6}\s*$"
+CODE = r"^\s*[0-9]{6}\s*$"
 DEFAULT_PORT = 8080
 # What a person may type around an address: a scheme in front, a slash (or a path) behind.
 TYPED_ADDRESS = re.compile(r"^(?:https?://)?([^/?#]*)[/?#]?.*$", re.IGNORECASE)
@@ -36,6 +37,18 @@ FIELD_HELP = {
 M = TypeVar("M", bound=BaseModel)
 
 
+def ascii_digits(value: Any) -> Any:
+    """A code typed with a Hindi, Bengali, Arabic or full-width keyboard's digits, in the ASCII
+    digits the unit compares: "४८२१९३" is 482193. Such digits passed the pattern and then counted as
+    a wrong code, five of them a lockout (and on the pairing page, a wrong code at the other unit)."""
+    if not isinstance(value, str):
+        return value
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in value)
+
+
+Code = Annotated[str, BeforeValidator(ascii_digits)]
+
+
 class BadRequest(Exception):
     """A request body the API cannot use; ``status`` is 400 (not JSON) or 422 (wrong fields)."""
 
@@ -50,7 +63,7 @@ class _Body(BaseModel):
 
 
 class OwnerLogin(_Body):
-    code: str = Field(pattern=CODE, description="The 6 digits the unit is saying now")
+    code: Code = Field(pattern=CODE, description="The 6 digits the unit is saying now")
 
 
 class PairRequest(_Body):
@@ -72,7 +85,7 @@ class PairRequest(_Body):
 
 
 class PairCode(_Body):
-    code: str = Field(pattern=CODE, description="The 6 digits the other unit is saying")
+    code: Code = Field(pattern=CODE, description="The 6 digits the other unit is saying")
 
 
 class SettingsChange(_Body):
