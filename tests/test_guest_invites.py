@@ -304,6 +304,19 @@ def test_a_bad_invite_form_says_what_to_type_and_makes_nothing(unit: Unit) -> No
     assert Invites(unit.me, unit.store).listed() == []
 
 
+def test_the_invite_form_sent_twice_makes_one_invite(unit: Unit) -> None:
+    """A double press or a reload of "Make the invite link" made a second live invite (for up to a
+    year, any number of calls) that the owner never sent and did not know rang the unit."""
+    browser, csrf = unit.owner()
+    form = {"csrf": csrf["X-CSRF-Token"], "guest_name": "Priya", "valid_for": "31536000", "kind": "standing"}
+    first, second = (browser.post("/guests", data=form) for _ in range(2))
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"]  # the same invite, shown again
+    assert [i.name for i in Invites(unit.me, unit.store).listed()] == ["Priya"]
+    other = browser.post("/guests", data={**form, "kind": "once"})  # another invite asked for: made
+    assert other.status_code == 302 and len(Invites(unit.me, unit.store).listed()) == 2
+
+
 def test_a_guest_name_follows_the_unit_names_rule(unit: Unit) -> None:
     """The name is said to the owner and shown on the guest's page: a bidi override or a line
     separator in it is refused, as in a unit's name; ZWJ and ZWNJ (Hindi, Bengali) are not."""

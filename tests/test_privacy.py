@@ -743,9 +743,13 @@ def test_a_settings_form_kept_over_a_login_keeps_the_settings_it_was_filled_from
     assert browser.post("/login", data={"csrf": csrf.group(1), "code": a.code("owner")}).status_code == 302
     kept = _settings_form(browser.get("/settings").get_data(as_text=True))
     assert kept["volume"] == "55" and kept["version"] == stale["version"]
+    # Reloaded (or the phone reloading the tab) before Save: the changes were gone, promised kept.
+    assert _settings_form(browser.get("/settings").get_data(as_text=True)) == kept
     page = browser.post("/settings", data=kept)
     assert page.status_code == 422 and "changed elsewhere" in page.get_data(as_text=True)
     assert not a.store.settings().share_expressions and a.store.settings().volume == 80
+    # Sent, the form is no longer kept: the page shows the settings as they are.
+    assert _settings_form(browser.get("/settings").get_data(as_text=True))["volume"] == "80"
 
 
 def test_the_settings_form_sent_twice_is_saved_once_and_said_saved(units: tuple[Unit, Unit]) -> None:

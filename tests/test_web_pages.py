@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import re
+import socket
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -100,6 +101,29 @@ def test_calling_a_unit_unpaired_meanwhile_is_said_without_its_id(tmp_path: Path
         )
         assert not HEX_ID.search(page.replace(browser.csrf, ""))
     finally:
+        unit.close()
+
+
+def test_call_pressed_twice_says_the_call_not_an_error(tmp_path: Path) -> None:
+    """The second post of a double press found the first's call going: "Error: Already calling
+    with Bela; hang up first." was what the owner heard, while the call rang."""
+    unit = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"enabled": False})).start()
+    mute = socket.create_server(("127.0.0.1", 0))  # takes the call's connection and never answers
+    try:
+        bela = Identity.load_or_create(tmp_path / "bela.key")
+        assert unit.store is not None
+        unit.store.add_peer(bela.unit_id, "Bela", f"127.0.0.1:{mute.getsockname()[1]}", bela.public_key)
+        browser = Browser(unit.web.port)  # type: ignore[union-attr]
+        browser.ask_for_code()
+        status, answer = browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})
+        assert status == 200, answer
+        pages = [browser.form("/call", {"to": "Bela"}) for _ in range(2)]
+        assert [status for status, _ in pages] == [200, 200], pages[1][1]
+        assert [_title(page).split(" \N{EN DASH} ")[0] for _, page in pages] == [
+            "Calling. Waiting for the other unit to answer."
+        ] * 2
+    finally:
+        mute.close()
         unit.close()
 
 

@@ -7,6 +7,7 @@ offering a link that could never ring. The navigation shows "Guests" on units th
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from appliance.guests.invites import Invite, InviteError, Invites
+from appliance.pairing.service import AGAIN_S
 from appliance.web.page_access import form_values, owner_page
 from appliance.web.wording import Outcome, page_status
 
@@ -42,6 +44,23 @@ def guests_blueprint(
     ``withdrawn`` is told of each invite the owner withdraws, ends a call in progress with it and
     says True then."""
     bp = Blueprint("guests", __name__)
+    # The invites made in the last AGAIN_S, by the form that made them (its CSRF token and fields):
+    # the same form sent again (a double press, a reload) is shown the invite it made, not given a
+    # second one, unknown to the owner, that rings the unit for as long.
+    made: dict[tuple[str, ...], tuple[float, Invite]] = {}
+    making = threading.Lock()
+
+    def make(form: dict[str, str]) -> Invite:
+        key = (request.form.get("csrf", ""), form["guest_name"].strip(), form["valid_for"], form["kind"])
+        now = time.monotonic()
+        with making:
+            for old in [k for k, (at, _) in made.items() if now - at > AGAIN_S]:
+                del made[old]
+            if key in made and any(i.id == made[key][1].id for i in invites.listed()):
+                return made[key][1]
+            invite = invites.create(form["guest_name"], float(form["valid_for"]), form["kind"] == "once")
+            made[key] = (now, invite)
+            return invite
 
     @bp.app_context_processor
     def nav() -> dict[str, Any]:
@@ -77,7 +96,7 @@ def guests_blueprint(
         if form["valid_for"] not in VALID_FOR or form["kind"] not in KINDS:
             return render(Outcome("Choose how long the invite works and for how many calls.", "error"), form)
         try:
-            invite = invites.create(form["guest_name"], float(form["valid_for"]), form["kind"] == "once")
+            invite = make(form)
         except InviteError as e:
             return render(Outcome(f"{e} Nothing was made.", "error", {"guest_name": str(e)}), form)
         flash(

@@ -26,7 +26,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from appliance.call import IN_PROGRESS
+from appliance.call import CALL_OVER, IN_PROGRESS
 from appliance.web import owner, presence
 from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
@@ -286,7 +286,9 @@ def _call_pages(
             to = parse(CallRequest, {"to": request.form.get("to", "")}).to
         except PAGE_ERRORS as e:
             return render_status(problem(e))
-        return act(lambda engine: engine.call(to), "")
+        # Sent twice (a double press, a reload), the second found the call going and said "Error:
+        # Already calling" over the call the first had placed: in a call, the page says its state.
+        return act(lambda engine: engine.call(to), "", applies=CALL_OVER)
 
     @bp.post("/answer")
     @owner_page

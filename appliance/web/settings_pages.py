@@ -78,7 +78,8 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     @bp.get("/settings")
     @owner_page
     def settings() -> ResponseReturnValue:
-        pending = session.pop(PENDING, None)
+        # Kept until the form is sent: a reload before Save must not lose what the page says it keeps.
+        pending = session.get(PENDING)
         if isinstance(pending, dict):
             kept = Outcome(
                 "Welcome back. Your changes from before you were logged out are filled in below but not "
@@ -91,6 +92,7 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     @bp.post("/settings")
     @owner_page
     def settings_post() -> ResponseReturnValue:
+        session.pop(PENDING, None)  # sent: saved, or shown again as typed
         form = posted_settings()
         shown = form.get(VERSION)
         fields = {k: v for k, v in form.items() if k != VERSION}
