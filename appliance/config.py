@@ -65,7 +65,10 @@ class CameraConfig(_Section):
     height: int = Field(480, ge=48, le=1080, description="Frame height in pixels")
     fps: float = Field(15.0, gt=0, le=60, description="Frames per second to capture")
     retry_seconds: float = Field(
-        3.0, gt=0, le=60, description="Wait between attempts to reopen a lost camera"
+        3.0,
+        gt=0,
+        le=60,
+        description="First wait before reopening a lost camera (then twice as long, up to 30 s)",
     )
 
 

@@ -314,6 +314,26 @@ async def until(condition: Callable[[], bool], seconds: float, what: str) -> Non
         await asyncio.sleep(0.05)
 
 
+def test_a_refusal_then_an_outage_is_said_as_the_outage(tmp_path: Path) -> None:
+    """One refused sign-in (a password reset, then fixed; Prosody restarting) and then a network
+    outage kept the state "refused" all through the outage: the owner was sent to whoever runs the
+    relay about the account, while the network was down."""
+    events = EventBus(history=100)
+
+    async def run() -> None:
+        with loopback_relay(tmp_path) as relay:
+            jid, password = relay.add_unit("asha")
+            cfg, _, tls = relay.settings(jid, password, retry_max_seconds=1)
+            client = make_client(cfg, events, password="not-" + password, tls=tls)
+            client.start(asyncio.get_running_loop())
+            await until(lambda: client.state == "refused", 15, "refused")
+        await until(lambda: client.state == "connecting", 15, "connecting")  # the relay is gone
+        await client.close()
+
+    asyncio.run(run())
+    assert states(events)[-2:] == ["refused", "connecting"]
+
+
 def test_a_ping_timeout_leads_to_exactly_one_new_connection(tmp_path: Path) -> None:
     """slixmpp's keepalive reconnects by itself on a ping timeout, beside the client's own
     reconnection: two TCP streams fed one parser and one socket was left open. Now the ping timeout

@@ -5,21 +5,28 @@ settings errors, the privacy of a unit without a relay, requests run through the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import http.server
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import fromstring
 
 import pytest
 
 from appliance import config, identity, selftest
 from appliance.call.lan import free_port
+from appliance.call.signaling import HttpSignalling, Signal, SignallingError
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable
@@ -121,6 +128,70 @@ def test_only_units_on_this_machines_networks_are_called_directly(
     assert on_link("192.168.1.20:8080")
     assert not on_link("192.168.2.20:8080")
     assert not on_link("relay.example.org:8080") and not on_link("xmpp:a@relay.example.org")
+
+
+class Stranger(http.server.BaseHTTPRequestHandler):
+    """Another device (or another home's unit) that took a moved unit's old address: it refuses,
+    unsigned, as a unit refuses one it is not paired with."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"error": "refused: not signed by a paired unit"}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def old_address(kind: str) -> Iterator[str]:
+    """A moved unit's old address on this network, now: a stranger's web server, or a device that
+    drops connections (a listening socket whose one-place backlog is full)."""
+    if kind == "stranger":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stranger)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+        return
+    with (
+        socket.create_server(("127.0.0.1", 0), backlog=0) as full,
+        socket.create_connection(full.getsockname()),
+    ):
+        yield f"127.0.0.1:{full.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["stranger", "dropping"])
+def test_a_moved_units_old_address_taken_by_another_device_falls_back_to_the_relay(
+    tmp_path: Path, kind: str
+) -> None:
+    """An unsigned refusal at the old address was final ("Bela does not know this unit any more.
+    Pair again."), and a device dropping connections held the call for the whole ring time (40 s)
+    before the relay was tried."""
+    me, bela = (identity.Identity.load_or_create(tmp_path / f"{n}.key") for n in ("me", "bela"))
+    relayed: list[str] = []
+
+    def relay(jid: str, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        relayed.append(jid)
+        raise UnitUnreachable(f"{jid} is not online on the relay")
+
+    client = PeerClient(me, 40, relay=relay)
+    with old_address(kind) as address:
+        peer = Peer(bela.unit_id, "Bela", address, bela.public_key, 0.0)
+        ways = [peer, dataclasses.replace(peer, address="xmpp:bela@relay.test")]
+        signalling = routing.FallbackSignalling([HttpSignalling(p, me, 40, client) for p in ways])
+        started = time.monotonic()
+        with pytest.raises(SignallingError) as refused:
+            asyncio.run(signalling.send(Signal(kind="offer", sdp="v=0", wait=40, number=1)))
+    assert relayed == ["bela@relay.test"]
+    assert isinstance(refused.value.__cause__, UnitUnreachable)  # "Bela cannot be reached right now."
+    assert time.monotonic() - started < routing.LAN_CONNECT_SECONDS + 2
 
 
 def test_bad_relay_settings_are_refused_with_what_to_do(tmp_path: Path) -> None:

@@ -103,6 +103,10 @@ class HttpSignalling:
         self._client = client or PeerClient(me, timeout)  # the relay passes one that can reach other homes
         self._replies: asyncio.Queue[Signal] = asyncio.Queue()
 
+    @property
+    def address(self) -> str:
+        return self._peer.address
+
     async def connect(self) -> None:
         pass
 

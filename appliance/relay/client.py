@@ -210,6 +210,8 @@ class RelayClient:
                 xmpp.abort()
             if result == "refused":
                 self._set("refused", "the relay refused this unit's account: ask whoever runs the relay")
+            elif self.state == "refused":  # each attempt says its own cause: an outage now, not the account
+                self._set("connecting", "the relay cannot be reached; trying again")
             return None
         await self._session_started(xmpp)
         return gone

@@ -3,22 +3,29 @@
 A unit on one of this machine's own networks is called directly, as without a relay; one elsewhere
 with a relay address through the relay. A unit paired at home and since moved away may still have
 an address that looks local (two homes often use the same 192.168.1.0/24): it is tried there first
-and, when nothing answers there, through the relay.
+and, when no unit answers there as that one, through the relay. "No unit there" is nothing taking a
+connection within ``LAN_CONNECT_SECONDS`` (a device that drops it would otherwise hold the call for
+the whole ring time), or an answer the unit did not sign (another device, or another home's unit,
+took the old address: its refusal is not the paired unit's, and "pair again" would be wrong).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from pathlib import Path
 
 from appliance.call.signaling import HttpSignalling, Signal, SignallingError
-from appliance.pairing.client import RELAY_PREFIX, UnitUnreachable
+from appliance.pairing.client import RELAY_PREFIX, UnitUnreachable, Unusable
 from appliance.state import Peer
 
 log = logging.getLogger(__name__)
 
 ROUTES = Path("/proc/net/route")
+# A unit on this network takes a connection in milliseconds; the relay is tried after this.
+LAN_CONNECT_SECONDS = 3.0
 
 
 def routes(peer: Peer, jid: str | None) -> list[str]:
@@ -71,15 +78,18 @@ class FallbackSignalling:
     async def send(self, signal: Signal) -> None:
         for way in self._ways:
             self._used = way
+            last = way is self._ways[-1]
             try:
+                if not last:
+                    await _takes_connections(way.address)
                 await way.send(signal)
                 return
             except SignallingError as e:
-                # Only "nothing answers there" moves on; a refusal from the unit itself is final.
-                if way is self._ways[-1] or not isinstance(e.__cause__, UnitUnreachable):
+                # Only "no unit there" moves on; a refusal the unit signed (busy, declined) is final.
+                if last or not isinstance(e.__cause__, UnitUnreachable | Unusable):
                     raise
                 # Fixed text at INFO: the error names the other person and where their unit is.
-                log.info("the other unit does not answer on this network; trying the relay")
+                log.info("the other unit is not found on this network; trying the relay")
                 log.debug("%s", e)
 
     async def receive(self) -> Signal:
@@ -88,3 +98,18 @@ class FallbackSignalling:
     async def close(self) -> None:
         for way in self._ways:
             await way.close()
+
+
+async def _takes_connections(address: str) -> None:
+    """Raises SignallingError (from UnitUnreachable) unless ``address`` takes a TCP connection
+    within LAN_CONNECT_SECONDS."""
+    host, port = address.rsplit(":", 1)
+    try:
+        opening = asyncio.open_connection(host.strip("[]"), int(port))
+        _, writer = await asyncio.wait_for(opening, LAN_CONNECT_SECONDS)
+    except (OSError, TimeoutError, ValueError) as e:
+        nobody = UnitUnreachable(f"nothing takes a connection at {address}: {e or 'no answer'}")
+        raise SignallingError(f"cannot reach the unit on this network: {nobody}") from nobody
+    writer.close()
+    with contextlib.suppress(OSError):  # taken is all it had to show
+        await writer.wait_closed()
