@@ -10,6 +10,7 @@ and unit: tests/test_guest_call.py (root, network namespaces).
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -142,5 +143,75 @@ def test_the_describe_choice_is_fixed_while_the_call_rings(token: str) -> None:
             sync_api.expect(choice).to_be_disabled()
             page.get_by_role("button", name="Cancel the call").click()
             sync_api.expect(choice).to_be_enabled()  # a new call may choose again
+        finally:
+            browser.close()
+
+
+def _offer_sent(page: Any, relay: Relay) -> None:
+    for _ in range(100):  # until the offer is with the unit, which rings
+        if relay.requests:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the page sent no offer")
+
+
+def test_cancelling_a_ringing_call_sends_a_bye_numbered_as_its_offer(token: str) -> None:
+    """The bye carried no number, so a bye that overtook its offer on the relay could not stop it:
+    the owner was rung for a page that had gone, and a one-time invite used up."""
+    relay = Relay(200, {}, rings=True)
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            page.get_by_role("button", name="Call Asha").click()
+            _offer_sent(page, relay)
+            page.get_by_role("button", name="Cancel the call").click()
+            for _ in range(50):
+                if len(relay.requests) == 2:
+                    break
+                page.wait_for_timeout(100)
+        finally:
+            browser.close()
+    signals = [
+        json.loads(base64.b64decode(json.loads(_request_body(r))["body"]))["signal"] for r in relay.requests
+    ]
+    assert [(s["kind"], s["number"]) for s in signals] == [("offer", 1), ("bye", 1)]
+
+
+def _request_body(xml: str) -> str:
+    """The relay request's JSON (an iq's <request> text)."""
+    found = re.search(r"<request[^>]*>(.*)</request>", xml, re.DOTALL)
+    assert found is not None, xml
+    return html.unescape(found.group(1))
+
+
+def test_a_new_link_opened_in_the_same_tab_is_read(token: str) -> None:
+    """Only the fragment changes (no reload), so the page stayed on the old link's sentence, with no
+    Call button, though the new link was good."""
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, Relay(200, {}), "not-an-invite")
+        try:
+            sync_api.expect(page.get_by_role("alert")).to_contain_text("not a valid invite")
+            page.evaluate("(token) => { location.hash = token; }", token)
+            sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_visible()
+        finally:
+            browser.close()
+
+
+def test_a_browser_without_webrtc_is_told_to_use_another(token: str) -> None:
+    """A messaging app's own browser without WebRTC showed the browser's raw error after Call, and
+    "Try again", which could never help."""
+    with sync_api.sync_playwright() as pw:
+        args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+        try:
+            page = browser.new_page()
+            page.add_init_script("delete window.RTCPeerConnection;")
+            page.route(f"{PAGE}**", _files)
+            page.goto(f"{PAGE}#{token}")
+            problem = page.get_by_role("alert")
+            sync_api.expect(problem).to_have_text(
+                "This browser cannot make video calls. Open the link in Chrome, Firefox or Safari."
+            )
+            sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
         finally:
             browser.close()

@@ -247,7 +247,9 @@
         NotFoundError: `No microphone was found. Connect one, ${again}.`,
         NotReadableError: `Your microphone is in use by another program or cannot be opened. Close that program, ${again}.`,
       };
-      throw Object.assign(new Error(why[e.name] || `Your microphone could not be opened (${e.message}).`), { media: true });
+      // Never the browser's own message: it is for programmers, in English, and no help to a guest.
+      const other = `Your microphone could not be opened. Check that it is connected, ${again}.`;
+      throw Object.assign(new Error(why[e.name] || other), { media: true });
     }
   }
 
@@ -365,11 +367,26 @@
       if (channel.readyState === 'open') channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
       if (performance.now() - mine.heard > LOST_MS && mine.open) lost(mine);
     }, HEARTBEAT_MS);
+    keepAwake(mine);
     $('before').hidden = true;
     $('call-area').hidden = false;
     $('call-heading').textContent = `In a call with ${owner}`;
     say(again ? `Reconnected. In a call with ${owner}.` : `In a call with ${owner}.`);
     if (!again) $('hangup').focus();
+  }
+
+  // A phone that locks its screen in a call suspends the page (iOS) and the call drops: the screen
+  // stays on while a call is up, where the browser can (the Screen Wake Lock API). The browser lets
+  // go of it when the page is hidden; it is asked for again when the page is shown.
+  async function keepAwake(mine) {
+    if (!('wakeLock' in navigator) || (mine.awake && !mine.awake.released)) return;
+    try {
+      const lock = await navigator.wakeLock.request('screen');
+      if (call === mine) mine.awake = lock;
+      else lock.release().catch(() => {});
+    } catch (e) {
+      // Refused (a battery saver, a page not in front): the call goes on, as without it.
+    }
   }
 
   // The unit went quiet: offer again, as a unit does after a loss, until RECONNECT_MS have passed.
@@ -420,6 +437,7 @@
   function stop(mine) {
     for (const timer of mine.timers) clearTimeout(timer);
     clearInterval(mine.beat);
+    if (mine.awake) mine.awake.release().catch(() => {});
     if (mine.pc) mine.pc.close();
     if (mine.media) for (const track of mine.media.getTracks()) track.stop();
     if (mine.xmpp) mine.xmpp.close();
@@ -442,7 +460,10 @@
   function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
     if (mine.xmpp && mine.xmpp.up) {
-      const body = { invite: token, call: mine.id, describe: mine.describe, signal: { kind: 'bye' } };
+      // With its last offer's number: an offer it overtook on the way (the relay carries each
+      // request on a thread of its own) is then not rung for a page that has gone.
+      const bye = { kind: 'bye', number: offers };
+      const body = { invite: token, call: mine.id, describe: mine.describe, signal: bye };
       mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, ANSWER_MS).catch(() => {});
     }
   }
@@ -475,9 +496,11 @@
         const pair = r.type === 'transport' && report.get(r.selectedCandidatePairId);
         if (pair) {
           const local = report.get(pair.localCandidateId);
-          result.local = local?.candidateType || '';
-          result.relayProtocol = local?.relayProtocol || ''; // how the page reaches TURN: udp, tcp or tls
-          result.remote = report.get(pair.remoteCandidateId)?.candidateType || '';
+          // No optional chaining ("?."): Safari before 13.1 cannot parse the page with it.
+          const remote = report.get(pair.remoteCandidateId);
+          result.local = (local && local.candidateType) || '';
+          result.relayProtocol = (local && local.relayProtocol) || ''; // how the page reaches TURN: udp, tcp or tls
+          result.remote = (remote && remote.candidateType) || '';
         }
         if (r.type !== 'inbound-rtp') return;
         if (r.kind === 'video') result.framesDecoded += r.framesDecoded || 0;
@@ -493,6 +516,14 @@
   // A closed tab or a page left hangs up at once: the unit would otherwise wait out a lost call. A
   // page kept in the back/forward cache comes back without that call.
   window.addEventListener('pagehide', () => hangUp('The call ended when you left this page.'));
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && call && call.open) keepAwake(call);
+  });
+  // A new link opened in the same tab changes the fragment alone, and the page would stay on the old
+  // invite (an expired one's sentence, with no Call button): it is read again, unless in a call.
+  window.addEventListener('hashchange', () => {
+    if (!call) location.reload();
+  });
 
   document.addEventListener('DOMContentLoaded', () => {
     $('call').addEventListener('click', startCall);
@@ -505,6 +536,13 @@
     }
     if (invite.exp * 1000 <= Date.now()) {
       refuse(`This invite has expired. Ask ${owner} for a new link.`);
+      return;
+    }
+    // A messaging app's own browser may have no WebRTC or camera access: its errors were shown raw,
+    // with "Try again", which could never help.
+    const media = navigator.mediaDevices && navigator.mediaDevices.getUserMedia;
+    if (!(window.isSecureContext && media && window.RTCPeerConnection && window.WebSocket)) {
+      refuse('This browser cannot make video calls. Open the link in Chrome, Firefox or Safari.');
       return;
     }
     for (const el of document.querySelectorAll('.owner-name')) el.textContent = owner;
