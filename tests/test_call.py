@@ -30,6 +30,7 @@ from appliance.call import engine as engine_module
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
 from appliance.call.lan import free_port
+from appliance.call.session import CLOSE_WAIT_SECONDS
 from appliance.call.signaling import SIGNAL_PATH, MemoryLink, Signal, SignallingError
 from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
@@ -265,6 +266,29 @@ def test_a_call_not_answered_ends_saying_so(nodes: Callable[..., Node]) -> None:
     [ended] = [e for e in a.seen if e.topic == "call.state" and e.data["state"] == "ended"]
     assert ended.data["reason"] == NOT_ANSWERED
     assert b.states()[-3:] == ["ringing", "ended", "idle"]
+
+
+def test_a_connection_slow_to_close_does_not_hold_the_unit_out_of_idle(nodes: Callable[..., Node]) -> None:
+    """A TURN allocation's release is retried for about a minute when the network is down, and the
+    call's end, its recovery and the next call all waited for it: the unit stayed out of idle."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    session = a.engine.flow.session
+    assert session is not None
+    closing = session.pc.close
+
+    async def slow_close() -> None:  # as aioice's TURN release with the network down
+        await asyncio.sleep(60)
+        await closing()
+
+    session.pc.close = slow_close  # type: ignore[method-assign]
+    started = time.monotonic()
+    a.engine.hangup()
+    a.wait(lambda: a.engine.state == "idle", timeout=10)
+    assert time.monotonic() - started < CLOSE_WAIT_SECONDS + 3
+    b.wait(lambda: b.engine.state == "idle")
+    connect(a, b)  # the next call goes ahead
 
 
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:

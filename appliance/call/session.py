@@ -33,6 +33,10 @@ from appliance.config import CallConfig
 log = logging.getLogger(__name__)
 
 WATCH_PERIOD = 0.25
+# How long a close is waited for; the rest goes on by itself. What takes longer is a TURN
+# allocation's release, which aioice retries for about a minute when the network is down: the call's
+# recovery, the next call and idle all waited for it.
+CLOSE_WAIT_SECONDS = 2.0
 
 
 class SessionListener(Protocol):
@@ -161,12 +165,17 @@ class Session:
             await asyncio.sleep(WATCH_PERIOD)
 
     async def close(self) -> None:
-        """Close it to its end. Safe to call again (every caller waits for the one close) and to
-        cancel: a cancelled caller stops waiting, the close goes on (a half-closed peer connection
-        would keep sending media and checking consent, and its own close would then wait forever)."""
+        """Close it to its end, waiting at most CLOSE_WAIT_SECONDS. Safe to call again (every caller
+        waits for the one close) and to cancel: a cancelled caller stops waiting, the close goes on
+        (a half-closed peer connection would keep sending media and checking consent, and its own
+        close would then wait forever)."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close())
-        await asyncio.shield(self._closing)
+            self._closing.add_done_callback(_log_failed_close)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closing), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            log.info("the call's connection is still closing (a TURN allocation's release?): going on")
 
     async def _close(self) -> None:
         self._lost = True  # a closing session is never reported lost
@@ -176,3 +185,9 @@ class Session:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pc.close()
+
+
+def _log_failed_close(closing: asyncio.Task[None]) -> None:
+    """A close that failed after its callers went on is logged, not left unretrieved."""
+    if not closing.cancelled() and closing.exception() is not None:
+        log.warning("closing the call's connection failed: %s", closing.exception())
