@@ -154,6 +154,22 @@ def connect(a: Node, b: Node) -> None:
     b.wait(lambda: b.engine.state == "connected")
 
 
+def test_the_same_word_on_sharing_sent_again_is_said_once(nodes: Callable[..., Node]) -> None:
+    """Each Sharing message on the channel was one sentence for the owner: sent again (at a
+    reconnect, by a faulty unit, 500 of them) they queued up before "Call ended."."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    session = a.engine.flow.session
+    assert session is not None
+    paused = messages.encode(messages.Sharing(paused=True))
+    for _ in range(50):
+        a.engine._loop.call_soon_threadsafe(session.channel.send, paused)
+    a.events.publish("vision.emotion", "happiness", emotion="happiness", confidence=0.8, since=0.0)
+    b.wait(lambda: any(e.topic == "remote.emotion" for e in b.seen))  # sent after them: they are in
+    assert [e.data["paused"] for e in b.seen if e.topic == "remote.sharing"] == [True]
+
+
 def test_emotions_arrive_in_order_and_malformed_messages_are_dropped(nodes: Callable[..., Node]) -> None:
     a, b = nodes("Asha"), nodes("Bela")
     a.link(b)
@@ -289,6 +305,25 @@ def test_a_connection_slow_to_close_does_not_hold_the_unit_out_of_idle(nodes: Ca
     assert time.monotonic() - started < CLOSE_WAIT_SECONDS + 3
     b.wait(lambda: b.engine.state == "idle")
     connect(a, b)  # the next call goes ahead
+
+
+def test_a_hang_up_over_a_channel_gone_quiet_is_heard_as_a_hang_up(nodes: Callable[..., Node]) -> None:
+    """The network drops and the owner hangs up on the frozen picture before the heartbeat says the
+    call is lost: the bye went only on the dead channel, and Bela heard "Reconnecting." and 30 s
+    later "Connection lost." for a call that was hung up."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    connect(a, b)
+    for node in (a, b):  # the data channel carries nothing either way from now on
+        session = node.engine.flow.session
+        assert session is not None
+        session.channel.send = lambda data: None  # type: ignore[method-assign]
+    time.sleep(1.7)  # a heartbeat and a half unheard; the peer timeout (4 s) is not reached
+    a.engine.hangup()
+    b.wait(lambda: b.engine.state == "idle", timeout=5)
+    [ended] = [e for e in b.seen if e.topic == "call.state" and e.data["state"] == "ended"]
+    assert ended.data["reason"] == "remote hang-up"
+    assert "reconnecting" not in b.states()
 
 
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:
@@ -678,6 +713,25 @@ def test_a_bye_that_comes_before_its_offer_keeps_it_from_ringing(flow_unit: Call
     assert unit.offer(unit.bela, number=3).kind == "declined"
     assert unit.states() == ["ringing", "connected", "ended", "idle"]
     assert unit.offer(unit.bela, number=4).kind == "answer"  # the next call rings
+
+
+def test_a_late_bye_for_an_earlier_call_leaves_the_ringing_one(flow_unit: Callable[..., FlowUnit]) -> None:
+    """Bela calls, hangs up and calls again; the first call's bye comes late (through the relay, or
+    this unit was stalled) while the second rings: it ended the second, "Missed call from Bela"."""
+    unit = flow_unit()
+    unit.store.update_settings({"auto_answer": False})
+    first = unit.send_offer(unit.bela, number=1)
+    unit.wait_state("ringing")
+    assert unit.bye(unit.bela, number=1).kind == "bye"
+    assert first.result(5).kind == "declined"
+    unit.wait_state("idle")
+    second = unit.send_offer(unit.bela, number=2)
+    unit.wait(lambda: unit.states().count("ringing") == 2)
+    assert unit.bye(unit.bela, number=1).kind == "bye"  # the first call's, late
+    time.sleep(0.3)
+    assert unit.engine.state == "ringing" and not second.done()
+    assert unit.bye(unit.bela, number=2).kind == "bye"  # this call's own
+    assert second.result(5).kind == "declined"
 
 
 def test_a_hang_up_while_the_answer_comes_connects_nothing(flow_unit: Callable[..., FlowUnit]) -> None:

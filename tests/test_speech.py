@@ -13,7 +13,7 @@ import pytest
 
 from appliance.audio.wav import WavSpeaker, read_wav
 from appliance.speech import SpeechError
-from appliance.speech.announcer import Announcer
+from appliance.speech.announcer import MAX_WAITING_STATES, Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.tones import NOTES_HZ, chime
 from appliance.vision.card import default_card_path
@@ -156,6 +156,18 @@ def test_states_go_before_a_waiting_emotion_and_nothing_is_cut(make_unit: Callab
     played = unit.speaker.played
     for a, b in itertools.pairwise(played):
         assert b.start_s >= a.start_s + a.duration_s - 1e-9  # whole, one after the other
+
+
+def test_a_flood_of_sentences_keeps_the_newest_near(make_unit: Callable[..., Unit]) -> None:
+    """Every sentence waited its turn, without end: 500 of them (another unit's messages, a part
+    failing and recovering) put the newest, "Call ended.", minutes away."""
+    unit = make_unit(mode="speech")
+    for i in range(100):
+        unit.announcer.say(f"{i}.")
+    unit.announcer.say("Call ended.")
+    unit.finish()
+    said = [s.item.text for s in unit.announcer.spoken]
+    assert said[-1] == "Call ended." and len(said) <= MAX_WAITING_STATES + 1
 
 
 def test_an_emotion_kept_waiting_too_long_by_states_is_dropped_not_said_late(

@@ -41,6 +41,7 @@ CONNECT_SECONDS = 15.0  # from answer to an open data channel
 RETRY_SIGNAL_SECONDS = 2.0  # one re-offer's HTTP round trip while the network may be gone
 RETRY_PAUSE = 0.5
 BYE_FLUSH_SECONDS = 0.2  # lets the bye leave before the connection closes
+QUIET_HEARTBEATS = 1.5  # a channel silent this many heartbeats at a hang-up gets the bye by HTTP too
 # How much earlier than its sending a signed request's stamp may be: it is in whole seconds, and the
 # caller's knowledge of this unit's clock is short by an answer's transit.
 CLOCK_SLACK_SECONDS = 2.0
@@ -78,6 +79,7 @@ class CallFlow:
         # unit id -> (the offer its bye cancelled, until when): the bye came before the offer here
         self._cancelled: dict[str, tuple[int, float]] = {}
         self._last_seq = -1
+        self._sharing: messages.Sharing | None = None  # the other side's last word on it in this call
         self.calls = 0
         self.emotions_received = 0
 
@@ -89,6 +91,7 @@ class CallFlow:
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
+        self._sharing = None
         self._reoffer_number = 0
         self._hanging_up = False
         self.calls += 1
@@ -220,7 +223,11 @@ class CallFlow:
         a guest's); raises SignallingError for a bad one."""
         same = self.peer is not None and self.peer.unit_id == peer.unit_id
         if signal.kind == "bye":
-            if same:
+            if same and self._earlier_call(signal):
+                # A bye for an earlier call of the same unit, come late (through the relay, or this
+                # unit was stalled): the call ringing or connected now is not the one it ends.
+                log.info("ignored a late bye for an earlier call")
+            elif same:
                 await self._remote_bye()
             elif signal.number:
                 # Its offer is still on the way, or waits for the last call here to close.
@@ -276,6 +283,7 @@ class CallFlow:
         if self.state != "idle":
             return Signal(kind="busy")
         self._start(peer, caller=False)
+        self._reoffer_number = signal.number  # the call's first offer: its re-offers and bye count on
         auto = self._e.settings().auto_answer
         self._set("ringing", f"{peer.name} is calling", auto_answer=auto, button=self._e.has_button)
         if not auto and not await self._rings(peer, min(self._e.cfg.ring_seconds, left)):
@@ -285,6 +293,11 @@ class CallFlow:
                 await self._finish("ended", f"missed call from {peer.name}", reason=MISSED)
             return Signal(kind="declined")
         return await self._answer(peer, signal, reoffer=False)
+
+    def _earlier_call(self, bye: Signal) -> bool:
+        """Whether a caller's numbered ``bye`` ends an offer older than this call's (callers number
+        their offers upward, and a bye carries the caller's last)."""
+        return not self.caller and 0 < bye.number < self._reoffer_number
 
     def _was_cancelled(self, peer: Peer, offer: Signal) -> bool:
         number, until = self._cancelled.pop(peer.unit_id, (0, 0.0))
@@ -445,6 +458,9 @@ class CallFlow:
         elif isinstance(message, messages.NoFace):
             self._e.events.publish("remote.no_face", f"{name}: no face in view", peer=name)
         elif isinstance(message, messages.Sharing):
+            if message == self._sharing:
+                return  # said already in this call: sent again at a reconnect, or by a faulty unit
+            self._sharing = message
             verb = "paused" if message.paused else "resumed"
             self._e.events.publish(
                 "remote.sharing",
@@ -521,9 +537,15 @@ class CallFlow:
             # A dial or a recovery in flight: an answer it gets now must not connect the call.
             self._task.cancel()
         try:
-            if self.session is not None and self.session.is_open:
-                self.session.send(messages.Bye())
+            session = self.session
+            if session is not None and session.is_open:
+                session.send(messages.Bye())
                 await asyncio.sleep(BYE_FLUSH_SECONDS)
+                # Nothing heard for a heartbeat and a half: the channel may be dead before the
+                # heartbeat says so (a hang-up is a likely answer to a frozen picture), and the other
+                # side would hear "Reconnecting." and "Connection lost." for a call hung up.
+                if session.silent_for > QUIET_HEARTBEATS * self._e.cfg.heartbeat_seconds:
+                    await self._send_http_bye(peer)
             else:
                 await self._send_http_bye(peer)
         finally:

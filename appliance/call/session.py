@@ -116,6 +116,11 @@ class Session:
     def is_open(self) -> bool:
         return self.channel is not None and self.channel.readyState == "open"
 
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the other side was last heard on the channel (since it opened)."""
+        return time.monotonic() - self._heard
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

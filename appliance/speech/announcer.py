@@ -30,6 +30,9 @@ from appliance.words.phrases import Phrases
 
 log = logging.getLogger(__name__)
 
+# Sentences waiting to be said at most; beyond it the oldest are dropped.
+MAX_WAITING_STATES = 16
+
 Mode = Literal["speech", "tones", "both", "off"]
 Kind = Literal["state", "emotion", "repeat"]
 
@@ -69,7 +72,9 @@ class Announcer:
         self._min_confidence, self._interval, self._stale = min_confidence, min_interval_s, stale_s
         self._clock = clock
         self._cond = threading.Condition()
-        self._states: deque[Item] = deque()
+        # Sentences waiting, newest kept: a flood (another unit's messages, a part that fails and
+        # recovers over and over) would otherwise put the newest one, a call's end, minutes away.
+        self._states: deque[Item] = deque(maxlen=MAX_WAITING_STATES)
         self._pending: Item | None = None
         self._said: dict[str, str] = {}  # peer -> last emotion said
         self._current: Item | None = None  # newest confident emotion, for repeat_last
