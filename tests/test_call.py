@@ -847,6 +847,24 @@ def test_a_crossing_offer_does_not_ring_after_this_unit_hung_up_its_own_call(
     assert "ringing" not in unit.states()
 
 
+def test_a_crossing_offer_does_not_ring_after_the_other_unit_took_the_call_and_hung_up(
+    flow_unit: Callable[..., FlowUnit],
+) -> None:
+    """Eve (the higher id) takes Asha's call and gives up her own; her owner hangs up before it
+    connects: Asha heard "Eve hung up", then "Eve is calling" for the offer Eve had given up."""
+    unit = flow_unit()
+    high = unit.store.add_peer("f" * 32, "Eve", "192.0.2.5:8080", bytes(32))
+    unit.replies = [(Signal(kind="answer", sdp=OFFER_SDP), 0.0)]
+    unit.engine.call("Eve")
+    crossing = unit.send_offer(high, number=1)
+    unit.wait(lambda: unit.dials == 1)
+    time.sleep(0.3)  # answered: the connection opening
+    assert unit.bye(high).kind == "bye"  # Eve hangs up
+    assert crossing.result(5).kind == "declined"
+    time.sleep(0.3)
+    assert "ringing" not in unit.states()
+
+
 def test_a_re_offer_during_a_slow_hang_up_is_told_bye(flow_unit: Callable[..., FlowUnit]) -> None:
     """Hung up while reconnecting: the bye goes over HTTP and takes seconds through a relay. Bela's
     re-offer meanwhile was answered: Bela said "Connected to Asha" after Asha had hung up."""

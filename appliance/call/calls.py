@@ -79,6 +79,7 @@ class CallFlow:
         # unit id -> (the offer its bye cancelled, until when): the bye came before the offer here
         self._cancelled: dict[str, tuple[int, float]] = {}
         self._last_seq = -1
+        self._answered_in = 0  # the number of the last call this unit placed that was answered
         self._sharing: messages.Sharing | None = None  # the other side's last word on it in this call
         self.calls = 0
         self.emotions_received = 0
@@ -213,6 +214,7 @@ class CallFlow:
             await signalling.close()
         if reply.kind != "answer":
             raise Refused(reply.kind)
+        self._answered_in = self.calls
         await session.accept(reply.sdp)
         await asyncio.wait_for(session.opened.wait(), CONNECT_SECONDS)
 
@@ -258,12 +260,12 @@ class CallFlow:
         if self._e.me.unit_id > peer.unit_id:
             log.info("took the call that crossed this one")
             return await self._answer(peer, offer, reoffer=True)  # ends this unit's dial
-        start = time.monotonic()
+        start, call = time.monotonic(), self.calls
         if self._task is not None:  # the dial: over by itself once answered and open, or failed
             await asyncio.wait([self._task])
-        if self._hanging_up:
-            # This unit's owner hung up the call to that unit: its crossing offer, which it gave up
-            # once it took that call, must not ring here afterwards.
+        if self._hanging_up or self._answered_in == call:
+            # That unit took this unit's call (answered it), giving up its own: its crossing offer
+            # must not ring here afterwards, whoever ended the call, and however soon.
             return Signal(kind="declined")
         return await self._new_call(peer, offer, left - (time.monotonic() - start))
 
