@@ -135,6 +135,15 @@ def test_a_sound_device_that_cannot_play_is_said_and_never_a_file(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+def plays_once_back(speaker: Speaker, events: EventBus) -> None:
+    """The speaker, down once, is said to be back (within 10 s) and plays an announcement."""
+    deadline = time.monotonic() + 10
+    while not events.recent("audio.recovered") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
+
+
 def test_a_speaker_that_cannot_play_at_start_is_tried_again_and_plays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,13 +154,9 @@ def test_a_speaker_that_cannot_play_at_start_is_tried_again_and_plays(
     speaker = open_speaker(SpeechConfig(output="alsa", device="null"), tmp_path, events)
     try:
         assert isinstance(speaker, AplaySpeaker)
-        deadline = time.monotonic() + 10
-        while not events.recent("audio.recovered") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+        plays_once_back(speaker, events)
     finally:
         speaker.close()
-    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
     assert "Connection refused" in events.recent("audio.unavailable")[0].data["reason"]
     assert starts(log) == 2
 
@@ -173,13 +178,9 @@ def test_a_speaker_plugged_in_after_the_unit_started_plays_without_a_restart(
             speaker.play(sine(1000, 0.1), RATE)
         assert starts(log) == 0
         cards.write_text(" 0 [Device         ]: USB-Audio - USB Audio Device\n")
-        deadline = time.monotonic() + 10
-        while not events.recent("audio.recovered") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert speaker.play(sine(1000, 0.1), RATE) == pytest.approx(0.1)
+        plays_once_back(speaker, events)
     finally:
         speaker.close()
-    assert [e.topic for e in events.recent("audio.")] == ["audio.unavailable", "audio.recovered"]
     assert "no sound card: plug in the speaker" in events.recent("audio.unavailable")[0].data["reason"]
     assert starts(log) == 1
     heard = np.frombuffer((tmp_path / "heard.raw").read_bytes(), "<i2")
