@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
-from appliance import config, identity
+from appliance import config, identity, platform
 from appliance.audio.wav import WavSpeaker
 from appliance.call import NOT_ANSWERED, NOT_KNOWN, UNAVAILABLE, UNREACHABLE, CallError, messages
 from appliance.call import calls as calls_module
@@ -30,6 +30,8 @@ from appliance.call import engine as engine_module
 from appliance.call.endpoints import create_blueprint
 from appliance.call.engine import CallEngine
 from appliance.call.lan import free_port
+from appliance.call.media import SilentInput
+from appliance.call.microphone import MicrophoneWatch, open_input
 from appliance.call.session import CLOSE_WAIT_SECONDS
 from appliance.call.signaling import SIGNAL_PATH, MemoryLink, Signal, SignallingError
 from appliance.camera import CameraError, Frame
@@ -1054,6 +1056,21 @@ def test_a_caller_told_its_call_was_lost_there_ends_it_as_lost(flow_unit: Callab
     unit.on_loop(lambda: unit.engine.flow.on_lost(session, "test: nothing heard"))  # type: ignore[arg-type]
     unit.wait_state("idle")  # at once, not after reconnect_seconds of re-offers
     assert unit.states() == ["calling", "connected", "reconnecting", "lost", "idle"]
+
+
+def test_a_microphone_not_working_is_said_once_a_call_not_at_every_attempt() -> None:
+    """Each reconnect attempt opens the microphone anew: "The microphone is not working." was said
+    at every one, back to back for the 30 s a call tries to come back."""
+    if platform.sound_cards():
+        pytest.skip("a sound card here: its microphone may open")
+    events = EventBus()
+    watch = MicrophoneWatch(events)
+    cfg = config.load(None, {"call": {"audio_in": "auto"}}, environ={}).call
+    for call in range(2):
+        watch.new_call()
+        for _ in range(3):  # the call's first session, then two re-offers
+            assert isinstance(open_input(cfg, watch), SilentInput)  # no microphone on this machine
+        assert len(events.recent("microphone.unavailable")) == call + 1
 
 
 def test_a_microphone_gone_during_recovery_ends_the_call(flow_unit: Callable[..., FlowUnit]) -> None:

@@ -266,6 +266,26 @@ def test_a_camera_whose_close_hangs_is_said_lost_and_left(monkeypatch: pytest.Mo
     assert [e.topic for e in events.recent("camera")] == ["camera.lost"]
 
 
+def test_a_dead_camera_is_said_lost_once_not_at_every_call() -> None:
+    """The camera is gone for good: each call's start (the capture resumed) said "Camera lost." as
+    news, for months; the fault line shows it all along."""
+    events = EventBus()
+
+    def gone() -> FrameSource:
+        raise CameraError("no camera found")
+
+    capture = Capture(gone, events, retry_seconds=60, width=64, height=48).start()
+    try:
+        for _ in range(3):  # three calls
+            capture.pause()
+            time.sleep(0.2)
+            capture.resume()
+            assert capture.wait_newer(-1, timeout=2) is not None  # the pattern
+    finally:
+        capture.close()
+    assert [e.topic for e in events.recent("camera")] == ["camera.lost"]
+
+
 class Tagged(PatternSource):
     """A camera whose every picture is one grey level: which time it was opened."""
 

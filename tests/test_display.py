@@ -554,6 +554,29 @@ def test_a_code_shown_in_a_call_gives_the_expression_back(shown: Shown) -> None:
     assert shown.lines()[1:] == ["Connected to Bela."]  # nothing of Asha's call
 
 
+def test_a_code_in_a_call_keeps_the_large_type_until_it_goes(shown: Shown) -> None:
+    """The other person's next expression (seconds later) took the code's digits off the large
+    type, and the owner was left to read them from the small line."""
+    shown.events.publish("call.state", "connected", state="connected", peer="Asha", reason="")
+    shown.events.publish("pairing.code", "code", code="042917", purpose="owner", seconds=120)
+    shown.events.publish("remote.emotion", "sad", peer="Asha", emotion="sadness", confidence=0.9)
+    shown.events.publish("remote.no_face", "no face", peer="Asha")
+    assert shown.lines()[-1] == "042917"
+    shown.events.publish("pairing.code_used", "used", purpose="owner")
+    assert shown.lines()[1:] == ["Connected to Asha.", "No face"]  # the newest, once the code went
+
+
+def test_a_code_used_leaves_another_purposes_code_on_screen(shown: Shown) -> None:
+    """The owner code was typed while the pairing code was shown: the pairing code, still good,
+    went off the screen."""
+    shown.events.publish("pairing.code", "code", code="111111", purpose="owner", seconds=120)
+    shown.events.publish("pairing.code", "code", code="222222", purpose="pair", seconds=120)
+    shown.events.publish("pairing.code_used", "used", purpose="owner")
+    assert shown.lines()[-1] == "222222"
+    shown.events.publish("pairing.code_used", "used", purpose="pair")
+    assert "222222" not in shown.lines()
+
+
 def test_a_video_frame_or_an_expression_after_the_call_ended_is_not_shown(shown: Shown) -> None:
     """A frame decoded while the call's connection closes came after "ended": it stayed on the
     idle screen until the next call; so did a guest's face analysed on its own thread then."""

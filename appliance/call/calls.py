@@ -92,6 +92,7 @@ class CallFlow:
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, peer.name
+        self._e.microphone.new_call()
         self._sharing = None
         self._reoffer_number = 0
         self._hanging_up = False

@@ -81,7 +81,7 @@ class CallEngine:
         self._faults: set[str] = set()  # the parts (DESCRIBING) that cannot describe expressions now
         self._told = self.sharing  # what the other side was last told of them (on the loop)
         self._unpairing: concurrent.futures.Future[None] | None = None  # held: see _on_event
-        self._microphone = MicrophoneWatch(events)  # across calls: "works again" is news only after a fault
+        self.microphone = MicrophoneWatch(events)  # across calls: "works again" is news only after a fault
 
     def start(self) -> CallEngine:
         self._thread.start()
@@ -170,7 +170,7 @@ class CallEngine:
         return Session(
             self.cfg,
             self._capture,
-            open_input(self.cfg, self._microphone),
+            open_input(self.cfg, self.microphone),
             speaker=self._speaker,
             on_frame=self._on_frame,
             listener=self.flow,

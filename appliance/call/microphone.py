@@ -41,17 +41,26 @@ class MicrophoneWatch:
         self._events = events
         self._lock = threading.Lock()
         self._down = False
+        self._said = False  # its fault was said in this call (or, before any, since it failed)
+
+    def new_call(self) -> None:
+        """A call starts: a microphone still not working is said again, once in this call."""
+        with self._lock:
+            self._said = False
 
     def failed(self, reason: str) -> None:
+        """Said once a call: each reconnect attempt opens the microphone anew, and it was said at
+        every one, back to back for the 30 s a call tries to come back."""
         with self._lock:
             self._down = True
-        if self._events is not None:
+            said, self._said = self._said, True
+        if not said and self._events is not None:
             message = f"the microphone is not working: {reason}"
             self._events.publish("microphone.unavailable", message, reason=reason)
 
     def works(self) -> None:
         with self._lock:
-            was_down, self._down = self._down, False
+            was_down, self._down, self._said = self._down, False, False
         if was_down and self._events is not None:
             self._events.publish("microphone.recovered", "the microphone works again")
 

@@ -109,10 +109,10 @@ class Capture:
         try:
             source = self._opener()
         except Exception as e:  # CameraError, or a backend's own (see _run)
-            if not retry:
-                self._publish_lost(f"camera unavailable: {e}", e)
-            elif self._lost:
+            if self._lost:  # said already: a dead camera is not "lost" anew at every call's start
                 self._failed_retries += 1
+            elif not retry:
+                self._publish_lost(f"camera unavailable: {e}", e)
             self.active = "pattern"
             return
         with self._source_lock:

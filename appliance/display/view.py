@@ -66,7 +66,8 @@ class Display:
         self._stop = threading.Event()
         self._address = ""  # host:port, in the idle line so another unit's owner can pair by address
         self._timer: threading.Timer | None = None  # puts a passing message back to the idle line
-        self._code_line = ""  # the state line of the code shown last, taken off once it is used
+        # Each live code's state line, by purpose (owner, pair): one used takes its own line off.
+        self._code_lines: dict[str, str] = {}
         self._call_state = ""  # the last call.state ("" before the first)
         self._call_line = ""  # the state line of the call in progress; "" when there is none
         self._faults: dict[str, str] = {}  # part -> the phrase key saying it does not work
@@ -82,7 +83,7 @@ class Display:
             "remote.no_face": lambda e: self._show_big(self._phrases.say("remote_no_face"), GREY),
             "remote.sharing": self._on_sharing,
             "pairing.code": self._on_code,
-            "pairing.code_used": lambda e: self._clear_code(),
+            "pairing.code_used": lambda e: self._clear_code(str(e.data.get("purpose"))),
             "pairing.done": lambda e: self._show_for(
                 SAID_S, self._phrases.say("paired", peer=str(e.data.get("peer", ""))), big=""
             ),
@@ -187,7 +188,9 @@ class Display:
             if self._call_state in CALL_OVER:
                 return  # a guest's face analysed as the call ended (its own thread)
             self._call_big = (text, colour)
-            self._update(big=text, big_colour=colour)
+            if self._scene.state not in self._code_lines.values():
+                # Else a code holds the large type (the owner reads its digits); its end brings this back.
+                self._update(big=text, big_colour=colour)
 
     def _idle(self) -> str:
         if self._address:
@@ -206,13 +209,20 @@ class Display:
 
     def _on_code(self, event: Event) -> None:
         code, seconds = str(event.data["code"]), float(event.data.get("seconds", 0))
-        self._code_line = self._phrases.code(str(event.data.get("purpose")), code, seconds)
+        purpose = str(event.data.get("purpose"))
+        line = self._phrases.code(purpose, code, seconds)
+        with self._lock:
+            self._code_lines[purpose] = line
         # An expired code is useless: off the screen with it.
-        self._show_for(seconds or None, self._code_line, big=code, big_colour=YELLOW)
+        self._show_for(seconds or None, line, big=code, big_colour=YELLOW)
 
-    def _clear_code(self) -> None:
-        """A code was used: off the screen with it, back to the idle line (if it is still shown)."""
-        self._back_to_idle(self._code_line)
+    def _clear_code(self, purpose: str) -> None:
+        """A code was used: off the screen with it, back to the idle line (if it is still shown).
+        Another purpose's code shown now stays: it still works."""
+        with self._lock:
+            line = self._code_lines.pop(purpose, None)
+        if line is not None:
+            self._back_to_idle(line)
 
     def _on_locked(self, event: Event) -> None:
         seconds = float(event.data["seconds"])
@@ -243,6 +253,7 @@ class Display:
         with self._lock:
             if self._scene.state != state:
                 return
+            self._code_lines = {k: v for k, v in self._code_lines.items() if v != state}  # expired
             if self._call_line:
                 big, colour = self._call_big
                 self._update(state=self._call_line, big=big, big_colour=colour)
