@@ -148,6 +148,7 @@ class Appliance:
                 on_remote_frame=guests.tap(self.display.set_remote_frame if self.display else None),
                 dialer=relay.dialer if relay else None,
                 ice_servers=relay.ice_servers if relay else None,
+                renamed=self.store.rename_peer,
             ).start()
             stack.callback(self.call.close)
             parts = build_parts(

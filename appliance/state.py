@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -78,6 +79,8 @@ NAME_PATTERN = (
 )
 
 
+NAME = re.compile(NAME_PATTERN)
+MAX_NAME_CHARS = 40
 # Letters that show and say nothing (Hangul fillers): a name of them alone is no name.
 BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 NO_LETTER = "a name needs at least one letter or digit"
@@ -89,6 +92,11 @@ def has_letter(name: str) -> bool:
     return any(unicodedata.category(c)[0] in "LN" and c not in BLANK_LETTERS for c in name)
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` keeps the name rule (DisplayName's, for a name from elsewhere)."""
+    return 0 < len(name) <= MAX_NAME_CHARS and bool(NAME.fullmatch(name)) and has_letter(name)
+
+
 def _named(name: str) -> str:
     if not has_letter(name):
         raise ValueError(NO_LETTER)
@@ -96,7 +104,9 @@ def _named(name: str) -> str:
 
 
 # A unit's display name as every part takes it (settings, ``[unit] name``): one rule, one place.
-DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN), AfterValidator(_named)]
+DisplayName = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN), AfterValidator(_named)
+]
 
 
 def _boot_id() -> str:
@@ -414,6 +424,10 @@ class StateStore:
                 (peer.unit_id, peer.name, peer.address, peer.public_key, peer.paired_at),
             )
         return peer
+
+    def rename_peer(self, unit_id: str, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE peers SET name = ? WHERE unit_id = ?", (name, unit_id))
 
     def update_address(self, unit_id: str, address: str) -> None:
         with self.transaction() as db:

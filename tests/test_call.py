@@ -108,6 +108,7 @@ class Node:
             events=self.events,
             speaker=self.speaker,
             on_remote_frame=self._frame,
+            renamed=self.store.rename_peer,
         ).start()
 
     def _frame(self, image: np.ndarray) -> None:
@@ -326,6 +327,23 @@ def test_a_hang_up_over_a_channel_gone_quiet_is_heard_as_a_hang_up(nodes: Callab
     [ended] = [e for e in b.seen if e.topic == "call.state" and e.data["state"] == "ended"]
     assert ended.data["reason"] == "remote hang-up"
     assert "reconnecting" not in b.states()
+
+
+def test_a_unit_renamed_since_the_pairing_is_called_by_its_new_name(nodes: Callable[..., Node]) -> None:
+    """Asha's owner renamed the unit "Grandma" after the pairing: Bela heard "Connected to Asha"
+    and "Grandma looks happy" in one call, and the pages kept "Asha" for good."""
+    a, b = nodes("Asha"), nodes("Bela")
+    a.link(b)
+    a.store.update_settings({"display_name": "Grandma"})
+    connect(a, b)
+    a.events.publish("vision.emotion", "happiness", emotion="happiness", confidence=0.8, since=0.0)
+    b.wait(lambda: any(e.topic == "remote.emotion" for e in b.seen))
+    b.engine.hangup()
+    b.wait(lambda: b.engine.state == "idle")
+    ended = [e for e in b.seen if e.topic == "call.state" and e.data["state"] == "ended"]
+    assert [e.data["peer"] for e in b.seen if e.topic == "remote.emotion"] == ["Grandma"]
+    assert [e.data["peer"] for e in ended] == ["Grandma"]
+    assert [p.name for p in b.store.peers()] == ["Grandma"]  # the pages and the next call
 
 
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:

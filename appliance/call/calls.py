@@ -19,6 +19,7 @@ it, and no call is reported over ("ready for calls") until every session it open
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from appliance.call import MISSED, NOT_ANSWERED, NOT_KNOWN, UNREACHABLE, CallErr
 from appliance.call.session import Session
 from appliance.call.signaling import Signal, SignalKind, SignallingError
 from appliance.pairing.client import UnitRefused, UnitUnreachable
-from appliance.state import Peer
+from appliance.state import Peer, StateError, valid_name
 
 if TYPE_CHECKING:
     from appliance.call.engine import CallEngine
@@ -444,7 +445,7 @@ class CallFlow:
         name = self.remote_name
         if isinstance(message, messages.Hello):
             if message.unit == self.peer.unit_id:
-                self.remote_name = message.name
+                self._renamed(message.name)
         elif isinstance(message, messages.EmotionEvent):
             if message.seq <= self._last_seq:
                 log.debug("dropped emotion %d from %s: not newer than %d", message.seq, name, self._last_seq)
@@ -474,6 +475,20 @@ class CallFlow:
             )
         elif isinstance(message, messages.Bye):
             asyncio.get_running_loop().create_task(self._remote_bye())
+
+    def _renamed(self, name: str) -> None:
+        """The other unit's name as it says it now (its owner may have renamed it since the
+        pairing): the rest of the call says that one, not the pairing's in its states and the new
+        one in its expressions, and so do the pages and the calls after it. A name the unit's own
+        rule refuses is not taken."""
+        assert self.peer is not None
+        if name == self.peer.name or not valid_name(name):
+            return
+        self.peer, self.remote_name = dataclasses.replace(self.peer, name=name), name
+        try:
+            self._e.renamed(self.peer.unit_id, name)
+        except StateError as e:  # a card that refuses writes: said for this call all the same
+            log.warning("the new name of a paired unit cannot be saved: %s", e)
 
     async def _remote_bye(self) -> None:
         if self._ring is not None and not self._ring.done():

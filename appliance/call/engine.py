@@ -65,10 +65,13 @@ class CallEngine:
         on_remote_frame: FrameSink,
         dialer: Dialer | None = None,
         ice_servers: IceServers | None = None,
+        renamed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.cfg, self.me, self._peers, self.settings = cfg, me, peers, settings
         self._capture, self.events, self._speaker, self._on_frame = capture, events, speaker, on_remote_frame
         self.dial: Dialer = dialer or (lambda peer, timeout: HttpSignalling(peer, me, timeout))
+        # Keeps a paired unit's new name (unit id, name), said in its call's Hello.
+        self.renamed: Callable[[str, str], None] = renamed or (lambda unit_id, name: None)
         # Set by a working call button: without one a ring must not say "press the button".
         self.has_button = False
         # None without a relay: then no STUN/TURN server is ever asked (host candidates only).

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.identity import Identity
-from appliance.state import NAME_PATTERN, StateStore, has_letter
+from appliance.state import StateStore, valid_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invites (
@@ -41,8 +40,6 @@ CREATE TABLE IF NOT EXISTS invites (
 COLUMNS = "SELECT id, name, created, expires, once, used, revoked FROM invites"
 KIND = b"emocall-invite-v1\n"  # so an invite's signature never passes for a request's or an answer's
 MAX_TOKEN = 1024
-MAX_NAME = 40
-NAME = re.compile(NAME_PATTERN)
 # How long an invite may last: a minute at least, a year at most (a standing invite for family).
 MIN_SECONDS = 60
 MAX_SECONDS = 366 * 24 * 3600
@@ -92,7 +89,7 @@ class Invites:
     def create(self, name: str, seconds: float, once: bool) -> Invite:
         """A new invite for the guest ``name``, valid ``seconds`` from now. Raises InviteError."""
         name = name.strip()
-        if not (0 < len(name) <= MAX_NAME and NAME.match(name) and has_letter(name)):
+        if not valid_name(name):
             raise InviteError("Type the guest's name: 1 to 40 letters, digits or spaces.")
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise InviteError("Choose how long the invite works: from a minute to a year.")
