@@ -57,9 +57,10 @@ def _files(route: Any) -> None:
 class Relay:
     """The relay's side of the page's XMPP exchange; the unit's answer to the call is ``answer``."""
 
-    def __init__(self, status: int, answer: dict[str, Any], rings: bool = False) -> None:
+    def __init__(self, status: int, answer: dict[str, Any], rings: bool = False, drops: bool = False) -> None:
         self.status, self.answer = status, answer
         self.rings = rings  # the unit does not answer yet: the call rings there
+        self.drops = drops  # the page's connection is cut once its first request is sent
         self.requests: list[str] = []
 
     def __call__(self, ws: Any) -> None:
@@ -80,6 +81,9 @@ class Relay:
             ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
         elif "urn:emocall:relay:1" in xml:
             self.requests.append(xml)
+            if self.drops and len(self.requests) == 1:
+                ws.close()
+                return
             if self.rings:
                 return
             body = base64.b64encode(json.dumps(self.answer).encode()).decode()
@@ -215,3 +219,25 @@ def test_a_browser_without_webrtc_is_told_to_use_another(token: str) -> None:
             sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
         finally:
             browser.close()
+
+
+def test_a_call_cut_off_while_it_rings_stops_the_ring(token: str) -> None:
+    """The relay's connection dropped while the call rang (a phone moving off Wi-Fi): the page said
+    the call did not work, and the unit rang on for nobody, answered the next try "busy" and used
+    up the one-time invite. Now the page sends the bye on a connection of its own."""
+    relay = Relay(200, {}, rings=True, drops=True)
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            page.get_by_role("button", name="Call Asha").click()
+            sync_api.expect(page.get_by_role("status")).to_contain_text("did not work")
+            for _ in range(50):
+                if len(relay.requests) == 2:
+                    break
+                page.wait_for_timeout(100)
+        finally:
+            browser.close()
+    signals = [
+        json.loads(base64.b64decode(json.loads(_request_body(r))["body"]))["signal"] for r in relay.requests
+    ]
+    assert [(s["kind"], s["number"]) for s in signals] == [("offer", 1), ("bye", 1)]

@@ -294,6 +294,9 @@
       }, STEP_MS));
     } catch (e) {
       if (call !== mine) return; // cancelled: the page already says so
+      // Failed here after the offer went out (the relay's connection dropped while it rang): the
+      // unit would ring on for nobody, answer the next try "busy" and use up a one-time invite.
+      if (mine.offered) sendBye(mine);
       stop(mine);
       const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
       if (e.media) warn(e.message);
@@ -301,11 +304,13 @@
     }
   }
 
+  const relayConnection = () => new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
+
   // A new peer connection and its offer to the unit (resume: after a loss, for the same call).
   async function negotiate(mine, resume) {
     if (!mine.xmpp || !mine.xmpp.up) {
       if (mine.xmpp) mine.xmpp.close();
-      const xmpp = new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
+      const xmpp = relayConnection();
       // This connection's own close, even one that comes after a newer connection replaced it.
       xmpp.onclose = () => { xmpp.up = false; };
       mine.xmpp = xmpp;
@@ -338,6 +343,7 @@
       throw new Error('cancelled');
     }
     offers += 1;
+    mine.offered = true;
     const signal = { kind: 'offer', sdp: pc.localDescription.sdp, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
@@ -456,16 +462,22 @@
   }
 
   // As a unit hangs up: a bye on the data channel for speed and one through the relay, which arrives
-  // even when the channel's message is lost as the connection closes (and stops the unit ringing).
+  // even when the channel's message is lost as the connection closes (and stops the unit ringing);
+  // with the call's relay connection gone, on one of its own (a page being closed may not get that far).
   function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
+    if (!mine.offered) return; // nothing rings there
+    // With its last offer's number: an offer it overtook on the way (the relay carries each
+    // request on a thread of its own) is then not rung for a page that has gone.
+    const bye = { kind: 'bye', number: offers };
+    const body = { invite: token, call: mine.id, describe: mine.describe, signal: bye };
+    const send = (xmpp) => xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, STEP_MS);
     if (mine.xmpp && mine.xmpp.up) {
-      // With its last offer's number: an offer it overtook on the way (the relay carries each
-      // request on a thread of its own) is then not rung for a page that has gone.
-      const bye = { kind: 'bye', number: offers };
-      const body = { invite: token, call: mine.id, describe: mine.describe, signal: bye };
-      mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, ANSWER_MS).catch(() => {});
+      send(mine.xmpp).catch(() => {});
+      return;
     }
+    const xmpp = relayConnection();
+    xmpp.connect().then(() => send(xmpp)).catch(() => {}).finally(() => xmpp.close());
   }
 
   function hangUp(text) {
