@@ -627,7 +627,7 @@ def test_a_failed_call_names_neither_the_person_nor_where_their_unit_is_at_info(
     with her relay account in it (only her name was replaced): both fixed text now, why at DEBUG."""
     records = caplog.get_records("setup")  # the call is made by the fixture
     infos = [r.getMessage() for r in records if r.levelno >= logging.INFO]
-    assert "the other unit does not answer on this network; trying the relay" in infos
+    assert "the other unit is not found on this network; trying the relay" in infos
     assert "the call failed" in infos
     private = ("Priya", RELAY_ACCOUNT, "127.0.0.1:")
     assert [line for line in infos if any(word in line for word in private)] == []

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.sdp import SessionDescription
 
 from appliance.audio import SAMPLE_RATE
-from appliance.call import MISSED, NOT_ANSWERED, NOT_KNOWN, UNREACHABLE, CallError, messages
+from appliance.call import IN_PROGRESS, MISSED, NOT_ANSWERED, NOT_KNOWN, UNREACHABLE, CallError, messages
 from appliance.call.session import Session
 from appliance.call.signaling import Signal, SignalKind, SignallingError
 from appliance.pairing.client import UnitRefused, UnitUnreachable
@@ -265,9 +265,10 @@ class CallFlow:
         start, call = time.monotonic(), self.calls
         if self._task is not None:  # the dial: over by itself once answered and open, or failed
             await asyncio.wait([self._task])
-        if self._hanging_up or self._answered_in == call:
+        if self._hanging_up or (self._answered_in == call and self.state not in IN_PROGRESS):
             # That unit took this unit's call (answered it), giving up its own: its crossing offer
-            # must not ring here afterwards, whoever ended the call, and however soon.
+            # must not ring here afterwards, whoever ended the call, and however soon (while the call
+            # goes on, it is answered busy as any other).
             return Signal(kind="declined")
         return await self._new_call(peer, offer, left - (time.monotonic() - start))
 
