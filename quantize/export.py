@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--representative", type=int, default=500, help="training images for calibration")
     p.add_argument("--margin-faces", type=int, default=1000, help="PublicTest faces for the crop margin")
     p.add_argument(
+        "--val-faces",
+        type=int,
+        default=None,
+        help="the first N PublicTest faces for the offsets (smoke test)",
+    )
+    p.add_argument(
         "--corrupt-faces", type=int, default=1000, help="PublicTest faces corrupted for the offsets"
     )
     p.add_argument(
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         net.set_weights(interpolate(net.get_weights(), base_weights(args.base, train_images), args.alpha))
         log.info("%.2f of %s with %.2f of %s", args.alpha, args.run, 1 - args.alpha, args.base)
     val = ferdata.load_split("val")
+    if args.val_faces:
+        val = ferdata.subset(val, np.arange(len(val.images)) < args.val_faces)
     averaged = model.views_averaged(net)
     val_probs = train.probabilities(averaged, val.images[..., None].astype(np.float32))
     labels = ferdata.majority_labels(val.votes)

@@ -445,6 +445,8 @@ def test_smoke_training_through_quantisation_and_readiness(tmp_path: Path) -> No
             "100",
             "--corrupt-faces",
             "100",
+            "--val-faces",
+            "300",
         ]
     )
     card = json.loads((out / "emotion.json").read_text())

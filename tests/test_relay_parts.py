@@ -169,11 +169,12 @@ def old_address(kind: str) -> Iterator[str]:
 
 @pytest.mark.parametrize("kind", ["stranger", "dropping"])
 def test_a_moved_units_old_address_taken_by_another_device_falls_back_to_the_relay(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unsigned refusal at the old address was final ("Bela does not know this unit any more.
     Pair again."), and a device dropping connections held the call for the whole ring time (40 s)
     before the relay was tried."""
+    monkeypatch.setattr(routing, "LAN_CONNECT_SECONDS", 0.5)  # 3 s on a unit
     me, bela = (identity.Identity.load_or_create(tmp_path / f"{n}.key") for n in ("me", "bela"))
     relayed: list[str] = []
 
