@@ -21,8 +21,9 @@ from appliance.events import Event, EventBus
 log = logging.getLogger(__name__)
 
 # What the unit (and `emocall demo`) writes in its data directory; nothing else there is touched.
-# wifi-request: a Wi-Fi change waiting for the image's helper (web/wifi.py); FORGET_PENDING: see
-# erase.
+# wifi-request: a Wi-Fi change waiting for the image's helper (web/wifi.py); last-stop: how the
+# service last ended, which releases before 2026-12-06 kept on the card (now in RAM: service.py);
+# FORGET_PENDING: see erase.
 FORGET_PENDING = "forget-pending"
 UNIT_FILES = (
     "state.db*",
@@ -31,6 +32,7 @@ UNIT_FILES = (
     "display*",
     "*.log",
     "wifi-request*",
+    "last-stop",
     FORGET_PENDING,
 )
 

@@ -81,25 +81,27 @@ NAME_PATTERN = (
 
 NAME = re.compile(NAME_PATTERN)
 MAX_NAME_CHARS = 40
-# Letters that show and say nothing (Hangul fillers): a name of them alone is no name.
-BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
-NO_LETTER = "a name needs at least one letter or digit"
+# Characters that show nothing although their category says they would (Hangul fillers, the
+# braille blank): a name of them alone is no name.
+BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+NOTHING_SHOWS = "a name needs at least one character that shows"
 
 
-def has_letter(name: str) -> bool:
-    """Whether ``name`` holds a letter or digit that shows: one of joiners, combining marks, braille
-    blanks or Hangul fillers alone was taken, and the unit's name was read and shown as nothing."""
-    return any(unicodedata.category(c)[0] in "LN" and c not in BLANK_LETTERS for c in name)
+def shows(name: str) -> bool:
+    """Whether ``name`` holds a character that shows (a letter, digit, symbol or punctuation: "🌻"
+    and "Zoë" do): one of joiners, combining marks, spaces, braille blanks or Hangul fillers alone
+    was taken, and the unit's name was read and shown as nothing."""
+    return any(unicodedata.category(c)[0] in "LNSP" and c not in BLANK for c in name)
 
 
 def valid_name(name: str) -> bool:
     """Whether ``name`` keeps the name rule (DisplayName's, for a name from elsewhere)."""
-    return 0 < len(name) <= MAX_NAME_CHARS and bool(NAME.fullmatch(name)) and has_letter(name)
+    return 0 < len(name) <= MAX_NAME_CHARS and bool(NAME.fullmatch(name)) and shows(name)
 
 
 def _named(name: str) -> str:
-    if not has_letter(name):
-        raise ValueError(NO_LETTER)
+    if not shows(name):
+        raise ValueError(NOTHING_SHOWS)
     return name
 
 

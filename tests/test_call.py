@@ -346,6 +346,18 @@ def test_a_unit_renamed_since_the_pairing_is_called_by_its_new_name(nodes: Calla
     assert [p.name for p in b.store.peers()] == ["Grandma"]  # the pages and the next call
 
 
+def test_a_name_the_rule_refuses_is_not_taken_from_a_hello(flow_unit: Callable[..., FlowUnit]) -> None:
+    """The Hello's name replaces the pairing's only when it keeps the unit's own name rule."""
+    unit = flow_unit()
+    flow = unit.engine.flow
+    assert unit.offer(unit.bela, number=1).kind == "answer"
+    session = unit.open_session()
+    for name in ("\u202ealeB", "\u200d"):
+        hello = messages.Hello(name=name, unit=unit.bela.unit_id)
+        unit.on_loop(lambda h=hello: flow.on_message(session, h))  # type: ignore[arg-type, misc]
+    assert flow.remote_name == "Bela" and [p.name for p in unit.store.peers()] == ["Bela", "Cara"]
+
+
 def test_camera_lost_mid_call_the_call_goes_on_with_the_pattern(nodes: Callable[..., Node]) -> None:
     """Bela is told that Asha's expressions cannot be described any more, rather than left in silence."""
     a, b = nodes("Asha", opener=lambda: FailingCamera(frames=45)), nodes("Bela")

@@ -169,16 +169,23 @@ def test_cancelling_a_ringing_call_sends_a_bye_numbered_as_its_offer(token: str)
             page.get_by_role("button", name="Call Asha").click()
             _offer_sent(page, relay)
             page.get_by_role("button", name="Cancel the call").click()
-            for _ in range(50):
-                if len(relay.requests) == 2:
-                    break
-                page.wait_for_timeout(100)
+            _second_request(page, relay)
         finally:
             browser.close()
-    signals = [
-        json.loads(base64.b64decode(json.loads(_request_body(r))["body"]))["signal"] for r in relay.requests
-    ]
-    assert [(s["kind"], s["number"]) for s in signals] == [("offer", 1), ("bye", 1)]
+    assert _signals(relay) == [("offer", 1), ("bye", 1)]
+
+
+def _second_request(page: Any, relay: Relay) -> None:
+    for _ in range(50):  # the bye, after the offer
+        if len(relay.requests) == 2:
+            return
+        page.wait_for_timeout(100)
+
+
+def _signals(relay: Relay) -> list[tuple[str, int]]:
+    """Each request's signal to the unit: its kind and number."""
+    bodies = [json.loads(base64.b64decode(json.loads(_request_body(r))["body"])) for r in relay.requests]
+    return [(b["signal"]["kind"], b["signal"]["number"]) for b in bodies]
 
 
 def _request_body(xml: str) -> str:
@@ -231,13 +238,7 @@ def test_a_call_cut_off_while_it_rings_stops_the_ring(token: str) -> None:
         try:
             page.get_by_role("button", name="Call Asha").click()
             sync_api.expect(page.get_by_role("status")).to_contain_text("did not work")
-            for _ in range(50):
-                if len(relay.requests) == 2:
-                    break
-                page.wait_for_timeout(100)
+            _second_request(page, relay)
         finally:
             browser.close()
-    signals = [
-        json.loads(base64.b64decode(json.loads(_request_body(r))["body"]))["signal"] for r in relay.requests
-    ]
-    assert [(s["kind"], s["number"]) for s in signals] == [("offer", 1), ("bye", 1)]
+    assert _signals(relay) == [("offer", 1), ("bye", 1)]

@@ -17,7 +17,7 @@ from appliance import config, identity
 from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.pairing import service
-from appliance.state import NAME_PATTERN, NAME_RULE, NO_LETTER, StateStore
+from appliance.state import NAME_PATTERN, NAME_RULE, NOTHING_SHOWS, StateStore
 from appliance.web import openapi
 from appliance.web.api import create_app
 from appliance.web.schemas import OwnerLogin, parse
@@ -327,6 +327,8 @@ def test_names_refuse_controls_line_breaks_and_invisible_format_characters() -> 
         ("\u0915\u094d\u200d\u0937\u092e\u093e", 200),  # क्‍षमा: a ZWJ keeps the half form
         ("\u09b0\u200c\u09cd\u09af\u09be\u09ac", 200),  # Bengali with a ZWNJ
         ("Zoë O'Neil", 200),
+        ("\U0001f33b", 200),  # a sunflower: a symbol shows, though no letter (it was refused for a day)
+        ("\u2605 \u260e", 200),
     ],
 )
 def test_the_settings_take_a_name_by_the_same_rule(
@@ -348,7 +350,7 @@ def test_a_name_of_nothing_that_shows_is_refused(units: tuple[Unit, Unit], blank
     a, _ = units
     browser, csrf = a.owner()
     r = browser.patch("/api/settings", json={"display_name": blank}, headers=csrf)
-    assert r.status_code == 422 and NO_LETTER in r.get_json()["error"]
+    assert r.status_code == 422 and NOTHING_SHOWS in r.get_json()["error"]
     assert a.store.settings().display_name == "Asha"
 
 

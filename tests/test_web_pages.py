@@ -110,9 +110,10 @@ def test_call_pressed_twice_says_the_call_not_an_error(tmp_path: Path) -> None:
     unit = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"enabled": False})).start()
     mute = socket.create_server(("127.0.0.1", 0))  # takes the call's connection and never answers
     try:
-        bela = Identity.load_or_create(tmp_path / "bela.key")
+        bela, cara = (Identity.load_or_create(tmp_path / f"{n}.key") for n in ("bela", "cara"))
         assert unit.store is not None
-        unit.store.add_peer(bela.unit_id, "Bela", f"127.0.0.1:{mute.getsockname()[1]}", bela.public_key)
+        for peer, name in ((bela, "Bela"), (cara, "Cara")):
+            unit.store.add_peer(peer.unit_id, name, f"127.0.0.1:{mute.getsockname()[1]}", peer.public_key)
         browser = Browser(unit.web.port)  # type: ignore[union-attr]
         browser.ask_for_code()
         status, answer = browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})
@@ -122,6 +123,8 @@ def test_call_pressed_twice_says_the_call_not_an_error(tmp_path: Path) -> None:
         assert [_title(page).split(" \N{EN DASH} ")[0] for _, page in pages] == [
             "Calling. Waiting for the other unit to answer."
         ] * 2
+        status, page = browser.form("/call", {"to": "Cara"})  # another unit, in the call: refused
+        assert status == 422 and _title(page).startswith("Error: Already calling with Bela")
     finally:
         mute.close()
         unit.close()

@@ -81,6 +81,7 @@ class CallFlow:
         self._cancelled: dict[str, tuple[int, float]] = {}
         self._last_seq = -1
         self._answered_in = 0  # the number of the last call this unit placed that was answered
+        self._byes: set[asyncio.Task[None]] = set()  # byes sent beside a call's end (held: weak refs)
         self._sharing: messages.Sharing | None = None  # the other side's last word on it in this call
         self.calls = 0
         self.emotions_received = 0
@@ -562,9 +563,12 @@ class CallFlow:
                 await asyncio.sleep(BYE_FLUSH_SECONDS)
                 # Nothing heard for a heartbeat and a half: the channel may be dead before the
                 # heartbeat says so (a hang-up is a likely answer to a frozen picture), and the other
-                # side would hear "Reconnecting." and "Connection lost." for a call hung up.
+                # side would hear "Reconnecting." and "Connection lost." for a call hung up. Sent
+                # beside the call's end, which does not wait for it (seconds with the network down).
                 if session.silent_for > QUIET_HEARTBEATS * self._e.cfg.heartbeat_seconds:
-                    await self._send_http_bye(peer)
+                    bye = asyncio.get_running_loop().create_task(self._send_http_bye(peer))
+                    self._byes.add(bye)
+                    bye.add_done_callback(self._byes.discard)
             else:
                 await self._send_http_bye(peer)
         finally:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiortc import RTCIceServer
 
 from appliance.audio import Speaker
-from appliance.call import DESCRIBING, UNAVAILABLE, CallError, NotPaired, messages
+from appliance.call import DESCRIBING, IN_PROGRESS, UNAVAILABLE, CallError, NotPaired, messages
 from appliance.call.calls import CallFlow
 from appliance.call.media import FrameSink
 from appliance.call.microphone import MicrophoneWatch, open_input
@@ -113,6 +113,19 @@ class CallEngine:
     @property
     def state(self) -> str:
         return self.flow.state
+
+    def in_call_with(self, target: str) -> bool:
+        """Whether the call in progress (calling, ringing, connected) is with ``target`` (a name,
+        unit id or address)."""
+        peer = self.flow.peer
+        try:
+            return (
+                peer is not None
+                and self.state in IN_PROGRESS
+                and self.resolve(target).unit_id == peer.unit_id
+            )
+        except NotPaired:
+            return False
 
     def call(self, target: str) -> None:
         """Call a paired unit by name, unit id or address; raises :class:`CallError` at once if not."""

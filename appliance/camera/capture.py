@@ -140,7 +140,8 @@ class Capture:
         return self._retry_delay()
 
     def _retry_delay(self) -> float:
-        return float(min(self._retry * 2.0 ** min(self._failed_retries, 16), RETRY_MAX_SECONDS))
+        longest = max(RETRY_MAX_SECONDS, self._retry)  # a first wait set longer is kept
+        return float(min(self._retry * 2.0 ** min(self._failed_retries, 16), longest))
 
     def _publish_lost(self, message: str, error: Exception) -> None:
         self._lost = True

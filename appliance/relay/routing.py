@@ -68,26 +68,34 @@ def _route_table() -> list[tuple[int, int, int]]:
 class FallbackSignalling:
     """Signalling over the first of several ways that reaches the other unit (see :func:`routes`)."""
 
-    def __init__(self, ways: list[HttpSignalling]) -> None:
+    def __init__(self, ways: list[HttpSignalling], timeout: float = LAN_CONNECT_SECONDS) -> None:
         self._ways = ways
         self._used = ways[0]
+        self._probe_s = min(LAN_CONNECT_SECONDS, timeout)  # within the caller's own wait
 
     async def connect(self) -> None:
         pass
 
     async def send(self, signal: Signal) -> None:
+        refused: SignallingError | None = None  # an unsigned refusal on this network
         for way in self._ways:
             self._used = way
             last = way is self._ways[-1]
             try:
                 if not last:
-                    await _takes_connections(way.address)
+                    await _takes_connections(way.address, self._probe_s)
                 await way.send(signal)
                 return
             except SignallingError as e:
+                # The paired unit itself may have refused unsigned (it unpaired this one): when the
+                # relay then cannot reach it at all, that refusal is the answer, not "unreachable".
+                if last and refused is not None and isinstance(e.__cause__, UnitUnreachable):
+                    raise refused from refused.__cause__
                 # Only "no unit there" moves on; a refusal the unit signed (busy, declined) is final.
                 if last or not isinstance(e.__cause__, UnitUnreachable | Unusable):
                     raise
+                if isinstance(e.__cause__, Unusable):
+                    refused = e
                 # Fixed text at INFO: the error names the other person and where their unit is.
                 log.info("the other unit is not found on this network; trying the relay")
                 log.debug("%s", e)
@@ -100,13 +108,13 @@ class FallbackSignalling:
             await way.close()
 
 
-async def _takes_connections(address: str) -> None:
+async def _takes_connections(address: str, seconds: float) -> None:
     """Raises SignallingError (from UnitUnreachable) unless ``address`` takes a TCP connection
-    within LAN_CONNECT_SECONDS."""
+    within ``seconds``."""
     host, port = address.rsplit(":", 1)
     try:
         opening = asyncio.open_connection(host.strip("[]"), int(port))
-        _, writer = await asyncio.wait_for(opening, LAN_CONNECT_SECONDS)
+        _, writer = await asyncio.wait_for(opening, seconds)
     except (OSError, TimeoutError, ValueError) as e:
         nobody = UnitUnreachable(f"nothing takes a connection at {address}: {e or 'no answer'}")
         raise SignallingError(f"cannot reach the unit on this network: {nobody}") from nobody

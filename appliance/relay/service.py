@@ -117,7 +117,8 @@ class Relay:
         client = PeerClient(self._me, timeout, relay=self.post)
         ways = routes(peer, self.contacts.jid_of(peer.unit_id))
         return FallbackSignalling(
-            [HttpSignalling(dataclasses.replace(peer, address=a), self._me, timeout, client) for a in ways]
+            [HttpSignalling(dataclasses.replace(peer, address=a), self._me, timeout, client) for a in ways],
+            timeout,
         )
 
     def ice_servers(self) -> list[RTCIceServer]:

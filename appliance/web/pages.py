@@ -287,8 +287,10 @@ def _call_pages(
         except PAGE_ERRORS as e:
             return render_status(problem(e))
         # Sent twice (a double press, a reload), the second found the call going and said "Error:
-        # Already calling" over the call the first had placed: in a call, the page says its state.
-        return act(lambda engine: engine.call(to), "", applies=CALL_OVER)
+        # Already calling" over the call the first had placed: in a call with that unit, the page
+        # says its state; a call to another unit meanwhile is still refused, saying why.
+        same = parts.call is not None and parts.call.in_call_with(to)
+        return act(lambda engine: engine.call(to), "", applies=CALL_OVER if same else None)
 
     @bp.post("/answer")
     @owner_page
