@@ -268,6 +268,7 @@ def test_offscreen_display_writes_what_it_says_beside_the_snapshot(tmp_path: Pat
         lines = (tmp_path / "display.txt").read_text().splitlines()
         assert lines[0] == "Kitchen"
         assert lines[-1] == "042917"
+        events.publish("pairing.code_used", "used", purpose="pair")  # the code held the large type
         events.publish("remote.emotion", "Asha: happiness", peer="Asha", emotion="happiness", confidence=0.9)
         assert display.flush()
         assert (tmp_path / "display.txt").read_text().splitlines()[-1] == "Happy"
