@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from appliance.events import EventBus
@@ -79,8 +78,6 @@ NAME_PATTERN = (
 )
 
 
-NAME = re.compile(NAME_PATTERN)
-MAX_NAME_CHARS = 40
 # Characters that show nothing although their category says they would (Hangul fillers, the
 # braille blank): a name of them alone is no name.
 BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -94,11 +91,6 @@ def shows(name: str) -> bool:
     return any(unicodedata.category(c)[0] in "LNSP" and c not in BLANK for c in name)
 
 
-def valid_name(name: str) -> bool:
-    """Whether ``name`` keeps the name rule (DisplayName's, for a name from elsewhere)."""
-    return 0 < len(name) <= MAX_NAME_CHARS and bool(NAME.fullmatch(name)) and shows(name)
-
-
 def _named(name: str) -> str:
     if not shows(name):
         raise ValueError(NOTHING_SHOWS)
@@ -106,9 +98,17 @@ def _named(name: str) -> str:
 
 
 # A unit's display name as every part takes it (settings, ``[unit] name``): one rule, one place.
-DisplayName = Annotated[
-    str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN), AfterValidator(_named)
-]
+DisplayName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN), AfterValidator(_named)]
+_DISPLAY_NAME: TypeAdapter[str] = TypeAdapter(DisplayName)
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` (from elsewhere: another unit's Hello, a guest's invite) keeps DisplayName's rule."""
+    try:
+        _DISPLAY_NAME.validate_python(name)
+    except ValidationError:
+        return False
+    return True
 
 
 def _boot_id() -> str:

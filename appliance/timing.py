@@ -11,11 +11,12 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before reopening attempt ``attempt`` (0 for the first). The exponent stops
-    growing past the maximum: 2**1024 does not fit a float, and a speaker gone for 8 hours reaches
-    attempt 1024 (its thread would die of the OverflowError, the unit silent for good)."""
-    return min(RETRY_FIRST_SECONDS * 2.0 ** min(attempt, 16), RETRY_MAX_SECONDS)
+def backoff(attempt: int, first: float = RETRY_FIRST_SECONDS) -> float:
+    """Seconds to wait before reopening attempt ``attempt`` (0 for the first, ``first`` long; a
+    ``first`` set above the maximum is kept). The exponent stops growing past the maximum: 2**1024
+    does not fit a float, and a speaker gone for 8 hours reaches attempt 1024 (its thread would die
+    of the OverflowError, the unit silent for good)."""
+    return min(first * 2.0 ** min(attempt, 16), max(RETRY_MAX_SECONDS, first))
 
 
 class Pacer:

@@ -357,6 +357,8 @@ def test_the_reopen_wait_stays_at_its_maximum_however_long_a_part_is_gone() -> N
     """A speaker gone for 8 hours reached attempt 1024: 2**1024 does not fit a float, the mixer's
     thread died of the OverflowError, and the unit stayed silent after the speaker came back."""
     assert [backoff(n) for n in (0, 1, 5, 1024, 10**6)] == [1.0, 2.0, 30.0, 30.0, 30.0]
+    assert [backoff(n, first=3.0) for n in (0, 2, 9)] == [3.0, 12.0, 30.0]  # the camera's
+    assert backoff(5, first=45.0) == 45.0  # a first wait set above the maximum is kept
 
 
 def test_call_audio_late_after_a_burst_catches_up(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Consumers (the call's video track, the vision worker) never wait on the device: ``latest()``
 returns the newest frame at once, ``wait_newer()`` blocks until one newer than a given index.
 While the real source is down the capture shows the "no camera" pattern and retries after
-``retry_seconds``, twice as long after each failed retry up to ``timing.RETRY_MAX_SECONDS``; the
+``retry_seconds``, twice as long after each failed retry (``timing.backoff``); the
 loss and the recovery are published as events. A camera counts as back only once it delivers a
 frame: one that opens and fails at its first read (a loose ribbon cable, a stream that will not
 start) is a failed retry, unsaid, not "back" then "lost" again every few seconds. A source whose
@@ -25,7 +25,7 @@ from dataclasses import replace
 from appliance.camera import CameraError, EndOfStream, Frame, FrameSource
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
-from appliance.timing import RETRY_MAX_SECONDS
+from appliance.timing import backoff
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,7 @@ class Capture:
         return self._retry_delay()
 
     def _retry_delay(self) -> float:
-        longest = max(RETRY_MAX_SECONDS, self._retry)  # a first wait set longer is kept
-        return float(min(self._retry * 2.0 ** min(self._failed_retries, 16), longest))
+        return backoff(self._failed_retries, first=self._retry)
 
     def _publish_lost(self, message: str, error: Exception) -> None:
         self._lost = True
