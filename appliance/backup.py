@@ -53,6 +53,8 @@ class Restored:
     unit_id: str
     name: str
     made: str  # when the backup was made (UTC, as its manifest says)
+    # Configuration keys this release does not take (an older or newer release's), at their defaults.
+    left_out: tuple[str, ...] = ()
 
 
 def make_backup(data_dir: Path, name: str, config_file: Path | None, password_file: Path) -> bytes:
@@ -82,22 +84,22 @@ def restore(archive: bytes, data_dir: Path, config_file: Path, *, replace: bool 
     pem = files[IDENTITY]
     if _unit_id(pem, f"the backup's {IDENTITY}") != manifest["unit_id"]:
         raise BackupError("the backup's identity key is not the unit its manifest names")
-    restored = Restored(manifest["unit_id"], manifest["name"], manifest["made"])
+    config_data, password_file, left_out = _checked_config(files, data_dir)
+    restored = Restored(manifest["unit_id"], manifest["name"], manifest["made"], tuple(left_out))
     key_file = data_dir / IDENTITY
     if key_file.exists() and key_file.read_bytes() != pem and not replace:
         raise BackupError(
             f"{data_dir} holds another unit's identity: forget everything on that unit first, "
             "or restore with --replace (the unit stopped)"
         )
-    password_file = _checked_config(files, data_dir)
     _check_state(files[STATE_FILE], restored.unit_id)
     staged: list[tuple[Path, Path]] = []  # (written beside, its place)
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         user = _service_user(data_dir)
         writes = [(data_dir / STATE_FILE, files[STATE_FILE], 0o600, user)]
-        if CONFIG in files:
-            writes.append((config_file, files[CONFIG], 0o644, None))
+        if config_data is not None:
+            writes.append((config_file, config_data, 0o644, None))
         if PASSWORD in files and password_file is not None:
             writes.append((password_file, files[PASSWORD], 0o600, user))
         writes.append((key_file, pem, 0o600, user))
@@ -137,13 +139,14 @@ def _unit_id(pem: bytes, where: str) -> str:
 
 def _state_copy(path: Path, name: str) -> bytes:
     """The database without the browser sessions, and the name in effect kept as a setting (a name
-    first boot made up, "emocall 4821", would otherwise come out new from the next first boot)."""
+    first boot made up, "emocall 4821", would otherwise come out new from the next first boot; a
+    stored one an older release took and this one refuses would come back as a new name)."""
     source = read_only_connection(path)
     copy = sqlite3.connect(":memory:")
     try:
         source.backup(copy)
         copy.execute("DELETE FROM sessions")
-        copy.execute("INSERT OR IGNORE INTO settings VALUES ('display_name', ?)", (json.dumps(name),))
+        copy.execute("INSERT OR REPLACE INTO settings VALUES ('display_name', ?)", (json.dumps(name),))
         copy.commit()
         copy.execute("VACUUM")  # the deleted rows' pages go too
         return copy.serialize()
@@ -199,17 +202,18 @@ def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
     return manifest
 
 
-def _checked_config(files: dict[str, bytes], data_dir: Path) -> Path | None:
-    """The restored configuration checked as the unit will read it; where its relay password goes."""
+def _checked_config(files: dict[str, bytes], data_dir: Path) -> tuple[bytes | None, Path | None, list[str]]:
+    """The configuration to write, read as far as this release can (``config.salvage``: a key it
+    does not take is left out, not a reason to lose the unit); where its relay password goes; the
+    keys left out."""
     if CONFIG not in files:
-        return None
-    with tempfile.TemporaryDirectory() as folder:  # config.load reads a path
-        staged = Path(folder) / CONFIG
-        staged.write_bytes(files[CONFIG])
-        try:
-            restored = config.load(staged, environ={})
-        except config.ConfigError as e:
-            raise BackupError(f"the backup's configuration cannot be used: {e}") from e
+        return None, None, []
+    try:
+        restored, text, left_out = config.salvage(files[CONFIG].decode(), f"the backup's {CONFIG}")
+    except UnicodeDecodeError as e:
+        raise BackupError(f"the backup's configuration cannot be used: not text ({e})") from e
+    except config.ConfigError as e:
+        raise BackupError(f"the backup's configuration cannot be used: {e}") from e
     if restored.unit.data_dir.resolve() != data_dir.resolve():
         raise BackupError(
             f"the backup's configuration keeps the unit in {restored.unit.data_dir}, this unit's in "
@@ -218,7 +222,7 @@ def _checked_config(files: dict[str, bytes], data_dir: Path) -> Path | None:
     password = restored.relay.password_file
     if not password.is_absolute():
         raise BackupError(f"the backup's [relay] password_file ({password}) is not an absolute path")
-    return password
+    return text.encode(), password, left_out
 
 
 def _check_state(data: bytes, unit_id: str) -> None:
@@ -230,7 +234,7 @@ def _check_state(data: bytes, unit_id: str) -> None:
         try:
             store = StateStore(path)
             try:
-                store.check()
+                store.check_intact()  # a setting this release refuses falls back to its default
                 known = store.meta("unit_id")
             finally:
                 store.close()

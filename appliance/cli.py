@@ -240,6 +240,12 @@ def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
         return 1
     made = f"unit {restored.unit_id}, backed up {restored.made}"
     print(f"restored {restored.name} ({made}) into {cfg.unit.data_dir}")
+    if restored.left_out:
+        print(
+            f"emocall: the backup's configuration had settings this release does not take, now at "
+            f"their defaults: {', '.join(restored.left_out)}",
+            file=sys.stderr,
+        )
     return 0
 
 

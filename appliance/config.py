@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.relay.address import bare_jid
-from appliance.state import DisplayName, what_is_wrong
+from appliance.state import DisplayName, describe, what_is_wrong
 
 DEVICE_CONFIG = Path("/etc/emocall/config.toml")
 ENV_PREFIX = "EMOCALL_"
@@ -356,6 +356,46 @@ def load(
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, origin, env, overrides or {})) from e
+
+
+def salvage(text: str, origin: str) -> tuple[Config, str, list[str]]:
+    """A configuration file another release wrote, read as far as this release can: each key it does
+    not know, or whose value it refuses, is left out (its default applies) and named. Returns the
+    configuration, the file to write (``text`` itself when nothing was left out) and the keys left
+    out; ConfigError for a file that is not TOML."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{origin}: not valid TOML: {e}") from e
+    left_out: list[str] = []
+    while True:
+        try:
+            restored = Config.model_validate(data)
+            break
+        except ValidationError as e:
+            left_out += _leave_out(data, e)
+    if not left_out:
+        return restored, text, []
+    lines = [f"# Written by emocall restore: {', '.join(left_out)} left out (not taken by this release)"]
+    for section, fields in data.items():
+        lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in fields.items())]
+    return restored, "\n".join(lines) + "\n", left_out
+
+
+def _leave_out(data: dict[str, Any], e: ValidationError) -> list[str]:
+    """Take the keys ``e`` refuses out of ``data``: a key by its section and name, or a whole entry
+    of the file that is not a section of settings."""
+    gone: list[str] = []
+    for loc in dict.fromkeys(tuple(str(p) for p in err["loc"][:2]) for err in e.errors()):
+        table = data.get(loc[0])
+        if len(loc) == 2 and isinstance(table, dict) and loc[1] in table:
+            del table[loc[1]]
+        elif len(loc) == 1 and loc[0] in data:
+            del data[loc[0]]
+        else:  # every field has a default: an error with nothing to take out is not this file's
+            raise ConfigError(f"invalid configuration: {describe(e)}") from e
+        gone.append(".".join(loc))
+    return gone
 
 
 def defaults_toml() -> str:

@@ -441,11 +441,9 @@ class StateStore:
             return db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
 
     def check(self) -> None:
-        """Raise StateError unless the database and its rows are intact (used by tests and selftest)."""
-        with self._reading():
-            result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
-        if result != "ok":
-            raise StateError(f"the state database {self.path} is damaged: {result}")
+        """Raise StateError unless the database and its rows are intact and every stored setting is
+        valid under this release's rules (used by tests and selftest)."""
+        self.check_intact()
         stored, not_json = self._stored_settings()
         if not_json:
             raise StateError(f"stored settings are not valid: {', '.join(not_json)} not JSON")
@@ -453,6 +451,14 @@ class StateStore:
             Settings.model_validate(stored)
         except ValidationError as e:
             raise StateError(f"stored settings are not valid: {describe(e)}") from e
+
+    def check_intact(self) -> None:
+        """Raise StateError unless the database is whole and its paired units usable: what the unit
+        cannot start without (a setting it refuses falls back to its default, ``_load_settings``)."""
+        with self._reading():
+            result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise StateError(f"the state database {self.path} is damaged: {result}")
         if any(len(p.public_key) != 32 or not p.unit_id for p in self.peers()):
             raise StateError("a paired unit has no valid public key")
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 import tarfile
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -189,8 +191,8 @@ DAMAGED: dict[str, tuple[Damage, str]] = {
         ),
         "in a format this release",
     ),
-    "a broken configuration": (
-        lambda f, _: archive_of({**f, "config.toml": b"[camera]\nsource = 'sideways'\n"}),
+    "a configuration that is not TOML": (
+        lambda f, _: archive_of({**f, "config.toml": b"[camera\nsource = 'sideways'\n"}),
         "the backup's configuration cannot be used",
     ),
     "a configuration keeping the unit elsewhere": (
@@ -267,3 +269,66 @@ def test_links_left_in_the_data_folder_do_not_lead_the_restore_elsewhere(
     assert victim.read_text() == "root's file\n"
     key = target / "identity.key"
     assert not key.is_symlink() and key.read_bytes() == backup["identity.key"]
+
+
+def with_settings(state: bytes, tmp_path: Path, rows: dict[str, str]) -> bytes:
+    """``state`` with these raw settings rows, as an older release may have stored them."""
+    path = tmp_path / "edited.db"
+    path.write_bytes(state)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)", rows.items())
+    return path.read_bytes()
+
+
+def test_a_backup_from_another_release_brings_the_unit_back_with_what_this_one_takes(
+    backup: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name an older release took (a braille blank alone), a value it allowed and a key it had
+    but this release does not: the unit comes back as itself, those at their defaults and named."""
+    target = tmp_path / "new"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(fresh_image(target))
+    older = {
+        **backup,
+        "state.db": with_settings(
+            backup["state.db"], tmp_path, {"display_name": '"\u2800"', "volume": "900"}
+        ),
+        "config.toml": (
+            f"# the owner's notes\n[unit]\ndata_dir = '{target}'\n[camera]\nsource = 'sideways'\n"
+            "fps = 10.0\nretired_key = 1\n[web]\nport = 8123\n"
+        ).encode(),
+    }
+    saved = tmp_path / "emocall-backup.tar"
+    saved.write_bytes(archive_of(older))
+    assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 0
+    said = capsys.readouterr()
+    assert "restored Asha" in said.out
+    assert "does not take, now at their defaults: camera.source, camera.retired_key" in said.err
+    restored = load(config_file, environ={})
+    assert (restored.camera.fps, restored.camera.source, restored.web.port) == (10.0, "auto", 8123)
+    store = StateStore(target / "state.db")
+    try:
+        assert [p.name for p in store.peers()] == ["Bela"] and store.settings().volume == 80
+    finally:
+        store.close()
+
+
+def test_a_name_this_release_refuses_is_backed_up_as_the_name_in_effect(tmp_path: Path) -> None:
+    data = asha_paired_with_bela(tmp_path)
+    (data / "state.db").write_bytes(
+        with_settings((data / "state.db").read_bytes(), tmp_path, {"display_name": '"\u2800"'})
+    )
+    for journal in ("-wal", "-shm"):
+        (data / f"state.db{journal}").unlink(missing_ok=True)
+    archive = make_backup(data, "emocall 4821", None, tmp_path / "no.password")
+    target = tmp_path / "new"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(fresh_image(target))
+    (tmp_path / "emocall-backup.tar").write_bytes(archive)
+    assert cli.main(["--config", str(config_file), "restore", str(tmp_path / "emocall-backup.tar")]) == 0
+    store = StateStore(target / "state.db")
+    try:
+        store.check()  # every setting valid again
+        assert store.settings().display_name == "emocall 4821"
+    finally:
+        store.close()
