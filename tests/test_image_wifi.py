@@ -125,12 +125,20 @@ class Hotspot:
         say_seconds: int = 120,
         hostname: Path = Path("/etc/hostname"),
         radio_off: bool = False,
+        read_only: Path | None = None,
+        card_copy: Path | None = None,
     ) -> None:
         bin_dir, self.net = tmp_path / "bin", tmp_path / "net"
         tmp_path.mkdir(exist_ok=True)
         bin_dir.mkdir()
         self.net.mkdir()
-        for name, body in STAND_INS.items():
+        stand_ins = dict(STAND_INS)
+        if read_only:  # a file on a card gone read-only (root cannot remove it either)
+            stand_ins["rm"] = (
+                f'for a in "$@"; do [ "$a" != "{read_only}" ] || '
+                '{ echo "rm: Read-only file system" >&2; exit 1; }; done\nexec /bin/rm "$@"'
+            )
+        for name, body in stand_ins.items():
             (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
             (bin_dir / name).chmod(0o755)
         (self.net / "saved").write_text(saved)
@@ -146,6 +154,7 @@ class Hotspot:
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "HOME_NET": str(self.net),
             "EMOCALL_STATE_DIR": str(tmp_path),
+            "EMOCALL_CARD_COPY": str(card_copy or tmp_path / "no-copy"),
             "EMOCALL_HOTSPOT_PASSWORD": str(self.password),
             "EMOCALL_HOTSPOT_WAIT": "0",
             "EMOCALL_HOTSPOT_RETRY": "0",
@@ -289,6 +298,34 @@ def test_a_choice_that_does_not_work_leaves_the_network_saved_before(tmp_path: P
     assert "connection delete emocall-wifi" not in log and "connection delete emocall-wifi-new" in log
     assert "--wait 30 connection up home-uuid" in log and home.said()[-1] == "The network is back."
     assert "Root only" not in " ".join(log)
+
+
+def test_on_a_card_gone_read_only_the_choice_is_read_from_the_units_copy_and_each_tried_once(
+    tmp_path: Path,
+) -> None:
+    """The unit runs on its copy of a read-only card (appliance/card.py), so the page leaves the
+    choice there: the script looked on the card alone, and the unit never joined. A choice left on
+    the card before it went read-only cannot be removed: it is tried once, not every round."""
+    copy = tmp_path / "run" / "card-copy"
+    copy.mkdir(parents=True)
+    leave_request(tmp_path, "Old flat", "wrong horse")
+    home = Hotspot(tmp_path, "", read_only=tmp_path / REQUEST_FILE, card_copy=copy)
+    try:
+        deadline = time.monotonic() + 10
+        while "Could not join" not in " ".join(home.said()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # ten more rounds of the loop
+        assert home.log().count("connection up emocall-wifi-new") == 1
+        (home.net / "router").touch()
+        leave_request(copy, "Home net", "correct horse")
+        assert home.script.wait(timeout=10) == 0, home.script.stderr.read() if home.script.stderr else ""
+    finally:
+        home.close()
+    assert home.log().count("connection up emocall-wifi-new") == 2
+    assert (tmp_path / REQUEST_FILE).exists() and not (copy / REQUEST_FILE).exists()
+    said = home.said()
+    assert sum("Could not join Old flat" in line for line in said) == 1
+    assert said[-1] == "Joined the network Home net."
 
 
 def test_the_hotspot_speaks_the_language_the_owner_chose(tmp_path: Path) -> None:

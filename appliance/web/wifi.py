@@ -1,7 +1,8 @@
 """The Wi-Fi page: the owner picks the network the unit joins (served on the setup hotspot too).
 
 The web service runs unprivileged, so it does not touch NetworkManager itself: it leaves the choice
-in ``DATA_DIR/wifi-request`` (mode 0600; the SSID, then the password, one per line), and the image's
+in ``DATA_DIR/wifi-request`` (mode 0600; the SSID, then the password, one per line; on a card gone
+read-only, ``DATA_DIR`` is the unit's copy in memory, where the script looks too), and the image's
 hotspot script (image-build/files/network/emocall-hotspot, root) hands it to NetworkManager, drops the
 hotspot and says whether the unit joined. That script acts only while the unit has no network: a
 choice made while it has one waits for the next start without one (after a move), and the page
