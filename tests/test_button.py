@@ -31,9 +31,10 @@ from appliance.identity import Identity
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
-from appliance.state import StateStore
+from appliance.state import Peer, StateStore
 from appliance.web.api import create_app
 from appliance.web.parts import build_parts
+from appliance.web.presence import ButtonPresence
 from appliance.web.server import WebServer
 from appliance.words.phrases import Phrases
 
@@ -503,3 +504,100 @@ def test_a_press_let_go_as_the_hold_time_runs_out_is_one_press(tmp_path: Path) -
         announcer.close()
         speaker.close()
     assert calls.reached == ["answer"]
+
+
+@contextmanager
+def bare_button(
+    tmp_path: Path, calls: ClosingForLong, peers: list[Peer] | None = None, held: bool = False, **options: Any
+) -> Iterator[tuple[Any, Announcer, EventBus]]:
+    """The button on a mock pin with the real announcer (into a WAV), over ``calls``; ``held``:
+    down already as the unit starts."""
+    speaker = WavSpeaker(tmp_path / "speaker.wav")
+    announcer = Announcer(speaker, Espeak(rate_wpm=450), Phrases("en"))
+    events = EventBus()
+    gpio = Button(17, pin_factory=MockFactory(), hold_time=HOLD, bounce_time=None)
+    if held:
+        gpio.pin.drive_low()
+    button = CallButton(gpio, calls, announcer, lambda: list(peers or []), events=events, **options)
+    try:
+        yield gpio, announcer, events
+    finally:
+        button.close()
+        announcer.close()
+        speaker.close()
+
+
+def tap(gpio: Any, seconds: float = 0.05) -> None:
+    gpio.pin.drive_low()
+    time.sleep(seconds)
+    gpio.pin.drive_high()
+
+
+def said_by(announcer: Announcer) -> list[str]:
+    assert announcer.wait_idle(20)
+    return [s.item.text for s in announcer.spoken]
+
+
+def test_a_press_a_waiting_page_takes_ends_the_choice_instead_of_calling(tmp_path: Path) -> None:
+    """The user hears "Bela?", then that a web page waits for the button, and presses: the page
+    took the press, and the choice's timer still called Bela."""
+    calls = ClosingForLong("idle")
+    presence = ButtonPresence()
+    peers = [
+        Peer(f"{i}" * 32, name, "192.0.2.1:8080", b"k" * 32, i) for i, name in enumerate(("Bela", "Chandra"))
+    ]
+    with bare_button(tmp_path, calls, peers, choice_seconds=0.3, presence=presence) as (gpio, announcer, _):
+        tap(gpio)
+        assert announcer.wait_idle(10)
+        presence.ask("page")
+        tap(gpio)
+        time.sleep(1.0)  # past the choice time
+        said = said_by(announcer)
+    assert presence.answer("page") == "present"
+    assert calls.reached == [] and said == ["Bela?", "Cancelled."]
+
+
+def test_once_forgetting_has_begun_a_press_says_so_and_calls_nobody(tmp_path: Path) -> None:
+    """The natural reaction to "Forgetting everything" is a press to stop it: it called the one
+    paired unit, which was then told it is forgotten."""
+    calls = ClosingForLong("idle")
+    with bare_button(tmp_path, calls, [Peer("1" * 32, "Bela", "192.0.2.1:8080", b"k" * 32, 0)]) as (
+        gpio,
+        announcer,
+        events,
+    ):
+        events.publish("unit.forgetting", "forgetting everything this unit stored")
+        tap(gpio)
+        tap(gpio, HOLD + 0.3)
+        said = said_by(announcer)
+    assert calls.reached == []
+    assert said == ["Forgetting everything: paired units, settings, identity and recordings."] * 2
+
+
+def test_a_hold_as_a_call_closes_waits_for_idle_then_says_the_address(tmp_path: Path) -> None:
+    """A hold right after "The call failed." matched nothing and the user heard nothing."""
+    calls = ClosingForLong("failed")
+    asked: list[str] = []
+
+    def closed(timeout: float) -> None:
+        calls.state = "idle"
+
+    calls.wait_closed = closed  # type: ignore[method-assign]
+    with bare_button(tmp_path, calls, say_address=lambda: asked.append("address")) as (gpio, *_):
+        tap(gpio, HOLD + 0.3)
+        time.sleep(0.3)
+    assert asked == ["address"]
+
+
+def test_a_button_down_as_the_unit_starts_is_not_a_press_when_let_go(tmp_path: Path) -> None:
+    """A restart while the button was held: gpiozero saw no press, only the release, which counted
+    as one and called the one paired unit."""
+    calls = ClosingForLong("idle")
+    bela = Peer("1" * 32, "Bela", "192.0.2.1:8080", b"k" * 32, 0)
+    with bare_button(tmp_path, calls, [bela], held=True) as (gpio, announcer, _):
+        gpio.pin.drive_high()  # let go before the hold time
+        time.sleep(0.3)
+        assert said_by(announcer) == []
+        tap(gpio)  # the next press is one
+        time.sleep(0.3)
+    assert calls.reached == ["call"]

@@ -15,7 +15,11 @@
   choice; when idle it says the unit's address (``say_address``), for pairing by address without a
   sighted helper;
 - privacy (``privacy.py``): two quick presses in a call switch sharing of expressions; four long
-  presses in idle forget everything.
+  presses in idle forget everything; once that has begun, any press says so again and does nothing
+  else (a press to stop it would have called the unit about to be told it is forgotten);
+- a web page waiting for the owner's press (``presence``) takes a press in idle, and ends a choice
+  under way (its timer would have called the unit named last);
+- a button already down as the unit starts (a restart while it was held) is not a press when let go.
 
 A button switched on in the configuration that cannot be opened is told (``button.unavailable``):
 the owner would otherwise press a dead button and hear nothing.
@@ -107,8 +111,11 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
+        self._forgetting = False
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
+        # gpiozero calls back on changes only: a button down now is first seen let go, as a press.
+        self._held = bool(button.is_pressed)
         button.when_pressed = self._pressed
         button.when_held = self._on_held
         button.when_released = self._released
@@ -117,6 +124,11 @@ class CallButton:
 
     def _on_event(self, event: Event) -> None:
         """A call placed or coming in ends a choice: its timer must not call out of a call."""
+        if event.topic == "unit.forgetting":
+            with self._lock:
+                self._forgetting = True
+                self._cancel_choice()
+            return
         if event.topic != "call.state":
             return
         state = str(event.data.get("state", ""))
@@ -147,7 +159,11 @@ class CallButton:
         self._submit(self._short_press)
 
     def _long_press(self, cancelled_choice: bool) -> None:
-        state = self._calls.state
+        if self._said_forgetting():
+            return
+        state = self._closed_state()
+        if state is None:
+            return
         if state in IN_PROGRESS:
             log.info("button held: hanging up (%s)", state)
             self._guard(self._calls.hangup)
@@ -158,14 +174,31 @@ class CallButton:
         elif state == "idle" and self._say_address is not None:
             self._say_address()
 
-    def _short_press(self) -> None:
+    def _said_forgetting(self) -> bool:
+        with self._lock:
+            forgetting = self._forgetting
+        if forgetting:
+            self._announcer.state("forgetting")
+        return forgetting
+
+    def _closed_state(self) -> str | None:
+        """The call state, once a call just over has closed (see the top); None when it has not
+        within ``ENDING_SECONDS`` (a relay's TURN can take longer), which is said."""
         state = self._calls.state
-        if state not in IN_PROGRESS and state != "idle":  # a call just over: see the top
+        if state not in IN_PROGRESS and state != "idle":
             self._calls.wait_closed(ENDING_SECONDS)
             state = self._calls.state
-            if state not in IN_PROGRESS and state != "idle":  # a relay's TURN can take longer
+            if state not in IN_PROGRESS and state != "idle":
                 self._announcer.state("still_closing")
-                return
+                return None
+        return state
+
+    def _short_press(self) -> None:
+        if self._said_forgetting():
+            return
+        state = self._closed_state()
+        if state is None:
+            return
         if state == "ringing":
             log.info("button: answering")
             self._calls.answer()
@@ -179,6 +212,10 @@ class CallButton:
             self._announcer.repeat_last()
         elif state == "idle":
             if self._presence is not None and self._presence.press():
+                with self._lock:
+                    cancelled = self._cancel_choice()
+                if cancelled:
+                    self._announcer.state("cancelled")
                 return
             self._offer_next()
 
