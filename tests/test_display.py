@@ -169,7 +169,20 @@ def test_a_language_without_a_font_falls_back_to_english(no_fonts: None) -> None
     screen = OffscreenScreen((W, H))
     display = Display(screen, EventBus(), Phrases("hi"), fps=30)
     try:
-        assert display.scene.state == "Ready"
+        assert display.scene.state == "Starting"
+    finally:
+        display.close()
+
+
+def test_the_screen_says_ready_only_once_the_unit_is() -> None:
+    """It showed "Ready" from the moment it opened: a unit whose start then failed, restarted
+    every few seconds by systemd, showed "Ready" all along to whoever helps its owner."""
+    events = EventBus()
+    display = Display(OffscreenScreen((W, H)), events, Phrases("en"), fps=30)
+    try:
+        assert display.scene.state == "Starting"
+        events.publish("unit.ready", "ready", name="Asha", address="192.0.2.5:8080")
+        assert display.scene.state == "Ready. Address 192.0.2.5:8080"
     finally:
         display.close()
 

@@ -60,7 +60,8 @@ class Display:
         self._period = 1.0 / fps
         self._lock = threading.Condition()
         self._version = self._shown = 0  # scene changes made / drawn and shown
-        self._scene = Scene(unit_name=unit_name, state=self._phrases.say("idle"))
+        # Not "Ready" until the unit says so: a start that fails (and is restarted) would show it.
+        self._scene = Scene(unit_name=unit_name, state=self._phrases.say("starting"))
         self._dirty = threading.Event()
         self._dirty.set()
         self._stop = threading.Event()
@@ -200,7 +201,7 @@ class Display:
     def _on_ready(self, event: Event) -> None:
         """The unit's name and address (at start-up, and again when the owner asks for the address)."""
         with self._lock:
-            was_idle = self._scene.state == self._idle()
+            was_idle = self._scene.state in (self._idle(), self._phrases.say("starting"))
             self._address = str(event.data.get("address") or self._address)
             changes: dict[str, Any] = {"unit_name": str(event.data.get("name") or self._scene.unit_name)}
             if was_idle:
