@@ -1582,7 +1582,9 @@ def test_a_unit_that_cannot_be_reached_is_said_so(
     a.engine.call("Bela")
     a.wait(call_over(a))
     assert said(asha) == ["Calling Bela.", "Bela cannot be reached right now."]
-    assert [e.data.get("cause") for e in a.seen if e.topic == "call.state"][-2] == UNREACHABLE
+    failed = [e.data for e in a.seen if e.topic == "call.state"][-2]
+    # Whom it was for: discovery checks that unit's announced address again (appliance/web/parts.py).
+    assert (failed.get("cause"), failed.get("unit_id")) == (UNREACHABLE, bela.unit_id)
     assert not [r for r in caplog.records if r.levelno >= logging.INFO and port in r.getMessage()]
 
 

@@ -111,6 +111,7 @@ def test_only_announcements_of_a_unit_id_and_name_are_listed_and_only_so_many() 
         "Upper id": os.urandom(16).hex().upper(),
         "Bela\u202eevil": "",
         "Be\u0085la": "",
+        "\u200d \u0301": "",  # nothing a page or the voice can show: listed as a blank entry
     }
     bad["x" * 41] = ""
     last = os.urandom(16).hex()

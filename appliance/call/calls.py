@@ -187,6 +187,8 @@ class CallFlow:
 
     async def _dial(self) -> None:
         name = self.remote_name
+        # Whom a call that could not reach its unit was for: discovery checks its address again.
+        unit_id = self.peer.unit_id if self.peer else ""
         try:
             await self._offer(self._e.cfg.ring_seconds + 10)
         except Refused as e:
@@ -196,7 +198,9 @@ class CallFlow:
             else:
                 await self._finish("ended", f"{name} did not answer", reason=NOT_ANSWERED)
         except (SignallingError, TimeoutError, ValueError) as e:
-            await self._finish("failed", f"the call to {name} failed", reason=str(e), cause=_cause(e))
+            await self._finish(
+                "failed", f"the call to {name} failed", reason=str(e), cause=_cause(e), unit_id=unit_id
+            )
         except Exception as e:
             # aiortc can fail in ways it does not document; the unit must still end up idle.
             log.exception("a call failed unexpectedly")

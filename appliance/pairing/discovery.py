@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import ifaddr
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-from appliance.state import NAME_PATTERN
+from appliance.state import valid_name
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ SERVICE = "_emocall._tcp.local."
 # The most units listed at once: a LAN host can announce any number of them.
 MAX_SEEN = 64
 UNIT_ID = re.compile(r"[0-9a-f]{32}")
-NAME = re.compile(NAME_PATTERN)  # the display name's rule (appliance/state.py)
-MAX_NAME = 40
 
 
 class DiscoveryError(Exception):
@@ -113,6 +111,16 @@ class Discovery:
         with self._lock:
             return sorted(self._seen.values(), key=lambda u: u.name.casefold())
 
+    def recheck(self, unit_id: str) -> None:
+        """Hand ``unit_id``'s announcement to ``on_seen`` again: zeroconf tells of an announcement
+        only when it changes, so a check of a moved unit that failed once (a Wi-Fi blip) would
+        otherwise keep its old address until the unit restarts."""
+        with self._lock:
+            seen = [u for u in self._seen.values() if u.unit_id == unit_id]
+        if self._on_seen is not None:
+            for unit in seen:
+                self._on_seen(unit)
+
     def _on_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
@@ -175,7 +183,7 @@ def _seen_unit(info: ServiceInfo) -> SeenUnit | None:
     }
     addresses = info.parsed_addresses()
     unit_id, name = props.get("id", ""), props.get("name", "")
-    if not (UNIT_ID.fullmatch(unit_id) and len(name) <= MAX_NAME and NAME.fullmatch(name)):
+    if not (UNIT_ID.fullmatch(unit_id) and valid_name(name)):
         return None
     if not addresses or info.port is None:
         return None

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from appliance.call import UNREACHABLE
 from appliance.config import WebConfig
-from appliance.events import EventBus
+from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import PeerClient
 from appliance.pairing.codes import CodeGuard
@@ -72,6 +73,16 @@ class UnitParts:
         self.pairing.close()
 
 
+def recheck_when_unreachable(discovery: Discovery) -> Callable[[Event], None]:
+    """A call that could not reach a paired unit has discovery check its announced address again."""
+
+    def on_event(event: Event) -> None:
+        if event.topic == "call.state" and event.data.get("cause") == UNREACHABLE:
+            discovery.recheck(str(event.data.get("unit_id") or ""))
+
+    return on_event
+
+
 def follow_moves(pairing: Pairing) -> Callable[[SeenUnit], None]:
     """Keep a paired unit's address current when it moves (DHCP), once it proves it is there."""
 
@@ -105,6 +116,7 @@ def build_parts(
     if cfg.discovery:
         try:
             discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host, follow_moves(pairing))
+            events.subscribe(recheck_when_unreachable(discovery))
         except DiscoveryError as e:
             log.warning("%s; the pairing page will only take addresses typed by hand", e)
     return UnitParts(
