@@ -33,11 +33,23 @@ log = logging.getLogger(__name__)
 SEED = 1234
 
 
-def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
-    """Per-class weight (n_c / mean n)^-power from the soft target mass, capped at 10."""
+def class_weights(targets: np.ndarray, power: float, boost: dict[str, float] | None = None) -> np.ndarray:
+    """Per-class weight (n_c / mean n)^-power from the soft target mass, times ``boost`` of the
+    named classes, normalised to a mean of 1 per image, capped at 10."""
     mass = targets.sum(axis=0) + 1.0
     w = (mass / mass.mean()) ** -power
+    for name, factor in (boost or {}).items():
+        w[ferdata.LABELS.index(name)] *= factor
     return np.minimum(w / (w * mass).sum() * mass.sum(), 10.0).astype(np.float32)
+
+
+def parse_boost(text: str) -> tuple[str, float]:
+    """``fear=1.5`` -> ("fear", 1.5), for ``--boost``."""
+    name, _, factor = text.partition("=")
+    if name not in ferdata.LABELS or not factor:
+        names = ", ".join(ferdata.LABELS)
+        raise argparse.ArgumentTypeError(f"expected CLASS=FACTOR with CLASS one of {names}")
+    return name, float(factor)
 
 
 def runtime_cuts(split: ferdata.Split, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +74,7 @@ def training_set(
     degraded_power: float | None = None,
     cuts: tuple[np.ndarray, np.ndarray] | None = None,
     runtime_share: float = 0.0,
+    boost: dict[str, float] | None = None,
 ) -> tf.data.Dataset:
     """Shuffled batches of (augmented face, vote distribution, weight); ``strength`` scales the conditions.
 
@@ -72,14 +85,16 @@ def training_set(
     without moving the clean faces' decisions.
     ``cuts``: (``runtime_cuts``' crops, found) of ``split``; each epoch, ``runtime_share`` of the
     found faces are seen through their runtime cut instead of the FER2013 crop.
+    ``boost``: class weight multipliers by label (both exponents).
     """
     targets, usable = ferdata.soft_targets(split.votes)
     rows = np.flatnonzero(usable)[:limit]
     x, y = split.images[rows][..., None].astype(np.float32), targets[rows]
     bad_power = power if degraded_power is None else degraded_power
-    w = np.stack([y @ class_weights(y, power), y @ class_weights(y, bad_power)], axis=1)
-    log.info("training on %d images, class weights %s", len(x), np.round(class_weights(y, power), 2))
-    log.info("class weights on degraded faces %s", np.round(class_weights(y, bad_power), 2))
+    clean_w, bad_w = class_weights(y, power, boost), class_weights(y, bad_power, boost)
+    w = np.stack([y @ clean_w, y @ bad_w], axis=1)
+    log.info("training on %d images, class weights %s", len(x), np.round(clean_w, 2))
+    log.info("class weights on degraded faces %s", np.round(bad_w, 2))
     geometry = augment.geometry(SEED)
     # Faces with their cuts only when asked: the cuts double the faces' memory.
     faces = (x, cuts[0][rows][..., None].astype(np.float32), cuts[1][rows]) if cuts else x
@@ -278,6 +293,14 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="share of the faces seen as the runtime's detector and crop cut them (0: none)",
     )
+    p.add_argument(
+        "--boost",
+        type=parse_boost,
+        action="append",
+        default=[],
+        metavar="CLASS=FACTOR",
+        help="multiply one class's weight (repeatable), e.g. fear=1.5",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     keras.utils.set_random_seed(SEED)
@@ -296,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         args.degraded_weight_power,
         cuts,
         args.runtime_share,
+        dict(args.boost),
     )
     val = ferdata.load_split("val")
     if args.limit:

@@ -354,6 +354,27 @@ def test_degraded_faces_take_their_own_class_weights() -> None:
     assert 0.5 < degraded < 0.75
 
 
+@pytest.mark.train
+def test_boost_multiplies_one_class_weight_and_keeps_the_mean_weight(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--boost fear=2``: fear's weight doubles against the others', a face still weighs 1 on
+    average; a class that does not exist is refused by name."""
+    pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+    from quantize import train
+
+    y = np.eye(len(ferdata.LABELS), dtype=np.float32)[np.arange(400) % len(ferdata.LABELS)]
+    plain, boosted = train.class_weights(y, 0.5), train.class_weights(y, 0.5, {"fear": 2.0})
+    fear = ferdata.LABELS.index("fear")
+    ratio = boosted / plain
+    assert ratio[fear] == pytest.approx(2 * ratio[0])
+    assert np.allclose(np.delete(ratio, fear), ratio[0])
+    assert (y @ boosted).mean() == pytest.approx(1.0)
+    with pytest.raises(SystemExit):
+        train.main(["--boost", "fearful=2"])
+    assert "CLASS one of neutral" in capsys.readouterr().err
+
+
 def test_training_faces_are_cut_as_the_unit_cuts_them() -> None:
     """``frames.training_cuts``: faces pasted into frames, found by the runtime's Haar detector and
     cropped with the card's margin, come back as 48x48 crops of the same faces."""
