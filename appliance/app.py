@@ -67,8 +67,9 @@ PRUNE_SECONDS = 3600.0
 
 def outside_sandbox(data_dir: Path) -> None:
     """Raise StateError for a data folder the service may not write: under systemd the unit writes
-    only its StateDirectory (emocall.service), and any other folder reads as read-only, which would
-    pass for a dying memory card (the unit would run from a copy and ask for a new card)."""
+    only its state folder (``STATE_DIRECTORY``, emocall.service), and any other folder reads as
+    read-only, which would pass for a dying memory card (the unit would run from a copy and ask for
+    a new card)."""
     allowed = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if allowed and not data_dir.resolve().is_relative_to(Path(allowed).resolve()):
         raise StateError(

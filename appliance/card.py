@@ -24,7 +24,8 @@ from appliance.web.wifi import REQUEST_FILE
 log = logging.getLogger(__name__)
 
 # What the unit reads at a start, besides the database. Not its outputs (speaker WAV, screen PNG,
-# logs), nor what others keep there: lost+found (root's), lgpio's FIFO (the working directory).
+# logs), nor what others keep there: lost+found (root's), lgpio's FIFO (from a command run there;
+# the service's working directory is /run/emocall).
 READ_AT_START = ("identity.key*", FORGET_PENDING, f"{REQUEST_FILE}*")
 COPIED = ".copied"  # in the copy once it is whole: a start cut short copies again
 

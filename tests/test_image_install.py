@@ -23,6 +23,7 @@ from types import ModuleType
 import pytest
 
 from appliance.backup import make_backup
+from appliance.config import load
 
 from .conftest import CLIPS, need
 from .test_backup import asha_paired_with_bela
@@ -86,7 +87,9 @@ def test_the_service_user_has_its_groups_and_a_private_state_dir(root: Path) -> 
     groups = in_root(root, "id", "-nG", "emocall").stdout.split()
     assert {"emocall", "video", "gpio", "audio", "plugdev", "apex"} <= set(groups)
     state = root / "var/lib/emocall"
+    # The service's, with no StateDirectory= to make it so at each start (emocall.service).
     assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert in_root(root, "stat", "-c", "%U", "/var/lib/emocall").stdout.strip() == "emocall"
     shell = in_root(root, "getent", "passwd", "emocall").stdout.strip().split(":")[-1]
     assert shell == "/usr/sbin/nologin"
 
@@ -118,9 +121,12 @@ def test_the_units_are_installed_enabled_and_valid(root: Path) -> None:
     for command in ("usr/lib/raspberrypi-sys-mods/imager_custom", "usr/lib/userconf-pi/userconf"):
         assert os.readlink(root / command) == "/usr/lib/emocall/imager_custom.py"  # kept current
     unit = (root / "etc/systemd/system/emocall.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/var/lib/emocall", "UMask=0077"):
+    for line in ("Type=notify", "WatchdogSec=", "WorkingDirectory=/run/emocall", "UMask=0077"):
         assert line in unit
-    assert "StateDirectoryMode=0700" in unit
+    # Nothing that requires the state partition's mount (the image VM's `unmounted` check): a
+    # partition that did not mount failed the service before it could say so.
+    assert "ReadWritePaths=/var/lib/emocall" in unit and "After=" in unit
+    assert not re.search(r"^(StateDirectory|RequiresMountsFor|WorkingDirectory=/var)", unit, re.M)
     uid = in_root(root, "id", "-u", "emocall").stdout.strip()
     dropin = (root / "etc/systemd/system/emocall.service.d/10-audio.conf").read_text()
     assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in dropin
@@ -502,6 +508,18 @@ def test_first_boot_removes_imagers_secrets_even_when_a_setting_fails(
     assert (root / "etc/timezone").read_text() == "Europe/Lisbon\n"
     boot = root / "boot/firmware"
     assert not (boot / "userconf.txt").exists() and not (boot / "custom.toml").exists()
+
+
+def test_a_long_host_name_gives_the_unit_a_name_it_can_start_with(root: Path, first_boot: FirstBoot) -> None:
+    """Imager takes a host name of up to 63 letters, a unit's name has 40 at most: the whole of it
+    in unit.env stopped the unit at every start ("cannot start")."""
+    host = "grandmas-video-phone-in-the-living-room-by-the-tv"
+    result = first_boot({"custom.toml": f'[system]\nhostname = "{host}"\n'}, ())
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/hostname").read_text() == f"{host}\n"
+    name = (root / "etc/emocall/unit.env").read_text().removeprefix("EMOCALL_UNIT__NAME=").rstrip("\n")
+    assert name == "grandmas video phone in the living room"
+    assert load(None, environ={"EMOCALL_UNIT__NAME": name}).unit.name == name
 
 
 def test_first_boot_fails_when_the_unit_key_cannot_be_made(root: Path, first_boot: FirstBoot) -> None:

@@ -68,7 +68,8 @@ mic.close()' 2>&1)
 lgpio() {
   local out
   out=$(systemd-run --quiet --wait --pipe --collect -p User=emocall -p Group=emocall \
-    -p SupplementaryGroups="gpio" -p WorkingDirectory=/var/lib/emocall -p ProtectSystem=strict \
+    -p SupplementaryGroups="gpio" -p RuntimeDirectory=emocall-lgpio-check \
+    -p WorkingDirectory=/run/emocall-lgpio-check -p ProtectSystem=strict \
     -p ProtectHome=read-only -p PrivateTmp=yes -p NoNewPrivileges=yes -p ReadWritePaths=/var/lib/emocall \
     "$venv/bin/python" -c 'import lgpio, gpiozero.pins.lgpio as f, os
 print("lgpio", lgpio.LGPIO_PY_VERSION if hasattr(lgpio, "LGPIO_PY_VERSION") else "", f.LGPIOFactory.__name__,
@@ -243,6 +244,38 @@ card() {
   fi
 }
 
+# The state partition did not mount (fstab's nofail: a check that could not repair it, a card whose
+# partition is gone): the service still runs, finds the mark the image leaves under the mount point
+# and says it cannot start (appliance/card.py), where a mount it required (StateDirectory=) failed
+# it before it ran, in silence. Then the partition is mounted again and the service starts from it.
+unmounted() {
+  local i said=/run/emocall/cannot-start-said since line
+  systemctl stop emocall
+  rm -f "$said"
+  since=$(date +%s)
+  # Lazily: emocall's user manager (PipeWire) has its home, the partition, as working directory.
+  if line=$(umount --lazy /var/lib/emocall 2>&1 && systemctl mask --runtime var-lib-emocall.mount 2>&1); then
+    systemctl start emocall 2>/dev/null  # fails: the unit exits after saying it cannot start
+    for i in $(seq 90); do [ -e "$said" ] && break; sleep 1; done
+    line=$(journalctl -u emocall --since "@$since" --no-pager -o cat | grep -m1 "state partition is not mounted")
+    if [ -e "$said" ] && [ -n "$line" ]; then
+      check unmounted ok "the service ran and said it cannot start ${i} s after the start: $line"
+    else
+      check unmounted fail "$(systemctl show emocall -p ActiveState -p Result | tr '\n' ' '); $(journalctl -u emocall --since "@$since" -n 4 --no-pager | tr '\n' ' ')"
+    fi
+  else
+    check unmounted fail "could not unmount /var/lib/emocall: ${line//$'\n'/ }"
+  fi
+  # Whatever happened above: the partition mounted and the service running again, for what follows.
+  systemctl stop emocall
+  systemctl unmask --runtime var-lib-emocall.mount >/dev/null 2>&1
+  mountpoint -q /var/lib/emocall || mount /var/lib/emocall
+  systemctl reset-failed emocall
+  if ! systemctl start emocall; then
+    check unmounted fail "the service did not start again on the mounted partition"
+  fi
+}
+
 # The setup hotspot's sandbox (emocall-hotspot.service: ProtectSystem=strict, PrivateTmp and the
 # rest): its own unit runs, in place of the script (which exits at once on a network), each kind of
 # thing the script does there: routes, NetworkManager, Wi-Fi, its two writable folders, the voice.
@@ -290,6 +323,7 @@ clock
 memory_mounts
 bengali
 card
+unmounted
 echo SELFTEST
 as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
 echo
