@@ -53,7 +53,8 @@ class Restored:
     unit_id: str
     name: str
     made: str  # when the backup was made (UTC, as its manifest says)
-    # Configuration keys this release does not take (an older or newer release's), at their defaults.
+    # What another release stored and this one does not take (configuration keys, settings), now at
+    # their defaults.
     left_out: tuple[str, ...] = ()
 
 
@@ -84,20 +85,21 @@ def restore(archive: bytes, data_dir: Path, config_file: Path, *, replace: bool 
     pem = files[IDENTITY]
     if _unit_id(pem, f"the backup's {IDENTITY}") != manifest["unit_id"]:
         raise BackupError("the backup's identity key is not the unit its manifest names")
-    config_data, password_file, left_out = _checked_config(files, data_dir)
-    restored = Restored(manifest["unit_id"], manifest["name"], manifest["made"], tuple(left_out))
+    unit_id = manifest["unit_id"]
     key_file = data_dir / IDENTITY
     if key_file.exists() and key_file.read_bytes() != pem and not replace:
         raise BackupError(
             f"{data_dir} holds another unit's identity: forget everything on that unit first, "
             "or restore with --replace (the unit stopped)"
         )
-    _check_state(files[STATE_FILE], restored.unit_id)
+    config_data, password_file, left_out = _checked_config(files, data_dir)
+    state_data, refused = _checked_state(files[STATE_FILE], unit_id)
+    restored = Restored(unit_id, manifest["name"], manifest["made"], tuple(left_out + refused))
     staged: list[tuple[Path, Path]] = []  # (written beside, its place)
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         user = _service_user(data_dir)
-        writes = [(data_dir / STATE_FILE, files[STATE_FILE], 0o600, user)]
+        writes = [(data_dir / STATE_FILE, state_data, 0o600, user)]
         if config_data is not None:
             writes.append((config_file, config_data, 0o644, None))
         if PASSWORD in files and password_file is not None:
@@ -225,20 +227,26 @@ def _checked_config(files: dict[str, bytes], data_dir: Path) -> tuple[bytes | No
     return text.encode(), password, left_out
 
 
-def _check_state(data: bytes, unit_id: str) -> None:
+def _checked_state(data: bytes, unit_id: str) -> tuple[bytes, list[str]]:
     """The backup's database opened as the unit opens it, its rows whole and its identity the key's,
-    in a folder of this process's own (SQLite makes its journal files beside it)."""
+    in a folder of this process's own (SQLite makes its journal files beside it); the database to
+    write, less the settings this release refuses (another release's: their defaults apply, as at
+    every start, and the self-test's check passes), and their keys."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / STATE_FILE
         path.write_bytes(data)
         try:
             store = StateStore(path)
             try:
-                store.check_intact()  # a setting this release refuses falls back to its default
+                store.check_intact()
                 known = store.meta("unit_id")
+                refused = store.drop_refused_settings()
             finally:
-                store.close()
+                store.close()  # the last connection: its WAL is checkpointed into the file
         except StateError as e:
             raise BackupError(f"the backup's {STATE_FILE} cannot be used: {e}") from e
+        if refused:
+            data = path.read_bytes()
     if known not in (None, unit_id):
         raise BackupError(f"the backup's {STATE_FILE} belongs to another unit ({known})")
+    return data, [f"setting {key}" for key in refused]

@@ -242,8 +242,8 @@ def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
     print(f"restored {restored.name} ({made}) into {cfg.unit.data_dir}")
     if restored.left_out:
         print(
-            f"emocall: the backup's configuration had settings this release does not take, now at "
-            f"their defaults: {', '.join(restored.left_out)}",
+            f"emocall: the backup had settings this release does not take, now at their defaults: "
+            f"{', '.join(restored.left_out)}",
             file=sys.stderr,
         )
     return 0

@@ -8,6 +8,7 @@ variables ``EMOCALL_<SECTION>__<FIELD>`` override it, for tests and one-off runs
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from appliance.relay.address import bare_jid
 from appliance.state import DisplayName, describe, what_is_wrong
 
 DEVICE_CONFIG = Path("/etc/emocall/config.toml")
+TOML_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # written escaped in a TOML string
 ENV_PREFIX = "EMOCALL_"
 
 
@@ -376,10 +378,14 @@ def salvage(text: str, origin: str) -> tuple[Config, str, list[str]]:
             left_out += _leave_out(data, e)
     if not left_out:
         return restored, text, []
-    lines = [f"# Written by emocall restore: {', '.join(left_out)} left out (not taken by this release)"]
-    for section, fields in data.items():
+    # Quoted: a key's name in the file can hold anything a TOML string can, line breaks too.
+    lines = [f"# Written by emocall restore; left out, not taken by this release: {_toml_value(left_out)}"]
+    for section, fields in data.items():  # what is left are this release's own names
         lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in fields.items())]
-    return restored, "\n".join(lines) + "\n", left_out
+    written = "\n".join(lines) + "\n"
+    if Config.model_validate(tomllib.loads(written)) != restored:
+        raise ConfigError(f"{origin}: cannot be written back as this release reads it")
+    return restored, written, left_out
 
 
 def _leave_out(data: dict[str, Any], e: ValidationError) -> list[str]:
@@ -419,4 +425,7 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if value is None:
         return '""'
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + TOML_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + '"'

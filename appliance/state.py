@@ -452,6 +452,19 @@ class StateStore:
         except ValidationError as e:
             raise StateError(f"stored settings are not valid: {describe(e)}") from e
 
+    def drop_refused_settings(self) -> list[str]:
+        """Delete the stored settings this release refuses (not JSON, or a value another release
+        took): their defaults apply, as at every start, and ``check`` passes. Their keys."""
+        stored, refused = self._stored_settings()
+        try:
+            Settings.model_validate(stored)
+        except ValidationError as e:
+            refused += sorted({str(err["loc"][0]) for err in e.errors() if err["loc"]} - set(refused))
+        if refused:
+            with self.transaction() as db:
+                db.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in refused])
+        return refused
+
     def check_intact(self) -> None:
         """Raise StateError unless the database is whole and its paired units usable: what the unit
         cannot start without (a setting it refuses falls back to its default, ``_load_settings``)."""

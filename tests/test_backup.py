@@ -295,7 +295,8 @@ def test_a_backup_from_another_release_brings_the_unit_back_with_what_this_one_t
         ),
         "config.toml": (
             f"# the owner's notes\n[unit]\ndata_dir = '{target}'\n[camera]\nsource = 'sideways'\n"
-            "fps = 10.0\nretired_key = 1\n[web]\nport = 8123\n"
+            'fps = 10.0\nretired_key = 1\n"odd\\nkey" = 2\n[web]\nport = 8123\n'
+            '[call]\nice_servers = "stun:a.example:3478,\\nstun:b.example:3478"\n'
         ).encode(),
     }
     saved = tmp_path / "emocall-backup.tar"
@@ -303,12 +304,17 @@ def test_a_backup_from_another_release_brings_the_unit_back_with_what_this_one_t
     assert cli.main(["--config", str(config_file), "restore", str(saved)]) == 0
     said = capsys.readouterr()
     assert "restored Asha" in said.out
-    assert "does not take, now at their defaults: camera.source, camera.retired_key" in said.err
+    assert (
+        "does not take, now at their defaults: camera.source, camera.retired_key, camera.odd\nkey, "
+        "setting display_name, setting volume" in said.err
+    )
     restored = load(config_file, environ={})
     assert (restored.camera.fps, restored.camera.source, restored.web.port) == (10.0, "auto", 8123)
+    assert restored.call.ice_servers == "stun:a.example:3478,\nstun:b.example:3478"  # written back escaped
     store = StateStore(target / "state.db")
     try:
         assert [p.name for p in store.peers()] == ["Bela"] and store.settings().volume == 80
+        store.check()  # the self-test's check: the refused rows are gone, not only overridden
     finally:
         store.close()
 
