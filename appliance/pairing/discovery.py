@@ -111,16 +111,6 @@ class Discovery:
         with self._lock:
             return sorted(self._seen.values(), key=lambda u: u.name.casefold())
 
-    def recheck(self, unit_id: str) -> None:
-        """Hand ``unit_id``'s announcement to ``on_seen`` again: zeroconf tells of an announcement
-        only when it changes, so a check of a moved unit that failed once (a Wi-Fi blip) would
-        otherwise keep its old address until the unit restarts."""
-        with self._lock:
-            seen = [u for u in self._seen.values() if u.unit_id == unit_id]
-        if self._on_seen is not None:
-            for unit in seen:
-                self._on_seen(unit)
-
     def _on_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:

@@ -345,10 +345,12 @@ class Pairing:
         peer = self._claimed(unit_id, address)
         return peer is not None and self._proved(peer, address)
 
-    def follow_later(self, unit_id: str, address: str) -> None:
+    def follow_later(self, unit_id: str, address: str, again: bool = False) -> None:
         """:meth:`follow` for zeroconf's thread: the claim is counted at once, and its check (up to the
-        client's timeout, 5 s) runs on a worker of its own, so discovery goes on meanwhile."""
-        peer = self._claimed(unit_id, address)
+        client's timeout, 5 s) runs on a worker of its own, so discovery goes on meanwhile. ``again``:
+        check a claim checked within MOVE_CHECK_S once more (a call could not reach the unit at the
+        address it has); a new claim is held to the limits as ever."""
+        peer = self._claimed(unit_id, address, again)
         if peer is None:
             return
         try:
@@ -360,11 +362,11 @@ class Pairing:
         """Stop checking claimed moves (one under way ends with its request)."""
         self._checks.shutdown(wait=False, cancel_futures=True)
 
-    def _claimed(self, unit_id: str, address: str) -> Peer | None:
+    def _claimed(self, unit_id: str, address: str, again: bool = False) -> Peer | None:
         """The paired unit a claimed new address is to be checked for, or None (not paired, not new,
         or over the limits)."""
         peer = next((p for p in self._store.peers() if p.unit_id == unit_id), None)
-        if peer is None or peer.address == address or not self._may_check(unit_id, address):
+        if peer is None or peer.address == address or not self._may_check(unit_id, address, again):
             return None
         return peer
 
@@ -382,16 +384,15 @@ class Pairing:
         log.debug("%s moved from %s to %s", peer.name, peer.address, address)
         return True
 
-    def _may_check(self, unit_id: str, address: str) -> bool:
+    def _may_check(self, unit_id: str, address: str, again: bool = False) -> bool:
         now = time.monotonic()
         with self._lock:
             self._move_checked = {k: t for k, t in self._move_checked.items() if now - t < MOVE_CHECK_S}
             claims = sum(1 for unit, _ in self._move_checked if unit == unit_id)
-            if (
-                (unit_id, address) in self._move_checked
-                or claims >= MOVE_CLAIMS_PER_UNIT
-                or len(self._move_checked) >= MOVE_CLAIMS
-            ):
+            if (unit_id, address) in self._move_checked:
+                if not again:
+                    return False
+            elif claims >= MOVE_CLAIMS_PER_UNIT or len(self._move_checked) >= MOVE_CLAIMS:
                 return False
             self._move_checked[unit_id, address] = now
             return True

@@ -73,12 +73,17 @@ class UnitParts:
         self.pairing.close()
 
 
-def recheck_when_unreachable(discovery: Discovery) -> Callable[[Event], None]:
-    """A call that could not reach a paired unit has discovery check its announced address again."""
+def recheck_when_unreachable(discovery: Discovery, pairing: Pairing) -> Callable[[Event], None]:
+    """A call that could not reach a paired unit has its announced address checked again: zeroconf
+    tells of an announcement only when it changes, so a check that failed once (a Wi-Fi blip) kept
+    the old address until the unit restarted."""
 
     def on_event(event: Event) -> None:
-        if event.topic == "call.state" and event.data.get("cause") == UNREACHABLE:
-            discovery.recheck(str(event.data.get("unit_id") or ""))
+        if event.topic != "call.state" or event.data.get("cause") != UNREACHABLE:
+            return
+        for seen in discovery.units():
+            if seen.unit_id == event.data.get("unit_id"):
+                pairing.follow_later(seen.unit_id, seen.address, again=True)
 
     return on_event
 
@@ -116,7 +121,7 @@ def build_parts(
     if cfg.discovery:
         try:
             discovery = Discovery(me.unit_id, store.settings().display_name, cfg.host, follow_moves(pairing))
-            events.subscribe(recheck_when_unreachable(discovery))
+            events.subscribe(recheck_when_unreachable(discovery, pairing))
         except DiscoveryError as e:
             log.warning("%s; the pairing page will only take addresses typed by hand", e)
     return UnitParts(
