@@ -46,10 +46,16 @@ def class_weights(targets: np.ndarray, power: float, boost: dict[str, float] | N
 def parse_boost(text: str) -> tuple[str, float]:
     """``fear=1.5`` -> ("fear", 1.5), for ``--boost``."""
     name, _, factor = text.partition("=")
-    if name not in ferdata.LABELS or not factor:
+    try:
+        value = float(factor)
+    except ValueError:
+        value = math.nan
+    if name not in ferdata.LABELS or not 0 < value < math.inf:
         names = ", ".join(ferdata.LABELS)
-        raise argparse.ArgumentTypeError(f"expected CLASS=FACTOR with CLASS one of {names}")
-    return name, float(factor)
+        raise argparse.ArgumentTypeError(
+            f"expected CLASS=FACTOR with CLASS one of {names} and FACTOR a number above 0"
+        )
+    return name, value
 
 
 def runtime_cuts(split: ferdata.Split, out: Path) -> tuple[np.ndarray, np.ndarray]:

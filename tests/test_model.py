@@ -370,9 +370,10 @@ def test_boost_multiplies_one_class_weight_and_keeps_the_mean_weight(
     assert ratio[fear] == pytest.approx(2 * ratio[0])
     assert np.allclose(np.delete(ratio, fear), ratio[0])
     assert (y @ boosted).mean() == pytest.approx(1.0)
-    with pytest.raises(SystemExit):
-        train.main(["--boost", "fearful=2"])
-    assert "CLASS one of neutral" in capsys.readouterr().err
+    for wrong in ("fearful=2", "fear=0", "fear=-1", "fear=nan", "fear="):
+        with pytest.raises(SystemExit):
+            train.main(["--boost", wrong])
+        assert "CLASS one of neutral" in capsys.readouterr().err
 
 
 def test_training_faces_are_cut_as_the_unit_cuts_them() -> None:
