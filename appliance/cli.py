@@ -79,6 +79,10 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
         log.error("%s", e)
         say_cannot_start(cfg)
         return 1
+    except Exception:  # any other failure to start is said too: a traceback alone is silence
+        log.exception("the unit cannot start")
+        say_cannot_start(cfg)
+        return 1
     finally:
         service.stopping()
         appliance.close()
@@ -231,9 +235,16 @@ def cmd_restore(args: argparse.Namespace, cfg: config.Config) -> int:
         return 1
     target = args.config or config.DEVICE_CONFIG
     try:
-        restored = restore(args.backup.read_bytes(), cfg.unit.data_dir, target, replace=args.replace)
+        archive = args.backup.read_bytes()
     except OSError as e:
         print(f"emocall: cannot read the backup {args.backup}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        restored = restore(archive, cfg.unit.data_dir, target, replace=args.replace)
+    except OSError as e:
+        # The data folder is the service user's (mode 0700): root restores (first boot does).
+        hint = " (run it with sudo)" if isinstance(e, PermissionError) else ""
+        print(f"emocall: cannot restore into {cfg.unit.data_dir}: {e.strerror}{hint}", file=sys.stderr)
         return 1
     except BackupError as e:
         print(f"emocall: {e}", file=sys.stderr)

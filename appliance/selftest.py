@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 
 from appliance import platform
@@ -28,11 +29,14 @@ def check_camera(cfg: Config) -> PartReport:
     try:
         frame = source.read()
         h, w = frame.image.shape[:2]
-        return PartReport("camera", source.name, True, f"delivered a {w}x{h} frame")
+        report = PartReport("camera", source.name, True, f"delivered a {w}x{h} frame")
     except CameraError as e:
-        return PartReport("camera", source.name, False, f"opened but no frame: {e}")
-    finally:
+        report = PartReport("camera", source.name, False, f"opened but no frame: {e}")
+    try:
         source.close()
+    except CameraError as e:  # libcamera's stop can fail after a frame timeout: still a report
+        return PartReport("camera", source.name, False, f"{report.detail}; then it would not close: {e}")
+    return report
 
 
 def check_edgetpu() -> PartReport:
@@ -84,6 +88,8 @@ def check_audio(cfg: Config) -> PartReport:
 
     cards = platform.sound_cards()
     if backend_name(cfg.speech) == "alsa":
+        if shutil.which("aplay") is None:  # the unit plays through it (appliance/audio/alsa.py)
+            return PartReport("audio", "alsa", False, "no aplay (alsa-utils): the unit stays silent")
         return PartReport(
             "audio", "alsa", bool(cards), ", ".join(cards) or "no sound card: check the speaker"
         )
@@ -146,10 +152,14 @@ def check_button(cfg: Config) -> PartReport:
 
 
 def check_pairing(cfg: Config) -> PartReport:
-    from appliance.card import read_only
+    from appliance.card import check_mounted, read_only
     from appliance.state import STATE_FILE, StateError, StateStore
 
     path = cfg.unit.data_dir / STATE_FILE
+    try:
+        check_mounted(cfg.unit.data_dir)  # else "no state yet" for the folder under the mount point
+    except StateError as e:
+        return PartReport("pairing", "sqlite", False, str(e))
     if read_only(cfg.unit.data_dir):
         why = "the unit runs on a copy in memory and keeps no change: replace the card"
         return PartReport("pairing", "sqlite", False, f"{cfg.unit.data_dir} is read-only: {why}")

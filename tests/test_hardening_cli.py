@@ -185,6 +185,22 @@ def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
     assert not said.exists(), "said again at the next start"
 
 
+def test_a_web_address_that_does_not_resolve_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """waitress raises ValueError for a host name that does not resolve: it was not among the
+    failures that are said, so a typo in [web] host was a traceback and silence, every 15 s."""
+    said = tmp_path / "said.wav"
+    config = tmp_path / "config.toml"
+    speaker = f'[speech]\noutput = "wav"\nwav_file = "{said}"\n'
+    config.write_text(f'[web]\nhost = "no-such-host.invalid"\n{speaker}')
+    command = [*EMOCALL, "--config", str(config), "run", "--data-dir", str(tmp_path / "data")]
+    command += ["--source", "pattern", "--port", str(free_port())]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "cannot listen on no-such-host.invalid" in result.stderr and "check [web] host" in result.stderr
+    pcm, rate = read_wav(said)
+    assert np.abs(pcm).max() > 1000 and pcm.size / rate > 2, "nothing was said"
+
+
 def test_a_configuration_that_cannot_be_used_is_said_once_per_boot(tmp_path: Path) -> None:
     """A wrong value in the configuration file: `emocall run` stops before anything speaks, and
     systemd starts it again every 15 s. The unit says that it cannot start, once, with the speaker

@@ -151,6 +151,23 @@ def test_selftest_reports_the_state(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_bytes(b"this is not a database" * 100)
     report = selftest.check_pairing(cfg)
     assert not report.ok and "state database" in report.detail
+    # The root's folder under the state partition's mount point (the partition did not mount): it
+    # read "no state yet ... created at the first run", ok, while the unit said it cannot start.
+    under = tmp_path / "under"
+    under.mkdir()
+    (under / ".state-partition-not-mounted").touch()
+    report = selftest.check_pairing(config.load(None, {"unit": {"data_dir": str(under)}}, environ={}))
+    assert not report.ok and "state partition is not mounted" in report.detail, report
+
+
+def test_selftest_fails_the_speaker_without_aplay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit plays through aplay and is silent without it; the audio part read ok whenever the
+    kernel listed a sound card."""
+    from appliance import config, selftest
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    report = selftest.check_audio(config.load(None, {"speech": {"output": "alsa"}}, environ={}))
+    assert not report.ok and "no aplay" in report.detail, report
 
 
 def test_a_damaged_setting_falls_back_to_the_defaults_and_keeps_the_pairings(tmp_path: Path) -> None:

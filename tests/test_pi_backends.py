@@ -185,6 +185,16 @@ def test_stop_and_close_errors_become_a_camera_error_after_both_ran(
     assert "picamera2 stop failed: Camera is not started" in caplog.text
 
 
+def test_selftest_reports_a_camera_that_will_not_close_instead_of_a_traceback(picamera2: ModuleType) -> None:
+    """libcamera's stop can fail after a frame timeout: the close's CameraError, raised from a
+    ``finally``, replaced the report, and `emocall selftest` printed a traceback and no part."""
+    picamera2.PLAN["stop"] = "Camera frontend has timed out"
+    cfg = config.load(None, {"camera": {"source": "picamera2"}}, environ={})
+    report = selftest.check_camera(cfg)
+    assert not report.ok and "delivered a 640x480 frame; then it would not close" in report.detail, report
+    assert selftest.check_vision(cfg).part == "vision"  # its own frame, closed the same way
+
+
 def test_auto_prefers_a_usb_camera_by_its_stable_name(tmp_path: Path) -> None:
     (tmp_path / "usb-Logitech_C270_1234-video-index0").touch()
     (tmp_path / "usb-Logitech_C270_1234-video-index1").touch()  # metadata node, not for capture

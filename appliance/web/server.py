@@ -85,6 +85,8 @@ class WebServer:
             raise WebServerError(
                 f"cannot listen on {host}:{port}: {e.strerror} (is another emocall running?)"
             ) from e
+        except ValueError as e:  # waitress: a host name that does not resolve
+            raise WebServerError(f"cannot listen on {host}:{port}: {e} (check [web] host)") from e
         self.port = int(self._server.effective_port)  # waitress gives it as a string
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 
