@@ -573,15 +573,25 @@ def test_setup_renders_values_as_given_and_refuses_names_that_would_break_the_fi
         ("--turn-host", "turn&x"),
         ("--turn-host", "2001:db8::7"),  # aiortc cannot read it in a TURN URL: every call would fail
         ("--address", "1.2.3.4 x"),
+        # An IPv6 relay-ip gives no IPv4 relayed address, which units and browsers ask for.
+        ("--address", "fe80::1%eth0"),
+        ("--address", "2001:db8::5"),
     ):
         refused = setup(option, bad)
         assert refused.returncode == 2 and option in refused.stderr, (option, bad, refused.stderr)
     for option, good in (
         ("--turn-host", "turn.example.org."),
         ("--turn-host", "198.51.100.7"),
-        ("--address", "fe80::1%eth0"),
+        ("--address", "203.0.113.5"),
     ):
         assert setup(option, good).returncode == 0, (option, good)
+    # Run again without them (a new release, as the README says): the last run's options stay; a
+    # cloud relay that lost its --external-ip announced its private address and relayed nothing.
+    assert setup("--external-ip", "198.51.100.7/10.0.0.5").returncode == 0
+    assert setup().returncode == 0
+    coturn = (tmp_path / "out" / "turnserver.conf").read_text()
+    assert "listening-ip=203.0.113.5" in coturn and "external-ip=198.51.100.7/10.0.0.5" in coturn
+    assert "198.51.100.7" in (tmp_path / "out" / "relay.test.cfg.lua").read_text()  # the TURN host
     # certbot and Prosody spell host names in lower case: a capital made every step after them fail.
     args = ["Relay.TEST", "--render", str(tmp_path / "upper"), "--cert", str(cert), "--key", str(key)]
     assert subprocess.run(["bash", str(ROOT / "relay/setup"), *args], capture_output=True).returncode == 0
