@@ -103,7 +103,7 @@ def check_display(cfg: Config) -> PartReport:
     """A test picture drawn in each language the unit speaks, each in a font that has its letters."""
     from appliance.display.fonts import for_language
     from appliance.display.layout import Scene, draw
-    from appliance.display.select import has_drm
+    from appliance.display.select import connected_screens, has_drm
     from appliance.words.phrases import TEMPLATES, Phrases
 
     if cfg.display.backend == "off":
@@ -125,8 +125,12 @@ def check_display(cfg: Config) -> PartReport:
     if cfg.display.backend == "offscreen":
         return PartReport("display", "offscreen", not english, f"{drew}; PNG snapshots in the data dir")
     # The screen itself is not opened: the running service owns it.
-    detail = f"{drew}; DRM device present" if has_drm() else f"{drew}; no /dev/dri/card*: check the cable"
-    return PartReport("display", "kmsdrm", has_drm() and not english, detail)
+    if not has_drm():
+        return PartReport("display", "kmsdrm", False, f"{drew}; no /dev/dri/card*: check the cable")
+    screens = connected_screens()
+    if not screens:
+        return PartReport("display", "kmsdrm", False, f"{drew}; no screen connected: check the cable")
+    return PartReport("display", "kmsdrm", not english, f"{drew}; screen on {', '.join(screens)}")
 
 
 def check_button(cfg: Config) -> PartReport:

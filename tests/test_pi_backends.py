@@ -37,6 +37,7 @@ from appliance.camera.webcam import usb_cameras
 from appliance.controls.button import open_button
 from appliance.display import DisplayError
 from appliance.display.kmsdrm import KmsdrmScreen, buffer_surface
+from appliance.display.select import connected_screens
 from appliance.events import EventBus
 from appliance.vision import coral
 from appliance.vision.card import load_card
@@ -272,6 +273,19 @@ def test_a_screen_buffer_rounded_up_to_whole_pages_is_drawn_on() -> None:
     buffer_surface(buffer, (width, height), pitch).blit(picture, (0, 0))
     assert buffer[(height - 1) * pitch : (height - 1) * pitch + 3] == bytes([30, 20, 10])
     assert buffer[pitch * height :] == bytes(len(buffer) - pitch * height)
+
+
+def test_the_selftest_counts_only_connectors_with_a_screen_plugged_in(tmp_path: Path) -> None:
+    """A Pi has /dev/dri/card* with no screen on it: the display part read ok on the device alone.
+    The kernel's sysfs says, per connector, whether a screen is plugged in (as the running unit's
+    KmsdrmScreen finds "no connected screen")."""
+    for connector, status in (("card0-HDMI-A-1", "disconnected"), ("card0-HDMI-A-2", "connected")):
+        (tmp_path / connector).mkdir()
+        (tmp_path / connector / "status").write_text(f"{status}\n")
+    (tmp_path / "card0").mkdir()  # the device itself, no status
+    assert connected_screens(tmp_path) == ["HDMI-A-2"]
+    (tmp_path / "card0-HDMI-A-2" / "status").write_text("disconnected\n")
+    assert connected_screens(tmp_path) == []
 
 
 def test_a_missing_or_wrong_screen_device_says_what_to_check(tmp_path: Path) -> None:

@@ -25,8 +25,24 @@ log = logging.getLogger(__name__)
 DRI = Path("/dev/dri")
 
 
+DRM_CLASS = Path("/sys/class/drm")
+
+
 def has_drm(dri: Path = DRI) -> bool:
     return any(dri.glob("card*")) if dri.is_dir() else False
+
+
+def connected_screens(drm: Path = DRM_CLASS) -> list[str]:
+    """The connectors with a screen plugged in (``HDMI-A-1``), as the kernel tells without opening
+    the device (the running service holds it): a Pi has its DRM device with no screen too."""
+    found = []
+    for status in sorted(drm.glob("card*-*/status")):
+        try:
+            if status.read_text().strip() == "connected":
+                found.append(status.parent.name.split("-", 1)[1])
+        except OSError:  # a connector going away as it is read
+            continue
+    return found
 
 
 def open_screen(cfg: DisplayConfig, data_dir: Path) -> Screen:
