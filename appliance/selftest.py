@@ -21,7 +21,26 @@ class PartReport:
         return asdict(self)
 
 
-def check_camera(cfg: Config) -> PartReport:
+def running_unit(cfg: Config) -> dict[str, object] | None:
+    """The running unit's status, or None when no unit answers on this machine."""
+    from appliance.call.local import LocalUnitError, ask
+
+    try:
+        return ask(cfg.web.port, "/api/status")
+    except LocalUnitError:
+        return None
+
+
+def check_camera(cfg: Config, unit: dict[str, object] | None = None) -> PartReport:
+    """The camera: as the running unit (``unit``'s status) gets it, which holds it (a second opener
+    reads "in use", and took it from the unit for a moment), else opened here."""
+    if unit is not None:
+        active = str(unit.get("camera", "none"))
+        if active in ("pattern", "none") and cfg.camera.source != "pattern":
+            return PartReport(
+                "camera", active, False, "the running unit gets no frame: it shows the test pattern"
+            )
+        return PartReport("camera", active, True, f"the running unit's camera ({active}) delivers frames")
     try:
         source = select.open_source(cfg.camera, realtime=False)
     except CameraError as e:
@@ -58,11 +77,13 @@ def check_edgetpu() -> PartReport:
     return PartReport("edgetpu", "none", False, "; ".join(missing) + ": expressions run on the processor")
 
 
-def check_vision(cfg: Config) -> PartReport:
+def check_vision(cfg: Config, camera: bool = True) -> PartReport:
+    """The model loaded and run on a frame: the camera's, or the test pattern's (``camera`` False:
+    the running unit holds the camera)."""
     from appliance.vision import VisionError, selfcheck
 
     try:
-        backend, detail = selfcheck.check(cfg)
+        backend, detail = selfcheck.check(cfg, camera)
     except VisionError as e:
         return PartReport("vision", "none", False, f"emotions unavailable: {e}")
     return PartReport("vision", backend, True, detail)
@@ -226,10 +247,11 @@ def check_relay(cfg: Config) -> PartReport:
 
 
 def run(cfg: Config) -> list[PartReport]:
+    unit = running_unit(cfg)
     return [
-        check_camera(cfg),
+        check_camera(cfg, unit),
         check_edgetpu(),
-        check_vision(cfg),
+        check_vision(cfg, camera=unit is None),
         check_speech(cfg),
         check_audio(cfg),
         check_display(cfg),

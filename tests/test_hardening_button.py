@@ -189,6 +189,17 @@ def test_the_selftest_asks_the_running_unit_about_the_button_it_holds(unit: Appl
     assert report.ok and report.detail == "the running unit uses pin 17", report
 
 
+def test_the_selftest_takes_the_camera_as_the_running_unit_gets_it(unit: Appliance) -> None:
+    """The running unit holds the camera: the selftest opened it again (a Pi camera reads "in
+    use", a NO for a camera that works, and a call starting meanwhile lost its camera)."""
+    assert unit.web is not None
+    cfg = unit.config.model_copy(update={"web": WebConfig(port=unit.web.port)})
+    camera = selftest.check_camera(cfg, selftest.running_unit(cfg))
+    assert camera.ok and camera.detail == "the running unit's camera (pattern) delivers frames", camera
+    vision = selftest.check_vision(cfg, camera=False)
+    assert vision.ok and vision.detail.startswith("the test pattern (the running unit holds the camera)")
+
+
 BUTTON_DEAD = "The button is not working. Calls can still be made, answered and ended on the web page."
 
 

@@ -30,11 +30,16 @@ def _frame(cfg: Config) -> tuple[np.ndarray, str]:
             source.close()
 
 
-def check(cfg: Config) -> tuple[str, str]:
-    """The active backends and what happened; raises :class:`~appliance.vision.VisionError`."""
+def check(cfg: Config, camera: bool = True) -> tuple[str, str]:
+    """The active backends and what happened, on a camera frame (``camera``) or the test pattern;
+    raises :class:`~appliance.vision.VisionError`."""
     pipeline = open_pipeline(cfg.vision)
     try:
-        image, what = _frame(cfg)
+        if camera:
+            image, what = _frame(cfg)
+        else:
+            image = PatternSource(cfg.camera.width, cfg.camera.height).read().image
+            what = "the test pattern (the running unit holds the camera)"
         h, w = image.shape[:2]
         start = time.perf_counter()
         faces = pipeline.tracker.detector.detect(image)
