@@ -70,17 +70,20 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     appliance = Appliance(cfg, config.file_read(args.config))
     appliance.stop_on_signals()
     try:
-        appliance.start()
+        try:
+            appliance.start()
+        except Exception as e:  # any failure to start is said: a traceback alone is silence
+            if isinstance(e, cannot_start):
+                raise
+            log.exception("the unit cannot start")
+            say_cannot_start(cfg)
+            return 1
         service.ready(f"{cfg.unit.name} is ready")
         if (said := cannot_start_mark()) is not None:
             said.unlink(missing_ok=True)  # a later failure in this boot is said again
         appliance.wait(lambda: service.watchdog(appliance.responsive))
-    except cannot_start as e:
+    except cannot_start as e:  # at the start, or at a start again after "forget everything"
         log.error("%s", e)
-        say_cannot_start(cfg)
-        return 1
-    except Exception:  # any other failure to start is said too: a traceback alone is silence
-        log.exception("the unit cannot start")
         say_cannot_start(cfg)
         return 1
     finally:
@@ -140,7 +143,7 @@ def cannot_start_mark() -> Path | None:
 def cmd_selftest(args: argparse.Namespace, cfg: config.Config) -> int:
     from appliance import selftest
 
-    reports = selftest.run(cfg)
+    reports = selftest.run(cfg, ask_unit=getattr(args, "source", None) is None)
     if args.json:
         print(json.dumps({"version": __version__, "parts": [r.as_dict() for r in reports]}, indent=1))
     else:
@@ -270,7 +273,7 @@ def unit_running(cfg: config.Config) -> bool:
         and subprocess.run([systemctl, "is-active", "--quiet", "emocall"], check=False).returncode == 0
     ):
         return True
-    host = cfg.web.host if cfg.web.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    host = cfg.web.host if cfg.web.host != "0.0.0.0" else "127.0.0.1"  # noqa: S104
     try:
         with socket.create_connection((host, cfg.web.port), timeout=2):
             return True

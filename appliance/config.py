@@ -75,7 +75,10 @@ class CameraConfig(_Section):
 
 
 class WebConfig(_Section):
-    host: str = Field("0.0.0.0", description="Address the local web page and API listen on")  # noqa: S104
+    host: str = Field(
+        "0.0.0.0",  # noqa: S104
+        description="IPv4 address or host name the local web page and API listen on (0.0.0.0: every one)",
+    )
     port: int = Field(8080, ge=1, le=65535, description="Port of the local web page and API")
     discovery: bool = Field(True, description="Advertise this unit and look for others with mDNS")
     code_seconds: float = Field(120.0, gt=0, le=600, description="How long a pairing or owner code is valid")
@@ -84,6 +87,15 @@ class WebConfig(_Section):
     session_hours: float = Field(
         12.0, gt=0, le=720, description="How long a browser stays the owner after typing the unit's code"
     )
+
+    @field_validator("host")
+    @classmethod
+    def _ipv4(cls, host: str) -> str:
+        # The unit is found and reached over IPv4 (mDNS announces IPv4 addresses, and waitress
+        # listens on "::" for IPv6 alone): an IPv6 address left it unreachable, or stopped it.
+        if ":" in host:
+            raise ValueError("an IPv4 address or a host name (0.0.0.0 for every address), not IPv6")
+        return host
 
 
 SpokenEvents = Literal["quiet", "normal", "verbose"]

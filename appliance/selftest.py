@@ -32,8 +32,8 @@ def running_unit(cfg: Config) -> dict[str, object] | None:
 
 
 def check_camera(cfg: Config, unit: dict[str, object] | None = None) -> PartReport:
-    """The camera: as the running unit (``unit``'s status) gets it, which holds it (a second opener
-    reads "in use", and took it from the unit for a moment), else opened here."""
+    """The camera opened here; or, while a call holds it (``unit``: the running unit's status then),
+    as the unit gets it: a second opener reads "in use" for a camera that works."""
     if unit is not None:
         active = str(unit.get("camera", "none"))
         if active in ("pattern", "none") and cfg.camera.source != "pattern":
@@ -79,7 +79,7 @@ def check_edgetpu() -> PartReport:
 
 def check_vision(cfg: Config, camera: bool = True) -> PartReport:
     """The model loaded and run on a frame: the camera's, or the test pattern's (``camera`` False:
-    the running unit holds the camera)."""
+    the running unit's call holds the camera)."""
     from appliance.vision import VisionError, selfcheck
 
     try:
@@ -246,12 +246,18 @@ def check_relay(cfg: Config) -> PartReport:
     return PartReport("relay", "xmpp", state == "connected", f"{cfg.relay.jid}: {state}; online: {online}")
 
 
-def run(cfg: Config) -> list[PartReport]:
-    unit = running_unit(cfg)
+def run(cfg: Config, ask_unit: bool = True) -> list[PartReport]:
+    """Every part; ``ask_unit`` False (a camera named on the command line) opens the camera here
+    even while the running unit's call holds it."""
+    from appliance.call import IN_PROGRESS
+
+    unit = running_unit(cfg) if ask_unit else None
+    # The unit runs its camera only while a call is in progress: else it is free to open here.
+    holding = unit if unit is not None and unit.get("call") in IN_PROGRESS else None
     return [
-        check_camera(cfg, unit),
+        check_camera(cfg, holding),
         check_edgetpu(),
-        check_vision(cfg, camera=unit is None),
+        check_vision(cfg, camera=holding is None),
         check_speech(cfg),
         check_audio(cfg),
         check_display(cfg),

@@ -50,6 +50,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[camera]\nsource = 'kinect'\n", "camera.source: Input should be 'auto', 'picamera2'"),
         ("[web\n", "not valid TOML"),
         ("web = 3\n", "web: Input should be a valid dictionary"),
+        # waitress listens on "::" for IPv6 alone, and the unit is found and called over IPv4: it
+        # stopped in its mDNS announcement, or ran where nothing could reach it.
+        ("[web]\nhost = '::'\n", "web.host: an IPv4 address or a host name (0.0.0.0 for every address)"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from appliance import selftest
 from appliance.app import Appliance
 from appliance.config import WebConfig
+from appliance.identity import Identity
 from tests.conftest import appliance_config
 from tests.pairing_units import Unit
 from tests.talking import wait_spoken
@@ -189,15 +192,25 @@ def test_the_selftest_asks_the_running_unit_about_the_button_it_holds(unit: Appl
     assert report.ok and report.detail == "the running unit uses pin 17", report
 
 
-def test_the_selftest_takes_the_camera_as_the_running_unit_gets_it(unit: Appliance) -> None:
-    """The running unit holds the camera: the selftest opened it again (a Pi camera reads "in
-    use", a NO for a camera that works, and a call starting meanwhile lost its camera)."""
-    assert unit.web is not None
+def test_the_selftest_takes_the_camera_as_the_running_unit_gets_it_while_a_call_holds_it(
+    unit: Appliance,
+) -> None:
+    """The unit runs its camera while a call is in progress: the selftest opened it again then (a
+    Pi camera reads "in use": a NO for a camera that works). Out of a call it opens it itself."""
+    assert unit.web is not None and unit.store is not None and unit.call is not None
     cfg = unit.config.model_copy(update={"web": WebConfig(port=unit.web.port)})
-    camera = selftest.check_camera(cfg, selftest.running_unit(cfg))
+    idle = selftest.run(cfg)
+    assert idle[0].detail.startswith("delivered a "), idle[0]  # opened here
+    with socket.create_server(("127.0.0.1", 0)) as bela:  # takes the call's request, never answers
+        other = Identity(Ed25519PrivateKey.generate())
+        unit.store.add_peer(other.unit_id, "Bela", f"127.0.0.1:{bela.getsockname()[1]}", other.public_key)
+        unit.call.call("Bela")
+        try:
+            camera, _, vision = selftest.run(cfg)[:3]
+        finally:
+            unit.call.hangup()
     assert camera.ok and camera.detail == "the running unit's camera (pattern) delivers frames", camera
-    vision = selftest.check_vision(cfg, camera=False)
-    assert vision.ok and vision.detail.startswith("the test pattern (the running unit holds the camera)")
+    assert vision.ok and vision.detail.startswith("the test pattern (the running unit's call holds")
 
 
 BUTTON_DEAD = "The button is not working. Calls can still be made, answered and ended on the web page."

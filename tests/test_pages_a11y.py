@@ -459,4 +459,3 @@ def test_the_address_shown_is_one_of_this_machine() -> None:
     with socket.socket() as s:
         s.bind((host, 0))  # only an address of this machine can be bound
     assert unit_address("127.0.0.1", 5000) == "127.0.0.1:5000"
-    assert unit_address("fd00::2", 80) == "[fd00::2]:80"

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from zeroconf import ServiceInfo, Zeroconf
 
-from appliance.call.lan import free_port
 from appliance.pairing.discovery import MAX_SEEN, SERVICE, Discovery, DiscoveryError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,25 +43,6 @@ def test_units_find_each_other() -> None:
     finally:
         a.close()
         b.close()
-
-
-def test_a_unit_listening_on_every_ipv6_and_ipv4_address_advertises_its_addresses() -> None:
-    """``[web] host = "::"`` (every address, IPv4 too) was advertised as the address "::", which
-    socket.inet_aton refused: the unit stopped at every start, in silence."""
-    unit_id = os.urandom(16).hex()
-    try:
-        unit = Discovery(unit_id, "Asha", "::").start(free_port())
-    except DiscoveryError as e:
-        pytest.skip(f"no multicast here: {e}")
-    other = Zeroconf(interfaces=["127.0.0.1"])
-    try:
-        name = f"emocall-{unit_id[:12]}.{SERVICE}"
-        info = other.get_service_info(SERVICE, name, timeout=5000)
-        assert info is not None and info.parsed_addresses(), "not announced"
-        assert "::" not in info.parsed_addresses()
-    finally:
-        other.close()
-        unit.close()
 
 
 def listening(port: int) -> tuple[str, Discovery, Zeroconf]:

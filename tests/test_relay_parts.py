@@ -592,6 +592,10 @@ def test_setup_renders_values_as_given_and_refuses_names_that_would_break_the_fi
     coturn = (tmp_path / "out" / "turnserver.conf").read_text()
     assert "listening-ip=203.0.113.5" in coturn and "external-ip=198.51.100.7/10.0.0.5" in coturn
     assert "198.51.100.7" in (tmp_path / "out" / "relay.test.cfg.lua").read_text()  # the TURN host
+    # Said, and dropped when given empty (a relay whose private address changed).
+    again = setup("--address", "")
+    assert again.returncode == 0 and "--external-ip 198.51.100.7/10.0.0.5, as the last run" in again.stderr
+    assert "listening-ip" not in (tmp_path / "out" / "turnserver.conf").read_text()
     # certbot and Prosody spell host names in lower case: a capital made every step after them fail.
     args = ["Relay.TEST", "--render", str(tmp_path / "upper"), "--cert", str(cert), "--key", str(key)]
     assert subprocess.run(["bash", str(ROOT / "relay/setup"), *args], capture_output=True).returncode == 0

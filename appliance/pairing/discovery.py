@@ -42,7 +42,7 @@ class SeenUnit:
 
 def _addresses(host: str) -> list[str]:
     """The IPv4 addresses to advertise for a web server listening on ``host``."""
-    if host not in ("0.0.0.0", "::", ""):  # noqa: S104  (every address; "::" takes IPv4 too)
+    if host not in ("0.0.0.0", ""):  # noqa: S104
         return [host]
     found = [ip.ip for a in ifaddr.get_adapters() for ip in a.ips if isinstance(ip.ip, str)]
     # Loopback is useless to another unit unless nothing else is up (two units on one machine).

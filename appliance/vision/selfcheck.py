@@ -39,7 +39,7 @@ def check(cfg: Config, camera: bool = True) -> tuple[str, str]:
             image, what = _frame(cfg)
         else:
             image = PatternSource(cfg.camera.width, cfg.camera.height).read().image
-            what = "the test pattern (the running unit holds the camera)"
+            what = "the test pattern (the running unit's call holds the camera)"
         h, w = image.shape[:2]
         start = time.perf_counter()
         faces = pipeline.tracker.detector.detect(image)

@@ -11,14 +11,14 @@ import socket
 
 import ifaddr
 
-ANY = ("", "0.0.0.0", "::")  # noqa: S104
+ANY = ("", "0.0.0.0")  # noqa: S104  ([web] host is IPv4 or a name: appliance/config.py)
 ROUTE_PROBE = ("192.0.2.1", 9)  # TEST-NET-1 (RFC 5737): routed like any outside address; nothing is sent
 
 
 def unit_address(host: str, port: int) -> str:
     """``host:port`` another unit can reach: the listening address, or this machine's LAN address."""
     if host not in ANY:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"{host}:{port}"
     return f"{_lan_ipv4()}:{port}"
 
 
