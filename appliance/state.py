@@ -327,7 +327,7 @@ class StateStore:
         try:
             return Settings.model_validate({**self._defaults, **stored})
         except ValidationError as e:
-            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            bad = refused_keys(e)
             log.warning("stored settings are not valid (%s); using the defaults of %s", describe(e), bad)
             try:
                 return Settings.model_validate(
@@ -459,7 +459,7 @@ class StateStore:
         try:
             Settings.model_validate(stored)
         except ValidationError as e:
-            refused += sorted({str(err["loc"][0]) for err in e.errors() if err["loc"]} - set(refused))
+            refused += sorted(refused_keys(e))  # not-JSON ones are not in ``stored``
         if refused:
             with self.transaction() as db:
                 db.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in refused])
@@ -588,6 +588,11 @@ def describe(e: ValidationError) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{key}: {what_is_wrong(err)}")
     return "; ".join(parts)
+
+
+def refused_keys(e: ValidationError) -> set[str]:
+    """The settings ``e`` refuses, by key."""
+    return {str(err["loc"][0]) for err in e.errors() if err["loc"]}
 
 
 def what_is_wrong(err: ErrorDetails) -> str:
