@@ -151,6 +151,27 @@ def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
         node.close()
 
 
+def held_until(
+    go: threading.Event, incoming: Callable[[str, Signal, float | None], concurrent.futures.Future[Signal]]
+) -> Callable[[str, Signal, float | None], concurrent.futures.Future[Signal]]:
+    """``incoming`` with each message held until ``go`` is set (a link slower than the other)."""
+
+    def deliver(unit_id: str, signal: Signal, sent: float | None) -> concurrent.futures.Future[Signal]:
+        reply: concurrent.futures.Future[Signal] = concurrent.futures.Future()
+
+        def later() -> None:
+            go.wait(10)
+            try:
+                reply.set_result(incoming(unit_id, signal, sent).result(30))
+            except Exception as e:  # the reply's own failure, for the caller to see
+                reply.set_exception(e)
+
+        threading.Thread(target=later, daemon=True).start()
+        return reply
+
+    return deliver
+
+
 def connect(a: Node, b: Node) -> None:
     a.engine.call(b.name)
     a.wait(lambda: a.engine.state == "connected")
@@ -251,14 +272,32 @@ def test_two_units_calling_each_other_at_once_end_up_in_one_call(nodes: Callable
     a, b = nodes("Asha"), nodes("Bela")
     a.link(b)
     b.engine.dial = MemoryLink(b.me.unit_id, a.engine.incoming)
+    bela_calling = threading.Event()
+    # The calls cross: Asha's offer reaches Bela once Bela is calling (sent at once, it could
+    # arrive first on a loaded machine, and Bela's call was then an answer to a ringing call).
+    a.engine.dial = MemoryLink(a.me.unit_id, held_until(bela_calling, b.engine.incoming))
     for node in (a, b):
         node.store.update_settings({"auto_answer": False})
     a.engine.call("Bela")
     b.engine.call("Asha")
+    bela_calling.set()
     a.wait(lambda: a.engine.state == "connected" and b.engine.state == "connected")
     a.wait(lambda: a.frames >= 10 and b.frames >= 10)
     assert a.states() == b.states() == ["calling", "connected"]
     assert a.engine.status()["sessions_open"] == b.engine.status()["sessions_open"] == 1
+
+
+def test_calling_the_unit_whose_call_rings_here_answers_it(nodes: Callable[..., Node]) -> None:
+    """Bela presses "Call Asha" while Asha's call rings (the ring not heard): the call is taken,
+    not refused with "already ringing with Asha; hang up first"."""
+    a, b = nodes("Asha"), nodes("Bela")
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    a.engine.call("Bela")
+    b.wait(lambda: b.engine.state == "ringing")
+    b.engine.call("Asha")
+    b.wait(lambda: a.engine.state == "connected" and b.engine.state == "connected")
+    assert b.states() == ["ringing", "connected"]
 
 
 def test_without_auto_answer_it_rings_until_answered(nodes: Callable[..., Node]) -> None:

@@ -179,6 +179,11 @@ class CallFlow:
 
     async def place(self, peer: Peer) -> None:
         await self.last_call_closed()
+        if self.state == "ringing" and self.peer is not None and self.peer.unit_id == peer.unit_id:
+            # The owner calls the unit whose call rings here (their calls crossed, or they did not
+            # hear the ring): that call is the one they want, so it is taken, not refused.
+            self.answer()
+            return
         if self.state != "idle":
             raise CallError(f"already {self.state} with {self.remote_name}; hang up first")
         self._start(peer, caller=True)

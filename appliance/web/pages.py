@@ -288,9 +288,10 @@ def _call_pages(
             return render_status(problem(e))
         # Sent twice (a double press, a reload), the second found the call going and said "Error:
         # Already calling" over the call the first had placed: in a call with that unit, the page
-        # says its state; a call to another unit meanwhile is still refused, saying why.
+        # says its state (a call from it that rings here is answered); a call to another unit
+        # meanwhile is still refused, saying why.
         same = parts.call is not None and parts.call.in_call_with(to)
-        return act(lambda engine: engine.call(to), "", applies=CALL_OVER if same else None)
+        return act(lambda engine: engine.call(to), "", applies=(*CALL_OVER, "ringing") if same else None)
 
     @bp.post("/answer")
     @owner_page
