@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from appliance import platform
+from appliance.call.local import LocalUnitError, ask
 from appliance.camera import CameraError, select
 from appliance.config import Config
+
+# The running unit's status, or why it could not be asked. The self-test asks once and hands the
+# answer to each part: a unit that takes the connection and never answers cost the 10 s timeout
+# for every part that asked.
+Status = dict[str, object] | LocalUnitError
 
 
 @dataclass(frozen=True)
@@ -21,14 +28,12 @@ class PartReport:
         return asdict(self)
 
 
-def running_unit(cfg: Config) -> dict[str, object] | None:
-    """The running unit's status, or None when no unit answers on this machine."""
-    from appliance.call.local import LocalUnitError, ask
-
+def running_unit(cfg: Config) -> Status:
+    """The running unit's status, or why no unit on this machine answers."""
     try:
         return ask(cfg.web.port, "/api/status")
-    except LocalUnitError:
-        return None
+    except LocalUnitError as e:
+        return e
 
 
 def check_camera(cfg: Config, unit: dict[str, object] | None = None) -> PartReport:
@@ -154,24 +159,23 @@ def check_display(cfg: Config) -> PartReport:
     return PartReport("display", "kmsdrm", not english, f"{drew}; screen on {', '.join(screens)}")
 
 
-def check_button(cfg: Config) -> PartReport:
+def check_button(cfg: Config, unit: Status | None = None) -> PartReport:
     """The call button: as the running unit found it (it holds the pin, which cannot be opened twice),
-    else opened here."""
-    from appliance.call.local import LocalUnitError, ask
+    else opened here. ``unit``: the running unit's status (asked here when None)."""
     from appliance.controls import ControlError
     from appliance.controls.button import open_button
 
     if not cfg.button.enabled:
         return PartReport("button", "off", True, "switched off in the configuration")
     pin = f"pin {cfg.button.pin}"
-    try:
-        works = bool(ask(cfg.web.port, "/api/status").get("button"))
-    except LocalUnitError:
+    unit = running_unit(cfg) if unit is None else unit
+    if isinstance(unit, LocalUnitError):
         try:
             open_button(cfg.button.pin, cfg.button.hold_seconds).close()
         except ControlError as e:
             return PartReport("button", "gpiozero", False, str(e))
         return PartReport("button", "gpiozero", True, f"{pin} opened")
+    works = bool(unit.get("button"))
     detail = f"uses {pin}" if works else f"could not open {pin}: see its log"
     return PartReport("button", "gpiozero", works, f"the running unit {detail}")
 
@@ -214,18 +218,15 @@ def check_call(cfg: Config) -> PartReport:
         return PartReport("call", "aiortc", False, str(e))
 
 
-def check_web(cfg: Config) -> PartReport:
+def check_web(cfg: Config, unit: Status | None = None) -> PartReport:
     """Whether the running unit's page answers (the service serves it; selftest only asks)."""
-    from appliance.call.local import LocalUnitError, ask
-
-    try:
-        name = ask(cfg.web.port, "/api/status").get("name", "?")
-    except LocalUnitError as e:
-        return PartReport("web", "flask", False, str(e))
-    return PartReport("web", "flask", True, f"{name} answers on port {cfg.web.port}")
+    unit = running_unit(cfg) if unit is None else unit
+    if isinstance(unit, LocalUnitError):
+        return PartReport("web", "flask", False, str(unit))
+    return PartReport("web", "flask", True, f"{unit.get('name', '?')} answers on port {cfg.web.port}")
 
 
-def check_relay(cfg: Config) -> PartReport:
+def check_relay(cfg: Config, unit: Status | None = None) -> PartReport:
     """Calls between homes: the relay settings, and whether the running unit is connected to it."""
     if not cfg.relay.jid:
         return PartReport("relay", "none", True, "no relay ([relay] jid): calls stay in the home")
@@ -235,12 +236,10 @@ def check_relay(cfg: Config) -> PartReport:
         account(cfg.relay)
     except RelayError as e:
         return PartReport("relay", "xmpp", False, str(e))
-    from appliance.call.local import LocalUnitError, ask
-
-    try:
-        relay = ask(cfg.web.port, "/api/status").get("relay", {})
-    except LocalUnitError as e:
-        return PartReport("relay", "xmpp", False, f"settings readable; {e}")
+    unit = running_unit(cfg) if unit is None else unit
+    if isinstance(unit, LocalUnitError):
+        return PartReport("relay", "xmpp", False, f"settings readable; {unit}")
+    relay: Any = unit.get("relay") or {}
     state = relay.get("state", "unknown")
     online = ", ".join(relay.get("online", [])) or "no paired unit"
     return PartReport("relay", "xmpp", state == "connected", f"{cfg.relay.jid}: {state}; online: {online}")
@@ -251,9 +250,9 @@ def run(cfg: Config, ask_unit: bool = True) -> list[PartReport]:
     even while the running unit's call holds it."""
     from appliance.call import IN_PROGRESS
 
-    unit = running_unit(cfg) if ask_unit else None
+    unit = running_unit(cfg)
     # The unit runs its camera only while a call is in progress: else it is free to open here.
-    holding = unit if unit is not None and unit.get("call") in IN_PROGRESS else None
+    holding = unit if ask_unit and isinstance(unit, dict) and unit.get("call") in IN_PROGRESS else None
     return [
         check_camera(cfg, holding),
         check_edgetpu(),
@@ -261,9 +260,9 @@ def run(cfg: Config, ask_unit: bool = True) -> list[PartReport]:
         check_speech(cfg),
         check_audio(cfg),
         check_display(cfg),
-        check_button(cfg),
+        check_button(cfg, unit),
         check_pairing(cfg),
         check_call(cfg),
-        check_web(cfg),
-        check_relay(cfg),
+        check_web(cfg, unit),
+        check_relay(cfg, unit),
     ]

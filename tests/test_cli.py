@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from appliance import __version__, cli, config, selftest
 from appliance.audio.wav import read_wav
+from appliance.call import local
 from appliance.events import EventBus
 from appliance.speech.service import say_once
 from appliance.state import STATE_FILE, StateStore
@@ -96,6 +98,38 @@ def test_run_serves_status_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Asha is ready" in err
     gone = selftest.check_web(config.load(None, {"web": {"port": port}}, environ={}))
     assert not gone.ok and gone.detail.startswith(f"no unit answers on port {port}")
+
+
+def test_the_selftest_asks_a_unit_that_never_answers_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit that takes the connection and never answers (hung) cost the timeout once for each
+    part that asked it (web, button, relay: four asks); the self-test asks once and says so for each."""
+    monkeypatch.setattr(local, "TIMEOUT_SECONDS", 1.0)
+    hung = socket.create_server(("127.0.0.1", 0))
+    port = hung.getsockname()[1]
+    (tmp_path / "relay.password").write_text("secret\n")
+    settings = {
+        "unit": {"data_dir": str(tmp_path / "unit")},
+        "camera": {"source": "pattern"},
+        "web": {"port": port},
+        "button": {"enabled": True},
+        "relay": {"jid": "asha@relay.example", "password_file": str(tmp_path / "relay.password")},
+    }
+    asked: list[socket.socket] = []
+    try:
+        reports = {r.part: r for r in selftest.run(config.load(None, settings, environ={}))}
+        hung.settimeout(0.5)
+        asked.append(hung.accept()[0])  # the one connection the self-test made
+        with pytest.raises(TimeoutError):
+            asked.append(hung.accept()[0])
+    finally:
+        for conn in asked:
+            conn.close()
+        hung.close()
+    assert not reports["web"].ok and "timed out" in reports["web"].detail
+    assert reports["relay"].detail.startswith("settings readable; no unit answers")
+    assert reports["camera"].ok, reports["camera"]  # no call holds it: opened here
 
 
 def test_say_speaks_a_phrase_in_the_language_of_the_units_settings(tmp_path: Path) -> None:
