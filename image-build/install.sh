@@ -80,6 +80,8 @@ install_files() {
   imager_command /usr/lib/raspberrypi-sys-mods/imager_custom
   imager_command /usr/lib/userconf-pi/userconf
   install -D -m 0755 "$files/network/emocall-hotspot" /usr/lib/emocall/emocall-hotspot
+  # `sudo emocall selftest` and the other commands, as the service runs them (files/bin/emocall).
+  install -D -m 0755 "$files/bin/emocall" /usr/bin/emocall
   # Always this release's: a root from build.sh's cache holds the previous one (first boot replaces it
   # with the flasher's emocall.toml where there is one).
   install -D -m 0644 "$files/config.toml" /etc/emocall/config.toml

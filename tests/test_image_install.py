@@ -36,6 +36,7 @@ SCRIPTS = [
     IMAGE / "files/firstboot/emocall-firstboot",
     IMAGE / "files/firstboot/emocall-imager-fixup",
     IMAGE / "files/network/emocall-hotspot",
+    IMAGE / "files/bin/emocall",
     IMAGE / "pi-gen/stage-emocall/prerun.sh",
     IMAGE / "pi-gen/stage-emocall/00-emocall/00-run.sh",
 ]
@@ -191,26 +192,24 @@ def test_nothing_unit_specific_or_secret_is_left(root: Path) -> None:
 
 
 def test_selftest_runs_inside_the_installed_root(root: Path) -> None:
+    """`sudo emocall selftest`, as an owner's helper types it, runs as the service does (its user,
+    the name first boot wrote, its configuration); without root it says to use sudo."""
     clip = need(CLIPS / "single_face.mp4")
     shutil.copy(clip, root / "tmp/clip.mp4")
-    result = in_root(
-        root,
-        "runuser",
-        "-u",
-        "emocall",
-        "--",
-        "/opt/emocall/venv/bin/emocall",
-        "--config",
-        "/etc/emocall/config.toml",
-        "selftest",
-        "--json",
-        "--source",
-        "/tmp/clip.mp4",
-    )
+    names = root / "etc/emocall/unit.env"
+    names.write_text("EMOCALL_UNIT__NAME=Kitchen unit\n")  # as first boot writes it
+    try:
+        result = in_root(root, "emocall", "selftest", "--json", "--source", "/tmp/clip.mp4")
+        named = in_root(root, "emocall", "config")
+    finally:
+        names.unlink()
     report = {p["part"]: p for p in json.loads(result.stdout)["parts"]}
     assert report["camera"]["ok"], report["camera"]
     assert report["vision"]["ok"], report["vision"]
     assert report["speech"]["ok"], report["speech"]
+    assert json.loads(named.stdout)["unit"]["name"] == "Kitchen unit", named.stderr
+    refused = in_root(root, "runuser", "-u", "nobody", "--", "emocall", "selftest")
+    assert refused.returncode == 1 and "run it as root (sudo emocall selftest)" in refused.stderr
 
 
 def test_install_refuses_a_unit_after_its_first_boot(root: Path) -> None:

@@ -325,5 +325,6 @@ bengali
 card
 unmounted
 echo SELFTEST
-as_emocall "$venv/bin/emocall" --config /etc/emocall/config.toml selftest --json | tr -d '\n'
+# Through the command an owner's helper types (files/bin/emocall): the service's user and settings.
+emocall selftest --json | tr -d '\n'
 echo
