@@ -197,6 +197,7 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
         "Bela hears your expressions.",  # consent, said at connect
         "Call ended.",
         "Bela is calling. Press the button to answer.",
+        "Answering.",
         "Connected to Bela.",
         "Bela hears your expressions.",
         "No expression yet.",

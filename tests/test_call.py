@@ -238,14 +238,23 @@ def test_sharing_paused_stops_expressions_and_tells_the_other_unit(nodes: Callab
     assert [e.data["emotion"] for e in b.seen if e.topic == "remote.emotion"] == ["fear"]
 
 
-def test_a_third_unit_gets_busy(nodes: Callable[..., Node]) -> None:
+def test_a_third_unit_gets_busy_and_is_said_after_the_call(nodes: Callable[..., Node], ears: Any) -> None:
+    """Chen is told Bela is busy; Bela's owner hears that Chen tried once the call is over (they
+    never learnt of it), once, however often Chen tried."""
     a, b, c = nodes("Asha"), nodes("Bela"), nodes("Chen")
     a.link(b)
     c.link(b)
+    bela = ears(b.events, b.speaker)
     connect(a, b)
-    c.engine.call("Bela")
-    c.wait(lambda: c.states()[-2:] == ["busy", "idle"])
+    for _ in range(2):
+        c.engine.call("Bela")
+        c.wait(lambda: c.states()[-2:] == ["busy", "idle"])
+        c.seen.clear()
     assert b.engine.state == "connected"
+    assert "While you were busy, Chen tried to call." not in said(bela)  # not over the call
+    a.engine.hangup()
+    b.wait(lambda: "While you were busy, Chen tried to call." in said(bela))
+    assert said(bela).count("While you were busy, Chen tried to call.") == 1
 
 
 def test_unpairing_the_unit_in_the_call_ends_the_call(nodes: Callable[..., Node]) -> None:
@@ -1337,6 +1346,8 @@ def test_two_guests_offering_at_once_get_one_call_and_one_busy(
         bye = {**winner, "signal": {"kind": "bye"}}
         assert post(bye)[0] == 200
         unit.wait_state("idle")
+        loser = "Ravi" if winner is offers[0] else "Priya"  # its owner is told who tried
+        assert [e.data for e in unit.events.recent("call.tried")] == [{"peer": loser, "guest": True}]
     finally:
         guests.close()
 
@@ -1559,9 +1570,13 @@ def call_over(node: Node) -> Callable[[], bool]:
     return lambda: node.engine.state == "idle" and len(node.states()) > 1
 
 
-def test_a_ring_is_said_again_until_it_is_missed(nodes: Callable[..., Node], ears: Any) -> None:
+def test_a_ring_is_said_again_until_it_is_missed(
+    nodes: Callable[..., Node], ears: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bela's owner is in another room: the ring is said again, short, every 6 s, and a ring let out
-    says who called ("Missed call from Asha."), not a plain "Call ended."."""
+    says who called ("Missed call from Asha."), not a plain "Call ended.". Asha hears that her call
+    still rings there, not silence until "Bela did not answer."."""
+    monkeypatch.setattr(calls_module, "CALLING_AGAIN_SECONDS", 5.0)
     a, b = nodes("Asha"), nodes("Bela", ring_seconds=9)
     b.store.update_settings({"auto_answer": False})
     a.link(b)
@@ -1577,7 +1592,9 @@ def test_a_ring_is_said_again_until_it_is_missed(nodes: Callable[..., Node], ear
     first, again, missed = (s.started_at for s in bela.spoken)
     assert again - first == pytest.approx(calls_module.RING_AGAIN_SECONDS, abs=1.0)
     assert missed - first == pytest.approx(9, abs=1.0)
-    assert said(asha) == ["Calling Bela.", "Bela did not answer."]
+    assert said(asha) == ["Calling Bela.", "Still calling Bela.", "Bela did not answer."]
+    reminded = asha.spoken[1].started_at - asha.spoken[0].started_at
+    assert reminded == pytest.approx(5, abs=1.0)
 
 
 @pytest.mark.parametrize("owner", ["answers", "declines"])

@@ -47,6 +47,9 @@ QUIET_HEARTBEATS = 1.5  # a channel silent this many heartbeats at a hang-up get
 # caller's knowledge of this unit's clock is short by an answer's transit.
 CLOCK_SLACK_SECONDS = 2.0
 RING_AGAIN_SECONDS = 6.0  # how often a ring not yet answered is said again, short ("Asha is calling.")
+# How often a caller hears that the call still rings there ("Still calling Bela."): between "Calling
+# Bela." and the answer, or "Bela did not answer.", there was silence for up to 40 s.
+CALLING_AGAIN_SECONDS = 10.0
 # How long a bye that matched no call is kept for the offer it cancels (the offer's own wait at most).
 BYE_KEPT_SECONDS = 60.0
 
@@ -194,6 +197,7 @@ class CallFlow:
         name = self.remote_name
         # Whom a call that could not reach its unit was for: discovery checks its address again.
         unit_id = self.peer.unit_id if self.peer else ""
+        reminding = asyncio.get_running_loop().create_task(self._ringing_there(self.calls, name))
         try:
             await self._offer(self._e.cfg.ring_seconds + 10)
         except Refused as e:
@@ -210,6 +214,15 @@ class CallFlow:
             # aiortc can fail in ways it does not document; the unit must still end up idle.
             log.exception("a call failed unexpectedly")
             await self._finish("failed", f"the call to {name} failed", reason=str(e))
+        finally:
+            reminding.cancel()
+
+    async def _ringing_there(self, call: int, name: str) -> None:
+        """Until the call is answered: ``call.ring`` (caller) every CALLING_AGAIN_SECONDS."""
+        while True:
+            await asyncio.sleep(CALLING_AGAIN_SECONDS)
+            if self._still(call) and self.state == "calling" and self._answered_in != call:
+                self._e.events.publish("call.ring", "still calling", peer=name, guest=False, caller=True)
 
     async def _offer(self, timeout: float, resume: bool = False) -> None:
         assert self.peer is not None
@@ -296,6 +309,7 @@ class CallFlow:
             log.info("refused an offer whose bye came first")
             return Signal(kind="declined")
         if self.state != "idle":
+            self.tried(peer)
             return Signal(kind="busy")
         self._start(peer, caller=False)
         self._reoffer_number = signal.number  # the call's first offer: its re-offers and bye count on
@@ -421,6 +435,14 @@ class CallFlow:
                 self._lose("the connection of a re-offer did not open")
             else:
                 await self._finish("failed", f"the call with {self.remote_name} could not connect")
+
+    def tried(self, peer: Peer) -> None:
+        """``peer`` called while this unit was busy and was told so: the owner hears of it once the
+        call is over (``call.tried``), else they never learn that someone tried. Not for the call
+        in progress (its caller calling again)."""
+        if self.peer is not None and self.peer.unit_id == peer.unit_id:
+            return
+        self._e.events.publish("call.tried", "a call came while busy", peer=peer.name, guest=peer.guest)
 
     def answer(self) -> None:
         if self._ring is not None and not self._ring.done():

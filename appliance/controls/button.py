@@ -5,7 +5,7 @@
   press (a call coming in meanwhile ends the choice); two units of the same name are told apart by
   number, and the call goes to the unit named, by its id;
 - calling: a press says that the call still rings there, and how to stop it;
-- ringing: a press answers;
+- ringing: a press answers, saying so;
 - a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
   within a second): a press waits for idle and then does what it does there, to call back at once;
   one still closing after ``ENDING_SECONDS`` (a relay's TURN allocation) is said, not dropped;
@@ -201,6 +201,9 @@ class CallButton:
             return
         if state == "ringing":
             log.info("button: answering")
+            # Said at once: the call is "ringing" until its connection opens (up to seconds), and
+            # a press must never end in silence (a second press, too, is told it is being answered).
+            self._announcer.state("answering")
             self._calls.answer()
         elif state == "calling":
             with self._lock:

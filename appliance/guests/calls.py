@@ -113,13 +113,13 @@ class GuestLine:
         # Held until the engine has answered: a second guest's offer in the same instant would
         # otherwise be let in too, and take the line from the call the engine rings for.
         if not self._offering.acquire(blocking=False):
-            return self._busy()
+            return self._busy(invite)
         try:
             if body.call in self._cancelled:
                 # Its bye overtook it (the relay carries each request on a thread of its own).
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             if self._engine.state != "idle":
-                return self._busy()
+                return self._busy(invite)
             camera = sends_video(body.signal.sdp)
             call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             try:
@@ -177,7 +177,9 @@ class GuestLine:
             kept = [*kept[len(kept) - CANCELLED_KEPT + 1 :], (body.call, now + CANCELLED_SECONDS)]
             self._cancelled = dict(kept)
 
-    def _busy(self) -> tuple[Response, int]:
+    def _busy(self, invite: Invite) -> tuple[Response, int]:
+        """The guest is told the unit is busy; its owner hears who tried once the call is over."""
+        self._engine.flow.tried(guest_peer(invite))
         return jsonify(Signal(kind="busy").model_dump()), 409
 
     def _on_event(self, event: Event) -> None:

@@ -103,6 +103,7 @@ class Narrator:
         self._faults: set[str] = set()  # the parts (DESCRIBING) that cannot describe expressions now
         self._call_state = ""  # the last call.state ("" before the first)
         self._guest = False  # the call is with a guest, who never receives the owner's expressions
+        self._tried: list[str] = []  # who called while this unit was busy, said once the call is over
         self._ask_sharing = False
         self._has_button = False  # from unit.ready: whether the call button works
         self._level = LEVELS[verbosity]
@@ -117,6 +118,7 @@ class Narrator:
             "unit.ready": self._on_ready,
             "call.state": self._on_call,
             "call.ring": self._on_ring,
+            "call.tried": self._on_tried,
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,
@@ -144,6 +146,9 @@ class Narrator:
             part, works = DESCRIBING[event.topic]
             (self._faults.discard if works else self._faults.add)(part)
         unheard = self._note_speaker(event.topic)
+        if event.topic == "unit.forgetting":  # whoever tried to call is forgotten too
+            with self._lock:
+                self._tried.clear()
         handler = self._handlers.get(event.topic)
         if handler is not None:
             handler(event)
@@ -221,13 +226,34 @@ class Narrator:
             self._announcer.state(key, peer=peer)
         if state == "connected" and previous != "reconnecting":
             self._say_consent(peer, guest=self._guest)
+        if state == "idle":
+            self._say_tried()
 
     def _on_ring(self, event: Event) -> None:
-        """A call still rings: said again, short ("Asha is calling."), for an owner who may have
-        missed the first; not while anything is still being said, so repeats never pile up."""
-        if self._call_state == "ringing" and self._announcer.wait_idle(0):
-            key = "guest_calling" if event.data.get("guest") else "ringing_auto"
-            self._announcer.state(key, peer=str(event.data.get("peer") or ""))
+        """A call still rings: said again, short ("Asha is calling."; at the caller's end "Still
+        calling Asha."), for an owner who may have missed the first; not while anything is still
+        being said, so repeats never pile up."""
+        peer = str(event.data.get("peer") or "")
+        if event.data.get("caller"):
+            if self._call_state == "calling" and self._announcer.wait_idle(0):
+                self._announcer.state("still_ringing_there", peer=peer)
+        elif self._call_state == "ringing" and self._announcer.wait_idle(0):
+            self._announcer.state("guest_calling" if event.data.get("guest") else "ringing_auto", peer=peer)
+
+    def _on_tried(self, event: Event) -> None:
+        """Someone called while this unit was busy (told so): said once the unit is idle again."""
+        with self._lock:
+            peer = str(event.data.get("peer") or "")
+            if peer not in self._tried:
+                self._tried.append(peer)
+        if self._call_state == "idle":  # the call just over: no idle event is coming
+            self._say_tried()
+
+    def _say_tried(self) -> None:
+        with self._lock:
+            tried, self._tried = self._tried, []
+        for peer in tried:
+            self._announcer.state("tried_to_call", peer=peer)
 
     def _say_consent(self, peer: str, guest: bool = False) -> None:
         """Whether this side's expressions are described to the other, right after "Connected"."""
