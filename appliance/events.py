@@ -15,8 +15,9 @@ busy|reconnecting|lost, peer, reason} (reason "remote hang-up" when the other un
 answered" when it declined or let ring a call placed here, "missed" when a call here rang out or
 its caller gave up; a failed call's ``cause``, unreachable|not known, when it is known);
 ``call.ring`` {peer, guest, caller} (still ringing, every few seconds; caller: rings at the other end);
-``call.tried`` {peer, guest} (called while this unit was busy, and told so); ``remote.emotion`` {peer, emotion,
-confidence} (the other unit's user); ``remote.no_face`` {peer} (the other unit sees no face);
+``call.tried`` {peer, guest} (called while this unit was busy, and told so);
+``remote.emotion`` {peer, emotion, confidence} (the other unit's user); ``remote.no_face`` {peer}
+(the other unit sees no face);
 ``remote.sharing`` {peer, paused, reason} (reason "unavailable": their expressions cannot be
 described).
 
