@@ -42,6 +42,7 @@ from appliance.state import STATE_FILE, StateError, StateStore
 from appliance.vision.worker import VisionWorker
 from appliance.web.address import unit_address
 from appliance.web.api import create_app
+from appliance.web.owner import LISTENING
 from appliance.web.parts import UnitParts, build_parts
 from appliance.web.server import WebServer
 from appliance.web.wifi import wifi_blueprint
@@ -197,6 +198,7 @@ class Appliance:
             ]
             app = create_app(self.status, parts, blueprints + ([relay.blueprint()] if relay else []))
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
+            app.config[LISTENING] = self.web.host
             stack.callback(self.web.close)
             parts.serve_on(self.web.port)
             if relay:

@@ -203,11 +203,12 @@ def cmd_demo(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_call(args: argparse.Namespace, cfg: config.Config) -> int:
-    from appliance.call.local import LocalUnitError, ask
+    from appliance.call.local import LocalUnitError, ask, unit_host
 
     target = getattr(args, "target", None)
+    path, payload = ("/api/call", {"to": target}) if target else ("/api/hangup", {})
     try:
-        answer = ask(cfg.web.port, "/api/call" if target else "/api/hangup", {"to": target} if target else {})
+        answer = ask(cfg.web.port, path, payload, unit_host(cfg.web.host))
     except LocalUnitError as e:
         print(f"emocall: {e}", file=sys.stderr)
         return 1
@@ -273,9 +274,10 @@ def unit_running(cfg: config.Config) -> bool:
         and subprocess.run([systemctl, "is-active", "--quiet", "emocall"], check=False).returncode == 0
     ):
         return True
-    host = cfg.web.host if cfg.web.host != "0.0.0.0" else "127.0.0.1"  # noqa: S104
+    from appliance.call.local import unit_host
+
     try:
-        with socket.create_connection((host, cfg.web.port), timeout=2):
+        with socket.create_connection((unit_host(cfg.web.host), cfg.web.port), timeout=2):
             return True
     except OSError:
         return False

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from appliance import platform
-from appliance.call.local import LocalUnitError, ask
+from appliance.call.local import LocalUnitError, ask, unit_host
 from appliance.camera import CameraError, select
 from appliance.config import Config
 
@@ -31,7 +31,7 @@ class PartReport:
 def running_unit(cfg: Config) -> Status:
     """The running unit's status, or why no unit on this machine answers."""
     try:
-        return ask(cfg.web.port, "/api/status")
+        return ask(cfg.web.port, "/api/status", host=unit_host(cfg.web.host))
     except LocalUnitError as e:
         return e
 

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from appliance import __version__, cli, config, selftest
+from appliance.app import Appliance
 from appliance.audio.wav import read_wav
 from appliance.call import local
+from appliance.call.lan import host_address
 from appliance.events import EventBus
 from appliance.speech.service import say_once
 from appliance.state import STATE_FILE, StateStore
 
-from .conftest import CLIPS, need
+from .conftest import CLIPS, appliance_config, need
 from .test_speech import rms
 
 
@@ -98,6 +100,23 @@ def test_run_serves_status_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Asha is ready" in err
     gone = selftest.check_web(config.load(None, {"web": {"port": port}}, environ={}))
     assert not gone.ok and gone.detail.startswith(f"no unit answers on port {port}")
+
+
+def test_a_unit_listening_on_one_lan_address_still_answers_its_command_line(tmp_path: Path) -> None:
+    """With `[web] host` one LAN address the unit does not listen on loopback, where `emocall call`
+    and the self-test asked it ("no unit answers"); asked there, it took them for the LAN's."""
+    host = host_address()
+    if host.startswith("127."):
+        pytest.skip("this machine has no LAN address")
+    cfg = appliance_config(tmp_path / "asha", "Asha", web={"host": host})
+    unit = Appliance(cfg).start()
+    try:
+        web = selftest.check_web(cfg)
+        assert web.ok and web.detail.startswith("Asha answers"), web
+        assert "events" in selftest.running_unit(cfg)  # the unit's own status, not the LAN's
+        assert local.ask(cfg.web.port, "/api/hangup", {}, local.unit_host(host))["state"] == "idle"
+    finally:
+        unit.close()
 
 
 def test_the_selftest_asks_a_unit_that_never_answers_once(

@@ -162,6 +162,31 @@ def test_two_pages_waiting_at_once_are_both_refused(unit: Appliance) -> None:
     assert said(unit)[-1] == "Two web pages asked at once, so neither was let in. Type the code instead."
 
 
+def test_in_a_call_a_page_is_offered_the_code_alone_and_a_call_ends_every_wait(unit: Appliance) -> None:
+    """A page asking while a call is under way was offered the button, though a press then is for
+    the call ("Or press the button once..." said over it), and a page waiting as a call began took
+    the owner's first press after it, meant to call back."""
+    assert unit.web is not None and unit.call is not None and unit.store is not None
+    mute = socket.create_server(("127.0.0.1", 0))  # takes the call's connection, never answers
+    bela = Identity.load_or_create(unit.config.unit.data_dir / "bela.key")
+    unit.store.add_peer(bela.unit_id, "Bela", f"127.0.0.1:{mute.getsockname()[1]}", bela.public_key)
+    early, late = Browser(unit.web.port), Browser(unit.web.port)
+    try:
+        assert early.ask_for_code() == ["code", "button"]  # idle: the button too
+        unit.call.call("Bela")
+        assert late.ask_for_code() == ["code"]  # calling: the code alone
+        unit.call.hangup()
+        deadline = time.monotonic() + 10
+        while unit.call.state != "idle":
+            assert time.monotonic() < deadline, unit.call.state
+            time.sleep(0.1)
+    finally:
+        mute.close()
+    status, answer = early.send("POST", "/api/owner/button", {})
+    assert (status, answer["waiting"]) == (409, "expired"), answer  # its wait ended with the call
+    assert not [s for s in said(unit) if s.startswith("Or press the button")][1:]  # once, idle
+
+
 def test_without_a_button_only_the_code_is_offered(units: tuple[Unit, Unit]) -> None:
     a, _ = units
     browser = Browser(a.server.port)

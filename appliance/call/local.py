@@ -14,11 +14,20 @@ class LocalUnitError(Exception):
     """The running unit cannot be asked or refused; the message says what to do."""
 
 
-def ask(port: int, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST ``payload`` (GET without one) to this machine's unit; its JSON answer, or LocalUnitError."""
+def unit_host(listen: str) -> str:
+    """Where this machine's unit answers, given its ``[web] host``: loopback where it listens on
+    every address, else the one address (or name) it listens on."""
+    return "127.0.0.1" if listen == "0.0.0.0" else listen  # noqa: S104
+
+
+def ask(
+    port: int, path: str, payload: dict[str, Any] | None = None, host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """POST ``payload`` (GET without one) to this machine's unit at ``host`` (:func:`unit_host`);
+    its JSON answer, or LocalUnitError."""
     body = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
+        f"http://{host}:{port}{path}",
         body,
         # The unit answers its local control API only with this header (no web page can send it).
         {"Content-Type": "application/json", "X-Emocall-Local": "1"},

@@ -53,6 +53,7 @@ STALE_PAGE = "This page is out of date. Reload it and try again."
 EXTENSION = "emocall.sessions"
 HOSTS = "EMOCALL_HOSTS"  # app.config: this unit's own host names (besides any IP address)
 LOCAL_HEADER = "X-Emocall-Local"
+LISTENING = "emocall.listening"  # app.config: the one address the web server listens on, if one
 PEER_PATHS = ("/api/peer/", "/api/call/signal")
 SESSION_KEY = "owner"  # the cookie's key for the session token
 WAS_OWNER = "was_owner"  # the cookie's mark of a login, kept after it ends
@@ -244,11 +245,17 @@ def is_local_control() -> bool:
 
 
 def is_local() -> bool:
-    """A request from the unit itself (loopback): its command line and scripts."""
+    """A request from the unit itself: its command line and scripts. From loopback; or, where the
+    unit listens on one LAN address (``[web] host``) and so not on loopback, from that address,
+    which only this machine can send from (Linux drops a packet that comes in from outside with
+    one of the machine's own addresses as its source)."""
+    remote = request.remote_addr or ""
     try:
-        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+        if ipaddress.ip_address(remote).is_loopback:
+            return True
     except ValueError:
         return False
+    return remote == current_app.config.get(LISTENING)
 
 
 def owner_only(view: Callable[P, R]) -> Callable[P, R]:

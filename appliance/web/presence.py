@@ -7,7 +7,9 @@ page's "I pressed the button"). Someone on the LAN could ask at the same moment 
 so a press while two browsers wait confirms neither: both are told to type the code instead. And
 anyone on the LAN could ask while the owner is about to press for a call: so the unit says, after the
 code, that a press would let a web page in (``owner.waiting``), and says so when one was let in
-(``owner.present``).
+(``owner.present``). Only while the unit is idle: in a call a press answers, repeats or hangs up,
+so a page asking then is offered the code alone, and a call beginning ends every wait (the owner's
+first press after the call, to call back, was taken for a page that had asked meanwhile).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Literal
 
 from flask import session
 
-from appliance.events import EventBus
+from appliance.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +49,37 @@ class ButtonPresence:
         self._present: dict[str, float] = {}  # browser token confirmed by a press -> until when
         self._contested: dict[str, float] = {}  # browsers that waited together when it was pressed
         self.has_button = False  # set while the unit's button works (appliance/controls/button.py)
+        self._idle = True  # no call in progress or closing (call.state)
+        if events is not None:
+            events.subscribe(self._on_event)
 
     @staticmethod
     def new_token() -> str:
         return secrets.token_urlsafe(16)
 
-    def ask(self, token: str) -> None:
-        """The browser with ``token`` waits for a press (replacing its own earlier wait)."""
+    def ask(self, token: str) -> bool:
+        """The browser with ``token`` waits for a press (replacing its own earlier wait); False, and
+        no wait, while a call is in progress."""
         with self._lock:
             self._expire()
+            if not self._idle:
+                return False
             self._waiting[token] = self._clock() + self._ttl_s
             self._present.pop(token, None)
             self._contested.pop(token, None)
         self._publish("owner.waiting", "A web page waits for the button")
+        return True
+
+    def _on_event(self, event: Event) -> None:
+        if event.topic != "call.state":
+            return
+        with self._lock:
+            self._idle = event.data.get("state") == "idle"
+            if not self._idle and self._waiting:
+                log.info(
+                    "a call began: the %d page(s) waiting for the button must ask again", len(self._waiting)
+                )
+                self._waiting.clear()
 
     def press(self) -> bool:
         """The button was pressed: True when a browser was waiting (the press is taken for that)."""
@@ -112,8 +132,7 @@ def ask_for_button(presence: ButtonPresence) -> list[str]:
     token = session.get(SESSION_KEY)
     if not isinstance(token, str):
         token = session[SESSION_KEY] = ButtonPresence.new_token()
-    presence.ask(token)
-    return ["code", "button"]
+    return ["code", "button"] if presence.ask(token) else ["code"]
 
 
 def button_answer(presence: ButtonPresence, spend: bool = True) -> Answer:

@@ -88,6 +88,7 @@ class WebServer:
         except ValueError as e:  # waitress: a host name that does not resolve
             raise WebServerError(f"cannot listen on {host}:{port}: {e} (check [web] host)") from e
         self.port = int(self._server.effective_port)  # waitress gives it as a string
+        self.host = str(self._server.effective_host)  # the address it listens on, a name resolved
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 
     def start(self) -> WebServer:
