@@ -257,6 +257,24 @@ def test_a_third_unit_gets_busy_and_is_said_after_the_call(nodes: Callable[..., 
     assert said(bela).count("While you were busy, Chen tried to call.") == 1
 
 
+def test_once_forgetting_everything_has_begun_no_call_rings(nodes: Callable[..., Node]) -> None:
+    """A call rang while "forget everything" ran, where every press only said "Forgetting
+    everything", until the unpairing hung it up: the ring is declined, and a later call is busy."""
+    a, b = nodes("Asha"), nodes("Bela")
+    b.store.update_settings({"auto_answer": False})
+    a.link(b)
+    a.engine.call("Bela")
+    b.wait(lambda: b.engine.state == "ringing")
+    b.events.publish("unit.forgetting", "forgetting everything this unit stored")
+    a.wait(call_over(a))
+    b.wait(call_over(b))
+    rang = b.states().count("ringing")
+    a.engine.call("Bela")
+    a.wait(lambda: a.states()[-2:] == ["busy", "idle"])
+    assert b.states().count("ringing") == rang == 1
+    assert not b.events.recent("call.tried")  # nobody to tell: the unit is being forgotten
+
+
 def test_unpairing_the_unit_in_the_call_ends_the_call(nodes: Callable[..., Node]) -> None:
     """Bela's owner unpairs Asha mid-call: a unit no longer trusted is not kept on the line (as a
     guest's call ends when its invite is withdrawn). Both sides end the call, and no more of Asha's

@@ -82,6 +82,9 @@ class CallFlow:
         self._deadline = 0.0
         # unit id -> (the offer its bye cancelled, until when): the bye came before the offer here
         self._cancelled: dict[str, tuple[int, float]] = {}
+        # False once "forget everything" has begun: a call then would ring where every press only
+        # says "Forgetting everything", until the unpairing hung it up.
+        self.taking_calls = True
         self._last_seq = -1
         self._answered_in = 0  # the number of the last call this unit placed that was answered
         self._byes: set[asyncio.Task[None]] = set()  # byes sent beside a call's end (held: weak refs)
@@ -308,6 +311,9 @@ class CallFlow:
         if self._was_cancelled(peer, signal):
             log.info("refused an offer whose bye came first")
             return Signal(kind="declined")
+        if not self.taking_calls:
+            log.info("refused a call: this unit is forgetting everything")
+            return Signal(kind="busy")
         if self.state != "idle":
             self.tried(peer)
             return Signal(kind="busy")

@@ -246,11 +246,19 @@ class CallEngine:
             # Not while a part is down either: the worker goes on reading the "no camera" pattern,
             # and its "no face" would tell the other side the owner walked away.
             self._loop.call_soon_threadsafe(self._send_vision, event)
+        elif event.topic == "unit.forgetting":
+            asyncio.run_coroutine_threadsafe(self._forgetting(), self._loop)
         elif event.topic == "pairing.removed":
             # The event names the unit only by its name, which two units may share: the paired
             # units left say whether the call's was the one removed.
             paired = {peer.unit_id for peer in self._peers()}
             self._unpairing = asyncio.run_coroutine_threadsafe(self._end_unpaired(paired), self._loop)
+
+    async def _forgetting(self) -> None:
+        """No call is taken from now on, and a ringing one is declined (see CallFlow.taking_calls)."""
+        self.flow.taking_calls = False
+        if self.flow.state == "ringing":
+            await self.flow.hang_up()
 
     async def _end_unpaired(self, paired: set[str]) -> None:
         """A unit no longer trusted is not kept on the line: its call ends, as a guest's does when
