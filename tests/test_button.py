@@ -236,7 +236,7 @@ def test_long_press_when_idle_says_the_address(tmp_path: Path, host: str) -> Non
         assert unit.said() == [
             f"This unit's address is 192 dot 168 dot 1 dot 20, port {unit.port}."
             if host != "127.0.0.1"
-            else "No network right now, so this unit has no address."
+            else "This unit has no address on a network right now."
         ]
         assert unit.states == []
     finally:

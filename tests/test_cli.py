@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flask import Flask
 
 from appliance import __version__, cli, config, selftest
 from appliance.app import Appliance
@@ -21,6 +22,7 @@ from appliance.call.lan import host_address
 from appliance.events import EventBus
 from appliance.speech.service import say_once
 from appliance.state import STATE_FILE, StateStore
+from appliance.web import owner
 
 from .conftest import CLIPS, appliance_config, need
 from .test_speech import rms
@@ -117,6 +119,18 @@ def test_a_unit_listening_on_one_lan_address_still_answers_its_command_line(tmp_
         assert local.ask(cfg.web.port, "/api/hangup", {}, local.unit_host(host))["state"] == "idle"
     finally:
         unit.close()
+
+
+@pytest.mark.parametrize("listening", ["0.0.0.0", "192.0.2.7"])
+def test_only_loopback_and_the_one_address_listened_on_are_the_units_own(listening: str) -> None:
+    """A request that came through the relay has 0.0.0.0 for its remote address, which is also what
+    a unit listening on every address (the default) listens on: never the unit's own."""
+    app = Flask(__name__)
+    app.config[owner.LISTENING] = listening  # as appliance/app.py sets it from the web server
+    own = {"127.0.0.1": True, "0.0.0.0": False, "192.0.2.7": listening == "192.0.2.7", "192.0.2.8": False}
+    for remote, is_own in own.items():
+        with app.test_request_context("/api/call", environ_base={"REMOTE_ADDR": remote}):
+            assert owner.is_local() is is_own, remote
 
 
 def test_the_selftest_asks_a_unit_that_never_answers_once(

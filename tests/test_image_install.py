@@ -419,6 +419,27 @@ def test_first_boot_restores_a_backup_from_the_boot_partition(
     assert not (boot / "emocall-backup.tar").exists()
 
 
+def test_sudo_emocall_restore_restores_for_the_service_user(
+    root: Path, first_boot: FirstBoot, tmp_path: Path
+) -> None:
+    """`sudo emocall restore` (the CLI's own hint) ran as the service's user, who may not write the
+    configuration file: the restore could never succeed. It runs as root, as first boot's does.
+    (``first_boot`` puts the root back as the image ships it afterwards.)"""
+    archive, key = backup_of_asha(tmp_path)
+    (root / "tmp/backup.tar").write_bytes(archive)
+    try:
+        result = in_root(root, "emocall", "restore", "/tmp/backup.tar")
+    finally:
+        (root / "tmp/backup.tar").unlink()
+    assert result.returncode == 0 and "restored Asha" in result.stdout, result.stderr
+    assert (root / "var/lib/emocall/identity.key").read_bytes() == key
+    owners = in_root(
+        root, "stat", "-c", "%U %a", "/var/lib/emocall/identity.key", "/var/lib/emocall/state.db"
+    )
+    assert owners.stdout.split("\n")[:2] == ["emocall 600", "emocall 600"], owners.stderr
+    assert "asha-1@relay.example.org" in (root / "etc/emocall/config.toml").read_text()
+
+
 PEERS_AND_NAME = """from pathlib import Path
 from appliance.state import StateStore
 store = StateStore(Path("/var/lib/emocall/state.db"))

@@ -446,8 +446,8 @@ class CallFlow:
         """``peer`` called while this unit was busy and was told so: the owner hears of it once the
         call is over (``call.tried``), else they never learn that someone tried. Not for the call
         in progress (its caller calling again)."""
-        if self.peer is not None and self.peer.unit_id == peer.unit_id:
-            return
+        if not self.taking_calls or (self.peer is not None and self.peer.unit_id == peer.unit_id):
+            return  # forgetting everything, or its caller calling again
         self._e.events.publish("call.tried", "a call came while busy", peer=peer.name, guest=peer.guest)
 
     def answer(self) -> None:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 CANCELLED_SECONDS = 60.0
 CANCELLED_KEPT = 64
+# The longest a guest's new call waits for the last call's connections to close (under a second,
+# longer with a relay's TURN allocation): then it rings, where it was told busy.
+CLOSING_SECONDS = 3.0
 
 
 class GuestSignal(BaseModel):
@@ -113,13 +116,18 @@ class GuestLine:
         # Held until the engine has answered: a second guest's offer in the same instant would
         # otherwise be let in too, and take the line from the call the engine rings for.
         if not self._offering.acquire(blocking=False):
-            return self._busy(invite)
+            self._engine.flow.tried(guest_peer(invite))  # another guest's call is about to ring
+            return self._busy()
         try:
             if body.call in self._cancelled:
                 # Its bye overtook it (the relay carries each request on a thread of its own).
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+            # A call back as the last call closes (under a second) is rung for, as a unit's is.
+            self._engine.wait_closed(CLOSING_SECONDS)
             if self._engine.state != "idle":
-                return self._busy(invite)
+                # Its owner hears who tried once the call is over.
+                self._engine.flow.tried(guest_peer(invite))
+                return self._busy()
             camera = sends_video(body.signal.sdp)
             call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             try:
@@ -177,9 +185,7 @@ class GuestLine:
             kept = [*kept[len(kept) - CANCELLED_KEPT + 1 :], (body.call, now + CANCELLED_SECONDS)]
             self._cancelled = dict(kept)
 
-    def _busy(self, invite: Invite) -> tuple[Response, int]:
-        """The guest is told the unit is busy; its owner hears who tried once the call is over."""
-        self._engine.flow.tried(guest_peer(invite))
+    def _busy(self) -> tuple[Response, int]:
         return jsonify(Signal(kind="busy").model_dump()), 409
 
     def _on_event(self, event: Event) -> None:

@@ -241,13 +241,13 @@ class Narrator:
             self._announcer.state("guest_calling" if event.data.get("guest") else "ringing_auto", peer=peer)
 
     def _on_tried(self, event: Event) -> None:
-        """Someone called while this unit was busy (told so): said once the unit is idle again."""
+        """Someone called while this unit was busy (told so): said once the call is over, when the
+        unit is idle again (a guest told busy as another guest's call is about to ring comes while
+        the unit is idle still: said after that call)."""
         with self._lock:
             peer = str(event.data.get("peer") or "")
             if peer not in self._tried:
                 self._tried.append(peer)
-        if self._call_state == "idle":  # the call just over: no idle event is coming
-            self._say_tried()
 
     def _say_tried(self) -> None:
         with self._lock:

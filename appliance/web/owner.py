@@ -253,9 +253,11 @@ def is_local() -> bool:
     try:
         if ipaddress.ip_address(remote).is_loopback:
             return True
+        # 0.0.0.0 (every address) is also what a request through the relay has for its remote.
+        listening = ipaddress.ip_address(current_app.config.get(LISTENING, ""))
     except ValueError:
         return False
-    return remote == current_app.config.get(LISTENING)
+    return not listening.is_unspecified and remote == str(listening)
 
 
 def owner_only(view: Callable[P, R]) -> Callable[P, R]:

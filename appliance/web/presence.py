@@ -67,7 +67,9 @@ class ButtonPresence:
             self._waiting[token] = self._clock() + self._ttl_s
             self._present.pop(token, None)
             self._contested.pop(token, None)
-        self._publish("owner.waiting", "A web page waits for the button")
+            # Under the lock: a call beginning in between would end the wait after the owner was
+            # told that a press lets the page in (this class's own subscriber returns at once).
+            self._publish("owner.waiting", "A web page waits for the button")
         return True
 
     def _on_event(self, event: Event) -> None:

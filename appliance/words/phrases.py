@@ -152,7 +152,7 @@ EN = {
         " to choose your network."
     ),
     "network_back": "The network is back.",
-    "no_address": "No network right now, so this unit has no address.",
+    "no_address": "This unit has no address on a network right now.",
     "network_joined": "Joined the network {ssid}.",
     "network_failed": "Could not join {ssid}. Check the password. The setup network comes back.",
 }
@@ -261,7 +261,7 @@ HI = {
         " {host} पोर्ट {port} खोलिए।"
     ),
     "network_back": "नेटवर्क वापस आ गया।",
-    "no_address": "अभी कोई नेटवर्क नहीं है, इसलिए इस यूनिट का कोई पता नहीं है।",
+    "no_address": "इस यूनिट का अभी किसी नेटवर्क पर कोई पता नहीं है।",
     # The unit (feminine, as everywhere) is the subject: "जुड़ गया" alone leaves it unsaid.
     "network_joined": "यूनिट नेटवर्क {ssid} से जुड़ गई।",
     "network_failed": "यूनिट {ssid} से नहीं जुड़ पाई। पासवर्ड जाँचिए। सेटअप नेटवर्क फिर से चालू हो रहा है।",
@@ -373,7 +373,7 @@ BN = {
         " বেছে নিতে {host} পোর্ট {port} খুলুন।"
     ),
     "network_back": "নেটওয়ার্ক ফিরে এসেছে।",
-    "no_address": "এখন কোনো নেটওয়ার্ক নেই, তাই এই ইউনিটের কোনো ঠিকানা নেই।",
+    "no_address": "এই ইউনিটের এখন কোনো নেটওয়ার্কে ঠিকানা নেই।",
     "network_joined": "নেটওয়ার্কে যুক্ত হয়েছে: {ssid}।",
     "network_failed": "যুক্ত হওয়া যায়নি: {ssid}। পাসওয়ার্ড দেখে নিন। সেটআপ নেটওয়ার্ক আবার চালু হচ্ছে।",
 }
@@ -567,7 +567,8 @@ class Phrases:
 
     def address(self, address: str) -> str:
         """``host:port`` as a sentence, the host's dots said as a word ("192 dot 168 dot 1 dot 20").
-        Loopback, the address of a unit without a network, is no address anyone could use."""
+        Loopback (a unit without a network, or one set to listen there) is no address another
+        unit could use."""
         host, _, port = address.rpartition(":")
         if host.startswith("127."):
             return self.say("no_address")
