@@ -162,6 +162,7 @@ class Appliance:
                 forget=self.forget_everything,
                 backup=self._backup,
                 client=relay.peer_client if relay else None,
+                routes=relay.routes_to if relay else None,
             )
             self._parts = parts
             stack.callback(parts.close)

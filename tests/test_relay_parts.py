@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from appliance.call.signaling import HttpSignalling, Signal, SignallingError
 from appliance.config import RelayConfig
 from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable, Unusable
-from appliance.pairing.service import HELLO_PATH, START_PATH
+from appliance.pairing.codes import CodeGuard
+from appliance.pairing.service import HELLO_PATH, START_PATH, Pairing
 from appliance.relay import GUEST_PATH, RelayError, envelope, routing, turn
 from appliance.relay.envelope import EnvelopeError, Exchange
 from appliance.relay.routing import on_link
@@ -197,6 +199,52 @@ def test_a_moved_units_old_address_taken_by_another_device_falls_back_to_the_rel
     assert time.monotonic() - started < routing.LAN_CONNECT_SECONDS + 2
 
 
+def test_a_moved_unit_is_told_of_its_unpairing_through_the_relay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bela moved to another home and her old address is another device's: unpairing her was posted
+    there alone ("Bela was not reachable and still lists this unit"), never through the relay that
+    calls reach her by. The relay here carries the signed request to her unit over HTTP, as the
+    relay's service hands it to her web app."""
+    table = tmp_path / "route"  # her old address is on this network: tried first
+    table.write_text(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+        "lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n"  # 127.0.0.0/8 on the link
+    )
+    monkeypatch.setattr(routing, "ROUTES", table)
+    asha, bela = make_unit(tmp_path, "Asha"), make_unit(tmp_path, "Bela")
+    relayed: list[str] = []
+
+    def relay(jid: str, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        relayed.append(jid)
+        request = urllib.request.Request(f"http://{bela.address}{path}", body, headers, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+
+    try:
+        with old_address("stranger") as address:
+            asha.store.add_peer(bela.me.unit_id, "Bela", address, bela.me.public_key)
+            bela.store.add_peer(asha.me.unit_id, "Asha", asha.address, asha.me.public_key)
+            pairing = Pairing(
+                asha.me,
+                asha.store,
+                asha.events,
+                CodeGuard(asha.events, "pair"),
+                client=PeerClient(asha.me, 5, relay=relay),
+                port=asha.server.port,
+                routes=lambda peer: routing.routes(peer, "bela@relay.test"),
+            )
+            peer = asha.store.peer(bela.me.unit_id)
+            assert peer is not None and routing.routes(peer, "bela@relay.test")[0] == address
+            told = pairing.unpair(bela.me.unit_id)
+        assert told and relayed == ["bela@relay.test"]
+        assert bela.store.peer(asha.me.unit_id) is None  # she forgot Asha too
+        assert asha.store.peer(bela.me.unit_id) is None
+    finally:
+        asha.close()
+        bela.close()
+
+
 def test_bad_relay_settings_are_refused_with_what_to_do(tmp_path: Path) -> None:
     events = EventBus()
     unit = make_unit(tmp_path, "Asha")
@@ -279,12 +327,16 @@ def test_a_request_through_the_relay_gets_the_same_checks_and_signed_answer(
 def test_the_unit_says_when_calls_outside_the_home_stop_and_work_again(tmp_path: Path) -> None:
     unit = Talking(tmp_path / "out.wav", spoken_events="quiet")
     try:
-        unit.events.publish("relay.unreachable", "calls outside the home are not possible right now")
+        down = "calls outside the home are not possible right now"
+        unit.events.publish("relay.unreachable", down, state="connecting")
         unit.events.publish("relay.back", "calls outside the home work again")
-        unit.wait_spoken(2)
+        unit.events.publish("relay.unreachable", down, state="refused")  # a password changed there
+        unit.wait_spoken(3)
         assert unit.said() == [
             "Calls outside the home are not possible right now.",
             "Calls outside the home work again.",
+            "The relay refused this unit's account, so calls outside the home are not possible."
+            " Ask whoever runs the relay.",
         ]
     finally:
         unit.close()

@@ -20,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +120,16 @@ class Pairing:
         *,
         client: PeerClient,
         port: int,
+        routes: Callable[[Peer], list[str]] | None = None,
     ) -> None:
         self._me = me
         self._store = store
         self._events = events
         self._guard = guard
         self._client = client
+        # Where a paired unit is reached, in order (with a relay: its LAN address while on this
+        # network, its relay address; appliance/relay/routing.py); without one, its address.
+        self._routes = routes or (lambda peer: [peer.address])
         self.port = port
         self._lock = threading.Lock()
         self._incoming: dict[str, _Incoming] = {}
@@ -321,16 +326,20 @@ class Pairing:
     # -- both: unpair --------------------------------------------------------------------------------
 
     def unpair(self, unit_id: str) -> bool:
-        """Forget the unit here always, and tell it when reachable. Returns whether it was told."""
+        """Forget the unit here always, and tell it when reachable, where a call would reach it (a
+        unit paired at home that moved away is told through the relay). Returns whether it was told."""
         peer = self._store.peer(unit_id)
         if peer is None:
             raise PairingError("that unit is not paired with this one", 404)
-        told = True
-        try:
-            self._client.post(peer.address, UNPAIR_PATH, {}, peer_key=peer.public_key)
-        except (UnitUnreachable, UnitRefused) as e:
-            log.debug("could not tell %s about the unpairing: %s", peer.name, e)
-            told = False
+        told = False
+        for address in self._routes(peer):
+            try:
+                self._client.post(address, UNPAIR_PATH, {}, peer_key=peer.public_key)
+            except (UnitUnreachable, UnitRefused) as e:
+                log.debug("could not tell %s about the unpairing there: %s", peer.name, e)
+                continue
+            told = True
+            break
         self.forget(peer)
         return told
 

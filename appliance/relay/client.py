@@ -213,15 +213,19 @@ class RelayClient:
             elif self.state == "refused":  # each attempt says its own cause: an outage now, not the account
                 self._set("connecting", "the relay cannot be reached; trying again")
             return None
-        await self._session_started(xmpp)
+        await self._session_started(xmpp, gone)
         return gone
 
-    async def _session_started(self, xmpp: slixmpp.ClientXMPP) -> None:
+    async def _session_started(self, xmpp: slixmpp.ClientXMPP, gone: asyncio.Future[Any]) -> None:
         try:
             await self._forget_unpaired(xmpp)
             await self._refresh_turn()
         except (IqError, IqTimeout, turn.TurnError) as e:
             log.warning("the relay answered only in part after connecting: %s", e)
+        if gone.done():
+            # Lost while the roster and TURN were asked: not "connected", and "work again" is not
+            # said for a session already over (the loss would be said after it at once).
+            return
         # After the roster is pruned: a unit unpaired meanwhile is not told that this one is online.
         xmpp.send_presence()
         back = self._said_unreachable
@@ -373,8 +377,9 @@ class RelayClient:
         removed = xmpp.client_roster.remove(jid)
         assert removed is not None  # None only for a component, which this client is not
         try:
-            await removed
-        except (IqError, IqTimeout) as e:
+            # slixmpp's remove takes no timeout (its own is 120 s, for each unit removed).
+            await asyncio.wait_for(removed, PING_TIMEOUT_S)
+        except (IqError, IqTimeout, TimeoutError) as e:
             # No account named: it is a person's unit.
             log.warning(
                 "the relay kept an unpaired unit in the roster (%s): removed at the next connection", e

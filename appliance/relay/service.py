@@ -107,15 +107,20 @@ class Relay:
 
     # Calling out ----------------------------------------------------------------------------------
 
+    def routes_to(self, peer: Peer) -> list[str]:
+        """Where ``peer`` is reached, in order: its LAN address while on this network, its relay
+        address (``routing.routes``)."""
+        return routes(peer, self.contacts.jid_of(peer.unit_id))
+
     def route(self, peer: Peer) -> str:
         """Where ``peer`` is reached first: its LAN address on this network, else its relay address."""
-        return routes(peer, self.contacts.jid_of(peer.unit_id))[0]
+        return self.routes_to(peer)[0]
 
     def dialer(self, peer: Peer, timeout: float) -> Signalling:
         """The call engine's signalling to ``peer``: the signed messages, directly or through the relay
         (a unit paired at home and moved away is tried at its old address first, then the relay)."""
         client = PeerClient(self._me, timeout, relay=self.post)
-        ways = routes(peer, self.contacts.jid_of(peer.unit_id))
+        ways = self.routes_to(peer)
         return FallbackSignalling(
             [HttpSignalling(dataclasses.replace(peer, address=a), self._me, timeout, client) for a in ways],
             timeout,

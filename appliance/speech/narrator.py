@@ -44,7 +44,6 @@ DEVICE_EVENTS = {
     "unit.forgetting": ("forgetting", 0),
     "unit.restarted": ("restarted", 0),
     "unit.card_read_only": ("card_read_only", 0),
-    "relay.unreachable": ("relay_unreachable", 0),
     "relay.back": ("relay_back", 0),
     # Owner presence by the button (appliance/web/presence.py): the owner hears that a press would let
     # a page in, and that one was, so a press meant for a call cannot let a stranger in unnoticed.
@@ -119,6 +118,11 @@ class Narrator:
             "call.state": self._on_call,
             "call.ring": self._on_ring,
             "call.tried": self._on_tried,
+            # A refused account does not come back by waiting (a password changed, an account
+            # revoked): the owner is told whom to ask, not that it is "not possible right now".
+            "relay.unreachable": lambda e: announcer.state(
+                "relay_refused" if e.data.get("state") == "refused" else "relay_unreachable"
+            ),
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,

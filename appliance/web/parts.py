@@ -15,7 +15,7 @@ from appliance.pairing.client import PeerClient
 from appliance.pairing.codes import CodeGuard
 from appliance.pairing.discovery import Discovery, DiscoveryError, SeenUnit
 from appliance.pairing.service import Pairing
-from appliance.state import Settings, StateStore
+from appliance.state import Peer, Settings, StateStore
 from appliance.web.presence import ButtonPresence
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def build_parts(
     forget: Callable[[], bool] | None = None,
     backup: Callable[[], bytes] | None = None,
     client: PeerClient | None = None,
+    routes: Callable[[Peer], list[str]] | None = None,
 ) -> UnitParts:
     """Pairing, owner codes and (unless switched off or impossible) mDNS discovery, not yet started."""
     limits: dict[str, Any] = {
@@ -114,9 +115,8 @@ def build_parts(
         "max_wrong": cfg.max_wrong_codes,
         "lock_s": cfg.lock_seconds,
     }
-    pairing = Pairing(
-        me, store, events, CodeGuard(events, "pair", **limits), client=client or PeerClient(me), port=cfg.port
-    )
+    guard = CodeGuard(events, "pair", **limits)
+    pairing = Pairing(me, store, events, guard, client=client or PeerClient(me), port=cfg.port, routes=routes)
     discovery = None
     if cfg.discovery:
         try:

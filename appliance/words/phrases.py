@@ -124,6 +124,10 @@ EN = {
     ),
     "cannot_start": "The unit cannot start. Someone who helps you with it can read why in its log.",
     "relay_unreachable": "Calls outside the home are not possible right now.",
+    "relay_refused": (
+        "The relay refused this unit's account, so calls outside the home are not possible. Ask whoever"
+        " runs the relay."
+    ),
     "relay_back": "Calls outside the home work again.",
     "speaker_unavailable": "The speaker is not working.",
     "speaker_back": "The speaker works again.",
@@ -238,6 +242,9 @@ HI = {
     ),
     "cannot_start": "यूनिट शुरू नहीं हो पा रही। आपकी मदद करने वाला व्यक्ति इसके लॉग में कारण देख सकता है।",
     "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकते।",
+    "relay_refused": (
+        "रिले ने इस यूनिट का खाता अस्वीकार कर दिया, इसलिए घर के बाहर कॉल नहीं हो सकते। रिले चलाने वाले से पूछिए।"
+    ),
     "relay_back": "घर के बाहर फिर से कॉल हो सकते हैं।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
     "speaker_back": "स्पीकर फिर से काम कर रहा है।",
@@ -350,6 +357,9 @@ BN = {
     ),
     "cannot_start": "ইউনিটটি চালু হতে পারছে না। যিনি আপনাকে এটি নিয়ে সাহায্য করেন, তিনি এর লগে কারণ দেখতে পারবেন।",
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
+    "relay_refused": (
+        "রিলে এই ইউনিটের অ্যাকাউন্ট গ্রহণ করেনি, তাই বাড়ির বাইরে কল করা যাচ্ছে না। যিনি রিলে চালান তাঁকে জিজ্ঞেস করুন।"
+    ),
     "relay_back": "বাড়ির বাইরে আবার কল করা যাচ্ছে।",
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
     "speaker_back": "স্পিকার আবার কাজ করছে।",
