@@ -1,4 +1,5 @@
-"""The soak benchmark for two minutes: two `emocall run` units in one call, sampled every 10 s."""
+"""The soak benchmark for 90 s (CI's time; the hour's run is the proof): two `emocall run` units
+in one call, sampled every 7.5 s."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from appliance.call.lan import host_address
 from tests.conftest import CLIPS, need
 
 ROOT = Path(__file__).resolve().parents[1]
-RSS_GROWTH_2_MIN = 0.05  # the hour's target
+RSS_GROWTH = 0.05  # the hour's target
 
 
-def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
+def test_ninety_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
     need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
     host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
     plot, figures = tmp_path / "soak.png", tmp_path / "soak.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "1.5", "--interval", "7.5"]
     soak = subprocess.run(
         [*command, "--out", str(plot), "--json", str(figures)],
         capture_output=True,
@@ -34,7 +35,7 @@ def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
         assert len(samples) >= 11 and {s["call"] for s in samples} == {"connected"}, samples
         # A VP8 encoder that aiortc makes anew at a bitrate step used to leave about 15 MB behind in
         # malloc's heaps; with frames in their own mappings (tune_malloc) the hour's target holds here.
-        assert unit["rss_growth"] < RSS_GROWTH_2_MIN, (name, unit)
+        assert unit["rss_growth"] < RSS_GROWTH, (name, unit)
         # A worker thread (asyncio's executor, a web request) can be alive at one end and not the
         # other; a leak grows with every call minute, which the hour's run checks without slack.
         assert unit["threads_growth"] <= 2 and unit["fds_growth"] <= 2, (name, unit)
