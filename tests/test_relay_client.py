@@ -174,7 +174,7 @@ def test_a_stored_address_slixmpp_refuses_is_skipped_when_a_session_starts(
             return xmpp.Iq()
 
         monkeypatch.setattr(xmpp, "get_roster", empty_roster)
-        await client._session_started(xmpp)
+        await client._session_started(xmpp, asyncio.get_running_loop().create_future())
 
     with caplog.at_level(logging.DEBUG, logger=relay_client.__name__):
         asyncio.run(start())
@@ -183,6 +183,29 @@ def test_a_stored_address_slixmpp_refuses_is_skipped_when_a_session_starts(
     # Said at the default level without the account (it names a person called), named at DEBUG.
     assert "not one slixmpp can use" in said[logging.WARNING] and BAD not in said[logging.WARNING]
     assert BAD in said[logging.DEBUG]
+
+
+def test_a_session_lost_while_it_starts_is_not_said_to_work_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection dropped while the roster and TURN were asked: the unit said "Calls outside
+    the home work again." and then, at once, that they are not possible."""
+    events = EventBus(history=100)
+    client = make_client(events=events)
+    client._said_unreachable = True  # the owner was told calls outside the home stopped
+    monkeypatch.setattr(client, "_refresh_turn", nothing)
+
+    async def start() -> None:
+        xmpp = client._xmpp = client._new_stream()
+
+        async def empty_roster(timeout: float) -> Iq:
+            return xmpp.Iq()
+
+        monkeypatch.setattr(xmpp, "get_roster", empty_roster)
+        gone = asyncio.get_running_loop().create_future()
+        gone.set_result(None)  # lost meanwhile
+        await client._session_started(xmpp, gone)
+
+    asyncio.run(start())
+    assert client.state != "connected" and not events.recent("relay.back")
 
 
 async def nothing() -> None:
