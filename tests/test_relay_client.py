@@ -165,19 +165,8 @@ def test_a_stored_address_slixmpp_refuses_is_skipped_when_a_session_starts(
     client = make_client(contacts=lambda: [BAD, "cara@relay.example.org"])
     subscribed: list[str] = []
     monkeypatch.setattr(client, "subscribe", subscribed.append)
-    monkeypatch.setattr(client, "_refresh_turn", nothing)
-
-    async def start() -> None:
-        xmpp = client._xmpp = client._new_stream()
-
-        async def empty_roster(timeout: float) -> Iq:
-            return xmpp.Iq()
-
-        monkeypatch.setattr(xmpp, "get_roster", empty_roster)
-        await client._session_started(xmpp, asyncio.get_running_loop().create_future())
-
     with caplog.at_level(logging.DEBUG, logger=relay_client.__name__):
-        asyncio.run(start())
+        asyncio.run(start_session(client, monkeypatch, lost=False))
     assert client.state == "connected" and subscribed == ["cara@relay.example.org"]
     said = {r.levelno: r.getMessage() for r in caplog.records if "relay address" in r.getMessage()}
     # Said at the default level without the account (it names a person called), named at DEBUG.
@@ -191,21 +180,24 @@ def test_a_session_lost_while_it_starts_is_not_said_to_work_again(monkeypatch: p
     events = EventBus(history=100)
     client = make_client(events=events)
     client._said_unreachable = True  # the owner was told calls outside the home stopped
-    monkeypatch.setattr(client, "_refresh_turn", nothing)
-
-    async def start() -> None:
-        xmpp = client._xmpp = client._new_stream()
-
-        async def empty_roster(timeout: float) -> Iq:
-            return xmpp.Iq()
-
-        monkeypatch.setattr(xmpp, "get_roster", empty_roster)
-        gone = asyncio.get_running_loop().create_future()
-        gone.set_result(None)  # lost meanwhile
-        await client._session_started(xmpp, gone)
-
-    asyncio.run(start())
+    asyncio.run(start_session(client, monkeypatch, lost=True))
     assert client.state != "connected" and not events.recent("relay.back")
+
+
+async def start_session(client: RelayClient, monkeypatch: pytest.MonkeyPatch, lost: bool) -> None:
+    """What follows a sign-in, on a stream whose relay answers with an empty roster and no TURN;
+    ``lost``: the connection dropped meanwhile."""
+    monkeypatch.setattr(client, "_refresh_turn", nothing)
+    xmpp = client._xmpp = client._new_stream()
+
+    async def empty_roster(timeout: float) -> Iq:
+        return xmpp.Iq()
+
+    monkeypatch.setattr(xmpp, "get_roster", empty_roster)
+    gone = asyncio.get_running_loop().create_future()
+    if lost:
+        gone.set_result(None)
+    await client._session_started(xmpp, gone)
 
 
 async def nothing() -> None:
