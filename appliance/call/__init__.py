@@ -16,6 +16,9 @@ IN_PROGRESS = ("calling", "ringing", "connected", "reconnecting")
 IN_CALL = ("connected", "reconnecting")
 # The states with no call: nothing of the last call (its expressions, its video) is said or shown.
 CALL_OVER = ("ended", "failed", "lost", "idle", "busy")
+# The longest a button press or a guest's new call waits for the last call's connections to close
+# (under a second; longer with a relay's TURN allocation) before acting as in idle.
+CLOSING_WAIT_SECONDS = 3.0
 # The events that say whether this unit's expressions can be described: topic -> (the part, whether
 # it works now). When one does not, the engine tells the other side why nothing is said of them,
 # rather than leave it in silence, and speech does not tell the owner they are shared.

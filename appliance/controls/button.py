@@ -8,7 +8,7 @@
 - ringing: a press answers, saying so;
 - a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
   within a second): a press waits for idle and then does what it does there, to call back at once;
-  one still closing after ``ENDING_SECONDS`` (a relay's TURN allocation) is said, not dropped;
+  one still closing after ``CLOSING_WAIT_SECONDS`` (a relay's TURN allocation) is said, not dropped;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it);
 - a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from appliance.call import IN_CALL, IN_PROGRESS, CallError
+from appliance.call import CLOSING_WAIT_SECONDS, IN_CALL, IN_PROGRESS, CallError
 from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
@@ -56,8 +56,6 @@ KNOWN_FAULTS = (sqlite3.Error, StateError, OSError, CallError)
 # The longest wait for a unit's name to be heard before its choice time runs: what is said before
 # it (the start-up sentence with its question takes about 10 s) must not use up the time to press.
 HEARD_SECONDS = 30.0
-# The longest wait of a press that comes while a call is being closed (see above).
-ENDING_SECONDS = 3.0
 
 
 class Calls(Protocol):
@@ -183,10 +181,10 @@ class CallButton:
 
     def _closed_state(self) -> str | None:
         """The call state, once a call just over has closed (see the top); None when it has not
-        within ``ENDING_SECONDS`` (a relay's TURN can take longer), which is said."""
+        within ``CLOSING_WAIT_SECONDS`` (a relay's TURN can take longer), which is said."""
         state = self._calls.state
         if state not in IN_PROGRESS and state != "idle":
-            self._calls.wait_closed(ENDING_SECONDS)
+            self._calls.wait_closed(CLOSING_WAIT_SECONDS)
             state = self._calls.state
             if state not in IN_PROGRESS and state != "idle":
                 self._announcer.state("still_closing")

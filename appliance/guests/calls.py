@@ -25,7 +25,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.call import IN_PROGRESS
+from appliance.call import CLOSING_WAIT_SECONDS, IN_PROGRESS
 from appliance.call.endpoints import answer_signal
 from appliance.call.engine import CallEngine
 from appliance.call.signaling import Signal
@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 
 CANCELLED_SECONDS = 60.0
 CANCELLED_KEPT = 64
-# The longest a guest's new call waits for the last call's connections to close (under a second,
-# longer with a relay's TURN allocation): then it rings, where it was told busy.
-CLOSING_SECONDS = 3.0
 
 
 class GuestSignal(BaseModel):
@@ -123,7 +120,7 @@ class GuestLine:
                 # Its bye overtook it (the relay carries each request on a thread of its own).
                 raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             # A call back as the last call closes (under a second) is rung for, as a unit's is.
-            self._engine.wait_closed(CLOSING_SECONDS)
+            self._engine.wait_closed(CLOSING_WAIT_SECONDS)
             if self._engine.state != "idle":
                 # Its owner hears who tried once the call is over.
                 self._engine.flow.tried(guest_peer(invite))
