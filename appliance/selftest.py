@@ -10,6 +10,7 @@ from appliance import platform
 from appliance.call.local import LocalUnitError, ask, unit_host
 from appliance.camera import CameraError, select
 from appliance.config import Config
+from appliance.words.phrases import RELAY_FAULTS, TEMPLATES, Phrases
 
 # The running unit's status, or why it could not be asked. The self-test asks once and hands the
 # answer to each part: a unit that takes the connection and never answers cost the 10 s timeout
@@ -130,7 +131,6 @@ def check_display(cfg: Config) -> PartReport:
     from appliance.display.fonts import for_language
     from appliance.display.layout import Scene, draw
     from appliance.display.select import connected_screens, has_drm
-    from appliance.words.phrases import TEMPLATES, Phrases
 
     if cfg.display.backend == "off":
         return PartReport("display", "off", True, "switched off in the configuration")
@@ -242,7 +242,10 @@ def check_relay(cfg: Config, unit: Status | None = None) -> PartReport:
     relay: Any = unit.get("relay") or {}
     state = relay.get("state", "unknown")
     online = ", ".join(relay.get("online", [])) or "no paired unit"
-    return PartReport("relay", "xmpp", state == "connected", f"{cfg.relay.jid}: {state}; online: {online}")
+    detail = f"{cfg.relay.jid}: {state}; online: {online}"
+    if state in RELAY_FAULTS:  # not mended by waiting: what the owner was told, for whoever helps
+        detail += f" ({Phrases('en').say(RELAY_FAULTS[state])})"
+    return PartReport("relay", "xmpp", state == "connected", detail)
 
 
 def run(cfg: Config, ask_unit: bool = True) -> list[PartReport]:

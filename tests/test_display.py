@@ -538,6 +538,17 @@ def test_a_microphone_or_a_button_that_does_not_work_stays_on_screen(shown: Show
     assert shown.lines()[2] == button
 
 
+def test_the_relay_line_says_what_the_owner_heard(shown: Shown) -> None:
+    """A refused account and one another unit took are not mended by waiting: the screen said
+    "not possible right now" for both, while the owner heard whom to ask."""
+    shown.events.publish("relay.unreachable", "down", state="replaced")
+    assert shown.lines()[2] == Phrases("en").say("relay_replaced")
+    shown.events.publish("relay.unreachable", "down", state="refused")
+    assert shown.lines()[2] == Phrases("en").say("relay_refused")
+    shown.events.publish("relay.back", "back")
+    assert len(shown.lines()) == 2
+
+
 def test_a_fault_said_before_the_display_opened_is_shown(tmp_path: Path) -> None:
     """The speaker is opened (and found missing) before the display: its fault was never shown."""
     events = EventBus()

@@ -349,6 +349,38 @@ def test_a_refusal_then_an_outage_is_said_as_the_outage(tmp_path: Path) -> None:
     assert states(events)[-2:] == ["refused", "connecting"]
 
 
+def test_a_second_unit_on_the_same_account_is_said_at_once_and_not_fought(tmp_path: Path) -> None:
+    """A backup restored onto a second unit while the first runs: both sign in to one account.
+    Prosody ends the older session (a conflict) and each unit signed in again after its pause,
+    pushing the other off, for as long as both ran, without a word. The unit pushed off says it at
+    once and stays off; the other keeps the relay."""
+    first, second = EventBus(history=100), EventBus(history=100)
+
+    async def run() -> None:
+        with loopback_relay(tmp_path) as relay:
+            jid, password = relay.add_unit("asha")
+            cfg, password, tls = relay.settings(jid, password, retry_max_seconds=1)
+            old = make_client(cfg, first, password=password, tls=tls)
+            old.start(asyncio.get_running_loop())
+            await until(lambda: old.state == "connected", 15, "connected")
+            new = make_client(cfg, second, password=password, tls=tls)
+            new.start(asyncio.get_running_loop())
+            await until(lambda: old.state == "replaced", 15, "pushed off")
+            await asyncio.sleep(2.5)  # pauses of 1 s: it would have signed in again by now
+            assert (old.state, new.state) == ("replaced", "connected")
+            with pytest.raises(RelayUnavailable, match="another unit signed in with this unit's relay"):
+                await old.request(jid, Exchange("/api/peer/hello", {}, b"{}"), 2.0)
+            await old.close()
+            await new.close()
+            log = (relay.dir / "prosody.log").read_text()
+            assert log.count("Authenticated as") == 2, log[-2000:]
+
+    asyncio.run(run())
+    assert states(first) == ["connected", "replaced"] and states(second) == ["connected"]
+    assert [e.data["state"] for e in first.recent("relay.unreachable")] == ["replaced"]
+    assert not second.recent("relay.unreachable")
+
+
 def test_a_ping_timeout_leads_to_exactly_one_new_connection(tmp_path: Path) -> None:
     """slixmpp's keepalive reconnects by itself on a ping timeout, beside the client's own
     reconnection: two TCP streams fed one parser and one socket was left open. Now the ping timeout

@@ -331,12 +331,15 @@ def test_the_unit_says_when_calls_outside_the_home_stop_and_work_again(tmp_path:
         unit.events.publish("relay.unreachable", down, state="connecting")
         unit.events.publish("relay.back", "calls outside the home work again")
         unit.events.publish("relay.unreachable", down, state="refused")  # a password changed there
-        unit.wait_spoken(3)
+        unit.events.publish("relay.unreachable", down, state="replaced")  # a second unit took the account
+        unit.wait_spoken(4)
         assert unit.said() == [
             "Calls outside the home are not possible right now.",
             "Calls outside the home work again.",
             "The relay refused this unit's account, so calls outside the home are not possible."
             " Ask whoever runs the relay.",
+            "Another unit signed in with this unit's relay account, so calls from outside the home go to"
+            " that unit. This unit stays off the relay until it restarts. Ask whoever set up your units.",
         ]
     finally:
         unit.close()
@@ -355,6 +358,11 @@ def test_selftest_says_whether_the_relay_can_be_used(tmp_path: Path) -> None:
     settings = {"relay": {**missing, "password_file": str(tmp_path / "pw")}, "web": {"port": free_port()}}
     report = selftest.check_relay(config.load(None, settings, environ={}))
     assert not report.ok and report.detail.startswith("settings readable; no unit answers")
+    pushed_off = {"relay": {"state": "replaced", "online": []}}  # what a unit pushed off reports
+    report = selftest.check_relay(config.load(None, settings, environ={}), pushed_off)
+    assert not report.ok
+    assert report.detail.startswith("asha@relay.example.org: replaced; online: no paired unit")
+    assert "Another unit signed in with this unit's relay account" in report.detail
 
 
 def test_turn_credentials_are_renewed_soon_after_the_clock_jumps_forward(

@@ -21,7 +21,7 @@ from appliance.display import Screen
 from appliance.display.fonts import for_language
 from appliance.display.layout import GREY, YELLOW, Scene, draw
 from appliance.events import Event, EventBus
-from appliance.words.phrases import Phrases, call_key, for_settings, sharing_key
+from appliance.words.phrases import Phrases, call_key, for_settings, relay_key, sharing_key
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Display:
             self._unsubscribe = events.subscribe(self._on_event)
             for event in events.recent():
                 if event.topic in FAULTS:
-                    self._on_fault(*FAULTS[event.topic])
+                    self._on_fault(event)
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
 
@@ -131,9 +131,12 @@ class Display:
         if handler is not None:
             handler(event)
         elif event.topic in FAULTS:
-            self._on_fault(*FAULTS[event.topic])
+            self._on_fault(event)
 
-    def _on_fault(self, part: str, key: str) -> None:
+    def _on_fault(self, event: Event) -> None:
+        part, key = FAULTS[event.topic]
+        if event.topic == "relay.unreachable":  # the same words as the owner heard
+            key = relay_key(event.data)
         with self._lock:
             if key:
                 self._faults[part] = key

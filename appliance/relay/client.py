@@ -3,12 +3,12 @@
 It connects outbound with TLS (nothing to open on the home router), keeps the connection (XEP-0199
 pings), reconnects with a growing pause after a loss (back to the shortest only after a connection
 that held), and says what state it is in: ``relay.state`` on every change, ``relay.unreachable``
-once the relay has been out of reach for ``unreachable_seconds`` and ``relay.back`` when it returns
-after that. While connected it keeps
-STUN/TURN credentials from the relay (XEP-0215) and carries requests between units as iq stanzas
-(:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only from paired units, only
-their presence is listed (``online``), and the relay's roster keeps only them: each session starts
-by removing any other (a unit unpaired while the relay was out of reach).
+once the relay has been out of reach for ``unreachable_seconds`` (at once, and for good, when
+another connection took this unit's account) and ``relay.back`` when it returns after that. While
+connected it keeps STUN/TURN credentials from the relay (XEP-0215) and carries requests between
+units as iq stanzas (:mod:`appliance.relay.envelope`). Presence subscriptions are accepted only
+from paired units, only their presence is listed (``online``), and the relay's roster keeps only
+them: each session starts by removing any other (a unit unpaired while the relay was out of reach).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ TURN_MARGIN_S = 600.0  # credentials are asked again this long before they expir
 TURN_RETRY_S = 60.0  # and no more often than this
 TURN_CHECK_S = 300.0  # the clock is looked at again at least this often
 STEADY_S = 60.0  # a connection that lasted this long was not cut at once: the pause starts again at 1 s
+NOT_CONNECTED = {  # why a request cannot go through the relay now, by state: waiting mends only the first
+    "connecting": "this unit is not connected to its relay now; try again in a minute",
+    "refused": "the relay refused this unit's account: ask whoever runs the relay",
+    "replaced": "another unit signed in with this unit's relay account: this one stays off until it restarts",
+}
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
 Subscription = Literal["subscribe", "subscribed"]
 
@@ -77,6 +82,7 @@ class RelayClient:
         self._online: frozenset[str] = frozenset()
         self._down_since = time.monotonic()
         self._said_unreachable = False
+        self._replaced = False  # the relay ended a session for a newer one on this account
 
     # Life -------------------------------------------------------------------------------------------
 
@@ -111,6 +117,7 @@ class RelayClient:
         xmpp.add_event_handler("presence_subscribe", self._on_subscribe)
         xmpp.add_event_handler("presence_available", self._on_presence)
         xmpp.add_event_handler("presence_unavailable", self._on_presence)
+        xmpp.add_event_handler("stream_error", self._on_stream_error)
         return xmpp
 
     async def _run(self) -> None:
@@ -123,14 +130,37 @@ class RelayClient:
             return
         pause = 1.0
         while True:
-            if await self._session(xmpp) >= STEADY_S:
-                # Only then: a session cut at once (a cloned card signing in to the same account
-                # kicks this one, and this one it) must not bring both back every few seconds.
+            lasted = await self._session(xmpp)
+            if self._replaced:
+                return
+            if lasted >= STEADY_S:
+                # Only then: a relay that ends each session at once (one restarting over and over)
+                # is not signed in to every few seconds.
                 pause = 1.0
             self._check_unreachable()
             await asyncio.sleep(pause)
             self._check_unreachable()
             pause = min(pause * 2, self._cfg.retry_max_seconds)
+
+    def _on_stream_error(self, error: Any) -> None:
+        if error["condition"] == "conflict":
+            self._replaced = True
+
+    def _give_way(self) -> None:
+        """Another connection signed in to this unit's account and the relay ended this one (Prosody
+        keeps the newer): a second unit with this one's account, a backup restored onto it. Signing
+        in again would end that unit's session, and it this one's, over and over, each unit reachable
+        part of the time and neither saying why. This one stays off the relay until it starts again,
+        and says so at once: waiting does not mend it."""
+        log.error("another connection signed in to this unit's relay account; staying off the relay")
+        self._set("replaced", "another unit signed in to this unit's relay account")
+        self._said_unreachable = True
+        self._events.publish(
+            "relay.unreachable",
+            "another unit uses this unit's relay account: calls outside the home go to it",
+            state=self.state,
+            seconds=0,
+        )
 
     def _open(self) -> _Stream | None:
         """The stream, or None (said) for an account slixmpp refuses, which RelayConfig keeps out."""
@@ -169,7 +199,10 @@ class RelayClient:
         return self._down_since - up
 
     def _lost(self) -> None:
-        self._set("connecting", "the relay connection was lost; trying again")
+        if self._replaced:
+            self._give_way()
+        else:
+            self._set("connecting", "the relay connection was lost; trying again")
         self._down_since = time.monotonic()
         self._online = frozenset()
 
@@ -302,7 +335,7 @@ class RelayClient:
     async def request(self, jid: str, exchange: Exchange, timeout: float) -> Exchange:
         """Send a request to the unit with this bare JID; its answer. Raises RelayUnavailable."""
         if self.state != "connected" or self._xmpp is None:
-            raise RelayUnavailable("this unit is not connected to its relay now; try again in a minute")
+            raise RelayUnavailable(NOT_CONNECTED.get(self.state, NOT_CONNECTED["connecting"]))
         account = normalised(jid)
         if account is None:  # slixmpp's InvalidJID would escape to the caller (a 500 on the page)
             raise RelayUnavailable(f"{jid} is not a relay account; check the address")

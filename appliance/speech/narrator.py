@@ -22,7 +22,7 @@ from typing import Any, cast
 from appliance.call import CALL_OVER, DESCRIBING, IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
-from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, sharing_key
+from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, relay_key, sharing_key
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,7 @@ class Narrator:
             "call.state": self._on_call,
             "call.ring": self._on_ring,
             "call.tried": self._on_tried,
-            # A refused account does not come back by waiting (a password changed, an account
-            # revoked): the owner is told whom to ask, not that it is "not possible right now".
-            "relay.unreachable": lambda e: announcer.state(
-                "relay_refused" if e.data.get("state") == "refused" else "relay_unreachable"
-            ),
+            "relay.unreachable": lambda e: announcer.state(relay_key(e.data)),
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,

@@ -40,6 +40,7 @@ CALL_STATES = {
 # "Call ended." or "The call failed.".
 ENDED_BECAUSE = {NOT_ANSWERED: "not_answered", MISSED: "missed_call"}
 FAILED_BECAUSE = {UNREACHABLE: "call_unreachable", NOT_KNOWN: "call_not_known"}
+RELAY_FAULTS = {"refused": "relay_refused", "replaced": "relay_replaced"}  # the relay client's states
 
 EN = {
     "ready": "{name} is ready.",
@@ -127,6 +128,10 @@ EN = {
     "relay_refused": (
         "The relay refused this unit's account, so calls outside the home are not possible. Ask whoever"
         " runs the relay."
+    ),
+    "relay_replaced": (
+        "Another unit signed in with this unit's relay account, so calls from outside the home go to"
+        " that unit. This unit stays off the relay until it restarts. Ask whoever set up your units."
     ),
     "relay_back": "Calls outside the home work again.",
     "speaker_unavailable": "The speaker is not working.",
@@ -245,6 +250,10 @@ HI = {
     "relay_refused": (
         "रिले ने इस यूनिट का खाता अस्वीकार कर दिया, इसलिए घर के बाहर कॉल नहीं हो सकते। रिले चलाने वाले से पूछिए।"
     ),
+    "relay_replaced": (
+        "किसी दूसरी यूनिट ने इस यूनिट के रिले खाते से साइन इन किया है, इसलिए घर के बाहर से कॉल उस यूनिट पर जाएँगे।"
+        " यह यूनिट फिर से शुरू होने तक रिले से दूर रहेगी। जिन्होंने आपकी यूनिटें लगाई हैं, उनसे पूछिए।"
+    ),
     "relay_back": "घर के बाहर फिर से कॉल हो सकते हैं।",
     "speaker_unavailable": "स्पीकर काम नहीं कर रहा।",
     "speaker_back": "स्पीकर फिर से काम कर रहा है।",
@@ -359,6 +368,10 @@ BN = {
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
     "relay_refused": (
         "রিলে এই ইউনিটের অ্যাকাউন্ট গ্রহণ করেনি, তাই বাড়ির বাইরে কল করা যাচ্ছে না। যিনি রিলে চালান তাঁকে জিজ্ঞেস করুন।"
+    ),
+    "relay_replaced": (
+        "অন্য একটি ইউনিট এই ইউনিটের রিলে অ্যাকাউন্টে সাইন ইন করেছে, তাই বাড়ির বাইরে থেকে কল সেই ইউনিটে যাবে।"
+        " আবার চালু না হওয়া পর্যন্ত এই ইউনিট রিলে থেকে দূরে থাকবে। যিনি আপনার ইউনিটগুলো বসিয়েছেন তাঁকে জিজ্ঞেস করুন।"
     ),
     "relay_back": "বাড়ির বাইরে আবার কল করা যাচ্ছে।",
     "speaker_unavailable": "স্পিকার কাজ করছে না।",
@@ -506,6 +519,13 @@ def call_key(data: Mapping[str, Any]) -> str | None:
     if state == "failed" and data.get("cause") in FAILED_BECAUSE:
         return FAILED_BECAUSE[str(data["cause"])]
     return CALL_STATES.get(state)
+
+
+def relay_key(data: Mapping[str, Any]) -> str:
+    """The phrase key of a ``relay.unreachable`` event's ``data``. A refused account, or one another
+    unit took, does not come back by waiting: the owner is told why, not "not possible right now".
+    Speech and the display both follow it."""
+    return RELAY_FAULTS.get(str(data.get("state", "")), "relay_unreachable")
 
 
 def sharing_key(data: Mapping[str, Any]) -> str:
