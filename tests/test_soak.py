@@ -1,5 +1,5 @@
-"""The soak benchmark for 90 s (CI's time; the hour's run is the proof): two `emocall run` units
-in one call, sampled every 7.5 s."""
+"""The soak benchmark for a minute (CI's time; the hour's run is the proof, and its RSS is level from
+its first samples, `docs/soak.json`): two `emocall run` units in one call, sampled every 5 s."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH = 0.05  # the hour's target
 
 
-def test_ninety_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
+def test_a_minute_in_a_call_grows_nothing(tmp_path: Path) -> None:
     need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
     host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
     plot, figures = tmp_path / "soak.png", tmp_path / "soak.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "1.5", "--interval", "7.5"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "1", "--interval", "5"]
     soak = subprocess.run(
         [*command, "--out", str(plot), "--json", str(figures)],
         capture_output=True,
