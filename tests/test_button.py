@@ -185,7 +185,8 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
     asha.wait_state("ringing")
     asha.press()  # a press answers
     asha.wait_state("connected")
-    asha.press()  # in a call: a press repeats the last expression (none yet)
+    asha.press()  # in a call: a press repeats the last expression (none yet)...
+    time.sleep(1.0)  # ...once no second press came within double_seconds (0.8)
     asha.press(HOLD + 0.3)
     asha.wait_state("idle")
 

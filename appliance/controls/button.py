@@ -208,9 +208,10 @@ class CallButton:
                 peer = self._calling
             self._announcer.state("still_calling", peer=peer)
         elif state in IN_CALL:
-            if self._privacy is not None and self._privacy.press_in_call():
-                return
-            self._announcer.repeat_last()
+            if self._privacy is None:
+                self._announcer.repeat_last()
+            else:
+                self._privacy.press_in_call(self._repeat_in_call)
         elif state == "idle":
             if self._presence is not None and self._presence.press():
                 with self._lock:
@@ -219,6 +220,12 @@ class CallButton:
                     self._announcer.state("cancelled")
                 return
             self._offer_next()
+
+    def _repeat_in_call(self) -> None:
+        """The other person's expression again, unless the call ended while a second press was
+        awaited (it would say "No expression yet." after "Call ended.")."""
+        if self._calls.state in IN_CALL:
+            self._announcer.repeat_last()
 
     def _offer_next(self) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
 """The button's privacy gestures, apart from its call gestures (``button.py``).
 
 - In a call, two presses within ``double_seconds`` switch sharing of the user's expressions off
-  (or on again); the unit says which ("Your expressions are no longer shared.").
+  (or on again); the unit says which ("Your expressions are no longer shared."). A press acts on
+  its own (the other person's expression said again) once no second one came in that time.
 - In idle, ``FORGET_HOLDS`` long presses in a row forget everything
   (``appliance.app.Appliance.forget_everything``), each after no more than ``window_seconds`` of
   silence since the one before: a person listens to each sentence (the address takes 6-8 s to say)
@@ -38,20 +39,31 @@ class PrivacyGestures:
         self._double, self._window = double_seconds, window_seconds
         self._clock = announcer.clock  # longest_silence's
         self._lock = threading.Lock()
-        self._last_press = -float("inf")
+        self._single: threading.Timer | None = None  # a press in a call waiting for a second
         self._holds = 0  # long presses in a row
         self._last_hold = -float("inf")
 
-    def press_in_call(self) -> bool:
-        """A short press in a call; True when it completed a double press (sharing switched)."""
-        now = self._clock()
+    def press_in_call(self, single: Callable[[], object]) -> None:
+        """A short press in a call: ``single`` runs once no second press came within
+        ``double_seconds``; a second press switches sharing instead. The first press of a double
+        press used to say the expression again before the switch was said."""
         with self._lock:
-            double = now - self._last_press <= self._double
-            self._last_press = -float("inf") if double else now
-        if double:
+            first, self._single = self._single, None
+            if first is None:
+                self._single = threading.Timer(self._double, self._alone, (single,))
+                self._single.daemon = True
+                self._single.start()
+        if first is not None:
+            first.cancel()
             # settings.changed follows: the call tells the other unit, the narrator says it here.
             self._set_sharing(not self._sharing())
-        return double
+
+    def _alone(self, single: Callable[[], object]) -> None:
+        with self._lock:
+            if self._single is None or self._single is not threading.current_thread():
+                return  # a second press came as the timer fired: it is a double press
+            self._single = None
+        single()
 
     def hold_in_idle(self) -> bool:
         """A long press in idle: one step towards forgetting everything; False for the first
