@@ -338,7 +338,7 @@ def test_a_refusal_then_an_outage_is_said_as_the_outage(tmp_path: Path) -> None:
     async def run() -> None:
         with loopback_relay(tmp_path) as relay:
             jid, password = relay.add_unit("asha")
-            cfg, _, tls = relay.settings(jid, password, retry_max_seconds=1)
+            cfg, _, tls = relay.settings(jid, "not-" + password, retry_max_seconds=1)
             client = make_client(cfg, events, password="not-" + password, tls=tls)
             client.start(asyncio.get_running_loop())
             await until(lambda: client.state == "refused", 15, "refused")
@@ -347,6 +347,27 @@ def test_a_refusal_then_an_outage_is_said_as_the_outage(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert states(events)[-2:] == ["refused", "connecting"]
+
+
+def test_a_password_corrected_on_the_unit_is_used_without_a_restart(tmp_path: Path) -> None:
+    """The relay's operator resets the account and the owner's helper puts the new password in the
+    unit's password file: the unit went on with the password read at its start, refused until it
+    was restarted."""
+    events = EventBus(history=100)
+
+    async def run() -> None:
+        with loopback_relay(tmp_path) as relay:
+            jid, password = relay.add_unit("asha")
+            cfg, _, tls = relay.settings(jid, "an-old-password", retry_max_seconds=1)
+            client = make_client(cfg, events, password="an-old-password", tls=tls)
+            client.start(asyncio.get_running_loop())
+            await until(lambda: client.state == "refused", 15, "refused")
+            cfg.password_file.write_text(password + "\n")
+            await until(lambda: client.state == "connected", 15, "connected on the new password")
+            await client.close()
+
+    asyncio.run(run())
+    assert states(events)[-2:] == ["refused", "connected"]
 
 
 def test_a_second_unit_on_the_same_account_is_said_at_once_and_not_fought(tmp_path: Path) -> None:

@@ -48,8 +48,9 @@ class RelayUnavailable(Exception):
 
 def account(cfg: RelayConfig) -> tuple[str, ssl.SSLContext]:
     """The account's password and the TLS context that checks the relay's certificate, both read
-    once, at start (and by the self-test): settings to fix are said now, not behind every later
-    attempt to connect. Raises RelayError."""
+    at start (and by the self-test): settings to fix are said now, not behind every later attempt
+    to connect (the client reads the password file again only after the relay refused it).
+    Raises RelayError."""
     try:
         password = cfg.password_file.read_text().strip()
     except OSError as e:

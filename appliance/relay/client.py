@@ -243,11 +243,23 @@ class RelayClient:
                 xmpp.abort()
             if result == "refused":
                 self._set("refused", "the relay refused this unit's account: ask whoever runs the relay")
+                self._read_password_again(xmpp)
             elif self.state == "refused":  # each attempt says its own cause: an outage now, not the account
                 self._set("connecting", "the relay cannot be reached; trying again")
             return None
         await self._session_started(xmpp, gone)
         return gone
+
+    def _read_password_again(self, xmpp: slixmpp.ClientXMPP) -> None:
+        """After a refusal, the password file again: one corrected on the unit (its account reset
+        on the relay) is used at the next attempt, not only after a restart."""
+        try:
+            password = self._cfg.password_file.read_text().strip()
+        except OSError as e:
+            log.warning("cannot read the relay password file again: %s", e.strerror)
+            return
+        if password:
+            xmpp.password = password
 
     async def _session_started(self, xmpp: slixmpp.ClientXMPP, gone: asyncio.Future[Any]) -> None:
         try:
