@@ -112,6 +112,27 @@ def test_the_example_names_the_guest_in_the_unit_s_words(token: str) -> None:
             browser.close()
 
 
+def test_names_in_hindi_or_bengali_letters_are_marked_with_their_language(tmp_path: Path) -> None:
+    """A screen reader reads the English page's names with its English voice, which spells out or
+    skips Devanagari and Bengali letters, unless they are marked (the unit's own pages mark them)."""
+    store = StateStore(tmp_path / "state.db", EventBus(), {"display_name": "आशा"})
+    invites = Invites(Identity.load_or_create(tmp_path / "identity.key"), store)
+    token = invites.token(invites.create("প্রিয়া", 3600, once=True), JID)
+    store.close()
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, Relay(200, {}), token)
+        try:
+            expect = sync_api.expect
+            expect(page.locator("#status")).to_have_text('Hello প্রিয়া. Press "Call आशा" when you are ready.')
+            for where in ("#status", "#heading", "#call"):
+                expect(page.locator(f"{where} bdi[lang=hi]")).to_have_text("आशा")
+            expect(page.locator("#status bdi[lang=bn]")).to_have_text("প্রিয়া")
+            expect(page.locator("#example bdi[lang=bn]")).to_have_text("প্রিয়া")
+            expect(page.get_by_role("button", name="Call आशा")).to_be_visible()
+        finally:
+            browser.close()
+
+
 def test_an_invite_the_unit_refuses_after_call_keeps_the_focus_on_the_sentence(token: str) -> None:
     """The unit refuses the invite (withdrawn) while "Cancel the call" has the focus: that button
     is hidden with its section, and the focus goes to the sentence, not to the top of the page."""

@@ -165,7 +165,7 @@ def test_hindi_and_bengali_are_marked_as_such_for_a_screen_reader(tmp_path: Path
     other = Identity.load_or_create(tmp_path / "other.key")
     unit.store.add_peer(other.unit_id, kitchen, "127.0.0.1:9", other.public_key)
     try:
-        browser, _ = unit.owner()
+        browser, headers = unit.owner()
         settings = Languages(browser.get("/settings").get_data(as_text=True)).texts
         assert ("हिन्दी (Hindi)", "hi", "option") in settings
         assert ("বাংলা (Bengali)", "bn", "option") in settings
@@ -174,6 +174,11 @@ def test_hindi_and_bengali_are_marked_as_such_for_a_screen_reader(tmp_path: Path
             texts = Languages(browser.get(page).get_data(as_text=True)).texts
             assert (kitchen, "bn", "bdi") in texts, texts
             assert ("Asha", "en", "strong") in texts  # a Latin name is the page's English
+        # A sentence naming it, such as the result of unpairing it (not reachable at that address).
+        form = {"csrf": headers["X-CSRF-Token"], "unit_id": other.unit_id, "confirm": "yes"}
+        result = browser.post("/unpair", data=form)
+        texts = Languages(browser.get(result.headers["Location"]).get_data(as_text=True)).texts
+        assert ("Unpaired here.", "en", "p") in texts and (kitchen, "bn", "bdi") in texts, texts
     finally:
         unit.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
@@ -15,7 +16,7 @@ from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
 from appliance.web.wording import PAGE_ERRORS, Outcome, page_status, problem
-from appliance.words.phrases import written_in
+from appliance.words.phrases import JOINERS, SCRIPT_BLOCKS, written_in
 
 # The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
 # Each in its own script too, as its speakers look for it, and in English for whoever helps them.
@@ -42,17 +43,28 @@ def version(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(settings.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Devanagari or Bengali words (the joiners are part of a spelling: JOINERS) and the spaces between.
+_LETTERS = "".join(f"{first}-{last}" for first, last in SCRIPT_BLOCKS.values())
+_WORD = f"[{''.join(JOINERS)}]*[{_LETTERS}][{_LETTERS}{''.join(JOINERS)}]*"
+INDIC_RUN = re.compile(f"{_WORD}(?:\\s+{_WORD})*")
+
+
 def owners_changes(change: dict[str, Any], current: Settings) -> dict[str, Any]:
     """What the form changes: saving the volume is no answer to whether expressions are shared."""
     return {k: v for k, v in change.items() if getattr(current, k) != v}
 
 
-def in_its_language(name: str) -> Markup:
-    """``name`` marked with the language of its script where that is not the pages' English: a
-    screen reader reads a name in Devanagari or Bengali letters with that language's voice (the
-    English one spells it out or skips it). ``<bdi>`` keeps it from changing the text around it."""
-    language = written_in(name)
-    return Markup('<bdi lang="{}">{}</bdi>').format(language, name) if language else escape(name)
+def in_its_language(text: str) -> Markup:
+    """``text`` (a name, or a sentence naming one: "Paired with রান্নাঘর.") with each run of
+    Devanagari or Bengali words marked with its language: a screen reader reads them with that
+    language's voice, where the pages' English one spells them out or skips them. ``<bdi>`` keeps
+    a run from changing the text around it."""
+    marked, end = Markup(), 0
+    for run in INDIC_RUN.finditer(text):
+        marked += escape(text[end : run.start()])
+        marked += Markup('<bdi lang="{}">{}</bdi>').format(written_in(run.group()), run.group())
+        end = run.end()
+    return marked + escape(text[end:])
 
 
 def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:

@@ -196,14 +196,41 @@
   let offers = 0; // this page's offers so far, each one's number: the unit answers re-offers in order
   const received = {}; // data channel messages from the unit, by type (for tests: never "emotion")
 
+  // A name in Devanagari or Bengali letters, marked with its language: a screen reader reads it with
+  // that language's voice (the page's English one spells it out or skips it), as the unit's own
+  // pages do (appliance/web/settings_pages.py, in_its_language). <bdi> keeps the text around it.
+  const SCRIPTS = [['hi', /[\u0900-\u097F]/], ['bn', /[\u0980-\u09FF]/]];
+  const marked = [owner, invite && typeof invite.name === 'string' ? invite.name : '']
+    .map((name) => [name, (SCRIPTS.find(([, letters]) => letters.test(name)) || [''])[0]])
+    .filter(([name, lang]) => name && lang);
+
+  function put(el, text) {
+    el.textContent = '';
+    let rest = text;
+    while (rest) {
+      const found = marked
+        .map(([name, lang]) => [rest.indexOf(name), name, lang])
+        .filter(([at]) => at >= 0)
+        .sort((a, b) => a[0] - b[0])[0];
+      if (!found) break;
+      const [at, name, lang] = found;
+      const bdi = document.createElement('bdi');
+      bdi.lang = lang;
+      bdi.textContent = name;
+      el.append(rest.slice(0, at), bdi);
+      rest = rest.slice(at + name.length);
+    }
+    el.append(rest);
+  }
+
   function say(text) {
-    $('status').textContent = text;
+    put($('status'), text);
   }
 
   // No call can be made: the sentence alone is left, with the focus (the button that had it, "Cancel
   // the call" when the unit refused the invite, is hidden now, and focus would fall to the page).
   function refuse(text) {
-    $('problem').textContent = text;
+    put($('problem'), text);
     $('problem').hidden = false;
     $('before').hidden = true;
     $('call-area').hidden = true;
@@ -226,7 +253,7 @@
   // Shown as an alert; the Call button stays, for when the guest has put it right.
   function warn(text) {
     ready('');
-    $('problem').textContent = text;
+    put($('problem'), text);
     $('problem').hidden = false;
   }
 
@@ -376,7 +403,7 @@
     keepAwake(mine);
     $('before').hidden = true;
     $('call-area').hidden = false;
-    $('call-heading').textContent = `In a call with ${owner}`;
+    put($('call-heading'), `In a call with ${owner}`);
     say(again ? `Reconnected. In a call with ${owner}.` : `In a call with ${owner}.`);
     if (!again) $('hangup').focus();
   }
@@ -557,11 +584,11 @@
       refuse('This browser cannot make video calls. Open the link in Chrome, Firefox or Safari.');
       return;
     }
-    for (const el of document.querySelectorAll('.owner-name')) el.textContent = owner;
-    $('example').textContent = `${invite.name} looks happy`; // as the unit says it of the guest
-    $('heading').textContent = `Call ${owner}`;
+    for (const el of document.querySelectorAll('.owner-name')) put(el, owner);
+    put($('example'), `${invite.name} looks happy`); // as the unit says it of the guest
+    put($('heading'), `Call ${owner}`);
     document.title = `Call ${owner} – emocall`;
-    $('call').textContent = `Call ${owner}`;
+    put($('call'), `Call ${owner}`);
     ready(`Hello ${invite.name}. Press "Call ${owner}" when you are ready.`);
   });
 })();
