@@ -279,9 +279,10 @@ def test_only_paired_units_are_listed_online(paired: tuple[Unit, Unit], tmp_path
 
 
 def test_a_session_cut_at_once_keeps_the_pause_growing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two processes on one account (a cloned card) kick each other as each signs in: the pause
-    went back to 1 s at every session, so both reconnected every few seconds for ever. It starts
-    again from 1 s only after a session that held for a minute."""
+    """A relay that ends each session at once (one restarting over and over): the pause went back
+    to 1 s at every session, so the unit signed in every few seconds for ever. It starts again
+    from 1 s only after a session that held for a minute. (Two units on one account end each
+    other's sessions with a conflict, which stops the one pushed off: -k second_unit.)"""
     clock = [1000.0]
     monkeypatch.setattr(relay_client, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
     lasted = iter([0.5, 0.5, None, 0.5, 0.5, 0.5, 0.5, 120.0, 0.5, 0.5])  # None: refused, never up
@@ -400,6 +401,22 @@ def test_a_second_unit_on_the_same_account_is_said_at_once_and_not_fought(tmp_pa
     assert states(first) == ["connected", "replaced"] and states(second) == ["connected"]
     assert [e.data["state"] for e in first.recent("relay.unreachable")] == ["replaced"]
     assert not second.recent("relay.unreachable")
+
+
+def test_a_unit_pushed_off_before_its_session_started_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two units on one account starting together (a power cut in a home with both): the conflict
+    can come before the session starts, when the attempt reads as a lost connection. The unit
+    stopped trying and said nothing, "connecting" for good."""
+    events = EventBus(history=100)
+    client = make_client(events=events)
+
+    async def pushed_off(xmpp: Any) -> None:
+        client._on_stream_error({"condition": "conflict"})  # as slixmpp hands Prosody's stream error
+
+    monkeypatch.setattr(client, "_connect_once", pushed_off)
+    asyncio.run(asyncio.wait_for(client._run(), 5))
+    assert states(events) == ["replaced"]
+    assert [e.data["state"] for e in events.recent("relay.unreachable")] == ["replaced"]
 
 
 def test_a_ping_timeout_leads_to_exactly_one_new_connection(tmp_path: Path) -> None:

@@ -183,6 +183,18 @@ def test_hindi_and_bengali_are_marked_as_such_for_a_screen_reader(tmp_path: Path
         unit.close()
 
 
+def test_each_run_of_words_is_marked_with_its_own_script() -> None:
+    from markupsafe import Markup
+
+    from appliance.web.settings_pages import in_its_language
+
+    assert in_its_language("आशा প্রিয়া।") == '<bdi lang="hi">आशा</bdi> <bdi lang="bn">প্রিয়া</bdi>।'
+    assert in_its_language("। রান্না") == '। <bdi lang="bn">রান্না</bdi>'  # a full stop starts no word
+    # Markup is text here: its tags are escaped, never marked inside (an attribute would break).
+    tag = in_its_language(Markup('<a title="আশা">'))
+    assert tag == '&lt;a title=&#34;<bdi lang="bn">আশা</bdi>&#34;&gt;'
+
+
 def test_a_login_form_posted_twice_logs_in_once(units: tuple[Unit, Unit]) -> None:
     """A double click on "Log in" (or on "I pressed the button") sends the form twice with the
     cookie from before: the second post gets the session the first opened, not "the code has

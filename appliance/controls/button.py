@@ -10,7 +10,8 @@
   within a second): a press waits for idle and then does what it does there, to call back at once;
   one still closing after ``CLOSING_WAIT_SECONDS`` (a relay's TURN allocation) is said, not dropped;
 - in a call: a press repeats the other person's last expression (also while something is being
-  said, which is when the user most often missed it);
+  said, which is when the user most often missed it), once no second press came within the
+  privacy gestures' ``double_seconds`` (two presses switch sharing);
 - a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
   choice; when idle it says the unit's address (``say_address``), for pairing by address without a
   sighted helper;
@@ -314,6 +315,8 @@ class CallButton:
             self._cancel_choice()
         self._button.when_pressed = self._button.when_held = self._button.when_released = None
         self._work.shutdown(wait=True)
+        if self._privacy is not None:
+            self._privacy.close()
         self._button.close()
         self._has_button(False)
 

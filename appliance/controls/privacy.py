@@ -58,6 +58,13 @@ class PrivacyGestures:
             # settings.changed follows: the call tells the other unit, the narrator says it here.
             self._set_sharing(not self._sharing())
 
+    def close(self) -> None:
+        """No press waiting for a second acts any more."""
+        with self._lock:
+            waiting, self._single = self._single, None
+        if waiting is not None:
+            waiting.cancel()
+
     def _alone(self, single: Callable[[], object]) -> None:
         with self._lock:
             if self._single is None or self._single is not threading.current_thread():

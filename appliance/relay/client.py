@@ -48,7 +48,7 @@ TURN_CHECK_S = 300.0  # the clock is looked at again at least this often
 STEADY_S = 60.0  # a connection that lasted this long was not cut at once: the pause starts again at 1 s
 NOT_CONNECTED = {  # why a request cannot go through the relay now, by state: waiting mends only the first
     "connecting": "this unit is not connected to its relay now; try again in a minute",
-    "refused": "the relay refused this unit's account: ask whoever runs the relay",
+    "refused": "this unit's relay account cannot be used (refused, or a bad [relay] jid): see the self-test",
     "replaced": "another unit signed in with this unit's relay account: this one stays off until it restarts",
 }
 Answerer = Callable[[str, Exchange], Awaitable[Exchange]]
@@ -131,7 +131,8 @@ class RelayClient:
         pause = 1.0
         while True:
             lasted = await self._session(xmpp)
-            if self._replaced:
+            if self._replaced:  # also when pushed off before the session started: never said then
+                self._give_way()
                 return
             if lasted >= STEADY_S:
                 # Only then: a relay that ends each session at once (one restarting over and over)
@@ -152,6 +153,8 @@ class RelayClient:
         in again would end that unit's session, and it this one's, over and over, each unit reachable
         part of the time and neither saying why. This one stays off the relay until it starts again,
         and says so at once: waiting does not mend it."""
+        if self.state == "replaced":
+            return
         log.error("another connection signed in to this unit's relay account; staying off the relay")
         self._set("replaced", "another unit signed in to this unit's relay account")
         self._said_unreachable = True

@@ -200,27 +200,32 @@
   // that language's voice (the page's English one spells it out or skips it), as the unit's own
   // pages do (appliance/web/settings_pages.py, in_its_language). <bdi> keeps the text around it.
   const SCRIPTS = [['hi', /[\u0900-\u097F]/], ['bn', /[\u0980-\u09FF]/]];
+  function scriptOf(name) { // by its first letter in either script, as the unit's pages decide
+    const first = [...name].map((c) => SCRIPTS.find(([, letters]) => letters.test(c))).find(Boolean);
+    return first ? first[0] : '';
+  }
   const marked = [owner, invite && typeof invite.name === 'string' ? invite.name : '']
-    .map((name) => [name, (SCRIPTS.find(([, letters]) => letters.test(name)) || [''])[0]])
+    .map((name) => [name, scriptOf(name)])
     .filter(([name, lang]) => name && lang);
 
+  // The text, each marked name in it as a <bdi lang>; one change to the element (a live region).
   function put(el, text) {
-    el.textContent = '';
+    const parts = [];
     let rest = text;
-    while (rest) {
+    for (;;) {
       const found = marked
         .map(([name, lang]) => [rest.indexOf(name), name, lang])
         .filter(([at]) => at >= 0)
-        .sort((a, b) => a[0] - b[0])[0];
+        .sort((a, b) => a[0] - b[0] || b[1].length - a[1].length)[0]; // the first; of two there, the longer
       if (!found) break;
       const [at, name, lang] = found;
       const bdi = document.createElement('bdi');
       bdi.lang = lang;
       bdi.textContent = name;
-      el.append(rest.slice(0, at), bdi);
+      parts.push(rest.slice(0, at), bdi);
       rest = rest.slice(at + name.length);
     }
-    el.append(rest);
+    el.replaceChildren(...parts, rest);
   }
 
   function say(text) {
