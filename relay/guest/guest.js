@@ -147,8 +147,8 @@
       });
     }
 
-    async iceServers() {
-      const answer = await this.iq('get', this.domain, '<services xmlns="urn:xmpp:extdisco:2"/>', STEP_MS);
+    async iceServers(ms) {
+      const answer = await this.iq('get', this.domain, '<services xmlns="urn:xmpp:extdisco:2"/>', ms);
       const servers = [];
       for (const s of answer.getElementsByTagName('service')) {
         const type = s.getAttribute('type');
@@ -351,8 +351,10 @@
     }
     // New STUN/TURN credentials for every offer: the relay's for guests expire (an hour,
     // external_service_ttl in relay/), and coturn checks them on each new allocation, so a
-    // re-offer late in a long call would otherwise lose its TURN candidates.
-    const iceServers = await mine.xmpp.iceServers();
+    // re-offer late in a long call would otherwise lose its TURN candidates. A re-offer asks with
+    // a re-offer's wait: the relay's connection may have died with the call's (a phone that moved
+    // to another network), and the first re-offer spent STEP_MS of the unit's patience finding out.
+    const iceServers = await mine.xmpp.iceServers(resume ? RETRY_MS : STEP_MS);
     if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
     if (mine.pc) mine.pc.close();
     const pc = new RTCPeerConnection({ iceServers });
