@@ -12,9 +12,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from appliance.app import Appliance
 from appliance.identity import Identity
+from appliance.web.settings_pages import KEPT
 from tests.conftest import appliance_config
 from tests.pairing_units import Unit, make_unit
 from tests.test_hardening_button import Browser
@@ -77,12 +79,29 @@ def test_a_page_older_than_the_login_is_said_plainly(units: tuple[Unit, Unit]) -
         "Error: This page is out of date. Reload it and try again."
     )
     browser, _ = a.owner()
-    for path in ("/settings", "/pair/request", "/sharing"):
+    for path in ("/pair/request", "/sharing"):  # the settings form is kept: the next test
         page = browser.post(path, data={"csrf": "from-an-old-page"})
         assert page.status_code == 403
         assert "This page is out of date. Reload it and try again." in _title(page.get_data(as_text=True))
     api = browser.patch("/api/settings", json={"volume": 5})  # the API names what is missing
     assert api.status_code == 403 and "CSRF token" in api.get_json()["error"]
+
+
+def test_a_settings_form_from_before_a_new_login_is_kept_to_save(units: tuple[Unit, Unit]) -> None:
+    """Another tab logs in anew (a new session, a new CSRF token): a settings form filled in a page
+    opened before was refused as out of date, and what was typed in it was lost."""
+    a, _ = units
+    browser, headers = a.owner()
+    old_page = {"csrf": headers["X-CSRF-Token"], "volume": "35", "display_name": "Kitchen"}
+    fresh = browser.get("/api/owner").get_json()["csrf"]  # the other tab: a code, then the login
+    assert browser.post("/api/owner/code", headers={"X-CSRF-Token": fresh}).status_code == 202
+    login = browser.post("/api/owner/login", json={"code": a.code("owner")}, headers={"X-CSRF-Token": fresh})
+    assert login.status_code == 200 and login.get_json()["csrf"] != old_page["csrf"]
+    page = browser.post("/settings", data=old_page, follow_redirects=True)
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and str(escape(KEPT[True])) in text, text[-3000:]
+    assert re.search(r'id="volume"[^>]*value="35"', text) and 'value="Kitchen"' in text
+    assert a.store.settings().volume != 35  # shown again to save, not saved unasked
 
 
 def test_calling_a_unit_unpaired_meanwhile_is_said_without_its_id(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from appliance.web.schemas import (
     parse,
 )
 from appliance.web.server import MAX_BODY_BYTES
+from appliance.web.wording import error_page
 
 StatusProvider = Callable[[], dict[str, Any]]
 
@@ -92,7 +93,7 @@ def _register_errors(app: Flask) -> None:
     def http_error(e: HTTPException) -> ResponseReturnValue:
         if request.path.startswith("/api/"):
             return jsonify({"error": e.description or e.name}), e.code or 500
-        return pages.error_page(e)
+        return error_page(e)
 
     @app.errorhandler(StateError)
     def state_error(e: StateError) -> ResponseReturnValue:

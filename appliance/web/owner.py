@@ -33,6 +33,7 @@ from flask import Flask, Request, Response, abort, current_app, g, request, sess
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature
+from werkzeug.exceptions import Forbidden
 
 from appliance.pairing.service import AGAIN_S
 from appliance.state import StateError, StateStore
@@ -286,9 +287,18 @@ def csrf_only(view: Callable[P, R]) -> Callable[P, R]:
     return wrapped
 
 
+class StaleForm(Forbidden):
+    """A page's form without this session's CSRF token: from before the latest login (another tab
+    logged in anew), or from elsewhere. 403, said as a page out of date."""
+
+    description = STALE_PAGE
+
+
 def refuse_stale() -> NoReturn:
     """Refuse a change that lacks the CSRF token (403), in the API's words or the pages'."""
-    abort(403, CSRF_REFUSED if request.path.startswith("/api/") else STALE_PAGE)
+    if request.path.startswith("/api/"):
+        abort(403, CSRF_REFUSED)
+    raise StaleForm()
 
 
 def security_headers(response: Response) -> Response:

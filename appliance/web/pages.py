@@ -24,7 +24,6 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
 
 from appliance.call import CALL_OVER, IN_PROGRESS
 from appliance.web import owner, presence
@@ -32,7 +31,7 @@ from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import CallRequest, OwnerLogin, parse
-from appliance.web.settings_pages import PENDING, add_settings_pages, posted_settings
+from appliance.web.settings_pages import PENDING, PENDING_STALE, add_settings_pages, posted_settings
 from appliance.web.wording import (
     CALL_STATES,
     PAGE_ERRORS,
@@ -58,12 +57,6 @@ SETTINGS_KEPT = (
 )
 LOGIN_SOON_S = 15 * 60
 SETTLE_S = 5.0  # how long an action may take to change the call state before the page is shown
-
-
-def error_page(e: HTTPException) -> ResponseReturnValue:
-    said = "There is no page at this address." if e.code == 404 else (e.description or e.name)
-    outcome = Outcome(said, "error")
-    return render_template("error.html", code=e.code, outcome=outcome), e.code or 500
 
 
 def _flashed() -> list[Outcome]:
@@ -165,6 +158,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     def logged_out(_: LoggedOut) -> ResponseReturnValue:
         if request.endpoint == "pages.settings_post":
             session[PENDING] = posted_settings()
+            session.pop(PENDING_STALE, None)
             return render_login(Outcome(SETTINGS_KEPT, "error"), http=401)
         return render_login(Outcome(CHANGE_REFUSED, "error"), http=401)
 

@@ -12,10 +12,11 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 
 from appliance.state import Settings
+from appliance.web.owner import StaleForm
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
-from appliance.web.wording import PAGE_ERRORS, Outcome, page_status, problem
+from appliance.web.wording import PAGE_ERRORS, Outcome, error_page, page_status, problem
 from appliance.words.phrases import JOINERS, SCRIPT_BLOCKS
 
 # The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
@@ -23,6 +24,13 @@ from appliance.words.phrases import JOINERS, SCRIPT_BLOCKS
 LANGUAGES = {"en": "English", "en-gb": "English (UK)", "hi": "हिन्दी (Hindi)", "bn": "বাংলা (Bengali)"}
 FLAGS = ("auto_answer", "share_expressions")  # checkboxes: absent from a form means off
 PENDING = "pending_settings"  # a settings form sent after the login ended, kept for after the next login
+PENDING_STALE = "pending_stale"  # ...or sent from a page older than the latest login: kept to save now
+KEPT = {
+    False: "Welcome back. Your changes from before you were logged out are filled in below but not "
+    'saved yet: check them and press "Save settings".',
+    True: "This page was from before your latest login (in another tab or window), so nothing was "
+    'saved. Your changes are filled in below: check them and press "Save settings".',
+}
 VERSION = "version"  # the settings the page was filled from, as a digest (``version``)
 CHANGED_ELSEWHERE = (
     "The settings were changed elsewhere (with the button or on another page) after this page was "
@@ -80,6 +88,15 @@ def in_its_language(text: str) -> Markup:
 def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     bp.add_app_template_filter(in_its_language)
 
+    @bp.app_errorhandler(StaleForm)
+    def stale_form(e: StaleForm) -> ResponseReturnValue:
+        """The settings typed in a page from before the latest login are kept and shown again to
+        save, as across a login that ended (they were lost); any other form is out of date."""
+        if request.endpoint != "pages.settings_post":
+            return error_page(e)
+        session[PENDING], session[PENDING_STALE] = posted_settings(), True
+        return redirect(url_for("pages.settings"))
+
     def render_settings(
         outcome: Outcome | None = None, form: dict[str, str] | None = None
     ) -> ResponseReturnValue:
@@ -103,11 +120,7 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
         # Kept until the form is sent: a reload before Save must not lose what the page says it keeps.
         pending = session.get(PENDING)
         if isinstance(pending, dict):
-            kept = Outcome(
-                "Welcome back. Your changes from before you were logged out are filled in below but not "
-                'saved yet: check them and press "Save settings".',
-                "question",
-            )
+            kept = Outcome(KEPT[session.get(PENDING_STALE) is True], "question")
             return render_settings(kept, {str(k): str(v) for k, v in pending.items()})
         return render_settings()
 
@@ -115,6 +128,7 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
     @owner_page
     def settings_post() -> ResponseReturnValue:
         session.pop(PENDING, None)  # sent: saved, or shown again as typed
+        session.pop(PENDING_STALE, None)
         form = posted_settings()
         shown = form.get(VERSION)
         fields = {k: v for k, v in form.items() if k != VERSION}

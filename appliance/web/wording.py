@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import render_template
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
 from appliance.call import CallError, NotPaired
 from appliance.events import Event
 from appliance.pairing.codes import CodeError, CodeExpired, CodeLocked
@@ -56,6 +60,12 @@ class Outcome:
     text: str
     kind: str = "info"
     fields: dict[str, str] = field(default_factory=dict)
+
+
+def error_page(e: HTTPException) -> ResponseReturnValue:
+    said = "There is no page at this address." if e.code == 404 else (e.description or e.name)
+    outcome = Outcome(said, "error")
+    return render_template("error.html", code=e.code, outcome=outcome), e.code or 500
 
 
 def page_status(outcome: Outcome | None) -> int:
