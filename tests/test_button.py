@@ -213,6 +213,32 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
     assert np.all(np.diff(starts) > 0)
 
 
+def test_a_call_missed_while_away_is_said_at_the_next_press(pair: tuple[ButtonUnit, Unit]) -> None:
+    """ "Missed call from Bela." was said once, as Bela gave up, and shown for 10 s: an owner in
+    another room never learnt of it. The next press says it first, once, and then calls."""
+    asha, bela = pair
+    bela.send("call Asha")
+    asha.wait_state("ringing")
+    bela.send("hangup")  # Bela gives up while it rings here
+    asha.wait_state("idle")
+    asha.press()  # back in the room: to call Bela
+    asha.wait_state("connected")
+    asha.press(HOLD + 0.3)
+    asha.wait_state("idle")
+    asha.press()  # said once: not at the next press
+    asha.wait_state("connected")
+    asha.press(HOLD + 0.3)
+    asha.wait_state("idle")
+    said = asha.said()
+    assert said[:4] == [
+        "Bela is calling. Press the button to answer.",
+        "Missed call from Bela.",  # as Bela gave up
+        "Missed call from Bela.",  # at the next press
+        "Calling Bela.",
+    ], said
+    assert said.count("Missed call from Bela.") == 2
+
+
 def test_several_peers_are_offered_one_press_at_a_time(unit: ButtonUnit, tmp_path: Path) -> None:
     for i, name in enumerate(("Bela", "Chandra")):
         other = Identity.load_or_create(tmp_path / f"{name}.key")

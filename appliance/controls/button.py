@@ -1,6 +1,8 @@
 """What the call button does.
 
-- idle: a press calls the paired unit; with several, each press says the next name and the call
+- idle: a press first says the calls missed since the last press ("Missed call from Bela.": said
+  once as the caller gave up, when the owner may have been in another room; kept in memory only),
+  then calls the paired unit; with several, each press says the next name and the call
   goes to the last one named once ``choice_seconds`` pass, after the name was heard, without another
   press (a call coming in meanwhile ends the choice); two units of the same name are told apart by
   number, and the call goes to the unit named, by its id;
@@ -41,7 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from appliance.call import CLOSING_WAIT_SECONDS, IN_CALL, IN_PROGRESS, CallError
+from appliance.call import CLOSING_WAIT_SECONDS, IN_CALL, IN_PROGRESS, MISSED, CallError
 from appliance.config import ButtonConfig
 from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
@@ -110,6 +112,7 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
+        self._missed: list[str] = []  # who called unanswered since the last press, oldest first
         self._forgetting = False
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
@@ -127,15 +130,20 @@ class CallButton:
             with self._lock:
                 self._forgetting = True
                 self._cancel_choice()
+                self._missed.clear()
             return
         if event.topic != "call.state":
             return
-        state = str(event.data.get("state", ""))
+        state, peer = str(event.data.get("state", "")), str(event.data.get("peer") or "")
         with self._lock:
             if state == "calling":
-                self._calling = str(event.data.get("peer") or "")
+                self._calling = peer
             if state != "idle":
                 self._cancel_choice()
+            if peer in self._missed and state == "connected":  # they have talked since
+                self._missed.remove(peer)
+            if state == "ended" and event.data.get("reason") == MISSED and peer not in self._missed:
+                self._missed.append(peer)
 
     def _pressed(self) -> None:
         with self._lock:
@@ -220,7 +228,14 @@ class CallButton:
                 if cancelled:
                     self._announcer.state("cancelled")
                 return
+            self._say_missed()
             self._offer_next()
+
+    def _say_missed(self) -> None:
+        with self._lock:
+            missed, self._missed = self._missed, []
+        for peer in missed:
+            self._announcer.state("missed_call", peer=peer)
 
     def _repeat_in_call(self) -> None:
         """The other person's expression again, unless the call ended while a second press was
