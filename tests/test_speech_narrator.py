@@ -17,6 +17,7 @@ from appliance.camera import CameraError, Frame
 from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import EventBus
+from appliance.speech import narrator
 from appliance.speech.narrator import Narrator
 from appliance.state import STATE_FILE, StateStore
 
@@ -418,3 +419,21 @@ def test_the_start_up_sentence_waits_for_a_speaker_not_playing_yet(unit: Talking
     unit.events.publish("audio.recovered", "the speaker works again")
     unit.wait_spoken(3)
     assert unit.said()[1:] == ["The speaker works again.", "Kitchen is ready. Camera ready."]
+
+
+def test_a_caller_told_busy_while_idle_is_said_once_the_unit_stays_idle(unit: Talking) -> None:
+    """Two guests at once: the one told busy as the other's call was about to ring here was said
+    only after a call had ended, and if that call never rang, after the next one."""
+    unit.events.publish("call.tried", "a call came while busy", peer="Priya", guest=True)
+    unit.events.publish("call.state", "ringing", state="ringing", peer="Chen", reason="", button=True)
+    time.sleep(narrator.TRIED_IDLE_SECONDS + 0.5)  # the line was taken: said after that call
+    unit.events.publish("call.state", "ended", state="ended", peer="Chen", reason=MISSED)
+    unit.events.publish("call.state", "idle", state="idle", peer="", reason="")
+    unit.events.publish("call.tried", "a call came while busy", peer="Dev", guest=True)
+    time.sleep(narrator.TRIED_IDLE_SECONDS + 0.5)  # the line stayed free: said now
+    assert unit.said() == [
+        "Chen is calling. Press the button to answer.",
+        "Missed call from Chen.",
+        "While you were busy, Priya tried to call.",
+        "While you were busy, Dev tried to call.",
+    ]

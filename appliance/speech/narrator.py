@@ -60,6 +60,9 @@ START_TOPICS = (
     "button.unavailable",
 )
 SETTLE_SECONDS = 1.5
+# A caller told busy while this unit was idle (another's call about to ring here): said once the
+# unit has stayed idle this long, else when the call that took the line is over.
+TRIED_IDLE_SECONDS = 3.0
 
 
 def from_settings(
@@ -103,6 +106,7 @@ class Narrator:
         self._call_state = ""  # the last call.state ("" before the first)
         self._guest = False  # the call is with a guest, who never receives the owner's expressions
         self._tried: list[str] = []  # who called while this unit was busy, said once the call is over
+        self._tried_timer: threading.Timer | None = None
         self._ask_sharing = False
         self._has_button = False  # from unit.ready: whether the call button works
         self._level = LEVELS[verbosity]
@@ -242,12 +246,23 @@ class Narrator:
 
     def _on_tried(self, event: Event) -> None:
         """Someone called while this unit was busy (told so): said once the call is over, when the
-        unit is idle again (a guest told busy as another guest's call is about to ring comes while
-        the unit is idle still: said after that call)."""
+        unit is idle again; one told busy while the unit was still idle (a guest whose offer came
+        as another guest's call was about to ring) once the unit stays idle TRIED_IDLE_SECONDS, or
+        after that call (it waited for the next call's end if the other never rang)."""
         with self._lock:
             peer = str(event.data.get("peer") or "")
             if peer not in self._tried:
                 self._tried.append(peer)
+            if self._call_state in ("", "idle"):
+                if self._tried_timer is not None:
+                    self._tried_timer.cancel()
+                self._tried_timer = threading.Timer(TRIED_IDLE_SECONDS, self._say_tried_if_idle)
+                self._tried_timer.daemon = True
+                self._tried_timer.start()
+
+    def _say_tried_if_idle(self) -> None:
+        if self._call_state in ("", "idle"):
+            self._say_tried()
 
     def _say_tried(self) -> None:
         with self._lock:
@@ -323,5 +338,6 @@ class Narrator:
     def close(self) -> None:
         self._unsubscribe()
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
+            for timer in (self._timer, self._tried_timer):
+                if timer is not None:
+                    timer.cancel()
