@@ -16,7 +16,7 @@ from markupsafe import escape
 
 from appliance.app import Appliance
 from appliance.identity import Identity
-from appliance.web.settings_pages import KEPT
+from appliance.web.settings_pages import KEPT, PENDING
 from tests.conftest import appliance_config
 from tests.pairing_units import Unit, make_unit
 from tests.test_hardening_button import Browser
@@ -97,11 +97,15 @@ def test_a_settings_form_from_before_a_new_login_is_kept_to_save(units: tuple[Un
     assert browser.post("/api/owner/code", headers={"X-CSRF-Token": fresh}).status_code == 202
     login = browser.post("/api/owner/login", json={"code": a.code("owner")}, headers={"X-CSRF-Token": fresh})
     assert login.status_code == 200 and login.get_json()["csrf"] != old_page["csrf"]
-    page = browser.post("/settings", data=old_page, follow_redirects=True)
+    forged = {**old_page, "csrf": "a-token-this-browser-never-held"}  # a form from anywhere else
+    assert browser.post("/settings", data=forged).status_code == 403
+    page = browser.post("/settings", data={**old_page, "smuggled": "x" * 2000}, follow_redirects=True)
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and str(escape(KEPT[True])) in text, text[-3000:]
     assert re.search(r'id="volume"[^>]*value="35"', text) and 'value="Kitchen"' in text
     assert a.store.settings().volume != 35  # shown again to save, not saved unasked
+    with browser.session_transaction() as cookie:  # only the form's own fields ride in the cookie
+        assert "smuggled" not in cookie[PENDING] and cookie[PENDING]["volume"] == "35"
 
 
 def test_calling_a_unit_unpaired_meanwhile_is_said_without_its_id(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """What the call button does.
 
-- idle: a press first says the calls missed since the last press ("Missed call from Bela.": said
-  once as the caller gave up, when the owner may have been in another room; kept in memory only),
-  then calls the paired unit; with several, each press says the next name and the call
-  goes to the last one named once ``choice_seconds`` pass, after the name was heard, without another
-  press (a call coming in meanwhile ends the choice); two units of the same name are told apart by
+- idle: a press first says the calls missed since they were last said ("Missed call from Bela.":
+  said once as the caller gave up, when the owner may have been in another room; kept in memory
+  only; not one that ended in the last ``JUST_SAID_SECONDS``), then calls the paired unit; with
+  several, each press says the next name and the call goes to the last one named once
+  ``choice_seconds`` pass, after the name was heard, without another press (a call coming in
+  meanwhile ends the choice); two units of the same name are told apart by
   number, and the call goes to the unit named, by its id;
 - calling: a press says that the call still rings there, and how to stop it;
 - ringing: a press answers, saying so;
@@ -38,6 +39,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +61,8 @@ KNOWN_FAULTS = (sqlite3.Error, StateError, OSError, CallError)
 # The longest wait for a unit's name to be heard before its choice time runs: what is said before
 # it (the start-up sentence with its question takes about 10 s) must not use up the time to press.
 HEARD_SECONDS = 30.0
+# A missed call that ended this recently is not said again at a press: the unit has just said it.
+JUST_SAID_SECONDS = 10.0
 
 
 class Calls(Protocol):
@@ -112,7 +116,7 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
-        self._missed: list[str] = []  # who called unanswered since the last press, oldest first
+        self._missed: dict[str, float] = {}  # who called unanswered since last said: when it ended
         self._forgetting = False
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
@@ -140,10 +144,10 @@ class CallButton:
                 self._calling = peer
             if state != "idle":
                 self._cancel_choice()
-            if peer in self._missed and state == "connected":  # they have talked since
-                self._missed.remove(peer)
-            if state == "ended" and event.data.get("reason") == MISSED and peer not in self._missed:
-                self._missed.append(peer)
+            if state == "connected":  # they have talked since
+                self._missed.pop(peer, None)
+            if state == "ended" and event.data.get("reason") == MISSED:
+                self._missed.setdefault(peer, time.monotonic())
 
     def _pressed(self) -> None:
         with self._lock:
@@ -232,10 +236,14 @@ class CallButton:
             self._offer_next()
 
     def _say_missed(self) -> None:
+        """The calls missed since they were last said, oldest first; not one that ended moments ago
+        (a press as the caller gave up): the unit has just said it."""
+        now = time.monotonic()
         with self._lock:
-            missed, self._missed = self._missed, []
-        for peer in missed:
-            self._announcer.state("missed_call", peer=peer)
+            missed, self._missed = self._missed, {}
+        for peer, ended in missed.items():
+            if now - ended > JUST_SAID_SECONDS:
+                self._announcer.state("missed_call", peer=peer)
 
     def _repeat_in_call(self) -> None:
         """The other person's expression again, unless the call ended while a second press was

@@ -57,6 +57,7 @@ LOCAL_HEADER = "X-Emocall-Local"
 LISTENING = "emocall.listening"  # app.config: the one address the web server listens on, if one
 PEER_PATHS = ("/api/peer/", "/api/call/signal")
 SESSION_KEY = "owner"  # the cookie's key for the session token
+CSRF_BEFORE = "csrf_before"  # the CSRF token this browser held before its latest login
 WAS_OWNER = "was_owner"  # the cookie's mark of a login, kept after it ends
 
 
@@ -101,6 +102,14 @@ def csrf_token() -> str:
     return token
 
 
+def held_before() -> bool:
+    """Whether the form's CSRF token is the one this browser held before its latest login: a page
+    of its own from then (another tab logged in anew), not a form from anywhere else."""
+    sent = request.form.get("csrf") or ""
+    before = session.get(CSRF_BEFORE)
+    return bool(sent) and isinstance(before, str) and hmac.compare_digest(sent.encode(), before.encode())
+
+
 def csrf_ok() -> bool:
     sent = request.form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
     token = session.get("csrf")
@@ -131,8 +140,12 @@ def is_owner() -> bool:
 
 
 def grant_owner() -> None:
-    """Make this browser the owner for ``session_hours``, in a new session."""
+    """Make this browser the owner for ``session_hours``, in a new session. The token it held
+    before is remembered (``held_before``): a settings form from a page of the last login is kept."""
+    before = session.get("csrf")
     end_owner()
+    if isinstance(before, str):
+        session[CSRF_BEFORE] = before
     sessions = _sessions()
     session[SESSION_KEY] = sessions.store.open_session(sessions.hours)
     session[WAS_OWNER] = True  # a page after the login's end says it ended (page_access.py)

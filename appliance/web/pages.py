@@ -31,7 +31,7 @@ from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import CallRequest, OwnerLogin, parse
-from appliance.web.settings_pages import PENDING, PENDING_STALE, add_settings_pages, posted_settings
+from appliance.web.settings_pages import PENDING, PENDING_STALE, add_settings_pages, kept_settings
 from appliance.web.wording import (
     CALL_STATES,
     PAGE_ERRORS,
@@ -157,7 +157,7 @@ def _login_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> None:
     @bp.app_errorhandler(LoggedOut)  # the privacy and Wi-Fi pages use owner_page too
     def logged_out(_: LoggedOut) -> ResponseReturnValue:
         if request.endpoint == "pages.settings_post":
-            session[PENDING] = posted_settings()
+            session[PENDING] = kept_settings()
             session.pop(PENDING_STALE, None)
             return render_login(Outcome(SETTINGS_KEPT, "error"), http=401)
         return render_login(Outcome(CHANGE_REFUSED, "error"), http=401)

@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 
 from appliance.state import Settings
-from appliance.web.owner import StaleForm
+from appliance.web.owner import StaleForm, held_before
 from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
@@ -43,6 +43,11 @@ def posted_settings() -> dict[str, str]:
     """The settings form as sent, less its CSRF token: saved, shown again, or kept over a login
     (with the version of the settings it was filled from)."""
     return {k: v for k, v in request.form.items() if k != "csrf"}
+
+
+def kept_settings() -> dict[str, str]:
+    """The settings form as sent, its own fields only: kept in the session cookie to show again."""
+    return {k: v for k, v in posted_settings().items() if k in SettingsChange.model_fields or k == VERSION}
 
 
 def version(settings: Settings) -> str:
@@ -90,11 +95,12 @@ def add_settings_pages(bp: Blueprint, parts: UnitParts) -> None:
 
     @bp.app_errorhandler(StaleForm)
     def stale_form(e: StaleForm) -> ResponseReturnValue:
-        """The settings typed in a page from before the latest login are kept and shown again to
-        save, as across a login that ended (they were lost); any other form is out of date."""
-        if request.endpoint != "pages.settings_post":
+        """The settings typed in this browser's page from before its latest login are kept and
+        shown again to save, as across a login that ended (they were lost); any other form
+        without this session's token, the settings form from anywhere else included, is refused."""
+        if request.endpoint != "pages.settings_post" or not held_before():
             return error_page(e)
-        session[PENDING], session[PENDING_STALE] = posted_settings(), True
+        session[PENDING], session[PENDING_STALE] = kept_settings(), True
         return redirect(url_for("pages.settings"))
 
     def render_settings(
