@@ -421,9 +421,12 @@ def test_the_start_up_sentence_waits_for_a_speaker_not_playing_yet(unit: Talking
     assert unit.said()[1:] == ["The speaker works again.", "Kitchen is ready. Camera ready."]
 
 
-def test_a_caller_told_busy_while_idle_is_said_once_the_unit_stays_idle(unit: Talking) -> None:
+def test_a_caller_told_busy_while_idle_is_said_once_the_unit_stays_idle(
+    unit: Talking, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two guests at once: the one told busy as the other's call was about to ring here was said
     only after a call had ended, and if that call never rang, after the next one."""
+    monkeypatch.setattr(narrator, "TRIED_IDLE_SECONDS", 1.0)
     unit.events.publish("call.tried", "a call came while busy", peer="Priya", guest=True)
     unit.events.publish("call.state", "ringing", state="ringing", peer="Chen", reason="", button=True)
     time.sleep(narrator.TRIED_IDLE_SECONDS + 0.5)  # the line was taken: said after that call
