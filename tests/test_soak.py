@@ -1,4 +1,4 @@
-"""The soak benchmark for 45 s (CI's time; the hour's run is the proof, and its RSS is level from
+"""The soak benchmark for 30 s (CI's time; the hour's run is the proof, and its RSS is level from
 its first samples, `docs/soak.json`): two `emocall run` units in one call, sampled every 5 s."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH = 0.05  # the hour's target
 
 
-def test_forty_five_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
+def test_thirty_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
     need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
     host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
     plot, figures = tmp_path / "soak.png", tmp_path / "soak.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.75", "--interval", "5"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.5", "--interval", "5"]
     soak = subprocess.run(
         [*command, "--out", str(plot), "--json", str(figures)],
         capture_output=True,
@@ -32,7 +32,7 @@ def test_forty_five_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
     assert report["call_state_events"] == [], report["call_state_events"]  # the call never dropped
     for name, unit in report["units"].items():
         samples = [s for s in report["samples"] if s["unit"] == name]
-        assert len(samples) >= 8 and {s["call"] for s in samples} == {"connected"}, samples
+        assert len(samples) >= 5 and {s["call"] for s in samples} == {"connected"}, samples
         # A VP8 encoder that aiortc makes anew at a bitrate step used to leave about 15 MB behind in
         # malloc's heaps; with frames in their own mappings (tune_malloc) the hour's target holds here.
         assert unit["rss_growth"] < RSS_GROWTH, (name, unit)
