@@ -567,6 +567,63 @@ def test_the_turn_server_takes_a_renewed_certificate_without_a_restart(tmp_path:
     assert "systemctl kill -s SIGUSR2 coturn" in hook and "restart coturn" not in hook
 
 
+# A unit's media through its TURN allocation, on credentials that expire 1 to 2 s after they were made
+# (aioice, as aiortc uses it); echoed by turnutils_peer. "refreshed" lines are aioice's log.
+OUTLIVE = """import asyncio, base64, hashlib, hmac, logging, os, time
+from aioice import turn
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+secret = open(os.environ["DIR"] + "/turn-secret").read().strip()
+user = f"{int(time.time()) + 2}:unit"
+password = base64.b64encode(hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()).decode()
+
+class Heard(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.echo = asyncio.get_running_loop().create_future()
+    def datagram_received(self, data, addr):
+        if not self.echo.done():
+            self.echo.set_result(data)
+
+async def main():
+    relayed, heard = await turn.create_turn_endpoint(Heard, ("203.0.113.5", 3478), user, password)
+    await asyncio.sleep(5)
+    relayed.sendto(b"still relayed", ("203.0.113.6", 3480))
+    print("echo:", (await asyncio.wait_for(heard.echo, 5)).decode())
+asyncio.run(main())
+"""
+
+OUTLIVE_NET = """ip link set lo up
+ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
+ip addr add 203.0.113.5/24 dev d0 && ip addr add 203.0.113.6/24 dev d0
+turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
+turnutils_peer -L 203.0.113.6 -p 3480 >/dev/null 2>&1 & peer=$!
+sleep 2
+timeout 30 "$PYTHON" -c "$OUTLIVE" 2>&1
+kill $server $peer
+"""
+
+
+def test_a_relayed_call_outlives_the_credentials_it_began_with(tmp_path: Path) -> None:
+    """coturn with relay/setup's configuration, its allocations and nonces made short (4 s and 3 s;
+    on a relay: the clients' 10 minutes and 600 s) and its log verbose: an allocation made on
+    credentials that then expire is refreshed on them, through a stale nonce, and relays to a new
+    peer (a channel bound after the expiry). A call between units or with a guest lasts past its
+    credentials (a day and an hour) without a drop: coturn checks the expiry on new allocations."""
+    out = coturn_alone(tmp_path)
+    conf = out / "turnserver.conf"
+    assert conf.read_text().count("stale-nonce=600\n") == 1
+    short = "stale-nonce=3\nmax-allocate-lifetime=4\nverbose\n"
+    conf.write_text(conf.read_text().replace("stale-nonce=600\n", short))
+    env = {**os.environ, "DIR": str(out), "PYTHON": sys.executable, "OUTLIVE": OUTLIVE}
+    done = subprocess.run(
+        ["unshare", "-n", "bash", "-c", OUTLIVE_NET], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "TURN allocation created" in done.stdout, done.stdout
+    assert "TURN allocation refreshed" in done.stdout and "refresh failed" not in done.stdout, done.stdout
+    assert "echo: still relayed" in done.stdout, done.stdout
+    log = (out / "turnserver.log").read_text()
+    assert "438: Stale nonce" in log, "the refresh did not go through a stale nonce"
+
+
 def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], tmp_path: Path) -> None:
     """Anyone may sign in anonymously on the relay's guest host: such an account must not make the
     unit say a pairing code (or use up the code limits the unit's owner needs) or reach any other
