@@ -195,7 +195,7 @@ class Appliance:
             blueprints = [
                 create_blueprint(self.call),
                 wifi_blueprint(cfg.unit.data_dir),
-                *guests.blueprints(self.call),
+                *guests.blueprints(self.call, self._relay_status),
             ]
             app = create_app(self.status, parts, blueprints + ([relay.blueprint()] if relay else []))
             self.web = WebServer(app, cfg.web.host, cfg.web.port).start()
@@ -275,9 +275,12 @@ class Appliance:
             "vision": self.vision.status() if self.vision else {"available": False, "reason": "not started"},
             "call": self.call.state if self.call else "unavailable",
             "button": self.button is not None,  # for `emocall selftest`: the unit holds the pin
-            "relay": self.relay.status() if self.relay else {"state": "off"},
+            "relay": self._relay_status(),
             "events": [{"topic": e.topic, "message": e.message} for e in self.events.recent()[-10:]],
         }
+
+    def _relay_status(self) -> dict[str, Any]:
+        return self.relay.status() if self.relay else {"state": "off"}
 
     def stop_on_signals(self) -> None:
         """SIGTERM/SIGINT end :meth:`wait`; installed before start() so an early signal is not lost."""

@@ -609,6 +609,11 @@ OFFER_SDP = (
 MIC_GONE = "cannot open the microphone: Device unavailable"
 
 
+def relay_connected() -> dict[str, str]:
+    """The relay state the guests page reads: connected."""
+    return {"state": "connected"}
+
+
 class FakeSession:
     """A session that opens when the test says so; its close, once begun, goes on to its end. Its
     answer takes ``answer_seconds`` (ICE gathering) and, like aiortc's, fails once it was closed."""
@@ -1309,7 +1314,7 @@ def test_a_guest_offer_refused_before_ringing_leaves_a_one_time_invite_whole(tmp
     node = Node("Asha", tmp_path)
     guests = Guests(node.cfg.vision, "asha@relay.example.org", node.me, node.store, node.events)
     parts = build_parts(node.cfg.web, node.me, node.store, node.events, call=node.engine)
-    page = create_app(lambda: {}, parts, guests.blueprints(node.engine)).test_client()
+    page = create_app(lambda: {}, parts, guests.blueprints(node.engine, relay_connected)).test_client()
     invite = guests.invites.create("Priya", 3600, once=True)
     body = {
         "invite": guests.invites.token(invite, "asha@relay.example.org"),
@@ -1338,7 +1343,7 @@ def test_two_guests_offering_at_once_get_one_call_and_one_busy(
     jid = "asha@relay.example.org"
     guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
     parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine))
+    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected))
     from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
 
     def body(name: str, call: str, kind: str = "offer") -> dict[str, object]:
@@ -1377,7 +1382,7 @@ def guest_line(flow_unit: Callable[..., FlowUnit]) -> Iterator[tuple[FlowUnit, G
     jid = "asha@relay.example.org"
     guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
     parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine))
+    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected))
     tokens: dict[str, str] = {}
 
     def post(name: str, call: str, kind: str = "offer") -> tuple[int, dict[str, Any]]:
@@ -1467,7 +1472,7 @@ def guest_on_the_line(unit: FlowUnit, once: bool = False) -> Iterator[tuple[Gues
     jid = "asha@relay.example.org"
     guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
     parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    page = create_app(lambda: {}, parts, guests.blueprints(unit.engine)).test_client()
+    page = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected)).test_client()
     invite = guests.invites.create("Priya", 3600, once=once)
     token = guests.invites.token(invite, jid)
 

@@ -246,7 +246,7 @@ def test_invites_outlive_a_restart(tmp_path: Path, clock: Clock) -> None:
 
 def with_guests(unit: Unit, jid: str) -> Unit:
     """The unit's web app with the guests page, as the composition root builds it."""
-    bp = guests_blueprint(Invites(unit.me, unit.store), jid)
+    bp = guests_blueprint(Invites(unit.me, unit.store), jid, lambda: {"state": "connected"})
     return dataclasses.replace(unit, app=create_app(lambda: {"name": unit.name}, unit.parts, [bp]))
 
 

@@ -425,6 +425,13 @@ def test_status_details_are_words(units: tuple[Unit, Unit]) -> None:
     # The unit's status says whether it holds a working button: words, never "Button: True".
     assert unit_details({"button": True, "flag": False}) == [("Call button", "Working.")]
     assert unit_details({"button": False})[0][1].startswith("None working")
+    # The relay's state as a nested mapping was left out of the page: now in words.
+    assert unit_details({"relay": {"state": "off"}}) == [
+        ("Calls outside the home", "No relay: calls stay in the home.")
+    ]
+    assert unit_details({"relay": {"state": "connecting", "online": []}})[0][1].startswith(
+        "This unit is not connected"
+    )
 
 
 def test_a_login_about_to_end_is_said_on_every_page(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from slixmpp.exceptions import IqTimeout
 from slixmpp.stanza import Iq, Presence
 
 from appliance import config, identity
+from appliance.app import Appliance
 from appliance.call.lan import free_port
 from appliance.config import RelayConfig
 from appliance.events import EventBus
@@ -37,8 +38,10 @@ from appliance.state import StateStore
 from appliance.web.api import create_app
 from appliance.web.schemas import PairRequest
 
+from .conftest import appliance_config
 from .pairing_units import Unit
 from .relay_loopback import LOOPBACK, Loopback, loopback_relay
+from .test_hardening_button import Browser
 
 BAD = "bela@relay..test"  # the old patterns took it; slixmpp raises InvalidJID for it
 
@@ -401,6 +404,48 @@ def test_a_second_unit_on_the_same_account_is_said_at_once_and_not_fought(tmp_pa
     assert states(first) == ["connected", "replaced"] and states(second) == ["connected"]
     assert [e.data["state"] for e in first.recent("relay.unreachable")] == ["replaced"]
     assert not second.recent("relay.unreachable")
+
+
+def test_the_owners_pages_say_why_guests_cannot_reach_the_unit(tmp_path: Path) -> None:
+    """A whole unit on the relay: its status page says calls outside the home work; once a second
+    unit signs in with its account, the status page and the guests page say what the unit said
+    (the guests page offered invite links that could not ring, without a word)."""
+    with loopback_relay(tmp_path / "relay") as relay:
+        jid, password = relay.add_unit("asha")
+        cfg, password, tls = relay.settings(jid, password, retry_max_seconds=1)
+        settings = {"jid": jid, "password_file": str(cfg.password_file), "server": cfg.server}
+        settings["ca_file"] = str(cfg.ca_file)
+        unit = Appliance(appliance_config(tmp_path / "asha", "Asha", relay=settings)).start()
+        try:
+            assert unit.relay is not None
+            browser = Browser(unit.web.port)  # type: ignore[union-attr]
+            browser.ask_for_code()
+            code = next(e.data["code"] for e in reversed(unit.events.recent("pairing.code")))
+            assert browser.send("POST", "/api/owner/login", {"code": str(code)})[0] == 200
+            asyncio.run(until(lambda: unit.relay.client.state == "connected", 15, "connected"))
+            working = "Working: connected to the relay; 0 paired units online there."
+            status, page = browser.form("/")
+            assert status == 200 and f"<dt>Calls outside the home</dt><dd>{working}</dd>" in page, page
+            status, page = browser.form("/guests")
+            assert status == 200 and "Guests cannot reach this unit right now" not in page
+
+            async def take_the_account() -> None:
+                other = make_client(cfg, password=password, tls=tls)
+                other.start(asyncio.get_running_loop())
+                await until(lambda: unit.relay.client.state == "replaced", 15, "pushed off")
+                await other.close()
+
+            asyncio.run(take_the_account())
+            taken = (
+                "Another unit signed in with this unit&#39;s relay account, so calls from outside the home"
+                " go to that unit."
+            )
+            status, page = browser.form("/")
+            assert status == 200 and f"<dt>Calls outside the home</dt><dd>{taken}" in page, page
+            status, page = browser.form("/guests")
+            assert f"<strong>Guests cannot reach this unit right now.</strong> {taken}" in page, page
+        finally:
+            unit.close()
 
 
 def test_a_unit_pushed_off_before_its_session_started_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -18,7 +18,7 @@ from flask.typing import ResponseReturnValue
 from appliance.guests.invites import Invite, InviteError, Invites
 from appliance.pairing.service import AGAIN_S
 from appliance.web.page_access import form_values, owner_page
-from appliance.web.wording import Outcome, page_status
+from appliance.web.wording import Outcome, page_status, relay_words
 
 GUEST_PORT = 5281  # the relay's HTTPS port (Prosody's http_files and websocket, relay/setup)
 # What the owner may choose on the page: how long an invite works.
@@ -38,11 +38,15 @@ def guest_link(token: str, jid: str) -> str:
 
 
 def guests_blueprint(
-    invites: Invites, jid: str, withdrawn: Callable[[Invite], bool] = lambda invite: False
+    invites: Invites,
+    jid: str,
+    relay: Callable[[], Mapping[str, Any]],
+    withdrawn: Callable[[Invite], bool] = lambda invite: False,
 ) -> Blueprint:
     """``jid``: this unit's relay account ("" without a relay: no invite can be made then);
-    ``withdrawn`` is told of each invite the owner withdraws, ends a call in progress with it and
-    says True then."""
+    ``relay``: the relay connection's state (``Relay.status``), said on the page while guests cannot
+    reach the unit (an invite made then rings once it is back); ``withdrawn`` is told of each invite
+    the owner withdraws, ends a call in progress with it and says True then."""
     bp = Blueprint("guests", __name__)
     # The invites made in the last AGAIN_S, by the form that made them (its CSRF token and fields):
     # the same form sent again (a double press, a reload) is shown the invite it made, not given a
@@ -71,10 +75,12 @@ def guests_blueprint(
             (i, guest_link(invites.token(i, jid), jid) if jid else "", _until(i)) for i in invites.listed()
         ]
         values = form or {"guest_name": "", "valid_for": "86400", "kind": "once"}
+        state = relay()
         page = render_template(
             "guests.html",
             outcome=outcome,
             relay=jid,
+            relay_down="" if not jid or state.get("state") == "connected" else relay_words(state),
             invites=shown,
             form=values,
             valid_for=VALID_FOR,

@@ -8,7 +8,9 @@ engine's remote video sink, so it is built before the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 from flask import Blueprint
 
@@ -37,12 +39,13 @@ class Guests:
     def tap(self, sink: FrameSink | None) -> FrameSink:
         return self.vision.tap(sink)
 
-    def blueprints(self, engine: CallEngine) -> list[Blueprint]:
-        """The owner's page, and with a relay the guest's signalling into ``engine``."""
+    def blueprints(self, engine: CallEngine, relay: Callable[[], Mapping[str, Any]]) -> list[Blueprint]:
+        """The owner's page, and with a relay the guest's signalling into ``engine``; ``relay``: the
+        relay connection's state (``Relay.status``)."""
         if not self._jid:
-            return [guests_blueprint(self.invites, self._jid)]
+            return [guests_blueprint(self.invites, self._jid, relay)]
         self.line = GuestLine(engine, self.invites, self._jid, self.vision)
-        return [guests_blueprint(self.invites, self._jid, self.line.withdrawn), self.line.blueprint()]
+        return [guests_blueprint(self.invites, self._jid, relay, self.line.withdrawn), self.line.blueprint()]
 
     def close(self) -> None:
         if self.line is not None:

@@ -22,7 +22,7 @@ from appliance.pairing.codes import CodeError, CodeExpired, CodeLocked
 from appliance.pairing.service import PairingError
 from appliance.state import SettingsError
 from appliance.web.schemas import BadRequest
-from appliance.words.phrases import Phrases
+from appliance.words.phrases import Phrases, relay_key
 
 PAGE_ERRORS = (BadRequest, PairingError, CodeError, SettingsError, CallError)
 ENGLISH = Phrases("en")
@@ -210,12 +210,30 @@ def unit_details(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "button" in status:
         button = "Working." if status["button"] else "None working: calls are made, answered and ended here."
         details.append(("Call button", button))
-    shown = {"camera", "vision", "call", "events", "name", "unit_id", "address", "version", "button"}
+    relay = status.get("relay")
+    if isinstance(relay, Mapping):
+        details.append(("Calls outside the home", relay_words(relay)))
+    shown = {"camera", "vision", "call", "events", "name", "unit_id", "address", "version", "button", "relay"}
     for key, value in status.items():
         # A flag would read as a Python value ("True"): each one the status gives is worded above.
         if key not in shown and isinstance(value, str | int | float) and not isinstance(value, bool):
             details.append((key.replace("_", " ").capitalize(), str(value)))
     return details
+
+
+def relay_words(relay: Mapping[str, Any]) -> str:
+    """The relay connection (``Relay.status``) in words: a refused or taken account in the words the
+    unit says and shows (``relay_key``), with what to do."""
+    state = relay.get("state")
+    if state == "off":
+        return "No relay: calls stay in the home."
+    if state == "connected":
+        online = len(relay.get("online") or ())
+        units = "1 paired unit" if online == 1 else f"{online} paired units"
+        return f"Working: connected to the relay; {units} online there."
+    if state == "connecting":
+        return "This unit is not connected to its relay right now; it keeps trying."
+    return ENGLISH.say(relay_key(relay))
 
 
 def _vision(vision: Mapping[str, Any]) -> list[tuple[str, str]]:
