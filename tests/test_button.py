@@ -245,6 +245,38 @@ def test_a_call_missed_while_away_is_said_at_the_next_press(
     ], said
 
 
+def test_a_missed_call_stays_missed_when_another_unit_of_the_same_name_calls(
+    pair: tuple[ButtonUnit, Unit], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missed calls were remembered by name: a call with one "Bela" (a son's unit and his
+    grandmother's, both named as the owner knows them) cleared the other's missed call."""
+    monkeypatch.setattr(call_button, "JUST_SAID_SECONDS", 1.0)
+    asha, bela = pair
+    other = Unit("Bela", tmp_path / "b2", free_port(), host_address())
+    try:
+        asha.store.add_peer(other.identity.unit_id, other.name, other.address, other.identity.public_key)
+        other.pair_with(asha)  # type: ignore[arg-type]  # same attributes as a Unit
+        other.start()
+        bela.send("call Asha")
+        asha.wait_state("ringing")
+        bela.send("hangup")  # missed
+        asha.wait_state("idle")
+        other.send("call Asha")
+        asha.wait_state("ringing")
+        asha.press()  # the other Bela's call is answered
+        asha.wait_state("connected")
+        asha.press(HOLD + 0.3)
+        asha.wait_state("idle")
+        other.wait_for("call.state", 10, state="idle")
+        assert asha.announcer.wait_idle(20)
+        asha.press()  # the missed call first, then the first of the two names
+        asha.press(HOLD + 0.3)  # ends the choice: nobody is called
+        assert asha.announcer.wait_idle(20)
+    finally:
+        other.close()
+    assert [s for s in asha.said() if s.startswith("Missed")] == ["Missed call from Bela."] * 2, asha.said()
+
+
 def test_several_peers_are_offered_one_press_at_a_time(unit: ButtonUnit, tmp_path: Path) -> None:
     for i, name in enumerate(("Bela", "Chandra")):
         other = Identity.load_or_create(tmp_path / f"{name}.key")

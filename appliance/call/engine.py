@@ -215,8 +215,10 @@ class CallEngine:
         self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
     ) -> None:
         name = peer.name if peer else ""
-        if peer is not None and peer.guest:
-            data["guest"] = True  # "Priya is calling from a browser"
+        if peer is not None:
+            data.setdefault("unit_id", peer.unit_id)  # two units may share a name (never shown)
+            if peer.guest:
+                data["guest"] = True  # "Priya is calling from a browser"
         self.events.publish("call.state", message, state=state, peer=name, reason=reason, **data)
 
     def responsive(self, timeout: float) -> bool:

@@ -2,7 +2,7 @@
 
 - idle: a press first says the calls missed since they were last said ("Missed call from Bela.":
   said once as the caller gave up, when the owner may have been in another room; kept in memory
-  only; not one that ended in the last ``JUST_SAID_SECONDS``), then calls the paired unit; with
+  only, by unit id; not one that ended in the last ``JUST_SAID_SECONDS``), then calls the paired unit; with
   several, each press says the next name and the call goes to the last one named once
   ``choice_seconds`` pass, after the name was heard, without another press (a call coming in
   meanwhile ends the choice); two units of the same name are told apart by
@@ -116,7 +116,9 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
-        self._missed: dict[str, float] = {}  # who called unanswered since last said: when it ended
+        # Who called unanswered since last said, by unit id (two units may share a name): their
+        # name and when the call ended.
+        self._missed: dict[str, tuple[str, float]] = {}
         self._forgetting = False
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
         self._unsubscribe = events.subscribe(self._on_event)
@@ -139,15 +141,16 @@ class CallButton:
         if event.topic != "call.state":
             return
         state, peer = str(event.data.get("state", "")), str(event.data.get("peer") or "")
+        who = str(event.data.get("unit_id") or peer)
         with self._lock:
             if state == "calling":
                 self._calling = peer
             if state != "idle":
                 self._cancel_choice()
             if state == "connected":  # they have talked since
-                self._missed.pop(peer, None)
+                self._missed.pop(who, None)
             if state == "ended" and event.data.get("reason") == MISSED:
-                self._missed.setdefault(peer, time.monotonic())
+                self._missed.setdefault(who, (peer, time.monotonic()))
 
     def _pressed(self) -> None:
         with self._lock:
@@ -241,7 +244,7 @@ class CallButton:
         now = time.monotonic()
         with self._lock:
             missed, self._missed = self._missed, {}
-        for peer, ended in missed.items():
+        for peer, ended in missed.values():
             if now - ended > JUST_SAID_SECONDS:
                 self._announcer.state("missed_call", peer=peer)
 

@@ -25,16 +25,17 @@ from appliance.words.phrases import Phrases, call_key, for_settings, relay_key, 
 
 log = logging.getLogger(__name__)
 
-# topic -> (the part, the phrase saying it does not work, or "" when it works again). Shown until it
-# works again: the owner heard it once (or not at all, with the speaker broken); a helper reads it.
-FAULTS = {
+# topic -> (the part, the phrase saying it does not work, or "" when it works again; or the function
+# of the event's data that names the phrase, as speech does). Shown until it works again: the owner
+# heard it once (or not at all, with the speaker broken); a helper reads it.
+FAULTS: dict[str, tuple[str, str | Callable[[Mapping[str, Any]], str]]] = {
     "audio.unavailable": ("speaker", "speaker_unavailable"),
     "audio.recovered": ("speaker", ""),
     "camera.lost": ("camera", "camera_lost"),
     "camera.recovered": ("camera", ""),
     "vision.unavailable": ("vision", "vision_unavailable"),
     "vision.backend": ("vision", ""),
-    "relay.unreachable": ("relay", "relay_unreachable"),
+    "relay.unreachable": ("relay", relay_key),  # a refused or taken account: why, not "right now"
     "relay.back": ("relay", ""),
     "unit.card_read_only": ("card", "card_read_only"),
     "microphone.unavailable": ("microphone", "microphone_unavailable"),
@@ -134,9 +135,8 @@ class Display:
             self._on_fault(event)
 
     def _on_fault(self, event: Event) -> None:
-        part, key = FAULTS[event.topic]
-        if event.topic == "relay.unreachable":  # the same words as the owner heard
-            key = relay_key(event.data)
+        part, phrase = FAULTS[event.topic]
+        key = phrase if isinstance(phrase, str) else phrase(event.data)
         with self._lock:
             if key:
                 self._faults[part] = key
