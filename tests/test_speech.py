@@ -323,6 +323,36 @@ def test_a_name_in_double_brackets_is_said_as_text_not_as_phonemes(tts: Espeak, 
         assert tts.phonemes("0", language) in said, said  # its 0 is read as the digit: read as text
 
 
+# A name in each script espeak-ng does not switch to by itself, with its language.
+NAMES_APART = {
+    "te": "రాము",  # Telugu: "Telugu ra, Telugu aa..."
+    "or": "ଲୀଳା",  # Odia: "Oriya letter ..." and the code point's digits
+    "ur": "روبینہ",  # Arabic letters: "Arabic reh, Arabic waw..."
+    "ru": "Олександр",  # Cyrillic: the letters' names
+    "el": "Γιώργος",
+    "ja": "ハナコ",
+    "th": "สมชาย",
+    "my": "အောင်",
+}
+
+
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_name_in_a_script_espeak_does_not_switch_to_is_said_in_its_own_voice(
+    tts: Espeak, language: str
+) -> None:
+    """Names in Telugu, Odia, Arabic letters, Cyrillic and others were spelt out, letter by letter
+    or by the letters' names, in every voice. Each is said in its language's voice, and the
+    sentence runs on without the pause of a sentence's end after the name's part."""
+    phrases = Phrases(language)
+    for script, name in NAMES_APART.items():
+        said = tts.phonemes(phrases.say("ringing", peer=name), phrases.voice)
+        assert f"({script}){tts.phonemes(name, script)}({phrases.voice})" in said, (script, said)
+    pcm, rate = tts.synthesize(phrases.say("busy", peer=NAMES_APART["te"]), phrases.voice)  # one sentence
+    quiet = np.abs(pcm) <= 200
+    runs = [len(list(run)) for silent, run in itertools.groupby(quiet) if silent]
+    assert max(runs[1:-1]) / rate < 0.3, "a sentence's end pause after the name"
+
+
 def test_a_name_that_looks_like_an_option_is_spoken_not_obeyed(tts: Espeak) -> None:
     pcm, rate = tts.synthesize(Phrases("en").say("busy", peer="--version -w /tmp/x"))
     assert pcm.size / rate > 1.0  # it said the words; espeak-ng did not print its version

@@ -213,6 +213,13 @@ def test_each_run_of_words_is_marked_with_its_own_script() -> None:
 
     assert in_its_language("आशा প্রিয়া।") == '<bdi lang="hi">आशा</bdi> <bdi lang="bn">প্রিয়া</bdi>।'
     assert in_its_language("। রান্না") == '। <bdi lang="bn">রান্না</bdi>'  # a full stop starts no word
+    # Any script but Latin, each in its language: Telugu, Arabic letters (their comma is no word).
+    assert in_its_language("Paired with రాము and روبینہ، here.") == (
+        'Paired with <bdi lang="te">రాము</bdi> and <bdi lang="ur">روبینہ</bdi>، here.'
+    )
+    assert (
+        in_its_language("Олександр Γιώργος") == '<bdi lang="ru">Олександр</bdi> <bdi lang="el">Γιώργος</bdi>'
+    )
     # Markup is text here: its tags are escaped, never marked inside (an attribute would break).
     tag = in_its_language(Markup('<a title="আশা">'))
     assert tag == '&lt;a title=&#34;<bdi lang="bn">আশা</bdi>&#34;&gt;'

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from appliance.speech import SpeechError
+from appliance.words import scripts
 from appliance.words.phrases import JOINERS
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ UNSPOKEN = dict.fromkeys(map(ord, JOINERS))
 # follows ("jor" for জোড়া), in every voice (a Bengali name in a Hindi sentence: "pr'i" for
 # প্রিয়া). Normalisation undoes this mapping, so it is applied last, here.
 BENGALI_NUKTA = {"\u09a1\u09bc": "\u09dc", "\u09a2\u09bc": "\u09dd", "\u09af\u09bc": "\u09df"}
+# The scripts espeak-ng 1.51 does not switch to by itself inside an English, Hindi or Bengali
+# sentence, as it does for Devanagari, Bengali, Tamil or Korean: it spells a name in them letter by
+# letter ("Telugu ra, Telugu aa"), or by the letters' names ("Cyrillic a", "Arabic hamza").
+SAID_APART = frozenset({"te", "or", "ur", "ru", "el", "ja", "th", "my"})
+SILENT = 200  # sample level below which a part of a sentence is silence (int16)
+RUN_ON_SECONDS = 0.05  # the pause left between parts said apart, as between words
 
 
 def for_espeak(text: str) -> str:
@@ -50,6 +57,25 @@ def for_espeak(text: str) -> str:
     for decomposed, precomposed in BENGALI_NUKTA.items():
         text = text.replace(decomposed, precomposed)
     return text
+
+
+def said_apart(text: str, voice: str) -> list[tuple[str, str]]:
+    """``text`` cut into (voice, part): each run of words in a script of SAID_APART, unless it is
+    ``voice``'s own, in its language's voice; the rest in ``voice``. Never an empty part."""
+    parts, end = [], 0
+    for language, start, stop in scripts.runs(text):
+        if language in SAID_APART and language != voice:
+            parts += [(voice, text[end:start]), (language, text[start:stop])]
+            end = stop
+    parts.append((voice, text[end:]))
+    # Punctuation alone (the full stop after a name) is silence: said apart, it was a pause more.
+    return [(v, part) for v, part in parts if any(c.isalnum() for c in part)] or [(voice, text)]
+
+
+def ran_on(samples: np.ndarray, rate: int) -> np.ndarray:
+    """``samples`` with the silence after their last sound cut to RUN_ON_SECONDS."""
+    heard = np.flatnonzero(np.abs(samples) > SILENT)
+    return samples[: heard[-1] + round(RUN_ON_SECONDS * rate)] if heard.size else samples[:0]
 
 
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -82,7 +108,14 @@ class Espeak:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        result = self._run(key[0], text)
+        pieces = [self._run(part_voice, part) for part_voice, part in said_apart(text, voice)]
+        rate = pieces[-1][1]
+        if any(r != rate for _, r in pieces):
+            raise SpeechError("espeak-ng's voices wrote different sample rates")
+        # Each piece ends in the pause of a sentence's end: all but the last are cut short, so
+        # that the parts run on as one sentence.
+        ends = [ran_on(samples, rate) for samples, _ in pieces[:-1]]
+        result = np.concatenate([*ends, pieces[-1][0]]), rate
         with self._lock:
             self._cache[key] = result
             while len(self._cache) > CACHE_SIZE:
@@ -90,8 +123,13 @@ class Espeak:
         return result
 
     def phonemes(self, text: str, voice: str = "en") -> str:
-        """The phonemes espeak-ng says for ``text`` (``-x``), prepared exactly as for speaking."""
-        return self._espeak(["-q", "-x"], voice, text).decode("utf-8", "replace").strip()
+        """The phonemes espeak-ng says for ``text`` (``-x``), prepared exactly as for speaking: a
+        part said apart in its own voice is marked as espeak-ng marks a switch, "(te)r'a:mu(en)"."""
+        said = []
+        for part_voice, part in said_apart(text, voice):
+            phonemes = self._espeak(["-q", "-x"], part_voice, part).decode("utf-8", "replace").strip()
+            said.append(phonemes if part_voice == voice else f"({part_voice}){phonemes}({voice})")
+        return " ".join(said)
 
     def _run(self, voice: str, text: str) -> tuple[np.ndarray, int]:
         return parse_wav(self._espeak(["--stdout"], voice, text))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
@@ -17,7 +16,7 @@ from appliance.web.page_access import owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import SettingsChange, parse
 from appliance.web.wording import PAGE_ERRORS, Outcome, error_page, page_status, problem
-from appliance.words.phrases import JOINERS, SCRIPT_BLOCKS
+from appliance.words import scripts
 
 # The languages the speech part has phrases for (appliance/words/phrases.py); others would speak English.
 # Each in its own script too, as its speakers look for it, and in English for whoever helps them.
@@ -56,21 +55,6 @@ def version(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(settings.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Full stops both scripts use (in Devanagari's block): punctuation, never the start of a word.
-DANDAS = "\u0964\u0965"
-
-
-def _words_in(first: str, last: str) -> str:
-    """Words in one script (the joiners are part of a spelling: JOINERS) and the spaces between."""
-    letters, joiners = f"{first}-{last}", "".join(JOINERS)
-    word = f"[{joiners}]*(?![{DANDAS}])[{letters}][{letters}{joiners}]*"
-    return f"{word}(?:\\s+{word})*"
-
-
-# One group per language, named by it: a run in one script is marked with that script's language.
-INDIC_RUN = re.compile("|".join(f"(?P<{lang}>{_words_in(*block)})" for lang, block in SCRIPT_BLOCKS.items()))
-
-
 def owners_changes(change: dict[str, Any], current: Settings) -> dict[str, Any]:
     """What the form changes: saving the volume is no answer to whether expressions are shared."""
     return {k: v for k, v in change.items() if getattr(current, k) != v}
@@ -78,15 +62,15 @@ def owners_changes(change: dict[str, Any], current: Settings) -> dict[str, Any]:
 
 def in_its_language(text: str) -> Markup:
     """``text`` (a name, or a sentence naming one: "Paired with রান্নাঘর.") with each run of
-    Devanagari or Bengali words marked with its language: a screen reader reads them with that
-    language's voice, where the pages' English one spells them out or skips them. ``<bdi>`` keeps
-    a run from changing the text around it."""
+    words in a script other than Latin marked with its language (``scripts``): a screen reader
+    reads them with that language's voice, where the pages' English one spells them out or skips
+    them. ``<bdi>`` keeps a run from changing the text around it."""
     text = str(text)  # Markup too is text here: its tags are escaped, never marked inside
     marked, end = Markup(), 0
-    for run in INDIC_RUN.finditer(text):
-        marked += escape(text[end : run.start()])
-        marked += Markup('<bdi lang="{}">{}</bdi>').format(run.lastgroup, run.group())
-        end = run.end()
+    for language, start, stop in scripts.runs(text):
+        marked += escape(text[end:start])
+        marked += Markup('<bdi lang="{}">{}</bdi>').format(language, text[start:stop])
+        end = stop
     return marked + escape(text[end:])
 
 

@@ -403,8 +403,6 @@ BN = {
 TEMPLATES = {"en": EN, "hi": HI, "bn": BN}
 # Each language's script (ISO 15924), for the display's font and its shaping.
 SCRIPTS = {"en": "Latn", "hi": "Deva", "bn": "Beng"}
-# The Unicode blocks of the scripts other than Latin, to tell the language a name is written in.
-SCRIPT_BLOCKS = {"hi": ("\u0900", "\u097f"), "bn": ("\u0980", "\u09ff")}
 # How a sentence ends: Hindi and Bengali use the danda, which their voices read as a full stop.
 FULL_STOP = {"en": ".", "hi": "।", "bn": "।"}
 
@@ -485,13 +483,6 @@ def printable(text: str) -> str:
     before the ya-phala instead of a reph over it."""
     kept = (c for c in text if c in JOINERS or not unicodedata.category(c).startswith("C"))
     return " ".join("".join(kept).split())
-
-
-def written_in(text: str) -> str | None:
-    """The language whose script ``text`` is written in (hi or bn), by the first letter in one of
-    them; None for a text without Devanagari or Bengali letters."""
-    blocks = SCRIPT_BLOCKS.items()
-    return next((language for c in text for language, (first, last) in blocks if first <= c <= last), None)
 
 
 def clean_name(name: str, fallback: str = EN["unknown_peer"]) -> str:
