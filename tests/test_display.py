@@ -22,6 +22,7 @@ from appliance.display.offscreen import OffscreenScreen
 from appliance.display.select import open_screen
 from appliance.display.view import Display
 from appliance.events import EventBus
+from appliance.words import scripts
 from appliance.words.phrases import Phrases
 
 W, H = 800, 480
@@ -484,6 +485,24 @@ def test_a_name_in_another_script_with_a_joiner_or_a_mark_is_drawn_as_its_script
     fonts, own = for_language(Phrases(language), None)[0], for_language(Phrases(script), None)[0]
     assert len(fonts._runs(name)) == 1, fonts._runs(name)
     assert drawn(fonts, name) == drawn(own, name)
+
+
+# A name in each Indian script no language of the unit writes in.
+OTHER_SCRIPTS = {"pa": "ਗੀਤਾ", "gu": "ગીતા", "or": "ଲୀଳା", "ta": "கமலா", "te": "రాము", "kn": "ಕಮಲ", "ml": "ആനി"}
+
+
+@pytest.mark.parametrize("script", OTHER_SCRIPTS)
+def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(script: str) -> None:
+    """A name in Telugu, Tamil or another script that no language of the unit writes in was drawn
+    in the first face, which lacks its letters: boxes. The first letter no face has brings in
+    fontconfig's font for its script, shaped for it: the name is drawn as that font draws it."""
+    english, _ = for_language(Phrases("en"), None)
+    boxes, name = Fonts(english.faces[:1]), OTHER_SCRIPTS[script]
+    shown = drawn(english, name)
+    face = english.faces[-1]
+    assert face.script == scripts.SCRIPTS[script][0] and name[0] in face.letters
+    assert shown == drawn(Fonts([face]), name) != drawn(boxes, name)
+    assert [run for _, run in english._runs(f"Calling {name}.")] == ["Calling ", name, "."]
 
 
 def test_a_line_that_begins_with_a_joiner_in_another_face_is_drawn() -> None:

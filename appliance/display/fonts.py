@@ -10,8 +10,12 @@ One font rarely has every letter a screen shows: Lohit Bengali has no Latin ones
 often Latin ("Asha" in a Bengali sentence), a name may be in another script, and the line on the
 screen when the owner changes the language stays in the old one until it changes. So a text is drawn
 in runs, each letter in the first of the faces (the language's own first, then the built-in one,
-then the other scripts') that has it. SDL_ttf draws a box for a letter a font lacks, and its metrics
-do not tell (they are the box's), so which letters a font has comes from fontconfig.
+then the other languages' scripts') that has it. SDL_ttf draws a box for a letter a font lacks, and
+its metrics do not tell (they are the box's), so which letters a font has comes from fontconfig.
+A letter none of those has (a name in Telugu or Tamil; the built-in font has Cyrillic and Greek)
+brings in fontconfig's font for its script (``appliance.words.scripts``) the first time it is
+drawn; the image installs Lohit's for the Indian scripts. Scripts written right to left are not
+laid out here: their letters stay boxes.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ import re
 import subprocess
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
 import pygame
 
-from appliance.words.phrases import JOINERS, SCRIPTS, Phrases
+from appliance.words import scripts
+from appliance.words.phrases import SCRIPTS, Phrases
 
 log = logging.getLogger(__name__)
 BUILT_IN = Path(pygame.__file__).parent / pygame.font.get_default_font()
@@ -61,10 +67,12 @@ class Fonts:
     """Fonts by face and pixel size, the recently used kept. A letter no face has is drawn (as a box)
     in the first."""
 
-    def __init__(self, faces: list[Face]) -> None:
+    def __init__(self, faces: list[Face], more: Callable[[str], Face | None] | None = None) -> None:
+        """``more``: the face for a letter none of ``faces`` has (``face_for``), or None."""
         if not pygame.font.get_init():
             pygame.font.init()
         self.faces = faces
+        self._more = more
         self._cache: OrderedDict[tuple[int, int], pygame.font.Font] = OrderedDict()
         self._layouts: dict[tuple[str, Room, int], tuple[int, list[str]]] = {}
 
@@ -86,7 +94,11 @@ class Fonts:
         return self._cache[face, size]
 
     def _face_of(self, letter: str) -> int:
-        return next((i for i, face in enumerate(self.faces) if letter in face.letters), 0)
+        found = next((i for i, face in enumerate(self.faces) if letter in face.letters), None)
+        if found is None and self._more is not None and (face := self._more(letter)) is not None:
+            self.faces.append(face)
+            found = len(self.faces) - 1
+        return found or 0
 
     def _runs(self, text: str) -> list[tuple[int, str]]:
         """``text`` cut where the face changes. A space, a joiner or a combining mark stays in the
@@ -203,7 +215,7 @@ class Fonts:
 def _follows(letter: str) -> bool:
     """Whether ``letter`` belongs with the letter before it: a space, ZWJ or ZWNJ, or a combining
     mark (a vowel sign, a virama, an accent)."""
-    return letter.isspace() or letter in JOINERS or unicodedata.category(letter).startswith("M")
+    return letter.isspace() or letter in scripts.JOINERS or unicodedata.category(letter).startswith("M")
 
 
 def _fontconfig(*argv: str) -> str | None:
@@ -234,6 +246,22 @@ def fontconfig_choice(language: str) -> Path | None:
     return Path(found) if found else None
 
 
+def face_for(letter: str) -> Face | None:
+    """fontconfig's font for the script ``letter`` is in, if it has the letter; None for a Latin
+    letter, a script written right to left, or one no font has."""
+    language = scripts.language_of(letter)
+    if language is None or language in scripts.RIGHT_TO_LEFT:
+        return None
+    face = _script_font(language)
+    return face if face is not None and letter in face.letters else None
+
+
+@functools.cache
+def _script_font(language: str) -> Face | None:
+    path = fontconfig_choice(language)
+    return None if path is None else Face(path, scripts.SCRIPTS[language][0], letters(path))
+
+
 def script_face(language: str, configured: Path | None) -> Face | None:
     """The face for a language's script: the configured font if it has the language's letters,
     else fontconfig's choice if it has them; None when neither has."""
@@ -247,19 +275,20 @@ def script_face(language: str, configured: Path | None) -> Face | None:
 def for_language(phrases: Phrases, configured: Path | None) -> tuple[Fonts, Phrases]:
     """Fonts for the phrases' language, and the phrases to show with them: English when no font
     has the language's letters. The language's face comes first (for English the configured
-    font, if any), then the built-in one, then the other scripts' faces that were found."""
+    font, if any), then the built-in one, then the other languages' faces that were found, then
+    those of other scripts as their letters come (``face_for``)."""
     built_in = Face(None, "Latn", letters(BUILT_IN))
-    scripts = {lang: script_face(lang, configured) for lang in SCRIPTS if lang != "en"}
+    others = {lang: script_face(lang, configured) for lang in SCRIPTS if lang != "en"}
     shown = phrases
-    if phrases.language != "en" and scripts[phrases.language] is None:
+    if phrases.language != "en" and others[phrases.language] is None:
         log.warning(
             "no font has the letters of %s (set [display] font, or install fonts-lohit-deva and "
             "fonts-lohit-beng-bengali): the display shows English",
             phrases.language,
         )
         shown = Phrases("en", phrases.labels, short=phrases.short)
-    own = scripts.pop(shown.language, None)
+    own = others.pop(shown.language, None)
     if shown.language == "en" and configured is not None:
         own = Face(configured, "Latn", letters(configured))
-    faces = [face for face in (own, built_in, *scripts.values()) if face is not None]
-    return Fonts(faces), shown
+    faces = [face for face in (own, built_in, *others.values()) if face is not None]
+    return Fonts(faces, face_for), shown

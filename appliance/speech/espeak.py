@@ -23,7 +23,6 @@ import numpy as np
 
 from appliance.speech import SpeechError
 from appliance.words import scripts
-from appliance.words.phrases import JOINERS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ CACHE_SIZE = 64
 PHONEME_OPEN = re.compile(r"\[(?=\[)")
 # ZWJ and ZWNJ shape a name's letters on the screen; espeak-ng reads them as a letter: the English
 # and Hindi voices say "Bengali" in the middle of a Bengali name, and every voice cuts it in two.
-UNSPOKEN = dict.fromkeys(map(ord, JOINERS))
+UNSPOKEN = dict.fromkeys(map(ord, scripts.JOINERS))
 # Bengali letters with a dot below, as Unicode normalisation stores them (base letter + nukta), and
 # the precomposed code points espeak-ng 1.51 reads correctly: with the nukta it drops the vowel that
 # follows ("jor" for জোড়া), in every voice (a Bengali name in a Hindi sentence: "pr'i" for

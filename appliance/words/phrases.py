@@ -17,6 +17,7 @@ from appliance.call import MISSED, NOT_ANSWERED, NOT_KNOWN, UNAVAILABLE, UNREACH
 from appliance.vision import VisionError
 from appliance.vision.card import load_card
 from appliance.words import WordsError
+from appliance.words.scripts import JOINERS
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 MAX_NAME = 40
 NAME_FIELDS = ("peer", "name")  # the template fields that hold a name another unit chose
-JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner: part of how a name is spelled
 # call.state -> phrase key; idle is not worth saying (ended already was).
 CALL_STATES = {
     "calling": "calling",

@@ -197,6 +197,23 @@ bengali() {
   set_language en || check bengali fail "the service did not start again in English"
 }
 
+# A name in each other Indian script: the image's Lohit font for it, found by fontconfig as the
+# display asks (by its first letter); and a Telugu name said in the Telugu voice, as speech says it.
+other_scripts() {
+  local out
+  out=$(as_emocall "$venv/bin/python" -c 'from appliance.display.fonts import face_for
+from appliance.speech.espeak import Espeak
+faces = [face_for(letter) for letter in "\u0a17\u0a97\u0b32\u0b95\u0c30\u0c95\u0d06"]
+print(*(f"{f.script}:{f.path.name}" if f and f.path else "none" for f in faces))
+print(Espeak().phonemes("Calling \u0c30\u0c3e\u0c2e\u0c41."))' 2>&1)
+  if grep -q "^Guru:Lohit-Gurmukhi.ttf Gujr:Lohit-Gujarati.ttf Orya:Lohit-Odia.ttf Taml:Lohit-Tamil.ttf Telu:Lohit-Telugu.ttf Knda:Lohit-Kannada.ttf Mlym:Lohit-Malayalam.ttf$" <<<"$out" &&
+    grep -q "(te)r'a:mu(en)" <<<"$out"; then
+    check scripts ok "$(tr '\n' ' ' <<<"$out")"
+  else
+    check scripts fail "$(tr '\n' ' ' <<<"$out")"
+  fi
+}
+
 # The messages of the service's recent events (its status page's list), joined by " | ".
 status_events() {
   python3 -c 'import json, urllib.request
@@ -322,6 +339,7 @@ vision
 clock
 memory_mounts
 bengali
+other_scripts
 card
 unmounted
 echo SELFTEST
