@@ -483,13 +483,18 @@ for cookie in (0x2112A442, 0x12345678):
     print(len(answer), *kinds)
 """
 
-LIMITS = """ip link set lo up
+# coturn at 203.0.113.5 and an echoing peer at 203.0.113.6, in the namespace the script runs in.
+COTURN_AND_PEER = """ip link set lo up
 ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
 ip addr add 203.0.113.5/24 dev d0 && ip addr add 203.0.113.6/24 dev d0
 turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
 turnutils_peer -L 203.0.113.6 -p 3480 >/dev/null 2>&1 & peer=$!
 sleep 2
-secret=$(cat "$DIR/turn-secret") to="-c -e 203.0.113.6 203.0.113.5"
+"""
+
+LIMITS = (
+    COTURN_AND_PEER
+    + """secret=$(cat "$DIR/turn-secret") to="-c -e 203.0.113.6 203.0.113.5"
 echo "== stun"
 "$PYTHON" -c "$STUN_PROBE" 203.0.113.5
 echo "== quota"
@@ -500,6 +505,7 @@ timeout 40 turnutils_uclient -W "$secret" -u flood -n 1000 -l 1400 -z 0 -m 1 $to
   grep "Total lost"
 kill $server $peer
 """
+)
 
 
 def test_the_turn_server_amplifies_nothing_and_bounds_what_one_credential_takes(tmp_path: Path) -> None:
@@ -591,15 +597,12 @@ async def main():
 asyncio.run(main())
 """
 
-OUTLIVE_NET = """ip link set lo up
-ip link add d0 type veth peer name d1 && ip link set d0 up && ip link set d1 up
-ip addr add 203.0.113.5/24 dev d0 && ip addr add 203.0.113.6/24 dev d0
-turnserver -c "$DIR/turnserver.conf" >/dev/null 2>&1 & server=$!
-turnutils_peer -L 203.0.113.6 -p 3480 >/dev/null 2>&1 & peer=$!
-sleep 2
-timeout 30 "$PYTHON" -c "$OUTLIVE" 2>&1
+OUTLIVE_NET = (
+    COTURN_AND_PEER
+    + """timeout 30 "$PYTHON" -c "$OUTLIVE" 2>&1
 kill $server $peer
 """
+)
 
 
 def test_a_relayed_call_outlives_the_credentials_it_began_with(tmp_path: Path) -> None:
