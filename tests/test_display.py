@@ -465,6 +465,32 @@ def test_a_long_state_line_is_wrapped_at_a_readable_size_within_the_margins(
         shown.display.close()
 
 
+@pytest.mark.parametrize("size", [(800, 480), (480, 320)])
+@pytest.mark.parametrize("language", ["en", "hi", "bn"])
+def test_a_long_ring_line_stays_readable_above_a_fault_line(
+    tmp_path: Path, language: str, size: tuple[int, int]
+) -> None:
+    """With a part not working, the state line was kept to the top band: a long caller's name
+    ringing was squeezed into it at half the size (letters 25 px tall on an 800x480 screen, 12 to
+    16 on a 480x320 one). The ring line goes on down as without a fault, and the fault's line moves
+    under it, above the bottom third."""
+    ring_lines = {}
+    for fault in (False, True):
+        shown = Shown(tmp_path / str(fault), language, size)
+        try:
+            if fault:
+                shown.events.publish("audio.unavailable", "speaker", error="no card")
+            shown.events.publish("call.state", "ringing", state="ringing", peer=LONG_NAME, reason="")
+            picture = shown.png(tmp_path / f"ringing-{fault}.png")
+        finally:
+            shown.display.close()
+        ring, faults = white(picture), yellow(picture)
+        ring_lines[fault] = ink_lines(ring)
+    assert min(ring_lines[True]) >= 0.9 * min(ring_lines[False]), ring_lines
+    rows = np.flatnonzero(faults.any(axis=1))
+    assert np.flatnonzero(ring.any(axis=1))[-1] < rows[0] and rows[-1] < size[1] - int(size[1] * BOTTOM)
+
+
 @pytest.mark.parametrize(
     ("language", "name", "script"),
     [("hi", RACHEL, "bn"), ("en", RACHEL, "bn"), ("bn", KSHAMA, "hi"), ("bn", "Jose\u0301", "en")],

@@ -6,7 +6,8 @@ broken, not at all.
 Colours are white and yellow on black (contrast ratios of 21:1 and 19.6:1), and every text is as
 large as its band allows: the expression's word fills the bottom third of the screen. A long text
 (a caller's long name, a lockout) is wrapped rather than shrunk below half its band's height; the
-state's lines may go on over the space below the band while nothing is drawn there.
+state's lines may go on over the space below the band while nothing is drawn there, the faults'
+band then under them.
 """
 
 from __future__ import annotations
@@ -81,24 +82,27 @@ def draw(scene: Scene, size: tuple[int, int], fonts: Fonts) -> pygame.Surface:
     top_h, bottom_h = int(height * TOP), int(height * BOTTOM)
     name_w = width // 4
     state_box = pygame.Rect(margin, 0, width - name_w - 2 * margin, top_h)
+    faults_band = int(height * FAULTS)
     # A long state line (a caller's long name, a lockout) goes on below the band where nothing is
-    # drawn: over the video area when there is no video, and the bottom third when it is empty.
-    free_to = (
-        top_h if scene.frame is not None or scene.faults else height - (bottom_h if scene.big else margin)
-    )
-    _text(
-        surface, fonts, scene.state, state_box, WHITE, room=pygame.Rect(margin, 0, state_box.width, free_to)
-    )
+    # drawn: over the video area when there is no video, above the faults' band if there is one
+    # (it moves down under the line: a ring line was squeezed into the top band, small), and over
+    # the bottom third when that is empty too.
+    if scene.frame is not None:
+        free_to = top_h
+    elif scene.faults:
+        free_to = height - bottom_h - faults_band
+    else:
+        free_to = height - (bottom_h if scene.big else margin)
+    room = pygame.Rect(margin, 0, state_box.width, free_to)
+    state_h = _text(surface, fonts, scene.state, state_box, WHITE, room=room)
     _text(surface, fonts, scene.unit_name, pygame.Rect(width - name_w, 0, name_w - margin, top_h), GREY)
     # The faults' lines may go on over the video area while there is no video.
-    faults_box = pygame.Rect(margin, top_h, width - 2 * margin, int(height * FAULTS))
-    faults_room = (
-        faults_box
-        if scene.frame is not None
-        else faults_box.union(pygame.Rect(margin, top_h, faults_box.width, height - top_h - bottom_h))
-    )
+    faults_top = max(top_h, state_h)
+    faults_box = pygame.Rect(margin, faults_top, width - 2 * margin, faults_band)
+    below = pygame.Rect(margin, faults_top, faults_box.width, height - faults_top - bottom_h)
+    faults_room = faults_box if scene.frame is not None else faults_box.union(below)
     faults_h = _text(surface, fonts, scene.faults, faults_box, YELLOW, room=faults_room)
-    video_box = pygame.Rect(0, top_h + faults_h, width, height - top_h - faults_h - bottom_h)
+    video_box = pygame.Rect(0, faults_top + faults_h, width, height - faults_top - faults_h - bottom_h)
     if scene.frame is not None:
         _video(surface, scene.frame, video_box)
     big_box = pygame.Rect(margin, height - bottom_h, width - 2 * margin, bottom_h)
