@@ -23,6 +23,7 @@ from appliance.events import EventBus
 from appliance.guests.invites import Invites
 from appliance.identity import Identity
 from appliance.state import StateStore
+from appliance.words.scripts import SCRIPTS
 from tests.test_browser import ARGS, CHROMIUM
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -131,6 +132,19 @@ def test_names_in_hindi_or_bengali_letters_are_marked_with_their_language(tmp_pa
             expect(page.get_by_role("button", name="Call आशा")).to_be_visible()
         finally:
             browser.close()
+
+
+def test_the_guest_pages_scripts_are_the_units_own() -> None:
+    """The guest's page marks names by the same table as the unit's pages (its own copy in
+    JavaScript: a script added to one and not the other was marked on one page only)."""
+    source = (GUEST / "guest.js").read_text()
+    table = source[source.index("const SCRIPTS = [") : source.index("];", source.index("const SCRIPTS = ["))]
+    found = dict(re.findall(r"\['([a-z]+)', /\[([^\]]+)\]/\]", table))
+    wanted = {
+        lang: "".join(f"\\u{ord(c):04X}" if c != "-" else c for c in letters)
+        for lang, (_, letters) in SCRIPTS.items()
+    }
+    assert found == wanted
 
 
 def test_an_invite_the_unit_refuses_after_call_keeps_the_focus_on_the_sentence(token: str) -> None:

@@ -573,13 +573,13 @@ def test_the_turn_server_takes_a_renewed_certificate_without_a_restart(tmp_path:
     assert "systemctl kill -s SIGUSR2 coturn" in hook and "restart coturn" not in hook
 
 
-# A unit's media through its TURN allocation, on credentials that expire 1 to 2 s after they were made
+# A unit's media through its TURN allocation, on credentials that expire 2 to 3 s after they were made
 # (aioice, as aiortc uses it); echoed by turnutils_peer. "refreshed" lines are aioice's log.
 OUTLIVE = """import asyncio, base64, hashlib, hmac, logging, os, time
 from aioice import turn
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 secret = open(os.environ["DIR"] + "/turn-secret").read().strip()
-user = f"{int(time.time()) + 2}:unit"
+user = f"{int(time.time()) + 3}:unit"
 password = base64.b64encode(hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()).decode()
 
 class Heard(asyncio.DatagramProtocol):
@@ -591,7 +591,7 @@ class Heard(asyncio.DatagramProtocol):
 
 async def main():
     relayed, heard = await turn.create_turn_endpoint(Heard, ("203.0.113.5", 3478), user, password)
-    await asyncio.sleep(5)
+    await asyncio.sleep(7)
     relayed.sendto(b"still relayed", ("203.0.113.6", 3480))
     print("echo:", (await asyncio.wait_for(heard.echo, 5)).decode())
 asyncio.run(main())
@@ -606,7 +606,7 @@ kill $server $peer
 
 
 def test_a_relayed_call_outlives_the_credentials_it_began_with(tmp_path: Path) -> None:
-    """coturn with relay/setup's configuration, its allocations and nonces made short (4 s and 3 s;
+    """coturn with relay/setup's configuration, its allocations and nonces made short (6 s and 4 s;
     on a relay: the clients' 10 minutes and 600 s) and its log verbose: an allocation made on
     credentials that then expire is refreshed on them, through a stale nonce, and relays to a new
     peer (a channel bound after the expiry). A call between units or with a guest lasts past its
@@ -614,7 +614,7 @@ def test_a_relayed_call_outlives_the_credentials_it_began_with(tmp_path: Path) -
     out = coturn_alone(tmp_path)
     conf = out / "turnserver.conf"
     assert conf.read_text().count("stale-nonce=600\n") == 1
-    short = "stale-nonce=3\nmax-allocate-lifetime=4\nverbose\n"
+    short = "stale-nonce=4\nmax-allocate-lifetime=6\nverbose\n"
     conf.write_text(conf.read_text().replace("stale-nonce=600\n", short))
     env = {**os.environ, "DIR": str(out), "PYTHON": sys.executable, "OUTLIVE": OUTLIVE}
     done = subprocess.run(

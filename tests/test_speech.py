@@ -347,6 +347,9 @@ def test_a_name_in_a_script_espeak_does_not_switch_to_is_said_in_its_own_voice(
     for script, name in NAMES_APART.items():
         said = tts.phonemes(phrases.say("ringing", peer=name), phrases.voice)
         assert f"({script}){tts.phonemes(name, script)}({phrases.voice})" in said, (script, said)
+    # A question stays one: punctuation goes with the name, not said apart (or dropped).
+    asked = tts.synthesize(phrases.say("choose_peer", peer=NAMES_APART["ru"]), phrases.voice)[0]
+    assert not np.array_equal(asked, tts.synthesize(f"{NAMES_APART['ru']}.", phrases.voice)[0])
     pcm, rate = tts.synthesize(phrases.say("busy", peer=NAMES_APART["te"]), phrases.voice)  # one sentence
     quiet = np.abs(pcm) <= 200
     runs = [len(list(run)) for silent, run in itertools.groupby(quiet) if silent]

@@ -67,8 +67,17 @@ def said_apart(text: str, voice: str) -> list[tuple[str, str]]:
             parts += [(voice, text[end:start]), (language, text[start:stop])]
             end = stop
     parts.append((voice, text[end:]))
-    # Punctuation alone (the full stop after a name) is silence: said apart, it was a pause more.
-    return [(v, part) for v, part in parts if any(c.isalnum() for c in part)] or [(voice, text)]
+    # Punctuation alone goes with the part before it (with the first part when it leads): said
+    # apart, the full stop after a name was a pause more, and "Иван?" lost its question.
+    joined: list[tuple[str, str]] = []
+    for part_voice, part in parts:
+        if joined and not any(c.isalnum() for c in part):
+            joined[-1] = (joined[-1][0], joined[-1][1] + part)
+        elif joined and not any(c.isalnum() for c in joined[-1][1]):
+            joined[-1] = (part_voice, joined[-1][1] + part)
+        else:
+            joined.append((part_voice, part))
+    return [(v, part) for v, part in joined if part.strip()] or [(voice, text)]
 
 
 def ran_on(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -9,6 +9,7 @@ switch to by itself in that language's voice (``appliance.speech.espeak``).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 
 JOINERS = ("\u200c", "\u200d")  # zero-width non-joiner and joiner: part of how a name is spelled
@@ -37,15 +38,24 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     "ja": ("Kana", "\u3040-\u30ff"),  # Hiragana and Katakana
 }
 RIGHT_TO_LEFT = frozenset({"ur"})
-# Punctuation inside those ranges (the dandas, Arabic's comma, semicolon, question mark and full
-# stop, Greek's question mark and semicolon): never part of a word.
-PUNCTUATION = "\u0964\u0965\u060c\u061b\u061f\u06d4\u037e\u0387"
+# Combining marks of no script of their own (the accents of a Greek or Cyrillic name typed
+# decomposed): part of the word they follow.
+MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+
+
+def _punctuation(letters: str) -> str:
+    """The punctuation and symbols in ``letters``'s ranges (the dandas, Arabic's comma, Burmese's
+    full stop): never part of a word."""
+    bounds = re.findall(r"(.)-(.)", letters)
+    found = (chr(c) for first, last in bounds for c in range(ord(first), ord(last) + 1))
+    return "".join(c for c in found if unicodedata.category(c)[0] in "PS")
 
 
 def _words_in(letters: str) -> str:
-    """Words in one script (the joiners are part of a spelling: JOINERS) and the spaces between."""
-    joiners, letter = "".join(JOINERS), f"(?![{PUNCTUATION}])[{letters}]"
-    word = f"[{joiners}]*{letter}(?:{letter}|[{joiners}])*"
+    """Words in one script (the joiners and accents are part of a spelling) and the spaces between."""
+    stops = re.escape(_punctuation(letters))
+    joiners, letter = "".join(JOINERS), (f"(?![{stops}])" if stops else "") + f"[{letters}]"
+    word = f"[{joiners}]*{letter}(?:{letter}|[{joiners}{MARKS}])*"
     return f"{word}(?:\\s+{word})*"
 
 
@@ -55,10 +65,24 @@ _LETTER = {lang: re.compile(f"[{letters}]") for lang, (_, letters) in SCRIPTS.it
 
 
 def runs(text: str) -> Iterator[tuple[str, int, int]]:
-    """Each run of words in one of those scripts in ``text``: its language, start and end."""
+    """Each run of words in one of those scripts in ``text``: its language, start and end. Runs of
+    one language with only spaces and punctuation between them are one: "أحمد، علي" marked as
+    two was laid out left to right on a page, the first name on the left."""
+    last: tuple[str, int, int] | None = None
     for run in _RUN.finditer(text):
         assert run.lastgroup is not None  # every alternative is a named group
-        yield run.lastgroup, run.start(), run.end()
+        if last is not None and last[0] == run.lastgroup and not _has_letters(text[last[2] : run.start()]):
+            last = (last[0], last[1], run.end())
+            continue
+        if last is not None:
+            yield last
+        last = run.lastgroup, run.start(), run.end()
+    if last is not None:
+        yield last
+
+
+def _has_letters(text: str) -> bool:
+    return any(c.isalnum() for c in text)
 
 
 def language_of(letter: str) -> str | None:

@@ -208,9 +208,9 @@ print(*(f"{f.script}:{f.path.name}" if f and f.path else "none" for f in faces))
 print(Espeak().phonemes("Calling \u0c30\u0c3e\u0c2e\u0c41."))' 2>&1)
   if grep -q "^Guru:Lohit-Gurmukhi.ttf Gujr:Lohit-Gujarati.ttf Orya:Lohit-Odia.ttf Taml:Lohit-Tamil.ttf Telu:Lohit-Telugu.ttf Knda:Lohit-Kannada.ttf Mlym:Lohit-Malayalam.ttf$" <<<"$out" &&
     grep -q "(te)r'a:mu(en)" <<<"$out"; then
-    check scripts ok "$(tr '\n' ' ' <<<"$out")"
+    check other_scripts ok "$(tr '\n' ' ' <<<"$out")"
   else
-    check scripts fail "$(tr '\n' ' ' <<<"$out")"
+    check other_scripts fail "$(tr '\n' ' ' <<<"$out")"
   fi
 }
 

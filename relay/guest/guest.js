@@ -196,11 +196,20 @@
   let offers = 0; // this page's offers so far, each one's number: the unit answers re-offers in order
   const received = {}; // data channel messages from the unit, by type (for tests: never "emotion")
 
-  // A name in Devanagari or Bengali letters, marked with its language: a screen reader reads it with
+  // A name in a script other than Latin, marked with its language: a screen reader reads it with
   // that language's voice (the page's English one spells it out or skips it), as the unit's own
-  // pages do (appliance/web/settings_pages.py, in_its_language). <bdi> keeps the text around it.
-  const SCRIPTS = [['hi', /[\u0900-\u097F]/], ['bn', /[\u0980-\u09FF]/]];
-  function scriptOf(name) { // by its first letter in either script, as the unit's pages decide
+  // pages do (appliance/web/settings_pages.py, in_its_language; the table is
+  // appliance/words/scripts.py's SCRIPTS). <bdi> keeps the text around it.
+  const SCRIPTS = [
+    ['hi', /[\u0900-\u097F]/], ['bn', /[\u0980-\u09FF]/], ['pa', /[\u0A00-\u0A7F]/],
+    ['gu', /[\u0A80-\u0AFF]/], ['or', /[\u0B00-\u0B7F]/], ['ta', /[\u0B80-\u0BFF]/],
+    ['te', /[\u0C00-\u0C7F]/], ['kn', /[\u0C80-\u0CFF]/], ['ml', /[\u0D00-\u0D7F]/],
+    ['si', /[\u0D80-\u0DFF]/], ['ur', /[\u0600-\u06FF\u0750-\u077F]/], ['ru', /[\u0400-\u04FF]/],
+    ['el', /[\u0370-\u03FF]/], ['hy', /[\u0530-\u058F]/], ['ka', /[\u10A0-\u10FF]/],
+    ['th', /[\u0E00-\u0E7F]/], ['my', /[\u1000-\u109F]/], ['ko', /[\u1100-\u11FF\uAC00-\uD7AF]/],
+    ['ja', /[\u3040-\u30FF]/],
+  ];
+  function scriptOf(name) { // by its first letter in one of them
     const first = [...name].map((c) => SCRIPTS.find(([, letters]) => letters.test(c))).find(Boolean);
     return first ? first[0] : '';
   }
