@@ -214,6 +214,29 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
     assert np.all(np.diff(starts) > 0)
 
 
+def test_a_press_while_an_older_sentence_plays_does_not_answer_a_ring_not_yet_said(
+    pair: tuple[ButtonUnit, Unit],
+) -> None:
+    """A ring that starts while a long sentence plays (the address, a code) is said after it: a
+    press in that gap answered a call the owner had not heard of ("Answering."). It is no answer;
+    the ring is said, and a press then answers as ever."""
+    asha, bela = pair
+    long = "This sentence is as long as the address said slowly, " * 4
+    asha.announcer.say(long)
+    deadline = time.monotonic() + 5
+    while not asha.announcer.speaking and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bela.send("call Asha")
+    asha.wait_state("ringing")
+    assert asha.announcer.speaking and not asha.announcer.spoken  # still the long sentence
+    asha.press()
+    assert asha.announcer.wait_idle(30)
+    assert asha.engine.state == "ringing", asha.said()
+    assert asha.said() == [long, "Bela is calling. Press the button to answer."]
+    bela.send("hangup")
+    asha.wait_state("idle")
+
+
 def test_a_call_missed_while_away_is_said_at_the_next_press(
     pair: tuple[ButtonUnit, Unit], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,6 +286,7 @@ def test_a_missed_call_stays_missed_when_another_unit_of_the_same_name_calls(
         asha.wait_state("idle")
         other.send("call Asha")
         asha.wait_state("ringing")
+        assert asha.announcer.wait_idle(20)  # "Missed call from Bela.", then the ring
         asha.press()  # the other Bela's call is answered
         asha.wait_state("connected")
         asha.press(HOLD + 0.3)

@@ -21,7 +21,7 @@ from flask import Flask
 from slixmpp.exceptions import IqTimeout
 from slixmpp.stanza import Iq, Presence
 
-from appliance import config, identity
+from appliance import config, identity, selftest
 from appliance.app import Appliance
 from appliance.call.lan import free_port
 from appliance.config import RelayConfig
@@ -408,8 +408,8 @@ def test_a_second_unit_on_the_same_account_is_said_at_once_and_not_fought(tmp_pa
 
 def test_the_owners_pages_say_why_guests_cannot_reach_the_unit(tmp_path: Path) -> None:
     """A whole unit on the relay: its status page says calls outside the home work; once a second
-    unit signs in with its account, the status page and the guests page say what the unit said
-    (the guests page offered invite links that could not ring, without a word)."""
+    unit signs in with its account, the status page, the guests page and the self-test say what
+    the unit said (the guests page offered invite links that could not ring, without a word)."""
     with loopback_relay(tmp_path / "relay") as relay:
         jid, password = relay.add_unit("asha")
         cfg, password, tls = relay.settings(jid, password, retry_max_seconds=1)
@@ -444,6 +444,11 @@ def test_the_owners_pages_say_why_guests_cannot_reach_the_unit(tmp_path: Path) -
             assert status == 200 and f"<dt>Calls outside the home</dt><dd>{taken}" in page, page
             status, page = browser.form("/guests")
             assert f"<strong>Guests cannot reach this unit right now.</strong> {taken}" in page, page
+            # `emocall selftest` asks the running unit as it does on a Pi (it was proven on a status
+            # written by hand).
+            report = selftest.check_relay(unit.config, selftest.running_unit(unit.config))
+            assert not report.ok and report.detail.startswith(f"{jid}: replaced;"), report.detail
+            assert "Another unit signed in with this unit's relay account" in report.detail
         finally:
             unit.close()
 

@@ -8,7 +8,8 @@
   meanwhile ends the choice); two units of the same name are told apart by
   number, and the call goes to the unit named, by its id;
 - calling: a press says that the call still rings there, and how to stop it;
-- ringing: a press answers, saying so;
+- ringing: a press answers, saying so; not one while a sentence from before the ring still plays
+  (the ring is said after it): the owner has not heard that anyone calls;
 - a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
   within a second): a press waits for idle and then does what it does there, to call back at once;
   one still closing after ``CLOSING_WAIT_SECONDS`` (a relay's TURN allocation) is said, not dropped;
@@ -116,6 +117,8 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
+        # When the call ringing here began: its event's time (time.monotonic, the announcer's clock).
+        self._rang_at = 0.0
         # Who called unanswered since last said, by unit id (two units may share a name): their
         # name and when the call ended.
         self._missed: dict[str, tuple[str, float]] = {}
@@ -145,6 +148,8 @@ class CallButton:
         with self._lock:
             if state == "calling":
                 self._calling = peer
+            if state == "ringing":
+                self._rang_at = event.t
             if state != "idle":
                 self._cancel_choice()
             if state == "connected":  # they have talked since
@@ -214,6 +219,13 @@ class CallButton:
         if state is None:
             return
         if state == "ringing":
+            with self._lock:
+                rang_at = self._rang_at
+            if self._announcer.playing_since_before(rang_at):
+                # The ring is said once the sentence playing now ends (the address, a code): a
+                # press before then is not an answer to a call the owner has not heard of.
+                log.info("button: pressed before the ring was said; not answering")
+                return
             log.info("button: answering")
             # Said at once: the call is "ringing" until its connection opens (up to seconds), and
             # a press must never end in silence (a second press, too, is told it is being answered).

@@ -97,6 +97,12 @@ class Announcer:
         """The clock of ``spoken`` and ``longest_silence``."""
         return self._clock
 
+    def playing_since_before(self, t: float) -> bool:
+        """Whether a sentence taken up before ``t`` (``clock``) is still being said: news from ``t``
+        on (a ring) waits, unheard, until it ends."""
+        with self._cond:
+            return self._busy and self._busy_from < t
+
     def longest_silence(self, since: float) -> float:
         """The longest time since ``since`` (``clock``) that the unit was heard saying nothing: what
         failed to play counts as silence."""
