@@ -61,7 +61,7 @@ SAID = re.compile(r"saying: (Priya [^\n]*)")
 WAV_HEADER = 44
 # How long the relay's TURN credentials for a guest last here (an hour on a real relay): long enough
 # for a call to start on them, short enough for a test's call to outlive them.
-GUEST_TTL = 20
+GUEST_TTL = 10
 
 
 @dataclass
@@ -101,11 +101,6 @@ class Home:
         flow through its own TURN allocation only."""
         rules = f'iifname "lan" meta l4proto udp udp dport != {TURN_PORT} drop;'
         return self.phone_filtered("gst_turn_only", rules)
-
-    def phone_media_cut(self) -> AbstractContextManager[None]:
-        """Only the phone's signalling gets out (XMPP over HTTPS to the relay): no media, not even TURN."""
-        rules = f'iifname "lan" tcp dport != {HTTPS_PORT} drop; iifname "lan" meta l4proto udp drop;'
-        return self.phone_filtered("gst_media_cut", rules)
 
     def phone_moved(self) -> AbstractContextManager[None]:
         """The phone moved to another network: every connection it had is dead, silently (no reset
@@ -472,20 +467,17 @@ def test_a_call_that_outlives_its_turn_credentials_comes_back_on_new_ones(home: 
         unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
 
 
-@pytest.mark.parametrize("cut", ["everything", "media"])
-def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any, cut: str) -> None:
-    """The phone's network is cut for good, or only its media (its signalling still gets through).
-    Both sides end the call and say it was lost. With its signalling up, the unit stops waiting for a
-    re-offer that connects (reconnect_seconds, 12 s here, and one re-offer's 15 s) while the page
-    still tries (30 s): the page's next re-offer is answered that the call was lost, not that Asha
-    hung up."""
+def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> None:
+    """The phone's network is cut for good: both sides end the call and say it was lost, the unit
+    once it stops waiting for a re-offer (reconnect_seconds, 12 s here), the page at its own
+    deadline (30 s). (A cut of the media alone, the signalling still getting through, ran here
+    too until 2026-12-07: the unit's answer "lost" to the page's next re-offer is
+    tests/test_call.py's ``-k ending``.)"""
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
-    with home.phone_cut() if cut == "everything" else home.phone_media_cut():
+    with home.phone_cut():
         unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=40)
         unit.wait_for(r"saying: Connection lost\.", mark, timeout=15)
-        if cut == "media":  # heard from the unit, not from the page's own deadline (said the same)
-            unit.wait_for(r"answered a re-offer for a call already over here: lost", mark, timeout=20)
         expect(page.get_by_role("status")).to_have_text(
             "The connection to Asha was lost. The call ended.", timeout=45_000
         )
