@@ -217,23 +217,28 @@ def test_press_calls_press_answers_long_press_hangs_up_each_state_spoken(
 def test_a_press_while_an_older_sentence_plays_does_not_answer_a_ring_not_yet_said(
     pair: tuple[ButtonUnit, Unit],
 ) -> None:
-    """A ring that starts while a long sentence plays (the address, a code) is said after it: a
-    press in that gap answered a call the owner had not heard of ("Answering."). It is no answer;
-    the ring is said, and a press then answers as ever."""
+    """A ring that starts while sentences from before it are said or wait (the address, a code, a
+    missed call) is said after them: a press in that gap answered a call the owner had not heard
+    of ("Answering."), and a hold declined it. Neither does now; once the ring is said, a press
+    answers as ever."""
     asha, bela = pair
-    long = "This sentence is as long as the address said slowly, " * 4
-    asha.announcer.say(long)
+    long = "This sentence is as long as the address said slowly, " * 6
+    asha.announcer.say("First.")
+    asha.announcer.say(long)  # waits while "First." plays
     deadline = time.monotonic() + 5
     while not asha.announcer.speaking and time.monotonic() < deadline:
         time.sleep(0.01)
     bela.send("call Asha")
     asha.wait_state("ringing")
-    assert asha.announcer.speaking and not asha.announcer.spoken  # still the long sentence
     asha.press()
+    asha.press(HOLD + 0.3)
+    assert asha.announcer.speaking and len(asha.announcer.spoken) < 2  # the long one not over yet
     assert asha.announcer.wait_idle(30)
     assert asha.engine.state == "ringing", asha.said()
-    assert asha.said() == [long, "Bela is calling. Press the button to answer."]
-    bela.send("hangup")
+    assert asha.said() == ["First.", long, "Bela is calling. Press the button to answer."]
+    asha.press()
+    asha.wait_state("connected")
+    asha.press(HOLD + 0.3)
     asha.wait_state("idle")
 
 

@@ -190,14 +190,14 @@ def test_units_hours_apart_call_each_other(make_units: Callable[..., list[Runnin
 def test_clocks_that_step_mid_call_do_not_end_it(make_units: Callable[..., list[RunningUnit]]) -> None:
     """A clock steps when the network's time arrives, in a call too. Bela freezes (SIGSTOP) twice,
     and Asha recovers the call each time (a freeze with both clocks right: ``-k frozen_mid_sentence``):
-    with Asha's 30 s back (its next re-offer looked older than the last one answered, and the call
-    was lost: re-offers are now ordered by the caller's count of them); then with Bela's an hour
-    ahead (a re-offer is refused for its time, and sent again in the clock the refusal teaches)."""
+    with Bela's an hour ahead (a re-offer is refused for its time, and sent again in the clock the
+    refusal teaches); then with Asha's 30 s back (its next re-offer looked older than the last one
+    answered, and the call was lost: re-offers are now ordered by the caller's count of them)."""
     a, b = make_units("Asha", "Bela")
     mark_a, mark_b = a.mark(), b.mark()
     a.call(b)
     a.wait_state("connected to Bela", 30, mark_a)
-    for stepped, offset in ((a, -30.0), (b, 3600.0)):
+    for stepped, offset in ((b, 3600.0), (a, -30.0)):  # a re-offer answered before Asha's step
         stepped.set_clock(offset)
         mark = a.mark()
         b.signal(signal.SIGSTOP)

@@ -472,7 +472,7 @@ def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> No
     once it stops waiting for a re-offer (reconnect_seconds, 12 s here), the page at its own
     deadline (30 s). (A cut of the media alone, the signalling still getting through, ran here
     too until 2026-12-07: the unit's answer "lost" to the page's next re-offer is
-    tests/test_call.py's ``-k ending``.)"""
+    tests/test_call.py's ``-k over_here``.)"""
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
     with home.phone_cut():

@@ -8,17 +8,17 @@
   meanwhile ends the choice); two units of the same name are told apart by
   number, and the call goes to the unit named, by its id;
 - calling: a press says that the call still rings there, and how to stop it;
-- ringing: a press answers, saying so; not one while a sentence from before the ring still plays
-  (the ring is said after it): the owner has not heard that anyone calls;
+- ringing: a press answers, saying so; not one while sentences from before the ring are still
+  said or waiting (the ring is said after them): the owner has not heard that anyone calls;
 - a call just over (ended, busy, failed, lost: its connections close before the unit is idle again,
   within a second): a press waits for idle and then does what it does there, to call back at once;
   one still closing after ``CLOSING_WAIT_SECONDS`` (a relay's TURN allocation) is said, not dropped;
 - in a call: a press repeats the other person's last expression (also while something is being
   said, which is when the user most often missed it), once no second press came within the
   privacy gestures' ``double_seconds`` (two presses switch sharing);
-- a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call or cancels a
-  choice; when idle it says the unit's address (``say_address``), for pairing by address without a
-  sighted helper;
+- a long press (``hold_seconds``) hangs up, stops calling, declines a ringing call (once its ring
+  was said, as a press answers) or cancels a choice; when idle it says the unit's address
+  (``say_address``), for pairing by address without a sighted helper;
 - privacy (``privacy.py``): two quick presses in a call switch sharing of expressions; four long
   presses in idle forget everything; once that has begun, any press says so again and does nothing
   else (a press to stop it would have called the unit about to be told it is forgotten);
@@ -117,13 +117,12 @@ class CallButton:
         self._chosen = -1
         self._choosing: threading.Event | None = None  # set to end the wait for the last one named
         self._calling = ""  # the name of the unit called, while it rings there
-        # When the call ringing here began: its event's time (time.monotonic, the announcer's clock).
-        self._rang_at = 0.0
         # Who called unanswered since last said, by unit id (two units may share a name): their
         # name and when the call ended.
         self._missed: dict[str, tuple[str, float]] = {}
         self._forgetting = False
         self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="button")
+        self._events = events
         self._unsubscribe = events.subscribe(self._on_event)
         # gpiozero calls back on changes only: a button down now is first seen let go, as a press.
         self._held = bool(button.is_pressed)
@@ -148,8 +147,6 @@ class CallButton:
         with self._lock:
             if state == "calling":
                 self._calling = peer
-            if state == "ringing":
-                self._rang_at = event.t
             if state != "idle":
                 self._cancel_choice()
             if state == "connected":  # they have talked since
@@ -183,7 +180,9 @@ class CallButton:
         state = self._closed_state()
         if state is None:
             return
-        if state in IN_PROGRESS:
+        if state == "ringing" and self._ring_unheard():
+            log.info("button held before the ring was said; not declining")
+        elif state in IN_PROGRESS:
             log.info("button held: hanging up (%s)", state)
             self._guard(self._calls.hangup)
         elif cancelled_choice:
@@ -192,6 +191,16 @@ class CallButton:
             return
         elif state == "idle" and self._say_address is not None:
             self._say_address()
+
+    def _ring_unheard(self) -> bool:
+        """Whether the ring here is still to be said after sentences from before it (the address, a
+        code, a missed call): a press then neither answers nor declines a call the owner has not
+        heard of. The ring's time is its event's, read from the bus: the bus keeps an event before
+        any subscriber hears it (this one may hear it after the press)."""
+        newest = self._events.recent("call.state")[-1:]
+        if not newest or newest[0].data.get("state") != "ringing":
+            return False
+        return self._announcer.said_first(newest[0].t)
 
     def _said_forgetting(self) -> bool:
         with self._lock:
@@ -219,11 +228,7 @@ class CallButton:
         if state is None:
             return
         if state == "ringing":
-            with self._lock:
-                rang_at = self._rang_at
-            if self._announcer.playing_since_before(rang_at):
-                # The ring is said once the sentence playing now ends (the address, a code): a
-                # press before then is not an answer to a call the owner has not heard of.
+            if self._ring_unheard():
                 log.info("button: pressed before the ring was said; not answering")
                 return
             log.info("button: answering")

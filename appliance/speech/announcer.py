@@ -81,6 +81,7 @@ class Announcer:
         self._last_emotion_at = -float("inf")
         self._busy_from = 0.0  # when what is being said now started (its synthesis included)
         self._busy = False
+        self._playing: Item | None = None  # the sentence or expression being said
         self._stop = False
         self.spoken: list[Spoken] = []
         self.dropped: list[Item] = []
@@ -97,11 +98,12 @@ class Announcer:
         """The clock of ``spoken`` and ``longest_silence``."""
         return self._clock
 
-    def playing_since_before(self, t: float) -> bool:
-        """Whether a sentence taken up before ``t`` (``clock``) is still being said: news from ``t``
-        on (a ring) waits, unheard, until it ends."""
+    def said_first(self, t: float) -> bool:
+        """Whether a sentence from before ``t`` (``clock``'s time; time.monotonic, as an event's) is
+        being said or waits to be: news from ``t`` on (a ring) is said after those, unheard till then."""
         with self._cond:
-            return self._busy and self._busy_from < t
+            playing = self._playing is not None and self._playing.t < t
+            return playing or any(item.t < t for item in self._states)
 
     def longest_silence(self, since: float) -> float:
         """The longest time since ``since`` (``clock``) that the unit was heard saying nothing: what
@@ -221,7 +223,7 @@ class Announcer:
                     item, wait = self._next()
                 if self._stop or item is None:
                     return
-                self._busy, self._busy_from = True, self._clock()
+                self._busy, self._busy_from, self._playing = True, self._clock(), item
             try:
                 self._speak(item)
             except (SpeechError, AudioError) as e:
@@ -229,7 +231,7 @@ class Announcer:
                 log.error("could not say a %s announcement: %s", item.kind, e)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy, self._playing = False, None
                     self._cond.notify_all()
 
     def _speak(self, item: Item) -> None:
