@@ -513,15 +513,25 @@ def test_a_name_in_another_script_with_a_joiner_or_a_mark_is_drawn_as_its_script
     assert drawn(fonts, name) == drawn(own, name)
 
 
-# A name in each Indian script no language of the unit writes in.
-OTHER_SCRIPTS = {"pa": "ਗੀਤਾ", "gu": "ગીતા", "or": "ଲୀଳା", "ta": "கமலா", "te": "రాము", "kn": "ಕಮಲ", "ml": "ആനി"}
+# A name in each Indian script no language of the unit writes in, each with a conjunct or a vowel
+# sign drawn before its consonant: drawn letter by letter, these come apart.
+OTHER_SCRIPTS = {
+    "pa": "ਪ੍ਰਿਯਾ",  # Priya
+    "gu": "લક્ષ્મી",  # Lakshmi
+    "or": "ଲକ୍ଷ୍ମୀ",  # Lakshmi
+    "ta": "செல்வி",  # Selvi
+    "te": "లక్ష్మి",  # Lakshmi
+    "kn": "ಲಕ್ಷ್ಮಿ",  # Lakshmi
+    "ml": "ലക്ഷ്മി",  # Lakshmi
+}
 
 
 @pytest.mark.parametrize("script", OTHER_SCRIPTS)
 def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(script: str) -> None:
     """A name in Telugu, Tamil or another script that no language of the unit writes in was drawn
     in the first face, which lacks its letters: boxes. The first letter no face has brings in
-    fontconfig's font for its script, shaped for it: the name is drawn as that font draws it."""
+    fontconfig's font for its script, shaped for it as HarfBuzz shapes it (the reference: Pillow's
+    raqm layout in the same font), not letter by letter."""
     english, _ = for_language(Phrases("en"), None)
     boxes, name = Fonts(english.faces[:1]), OTHER_SCRIPTS[script]
     shown = drawn(english, name)
@@ -529,6 +539,14 @@ def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(scrip
     assert face.script == scripts.SCRIPTS[script][0] and name[0] in face.letters
     assert shown == drawn(Fonts([face]), name) != drawn(boxes, name)
     assert [run for _, run in english._runs(f"Calling {name}.")] == ["Calling ", name, "."]
+    assert face.path is not None
+    on_screen = ink(pygame.surfarray.pixels_red(english.render(name, 1600, 320, (255, 255, 255))).T > 128)
+    font = ImageFont.truetype(str(face.path), 160, layout_engine=ImageFont.Layout.RAQM)
+    canvas = Image.new("L", (1600, 480))
+    ImageDraw.Draw(canvas).text((20, 80), name, font=font, fill=255)
+    unshaped = pygame.font.Font(str(face.path), 160).render(name, True, (255, 255, 255), (0, 0, 0))
+    assert overlap(on_screen, ink(np.asarray(canvas) > 128)) > 0.85
+    assert overlap(on_screen, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5
 
 
 def test_a_line_that_begins_with_a_joiner_in_another_face_is_drawn() -> None:

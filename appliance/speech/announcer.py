@@ -79,9 +79,8 @@ class Announcer:
         self._said: dict[str, str] = {}  # peer -> last emotion said
         self._current: Item | None = None  # newest confident emotion, for repeat_last
         self._last_emotion_at = -float("inf")
-        self._busy_from = 0.0  # when what is being said now started (its synthesis included)
-        self._busy = False
         self._playing: Item | None = None  # the sentence or expression being said
+        self._playing_from = 0.0  # when it started (its synthesis included)
         self._stop = False
         self.spoken: list[Spoken] = []
         self.dropped: list[Item] = []
@@ -91,7 +90,7 @@ class Announcer:
     @property
     def speaking(self) -> bool:
         with self._cond:
-            return self._busy
+            return self._playing is not None
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -111,8 +110,8 @@ class Announcer:
         with self._cond:
             spans = [(s.started_at, s.started_at + s.seconds) for s in self.spoken]
             spans = [span for span in spans if span[1] > since]
-            if self._busy:
-                spans.append((self._busy_from, float("inf")))
+            if self._playing is not None:
+                spans.append((self._playing_from, float("inf")))
         longest, cursor = 0.0, since
         for start, end in spans:
             longest, cursor = max(longest, start - cursor), max(cursor, end)
@@ -187,7 +186,7 @@ class Announcer:
         """Block until nothing is playing or waiting to be said; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._busy or self._states or self._pending is not None:
+            while self._playing is not None or self._states or self._pending is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -223,7 +222,7 @@ class Announcer:
                     item, wait = self._next()
                 if self._stop or item is None:
                     return
-                self._busy, self._busy_from, self._playing = True, self._clock(), item
+                self._playing, self._playing_from = item, self._clock()
             try:
                 self._speak(item)
             except (SpeechError, AudioError) as e:
@@ -231,7 +230,7 @@ class Announcer:
                 log.error("could not say a %s announcement: %s", item.kind, e)
             finally:
                 with self._cond:
-                    self._busy, self._playing = False, None
+                    self._playing = None
                     self._cond.notify_all()
 
     def _speak(self, item: Item) -> None:
