@@ -364,15 +364,16 @@ def test_bad_invites_get_a_clear_page_and_never_ring(home: Home, browser: Any) -
     home.invites.revoke(invite.id)
     address, token = home.link()[1].rsplit("#", 1)
     forged = f"{address}#{token[:-4]}AAAA"
-    # Made two hours ago for one hour, signed by the unit: it has expired.
-    two_hours_ago = Invites(
-        Identity.load_or_create(home.folder / "Asha" / "identity.key"), home.store, lambda: time.time() - 7200
-    )
-    _, expired = home.link(invites=two_hours_ago)
+    key = Identity.load_or_create(home.folder / "Asha" / "identity.key")
+    # Made two hours ago for one hour, signed by the unit: it has expired, which the unit says (a
+    # phone's clock may be hours off); one that ended two days ago the page says by itself.
+    _, expired = home.link(invites=Invites(key, home.store, lambda: time.time() - 7200))
+    _, long_expired = home.link(invites=Invites(key, home.store, lambda: time.time() - 2 * 86400))
     cases = {
         "used": (once, "This invite worked for one call only. Ask Asha for a new link."),
         "revoked": (revoked, "This invite was withdrawn. Ask Asha for a new link."),
         "forged": (forged, "This link is not a valid invite. Check that it was copied whole."),
+        "expired": (expired, "This invite has expired. Ask Asha for a new link."),
     }
     for what, (link, said) in cases.items():
         mark = unit.mark()
@@ -384,7 +385,7 @@ def test_bad_invites_get_a_clear_page_and_never_ring(home: Home, browser: Any) -
         audit(page, f"a {what} invite", failures)
         assert "call.state" not in unit.log.read_text(errors="replace")[mark:], what
     page.goto("about:blank")
-    page.goto(expired)  # refused by the page itself: it reads the invite's end
+    page.goto(long_expired)  # refused by the page itself: it reads the invite's end
     expect(page.get_by_role("alert")).to_have_text("This invite has expired. Ask Asha for a new link.")
     expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
     audit(page, "an expired invite", failures)
@@ -469,18 +470,22 @@ def test_a_call_that_outlives_its_turn_credentials_comes_back_on_new_ones(home: 
 
 def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> None:
     """The phone's network is cut for good: both sides end the call and say it was lost, the unit
-    once it stops waiting for a re-offer (reconnect_seconds, 12 s here), the page at its own
-    deadline (30 s). (A cut of the media alone, the signalling still getting through, ran here
-    too until 2026-12-07: the unit's answer "lost" to the page's next re-offer is
-    tests/test_call.py's ``-k over_here``.)"""
+    once it stops waiting for a re-offer (reconnect_seconds, 12 s here), the page as it stops
+    offering again, after the unit's window too: it waited its own 30 s, and ended 35 s or more after
+    the cut. (A cut of the media alone, the signalling still getting through, ran here too until
+    2026-12-07: the unit's answer "lost" to the page's next re-offer is tests/test_call.py's ``-k
+    over_here``.)"""
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
     with home.phone_cut():
+        cut = time.monotonic()
         unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=40)
         unit.wait_for(r"saying: Connection lost\.", mark, timeout=15)
         expect(page.get_by_role("status")).to_have_text(
             "The connection to Asha was lost. The call ended.", timeout=45_000
         )
+        # Its loss is seen after LOST_MS (5 s) of silence, then it offers again for 12 s.
+        assert time.monotonic() - cut < 12 + 5 + 6
     expect(page.get_by_role("button", name="Call Asha")).to_be_focused()
 
 

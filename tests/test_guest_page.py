@@ -92,10 +92,13 @@ class Relay:
             ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
 
 
-def _guest_page(pw: Any, relay: Relay, token: str) -> tuple[Any, Any]:
+def _guest_page(pw: Any, relay: Relay, token: str, clock_ahead: float = 0) -> tuple[Any, Any]:
+    """The page in Chromium, the phone's clock ``clock_ahead`` seconds ahead of this machine's."""
     args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
     browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
     page = browser.new_page()
+    if clock_ahead:
+        page.add_init_script(f"{{ const now = Date.now; Date.now = () => now() + {clock_ahead * 1000}; }}")
     page.set_default_timeout(15_000)
     page.route(f"{PAGE}**", _files)
     page.route_web_socket("wss://relay.test/guest-xmpp", relay)
@@ -239,6 +242,28 @@ def test_a_new_link_opened_in_the_same_tab_is_read(token: str) -> None:
             sync_api.expect(page.get_by_role("alert")).to_contain_text("not a valid invite")
             page.evaluate("(token) => { location.hash = token; }", token)
             sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_visible()
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize(("ahead_hours", "expired"), [(3, False), (49, True)])
+def test_the_phone_s_clock_turns_away_only_an_invite_long_expired(
+    token: str, ahead_hours: float, expired: bool
+) -> None:
+    """The invite is good for an hour by the unit's clock. A phone three hours ahead (set by hand,
+    in another time zone) said it had expired and showed no Call button; the unit decides, and the
+    page says so at once only for an invite that ended more than a day ago by the phone's clock."""
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, Relay(403, {"error": "unused"}), token, ahead_hours * 3600)
+        try:
+            if expired:
+                sync_api.expect(page.get_by_role("alert")).to_have_text(
+                    "This invite has expired. Ask Asha for a new link."
+                )
+                sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_hidden()
+            else:
+                sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_visible()
+                sync_api.expect(page.get_by_role("alert")).to_be_hidden()
         finally:
             browser.close()
 

@@ -43,11 +43,11 @@ def _local_only(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respo
 
 
 def answer_signal(
-    engine: CallEngine, peer: Peer, message: Signal, sent: float | None = None
+    engine: CallEngine, peer: Peer, message: Signal, sent: float | None = None, **told: float
 ) -> tuple[Response, int]:
     """Hand a checked caller's signalling message (sent at ``sent``, when its signature says) to the
-    engine's loop and answer with its reply (409 for busy); a unit's and a guest's signal endpoints
-    both answer through here."""
+    engine's loop and answer with its reply (409 for busy), and with ``told``; a unit's and a
+    guest's signal endpoints both answer through here."""
     try:
         future = engine.incoming_from(peer, message, sent)
         reply = future.result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)
@@ -57,7 +57,7 @@ def answer_signal(
         return jsonify({"error": "the call engine did not answer in time"}), 503
     except concurrent.futures.CancelledError:
         return jsonify({"error": "this unit is shutting down; call again later"}), 503
-    return jsonify(reply.model_dump()), 409 if reply.kind == "busy" else 200
+    return jsonify(reply.model_dump() | told), 409 if reply.kind == "busy" else 200
 
 
 def create_blueprint(engine: CallEngine) -> Blueprint:

@@ -6,10 +6,12 @@ theirs; the relay service runs it through this web app with the sender's address
 environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe": BOOL,
 "signal": {...}}``; the signal is the call engine's own (:class:`~appliance.call.signaling.Signal`),
 so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
-reconnect, busy, bye), with the guest as the peer. A new offer needs a live invite (a one-time one
-is used up once the unit rings for it: an offer refused before that, busy or malformed, leaves it
-whole); a re-offer or a bye needs the invite and the call's id, a random secret the page chose for
-this call (a re-offer after a loss may come from a new anonymous address).
+reconnect, busy, bye), with the guest as the peer; the unit's replies also say how long it waits
+for a re-offer (``reconnect_seconds``), which the page has no other way to know. A new offer needs
+a live invite (a one-time one is used up once the unit rings for it: an offer refused before that,
+busy or malformed, leaves it whole); a re-offer or a bye needs the invite and the call's id, a
+random secret the page chose for this call (a re-offer after a loss may come from a new anonymous
+address).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class GuestLine:
                 call = self._ongoing(body)
                 if call is None:
                     return jsonify(Signal(kind="lost").model_dump()), 200
-                return answer_signal(self._engine, call.peer, body.signal)
+                return self._answer(call, body.signal)
             except InviteRefused as e:
                 log.info("a guest's %s invite was refused", e.reason)
                 return jsonify({"error": str(e), "reason": e.reason}), 403
@@ -128,7 +130,7 @@ class GuestLine:
             camera = sends_video(body.signal.sdp)
             call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             try:
-                reply, status = answer_signal(self._engine, call.peer, body.signal)
+                reply, status = self._answer(call, body.signal)
             except BaseException:
                 self._forget(call)
                 raise
@@ -137,6 +139,12 @@ class GuestLine:
             return reply, status
         finally:
             self._offering.release()
+
+    def _answer(self, call: GuestCall, signal: Signal) -> tuple[Response, int]:
+        """The engine's reply, with how long the unit waits for a re-offer after a loss: the page
+        waits as long (a page that gave up first said the call was lost while the unit waited on)."""
+        window = self._engine.cfg.reconnect_seconds
+        return answer_signal(self._engine, call.peer, signal, reconnect_seconds=window)
 
     def _forget(self, call: GuestCall) -> None:
         if self.current is call:

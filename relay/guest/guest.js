@@ -7,7 +7,7 @@
 // answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
 // a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up (also
 // while ringing, and when the page is closed); after a loss it offers again (resume), as a calling
-// unit does, for up to 30 seconds. Without a camera (refused, missing, in use) the call has sound
+// unit does, for as long as the unit waits for it ([call] reconnect_seconds, in its answer). Without a camera (refused, missing, in use) the call has sound
 // only and still receives the unit's video; without a microphone there is no call.
 'use strict';
 (() => {
@@ -18,7 +18,11 @@
   const ANSWER_MS = 70000; // the unit rings for up to 30 s (ring_seconds), then answers or declines
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
-  const RECONNECT_MS = 30000; // as long as a unit keeps trying ([call] reconnect_seconds)
+  const RECONNECT_MS = 30000; // a unit's [call] reconnect_seconds by default (an answer that lacks it)
+  // The unit decides whether an invite has expired, by its clock; the page says so before Call
+  // only when it ended longer ago than a phone's clock can be wrong by (set by hand, in another
+  // time zone): a phone a few hours ahead turned away a good invite, with no Call button.
+  const CLOCK_SLACK_MS = 24 * 3600 * 1000;
   const $ = (id) => document.getElementById(id);
 
   // The invite ------------------------------------------------------------------------------------
@@ -304,7 +308,10 @@
     $('cancel').hidden = false;
     $('cancel').focus(); // the Call button is disabled: the one thing to press now
     $('problem').hidden = true;
-    call = { id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [] };
+    call = {
+      id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [],
+      reconnectMs: RECONNECT_MS,
+    };
     const mine = call;
     try {
       say(`Connecting to ${owner}…`);
@@ -329,6 +336,7 @@
         return;
       }
       await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
+      mine.reconnectMs = reconnectWindow(reply.body.reconnect_seconds);
       say(`Connecting the call to ${owner}…`);
       mine.timers.push(setTimeout(() => {
         if (!mine.opened) end(mine, `The call to ${owner} could not connect.`);
@@ -438,17 +446,30 @@
     }
   }
 
-  // The unit went quiet: offer again, as a unit does after a loss, until RECONNECT_MS have passed.
+  // How long the unit waits for a re-offer after a loss, in ms: the page waited its own 30 s, so it
+  // said the call was lost while a unit set to wait longer waited on, or went on trying after a
+  // unit set to wait less had ended it and told its owner so.
+  function reconnectWindow(seconds) {
+    return Number.isFinite(seconds) ? Math.min(Math.max(seconds, 0), 300) * 1000 : RECONNECT_MS;
+  }
+
+  // What ``promise`` gives, or null once ``ms`` have passed first.
+  const within = (promise, ms) => Promise.race([promise, pause(ms).then(() => null)]);
+
+  // The unit went quiet: offer again, as a unit does after a loss, for as long as the unit waits. A
+  // re-offer still on its way at that time (a relay connection that cannot open takes STEP_MS) is
+  // not waited for: the unit has given up by then.
   async function lost(mine) {
     if (call !== mine || mine.recovering) return;
     mine.open = false;
     mine.recovering = true;
     say(`The connection to ${owner} dropped. Reconnecting…`);
-    const deadline = performance.now() + RECONNECT_MS;
+    const deadline = performance.now() + mine.reconnectMs;
     while (call === mine && performance.now() < deadline) {
       try {
-        const reply = await negotiate(mine, true);
+        const reply = await within(negotiate(mine, true), deadline - performance.now());
         if (call !== mine) return;
+        if (reply === null) break;
         if (reply.body.kind === 'answer') {
           await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
           const opened = performance.now() + STEP_MS;
@@ -589,7 +610,7 @@
       refuse('This link is not a valid invite. Check that it was copied whole, or ask for a new link.');
       return;
     }
-    if (invite.exp * 1000 <= Date.now()) {
+    if (invite.exp * 1000 + CLOCK_SLACK_MS <= Date.now()) {
       refuse(`This invite has expired. Ask ${owner} for a new link.`);
       return;
     }
