@@ -46,8 +46,9 @@ def answer_signal(
     engine: CallEngine, peer: Peer, message: Signal, sent: float | None = None, **told: float
 ) -> tuple[Response, int]:
     """Hand a checked caller's signalling message (sent at ``sent``, when its signature says) to the
-    engine's loop and answer with its reply (409 for busy), and with ``told``; a unit's and a
-    guest's signal endpoints both answer through here."""
+    engine's loop and answer with its reply (409 for busy), and with ``told`` beside it (what a
+    guest's page cannot know otherwise: the unit's call settings); a unit's and a guest's signal
+    endpoints both answer through here."""
     try:
         future = engine.incoming_from(peer, message, sent)
         reply = future.result(engine.cfg.ring_seconds + REPLY_MARGIN_SECONDS)

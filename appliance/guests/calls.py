@@ -6,8 +6,9 @@ theirs; the relay service runs it through this web app with the sender's address
 environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe": BOOL,
 "signal": {...}}``; the signal is the call engine's own (:class:`~appliance.call.signaling.Signal`),
 so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
-reconnect, busy, bye), with the guest as the peer; the unit's replies also say how long it waits
-for a re-offer (``reconnect_seconds``), which the page has no other way to know. A new offer needs
+reconnect, busy, bye), with the guest as the peer; the unit's replies also say when it counts the
+page lost and how long it then waits for a re-offer (``peer_timeout_seconds``,
+``reconnect_seconds``), which the page has no other way to know. A new offer needs
 a live invite (a one-time one is used up once the unit rings for it: an offer refused before that,
 busy or malformed, leaves it whole); a re-offer or a bye needs the invite and the call's id, a
 random secret the page chose for this call (a re-offer after a loss may come from a new anonymous
@@ -141,10 +142,17 @@ class GuestLine:
             self._offering.release()
 
     def _answer(self, call: GuestCall, signal: Signal) -> tuple[Response, int]:
-        """The engine's reply, with how long the unit waits for a re-offer after a loss: the page
-        waits as long (a page that gave up first said the call was lost while the unit waited on)."""
-        window = self._engine.cfg.reconnect_seconds
-        return answer_signal(self._engine, call.peer, signal, reconnect_seconds=window)
+        """The engine's reply, with the silence after which the unit counts the page lost and how
+        long it then waits for a re-offer: the page waits as long (one that gave up first said the
+        call was lost while the unit waited on)."""
+        cfg = self._engine.cfg
+        return answer_signal(
+            self._engine,
+            call.peer,
+            signal,
+            peer_timeout_seconds=cfg.peer_timeout_seconds,
+            reconnect_seconds=cfg.reconnect_seconds,
+        )
 
     def _forget(self, call: GuestCall) -> None:
         if self.current is call:

@@ -7,15 +7,17 @@
 // answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
 // a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up (also
 // while ringing, and when the page is closed); after a loss it offers again (resume), as a calling
-// unit does, for as long as the unit waits for it ([call] reconnect_seconds, in its answer). Without a camera (refused, missing, in use) the call has sound
-// only and still receives the unit's video; without a microphone there is no call.
+// unit does, for as long as the unit waits for it (its [call] settings, in its answer). Without a
+// camera (refused, missing, in use) the call has sound only and still receives the unit's video;
+// without a microphone there is no call.
 'use strict';
 (() => {
   const RELAY_NS = 'urn:emocall:relay:1';
   const FRAMING_NS = 'urn:ietf:params:xml:ns:xmpp-framing';
   const HEARTBEAT_MS = 1000;
   const LOST_MS = 5000;
-  const ANSWER_MS = 70000; // the unit rings for up to 30 s (ring_seconds), then answers or declines
+  // The unit rings for ring_seconds (30 s by default, 120 s at most), then answers or declines.
+  const ANSWER_MS = 130000;
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
   const RECONNECT_MS = 30000; // a unit's [call] reconnect_seconds by default (an answer that lacks it)
@@ -310,7 +312,7 @@
     $('problem').hidden = true;
     call = {
       id: randomId(), describe: $('describe').checked, pc: null, xmpp: null, media: null, timers: [],
-      reconnectMs: RECONNECT_MS,
+      reconnectMs: RECONNECT_MS, unitTimeoutMs: LOST_MS, heard: performance.now(),
     };
     const mine = call;
     try {
@@ -336,7 +338,9 @@
         return;
       }
       await mine.pc.setRemoteDescription({ type: 'answer', sdp: reply.body.sdp });
-      mine.reconnectMs = reconnectWindow(reply.body.reconnect_seconds);
+      // Bounded as the unit's [call] settings are.
+      mine.reconnectMs = unitsTime(reply.body.reconnect_seconds, 300, RECONNECT_MS);
+      mine.unitTimeoutMs = unitsTime(reply.body.peer_timeout_seconds, 60, LOST_MS);
       say(`Connecting the call to ${owner}…`);
       mine.timers.push(setTimeout(() => {
         if (!mine.opened) end(mine, `The call to ${owner} could not connect.`);
@@ -446,25 +450,28 @@
     }
   }
 
-  // How long the unit waits for a re-offer after a loss, in ms: the page waited its own 30 s, so it
-  // said the call was lost while a unit set to wait longer waited on, or went on trying after a
-  // unit set to wait less had ended it and told its owner so.
-  function reconnectWindow(seconds) {
-    return Number.isFinite(seconds) ? Math.min(Math.max(seconds, 0), 300) * 1000 : RECONNECT_MS;
+  // A time the unit's answer gives, in ms, within its configuration's bounds (``maxSeconds``);
+  // ``fallback`` when the answer lacks it (a unit of an earlier release).
+  function unitsTime(seconds, maxSeconds, fallback) {
+    return Number.isFinite(seconds) ? Math.min(Math.max(seconds, 0), maxSeconds) * 1000 : fallback;
   }
 
   // What ``promise`` gives, or null once ``ms`` have passed first.
   const within = (promise, ms) => Promise.race([promise, pause(ms).then(() => null)]);
 
-  // The unit went quiet: offer again, as a unit does after a loss, for as long as the unit waits. A
-  // re-offer still on its way at that time (a relay connection that cannot open takes STEP_MS) is
-  // not waited for: the unit has given up by then.
+  // The unit went quiet: offer again, as a unit does after a loss, for as long as the unit waits for
+  // a re-offer, counted as the unit counts it: from when it last heard this page, plus its own
+  // silence before a loss ([call] peer_timeout_seconds). The page waited its own 30 s from its own
+  // 5 s, so it said the call was lost while a unit set to wait longer waited on, or went on trying
+  // long after a unit set to wait less had told its owner. A re-offer still on its way then (a relay
+  // connection that cannot open takes STEP_MS) is not waited for, and a bye goes after it: one that
+  // reached the unit just in time would otherwise keep it waiting for a page that has gone.
   async function lost(mine) {
     if (call !== mine || mine.recovering) return;
     mine.open = false;
     mine.recovering = true;
     say(`The connection to ${owner} dropped. Reconnecting…`);
-    const deadline = performance.now() + mine.reconnectMs;
+    const deadline = Math.max(performance.now(), mine.heard + mine.unitTimeoutMs) + mine.reconnectMs;
     while (call === mine && performance.now() < deadline) {
       try {
         const reply = await within(negotiate(mine, true), deadline - performance.now());
@@ -476,7 +483,9 @@
           while (call === mine && mine.recovering && performance.now() < opened) await pause(250);
           if (!mine.recovering) return;
         } else if (reply.body.kind === 'lost') {
-          break; // the unit stopped waiting for this page's re-offers: it did not hang up
+          // The unit stopped waiting for this page's re-offers: it did not hang up.
+          end(mine, `The connection to ${owner} was lost. The call ended.`);
+          return;
         } else if (reply.status === 403 || reply.body.kind === 'bye') {
           end(mine, `${owner} hung up. The call ended.`);
           return;
@@ -491,7 +500,9 @@
         await pause(1000);
       }
     }
-    end(mine, `The connection to ${owner} was lost. The call ended.`);
+    if (call !== mine) return;
+    sendBye(mine);
+    end(mine, `The connection to ${owner} was lost. The call ended.`, 200);
   }
 
   const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
