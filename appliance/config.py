@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from appliance.relay.address import bare_jid
 from appliance.state import DisplayName, describe, what_is_wrong
@@ -187,11 +195,23 @@ class CallConfig(_Section):
     )
     heartbeat_seconds: float = Field(1.0, gt=0, le=10, description="How often each unit says it is alive")
     peer_timeout_seconds: float = Field(
-        4.0, gt=0, le=60, description="Silence after which the other unit counts as lost"
+        4.0, gt=0, le=60, description="Silence after which the other side counts as lost (2+ heartbeats)"
     )
     reconnect_seconds: float = Field(
         30.0, ge=0, le=300, description="How long a lost call keeps trying before giving up"
     )
+
+    @field_validator("peer_timeout_seconds")
+    @classmethod
+    def _outlasts_heartbeats(cls, timeout: float, info: ValidationInfo) -> float:
+        # Units of one release share these settings, and a guest's page takes the unit's timeout as
+        # its own: shorter than two heartbeats, a quiet call would be counted lost between them.
+        heartbeat = info.data.get("heartbeat_seconds")
+        if isinstance(heartbeat, float) and timeout < 2 * heartbeat:
+            raise ValueError(
+                f"at least twice heartbeat_seconds ({heartbeat:g} s), or calls end between heartbeats"
+            )
+        return timeout
 
 
 class RelayConfig(_Section):

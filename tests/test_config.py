@@ -53,6 +53,11 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         # waitress listens on "::" for IPv6 alone, and the unit is found and called over IPv4: it
         # stopped in its mDNS announcement, or ran where nothing could reach it.
         ("[web]\nhost = '::'\n", "web.host: an IPv4 address or a host name (0.0.0.0 for every address)"),
+        # One late heartbeat ended the call, and a guest's page counted the unit lost between them.
+        (
+            "[call]\nheartbeat_seconds = 5\npeer_timeout_seconds = 4\n",
+            "call.peer_timeout_seconds: at least twice heartbeat_seconds (5 s)",
+        ),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

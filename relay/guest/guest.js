@@ -5,11 +5,11 @@
 // (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
 // <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
 // answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
-// a heartbeat each second, the unit counted lost after five silent seconds, "bye" to hang up (also
-// while ringing, and when the page is closed); after a loss it offers again (resume), as a calling
-// unit does, for as long as the unit waits for it (its [call] settings, in its answer). Without a
-// camera (refused, missing, in use) the call has sound only and still receives the unit's video;
-// without a microphone there is no call.
+// a heartbeat each second, the unit counted lost after five silent seconds (or after the unit's own
+// timeout, if longer), "bye" to hang up (also while ringing, and when the page is closed); after a
+// loss it offers again (resume), as a calling unit does, for as long as the unit waits for it (its
+// [call] settings, in its answer). Without a camera (refused, missing, in use) the call has sound
+// only and still receives the unit's video; without a microphone there is no call.
 'use strict';
 (() => {
   const RELAY_NS = 'urn:emocall:relay:1';
@@ -426,7 +426,9 @@
     clearInterval(mine.beat);
     mine.beat = setInterval(() => {
       if (channel.readyState === 'open') channel.send(JSON.stringify({ type: 'heartbeat', seq: seq++ }));
-      if (performance.now() - mine.heard > LOST_MS && mine.open) lost(mine);
+      // At least the unit's own patience, which outlasts two of its heartbeats (its configuration
+      // checks that): a unit set to send one every 5 s would be counted lost between them.
+      if (performance.now() - mine.heard > Math.max(LOST_MS, mine.unitTimeoutMs) && mine.open) lost(mine);
     }, HEARTBEAT_MS);
     keepAwake(mine);
     $('before').hidden = true;
