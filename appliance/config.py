@@ -180,6 +180,9 @@ CallCodec = Literal["VP8", "H264"]
 AudioInKind = Literal["auto", "microphone", "wav", "none"]
 
 
+GUEST_HEARTBEAT_SECONDS = 1.0  # HEARTBEAT_MS in relay/guest/guest.js
+
+
 class CallConfig(_Section):
     ring_seconds: float = Field(30.0, gt=0, le=120, description="How long an unanswered call rings")
     width: int = Field(640, ge=64, le=1920, description="Width of the video sent in a call")
@@ -204,12 +207,14 @@ class CallConfig(_Section):
     @field_validator("peer_timeout_seconds")
     @classmethod
     def _outlasts_heartbeats(cls, timeout: float, info: ValidationInfo) -> float:
-        # Units of one release share these settings, and a guest's page takes the unit's timeout as
-        # its own: shorter than two heartbeats, a quiet call would be counted lost between them.
+        # Shorter than two heartbeats, a quiet call would be counted lost between them: the other
+        # unit's (units of one release share these settings) or a guest's page's, one a second.
         heartbeat = info.data.get("heartbeat_seconds")
-        if isinstance(heartbeat, float) and timeout < 2 * heartbeat:
+        if isinstance(heartbeat, float) and timeout < 2 * max(heartbeat, GUEST_HEARTBEAT_SECONDS):
             raise ValueError(
-                f"at least twice heartbeat_seconds ({heartbeat:g} s), or calls end between heartbeats"
+                f"at least twice heartbeat_seconds ({heartbeat:g} s) and at least"
+                f" {2 * GUEST_HEARTBEAT_SECONDS:g} s (a guest's page beats each second),"
+                " or calls end between heartbeats"
             )
         return timeout
 

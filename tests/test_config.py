@@ -58,6 +58,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
             "[call]\nheartbeat_seconds = 5\npeer_timeout_seconds = 4\n",
             "call.peer_timeout_seconds: at least twice heartbeat_seconds (5 s)",
         ),
+        (
+            "[call]\nheartbeat_seconds = 0.4\npeer_timeout_seconds = 1\n",
+            "call.peer_timeout_seconds: at least twice heartbeat_seconds (0.4 s) and at least 2 s",
+        ),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

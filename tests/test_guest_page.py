@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from appliance.config import GUEST_HEARTBEAT_SECONDS
 from appliance.events import EventBus
 from appliance.guests.invites import Invites
 from appliance.identity import Identity
@@ -135,6 +136,12 @@ def test_names_in_hindi_or_bengali_letters_are_marked_with_their_language(tmp_pa
             expect(page.get_by_role("button", name="Call आशा")).to_be_visible()
         finally:
             browser.close()
+
+
+def test_the_guest_pages_heartbeat_is_the_one_the_units_settings_allow_for() -> None:
+    """A unit refuses a peer_timeout_seconds shorter than two of the page's heartbeats."""
+    beat = re.search(r"const HEARTBEAT_MS = (\d+);", (GUEST / "guest.js").read_text())
+    assert beat is not None and int(beat.group(1)) == GUEST_HEARTBEAT_SECONDS * 1000
 
 
 def test_the_guest_pages_scripts_are_the_units_own() -> None:

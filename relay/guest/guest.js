@@ -343,7 +343,8 @@
       mine.unitTimeoutMs = unitsTime(reply.body.peer_timeout_seconds, 60, LOST_MS);
       say(`Connecting the call to ${owner}…`);
       mine.timers.push(setTimeout(() => {
-        if (!mine.opened) end(mine, `The call to ${owner} could not connect.`);
+        // Not while it offers again: its connection failed before it opened, and lost() ends it.
+        if (!mine.opened && !mine.recovering) end(mine, `The call to ${owner} could not connect.`);
       }, STEP_MS));
     } catch (e) {
       if (call !== mine) return; // cancelled: the page already says so
