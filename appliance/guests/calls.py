@@ -8,11 +8,10 @@ environ, which no HTTP client can set. The body is ``{"invite": TOKEN, "describe
 so the call that follows is a unit-to-unit call in every respect (ringing, answer, heartbeat, loss,
 reconnect, busy, bye), with the guest as the peer; the unit's replies also say when it counts the
 page lost and how long it then waits for a re-offer (``peer_timeout_seconds``,
-``reconnect_seconds``), which the page has no other way to know. A new offer needs
-a live invite (a one-time one is used up once the unit rings for it: an offer refused before that,
-busy or malformed, leaves it whole); a re-offer or a bye needs the invite and the call's id, a
-random secret the page chose for this call (a re-offer after a loss may come from a new anonymous
-address).
+``reconnect_seconds``), which the page has no other way to know. A new offer needs a live invite (a
+one-time one is used up once the unit rings for it: an offer refused before that, busy or
+malformed, leaves it whole); a re-offer or a bye needs the invite and the call's id, a random secret
+the page chose for this call (a re-offer after a loss may come from a new anonymous address).
 """
 
 from __future__ import annotations
