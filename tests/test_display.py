@@ -553,6 +553,30 @@ def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(scrip
     assert overlap(on_screen, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5
 
 
+def test_a_name_in_urdu_is_drawn_right_to_left_and_joined_not_as_boxes() -> None:
+    """Urdu's Arabic letters were boxes (no face was looked for a script written right to left), or
+    pygame's built-in font's few Arabic letters, unjoined: a name came apart between two fonts. A
+    name is drawn in fontconfig's font for Urdu (Amiri, on the image too), shaped right to left as
+    HarfBuzz shapes it (the reference: Pillow's raqm layout, with FriBidi, in the same font), its
+    first word on the right; the sentence around it stays left to right, a space after the name
+    between it and the next word."""
+    english, _ = for_language(Phrases("en"), None)
+    name = "عائشہ خان"  # Ayesha Khan: its letters join, and it ends in Urdu's own heh (U+06C1)
+    assert [run for _, run in english._runs(f"Calling {name}.")] == ["Calling ", name, "."]
+    assert [run for _, run in english._runs(f"{name} looks happy.")] == [name, " looks happy."]
+    face = english.faces[-1]
+    assert face.script == "Arab" and face.path is not None and "amiri" in str(face.path).lower(), (
+        "no Urdu font: bash .ci/setup installs it"
+    )
+    assert features.check("fribidi"), "Pillow without FriBidi: the reference would be laid out left to right"
+    on_screen = ink(pygame.surfarray.pixels_red(english.render(name, 1600, 320, (255, 255, 255))).T > 128)
+    left_to_right = pygame.font.Font(str(face.path), 160)
+    left_to_right.set_script("Arab")
+    unturned = left_to_right.render(name, True, (255, 255, 255), (0, 0, 0))
+    assert overlap(on_screen, shaped(name, face.path)) > 0.85
+    assert overlap(on_screen, ink(pygame.surfarray.array2d(unturned).T != 0)) < 0.5
+
+
 def test_a_line_that_begins_with_a_joiner_in_another_face_is_drawn() -> None:
     """A joiner that begins a line has no letter before it to go with: alone in its face it has no
     width, which SDL_ttf refuses to draw; the rest of the line is drawn."""

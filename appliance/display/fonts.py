@@ -14,8 +14,13 @@ then the other languages' scripts') that has it. SDL_ttf draws a box for a lette
 its metrics do not tell (they are the box's), so which letters a font has comes from fontconfig.
 A letter none of those has (a name in Telugu or Tamil; the built-in font has Cyrillic and Greek)
 brings in fontconfig's font for its script (``appliance.words.scripts``) the first time it is
-drawn; the image installs Lohit's for the Indian scripts. Scripts written right to left are not
-laid out here: their letters stay boxes.
+drawn; the image installs Lohit's for the Indian scripts, and Amiri for Urdu's Arabic letters.
+
+A run in a script written right to left (an Urdu name) is shaped right to left, and the line's runs
+stay in their order, left to right: the order the Unicode bidirectional algorithm gives a line in a
+language written left to right, as every language the unit speaks is. A space at such a run's end
+goes with the run after it: shaped into the run, it was drawn on the run's left, away from the word
+it comes before.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ FONTS_KEPT = 48
 # Where a line may be cut: at spaces, but not between the digits of a code ("4 8 2 9 1 3."), which
 # are spaced to be read one by one and on two lines would read as two numbers.
 WORD = re.compile(r"\d(?: \d)+\S*|\S+")
+RIGHT_TO_LEFT = frozenset(scripts.SCRIPTS[language][0] for language in scripts.RIGHT_TO_LEFT)
+RIGHT_TO_LEFT_LETTER = re.compile(
+    "[" + "".join(scripts.SCRIPTS[language][1] for language in scripts.RIGHT_TO_LEFT) + "]"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,10 @@ class Face:
     path: Path | None  # None: pygame's built-in font
     script: str  # ISO 15924, for HarfBuzz
     letters: frozenset[str]
+
+    @property
+    def right_to_left(self) -> bool:
+        return self.script in RIGHT_TO_LEFT
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,8 @@ class Fonts:
         else:
             font = pygame.font.Font(str(self.faces[face].path or BUILT_IN), size)
             font.set_script(self.faces[face].script)
+            if self.faces[face].right_to_left:
+                font.set_direction(pygame.DIRECTION_RTL)
             self._cache[face, size] = font
             # Fitting a text tries many sizes, and each font holds about 100 kB: only the recent stay.
             while len(self._cache) > FONTS_KEPT:
@@ -94,19 +109,32 @@ class Fonts:
         return self._cache[face, size]
 
     def _face_of(self, letter: str) -> int:
-        found = next((i for i, face in enumerate(self.faces) if letter in face.letters), None)
+        """The first face that has ``letter``. A letter written right to left is first looked for in
+        a face of its script: pygame's built-in font has some Arabic letters, which it draws
+        unjoined, and a name came apart between the two fonts."""
+        rtl = RIGHT_TO_LEFT_LETTER.match(letter) is not None
+        faces = list(enumerate(self.faces))
+        found = next(
+            (i for i, face in faces if letter in face.letters and (face.right_to_left or not rtl)), None
+        )
         if found is None and self._more is not None and (face := self._more(letter)) is not None:
             self.faces.append(face)
             found = len(self.faces) - 1
+        if found is None:  # no face of its script
+            found = next((i for i, face in faces if letter in face.letters), None)
         return found or 0
 
     def _runs(self, text: str) -> list[tuple[int, str]]:
         """``text`` cut where the face changes. A space, a joiner or a combining mark stays in the
         run it is in: a joiner or a mark shapes the letter before it, and alone in a run of another
-        face it would be drawn apart from it (and has no width)."""
+        face it would be drawn apart from it (and has no width). A space that ends a run written
+        right to left goes to the next run."""
         faces: list[int] = []
         for letter in text:
             faces.append(faces[-1] if _follows(letter) and faces else self._face_of(letter))
+        for i in range(len(text) - 2, -1, -1):  # from the end: a run's last space moves first
+            if text[i].isspace() and self.faces[faces[i]].right_to_left and faces[i + 1] != faces[i]:
+                faces[i] = faces[i + 1]
         grouped = groupby(zip(faces, text, strict=True), lambda pair: pair[0])
         return [(face, "".join(letter for _, letter in run)) for face, run in grouped]
 
@@ -248,9 +276,9 @@ def fontconfig_choice(language: str) -> Path | None:
 
 def face_for(letter: str) -> Face | None:
     """fontconfig's font for the script ``letter`` is in, if it has the letter; None for a Latin
-    letter, a script written right to left, or one no font has."""
+    letter or one no font has."""
     language = scripts.language_of(letter)
-    if language is None or language in scripts.RIGHT_TO_LEFT:
+    if language is None:
         return None
     face = _script_font(language)
     return face if face is not None and letter in face.letters else None
