@@ -490,15 +490,17 @@ def test_a_call_lost_for_good_ends_on_both_sides(home: Home, browser: Any) -> No
 
 
 @contextmanager
-def page_suspended() -> Iterator[None]:
-    """The page stops as a phone stops one it does not show: its renderer processes, whose WebRTC
-    stack goes with them (Chromium's own freeze, over CDP, left a page in a call running)."""
+def page_suspended(home: Home) -> Iterator[None]:
+    """The phone stops the page as it stops one it does not show: the renderer processes of the
+    phone's Chromium (those in its namespace), whose WebRTC stack goes with them (Chromium's own
+    freeze, over CDP, left a page in a call running)."""
+    in_phone = subprocess.run(
+        ["ip", "netns", "pids", home.net.home(1)], capture_output=True, text=True, check=True
+    ).stdout.split()
     renderers = [
-        int(pid)
-        for pid in subprocess.run(
-            ["pgrep", "-f", "--", "--type=renderer"], capture_output=True, text=True, check=True
-        ).stdout.split()
+        int(pid) for pid in in_phone if "--type=renderer" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
+    assert renderers, "no renderer in the phone's namespace"
     for pid in renderers:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -514,7 +516,7 @@ def test_a_page_the_phone_froze_past_the_units_wait_hears_the_call_was_lost(home
     unit answers that the call was lost: the page says so (the unit did not hang up)."""
     page, unit, expect = browser, home.unit, sync_api.expect
     mark = in_a_call(home, page, home.link()[1])
-    with page_suspended():
+    with page_suspended(home):
         unit.wait_for(r"call\.state: the call with Priya was lost", mark, timeout=30)
     unit.wait_for(r"answered a re-offer for a call already over here: lost", mark, timeout=20)
     # From that answer: the page's own deadline is the unit's wait (12 s) after it runs again.
