@@ -14,13 +14,14 @@ then the other languages' scripts') that has it. SDL_ttf draws a box for a lette
 its metrics do not tell (they are the box's), so which letters a font has comes from fontconfig.
 A letter none of those has (a name in Telugu or Tamil; the built-in font has Cyrillic and Greek)
 brings in fontconfig's font for its script (``appliance.words.scripts``) the first time it is
-drawn; the image installs Lohit's for the Indian scripts, and Amiri for Urdu's Arabic letters.
+drawn; the image installs Lohit's for the Indian scripts, Amiri for Urdu's Arabic letters, and
+fonts for Sinhala, Thai and Burmese.
 
-A run in a script written right to left (an Urdu name) is shaped right to left, and the line's runs
-stay in their order, left to right: the order the Unicode bidirectional algorithm gives a line in a
-language written left to right, as every language the unit speaks is. A space at such a run's end
-goes with the run after it: shaped into the run, it was drawn on the run's left, away from the word
-it comes before.
+Every language the unit speaks is written left to right, and so is each of its lines. Letters
+written right to left (an Urdu name) are a run of their own, shaped right to left, and the words of
+a name written so are turned around, its first word on the right: the order the Unicode
+bidirectional algorithm gives them in such a line (``_seen``). Not all of it: a number after such a
+name stays after it, where the algorithm would put it before.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import subprocess
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -50,10 +51,7 @@ FONTS_KEPT = 48
 # Where a line may be cut: at spaces, but not between the digits of a code ("4 8 2 9 1 3."), which
 # are spaced to be read one by one and on two lines would read as two numbers.
 WORD = re.compile(r"\d(?: \d)+\S*|\S+")
-RIGHT_TO_LEFT = frozenset(scripts.SCRIPTS[language][0] for language in scripts.RIGHT_TO_LEFT)
-RIGHT_TO_LEFT_LETTER = re.compile(
-    "[" + "".join(scripts.SCRIPTS[language][1] for language in scripts.RIGHT_TO_LEFT) + "]"
-)
+RIGHT_TO_LEFT_SCRIPTS = frozenset(scripts.SCRIPTS[language][0] for language in scripts.RIGHT_TO_LEFT)
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,16 @@ class Face:
 
     @property
     def right_to_left(self) -> bool:
-        return self.script in RIGHT_TO_LEFT
+        return self.script in RIGHT_TO_LEFT_SCRIPTS
+
+
+@dataclass(frozen=True)
+class Run:
+    """Letters drawn together: in one face, in one direction."""
+
+    face: int
+    text: str
+    right_to_left: bool
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ class Fonts:
             pygame.font.init()
         self.faces = faces
         self._more = more
-        self._cache: OrderedDict[tuple[int, int], pygame.font.Font] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, bool], pygame.font.Font] = OrderedDict()
+        self._faces_of: dict[str, int] = {}
         self._layouts: dict[tuple[str, Room, int], tuple[int, list[str]]] = {}
 
     @property
@@ -94,52 +102,67 @@ class Fonts:
         """The font of the language's own letters."""
         return self.faces[0].path
 
-    def _font(self, face: int, size: int) -> pygame.font.Font:
-        if (face, size) in self._cache:
-            self._cache.move_to_end((face, size))
+    def _font(self, face: int, size: int, right_to_left: bool = False) -> pygame.font.Font:
+        key = (face, size, right_to_left)
+        if key in self._cache:
+            self._cache.move_to_end(key)
         else:
             font = pygame.font.Font(str(self.faces[face].path or BUILT_IN), size)
             font.set_script(self.faces[face].script)
-            if self.faces[face].right_to_left:
+            if right_to_left:
                 font.set_direction(pygame.DIRECTION_RTL)
-            self._cache[face, size] = font
+            self._cache[key] = font
             # Fitting a text tries many sizes, and each font holds about 100 kB: only the recent stay.
             while len(self._cache) > FONTS_KEPT:
                 self._cache.popitem(last=False)
-        return self._cache[face, size]
+        return self._cache[key]
 
     def _face_of(self, letter: str) -> int:
-        """The first face that has ``letter``. A letter written right to left is first looked for in
-        a face of its script: pygame's built-in font has some Arabic letters, which it draws
-        unjoined, and a name came apart between the two fonts."""
-        rtl = RIGHT_TO_LEFT_LETTER.match(letter) is not None
-        faces = list(enumerate(self.faces))
+        """The first face that has ``letter`` (asked for each letter of each line tried while a text
+        is fitted, so kept until a face is added)."""
+        if letter not in self._faces_of:
+            self._faces_of[letter] = self._find_face(letter)
+        return self._faces_of[letter]
+
+    def _find_face(self, letter: str) -> int:
+        """A letter written right to left is first looked for in a face of its script: pygame's
+        built-in font has some Arabic letters, which it draws unjoined, and a name came apart
+        between the two fonts."""
+        rtl = _right_to_left(letter)
+        faces = self.faces
         found = next(
-            (i for i, face in faces if letter in face.letters and (face.right_to_left or not rtl)), None
+            (i for i, face in enumerate(faces) if letter in face.letters and (face.right_to_left or not rtl)),
+            None,
         )
         if found is None and self._more is not None and (face := self._more(letter)) is not None:
             self.faces.append(face)
+            self._faces_of.clear()  # a letter drawn in another face until now may be in this one
             found = len(self.faces) - 1
         if found is None:  # no face of its script
-            found = next((i for i, face in faces if letter in face.letters), None)
+            found = next((i for i, face in enumerate(faces) if letter in face.letters), None)
         return found or 0
 
-    def _runs(self, text: str) -> list[tuple[int, str]]:
-        """``text`` cut where the face changes. A space, a joiner or a combining mark stays in the
-        run it is in: a joiner or a mark shapes the letter before it, and alone in a run of another
-        face it would be drawn apart from it (and has no width). A space that ends a run written
-        right to left goes to the next run."""
-        faces: list[int] = []
+    def _runs(self, text: str) -> list[Run]:
+        """``text`` cut where the face or the direction changes, in reading order. A space, a joiner
+        or a combining mark stays in the run it is in: a joiner or a mark shapes the letter before
+        it, and alone in a run of another face it would be drawn apart from it (and has no width).
+        Letters written right to left make runs of their own, drawn right to left; digits and
+        punctuation among them do not (HarfBuzz would turn "12" into "21"). A space that ends
+        such a run goes to the next run."""
+        keys: list[tuple[int, bool]] = []
         for letter in text:
-            faces.append(faces[-1] if _follows(letter) and faces else self._face_of(letter))
+            if _follows(letter) and keys:
+                keys.append(keys[-1])
+            else:
+                keys.append((self._face_of(letter), _right_to_left(letter)))
         for i in range(len(text) - 2, -1, -1):  # from the end: a run's last space moves first
-            if text[i].isspace() and self.faces[faces[i]].right_to_left and faces[i + 1] != faces[i]:
-                faces[i] = faces[i + 1]
-        grouped = groupby(zip(faces, text, strict=True), lambda pair: pair[0])
-        return [(face, "".join(letter for _, letter in run)) for face, run in grouped]
+            if text[i].isspace() and keys[i][1] and keys[i + 1] != keys[i]:
+                keys[i] = keys[i + 1]
+        grouped = groupby(zip(keys, text, strict=True), lambda pair: pair[0])
+        return [Run(face, "".join(letter for _, letter in run), rtl) for (face, rtl), run in grouped]
 
-    def _size(self, runs: list[tuple[int, str]], size: int) -> tuple[int, int]:
-        sizes = [self._font(face, size).size(run) for face, run in runs]
+    def _size(self, runs: list[Run], size: int) -> tuple[int, int]:
+        sizes = [self._font(run.face, size, run.right_to_left).size(run.text) for run in runs]
         return sum(w for w, _ in sizes), max(h for _, h in sizes)
 
     def render(
@@ -175,16 +198,16 @@ class Fonts:
         return surface
 
     def _line(self, text: str, size: int, colour: tuple[int, int, int]) -> pygame.Surface:
-        """One line, each run in its face, on a common baseline."""
-        runs = self._runs(text)
+        """One line, each run in its face, on a common baseline, in the order they are seen."""
+        runs = _seen(self._runs(text))
         surface = pygame.Surface(self._size(runs, size))
-        ascent = max(self._font(face, size).get_ascent() for face, _ in runs)
+        fonts = [self._font(run.face, size, run.right_to_left) for run in runs]
+        ascent = max(font.get_ascent() for font in fonts)
         x = 0
-        for face, run in runs:
-            font = self._font(face, size)
-            width = font.size(run)[0]
+        for run, font in zip(runs, fonts, strict=True):
+            width = font.size(run.text)[0]
             if width:  # SDL_ttf refuses to draw a text of no width (a mark that begins a line)
-                surface.blit(font.render(run, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
+                surface.blit(font.render(run.text, True, colour, (0, 0, 0)), (x, ascent - font.get_ascent()))
             x += width
         return surface
 
@@ -238,6 +261,35 @@ class Fonts:
             else:
                 lines.append(word)
         return lines or [text]
+
+
+def _right_to_left(letter: str) -> bool:
+    """Whether ``letter`` is written right to left (a letter of Urdu, not its digits)."""
+    return unicodedata.bidirectional(letter) in ("R", "AL")
+
+
+def _seen(runs: list[Run]) -> list[Run]:
+    """The runs in the order they are seen, left to right. The line is read left to right, and a
+    stretch of words written right to left (from such a run to the last one before a letter written
+    left to right: "علی 12 خان") is turned around, as the Unicode bidirectional algorithm turns it:
+    its spaces and punctuation are drawn right to left with it, its numbers left to right."""
+    seen, i = [], 0
+    while i < len(runs):
+        if not runs[i].right_to_left:
+            seen.append(runs[i])
+            i += 1
+            continue
+        end = i
+        for k in range(i + 1, len(runs)):
+            if any(unicodedata.bidirectional(c) == "L" for c in runs[k].text):
+                break
+            end = k if runs[k].right_to_left else end
+        stretch = runs[i : end + 1]
+        seen += [
+            replace(run, right_to_left=not any(c.isdigit() for c in run.text)) for run in reversed(stretch)
+        ]
+        i = end + 1
+    return seen
 
 
 def _follows(letter: str) -> bool:
