@@ -39,6 +39,7 @@ from .relay_net import (
     SERVER_IP,
     TURN_PORT,
     TURNS_PORT,
+    XMPP_PORT,
     Topology,
     TopologyUnavailable,
     topology,
@@ -82,12 +83,12 @@ class Home:
         return invite, guest_link(invites.token(invite, self.jid), self.jid)
 
     @contextmanager
-    def phone_filtered(self, table: str, chain: str) -> Iterator[None]:
-        """The phone's router forwards as ``chain`` (an nft forward chain's policy and rules) says, until
-        the block ends."""
+    def phone_filtered(self, table: str, chain: str, home: int = 1) -> Iterator[None]:
+        """The phone's router (or the unit's: ``home`` 0) forwards as ``chain`` (an nft forward
+        chain's policy and rules) says, until the block ends."""
         hook = "type filter hook forward priority -10;"
         rules = f"table inet {table} {{\nchain forward {{ {hook} {chain} }}\n}}\n"
-        router = ["ip", "netns", "exec", self.net.router(1)]
+        router = ["ip", "netns", "exec", self.net.router(home)]
         subprocess.run([*router, "nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
         try:
             yield
@@ -108,6 +109,12 @@ class Home:
         """The phone moved to another network: every connection it had is dead, silently (no reset
         comes back), and new ones work."""
         return self.phone_filtered("gst_moved", "ct state new ct mark set 1; ct mark 0 drop;")
+
+    def unit_off_the_relay(self) -> AbstractContextManager[None]:
+        """The unit's connection to the relay is reset, both ways, and no new one opens: as the relay
+        sees a unit switched off (its server then says it is not connected)."""
+        rules = f"tcp dport {XMPP_PORT} reject with tcp reset; tcp sport {XMPP_PORT} reject with tcp reset;"
+        return self.phone_filtered("gst_unit_off", rules, home=0)
 
     def hang_up_at_unit(self) -> None:
         command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
@@ -648,6 +655,34 @@ def test_the_guest_cancels_while_the_unit_rings(home: Home, browser: Any, playwr
         unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
         expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
         expect(page.get_by_role("button", name="Cancel the call")).to_be_hidden()
+
+
+def test_the_page_stops_ringing_a_unit_that_went_off_the_relay(
+    home: Home, browser: Any, playwright: Any
+) -> None:
+    """A unit switched off or cut off while it rang left the page "Waiting for an answer" for 130 s
+    (the longest ring and 10 s). While it rings, the page pings the unit through the relay every
+    10 s, and says it cannot be reached once the relay answers that the unit is not connected, or
+    two pings in a row go unanswered."""
+    page, unit, expect = browser, home.unit, sync_api.expect
+    with ringing(home, playwright):
+        page.goto(home.link()[1])
+        mark = unit.mark()
+        page.get_by_role("button", name="Call Asha").click()
+        unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
+        with home.unit_off_the_relay():
+            off, mark = time.monotonic(), unit.mark()
+            expect(page.get_by_role("status")).to_have_text(
+                "Asha's unit cannot be reached now: it may be switched off. Try again later.", timeout=40_000
+            )
+            print(f"said {time.monotonic() - off:.1f} s after the unit went off the relay")
+            # The next ping at most 10 s away, lost with the connection (5 s), and one more at once.
+            assert time.monotonic() - off < 20
+        unit.wait_for(r"relay\.state: connected to the relay", mark, timeout=60)
+        # The page's bye did not reach it: it rings on (for its ring_seconds) unless answered here.
+        home.hang_up_at_unit()
+        unit.wait_for(r"call\.state: ready for calls", mark, timeout=15)
+    expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
 
 
 def test_closing_the_page_hangs_up_at_once(home: Home, browser: Any) -> None:

@@ -4,7 +4,8 @@
 // the relay's guest host over XMPP-over-WebSocket (RFC 7395), asks it for STUN/TURN servers
 // (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
 // <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
-// answers it). In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
+// answers it), and pings the unit while it rings, to stop ringing a unit that went off the relay.
+// In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
 // a heartbeat each second, the unit counted lost after five silent seconds (or after the unit's own
 // timeout, if longer), "bye" to hang up (also while ringing, and when the page is closed); after a
 // loss it offers again (resume), as a calling unit does, for as long as the unit waits for it (its
@@ -20,6 +21,11 @@
   const ANSWER_MS = 130000;
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
+  // While it rings, the unit is asked after this often (an XMPP ping; at once again after a ping
+  // that got no answer in PING_MS): a unit switched off or cut off mid-ring would leave the page
+  // ringing ANSWER_MS.
+  const RING_CHECK_MS = 10000;
+  const PING_MS = 5000;
   const RECONNECT_MS = 30000; // a unit's [call] reconnect_seconds by default (an answer that lacks it)
   // The unit decides whether an invite has expired, by its clock; the page says so before Call
   // only when it ended longer ago than a phone's clock can be wrong by (set by hand, in another
@@ -324,7 +330,13 @@
       $('sound-only').hidden = video;
       const calling = `Calling ${owner}. Waiting for an answer…`;
       say(video ? calling : `Your camera cannot be used, so this call has sound only. ${calling}`);
-      const reply = await negotiate(mine, false);
+      mine.ringing = true;
+      let reply;
+      try {
+        reply = await Promise.race([negotiate(mine, false), unitGone(mine)]);
+      } finally {
+        mine.ringing = false;
+      }
       if (call !== mine) return;
       if (reply.status === 403) {
         stop(mine);
@@ -403,6 +415,33 @@
     const signal = { kind: 'offer', sdp: pc.localDescription.sdp, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
+  }
+
+  // Throws (as a refused offer does) once the unit is gone while it rings: the relay says it is
+  // not connected (an error from its server), or two pings in a row get no answer (a unit whose
+  // network went leaves its server a connection that looks open for minutes). Never resolves.
+  function unitGone(mine) {
+    return new Promise((resolve, reject) => {
+      let unanswered = 0;
+      const check = async () => {
+        if (call !== mine || !mine.ringing) return;
+        if (mine.offered) { // not while the offer is still being made
+          try {
+            await mine.xmpp.iq('get', `${invite.jid}/emocall`, '<ping xmlns="urn:xmpp:ping"/>', PING_MS);
+            unanswered = 0;
+          } catch (e) {
+            unanswered += 1;
+            if (call !== mine || !mine.ringing) return;
+            if (e.stanza || unanswered >= 2) {
+              reject(e.stanza ? e : Object.assign(new Error('no answer'), { stanza: true }));
+              return;
+            }
+          }
+        }
+        mine.timers.push(setTimeout(check, unanswered ? 0 : RING_CHECK_MS));
+      };
+      mine.timers.push(setTimeout(check, RING_CHECK_MS));
+    });
   }
 
   function gathered(pc) {
