@@ -670,6 +670,10 @@ def test_the_page_stops_ringing_a_unit_that_went_off_the_relay(
         mark = unit.mark()
         page.get_by_role("button", name="Call Asha").click()
         unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
+        # A unit still there answers: the page goes on waiting.
+        unit.wait_for(r"RECV: <iq [^\n]*@guests\.[^\n]*urn:xmpp:ping", mark, timeout=15)
+        time.sleep(1)
+        expect(page.get_by_role("status")).to_have_text("Calling Asha. Waiting for an answer…")
         with home.unit_off_the_relay():
             off, mark = time.monotonic(), unit.mark()
             expect(page.get_by_role("status")).to_have_text(
