@@ -13,7 +13,7 @@ import base64
 import html
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,13 @@ def _files(route: Any) -> None:
     route.fulfill(status=200, body=path.read_bytes(), content_type=TYPES.get(path.suffix, "text/plain"))
 
 
+# What Prosody answers for a unit that is not connected.
+UNAVAILABLE = (
+    '<iq xmlns="jabber:client" type="error" id="{}"><error type="cancel">'
+    '<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>'
+)
+
+
 class Relay:
     """The relay's side of the page's XMPP exchange; the unit's answer to the call is ``answer``."""
 
@@ -63,7 +70,9 @@ class Relay:
         self.status, self.answer = status, answer
         self.rings = rings  # the unit does not answer yet: the call rings there
         self.drops = drops  # the page's connection is cut once its first request is sent
+        self.gone = False  # the unit is not connected: the relay answers its error to what goes to it
         self.requests: list[str] = []
+        self.pings = 0
 
     def __call__(self, ws: Any) -> None:
         ws.on_message(lambda message: self._heard(ws, str(message)))
@@ -81,8 +90,14 @@ class Relay:
             ws.send(f'{iq}><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">{bound}</bind></iq>')
         elif "urn:xmpp:extdisco:2" in xml:
             ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
+        elif "urn:xmpp:ping" in xml:
+            self.pings += 1
+            ws.send(UNAVAILABLE.format(stanza_id.group(1) if stanza_id else "") if self.gone else f"{iq}/>")
         elif "urn:emocall:relay:1" in xml:
             self.requests.append(xml)
+            if self.gone:
+                ws.send(UNAVAILABLE.format(stanza_id.group(1) if stanza_id else ""))
+                return
             if self.drops and len(self.requests) == 1:
                 ws.close()
                 return
@@ -93,11 +108,16 @@ class Relay:
             ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
 
 
-def _guest_page(pw: Any, relay: Relay, token: str, clock_ahead: float = 0) -> tuple[Any, Any]:
-    """The page in Chromium, the phone's clock ``clock_ahead`` seconds ahead of this machine's."""
+def _guest_page(
+    pw: Any, relay: Relay, token: str, clock_ahead: float = 0, fake_clock: bool = False
+) -> tuple[Any, Any]:
+    """The page in Chromium, the phone's clock ``clock_ahead`` seconds ahead of this machine's, or
+    (``fake_clock``) its timers run on by the test."""
     args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
     browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
     page = browser.new_page()
+    if fake_clock:
+        page.clock.install()
     if clock_ahead:
         page.add_init_script(f"{{ const now = Date.now; Date.now = () => now() + {clock_ahead * 1000}; }}")
     page.set_default_timeout(15_000)
@@ -218,6 +238,50 @@ def test_cancelling_a_ringing_call_sends_a_bye_numbered_as_its_offer(token: str)
         finally:
             browser.close()
     assert _signals(relay) == [("offer", 1), ("bye", 1)]
+
+
+def test_a_unit_that_goes_off_the_relay_while_it_rings_gets_the_bye_once_it_is_back(token: str) -> None:
+    """While the unit rings, the page pings it every 10 s (Playwright's clock, run on here). The unit
+    answers; then it goes off the relay, which answers each ping with its error: after two pings in
+    a row (3 s apart) the page says the unit cannot be reached, not after 130 s. Its bye gets the
+    same error, and goes again every 10 s until the unit, back, answers it; then no more."""
+    relay, expect = Relay(200, {}, rings=True), sync_api.expect
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token, fake_clock=True)
+        try:
+            page.get_by_role("button", name="Call Asha").click()
+            _offer_sent(page, relay)
+            page.clock.run_for(10_000)
+            _until(page, lambda: relay.pings == 1)
+            expect(page.get_by_role("status")).to_have_text("Calling Asha. Waiting for an answer…")
+            relay.gone = True
+            page.clock.run_for(10_000)
+            _until(page, lambda: relay.pings == 2)
+            expect(page.get_by_role("status")).to_have_text(
+                "Calling Asha. Waiting for an answer…"
+            )  # one is not enough
+            page.clock.run_for(3_000)
+            expect(page.get_by_role("status")).to_have_text(
+                "Asha's unit cannot be reached now: it may be switched off. Try again later."
+            )
+            _until(page, lambda: len(relay.requests) == 2)  # the bye, refused: the unit is not there
+            relay.gone = False
+            page.clock.run_for(10_000)
+            _until(page, lambda: len(relay.requests) == 3)  # again, and answered
+            page.clock.run_for(30_000)
+            page.wait_for_timeout(500)
+        finally:
+            browser.close()
+    assert _signals(relay) == [("offer", 1), ("bye", 1), ("bye", 1)]
+    assert relay.pings == 3
+
+
+def _until(page: Any, done: Callable[[], bool]) -> None:
+    for _ in range(50):
+        if done():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("not in 5 s")
 
 
 def _second_request(page: Any, relay: Relay) -> None:

@@ -21,11 +21,12 @@
   const ANSWER_MS = 130000;
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
-  // While it rings, the unit is asked after this often (an XMPP ping; at once again after a ping
-  // that got no answer in PING_MS): a unit switched off or cut off mid-ring would leave the page
-  // ringing ANSWER_MS.
+  // While it rings, the unit is asked after this often (an XMPP ping), and again PING_AGAIN_MS
+  // after a ping that failed (no answer in PING_MS, or the relay's error): a unit switched off or
+  // cut off mid-ring left the page ringing ANSWER_MS.
   const RING_CHECK_MS = 10000;
   const PING_MS = 5000;
+  const PING_AGAIN_MS = 3000;
   const RECONNECT_MS = 30000; // a unit's [call] reconnect_seconds by default (an answer that lacks it)
   // The unit decides whether an invite has expired, by its clock; the page says so before Call
   // only when it ended longer ago than a phone's clock can be wrong by (set by hand, in another
@@ -360,9 +361,11 @@
       }, STEP_MS));
     } catch (e) {
       if (call !== mine) return; // cancelled: the page already says so
-      // Failed here after the offer went out (the relay's connection dropped while it rang): the
-      // unit would ring on for nobody, answer the next try "busy" and use up a one-time invite.
-      if (mine.offered) sendBye(mine);
+      // Failed here after the offer went out (the relay's connection dropped while it rang, or the
+      // unit went off the relay): the unit would ring on for nobody, answer the next try "busy"
+      // and use up a one-time invite.
+      if (e.gone) byeWhenBack(mine);
+      else if (mine.offered) sendBye(mine);
       stop(mine);
       const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
       if (e.media) warn(e.message);
@@ -417,28 +420,31 @@
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
   }
 
-  // Throws (as a refused offer does) once the unit is gone while it rings: the relay says it is
-  // not connected (an error from its server), or two pings in a row get no answer (a unit whose
-  // network went leaves its server a connection that looks open for minutes). Never resolves.
+  // Throws (as a refused offer does) once the unit is gone while it rings: two pings in a row
+  // failed, each answered by the relay's error (the unit is not connected) or not at all (a unit
+  // whose network went leaves its server a connection that looks open for minutes). One failure
+  // is not enough: a unit's connection to the relay that drops and comes back in a second or two
+  // still delivers its answer. Never resolves.
   function unitGone(mine) {
     return new Promise((resolve, reject) => {
-      let unanswered = 0;
+      let failed = 0;
       const check = async () => {
         if (call !== mine || !mine.ringing) return;
         if (mine.offered) { // not while the offer is still being made
           try {
             await mine.xmpp.iq('get', `${invite.jid}/emocall`, '<ping xmlns="urn:xmpp:ping"/>', PING_MS);
-            unanswered = 0;
+            failed = 0;
           } catch (e) {
-            unanswered += 1;
-            if (call !== mine || !mine.ringing) return;
-            if (e.stanza || unanswered >= 2) {
-              reject(e.stanza ? e : Object.assign(new Error('no answer'), { stanza: true }));
+            // The page's own connection closed: the offer fails with why, not the unit.
+            if (call !== mine || !mine.ringing || !mine.xmpp.up) return;
+            failed += 1;
+            if (failed >= 2) {
+              reject(Object.assign(new Error('the unit is gone'), { stanza: true, gone: true }));
               return;
             }
           }
         }
-        mine.timers.push(setTimeout(check, unanswered ? 0 : RING_CHECK_MS));
+        mine.timers.push(setTimeout(check, failed ? PING_AGAIN_MS : RING_CHECK_MS));
       };
       mine.timers.push(setTimeout(check, RING_CHECK_MS));
     });
@@ -581,13 +587,37 @@
   // As a unit hangs up: a bye on the data channel for speed and one through the relay, which arrives
   // even when the channel's message is lost as the connection closes (and stops the unit ringing);
   // with the call's relay connection gone, on one of its own (a page being closed may not get that far).
+  // With its last offer's number: an offer it overtook on the way (the relay carries each request
+  // on a thread of its own) is then not rung for a page that has gone.
+  const byeBody = (mine) => ({
+    invite: token, call: mine.id, describe: mine.describe, signal: { kind: 'bye', number: offers },
+  });
+
+  // The unit went off the relay while it rang: back, it would ring on for nobody (and its owner
+  // could answer a page that has gone). The bye goes again every RING_CHECK_MS, on a connection of
+  // its own, until the unit answers it, for as long as a ring lasts.
+  async function byeWhenBack(mine) {
+    const body = byeBody(mine);
+    const until = performance.now() + ANSWER_MS;
+    while (performance.now() < until) {
+      const xmpp = relayConnection();
+      try {
+        await xmpp.connect();
+        await xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, PING_MS);
+        return;
+      } catch (e) {
+        // Not back yet (or the relay cannot be reached from here either): again later.
+      } finally {
+        xmpp.close();
+      }
+      await pause(RING_CHECK_MS);
+    }
+  }
+
   function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
     if (!mine.offered) return; // nothing rings there
-    // With its last offer's number: an offer it overtook on the way (the relay carries each
-    // request on a thread of its own) is then not rung for a page that has gone.
-    const bye = { kind: 'bye', number: offers };
-    const body = { invite: token, call: mine.id, describe: mine.describe, signal: bye };
+    const body = byeBody(mine);
     const send = (xmpp) => xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, STEP_MS);
     if (mine.xmpp && mine.xmpp.up) {
       send(mine.xmpp).catch(() => {});
