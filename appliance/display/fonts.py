@@ -129,17 +129,18 @@ class Fonts:
         built-in font has some Arabic letters, which it draws unjoined, and a name came apart
         between the two fonts."""
         rtl = _right_to_left(letter)
-        faces = self.faces
-        found = next(
-            (i for i, face in enumerate(faces) if letter in face.letters and (face.right_to_left or not rtl)),
-            None,
-        )
+
+        def first(usable: Callable[[Face], bool]) -> int | None:
+            matching = (i for i, face in enumerate(self.faces) if letter in face.letters and usable(face))
+            return next(matching, None)
+
+        found = first(lambda face: face.right_to_left or not rtl)
         if found is None and self._more is not None and (face := self._more(letter)) is not None:
             self.faces.append(face)
             self._faces_of.clear()  # a letter drawn in another face until now may be in this one
             found = len(self.faces) - 1
         if found is None:  # no face of its script
-            found = next((i for i, face in enumerate(faces) if letter in face.letters), None)
+            found = first(lambda face: True)
         return found or 0
 
     def _runs(self, text: str) -> list[Run]:
