@@ -43,7 +43,7 @@ from appliance.guests.invites import Invite
 from appliance.guests.service import Guests
 from appliance.guests.vision import GuestVision
 from appliance.identity import Identity
-from appliance.relay import GUEST_PATH
+from appliance.relay import GUEST_CALL_PATH, GUEST_PATH
 from appliance.speech.announcer import Announcer
 from appliance.speech.espeak import Espeak
 from appliance.speech.narrator import Narrator
@@ -1449,6 +1449,49 @@ def test_a_guest_let_in_as_the_last_call_ends_keeps_the_line(
         assert bye.result()[0] == 200
     assert guests.line is not None and guests.line.current is not None
     assert guests.line.current.call == "2" * 32
+
+
+def test_a_guests_page_hears_whether_the_unit_still_has_its_call(flow_unit: Callable[..., FlowUnit]) -> None:
+    """The page asks while the unit rings: a unit that restarted meanwhile (its guests' line made
+    anew) does not know the call, also when it used up the call's one-time invite; the call in
+    progress and the one that ended last (its "declined" may still be on the way) are known. Only
+    a guest's page with a good invite is answered."""
+    unit, jid = flow_unit(), "asha@relay.example.org"
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+
+    def started() -> tuple[Guests, FlaskClient]:
+        guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
+        app = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected))
+        return guests, app.test_client()
+
+    guests, page = started()
+    token = guests.invites.token(guests.invites.create("Priya", 3600, once=True), jid)
+    call = {"invite": token, "call": "1" * 32}
+
+    def known(client: FlaskClient, body: dict[str, str], sender: dict[str, str] = from_guest) -> Any:
+        r = client.post(GUEST_CALL_PATH, json=body, environ_base=sender)
+        return r.status_code, r.get_json()
+
+    try:
+        offer = {**call, "signal": {"kind": "offer", "sdp": OFFER_SDP}}
+        assert page.post(GUEST_PATH, json=offer, environ_base=from_guest).get_json()["kind"] == "answer"
+        assert known(page, call) == (200, {"known": True})
+        assert known(page, {**call, "call": "2" * 32}) == (200, {"known": False})
+        bye = {**call, "signal": {"kind": "bye"}}
+        assert page.post(GUEST_PATH, json=bye, environ_base=from_guest).status_code == 200
+        unit.wait(lambda: unit.engine.flow.state == "idle")
+        assert known(page, call) == (200, {"known": True})  # the call that ended last
+    finally:
+        guests.close()
+    guests, restarted = started()
+    try:
+        assert known(restarted, call) == (200, {"known": False})  # its one-time invite used up
+        assert known(restarted, {**call, "invite": token[:-4] + "AAAA"})[0] == 403
+        assert known(restarted, call, {RELAY_SENDER: "bela@relay.example.org"})[0] == 403
+        assert known(restarted, {**call, "call": "not an id"})[0] == 400
+    finally:
+        guests.close()
 
 
 def test_an_offer_says_whether_the_guest_sends_video() -> None:

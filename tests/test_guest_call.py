@@ -120,6 +120,33 @@ class Home:
         command = [str(Path(sys.executable).with_name("emocall")), "hangup", "--port", "8080"]
         subprocess.run(["ip", "netns", "exec", self.net.home(0), *command], check=True, timeout=20)
 
+    def restart_unit(self) -> None:
+        """The unit stops as its service does (SIGTERM) and starts again, its log carried on."""
+        stop(self.unit)
+        self.unit = start_unit(self.net, self.folder, self.jid)
+
+
+def start_unit(net: Topology, folder: Path, jid: str) -> Process:
+    """`emocall run` in the unit's home, once it is connected to the relay."""
+    log = folder / "asha.log"
+    exe = Path(sys.executable).with_name("emocall")
+    # The stanzas too (slixmpp's own debug lines): a test below reads what the unit sent.
+    command = [str(exe), "-v", "--debug", "slixmpp", "--config", str(unit_config(folder, net, jid)), "run"]
+    mark = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        proc = subprocess.Popen(["ip", "netns", "exec", net.home(0), *command], stdout=out, stderr=out)
+    unit = Process("Asha", 8080, log, proc)
+    unit.wait_for(r"relay\.state: connected to the relay", mark, timeout=60)
+    return unit
+
+
+def stop(unit: Process) -> None:
+    unit.proc.terminate()
+    try:
+        unit.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        unit.proc.kill()
+
 
 def unit_config(folder: Path, net: Topology, jid: str) -> Path:
     password = folder / "relay.password"
@@ -171,32 +198,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
             # The owner shares expressions with paired units; a guest must still get none of them.
             store.update_settings({"auto_answer": True, "share_expressions": True})
             invites = Invites(Identity.load_or_create(data / "identity.key"), store)
-            log = folder / "asha.log"
-            exe = Path(sys.executable).with_name("emocall")
-            # The stanzas too (slixmpp's own debug lines): a test below reads what the unit sent.
-            command = [
-                str(exe),
-                "-v",
-                "--debug",
-                "slixmpp",
-                "--config",
-                str(unit_config(folder, net, jid)),
-                "run",
-            ]
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    ["ip", "netns", "exec", net.home(0), *command], stdout=out, stderr=out
-                )
-            unit = Process("Asha", 8080, log, proc)
+            home = Home(net, start_unit(net, folder, jid), invites, store, jid, folder)
             try:
-                unit.wait_for(r"relay\.state: connected to the relay", timeout=60)
-                yield Home(net, unit, invites, store, jid, folder)
+                yield home
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop(home.unit)
                 store.close()
     except TopologyUnavailable as e:
         unavailable(e)
@@ -688,6 +694,28 @@ def test_the_page_stops_ringing_a_unit_that_went_off_the_relay(
         finally:
             home.hang_up_at_unit()  # for the next test, should the ring outlast this one
             unit.wait_for(r"call\.state: ready for calls", mark, timeout=40)
+    expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
+
+
+def test_the_page_stops_ringing_a_unit_that_restarted(home: Home, browser: Any, playwright: Any) -> None:
+    """A unit restarted while it rang (an update, a crash and systemd's restart) was back on the
+    relay in seconds, ringing no more, and the page waited 130 s for its answer. The unit answers the
+    page's check that it does not know the call, and the page says so."""
+    page, expect = browser, sync_api.expect
+    with ringing(home, playwright):
+        page.goto(home.link()[1])
+        mark = home.unit.mark()
+        page.get_by_role("button", name="Call Asha").click()
+        home.unit.wait_for(r"call\.state: Priya is calling", mark, timeout=30)
+        off = time.monotonic()
+        home.restart_unit()
+        print(f"the unit was back on the relay {time.monotonic() - off:.1f} s after it was stopped")
+        expect(page.get_by_role("status")).to_have_text(
+            re.compile("Asha's unit (stopped ringing: it may have restarted|cannot be reached now)"),
+            timeout=30_000,
+        )
+        said = page.get_by_role("status").text_content()
+        print(f"said {time.monotonic() - off:.1f} s after the unit stopped: {said}")
     expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
 
 

@@ -14,6 +14,7 @@ import html
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,12 @@ class Relay:
         self.rings = rings  # the unit does not answer yet: the call rings there
         self.drops = drops  # the page's connection is cut once its first request is sent
         self.gone = False  # the unit is not connected: the relay answers its error to what goes to it
-        self.requests: list[str] = []
-        self.pings = 0
+        self.forgot = False  # the unit restarted: it does not know the page's call
+        self.silent = False  # the unit's link went: what goes to it is not answered
+        self.stalled = False  # the phone's link went: nothing is answered
+        self.requests: list[str] = []  # the call's signals
+        self.checks = 0  # the page's questions whether the unit still has its call
+        self.pings = 0  # the page's pings to the relay itself
 
     def __call__(self, ws: Any) -> None:
         ws.on_message(lambda message: self._heard(ws, str(message)))
@@ -80,7 +85,11 @@ class Relay:
     def _heard(self, ws: Any, xml: str) -> None:
         stanza_id = re.search(r' id="([^"]+)"', xml)
         iq = f'<iq xmlns="jabber:client" type="result" id="{stanza_id.group(1) if stanza_id else ""}"'
-        if xml.startswith("<open"):
+        if "urn:xmpp:ping" in xml:
+            self.pings += 1
+            if not self.stalled:
+                ws.send(f"{iq}/>")
+        elif xml.startswith("<open"):
             ws.send(f'<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" from="{HOST}" version="1.0"/>')
             ws.send('<stream:features xmlns:stream="http://etherx.jabber.org/streams"/>')
         elif xml.startswith("<auth"):
@@ -90,22 +99,28 @@ class Relay:
             ws.send(f'{iq}><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">{bound}</bind></iq>')
         elif "urn:xmpp:extdisco:2" in xml:
             ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
-        elif "urn:xmpp:ping" in xml:
-            self.pings += 1
-            ws.send(UNAVAILABLE.format(stanza_id.group(1) if stanza_id else "") if self.gone else f"{iq}/>")
         elif "urn:emocall:relay:1" in xml:
-            self.requests.append(xml)
+            check = json.loads(_request_body(xml))["path"] == "/api/guest/call"
+            if check:
+                self.checks += 1
+            else:
+                self.requests.append(xml)
+            if self.silent or self.stalled:
+                return
             if self.gone:
                 ws.send(UNAVAILABLE.format(stanza_id.group(1) if stanza_id else ""))
-                return
-            if self.drops and len(self.requests) == 1:
+            elif check:
+                self._respond(ws, iq, 200, {"known": not self.forgot})
+            elif self.drops and len(self.requests) == 1:
                 ws.close()
-                return
-            if self.rings:
-                return
-            body = base64.b64encode(json.dumps(self.answer).encode()).decode()
-            response = json.dumps({"status": self.status, "headers": {}, "body": body})
-            ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
+            elif not self.rings:
+                self._respond(ws, iq, self.status, self.answer)
+
+    @staticmethod
+    def _respond(ws: Any, iq: str, status: int, answer: dict[str, Any]) -> None:
+        body = base64.b64encode(json.dumps(answer).encode()).decode()
+        response = json.dumps({"status": status, "headers": {}, "body": body})
+        ws.send(f'{iq}><response xmlns="urn:emocall:relay:1">{response}</response></iq>')
 
 
 def _guest_page(
@@ -240,40 +255,99 @@ def test_cancelling_a_ringing_call_sends_a_bye_numbered_as_its_offer(token: str)
     assert _signals(relay) == [("offer", 1), ("bye", 1)]
 
 
-def test_a_unit_that_goes_off_the_relay_while_it_rings_gets_the_bye_once_it_is_back(token: str) -> None:
-    """While the unit rings, the page pings it every 10 s (Playwright's clock, run on here). The unit
-    answers; then it goes off the relay, which answers each ping with its error: after two pings in
-    a row (3 s apart) the page says the unit cannot be reached, not after 130 s. Its bye gets the
-    same error, and goes again every 10 s until the unit, back, answers it; then no more."""
-    relay, expect = Relay(200, {}, rings=True), sync_api.expect
+@contextmanager
+def _ringing(relay: Relay, token: str) -> Iterator[Any]:
+    """The page on Playwright's clock (run on by the test), its offer with the unit, which rings."""
     with sync_api.sync_playwright() as pw:
         browser, page = _guest_page(pw, relay, token, fake_clock=True)
         try:
             page.get_by_role("button", name="Call Asha").click()
             _offer_sent(page, relay)
-            page.clock.run_for(10_000)
-            _until(page, lambda: relay.pings == 1)
-            expect(page.get_by_role("status")).to_have_text("Calling Asha. Waiting for an answer…")
-            relay.gone = True
-            page.clock.run_for(10_000)
-            _until(page, lambda: relay.pings == 2)
-            expect(page.get_by_role("status")).to_have_text(
-                "Calling Asha. Waiting for an answer…"
-            )  # one is not enough
-            page.clock.run_for(3_000)
-            expect(page.get_by_role("status")).to_have_text(
-                "Asha's unit cannot be reached now: it may be switched off. Try again later."
-            )
-            _until(page, lambda: len(relay.requests) == 2)  # the bye, refused: the unit is not there
-            relay.gone = False
-            page.clock.run_for(10_000)
-            _until(page, lambda: len(relay.requests) == 3)  # again, and answered
-            page.clock.run_for(30_000)
-            page.wait_for_timeout(500)
+            yield page
         finally:
             browser.close()
+
+
+def _answered_then(page: Any, relay: Relay, change: str) -> None:
+    """The unit answers the page's first check whether it still has the call (10 s in); then
+    ``change`` (a flag of the stand-in relay) comes about, the second check fails, and 3 s later
+    the page asks once more."""
+    calling = "Calling Asha. Waiting for an answer…"
+    page.clock.run_for(10_000)
+    _until(page, lambda: relay.checks == 1)
+    sync_api.expect(page.get_by_role("status")).to_have_text(calling)
+    setattr(relay, change, True)
+    page.clock.run_for(10_000)
+    _until(page, lambda: relay.checks == 2)
+    sync_api.expect(page.get_by_role("status")).to_have_text(calling)  # one is not enough
+    page.clock.run_for(3_000)
+
+
+def test_a_unit_that_goes_off_the_relay_while_it_rings_gets_the_bye_once_it_is_back(token: str) -> None:
+    """While the unit rings, the page asks it every 10 s (Playwright's clock, run on here) whether
+    it still has the call. The unit answers; then it goes off the relay, which answers each check
+    with its error: after two in a row (3 s apart) the page says the unit cannot be reached, not
+    after 130 s. Its bye gets the same error, and goes again every 10 s until the unit, back,
+    answers it; then no more."""
+    relay = Relay(200, {}, rings=True)
+    with _ringing(relay, token) as page:
+        _answered_then(page, relay, "gone")
+        sync_api.expect(page.get_by_role("status")).to_have_text(
+            "Asha's unit cannot be reached now: it may be switched off. Try again later."
+        )
+        _until(page, lambda: len(relay.requests) == 2)  # the bye, refused: the unit is not there
+        relay.gone = False
+        page.clock.run_for(10_000)
+        _until(page, lambda: len(relay.requests) == 3)  # again, and answered
+        page.clock.run_for(30_000)
+        page.wait_for_timeout(500)
     assert _signals(relay) == [("offer", 1), ("bye", 1), ("bye", 1)]
-    assert relay.pings == 3
+    assert relay.checks == 3
+
+
+def test_a_unit_that_restarts_while_it_rings_stops_the_ring_at_once(token: str) -> None:
+    """A unit that restarts mid-ring is back on the relay in seconds and rings no more: the page
+    waited 130 s for an answer that never came. Its answer that it does not know the call, twice
+    in a row, ends the wait with why."""
+    relay = Relay(200, {}, rings=True)
+    with _ringing(relay, token) as page:
+        _answered_then(page, relay, "forgot")
+        sync_api.expect(page.get_by_role("status")).to_have_text(
+            "Asha's unit stopped ringing: it may have restarted. Press Call to call again."
+        )
+        sync_api.expect(page.get_by_role("button", name="Call Asha")).to_be_enabled()
+        page.clock.run_for(30_000)
+        page.wait_for_timeout(500)
+    assert relay.checks == 3
+    assert _signals(relay) == [("offer", 1)]  # no bye: nothing rings there
+
+
+@pytest.mark.parametrize(
+    ("link", "said"),
+    [
+        ("stalled", "Your internet connection stopped while the call rang. Check it, then press Call again."),
+        ("silent", "Asha's unit cannot be reached now: it may be switched off. Try again later."),
+    ],
+)
+def test_a_ring_check_nobody_answers_blames_the_link_that_went(token: str, link: str, said: str) -> None:
+    """The page's check whether the unit still has the call goes unanswered, twice: the phone's own
+    link stalled, or the unit's (its relay connection looks open for minutes). The page pings the
+    relay itself, which answers at once when the phone's link works: a phone that lost its own
+    connection was told the unit could not be reached."""
+    relay = Relay(200, {}, rings=True)
+    with _ringing(relay, token) as page:
+        setattr(relay, link, True)
+        for checks in (1, 2):
+            page.clock.run_for(10_000 if checks == 1 else 3_000)
+            _until(page, lambda: relay.checks == checks)  # noqa: B023 (read before the next)
+            page.clock.run_for(5_000)  # no answer
+            _until(page, lambda: relay.pings == checks)  # noqa: B023
+            page.clock.run_for(5_000)  # the relay's answer, or none
+            if checks == 1:  # one is not enough
+                sync_api.expect(page.get_by_role("status")).to_have_text(
+                    "Calling Asha. Waiting for an answer…"
+                )
+        sync_api.expect(page.get_by_role("status")).to_have_text(said)
 
 
 def _until(page: Any, done: Callable[[], bool]) -> None:

@@ -33,7 +33,7 @@ from appliance.events import EventBus
 from appliance.pairing.client import PeerClient, UnitUnreachable, Unusable
 from appliance.pairing.codes import CodeGuard
 from appliance.pairing.service import HELLO_PATH, START_PATH, Pairing
-from appliance.relay import GUEST_PATH, RelayError, envelope, routing, turn
+from appliance.relay import GUEST_CALL_PATH, GUEST_PATH, RelayError, envelope, routing, turn
 from appliance.relay.envelope import EnvelopeError, Exchange
 from appliance.relay.routing import on_link
 from appliance.relay.service import Relay
@@ -630,7 +630,8 @@ def test_a_relayed_call_outlives_the_credentials_it_began_with(tmp_path: Path) -
 def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], tmp_path: Path) -> None:
     """Anyone may sign in anonymously on the relay's guest host: such an account must not make the
     unit say a pairing code (or use up the code limits the unit's owner needs) or reach any other
-    unit-to-unit path; its one path is the guest call, which checks the invite."""
+    unit-to-unit path; its paths are the guest call's (its signals, and whether the unit still has
+    it), which check the invite."""
     _, b = paired
     relay = bela_on_a_relay(b, tmp_path)
     guest = "4f2a9c0d@guests.relay.example.org"
@@ -641,8 +642,12 @@ def test_a_guest_account_reaches_only_the_guest_call(paired: tuple[Unit, Unit], 
         answer = relay._dispatch(guest, dataclasses.replace(start, path=path))
         assert answer.status == 403 and b"a guest may only call" in answer.body
     assert not [e for e in b.events.recent() if e.topic == "pairing.code"]
-    call = relay._dispatch(guest, Exchange(GUEST_PATH, {"Content-Type": "application/json"}, b"{}"))
-    assert call.status == 404  # past the gate, to the web app (this test unit has no guest line)
+    for path in (GUEST_PATH, GUEST_CALL_PATH):
+        carried = envelope.parse(
+            Exchange(path, {"Content-Type": "application/json"}, b"{}").to_json(), request=True
+        )
+        call = relay._dispatch(guest, carried)
+        assert call.status == 404  # past the gate, to the web app (this test unit has no guest line)
 
 
 def test_an_account_on_another_server_is_no_unit_unless_paired(

@@ -12,6 +12,10 @@ page lost and how long it then waits for a re-offer (``peer_timeout_seconds``,
 one-time one is used up once the unit rings for it: an offer refused before that, busy or
 malformed, leaves it whole); a re-offer or a bye needs the invite and the call's id, a random secret
 the page chose for this call (a re-offer after a loss may come from a new anonymous address).
+
+While the unit rings, the page asks ``POST /api/guest/call`` (``{"invite": TOKEN, "call": ID}``)
+whether the unit still has its call: ``{"known": false}`` from a unit that restarted meanwhile,
+which would otherwise leave the page waiting for an answer that never comes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiortc.sdp import SessionDescription
 from flask import Blueprint, Response, jsonify, request
@@ -34,7 +39,7 @@ from appliance.call.signaling import Signal
 from appliance.events import Event
 from appliance.guests.invites import MAX_TOKEN, Invite, InviteRefused, Invites
 from appliance.guests.vision import GuestVision
-from appliance.relay import GUEST_PATH, is_guest
+from appliance.relay import GUEST_CALL_PATH, GUEST_PATH, is_guest
 from appliance.state import Peer
 from appliance.web.peer_api import RELAY_SENDER
 
@@ -43,11 +48,16 @@ log = logging.getLogger(__name__)
 CANCELLED_SECONDS = 60.0
 CANCELLED_KEPT = 64
 
+Body = TypeVar("Body", bound=BaseModel)
 
-class GuestSignal(BaseModel):
+
+class GuestsCall(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     invite: str = Field(max_length=MAX_TOKEN)
     call: str = Field(pattern=r"^[0-9a-f]{32}$", description="The page's random id for this call")
+
+
+class GuestSignal(GuestsCall):
     describe: bool = True  # the guest agrees to have their expressions described to the owner
     signal: Signal
 
@@ -89,13 +99,9 @@ class GuestLine:
 
         @bp.post(GUEST_PATH)
         def signal() -> ResponseReturnValue:
-            sender = str(request.environ.get(RELAY_SENDER, ""))
-            if not is_guest(sender, self._jid):
-                return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
-            try:
-                body = GuestSignal.model_validate_json(request.get_data())
-            except ValidationError as e:
-                return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
+            body = _from_a_guest(GuestSignal, self._jid)
+            if isinstance(body, tuple):
+                return body
             try:
                 if body.signal.kind == "offer" and not body.signal.resume:
                     return self._new_call(body)
@@ -104,8 +110,22 @@ class GuestLine:
                     return jsonify(Signal(kind="lost").model_dump()), 200
                 return self._answer(call, body.signal)
             except InviteRefused as e:
-                log.info("a guest's %s invite was refused", e.reason)
-                return jsonify({"error": str(e), "reason": e.reason}), 403
+                return _refused(e)
+
+        @bp.post(GUEST_CALL_PATH)
+        def known() -> ResponseReturnValue:
+            body = _from_a_guest(GuestsCall, self._jid)
+            if isinstance(body, tuple):
+                return body
+            # The call in progress, or the one that ended last: a decline on its way to the page
+            # is not a call the unit forgot.
+            if self._call_of(body, (self.current, self._ended)) is not None:
+                return jsonify({"known": True}), 200
+            try:
+                self._page_of_a_past_call(body.invite)
+            except InviteRefused as e:
+                return _refused(e)
+            return jsonify({"known": False}), 200
 
         return bp
 
@@ -163,7 +183,19 @@ class GuestLine:
         over, and whether it was hung up or lost, as it answers a unit's). None for a re-offer of
         a call this unit does not know from a live invite's page: the unit restarted during it, so
         the call was lost (units answer each other the same), not hung up."""
-        for call in (self.current, self._ended if body.signal.resume else None):
+        call = self._call_of(body, (self.current, self._ended if body.signal.resume else None))
+        if call is not None:
+            return call
+        if body.signal.kind == "bye":
+            self._remember_cancelled(body)
+        elif body.signal.resume:
+            self._page_of_a_past_call(body.invite)
+            return None
+        raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+
+    def _call_of(self, body: GuestsCall, calls: tuple[GuestCall | None, ...]) -> GuestCall | None:
+        """The one of ``calls`` that is the page's, made with its invite (not withdrawn since)."""
+        for call in calls:
             if (
                 call is not None
                 and call.call == body.call
@@ -171,18 +203,17 @@ class GuestLine:
                 and not self._invites.withdrawn(call.invite)
             ):
                 return call
-        if body.signal.kind == "bye":
-            self._remember_cancelled(body)
-        elif body.signal.resume:
-            try:
-                self._invites.check(body.invite)
-            except InviteRefused as e:
-                # Used up or ended by the very call being resumed (a one-time invite is used when it
-                # rings): still that call's page. Forged or withdrawn: refused as such.
-                if e.reason not in ("used", "expired"):
-                    raise
-            return None
-        raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+        return None
+
+    def _page_of_a_past_call(self, token: str) -> None:
+        """Raises InviteRefused unless ``token`` is a live invite, or one used up or ended by the
+        call its page asks about (a one-time invite is used when it rings): still that call's page.
+        Forged or withdrawn: refused as such."""
+        try:
+            self._invites.check(token)
+        except InviteRefused as e:
+            if e.reason not in ("used", "expired"):
+                raise
 
     def _remember_cancelled(self, body: GuestSignal) -> None:
         """A bye for no call in progress, from a live invite's page: its offer may still be on the
@@ -241,6 +272,23 @@ class GuestLine:
     def close(self) -> None:
         self._unsubscribe()
         self._vision.close()
+
+
+def _from_a_guest(kind: type[Body], jid: str) -> Body | tuple[Response, int]:
+    """The request's body, read as ``kind``, if a guest's browser sent it through the relay; else
+    the refusal to answer with."""
+    sender = str(request.environ.get(RELAY_SENDER, ""))
+    if not is_guest(sender, jid):
+        return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
+    try:
+        return kind.model_validate_json(request.get_data())
+    except ValidationError as e:
+        return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
+
+
+def _refused(e: InviteRefused) -> tuple[Response, int]:
+    log.info("a guest's %s invite was refused", e.reason)
+    return jsonify({"error": str(e), "reason": e.reason}), 403
 
 
 def sends_video(sdp: str) -> bool:

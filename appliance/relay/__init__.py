@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # at run time the settings import this package (appliance.relay.address)
     from appliance.config import RelayConfig
 
-# The one path a guest (an anonymous account on the relay's guest host) may reach.
+# The paths a guest (an anonymous account on the relay's guest host) may reach: its call's signals,
+# and whether the unit still has its call (the page asks while it rings: appliance/guests/calls.py).
 GUEST_PATH = "/api/guest/signal"
+GUEST_CALL_PATH = "/api/guest/call"
+GUEST_PATHS = frozenset({GUEST_PATH, GUEST_CALL_PATH})
 
 
 def is_guest(sender: str, unit_jid: str) -> bool:

@@ -32,7 +32,7 @@ from appliance.events import Event, EventBus
 from appliance.identity import Identity
 from appliance.pairing.client import RELAY_PREFIX, PeerClient, UnitRefused, UnitUnreachable
 from appliance.pairing.service import FINISH_PATH
-from appliance.relay import GUEST_PATH, RelayUnavailable, account, is_guest, is_on_relay
+from appliance.relay import GUEST_PATHS, RelayUnavailable, account, is_guest, is_on_relay
 from appliance.relay.address import EXAMPLE, normalised
 from appliance.relay.contacts import RelayContacts
 from appliance.relay.routing import FallbackSignalling, routes
@@ -163,7 +163,7 @@ class Relay:
         aloud, its limits used up by any number of fresh guest accounts) are not for it."""
         from appliance.relay.envelope import Exchange
 
-        if is_guest(sender, self._cfg.jid) and exchange.path != GUEST_PATH:
+        if is_guest(sender, self._cfg.jid) and exchange.path not in GUEST_PATHS:
             log.warning("refused %s from a guest account through the relay", exchange.path)
             return _refused("a guest may only call this unit")
         if not is_on_relay(sender, self._cfg.jid) and not self._is_paired(sender):

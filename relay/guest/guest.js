@@ -4,7 +4,8 @@
 // the relay's guest host over XMPP-over-WebSocket (RFC 7395), asks it for STUN/TURN servers
 // (XEP-0215), and sends its WebRTC offer to the unit as a relay request (the iq
 // <request xmlns="urn:emocall:relay:1"> the units use between them; appliance/guests/calls.py
-// answers it), and pings the unit while it rings, to stop ringing a unit that went off the relay.
+// answers it), and asks the unit while it rings whether it still has the call, to stop ringing a
+// unit that went off the relay or restarted.
 // In the call it speaks the units' data channel protocol ("emotion", negotiated id 0):
 // a heartbeat each second, the unit counted lost after five silent seconds (or after the unit's own
 // timeout, if longer), "bye" to hang up (also while ringing, and when the page is closed); after a
@@ -21,12 +22,14 @@
   const ANSWER_MS = 130000;
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
-  // While it rings, the unit is asked after this often (an XMPP ping), and again PING_AGAIN_MS
-  // after a ping that failed (no answer in PING_MS, or the relay's error): a unit switched off or
-  // cut off mid-ring left the page ringing ANSWER_MS.
+  // While it rings, the unit is asked this often whether it still has the call (CALL_PATH), and
+  // again CHECK_AGAIN_MS after a check that failed (no answer in CHECK_MS, the relay's error, or the
+  // unit's "not known"): a unit switched off, cut off or restarted mid-ring left the page ringing
+  // ANSWER_MS.
   const RING_CHECK_MS = 10000;
-  const PING_MS = 5000;
-  const PING_AGAIN_MS = 3000;
+  const CALL_PATH = '/api/guest/call';
+  const CHECK_MS = 5000;
+  const CHECK_AGAIN_MS = 3000;
   const RECONNECT_MS = 30000; // a unit's [call] reconnect_seconds by default (an answer that lacks it)
   // The unit decides whether an invite has expired, by its clock; the page says so before Call
   // only when it ended longer ago than a phone's clock can be wrong by (set by hand, in another
@@ -364,14 +367,22 @@
       // Failed here after the offer went out (the relay's connection dropped while it rang, or the
       // unit went off the relay): the unit would ring on for nobody, answer the next try "busy"
       // and use up a one-time invite.
-      if (e.gone) byeWhenBack(mine);
-      else if (mine.offered) sendBye(mine);
+      if (e.gone) {
+        if (e.why !== 'forgot') byeWhenBack(mine); // one that does not know the call rings for nobody
+      } else if (mine.offered) sendBye(mine);
       stop(mine);
-      const offline = e.stanza ? `${owner}'s unit cannot be reached now: it may be switched off. Try again later.` : '';
+      const offline = e.stanza ? GONE[e.why || 'gone'] : '';
       if (e.media) warn(e.message);
       else ready(offline || `The call to ${owner} did not work: ${e.message}. Try again.`);
     }
   }
+
+  // Why a ring ended with no answer from the unit (unitGone's ``why``; a refused offer's is 'gone').
+  const GONE = {
+    gone: `${owner}'s unit cannot be reached now: it may be switched off. Try again later.`,
+    forgot: `${owner}'s unit stopped ringing: it may have restarted. Press Call to call again.`,
+    offline: 'Your internet connection stopped while the call rang. Check it, then press Call again.',
+  };
 
   const relayConnection = () => new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
 
@@ -420,31 +431,46 @@
     return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
   }
 
-  // Throws (as a refused offer does) once the unit is gone while it rings: two pings in a row
-  // failed, each answered by the relay's error (the unit is not connected) or not at all (a unit
-  // whose network went leaves its server a connection that looks open for minutes). One failure
-  // is not enough: a unit's connection to the relay that drops and comes back in a second or two
-  // still delivers its answer. Never resolves.
+  // Throws (as a refused offer does) once the unit is gone while it rings: two checks in a row
+  // failed, each answered by the relay's error (the unit is not connected), not at all (a unit
+  // whose network went leaves its server a connection that looks open for minutes), or by the unit
+  // that the call is not known (it restarted: 'forgot'). A check not answered at all is followed by
+  // a ping to the relay itself, which answers at once: without its answer the phone's own link
+  // stalled ('offline'), not the unit's. One failure is not enough: a unit's connection to the
+  // relay that drops and comes back in a second or two still delivers its answer. The error's
+  // ``why`` is the last failure's. Never resolves.
   function unitGone(mine) {
+    const asked = async () => { // 'there', 'forgot', 'gone' or 'offline'
+      try {
+        const reply = await mine.xmpp.request(`${invite.jid}/emocall`, CALL_PATH, { invite: token, call: mine.id }, CHECK_MS);
+        // Anything but "not known" (a unit too old to be asked says "not found") leaves it to the offer.
+        return reply.status === 200 && reply.body.known === false ? 'forgot' : 'there';
+      } catch (e) {
+        if (e.stanza) return 'gone'; // the relay's error: the unit is not connected
+      }
+      try {
+        await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', CHECK_MS);
+        return 'gone';
+      } catch (e) {
+        return 'offline';
+      }
+    };
     return new Promise((resolve, reject) => {
       let failed = 0;
       const check = async () => {
         if (call !== mine || !mine.ringing) return;
         if (mine.offered) { // not while the offer is still being made
-          try {
-            await mine.xmpp.iq('get', `${invite.jid}/emocall`, '<ping xmlns="urn:xmpp:ping"/>', PING_MS);
-            failed = 0;
-          } catch (e) {
-            // The page's own connection closed: the offer fails with why, not the unit.
-            if (call !== mine || !mine.ringing || !mine.xmpp.up) return;
-            failed += 1;
-            if (failed >= 2) {
-              reject(Object.assign(new Error('the unit is gone'), { stanza: true, gone: true }));
-              return;
-            }
+          const answer = await asked();
+          if (call !== mine || !mine.ringing) return;
+          if (answer === 'there') failed = 0;
+          // The page's own connection closed: the offer fails with why, not the unit.
+          else if (!mine.xmpp.up) return;
+          else if (++failed >= 2) {
+            reject(Object.assign(new Error('the unit is gone'), { stanza: true, gone: true, why: answer }));
+            return;
           }
         }
-        mine.timers.push(setTimeout(check, failed ? PING_AGAIN_MS : RING_CHECK_MS));
+        mine.timers.push(setTimeout(check, failed ? CHECK_AGAIN_MS : RING_CHECK_MS));
       };
       mine.timers.push(setTimeout(check, RING_CHECK_MS));
     });
@@ -600,31 +626,32 @@
     const body = byeBody(mine);
     const until = performance.now() + ANSWER_MS;
     while (performance.now() < until) {
-      const xmpp = relayConnection();
       try {
-        await xmpp.connect();
-        await xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, PING_MS);
+        await sendSignal(relayConnection(), body, CHECK_MS);
         return;
       } catch (e) {
         // Not back yet (or the relay cannot be reached from here either): again later.
-      } finally {
-        xmpp.close();
       }
       await pause(RING_CHECK_MS);
+    }
+  }
+
+  // ``body`` to the unit on ``xmpp``, a connection of its own (closed after) unless it is up.
+  async function sendSignal(xmpp, body, ms) {
+    const own = !xmpp.up;
+    try {
+      if (own) await xmpp.connect();
+      return await xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, ms);
+    } finally {
+      if (own) xmpp.close();
     }
   }
 
   function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
     if (!mine.offered) return; // nothing rings there
-    const body = byeBody(mine);
-    const send = (xmpp) => xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, STEP_MS);
-    if (mine.xmpp && mine.xmpp.up) {
-      send(mine.xmpp).catch(() => {});
-      return;
-    }
-    const xmpp = relayConnection();
-    xmpp.connect().then(() => send(xmpp)).catch(() => {}).finally(() => xmpp.close());
+    const xmpp = mine.xmpp && mine.xmpp.up ? mine.xmpp : relayConnection();
+    sendSignal(xmpp, byeBody(mine), STEP_MS).catch(() => {});
   }
 
   function hangUp(text) {
