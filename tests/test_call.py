@@ -39,7 +39,7 @@ from appliance.camera.capture import Capture
 from appliance.camera.pattern import PatternSource
 from appliance.events import Event, EventBus
 from appliance.guests.calls import sends_video
-from appliance.guests.invites import Invite
+from appliance.guests.invites import Invite, Invites
 from appliance.guests.service import Guests
 from appliance.guests.vision import GuestVision
 from appliance.identity import Identity
@@ -1375,23 +1375,38 @@ def test_two_guests_offering_at_once_get_one_call_and_one_busy(
         guests.close()
 
 
+GUEST_JID = "asha@relay.example.org"
+FROM_GUEST = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
+
+
+def guests_app(unit: Node) -> tuple[Guests, FlaskClient]:
+    """``unit``'s guests' line (made anew: as after a restart) and its web app's client."""
+    guests = Guests(unit.cfg.vision, GUEST_JID, unit.me, unit.store, unit.events)
+    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
+    return guests, create_app(
+        lambda: {}, parts, guests.blueprints(unit.engine, relay_connected)
+    ).test_client()
+
+
 @pytest.fixture
 def guest_line(flow_unit: Callable[..., FlowUnit]) -> Iterator[tuple[FlowUnit, Guests, Callable[..., Any]]]:
-    """Asha with her guests' line; ``post(name, call, kind)`` sends what a guest's page sends."""
+    """Asha with her guests' line; ``post(name, call, kind)`` sends what a guest's page sends (kind
+    "known": its question whether the unit has the call)."""
     unit = flow_unit()
-    jid = "asha@relay.example.org"
-    guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
-    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    app = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected))
+    guests, page = guests_app(unit)
     tokens: dict[str, str] = {}
 
     def post(name: str, call: str, kind: str = "offer") -> tuple[int, dict[str, Any]]:
         if name not in tokens:
-            tokens[name] = guests.invites.token(guests.invites.create(name, 3600, once=False), jid)
+            tokens[name] = guests.invites.token(guests.invites.create(name, 3600, once=False), GUEST_JID)
+        if kind == "known":
+            r = page.post(
+                GUEST_CALL_PATH, json={"invite": tokens[name], "call": call}, environ_base=FROM_GUEST
+            )
+            return r.status_code, r.get_json()
         signal = {"kind": kind, "sdp": OFFER_SDP} if kind == "offer" else {"kind": kind}
         body = {"invite": tokens[name], "call": call, "signal": signal}
-        from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
-        r = app.test_client().post(GUEST_PATH, json=body, environ_base=from_guest)
+        r = page.post(GUEST_PATH, json=body, environ_base=FROM_GUEST)
         return r.status_code, r.get_json()
 
     yield unit, guests, post
@@ -1453,45 +1468,69 @@ def test_a_guest_let_in_as_the_last_call_ends_keeps_the_line(
 
 def test_a_guests_page_hears_whether_the_unit_still_has_its_call(flow_unit: Callable[..., FlowUnit]) -> None:
     """The page asks while the unit rings: a unit that restarted meanwhile (its guests' line made
-    anew) does not know the call, also when it used up the call's one-time invite; the call in
-    progress and the one that ended last (its "declined" may still be on the way) are known. Only
-    a guest's page with a good invite is answered."""
-    unit, jid = flow_unit(), "asha@relay.example.org"
-    parts = build_parts(unit.cfg.web, unit.me, unit.store, unit.events, call=unit.engine)
-    from_guest = {RELAY_SENDER: "anonymous@guests.relay.example.org"}
-
-    def started() -> tuple[Guests, FlaskClient]:
-        guests = Guests(unit.cfg.vision, jid, unit.me, unit.store, unit.events)
-        app = create_app(lambda: {}, parts, guests.blueprints(unit.engine, relay_connected))
-        return guests, app.test_client()
-
-    guests, page = started()
-    token = guests.invites.token(guests.invites.create("Priya", 3600, once=True), jid)
+    anew) does not know the call, also when it used up the call's one-time invite or the invite
+    expired; the call in progress and the one that ended last (its "declined" may still be on the
+    way) are known. Only a guest's page with an invite neither forged nor withdrawn is answered."""
+    unit = flow_unit()
+    guests, page = guests_app(unit)
+    token = guests.invites.token(guests.invites.create("Priya", 3600, once=True), GUEST_JID)
     call = {"invite": token, "call": "1" * 32}
 
-    def known(client: FlaskClient, body: dict[str, str], sender: dict[str, str] = from_guest) -> Any:
+    def known(client: FlaskClient, body: dict[str, str], sender: dict[str, str] = FROM_GUEST) -> Any:
         r = client.post(GUEST_CALL_PATH, json=body, environ_base=sender)
         return r.status_code, r.get_json()
 
     try:
         offer = {**call, "signal": {"kind": "offer", "sdp": OFFER_SDP}}
-        assert page.post(GUEST_PATH, json=offer, environ_base=from_guest).get_json()["kind"] == "answer"
+        assert page.post(GUEST_PATH, json=offer, environ_base=FROM_GUEST).get_json()["kind"] == "answer"
         assert known(page, call) == (200, {"known": True})
         assert known(page, {**call, "call": "2" * 32}) == (200, {"known": False})
         bye = {**call, "signal": {"kind": "bye"}}
-        assert page.post(GUEST_PATH, json=bye, environ_base=from_guest).status_code == 200
+        assert page.post(GUEST_PATH, json=bye, environ_base=FROM_GUEST).status_code == 200
         unit.wait(lambda: unit.engine.flow.state == "idle")
         assert known(page, call) == (200, {"known": True})  # the call that ended last
     finally:
         guests.close()
-    guests, restarted = started()
+    guests, restarted = guests_app(unit)
     try:
         assert known(restarted, call) == (200, {"known": False})  # its one-time invite used up
+        two_hours_ago = Invites(unit.me, unit.store, clock=lambda: time.time() - 7200)
+        ended = two_hours_ago.create("Ravi", 3600, once=False)  # an hour ago
+        withdrawn = guests.invites.create("Meena", 3600, once=False)
+        guests.invites.revoke(withdrawn.id)
+        expired = {**call, "invite": guests.invites.token(ended, GUEST_JID)}
+        assert known(restarted, expired) == (200, {"known": False})
+        assert known(restarted, {**call, "invite": guests.invites.token(withdrawn, GUEST_JID)})[0] == 403
         assert known(restarted, {**call, "invite": token[:-4] + "AAAA"})[0] == 403
         assert known(restarted, call, {RELAY_SENDER: "bela@relay.example.org"})[0] == 403
         assert known(restarted, {**call, "call": "not an id"})[0] == 400
     finally:
         guests.close()
+
+
+def test_a_guests_offer_waiting_for_the_last_call_to_close_is_known_and_can_be_cancelled(
+    guest_line: tuple[FlowUnit, Guests, Callable[..., Any]],
+) -> None:
+    """An offer that comes as the last call still closes waits for the close before it rings: the
+    page's check meanwhile heard the unit did not know the call (and the page gave up on a unit
+    about to ring), and a bye meanwhile did not stop it ringing for a page that had gone."""
+    unit, _, post = guest_line
+    unit.close_seconds = 1.5
+    assert post("Priya", "1" * 32)[1]["kind"] == "answer"
+    unit.open_session()
+    unit.wait_state("connected")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        bye = pool.submit(post, "Priya", "1" * 32, "bye")
+        unit.wait(lambda: unit.engine.flow.state == "ended")  # the session's close takes 1.5 s
+        offer = pool.submit(post, "Ravi", "2" * 32)
+        time.sleep(0.3)  # the offer is let in, and waits
+        assert unit.engine.flow.state == "ended"  # still closing
+        assert post("Ravi", "2" * 32, "known") == (200, {"known": True})
+        assert post("Ravi", "2" * 32, "bye")[0] == 403  # not the call in progress yet: remembered
+        code, reply = offer.result()
+        assert bye.result()[0] == 200
+    assert code == 403 and reply["reason"] == "ended", reply  # and so never rung
+    assert "ringing" not in unit.states()[-2:]
 
 
 def test_an_offer_says_whether_the_guest_sends_video() -> None:

@@ -62,6 +62,11 @@ UNAVAILABLE = (
     '<iq xmlns="jabber:client" type="error" id="{}"><error type="cancel">'
     '<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>'
 )
+# What a unit answers a request for a path it does not let through the relay.
+BAD_REQUEST = (
+    '<iq xmlns="jabber:client" type="error" id="{}"><error type="modify">'
+    '<bad-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>'
+)
 
 
 class Relay:
@@ -75,6 +80,7 @@ class Relay:
         self.forgot = False  # the unit restarted: it does not know the page's call
         self.silent = False  # the unit's link went: what goes to it is not answered
         self.stalled = False  # the phone's link went: nothing is answered
+        self.older = False  # a unit of an earlier release, which cannot be asked about its call
         self.requests: list[str] = []  # the call's signals
         self.checks = 0  # the page's questions whether the unit still has its call
         self.pings = 0  # the page's pings to the relay itself
@@ -107,8 +113,9 @@ class Relay:
                 self.requests.append(xml)
             if self.silent or self.stalled:
                 return
-            if self.gone:
-                ws.send(UNAVAILABLE.format(stanza_id.group(1) if stanza_id else ""))
+            if self.gone or (check and self.older):
+                refusal = UNAVAILABLE if self.gone else BAD_REQUEST
+                ws.send(refusal.format(stanza_id.group(1) if stanza_id else ""))
             elif check:
                 self._respond(ws, iq, 200, {"known": not self.forgot})
             elif self.drops and len(self.requests) == 1:
@@ -319,7 +326,22 @@ def test_a_unit_that_restarts_while_it_rings_stops_the_ring_at_once(token: str) 
         page.clock.run_for(30_000)
         page.wait_for_timeout(500)
     assert relay.checks == 3
-    assert _signals(relay) == [("offer", 1)]  # no bye: nothing rings there
+    # One bye, not again and again: its answer may have overtaken an offer that then does not ring.
+    assert _signals(relay) == [("offer", 1), ("bye", 1)]
+
+
+def test_a_unit_that_cannot_be_asked_rings_on(token: str) -> None:
+    """A unit of an earlier release refuses the check as a path it does not know ("bad request"):
+    not a unit gone, so the page waits for its answer to the offer."""
+    relay = Relay(200, {}, rings=True)
+    relay.older = True
+    with _ringing(relay, token) as page:
+        for checks in range(1, 4):
+            page.clock.run_for(10_000)
+            _until(page, lambda: relay.checks == checks)  # noqa: B023 (read before the next)
+        page.wait_for_timeout(300)
+        sync_api.expect(page.get_by_role("status")).to_have_text("Calling Asha. Waiting for an answer…")
+    assert _signals(relay) == [("offer", 1)]
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ malformed, leaves it whole); a re-offer or a bye needs the invite and the call's
 the page chose for this call (a re-offer after a loss may come from a new anonymous address).
 
 While the unit rings, the page asks ``POST /api/guest/call`` (``{"invite": TOKEN, "call": ID}``)
-whether the unit still has its call: ``{"known": false}`` from a unit that restarted meanwhile,
-which would otherwise leave the page waiting for an answer that never comes.
+whether the unit still has its call (in progress, let in and waiting for the last call to close, or
+ended last): ``{"known": false}`` from a unit that restarted meanwhile, which would otherwise leave
+the page waiting for an answer that never comes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiortc.sdp import SessionDescription
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -51,13 +52,15 @@ CANCELLED_KEPT = 64
 Body = TypeVar("Body", bound=BaseModel)
 
 
-class GuestsCall(BaseModel):
+class CallRef(BaseModel):
+    """Which call a guest's page means: its invite and the random id it chose for the call."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     invite: str = Field(max_length=MAX_TOKEN)
     call: str = Field(pattern=r"^[0-9a-f]{32}$", description="The page's random id for this call")
 
 
-class GuestSignal(GuestsCall):
+class GuestSignal(CallRef):
     describe: bool = True  # the guest agrees to have their expressions described to the owner
     signal: Signal
 
@@ -87,6 +90,7 @@ class GuestLine:
         self._engine, self._invites, self._jid = engine, invites, jid
         self._vision = vision
         self.current: GuestCall | None = None
+        self._arriving: GuestCall | None = None  # let in, not yet the call in progress
         self._offering = threading.Lock()
         self._ended: GuestCall | None = None  # the guest call whose end was seen last
         self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
@@ -100,8 +104,6 @@ class GuestLine:
         @bp.post(GUEST_PATH)
         def signal() -> ResponseReturnValue:
             body = _from_a_guest(GuestSignal, self._jid)
-            if isinstance(body, tuple):
-                return body
             try:
                 if body.signal.kind == "offer" and not body.signal.resume:
                     return self._new_call(body)
@@ -114,12 +116,10 @@ class GuestLine:
 
         @bp.post(GUEST_CALL_PATH)
         def known() -> ResponseReturnValue:
-            body = _from_a_guest(GuestsCall, self._jid)
-            if isinstance(body, tuple):
-                return body
-            # The call in progress, or the one that ended last: a decline on its way to the page
-            # is not a call the unit forgot.
-            if self._call_of(body, (self.current, self._ended)) is not None:
+            body = _from_a_guest(CallRef, self._jid)
+            # The call in progress, its offer still waiting for the last call to close, or the
+            # call that ended last (a decline on its way to the page): none of them forgotten.
+            if self._call_of(body, (self.current, self._arriving, self._ended)) is not None:
                 return jsonify({"known": True}), 200
             try:
                 self._page_of_a_past_call(body.invite)
@@ -138,17 +138,19 @@ class GuestLine:
             self._engine.flow.tried(guest_peer(invite))  # another guest's call is about to ring
             return self._busy()
         try:
-            if body.call in self._cancelled:
-                # Its bye overtook it (the relay carries each request on a thread of its own).
-                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+            camera = sends_video(body.signal.sdp)
+            call = self._arriving = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             # A call back as the last call closes (under a second) is rung for, as a unit's is.
             self._engine.wait_closed(CLOSING_WAIT_SECONDS)
+            if body.call in self._cancelled:
+                # Its bye overtook it, or came while it waited (the relay carries each request on
+                # a thread of its own).
+                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
             if self._engine.state != "idle":
                 # Its owner hears who tried once the call is over.
                 self._engine.flow.tried(guest_peer(invite))
                 return self._busy()
-            camera = sends_video(body.signal.sdp)
-            call = self.current = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
+            self.current = call
             try:
                 reply, status = self._answer(call, body.signal)
             except BaseException:
@@ -158,6 +160,7 @@ class GuestLine:
                 self._forget(call)
             return reply, status
         finally:
+            self._arriving = None
             self._offering.release()
 
     def _answer(self, call: GuestCall, signal: Signal) -> tuple[Response, int]:
@@ -193,7 +196,7 @@ class GuestLine:
             return None
         raise InviteRefused("ended", "This call has ended. Press Call to call again.")
 
-    def _call_of(self, body: GuestsCall, calls: tuple[GuestCall | None, ...]) -> GuestCall | None:
+    def _call_of(self, body: CallRef, calls: tuple[GuestCall | None, ...]) -> GuestCall | None:
         """The one of ``calls`` that is the page's, made with its invite (not withdrawn since)."""
         for call in calls:
             if (
@@ -274,16 +277,18 @@ class GuestLine:
         self._vision.close()
 
 
-def _from_a_guest(kind: type[Body], jid: str) -> Body | tuple[Response, int]:
+def _from_a_guest(kind: type[Body], jid: str) -> Body:
     """The request's body, read as ``kind``, if a guest's browser sent it through the relay; else
-    the refusal to answer with."""
+    the request ends here with why (403, 400)."""
     sender = str(request.environ.get(RELAY_SENDER, ""))
     if not is_guest(sender, jid):
-        return jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403
+        abort(
+            make_response(jsonify({"error": "only a guest's browser, through the relay, may send this"}), 403)
+        )
     try:
         return kind.model_validate_json(request.get_data())
     except ValidationError as e:
-        return jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400
+        abort(make_response(jsonify({"error": f"not a guest's call message: {e.errors()[0]['msg']}"}), 400))
 
 
 def _refused(e: InviteRefused) -> tuple[Response, int]:

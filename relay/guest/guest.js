@@ -27,6 +27,7 @@
   // unit's "not known"): a unit switched off, cut off or restarted mid-ring left the page ringing
   // ANSWER_MS.
   const RING_CHECK_MS = 10000;
+  const SIGNAL_PATH = '/api/guest/signal';
   const CALL_PATH = '/api/guest/call';
   const CHECK_MS = 5000;
   const CHECK_AGAIN_MS = 3000;
@@ -367,9 +368,10 @@
       // Failed here after the offer went out (the relay's connection dropped while it rang, or the
       // unit went off the relay): the unit would ring on for nobody, answer the next try "busy"
       // and use up a one-time invite.
-      if (e.gone) {
-        if (e.why !== 'forgot') byeWhenBack(mine); // one that does not know the call rings for nobody
-      } else if (mine.offered) sendBye(mine);
+      // A unit that says it does not know the call gets one bye all the same: its answer may have
+      // overtaken the offer, which then does not ring.
+      if (e.gone && e.why !== 'forgot') byeWhenBack(mine);
+      else if (mine.offered) sendBye(mine);
       stop(mine);
       const offline = e.stanza ? GONE[e.why || 'gone'] : '';
       if (e.media) warn(e.message);
@@ -426,54 +428,69 @@
     }
     offers += 1;
     mine.offered = true;
+    mine.offeredAt = performance.now();
     const signal = { kind: 'offer', sdp: pc.localDescription.sdp, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
-    return mine.xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, resume ? RETRY_MS : ANSWER_MS);
+    return mine.xmpp.request(`${invite.jid}/emocall`, SIGNAL_PATH, body, resume ? RETRY_MS : ANSWER_MS);
   }
 
   // Throws (as a refused offer does) once the unit is gone while it rings: two checks in a row
-  // failed, each answered by the relay's error (the unit is not connected), not at all (a unit
+  // failed, each answered by the relay's error that the unit is not connected, not at all (a unit
   // whose network went leaves its server a connection that looks open for minutes), or by the unit
   // that the call is not known (it restarted: 'forgot'). A check not answered at all is followed by
   // a ping to the relay itself, which answers at once: without its answer the phone's own link
   // stalled ('offline'), not the unit's. One failure is not enough: a unit's connection to the
-  // relay that drops and comes back in a second or two still delivers its answer. The error's
-  // ``why`` is the last failure's. Never resolves.
+  // relay that drops and comes back in a second or two still delivers its answer. The first check
+  // goes RING_CHECK_MS after the offer, which the relay may carry more slowly than the check. The
+  // error's ``why`` is the last failure's. Never resolves.
   function unitGone(mine) {
-    const asked = async () => { // 'there', 'forgot', 'gone' or 'offline'
+    const ringCheck = async () => { // 'there', 'forgot', 'gone' or 'offline'
       try {
         const reply = await mine.xmpp.request(`${invite.jid}/emocall`, CALL_PATH, { invite: token, call: mine.id }, CHECK_MS);
-        // Anything but "not known" (a unit too old to be asked says "not found") leaves it to the offer.
         return reply.status === 200 && reply.body.known === false ? 'forgot' : 'there';
       } catch (e) {
-        if (e.stanza) return 'gone'; // the relay's error: the unit is not connected
+        // Any other error of the relay's (a unit of an earlier release cannot be asked: "bad
+        // request") leaves it to the offer's answer.
+        if (e.stanza) return notConnected(e.stanza) ? 'gone' : 'there';
       }
+      if (!mine.xmpp.up) return 'gone';
       try {
         await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', CHECK_MS);
         return 'gone';
       } catch (e) {
-        return 'offline';
+        return e.stanza ? 'gone' : 'offline'; // any answer at all: the phone's link works
       }
     };
     return new Promise((resolve, reject) => {
       let failed = 0;
       const check = async () => {
         if (call !== mine || !mine.ringing) return;
-        if (mine.offered) { // not while the offer is still being made
-          const answer = await asked();
-          if (call !== mine || !mine.ringing) return;
-          if (answer === 'there') failed = 0;
-          // The page's own connection closed: the offer fails with why, not the unit.
-          else if (!mine.xmpp.up) return;
-          else if (++failed >= 2) {
-            reject(Object.assign(new Error('the unit is gone'), { stanza: true, gone: true, why: answer }));
-            return;
-          }
+        const since = mine.offered ? performance.now() - mine.offeredAt : 0;
+        if (since < RING_CHECK_MS) { // not while the offer is still being made, nor just after
+          mine.timers.push(setTimeout(check, RING_CHECK_MS - since));
+          return;
+        }
+        const answer = await ringCheck();
+        if (call !== mine || !mine.ringing) return;
+        if (answer === 'there') failed = 0;
+        // The page's own connection closed: the offer fails with why, not the unit.
+        else if (!mine.xmpp.up) return;
+        else if (++failed >= 2) {
+          reject(Object.assign(new Error('the unit is gone'), { stanza: true, gone: true, why: answer }));
+          return;
         }
         mine.timers.push(setTimeout(check, failed ? CHECK_AGAIN_MS : RING_CHECK_MS));
       };
       mine.timers.push(setTimeout(check, RING_CHECK_MS));
     });
+  }
+
+  // Whether the relay's error stanza says the unit is not connected (Prosody's answer for a unit's
+  // address with nobody signed in on it).
+  function notConnected(stanza) {
+    const error = stanza.getElementsByTagName('error')[0];
+    const condition = error && error.firstElementChild ? error.firstElementChild.localName : '';
+    return condition === 'service-unavailable' || condition === 'recipient-unavailable';
   }
 
   function gathered(pc) {
@@ -627,7 +644,7 @@
     const until = performance.now() + ANSWER_MS;
     while (performance.now() < until) {
       try {
-        await sendSignal(relayConnection(), body, CHECK_MS);
+        await sendSignal(body, CHECK_MS);
         return;
       } catch (e) {
         // Not back yet (or the relay cannot be reached from here either): again later.
@@ -636,22 +653,22 @@
     }
   }
 
-  // ``body`` to the unit on ``xmpp``, a connection of its own (closed after) unless it is up.
-  async function sendSignal(xmpp, body, ms) {
-    const own = !xmpp.up;
+  // ``body`` to the unit on the call's connection ``xmpp``, or without one on a connection of its
+  // own (closed after).
+  async function sendSignal(body, ms, xmpp = null) {
+    const connection = xmpp || relayConnection();
     try {
-      if (own) await xmpp.connect();
-      return await xmpp.request(`${invite.jid}/emocall`, '/api/guest/signal', body, ms);
+      if (!xmpp) await connection.connect();
+      return await connection.request(`${invite.jid}/emocall`, SIGNAL_PATH, body, ms);
     } finally {
-      if (own) xmpp.close();
+      if (!xmpp) connection.close();
     }
   }
 
   function sendBye(mine) {
     if (mine.channel && mine.channel.readyState === 'open') mine.channel.send(JSON.stringify({ type: 'bye' }));
     if (!mine.offered) return; // nothing rings there
-    const xmpp = mine.xmpp && mine.xmpp.up ? mine.xmpp : relayConnection();
-    sendSignal(xmpp, byeBody(mine), STEP_MS).catch(() => {});
+    sendSignal(byeBody(mine), STEP_MS, mine.xmpp && mine.xmpp.up ? mine.xmpp : null).catch(() => {});
   }
 
   function hangUp(text) {
