@@ -1472,6 +1472,7 @@ def test_a_guests_page_hears_whether_the_unit_still_has_its_call(flow_unit: Call
     expired; the call in progress and the one that ended last (its "declined" may still be on the
     way) are known. Only a guest's page with an invite neither forged nor withdrawn is answered."""
     unit = flow_unit()
+    unit.store.update_settings({"auto_answer": False})
     guests, page = guests_app(unit)
     token = guests.invites.token(guests.invites.create("Priya", 3600, once=True), GUEST_JID)
     call = {"invite": token, "call": "1" * 32}
@@ -1482,13 +1483,18 @@ def test_a_guests_page_hears_whether_the_unit_still_has_its_call(flow_unit: Call
 
     try:
         offer = {**call, "signal": {"kind": "offer", "sdp": OFFER_SDP}}
-        assert page.post(GUEST_PATH, json=offer, environ_base=FROM_GUEST).get_json()["kind"] == "answer"
-        assert known(page, call) == (200, {"known": True})
-        assert known(page, {**call, "call": "2" * 32}) == (200, {"known": False})
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(page.post, GUEST_PATH, json=offer, environ_base=FROM_GUEST)
+            unit.wait_state("ringing")
+            assert known(page, call) == (200, {"known": True, "over": False})
+            assert known(page, {**call, "call": "2" * 32}) == (200, {"known": False})
+            unit.engine.answer()
+            assert answer.result().get_json()["kind"] == "answer"
+        assert known(page, call) == (200, {"known": True, "over": False})  # in progress
         bye = {**call, "signal": {"kind": "bye"}}
         assert page.post(GUEST_PATH, json=bye, environ_base=FROM_GUEST).status_code == 200
         unit.wait(lambda: unit.engine.flow.state == "idle")
-        assert known(page, call) == (200, {"known": True})  # the call that ended last
+        assert known(page, call) == (200, {"known": True, "over": True})  # the call that ended last
     finally:
         guests.close()
     guests, restarted = guests_app(unit)
@@ -1522,15 +1528,16 @@ def test_a_guests_offer_waiting_for_the_last_call_to_close_is_known_and_can_be_c
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         bye = pool.submit(post, "Priya", "1" * 32, "bye")
         unit.wait(lambda: unit.engine.flow.state == "ended")  # the session's close takes 1.5 s
+        before = len(unit.states())
         offer = pool.submit(post, "Ravi", "2" * 32)
         time.sleep(0.3)  # the offer is let in, and waits
         assert unit.engine.flow.state == "ended"  # still closing
-        assert post("Ravi", "2" * 32, "known") == (200, {"known": True})
+        assert post("Ravi", "2" * 32, "known") == (200, {"known": True, "over": False})
         assert post("Ravi", "2" * 32, "bye")[0] == 403  # not the call in progress yet: remembered
         code, reply = offer.result()
         assert bye.result()[0] == 200
     assert code == 403 and reply["reason"] == "ended", reply  # and so never rung
-    assert "ringing" not in unit.states()[-2:]
+    assert "ringing" not in unit.states()[before:]
 
 
 def test_an_offer_says_whether_the_guest_sends_video() -> None:

@@ -90,10 +90,12 @@ class GuestLine:
         self._engine, self._invites, self._jid = engine, invites, jid
         self._vision = vision
         self.current: GuestCall | None = None
-        self._arriving: GuestCall | None = None  # let in, not yet the call in progress
+        self._arriving: GuestCall | None = None  # let in: waits for the last call's close, then rings
         self._offering = threading.Lock()
         self._ended: GuestCall | None = None  # the guest call whose end was seen last
         self._cancelled: dict[str, float] = {}  # call id -> until when its offer is refused
+        # Over the cancelled calls, and over a bye's look for its call and an offer's becoming the
+        # call in progress: a bye between the two would be neither delivered nor remembered.
         self._cancelling = threading.Lock()
         self._told_private = ""  # the call whose guest's no-expressions was said (said once)
         self._unsubscribe = engine.events.subscribe(self._on_event)
@@ -118,9 +120,11 @@ class GuestLine:
         def known() -> ResponseReturnValue:
             body = _from_a_guest(CallRef, self._jid)
             # The call in progress, its offer still waiting for the last call to close, or the
-            # call that ended last (a decline on its way to the page): none of them forgotten.
-            if self._call_of(body, (self.current, self._arriving, self._ended)) is not None:
-                return jsonify({"known": True}), 200
+            # call that ended last: none of them forgotten. The last is over: its decline may be on
+            # its way to the page, or lost with a relay connection that dropped as it went.
+            call = self._call_of(body, (self.current, self._arriving, self._ended))
+            if call is not None:
+                return jsonify({"known": True, "over": call is self._ended}), 200
             try:
                 self._page_of_a_past_call(body.invite)
             except InviteRefused as e:
@@ -142,15 +146,19 @@ class GuestLine:
             call = self._arriving = GuestCall(invite, body.call, body.describe, camera, guest_peer(invite))
             # A call back as the last call closes (under a second) is rung for, as a unit's is.
             self._engine.wait_closed(CLOSING_WAIT_SECONDS)
-            if body.call in self._cancelled:
-                # Its bye overtook it, or came while it waited (the relay carries each request on
-                # a thread of its own).
-                raise InviteRefused("ended", "This call has ended. Press Call to call again.")
-            if self._engine.state != "idle":
+            self._invites.check(body.invite)  # withdrawn (or expired) meanwhile
+            with self._cancelling:
+                if body.call in self._cancelled:
+                    # Its bye overtook it, or came while it waited (the relay carries each request
+                    # on a thread of its own).
+                    raise InviteRefused("ended", "This call has ended. Press Call to call again.")
+                free = self._engine.state == "idle"
+                if free:
+                    self.current = call
+            if not free:
                 # Its owner hears who tried once the call is over.
                 self._engine.flow.tried(guest_peer(invite))
                 return self._busy()
-            self.current = call
             try:
                 reply, status = self._answer(call, body.signal)
             except BaseException:
@@ -186,12 +194,13 @@ class GuestLine:
         over, and whether it was hung up or lost, as it answers a unit's). None for a re-offer of
         a call this unit does not know from a live invite's page: the unit restarted during it, so
         the call was lost (units answer each other the same), not hung up."""
-        call = self._call_of(body, (self.current, self._ended if body.signal.resume else None))
+        with self._cancelling:
+            call = self._call_of(body, (self.current, self._ended if body.signal.resume else None))
+            if call is None and body.signal.kind == "bye":
+                self._remember_cancelled(body)
         if call is not None:
             return call
-        if body.signal.kind == "bye":
-            self._remember_cancelled(body)
-        elif body.signal.resume:
+        if body.signal.resume and body.signal.kind != "bye":
             self._page_of_a_past_call(body.invite)
             return None
         raise InviteRefused("ended", "This call has ended. Press Call to call again.")
@@ -220,16 +229,16 @@ class GuestLine:
 
     def _remember_cancelled(self, body: GuestSignal) -> None:
         """A bye for no call in progress, from a live invite's page: its offer may still be on the
-        way, and must then not ring (for a page that has left). Kept a minute, at most 64."""
+        way, and must then not ring (for a page that has left). Kept a minute, at most 64. Under
+        ``_cancelling`` (two byes at once come on two threads: one per relay request)."""
         try:
             self._invites.check(body.invite)
         except InviteRefused:
             return
         now = time.monotonic()
-        with self._cancelling:  # two byes at once come on two threads (one per relay request)
-            kept = [(call, until) for call, until in self._cancelled.items() if until >= now]
-            kept = [*kept[len(kept) - CANCELLED_KEPT + 1 :], (body.call, now + CANCELLED_SECONDS)]
-            self._cancelled = dict(kept)
+        kept = [(call, until) for call, until in self._cancelled.items() if until >= now]
+        kept = [*kept[len(kept) - CANCELLED_KEPT + 1 :], (body.call, now + CANCELLED_SECONDS)]
+        self._cancelled = dict(kept)
 
     def _busy(self) -> tuple[Response, int]:
         return jsonify(Signal(kind="busy").model_dump()), 409

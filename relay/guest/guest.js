@@ -22,10 +22,11 @@
   const ANSWER_MS = 130000;
   const STEP_MS = 15000;
   const RETRY_MS = 4000; // one re-offer's round trip after a loss
-  // While it rings, the unit is asked this often whether it still has the call (CALL_PATH), and
-  // again CHECK_AGAIN_MS after a check that failed (no answer in CHECK_MS, the relay's error, or the
-  // unit's "not known"): a unit switched off, cut off or restarted mid-ring left the page ringing
-  // ANSWER_MS.
+  // While it rings, the unit is asked this often whether it still has the call (CALL_PATH; the
+  // first time RING_CHECK_MS after the offer), and again CHECK_AGAIN_MS after a check that failed
+  // (no answer in CHECK_MS, nor from the relay to a ping after it; the relay's error that the unit
+  // is not connected; the unit's "not known" or "over"): a unit switched off, cut off or restarted
+  // mid-ring, or a decline lost on the way, left the page ringing ANSWER_MS.
   const RING_CHECK_MS = 10000;
   const SIGNAL_PATH = '/api/guest/signal';
   const CALL_PATH = '/api/guest/call';
@@ -368,9 +369,9 @@
       // Failed here after the offer went out (the relay's connection dropped while it rang, or the
       // unit went off the relay): the unit would ring on for nobody, answer the next try "busy"
       // and use up a one-time invite.
-      // A unit that says it does not know the call gets one bye all the same: its answer may have
+      // A unit that said it does not know the call gets the bye all the same: its answer may have
       // overtaken the offer, which then does not ring.
-      if (e.gone && e.why !== 'forgot') byeWhenBack(mine);
+      if (e.gone) byeWhenBack(mine);
       else if (mine.offered) sendBye(mine);
       stop(mine);
       const offline = e.stanza ? GONE[e.why || 'gone'] : '';
@@ -383,6 +384,7 @@
   const GONE = {
     gone: `${owner}'s unit cannot be reached now: it may be switched off. Try again later.`,
     forgot: `${owner}'s unit stopped ringing: it may have restarted. Press Call to call again.`,
+    over: `${owner} did not answer.`,
     offline: 'Your internet connection stopped while the call rang. Check it, then press Call again.',
   };
 
@@ -437,17 +439,19 @@
   // Throws (as a refused offer does) once the unit is gone while it rings: two checks in a row
   // failed, each answered by the relay's error that the unit is not connected, not at all (a unit
   // whose network went leaves its server a connection that looks open for minutes), or by the unit
-  // that the call is not known (it restarted: 'forgot'). A check not answered at all is followed by
+  // that the call is not known (it restarted: 'forgot') or over (its decline lost on the way:
+  // 'over'). A check not answered at all is followed by
   // a ping to the relay itself, which answers at once: without its answer the phone's own link
   // stalled ('offline'), not the unit's. One failure is not enough: a unit's connection to the
   // relay that drops and comes back in a second or two still delivers its answer. The first check
   // goes RING_CHECK_MS after the offer, which the relay may carry more slowly than the check. The
   // error's ``why`` is the last failure's. Never resolves.
   function unitGone(mine) {
-    const ringCheck = async () => { // 'there', 'forgot', 'gone' or 'offline'
+    const ringCheck = async () => { // 'there', 'forgot', 'over', 'gone' or 'offline'
       try {
         const reply = await mine.xmpp.request(`${invite.jid}/emocall`, CALL_PATH, { invite: token, call: mine.id }, CHECK_MS);
-        return reply.status === 200 && reply.body.known === false ? 'forgot' : 'there';
+        if (reply.status !== 200) return 'there';
+        return reply.body.known === false ? 'forgot' : reply.body.over === true ? 'over' : 'there';
       } catch (e) {
         // Any other error of the relay's (a unit of an earlier release cannot be asked: "bad
         // request") leaves it to the offer's answer.
