@@ -14,9 +14,10 @@ malformed, leaves it whole); a re-offer or a bye needs the invite and the call's
 the page chose for this call (a re-offer after a loss may come from a new anonymous address).
 
 While the unit rings, the page asks ``POST /api/guest/call`` (``{"invite": TOKEN, "call": ID}``)
-whether the unit still has its call (in progress, let in and waiting for the last call to close, or
-ended last): ``{"known": false}`` from a unit that restarted meanwhile, which would otherwise leave
-the page waiting for an answer that never comes.
+whether the unit still has its call: ``{"known": true, "over": false}`` in progress or let in and
+waiting for the last call to close, ``"over": true`` for the call that ended last (its decline may
+have been lost on the way), ``{"known": false}`` from a unit that restarted meanwhile. Either of
+the last two would otherwise leave the page waiting for an answer that never comes.
 """
 
 from __future__ import annotations
