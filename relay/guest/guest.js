@@ -388,6 +388,7 @@
     offline: 'Your internet connection stopped while the call rang. Check it, then press Call again.',
   };
 
+  const unitAddress = () => `${invite.jid}/emocall`; // the unit's connection to the relay
   const relayConnection = () => new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
 
   // A new peer connection and its offer to the unit (resume: after a loss, for the same call).
@@ -433,23 +434,23 @@
     mine.offeredAt = performance.now();
     const signal = { kind: 'offer', sdp: pc.localDescription.sdp, resume, number: offers };
     const body = { invite: token, call: mine.id, describe: mine.describe, signal };
-    return mine.xmpp.request(`${invite.jid}/emocall`, SIGNAL_PATH, body, resume ? RETRY_MS : ANSWER_MS);
+    return mine.xmpp.request(unitAddress(), SIGNAL_PATH, body, resume ? RETRY_MS : ANSWER_MS);
   }
 
   // Throws (as a refused offer does) once the unit is gone while it rings: two checks in a row
   // failed, each answered by the relay's error that the unit is not connected, not at all (a unit
   // whose network went leaves its server a connection that looks open for minutes), or by the unit
   // that the call is not known (it restarted: 'forgot') or over (its decline lost on the way:
-  // 'over'). A check not answered at all is followed by
-  // a ping to the relay itself, which answers at once: without its answer the phone's own link
-  // stalled ('offline'), not the unit's. One failure is not enough: a unit's connection to the
-  // relay that drops and comes back in a second or two still delivers its answer. The first check
-  // goes RING_CHECK_MS after the offer, which the relay may carry more slowly than the check. The
-  // error's ``why`` is the last failure's. Never resolves.
+  // 'over'). A check not answered at all is followed by a ping to the relay itself, which answers
+  // at once: without its answer the phone's own link stalled ('offline'), not the unit's. One
+  // failure is not enough: a unit's connection to the relay that drops and comes back in a second
+  // or two still delivers its answer. The first check goes RING_CHECK_MS after the offer, which the
+  // relay may carry more slowly than the check. The error's ``why`` is the last failure's. Never
+  // resolves.
   function unitGone(mine) {
     const ringCheck = async () => { // 'there', 'forgot', 'over', 'gone' or 'offline'
       try {
-        const reply = await mine.xmpp.request(`${invite.jid}/emocall`, CALL_PATH, { invite: token, call: mine.id }, CHECK_MS);
+        const reply = await mine.xmpp.request(unitAddress(), CALL_PATH, { invite: token, call: mine.id }, CHECK_MS);
         if (reply.status !== 200) return 'there';
         return reply.body.known === false ? 'forgot' : reply.body.over === true ? 'over' : 'there';
       } catch (e) {
@@ -663,7 +664,7 @@
     const connection = xmpp || relayConnection();
     try {
       if (!xmpp) await connection.connect();
-      return await connection.request(`${invite.jid}/emocall`, SIGNAL_PATH, body, ms);
+      return await connection.request(unitAddress(), SIGNAL_PATH, body, ms);
     } finally {
       if (!xmpp) connection.close();
     }
