@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.call.demo import write_greeting  # noqa: E402
-from appliance.call.demo_units import DemoUnit, pair  # noqa: E402
+from appliance.call.demo_units import DemoUnit, pair, stop_all  # noqa: E402
 from appliance.call.lan import free_port, host_address  # noqa: E402
 from appliance.call.local import ask  # noqa: E402
 from benchmarks.call_cpu import cpu_percent  # noqa: E402
@@ -185,8 +185,7 @@ def in_call(tree: Path | None, seconds: float, base: Path) -> tuple[list[float],
             raise SystemExit(f"the call is {state}, not connected; see {base}/*/unit.log")
         return [_rss(unit) for unit in units], cpu
     finally:
-        for unit in units:
-            unit.stop()
+        stop_all(units)
 
 
 def _rss(unit: DemoUnit) -> float:

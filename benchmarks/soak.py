@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.call.demo import write_greeting  # noqa: E402
-from appliance.call.demo_units import DemoUnit, pair  # noqa: E402
+from appliance.call.demo_units import DemoUnit, pair, stop_all  # noqa: E402
 from appliance.call.lan import free_port, host_address  # noqa: E402
 from appliance.call.local import LocalUnitError, ask  # noqa: E402
 
@@ -210,8 +210,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         watching.clear()
-        for unit in (a, b):
-            unit.stop()
+        stop_all([a, b])
     return finish(sampler.samples, states, args)
 
 

@@ -102,7 +102,7 @@ def test_after_a_call_no_log_or_file_names_the_other_unit_or_an_expression(tmp_p
     clip_a, clip_b = need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
     host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
     base = tmp_path / "demo"
-    command = [sys.executable, "-m", "appliance.cli", "demo", "--seconds", "24", "--data-dir", str(base)]
+    command = [sys.executable, "-m", "appliance.cli", "demo", "--seconds", "14", "--data-dir", str(base)]
     demo = subprocess.run(
         [*command, "--a-source", str(clip_a), "--b-source", str(clip_b)],
         capture_output=True,

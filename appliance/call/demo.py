@@ -22,7 +22,7 @@ import time
 import wave
 from pathlib import Path
 
-from appliance.call.demo_units import DemoError, DemoUnit, pair
+from appliance.call.demo_units import DemoError, DemoUnit, pair, stop_all
 from appliance.call.lan import LanError, free_port, host_address
 from appliance.call.local import LocalUnitError, ask
 from appliance.speech import SpeechError
@@ -88,8 +88,7 @@ def run(source_a: str, source_b: str, seconds: float, base: Path | None) -> int:
         print(f"emocall demo: {e}", file=sys.stderr)
         return 1
     finally:
-        for unit in (a, b):
-            unit.stop()
+        stop_all([a, b])
     for unit in (a, b):
         files = ", ".join(str(unit.data_dir / f) for f in ("speaker.wav", "display-in-call.png", "unit.log"))
         print(f"{unit.name}: {files}")

@@ -123,14 +123,19 @@ class DemoUnit:
             time.sleep(0.1)
         raise DemoError(f"{self.name} showed no code within {CODE_SECONDS:.0f} s (see {screen})")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+
+def stop_all(units: Sequence[DemoUnit]) -> None:
+    """SIGTERM every unit, then wait for each: each finishes the sentence it is saying, and they
+    do so at once, not one after the other."""
+    running = [u.proc for u in units if u.proc is not None and u.proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 class OwnerBrowser:
