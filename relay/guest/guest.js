@@ -458,7 +458,7 @@
         // request") leaves it to the offer's answer.
         if (e.stanza) return notConnected(e.stanza) ? 'gone' : 'there';
       }
-      if (!mine.xmpp.up) return 'gone';
+      if (!mine.xmpp.up) return 'offline'; // the page's own link closed: no ping, and the caller stops
       try {
         await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', CHECK_MS);
         return 'gone';
