@@ -563,27 +563,47 @@ def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(scrip
         assert overlap(on_screen, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5
 
 
-def test_a_name_in_urdu_is_drawn_right_to_left_and_joined_not_as_boxes() -> None:
+@pytest.mark.parametrize(
+    ("name", "script", "font"), [("URDU", "Arab", "amiri"), ("HEBREW", "Hebr", "dejavu")]
+)
+def test_a_name_written_right_to_left_is_drawn_so_and_joined_not_as_boxes(
+    name: str, script: str, font: str
+) -> None:
     """Urdu's Arabic letters were boxes (no face was looked for a script written right to left), or
     pygame's built-in font's few Arabic letters, unjoined: a name came apart between two fonts. A
     name is drawn in fontconfig's font for Urdu (Amiri, on the image too), shaped right to left as
-    HarfBuzz shapes it (the reference: Pillow's raqm layout, with FriBidi, in the same font)."""
+    HarfBuzz shapes it (the reference: Pillow's raqm layout, with FriBidi, in the same font). A
+    Hebrew name was boxes until 2026-12-07: it is drawn so too, in fontconfig's font for Hebrew
+    (DejaVu Sans, on the image too)."""
+    text = {"URDU": URDU, "HEBREW": HEBREW}[name]
     english, _ = for_language(Phrases("en"), None)
-    assert [run.text for run in english._runs(f"Calling {URDU}.")] == ["Calling ", URDU, "."]
+    assert [run.text for run in english._runs(f"Calling {text}.")] == ["Calling ", text, "."]
     face = english.faces[-1]
-    assert face.script == "Arab" and face.path is not None and "amiri" in str(face.path).lower(), (
-        "no Urdu font: bash .ci/setup installs it"
+    assert face.script == script and face.path is not None and font in str(face.path).lower(), (
+        f"no font for {script}: bash .ci/setup installs it"
     )
     assert features.check("fribidi"), "Pillow without FriBidi: the reference would be laid out left to right"
-    on_screen = ink(pygame.surfarray.pixels_red(english.render(URDU, 1600, 320, (255, 255, 255))).T > 128)
+    on_screen = ink(pygame.surfarray.pixels_red(english.render(text, 1600, 320, (255, 255, 255))).T > 128)
     left_to_right = pygame.font.Font(str(face.path), 160)
-    left_to_right.set_script("Arab")
-    unturned = left_to_right.render(URDU, True, (255, 255, 255), (0, 0, 0))
-    assert overlap(on_screen, shaped(URDU, face.path)) > 0.85
+    left_to_right.set_script(script)
+    unturned = left_to_right.render(text, True, (255, 255, 255), (0, 0, 0))
+    assert overlap(on_screen, shaped(text, face.path)) > 0.85
     assert overlap(on_screen, ink(pygame.surfarray.array2d(unturned).T != 0)) < 0.5
+    assert drawn(english, text) != drawn(Fonts(english.faces[:1]), text)  # not the first face's boxes
+
+
+def test_a_name_written_right_to_left_is_drawn_in_its_own_scripts_font_after_another() -> None:
+    """DejaVu Sans, Hebrew's font, has Arabic letters but not Urdu's own heh: after a Hebrew name,
+    an Urdu one was drawn in it, but for its last letter in Amiri, the name in two fonts."""
+    english, _ = for_language(Phrases("en"), None)
+    english._runs(HEBREW)
+    runs = english._runs(URDU)
+    assert len({run.face for run in runs}) == 1 and english.faces[runs[0].face].script == "Arab", runs
 
 
 URDU = "عائشہ خان"  # Ayesha Khan: its letters join, and it ends in Urdu's own heh (U+06C1)
+HEBREW = "שרה כהן"  # Sarah Cohen
+SARAH, COHEN = HEBREW.split()
 AYESHA, KHAN, ALI = "عائشہ", "خان", "علی"
 
 
@@ -595,6 +615,7 @@ AYESHA, KHAN, ALI = "عائشہ", "خان", "علی"
         (f"{AYESHA}, {KHAN} is calling.", [KHAN, ",", AYESHA, "is"]),  # the comma turned with them
         (f"Calling {ALI} 12 {KHAN}.", ["Calling", KHAN, "12", ALI]),  # a number in the name: as written
         (f"{ALI} \u06f1\u06f9\u06f4\u06f7 is calling.", ["\u06f1\u06f9\u06f4\u06f7", "is"]),  # 1947, not 7491
+        (f"Calling {HEBREW}.", ["Calling", COHEN, SARAH, "."]),  # Hebrew's words as Urdu's
     ],
 )
 def test_words_written_right_to_left_are_seen_in_the_order_they_are_read(
@@ -605,16 +626,19 @@ def test_words_written_right_to_left_are_seen_in_the_order_they_are_read(
     each word found in the line by its own picture. Not for a number after a name written right to
     left (the last line): the algorithm puts it before the name, the screen after it; its digits
     are in their order. Each word's own picture is drawn in its font by pygame alone, right to left
-    for Urdu's letters, left to right for the rest."""
+    for Urdu's or Hebrew's letters, left to right for the rest."""
     english, _ = for_language(Phrases("en"), None)
     drawn = pygame.surfarray.array_red(english._line(line, 60, (255, 255, 255))).T.astype(np.float32)
-    urdu = english.faces[-1].path
+    # Room above and below: a word's picture has its font's blank rows, which the line of a shorter
+    # font (DejaVu Sans's, against Amiri's) may not have where that word sits low in it.
+    drawn = np.pad(drawn, ((20, 20), (0, 0)))
+    right_to_left = english.faces[-1]  # the line's one face for a script written right to left
     found = []
     for word in left_to_right:
-        in_urdu = scripts.language_of(word[0]) == "ur"
-        font = pygame.font.Font(str(urdu if in_urdu else BUILT_IN), 60)
-        font.set_script("Arab" if in_urdu else "Latn")
-        if unicodedata.bidirectional(word[0]) == "AL":
+        in_it = scripts.language_of(word[0]) in scripts.RIGHT_TO_LEFT
+        font = pygame.font.Font(str(right_to_left.path if in_it else BUILT_IN), 60)
+        font.set_script(right_to_left.script if in_it else "Latn")
+        if unicodedata.bidirectional(word[0]) in ("R", "AL"):
             font.set_direction(pygame.DIRECTION_RTL)
         picture = pygame.surfarray.array_red(font.render(word, True, (255, 255, 255), (0, 0, 0))).T
         _, likeness, _, (x, _) = cv2.minMaxLoc(

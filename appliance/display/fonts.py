@@ -125,16 +125,18 @@ class Fonts:
         return self._faces_of[letter]
 
     def _find_face(self, letter: str) -> int:
-        """A letter written right to left is first looked for in a face of its script: pygame's
+        """A letter written right to left is first looked for in a face of its own script: pygame's
         built-in font has some Arabic letters, which it draws unjoined, and a name came apart
-        between the two fonts."""
+        between the two fonts; DejaVu Sans, Hebrew's font, has Arabic letters but not Urdu's own."""
         rtl = _right_to_left(letter)
+        language = scripts.language_of(letter) if rtl else None
+        own = scripts.SCRIPTS[language][0] if language else None
 
         def first(usable: Callable[[Face], bool]) -> int | None:
             matching = (i for i, face in enumerate(self.faces) if letter in face.letters and usable(face))
             return next(matching, None)
 
-        found = first(lambda face: face.right_to_left or not rtl)
+        found = first(lambda face: not rtl or face.script == own)
         if found is None and self._more is not None and (face := self._more(letter)) is not None:
             self.faces.append(face)
             self._faces_of.clear()  # a letter drawn in another face until now may be in this one

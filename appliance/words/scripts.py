@@ -28,6 +28,7 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     "ml": ("Mlym", "\u0d00-\u0d7f"),
     "si": ("Sinh", "\u0d80-\u0dff"),
     "ur": ("Arab", "\u0600-\u06ff\u0750-\u077f"),
+    "he": ("Hebr", "\u0590-\u05ff"),
     "ru": ("Cyrl", "\u0400-\u04ff"),
     "el": ("Grek", "\u0370-\u03ff"),
     "hy": ("Armn", "\u0530-\u058f"),
@@ -37,7 +38,7 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     "ko": ("Hang", "\u1100-\u11ff\uac00-\ud7af"),
     "ja": ("Kana", "\u3040-\u30ff"),  # Hiragana and Katakana
 }
-RIGHT_TO_LEFT = frozenset({"ur"})
+RIGHT_TO_LEFT = frozenset({"ur", "he"})
 # Combining marks of no script of their own (the accents of a Greek or Cyrillic name typed
 # decomposed): part of the word they follow.
 MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"

@@ -207,7 +207,7 @@ other_scripts() {
 from appliance.display.fonts import face_for, for_language
 from appliance.speech.espeak import Espeak
 from appliance.words.phrases import Phrases
-faces = [face_for(letter) for letter in "\u0a17\u0a97\u0b32\u0b95\u0c30\u0c95\u0d06\u0639\u0dc1\u0e19\u1000"]
+faces = [face_for(letter) for letter in "\u0a17\u0a97\u0b32\u0b95\u0c30\u0c95\u0d06\u0639\u05e9\u0dc1\u0e19\u1000"]
 print(*(f"{f.script}:{f.path.name}" if f and f.path else "none" for f in faces))
 fonts = for_language(Phrases("en"), None)[0]
 ink = lambda text: pygame.surfarray.pixels_red(fonts._line(text, 60, (255, 255, 255))).T.astype(numpy.float32)
@@ -215,7 +215,7 @@ name = ink("\u0639\u0627\u0626\u0634\u06c1 \u062e\u0627\u0646")
 at = lambda word: cv2.minMaxLoc(cv2.matchTemplate(name, ink(word), cv2.TM_CCORR_NORMED))[3][0]
 print("urdu first word on the right:", at("\u0639\u0627\u0626\u0634\u06c1") > at("\u062e\u0627\u0646"))
 print(Espeak().phonemes("Calling \u0c30\u0c3e\u0c2e\u0c41."))' 2>&1)
-  if grep -q "^Guru:Lohit-Gurmukhi.ttf Gujr:Lohit-Gujarati.ttf Orya:Lohit-Odia.ttf Taml:Lohit-Tamil.ttf Telu:Lohit-Telugu.ttf Knda:Lohit-Kannada.ttf Mlym:Lohit-Malayalam.ttf Arab:Amiri-Regular.ttf Sinh:lklug.ttf Thai:Loma.ttf Mymr:Padauk-Regular.ttf$" <<<"$out" &&
+  if grep -q "^Guru:Lohit-Gurmukhi.ttf Gujr:Lohit-Gujarati.ttf Orya:Lohit-Odia.ttf Taml:Lohit-Tamil.ttf Telu:Lohit-Telugu.ttf Knda:Lohit-Kannada.ttf Mlym:Lohit-Malayalam.ttf Arab:Amiri-Regular.ttf Hebr:DejaVuSans.ttf Sinh:lklug.ttf Thai:Loma.ttf Mymr:Padauk-Regular.ttf$" <<<"$out" &&
     grep -q "^urdu first word on the right: True$" <<<"$out" && grep -q "(te)r'a:mu(en)" <<<"$out"; then
     check other_scripts ok "$(tr '\n' ' ' <<<"$out")"
   else

@@ -222,10 +222,10 @@
     ['hi', /[\u0900-\u097F]/], ['bn', /[\u0980-\u09FF]/], ['pa', /[\u0A00-\u0A7F]/],
     ['gu', /[\u0A80-\u0AFF]/], ['or', /[\u0B00-\u0B7F]/], ['ta', /[\u0B80-\u0BFF]/],
     ['te', /[\u0C00-\u0C7F]/], ['kn', /[\u0C80-\u0CFF]/], ['ml', /[\u0D00-\u0D7F]/],
-    ['si', /[\u0D80-\u0DFF]/], ['ur', /[\u0600-\u06FF\u0750-\u077F]/], ['ru', /[\u0400-\u04FF]/],
-    ['el', /[\u0370-\u03FF]/], ['hy', /[\u0530-\u058F]/], ['ka', /[\u10A0-\u10FF]/],
-    ['th', /[\u0E00-\u0E7F]/], ['my', /[\u1000-\u109F]/], ['ko', /[\u1100-\u11FF\uAC00-\uD7AF]/],
-    ['ja', /[\u3040-\u30FF]/],
+    ['si', /[\u0D80-\u0DFF]/], ['ur', /[\u0600-\u06FF\u0750-\u077F]/], ['he', /[\u0590-\u05FF]/],
+    ['ru', /[\u0400-\u04FF]/], ['el', /[\u0370-\u03FF]/], ['hy', /[\u0530-\u058F]/],
+    ['ka', /[\u10A0-\u10FF]/], ['th', /[\u0E00-\u0E7F]/], ['my', /[\u1000-\u109F]/],
+    ['ko', /[\u1100-\u11FF\uAC00-\uD7AF]/], ['ja', /[\u3040-\u30FF]/],
   ];
   function scriptOf(name) { // by its first letter in one of them
     const first = [...name].map((c) => SCRIPTS.find(([, letters]) => letters.test(c))).find(Boolean);
