@@ -599,6 +599,9 @@ def test_a_name_written_right_to_left_is_drawn_in_its_own_scripts_font_after_ano
     english._runs(HEBREW)
     runs = english._runs(URDU)
     assert len({run.face for run in runs}) == 1 and english.faces[runs[0].face].script == "Arab", runs
+    # A letter of no script in the table (Arabic's presentation forms) goes to a face written right
+    # to left that has it, not to the first that has it (pygame's built-in font, unjoined).
+    assert english.faces[english._face_of("\ufe9e")].right_to_left
 
 
 URDU = "عائشہ خان"  # Ayesha Khan: its letters join, and it ends in Urdu's own heh (U+06C1)

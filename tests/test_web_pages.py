@@ -223,6 +223,7 @@ def test_each_run_of_words_is_marked_with_its_own_script() -> None:
     # Two names in one right-to-left script, apart only by its comma, stay one run in their order;
     # an accent typed apart from its letter stays in the word.
     assert in_its_language("أحمد، علي.") == '<bdi lang="ur">أحمد، علي</bdi>.'
+    assert in_its_language("Calling שרה כהן.") == 'Calling <bdi lang="he">שרה כהן</bdi>.'  # Hebrew's too
     assert in_its_language("Андреи\u0306!") == '<bdi lang="ru">Андреи\u0306</bdi>!'  # й as и + breve
     # Markup is text here: its tags are escaped, never marked inside (an attribute would break).
     tag = in_its_language(Markup('<a title="আশা">'))

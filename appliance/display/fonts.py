@@ -14,8 +14,8 @@ then the other languages' scripts') that has it. SDL_ttf draws a box for a lette
 its metrics do not tell (they are the box's), so which letters a font has comes from fontconfig.
 A letter none of those has (a name in Telugu or Tamil; the built-in font has Cyrillic and Greek)
 brings in fontconfig's font for its script (``appliance.words.scripts``) the first time it is
-drawn; the image installs Lohit's for the Indian scripts, Amiri for Urdu's Arabic letters, and
-fonts for Sinhala, Thai and Burmese.
+drawn; the image installs Lohit's for the Indian scripts, Amiri for Urdu's Arabic letters, DejaVu
+Sans (Hebrew's), and fonts for Sinhala, Thai and Burmese.
 
 Every language the unit speaks is written left to right, and so is each of its lines. Letters
 written right to left (an Urdu name) are a run of their own, shaped right to left, and the words of
@@ -141,6 +141,8 @@ class Fonts:
             self.faces.append(face)
             self._faces_of.clear()  # a letter drawn in another face until now may be in this one
             found = len(self.faces) - 1
+        if found is None and rtl:  # in no script of the table (Arabic's presentation forms, Syriac)
+            found = first(lambda face: face.right_to_left)
         if found is None:  # no face of its script
             found = first(lambda face: True)
         return found or 0
@@ -267,7 +269,7 @@ class Fonts:
 
 
 def _right_to_left(letter: str) -> bool:
-    """Whether ``letter`` is written right to left (a letter of Urdu, not its digits)."""
+    """Whether ``letter`` is written right to left (a letter of Urdu or Hebrew, not their digits)."""
     return unicodedata.bidirectional(letter) in ("R", "AL")
 
 

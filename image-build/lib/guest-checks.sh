@@ -197,8 +197,8 @@ bengali() {
   set_language en || check bengali fail "the service did not start again in English"
 }
 
-# A name in each other Indian script, in Urdu, Sinhala, Thai and Burmese: the image's font for it
-# (Lohit's, Amiri, LKLUG, Loma, Padauk), found by fontconfig as the display asks (by its first
+# A name in each other Indian script, in Urdu, Hebrew, Sinhala, Thai and Burmese: the image's font for
+# it (Lohit's, Amiri, DejaVu Sans, LKLUG, Loma, Padauk), found by fontconfig as the display asks (by its first
 # letter); an Urdu name's first word drawn on the right of its second (shaped right to left); and a
 # Telugu name said in the Telugu voice, as speech says it.
 other_scripts() {
