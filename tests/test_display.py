@@ -563,11 +563,16 @@ def test_a_name_in_another_indian_script_is_drawn_in_its_font_not_as_boxes(scrip
         assert overlap(on_screen, ink(pygame.surfarray.array2d(unshaped).T != 0)) < 0.5
 
 
+URDU = "عائشہ خان"  # Ayesha Khan: its letters join, and it ends in Urdu's own heh (U+06C1)
+HEBREW = "שרה כהן"  # Sarah Cohen
+
+
 @pytest.mark.parametrize(
-    ("name", "script", "font"), [("URDU", "Arab", "amiri"), ("HEBREW", "Hebr", "dejavu")]
+    ("text", "script", "font"),
+    [pytest.param(URDU, "Arab", "amiri", id="urdu"), pytest.param(HEBREW, "Hebr", "dejavu", id="hebrew")],
 )
 def test_a_name_written_right_to_left_is_drawn_so_and_joined_not_as_boxes(
-    name: str, script: str, font: str
+    text: str, script: str, font: str
 ) -> None:
     """Urdu's Arabic letters were boxes (no face was looked for a script written right to left), or
     pygame's built-in font's few Arabic letters, unjoined: a name came apart between two fonts. A
@@ -575,7 +580,6 @@ def test_a_name_written_right_to_left_is_drawn_so_and_joined_not_as_boxes(
     HarfBuzz shapes it (the reference: Pillow's raqm layout, with FriBidi, in the same font). A
     Hebrew name was boxes until 2026-12-07: it is drawn so too, in fontconfig's font for Hebrew
     (DejaVu Sans, on the image too)."""
-    text = {"URDU": URDU, "HEBREW": HEBREW}[name]
     english, _ = for_language(Phrases("en"), None)
     assert [run.text for run in english._runs(f"Calling {text}.")] == ["Calling ", text, "."]
     face = english.faces[-1]
@@ -604,8 +608,6 @@ def test_a_name_written_right_to_left_is_drawn_in_its_own_scripts_font_after_ano
     assert english.faces[english._face_of("\ufe9e")].right_to_left
 
 
-URDU = "عائشہ خان"  # Ayesha Khan: its letters join, and it ends in Urdu's own heh (U+06C1)
-HEBREW = "שרה כהן"  # Sarah Cohen
 SARAH, COHEN = HEBREW.split()
 AYESHA, KHAN, ALI = "عائشہ", "خان", "علی"
 
