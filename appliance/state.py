@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +176,16 @@ class Peer:
     public_key: bytes
     paired_at: float
     guest: bool = False  # a guest calling from a browser with an invite (appliance/guests/), never stored
+
+
+def name_number(peer: Peer, peers: Iterable[Peer]) -> int | None:
+    """``peer``'s number among the paired units of its name (as spoken: case aside), in the order
+    they were paired, or None when no other unit has it: how the owner tells two units named Mum
+    apart, in the button's choice and in every sentence about a call."""
+    same = [p for p in peers if p.unit_id != peer.unit_id and p.name.casefold() == peer.name.casefold()]
+    if not same:
+        return None
+    return sorted([*same, peer], key=lambda p: p.paired_at).index(peer) + 1
 
 
 class StateStore:

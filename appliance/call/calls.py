@@ -99,7 +99,7 @@ class CallFlow:
         self._e.publish_state(state, self.peer, message, reason, **data)
 
     def _start(self, peer: Peer, caller: bool) -> None:
-        self.peer, self.caller, self.remote_name = peer, caller, peer.name
+        self.peer, self.caller, self.remote_name = peer, caller, self._e.heard_name(peer)
         self._e.microphone.new_call()
         self._sharing = None
         self._reoffer_number = 0
@@ -347,7 +347,8 @@ class CallFlow:
             while not ring.done() and (left := deadline - time.monotonic()) > 0:
                 await asyncio.wait([ring], timeout=min(left, RING_AGAIN_SECONDS))
                 if not ring.done() and left > RING_AGAIN_SECONDS:
-                    self._e.events.publish("call.ring", "still ringing", peer=peer.name, guest=peer.guest)
+                    name = self.remote_name
+                    self._e.events.publish("call.ring", "still ringing", peer=name, guest=peer.guest)
             return ring.done() and ring.result()
         finally:
             self._ring = None
@@ -448,7 +449,9 @@ class CallFlow:
         in progress (its caller calling again)."""
         if not self.taking_calls or (self.peer is not None and self.peer.unit_id == peer.unit_id):
             return  # forgetting everything, or its caller calling again
-        self._e.events.publish("call.tried", "a call came while busy", peer=peer.name, guest=peer.guest)
+        self._e.events.publish(
+            "call.tried", "a call came while busy", peer=self._e.heard_name(peer), guest=peer.guest
+        )
 
     def answer(self) -> None:
         if self._ring is not None and not self._ring.done():
@@ -523,7 +526,8 @@ class CallFlow:
         assert self.peer is not None
         if name == self.peer.name or not valid_name(name):
             return
-        self.peer, self.remote_name = dataclasses.replace(self.peer, name=name), name
+        self.peer = dataclasses.replace(self.peer, name=name)
+        self.remote_name = self._e.heard_name(self.peer)
         try:
             self._e.renamed(self.peer.unit_id, name)
         except StateError as e:  # a card that refuses writes: said for this call all the same

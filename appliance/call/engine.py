@@ -28,7 +28,7 @@ from appliance.camera.capture import Capture
 from appliance.config import CallConfig
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
-from appliance.state import Peer, Settings
+from appliance.state import Peer, Settings, StateError, name_number
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,21 @@ class CallEngine:
             return messages.Sharing(paused=True, reason=UNAVAILABLE)
         return messages.Sharing(paused=False)
 
+    def heard_name(self, peer: Peer) -> str:
+        """``peer``'s name as the owner hears and reads it in a call's sentences: "Mum 2" for the
+        second paired of two units named Mum, numbered as the button's choice says them ("Mum,
+        number 2?"). A guest's is its invite's; a card that cannot be read leaves the name alone."""
+        try:
+            n = None if peer.guest else name_number(peer, self._peers())
+        except StateError as e:
+            log.warning("paired units cannot be read to number a name: %s", e)
+            n = None
+        return peer.name if n is None else f"{peer.name} {n}"
+
     def publish_state(
         self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
     ) -> None:
-        name = peer.name if peer else ""
+        name = self.heard_name(peer) if peer else ""
         if peer is not None:
             data.setdefault("unit_id", peer.unit_id)  # two units may share a name (never shown)
             if peer.guest:

@@ -52,7 +52,7 @@ from appliance.controls import ControlError
 from appliance.controls.privacy import PrivacyGestures
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer
-from appliance.state import Peer, StateError
+from appliance.state import Peer, StateError, name_number
 
 log = logging.getLogger(__name__)
 
@@ -288,11 +288,11 @@ class CallButton:
 
     def _name(self, peer: Peer) -> None:
         """Says "Bela?", or "Mum, number 2?" for the second paired of two units named Mum."""
-        same = sorted((p for p in self._choice if p.name == peer.name), key=lambda p: p.paired_at)
-        if len(same) == 1:
+        n = name_number(peer, self._choice)
+        if n is None:
             self._announcer.state("choose_peer", peer=peer.name)
         else:
-            self._announcer.state("choose_peer_number", peer=peer.name, n=same.index(peer) + 1)
+            self._announcer.state("choose_peer_number", peer=peer.name, n=n)
 
     def _wait_for_choice(self) -> None:
         """Under the lock: the unit named last is called unless something else happens first."""
