@@ -1,6 +1,6 @@
-"""The soak benchmark for 20 s (CI's time; the hour's run is the proof, and its RSS is level from
-its first samples, `docs/soak.json`): two `emocall run` units in one call, sampled every 2 s, the
-levels from half the run on, the start's three samples apart from the end's."""
+"""The soak benchmark for two minutes (CI's time; the hour's run is the proof, and its RSS is level
+from its first samples, `docs/soak.json`): two `emocall run` units in one call, sampled every 5 s,
+the levels from half the run on, the start's three samples apart from the end's."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH = 0.05  # the hour's target
 
 
-def test_twenty_seconds_in_a_call_grow_nothing(tmp_path: Path) -> None:
+def test_two_minutes_in_a_call_grow_nothing(tmp_path: Path) -> None:
     need(CLIPS / "WolfgangLanger_Pexels.mp4"), need(CLIPS / "single_face.mp4")
     host_address()  # skips where there is only loopback (aiortc never offers 127.0.0.1)
     plot, figures = tmp_path / "soak.png", tmp_path / "soak.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.34", "--interval", "2"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2", "--interval", "5"]
     soak = subprocess.run(
         [*command, "--out", str(plot), "--json", str(figures)],
         capture_output=True,
