@@ -12,6 +12,7 @@ call per event) and learn about changes from the ``settings.changed`` event.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -186,6 +187,18 @@ def name_number(peer: Peer, peers: Iterable[Peer]) -> int | None:
     if not same:
         return None
     return sorted([*same, peer], key=lambda p: p.paired_at).index(peer) + 1
+
+
+def heard_name(peer: Peer, peers: Iterable[Peer]) -> str:
+    """``peer``'s name as the owner hears and reads it: "Mum 2" for the second paired of two units
+    named Mum (:func:`name_number`), else its name."""
+    n = name_number(peer, peers)
+    return peer.name if n is None else f"{peer.name} {n}"
+
+
+def as_heard(peers: list[Peer]) -> list[Peer]:
+    """``peers``, each named as the owner hears it: for the pages, never stored."""
+    return [dataclasses.replace(p, name=heard_name(p, peers)) for p in peers]
 
 
 class StateStore:

@@ -153,6 +153,35 @@ def test_call_pressed_twice_says_the_call_not_an_error(tmp_path: Path) -> None:
         unit.close()
 
 
+def test_two_units_of_the_same_name_are_numbered_on_the_pages(tmp_path: Path) -> None:
+    """Two paired units named Mum: the pages number them as the unit says them ("Mum 2 is
+    calling."), in the order they were paired; two buttons both called "Call Mum" left a screen
+    reader's user to guess."""
+    unit = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"enabled": False})).start()
+    try:
+        assert unit.store is not None
+        for i, name in enumerate(("Mum", "Bela", "mum")):
+            peer = Identity.load_or_create(tmp_path / f"{i}.key")
+            unit.store.add_peer(peer.unit_id, name, f"192.0.2.{i + 1}:8080", peer.public_key)
+        second = peer.unit_id
+        browser = Browser(unit.web.port)  # type: ignore[union-attr]
+        browser.ask_for_code()
+        status, answer = browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})
+        assert status == 200, answer
+        page = browser.form("/")[1]
+        assert re.findall(r'aria-label="(Call [^"]*)"', page) == ["Call Bela", "Call Mum 1", "Call mum 2"]
+        page = browser.form("/pair")[1]
+        assert re.findall(r'aria-label="(Unpair [^"]*)"', page) == [
+            "Unpair Bela",
+            "Unpair Mum 1",
+            "Unpair mum 2",
+        ]
+        status, page = browser.form("/unpair", {"unit_id": second})
+        assert status == 200 and "Are you sure? mum 2 and this unit" in html.unescape(page)
+    finally:
+        unit.close()
+
+
 def _said_code(unit: Appliance) -> str:
     return str(next(e.data["code"] for e in reversed(unit.events.recent("pairing.code"))))
 

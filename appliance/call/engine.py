@@ -28,7 +28,7 @@ from appliance.camera.capture import Capture
 from appliance.config import CallConfig
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
-from appliance.state import Peer, Settings, StateError, name_number
+from appliance.state import Peer, Settings, StateError, heard_name
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +215,13 @@ class CallEngine:
         """``peer``'s name as the owner hears and reads it in a call's sentences: "Mum 2" for the
         second paired of two units named Mum, numbered as the button's choice says them ("Mum,
         number 2?"). A guest's is its invite's; a card that cannot be read leaves the name alone."""
+        if peer.guest:
+            return peer.name
         try:
-            n = None if peer.guest else name_number(peer, self._peers())
+            return heard_name(peer, self._peers())
         except StateError as e:
             log.warning("paired units cannot be read to number a name: %s", e)
-            n = None
-        return peer.name if n is None else f"{peer.name} {n}"
+            return peer.name
 
     def publish_state(
         self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any

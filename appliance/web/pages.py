@@ -26,6 +26,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from appliance.call import CALL_OVER, IN_PROGRESS
+from appliance.state import as_heard
 from appliance.web import owner, presence
 from appliance.web.page_access import LoggedOut, owner_page
 from appliance.web.pairing_pages import add_pairing_pages
@@ -100,7 +101,7 @@ def pages_blueprint(status: StatusProvider, parts: UnitParts) -> Blueprint:
             outcome=outcome,
             address=address(facts),
             details=unit_details(facts),
-            peers=parts.store.peers(),
+            peers=as_heard(parts.store.peers()),
             call_state=state,
             in_progress=IN_PROGRESS,
             call_words=CALL_STATES.get(state, state),

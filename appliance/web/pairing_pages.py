@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
+from appliance.state import as_heard
 from appliance.web.page_access import form_values, owner_page
 from appliance.web.parts import UnitParts
 from appliance.web.schemas import PairCode, PairRequest, parse, typed_address
@@ -27,7 +28,7 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
             waiting_for=parts.pairing.waiting_for(),
             asked_at=session.get(ASKED_AT, ""),
             seen=[u for u in seen if u.unit_id not in paired],
-            peers=peers,
+            peers=as_heard(peers),
         )
         return page, page_status(outcome)
 
@@ -71,7 +72,7 @@ def add_pairing_pages(bp: Blueprint, parts: UnitParts, code_seconds: float) -> N
     @owner_page
     def unpair() -> ResponseReturnValue:
         unit_id = request.form.get("unit_id", "")
-        peer = parts.store.peer(unit_id)
+        peer = next((p for p in as_heard(parts.store.peers()) if p.unit_id == unit_id), None)
         if peer is None and (name := parts.pairing.just_unpaired(unit_id)):
             flash(f"Unpaired {name}.", "info")  # the same form posted twice: the first one did it
             return redirect(url_for("pages.pair"))
