@@ -181,19 +181,22 @@ class Peer:
 
 def name_number(peer: Peer, peers: Iterable[Peer]) -> int | None:
     """``peer``'s number among the paired units of its name (as spoken: case aside), in the order
-    they were paired, or None when no other unit has it: how the owner tells two units named Mum
-    apart, in the button's choice and in every sentence about a call."""
+    they were paired (a unit paired again counts from then), or None when no other unit has it: how
+    the owner tells two units named Mum apart, in the button's choice and in every sentence and
+    page about a call."""
     same = [p for p in peers if p.unit_id != peer.unit_id and p.name.casefold() == peer.name.casefold()]
     if not same:
         return None
-    return sorted([*same, peer], key=lambda p: p.paired_at).index(peer) + 1
+    in_order = sorted([*same, peer], key=lambda p: (p.paired_at, p.unit_id))  # the same time twice
+    return in_order.index(peer) + 1
 
 
 def heard_name(peer: Peer, peers: Iterable[Peer]) -> str:
-    """``peer``'s name as the owner hears and reads it: "Mum 2" for the second paired of two units
-    named Mum (:func:`name_number`), else its name."""
+    """``peer``'s name as the owner hears and reads it: "Mum (2)" for the second paired of two
+    units named Mum (:func:`name_number`), else its name. In brackets, which espeak-ng says as
+    pauses around the number, and a unit named "Room 2" beside two named Room stays apart."""
     n = name_number(peer, peers)
-    return peer.name if n is None else f"{peer.name} {n}"
+    return peer.name if n is None else f"{peer.name} ({n})"
 
 
 def as_heard(peers: list[Peer]) -> list[Peer]:
@@ -422,7 +425,8 @@ class StateStore:
     def peers(self) -> list[Peer]:
         with self._reading():
             rows = self._db.execute(
-                "SELECT unit_id, name, address, public_key, paired_at FROM peers ORDER BY name"
+                "SELECT unit_id, name, address, public_key, paired_at FROM peers"
+                " ORDER BY name COLLATE NOCASE, paired_at"  # units of one name in their numbers' order
             ).fetchall()
         return [Peer(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 

@@ -291,7 +291,7 @@ def test_a_missed_call_stays_missed_when_another_unit_of_the_same_name_calls(
         asha.wait_state("idle")
         other.send("call Asha")
         asha.wait_state("ringing")
-        assert asha.announcer.wait_idle(20)  # "Missed call from Bela.", then the ring
+        assert asha.announcer.wait_idle(20)  # "Missed call from Bela (1).", then the ring
         asha.press()  # the other Bela's call is answered
         asha.wait_state("connected")
         asha.press(HOLD + 0.3)
@@ -303,7 +303,9 @@ def test_a_missed_call_stays_missed_when_another_unit_of_the_same_name_calls(
         assert asha.announcer.wait_idle(20)
     finally:
         other.close()
-    assert [s for s in asha.said() if s.startswith("Missed")] == ["Missed call from Bela 1."] * 2, asha.said()
+    assert [s for s in asha.said() if s.startswith("Missed")] == ["Missed call from Bela (1)."] * 2, (
+        asha.said()
+    )
 
 
 def test_several_peers_are_offered_one_press_at_a_time(unit: ButtonUnit, tmp_path: Path) -> None:
@@ -453,7 +455,7 @@ def test_two_units_of_the_same_name_are_told_apart_and_the_one_named_is_called(u
         assert unit.announcer.wait_idle(10)
         unit.press()
         unit.wait_state("calling", timeout=20)
-        assert unit.said()[:3] == ["Mum, number 1?", "Mum, number 2?", "Calling Mum 2."]
+        assert unit.said()[:3] == ["Mum, number 1?", "Mum, number 2?", "Calling Mum (2)."]
         assert dialled(second) and not dialled(first)
         unit.press(HOLD + 0.3)
         unit.wait_state("idle")

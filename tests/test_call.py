@@ -1741,7 +1741,7 @@ def test_a_unit_of_the_same_name_as_another_paired_one_is_said_with_its_number(
     nodes: Callable[..., Node], ears: Any, tmp_path: Path, paired_as: str
 ) -> None:
     """Bela's owner paired a unit named mum long ago; a second one, Mum, calls (or one paired as
-    Asha, renamed Mum since, says so in its Hello). Every sentence and page of the call says "Mum 2",
+    Asha, renamed Mum since, says so in its Hello). Every sentence and page of the call says "Mum (2)",
     as the button's choice numbers them ("Mum, number 2?"): "Mum is calling" would not say which."""
     first = Identity.load_or_create(tmp_path / "first-mum.key")
     a, b = nodes(paired_as), nodes("Bela")
@@ -1756,9 +1756,9 @@ def test_a_unit_of_the_same_name_as_another_paired_one_is_said_with_its_number(
     b.engine.hangup()
     b.wait(call_over(b))
     named = [e.data["peer"] for e in b.seen if e.topic in ("call.state", "remote.emotion") and e.data["peer"]]
-    assert named[-2:] == ["Mum 2", "Mum 2"]  # its expression, and the call's end
+    assert named[-2:] == ["Mum (2)", "Mum (2)"]  # its expression, and the call's end
     if paired_as == "Mum":
-        assert set(named) == {"Mum 2"} and said(bela)[0] == "Connected to Mum 2."
+        assert set(named) == {"Mum (2)"} and said(bela)[0] == "Connected to Mum (2)."
 
 
 def test_a_unit_that_cannot_be_reached_is_said_so(

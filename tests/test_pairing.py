@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.events import EventBus
+from appliance.identity import Identity
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
 from appliance.pairing.service import PairingError
 from tests.pairing_units import Unit, make_unit
@@ -35,6 +36,23 @@ def test_pair_then_unpair_both_sides(units: tuple[Unit, Unit]) -> None:
     r = browser.delete(f"/api/peers/{b.me.unit_id}", headers=csrf)
     assert r.get_json() == {"unpaired": True, "told_other_unit": True}
     assert a.store.peers() == [] and b.store.peers() == []
+
+
+def test_a_second_unit_of_a_name_is_said_with_its_number_as_it_is_paired_and_unpaired(
+    units: tuple[Unit, Unit], tmp_path: Path
+) -> None:
+    """Asha has a unit named bela already: the new Bela is "Bela (2)" from its first sentence
+    ("Paired with Bela (2)."), as every later one says it, and so is its unpairing."""
+    a, b = units
+    first = Identity.load_or_create(tmp_path / "first-bela.key")
+    a.store.add_peer(first.unit_id, "bela", "192.0.2.1:8080", first.public_key)
+    browser, csrf = a.owner()
+    assert browser.post("/api/pair", json={"address": b.address}, headers=csrf).status_code == 202
+    assert browser.post("/api/pair/code", json={"code": b.code("pair")}, headers=csrf).status_code == 200
+    assert [e.data["peer"] for e in a.events.recent("pairing.done")] == ["Bela (2)"]
+    assert [e.data["peer"] for e in b.events.recent("pairing.done")] == ["Asha"]
+    assert browser.delete(f"/api/peers/{b.me.unit_id}", headers=csrf).get_json()["unpaired"]
+    assert [e.data["peer"] for e in a.events.recent("pairing.removed")] == ["Bela (2)"]
 
 
 def test_unpair_when_the_other_unit_is_off_removes_it_here(units: tuple[Unit, Unit]) -> None:

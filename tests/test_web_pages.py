@@ -154,7 +154,7 @@ def test_call_pressed_twice_says_the_call_not_an_error(tmp_path: Path) -> None:
 
 
 def test_two_units_of_the_same_name_are_numbered_on_the_pages(tmp_path: Path) -> None:
-    """Two paired units named Mum: the pages number them as the unit says them ("Mum 2 is
+    """Two paired units named Mum: the pages number them as the unit says them ("Mum (2) is
     calling."), in the order they were paired; two buttons both called "Call Mum" left a screen
     reader's user to guess."""
     unit = Appliance(appliance_config(tmp_path / "asha", "Asha", button={"enabled": False})).start()
@@ -169,15 +169,20 @@ def test_two_units_of_the_same_name_are_numbered_on_the_pages(tmp_path: Path) ->
         status, answer = browser.send("POST", "/api/owner/login", {"code": _said_code(unit)})
         assert status == 200, answer
         page = browser.form("/")[1]
-        assert re.findall(r'aria-label="(Call [^"]*)"', page) == ["Call Bela", "Call Mum 1", "Call mum 2"]
+        assert re.findall(r'aria-label="(Call [^"]*)"', page) == ["Call Bela", "Call Mum (1)", "Call mum (2)"]
         page = browser.form("/pair")[1]
         assert re.findall(r'aria-label="(Unpair [^"]*)"', page) == [
             "Unpair Bela",
-            "Unpair Mum 1",
-            "Unpair mum 2",
+            "Unpair Mum (1)",
+            "Unpair mum (2)",
         ]
         status, page = browser.form("/unpair", {"unit_id": second})
-        assert status == 200 and "Are you sure? mum 2 and this unit" in html.unescape(page)
+        assert status == 200 and "Are you sure? mum (2) and this unit" in html.unescape(page)
+        status, page = browser.form("/call", {"to": "MUM"})  # as `emocall call MUM` asks
+        assert status == 422
+        assert html.unescape(_title(page)).startswith(
+            "Error: 2 paired units are named MUM: call Mum (1) or mum (2)."
+        )
     finally:
         unit.close()
 

@@ -124,7 +124,7 @@ class CallEngine:
                 and self.state in IN_PROGRESS
                 and self.resolve(target).unit_id == peer.unit_id
             )
-        except NotPaired:
+        except CallError:  # not paired, or a name two units share
             return False
 
     def call(self, target: str) -> None:
@@ -175,11 +175,18 @@ class CallEngine:
         raise NotPaired(f"unit {unit_id} is not paired with this unit")
 
     def resolve(self, target: str) -> Peer:
+        """The paired unit ``target`` names: its id, address or host, or its name as the owner hears
+        it ("Mum (2)"); a name two units share is refused, saying the names that tell them apart."""
         wanted = target.strip().casefold()
-        for peer in self._peers():
+        peers = self._peers()
+        for peer in peers:
             host = peer.address.rsplit(":", 1)[0]
-            if wanted in (peer.unit_id, peer.name.casefold(), peer.address, host):
+            if wanted in (peer.unit_id, heard_name(peer, peers).casefold(), peer.address, host):
                 return peer
+        if named := [heard_name(p, peers) for p in peers if p.name.casefold() == wanted]:
+            raise CallError(
+                f"{len(named)} paired units are named {target.strip()}: call {' or '.join(named)}"
+            )
         raise NotPaired(f"{target!r} is not a paired unit: pair it first on the web page")
 
     def new_session(self, peer: Peer) -> Session:
@@ -224,9 +231,11 @@ class CallEngine:
             return peer.name
 
     def publish_state(
-        self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
+        self, state: str, peer: Peer | None, message: str, reason: str = "", heard: str = "", **data: Any
     ) -> None:
-        name = self.heard_name(peer) if peer else ""
+        """``heard``: the name the call in progress says (its sentences keep one name to the end,
+        whatever is paired meanwhile); by default ``peer``'s as heard now."""
+        name = heard or (self.heard_name(peer) if peer else "")
         if peer is not None:
             data.setdefault("unit_id", peer.unit_id)  # two units may share a name (never shown)
             if peer.guest:

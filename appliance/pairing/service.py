@@ -30,7 +30,7 @@ from appliance.pairing.client import PeerClient, UnitRefused, UnitUnreachable, U
 from appliance.pairing.codes import CodeError, CodeExpired, CodeGuard, CodeLocked
 from appliance.pairing.handshake import HandshakeError, Initiator, Responder
 from appliance.pairing.messages import FinishAnswer, MessageError, StartAnswer, checked
-from appliance.state import Peer, StateStore
+from appliance.state import Peer, StateStore, heard_name
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,8 @@ class Pairing:
 
     def _pin(self, unit_id: str, name: str, address: str, public_key: bytes) -> Peer:
         peer = self._store.add_peer(unit_id, name, address, public_key)
-        self._events.publish("pairing.done", f"Paired with {name}", peer=name, unit_id=unit_id)
+        heard = heard_name(peer, self._store.peers())  # a second Mum is "Mum (2)" from the start
+        self._events.publish("pairing.done", f"Paired with {heard}", peer=heard, unit_id=unit_id)
         return peer
 
     # -- both: unpair --------------------------------------------------------------------------------
@@ -408,10 +409,11 @@ class Pairing:
 
     def forget(self, peer: Peer) -> None:
         """Remove trust in ``peer`` on this side (also when it asked, with a verified request)."""
+        name = heard_name(peer, self._store.peers())  # as the owner knew it: "Mum (2)"
         if self._store.remove_peer(peer.unit_id):
             with self._lock:
-                self._unpaired = _Done(peer.unit_id, peer.unit_id, peer.name, time.monotonic() + AGAIN_S)
-            self._events.publish("pairing.removed", f"No longer paired with {peer.name}", peer=peer.name)
+                self._unpaired = _Done(peer.unit_id, peer.unit_id, name, time.monotonic() + AGAIN_S)
+            self._events.publish("pairing.removed", f"No longer paired with {name}", peer=name)
 
     def just_unpaired(self, unit_id: str) -> str | None:
         """The name of the unit ``unit_id`` if it was unpaired a moment ago (a form posted twice)."""

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # The model card's label order, used when the card cannot be read (same names as the card).
 DEFAULT_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
-MAX_NAME = 40
+MAX_NAME = 48  # a name's 40 characters and the number that tells two of one name apart: "Mum (2)"
 NAME_FIELDS = ("peer", "name")  # the template fields that hold a name another unit chose
 # call.state -> phrase key; idle is not worth saying (ended already was).
 CALL_STATES = {
