@@ -294,7 +294,9 @@ def test_repeat_before_any_emotion_says_so(make_unit: Callable[..., Unit]) -> No
 def test_peer_names_are_cleaned_before_they_are_spoken() -> None:
     assert clean_name("--help\x00\n Asha\x1b[31m") == "--help Asha[31m"
     assert clean_name("\x07") == "The other unit"
-    assert len(clean_name("x" * 500)) == 40
+    assert len(clean_name("x" * 500)) == 48
+    longest = "x" * 40 + " (2)"  # a name's 40 characters and the number of a second unit of that name
+    assert clean_name(longest) == longest
     assert Phrases("en").say("pairing_code", digits="4821") == "Pairing code: 4 8 2 1."
 
 
@@ -307,9 +309,9 @@ def test_names_keep_the_joiners_their_spelling_needs_and_only_names_are_cut() ->
     assert clean_name("\u200d\u200c") == "The other unit"
     said = Phrases("bn").say("paired", peer=rachel)
     assert rachel in said
-    ipv6 = "[2001:db8:85a3:1234:8a2e:370:7334:abcd]:8080"  # longer than a name may be
+    ipv6 = "[2001:db8:85a3:1234:8a2e:370:7334:abcd]:8080"  # longer than a name's 40 characters
     assert Phrases("en").say("idle_address", address=ipv6) == f"Ready. Address {ipv6}"
-    assert Phrases("en").say("busy", peer="x" * 60) == f"{'x' * 40} is busy."
+    assert Phrases("en").say("busy", peer="x" * 60) == f"{'x' * 48} is busy."
 
 
 @pytest.mark.parametrize("language", ["en", "hi", "bn"])
