@@ -6,6 +6,7 @@ with two engines in one process."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -42,11 +43,16 @@ def make_units(tmp_path: Path) -> Iterator[Callable[..., list[RunningUnit]]]:
         unit.stop()
 
 
-def settle_counts(unit: RunningUnit, idle: tuple[int, int], seconds: float) -> tuple[int, int]:
-    """The unit's thread and fd counts once back to ``idle``, or the last seen after ``seconds``.
+# asyncio's default executor keeps every worker it starts, at most min(32, cores + 4): a unit resumed
+# from a freeze meets its frames, encodes and bye at once and may start them all, where the call
+# before it started two (22 threads against 18 in a clean run with the tests on two workers). Idle
+# workers, not a leak: a leaked connection shows in the descriptors (its sockets), which must be
+# back exactly. The issue's stray connection held 7 more of each.
+EXECUTOR_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
-    One thread more is still idle: asyncio's default executor keeps the workers it started (at most
-    cores + 4), and any call may start one more. The issue's stray connection held 7 more."""
+
+def settle_counts(unit: RunningUnit, idle: tuple[int, int], seconds: float) -> tuple[int, int]:
+    """The unit's thread and fd counts once back to ``idle``, or the last seen after ``seconds``."""
     deadline = time.monotonic() + seconds
     while not at_idle(now := unit.counts(), idle) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -54,7 +60,7 @@ def settle_counts(unit: RunningUnit, idle: tuple[int, int], seconds: float) -> t
 
 
 def at_idle(counts: tuple[int, int], idle: tuple[int, int]) -> bool:
-    return counts[0] <= idle[0] + 1 and counts[1] <= idle[1]
+    return counts[0] <= idle[0] + EXECUTOR_WORKERS and counts[1] <= idle[1]
 
 
 def unclean(lines: list[str]) -> list[str]:
