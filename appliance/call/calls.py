@@ -96,9 +96,7 @@ class CallFlow:
 
     def _set(self, state: str, message: str, reason: str = "", **data: Any) -> None:
         self.state = state
-        self._e.publish_state(
-            state, self.peer, message, reason, heard=self.remote_name if self.peer else "", **data
-        )
+        self._e.publish_state(state, self.peer, message, reason, **data)
 
     def _start(self, peer: Peer, caller: bool) -> None:
         self.peer, self.caller, self.remote_name = peer, caller, self._e.heard_name(peer)

@@ -28,7 +28,7 @@ from appliance.camera.capture import Capture
 from appliance.config import CallConfig
 from appliance.events import Event, EventBus
 from appliance.identity import Identity
-from appliance.state import Peer, Settings, StateError, heard_name
+from appliance.state import Peer, Settings, StateError, as_heard, heard_name
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,12 @@ class CallEngine:
         it ("Mum (2)"); a name two units share is refused, saying the names that tell them apart."""
         wanted = target.strip().casefold()
         peers = self._peers()
-        for peer in peers:
+        heard = [h.name for h in as_heard(peers)]
+        for peer, name in zip(peers, heard, strict=True):
             host = peer.address.rsplit(":", 1)[0]
-            if wanted in (peer.unit_id, heard_name(peer, peers).casefold(), peer.address, host):
+            if wanted in (peer.unit_id, name.casefold(), peer.address, host):
                 return peer
-        if named := [heard_name(p, peers) for p in peers if p.name.casefold() == wanted]:
+        if named := [h for p, h in zip(peers, heard, strict=True) if p.name.casefold() == wanted]:
             raise CallError(
                 f"{len(named)} paired units are named {target.strip()}: call {' or '.join(named)}"
             )
@@ -219,7 +220,7 @@ class CallEngine:
         return messages.Sharing(paused=False)
 
     def heard_name(self, peer: Peer) -> str:
-        """``peer``'s name as the owner hears and reads it in a call's sentences: "Mum 2" for the
+        """``peer``'s name as the owner hears and reads it in a call's sentences: "Mum (2)" for the
         second paired of two units named Mum, numbered as the button's choice says them ("Mum,
         number 2?"). A guest's is its invite's; a card that cannot be read leaves the name alone."""
         if peer.guest:
@@ -231,11 +232,11 @@ class CallEngine:
             return peer.name
 
     def publish_state(
-        self, state: str, peer: Peer | None, message: str, reason: str = "", heard: str = "", **data: Any
+        self, state: str, peer: Peer | None, message: str, reason: str = "", **data: Any
     ) -> None:
-        """``heard``: the name the call in progress says (its sentences keep one name to the end,
-        whatever is paired meanwhile); by default ``peer``'s as heard now."""
-        name = heard or (self.heard_name(peer) if peer else "")
+        # The name the call says from its start (CallFlow.remote_name): one name to the end,
+        # whatever is paired meanwhile.
+        name = self.flow.remote_name if peer else ""
         if peer is not None:
             data.setdefault("unit_id", peer.unit_id)  # two units may share a name (never shown)
             if peer.guest:
