@@ -38,7 +38,15 @@ from appliance.privacy import CallGate, erase, forget_later, forget_pending
 from appliance.relay.service import Relay
 from appliance.service import restarted_after_fault, runtime_directory
 from appliance.speech.service import Speech
-from appliance.state import STATE_FILE, StateError, StateStore
+from appliance.state import (
+    STATE_FILE,
+    Repair,
+    StateDamaged,
+    StateError,
+    StateStore,
+    drop_old_damaged,
+    repair,
+)
 from appliance.vision.worker import VisionWorker
 from appliance.web.address import unit_address
 from appliance.web.api import create_app
@@ -105,6 +113,7 @@ class Appliance:
         self._address_due = 0.0  # when to look again (time.monotonic())
         self._guests: Guests | None = None
         self._prune_due = 0.0  # when to prune the invites next (time.monotonic())
+        self._repaired: Repair | None = None  # the state database was damaged and made anew
 
     def start(self) -> Appliance:
         """Start every part; on any failure close what already started and re-raise."""
@@ -113,7 +122,7 @@ class Appliance:
             cfg = self.config = self._open_data_dir()
             self.identity = Identity.load_or_create(cfg.unit.data_dir / KEY_FILE)
             defaults = {"display_name": cfg.unit.name}
-            self.store = StateStore(cfg.unit.data_dir / STATE_FILE, self.events, defaults)
+            self.store = self._open_store(cfg.unit.data_dir / STATE_FILE, defaults)
             stack.callback(self.store.close)
             self.store.remember_identity(self.identity.unit_id)
             # Before the camera, so the start-up sentence hears what the camera and vision report.
@@ -210,11 +219,26 @@ class Appliance:
         self._announce_start(cfg, self.store)
         return self
 
+    def _open_store(self, path: Path, defaults: dict[str, Any]) -> StateStore:
+        """The state database; a damaged one (a failing card) made anew of what still reads, said
+        at the start (:meth:`_announce_start`), rather than a unit that no longer starts and needs
+        someone with SSH."""
+        try:
+            return StateStore(path, self.events, defaults)
+        except StateDamaged as e:
+            log.error("%s: repairing it", e)
+        self._repaired = repair(path)
+        return StateStore(path, self.events, defaults)
+
     def _announce_start(self, cfg: Config, store: StateStore) -> None:
         """What the owner hears as the unit comes up: a fault before it, a failing card, ready."""
         fault = restarted_after_fault(runtime_directory())
         if fault is not None:
             self.events.publish("unit.restarted", f"restarted after a fault ({fault})", reason=fault)
+        if (repaired := self._repaired) is not None:
+            self._repaired = None  # said once, not again after "forget everything"
+            message = f"the state database was damaged: {repaired.rows} rows read back"
+            self.events.publish("unit.state_repaired", message, rows=repaired.rows, peers=repaired.peers)
         if self._card_copy:
             message = "the memory card is read-only: running on a copy in memory, changes are not kept"
             self.events.publish("unit.card_read_only", message, data_dir=str(cfg.unit.data_dir))
@@ -301,22 +325,24 @@ class Appliance:
             while not self._stopped.wait(1.0):
                 tick()
                 self._follow_address()
-                self._prune_invites()
+                self._prune()
             if not self._forget.is_set() or self._stopping.is_set():
                 return
             self._start_fresh(tick)
             if self._stopping.is_set():
                 return
 
-    def _prune_invites(self) -> None:
+    def _prune(self) -> None:
+        """Hourly: ended invites, and damaged state files kept past their time (``drop_old_damaged``)."""
         now = time.monotonic()
-        if self._guests is None or now < self._prune_due:
+        if self._guests is None or self.store is None or now < self._prune_due:
             return
         self._prune_due = now + PRUNE_SECONDS
         try:
             self._guests.invites.prune()
-        except StateError as e:  # the card: said by the store; the next hour tries again
-            log.warning("could not delete ended invites: %s", e)
+            drop_old_damaged(self.store.path)
+        except (StateError, OSError) as e:  # the card: said by the store; the next hour tries again
+            log.warning("could not delete ended invites or old damaged files: %s", e)
 
     def _backup(self) -> bytes:
         assert self.store is not None  # the pages that ask run only once the unit started

@@ -25,7 +25,8 @@ Device topics: ``camera.*``, ``vision.*``, ``audio.*``, ``microphone.unavailable
 ``microphone.recovered``, ``button.unavailable``, ``display.unavailable``; the unit's own:
 ``unit.ready`` {name, address, ask_sharing, button}, ``unit.address`` (asked for),
 ``unit.address_changed`` (it changed while running), ``unit.forgetting``, ``unit.forgotten``
-{card_kept}, ``unit.restarted``, ``unit.card_read_only``.
+{card_kept}, ``unit.restarted``, ``unit.card_read_only``, ``unit.state_repaired`` {rows, peers}
+(a damaged state database was made anew of the rows that read).
 
 Privacy: what people feel and whom they call is never logged at INFO. Events of the topics in
 :data:`PRIVATE_TOPICS` (expressions, faces, call parties, paired units) are logged with their

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -137,6 +139,10 @@ class StateError(Exception):
 
 class StateUnreadable(StateError):
     """The state database could not be read (a failing card)."""
+
+
+class StateDamaged(StateError):
+    """SQLite found the state database damaged as it opened (a failing card): :func:`repair`."""
 
 
 class SettingsError(StateError):
@@ -573,11 +579,137 @@ def _open(path: Path) -> sqlite3.Connection:
         damage = db.execute("PRAGMA quick_check").fetchone()[0]
     except sqlite3.Error as e:
         db.close()
-        raise StateError(f"cannot open the state database {path}: {e} (is the memory card damaged?)") from e
+        problem = f"cannot open the state database {path}: {e} (is the memory card damaged?)"
+        if e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise StateDamaged(problem) from e
+        raise StateError(problem) from e
     if damage != "ok":
         db.close()
-        raise StateError(f"the state database {path} is damaged: {damage} (is the memory card failing?)")
+        raise StateDamaged(f"the state database {path} is damaged: {damage} (is the memory card failing?)")
     return db
+
+
+# Not carried over by a repair: the owner's browser sessions (they log in again: the pages ask).
+NOT_REPAIRED = frozenset({"sessions"})
+# Damaged files are kept for whoever helps, the three newest (a card failing again and again fills
+# no more) for 30 days (they hold names, keys and invites: no longer than an ended invite is kept).
+KEEP_DAMAGED = 3
+KEEP_DAMAGED_S = 30 * 86400.0
+DAMAGED_TIME = "%Y%m%dT%H%M%S.%fZ"  # in the damaged file's name, UTC
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What :func:`repair` did."""
+
+    damaged: Path  # where the damaged file now lies, as it was found
+    rows: int  # the rows read back from it: 0 when none could be
+    peers: int  # paired units among them
+
+
+def repair(path: Path) -> Repair:
+    """Make the damaged database at ``path`` anew of the rows that still read, table by table
+    (each as far as it reads: the rows on whole pages), and keep the damaged file beside it as
+    ``state.db.damaged-<when>`` (with its WAL), unchanged, for whoever helps the owner. The new
+    database is written whole under another name first, and takes the damaged one's place only
+    once its rows are safe. Paired units whose key is not whole are left out, as ``check_intact`` would
+    refuse them."""
+    fresh = path.with_name(path.name + ".repaired")
+    for leftover in _with_wal(fresh):  # a repair cut short: made again from the start
+        leftover.unlink(missing_ok=True)
+    db = _open(fresh)
+    try:
+        with _said(fresh):
+            db.execute("BEGIN IMMEDIATE")
+            rows = _copy_readable(path, db)
+            db.execute("DELETE FROM peers WHERE length(public_key) != 32 OR unit_id = ''")
+            peers = db.execute("SELECT count(*) FROM peers").fetchone()[0]
+            db.execute("COMMIT")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file that is renamed
+    finally:
+        db.close()
+    damaged = _damaged_name(path)
+    try:
+        # Linked under its new name first and replaced in one rename: cut short anywhere, the unit
+        # finds either the damaged file (and repairs it again) or the repaired one, never none.
+        for old, new in zip(_with_wal(path), _with_wal(damaged), strict=True):
+            if old.exists():
+                os.link(old, new)
+        for old in _with_wal(path)[1:]:  # the damaged file's WAL, not the repaired one's
+            old.unlink(missing_ok=True)
+        fresh.rename(path)
+    except OSError as e:
+        raise StateError(f"cannot put the repaired state database in place: {e.strerror}") from e
+    drop_old_damaged(path)
+    log.warning("state database damaged: %d rows read back, the damaged file kept as %s", rows, damaged)
+    return Repair(damaged, rows, peers)
+
+
+def _damaged_name(path: Path) -> Path:
+    """``state.db.damaged-<UTC time to the microsecond>``: never the name of one kept before (a
+    rename would replace it), and in the order they were made."""
+    return path.with_name(f"{path.name}.damaged-{datetime.now(UTC).strftime(DAMAGED_TIME)}")
+
+
+def _with_wal(path: Path) -> tuple[Path, Path, Path]:
+    return path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _copy_readable(path: Path, db: sqlite3.Connection) -> int:
+    """Copy into ``db`` every row of the database at ``path`` that reads; how many."""
+    # Read as it lies, creating nothing beside it (no -wal, no -shm), unless a WAL holds its newest rows.
+    mode = "ro" if path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        source = sqlite3.connect(f"file:{path}?mode={mode}", uri=True)
+    except sqlite3.Error:
+        return 0
+    copied = 0
+    try:
+        tables = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:  # its first page, the list of tables, is gone: nothing can be found
+        tables = []
+    known = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for name, sql in tables:
+        # Our tables' names are plain words (this module's, invites', relay contacts'): nothing else
+        # is quoted into a statement below.
+        if not re.fullmatch(r"[a-z][a-z_]*", name) or name.startswith("sqlite_") or name in NOT_REPAIRED:
+            continue
+        if name not in known:  # another part's table (invites, relay contacts): its own schema
+            db.execute(sql)
+        copied += _copy_table(source, db, name)
+    source.close()
+    return copied
+
+
+def _copy_table(source: sqlite3.Connection, db: sqlite3.Connection, table: str) -> int:
+    rows: list[tuple[Any, ...]] = []
+    try:
+        cursor = source.execute(f'SELECT * FROM "{table}"')  # noqa: S608 (a plain word, _copy_readable)
+        for row in cursor:  # up to the first page that does not read
+            rows.append(row)
+    except sqlite3.Error as e:
+        log.warning("state database repair: table %s read as far as %d rows: %s", table, len(rows), e)
+    if rows:
+        marks = ", ".join("?" * len(rows[0]))
+        db.executemany(f'INSERT OR IGNORE INTO "{table}" VALUES ({marks})', rows)  # noqa: S608
+    return len(rows)
+
+
+def drop_old_damaged(path: Path) -> None:
+    """Delete the damaged files :func:`repair` kept beside ``path`` past KEEP_DAMAGED (the oldest)
+    or KEEP_DAMAGED_S (by the time in their names); called by the repair and hourly while the unit
+    runs. "Forget everything" deletes them at once (``state.db*``)."""
+    found = path.parent.glob(f"{path.name}.damaged-*")
+    kept = sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+    now = datetime.now(UTC)
+    for old in kept:
+        try:
+            made = datetime.strptime(old.name.rsplit("-", 1)[1], DAMAGED_TIME).replace(tzinfo=UTC)
+        except ValueError:  # not a name the repair gives: not ours to delete
+            continue
+        if old in kept[:-KEEP_DAMAGED] or (now - made).total_seconds() > KEEP_DAMAGED_S:
+            for file in _with_wal(old):
+                file.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.state import StateStore
 
-from .test_pairing_state import damage_a_page
+from .test_pairing_state import damage_a_page, page_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EMOCALL = [sys.executable, "-m", "appliance.cli"]
@@ -145,22 +145,52 @@ def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Pat
     assert "identity.key" in result.stderr and (data / "identity.key").read_bytes() == b"not a key"
 
 
-def test_a_damaged_state_database_is_said_plainly_and_kept(tmp_path: Path) -> None:
-    """One damaged page of state.db (a failing card): `emocall run` stops with the reason (and
-    says it cannot start), `emocall selftest` names it; neither writes to the file."""
+def test_a_damaged_state_database_is_repaired_said_and_kept(tmp_path: Path) -> None:
+    """One damaged page of state.db (a failing card) stopped the unit for good ("cannot start"),
+    and a blind owner needed someone with SSH. `emocall selftest` still names the damage; `emocall
+    run` makes the database anew of what reads (the paired unit), says so and what to do, shows it,
+    and keeps the damaged file unchanged beside it for whoever helps."""
     data = tmp_path / "data"
     store = StateStore(data / "state.db")
     store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    store.update_settings({"display_name": "Kitchen"})
     store.close()
-    damage_a_page(data / "state.db", 2)
+    damage_a_page(data / "state.db", page_of(data / "state.db", "settings"))
     before = (data / "state.db").read_bytes()
-    command = [*EMOCALL, "run", "--data-dir", str(data), "--port", str(free_port()), "--source", "pattern"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "state database" in result.stderr, result.stderr[-3000:]
     report = selftest.check_pairing(config.load(None, {"unit": {"data_dir": str(data)}}, environ={}))
     assert not report.ok and "state database" in report.detail, report
     assert (data / "state.db").read_bytes() == before
+
+    port, screen = free_port(), tmp_path / "display.txt"
+    settings = tmp_path / "config.toml"
+    settings.write_text(
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\nrate_wpm = 450\n'
+        f'[display]\nbackend = "offscreen"\nsnapshot_file = "{tmp_path / "display.png"}"\n'
+        "[button]\nenabled = false\n"
+    )
+    log = tmp_path / "unit.log"
+    with log.open("w") as out:
+        run = [*EMOCALL, "-v", "--config", str(settings), "run", "--data-dir", str(data)]
+        proc = subprocess.Popen(run, stderr=out, cwd=ROOT)
+    sentence = "The memory card had damaged this unit's settings. The unit kept what it could read."
+    try:
+        _wait_ready(port, proc)
+        _wait_said(log, sentence, 60)
+        deadline = time.monotonic() + 20
+        while not (screen.exists() and sentence in " ".join(screen.read_text().split())):
+            assert time.monotonic() < deadline, screen.read_text() if screen.exists() else "nothing shown"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    (damaged,) = data.glob("state.db.damaged-*[0-9]Z")
+    assert damaged.read_bytes() == before
+    repaired = StateStore(data / "state.db")
+    assert [p.name for p in repaired.peers()] == ["Bela"]
+    repaired.close()
+    assert selftest.check_pairing(config.load(None, {"unit": {"data_dir": str(data)}}, environ={})).ok
 
 
 def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:

@@ -9,12 +9,24 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from appliance.events import Event, EventBus
-from appliance.state import SettingsError, StateError, StateStore, _hashed
+from appliance.guests.invites import Invites
+from appliance.identity import Identity
+from appliance.state import (
+    DAMAGED_TIME,
+    SettingsError,
+    StateDamaged,
+    StateError,
+    StateStore,
+    _hashed,
+    drop_old_damaged,
+    repair,
+)
 
 WRITER = """
 import sys, time
@@ -237,6 +249,92 @@ def test_a_damaged_database_is_a_state_error_and_is_kept(tmp_path: Path) -> None
     with pytest.raises(StateError, match=r"state database .* (damaged|cannot open)"):
         StateStore(path)
     assert path.read_bytes() == before
+
+
+def page_of(path: Path, table: str) -> int:
+    return int(
+        sqlite3.connect(path)
+        .execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,))
+        .fetchone()[0]
+    )
+
+
+def test_a_damaged_database_is_repaired_of_what_reads_and_the_damaged_file_kept(tmp_path: Path) -> None:
+    """A failing card's damaged page stopped the unit for good: a blind owner needed someone with
+    SSH. ``repair`` makes the database anew of every row that reads (here all but the settings'
+    page), keeps another part's table (a guest's invite) and the nonces, leaves the owner's browser
+    sessions out, and keeps the damaged file unchanged beside it."""
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    store.add_peer("c" * 32, "Chandra", "192.0.2.3:8080", bytes(range(32)))
+    store.update_settings({"display_name": "Asha", "volume": 30})
+    store.open_session(1.0)
+    invite = Invites(Identity.load_or_create(tmp_path / "identity.key"), store).create(
+        "Dev", 3600, once=False
+    )
+    store.close()
+    damage_a_page(path, page_of(path, "settings"))
+    before = path.read_bytes()
+    with pytest.raises(StateDamaged):
+        StateStore(path)
+
+    done = repair(path)
+
+    assert done.peers == 2 and done.rows >= 3, done
+    assert done.damaged.name.startswith("state.db.damaged-") and done.damaged.read_bytes() == before
+    repaired = StateStore(path)  # opens: whole again
+    repaired.check()
+    assert [p.name for p in repaired.peers()] == ["Bela", "Chandra"]
+    assert repaired.peers()[1].public_key == bytes(range(32))
+    assert repaired.settings().display_name == "emocall"  # its page was the damaged one: defaults
+    assert [
+        i.name for i in Invites(Identity.load_or_create(tmp_path / "identity.key"), repaired).listed()
+    ] == [invite.name]
+    assert repaired._db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    repaired.close()
+    kept = {p.name for p in tmp_path.iterdir() if "damaged" in p.name}  # with its WAL, as it was
+    assert done.damaged.name in kept and all(n.startswith(done.damaged.name) for n in kept), kept
+
+
+def test_a_database_with_nothing_readable_is_made_new_and_the_oldest_damaged_files_go(tmp_path: Path) -> None:
+    """Its first page (the list of tables) gone, nothing can be found: the unit starts with a new,
+    empty database. A card failing again and again keeps the three newest damaged files."""
+    path = tmp_path / "state.db"
+    made = []
+    for _ in range(5):
+        store = StateStore(path)
+        store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+        store.close()
+        damage_a_page(path, 1)
+        with pytest.raises(StateDamaged):
+            StateStore(path)
+        done = repair(path)
+        assert (done.rows, done.peers) == (0, 0)
+        made.append(done.damaged.name)
+    StateStore(path).check()
+    assert len(set(made)) == 5
+    assert sorted(p.name for p in tmp_path.glob("state.db.damaged-*")) == sorted(made)[-3:]
+
+
+def test_a_damaged_file_is_kept_thirty_days(tmp_path: Path) -> None:
+    """A damaged file holds names, keys and invites: deleted after 30 days (hourly while the unit
+    runs), as an ended invite is; a file the repair did not name is not the unit's to delete."""
+    path = tmp_path / "state.db"
+    StateStore(path).close()
+    damage_a_page(path, 1)
+    done = repair(path)
+    month_ago = (datetime.now(UTC) - timedelta(days=31)).strftime(DAMAGED_TIME)
+    old = tmp_path / f"state.db.damaged-{month_ago}"
+    done.damaged.rename(old)
+    repair_note = tmp_path / "state.db.damaged-by-hand"
+    repair_note.write_text("a helper's copy")
+    StateStore(path).close()
+    damage_a_page(path, 1)
+    newer = repair(path).damaged  # drops the month-old one
+    assert not old.exists() and newer.exists() and repair_note.exists()
+    drop_old_damaged(path)
+    assert newer.exists()
 
 
 def test_a_card_that_takes_no_more_writes_is_a_state_error(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from appliance.display import Screen
 from appliance.display.fonts import for_language
 from appliance.display.layout import GREY, YELLOW, Scene, draw
 from appliance.events import Event, EventBus
-from appliance.words.phrases import Phrases, call_key, for_settings, relay_key, sharing_key
+from appliance.words.phrases import Phrases, call_key, for_settings, relay_key, repair_key, sharing_key
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ FAULTS: dict[str, tuple[str, str | Callable[[Mapping[str, Any]], str]]] = {
     "relay.unreachable": ("relay", relay_key),  # a refused or taken account: why, not "right now"
     "relay.back": ("relay", ""),
     "unit.card_read_only": ("card", "card_read_only"),
+    "unit.state_repaired": ("card", repair_key),  # shown until the next start: for whoever helps
     "microphone.unavailable": ("microphone", "microphone_unavailable"),
     "microphone.recovered": ("microphone", ""),
     "button.unavailable": ("button", "button_unavailable"),

@@ -22,7 +22,15 @@ from typing import Any, cast
 from appliance.call import CALL_OVER, DESCRIBING, IN_CALL
 from appliance.events import Event, EventBus
 from appliance.speech.announcer import Announcer, Mode
-from appliance.words.phrases import DEFAULT_LABELS, Phrases, call_key, for_settings, relay_key, sharing_key
+from appliance.words.phrases import (
+    DEFAULT_LABELS,
+    Phrases,
+    call_key,
+    for_settings,
+    relay_key,
+    repair_key,
+    sharing_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,7 @@ class Narrator:
             "call.ring": self._on_ring,
             "call.tried": self._on_tried,
             "relay.unreachable": lambda e: announcer.state(relay_key(e.data)),
+            "unit.state_repaired": lambda e: announcer.state(repair_key(e.data)),
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,
