@@ -238,7 +238,8 @@ class Appliance:
         if (repaired := self._repaired) is not None:
             self._repaired = None  # said once, not again after "forget everything"
             message = f"the state database was damaged: {repaired.rows} rows read back"
-            self.events.publish("unit.state_repaired", message, rows=repaired.rows, peers=repaired.peers)
+            peers = list(repaired.peers)
+            self.events.publish("unit.state_repaired", message, rows=repaired.rows, peers=peers)
         if self._card_copy:
             message = "the memory card is read-only: running on a copy in memory, changes are not kept"
             self.events.publish("unit.card_read_only", message, data_dir=str(cfg.unit.data_dir))
@@ -340,9 +341,9 @@ class Appliance:
         self._prune_due = now + PRUNE_SECONDS
         try:
             self._guests.invites.prune()
-            drop_old_damaged(self.store.path)
-        except (StateError, OSError) as e:  # the card: said by the store; the next hour tries again
-            log.warning("could not delete ended invites or old damaged files: %s", e)
+        except StateError as e:  # the card: said by the store; the next hour tries again
+            log.warning("could not delete ended invites: %s", e)
+        drop_old_damaged(self.store.path)
 
     def _backup(self) -> bytes:
         assert self.store is not None  # the pages that ask run only once the unit started

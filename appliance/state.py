@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from pydantic_core import ErrorDetails
 
 from appliance.events import EventBus
+from appliance.identity import unit_id_of
 
 log = logging.getLogger(__name__)
 
@@ -469,9 +470,13 @@ class StateStore:
             db.execute("UPDATE peers SET address = ? WHERE unit_id = ?", (address, unit_id))
 
     def remove_peer(self, unit_id: str) -> bool:
+        """Unpair: the unit's row and nonces overwritten, and any damaged file a repair kept (it
+        may hold the unit too)."""
         with self.transaction(scrub=True) as db:
             db.execute("DELETE FROM nonces WHERE unit_id = ?", (unit_id,))
-            return db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
+            removed = db.execute("DELETE FROM peers WHERE unit_id = ?", (unit_id,)).rowcount > 0
+        drop_old_damaged(self.path, keep=0)
+        return removed
 
     def check(self) -> None:
         """Raise StateError unless the database and its rows are intact and every stored setting is
@@ -589,10 +594,15 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
-# Not carried over by a repair: the owner's browser sessions (they log in again: the pages ask).
-NOT_REPAIRED = frozenset({"sessions"})
-# Damaged files are kept for whoever helps, the three newest (a card failing again and again fills
-# no more) for 30 days (they hold names, keys and invites: no longer than an ended invite is kept).
+# Not carried over by a repair: the owner's browser sessions and their secret (they log in again:
+# the pages ask), and guests' invites (an invite's end is one value in its row, and a failing card
+# may give back an older copy of its page: a revoked invite would ring the unit again; the owner
+# sends new ones, as the sentence says).
+NOT_REPAIRED = frozenset({"sessions", "invites"})
+NOT_REPAIRED_META = ("session_secret",)
+# Damaged files are kept for whoever helps: the three newest (a card failing again and again fills
+# no more), for 30 days at most, and only until the owner unpairs a unit (StateStore.remove_peer),
+# which they may still hold.
 KEEP_DAMAGED = 3
 KEEP_DAMAGED_S = 30 * 86400.0
 DAMAGED_TIME = "%Y%m%dT%H%M%S.%fZ"  # in the damaged file's name, UTC
@@ -604,7 +614,7 @@ class Repair:
 
     damaged: Path  # where the damaged file now lies, as it was found
     rows: int  # the rows read back from it: 0 when none could be
-    peers: int  # paired units among them
+    peers: tuple[str, ...]  # the paired units read back, by name
 
 
 def repair(path: Path) -> Repair:
@@ -612,8 +622,10 @@ def repair(path: Path) -> Repair:
     (each as far as it reads: the rows on whole pages), and keep the damaged file beside it as
     ``state.db.damaged-<when>`` (with its WAL), unchanged, for whoever helps the owner. The new
     database is written whole under another name first, and takes the damaged one's place only
-    once its rows are safe. Paired units whose key is not whole are left out, as ``check_intact`` would
-    refuse them."""
+    once its rows are safe. A paired unit is kept only when its id is its key's and its name a
+    name: a row that reads is not proof that it is whole."""
+    damaged = _kept_before(path) or _damaged_name(path)
+    source = damaged if damaged.exists() else path  # a repair cut short: it kept the WAL there
     fresh = path.with_name(path.name + ".repaired")
     for leftover in _with_wal(fresh):  # a repair cut short: made again from the start
         leftover.unlink(missing_ok=True)
@@ -621,34 +633,73 @@ def repair(path: Path) -> Repair:
     try:
         with _said(fresh):
             db.execute("BEGIN IMMEDIATE")
-            rows = _copy_readable(path, db)
-            db.execute("DELETE FROM peers WHERE length(public_key) != 32 OR unit_id = ''")
-            peers = db.execute("SELECT count(*) FROM peers").fetchone()[0]
+            rows = _copy_readable(source, db)
+            peers = _keep_whole_peers(db)
             db.execute("COMMIT")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file that is renamed
     finally:
         db.close()
-    damaged = _damaged_name(path)
-    try:
-        # Linked under its new name first and replaced in one rename: cut short anywhere, the unit
-        # finds either the damaged file (and repairs it again) or the repaired one, never none.
-        for old, new in zip(_with_wal(path), _with_wal(damaged), strict=True):
-            if old.exists():
-                os.link(old, new)
-        for old in _with_wal(path)[1:]:  # the damaged file's WAL, not the repaired one's
-            old.unlink(missing_ok=True)
-        fresh.rename(path)
-    except OSError as e:
-        raise StateError(f"cannot put the repaired state database in place: {e.strerror}") from e
+    _replace(path, damaged, fresh)
     drop_old_damaged(path)
     log.warning("state database damaged: %d rows read back, the damaged file kept as %s", rows, damaged)
     return Repair(damaged, rows, peers)
+
+
+def _replace(path: Path, damaged: Path, fresh: Path) -> None:
+    """Link the damaged file and its WAL under ``damaged``, then put ``fresh`` in its place: cut
+    short anywhere, the unit finds the damaged file (repaired again, read through ``damaged``,
+    which keeps its WAL) or the repaired one, never none."""
+    try:
+        for old, new in zip(_with_wal(path), _with_wal(damaged), strict=True):
+            if old.exists() and not new.exists():
+                os.link(old, new)
+        for old in _with_wal(path)[1:]:  # the damaged file's WAL is not the repaired one's
+            old.unlink(missing_ok=True)
+        fresh.rename(path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the renames on the card before the unit goes on
+        finally:
+            os.close(folder)
+    except OSError as e:
+        raise StateError(f"cannot put the repaired state database in place: {e.strerror}") from e
+
+
+def _kept_before(path: Path) -> Path | None:
+    """The damaged file a repair cut short linked already (the same file as ``path``), if any."""
+    if not path.exists():
+        return None
+    return next((p for p in _damaged_files(path) if os.path.samefile(p, path)), None)
+
+
+def _keep_whole_peers(db: sqlite3.Connection) -> tuple[str, ...]:
+    rows = db.execute("SELECT unit_id, name, public_key FROM peers").fetchall()
+    broken = [
+        (unit_id,)
+        for unit_id, name, key in rows
+        if not isinstance(key, bytes) or unit_id_of(key) != unit_id or not valid_name(str(name))
+    ]
+    db.executemany("DELETE FROM peers WHERE unit_id = ?", broken)
+    return tuple(str(n) for (n,) in db.execute("SELECT name FROM peers ORDER BY paired_at, unit_id"))
 
 
 def _damaged_name(path: Path) -> Path:
     """``state.db.damaged-<UTC time to the microsecond>``: never the name of one kept before (a
     rename would replace it), and in the order they were made."""
     return path.with_name(f"{path.name}.damaged-{datetime.now(UTC).strftime(DAMAGED_TIME)}")
+
+
+def _damaged_files(path: Path) -> list[Path]:
+    """The damaged files kept beside ``path`` (not their WALs, nor names a repair does not give),
+    oldest first."""
+    found = []
+    for p in path.parent.glob(f"{path.name}.damaged-*"):
+        try:
+            made = datetime.strptime(p.name.rsplit("-", 1)[1], DAMAGED_TIME)
+        except ValueError:  # a WAL, or not a name the repair gives: not ours
+            continue
+        found.append((made, p))
+    return [p for _, p in sorted(found)]
 
 
 def _with_wal(path: Path) -> tuple[Path, Path, Path]:
@@ -670,46 +721,49 @@ def _copy_readable(path: Path, db: sqlite3.Connection) -> int:
         tables = []
     known = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for name, sql in tables:
-        # Our tables' names are plain words (this module's, invites', relay contacts'): nothing else
-        # is quoted into a statement below.
+        # Our tables' names are plain words (this module's, relay contacts'): nothing else is
+        # quoted into a statement below.
         if not re.fullmatch(r"[a-z][a-z_]*", name) or name.startswith("sqlite_") or name in NOT_REPAIRED:
             continue
-        if name not in known:  # another part's table (invites, relay contacts): its own schema
+        if name not in known:  # another part's table (relay contacts): its own schema
             db.execute(sql)
         copied += _copy_table(source, db, name)
     source.close()
+    db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in NOT_REPAIRED_META])
     return copied
 
 
 def _copy_table(source: sqlite3.Connection, db: sqlite3.Connection, table: str) -> int:
+    """The rows of ``table`` that read, in the columns both databases have (an older or newer
+    release's table may have others); how many."""
     rows: list[tuple[Any, ...]] = []
     try:
-        cursor = source.execute(f'SELECT * FROM "{table}"')  # noqa: S608 (a plain word, _copy_readable)
-        for row in cursor:  # up to the first page that does not read
-            rows.append(row)
+        have = [r[1] for r in source.execute(f'PRAGMA table_info("{table}")')]
+        wanted = {r[1] for r in db.execute(f'PRAGMA table_info("{table}")')}
+        columns = ", ".join(f'"{c}"' for c in have if c in wanted and re.fullmatch(r"[a-z][a-z_]*", c))
+        for row in source.execute(f'SELECT {columns} FROM "{table}"'):  # noqa: S608 (plain words)
+            rows.append(row)  # up to the first page that does not read
     except sqlite3.Error as e:
         log.warning("state database repair: table %s read as far as %d rows: %s", table, len(rows), e)
     if rows:
         marks = ", ".join("?" * len(rows[0]))
-        db.executemany(f'INSERT OR IGNORE INTO "{table}" VALUES ({marks})', rows)  # noqa: S608
+        db.executemany(f'INSERT OR IGNORE INTO "{table}" ({columns}) VALUES ({marks})', rows)  # noqa: S608
     return len(rows)
 
 
-def drop_old_damaged(path: Path) -> None:
-    """Delete the damaged files :func:`repair` kept beside ``path`` past KEEP_DAMAGED (the oldest)
-    or KEEP_DAMAGED_S (by the time in their names); called by the repair and hourly while the unit
-    runs. "Forget everything" deletes them at once (``state.db*``)."""
-    found = path.parent.glob(f"{path.name}.damaged-*")
-    kept = sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
-    now = datetime.now(UTC)
-    for old in kept:
-        try:
-            made = datetime.strptime(old.name.rsplit("-", 1)[1], DAMAGED_TIME).replace(tzinfo=UTC)
-        except ValueError:  # not a name the repair gives: not ours to delete
-            continue
-        if old in kept[:-KEEP_DAMAGED] or (now - made).total_seconds() > KEEP_DAMAGED_S:
+def drop_old_damaged(path: Path, keep: int = KEEP_DAMAGED) -> None:
+    """Delete the damaged files :func:`repair` kept beside ``path`` past ``keep`` (the oldest) or
+    KEEP_DAMAGED_S (by the time in their names). "Forget everything" deletes them too (``state.db*``)."""
+    kept = _damaged_files(path)
+    now = datetime.now(UTC).replace(tzinfo=None)  # as the names are read: UTC, without a zone
+    for n, old in enumerate(kept):
+        made = datetime.strptime(old.name.rsplit("-", 1)[1], DAMAGED_TIME)
+        if n < len(kept) - keep or (now - made).total_seconds() > KEEP_DAMAGED_S:
             for file in _with_wal(old):
-                file.unlink(missing_ok=True)
+                try:
+                    file.unlink(missing_ok=True)
+                except OSError as e:  # a card turned read-only: tried again within the hour
+                    log.warning("could not delete the damaged state file %s: %s", file, e.strerror)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from appliance.events import EventBus
 from appliance.identity import Identity
 from appliance.state import StateStore
 
-from .test_pairing_state import damage_a_page, page_of
+from .test_pairing_state import damage_a_page, page_of, paired
 
 ROOT = Path(__file__).resolve().parents[1]
 EMOCALL = [sys.executable, "-m", "appliance.cli"]
@@ -152,7 +152,7 @@ def test_a_damaged_state_database_is_repaired_said_and_kept(tmp_path: Path) -> N
     and keeps the damaged file unchanged beside it for whoever helps."""
     data = tmp_path / "data"
     store = StateStore(data / "state.db")
-    store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+    paired(store, "Bela")
     store.update_settings({"display_name": "Kitchen"})
     store.close()
     damage_a_page(data / "state.db", page_of(data / "state.db", "settings"))
@@ -174,9 +174,12 @@ def test_a_damaged_state_database_is_repaired_said_and_kept(tmp_path: Path) -> N
         run = [*EMOCALL, "-v", "--config", str(settings), "run", "--data-dir", str(data)]
         proc = subprocess.Popen(run, stderr=out, cwd=ROOT)
     sentence = "The memory card had damaged this unit's settings. The unit kept what it could read."
+    kept = "Ask someone who helps you to check the memory card. Paired units kept: Bela."
     try:
         _wait_ready(port, proc)
         _wait_said(log, sentence, 60)
+        (line,) = [x for x in log.read_text().splitlines() if f"saying: {sentence}" in x]
+        assert line.endswith(kept), line  # in the same sentence: what was kept, by name
         deadline = time.monotonic() + 20
         while not (screen.exists() and sentence in " ".join(screen.read_text().split())):
             assert time.monotonic() < deadline, screen.read_text() if screen.exists() else "nothing shown"

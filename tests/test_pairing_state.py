@@ -16,7 +16,8 @@ import pytest
 
 from appliance.events import Event, EventBus
 from appliance.guests.invites import Invites
-from appliance.identity import Identity
+from appliance.identity import Identity, unit_id_of
+from appliance.relay.contacts import RelayContacts
 from appliance.state import (
     DAMAGED_TIME,
     SettingsError,
@@ -259,20 +260,28 @@ def page_of(path: Path, table: str) -> int:
     )
 
 
+def paired(store: StateStore, name: str) -> str:
+    """Pair ``store`` with a unit named ``name`` (a real key, its id the key's); its id."""
+    key = os.urandom(32)
+    store.add_peer(unit_id_of(key), name, "192.0.2.2:8080", key)
+    return unit_id_of(key)
+
+
 def test_a_damaged_database_is_repaired_of_what_reads_and_the_damaged_file_kept(tmp_path: Path) -> None:
     """A failing card's damaged page stopped the unit for good: a blind owner needed someone with
     SSH. ``repair`` makes the database anew of every row that reads (here all but the settings'
-    page), keeps another part's table (a guest's invite) and the nonces, leaves the owner's browser
-    sessions out, and keeps the damaged file unchanged beside it."""
+    page): paired units whose id is their key's, another part's table (relay contacts) and the
+    nonces; not the owner's browser sessions nor guests' invites (an old copy of a page could bring
+    back a revoked one). The damaged file stays beside it, unchanged."""
     path = tmp_path / "state.db"
     store = StateStore(path)
-    store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
-    store.add_peer("c" * 32, "Chandra", "192.0.2.3:8080", bytes(range(32)))
+    bela, chandra = paired(store, "Bela"), paired(store, "Chandra")
+    store.add_peer("d" * 32, "Forged", "192.0.2.4:8080", os.urandom(32))  # an id that is not its key's
     store.update_settings({"display_name": "Asha", "volume": 30})
     store.open_session(1.0)
-    invite = Invites(Identity.load_or_create(tmp_path / "identity.key"), store).create(
-        "Dev", 3600, once=False
-    )
+    assert store.first_nonce(bela, "n1", time.time())
+    RelayContacts(store).remember(chandra, "chandra@relay.example")
+    Invites(Identity.load_or_create(tmp_path / "identity.key"), store).create("Dev", 3600, once=False)
     store.close()
     damage_a_page(path, page_of(path, "settings"))
     before = path.read_bytes()
@@ -281,45 +290,85 @@ def test_a_damaged_database_is_repaired_of_what_reads_and_the_damaged_file_kept(
 
     done = repair(path)
 
-    assert done.peers == 2 and done.rows >= 3, done
+    assert done.peers == ("Bela", "Chandra") and done.rows >= 5, done
     assert done.damaged.name.startswith("state.db.damaged-") and done.damaged.read_bytes() == before
     repaired = StateStore(path)  # opens: whole again
     repaired.check()
-    assert [p.name for p in repaired.peers()] == ["Bela", "Chandra"]
-    assert repaired.peers()[1].public_key == bytes(range(32))
+    assert [(p.unit_id, p.name) for p in repaired.peers()] == [(bela, "Bela"), (chandra, "Chandra")]
     assert repaired.settings().display_name == "emocall"  # its page was the damaged one: defaults
-    assert [
-        i.name for i in Invites(Identity.load_or_create(tmp_path / "identity.key"), repaired).listed()
-    ] == [invite.name]
+    assert not repaired.first_nonce(bela, "n1", time.time())  # a replay is still one
+    assert RelayContacts(repaired).jid_of(chandra) == "chandra@relay.example"
+    assert Invites(Identity.load_or_create(tmp_path / "identity.key"), repaired).listed() == []
     assert repaired._db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    repaired.remove_peer(chandra)  # the damaged file holds Chandra too: gone with the unpairing
     repaired.close()
-    kept = {p.name for p in tmp_path.iterdir() if "damaged" in p.name}  # with its WAL, as it was
-    assert done.damaged.name in kept and all(n.startswith(done.damaged.name) for n in kept), kept
+    assert not list(tmp_path.glob("state.db.damaged-*"))
+
+
+def test_a_repair_reads_the_wal_and_the_columns_both_releases_have(tmp_path: Path) -> None:
+    """Power cut with the newest rows still in the WAL: they are read back from it. A table with a
+    column this release does not know (a newer release's) is copied in the columns it does."""
+    cut = tmp_path / "cut"
+    store = StateStore(tmp_path / "state.db")
+    paired(store, "Bela")
+    store._db.execute("ALTER TABLE peers ADD COLUMN colour TEXT DEFAULT 'blue'")
+    paired(store, "Chandra")  # in the WAL only: the store is still open
+    cut.mkdir()
+    for file in tmp_path.glob("state.db*"):
+        (cut / file.name).write_bytes(file.read_bytes())
+    store.close()
+    assert (cut / "state.db-wal").stat().st_size > 0
+    damage_a_page(cut / "state.db", page_of(tmp_path / "state.db", "settings"))
+
+    done = repair(cut / "state.db")
+
+    assert done.peers == ("Bela", "Chandra"), done
+    assert [p.name for p in StateStore(cut / "state.db").peers()] == ["Bela", "Chandra"]
 
 
 def test_a_database_with_nothing_readable_is_made_new_and_the_oldest_damaged_files_go(tmp_path: Path) -> None:
     """Its first page (the list of tables) gone, nothing can be found: the unit starts with a new,
-    empty database. A card failing again and again keeps the three newest damaged files."""
+    empty database. A card failing again and again keeps the three newest damaged files; a file
+    the repair did not name is not the unit's to count or delete."""
     path = tmp_path / "state.db"
+    (tmp_path / "state.db.damaged-by-hand").write_text("a helper's copy")
     made = []
     for _ in range(5):
         store = StateStore(path)
-        store.add_peer("b" * 32, "Bela", "192.0.2.2:8080", bytes(32))
+        paired(store, "Bela")
         store.close()
         damage_a_page(path, 1)
         with pytest.raises(StateDamaged):
             StateStore(path)
         done = repair(path)
-        assert (done.rows, done.peers) == (0, 0)
+        assert (done.rows, done.peers) == (0, ()), done
         made.append(done.damaged.name)
     StateStore(path).check()
     assert len(set(made)) == 5
-    assert sorted(p.name for p in tmp_path.glob("state.db.damaged-*")) == sorted(made)[-3:]
+    kept = sorted(p.name for p in tmp_path.glob("state.db.damaged-*[0-9]Z"))
+    assert kept == sorted(made)[-3:] and (tmp_path / "state.db.damaged-by-hand").exists()
+
+
+def test_a_repair_cut_short_is_made_again_from_the_damaged_files_own_name(tmp_path: Path) -> None:
+    """Power lost after the damaged file was linked aside and its WAL taken from ``state.db``: the
+    next start repairs it again, reading it (and its WAL) through the name it was linked to."""
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    paired(store, "Bela")
+    store.close()
+    damage_a_page(path, page_of(path, "settings"))
+    aside = path.with_name(f"{path.name}.damaged-20261207T120000.000000Z")
+    os.link(path, aside)
+
+    done = repair(path)
+
+    assert done.damaged == aside and done.peers == ("Bela",), done
+    assert {p.name[: len(aside.name)] for p in tmp_path.glob("state.db.damaged-*")} == {aside.name}
 
 
 def test_a_damaged_file_is_kept_thirty_days(tmp_path: Path) -> None:
-    """A damaged file holds names, keys and invites: deleted after 30 days (hourly while the unit
-    runs), as an ended invite is; a file the repair did not name is not the unit's to delete."""
+    """A damaged file holds names, keys and addresses: deleted after 30 days (hourly while the unit
+    runs)."""
     path = tmp_path / "state.db"
     StateStore(path).close()
     damage_a_page(path, 1)
@@ -327,12 +376,10 @@ def test_a_damaged_file_is_kept_thirty_days(tmp_path: Path) -> None:
     month_ago = (datetime.now(UTC) - timedelta(days=31)).strftime(DAMAGED_TIME)
     old = tmp_path / f"state.db.damaged-{month_ago}"
     done.damaged.rename(old)
-    repair_note = tmp_path / "state.db.damaged-by-hand"
-    repair_note.write_text("a helper's copy")
     StateStore(path).close()
     damage_a_page(path, 1)
     newer = repair(path).damaged  # drops the month-old one
-    assert not old.exists() and newer.exists() and repair_note.exists()
+    assert not old.exists() and newer.exists()
     drop_old_damaged(path)
     assert newer.exists()
 

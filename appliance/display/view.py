@@ -38,7 +38,8 @@ FAULTS: dict[str, tuple[str, str | Callable[[Mapping[str, Any]], str]]] = {
     "relay.unreachable": ("relay", relay_key),  # a refused or taken account: why, not "right now"
     "relay.back": ("relay", ""),
     "unit.card_read_only": ("card", "card_read_only"),
-    "unit.state_repaired": ("card", repair_key),  # shown until the next start: for whoever helps
+    # Shown until the next start, for whoever helps; beside a read-only card's line, not in its place.
+    "unit.state_repaired": ("state", repair_key),
     "microphone.unavailable": ("microphone", "microphone_unavailable"),
     "microphone.recovered": ("microphone", ""),
     "button.unavailable": ("button", "button_unavailable"),

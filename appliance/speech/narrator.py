@@ -131,7 +131,7 @@ class Narrator:
             "call.ring": self._on_ring,
             "call.tried": self._on_tried,
             "relay.unreachable": lambda e: announcer.state(relay_key(e.data)),
-            "unit.state_repaired": lambda e: announcer.state(repair_key(e.data)),
+            "unit.state_repaired": self._on_repaired,
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,
@@ -201,6 +201,15 @@ class Narrator:
             else:
                 self._facts["vision"] = "vision_unavailable"
             return True
+
+    def _on_repaired(self, event: Event) -> None:
+        """What happened, then the paired units kept by name: a unit the owner had unpaired, back
+        from an old copy of a page the card gave back, is heard."""
+        phrases = self._announcer.phrases
+        said = [phrases.say(repair_key(event.data))]
+        if names := [str(n) for n in event.data.get("peers", [])]:
+            said.append(phrases.say("units_kept", names=", ".join(names)))
+        self._announcer.say(" ".join(said))
 
     def _on_ready(self, event: Event) -> None:
         name = str(event.data.get("name", "emocall"))

@@ -126,13 +126,15 @@ EN = {
     "cannot_start": "The unit cannot start. Someone who helps you with it can read why in its log.",
     "state_repaired": (
         "The memory card had damaged this unit's settings. The unit kept what it could read. If a unit"
-        " you call is missing, pair with it again. Ask someone who helps you to check the memory card."
+        " you call is missing, pair with it again. Guests need new invites. Ask someone who helps you to"
+        " check the memory card."
     ),
     "state_lost": (
-        "The memory card had damaged this unit's settings, and none could be read. The unit starts with"
-        " new settings and no paired units: pair again with the units you call. Ask someone who helps"
-        " you to check the memory card."
+        "The memory card had damaged this unit's settings, and no paired unit could be read: pair again"
+        " with the units you call. Guests need new invites. Ask someone who helps you to check the"
+        " memory card."
     ),
+    "units_kept": "Paired units kept: {names}.",
     "relay_unreachable": "Calls outside the home are not possible right now.",
     "relay_refused": (
         "The relay refused this unit's account, so calls outside the home are not possible. Ask whoever"
@@ -257,14 +259,15 @@ HI = {
     "cannot_start": "यूनिट शुरू नहीं हो पा रही। आपकी मदद करने वाला व्यक्ति इसके लॉग में कारण देख सकता है।",
     "state_repaired": (
         "मेमोरी कार्ड पर इस यूनिट की सेटिंग्स खराब हो गई थीं। यूनिट ने जितना पढ़ा जा सका, उतना रख लिया है।"
-        " अगर जिस यूनिट को आप कॉल करते हैं वह नहीं मिल रही, तो उसे फिर से जोड़िए। अपनी मदद करने वाले"
-        " व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
+        " अगर जिस यूनिट को आप कॉल करते हैं वह नहीं मिल रही, तो उसे फिर से जोड़िए। मेहमानों को नए निमंत्रण"
+        " भेजने होंगे। अपनी मदद करने वाले व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
     ),
     "state_lost": (
-        "मेमोरी कार्ड पर इस यूनिट की सेटिंग्स खराब हो गई थीं और कुछ भी पढ़ा नहीं जा सका। यूनिट नई सेटिंग्स"
-        " के साथ शुरू हो रही है और कोई यूनिट जुड़ी हुई नहीं है: जिन यूनिटों को आप कॉल करते हैं, उन्हें फिर से"
-        " जोड़िए। अपनी मदद करने वाले व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
+        "मेमोरी कार्ड पर इस यूनिट की सेटिंग्स खराब हो गई थीं और कोई जुड़ी हुई यूनिट पढ़ी नहीं जा सकी: जिन"
+        " यूनिटों को आप कॉल करते हैं, उन्हें फिर से जोड़िए। मेहमानों को नए निमंत्रण भेजने होंगे। अपनी मदद"
+        " करने वाले व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
     ),
+    "units_kept": "रखी गई जुड़ी यूनिटें: {names}।",
     "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकते।",
     "relay_refused": (
         "रिले ने इस यूनिट का खाता अस्वीकार कर दिया, इसलिए घर के बाहर कॉल नहीं हो सकते। रिले चलाने वाले से पूछिए।"
@@ -386,14 +389,15 @@ BN = {
     "cannot_start": "ইউনিটটি চালু হতে পারছে না। যিনি আপনাকে এটি নিয়ে সাহায্য করেন, তিনি এর লগে কারণ দেখতে পারবেন।",
     "state_repaired": (
         "মেমোরি কার্ডে এই ইউনিটের সেটিংস নষ্ট হয়ে গিয়েছিল। ইউনিটটি যতটা পড়া গেছে, ততটা রেখে দিয়েছে। আপনি"
-        " যে ইউনিটকে কল করেন সেটি না পেলে, সেটিকে আবার যুক্ত করুন। যিনি আপনাকে সাহায্য করেন, তাঁকে মেমোরি"
-        " কার্ডটি পরীক্ষা করতে বলুন।"
+        " যে ইউনিটকে কল করেন সেটি না পেলে, সেটিকে আবার যুক্ত করুন। অতিথিদের নতুন আমন্ত্রণ পাঠাতে হবে। যিনি"
+        " আপনাকে সাহায্য করেন, তাঁকে মেমোরি কার্ডটি পরীক্ষা করতে বলুন।"
     ),
     "state_lost": (
-        "মেমোরি কার্ডে এই ইউনিটের সেটিংস নষ্ট হয়ে গিয়েছিল, কিছুই পড়া যায়নি। ইউনিটটি নতুন সেটিংস নিয়ে চালু"
-        " হচ্ছে, কোনো যুক্ত ইউনিট নেই: যে ইউনিটগুলোকে আপনি কল করেন, সেগুলোকে আবার যুক্ত করুন। যিনি আপনাকে"
-        " সাহায্য করেন, তাঁকে মেমোরি কার্ডটি পরীক্ষা করতে বলুন।"
+        "মেমোরি কার্ডে এই ইউনিটের সেটিংস নষ্ট হয়ে গিয়েছিল, কোনো যুক্ত ইউনিট পড়া যায়নি: যে ইউনিটগুলোকে"
+        " আপনি কল করেন, সেগুলোকে আবার যুক্ত করুন। অতিথিদের নতুন আমন্ত্রণ পাঠাতে হবে। যিনি আপনাকে সাহায্য"
+        " করেন, তাঁকে মেমোরি কার্ডটি পরীক্ষা করতে বলুন।"
     ),
+    "units_kept": "যে যুক্ত ইউনিটগুলো রাখা হয়েছে: {names}।",
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
     "relay_refused": (
         "রিলে এই ইউনিটের অ্যাকাউন্ট গ্রহণ করেনি, তাই বাড়ির বাইরে কল করা যাচ্ছে না। যিনি রিলে চালান তাঁকে জিজ্ঞেস করুন।"
@@ -549,9 +553,9 @@ def relay_key(data: Mapping[str, Any]) -> str:
 
 
 def repair_key(data: Mapping[str, Any]) -> str:
-    """The phrase key of a ``unit.state_repaired`` event's ``data``: whether anything was read back
-    from the damaged database. Speech and the display both follow it."""
-    return "state_repaired" if data.get("rows") else "state_lost"
+    """The phrase key of a ``unit.state_repaired`` event's ``data``: whether a paired unit was read
+    back from the damaged database. Speech and the display both follow it."""
+    return "state_repaired" if data.get("peers") else "state_lost"
 
 
 def sharing_key(data: Mapping[str, Any]) -> str:
