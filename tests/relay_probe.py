@@ -106,7 +106,9 @@ async def request(args: dict[str, Any]) -> dict[str, Any]:
             result = await iq.send(timeout=15)  # type: ignore[no-untyped-call]
             answer = envelope.parse(result["emocall_response"]["data"], request=False)
             answers.append({"status": answer.status, "body": answer.body.decode(errors="replace")})
-        except (IqError, IqTimeout) as e:
+        except IqError as e:  # the relay's refusal: its condition
+            answers.append({"status": 0, "body": e.iq["error"]["condition"]})
+        except IqTimeout as e:
             answers.append({"status": 0, "body": str(e)})
     await xmpp.disconnect()
     return {"answers": answers}

@@ -26,6 +26,7 @@ import pytest
 
 from appliance.call.signaling import SIGNAL_PATH, Signal
 from appliance.identity import sign_request
+from appliance.relay import GUEST_PATH
 from appliance.state import StateStore
 
 from .call_unit import ROOT, write_tone
@@ -334,6 +335,28 @@ def test_a_browser_could_join_later_over_websocket_with_turn_credentials(
         ["turn", "udp", "3478", True],
         ["turns", "tcp", "5349", True],
     ]
+
+
+def probe_from(homes: Homes, ns: str, action: str, **args: Any) -> dict[str, Any]:
+    """``probe``, from the namespace ``ns`` (its own address: the relay counts guests by address)."""
+    command = ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.relay_probe", action, json.dumps(args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_guest_address_floods_the_unit_no_faster_than_two_requests_a_second(homes: Homes) -> None:
+    """A guest's requests reached the unit without limit, a millisecond of its relay thread each:
+    20 pass at once, then two a second; the rest the relay refuses, and the unit never sees them."""
+    guest = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(homes.net.relay.ca)}
+    since = homes.b.mark()
+    asked = {**guest, "to": homes.jids["b"], "path": GUEST_PATH, "headers": {}, "body": "", "times": 40}
+    answers = probe_from(homes, homes.net.home(0), "request", **asked)["answers"]
+    passed = [a for a in answers if a["status"]]
+    refused = [a for a in answers if not a["status"]]
+    assert 20 <= len(passed) <= 24 and all(a["status"] >= 400 for a in passed), answers
+    assert {a["body"] for a in refused} == {"resource-constraint"}, answers
+    assert homes.b.topics("call.state", since) == []
 
 
 def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None:
