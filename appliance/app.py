@@ -46,6 +46,7 @@ from appliance.state import (
     StateStore,
     drop_old_damaged,
     repair,
+    repair_cut_short,
 )
 from appliance.vision.worker import VisionWorker
 from appliance.web.address import unit_address
@@ -224,7 +225,9 @@ class Appliance:
         at the start (:meth:`_announce_start`), rather than a unit that no longer starts and needs
         someone with SSH."""
         try:
-            return StateStore(path, self.events, defaults)
+            if not repair_cut_short(path):
+                return StateStore(path, self.events, defaults)
+            log.error("the repair of the state database %s was cut short: repairing it again", path)
         except StateDamaged as e:
             log.error("%s: repairing it", e)
         self._repaired = repair(path)

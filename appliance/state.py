@@ -620,7 +620,8 @@ class Repair:
 def repair(path: Path) -> Repair:
     """Make the damaged database at ``path`` anew of the rows that still read, table by table
     (each as far as it reads: the rows on whole pages), and keep the damaged file beside it as
-    ``state.db.damaged-<when>`` (with its WAL), unchanged, for whoever helps the owner. The new
+    ``state.db.damaged-<when>`` (with its WAL), as SQLite left it when it found the damage (it
+    folds a WAL into the file as it closes it), for whoever helps the owner. The new
     database is written whole under another name first, and takes the damaged one's place only
     once its rows are safe. A paired unit is kept only when its id is its key's and its name a
     name: a row that reads is not proof that it is whole."""
@@ -663,6 +664,13 @@ def _replace(path: Path, damaged: Path, fresh: Path) -> None:
             os.close(folder)
     except OSError as e:
         raise StateError(f"cannot put the repaired state database in place: {e.strerror}") from e
+
+
+def repair_cut_short(path: Path) -> bool:
+    """Whether a repair of ``path`` was cut short after it linked the damaged file aside: the file
+    at ``path`` is still the damaged one, and must be repaired again before it is opened (opened,
+    SQLite would read it without its WAL and write to it)."""
+    return _kept_before(path) is not None
 
 
 def _kept_before(path: Path) -> Path | None:
@@ -745,10 +753,12 @@ def _copy_table(source: sqlite3.Connection, db: sqlite3.Connection, table: str) 
             rows.append(row)  # up to the first page that does not read
     except sqlite3.Error as e:
         log.warning("state database repair: table %s read as far as %d rows: %s", table, len(rows), e)
-    if rows:
-        marks = ", ".join("?" * len(rows[0]))
-        db.executemany(f'INSERT OR IGNORE INTO "{table}" ({columns}) VALUES ({marks})', rows)  # noqa: S608
-    return len(rows)
+    if not rows:
+        return 0
+    before = db.total_changes
+    marks = ", ".join("?" * len(rows[0]))
+    db.executemany(f'INSERT OR IGNORE INTO "{table}" ({columns}) VALUES ({marks})', rows)  # noqa: S608
+    return db.total_changes - before  # not a row this release's table refuses (NOT NULL, a key twice)
 
 
 def drop_old_damaged(path: Path, keep: int = KEEP_DAMAGED) -> None:

@@ -4,7 +4,8 @@
 
 - ``login {jid, password, ca}``: whether the relay lets this account in.
 - ``request {jid, password, ca, to, path, headers, body, times}``: sends the same request to
-  ``to``'s unit ``times`` times through the relay (a replay after the first), the answers' statuses.
+  ``to``'s unit ``times`` times through the relay, one after another (a replay after the first),
+  the answers' statuses and how long they took.
 - ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
 - ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
 - ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
@@ -99,6 +100,7 @@ async def request(args: dict[str, Any]) -> dict[str, Any]:
     assert xmpp is not None, "the probe's own account was refused"
     exchange = Exchange(args["path"], args["headers"], base64.b64decode(args["body"]))
     answers = []
+    start = asyncio.get_running_loop().time()
     for _ in range(args["times"]):
         iq = xmpp.make_iq_set(ito=f"{args['to']}/{RESOURCE}")
         iq["emocall_request"]["data"] = exchange.to_json()
@@ -110,8 +112,9 @@ async def request(args: dict[str, Any]) -> dict[str, Any]:
             answers.append({"status": 0, "body": e.iq["error"]["condition"]})
         except IqTimeout as e:
             answers.append({"status": 0, "body": str(e)})
+    seconds = asyncio.get_running_loop().time() - start
     await xmpp.disconnect()
-    return {"answers": answers}
+    return {"answers": answers, "seconds": seconds}
 
 
 async def listen(args: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from appliance.state import (
     _hashed,
     drop_old_damaged,
     repair,
+    repair_cut_short,
 )
 
 WRITER = """
@@ -350,8 +351,9 @@ def test_a_database_with_nothing_readable_is_made_new_and_the_oldest_damaged_fil
 
 
 def test_a_repair_cut_short_is_made_again_from_the_damaged_files_own_name(tmp_path: Path) -> None:
-    """Power lost after the damaged file was linked aside and its WAL taken from ``state.db``: the
-    next start repairs it again, reading it (and its WAL) through the name it was linked to."""
+    """Power lost after the damaged file was linked aside: the next start sees it is still the
+    damaged one and repairs it again, reading it (and any WAL it had) through the name it was
+    linked to, which it keeps."""
     path = tmp_path / "state.db"
     store = StateStore(path)
     paired(store, "Bela")
@@ -359,11 +361,13 @@ def test_a_repair_cut_short_is_made_again_from_the_damaged_files_own_name(tmp_pa
     damage_a_page(path, page_of(path, "settings"))
     aside = path.with_name(f"{path.name}.damaged-20261207T120000.000000Z")
     os.link(path, aside)
+    assert repair_cut_short(path)
 
     done = repair(path)
 
     assert done.damaged == aside and done.peers == ("Bela",), done
     assert {p.name[: len(aside.name)] for p in tmp_path.glob("state.db.damaged-*")} == {aside.name}
+    assert not repair_cut_short(path)
 
 
 def test_a_damaged_file_is_kept_thirty_days(tmp_path: Path) -> None:

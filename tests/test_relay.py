@@ -347,16 +347,18 @@ def probe_from(homes: Homes, ns: str, action: str, **args: Any) -> dict[str, Any
 
 def test_a_guest_address_floods_the_unit_no_faster_than_two_requests_a_second(homes: Homes) -> None:
     """A guest's requests reached the unit without limit, a millisecond of its relay thread each:
-    20 pass at once, then two a second; the rest the relay refuses, and the unit never sees them."""
+    20 pass at once, then two a second; the relay refuses the rest (resource-constraint, which the
+    unit never answers: what it answers is its HTTP status). A guest's presence and messages are
+    dropped (``-k follow_the_units_presence`` in tests/test_guest_call.py)."""
     guest = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(homes.net.relay.ca)}
-    since = homes.b.mark()
     asked = {**guest, "to": homes.jids["b"], "path": GUEST_PATH, "headers": {}, "body": "", "times": 40}
-    answers = probe_from(homes, homes.net.home(0), "request", **asked)["answers"]
+    sent = probe_from(homes, homes.net.home(0), "request", **asked)
+    answers = sent["answers"]
     passed = [a for a in answers if a["status"]]
     refused = [a for a in answers if not a["status"]]
-    assert 20 <= len(passed) <= 24 and all(a["status"] >= 400 for a in passed), answers
-    assert {a["body"] for a in refused} == {"resource-constraint"}, answers
-    assert homes.b.topics("call.state", since) == []
+    assert 20 <= len(passed) <= 20 + 2 * sent["seconds"] + 1, sent
+    assert all(a["status"] >= 400 for a in passed), answers
+    assert refused and {a["body"] for a in refused} == {"resource-constraint"}, answers
 
 
 def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None:

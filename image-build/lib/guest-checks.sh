@@ -302,6 +302,37 @@ unmounted() {
   fi
 }
 
+# A damaged page of state.db (how a failing card shows): the service repairs it at its start, says
+# so (its status page lists the event), keeps the damaged file beside it on the state partition
+# and runs; then the database as it was is put back for the checks that follow.
+damaged_state() {
+  local db=/var/lib/emocall/state.db keep=/root/state.db.before events="" i page size kept
+  systemctl stop emocall
+  cp -p "$db" "$keep"
+  page=$("$venv/bin/python" -c 'import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", ("settings",)).fetchone()[0])
+print(db.execute("PRAGMA page_size").fetchone()[0])' "$db" | tr '\n' ' ')
+  read -r page size <<<"$page"
+  head -c "$size" /dev/zero | tr '\0' '\377' | dd of="$db" bs="$size" seek=$((page - 1)) conv=notrunc status=none
+  systemctl start emocall
+  for i in $(seq 90); do
+    events=$(status_events) && grep -q "state database was damaged" <<<"$events" && break
+    sleep 1
+  done
+  kept=$(find /var/lib/emocall -maxdepth 1 -name 'state.db.damaged-*[0-9]Z' -printf '%f\n' | head -1)
+  if grep -q "state database was damaged" <<<"$events" && systemctl is-active -q emocall && [ -n "$kept" ]; then
+    check damaged_state ok "repaired at the start, ${i} s; kept $kept; events: $events"
+  else
+    check damaged_state fail "$(systemctl show emocall -p ActiveState -p Result | tr '\n' ' '); events: ${events:-none}; $(journalctl -u emocall -n 5 --no-pager | tr '\n' ' ')"
+  fi
+  systemctl stop emocall
+  rm -f "$db"* && cp -p "$keep" "$db" && rm -f "$keep"
+  if ! systemctl start emocall; then
+    check damaged_state fail "the service did not start again on the database as it was"
+  fi
+}
+
 # The setup hotspot's sandbox (emocall-hotspot.service: ProtectSystem=strict, PrivateTmp and the
 # rest): its own unit runs, in place of the script (which exits at once on a network), each kind of
 # thing the script does there: routes, NetworkManager, Wi-Fi, its two writable folders, the voice.
@@ -351,6 +382,7 @@ bengali
 other_scripts
 card
 unmounted
+damaged_state
 echo SELFTEST
 # Through the command an owner's helper types (files/bin/emocall): the service's user and settings.
 emocall selftest --json | tr -d '\n'
