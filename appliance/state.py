@@ -194,8 +194,11 @@ def name_number(peer: Peer, peers: Iterable[Peer]) -> int | None:
     same = [p for p in peers if p.unit_id != peer.unit_id and p.name.casefold() == peer.name.casefold()]
     if not same:
         return None
-    in_order = sorted([*same, peer], key=lambda p: (p.paired_at, p.unit_id))  # the same time twice
-    return in_order.index(peer) + 1
+    return sorted([*same, peer], key=_pairing_order).index(peer) + 1
+
+
+def _pairing_order(peer: Peer) -> tuple[float, str]:
+    return peer.paired_at, peer.unit_id  # by id when two were paired in the same instant
 
 
 def heard_name(peer: Peer, peers: Iterable[Peer]) -> str:
@@ -430,12 +433,14 @@ class StateStore:
     # -- paired units ------------------------------------------------------------------------------
 
     def peers(self) -> list[Peer]:
+        """By name as spoken (case aside, any script's: SQLite's NOCASE folds only A-Z), units of one
+        name in their numbers' order (:func:`name_number`)."""
         with self._reading():
             rows = self._db.execute(
                 "SELECT unit_id, name, address, public_key, paired_at FROM peers"
-                " ORDER BY name COLLATE NOCASE, paired_at"  # units of one name in their numbers' order
             ).fetchall()
-        return [Peer(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        peers = [Peer(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        return sorted(peers, key=lambda p: (p.name.casefold(), *_pairing_order(p)))
 
     def peer(self, unit_id_or_name: str) -> Peer | None:
         """The paired unit with this id, or else with this display name (case-insensitive)."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -254,11 +255,9 @@ def test_a_damaged_database_is_a_state_error_and_is_kept(tmp_path: Path) -> None
 
 
 def page_of(path: Path, table: str) -> int:
-    return int(
-        sqlite3.connect(path)
-        .execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,))
-        .fetchone()[0]
-    )
+    """The page ``table``'s rows start on (its root), to damage that one."""
+    with closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0])
 
 
 def paired(store: StateStore, name: str) -> str:

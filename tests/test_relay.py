@@ -337,14 +337,6 @@ def test_a_browser_could_join_later_over_websocket_with_turn_credentials(
     ]
 
 
-def probe_from(homes: Homes, ns: str, action: str, **args: Any) -> dict[str, Any]:
-    """``probe``, from the namespace ``ns`` (its own address: the relay counts guests by address)."""
-    command = ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.relay_probe", action, json.dumps(args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return dict(json.loads(done.stdout.splitlines()[-1]))
-
-
 def test_a_guest_address_floods_the_unit_no_faster_than_two_requests_a_second(homes: Homes) -> None:
     """A guest's requests reached the unit without limit, a millisecond of its relay thread each:
     20 pass at once, then two a second; the relay refuses the rest (resource-constraint, which the
@@ -352,7 +344,7 @@ def test_a_guest_address_floods_the_unit_no_faster_than_two_requests_a_second(ho
     dropped (``-k follow_the_units_presence`` in tests/test_guest_call.py)."""
     guest = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(homes.net.relay.ca)}
     asked = {**guest, "to": homes.jids["b"], "path": GUEST_PATH, "headers": {}, "body": "", "times": 40}
-    sent = probe_from(homes, homes.net.home(0), "request", **asked)
+    sent = probe(homes, "request", **asked)
     answers = sent["answers"]
     passed = [a for a in answers if a["status"]]
     refused = [a for a in answers if not a["status"]]

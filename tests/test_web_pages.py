@@ -183,6 +183,10 @@ def test_two_units_of_the_same_name_are_numbered_on_the_pages(tmp_path: Path) ->
         assert html.unescape(_title(page)).startswith(
             "Error: 2 paired units are named MUM: call Mum (1) or mum (2)."
         )
+        status, page = browser.form("/call", {"to": "MUM (2)"})  # the name as the owner hears it
+        assert status == 200, _title(page)
+        calling = [e.data for e in unit.events.recent("call.state") if e.data.get("state") == "calling"]
+        assert [(c["unit_id"], c["peer"]) for c in calling] == [(second, "mum (2)")], calling
     finally:
         unit.close()
 
