@@ -159,8 +159,9 @@ class Relay:
     def config(self) -> Path:
         return self.dir / "prosody.cfg.lua"
 
-    def render(self, guest_ttl: int | None = None) -> None:
-        """``guest_ttl``: how long guests' TURN credentials last, in seconds, if not setup's hour."""
+    def render(self, guest_ttl: int | None = None, guest_credentials: str | None = None) -> None:
+        """``guest_ttl``: how long guests' TURN credentials last, in seconds, if not setup's hour;
+        ``guest_credentials``: how many one address gets, as relay/guests.pfw's %RATE, if not its own."""
         ca, cert, key = make_certificates(self.dir / "certs")
         self.ca = ca
         run(
@@ -169,10 +170,14 @@ class Relay:
         )  # fmt: skip
         self.secret = (self.dir / "turn-secret").read_text().strip()
         if guest_ttl is not None:
-            host = self.dir / f"{DOMAIN}.cfg.lua"
-            hour = "external_service_ttl = 3600"
-            assert host.read_text().count(hour) == 1, f"{host} has no guest credentials' hour to change"
-            host.write_text(host.read_text().replace(hour, f"external_service_ttl = {guest_ttl}"))
+            _change(
+                self.dir / f"{DOMAIN}.cfg.lua",
+                "external_service_ttl = 3600",
+                f"external_service_ttl = {guest_ttl}",
+            )
+        if guest_credentials is not None:
+            rate = "%RATE credentials: 0.004 (burst 1000)"
+            _change(self.dir / "guests.pfw", rate, f"%RATE credentials: {guest_credentials}")
         ports = {"port": XMPP_PORT, "https_port": HTTPS_PORT}
         main = PROSODY_MAIN.format(dir=self.dir, ip=SERVER_IP, cert=cert, key=key, domain=DOMAIN, **ports)
         self.config.write_text(main)
@@ -316,14 +321,25 @@ class Topology:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
+def _change(rendered: Path, old: str, new: str) -> None:
+    """``old`` in ``rendered`` (once: else the test's change would not be made) becomes ``new``."""
+    text = rendered.read_text()
+    assert text.count(old) == 1, f"{rendered} has no {old!r} to change"
+    rendered.write_text(text.replace(old, new))
+
+
 @contextmanager
 def topology(
-    folder: Path, symmetric: bool = False, area: str = "rly", guest_ttl: int | None = None
+    folder: Path,
+    symmetric: bool = False,
+    area: str = "rly",
+    guest_ttl: int | None = None,
+    guest_credentials: str | None = None,
 ) -> Iterator[Topology]:
     """Build the homes and the relay, start Prosody and coturn; everything goes on the way out.
 
     ``area`` starts the namespaces' names (each test area's own: ``gst`` for the guests' tests);
-    ``guest_ttl`` as in ``Relay.render``."""
+    ``guest_ttl`` and ``guest_credentials`` as in ``Relay.render``."""
     if os.geteuid() != 0:
         raise TopologyUnavailable("needs root to build network namespaces (CI runs as root)")
     for tool in ("ip", "nft", "prosody", "prosodyctl", "turnserver"):
@@ -333,7 +349,7 @@ def topology(
     topo = Topology(tag, symmetric, Relay(f"{tag}-inet", folder, folder / "certs" / "ca.pem"))
     try:
         topo.build()
-        topo.relay.render(guest_ttl)
+        topo.relay.render(guest_ttl, guest_credentials)
         topo.relay.start_coturn()
         topo.relay.start_prosody()
         yield topo

@@ -9,7 +9,8 @@
 - ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
 - ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
 - ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
-- ``services {jid, password, ca}``: the STUN/TURN services the relay hands this account (XEP-0215).
+- ``services {jid, password, ca, times}``: the STUN/TURN services the relay hands this account
+  (XEP-0215), or its refusal, for each of ``times`` sign-ins.
 - ``websocket {host, ca}``: a browser's opening handshake for XMPP over WebSocket.
 - ``subscribe {jid, password, ca, to, seconds}``: asks for ``to``'s presence; the presence types
   ``to`` sends back meanwhile. ``"anonymous": true`` signs in as a guest's page does (``jid``: the
@@ -163,20 +164,28 @@ async def crowd(args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def services(args: dict[str, Any]) -> dict[str, Any]:
-    """What the relay hands this account for ICE (XEP-0215), as a browser would also ask it."""
-    xmpp = await connect(args)
-    assert xmpp is not None, "the probe's own account was refused"
-    iq = xmpp.make_iq_get(ito=args["jid"].split("@", 1)[1])
-    iq.xml.append(ET.Element(f"{{{NS}}}services"))
-    result = await iq.send(timeout=10)  # type: ignore[no-untyped-call]
-    await xmpp.disconnect()
-    found = result.xml.findall(f"{{{NS}}}services/{{{NS}}}service")
-    return {
-        "services": sorted(
+    """What the relay hands this account for ICE (XEP-0215), as a browser would also ask it; signed
+    in ``times`` times (one), asking once each time, as a client may that signs in again and again."""
+    asked = []
+    for _ in range(args.get("times", 1)):
+        xmpp = await connect(args)
+        assert xmpp is not None, "the probe's own account was refused"
+        iq = xmpp.make_iq_get(ito=args["jid"].rpartition("@")[2])
+        iq.xml.append(ET.Element(f"{{{NS}}}services"))
+        try:
+            result = await iq.send(timeout=10)  # type: ignore[no-untyped-call]
+        except IqError as e:
+            asked.append({"refused": e.iq["error"]["condition"]})
+            continue
+        finally:
+            await xmpp.disconnect()
+        found = result.xml.findall(f"{{{NS}}}services/{{{NS}}}service")
+        offered = [
             [s.get("type"), s.get("transport"), s.get("port"), bool(s.get("username") and s.get("password"))]
             for s in found
-        )
-    }
+        ]
+        asked.append({"services": sorted(offered)})
+    return {"asked": asked}
 
 
 async def websocket(args: dict[str, Any]) -> dict[str, Any]:

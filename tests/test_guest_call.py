@@ -65,6 +65,10 @@ WAV_HEADER = 44
 # How long the relay's TURN credentials for a guest last here (an hour on a real relay): long enough
 # for a call to start on them, short enough for a test's call to outlive them.
 GUEST_TTL = 10
+# Every test's page calls from the same address, a new page each time: the relay's own 4 at once
+# and then one every 250 s would refuse this module's calls TURN (tests/test_relay.py -k
+# four_turn_credentials tests that rule).
+CREDENTIALS = "1 (burst 100)"
 
 
 @dataclass
@@ -194,7 +198,9 @@ ca_file = "{net.relay.ca}"
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     folder = tmp_path_factory.mktemp("guests")
     try:
-        with topology(folder / "relay", area="gst", guest_ttl=GUEST_TTL) as net:
+        with topology(
+            folder / "relay", area="gst", guest_ttl=GUEST_TTL, guest_credentials=CREDENTIALS
+        ) as net:
             jid, password = net.relay.add_unit("asha")
             (folder / "relay.password").write_text(password)
             data = folder / "Asha"  # where tests/test_browser.py's Process reads the display

@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,11 @@ UNAVAILABLE = (
     '<iq xmlns="jabber:client" type="error" id="{}"><error type="cancel">'
     '<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>'
 )
+# What the relay answers an address that asked for too many TURN credentials (relay/guests.pfw).
+TOO_MANY = (
+    '<iq xmlns="jabber:client" type="error" id="{}"><error type="wait">'
+    '<resource-constraint xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>'
+)
 # What a unit answers a request for a path it does not let through the relay.
 BAD_REQUEST = (
     '<iq xmlns="jabber:client" type="error" id="{}"><error type="modify">'
@@ -85,6 +91,9 @@ class Relay:
         self.requests: list[str] = []  # the call's signals
         self.checks = 0  # the page's questions whether the unit still has its call
         self.pings = 0  # the page's pings to the relay itself
+        self.turn_seconds: float | None = None  # TURN credentials given, lasting this long (none: no TURN)
+        self.too_many = False  # the relay refuses the page's address more TURN credentials
+        self.services = 0  # the page's asks for STUN/TURN servers
 
     def __call__(self, ws: Any) -> None:
         ws.on_message(lambda message: self._heard(ws, str(message)))
@@ -105,7 +114,11 @@ class Relay:
             bound = f"<jid>x@{HOST}/1</jid>"
             ws.send(f'{iq}><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">{bound}</bind></iq>')
         elif "urn:xmpp:extdisco:2" in xml:
-            ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2"/></iq>')
+            self.services += 1
+            if self.too_many:
+                ws.send(TOO_MANY.format(stanza_id.group(1) if stanza_id else ""))
+            else:
+                ws.send(f'{iq}><services xmlns="urn:xmpp:extdisco:2">{self._turn()}</services></iq>')
         elif "urn:emocall:relay:1" in xml:
             exchange = json.loads(_request_body(xml))
             check = exchange["path"] == "/api/guest/call"
@@ -125,6 +138,16 @@ class Relay:
                 ws.close()
             elif bye or not self.rings:
                 self._respond(ws, iq, self.status, self.answer)
+
+    def _turn(self) -> str:
+        """A TURN server (over TCP to a port nobody listens on: refused at once) and its TURN REST
+        credentials, named "expiry second" as the relay's Prosody names them."""
+        if self.turn_seconds is None:
+            return ""
+        user = int(time.time() + self.turn_seconds)
+        return (
+            f'<service type="turn" host="127.0.0.1" port="9" transport="tcp" username="{user}" password="p"/>'
+        )
 
     @staticmethod
     def _respond(ws: Any, iq: str, status: int, answer: dict[str, Any]) -> None:
@@ -480,3 +503,62 @@ def test_a_call_cut_off_while_it_rings_stops_the_ring(token: str) -> None:
         finally:
             browser.close()
     assert _signals(relay) == [("offer", 1), ("bye", 1)]
+
+
+BUSY = "Asha is in another call. Try again later."
+
+
+def _call_busy(page: Any, relay: Relay) -> None:
+    """One more call, which the unit answers busy."""
+    offers = len(relay.requests)
+    page.get_by_role("button", name="Call Asha").click()
+    _until(page, lambda: len(relay.requests) == offers + 1)
+    sync_api.expect(page.get_by_role("status")).to_have_text(BUSY)
+
+
+@pytest.mark.parametrize(("ahead", "asks"), [(0, 1), (7200, 3)], ids=["clock", "clock_ahead"])
+def test_the_page_keeps_its_turn_credentials_for_the_next_offers(token: str, ahead: float, asks: int) -> None:
+    """Each offer asked the relay for TURN credentials, and the relay gives one address only a few
+    (tests/test_relay.py -k four_turn_credentials): three calls (re-offers alike) ask once, their
+    credentials lasting an hour. A phone's clock two hours ahead reads them as ended: it asks each time."""
+    relay = Relay(200, {"kind": "busy"})
+    relay.turn_seconds = 3600
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token, clock_ahead=ahead)
+        try:
+            for _ in range(3):
+                _call_busy(page, relay)
+            assert relay.services == asks
+        finally:
+            browser.close()
+
+
+def test_credentials_past_half_their_life_are_asked_again_and_kept_when_refused(token: str) -> None:
+    """Past half their life (3 s of 6 here) the page asks again; the relay refusing (too many from
+    this address), it calls on those it kept. With none kept, it says why there is no call."""
+    relay = Relay(200, {"kind": "busy"})
+    relay.turn_seconds = 6
+    with sync_api.sync_playwright() as pw:
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            _call_busy(page, relay)
+            time.sleep(3.5)
+            _call_busy(page, relay)
+            assert relay.services == 2
+            relay.too_many = True
+            time.sleep(3.5)
+            _call_busy(page, relay)  # on the credentials kept
+            assert relay.services == 3
+        finally:
+            browser.close()
+        browser, page = _guest_page(pw, relay, token)
+        try:
+            page.get_by_role("button", name="Call Asha").click()
+            said = (
+                "The call to Asha did not work: the relay takes no more calls from your network for a "
+                "few minutes. Try again."
+            )
+            sync_api.expect(page.get_by_role("status")).to_have_text(said)
+            assert relay.services == 4 and len(relay.requests) == 3
+        finally:
+            browser.close()

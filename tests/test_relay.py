@@ -180,13 +180,13 @@ def test_a_symmetric_nat_is_crossed_through_turn(homes: Homes) -> None:
         homes.net.set_symmetric(False)
 
 
-def probe_command(homes: Homes, action: str) -> list[str]:
-    return ["ip", "netns", "exec", homes.net.home(0), sys.executable, "-m", "tests.relay_probe", action]
+def probe_command(homes: Homes, action: str, home: int = 0) -> list[str]:
+    return ["ip", "netns", "exec", homes.net.home(home), sys.executable, "-m", "tests.relay_probe", action]
 
 
-def probe(homes: Homes, action: str, **args: Any) -> dict[str, Any]:
-    """A raw client of the relay (tests/relay_probe.py) in home 1; its JSON result."""
-    command = [*probe_command(homes, action), json.dumps(args)]
+def probe(homes: Homes, action: str, home: int = 0, **args: Any) -> dict[str, Any]:
+    """A raw client of the relay (tests/relay_probe.py) in home ``home + 1``; its JSON result."""
+    command = [*probe_command(homes, action, home), json.dumps(args)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return dict(json.loads(done.stdout.splitlines()[-1]))
@@ -328,7 +328,7 @@ def test_a_browser_could_join_later_over_websocket_with_turn_credentials(
     # and TURN credentials for UDP, TCP and TLS from the same XEP-0215 answer the units use.
     handshake = probe(homes, "websocket", host=DOMAIN, ca=mallory["ca"])
     assert handshake == {"status": "HTTP/1.1 101 Switching Protocols", "protocol": "xmpp"}
-    offered = probe(homes, "services", **mallory)["services"]
+    offered = probe(homes, "services", **mallory)["asked"][0]["services"]
     assert offered == [
         ["stun", "udp", "3478", False],
         ["turn", "tcp", "3478", True],
@@ -351,6 +351,23 @@ def test_a_guest_address_floods_the_unit_no_faster_than_two_requests_a_second(ho
     assert 20 <= len(passed) <= 20 + 2 * sent["seconds"] + 1, sent
     assert all(a["status"] >= 400 for a in passed), answers
     assert refused and {a["body"] for a in refused} == {"resource-constraint"}, answers
+
+
+def test_a_guest_address_gets_four_turn_credentials_then_one_every_few_minutes(
+    homes: Homes, mallory: dict[str, str]
+) -> None:
+    """Anyone may sign in as a guest, and each sign-in got TURN credentials: 84 of them, 12
+    allocations each, held all of coturn's total-quota, and every call that needed TURN failed.
+    One address now gets 4 at once, then one every 250 s (relay/guests.pfw); the guest page keeps
+    its own (``-k keeps_its_turn_credentials`` in tests/test_guest_page.py). From home 2: home 1's
+    address spent its requests on the flood test above. Units are not limited."""
+    guest = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(homes.net.relay.ca)}
+    asked = probe(homes, "services", home=1, times=6, **guest)["asked"]
+    with_turn = ["turn", "udp", "3478", True]
+    assert [with_turn in a.get("services", []) for a in asked] == [True] * 4 + [False] * 2, asked
+    assert asked[4:] == [{"refused": "resource-constraint"}] * 2, asked
+    units = probe(homes, "services", home=1, times=6, **mallory)["asked"]
+    assert all(with_turn in a["services"] for a in units), units
 
 
 def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None:

@@ -391,6 +391,36 @@
   const unitAddress = () => `${invite.jid}/emocall`; // the unit's connection to the relay
   const relayConnection = () => new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
 
+  // The relay's STUN/TURN servers, asked again only when the credentials kept are past half their
+  // life or REUSE_MS: the relay gives one address a few credentials and then one every few minutes
+  // (relay/guests.pfw), and an offer that asked each time (re-offers come seconds apart on a bad
+  // network) was refused its TURN. Coturn checks credentials at each new allocation only, so a
+  // call outlives them; their end is the TURN REST username's first field, in the relay's seconds,
+  // read against the phone's clock: one ahead keeps none, one behind keeps them REUSE_MS at most
+  // (the relay's last an hour). Refused (too many asks), the page goes on with those it kept.
+  const REUSE_MS = 10 * 60 * 1000;
+  const kept = { servers: null, at: 0, forMs: 0 };
+
+  async function relayServers(xmpp, ms) {
+    if (kept.servers && performance.now() - kept.at < kept.forMs) return kept.servers;
+    let servers;
+    try {
+      servers = await xmpp.iceServers(ms);
+    } catch (e) {
+      if (!e.stanza || e.stanza.getElementsByTagName('resource-constraint').length === 0) throw e;
+      if (kept.servers) return kept.servers;
+      throw new Error('the relay takes no more calls from your network for a few minutes');
+    }
+    Object.assign(kept, { servers, at: performance.now(), forMs: keepFor(servers) });
+    return servers;
+  }
+
+  function keepFor(servers) {
+    const ends = servers.filter((s) => s.username).map((s) => parseInt(s.username, 10) * 1000);
+    if (ends.some((end) => !Number.isFinite(end))) return 0; // not TURN REST credentials: no end known
+    return Math.min(REUSE_MS, (Math.min(...ends) - Date.now()) / 2);
+  }
+
   // A new peer connection and its offer to the unit (resume: after a loss, for the same call).
   async function negotiate(mine, resume) {
     if (!mine.xmpp || !mine.xmpp.up) {
@@ -402,12 +432,10 @@
       await xmpp.connect();
       xmpp.up = true;
     }
-    // New STUN/TURN credentials for every offer: the relay's for guests expire (an hour,
-    // external_service_ttl in relay/), and coturn checks them on each new allocation, so a
-    // re-offer late in a long call would otherwise lose its TURN candidates. A re-offer asks with
-    // a re-offer's wait: the relay's connection may have died with the call's (a phone that moved
-    // to another network), and the first re-offer spent STEP_MS of the unit's patience finding out.
-    const iceServers = await mine.xmpp.iceServers(resume ? RETRY_MS : STEP_MS);
+    // A re-offer asks with a re-offer's wait: the relay's connection may have died with the call's
+    // (a phone that moved to another network), and the first re-offer spent STEP_MS of the unit's
+    // patience finding out.
+    const iceServers = await relayServers(mine.xmpp, resume ? RETRY_MS : STEP_MS);
     if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
     if (mine.pc) mine.pc.close();
     const pc = new RTCPeerConnection({ iceServers });
