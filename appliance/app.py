@@ -31,7 +31,7 @@ from appliance.display.select import open_display
 from appliance.display.view import Display
 from appliance.events import EventBus
 from appliance.guests.service import Guests
-from appliance.identity import KEY_FILE, Identity
+from appliance.identity import KEY_FILE, Identity, IdentityError, KeyDamaged
 from appliance.pairing.discovery import DiscoveryError
 from appliance.pairing.service import PairingError
 from appliance.privacy import CallGate, erase, forget_later, forget_pending
@@ -44,6 +44,7 @@ from appliance.state import (
     StateDamaged,
     StateError,
     StateStore,
+    damaged_name,
     drop_old_damaged,
     repair,
     repair_cut_short,
@@ -121,11 +122,10 @@ class Appliance:
         tune_malloc()  # before any thread starts
         with self._stack as stack:
             cfg = self.config = self._open_data_dir()
-            self.identity = Identity.load_or_create(cfg.unit.data_dir / KEY_FILE)
+            self.identity = self._open_identity(cfg.unit.data_dir / KEY_FILE)
             defaults = {"display_name": cfg.unit.name}
             self.store = self._open_store(cfg.unit.data_dir / STATE_FILE, defaults)
             stack.callback(self.store.close)
-            self.store.remember_identity(self.identity.unit_id)
             # Before the camera, so the start-up sentence hears what the camera and vision report.
             settings = self.store.settings().model_dump()
             card = cfg.vision.model_card
@@ -220,6 +220,23 @@ class Appliance:
         self._announce_start(cfg, self.store)
         return self
 
+    def _open_identity(self, path: Path) -> Identity:
+        """The unit's key; a damaged one (a failing card) set aside as ``identity.key.damaged-<UTC
+        time>`` and a new identity made, said at the start (:meth:`_announce_start`), rather than a
+        unit that no longer starts and needs someone with SSH."""
+        try:
+            return Identity.load_or_create(path)
+        except KeyDamaged as e:
+            aside = damaged_name(path)
+            try:
+                os.replace(path, aside)
+            except OSError as moving:
+                raise IdentityError(f"{e}; it cannot be moved: {moving.strerror}") from moving
+            log.error(
+                "the identity key %s held no key: set aside as %s, and a new identity made", path, aside.name
+            )
+            return Identity.load_or_create(path)
+
     def _open_store(self, path: Path, defaults: dict[str, Any]) -> StateStore:
         """The state database; a damaged one (a failing card) made anew of what still reads, said
         at the start (:meth:`_announce_start`), rather than a unit that no longer starts and needs
@@ -233,6 +250,19 @@ class Appliance:
         self._repaired = repair(path)
         return StateStore(path, self.events, defaults)
 
+    def _announce_identity(self, store: StateStore) -> None:
+        """A key that is not the one the state belonged to (damaged and made anew, or a key that
+        still reads but changed on a failing card, or one put there by hand): paired units pinned
+        the old one and refuse this unit, and the guests' links were signed with it. Recorded only
+        once said, so a start that fails after the key changed says it at the next. Not on a
+        read-only card: each start there makes another key in memory, and the owner hears to have
+        the card replaced rather than to pair again for nothing."""
+        before = store.identity_changed(self.identity.unit_id)
+        if before is not None and not self._card_copy:
+            message = f"the identity changed from {before} to {self.identity.unit_id}: paired units refuse it"
+            self.events.publish("unit.identity_changed", message, peers=[p.name for p in store.peers()])
+        store.remember_identity(self.identity.unit_id)
+
     def _announce_start(self, cfg: Config, store: StateStore) -> None:
         """What the owner hears as the unit comes up: a fault before it, a failing card, ready."""
         fault = restarted_after_fault(runtime_directory())
@@ -243,6 +273,7 @@ class Appliance:
             message = f"the state database was damaged: {repaired.rows} rows read back"
             peers = list(repaired.peers)
             self.events.publish("unit.state_repaired", message, rows=repaired.rows, peers=peers)
+        self._announce_identity(store)
         if self._card_copy:
             message = "the memory card is read-only: running on a copy in memory, changes are not kept"
             self.events.publish("unit.card_read_only", message, data_dir=str(cfg.unit.data_dir))
@@ -337,7 +368,8 @@ class Appliance:
                 return
 
     def _prune(self) -> None:
-        """Hourly: ended invites, and damaged state files kept past their time (``drop_old_damaged``)."""
+        """Hourly: ended invites, and damaged state and key files kept past their time
+        (``drop_old_damaged``)."""
         now = time.monotonic()
         if self._guests is None or self.store is None or now < self._prune_due:
             return
@@ -347,6 +379,7 @@ class Appliance:
         except StateError as e:  # the card: said by the store; the next hour tries again
             log.warning("could not delete ended invites: %s", e)
         drop_old_damaged(self.store.path)
+        drop_old_damaged(self.config.unit.data_dir / KEY_FILE)
 
     def _backup(self) -> bytes:
         assert self.store is not None  # the pages that ask run only once the unit started

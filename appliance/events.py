@@ -26,7 +26,9 @@ Device topics: ``camera.*``, ``vision.*``, ``audio.*``, ``microphone.unavailable
 ``unit.ready`` {name, address, ask_sharing, button}, ``unit.address`` (asked for),
 ``unit.address_changed`` (it changed while running), ``unit.forgetting``, ``unit.forgotten``
 {card_kept}, ``unit.restarted``, ``unit.card_read_only``, ``unit.state_repaired`` {rows, peers}
-(a damaged state database was made anew of the rows that read; ``peers``: the names kept).
+(a damaged state database was made anew of the rows that read; ``peers``: the names kept),
+``unit.identity_changed`` {peers} (the identity key is not the one the state belonged to: a
+damaged key set aside and a new one made; ``peers``: the names to pair with again).
 
 Privacy: what people feel and whom they call is never logged at INFO. Events of the topics in
 :data:`PRIVATE_TOPICS` (expressions, faces, call parties, paired units) are logged with their

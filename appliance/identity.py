@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InternalError, InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -86,6 +86,10 @@ class ClockSkew(TrustError):
 
 class IdentityError(Exception):
     """The identity key file cannot be read or written."""
+
+
+class KeyDamaged(IdentityError):
+    """The identity key file reads, but holds no Ed25519 key: damaged (a failing card), or another file."""
 
 
 def unit_id_of(public_key: bytes) -> str:
@@ -148,13 +152,14 @@ def parse_key(pem: bytes, where: str) -> Ed25519PrivateKey:
     """The Ed25519 key in ``pem`` (an identity key file's bytes); IdentityError naming ``where``."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as e:
-        raise IdentityError(
+    # A damaged algorithm id reads as one the library does not support (or fails inside OpenSSL).
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as e:
+        raise KeyDamaged(
             f"{where} is not an emocall identity key; move it away to create a new identity "
             "(paired units will then need pairing again)"
         ) from e
     if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(f"{where} holds a key that is not Ed25519; move it away to create a new one")
+        raise KeyDamaged(f"{where} holds a key that is not Ed25519; move it away to create a new one")
     return key
 
 

@@ -280,17 +280,16 @@ class StateStore:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make))
             return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
+    def identity_changed(self, unit_id: str) -> str | None:
+        """The identity this state belonged to when it was not ``unit_id``'s: the key file was
+        replaced (damaged and made anew, or by hand). None when it is ``unit_id``'s, or unknown."""
+        known = self.meta("unit_id")
+        return known if known not in (None, unit_id) else None
+
     def remember_identity(self, unit_id: str) -> None:
-        """Record which identity owns this state; warn when the key file was replaced."""
-        known = self.meta_or_create("unit_id", unit_id)
-        if known != unit_id:
-            log.warning(
-                "the identity changed from %s to %s: paired units will refuse this unit until paired again",
-                known,
-                unit_id,
-            )
-            with self.transaction() as db:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'unit_id'", (unit_id,))
+        """Record which identity owns this state (after :meth:`identity_changed` was told)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('unit_id', ?)", (unit_id,))
 
     def session_secret(self) -> bytes:
         """The key that signs the owner's browser session, created once per unit."""
@@ -630,7 +629,7 @@ def repair(path: Path) -> Repair:
     database is written whole under another name first, and takes the damaged one's place only
     once its rows are safe. A paired unit is kept only when its id is its key's and its name a
     name: a row that reads is not proof that it is whole."""
-    damaged = _kept_before(path) or _damaged_name(path)
+    damaged = _kept_before(path) or damaged_name(path)
     source = damaged if damaged.exists() else path  # a repair cut short: it kept the WAL there
     fresh = path.with_name(path.name + ".repaired")
     for leftover in _with_wal(fresh):  # a repair cut short: made again from the start
@@ -696,9 +695,10 @@ def _keep_whole_peers(db: sqlite3.Connection) -> tuple[str, ...]:
     return tuple(str(n) for (n,) in db.execute("SELECT name FROM peers ORDER BY paired_at, unit_id"))
 
 
-def _damaged_name(path: Path) -> Path:
-    """``state.db.damaged-<UTC time to the microsecond>``: never the name of one kept before (a
-    rename would replace it), and in the order they were made."""
+def damaged_name(path: Path) -> Path:
+    """``state.db.damaged-<UTC time to the microsecond>`` (``identity.key.damaged-...`` for the
+    key): never the name of one kept before (a rename would replace it), and in the order they were
+    made."""
     return path.with_name(f"{path.name}.damaged-{datetime.now(UTC).strftime(DAMAGED_TIME)}")
 
 
@@ -767,8 +767,9 @@ def _copy_table(source: sqlite3.Connection, db: sqlite3.Connection, table: str) 
 
 
 def drop_old_damaged(path: Path, keep: int = KEEP_DAMAGED) -> None:
-    """Delete the damaged files :func:`repair` kept beside ``path`` past ``keep`` (the oldest) or
-    KEEP_DAMAGED_S (by the time in their names). "Forget everything" deletes them too (``state.db*``)."""
+    """Delete the damaged files kept beside ``path`` (by :func:`repair`, or the unit for its key)
+    past ``keep`` (the oldest) or KEEP_DAMAGED_S (by the time in their names). "Forget everything"
+    deletes them too (``state.db*``, ``identity.key*``)."""
     kept = _damaged_files(path)
     now = datetime.now(UTC).replace(tzinfo=None)  # as the names are read: UTC, without a zone
     for n, old in enumerate(kept):
@@ -778,7 +779,7 @@ def drop_old_damaged(path: Path, keep: int = KEEP_DAMAGED) -> None:
                 try:
                     file.unlink(missing_ok=True)
                 except OSError as e:  # a card turned read-only: tried again within the hour
-                    log.warning("could not delete the damaged state file %s: %s", file, e.strerror)
+                    log.warning("could not delete the damaged file %s: %s", file, e.strerror)
 
 
 @contextmanager

@@ -9,8 +9,8 @@
 - ``listen {jid, password, ca, seconds}``: every stanza this account receives meanwhile.
 - ``turn {host, port, username, password}``: a TURN allocation with these credentials (aioice).
 - ``crowd {accounts, ca, seconds}``: many idle units connected at once (benchmarks/relay.py).
-- ``services {jid, password, ca, times}``: the STUN/TURN services the relay hands this account
-  (XEP-0215), or its refusal, for each of ``times`` sign-ins.
+- ``services {jid, password, ca, times, ask, ns, at}``: the STUN/TURN services the relay hands
+  this account (XEP-0215), or its refusal, for each of ``times`` sign-ins.
 - ``websocket {host, ca}``: a browser's opening handshake for XMPP over WebSocket.
 - ``subscribe {jid, password, ca, to, seconds}``: asks for ``to``'s presence; the presence types
   ``to`` sends back meanwhile. ``"anonymous": true`` signs in as a guest's page does (``jid``: the
@@ -25,6 +25,7 @@ import json
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -165,13 +166,20 @@ async def crowd(args: dict[str, Any]) -> dict[str, Any]:
 
 async def services(args: dict[str, Any]) -> dict[str, Any]:
     """What the relay hands this account for ICE (XEP-0215), as a browser would also ask it; signed
-    in ``times`` times (one), asking once each time, as a client may that signs in again and again."""
+    in ``times`` times (one), asking once each time, as a client may that signs in again and again.
+    ``ask``: "services" (the default) or "credentials" (for the TURN server on the relay's address);
+    ``ns``: XEP-0215's namespace (its version 2 by default, or the older ``urn:xmpp:extdisco:1``);
+    ``at``: the host asked (the account's own by default). Each answer's services, with the seconds
+    their credentials have left, or the relay's refusal."""
     asked = []
+    ns = args.get("ns", NS)
     for _ in range(args.get("times", 1)):
         xmpp = await connect(args)
         assert xmpp is not None, "the probe's own account was refused"
-        iq = xmpp.make_iq_get(ito=args["jid"].rpartition("@")[2])
-        iq.xml.append(ET.Element(f"{{{NS}}}services"))
+        iq = xmpp.make_iq_get(ito=args.get("at", args["jid"].rpartition("@")[2]))
+        query = ET.SubElement(iq.xml, f"{{{ns}}}{args.get('ask', 'services')}")
+        if args.get("ask") == "credentials":
+            ET.SubElement(query, f"{{{ns}}}service", {"type": "turn", "host": SERVER_IP, "port": "3478"})
         try:
             result = await iq.send(timeout=10)  # type: ignore[no-untyped-call]
         except IqError as e:
@@ -179,12 +187,13 @@ async def services(args: dict[str, Any]) -> dict[str, Any]:
             continue
         finally:
             await xmpp.disconnect()
-        found = result.xml.findall(f"{{{NS}}}services/{{{NS}}}service")
+        found = result.xml.findall(f"{{{ns}}}*/{{{ns}}}service")
         offered = [
             [s.get("type"), s.get("transport"), s.get("port"), bool(s.get("username") and s.get("password"))]
             for s in found
         ]
-        asked.append({"services": sorted(offered)})
+        left = [int(s.get("username", "").split(":")[0]) - time.time() for s in found if s.get("username")]
+        asked.append({"services": sorted(offered), "seconds_left": min(left, default=None)})
     return {"asked": asked}
 
 

@@ -134,15 +134,46 @@ def test_verbose_logs_no_relay_stanza_unless_asked_for_by_name() -> None:
     assert levels == f"levels {logging.INFO} {logging.DEBUG}", out.stdout[-500:] + out.stderr
 
 
-def test_a_damaged_identity_key_is_said_plainly_not_as_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["no_key", "another_key"])
+def test_a_damaged_identity_key_is_set_aside_and_a_new_one_made_and_said(tmp_path: Path, damage: str) -> None:
+    """A damaged identity key (a failing card) stopped the unit for good ("cannot start"), and a
+    blind owner needed someone with SSH. `emocall run` sets it aside unchanged, makes a new
+    identity, and says what the owner must do, naming the units to pair with again; their pairing
+    is kept, so a call to them says "does not know this unit any more. Pair again". A key that still
+    reads but is another (a flipped bit of its secret) is said the same way."""
     data = tmp_path / "data"
-    data.mkdir()
-    (data / "identity.key").write_bytes(b"not a key")
+    store = StateStore(data / "state.db")
+    paired(store, "Bela")
+    store.remember_identity(Identity.load_or_create(data / "identity.key").unit_id)
+    store.close()
+    Identity.load_or_create(tmp_path / "another.key")
+    another = (tmp_path / "another.key").read_bytes()
+    (data / "identity.key").write_bytes(b"not a key" if damage == "no_key" else another)
+    line = _said_and_shown(
+        tmp_path, data, "This unit's key has changed, perhaps because the memory card damaged it."
+    )
+    assert line.endswith("will not know this unit until you pair with them again: Bela."), line
+    aside = [p.read_bytes() for p in data.glob("identity.key.damaged-*[0-9]Z")]
+    assert aside == ([b"not a key"] if damage == "no_key" else [])
+    renewed = Identity.load_or_create(data / "identity.key")
+    assert (data / "identity.key").read_bytes() != b"not a key"
+    store = StateStore(data / "state.db")
+    assert store.meta("unit_id") == renewed.unit_id  # recorded once said: not said again
+    assert [p.name for p in store.peers()] == ["Bela"]
+    store.close()
+
+
+def test_an_identity_key_that_cannot_be_read_is_said_plainly_not_as_a_traceback(tmp_path: Path) -> None:
+    """Not damaged but unreadable (here a folder in its place; a wrong owner): the unit cannot
+    start, and says why in its log, leaving the file as it is."""
+    data = tmp_path / "data"
+    (data / "identity.key").mkdir(parents=True)
     command = [*EMOCALL, "run", "--data-dir", str(data), "--port", str(free_port()), "--source", "pattern"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "identity.key" in result.stderr and (data / "identity.key").read_bytes() == b"not a key"
+    assert "cannot use the identity key" in result.stderr and (data / "identity.key").is_dir()
+    assert not list(data.glob("identity.key.damaged-*"))
 
 
 def test_a_damaged_state_database_is_repaired_said_and_kept(tmp_path: Path) -> None:
@@ -161,33 +192,10 @@ def test_a_damaged_state_database_is_repaired_said_and_kept(tmp_path: Path) -> N
     assert not report.ok and "state database" in report.detail, report
     assert (data / "state.db").read_bytes() == before
 
-    port, screen = free_port(), tmp_path / "display.txt"
-    settings = tmp_path / "config.toml"
-    settings.write_text(
-        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
-        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\nrate_wpm = 450\n'
-        f'[display]\nbackend = "offscreen"\nsnapshot_file = "{tmp_path / "display.png"}"\n'
-        "[button]\nenabled = false\n"
-    )
-    log = tmp_path / "unit.log"
-    with log.open("w") as out:
-        run = [*EMOCALL, "-v", "--config", str(settings), "run", "--data-dir", str(data)]
-        proc = subprocess.Popen(run, stderr=out, cwd=ROOT)
     sentence = "The memory card had damaged this unit's settings. The unit kept what it could read."
+    line = _said_and_shown(tmp_path, data, sentence)
     kept = "Ask someone who helps you to check the memory card. Paired units kept: Bela."
-    try:
-        _wait_ready(port, proc)
-        _wait_said(log, sentence, 60)
-        (line,) = [x for x in log.read_text().splitlines() if f"saying: {sentence}" in x]
-        assert line.endswith(kept), line  # in the same sentence: what was kept, by name
-        deadline = time.monotonic() + 20
-        while not (screen.exists() and sentence in " ".join(screen.read_text().split())):
-            assert time.monotonic() < deadline, screen.read_text() if screen.exists() else "nothing shown"
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    assert line.endswith(kept), line  # in the same sentence: what was kept, by name
     (damaged,) = data.glob("state.db.damaged-*[0-9]Z")
     assert damaged.read_bytes() == before
     repaired = StateStore(data / "state.db")
@@ -202,7 +210,7 @@ def test_a_unit_that_cannot_start_says_so_once_per_boot(tmp_path: Path) -> None:
     data, runtime, said = tmp_path / "data", tmp_path / "run", tmp_path / "said.wav"
     data.mkdir()
     runtime.mkdir()
-    (data / "identity.key").write_bytes(b"not a key")
+    (data / "identity.key").mkdir()  # a key it cannot read
     config = tmp_path / "config.toml"
     config.write_text(f'[speech]\noutput = "wav"\nwav_file = "{said}"\n')
     command = [*EMOCALL, "--config", str(config), "run", "--data-dir", str(data), "--source", "pattern"]
@@ -459,3 +467,33 @@ def test_free_ports_are_never_handed_out_twice() -> None:
     both units on one port, and Bela's owner code was asked of Asha."""
     ports = [free_port() for _ in range(400)]
     assert len(set(ports)) == len(ports)
+
+
+def _said_and_shown(tmp_path: Path, data: Path, sentence: str) -> str:
+    """`emocall run` on ``data`` until it has said ``sentence`` and shown it on its display; the log
+    line that said it. The unit is stopped then, and must stop cleanly."""
+    port, screen = free_port(), tmp_path / "display.txt"
+    settings = tmp_path / "config.toml"
+    settings.write_text(
+        f'[camera]\nsource = "pattern"\n[web]\nhost = "127.0.0.1"\nport = {port}\ndiscovery = false\n'
+        f'[speech]\noutput = "wav"\nwav_file = "{tmp_path / "said.wav"}"\nrate_wpm = 450\n'
+        f'[display]\nbackend = "offscreen"\nsnapshot_file = "{tmp_path / "display.png"}"\n'
+        "[button]\nenabled = false\n"
+    )
+    log = tmp_path / "unit.log"
+    with log.open("w") as out:
+        run = [*EMOCALL, "-v", "--config", str(settings), "run", "--data-dir", str(data)]
+        proc = subprocess.Popen(run, stderr=out, cwd=ROOT)
+    try:
+        _wait_ready(port, proc)
+        _wait_said(log, sentence, 60)
+        (line,) = [x for x in log.read_text().splitlines() if f"saying: {sentence}" in x]
+        deadline = time.monotonic() + 20
+        while not (screen.exists() and sentence in " ".join(screen.read_text().split())):
+            assert time.monotonic() < deadline, screen.read_text() if screen.exists() else "nothing shown"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    return line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 import time
 from pathlib import Path
@@ -29,7 +30,20 @@ def test_key_is_created_private_and_reloaded(tmp_path: Path) -> None:
 def test_garbage_key_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "identity.key"
     path.write_text("not a key")
-    with pytest.raises(identity.IdentityError, match="move it away"):
+    with pytest.raises(identity.KeyDamaged, match="move it away"):
+        Identity.load_or_create(path)
+
+
+def test_a_key_whose_algorithm_was_damaged_is_a_damaged_key(tmp_path: Path) -> None:
+    """A bit flipped in the key's algorithm id (Ed25519's OID 1.3.101.112) read as an algorithm the
+    library does not support: not among the errors that said "damaged", so the unit could not start."""
+    path = tmp_path / "identity.key"
+    Identity.load_or_create(path)
+    lines = path.read_text().splitlines()
+    der = bytearray(base64.b64decode("".join(lines[1:-1])))
+    der[der.index(bytes([0x06, 0x03, 0x2B, 0x65, 0x70])) + 4] ^= 0x01
+    path.write_text("\n".join([lines[0], base64.b64encode(der).decode(), lines[-1]]) + "\n")
+    with pytest.raises(identity.KeyDamaged):
         Identity.load_or_create(path)
 
 

@@ -370,6 +370,23 @@ def test_a_guest_address_gets_four_turn_credentials_then_one_every_few_minutes(
     assert all(with_turn in a["services"] for a in units), units
 
 
+def test_a_guest_gets_turn_credentials_only_as_its_page_asks_for_them(homes: Homes) -> None:
+    """Prosody 0.12 answers XEP-0215's credentials request on any host without its access list
+    (mod_external_services, handle_credentials): a guest asking the units' host got a unit's
+    day-long credentials. And XEP-0215's older version (urn:xmpp:extdisco:1) went around the limit
+    of four. The page asks its own host for services, in version 2: the relay refuses a guest the
+    rest (relay/guests.pfw)."""
+    guest = {"jid": f"guests.{DOMAIN}", "anonymous": True, "ca": str(homes.net.relay.ca)}
+    asks = [
+        {"ask": "credentials", "at": DOMAIN},
+        {"ask": "credentials"},
+        {"ns": "urn:xmpp:extdisco:1"},
+        {"ns": "urn:xmpp:extdisco:1", "ask": "credentials", "at": DOMAIN},
+    ]
+    answers = [probe(homes, "services", **guest, **ask)["asked"][0] for ask in asks]
+    assert answers == [{"refused": "forbidden"}] * len(asks), answers
+
+
 def test_two_emocall_run_units_pair_at_a_distance_and_call(homes: Homes) -> None:
     """The product itself: `emocall run` in each home, its owner's page, the relay settings in its
     configuration (here through EMOCALL_RELAY__* variables)."""

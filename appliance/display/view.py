@@ -40,6 +40,7 @@ FAULTS: dict[str, tuple[str, str | Callable[[Mapping[str, Any]], str]]] = {
     "unit.card_read_only": ("card", "card_read_only"),
     # Shown until the next start, for whoever helps; beside a read-only card's line, not in its place.
     "unit.state_repaired": ("state", repair_key),
+    "unit.identity_changed": ("key", "key_changed"),
     "microphone.unavailable": ("microphone", "microphone_unavailable"),
     "microphone.recovered": ("microphone", ""),
     "button.unavailable": ("button", "button_unavailable"),

@@ -132,6 +132,7 @@ class Narrator:
             "call.tried": self._on_tried,
             "relay.unreachable": lambda e: announcer.state(relay_key(e.data)),
             "unit.state_repaired": self._on_repaired,
+            "unit.identity_changed": self._on_repaired,
             "remote.emotion": self._on_emotion,
             "remote.sharing": self._on_sharing,
             "remote.no_face": self._on_no_face,
@@ -203,12 +204,14 @@ class Narrator:
             return True
 
     def _on_repaired(self, event: Event) -> None:
-        """What happened, then the paired units kept by name: a unit the owner had unpaired, back
-        from an old copy of a page the card gave back, is heard."""
+        """What happened, then the paired units by name: those kept in the state database (a unit the
+        owner had unpaired, back from an old copy of a page the card gave back, is heard), or those
+        to pair with again under a new key."""
         phrases = self._announcer.phrases
-        said = [phrases.say(repair_key(event.data))]
+        changed = event.topic == "unit.identity_changed"
+        said = [phrases.say("key_changed" if changed else repair_key(event.data))]
         if names := [str(n) for n in event.data.get("peers", [])]:
-            said.append(phrases.say("units_kept", names=", ".join(names)))
+            said.append(phrases.say("pair_again" if changed else "units_kept", names=", ".join(names)))
         self._announcer.say(" ".join(said))
 
     def _on_ready(self, event: Event) -> None:

@@ -135,6 +135,11 @@ EN = {
         " memory card."
     ),
     "units_kept": "Paired units kept: {names}.",
+    "key_changed": (
+        "This unit's key has changed, perhaps because the memory card damaged it. Guests need their"
+        " invite links sent again. Ask someone who helps you to check the memory card."
+    ),
+    "pair_again": "The units you call will not know this unit until you pair with them again: {names}.",
     "relay_unreachable": "Calls outside the home are not possible right now.",
     "relay_refused": (
         "The relay refused this unit's account, so calls outside the home are not possible. Ask whoever"
@@ -268,6 +273,13 @@ HI = {
         " करने वाले व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
     ),
     "units_kept": "रखी गई जुड़ी यूनिटें: {names}।",
+    "key_changed": (
+        "इस यूनिट की कुंजी बदल गई है, शायद मेमोरी कार्ड ने उसे खराब कर दिया था। मेहमानों को उनके निमंत्रण लिंक"
+        " फिर से भेजने होंगे। अपनी मदद करने वाले व्यक्ति से मेमोरी कार्ड जाँचने को कहें।"
+    ),
+    "pair_again": (
+        "जिन यूनिटों को आप कॉल करते हैं, वे इस यूनिट को तब तक नहीं पहचानेंगी जब तक आप उन्हें फिर से नहीं जोड़ लेते: {names}।"
+    ),
     "relay_unreachable": "घर के बाहर अभी कॉल नहीं हो सकते।",
     "relay_refused": (
         "रिले ने इस यूनिट का खाता अस्वीकार कर दिया, इसलिए घर के बाहर कॉल नहीं हो सकते। रिले चलाने वाले से पूछिए।"
@@ -398,6 +410,11 @@ BN = {
         " করেন, তাঁকে মেমোরি কার্ডটি পরীক্ষা করতে বলুন।"
     ),
     "units_kept": "যে যুক্ত ইউনিটগুলো রাখা হয়েছে: {names}।",
+    "key_changed": (
+        "এই ইউনিটের চাবি বদলে গেছে, হয়তো মেমোরি কার্ড সেটি নষ্ট করে দিয়েছিল। অতিথিদের আমন্ত্রণের লিংক আবার"
+        " পাঠাতে হবে। যিনি আপনাকে সাহায্য করেন, তাঁকে মেমোরি কার্ডটি পরীক্ষা করতে বলুন।"
+    ),
+    "pair_again": ("আপনি যে ইউনিটগুলোকে কল করেন, আবার যুক্ত না করা পর্যন্ত সেগুলো এই ইউনিটকে চিনবে না: {names}।"),
     "relay_unreachable": "বাড়ির বাইরে এখন কল করা যাচ্ছে না।",
     "relay_refused": (
         "রিলে এই ইউনিটের অ্যাকাউন্ট গ্রহণ করেনি, তাই বাড়ির বাইরে কল করা যাচ্ছে না। যিনি রিলে চালান তাঁকে জিজ্ঞেস করুন।"

@@ -391,34 +391,42 @@
   const unitAddress = () => `${invite.jid}/emocall`; // the unit's connection to the relay
   const relayConnection = () => new Xmpp(`wss://${location.host}/guest-xmpp`, `guests.${invite.jid.split('@')[1]}`);
 
-  // The relay's STUN/TURN servers, asked again only when the credentials kept are past half their
-  // life or REUSE_MS: the relay gives one address a few credentials and then one every few minutes
-  // (relay/guests.pfw), and an offer that asked each time (re-offers come seconds apart on a bad
-  // network) was refused its TURN. Coturn checks credentials at each new allocation only, so a
-  // call outlives them; their end is the TURN REST username's first field, in the relay's seconds,
-  // read against the phone's clock: one ahead keeps none, one behind keeps them REUSE_MS at most
-  // (the relay's last an hour). Refused (too many asks), the page goes on with those it kept.
+  // The relay's STUN/TURN servers, kept for the next offers: the relay gives one address a few
+  // credentials and then one every few minutes (relay/guests.pfw), and an offer that asked each
+  // time (re-offers come seconds apart on a bad network) was refused its TURN. Coturn checks
+  // credentials at each new allocation only, so a call outlives them. Kept while all of these hold:
+  // - half their life and REUSE_MS at most have passed (performance.now(): a wall clock set by hand
+  //   does not move it), and their end has not (Date.now(), which runs on while a phone sleeps);
+  //   their end is the TURN REST username's first field, in the relay's seconds, so a phone clock
+  //   ahead keeps them for less, and one ahead by their life not at all;
+  // - they served fewer than OFFERS_KEPT offers: one credential holds 12 allocations at once
+  //   (coturn's user-quota), an offer makes up to 3 (TURN over UDP, TCP and TLS), and those of an
+  //   offer on a network the phone has left are not released until they time out (10 minutes).
+  // Refused more (too many asks from this address), the page goes on with those it kept while
+  // they have not ended.
   const REUSE_MS = 10 * 60 * 1000;
-  const kept = { servers: null, at: 0, forMs: 0 };
+  const OFFERS_KEPT = 3;
+  const kept = { servers: null, at: 0, forMs: 0, end: 0, offers: 0 };
 
   async function relayServers(xmpp, ms) {
-    if (kept.servers && performance.now() - kept.at < kept.forMs) return kept.servers;
+    const usable = () => kept.servers && Date.now() < kept.end;
+    if (usable() && performance.now() - kept.at < kept.forMs && kept.offers < OFFERS_KEPT) {
+      kept.offers += 1;
+      return kept.servers;
+    }
     let servers;
     try {
       servers = await xmpp.iceServers(ms);
     } catch (e) {
       if (!e.stanza || e.stanza.getElementsByTagName('resource-constraint').length === 0) throw e;
-      if (kept.servers) return kept.servers;
+      if (usable()) return kept.servers;
       throw new Error('the relay takes no more calls from your network for a few minutes');
     }
-    Object.assign(kept, { servers, at: performance.now(), forMs: keepFor(servers) });
+    const end = Math.min(...servers.filter((s) => s.username).map((s) => parseInt(s.username, 10) * 1000));
+    // Not TURN REST credentials (NaN): no end known, none kept. STUN alone (Infinity): REUSE_MS.
+    const forMs = Number.isNaN(end) ? 0 : Math.min(REUSE_MS, (end - Date.now()) / 2);
+    Object.assign(kept, { servers, at: performance.now(), forMs, end: Number.isNaN(end) ? 0 : end, offers: 1 });
     return servers;
-  }
-
-  function keepFor(servers) {
-    const ends = servers.filter((s) => s.username).map((s) => parseInt(s.username, 10) * 1000);
-    if (ends.some((end) => !Number.isFinite(end))) return 0; // not TURN REST credentials: no end known
-    return Math.min(REUSE_MS, (Math.min(...ends) - Date.now()) / 2);
   }
 
   // A new peer connection and its offer to the unit (resume: after a loss, for the same call).
@@ -431,10 +439,12 @@
       mine.xmpp = xmpp;
       await xmpp.connect();
       xmpp.up = true;
+    } else if (resume) {
+      // The relay's connection may have died with the call's (a phone that moved to another
+      // network), unknown to the browser: a re-offer finds out first, in a re-offer's wait (the
+      // first re-offer spent STEP_MS of the unit's patience), and lost() opens a new one.
+      await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', RETRY_MS);
     }
-    // A re-offer asks with a re-offer's wait: the relay's connection may have died with the call's
-    // (a phone that moved to another network), and the first re-offer spent STEP_MS of the unit's
-    // patience finding out.
     const iceServers = await relayServers(mine.xmpp, resume ? RETRY_MS : STEP_MS);
     if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
     if (mine.pc) mine.pc.close();
