@@ -420,7 +420,13 @@
     } catch (e) {
       if (!e.stanza || e.stanza.getElementsByTagName('resource-constraint').length === 0) throw e;
       if (usable()) return kept.servers;
-      throw new Error('the relay takes no more calls from your network for a few minutes');
+      // The limit on credentials (its text, in relay/guests.pfw, names them), not the one on all
+      // requests, which lets the next ones through within a second.
+      const text = e.stanza.getElementsByTagName('text');
+      if (text.length > 0 && text[0].textContent.includes('TURN credentials')) {
+        throw new Error('the relay takes no more calls from your network for a few minutes');
+      }
+      throw e;
     }
     const end = Math.min(...servers.filter((s) => s.username).map((s) => parseInt(s.username, 10) * 1000));
     // Not TURN REST credentials (NaN): no end known, none kept. STUN alone (Infinity): REUSE_MS.
@@ -442,8 +448,11 @@
     } else if (resume) {
       // The relay's connection may have died with the call's (a phone that moved to another
       // network), unknown to the browser: a re-offer finds out first, in a re-offer's wait (the
-      // first re-offer spent STEP_MS of the unit's patience), and lost() opens a new one.
-      await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', RETRY_MS);
+      // first re-offer spent STEP_MS of the unit's patience), and lost() opens a new one. An error
+      // answer (the relay's limit on requests) is an answer: the connection works.
+      await mine.xmpp.iq('get', mine.xmpp.domain, '<ping xmlns="urn:xmpp:ping"/>', RETRY_MS).catch((e) => {
+        if (!e.stanza) throw e;
+      });
     }
     const iceServers = await relayServers(mine.xmpp, resume ? RETRY_MS : STEP_MS);
     if (call !== mine) throw new Error('cancelled'); // before a peer connection gathers for nothing
