@@ -333,6 +333,32 @@ print(db.execute("PRAGMA page_size").fetchone()[0])' "$db" | tr '\n' ' ')
   fi
 }
 
+# A damaged identity key (a failing card): the service sets it aside, makes a new identity and says
+# so at its start ("the identity changed"), where before it said it could not start at every
+# restart; then the key and the database as they were are put back.
+damaged_key() {
+  local data=/var/lib/emocall keep=/root/key-check events="" i kept
+  systemctl stop emocall
+  mkdir -p "$keep" && cp -p "$data/identity.key" "$data"/state.db* "$keep/"
+  printf 'not a key\n' >"$data/identity.key"
+  systemctl start emocall
+  for i in $(seq 90); do
+    events=$(status_events) && grep -q "the identity changed" <<<"$events" && break
+    sleep 1
+  done
+  kept=$(find "$data" -maxdepth 1 -name 'identity.key.damaged-*[0-9]Z' -printf '%f\n' | head -1)
+  if grep -q "the identity changed" <<<"$events" && systemctl is-active -q emocall && [ -n "$kept" ]; then
+    check damaged_key ok "a new identity at the start, ${i} s; kept $kept; events: $events"
+  else
+    check damaged_key fail "$(systemctl show emocall -p ActiveState -p Result | tr '\n' ' '); events: ${events:-none}; $(journalctl -u emocall -n 5 --no-pager | tr '\n' ' ')"
+  fi
+  systemctl stop emocall
+  rm -f "$data"/identity.key* "$data"/state.db* && cp -p "$keep"/* "$data/" && rm -rf "$keep"
+  if ! systemctl start emocall; then
+    check damaged_key fail "the service did not start again on the key as it was"
+  fi
+}
+
 # The setup hotspot's sandbox (emocall-hotspot.service: ProtectSystem=strict, PrivateTmp and the
 # rest): its own unit runs, in place of the script (which exits at once on a network), each kind of
 # thing the script does there: routes, NetworkManager, Wi-Fi, its two writable folders, the voice.
@@ -383,6 +409,7 @@ other_scripts
 card
 unmounted
 damaged_state
+damaged_key
 echo SELFTEST
 # Through the command an owner's helper types (files/bin/emocall): the service's user and settings.
 emocall selftest --json | tr -d '\n'
