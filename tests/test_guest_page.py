@@ -305,6 +305,19 @@ def _ringing(relay: Relay, token: str) -> Iterator[Any]:
             browser.close()
 
 
+def test_the_first_ring_check_waits_ten_seconds_from_the_offer(token: str) -> None:
+    """While the unit rings, the page asks it first 10 s after the offer (RING_CHECK_MS): not at
+    once, when the relay may still carry the offer behind the check. Playwright's clock flows on
+    its own too, by the second or two the offer takes: 7 s run on is short of 10, 10.5 s past it."""
+    relay = Relay(200, {}, rings=True)
+    with _ringing(relay, token) as page:
+        page.clock.run_for(7_000)
+        page.wait_for_timeout(500)
+        assert relay.checks == 0
+        page.clock.run_for(3_500)
+        _until(page, lambda: relay.checks == 1)
+
+
 def _answered_then(page: Any, relay: Relay, change: str) -> None:
     """The unit answers the page's first check whether it still has the call (10 s in); then
     ``change`` (a flag of the stand-in relay) comes about, the second check fails, and 3 s later
