@@ -257,11 +257,13 @@ class Appliance:
         once said, so a start that fails after the key changed says it at the next. Not on a
         read-only card: each start there makes another key in memory, and the owner hears to have
         the card replaced rather than to pair again for nothing."""
-        before = store.identity_changed(self.identity.unit_id)
+        unit_id, before = self.identity.unit_id, store.meta("unit_id")
+        if before == unit_id:
+            return  # the usual start: nothing to say, nothing written to the card
         if before is not None and not self._card_copy:
-            message = f"the identity changed from {before} to {self.identity.unit_id}: paired units refuse it"
+            message = f"the identity changed from {before} to {unit_id}: paired units refuse it"
             self.events.publish("unit.identity_changed", message, peers=[p.name for p in store.peers()])
-        store.remember_identity(self.identity.unit_id)
+        store.remember_identity(unit_id)
 
     def _announce_start(self, cfg: Config, store: StateStore) -> None:
         """What the owner hears as the unit comes up: a fault before it, a failing card, ready."""

@@ -280,14 +280,8 @@ class StateStore:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make))
             return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
-    def identity_changed(self, unit_id: str) -> str | None:
-        """The identity this state belonged to when it was not ``unit_id``'s: the key file was
-        replaced (damaged and made anew, or by hand). None when it is ``unit_id``'s, or unknown."""
-        known = self.meta("unit_id")
-        return known if known not in (None, unit_id) else None
-
     def remember_identity(self, unit_id: str) -> None:
-        """Record which identity owns this state (after :meth:`identity_changed` was told)."""
+        """Record which identity owns this state (the unit says a change first: ``Appliance``)."""
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('unit_id', ?)", (unit_id,))
 
